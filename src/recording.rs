@@ -1,0 +1,252 @@
+//! Paired model outputs over a stream (the input of link training, and the reference that accuracy
+//! is measured against). One simple binary layout, written by `jetlink record` and by the demo tool.
+//!
+//! Layout (little-endian; the whole file may be gzip-compressed):
+//! ```text
+//! magic    8 bytes  "JLREC001"
+//! n_frames u32, n_models u32
+//! per model: name_len u16, name (UTF-8), kind u8 (OutputKind::code), size u32
+//! per frame: frame_index u32, then every model's output as f32, models in header order
+//! ```
+
+use std::io::{Read, Write};
+use std::path::Path;
+
+use anyhow::{Context, Result, bail, ensure};
+
+use crate::manifest::OutputKind;
+
+pub const MAGIC: &[u8; 8] = b"JLREC001";
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct RecordedModel {
+    pub name: String,
+    pub kind: OutputKind,
+    pub size: usize,
+}
+
+/// Every model's output on every recorded frame.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Recording {
+    pub models: Vec<RecordedModel>,
+    /// Stream frame index of each recorded row.
+    pub frames: Vec<u32>,
+    /// Row-major: row r holds all models' outputs for `frames[r]`, `stride()` values.
+    pub values: Vec<f32>,
+    /// Offset of each model's output inside a row.
+    offsets: Vec<usize>,
+}
+
+impl Recording {
+    pub fn new(models: Vec<RecordedModel>) -> Recording {
+        let offsets = offsets_of(&models);
+        Recording { models, frames: Vec::new(), values: Vec::new(), offsets }
+    }
+
+    pub fn stride(&self) -> usize {
+        self.models.iter().map(|m| m.size).sum()
+    }
+
+    pub fn len(&self) -> usize {
+        self.frames.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.frames.is_empty()
+    }
+
+    /// Append one frame's outputs (all models, header order).
+    pub fn push(&mut self, frame: u32, row: &[f32]) {
+        assert_eq!(row.len(), self.stride(), "recording row length");
+        self.frames.push(frame);
+        self.values.extend_from_slice(row);
+    }
+
+    pub fn row(&self, r: usize) -> &[f32] {
+        let s = self.stride();
+        &self.values[r * s..(r + 1) * s]
+    }
+
+    /// Model `m`'s output on row `r`.
+    pub fn output(&self, r: usize, m: usize) -> &[f32] {
+        let o = self.offsets[m];
+        &self.row(r)[o..o + self.models[m].size]
+    }
+
+    pub fn offset(&self, m: usize) -> usize {
+        self.offsets[m]
+    }
+
+    pub fn model_index(&self, name: &str) -> Option<usize> {
+        self.models.iter().position(|m| m.name == name)
+    }
+
+    /// Row holding stream frame `frame`, if recorded.
+    pub fn row_of_frame(&self, frame: u32) -> Option<usize> {
+        // Rows are usually in frame order; fall back to a scan otherwise.
+        match self.frames.binary_search(&frame) {
+            Ok(r) => Some(r),
+            Err(_) => self.frames.iter().position(|&f| f == frame),
+        }
+    }
+
+    pub fn write_to(&self, mut w: impl Write) -> Result<()> {
+        w.write_all(MAGIC)?;
+        w.write_all(&(self.frames.len() as u32).to_le_bytes())?;
+        w.write_all(&(self.models.len() as u32).to_le_bytes())?;
+        for m in &self.models {
+            w.write_all(&(m.name.len() as u16).to_le_bytes())?;
+            w.write_all(m.name.as_bytes())?;
+            w.write_all(&[m.kind.code()])?;
+            w.write_all(&(m.size as u32).to_le_bytes())?;
+        }
+        let s = self.stride();
+        for (r, f) in self.frames.iter().enumerate() {
+            w.write_all(&f.to_le_bytes())?;
+            for v in &self.values[r * s..(r + 1) * s] {
+                w.write_all(&v.to_le_bytes())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Write, gzip-compressed when the path ends in `.gz`.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let f = std::io::BufWriter::new(
+            std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
+        );
+        if path.extension().is_some_and(|e| e == "gz") {
+            let mut gz = flate2::write::GzEncoder::new(f, flate2::Compression::default());
+            self.write_to(&mut gz)?;
+            gz.finish()?.flush()?;
+        } else {
+            let mut f = f;
+            self.write_to(&mut f)?;
+            f.flush()?;
+        }
+        Ok(())
+    }
+
+    pub fn load(path: &Path) -> Result<Recording> {
+        let bytes = crate::stream::read_maybe_gz(path)?;
+        Recording::parse(&bytes).with_context(|| format!("reading recording {}", path.display()))
+    }
+
+    pub fn parse(b: &[u8]) -> Result<Recording> {
+        let mut c = Cursor { b, at: 0 };
+        let magic = c.take(8, "magic")?;
+        if magic != MAGIC {
+            bail!(
+                "not a jetlink recording: magic {:?}, expected {:?}",
+                String::from_utf8_lossy(magic),
+                "JLREC001"
+            );
+        }
+        let n_frames = c.u32("n_frames")? as usize;
+        let n_models = c.u32("n_models")? as usize;
+        ensure!(n_models > 0 && n_models <= 4096, "n_models {n_models} out of range 1..=4096");
+        let mut models = Vec::with_capacity(n_models);
+        for i in 0..n_models {
+            let len = c.u16("name_len")? as usize;
+            let name = std::str::from_utf8(c.take(len, "name")?)
+                .with_context(|| format!("model {i}: name is not UTF-8"))?
+                .to_string();
+            let code = c.take(1, "kind")?[0];
+            let kind = OutputKind::from_code(code)
+                .with_context(|| format!("model {i} ({name}): unknown kind code {code}"))?;
+            let size = c.u32("size")? as usize;
+            ensure!(size > 0 && size <= 1 << 20, "model {i} ({name}): size {size} out of range");
+            models.push(RecordedModel { name, kind, size });
+        }
+        let mut rec = Recording::new(models);
+        let s = rec.stride();
+        let need = n_frames.checked_mul(4 + 4 * s).context("n_frames too large")?;
+        ensure!(
+            c.b.len() - c.at == need,
+            "body is {} bytes, expected {need} for {n_frames} frames of {s} values",
+            c.b.len() - c.at
+        );
+        rec.frames.reserve(n_frames);
+        rec.values.reserve(n_frames * s);
+        for _ in 0..n_frames {
+            let f = c.u32("frame_index")?;
+            rec.frames.push(f);
+            for v in c.take(4 * s, "values")?.chunks_exact(4) {
+                rec.values.push(f32::from_le_bytes([v[0], v[1], v[2], v[3]]));
+            }
+        }
+        Ok(rec)
+    }
+
+    pub fn read_from(mut r: impl Read) -> Result<Recording> {
+        let mut b = Vec::new();
+        r.read_to_end(&mut b)?;
+        Recording::parse(&b)
+    }
+}
+
+fn offsets_of(models: &[RecordedModel]) -> Vec<usize> {
+    let mut acc = 0;
+    models
+        .iter()
+        .map(|m| {
+            let o = acc;
+            acc += m.size;
+            o
+        })
+        .collect()
+}
+
+/// A bounds-checked little-endian reader that names the field it failed on.
+pub(crate) struct Cursor<'a> {
+    pub b: &'a [u8],
+    pub at: usize,
+}
+
+impl<'a> Cursor<'a> {
+    pub fn take(&mut self, n: usize, field: &str) -> Result<&'a [u8]> {
+        ensure!(
+            self.b.len() - self.at >= n,
+            "truncated at byte {} reading {field} ({n} bytes, {} left)",
+            self.at,
+            self.b.len() - self.at
+        );
+        let s = &self.b[self.at..self.at + n];
+        self.at += n;
+        Ok(s)
+    }
+    pub fn u16(&mut self, field: &str) -> Result<u16> {
+        let s = self.take(2, field)?;
+        Ok(u16::from_le_bytes([s[0], s[1]]))
+    }
+    pub fn u32(&mut self, field: &str) -> Result<u32> {
+        let s = self.take(4, field)?;
+        Ok(u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_truncation() {
+        let mut r = Recording::new(vec![
+            RecordedModel { name: "a".into(), kind: OutputKind::Class, size: 3 },
+            RecordedModel { name: "b".into(), kind: OutputKind::Count, size: 1 },
+        ]);
+        r.push(7, &[0.1, 0.2, 0.7, 4.0]);
+        r.push(9, &[0.5, 0.4, 0.1, 2.0]);
+        let mut b = Vec::new();
+        r.write_to(&mut b).unwrap();
+        let back = Recording::parse(&b).unwrap();
+        assert_eq!(back, r);
+        assert_eq!(back.output(1, 1), &[2.0]);
+        assert_eq!(back.row_of_frame(9), Some(1));
+        let err = Recording::parse(&b[..b.len() - 1]).unwrap_err().to_string();
+        assert!(err.contains("expected"), "{err}");
+        let mut bad = b.clone();
+        bad[0] = b'X';
+        assert!(Recording::parse(&bad).unwrap_err().to_string().contains("magic"));
+    }
+}

@@ -1,0 +1,191 @@
+//! Recorded frame streams: the file format, its loader, and the replay frame source.
+//!
+//! Layout (little-endian; the whole file may be gzip-compressed):
+//! ```text
+//! magic        8 bytes "JLSTRM01"
+//! n_frames u32, height u16, width u16, channels u8, reserved 3 bytes (zero)
+//! train_end u32     frames [0, train_end) may be used to train links; the rest is evaluation
+//! drift_start u32   frames [drift_start, n_frames) form the drift segment (n_frames if none)
+//! per frame: source u32 (index in the original dataset), label u8 (255 = none),
+//!            severity u8 (0 = clean … 255 = most degraded), then height·width·channels u8 pixels
+//! ```
+
+use std::io::Read;
+use std::path::Path;
+
+use anyhow::{Context, Result, bail, ensure};
+
+use crate::recording::Cursor;
+
+pub const MAGIC: &[u8; 8] = b"JLSTRM01";
+const HEADER: usize = 8 + 4 + 2 + 2 + 1 + 3 + 4 + 4;
+const FRAME_META: usize = 4 + 1 + 1;
+
+/// Read a file, inflating it if it is gzip-compressed.
+pub fn read_maybe_gz(path: &Path) -> Result<Vec<u8>> {
+    let raw = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    if raw.starts_with(&[0x1f, 0x8b]) {
+        let mut out = Vec::new();
+        flate2::read::GzDecoder::new(&raw[..])
+            .read_to_end(&mut out)
+            .with_context(|| format!("inflating {}", path.display()))?;
+        Ok(out)
+    } else {
+        Ok(raw)
+    }
+}
+
+/// Per-frame metadata.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FrameMeta {
+    pub source: u32,
+    pub label: u8,
+    pub severity: u8,
+}
+
+/// A whole stream in memory.
+#[derive(Clone, Debug)]
+pub struct Stream {
+    pub height: usize,
+    pub width: usize,
+    pub channels: usize,
+    pub train_end: usize,
+    pub drift_start: usize,
+    pub meta: Vec<FrameMeta>,
+    pixels: Vec<u8>,
+}
+
+/// Which part of the stream a frame is in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Segment {
+    Train,
+    Clean,
+    Drift,
+}
+
+impl Stream {
+    pub fn load(path: &Path) -> Result<Stream> {
+        let b = read_maybe_gz(path)?;
+        Stream::parse(&b).with_context(|| format!("reading stream {}", path.display()))
+    }
+
+    pub fn parse(b: &[u8]) -> Result<Stream> {
+        let mut c = Cursor { b, at: 0 };
+        let magic = c.take(8, "magic")?;
+        if magic != MAGIC {
+            bail!("not a jetlink stream: magic {:?}, expected \"JLSTRM01\"", String::from_utf8_lossy(magic));
+        }
+        let n = c.u32("n_frames")? as usize;
+        let height = c.u16("height")? as usize;
+        let width = c.u16("width")? as usize;
+        let channels = c.take(1, "channels")?[0] as usize;
+        c.take(3, "reserved")?;
+        let train_end = c.u32("train_end")? as usize;
+        let drift_start = c.u32("drift_start")? as usize;
+        ensure!(height > 0 && width > 0 && channels > 0, "frame size {height}x{width}x{channels} is empty");
+        ensure!(train_end <= n, "train_end {train_end} is past n_frames {n}");
+        ensure!(drift_start <= n, "drift_start {drift_start} is past n_frames {n}");
+        let px = height * width * channels;
+        let need = n.checked_mul(FRAME_META + px).context("n_frames too large")?;
+        ensure!(
+            b.len() - HEADER == need,
+            "body is {} bytes, expected {need} for {n} frames of {height}x{width}x{channels}",
+            b.len() - HEADER
+        );
+        let mut meta = Vec::with_capacity(n);
+        let mut pixels = Vec::with_capacity(n * px);
+        for _ in 0..n {
+            let source = c.u32("source")?;
+            let label = c.take(1, "label")?[0];
+            let severity = c.take(1, "severity")?[0];
+            meta.push(FrameMeta { source, label, severity });
+            pixels.extend_from_slice(c.take(px, "pixels")?);
+        }
+        Ok(Stream { height, width, channels, train_end, drift_start, meta, pixels })
+    }
+
+    pub fn len(&self) -> usize {
+        self.meta.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.meta.is_empty()
+    }
+
+    pub fn frame_len(&self) -> usize {
+        self.height * self.width * self.channels
+    }
+
+    pub fn frame(&self, i: usize) -> &[u8] {
+        let px = self.frame_len();
+        &self.pixels[i * px..(i + 1) * px]
+    }
+
+    pub fn segment(&self, i: usize) -> Segment {
+        if i < self.train_end {
+            Segment::Train
+        } else if i >= self.drift_start {
+            Segment::Drift
+        } else {
+            Segment::Clean
+        }
+    }
+
+    /// Serialise (uncompressed); used by tests and tools.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut b = Vec::with_capacity(HEADER + self.len() * (FRAME_META + self.frame_len()));
+        b.extend_from_slice(MAGIC);
+        b.extend_from_slice(&(self.len() as u32).to_le_bytes());
+        b.extend_from_slice(&(self.height as u16).to_le_bytes());
+        b.extend_from_slice(&(self.width as u16).to_le_bytes());
+        b.push(self.channels as u8);
+        b.extend_from_slice(&[0; 3]);
+        b.extend_from_slice(&(self.train_end as u32).to_le_bytes());
+        b.extend_from_slice(&(self.drift_start as u32).to_le_bytes());
+        for i in 0..self.len() {
+            let m = self.meta[i];
+            b.extend_from_slice(&m.source.to_le_bytes());
+            b.push(m.label);
+            b.push(m.severity);
+            b.extend_from_slice(self.frame(i));
+        }
+        b
+    }
+
+    /// Build a stream from parts (tests, tools).
+    pub fn from_parts(
+        height: usize,
+        width: usize,
+        channels: usize,
+        train_end: usize,
+        drift_start: usize,
+        meta: Vec<FrameMeta>,
+        pixels: Vec<u8>,
+    ) -> Result<Stream> {
+        ensure!(pixels.len() == meta.len() * height * width * channels, "pixel count does not match frames");
+        ensure!(train_end <= meta.len() && drift_start <= meta.len(), "segment bounds past the end");
+        Ok(Stream { height, width, channels, train_end, drift_start, meta, pixels })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_rejects_truncation() {
+        let meta = vec![
+            FrameMeta { source: 3, label: 7, severity: 0 },
+            FrameMeta { source: 4, label: 1, severity: 9 },
+        ];
+        let s = Stream::from_parts(2, 2, 1, 1, 1, meta, vec![1, 2, 3, 4, 5, 6, 7, 8]).unwrap();
+        let b = s.to_bytes();
+        let back = Stream::parse(&b).unwrap();
+        assert_eq!(back.frame(1), &[5, 6, 7, 8]);
+        assert_eq!(back.meta[1].severity, 9);
+        assert_eq!(back.segment(0), Segment::Train);
+        assert_eq!(back.segment(1), Segment::Drift);
+        let e = Stream::parse(&b[..b.len() - 2]).unwrap_err().to_string();
+        assert!(e.contains("expected"), "{e}");
+    }
+}
