@@ -1,67 +1,11 @@
-//! Engines: the black-box models behind one small trait (load, describe, memory cost, run one frame
-//! into a caller's buffer). The host backend is `tract-onnx`; TensorRT on the board is another backend
-//! of the same trait. No backend type appears in the trait.
+//! The host engine backend: ONNX models run by `tract-onnx` (pure Rust, x86_64 and aarch64).
 
 use std::path::Path;
 
 use anyhow::{Context, Result, bail, ensure};
 
-use crate::manifest::{Manifest, ModelSpec};
-use crate::view::{Shape, View};
-
-/// Name and shape of one input or output tensor.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TensorInfo {
-    pub name: String,
-    pub shape: Vec<usize>,
-}
-
-impl TensorInfo {
-    pub fn len(&self) -> usize {
-        self.shape.iter().product()
-    }
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
-/// What an engine takes and gives.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct EngineInfo {
-    pub backend: &'static str,
-    pub input: TensorInfo,
-    pub output: TensorInfo,
-}
-
-/// Errors of one inference call: small and `Copy`, so the control loop can count and report them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum EngineError {
-    #[error("input has {got} values, the engine takes {need}")]
-    InputSize { got: usize, need: usize },
-    #[error("output buffer has {got} values, the engine gives {need}")]
-    OutputSize { got: usize, need: usize },
-    #[error("the runtime failed to run the model")]
-    Runtime,
-    #[error("the runtime returned a tensor of the wrong type or shape")]
-    BadOutput,
-    #[error("inference exceeded its deadline")]
-    Timeout,
-}
-
-/// One loaded model.
-pub trait Engine: Send {
-    fn info(&self) -> &EngineInfo;
-    /// Memory this engine holds while loaded (weights plus peak activations), bytes.
-    fn memory_bytes(&self) -> u64;
-    /// Run one frame: `input` has `info().input.len()` values, `output` gets `info().output.len()`.
-    fn run(&mut self, input: &[f32], output: &mut [f32]) -> Result<(), EngineError>;
-}
-
-/// A way of loading models.
-pub trait Backend {
-    fn name(&self) -> &'static str;
-    fn load(&self, spec: &ModelSpec, path: &Path) -> Result<Box<dyn Engine>>;
-}
+use super::{Backend, Engine, EngineError, EngineInfo, TensorInfo};
+use crate::manifest::ModelSpec;
 
 /// The host backend: `tract-onnx`, pure Rust.
 pub struct TractBackend;
@@ -189,40 +133,3 @@ impl Engine for TractEngine {
     }
 }
 
-/// One model ready to run on frames: its view, its engine and its input buffer.
-pub struct PreparedModel {
-    pub spec: ModelSpec,
-    pub view: View,
-    pub engine: Box<dyn Engine>,
-    input: Vec<f32>,
-}
-
-impl PreparedModel {
-    pub fn prepare(
-        spec: &ModelSpec,
-        manifest: &Manifest,
-        frame: Shape,
-        backend: &dyn Backend,
-    ) -> Result<Self> {
-        let view =
-            View::prepare(&spec.view, frame).with_context(|| format!("model {:?}: view", spec.name))?;
-        view.check_input(&spec.input_shape).with_context(|| format!("model {:?}: view", spec.name))?;
-        let path = manifest.path_of(&spec.onnx);
-        let engine = backend.load(spec, &path).with_context(|| {
-            format!("model {:?}: loading {} with {}", spec.name, path.display(), backend.name())
-        })?;
-        let input = vec![0.0; view.output_len()];
-        Ok(PreparedModel { spec: spec.clone(), view, engine, input })
-    }
-
-    /// View the frame and run the engine into `out` (`spec.size` values).
-    pub fn run(&mut self, frame: &[u8], out: &mut [f32]) -> Result<(), EngineError> {
-        self.view.apply(frame, &mut self.input);
-        self.engine.run(&self.input, out)
-    }
-}
-
-/// Prepare every model of a manifest.
-pub fn prepare_all(manifest: &Manifest, frame: Shape, backend: &dyn Backend) -> Result<Vec<PreparedModel>> {
-    manifest.models.iter().map(|m| PreparedModel::prepare(m, manifest, frame, backend)).collect()
-}
