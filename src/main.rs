@@ -1,18 +1,31 @@
-//! The `jetlink` command line: the main job (the demo on the simulated board) and the host tools.
+//! The `jetlink` command line: the main job (the control loop; on `host-sim` over the bundled demo)
+//! and the host tools (record, build, bench, monitor).
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 
-use jetlink::engine::{self, TractBackend};
+use jetlink::alloc_count::{self, CountingAllocator};
+use jetlink::bundle::Bundle;
+use jetlink::control::{self, LoopOptions, Parts};
+use jetlink::engine::{self, Backend, FrameCursor, ReplayBackend, TractBackend};
 use jetlink::manifest::Manifest;
 use jetlink::record::{self, percentile};
 use jetlink::recording::Recording;
+use jetlink::serial::SerialWriter;
+use jetlink::source::ReplaySource;
 use jetlink::stream::Stream;
 use jetlink::view::Shape;
+use jetlink::wire::TelemetryWriter;
+
+#[global_allocator]
+static ALLOC: CountingAllocator = CountingAllocator;
 
 const DEMO_MANIFEST: &str = "demo/manifest.toml";
+const DEMO_BUNDLE: &str = "demo/demo.bundle";
 
 #[derive(Parser)]
 #[command(
@@ -27,16 +40,76 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// The main job: run the workload on the simulated board (default command).
+    /// The main job: the control loop on this binary's board (default command).
     Run(RunArgs),
+    /// Run every model over part of a stream and print latency, cost and output statistics.
+    Models(ModelsArgs),
     /// Run every model over a stream and write the paired outputs (a recording).
     Record(RecordArgs),
+    /// Train every link and ensemble from a recording and write the bundle and its report.
+    Build(BuildArgs),
+    /// Benchmarks: `mlink` (schedulers), `dcta` (task allocation), `links` (CPU link inference), `loop`.
+    Bench(BenchArgs),
+    /// Decode a telemetry stream (a tty or a file) into a live table, optionally CSV.
+    Monitor(MonitorArgs),
     /// Show the board compiled into this binary, and every board known.
     Boards,
 }
 
-#[derive(clap::Args)]
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+enum Engines {
+    /// The real models, run by tract-onnx.
+    Tract,
+    /// The reference outputs replayed (fast; no inference runtime).
+    Replay,
+}
+
+#[derive(clap::Args, Clone)]
 struct RunArgs {
+    #[arg(long, default_value = DEMO_MANIFEST)]
+    manifest: PathBuf,
+    #[arg(long, default_value = DEMO_BUNDLE)]
+    bundle: PathBuf,
+    #[arg(long, value_enum, default_value = "tract")]
+    engines: Engines,
+    /// First frame (default: the end of the training part).
+    #[arg(long)]
+    from: Option<usize>,
+    /// Number of frames (default: to the end of the stream).
+    #[arg(long)]
+    frames: Option<usize>,
+    /// Telemetry output: a file or a pty (default: the board's serial device).
+    #[arg(long)]
+    serial: Option<PathBuf>,
+    /// Root under which the board's sysfs paths are read (a fake tree in tests).
+    #[arg(long, default_value = "/")]
+    sysfs_root: PathBuf,
+    /// Do not adapt links.
+    #[arg(long)]
+    no_adapt: bool,
+    /// No progress bar.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+impl Default for RunArgs {
+    fn default() -> Self {
+        RunArgs {
+            manifest: DEMO_MANIFEST.into(),
+            bundle: DEMO_BUNDLE.into(),
+            engines: Engines::Tract,
+            from: None,
+            frames: None,
+            serial: None,
+            sysfs_root: "/".into(),
+            no_adapt: false,
+            quiet: false,
+        }
+    }
+}
+
+#[derive(clap::Args)]
+struct ModelsArgs {
     #[arg(long, default_value = DEMO_MANIFEST)]
     manifest: PathBuf,
     /// Frames to run, spread evenly over the whole stream.
@@ -51,7 +124,6 @@ struct RecordArgs {
     /// Output file (`.gz` compresses).
     #[arg(long, short)]
     out: PathBuf,
-    /// First frame.
     #[arg(long, default_value_t = 0)]
     from: usize,
     /// One past the last frame (default: the end of the training part).
@@ -59,11 +131,77 @@ struct RecordArgs {
     to: Option<usize>,
 }
 
+#[derive(clap::Args)]
+struct BuildArgs {
+    #[arg(long, default_value = DEMO_MANIFEST)]
+    manifest: PathBuf,
+    /// Recording to train on (default: the manifest's reference).
+    #[arg(long)]
+    recording: Option<PathBuf>,
+    #[arg(long, short, default_value = DEMO_BUNDLE)]
+    out: PathBuf,
+    /// Training epochs per link.
+    #[arg(long)]
+    epochs: Option<u32>,
+    /// Hidden width floor (h = max(2·|Y_j|, floor)); 0 for the paper's 2·|Y_j|.
+    #[arg(long)]
+    hidden_floor: Option<u32>,
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+}
+
+#[derive(clap::Args)]
+struct BenchArgs {
+    #[arg(value_enum)]
+    what: BenchWhat,
+    #[arg(long, default_value = DEMO_MANIFEST)]
+    manifest: PathBuf,
+    #[arg(long, default_value = DEMO_BUNDLE)]
+    bundle: PathBuf,
+    /// Where the JSON (and image) go.
+    #[arg(long, default_value = "out/bench")]
+    out_dir: PathBuf,
+    /// Board for `dcta` (default: this binary's).
+    #[arg(long)]
+    board: Option<String>,
+    /// Ticks for `loop`.
+    #[arg(long, default_value_t = 5000)]
+    ticks: usize,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+enum BenchWhat {
+    Mlink,
+    Dcta,
+    Links,
+    Loop,
+}
+
+#[derive(clap::Args)]
+struct MonitorArgs {
+    /// A tty (e.g. /dev/ttyUSB0) or a file written by `jetlink run --serial`.
+    path: PathBuf,
+    #[arg(long)]
+    csv: Option<PathBuf>,
+    /// Keep reading a file as it grows.
+    #[arg(long)]
+    follow: bool,
+    /// Stop after this many seconds without a byte.
+    #[arg(long)]
+    idle_exit: Option<f64>,
+    #[arg(long, default_value_t = 115_200)]
+    baud: u32,
+}
+
 fn main() -> Result<()> {
     let cli = Cli::parse();
-    match cli.command.unwrap_or(Cmd::Run(RunArgs { manifest: DEMO_MANIFEST.into(), frames: 600 })) {
+    match cli.command.unwrap_or(Cmd::Run(RunArgs::default())) {
         Cmd::Run(a) => run(&a),
+        Cmd::Models(a) => models(&a),
         Cmd::Record(a) => record_cmd(&a),
+        Cmd::Build(a) => build(&a),
+        Cmd::Bench(a) => bench(&a),
+        Cmd::Monitor(a) => monitor(&a),
         Cmd::Boards => boards(),
     }
 }
@@ -75,67 +213,212 @@ fn load_workload(path: &Path) -> Result<(Manifest, Stream)> {
     Ok((manifest, stream))
 }
 
+fn load_reference(manifest: &Manifest) -> Result<Option<Recording>> {
+    manifest.reference.as_ref().map(|r| Recording::load(&manifest.path_of(r))).transpose()
+}
+
 fn frame_shape(s: &Stream) -> Shape {
     Shape { h: s.height, w: s.width, c: s.channels }
 }
 
-fn record_cmd(a: &RecordArgs) -> Result<()> {
-    let (manifest, stream) = load_workload(&a.manifest)?;
-    let to = a.to.unwrap_or(stream.train_end);
-    if a.from >= to || to > stream.len() {
-        bail!("--from {} --to {to}: need from < to <= {} (frames in the stream)", a.from, stream.len());
-    }
-    let mut models = engine::prepare_all(&manifest, frame_shape(&stream), &TractBackend)?;
-    let (rec, _) = record::record(&mut models, &stream, a.from..to, true)?;
-    rec.save(&a.out)?;
-    println!(
-        "recorded {} frames x {} models ({} values per frame) to {}",
-        rec.len(),
-        rec.models.len(),
-        rec.stride(),
-        a.out.display()
-    );
-    Ok(())
+fn pct(x: f64) -> String {
+    format!("{:.1}%", 100.0 * x)
 }
 
 fn run(a: &RunArgs) -> Result<()> {
     let board = jetlink::board::current();
     let (manifest, stream) = load_workload(&a.manifest)?;
+    let bundle = Bundle::load_for(&a.bundle, &manifest)?;
+    let reference = load_reference(&manifest)?.map(Arc::new);
+    let stream = Arc::new(stream);
+    let from = a.from.unwrap_or(stream.train_end);
+    let to = a.frames.map_or(stream.len(), |n| (from + n).min(stream.len()));
+    if from >= to {
+        bail!("--from {from}: no frames to run (the stream has {})", stream.len());
+    }
+    let (backend, cursor): (Box<dyn Backend>, Option<FrameCursor>) = match a.engines {
+        Engines::Tract => (Box::new(TractBackend), None),
+        Engines::Replay => {
+            let r = reference.clone().context("--engines replay needs the manifest's reference recording")?;
+            let cursor = FrameCursor::default();
+            (Box::new(ReplayBackend { recording: r, cursor: cursor.clone() }), Some(cursor))
+        }
+    };
+    let serial_path = a.serial.clone().unwrap_or_else(|| PathBuf::from(board.serial.device));
+    if let Some(d) = serial_path.parent().filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
+        std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+    }
+    let serial = SerialWriter::open(&serial_path, board.serial.baud)?;
+    let telemetry = jetlink::telemetry::open_for_board(board, &a.sysfs_root);
     println!("jetlink {} on board {} ({})", env!("CARGO_PKG_VERSION"), board.name, board.description);
     println!(
-        "workload {:?}: {} models, stream of {} frames ({} train, drift from {})",
+        "workload {:?}: {} models; bundle {} ({} links); frames {from}..{to} of {} (drift from {}); engines {}; telemetry {}; serial {}",
         manifest.name,
         manifest.models.len(),
+        a.bundle.display(),
+        bundle.links.dims.len(),
         stream.len(),
-        stream.train_end,
-        stream.drift_start
+        stream.drift_start,
+        backend.name(),
+        telemetry.source_name(),
+        serial_path.display()
     );
-    let t = std::time::Instant::now();
+    let t = Instant::now();
+    let mut ctl = control::prepare(Parts {
+        board,
+        frame_shape: frame_shape(&stream),
+        source: ReplaySource::new(stream.clone(), from..to),
+        manifest,
+        bundle,
+        backend,
+        cursor,
+        telemetry,
+        writer: TelemetryWriter::new(serial),
+        reference,
+        opts: LoopOptions {
+            drift_start: stream.drift_start as u32,
+            adapt: !a.no_adapt,
+            ..LoopOptions::default()
+        },
+    })?;
+    println!("prepared in {:.0} ms", t.elapsed().as_secs_f64() * 1e3);
+    let names: Vec<String> = ctl.model_names().map(str::to_string).collect();
+    let n = names.len();
+    let bar = if a.quiet {
+        indicatif::ProgressBar::hidden()
+    } else {
+        indicatif::ProgressBar::new((to - from) as u64)
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {elapsed}<{eta} {msg}")
+            .unwrap()
+            .progress_chars("=> "),
+    );
+    let (mut loop_allocs, mut runtime_allocs) = (0u64, 0u64);
+    let start = Instant::now();
+    loop {
+        let (l0, r0) = (alloc_count::loop_allocations(), alloc_count::runtime_allocations());
+        let more = ctl.tick();
+        let (l1, r1) = (alloc_count::loop_allocations(), alloc_count::runtime_allocations());
+        // The first period's ticks warm up lazily initialised state inside the runtime.
+        loop_allocs += l1 - l0;
+        runtime_allocs += r1 - r0;
+        if !more {
+            break;
+        }
+        let s = ctl.stats();
+        if s.ticks % 50 == 0 {
+            let t = ctl.last().tick;
+            bar.set_position(s.ticks);
+            bar.set_message(format!(
+                "acc {} | saved {} | mem {:.1}/{:.1} MB | {:.1} W | active {}",
+                s.accuracy_all().map_or("-".into(), pct),
+                pct(s.executions_saved(n)),
+                ctl.active_memory() as f64 / 1e6,
+                ctl.budget() as f64 / 1e6,
+                t.power_mw as f64 / 1e3,
+                (0..n)
+                    .filter(|&i| t.active >> i & 1 == 1)
+                    .map(|i| names[i].as_str())
+                    .collect::<Vec<_>>()
+                    .join("+"),
+            ));
+        }
+    }
+    bar.finish_and_clear();
+    let s = ctl.stats();
+    let wall = start.elapsed().as_secs_f64();
+    println!(
+        "\nsummary over {} ticks ({:.1} s, {:.2} ms per tick on average)",
+        s.ticks,
+        wall,
+        1e3 * wall / s.ticks.max(1) as f64
+    );
+    println!(
+        "  accuracy kept          {} overall, {} clean, {} drift (agreement with every model's own output)",
+        s.accuracy_all().map_or("-".into(), pct),
+        s.accuracy(0).map_or("-".into(), pct),
+        s.accuracy(1).map_or("-".into(), pct)
+    );
+    let per_task: Vec<String> = (0..n)
+        .map(|j| {
+            let f = (s.ref_frames[0] + s.ref_frames[1]).max(1) as f64;
+            format!("{} {}", names[j], pct((s.agree[0][j] + s.agree[1][j]) / f))
+        })
+        .collect();
+    println!("  per task               {}", per_task.join(", "));
+    println!(
+        "  executions saved       {} (inference; plus {} adaptation runs)",
+        pct(s.executions_saved(n)),
+        s.adapt_executions
+    );
+    println!("  FLOPs saved            {}", pct(s.flops_saved()));
+    println!(
+        "  peak model memory      {:.2} MB against a budget of {:.2} MB (lowest budget seen {:.2} MB; over budget on {} ticks)",
+        s.peak_mem as f64 / 1e6,
+        board.model_budget_bytes as f64 / 1e6,
+        s.min_budget as f64 / 1e6,
+        s.budget_violations
+    );
+    println!(
+        "  deadline misses        {} of {} ticks at {} ms (max tick {:.1} ms)",
+        s.deadline_misses,
+        s.ticks,
+        board.period_ms,
+        s.max_tick_us as f64 / 1e3
+    );
+    println!(
+        "  schedule changes       {} ({} memory sheds, {} power throttles)",
+        s.schedule_changes, s.sheds, s.throttles
+    );
+    println!(
+        "  adaptation tasks run   {} (DCTA {}: {} decisions, {} greedy fallbacks)",
+        s.adapt_tasks,
+        if ctl.dcta().is_some() { "table" } else { "absent" },
+        ctl.dcta().map_or(0, |d| d.decisions()),
+        ctl.dcta().map_or(0, |d| d.fallbacks())
+    );
+    println!(
+        "  faults                 {} engine, {} frame, {} telemetry; {} outputs delivered degraded",
+        s.engine_faults, s.frame_faults, s.telemetry_faults, s.degraded_outputs
+    );
+    let w = ctl.writer().stats();
+    println!(
+        "  serial telemetry       {} frames, {} bytes ({:.1} bytes per tick), {} dropped, one Tick every {} ticks",
+        w.frames,
+        w.bytes,
+        w.bytes as f64 / s.ticks.max(1) as f64,
+        w.dropped,
+        ctl.writer().decimation()
+    );
+    println!(
+        "  allocations in loop    {} (our code); {} inside the inference runtime ({})",
+        loop_allocs,
+        runtime_allocs,
+        if a.engines == Engines::Tract { "tract allocates its tensors" } else { "replay" }
+    );
+    Ok(())
+}
+
+fn models(a: &ModelsArgs) -> Result<()> {
+    let board = jetlink::board::current();
+    let (manifest, stream) = load_workload(&a.manifest)?;
+    let t = Instant::now();
     let mut models = engine::prepare_all(&manifest, frame_shape(&stream), &TractBackend)?;
     println!("prepared {} engines (tract-onnx) in {:.0} ms", models.len(), t.elapsed().as_secs_f64() * 1e3);
-    let reference = match &manifest.reference {
-        Some(r) => Some(Recording::load(&manifest.path_of(r))?),
-        None => None,
-    };
+    let reference = load_reference(&manifest)?;
     let n = a.frames.clamp(1, stream.len());
     let step = stream.len() / n;
-    let frames: Vec<usize> = (0..n).map(|i| i * step).collect();
-    let mut stats = Vec::new();
+    let mut stats: Vec<record::ModelStats> = Vec::new();
     let mut max_diff = vec![0.0f32; models.len()];
-    for (k, &f) in frames.iter().enumerate() {
+    for k in 0..n {
+        let f = k * step;
         let (rec, st) = record::record(&mut models, &stream, f..f + 1, false)?;
-        if k == 0 {
+        if stats.is_empty() {
             stats = st;
         } else {
             for (a, b) in stats.iter_mut().zip(st) {
-                a.latencies_us.extend(b.latencies_us);
-                a.min = a.min.min(b.min);
-                a.max = a.max.max(b.max);
-                a.sum += b.sum;
-                a.count += b.count;
-                for (x, y) in a.argmax_hist.iter_mut().zip(b.argmax_hist) {
-                    *x += y;
-                }
+                a.merge(&b);
             }
         }
         if let Some(r) = &reference {
@@ -147,7 +430,7 @@ fn run(a: &RunArgs) -> Result<()> {
             }
         }
     }
-    println!("\nran every model on {n} frames spread over the stream (every {step}th frame)\n");
+    println!("ran every model on {n} frames spread over the stream (every {step}th frame)\n");
     println!(
         "{:<10} {:<10} {:>4} {:>10} {:>10} {:>10} {:>12} {:>10} {:>12} {:>9} {:>9} {:>9} {:>10}",
         "model",
@@ -187,12 +470,196 @@ fn run(a: &RunArgs) -> Result<()> {
     let total_mem: u64 = models.iter().map(|m| m.engine.memory_bytes()).sum();
     let total_flops: u64 = manifest.models.iter().map(|m| m.cost.flops).sum();
     println!(
-        "\nall models per frame: {:.0} us (tract, p50 sum), {:.1} MFLOPs, {:.2} MB engine memory; board model budget {:.2} MB",
+        "\nall models per frame: {:.0} us (tract, p50 sum), {:.1} MFLOPs, {:.2} MB engine memory; board {} model budget {:.2} MB",
         total_lat,
         total_flops as f64 / 1e6,
         total_mem as f64 / 1e6,
+        board.name,
         board.model_budget_bytes as f64 / 1e6
     );
+    Ok(())
+}
+
+fn record_cmd(a: &RecordArgs) -> Result<()> {
+    let (manifest, stream) = load_workload(&a.manifest)?;
+    let to = a.to.unwrap_or(stream.train_end);
+    if a.from >= to || to > stream.len() {
+        bail!("--from {} --to {to}: need from < to <= {} (frames in the stream)", a.from, stream.len());
+    }
+    let mut models = engine::prepare_all(&manifest, frame_shape(&stream), &TractBackend)?;
+    let (rec, _) = record::record(&mut models, &stream, a.from..to, true)?;
+    rec.save(&a.out)?;
+    println!(
+        "recorded {} frames x {} models ({} values per frame) to {}",
+        rec.len(),
+        rec.models.len(),
+        rec.stride(),
+        a.out.display()
+    );
+    Ok(())
+}
+
+fn build(a: &BuildArgs) -> Result<()> {
+    let board = jetlink::board::current();
+    let (manifest, stream) = load_workload(&a.manifest)?;
+    let rec_path = match &a.recording {
+        Some(p) => p.clone(),
+        None => manifest.path_of(
+            manifest.reference.as_ref().context("no --recording and the manifest has no reference")?,
+        ),
+    };
+    let recording = Recording::load(&rec_path)?;
+    let mut opts = jetlink::links::BuildOptions { threads: a.threads, ..Default::default() };
+    if let Some(e) = a.epochs {
+        opts.train.epochs = e;
+    }
+    if let Some(f) = a.hidden_floor {
+        opts.train.hidden_floor = f;
+    }
+    let t = Instant::now();
+    let mut bundle = jetlink::links::build(&manifest, &recording, stream.train_end, &opts)?;
+    let train_s = t.elapsed().as_secs_f64();
+    let table = jetlink::schedule::ScheduleTable::build(&jetlink::schedule::Problem::from_bundle(&bundle));
+    bundle.schedule = Some(postcard::to_stdvec(&table)?);
+    let policy = jetlink::dcta::build_policy(&manifest, board, &jetlink::dcta::PolicyOptions::default())
+        .context("building the DCTA policy table")?;
+    bundle.dcta = Some(policy.to_postcard());
+    if let Some(d) = a.out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(d)?;
+    }
+    bundle.save(&a.out)?;
+    let [md, svg] = jetlink::report::write_reports(&bundle, &a.out)?;
+    println!("{}", jetlink::report::scores_markdown(&bundle));
+    println!(
+        "trained {} links and {} ensembles in {:.1} s; schedule table {} entries; DCTA table for {} ({} cells, {} allocations)",
+        bundle.links.dims.len(),
+        bundle.n_models(),
+        train_s,
+        table.len(),
+        board.name,
+        policy.cells(),
+        policy.n_allocations()
+    );
+    println!(
+        "wrote {} ({} bytes), {}, {}",
+        a.out.display(),
+        std::fs::metadata(&a.out)?.len(),
+        md.display(),
+        svg.display()
+    );
+    Ok(())
+}
+
+fn bench(a: &BenchArgs) -> Result<()> {
+    std::fs::create_dir_all(&a.out_dir).with_context(|| format!("creating {}", a.out_dir.display()))?;
+    match a.what {
+        BenchWhat::Mlink => {
+            let (manifest, stream) = load_workload(&a.manifest)?;
+            let bundle = Bundle::load_for(&a.bundle, &manifest)?;
+            let reference =
+                load_reference(&manifest)?.context("bench mlink needs the manifest's reference recording")?;
+            let r = jetlink::schedule::bench::run(&bundle, &stream, &reference, &Default::default())?;
+            print!("{}", jetlink::schedule::bench::format_table(&r));
+            println!(
+                "schedule look-up: {:.1} ns median ({} table entries)",
+                r.lookup_ns_median, r.table_entries
+            );
+            let (json, svg) = (a.out_dir.join("mlink.json"), a.out_dir.join("mlink.svg"));
+            jetlink::schedule::bench::write_outputs(&r, &json, &svg)?;
+            println!("wrote {} and {}", json.display(), svg.display());
+        }
+        BenchWhat::Dcta => {
+            let manifest = Manifest::load(&a.manifest)?;
+            let board = match &a.board {
+                Some(b) => {
+                    jetlink::board::by_name(b).with_context(|| format!("--board {b:?}: no such board"))?
+                }
+                None => jetlink::board::current(),
+            };
+            let r = jetlink::dcta::bench(&manifest, board, &Default::default())?;
+            print!("{}", r.to_table());
+            let json = a.out_dir.join(format!("dcta-{}.json", board.name));
+            std::fs::write(&json, r.to_json())?;
+            println!("wrote {}", json.display());
+        }
+        BenchWhat::Links => {
+            let manifest = Manifest::load(&a.manifest)?;
+            let bundle = Bundle::load_for(&a.bundle, &manifest)?;
+            let reference =
+                load_reference(&manifest)?.context("bench links needs the manifest's reference recording")?;
+            let s = jetlink::links::bench_predict(&bundle, &reference, 20_000)?;
+            println!(
+                "CPU link inference per frame (every target not run, all its links and its ensemble): mean {:.2} us, p50 {:.2} us, p99 {:.2} us, max {:.2} us over {} calls",
+                s.mean_us, s.p50_us, s.p99_us, s.max_us, s.calls
+            );
+            for (k, us) in s.mean_us_by_active.iter().enumerate() {
+                if *us > 0.0 {
+                    println!("  {k} active: {us:.2} us");
+                }
+            }
+            println!("  slowest mask {:#b}: {:.2} us", s.worst_mask, s.worst_mask_us);
+        }
+        BenchWhat::Loop => bench_loop(a)?,
+    }
+    Ok(())
+}
+
+/// Per-tick overhead of the loop outside engine inference: replay engines, a memory writer.
+fn bench_loop(a: &BenchArgs) -> Result<()> {
+    let board = jetlink::board::current();
+    let (manifest, stream) = load_workload(&a.manifest)?;
+    let bundle = Bundle::load_for(&a.bundle, &manifest)?;
+    let reference = Arc::new(load_reference(&manifest)?.context("bench loop needs the reference recording")?);
+    let stream = Arc::new(stream);
+    let cursor = FrameCursor::default();
+    let from = stream.train_end;
+    let to = (from + a.ticks).min(stream.len());
+    let mut ctl = control::prepare(Parts {
+        board,
+        frame_shape: frame_shape(&stream),
+        source: ReplaySource::new(stream.clone(), from..to),
+        manifest,
+        bundle,
+        backend: Box::new(ReplayBackend { recording: reference.clone(), cursor: cursor.clone() }),
+        cursor: Some(cursor),
+        telemetry: jetlink::telemetry::open_for_board(board, Path::new("/")),
+        writer: TelemetryWriter::new(jetlink::serial::MemWriter::new()),
+        reference: Some(reference),
+        opts: LoopOptions { drift_start: stream.drift_start as u32, ..LoopOptions::default() },
+    })?;
+    let mut us = Vec::with_capacity(to - from);
+    let a0 = alloc_count::loop_allocations();
+    loop {
+        let t = Instant::now();
+        if !ctl.tick() {
+            break;
+        }
+        us.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    let allocs = alloc_count::loop_allocations() - a0;
+    println!(
+        "loop overhead per tick outside engine inference (replay engines, {} ticks): median {:.2} us, p99 {:.2} us, max {:.2} us; allocations {}",
+        us.len(),
+        percentile(&us, 50.0),
+        percentile(&us, 99.0),
+        percentile(&us, 100.0),
+        allocs
+    );
+    Ok(())
+}
+
+fn monitor(a: &MonitorArgs) -> Result<()> {
+    let opts = jetlink::monitor::MonitorOptions {
+        csv: a.csv.as_deref(),
+        follow: a.follow,
+        idle_exit: a.idle_exit.map(std::time::Duration::from_secs_f64),
+        baud: a.baud,
+        live: true,
+    };
+    let s = jetlink::monitor::monitor(&a.path, &opts)?;
+    let mut text = String::new();
+    jetlink::monitor::render(&a.path.display().to_string(), &s, &mut text);
+    println!("{text}");
     Ok(())
 }
 

@@ -46,6 +46,19 @@ impl ModelStats {
         self.argmax_hist[best] += 1;
     }
 
+    /// Add another run's statistics to these.
+    pub fn merge(&mut self, b: &ModelStats) {
+        self.latencies_us.extend_from_slice(&b.latencies_us);
+        self.errors += b.errors;
+        self.min = self.min.min(b.min);
+        self.max = self.max.max(b.max);
+        self.sum += b.sum;
+        self.count += b.count;
+        for (x, y) in self.argmax_hist.iter_mut().zip(&b.argmax_hist) {
+            *x += y;
+        }
+    }
+
     pub fn mean(&self) -> f64 {
         if self.count == 0 { 0.0 } else { self.sum / self.count as f64 }
     }

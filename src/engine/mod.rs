@@ -9,8 +9,14 @@ use anyhow::{Context, Result};
 use crate::manifest::{Manifest, ModelSpec};
 use crate::view::{Shape, View};
 
+mod replay;
 mod tract;
+pub use replay::{FrameCursor, ReplayBackend};
 pub use tract::TractBackend;
+#[cfg(feature = "tensorrt")]
+pub mod tensorrt;
+#[cfg(feature = "tensorrt")]
+pub use tensorrt::TensorRtBackend;
 
 /// Name and shape of one input or output tensor.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -132,4 +132,3 @@ impl Engine for TractEngine {
         Ok(())
     }
 }
-

@@ -1,0 +1,71 @@
+//! A counting global allocator: proves that the control loop allocates nothing per tick. Binaries
+//! and tests install it with `#[global_allocator]`; calls made inside a third-party inference runtime
+//! (tract allocates its tensors) are counted apart, so "the loop" means our code.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+static LOOP: AtomicU64 = AtomicU64::new(0);
+static RUNTIME: AtomicU64 = AtomicU64::new(0);
+
+thread_local! {
+    static IN_RUNTIME: Cell<u32> = const { Cell::new(0) };
+}
+
+/// Counts every allocation (and reallocation) on top of the system allocator.
+pub struct CountingAllocator;
+
+fn count() {
+    // `try_with` so that allocations during thread teardown are still served.
+    let inside = IN_RUNTIME.try_with(|c| c.get() > 0).unwrap_or(false);
+    if inside {
+        RUNTIME.fetch_add(1, Ordering::Relaxed);
+    } else {
+        LOOP.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+unsafe impl GlobalAlloc for CountingAllocator {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        count();
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        count();
+        unsafe { System.alloc_zeroed(layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        count();
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+/// Allocations made outside inference runtimes so far (all threads).
+pub fn loop_allocations() -> u64 {
+    LOOP.load(Ordering::Relaxed)
+}
+
+/// Allocations made inside inference runtimes so far.
+pub fn runtime_allocations() -> u64 {
+    RUNTIME.load(Ordering::Relaxed)
+}
+
+/// Marks the current thread as inside an inference runtime until dropped.
+pub struct RuntimeScope(());
+
+impl RuntimeScope {
+    pub fn enter() -> RuntimeScope {
+        IN_RUNTIME.with(|c| c.set(c.get() + 1));
+        RuntimeScope(())
+    }
+}
+
+impl Drop for RuntimeScope {
+    fn drop(&mut self) {
+        IN_RUNTIME.with(|c| c.set(c.get().saturating_sub(1)));
+    }
+}

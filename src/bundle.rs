@@ -1,0 +1,312 @@
+//! The bundle: everything the firmware needs besides the engines (model descriptions, link and
+//! ensemble weights, normalisation, scores, reserved schedule and DCTA tables), built on the host,
+//! versioned and integrity-checked, loaded at start. Layout: `docs/bundle-format.md`.
+//!
+//! File = 52-byte header (magic `JLBUNDLE`, format version u32, payload length u64, SHA-256 of the
+//! payload) + postcard payload ([`Bundle`]).
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::links::{EnsembleSet, LinkSet, MAX_MODELS, TrainOptions, compress_mask};
+use crate::manifest::{Manifest, OutputKind};
+
+pub const MAGIC: &[u8; 8] = b"JLBUNDLE";
+/// Bump on any change to [`Bundle`] or the types inside it.
+pub const FORMAT_VERSION: u32 = 1;
+pub const HEADER_LEN: usize = 8 + 4 + 8 + 32;
+
+/// Why a bundle was rejected.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BundleError {
+    #[error("truncated: {what}")]
+    Truncated { what: String },
+    #[error("not a jetlink bundle: magic {found:?}, expected \"JLBUNDLE\"")]
+    BadMagic { found: String },
+    #[error("bundle format version {found}, this build reads version {FORMAT_VERSION}; rebuild the bundle")]
+    Version { found: u32 },
+    #[error("corrupted: payload SHA-256 is {actual}, header says {expected}")]
+    HashMismatch { expected: String, actual: String },
+    #[error("{extra} unexpected bytes after the payload")]
+    TrailingBytes { extra: usize },
+    #[error("payload does not decode: {0}")]
+    Decode(String),
+    #[error("payload is inconsistent: {0}")]
+    Invalid(String),
+    #[error("bundle does not match the manifest: {0}")]
+    ModelMismatch(String),
+}
+
+/// What the bundle records about one black-box model.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ModelDesc {
+    pub name: String,
+    #[serde(with = "kind_code")]
+    pub kind: OutputKind,
+    pub size: u32,
+    pub importance: f32,
+    /// Agreement tolerance used for its scores (regression outputs).
+    pub tolerance: f32,
+    pub memory_bytes: u64,
+    pub flops: u64,
+    pub latency_us: f64,
+    /// ONNX file as named in the manifest (relative to it).
+    pub onnx: String,
+    pub onnx_sha256: [u8; 32],
+}
+
+impl ModelDesc {
+    /// Descriptions of every manifest model, hashing each ONNX file.
+    pub fn from_manifest(manifest: &Manifest) -> Result<Vec<ModelDesc>> {
+        manifest
+            .models
+            .iter()
+            .map(|m| {
+                let path = manifest.path_of(&m.onnx);
+                let bytes = std::fs::read(&path)
+                    .with_context(|| format!("model {:?}: reading ONNX file {}", m.name, path.display()))?;
+                Ok(ModelDesc {
+                    name: m.name.clone(),
+                    kind: m.kind,
+                    size: m.size,
+                    importance: m.importance,
+                    tolerance: m.tolerance.unwrap_or(crate::links::DEFAULT_TOLERANCE),
+                    memory_bytes: m.cost.memory_bytes(),
+                    flops: m.cost.flops,
+                    latency_us: m.cost.latency_us,
+                    onnx: m.onnx.clone(),
+                    onnx_sha256: sha256(&bytes),
+                })
+            })
+            .collect()
+    }
+}
+
+/// Which recorded rows the links were trained and scored on.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DataSplit {
+    /// Frames `< train_end` were eligible; evaluation frames were never read.
+    pub train_end: u64,
+    pub fit_rows: u32,
+    pub holdout_rows: u32,
+}
+
+/// Scores in [0, 1] measured on the holdout rows with [`crate::links::agreement`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Scores {
+    /// `n × n`, row-major `[target][source]`: score of link source → target alone; 1 on the diagonal.
+    pub link: Vec<f32>,
+    /// `n × 2^(n−1)`, row-major `[target][slot mask]`: score of target's ensemble given source subset
+    /// (slot mask = mask over models with the target's bit removed, see
+    /// [`crate::links::compress_mask`]). Entry 0 is the no-source prediction (the ensemble bias).
+    pub subset: Vec<f32>,
+}
+
+/// Everything the firmware loads at start besides the engines.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Bundle {
+    /// Tool and version that wrote it.
+    pub producer: String,
+    /// Manifest name.
+    pub workload: String,
+    pub models: Vec<ModelDesc>,
+    /// Training settings, including the hidden width rule.
+    pub settings: TrainOptions,
+    pub split: DataSplit,
+    pub links: LinkSet,
+    pub ensembles: EnsembleSet,
+    pub scores: Scores,
+    /// Reserved: postcard-encoded schedule table (scheduler issue).
+    pub schedule: Option<Vec<u8>>,
+    /// Reserved: postcard-encoded DCTA policy table (adaptation-allocation issue).
+    pub dcta: Option<Vec<u8>>,
+}
+
+impl Bundle {
+    pub fn n_models(&self) -> usize {
+        self.models.len()
+    }
+
+    pub fn sizes(&self) -> Vec<usize> {
+        self.models.iter().map(|m| m.size as usize).collect()
+    }
+
+    /// Score of link `source → target` alone.
+    pub fn link_score(&self, source: usize, target: usize) -> f32 {
+        self.scores.link[target * self.n_models() + source]
+    }
+
+    /// Score of `target`'s ensemble when the models in `active` (mask over models; the target's own
+    /// bit is ignored) are the sources.
+    pub fn subset_score(&self, target: usize, active: u64) -> f32 {
+        let k = self.n_models() - 1;
+        self.scores.subset[(target << k) + compress_mask(active, target) as usize]
+    }
+
+    /// Score of `target`'s ensemble from all other models.
+    pub fn ensemble_score(&self, target: usize) -> f32 {
+        self.subset_score(target, u64::MAX >> (64 - self.n_models()))
+    }
+
+    /// Serialise to the file layout (header + payload).
+    pub fn to_bytes(&self) -> Result<Vec<u8>> {
+        let payload = postcard::to_stdvec(self).context("encoding bundle payload")?;
+        let mut b = Vec::with_capacity(HEADER_LEN + payload.len());
+        b.extend_from_slice(MAGIC);
+        b.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        b.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+        b.extend_from_slice(&sha256(&payload));
+        b.extend_from_slice(&payload);
+        Ok(b)
+    }
+
+    /// Parse and check a bundle file's bytes: header, length, hash, decoding, internal consistency.
+    pub fn from_bytes(b: &[u8]) -> Result<Bundle, BundleError> {
+        if b.len() < HEADER_LEN {
+            if b.len() >= 8 && &b[..8] != MAGIC {
+                return Err(BundleError::BadMagic { found: String::from_utf8_lossy(&b[..8]).into() });
+            }
+            return Err(BundleError::Truncated {
+                what: format!("{} bytes, shorter than the {HEADER_LEN}-byte header", b.len()),
+            });
+        }
+        if &b[..8] != MAGIC {
+            return Err(BundleError::BadMagic { found: String::from_utf8_lossy(&b[..8]).into() });
+        }
+        let version = u32::from_le_bytes(b[8..12].try_into().expect("4 bytes"));
+        if version != FORMAT_VERSION {
+            return Err(BundleError::Version { found: version });
+        }
+        let len = u64::from_le_bytes(b[12..20].try_into().expect("8 bytes"));
+        let have = (b.len() - HEADER_LEN) as u64;
+        if have < len {
+            return Err(BundleError::Truncated {
+                what: format!("header says {len} payload bytes, file has {have}"),
+            });
+        }
+        if have > len {
+            return Err(BundleError::TrailingBytes { extra: (have - len) as usize });
+        }
+        let payload = &b[HEADER_LEN..];
+        let actual = sha256(payload);
+        if actual[..] != b[20..52] {
+            return Err(BundleError::HashMismatch { expected: hex(&b[20..52]), actual: hex(&actual) });
+        }
+        let bundle: Bundle = postcard::from_bytes(payload).map_err(|e| BundleError::Decode(e.to_string()))?;
+        bundle.validate().map_err(BundleError::Invalid)?;
+        Ok(bundle)
+    }
+
+    /// Structural checks (sizes of every table); a bundle that passes cannot make the predictor index
+    /// out of bounds.
+    pub fn validate(&self) -> Result<(), String> {
+        let n = self.n_models();
+        if !(2..=MAX_MODELS).contains(&n) {
+            return Err(format!("{n} models, expected 2..={MAX_MODELS}"));
+        }
+        let sizes = self.sizes();
+        if sizes.contains(&0) {
+            return Err("a model has output size 0".into());
+        }
+        self.links.validate(&sizes)?;
+        self.ensembles.validate(&sizes)?;
+        if self.scores.link.len() != n * n {
+            return Err(format!("{} link scores, expected {}", self.scores.link.len(), n * n));
+        }
+        if self.scores.subset.len() != n << (n - 1) {
+            return Err(format!("{} subset scores, expected {}", self.scores.subset.len(), n << (n - 1)));
+        }
+        Ok(())
+    }
+
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let b = self.to_bytes()?;
+        std::fs::write(path, b).with_context(|| format!("writing bundle {}", path.display()))
+    }
+
+    /// Load and check a bundle file.
+    pub fn load(path: &Path) -> Result<Bundle> {
+        let b = std::fs::read(path).with_context(|| format!("reading bundle {}", path.display()))?;
+        Bundle::from_bytes(&b).with_context(|| format!("loading bundle {}", path.display()))
+    }
+
+    /// Load a bundle and check it was built for `manifest` (names, kinds, sizes, ONNX file hashes).
+    pub fn load_for(path: &Path, manifest: &Manifest) -> Result<Bundle> {
+        let bundle = Bundle::load(path)?;
+        bundle.check_manifest(manifest).with_context(|| format!("loading bundle {}", path.display()))?;
+        Ok(bundle)
+    }
+
+    /// Reject a bundle whose models differ from the manifest's (order, name, kind, size, ONNX hash).
+    pub fn check_manifest(&self, manifest: &Manifest) -> Result<(), BundleError> {
+        let mm = BundleError::ModelMismatch;
+        if self.models.len() != manifest.models.len() {
+            return Err(mm(format!(
+                "bundle has {} models, manifest {:?} has {}",
+                self.models.len(),
+                manifest.name,
+                manifest.models.len()
+            )));
+        }
+        for (i, (b, m)) in self.models.iter().zip(&manifest.models).enumerate() {
+            if b.name != m.name {
+                return Err(mm(format!(
+                    "model {i} is {:?} in the bundle, {:?} in the manifest",
+                    b.name, m.name
+                )));
+            }
+            if b.kind != m.kind || b.size != m.size {
+                return Err(mm(format!(
+                    "model {:?} is {} of size {} in the bundle, {} of size {} in the manifest",
+                    b.name,
+                    b.kind.name(),
+                    b.size,
+                    m.kind.name(),
+                    m.size
+                )));
+            }
+            let path = manifest.path_of(&m.onnx);
+            let bytes = std::fs::read(&path).map_err(|e| {
+                mm(format!("model {:?}: cannot read ONNX file {}: {e}", b.name, path.display()))
+            })?;
+            let h = sha256(&bytes);
+            if h != b.onnx_sha256 {
+                return Err(mm(format!(
+                    "model {:?}: ONNX file {} has SHA-256 {}, the bundle was built for {}",
+                    b.name,
+                    path.display(),
+                    hex(&h),
+                    hex(&b.onnx_sha256)
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+pub fn sha256(b: &[u8]) -> [u8; 32] {
+    Sha256::digest(b).into()
+}
+
+pub fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// `OutputKind` on the wire as its stable one-byte code, independent of enum order.
+mod kind_code {
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    use crate::manifest::OutputKind;
+
+    pub fn serialize<S: Serializer>(k: &OutputKind, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u8(k.code())
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<OutputKind, D::Error> {
+        let c = u8::deserialize(d)?;
+        OutputKind::from_code(c).ok_or_else(|| D::Error::custom(format!("unknown output kind code {c}")))
+    }
+}

@@ -1,0 +1,22 @@
+//! jetlink: run several black-box models under a memory and power budget, predicting the outputs of
+//! the models that do not run through learned model links.
+
+pub mod alloc_count;
+pub mod board;
+pub mod bundle;
+pub mod control;
+pub mod dcta;
+pub mod engine;
+pub mod links;
+pub mod manifest;
+pub mod monitor;
+pub mod record;
+pub mod recording;
+pub mod report;
+pub mod schedule;
+pub mod serial;
+pub mod source;
+pub mod stream;
+pub mod telemetry;
+pub mod view;
+pub mod wire;

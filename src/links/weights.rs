@@ -1,0 +1,194 @@
+//! Flat weight arenas for all links and all ensembles of a workload, in the order and layout the CPU
+//! predictor and the GPU kernels both read.
+//!
+//! Ordering: target-major. For target j, its k = n − 1 *source slots* are the other models in model
+//! order (slot s is model s for s < j, model s + 1 otherwise). Link index = j·k + s; the links into
+//! one target are therefore contiguous in the arena.
+
+use serde::{Deserialize, Serialize};
+
+use super::ensemble::EnsembleDims;
+use super::mlp::LinkDims;
+
+/// Model index of source slot `s` of target `j`.
+#[inline]
+pub fn source_of_slot(j: usize, s: usize) -> usize {
+    if s < j { s } else { s + 1 }
+}
+
+/// Source slot of model `i` (≠ `j`) for target `j`.
+#[inline]
+pub fn slot_of_source(j: usize, i: usize) -> usize {
+    debug_assert_ne!(i, j);
+    if i < j { i } else { i - 1 }
+}
+
+/// Turn a mask over models into target `j`'s slot mask (drop bit j, shift the higher bits down).
+/// This is also the index into the target's subset score table.
+#[inline]
+pub fn compress_mask(mask: u64, j: usize) -> u64 {
+    let low = mask & ((1u64 << j) - 1);
+    let high = if j + 1 >= 64 { 0 } else { (mask >> (j + 1)) << j };
+    low | high
+}
+
+/// Every link's parameters in one arena (see [`crate::links::mlp`] for one block's layout).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LinkSet {
+    pub n_models: u32,
+    /// Per link, in link-index order.
+    pub dims: Vec<LinkDims>,
+    /// Start of each link's block in `params`, in link-index order.
+    pub offsets: Vec<u32>,
+    pub params: Vec<f32>,
+}
+
+impl LinkSet {
+    /// Lay out an arena for `n` models with the given per-link dims (link-index order), zeroed.
+    pub fn with_dims(n: usize, dims: Vec<LinkDims>) -> LinkSet {
+        let mut offsets = Vec::with_capacity(dims.len());
+        let mut at = 0usize;
+        for d in &dims {
+            offsets.push(at as u32);
+            at += d.len();
+        }
+        LinkSet { n_models: n as u32, dims, offsets, params: vec![0.0; at] }
+    }
+
+    pub fn n(&self) -> usize {
+        self.n_models as usize
+    }
+
+    /// Link index of source model `i` into target `j`.
+    #[inline]
+    pub fn index(&self, i: usize, j: usize) -> usize {
+        j * (self.n() - 1) + slot_of_source(j, i)
+    }
+
+    #[inline]
+    pub fn block(&self, idx: usize) -> &[f32] {
+        let o = self.offsets[idx] as usize;
+        &self.params[o..o + self.dims[idx].len()]
+    }
+
+    #[inline]
+    pub fn block_mut(&mut self, idx: usize) -> &mut [f32] {
+        let o = self.offsets[idx] as usize;
+        let l = self.dims[idx].len();
+        &mut self.params[o..o + l]
+    }
+
+    /// Check the arena is consistent with itself and with the model output sizes.
+    pub fn validate(&self, sizes: &[usize]) -> Result<(), String> {
+        let n = sizes.len();
+        if self.n() != n {
+            return Err(format!("links are for {} models, bundle has {n}", self.n()));
+        }
+        let want = n * n.saturating_sub(1);
+        if self.dims.len() != want || self.offsets.len() != want {
+            return Err(format!(
+                "{} links / {} offsets, expected {want}",
+                self.dims.len(),
+                self.offsets.len()
+            ));
+        }
+        let mut at = 0usize;
+        for j in 0..n {
+            for s in 0..n - 1 {
+                let idx = j * (n - 1) + s;
+                let d = self.dims[idx];
+                let i = source_of_slot(j, s);
+                if d.input as usize != sizes[i] || d.output as usize != sizes[j] || d.hidden == 0 {
+                    return Err(format!(
+                        "link {i}->{j} has dims {d:?}, sizes are {} -> {}",
+                        sizes[i], sizes[j]
+                    ));
+                }
+                if self.offsets[idx] as usize != at {
+                    return Err(format!("link {i}->{j} offset {} expected {at}", self.offsets[idx]));
+                }
+                at += d.len();
+            }
+        }
+        if self.params.len() != at {
+            return Err(format!("link arena has {} values, expected {at}", self.params.len()));
+        }
+        Ok(())
+    }
+}
+
+/// Every target's ensemble parameters in one arena (see [`crate::links::EnsembleDims`] for one
+/// block's layout), in target order.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EnsembleSet {
+    pub dims: Vec<EnsembleDims>,
+    pub offsets: Vec<u32>,
+    pub params: Vec<f32>,
+}
+
+impl EnsembleSet {
+    pub fn with_dims(dims: Vec<EnsembleDims>) -> EnsembleSet {
+        let mut offsets = Vec::with_capacity(dims.len());
+        let mut at = 0usize;
+        for d in &dims {
+            offsets.push(at as u32);
+            at += d.len();
+        }
+        EnsembleSet { dims, offsets, params: vec![0.0; at] }
+    }
+
+    #[inline]
+    pub fn block(&self, j: usize) -> &[f32] {
+        let o = self.offsets[j] as usize;
+        &self.params[o..o + self.dims[j].len()]
+    }
+
+    #[inline]
+    pub fn block_mut(&mut self, j: usize) -> &mut [f32] {
+        let o = self.offsets[j] as usize;
+        let l = self.dims[j].len();
+        &mut self.params[o..o + l]
+    }
+
+    pub fn validate(&self, sizes: &[usize]) -> Result<(), String> {
+        let n = sizes.len();
+        if self.dims.len() != n || self.offsets.len() != n {
+            return Err(format!("{} ensembles, expected {n}", self.dims.len()));
+        }
+        let mut at = 0usize;
+        for (j, d) in self.dims.iter().enumerate() {
+            if d.sources as usize != n - 1 || d.output as usize != sizes[j] {
+                return Err(format!(
+                    "ensemble {j} has dims {d:?}, expected {} sources of size {}",
+                    n - 1,
+                    sizes[j]
+                ));
+            }
+            if self.offsets[j] as usize != at {
+                return Err(format!("ensemble {j} offset {} expected {at}", self.offsets[j]));
+            }
+            at += d.len();
+        }
+        if self.params.len() != at {
+            return Err(format!("ensemble arena has {} values, expected {at}", self.params.len()));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_and_masks() {
+        for j in 0..5 {
+            for i in (0..5).filter(|&i| i != j) {
+                assert_eq!(source_of_slot(j, slot_of_source(j, i)), i);
+            }
+        }
+        assert_eq!(compress_mask(0b10110, 2), 0b1010);
+        assert_eq!(compress_mask(0b10110, 0), 0b1011);
+        assert_eq!(compress_mask(0b10110, 4), 0b0110);
+    }
+}

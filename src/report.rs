@@ -1,0 +1,138 @@
+//! Human-readable reports of a bundle's scores: the link score matrix (target × source) with each
+//! target's ensemble score from all sources, as a Markdown table and as an SVG heatmap, written next
+//! to the bundle.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+
+use crate::bundle::Bundle;
+
+/// Markdown table: one row per target, one column per source (link score alone), then the ensemble
+/// score from all other models and the no-source (bias only) score.
+pub fn scores_markdown(b: &Bundle) -> String {
+    let n = b.n_models();
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "# Link scores: {}\n\nAgreement with the target model's own output on {} held-out training frames \
+         (class: top-1; multilabel: F1 at 0.5; regression: all within tolerance; count: |err| < 0.5; \
+         embedding: cosine ≥ 0.9; box: IoU ≥ 0.5). Rows are targets, columns sources.\n",
+        b.workload, b.split.holdout_rows
+    );
+    s.push_str("| target \\ source |");
+    for m in &b.models {
+        let _ = write!(s, " {} |", m.name);
+    }
+    s.push_str(" **ensemble (all)** | no source |\n|---|");
+    for _ in 0..n + 2 {
+        s.push_str("---:|");
+    }
+    s.push('\n');
+    for (j, m) in b.models.iter().enumerate() {
+        let _ = write!(s, "| {} ({} {}) |", m.name, m.kind.name(), m.size);
+        for i in 0..n {
+            if i == j {
+                s.push_str(" — |");
+            } else {
+                let _ = write!(s, " {:.3} |", b.link_score(i, j));
+            }
+        }
+        let _ = writeln!(s, " **{:.3}** | {:.3} |", b.ensemble_score(j), b.subset_score(j, 0));
+    }
+    let mean_link: f32 = (0..n)
+        .flat_map(|j| (0..n).filter(move |&i| i != j).map(move |i| (i, j)))
+        .map(|(i, j)| b.link_score(i, j))
+        .sum::<f32>()
+        / (n * (n - 1)) as f32;
+    let mean_ens: f32 = (0..n).map(|j| b.ensemble_score(j)).sum::<f32>() / n as f32;
+    let _ = writeln!(s, "\nMean link score {mean_link:.3}; mean ensemble score (all sources) {mean_ens:.3}.");
+    s
+}
+
+/// SVG heatmap of the same matrix (white = 0, dark green = 1), ensemble column set apart.
+pub fn scores_svg(b: &Bundle) -> String {
+    let n = b.n_models();
+    let (cell, left, top) = (56.0, 150.0, 110.0);
+    let width = left + (n as f64 + 1.5) * cell + 20.0;
+    let height = top + n as f64 * cell + 40.0;
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="12">"#
+    );
+    let _ = writeln!(
+        s,
+        r#"<text x="10" y="20" font-size="14">Link scores: {} (rows: target, columns: source)</text>"#,
+        esc(&b.workload)
+    );
+    let col_x = |i: usize| if i < n { left + i as f64 * cell } else { left + (n as f64 + 0.5) * cell };
+    for (i, m) in b.models.iter().enumerate() {
+        let x = col_x(i) + cell / 2.0;
+        let _ = writeln!(
+            s,
+            r#"<text transform="translate({x},{}) rotate(-45)">{}</text>"#,
+            top - 6.0,
+            esc(&m.name)
+        );
+    }
+    let _ = writeln!(
+        s,
+        r#"<text transform="translate({},{}) rotate(-45)" font-weight="bold">ensemble</text>"#,
+        col_x(n) + cell / 2.0,
+        top - 6.0
+    );
+    for (j, m) in b.models.iter().enumerate() {
+        let y = top + j as f64 * cell;
+        let _ = writeln!(
+            s,
+            r#"<text x="{}" y="{}" text-anchor="end">{} ({})</text>"#,
+            left - 6.0,
+            y + cell / 2.0 + 4.0,
+            esc(&m.name),
+            m.kind.name()
+        );
+        for i in 0..=n {
+            let x = col_x(i);
+            if i == j {
+                let _ = writeln!(
+                    s,
+                    r##"<rect x="{x}" y="{y}" width="{cell}" height="{cell}" fill="#ddd" stroke="#fff"/>"##
+                );
+                continue;
+            }
+            let v = if i == n { b.ensemble_score(j) } else { b.link_score(i, j) };
+            let (r, g, bl) = color(v);
+            let text = if v > 0.6 { "#fff" } else { "#000" };
+            let _ = writeln!(
+                s,
+                r##"<rect x="{x}" y="{y}" width="{cell}" height="{cell}" fill="rgb({r},{g},{bl})" stroke="#fff"/><text x="{}" y="{}" text-anchor="middle" fill="{text}">{v:.2}</text>"##,
+                x + cell / 2.0,
+                y + cell / 2.0 + 4.0
+            );
+        }
+    }
+    s.push_str("</svg>\n");
+    s
+}
+
+fn color(v: f32) -> (u8, u8, u8) {
+    let v = v.clamp(0.0, 1.0);
+    let lerp = |a: f32, b: f32| (a + (b - a) * v).round() as u8;
+    (lerp(255.0, 0.0), lerp(255.0, 109.0), lerp(255.0, 44.0))
+}
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+}
+
+/// Write `<bundle stem>.scores.md` and `<bundle stem>.scores.svg` next to `bundle_path`; returns
+/// their paths.
+pub fn write_reports(b: &Bundle, bundle_path: &Path) -> Result<[PathBuf; 2]> {
+    let md = bundle_path.with_extension("scores.md");
+    let svg = bundle_path.with_extension("scores.svg");
+    std::fs::write(&md, scores_markdown(b)).with_context(|| format!("writing {}", md.display()))?;
+    std::fs::write(&svg, scores_svg(b)).with_context(|| format!("writing {}", svg.display()))?;
+    Ok([md, svg])
+}

@@ -1,0 +1,202 @@
+//! MLink scheduling: which models run under a memory budget, so that the importance-weighted mean of
+//! delivered-output accuracy is highest. The exact choice is precomputed into a table; the paper's
+//! greedy rule and the baselines it was compared with sit behind the same interface.
+//!
+//! Objective for an active set A (bit i of a mask = model i runs), tasks j with importance w_j:
+//! `J(A) = Σ_j w_j · (1 if j ∈ A else p(h_{A,j})) / Σ_j w_j`, subject to
+//! `Σ_{i∈A} c(f_i) + Σ_{j∉A} (Σ_{i∈A} c(g_ij) + c(h_j)) ≤ B` (model memory plus the links used).
+
+mod baselines;
+pub mod bench;
+mod greedy;
+mod optimal;
+
+pub use baselines::{FrameFilter, RandomFit, Standalone};
+pub use greedy::Greedy;
+pub use optimal::{Optimal, ScheduleTable};
+
+use crate::bundle::Bundle;
+
+/// The largest workload an exhaustive search handles (2^16 subsets).
+pub const MAX_EXHAUSTIVE: usize = 16;
+
+/// Everything a scheduler needs to know: costs, importances and the score of every target's
+/// ensemble for every source subset.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Problem {
+    pub n: usize,
+    pub importance: Vec<f32>,
+    /// Memory of each model while it runs, bytes.
+    pub model_mem: Vec<u64>,
+    /// FLOPs of each model per frame.
+    pub flops: Vec<u64>,
+    /// Bytes of link i → j, `[j * n + i]`.
+    pub link_mem: Vec<u64>,
+    /// Bytes of target j's ensemble layer.
+    pub ens_mem: Vec<u64>,
+    /// `[j << n | mask]`: score of target j predicted from the active set `mask` (full model mask; the
+    /// entry is meaningless when bit j is set).
+    pub score: Vec<f32>,
+}
+
+impl Problem {
+    /// The problem a bundle poses, with its held-out scores.
+    pub fn from_bundle(b: &Bundle) -> Problem {
+        let n = b.n_models();
+        assert!(n <= MAX_EXHAUSTIVE, "{n} models: at most {MAX_EXHAUSTIVE}");
+        let k = n - 1;
+        let mut link_mem = vec![0u64; n * n];
+        for j in 0..n {
+            for s in 0..k {
+                let i = crate::links::source_of_slot(j, s);
+                link_mem[j * n + i] = 4 * b.links.dims[j * k + s].len() as u64;
+            }
+        }
+        let ens_mem = (0..n).map(|j| 4 * b.ensembles.block(j).len() as u64).collect();
+        let mut score = vec![0.0f32; n << n];
+        for j in 0..n {
+            for mask in 0..1u64 << n {
+                if mask >> j & 1 == 0 {
+                    score[(j << n) | mask as usize] = b.subset_score(j, mask);
+                }
+            }
+        }
+        Problem {
+            n,
+            importance: b.models.iter().map(|m| m.importance).collect(),
+            model_mem: b.models.iter().map(|m| m.memory_bytes).collect(),
+            flops: b.models.iter().map(|m| m.flops).collect(),
+            link_mem,
+            ens_mem,
+            score,
+        }
+    }
+
+    pub fn all(&self) -> u64 {
+        (1u64 << self.n) - 1
+    }
+
+    /// Score of target `j` when `mask` runs (1 when j itself runs).
+    pub fn p(&self, j: usize, mask: u64) -> f32 {
+        if mask >> j & 1 == 1 { 1.0 } else { self.score[(j << self.n) | mask as usize] }
+    }
+
+    /// Memory of running `mask` and predicting the rest from it.
+    pub fn cost(&self, mask: u64) -> u64 {
+        let mut c = 0;
+        for j in 0..self.n {
+            if mask >> j & 1 == 1 {
+                c += self.model_mem[j];
+            } else if mask != 0 {
+                c += self.ens_mem[j];
+                for i in 0..self.n {
+                    if mask >> i & 1 == 1 {
+                        c += self.link_mem[j * self.n + i];
+                    }
+                }
+            }
+        }
+        c
+    }
+
+    /// Memory of running `mask` without links.
+    pub fn model_cost(&self, mask: u64) -> u64 {
+        (0..self.n).filter(|&i| mask >> i & 1 == 1).map(|i| self.model_mem[i]).sum()
+    }
+
+    /// Importance-weighted expected accuracy of running `mask` and predicting the rest.
+    pub fn objective(&self, mask: u64) -> f32 {
+        let w: f32 = self.importance.iter().sum();
+        if w <= 0.0 {
+            return 0.0;
+        }
+        (0..self.n).map(|j| self.importance[j] * self.p(j, mask)).sum::<f32>() / w
+    }
+
+    /// Importance-weighted share of tasks delivered by running `mask` alone (no links).
+    pub fn standalone_objective(&self, mask: u64) -> f32 {
+        let w: f32 = self.importance.iter().sum();
+        (0..self.n).filter(|&j| mask >> j & 1 == 1).map(|j| self.importance[j]).sum::<f32>()
+            / w.max(f32::MIN_POSITIVE)
+    }
+}
+
+/// What to do with one frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// Run the models in `active`; when `predict`, the others are predicted through links,
+    /// otherwise they deliver nothing.
+    Run { active: u64, predict: bool },
+    /// Run nothing; deliver the last delivered outputs again.
+    Reuse,
+}
+
+/// A scheduling policy. `select` is called at each period start and whenever the budget changes;
+/// `decide` once per frame and must not allocate.
+pub trait Scheduler {
+    fn name(&self) -> &'static str;
+    fn select(&mut self, problem: &Problem, budget: u64);
+    fn decide(&mut self, frame: &[u8]) -> Decision;
+    /// Largest memory this policy holds at once under its current selection.
+    fn peak_memory(&self, problem: &Problem) -> u64;
+}
+
+/// The schedulers by name, for command lines and benchmarks.
+pub const NAMES: [&str; 5] = ["optimal", "greedy", "standalone", "frame-filter", "random"];
+
+/// Make a scheduler by name. `profile` is a slice of frames for tuning (frame filter).
+pub fn by_name(name: &str, profile: &[&[u8]], seed: u64) -> Option<Box<dyn Scheduler>> {
+    Some(match name {
+        "optimal" => Box::new(Optimal::default()),
+        "greedy" => Box::new(Greedy::default()),
+        "standalone" => Box::new(Standalone::default()),
+        "frame-filter" => Box::new(FrameFilter::new(profile)),
+        "random" => Box::new(RandomFit::new(seed)),
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::Problem;
+
+    /// A small problem with hand-set scores: `score(j, mask)` from a closure.
+    pub fn problem(mem: &[u64], importance: &[f32], score: impl Fn(usize, u64) -> f32) -> Problem {
+        let n = mem.len();
+        let mut s = vec![0.0; n << n];
+        for j in 0..n {
+            for mask in 0..1u64 << n {
+                s[(j << n) | mask as usize] = score(j, mask);
+            }
+        }
+        Problem {
+            n,
+            importance: importance.to_vec(),
+            model_mem: mem.to_vec(),
+            flops: mem.to_vec(),
+            link_mem: vec![0; n * n],
+            ens_mem: vec![0; n],
+            score: s,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::problem;
+
+    #[test]
+    fn objective_and_cost() {
+        let mut p =
+            problem(&[10, 20, 30], &[1.0, 1.0, 2.0], |j, m| if m == 0 { 0.0 } else { 0.5 + 0.1 * j as f32 });
+        assert_eq!(p.cost(0b011), 30);
+        assert_eq!(p.objective(0), 0.0);
+        // A = {0}: tasks 1, 2 predicted at 0.6 and 0.7.
+        assert!((p.objective(0b001) - (1.0 + 0.6 + 2.0 * 0.7) / 4.0).abs() < 1e-6);
+        assert_eq!(p.objective(0b111), 1.0);
+        p.link_mem[2 * 3] = 5; // link 0 → 2
+        p.ens_mem[2] = 1;
+        assert_eq!(p.cost(0b001), 10 + 5 + 1 + p.ens_mem[1]);
+        assert_eq!(p.standalone_objective(0b100), 0.5);
+    }
+}

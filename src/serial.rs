@@ -1,0 +1,202 @@
+//! Where telemetry frames go and come from: an `embedded_io::Write` over a Linux tty (through
+//! `serialport`, raw 8N1 at the board's baud, non-blocking so a full line drops a frame instead of
+//! stalling the loop) or over a plain file, an in-memory writer with injectable faults for tests,
+//! and the reader the monitor uses.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileTypeExt;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use embedded_io::ErrorKind;
+
+use crate::board::SerialConfig;
+
+/// A write error, `Copy` so the per-tick path can keep it; `TimedOut` means "would block".
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SerialError(pub ErrorKind);
+
+impl embedded_io::Error for SerialError {
+    fn kind(&self) -> ErrorKind {
+        self.0
+    }
+}
+
+impl core::fmt::Display for SerialError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "serial write: {:?}", self.0)
+    }
+}
+
+impl std::error::Error for SerialError {}
+
+impl From<io::Error> for SerialError {
+    fn from(e: io::Error) -> Self {
+        SerialError(match e.kind() {
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => ErrorKind::TimedOut,
+            k => k.into(),
+        })
+    }
+}
+
+/// Whether `path` is a character device (a tty or pty), as opposed to a file.
+pub fn is_char_device(path: &Path) -> bool {
+    std::fs::metadata(path).is_ok_and(|m| m.file_type().is_char_device())
+}
+
+/// The firmware's serial output: a tty or a file.
+pub enum SerialWriter {
+    Tty(serialport::TTYPort),
+    File(File),
+}
+
+impl SerialWriter {
+    /// Open `path`: a character device is opened as a raw tty at `baud` (non-blocking); anything
+    /// else is created (with its parent folders) or truncated as a file.
+    pub fn open(path: &Path, baud: u32) -> Result<SerialWriter> {
+        if is_char_device(path) {
+            let port = open_tty(path, baud, Duration::ZERO)?;
+            set_nonblocking(&port).with_context(|| format!("{}: setting O_NONBLOCK", path.display()))?;
+            return Ok(SerialWriter::Tty(port));
+        }
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        let f = File::create(path).with_context(|| format!("creating {}", path.display()))?;
+        Ok(SerialWriter::File(f))
+    }
+
+    /// Open the board's serial device, or `override_path` (a file or a pty) if given.
+    pub fn open_board(cfg: &SerialConfig, override_path: Option<&Path>) -> Result<SerialWriter> {
+        SerialWriter::open(override_path.unwrap_or(Path::new(cfg.device)), cfg.baud)
+    }
+}
+
+fn open_tty(path: &Path, baud: u32, timeout: Duration) -> Result<serialport::TTYPort> {
+    let name = path.to_str().with_context(|| format!("{}: not a UTF-8 path", path.display()))?;
+    let mut port = serialport::new(name, baud)
+        .timeout(timeout)
+        .open_native()
+        .with_context(|| format!("opening tty {name} at {baud} baud"))?;
+    // Let a monitor (or `cat`) open the same device for debugging.
+    let _ = port.set_exclusive(false);
+    Ok(port)
+}
+
+fn set_nonblocking(port: &serialport::TTYPort) -> io::Result<()> {
+    let fd = port.as_raw_fd();
+    // SAFETY: `fd` is the port's open descriptor for the duration of both calls.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+impl embedded_io::ErrorType for SerialWriter {
+    type Error = SerialError;
+}
+
+impl embedded_io::Write for SerialWriter {
+    fn write(&mut self, buf: &[u8]) -> Result<usize, SerialError> {
+        let r = match self {
+            SerialWriter::Tty(p) => p.write(buf),
+            SerialWriter::File(f) => f.write(buf),
+        };
+        r.map_err(SerialError::from)
+    }
+
+    fn flush(&mut self) -> Result<(), SerialError> {
+        let r = match self {
+            // tcdrain would block until the line is idle; the loop must not wait for that.
+            SerialWriter::Tty(_) => Ok(()),
+            SerialWriter::File(f) => f.flush(),
+        };
+        r.map_err(SerialError::from)
+    }
+}
+
+/// An in-memory writer for tests: it can accept only so many bytes (then would block) and fail a
+/// chosen number of writes.
+#[derive(Debug, Default)]
+pub struct MemWriter {
+    pub data: Vec<u8>,
+    /// Total bytes accepted before it reports "would block"; `None` is unlimited.
+    pub limit: Option<usize>,
+    /// The next this-many writes fail with `ErrorKind::Other`.
+    pub fail_next: u32,
+    /// Write calls seen.
+    pub calls: u64,
+}
+
+impl MemWriter {
+    pub fn new() -> MemWriter {
+        MemWriter::default()
+    }
+
+    pub fn with_limit(limit: usize) -> MemWriter {
+        MemWriter { limit: Some(limit), ..MemWriter::default() }
+    }
+}
+
+impl embedded_io::ErrorType for MemWriter {
+    type Error = SerialError;
+}
+
+impl embedded_io::Write for MemWriter {
+    fn write(&mut self, buf: &[u8]) -> Result<usize, SerialError> {
+        self.calls += 1;
+        if self.fail_next > 0 {
+            self.fail_next -= 1;
+            return Err(SerialError(ErrorKind::Other));
+        }
+        let room = self.limit.map_or(usize::MAX, |l| l.saturating_sub(self.data.len()));
+        if room == 0 && !buf.is_empty() {
+            return Err(SerialError(ErrorKind::TimedOut));
+        }
+        let n = buf.len().min(room);
+        self.data.extend_from_slice(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> Result<(), SerialError> {
+        Ok(())
+    }
+}
+
+/// A byte source for the monitor: a tty (raw, at `baud`, reads time out after `poll`) or a file.
+pub enum SerialReader {
+    Tty(serialport::TTYPort),
+    File(File),
+}
+
+impl SerialReader {
+    pub fn open(path: &Path, baud: u32, poll: Duration) -> Result<SerialReader> {
+        if is_char_device(path) {
+            return Ok(SerialReader::Tty(open_tty(path, baud, poll)?));
+        }
+        let f = OpenOptions::new()
+            .read(true)
+            .open(path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        Ok(SerialReader::File(f))
+    }
+
+    pub fn is_tty(&self) -> bool {
+        matches!(self, SerialReader::Tty(_))
+    }
+}
+
+impl Read for SerialReader {
+    /// A tty with nothing to read returns `ErrorKind::TimedOut` after the poll interval; a file
+    /// returns 0 at its end.
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            SerialReader::Tty(p) => p.read(buf),
+            SerialReader::File(f) => f.read(buf),
+        }
+    }
+}

@@ -1,0 +1,128 @@
+//! The bundle file: round trip, and rejection of bad bundles (other version, truncated, flipped byte,
+//! trailing bytes, manifest mismatch) with errors that say what is wrong; the score reports.
+
+use std::path::PathBuf;
+
+use jetlink::bundle::{Bundle, FORMAT_VERSION, HEADER_LEN};
+use jetlink::links::{
+    self, BuildOptions, EnsembleFit, TrainOptions, synthetic_manifest, synthetic_recording,
+};
+use jetlink::manifest::{Manifest, OutputKind};
+
+fn tmp_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("jetlink-bundle-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn small_bundle(name: &str) -> (Manifest, Bundle, PathBuf) {
+    let dir = tmp_dir(name);
+    let m = synthetic_manifest(&dir).unwrap();
+    let rec = synthetic_recording(400, 10_000, 1);
+    let o = BuildOptions {
+        train: TrainOptions {
+            epochs: 2,
+            ensemble_epochs: 2,
+            ensemble_fit: EnsembleFit::InSample,
+            ..TrainOptions::default()
+        },
+        threads: 2,
+        progress: false,
+    };
+    let b = links::build(&m, &rec, 300, &o).unwrap();
+    (m, b, dir)
+}
+
+fn load_err(bytes: &[u8], dir: &std::path::Path) -> String {
+    let p = dir.join("bad.bundle");
+    std::fs::write(&p, bytes).unwrap();
+    format!("{:#}", Bundle::load(&p).unwrap_err())
+}
+
+#[test]
+fn round_trip() {
+    let (m, b, dir) = small_bundle("rt");
+    let p = dir.join("x.bundle");
+    b.save(&p).unwrap();
+    let back = Bundle::load_for(&p, &m).unwrap();
+    assert_eq!(back, b);
+    assert_eq!(back.models[3].kind, OutputKind::Embedding);
+    assert_eq!(back.split.fit_rows + back.split.holdout_rows, 300);
+    assert_eq!(back.split.holdout_rows, 60);
+    assert!(back.schedule.is_none() && back.dcta.is_none());
+    // Header layout.
+    let bytes = std::fs::read(&p).unwrap();
+    assert_eq!(&bytes[..8], b"JLBUNDLE");
+    assert_eq!(u32::from_le_bytes(bytes[8..12].try_into().unwrap()), FORMAT_VERSION);
+    assert_eq!(u64::from_le_bytes(bytes[12..20].try_into().unwrap()) as usize, bytes.len() - HEADER_LEN);
+    // Reserved tables survive a round trip.
+    let mut c = b.clone();
+    c.schedule = Some(vec![1, 2, 3]);
+    assert_eq!(Bundle::from_bytes(&c.to_bytes().unwrap()).unwrap().schedule, Some(vec![1, 2, 3]));
+}
+
+#[test]
+fn rejects_bad_bundles() {
+    let (m, b, dir) = small_bundle("bad");
+    let good = b.to_bytes().unwrap();
+
+    let mut v = good.clone();
+    v[8..12].copy_from_slice(&(FORMAT_VERSION + 1).to_le_bytes());
+    let e = load_err(&v, &dir);
+    assert!(e.contains("format version 2") && e.contains("reads version 1"), "{e}");
+
+    let e = load_err(&good[..good.len() - 10], &dir);
+    assert!(e.contains("truncated") && e.contains("payload bytes"), "{e}");
+    let e = load_err(&good[..20], &dir);
+    assert!(e.contains("truncated") && e.contains("header"), "{e}");
+
+    let mut f = good.clone();
+    let mid = HEADER_LEN + (good.len() - HEADER_LEN) / 2;
+    f[mid] ^= 0x01;
+    let e = load_err(&f, &dir);
+    assert!(e.contains("corrupted") && e.contains("SHA-256"), "{e}");
+
+    let mut t = good.clone();
+    t.push(0);
+    assert!(load_err(&t, &dir).contains("unexpected bytes"));
+
+    let mut g = good.clone();
+    g[0] = b'X';
+    assert!(load_err(&g, &dir).contains("not a jetlink bundle"));
+
+    // Manifest mismatches: renamed model, other size, changed ONNX file, missing model.
+    let mut m2 = m.clone();
+    m2.models[2].name = "holes".into();
+    let e = b.check_manifest(&m2).unwrap_err().to_string();
+    assert!(e.contains("\"loops\"") && e.contains("\"holes\""), "{e}");
+    let mut m3 = m.clone();
+    m3.models[4].size = 4;
+    let e = b.check_manifest(&m3).unwrap_err().to_string();
+    assert!(e.contains("shade") && e.contains("size 3") && e.contains("size 4"), "{e}");
+    let mut m4 = m.clone();
+    m4.models.pop();
+    assert!(b.check_manifest(&m4).unwrap_err().to_string().contains("7 models"));
+    std::fs::write(dir.join("emb.onnx"), b"retrained").unwrap();
+    let p = dir.join("ok.bundle");
+    b.save(&p).unwrap();
+    let e = format!("{:#}", Bundle::load_for(&p, &m).unwrap_err());
+    assert!(e.contains("emb") && e.contains("ONNX") && e.contains("SHA-256"), "{e}");
+
+    // A payload with a valid hash but inconsistent tables is rejected, not trusted.
+    let mut bad = b.clone();
+    bad.links.params.pop();
+    let e = load_err(&bad.to_bytes().unwrap(), &dir);
+    assert!(e.contains("inconsistent") && e.contains("link arena"), "{e}");
+}
+
+#[test]
+fn reports_next_to_bundle() {
+    let (_, b, dir) = small_bundle("report");
+    let p = dir.join("demo.bundle");
+    let [md, svg] = jetlink::report::write_reports(&b, &p).unwrap();
+    assert_eq!(md, dir.join("demo.scores.md"));
+    let md = std::fs::read_to_string(md).unwrap();
+    assert!(md.contains("| digit (class 10) | — |") && md.contains("ensemble (all)"), "{md}");
+    let svg = std::fs::read_to_string(svg).unwrap();
+    assert!(svg.starts_with("<svg") && svg.matches("<rect").count() == 7 * 8);
+}

@@ -1,0 +1,266 @@
+//! Links end to end on the synthetic workload: training and scores per kind, the allocation-free
+//! predictor and adaptation (checked with a counting global allocator), determinism, and (ignored)
+//! measurements on the demo recording.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::path::PathBuf;
+
+use jetlink::bundle::Bundle;
+use jetlink::links::{
+    self, AdaptOptions, Adapter, BuildOptions, EnsembleFit, Predictor, TrainOptions, synthetic_manifest,
+    synthetic_recording,
+};
+use jetlink::manifest::OutputKind;
+
+/// Counts allocations made by the current thread while counting is switched on.
+struct Counting;
+
+thread_local! {
+    static COUNT: Cell<Option<usize>> = const { Cell::new(None) };
+}
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        let _ = COUNT.try_with(|c| c.set(c.get().map(|n| n + 1)));
+        unsafe { System.alloc(l) }
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        unsafe { System.dealloc(p, l) }
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
+        let _ = COUNT.try_with(|c| c.set(c.get().map(|n| n + 1)));
+        unsafe { System.realloc(p, l, n) }
+    }
+}
+
+#[global_allocator]
+static ALLOC: Counting = Counting;
+
+/// Allocations made by `f` on this thread.
+fn allocations<R>(f: impl FnOnce() -> R) -> (R, usize) {
+    COUNT.with(|c| c.set(Some(0)));
+    let r = f();
+    let n = COUNT.with(|c| c.replace(None)).unwrap_or(0);
+    (r, n)
+}
+
+fn tmp_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("jetlink-links-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+const TRAIN_END: usize = 1500;
+const DRIFT: usize = 2000;
+
+fn quick_options() -> BuildOptions {
+    BuildOptions {
+        train: TrainOptions {
+            epochs: 20,
+            ensemble_epochs: 20,
+            ensemble_fit: EnsembleFit::OutOfFold { folds: 2 },
+            ..TrainOptions::default()
+        },
+        threads: 2,
+        progress: false,
+    }
+}
+
+fn synthetic_bundle(name: &str) -> (jetlink::manifest::Manifest, jetlink::recording::Recording, Bundle) {
+    let m = synthetic_manifest(&tmp_dir(name)).unwrap();
+    let rec = synthetic_recording(3000, DRIFT, 7);
+    let b = links::build(&m, &rec, TRAIN_END, &quick_options()).unwrap();
+    (m, rec, b)
+}
+
+#[test]
+fn links_learn_every_kind() {
+    let (_, _, b) = synthetic_bundle("kinds");
+    println!("{}", jetlink::report::scores_markdown(&b));
+    let idx = |n: &str| b.models.iter().position(|m| m.name == n).unwrap();
+    // Strongly related pairs score high.
+    assert!(b.link_score(idx("digit"), idx("parity")) > 0.9, "digit->parity {}", b.link_score(0, 1));
+    assert!(b.link_score(idx("digit"), idx("loops")) > 0.9, "digit->loops");
+    assert!(b.link_score(idx("emb"), idx("digit")) > 0.8, "emb->digit");
+    assert!(b.link_score(idx("digit"), idx("tags")) > 0.5, "digit->tags");
+    assert!(b.ensemble_score(idx("shade")) > 0.5, "shade ensemble {}", b.ensemble_score(idx("shade")));
+    assert!(b.ensemble_score(idx("box")) > 0.8, "box ensemble {}", b.ensemble_score(idx("box")));
+    assert!(b.ensemble_score(idx("emb")) > 0.8, "emb ensemble {}", b.ensemble_score(idx("emb")));
+    // A weakly related pair scores lower than the ensemble.
+    assert!(b.link_score(idx("parity"), idx("digit")) < b.ensemble_score(idx("digit")));
+    // Every score is a probability, the table has 2^(n-1) entries per target.
+    assert!(b.scores.link.iter().chain(&b.scores.subset).all(|v| (0.0..=1.0).contains(v)));
+    assert_eq!(b.scores.subset.len(), 7 << 6);
+    // More sources never hurt much: the all-sources ensemble beats the bias-only prediction.
+    for j in 0..7 {
+        assert!(b.ensemble_score(j) >= b.subset_score(j, 0), "target {j}");
+    }
+    // Every model kind was exercised.
+    for k in OutputKind::ALL {
+        assert!(b.models.iter().any(|m| m.kind == k), "{k:?}");
+    }
+}
+
+#[test]
+fn build_is_deterministic() {
+    let m = synthetic_manifest(&tmp_dir("det")).unwrap();
+    let rec = synthetic_recording(600, 10_000, 3);
+    let mut o = quick_options();
+    o.train.epochs = 3;
+    o.train.ensemble_epochs = 3;
+    let a = links::build(&m, &rec, 500, &o).unwrap();
+    o.threads = 1;
+    let b = links::build(&m, &rec, 500, &o).unwrap();
+    assert_eq!(a.to_bytes().unwrap(), b.to_bytes().unwrap());
+    // Evaluation frames are never read: changing them changes nothing.
+    let mut rec2 = rec.clone();
+    let s = rec2.stride();
+    rec2.values[550 * s..].iter_mut().for_each(|v| *v = 123.0);
+    let c = links::build(&m, &rec2, 500, &o).unwrap();
+    assert_eq!(a.to_bytes().unwrap(), c.to_bytes().unwrap());
+}
+
+#[test]
+fn predictor_matches_scores_and_does_not_allocate() {
+    let (_, rec, b) = synthetic_bundle("predict");
+    let mut p = Predictor::new(&b);
+    let n = b.n_models();
+    let mut out = vec![0.0; p.stride()];
+    let all = (1u64 << n) - 1;
+    // Accuracy of the ensemble from all other models on the holdout rows equals the stored score.
+    let hold = (b.split.fit_rows as usize)..(b.split.fit_rows + b.split.holdout_rows) as usize;
+    for j in 0..n {
+        let mut acc = 0.0;
+        for r in hold.clone() {
+            p.predict(all & !(1 << j), rec.row(r), &mut out).unwrap();
+            let m = &b.models[j];
+            let o = rec.offset(j);
+            acc += links::agreement(m.kind, m.tolerance, &out[o..o + m.size as usize], rec.output(r, j));
+        }
+        let acc = acc / hold.len() as f32;
+        assert!((acc - b.ensemble_score(j)).abs() < 1e-4, "target {j}: {acc} vs {}", b.ensemble_score(j));
+    }
+    // Active slices are copied; no allocation in predict or signals.
+    let row = rec.row(2500).to_vec();
+    let (_, allocs) = allocations(|| {
+        for mask in 1..all {
+            p.predict(mask, &row, &mut out).unwrap();
+            for j in 0..n {
+                let s = p.signals(j).unwrap();
+                assert!(s.disagreement >= 0.0 && s.disagreement <= 1.0);
+            }
+        }
+    });
+    assert_eq!(allocs, 0, "predict/signals allocated");
+    p.predict(0b1, &row, &mut out).unwrap();
+    assert_eq!(out[..10], row[..10]);
+    // Errors are typed.
+    assert!(matches!(p.predict(1 << 9, &row, &mut out), Err(links::LinkError::MaskOutOfRange { .. })));
+    assert!(matches!(p.predict(1, &row[1..], &mut out), Err(links::LinkError::RowLength { .. })));
+    let flags = [true, false, false, false, false, false, false];
+    p.predict_flags(&flags, &row, &mut out).unwrap();
+}
+
+#[test]
+fn drift_raises_signals() {
+    let (_, rec, b) = synthetic_bundle("signals");
+    let mut p = Predictor::new(&b);
+    let mut out = vec![0.0; p.stride()];
+    // parity predicted from digit + loops + emb: its links disagree more once parity flips.
+    let active = 0b1101u64 & !(1 << 1);
+    let mean_dis = |p: &mut Predictor, out: &mut Vec<f32>, rows: std::ops::Range<usize>| {
+        let mut d = 0.0;
+        for r in rows.clone() {
+            p.predict(active, rec.row(r), out).unwrap();
+            d += p.signals(2).unwrap().uncertainty + p.signals(1).unwrap().disagreement;
+        }
+        d / rows.len() as f32
+    };
+    let _ = mean_dis(&mut p, &mut out, 1600..1700);
+    // Signals are in range.
+    p.predict(active, rec.row(2100), &mut out).unwrap();
+    let s = p.signals(1).unwrap();
+    assert!((0.0..=1.0).contains(&s.uncertainty) && s.links == 3, "{s:?}");
+    assert_eq!(p.signals(0).unwrap(), links::DriftSignals::default());
+}
+
+#[test]
+fn adaptation_reduces_loss_on_drift_without_allocating() {
+    let (_, rec, b) = synthetic_bundle("adapt");
+    let mut p = Predictor::new(&b);
+    let mut ad = Adapter::new(&b, &p, AdaptOptions::default());
+    let target = 1; // parity flips after DRIFT
+    let sources = 0b1u64 | 0b100 | 0b1000; // digit, loops, emb
+    let batch: Vec<f32> = (DRIFT + 100..DRIFT + 150).flat_map(|r| rec.row(r).to_vec()).collect();
+    let test: Vec<f32> = (DRIFT + 500..DRIFT + 550).flat_map(|r| rec.row(r).to_vec()).collect();
+    let before = ad.loss(&mut p, target, sources, &batch).unwrap();
+    let test_before = ad.loss(&mut p, target, sources, &test).unwrap();
+    let (stats, allocs) = allocations(|| ad.step(&mut p, target, sources, &batch).unwrap());
+    assert_eq!(allocs, 0, "adaptation step allocated");
+    let after_one = ad.loss(&mut p, target, sources, &batch).unwrap();
+    assert!(after_one < before, "one step: {before} -> {after_one}");
+    assert_eq!(stats.links, 3);
+    let (_, allocs) = allocations(|| {
+        for _ in 0..100 {
+            ad.step(&mut p, target, sources, &batch).unwrap();
+        }
+    });
+    assert_eq!(allocs, 0);
+    let after = ad.loss(&mut p, target, sources, &batch).unwrap();
+    let test_after = ad.loss(&mut p, target, sources, &test).unwrap();
+    assert!(after < 0.5 * before, "100 steps: {before} -> {after}");
+    assert!(test_after < test_before, "fresh drifted frames: {test_before} -> {test_after}");
+    // The predictor uses the adapted weights: parity top-1 agreement on fresh drifted frames recovers.
+    let mut out = vec![0.0; p.stride()];
+    let mut acc = 0.0;
+    for r in DRIFT + 500..DRIFT + 700 {
+        p.predict(sources, rec.row(r), &mut out).unwrap();
+        acc += links::agreement(OutputKind::Class, 0.1, &out[10..12], rec.output(r, 1));
+    }
+    assert!(acc / 200.0 > 0.8, "adapted parity agreement {}", acc / 200.0);
+    // Bad inputs are typed errors.
+    assert!(matches!(ad.step(&mut p, target, 1 << target, &batch), Err(links::LinkError::NoSources { .. })));
+    assert!(matches!(ad.step(&mut p, target, sources, &batch[1..]), Err(links::LinkError::BadBatch { .. })));
+}
+
+/// Measurements on the demo recording (run with `--ignored --nocapture` once demo/ exists):
+/// training time, scores with/without the hidden floor and out-of-fold fitting, predict µs/frame.
+#[test]
+#[ignore]
+fn demo_measurements() {
+    let manifest = jetlink::manifest::Manifest::load(std::path::Path::new("demo/manifest.toml")).unwrap();
+    let rec = jetlink::recording::Recording::load(std::path::Path::new("demo/reference.jlr.gz")).unwrap();
+    let train_end = 2000;
+    let d = TrainOptions::default;
+    let oof = EnsembleFit::OutOfFold { folds: 3 };
+    let mut variants: Vec<(String, TrainOptions)> = vec![("default".into(), d())];
+    for seed in [1u64, 2] {
+        for floor in [0u32, 64] {
+            for fit in [EnsembleFit::InSample, oof] {
+                let t = TrainOptions { hidden_floor: floor, ensemble_fit: fit, seed, ..d() };
+                variants.push((format!("floor {floor} {fit:?} seed {seed}"), t));
+            }
+        }
+    }
+    for (name, t) in variants {
+        let o = BuildOptions { train: t, threads: 2, progress: false };
+        let t0 = std::time::Instant::now();
+        let b = links::build(&manifest, &rec, train_end, &o).unwrap();
+        let secs = t0.elapsed().as_secs_f64();
+        let n = b.n_models();
+        let ml: f32 = (0..n)
+            .flat_map(|j| (0..n).filter(move |&i| i != j).map(move |i| (i, j)))
+            .map(|(i, j)| b.link_score(i, j))
+            .sum::<f32>()
+            / (n * (n - 1)) as f32;
+        let me: f32 = (0..n).map(|j| b.ensemble_score(j)).sum::<f32>() / n as f32;
+        let ens: Vec<String> = (0..n).map(|j| format!("{:.3}", b.ensemble_score(j))).collect();
+        println!("{name:>40}: {secs:5.1} s, mean link {ml:.3}, mean ens {me:.3} [{}]", ens.join(" "));
+        if name == "default" {
+            println!("{}", jetlink::report::scores_markdown(&b));
+            let s = links::bench_predict(&b, &rec, 200_000).unwrap();
+            println!("predict: {s:?}");
+        }
+    }
+}

@@ -1,0 +1,190 @@
+//! The monitor over a real pseudo-terminal (frames with injected corruption written into the
+//! master, decoded from the slave through `serialport`), over a file with a truncated tail, and its
+//! CSV output; and the firmware side writing through `SerialWriter` to a pty.
+
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use jetlink::monitor::{self, CSV_HEADER, MonitorOptions};
+use jetlink::serial::SerialWriter;
+use jetlink::wire::{
+    self, Event, EventCode, MAX_FRAME, Message, PeriodSummary, TelemetryWriter, Tick, encode,
+};
+
+fn enc(m: &Message) -> Vec<u8> {
+    let mut buf = [0u8; MAX_FRAME];
+    encode(m, &mut buf).unwrap().to_vec()
+}
+
+fn tick(i: u32) -> Tick {
+    Tick {
+        tick: i,
+        frame: i * 2,
+        power_mw: 7_000 + i,
+        flags: u8::from(i.is_multiple_of(10)),
+        ..wire::typical_tick()
+    }
+}
+
+/// A pty pair with the slave in raw mode (no line discipline rewriting bytes).
+struct Pty {
+    master: std::fs::File,
+    _slave: OwnedFd,
+    slave_path: PathBuf,
+}
+
+fn open_pty() -> Pty {
+    let p = nix::pty::openpty(None, None).unwrap();
+    // SAFETY: openpty returned two fresh descriptors that nothing else owns.
+    let (master, slave) = unsafe { (std::fs::File::from_raw_fd(p.master), OwnedFd::from_raw_fd(p.slave)) };
+    let mut t = nix::sys::termios::tcgetattr(slave.as_raw_fd()).unwrap();
+    nix::sys::termios::cfmakeraw(&mut t);
+    nix::sys::termios::tcsetattr(slave.as_raw_fd(), nix::sys::termios::SetArg::TCSANOW, &t).unwrap();
+    let slave_path = std::fs::read_link(format!("/proc/self/fd/{}", slave.as_raw_fd())).unwrap();
+    Pty { master, _slave: slave, slave_path }
+}
+
+fn stream_with_corruption() -> (Vec<u8>, usize) {
+    let mut s = Vec::new();
+    let mut n_ticks = 0;
+    s.extend(enc(&Message::Event(Event { tick: 0, code: EventCode::BudgetChange, a: 1, b: 2 })));
+    for i in 0..200u32 {
+        let mut f = enc(&Message::Tick(tick(i)));
+        match i {
+            // A flipped byte, a frame cut short (joins the next one), a stray zero inside a frame.
+            50 => f[4] ^= 0x40,
+            120 => f.truncate(9),
+            170 => f[6] = 0,
+            _ => n_ticks += 1,
+        }
+        if i == 121 {
+            n_ticks -= 1; // lost with the truncated frame 120
+        }
+        s.extend(f);
+        if i % 50 == 49 {
+            let p = PeriodSummary { period: i / 50, ticks: 50, ..Default::default() };
+            s.extend(enc(&Message::PeriodSummary(p)));
+            s.extend(enc(&Message::Event(Event { tick: i, code: EventCode::Shed, a: 1, b: 512 })));
+        }
+    }
+    (s, n_ticks)
+}
+
+#[test]
+fn pty_stream_with_corruption() {
+    let pty = open_pty();
+    let (stream, n_ticks) = stream_with_corruption();
+    let path = pty.slave_path.clone();
+    let reader = std::thread::spawn(move || {
+        let opts = MonitorOptions {
+            idle_exit: Some(Duration::from_millis(700)),
+            baud: 115_200,
+            ..Default::default()
+        };
+        monitor::monitor(&path, &opts)
+    });
+    // Let the monitor open the slave, then write in odd-sized bursts, as a UART delivers.
+    std::thread::sleep(Duration::from_millis(150));
+    let mut master = pty.master.try_clone().unwrap();
+    for c in stream.chunks(37) {
+        master.write_all(c).unwrap();
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    let st = reader.join().unwrap().unwrap();
+    assert_eq!(st.ticks as usize, n_ticks);
+    assert_eq!(st.summaries, 4);
+    assert_eq!(st.events_of(EventCode::Shed), 4);
+    assert_eq!(st.events_of(EventCode::BudgetChange), 1);
+    // Flipped byte: 1; truncated 120 + 121 merged: 1; split 170: 2.
+    assert_eq!(st.decode.corrupt, 4);
+    assert_eq!(st.decode.bytes, stream.len() as u64);
+    assert_eq!(st.last_tick, Some(tick(199)));
+    // Ticks 0, 10, ..., 190 carry the deadline flag; 50, 120 and 170 were lost (none of them).
+    assert_eq!(st.flagged[0], 20 - 3);
+    assert!(!st.truncated_tail);
+    let mut table = String::new();
+    monitor::render("pty", &st, &mut table);
+    assert!(table.contains("corrupt 4") && table.contains("shed 4"), "{table}");
+}
+
+/// The firmware side: `SerialWriter` opens a pty as a raw tty, frames come out byte-exact.
+#[test]
+fn serial_writer_to_pty() {
+    let pty = open_pty();
+    let w = SerialWriter::open(&pty.slave_path, 115_200).unwrap();
+    assert!(matches!(w, SerialWriter::Tty(_)));
+    let mut tw = TelemetryWriter::new(w);
+    let msgs =
+        [Message::Tick(tick(1)), Message::Event(Event { tick: 1, code: EventCode::AdaptDone, a: 3, b: 950 })];
+    for m in &msgs {
+        tw.send(m).unwrap();
+    }
+    let want: Vec<u8> = msgs.iter().flat_map(enc).collect();
+    let mut got = vec![0u8; want.len()];
+    let mut master = pty.master.try_clone().unwrap();
+    master.read_exact(&mut got).unwrap();
+    assert_eq!(got, want, "bytes altered by the tty (not raw?)");
+    assert_eq!(tw.stats().frames, 2);
+}
+
+/// Nobody reading the pty: the kernel buffer fills, frames are dropped and counted, and `send`
+/// never blocks.
+#[test]
+fn serial_writer_does_not_block_on_a_full_line() {
+    let pty = open_pty();
+    let mut tw = TelemetryWriter::new(SerialWriter::open(&pty.slave_path, 115_200).unwrap());
+    let start = std::time::Instant::now();
+    for i in 0..20_000 {
+        let _ = tw.tick(&tick(i));
+    }
+    let st = tw.stats();
+    assert!(st.dropped > 0, "a pty buffer is a few kB; 500 kB cannot fit");
+    assert!(st.frames > 10);
+    assert!(start.elapsed() < Duration::from_secs(5), "{:?}", start.elapsed());
+    drop(pty);
+}
+
+#[test]
+fn file_with_csv_and_truncated_tail() {
+    let dir = std::env::temp_dir().join(format!("jetlink-monitor-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bin = dir.join("serial.bin");
+    let csv = dir.join("ticks.csv");
+    // Written as the firmware does, through SerialWriter on a file.
+    let mut tw = TelemetryWriter::new(SerialWriter::open(&bin, 921_600).unwrap());
+    let hello = wire::Hello {
+        proto_version: wire::PROTO_VERSION,
+        firmware: (0, 1, 0),
+        board: heapless::String::try_from("host-sim").unwrap(),
+        bundle_hash: [1, 2, 3, 4, 5, 6, 7, 8],
+        n_models: 8,
+        period_ms: 33,
+    };
+    tw.send(&Message::Hello(hello.clone())).unwrap();
+    for i in 0..5 {
+        tw.tick(&tick(i)).unwrap();
+    }
+    tw.flush().unwrap();
+    drop(tw);
+    // The recording stopped mid-frame.
+    let mut f = std::fs::OpenOptions::new().append(true).open(&bin).unwrap();
+    f.write_all(&enc(&Message::Tick(tick(5)))[..7]).unwrap();
+    drop(f);
+
+    let opts = MonitorOptions { csv: Some(&csv), ..Default::default() };
+    let st = monitor::monitor(&bin, &opts).unwrap();
+    assert_eq!(st.hello, Some(hello));
+    assert_eq!(st.ticks, 5);
+    assert!(st.truncated_tail);
+    assert_eq!(st.decode.corrupt, 0);
+    let text = std::fs::read_to_string(&csv).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], CSV_HEADER);
+    assert_eq!(lines.len(), 6);
+    // tick, frame, active, degraded, agreement, budget, used, power, tick_us, adapt, flags
+    assert_eq!(lines[1], "0,0,5,0,941,11718,9500,7000,1850,255,1");
+    assert_eq!(lines[5], "4,8,5,0,941,11718,9500,7004,1850,255,0");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -1,0 +1,411 @@
+//! The wire format: exact golden bytes for every message type, round trips, resynchronisation after
+//! corruption, truncated and oversized frames, the writer's failure handling and the line plan.
+//!
+//! Golden bytes were worked out by hand from the spec (docs/wire-format.md): postcard writes the
+//! enum variant index as a varint, then each field in declaration order; u16/u32 as LEB128 varints
+//! (7 bits per byte, low group first, high bit = "more"), u8 as one raw byte, tuples and arrays
+//! element by element with no length, strings as a varint length then the UTF-8 bytes. The CRC-16
+//! (IBM-3740: poly 0x1021, init 0xFFFF) of the payload follows, little-endian; it was computed with
+//! an independent implementation, Python's `binascii.crc_hqx(payload, 0xFFFF)`. COBS then replaces
+//! each 0x00 by the distance to the next one: every block starts with a code byte = 1 + the number
+//! of non-zero bytes before the next zero (or the end), and the frame ends with 0x00.
+
+use jetlink::serial::MemWriter;
+use jetlink::wire::{
+    self, AGREEMENT_UNKNOWN, DECODE_BUF, Decoder, Event, EventCode, Hello, LinePlan, MAX_FRAME, Message,
+    PeriodSummary, TelemetryWriter, Tick, WireError, crc16, encode, flags,
+};
+
+fn hello() -> Hello {
+    Hello {
+        proto_version: 1,
+        firmware: (0, 1, 0),
+        board: heapless::String::try_from("host-sim").unwrap(),
+        bundle_hash: [0xde, 0xad, 0xbe, 0xef, 0x00, 0x01, 0x02, 0x03],
+        n_models: 8,
+        period_ms: 33,
+    }
+}
+
+fn summary() -> PeriodSummary {
+    PeriodSummary {
+        period: 3,
+        ticks: 500,
+        agreement_milli: 941,
+        executions_saved_milli: 667,
+        flops_saved_milli: 512,
+        peak_mem_kib: 11_700,
+        deadline_misses: 0,
+        adapt_tasks: 2,
+        faults: 1,
+    }
+}
+
+fn enc(m: &Message) -> Vec<u8> {
+    let mut buf = [0u8; MAX_FRAME];
+    encode(m, &mut buf).unwrap().to_vec()
+}
+
+#[test]
+fn crc16_check_value() {
+    // The catalogue check value of CRC-16/IBM-3740.
+    assert_eq!(crc16(b"123456789"), 0x29B1);
+}
+
+#[test]
+fn golden_hello() {
+    // Payload (24 bytes):
+    //   00                       variant 0 (Hello)
+    //   01                       proto_version 1
+    //   00 01 00                 firmware (0, 1, 0)
+    //   08 68 6f 73 74 2d 73 69 6d   board: length 8, "host-sim"
+    //   de ad be ef 00 01 02 03  bundle_hash, 8 raw bytes
+    //   08                       n_models 8
+    //   21                       period_ms 33
+    // CRC 0xBBAF -> af bb. Zeros at payload offsets 0, 2, 4, 18, so COBS blocks:
+    //   01 | 02 01 | 02 01 | 0e + 13 bytes (08 .. ef) | 08 + 7 bytes (01 02 03 08 21 af bb) | 00
+    let golden = [
+        0x01, 0x02, 0x01, 0x02, 0x01, 0x0E, 0x08, 0x68, 0x6F, 0x73, 0x74, 0x2D, 0x73, 0x69, 0x6D, 0xDE, 0xAD,
+        0xBE, 0xEF, 0x08, 0x01, 0x02, 0x03, 0x08, 0x21, 0xAF, 0xBB, 0x00,
+    ];
+    assert_eq!(enc(&Message::Hello(hello())), golden);
+}
+
+#[test]
+fn golden_tick() {
+    // The typical tick (wire::typical_tick), 21 payload bytes:
+    //   01                 variant 1 (Tick)
+    //   e0 cb 06           tick 108000 = 0x60 | 0x4b << 7 | 0x06 << 14
+    //   e0 cb 06           frame 108000
+    //   05                 active 0b101
+    //   00                 degraded 0
+    //   ad 07              agreement_milli 941 = 0x2d + 7 * 128
+    //   c6 5b              budget_kib 11718 = 0x46 + 0x5b * 128
+    //   9c 4a              mem_used_kib 9500 = 0x1c + 0x4a * 128
+    //   e8 39              power_mw 7400 = 0x68 + 0x39 * 128
+    //   ba 0e              tick_us 1850 = 0x3a + 0x0e * 128
+    //   ff                 adapt_task none (u8, raw)
+    //   00                 flags 0
+    // CRC 0x82BC -> bc 82. Zeros at 8 and 20: 09 + 8 bytes | 0c + 11 bytes | 03 + bc 82 | 00.
+    let golden = [
+        0x09, 0x01, 0xE0, 0xCB, 0x06, 0xE0, 0xCB, 0x06, 0x05, 0x0C, 0xAD, 0x07, 0xC6, 0x5B, 0x9C, 0x4A, 0xE8,
+        0x39, 0xBA, 0x0E, 0xFF, 0x03, 0xBC, 0x82, 0x00,
+    ];
+    assert_eq!(enc(&Message::Tick(wire::typical_tick())), golden);
+    assert_eq!(wire::frame_len(&Message::Tick(wire::typical_tick())), 25);
+}
+
+#[test]
+fn golden_period_summary() {
+    //   02                 variant 2 (PeriodSummary)
+    //   03                 period 3
+    //   f4 03              ticks 500 = 0x74 + 3 * 128
+    //   ad 07              agreement_milli 941
+    //   9b 05              executions_saved_milli 667 = 0x1b + 5 * 128
+    //   80 04              flops_saved_milli 512 = 0 + 4 * 128 (continuation bit on a zero group)
+    //   b4 5b              peak_mem_kib 11700 = 0x34 + 0x5b * 128
+    //   00                 deadline_misses 0
+    //   02                 adapt_tasks 2
+    //   01                 faults 1
+    // CRC 0xF9C3 -> c3 f9. One zero, at 12: 0d + 12 bytes | 05 + 02 01 c3 f9 | 00.
+    let golden = [
+        0x0D, 0x02, 0x03, 0xF4, 0x03, 0xAD, 0x07, 0x9B, 0x05, 0x80, 0x04, 0xB4, 0x5B, 0x05, 0x02, 0x01, 0xC3,
+        0xF9, 0x00,
+    ];
+    assert_eq!(enc(&Message::PeriodSummary(summary())), golden);
+}
+
+#[test]
+fn golden_events() {
+    // 03 (Event) 01 (tick 1) 01 (code Shed = 1) 02 (a) 03 (b); CRC 0xE85B; no zeros: one block.
+    let shed = Message::Event(Event { tick: 1, code: EventCode::Shed, a: 2, b: 3 });
+    assert_eq!(enc(&shed), [0x08, 0x03, 0x01, 0x01, 0x02, 0x03, 0x5B, 0xE8, 0x00]);
+    // 03 | ac 02 (tick 300) | 00 (BudgetChange) | 80 28 (a 5120 = 40 * 128) | c6 5b (b 11718);
+    // CRC 0x405C. Zero at 3: 04 03 ac 02 | 07 80 28 c6 5b 5c 40 | 00.
+    let budget = Message::Event(Event { tick: 300, code: EventCode::BudgetChange, a: 5120, b: 11_718 });
+    assert_eq!(enc(&budget), [0x04, 0x03, 0xAC, 0x02, 0x07, 0x80, 0x28, 0xC6, 0x5B, 0x5C, 0x40, 0x00]);
+    // Event codes are their index on the wire (append-only).
+    for (i, c) in EventCode::ALL.iter().enumerate() {
+        assert_eq!(*c as usize, i);
+        let payload = postcard::to_stdvec(&Message::Event(Event { tick: 1, code: *c, a: 1, b: 1 })).unwrap();
+        assert_eq!(payload, [3, 1, i as u8, 1, 1], "{c:?}");
+    }
+}
+
+fn all_messages() -> Vec<Message> {
+    let mut v =
+        vec![Message::Hello(hello()), Message::Tick(wire::typical_tick()), Message::PeriodSummary(summary())];
+    v.extend(EventCode::ALL.iter().map(|&code| Message::Event(Event { tick: 7, code, a: u32::MAX, b: 0 })));
+    v.push(Message::Tick(Tick {
+        tick: u32::MAX,
+        frame: u32::MAX,
+        active: u16::MAX,
+        degraded: u16::MAX,
+        agreement_milli: AGREEMENT_UNKNOWN,
+        budget_kib: u32::MAX,
+        mem_used_kib: u32::MAX,
+        power_mw: u32::MAX,
+        tick_us: u32::MAX,
+        adapt_task: 3,
+        flags: flags::DEADLINE_MISS | flags::MEMORY_SHED,
+    }));
+    v.push(Message::Tick(Tick::default()));
+    v
+}
+
+fn decode_all(bytes: &[u8], chunk: usize) -> (Vec<Message>, wire::DecodeStats) {
+    let mut d = Decoder::new();
+    let mut out = Vec::new();
+    for c in bytes.chunks(chunk.max(1)) {
+        d.feed(c, |m| out.push(m));
+    }
+    (out, d.stats())
+}
+
+#[test]
+fn round_trips_in_any_chunking() {
+    let msgs = all_messages();
+    let stream: Vec<u8> = msgs.iter().flat_map(enc).collect();
+    for chunk in [1, 2, 3, 7, 64, stream.len()] {
+        let (got, st) = decode_all(&stream, chunk);
+        assert_eq!(got, msgs, "chunk {chunk}");
+        assert_eq!((st.frames, st.corrupt, st.oversized), (msgs.len() as u64, 0, 0));
+        assert_eq!(st.bytes, stream.len() as u64);
+    }
+}
+
+#[test]
+fn longest_frame_fits_max_frame() {
+    let mut h = hello();
+    h.board = heapless::String::try_from("x".repeat(24).as_str()).unwrap();
+    h.proto_version = u16::MAX;
+    h.firmware = (u16::MAX, u16::MAX, u16::MAX);
+    h.bundle_hash = [0xFF; 8];
+    h.period_ms = u32::MAX;
+    let n = wire::frame_len(&Message::Hello(h));
+    assert!(n > 0 && n <= MAX_FRAME, "{n}");
+    let mut small = [0u8; 10];
+    assert_eq!(encode(&Message::Hello(hello()), &mut small), Err(WireError::EncodeBufferFull));
+}
+
+/// Flip every byte of one frame in turn (to every value that is not 0x00): that frame is lost and
+/// counted, its neighbours survive. A 0x00 written into a frame splits it: both parts are counted.
+#[test]
+fn resynchronises_after_a_corrupt_byte() {
+    let msgs = all_messages();
+    let frames: Vec<Vec<u8>> = msgs.iter().map(enc).collect();
+    let victim = 1; // the Tick
+    for pos in 0..frames[victim].len() - 1 {
+        for flip in [0x01u8, 0x80, 0xFF] {
+            if frames[victim][pos] ^ flip == 0 {
+                continue; // a zero splits the frame: covered below
+            }
+            let mut stream = Vec::new();
+            for (i, f) in frames.iter().enumerate() {
+                let mut f = f.clone();
+                if i == victim {
+                    f[pos] ^= flip;
+                }
+                stream.extend(f);
+            }
+            let (got, st) = decode_all(&stream, 5);
+            let mut want = msgs.clone();
+            want.remove(victim);
+            assert_eq!(got, want, "byte {pos} ^ {flip:#x}");
+            assert_eq!(st.corrupt + st.oversized, 1, "byte {pos} ^ {flip:#x}");
+        }
+    }
+    // A zero in the middle: two broken pieces, counted; the rest decode.
+    let mut stream: Vec<u8> = Vec::new();
+    for (i, f) in frames.iter().enumerate() {
+        let mut f = f.clone();
+        if i == victim {
+            f[10] = 0;
+        }
+        stream.extend(f);
+    }
+    let (got, st) = decode_all(&stream, 3);
+    assert_eq!(got.len(), msgs.len() - 1);
+    assert_eq!(st.corrupt, 2);
+}
+
+#[test]
+fn truncated_frames_are_counted_and_skipped() {
+    let a = enc(&Message::Tick(wire::typical_tick()));
+    let b = enc(&Message::PeriodSummary(summary()));
+    // The first half of a frame, then its writer restarted: the next frame's bytes join the broken
+    // one until its 0x00, so both are lost (one corrupt frame), and the stream resumes after it.
+    let mut stream = a[..a.len() / 2].to_vec();
+    stream.extend(&b);
+    stream.extend(&a);
+    let (got, st) = decode_all(&stream, 4);
+    assert_eq!(got, [Message::Tick(wire::typical_tick())]);
+    assert_eq!(st.corrupt, 1);
+    // With a delimiter after the broken part (what TelemetryWriter sends), only it is lost.
+    let mut stream = a[..a.len() / 2].to_vec();
+    stream.push(0);
+    stream.extend(&b);
+    let (got, st) = decode_all(&stream, 4);
+    assert_eq!(got, [Message::PeriodSummary(summary())]);
+    assert_eq!(st.corrupt, 1);
+    // A frame cut at the end of the stream stays pending.
+    let mut d = Decoder::new();
+    d.feed(&a[..5], |_| panic!("no message yet"));
+    assert!(d.has_partial());
+    // Empty frames (idle 0x00 bytes) are not errors.
+    let (got, st) = decode_all(&[0, 0, 0], 1);
+    assert!(got.is_empty() && st.corrupt == 0);
+}
+
+#[test]
+fn oversized_frames_are_dropped_to_the_next_delimiter() {
+    let good = enc(&Message::PeriodSummary(summary()));
+    let mut stream = vec![0x55u8; DECODE_BUF * 3 + 7];
+    stream.push(0);
+    stream.extend(&good);
+    for chunk in [1, 50, 1000] {
+        let (got, st) = decode_all(&stream, chunk);
+        assert_eq!(got, [Message::PeriodSummary(summary())], "chunk {chunk}");
+        assert_eq!((st.oversized, st.corrupt), (1, 0), "chunk {chunk}");
+    }
+    // Line noise with no delimiter at all never panics and never yields a message.
+    let noise: Vec<u8> = (0..10_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8 | 1).collect();
+    let (got, _) = decode_all(&noise, 97);
+    assert!(got.is_empty());
+}
+
+/// A message of a later version (an unknown variant index) is counted as corrupt, not decoded.
+#[test]
+fn unknown_message_type_is_counted() {
+    let payload = [0x09u8, 0x01, 0x02];
+    let crc = crc16(&payload).to_le_bytes();
+    let mut raw = payload.to_vec();
+    raw.extend(crc);
+    // No zeros in these 5 bytes: one COBS block.
+    let mut frame = vec![raw.len() as u8 + 1];
+    frame.extend(&raw);
+    frame.push(0);
+    frame.extend(enc(&Message::Tick(Tick::default())));
+    let (got, st) = decode_all(&frame, 8);
+    assert_eq!(got, [Message::Tick(Tick::default())]);
+    assert_eq!(st.corrupt, 1);
+}
+
+#[test]
+fn writer_counts_and_drops_on_failure_and_never_blocks() {
+    let t = wire::typical_tick();
+    let frame = enc(&Message::Tick(t));
+    // Failing writes: the frame is dropped and counted; later frames go through.
+    let mut mw = MemWriter::new();
+    mw.fail_next = 2;
+    let mut w = TelemetryWriter::new(mw);
+    assert!(matches!(w.tick(&t), Err(WireError::Write(_))));
+    assert!(w.tick(&t).is_err());
+    assert_eq!(w.tick(&t), Ok(true));
+    let st = w.stats();
+    assert_eq!((st.frames, st.dropped, st.write_errors), (1, 2, 2));
+    assert_eq!(w.get_ref().data, frame);
+
+    // A full line: a frame cut after 10 bytes; the next frame starts with a delimiter, so the
+    // receiver loses only the broken one.
+    let mut w = TelemetryWriter::new(MemWriter::with_limit(frame.len() + 10));
+    w.tick(&t).unwrap();
+    assert_eq!(w.tick(&t), Err(WireError::WriteWouldBlock));
+    assert_eq!(w.tick(&t), Err(WireError::WriteWouldBlock), "still full: nothing written, dropped");
+    w.get_mut().limit = None;
+    w.send(&Message::PeriodSummary(summary())).unwrap();
+    let st = w.stats();
+    assert_eq!((st.frames, st.dropped), (2, 2));
+    let (got, dst) = decode_all(&w.get_ref().data, 7);
+    assert_eq!(got, [Message::Tick(t), Message::PeriodSummary(summary())]);
+    assert_eq!(dst.corrupt, 1);
+}
+
+#[test]
+fn writer_decimates_ticks() {
+    let mut w = TelemetryWriter::new(MemWriter::new());
+    w.set_decimation(3);
+    let sent: Vec<bool> = (0..7).map(|i| w.tick(&Tick { tick: i, ..Tick::default() }).unwrap()).collect();
+    assert_eq!(sent, [true, false, false, true, false, false, true]);
+    assert_eq!(w.stats().decimated, 4);
+    w.set_decimation(0);
+    assert_eq!(w.decimation(), 1);
+    let (got, _) = decode_all(&w.get_ref().data, 64);
+    let ticks: Vec<u32> = got.iter().map(|m| if let Message::Tick(t) = m { t.tick } else { 99 }).collect();
+    assert_eq!(ticks, [0, 3, 6]);
+}
+
+#[test]
+fn line_plan() {
+    let tick = wire::frame_len(&Message::Tick(wire::typical_tick()));
+    // 115200 baud 8N1 = 11520 B/s; 25 B every 33 ms = 757.6 B/s = 6.6% of the line: every tick.
+    let p = LinePlan::new(115_200, 33, tick);
+    assert_eq!(p.line_bytes_per_s, 11_520.0);
+    assert!((p.fraction - 0.06577).abs() < 1e-4, "{}", p.fraction);
+    assert_eq!(p.decimation, 1);
+    // 9600 baud: 960 B/s; 78.9% undecimated, so one Tick in 2 (39.5%).
+    let p = LinePlan::new(9_600, 33, tick);
+    assert_eq!(p.decimation, 2);
+    assert!(p.fraction_decimated <= LinePlan::MAX_TICK_SHARE);
+    // 1 ms ticks at 115200: 25 kB/s against 11.5 kB/s, one Tick in 5 (43%).
+    let p = LinePlan::new(115_200, 1, tick);
+    assert_eq!(p.decimation, 5);
+    assert!(p.fraction_decimated <= 0.5);
+    // A dead line never panics.
+    assert_eq!(LinePlan::new(0, 33, tick).decimation, u32::MAX);
+}
+
+/// Counts heap allocations made by the current thread (tests run on several threads).
+mod alloc_count {
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::cell::Cell;
+
+    pub struct Counting;
+
+    thread_local! {
+        static COUNT: Cell<u64> = const { Cell::new(0) };
+    }
+
+    // SAFETY: defers to the system allocator; only counts.
+    unsafe impl GlobalAlloc for Counting {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            let _ = COUNT.try_with(|c| c.set(c.get() + 1));
+            unsafe { System.alloc(layout) }
+        }
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            unsafe { System.dealloc(ptr, layout) }
+        }
+        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+            let _ = COUNT.try_with(|c| c.set(c.get() + 1));
+            unsafe { System.realloc(ptr, layout, new_size) }
+        }
+    }
+
+    pub fn count() -> u64 {
+        COUNT.with(|c| c.get())
+    }
+}
+
+#[global_allocator]
+static ALLOC: alloc_count::Counting = alloc_count::Counting;
+
+/// Encoding, writing (also when the writer fails) and decoding allocate nothing.
+#[test]
+fn per_tick_paths_do_not_allocate() {
+    let mut w = TelemetryWriter::new(MemWriter::with_limit(4096));
+    w.get_mut().data.reserve(4096);
+    let mut d = Decoder::new();
+    let mut buf = [0u8; MAX_FRAME];
+    let mut n = 0;
+    let before = alloc_count::count();
+    for i in 0..300 {
+        let t = Tick { tick: i, ..wire::typical_tick() };
+        let _ = w.tick(&t);
+        let _ = w.send(&Message::Event(Event { tick: i, code: EventCode::Shed, a: i, b: 0 }));
+        let f = encode(&Message::Tick(t), &mut buf).unwrap();
+        d.feed(f, |_| n += 1);
+    }
+    assert_eq!(alloc_count::count() - before, 0);
+    assert_eq!(n, 300);
+    assert!(w.stats().dropped > 0, "the 4 kB writer filled up");
+}
