@@ -1,16 +1,15 @@
 //! A counting global allocator: proves that the control loop allocates nothing per tick. Binaries
 //! and tests install it with `#[global_allocator]`; calls made inside a third-party inference runtime
-//! (tract allocates its tensors) are counted apart, so "the loop" means our code.
+//! (tract allocates its tensors) are counted apart, so "the loop" means our code. Counts are per
+//! thread, so tests running in parallel do not see each other's allocations.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
-use std::sync::atomic::{AtomicU64, Ordering};
-
-static LOOP: AtomicU64 = AtomicU64::new(0);
-static RUNTIME: AtomicU64 = AtomicU64::new(0);
 
 thread_local! {
     static IN_RUNTIME: Cell<u32> = const { Cell::new(0) };
+    static LOOP: Cell<u64> = const { Cell::new(0) };
+    static RUNTIME: Cell<u64> = const { Cell::new(0) };
 }
 
 /// Counts every allocation (and reallocation) on top of the system allocator.
@@ -19,11 +18,8 @@ pub struct CountingAllocator;
 fn count() {
     // `try_with` so that allocations during thread teardown are still served.
     let inside = IN_RUNTIME.try_with(|c| c.get() > 0).unwrap_or(false);
-    if inside {
-        RUNTIME.fetch_add(1, Ordering::Relaxed);
-    } else {
-        LOOP.fetch_add(1, Ordering::Relaxed);
-    }
+    let counter = if inside { &RUNTIME } else { &LOOP };
+    let _ = counter.try_with(|c| c.set(c.get() + 1));
 }
 
 unsafe impl GlobalAlloc for CountingAllocator {
@@ -44,14 +40,14 @@ unsafe impl GlobalAlloc for CountingAllocator {
     }
 }
 
-/// Allocations made outside inference runtimes so far (all threads).
+/// Allocations this thread made outside inference runtimes so far.
 pub fn loop_allocations() -> u64 {
-    LOOP.load(Ordering::Relaxed)
+    LOOP.with(Cell::get)
 }
 
-/// Allocations made inside inference runtimes so far.
+/// Allocations this thread made inside inference runtimes so far.
 pub fn runtime_allocations() -> u64 {
-    RUNTIME.load(Ordering::Relaxed)
+    RUNTIME.with(Cell::get)
 }
 
 /// Marks the current thread as inside an inference runtime until dropped.

@@ -83,9 +83,9 @@ impl LoopStats {
 
     pub fn accuracy_all(&self) -> Option<f64> {
         let f = self.ref_frames[0] + self.ref_frames[1];
-        let n = self.agree[0].len() as f64;
-        (f > 0)
-            .then(|| (self.agree[0].iter().sum::<f64>() + self.agree[1].iter().sum::<f64>()) / (f as f64 * n))
+        let n = self.n_models;
+        let sum: f64 = self.agree[0][..n].iter().chain(&self.agree[1][..n]).sum();
+        (f > 0).then(|| sum / (f as f64 * n as f64))
     }
 
     pub fn executions_saved(&self, n_models: usize) -> f64 {
@@ -150,6 +150,8 @@ pub struct Controller<S: FrameSource, W: embedded_io::Write> {
     tick_no: u32,
     period: u32,
     active: u64,
+    /// Tasks predicted through links (the others, not running, repeat their last output, degraded).
+    predicted: u64,
     budget: u64,
     mem_used: u64,
     power_factor: f32,
@@ -306,6 +308,7 @@ pub fn prepare<S: FrameSource, W: embedded_io::Write>(p: Parts<S, W>) -> Result<
         tick_no: 0,
         period: 0,
         active: 0,
+        predicted: 0,
         budget: u64::MAX,
         mem_used: 0,
         power_factor: 1.0,
@@ -429,7 +432,8 @@ impl<S: FrameSource, W: embedded_io::Write> Controller<S, W> {
             self.start_period();
         }
         if budget != self.budget || self.tick_no % tpp == 0 {
-            let new = self.table.lookup(budget);
+            let (new, predicted) = self.table.lookup(budget);
+            self.predicted = predicted;
             if new != self.active {
                 self.stats.schedule_changes += 1;
                 let shed = self.active & !new;
@@ -447,7 +451,7 @@ impl<S: FrameSource, W: embedded_io::Write> Controller<S, W> {
             self.active = new;
             self.budget = budget;
         }
-        self.mem_used = self.problem.cost(self.active);
+        self.mem_used = self.problem.cost_of(self.active, self.predicted);
         self.stats.min_budget = self.stats.min_budget.min(self.budget);
         if self.mem_used > self.budget {
             self.stats.budget_violations += 1;
@@ -495,6 +499,14 @@ impl<S: FrameSource, W: embedded_io::Write> Controller<S, W> {
                         self.sig_sum[j] += 0.5 * (s.uncertainty + s.disagreement);
                         self.sig_n[j] += 1;
                     }
+                }
+            }
+            // Tasks neither run nor predicted (their links do not fit) repeat their last output.
+            for j in 0..self.n {
+                if (ok | self.predicted | self.active) >> j & 1 == 0 {
+                    let r = self.slice(j);
+                    self.out[r.clone()].copy_from_slice(&self.last_out[r]);
+                    degraded |= 1 << j;
                 }
             }
             self.have_last = true;
@@ -567,6 +579,14 @@ impl<S: FrameSource, W: embedded_io::Write> Controller<S, W> {
         self.last = TickReport { tick: t };
         self.tick_no = self.tick_no.wrapping_add(1);
         true
+    }
+
+    /// At the end of a finite source: summarise the last (partial) period and flush the writer.
+    pub fn finish(&mut self) {
+        if self.stats.ticks > self.period_start.ticks {
+            self.send_summary();
+        }
+        let _ = self.writer.flush();
     }
 
     /// Close the period that ends (summary, drift levels) and allocate this period's adaptation tasks.

@@ -7,6 +7,7 @@ pub mod bundle;
 pub mod control;
 pub mod dcta;
 pub mod engine;
+pub mod gpu;
 pub mod links;
 pub mod manifest;
 pub mod monitor;

@@ -326,6 +326,7 @@ fn run(a: &RunArgs) -> Result<()> {
         }
     }
     bar.finish_and_clear();
+    ctl.finish();
     let s = ctl.stats();
     let wall = start.elapsed().as_secs_f64();
     println!(

@@ -9,7 +9,7 @@ use std::path::Path;
 use jetlink::board;
 use jetlink::dcta::{
     Allocation, BenchArgs, CostModel, Dcta, DctaError, DriftDistribution, ExactSolver, PolicyOptions,
-    PolicyTable, Problem, Tatim, build_policy, build_policy_for, greedy,
+    PolicyTable, Problem, Tatim, Workload, build_policy, build_policy_for, greedy,
 };
 use jetlink::manifest::Manifest;
 
@@ -185,6 +185,7 @@ fn random_tatim(rng: &mut Rng, n: usize, m: usize) -> Tatim {
         tasks: (0..n).map(|j| format!("t{j}")).collect(),
         weights: (0..n).map(|_| 0.5 + rng.f64() as f32).collect(),
         units: (0..m).map(|u| format!("u{u}")).collect(),
+        speeds: speeds.iter().map(|&s| s as f32).collect(),
         work_us: work,
         costs_us,
         power_levels: vec![1.0, 0.5],
@@ -371,16 +372,30 @@ fn bench_reports_every_method_on_held_out_contexts() {
 fn bench_every_board() {
     let buckets: u8 = std::env::var("DCTA_BUCKETS").ok().and_then(|b| b.parse().ok()).unwrap_or(4);
     let stress: f64 = std::env::var("DCTA_STRESS").ok().and_then(|b| b.parse().ok()).unwrap_or(1.5);
+    let spread = Workload::Spread { seed: 3, spread: 10.0 };
     for name in ["host-sim", "orin-nano-8gb", "agx-orin-64gb"] {
-        for distribution in [DriftDistribution::Uniform, DriftDistribution::LongTail] {
-            let mut args = BenchArgs { distribution, ..BenchArgs::default() };
+        for (workload, distribution) in [
+            (Workload::Manifest, DriftDistribution::Uniform),
+            (spread, DriftDistribution::Uniform),
+            (spread, DriftDistribution::LongTail),
+        ] {
+            let mut args = BenchArgs { distribution, workload, ..BenchArgs::default() };
             args.policy.buckets = buckets;
             args.policy.cost.stress = Some(stress);
             let r = jetlink::dcta::bench(&demo(), board::by_name(name).unwrap(), &args).unwrap();
             println!("{}", r.to_table());
-            let out = Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join(format!("target/dcta-bench-{name}-{distribution:?}.json").to_lowercase());
+            let out = Path::new(env!("CARGO_MANIFEST_DIR")).join(
+                format!("target/dcta-bench-{name}-{}-{distribution:?}.json", workload_name(&workload))
+                    .to_lowercase(),
+            );
             std::fs::write(out, r.to_json()).unwrap();
         }
+    }
+}
+
+fn workload_name(w: &Workload) -> &'static str {
+    match w {
+        Workload::Manifest => "manifest",
+        _ => "spread",
     }
 }

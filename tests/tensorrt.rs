@@ -199,7 +199,7 @@ fn input_shapes_resolve_from_the_manifest() {
 /// TensorRT; nowhere else can they link.
 #[cfg(feature = "tensorrt")]
 mod with_tensorrt {
-    use super::TrtVersion;
+    use jetlink::engine::tensorrt::TrtVersion;
     use jetlink::engine::{PreparedModel, TensorRtBackend, tensorrt};
     use jetlink::manifest::Manifest;
     use jetlink::recording::Recording;
@@ -255,10 +255,4 @@ mod with_tensorrt {
         }
         assert!(ran > 0, "no model had a plan");
     }
-}
-#[cfg(feature = "tensorrt")]
-#[test]
-fn zz_scratch_stub_probe() {
-    let e = jetlink::engine::TensorRtBackend::new().err().unwrap();
-    eprintln!("PROBE: {e:#}");
 }

@@ -35,11 +35,25 @@ pub enum DriftDistribution {
     LongTail,
 }
 
+/// Where the tasks' work t_j comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Workload {
+    /// The manifest, through the cost model. The demo's work is dominated by its two OCR models, so
+    /// its knapsack has few distinct answers.
+    Manifest,
+    /// The manifest's tasks and importances with synthetic work: t_j log-uniform over a
+    /// `spread`-fold range (seeded), then scaled to the cost model's `stress` (a deployment of
+    /// several models of comparable size, where the knapsack is combinatorial).
+    Spread { seed: u64, spread: f64 },
+}
+
 /// Arguments of [`bench`].
 #[derive(Clone, Debug, PartialEq)]
 pub struct BenchArgs {
     /// How to build the table (the cost model's `stress` decides how tight the knapsack is).
     pub policy: PolicyOptions,
+    pub workload: Workload,
     /// Held-out contexts to draw.
     pub contexts: usize,
     pub distribution: DriftDistribution,
@@ -56,6 +70,7 @@ impl Default for BenchArgs {
         policy.cost.stress = Some(1.5);
         BenchArgs {
             policy,
+            workload: Workload::Manifest,
             contexts: 2000,
             distribution: DriftDistribution::Uniform,
             seed: 1,
@@ -103,6 +118,9 @@ pub struct BenchReport {
     pub power_levels: Vec<f32>,
     /// ρ: all tasks' work over the board's speed-weighted capacity at level 0.
     pub load: f64,
+    pub workload: Workload,
+    /// t_j, µs on a speed-1 unit.
+    pub work_us: Vec<f64>,
     pub buckets: u8,
     pub cells: usize,
     pub allocations: usize,
@@ -129,7 +147,7 @@ impl BenchReport {
     /// A plain-text table for the terminal.
     pub fn to_table(&self) -> String {
         let mut s = format!(
-            "dcta bench: board {}, {} tasks on {} ({} power levels), load ρ = {:.2}\n\
+            "dcta bench: board {}, {} tasks on {} ({} power levels), load ρ = {:.2}, workload {:?}\n\
              table: {} buckets, {} cells, {} distinct allocations, {} bytes, built in {:.2} s\n\
              {} held-out contexts ({:?} drift); energy: {}\n\n",
             self.board,
@@ -137,6 +155,7 @@ impl BenchReport {
             self.units.join(", "),
             self.power_levels.len(),
             self.load,
+            self.workload,
             self.buckets,
             self.cells,
             self.allocations,
@@ -188,7 +207,15 @@ struct Ctx {
 /// Build the table for `manifest` on `board` and compare look-up, exact and greedy on held-out
 /// contexts.
 pub fn bench(manifest: &Manifest, board: &Board, args: &BenchArgs) -> Result<BenchReport, DctaError> {
-    let tatim = Tatim::from_manifest(manifest, board, &args.policy.cost)?;
+    let mut tatim = Tatim::from_manifest(manifest, board, &args.policy.cost)?;
+    if let Workload::Spread { seed, spread } = args.workload {
+        if !(spread.is_finite() && spread >= 1.0) {
+            return Err(DctaError::BadOption { option: "spread", reason: "must be finite and >= 1" });
+        }
+        let mut rng = SplitMix(seed);
+        let work: Vec<f64> = (0..tatim.n_tasks()).map(|_| spread.powf(rng.f32() as f64) * 1e3).collect();
+        tatim = tatim.with_work(&work, args.policy.cost.stress)?;
+    }
     bench_tatim(tatim, board, args)
 }
 
@@ -294,6 +321,8 @@ fn bench_tatim(tatim: Tatim, board: &Board, args: &BenchArgs) -> Result<BenchRep
         units: tatim.units.clone(),
         power_levels: tatim.power_levels.clone(),
         load: tatim.load,
+        workload: args.workload,
+        work_us: tatim.work_us.clone(),
         buckets,
         cells,
         allocations,
@@ -385,6 +414,6 @@ impl SplitMix {
     }
 
     fn below(&mut self, n: usize) -> usize {
-        ((self.next() >> 32) * n as u64 >> 32) as usize
+        (((self.next() >> 32) * n as u64) >> 32) as usize
     }
 }

@@ -43,9 +43,9 @@ pub(crate) fn greedy_first(p: &Problem, k: usize) -> Allocation {
         let j = j as usize;
         let mut pick = None;
         let mut share = f64::INFINITY;
-        for u in 0..p.m {
+        for (u, &r) in rem.iter().enumerate().take(p.m) {
             let c = p.costs[j][u];
-            if c <= rem[u] {
+            if c <= r {
                 let s = c as f64 / p.capacity[u] as f64;
                 if s < share {
                     share = s;

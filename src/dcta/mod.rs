@@ -17,7 +17,7 @@ mod greedy;
 mod problem;
 mod table;
 
-pub use bench::{BenchArgs, BenchReport, DriftDistribution, EnergySource, MethodStats, bench};
+pub use bench::{BenchArgs, BenchReport, DriftDistribution, EnergySource, MethodStats, Workload, bench};
 pub use exact::ExactSolver;
 pub use greedy::greedy;
 pub use problem::{Allocation, CostModel, Problem, Tatim, importance};

@@ -182,6 +182,8 @@ pub struct Tatim {
     /// w_j: the target's task importance from the manifest.
     pub weights: Vec<f32>,
     pub units: Vec<String>,
+    /// s_u.
+    pub speeds: Vec<f32>,
     /// t_j: a task's time on a speed-1 unit, µs.
     pub work_us: Vec<f64>,
     /// c_ju = ⌈t_j / s_u⌉, row-major n × m, µs.
@@ -285,12 +287,33 @@ impl Tatim {
             tasks: manifest.models.iter().map(|s| s.name.clone()).collect(),
             weights: manifest.models.iter().map(|s| s.importance).collect(),
             units: board.resources.iter().map(|r| r.name.to_string()).collect(),
+            speeds: board.resources.iter().map(|r| r.speed).collect(),
             work_us: work,
             costs_us,
             power_levels: cost.power_levels.clone(),
             capacity_us: cap.iter().map(|c| c.floor() as u64).collect(),
             load: raw_load * scale,
         })
+    }
+
+    /// The same deployment with other task work t_j (µs on a speed-1 unit), rescaled to load ρ when
+    /// `stress` is set. Costs are recomputed; capacities are kept.
+    pub fn with_work(&self, work_us: &[f64], stress: Option<f64>) -> Result<Tatim, DctaError> {
+        if work_us.len() != self.n_tasks() || work_us.iter().any(|w| !(w.is_finite() && *w > 0.0)) {
+            return Err(DctaError::BadOption { option: "work_us", reason: "one finite value > 0 per task" });
+        }
+        let m = self.n_units();
+        let weighted: f64 =
+            self.speeds.iter().zip(self.capacity(0)).map(|(s, &c)| *s as f64 * c as f64).sum();
+        let raw = work_us.iter().sum::<f64>() / weighted;
+        let scale = stress.map_or(1.0, |rho| rho / raw);
+        let mut t = self.clone();
+        t.work_us = work_us.iter().map(|w| w * scale).collect();
+        t.costs_us = (0..self.n_tasks() * m)
+            .map(|i| (t.work_us[i / m] / self.speeds[i % m] as f64).ceil().max(1.0) as u64)
+            .collect();
+        t.load = raw * scale;
+        Ok(t)
     }
 
     pub fn n_tasks(&self) -> usize {
@@ -339,6 +362,9 @@ impl Tatim {
         }
         if self.weights.len() != n || self.work_us.len() != n {
             return Err(DctaError::BadTable("weights and work must have one entry per task"));
+        }
+        if self.speeds.len() != m || self.speeds.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
+            return Err(DctaError::BadTable("speeds must be one finite value > 0 per unit"));
         }
         if self.costs_us.len() != n * m || self.capacity_us.len() != l * m {
             return Err(DctaError::BadTable("costs must be n × m and capacities L × m"));

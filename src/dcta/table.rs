@@ -117,7 +117,7 @@ impl PolicyTable {
         if !matches!(self.id_width, 1 | 2) || self.ids.len() as u64 != cells * self.id_width as u64 {
             return Err(DctaError::BadTable("ids must hold one 1- or 2-byte id per cell"));
         }
-        if self.allocations.is_empty() || self.allocations.len() % n != 0 {
+        if self.allocations.is_empty() || !self.allocations.len().is_multiple_of(n) {
             return Err(DctaError::BadTable("allocations must be n bytes each"));
         }
         if self.allocations.iter().any(|&u| u != Allocation::NONE && u as usize >= m) {
@@ -298,8 +298,8 @@ impl Dcta {
             self.fallbacks += 1;
             let mut p = self.bases[capacity_level.min(levels - 1)];
             let k = drift.len().min(self.n);
-            for j in 0..k {
-                p.values[j] = importance(self.table.tatim.weights[j], drift[j]);
+            for (j, (&w, &d)) in self.table.tatim.weights.iter().zip(drift).enumerate() {
+                p.values[j] = importance(w, d);
             }
             self.out = greedy_first(&p, k);
             return &self.out;

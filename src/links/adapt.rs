@@ -100,7 +100,8 @@ impl Adapter {
         }
         p.check_mask(sources)?;
         let stride = p.stride();
-        if rows.is_empty() || rows.len() % stride != 0 || rows.len() / stride > self.opts.max_batch {
+        if rows.is_empty() || !rows.len().is_multiple_of(stride) || rows.len() / stride > self.opts.max_batch
+        {
             return Err(LinkError::BadBatch { got: rows.len(), max: self.opts.max_batch });
         }
         let sources = sources & !(1u64 << target);

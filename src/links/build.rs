@@ -74,7 +74,7 @@ impl Default for TrainOptions {
             ensemble_fit: EnsembleFit::InSample,
             ensemble_epochs: 40,
             ensemble_lr: 0.002,
-            seed: 0x6a65_746c_696e_6b,
+            seed: 0x006a_6574_6c69_6e6b,
         }
     }
 }

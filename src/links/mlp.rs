@@ -41,6 +41,7 @@ impl LinkDims {
         2 * self.input as usize
     }
     /// Split a parameter block into (mean, inv_std, W1, b1, W2, b2).
+    #[allow(clippy::type_complexity)]
     pub fn split<'a>(
         &self,
         p: &'a [f32],

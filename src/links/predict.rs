@@ -241,8 +241,8 @@ pub struct BenchStats {
     pub p50_us: f64,
     pub p99_us: f64,
     pub max_us: f64,
-    /// Mean over masks with |A| active models of each mask's median µs (index = |A|; 0 and n unused).
-    pub median_us_by_active: Vec<f64>,
+    /// Mean µs per call by number of active models (index = |A|; entries 0 and n unused).
+    pub mean_us_by_active: Vec<f64>,
     /// The slowest active mask by median, and its median µs.
     pub worst_mask: u64,
     pub worst_mask_us: f64,
@@ -289,9 +289,9 @@ pub fn bench_predict(bundle: &Bundle, recording: &Recording, iters: usize) -> an
             continue;
         }
         let a = masks[mi].count_ones() as usize;
+        by_active[a].0 += v.iter().sum::<f64>();
+        by_active[a].1 += v.len() as u32;
         let med = median(v);
-        by_active[a].0 += med;
-        by_active[a].1 += 1;
         if med > worst_mask_us {
             worst_mask_us = med;
             worst_mask = masks[mi];
@@ -306,10 +306,7 @@ pub fn bench_predict(bundle: &Bundle, recording: &Recording, iters: usize) -> an
         p50_us: q(0.5),
         p99_us: q(0.99),
         max_us: q(1.0),
-        median_us_by_active: by_active
-            .iter()
-            .map(|&(t, c)| if c == 0 { 0.0 } else { t / c as f64 })
-            .collect(),
+        mean_us_by_active: by_active.iter().map(|&(t, c)| if c == 0 { 0.0 } else { t / c as f64 }).collect(),
         worst_mask,
         worst_mask_us,
     })

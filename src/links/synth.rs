@@ -101,7 +101,7 @@ pub fn synthetic_recording(frames: usize, drift_start: usize, seed: u64) -> Reco
             row.push((v + 0.01 * rng.normal()).clamp(0.0, 1.0));
         }
         // tags: multilabel probabilities.
-        for on in [c > 4, c % 3 == 0, u > 0.5] {
+        for on in [c > 4, c.is_multiple_of(3), u > 0.5] {
             row.push(super::sigmoid(if on { 4.0 } else { -4.0 } + 0.5 * rng.normal()));
         }
         // box: position from shade, height from class.

@@ -29,7 +29,7 @@ impl Scheduler for Standalone {
     }
 
     fn decide(&mut self, _frame: &[u8]) -> Decision {
-        Decision::Run { active: self.active, predict: false }
+        Decision::Run { active: self.active, predict: 0 }
     }
 
     fn peak_memory(&self, p: &Problem) -> u64 {
@@ -37,18 +37,19 @@ impl Scheduler for Standalone {
     }
 }
 
-/// Reducto-style frame filtering: run every model, one after another (so the largest model is the
-/// peak memory), but only on frames whose mean absolute pixel difference from the last processed
-/// frame exceeds a threshold; otherwise deliver the last outputs again. The threshold is tuned on a
-/// profile slice so that the processed fraction is at most `budget / Σ c(f_i)`: the budget is met
-/// on average over time. Swapping models in and out is not charged, which favours this baseline.
+/// Reducto-style frame filtering: run every model that fits the budget alone, one after another (so
+/// the largest of them is the peak memory), but only on frames whose mean absolute pixel difference
+/// from the last processed frame exceeds a threshold; otherwise deliver the last outputs again. The
+/// threshold is tuned on a profile slice so that the processed fraction is at most
+/// `budget / Σ c(f_i)` over those models: the budget is met on average over time. Swapping models in
+/// and out is not charged, which favours this baseline. Models larger than the budget deliver nothing.
 pub struct FrameFilter {
     profile: Vec<Vec<u8>>,
     threshold: f32,
     last: Vec<u8>,
     have_last: bool,
-    runnable: bool,
-    all: u64,
+    runnable: u64,
+    peak: u64,
 }
 
 /// Mean absolute difference of two frames.
@@ -65,8 +66,8 @@ impl FrameFilter {
             threshold: 0.0,
             last: vec![0; len],
             have_last: false,
-            runnable: true,
-            all: 0,
+            runnable: 0,
+            peak: 0,
         }
     }
 
@@ -94,10 +95,10 @@ impl Scheduler for FrameFilter {
     }
 
     fn select(&mut self, p: &Problem, budget: u64) {
-        self.all = p.all();
-        let largest = p.model_mem.iter().copied().max().unwrap_or(0);
-        self.runnable = largest <= budget;
-        let target = (budget as f64 / p.model_cost(p.all()).max(1) as f64).min(1.0) as f32;
+        self.runnable = (0..p.n).filter(|&i| p.model_mem[i] <= budget).fold(0, |m, i| m | 1 << i);
+        self.peak =
+            (0..p.n).filter(|&i| self.runnable >> i & 1 == 1).map(|i| p.model_mem[i]).max().unwrap_or(0);
+        let target = (budget as f64 / p.model_cost(self.runnable).max(1) as f64).min(1.0) as f32;
         // Smallest threshold whose processed fraction is within the target (bisection on [0, 255]).
         let (mut lo, mut hi) = (0.0f32, 255.0f32);
         if self.processed_fraction(lo) <= target {
@@ -115,8 +116,8 @@ impl Scheduler for FrameFilter {
     }
 
     fn decide(&mut self, frame: &[u8]) -> Decision {
-        if !self.runnable {
-            return Decision::Run { active: 0, predict: false };
+        if self.runnable == 0 {
+            return Decision::Run { active: 0, predict: 0 };
         }
         if !self.have_last
             || frame.len() != self.last.len()
@@ -126,14 +127,14 @@ impl Scheduler for FrameFilter {
                 self.last.copy_from_slice(frame);
                 self.have_last = true;
             }
-            Decision::Run { active: self.all, predict: false }
+            Decision::Run { active: self.runnable, predict: 0 }
         } else {
             Decision::Reuse
         }
     }
 
-    fn peak_memory(&self, p: &Problem) -> u64 {
-        if self.runnable { p.model_mem.iter().copied().max().unwrap_or(0) } else { 0 }
+    fn peak_memory(&self, _p: &Problem) -> u64 {
+        self.peak
     }
 }
 
@@ -141,11 +142,12 @@ impl Scheduler for FrameFilter {
 pub struct RandomFit {
     rng: Rng,
     active: u64,
+    all: u64,
 }
 
 impl RandomFit {
     pub fn new(seed: u64) -> RandomFit {
-        RandomFit { rng: Rng::new(seed), active: 0 }
+        RandomFit { rng: Rng::new(seed), active: 0, all: 0 }
     }
 }
 
@@ -155,6 +157,7 @@ impl Scheduler for RandomFit {
     }
 
     fn select(&mut self, p: &Problem, budget: u64) {
+        self.all = p.all();
         let mut order: Vec<usize> = (0..p.n).collect();
         self.rng.shuffle(&mut order);
         let mut a = 0u64;
@@ -167,7 +170,7 @@ impl Scheduler for RandomFit {
     }
 
     fn decide(&mut self, _frame: &[u8]) -> Decision {
-        Decision::Run { active: self.active, predict: true }
+        Decision::Run { active: self.active, predict: self.all & !self.active }
     }
 
     fn peak_memory(&self, p: &Problem) -> u64 {
@@ -186,9 +189,14 @@ mod tests {
         let mut s = Standalone::default();
         s.select(&p, 35);
         assert_eq!(s.active, 0b100);
+        // {0, 1} costs 30 > 29; {0} and {1} tie on importance and the cheaper wins.
         s.select(&p, 29);
-        assert_eq!(s.active, 0b011);
-        assert_eq!(s.decide(&[]), Decision::Run { active: 0b011, predict: false });
+        assert_eq!(s.active, 0b001);
+        s.select(&p, 30);
+        assert_eq!(s.active, 0b100);
+        let p = problem(&[10, 20, 30], &[1.0, 1.0, 1.0], |_, _| 0.9);
+        s.select(&p, 30);
+        assert_eq!(s.decide(&[]), Decision::Run { active: 0b011, predict: 0 });
     }
 
     #[test]
@@ -205,7 +213,7 @@ mod tests {
         assert!(processed > 0);
         assert_eq!(f.peak_memory(&p), 10);
         f.select(&p, 5); // the largest model does not fit: nothing runs
-        assert_eq!(f.decide(refs[0]), Decision::Run { active: 0, predict: false });
+        assert_eq!(f.decide(refs[0]), Decision::Run { active: 0, predict: 0 });
     }
 
     #[test]

@@ -227,7 +227,7 @@ fn run_method(
             let a = &mut acc[seg];
             a.frames += 1;
             let decision = if f < prof_end {
-                Decision::Run { active: runnable, predict: true }
+                Decision::Run { active: runnable, predict: base.all() & !runnable }
             } else {
                 sched.decide(stream.frame(f))
             };
@@ -235,7 +235,7 @@ fn run_method(
                 Decision::Run { active, predict } => {
                     a.executions += active.count_ones() as u64;
                     a.flops += (0..n).filter(|&i| active >> i & 1 == 1).map(|i| base.flops[i]).sum::<u64>();
-                    if predict && active != 0 {
+                    if predict != 0 && active != 0 {
                         predictor.predict(active, row, &mut out).map_err(|e| anyhow::anyhow!("{e}"))?;
                     }
                     for j in 0..n {
@@ -244,7 +244,7 @@ fn run_method(
                         let s = if active >> j & 1 == 1 {
                             out[r.clone()].copy_from_slice(&row[r.clone()]);
                             1.0
-                        } else if predict && active != 0 {
+                        } else if predict >> j & 1 == 1 && active != 0 {
                             agreement(m.kind, m.tolerance, &out[r.clone()], &row[r.clone()])
                         } else {
                             out[r.clone()].fill(f32::NAN);
@@ -293,7 +293,7 @@ pub fn time_lookup(table: &ScheduleTable, budgets: &[u64]) -> f64 {
         let t = Instant::now();
         for _ in 0..100 {
             for &b in budgets {
-                sink ^= table.lookup(std::hint::black_box(b));
+                sink ^= table.lookup(std::hint::black_box(b)).0;
             }
         }
         samples.push(t.elapsed().as_secs_f64() * 1e9 / (100 * budgets.len()) as f64);

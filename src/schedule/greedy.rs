@@ -7,6 +7,7 @@ use super::{Decision, Problem, Scheduler};
 #[derive(Default)]
 pub struct Greedy {
     active: u64,
+    all: u64,
     order: Vec<usize>,
 }
 
@@ -38,6 +39,7 @@ impl Scheduler for Greedy {
 
     fn select(&mut self, problem: &Problem, budget: u64) {
         self.order = Greedy::ranking(problem);
+        self.all = problem.all();
         let mut a = 0u64;
         for &i in &self.order {
             let next = a | 1 << i;
@@ -49,7 +51,7 @@ impl Scheduler for Greedy {
     }
 
     fn decide(&mut self, _frame: &[u8]) -> Decision {
-        Decision::Run { active: self.active, predict: true }
+        Decision::Run { active: self.active, predict: self.all & !self.active }
     }
 
     fn peak_memory(&self, problem: &Problem) -> u64 {

@@ -76,27 +76,57 @@ impl Problem {
         (1u64 << self.n) - 1
     }
 
-    /// Score of target `j` when `mask` runs (1 when j itself runs).
+    /// Score of target `j` when `mask` runs (1 when j itself runs, 0 when nothing runs).
     pub fn p(&self, j: usize, mask: u64) -> f32 {
-        if mask >> j & 1 == 1 { 1.0 } else { self.score[(j << self.n) | mask as usize] }
+        if mask >> j & 1 == 1 {
+            1.0
+        } else if mask == 0 {
+            0.0
+        } else {
+            self.score[(j << self.n) | mask as usize]
+        }
     }
 
-    /// Memory of running `mask` and predicting the rest from it.
-    pub fn cost(&self, mask: u64) -> u64 {
+    /// Memory of running `active` and predicting the targets in `predicted` from it (links from
+    /// every active model into each predicted target, and its ensemble layer).
+    pub fn cost_of(&self, active: u64, predicted: u64) -> u64 {
         let mut c = 0;
         for j in 0..self.n {
-            if mask >> j & 1 == 1 {
+            if active >> j & 1 == 1 {
                 c += self.model_mem[j];
-            } else if mask != 0 {
+            } else if predicted >> j & 1 == 1 && active != 0 {
                 c += self.ens_mem[j];
                 for i in 0..self.n {
-                    if mask >> i & 1 == 1 {
+                    if active >> i & 1 == 1 {
                         c += self.link_mem[j * self.n + i];
                     }
                 }
             }
         }
         c
+    }
+
+    /// Importance-weighted accuracy of running `active` and predicting `predicted` (the other tasks
+    /// deliver nothing and score 0).
+    pub fn objective_of(&self, active: u64, predicted: u64) -> f32 {
+        let w: f32 = self.importance.iter().sum();
+        if w <= 0.0 {
+            return 0.0;
+        }
+        let mut o = 0.0;
+        for j in 0..self.n {
+            if active >> j & 1 == 1 {
+                o += self.importance[j];
+            } else if predicted >> j & 1 == 1 {
+                o += self.importance[j] * self.p(j, active);
+            }
+        }
+        o / w
+    }
+
+    /// Memory of running `mask` and predicting every other task from it (the paper's setting).
+    pub fn cost(&self, mask: u64) -> u64 {
+        self.cost_of(mask, self.all() & !mask)
     }
 
     /// Memory of running `mask` without links.
@@ -124,9 +154,9 @@ impl Problem {
 /// What to do with one frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Decision {
-    /// Run the models in `active`; when `predict`, the others are predicted through links,
-    /// otherwise they deliver nothing.
-    Run { active: u64, predict: bool },
+    /// Run the models in `active` and predict the tasks in `predict` through links; the other
+    /// tasks deliver nothing new.
+    Run { active: u64, predict: u64 },
     /// Run nothing; deliver the last delivered outputs again.
     Reuse,
 }
@@ -193,10 +223,14 @@ mod tests {
         assert_eq!(p.objective(0), 0.0);
         // A = {0}: tasks 1, 2 predicted at 0.6 and 0.7.
         assert!((p.objective(0b001) - (1.0 + 0.6 + 2.0 * 0.7) / 4.0).abs() < 1e-6);
+        // Predicting only task 2.
+        assert!((p.objective_of(0b001, 0b100) - (1.0 + 2.0 * 0.7) / 4.0).abs() < 1e-6);
         assert_eq!(p.objective(0b111), 1.0);
         p.link_mem[2 * 3] = 5; // link 0 → 2
         p.ens_mem[2] = 1;
         assert_eq!(p.cost(0b001), 10 + 5 + 1 + p.ens_mem[1]);
+        assert_eq!(p.cost_of(0b001, 0b100), 10 + 5 + 1);
+        assert_eq!(p.cost_of(0b001, 0), 10);
         assert_eq!(p.standalone_objective(0b100), 0.5);
     }
 }

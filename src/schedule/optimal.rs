@@ -6,38 +6,68 @@ use serde::{Deserialize, Serialize};
 
 use super::{Decision, Problem, Scheduler};
 
-/// The Pareto staircase of (memory cost, objective): entry k is the best subset among those costing
-/// at most `cost[k]`; costs strictly increase and so do objectives.
+/// Above this many models the table considers only "predict every other task" or "predict none"
+/// per active set (2·2^n choices) instead of every (run, predict, nothing) assignment (3^n).
+pub const MAX_FULL_ENUMERATION: usize = 10;
+
+/// The Pareto staircase of (memory cost, objective) over every choice of which models run and which
+/// tasks are predicted: entry k is the best choice among those costing at most `cost[k]`; costs and
+/// objectives strictly increase.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct ScheduleTable {
     pub cost: Vec<u64>,
+    /// Models that run.
     pub mask: Vec<u64>,
+    /// Tasks predicted through links.
+    pub predicted: Vec<u64>,
     pub objective: Vec<f32>,
 }
 
 impl ScheduleTable {
-    /// Score every subset of the problem (2^n) and keep the staircase.
+    /// Score every choice (3^n for n ≤ [`MAX_FULL_ENUMERATION`]) and keep the staircase.
     pub fn build(p: &Problem) -> ScheduleTable {
-        let mut all: Vec<(u64, f32, u64)> = (0..=p.all()).map(|m| (p.cost(m), p.objective(m), m)).collect();
+        let all = p.all();
+        let mut choices: Vec<(u64, f32, u64, u64)> = Vec::new();
+        for a in 0..=all {
+            let rest = all & !a;
+            if p.n <= MAX_FULL_ENUMERATION && a != 0 {
+                // Every subset of the remaining tasks (sub-mask enumeration).
+                let mut q = rest;
+                loop {
+                    choices.push((p.cost_of(a, q), p.objective_of(a, q), a, q));
+                    if q == 0 {
+                        break;
+                    }
+                    q = (q - 1) & rest;
+                }
+            } else {
+                choices.push((p.cost_of(a, 0), p.objective_of(a, 0), a, 0));
+                if a != 0 {
+                    choices.push((p.cost_of(a, rest), p.objective_of(a, rest), a, rest));
+                }
+            }
+        }
         // Cheapest first; among equal costs the best objective first, then fewer models.
-        all.sort_by(|a, b| {
-            a.0.cmp(&b.0).then(b.1.total_cmp(&a.1)).then(a.2.count_ones().cmp(&b.2.count_ones()))
+        choices.sort_by(|x, y| {
+            x.0.cmp(&y.0).then(y.1.total_cmp(&x.1)).then(x.2.count_ones().cmp(&y.2.count_ones()))
         });
         let mut t = ScheduleTable::default();
-        for (c, o, m) in all {
+        for (c, o, m, q) in choices {
             if t.objective.last().is_none_or(|&best| o > best) {
                 t.cost.push(c);
                 t.mask.push(m);
+                t.predicted.push(q);
                 t.objective.push(o);
             }
         }
         t
     }
 
-    /// Best subset within `budget` (0 when nothing fits). Binary search, no allocation.
-    pub fn lookup(&self, budget: u64) -> u64 {
+    /// Best choice within `budget`: (models to run, tasks to predict); (0, 0) when nothing fits.
+    /// Binary search, no allocation.
+    pub fn lookup(&self, budget: u64) -> (u64, u64) {
         let k = self.cost.partition_point(|&c| c <= budget);
-        if k == 0 { 0 } else { self.mask[k - 1] }
+        if k == 0 { (0, 0) } else { (self.mask[k - 1], self.predicted[k - 1]) }
     }
 
     pub fn len(&self) -> usize {
@@ -54,12 +84,13 @@ impl ScheduleTable {
 pub struct Optimal {
     table: ScheduleTable,
     active: u64,
+    predicted: u64,
 }
 
 impl Optimal {
     /// Use a table computed earlier (the bundle's) instead of rebuilding it on the first `select`.
     pub fn with_table(table: ScheduleTable) -> Optimal {
-        Optimal { table, active: 0 }
+        Optimal { table, active: 0, predicted: 0 }
     }
 
     pub fn table(&self) -> &ScheduleTable {
@@ -80,15 +111,15 @@ impl Scheduler for Optimal {
         // Scores change when the period's profile refreshes them: rebuild (2^n subsets, microseconds
         // for the demo's 8 models).
         self.table = ScheduleTable::build(problem);
-        self.active = self.table.lookup(budget);
+        (self.active, self.predicted) = self.table.lookup(budget);
     }
 
     fn decide(&mut self, _frame: &[u8]) -> Decision {
-        Decision::Run { active: self.active, predict: true }
+        Decision::Run { active: self.active, predict: self.predicted }
     }
 
     fn peak_memory(&self, problem: &Problem) -> u64 {
-        problem.cost(self.active)
+        problem.cost_of(self.active, self.predicted)
     }
 }
 
@@ -97,9 +128,17 @@ mod tests {
     use super::super::testing::problem;
     use super::*;
 
-    /// Brute force: best objective among subsets within the budget.
+    /// Brute force: best objective among every (run, predict) pair within the budget.
     fn brute(p: &Problem, budget: u64) -> f32 {
-        (0..=p.all()).filter(|&m| p.cost(m) <= budget).map(|m| p.objective(m)).fold(0.0, f32::max)
+        let mut best = 0.0f32;
+        for a in 0..=p.all() {
+            for q in 0..=p.all() {
+                if q & a == 0 && p.cost_of(a, q) <= budget {
+                    best = best.max(p.objective_of(a, q));
+                }
+            }
+        }
+        best
     }
 
     #[test]
@@ -116,12 +155,12 @@ mod tests {
             }
         });
         let t = ScheduleTable::build(&p);
-        assert_eq!(t.lookup(5), 0);
-        assert_eq!(t.lookup(10), 0b001);
-        assert_eq!(t.lookup(20), 0b011);
-        assert_eq!(t.lookup(95), 0b100);
-        assert_eq!(t.lookup(100), 0b101);
-        assert_eq!(t.lookup(1000), 0b111);
+        assert_eq!(t.lookup(5).0, 0);
+        assert_eq!(t.lookup(10).0, 0b001);
+        assert_eq!(t.lookup(20).0, 0b011);
+        assert_eq!(t.lookup(95).0, 0b100);
+        assert_eq!(t.lookup(100).0, 0b101);
+        assert_eq!(t.lookup(1000).0, 0b111);
     }
 
     #[test]
@@ -138,9 +177,16 @@ mod tests {
             }
             let t = ScheduleTable::build(&p);
             for budget in 0..(mem.iter().sum::<u64>() + 40) {
-                let m = t.lookup(budget);
-                assert!(p.cost(m) <= budget);
-                assert!((p.objective(m) - brute(&p, budget)).abs() < 1e-6, "budget {budget}");
+                let (m, q) = t.lookup(budget);
+                assert_eq!(m & q, 0);
+                assert!(p.cost_of(m, q) <= budget);
+                assert!((p.objective_of(m, q) - brute(&p, budget)).abs() < 1e-6, "budget {budget}");
+                // At or above the no-link baseline at every budget.
+                let mut s = super::super::Standalone::default();
+                s.select(&p, budget);
+                if let super::super::Decision::Run { active, .. } = s.decide(&[]) {
+                    assert!(p.objective_of(m, q) >= p.standalone_objective(active) - 1e-6);
+                }
             }
         }
     }

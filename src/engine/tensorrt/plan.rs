@@ -205,27 +205,28 @@ pub fn check_sidecar(
             target.board
         );
     }
-    if let Some(want) = compute_capability_of_arch(target.cuda_arch) {
-        if s.compute_capability != "unknown" && s.compute_capability != want {
-            bail!(
-                "{f}: key `compute-capability`: the plan was built on a GPU of compute capability {} ({}), \
-                 board {:?} has {want} ({}); rebuild it on this board",
-                s.compute_capability,
-                s.gpu,
-                target.board,
-                target.cuda_arch
-            );
-        }
+    if let Some(want) = compute_capability_of_arch(target.cuda_arch)
+        && s.compute_capability != "unknown"
+        && s.compute_capability != want
+    {
+        bail!(
+            "{f}: key `compute-capability`: the plan was built on a GPU of compute capability {} ({}), \
+             board {:?} has {want} ({}); rebuild it on this board",
+            s.compute_capability,
+            s.gpu,
+            target.board,
+            target.cuda_arch
+        );
     }
-    if let Some(sha) = onnx_sha256 {
-        if !s.onnx_sha256.eq_ignore_ascii_case(sha) {
-            bail!(
-                "{f}: key `onnx-sha256`: the plan was built from another version of {} (sha256 {}, the \
-                 manifest's file has {sha}); rebuild it with tools/trt/build_plans.sh",
-                s.onnx,
-                s.onnx_sha256
-            );
-        }
+    if let Some(sha) = onnx_sha256
+        && !s.onnx_sha256.eq_ignore_ascii_case(sha)
+    {
+        bail!(
+            "{f}: key `onnx-sha256`: the plan was built from another version of {} (sha256 {}, the \
+             manifest's file has {sha}); rebuild it with tools/trt/build_plans.sh",
+            s.onnx,
+            s.onnx_sha256
+        );
     }
     Ok(())
 }

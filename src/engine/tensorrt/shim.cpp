@@ -33,8 +33,24 @@
 static_assert(nvinfer1::Dims::MAX_DIMS == JL_TRT_MAX_DIMS, "shim.h JL_TRT_MAX_DIMS must match nvinfer1::Dims");
 static_assert(static_cast<int32_t>(nvinfer1::TensorIOMode::kINPUT) == JL_TRT_IO_INPUT, "TensorIOMode numbering");
 static_assert(static_cast<int32_t>(nvinfer1::TensorIOMode::kOUTPUT) == JL_TRT_IO_OUTPUT, "TensorIOMode numbering");
-static_assert(static_cast<int32_t>(nvinfer1::DataType::kFLOAT) == 0, "DataType numbering (ffi.rs)");
-static_assert(static_cast<int32_t>(nvinfer1::DataType::kHALF) == 1, "DataType numbering (ffi.rs)");
+// The element-size table in tensorrt.rs (`dtype`) relies on this numbering.
+#define JL_DT(name, value) \
+    static_assert(static_cast<int32_t>(nvinfer1::DataType::name) == (value), "DataType numbering (tensorrt.rs)")
+JL_DT(kFLOAT, 0);
+JL_DT(kHALF, 1);
+JL_DT(kINT8, 2);
+JL_DT(kINT32, 3);
+JL_DT(kBOOL, 4);
+JL_DT(kUINT8, 5);
+#if JL_TRT_AT_LEAST(8, 6)
+JL_DT(kFP8, 6);
+#endif
+#if NV_TENSORRT_MAJOR >= 10
+JL_DT(kBF16, 7);
+JL_DT(kINT64, 8);
+JL_DT(kINT4, 9);
+#endif
+#undef JL_DT
 
 namespace {
 
