@@ -360,6 +360,11 @@ impl<S: FrameSource, W: embedded_io::Write> Controller<S, W> {
         self.active
     }
 
+    /// Each task's drift level in [0, 1] at the last period boundary (what the DCTA look-up saw).
+    pub fn drift(&self) -> &[f32] {
+        &self.drift
+    }
+
     /// Memory of the running models and the links in use.
     pub fn active_memory(&self) -> u64 {
         self.mem_used

@@ -62,6 +62,9 @@ enum Engines {
     Tract,
     /// The reference outputs replayed (fast; no inference runtime).
     Replay,
+    /// TensorRT plans built on the board (`--features tensorrt`; see docs/tensorrt.md).
+    #[cfg(feature = "tensorrt")]
+    Tensorrt,
 }
 
 #[derive(clap::Args, Clone)]
@@ -167,6 +170,16 @@ struct BenchArgs {
     /// Ticks for `loop`.
     #[arg(long, default_value_t = 5000)]
     ticks: usize,
+    /// `dcta`: synthetic task costs spread over this many-fold range (a deployment of comparable
+    /// models, where the knapsack is combinatorial) instead of the manifest's.
+    #[arg(long)]
+    spread: Option<f64>,
+    /// `dcta`: draw long-tailed drift (a few tasks drift a lot) instead of uniform.
+    #[arg(long)]
+    long_tail: bool,
+    /// `dcta`: load ρ, the work of all tasks over the board's adaptation capacity.
+    #[arg(long, default_value_t = 1.5)]
+    stress: f64,
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -243,6 +256,8 @@ fn run(a: &RunArgs) -> Result<()> {
             let cursor = FrameCursor::default();
             (Box::new(ReplayBackend { recording: r, cursor: cursor.clone() }), Some(cursor))
         }
+        #[cfg(feature = "tensorrt")]
+        Engines::Tensorrt => (Box::new(jetlink::engine::TensorRtBackend::for_board(board)?), None),
     };
     let serial_path = a.serial.clone().unwrap_or_else(|| PathBuf::from(board.serial.device));
     if let Some(d) = serial_path.parent().filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
@@ -577,7 +592,18 @@ fn bench(a: &BenchArgs) -> Result<()> {
                 }
                 None => jetlink::board::current(),
             };
-            let r = jetlink::dcta::bench(&manifest, board, &Default::default())?;
+            let mut args = jetlink::dcta::BenchArgs::default();
+            args.policy.cost.stress = Some(a.stress);
+            if let Some(spread) = a.spread {
+                args.workload = jetlink::dcta::Workload::Spread { seed: 7, spread };
+            }
+            if a.long_tail {
+                args.distribution = jetlink::dcta::DriftDistribution::LongTail;
+            }
+            // The contexts the loop met over the demo stream (drift levels at each period boundary).
+            args.real = demo_drift_contexts(a)?;
+            println!("{} real contexts from the control loop over the demo stream", args.real.len());
+            let r = jetlink::dcta::bench(&manifest, board, &args)?;
             print!("{}", r.to_table());
             let json = a.out_dir.join(format!("dcta-{}.json", board.name));
             std::fs::write(&json, r.to_json())?;
@@ -605,6 +631,38 @@ fn bench(a: &BenchArgs) -> Result<()> {
     Ok(())
 }
 
+/// The drift levels the control loop computes at each period boundary over the demo stream (replay
+/// engines), as DCTA contexts at full power.
+fn demo_drift_contexts(a: &BenchArgs) -> Result<Vec<(Vec<f32>, usize)>> {
+    let board = jetlink::board::current();
+    let (manifest, stream) = load_workload(&a.manifest)?;
+    let bundle = Bundle::load_for(&a.bundle, &manifest)?;
+    let reference = Arc::new(load_reference(&manifest)?.context("needs the reference recording")?);
+    let stream = Arc::new(stream);
+    let cursor = FrameCursor::default();
+    let mut ctl = control::prepare(Parts {
+        board,
+        frame_shape: frame_shape(&stream),
+        source: ReplaySource::new(stream.clone(), stream.train_end..stream.len()),
+        manifest,
+        bundle,
+        backend: Box::new(ReplayBackend { recording: reference.clone(), cursor: cursor.clone() }),
+        cursor: Some(cursor),
+        telemetry: jetlink::telemetry::open_for_board(board, Path::new("/")),
+        writer: TelemetryWriter::new(jetlink::serial::MemWriter::new()),
+        reference: Some(reference),
+        opts: LoopOptions { drift_start: stream.drift_start as u32, ..LoopOptions::default() },
+    })?;
+    let mut out = Vec::new();
+    let tpp = board.ticks_per_period.max(1) as u64;
+    while ctl.tick() {
+        if ctl.stats().ticks % tpp == 1 && ctl.drift().iter().any(|&d| d > 0.0) {
+            out.push((ctl.drift().to_vec(), 0));
+        }
+    }
+    Ok(out)
+}
+
 /// Per-tick overhead of the loop outside engine inference: replay engines, a memory writer.
 fn bench_loop(a: &BenchArgs) -> Result<()> {
     let board = jetlink::board::current();
@@ -624,20 +682,33 @@ fn bench_loop(a: &BenchArgs) -> Result<()> {
         backend: Box::new(ReplayBackend { recording: reference.clone(), cursor: cursor.clone() }),
         cursor: Some(cursor),
         telemetry: jetlink::telemetry::open_for_board(board, Path::new("/")),
-        writer: TelemetryWriter::new(jetlink::serial::MemWriter::new()),
+        // Room for every frame up front, so that the sink itself does not allocate.
+        writer: TelemetryWriter::new(jetlink::serial::MemWriter {
+            data: Vec::with_capacity(64 * a.ticks + 4096),
+            ..Default::default()
+        }),
         reference: Some(reference),
         opts: LoopOptions { drift_start: stream.drift_start as u32, ..LoopOptions::default() },
     })?;
     let mut us = Vec::with_capacity(to - from);
+    let mut alloc_ticks: Vec<(u64, u64)> = Vec::with_capacity(64);
     let a0 = alloc_count::loop_allocations();
     loop {
+        let before = alloc_count::loop_allocations();
         let t = Instant::now();
         if !ctl.tick() {
             break;
         }
         us.push(t.elapsed().as_secs_f64() * 1e6);
+        let d = alloc_count::loop_allocations() - before;
+        if d > 0 && alloc_ticks.len() < alloc_ticks.capacity() {
+            alloc_ticks.push((ctl.stats().ticks - 1, d));
+        }
     }
     let allocs = alloc_count::loop_allocations() - a0;
+    if !alloc_ticks.is_empty() {
+        println!("ticks that allocated (tick, count): {alloc_ticks:?}");
+    }
     println!(
         "loop overhead per tick outside engine inference (replay engines, {} ticks): median {:.2} us, p99 {:.2} us, max {:.2} us; allocations {}",
         us.len(),

@@ -1,9 +1,16 @@
 //! The board this binary was built for: hardware facts and budgets compiled in from `boards/*.toml`
 //! by `build.rs` (select with `JETLINK_BOARD=<name>` at build time; default `host-sim`).
 
-#[cfg(test)]
+/// The board-file schema and checks (also compiled into `build.rs`); public for tests and fuzzing.
+#[doc(hidden)]
 #[path = "schema.rs"]
-pub(crate) mod schema;
+pub mod schema;
+
+/// Parse and check the text of one board file; the error names `file` and the key (as the build
+/// does). For tools and fuzzing: the compiled-in boards were checked at build time.
+pub fn parse_board_text(file: &str, text: &str) -> Result<schema::BoardFile, String> {
+    schema::parse_board(file, text)
+}
 
 /// Where telemetry comes from on this board.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -71,6 +78,9 @@ pub struct Board {
     pub telemetry: TelemetryConfig,
     pub serial: SerialConfig,
     pub resources: &'static [Resource],
+    /// Ed25519 public key whose signed bundles this board loads (`bundle-key`; see
+    /// `crate::signing`).
+    pub bundle_key: [u8; 32],
 }
 
 /// Every board of `boards/`, and the selected one.
@@ -108,6 +118,7 @@ mod tests {
             assert_eq!(b.telemetry.rails.len(), f.telemetry.rails.len());
             assert_eq!(b.resources.len(), f.resources.len());
             assert!(b.model_budget_bytes + b.reserve_bytes <= b.total_memory_bytes);
+            assert_eq!(crate::bundle::hex(&b.bundle_key), f.bundle_key.to_ascii_lowercase());
         }
         let sel = std::env::var("JETLINK_BOARD").unwrap_or_else(|_| "host-sim".into());
         assert_eq!(current().name, sel);
@@ -148,6 +159,14 @@ mod tests {
 
         let arch = good().replace("cuda-arch = \"sm_87\"", "cuda-arch = \"ampere\"");
         assert!(parse_board(f, &arch).unwrap_err().contains("key `cuda-arch`"));
+
+        let key = good().replace("bundle-key = \"ddf6", "bundle-key = \"xyz6");
+        let e = parse_board(f, &key).unwrap_err();
+        assert!(e.starts_with("boards/bad.toml: key `bundle-key`: \"xyz6") && e.contains("64 hex digits"), "{e}");
+        let short = good().replace("bundle-key = \"ddf6", "bundle-key = \"6");
+        assert!(parse_board(f, &short).unwrap_err().contains("key `bundle-key`"));
+        let nokey = good().replace("bundle-key =", "# bundle-key =");
+        assert!(parse_board(f, &nokey).unwrap_err().contains("missing field `bundle-key`"));
 
         let speed = good().replacen("speed = 1.0", "speed = -1.0", 1);
         assert!(parse_board(f, &speed).unwrap_err().contains("key `resource.speed`"));

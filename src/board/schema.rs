@@ -29,6 +29,8 @@ pub struct BoardFile {
     pub serial: Serial,
     #[serde(rename = "resource")]
     pub resources: Vec<Resource>,
+    /// Ed25519 public key (64 hex digits) of the only key whose signed bundles this board loads.
+    pub bundle_key: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -191,6 +193,12 @@ fn check(b: &BoardFile) -> Result<(), String> {
             ));
         }
     }
+    if b.bundle_key.len() != 64 || !b.bundle_key.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(format!(
+            "key `bundle-key`: {:?} is not an Ed25519 public key (64 hex digits, from `jetlink keygen`)",
+            b.bundle_key
+        ));
+    }
     if b.cuda_arch == "none" && b.resources.iter().any(|r| r.kind != "cpu") {
         return Err(
             "key `resource.kind`: a board with cuda-arch = \"none\" can only have cpu resources".into()
@@ -229,6 +237,12 @@ fn opt(s: &Option<String>) -> String {
         Some(v) => format!("Some({v:?})"),
         None => "None".into(),
     }
+}
+
+/// 64 hex digits (checked) as a Rust `[u8; 32]` literal.
+fn key_bytes(hex: &str) -> String {
+    let bytes: Vec<String> = (0..32).map(|i| format!("0x{}", &hex[2 * i..2 * i + 2])).collect();
+    format!("[{}]", bytes.join(", "))
 }
 
 fn ident(name: &str) -> String {
@@ -276,7 +290,7 @@ pub fn generate(boards: &[(String, BoardFile)], selected: &str) -> Result<String
              power_budget_mw: {pb}, period_ms: {pm}, ticks_per_period: {tp}, \
              telemetry: TelemetryConfig {{ source: {source}, hwmon_glob: {hg}, meminfo: {mi}, gpu_load: {gl}, \
              nvml_device: {nd:?}, trace: {tr}, rails: &[{rails}] }}, \
-             serial: SerialConfig {{ device: {sd:?}, baud: {sb} }}, resources: &[{res}] }};\n",
+             serial: SerialConfig {{ device: {sd:?}, baud: {sb} }}, resources: &[{res}], bundle_key: {bk} }};\n",
             id = ident(n),
             name = b.name,
             desc = b.description,
@@ -295,6 +309,7 @@ pub fn generate(boards: &[(String, BoardFile)], selected: &str) -> Result<String
             tr = opt(&t.trace),
             sd = b.serial.device,
             sb = b.serial.baud,
+            bk = key_bytes(&b.bundle_key),
         );
     }
     let all: Vec<_> = boards.iter().map(|(n, _)| format!("&{}", ident(n))).collect();
