@@ -3,7 +3,8 @@
 //! versioned and integrity-checked, loaded at start. Layout: `docs/bundle-format.md`.
 //!
 //! File = 52-byte header (magic `JLBUNDLE`, format version u32, payload length u64, SHA-256 of the
-//! payload) + postcard payload ([`Bundle`]).
+//! payload) + postcard payload ([`Bundle`]) + an optional 80-byte Ed25519 signature trailer (magic
+//! `JLBSIG01`, key id, signature; written and checked by [`crate::signing`]).
 
 use std::path::Path;
 
@@ -18,6 +19,13 @@ pub const MAGIC: &[u8; 8] = b"JLBUNDLE";
 /// Bump on any change to [`Bundle`] or the types inside it.
 pub const FORMAT_VERSION: u32 = 1;
 pub const HEADER_LEN: usize = 8 + 4 + 8 + 32;
+/// Magic of the signature trailer that follows the payload of a signed bundle.
+pub const SIG_MAGIC: &[u8; 8] = b"JLBSIG01";
+/// Key id: the first 8 bytes of the SHA-256 of the signer's 32-byte Ed25519 public key.
+pub const KEY_ID_LEN: usize = 8;
+pub const SIGNATURE_LEN: usize = 64;
+/// Signature trailer: magic, key id, Ed25519 signature over every byte of the file before it.
+pub const TRAILER_LEN: usize = SIG_MAGIC.len() + KEY_ID_LEN + SIGNATURE_LEN;
 
 /// Why a bundle was rejected.
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +47,109 @@ pub enum BundleError {
     Invalid(String),
     #[error("bundle does not match the manifest: {0}")]
     ModelMismatch(String),
+    #[error("not signed: this board loads only bundles signed by key {trusted} (sign with `jetlink sign --key <private key> <bundle>`)")]
+    Unsigned { trusted: String },
+    #[error("signed by key {found}, but this board trusts only key {trusted} (the board file's bundle-key)")]
+    UnknownKey { found: String, trusted: String },
+    #[error("signature check failed for key {key}: the bundle was changed after it was signed, or the signature is corrupt")]
+    BadSignature { key: String },
+    #[error("the board's bundle-key is not a usable Ed25519 public key: {0}")]
+    BadTrustedKey(String),
+    #[error("cannot read {path}: {error}")]
+    Io { path: String, error: String },
+}
+
+impl BundleError {
+    /// Stable reason code, sent as `a` of the `BundleRejected` telemetry event
+    /// (`docs/bundle-format.md` lists them).
+    pub fn reason_code(&self) -> u32 {
+        match self {
+            BundleError::Truncated { .. } => 1,
+            BundleError::BadMagic { .. } => 2,
+            BundleError::Version { .. } => 3,
+            BundleError::HashMismatch { .. } => 4,
+            BundleError::TrailingBytes { .. } => 5,
+            BundleError::Decode(_) => 6,
+            BundleError::Invalid(_) => 7,
+            BundleError::ModelMismatch(_) => 8,
+            BundleError::Unsigned { .. } => 9,
+            BundleError::UnknownKey { .. } => 10,
+            BundleError::BadSignature { .. } => 11,
+            BundleError::BadTrustedKey(_) => 12,
+            BundleError::Io { .. } => 13,
+        }
+    }
+}
+
+/// The signature trailer of a signed bundle, as found (not yet verified).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SignatureTrailer {
+    pub key_id: [u8; KEY_ID_LEN],
+    pub signature: [u8; SIGNATURE_LEN],
+}
+
+/// A bundle file split into its parts by the header alone: nothing in the payload is decoded or
+/// trusted yet.
+#[derive(Clone, Copy, Debug)]
+pub struct Envelope<'a> {
+    /// Header and payload (the unsigned bundle).
+    pub body: &'a [u8],
+    /// The bytes the signature covers: the body, the trailer magic and the key id.
+    pub signed: &'a [u8],
+    pub trailer: Option<SignatureTrailer>,
+}
+
+impl<'a> Envelope<'a> {
+    /// Check the header (length, magic, version) and the file length it implies, and find the
+    /// signature trailer if there is one.
+    pub fn split(b: &'a [u8]) -> Result<Envelope<'a>, BundleError> {
+        if b.len() < HEADER_LEN {
+            if b.len() >= 8 && &b[..8] != MAGIC {
+                return Err(BundleError::BadMagic { found: String::from_utf8_lossy(&b[..8]).into() });
+            }
+            return Err(BundleError::Truncated {
+                what: format!("{} bytes, shorter than the {HEADER_LEN}-byte header", b.len()),
+            });
+        }
+        if &b[..8] != MAGIC {
+            return Err(BundleError::BadMagic { found: String::from_utf8_lossy(&b[..8]).into() });
+        }
+        let version = u32::from_le_bytes(b[8..12].try_into().expect("4 bytes"));
+        if version != FORMAT_VERSION {
+            return Err(BundleError::Version { found: version });
+        }
+        let len = u64::from_le_bytes(b[12..20].try_into().expect("8 bytes"));
+        let have = (b.len() - HEADER_LEN) as u64;
+        if have < len {
+            return Err(BundleError::Truncated {
+                what: format!("header says {len} payload bytes, file has {have}"),
+            });
+        }
+        // `len <= have`, so it fits a usize.
+        let body_len = HEADER_LEN + len as usize;
+        let (body, rest) = b.split_at(body_len);
+        if rest.is_empty() {
+            return Ok(Envelope { body, signed: body, trailer: None });
+        }
+        let magic_seen = rest.len().min(SIG_MAGIC.len());
+        if rest[..magic_seen] != SIG_MAGIC[..magic_seen] {
+            return Err(BundleError::TrailingBytes { extra: rest.len() });
+        }
+        if rest.len() < TRAILER_LEN {
+            return Err(BundleError::Truncated {
+                what: format!("signature trailer has {} of its {TRAILER_LEN} bytes", rest.len()),
+            });
+        }
+        if rest.len() > TRAILER_LEN {
+            return Err(BundleError::TrailingBytes { extra: rest.len() - TRAILER_LEN });
+        }
+        let k = SIG_MAGIC.len();
+        let trailer = SignatureTrailer {
+            key_id: rest[k..k + KEY_ID_LEN].try_into().expect("8 bytes"),
+            signature: rest[k + KEY_ID_LEN..].try_into().expect("64 bytes"),
+        };
+        Ok(Envelope { body, signed: &b[..body_len + k + KEY_ID_LEN], trailer: Some(trailer) })
+    }
 }
 
 /// What the bundle records about one black-box model.
@@ -165,36 +276,18 @@ impl Bundle {
     }
 
     /// Parse and check a bundle file's bytes: header, length, hash, decoding, internal consistency.
+    /// A signature trailer is allowed but not checked (host tools); the firmware loads bundles
+    /// with [`crate::signing::load_trusted`], which requires and checks it first.
     pub fn from_bytes(b: &[u8]) -> Result<Bundle, BundleError> {
-        if b.len() < HEADER_LEN {
-            if b.len() >= 8 && &b[..8] != MAGIC {
-                return Err(BundleError::BadMagic { found: String::from_utf8_lossy(&b[..8]).into() });
-            }
-            return Err(BundleError::Truncated {
-                what: format!("{} bytes, shorter than the {HEADER_LEN}-byte header", b.len()),
-            });
-        }
-        if &b[..8] != MAGIC {
-            return Err(BundleError::BadMagic { found: String::from_utf8_lossy(&b[..8]).into() });
-        }
-        let version = u32::from_le_bytes(b[8..12].try_into().expect("4 bytes"));
-        if version != FORMAT_VERSION {
-            return Err(BundleError::Version { found: version });
-        }
-        let len = u64::from_le_bytes(b[12..20].try_into().expect("8 bytes"));
-        let have = (b.len() - HEADER_LEN) as u64;
-        if have < len {
-            return Err(BundleError::Truncated {
-                what: format!("header says {len} payload bytes, file has {have}"),
-            });
-        }
-        if have > len {
-            return Err(BundleError::TrailingBytes { extra: (have - len) as usize });
-        }
-        let payload = &b[HEADER_LEN..];
+        Bundle::from_body(Envelope::split(b)?.body)
+    }
+
+    /// Hash, decode and check the header + payload of an [`Envelope`] (header already checked).
+    pub fn from_body(body: &[u8]) -> Result<Bundle, BundleError> {
+        let payload = &body[HEADER_LEN..];
         let actual = sha256(payload);
-        if actual[..] != b[20..52] {
-            return Err(BundleError::HashMismatch { expected: hex(&b[20..52]), actual: hex(&actual) });
+        if actual[..] != body[20..52] {
+            return Err(BundleError::HashMismatch { expected: hex(&body[20..52]), actual: hex(&actual) });
         }
         let bundle: Bundle = postcard::from_bytes(payload).map_err(|e| BundleError::Decode(e.to_string()))?;
         bundle.validate().map_err(BundleError::Invalid)?;
