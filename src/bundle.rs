@@ -283,7 +283,7 @@ impl Bundle {
     }
 
     /// Hash, decode and check the header + payload of an [`Envelope`] (header already checked).
-    pub fn from_body(body: &[u8]) -> Result<Bundle, BundleError> {
+    pub(crate) fn from_body(body: &[u8]) -> Result<Bundle, BundleError> {
         let payload = &body[HEADER_LEN..];
         let actual = sha256(payload);
         if actual[..] != body[20..52] {

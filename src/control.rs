@@ -107,7 +107,6 @@ pub struct TickReport {
 #[derive(Clone, Copy, Debug)]
 struct AdaptTask {
     target: usize,
-    unit: usize,
     sources: u64,
     collected: usize,
 }
@@ -125,6 +124,10 @@ pub struct Controller<S: FrameSource, W: embedded_io::Write> {
     problem: Problem,
     table: ScheduleTable,
     predictor: Predictor,
+    /// The link kernels on a CUDA GPU, where one was found (`cuda` feature); the CPU predictor then
+    /// only samples drift signals and carries adaptation, whose weights are copied to the GPU.
+    #[cfg(feature = "cuda")]
+    gpu: Option<crate::gpu::cuda::CudaLinks>,
     adapter: Adapter,
     dcta: Option<Dcta>,
     source: S,
@@ -236,6 +239,14 @@ pub fn prepare<S: FrameSource, W: embedded_io::Write>(p: Parts<S, W>) -> Result<
         None => None,
     };
     let predictor = Predictor::new(&bundle);
+    #[cfg(feature = "cuda")]
+    let gpu = match crate::gpu::cuda::CudaLinks::from_bundle(&bundle, 1) {
+        Ok(g) => Some(g),
+        Err(e) => {
+            log::warn!("link kernels: using the CPU path ({e})");
+            None
+        }
+    };
     let adapt = AdaptOptions { max_batch: opts.adapt_frames.max(1), ..AdaptOptions::default() };
     let adapter = Adapter::new(&bundle, &predictor, adapt);
     let sizes = bundle.sizes();
@@ -285,6 +296,8 @@ pub fn prepare<S: FrameSource, W: embedded_io::Write>(p: Parts<S, W>) -> Result<
         problem,
         table,
         predictor,
+        #[cfg(feature = "cuda")]
+        gpu,
         adapter,
         dcta,
         frame: vec![0; source.frame_len()],
@@ -360,6 +373,15 @@ impl<S: FrameSource, W: embedded_io::Write> Controller<S, W> {
         self.active
     }
 
+    /// Where the links run: "cuda" (one fused kernel per tick) or "cpu".
+    pub fn link_backend(&self) -> &'static str {
+        #[cfg(feature = "cuda")]
+        if self.gpu.is_some() {
+            return "cuda";
+        }
+        "cpu"
+    }
+
     /// Each task's drift level in [0, 1] at the last period boundary (what the DCTA look-up saw).
     pub fn drift(&self) -> &[f32] {
         &self.drift
@@ -372,6 +394,12 @@ impl<S: FrameSource, W: embedded_io::Write> Controller<S, W> {
 
     pub fn budget(&self) -> u64 {
         self.budget
+    }
+
+    /// A new bundle was refused (`crate::signing::reload`): send `BundleRejected` (a = the reason
+    /// code); the loop goes on with the bundle it has.
+    pub fn bundle_rejected(&mut self, reason: u32) {
+        self.event(EventCode::BundleRejected, reason, 0);
     }
 
     fn event(&mut self, code: EventCode, a: u32, b: u32) {
@@ -497,9 +525,10 @@ impl<S: FrameSource, W: embedded_io::Write> Controller<S, W> {
                 }
             }
         }
-        if ok != 0 && self.predictor.predict(ok, &self.row, &mut self.out).is_ok() {
+        let (predicted, fresh) = if ok != 0 { self.predict_links(ok) } else { (false, false) };
+        if predicted {
             for j in 0..self.n {
-                if ok >> j & 1 == 0 {
+                if fresh && ok >> j & 1 == 0 {
                     if let Ok(s) = self.predictor.signals(j) {
                         self.sig_sum[j] += 0.5 * (s.uncertainty + s.disagreement);
                         self.sig_n[j] += 1;
@@ -685,6 +714,24 @@ impl<S: FrameSource, W: embedded_io::Write> Controller<S, W> {
         self.period_missed = false;
     }
 
+    /// Predict the outputs of the models that did not run (`ok` ran) into `out`: one fused kernel
+    /// launch on the GPU where there is one, else the CPU predictor. Returns (predicted, whether the
+    /// CPU predictor ran this tick, so that its drift signals are fresh). On the GPU path the CPU
+    /// predictor also runs every 8th tick, into scratch, to sample the signals.
+    fn predict_links(&mut self, ok: u64) -> (bool, bool) {
+        #[cfg(feature = "cuda")]
+        if let Some(g) = self.gpu.as_mut() {
+            if g.predict(ok, &self.row, &mut self.out).is_ok() {
+                let sample = self.tick_no % 8 == 0
+                    && self.predictor.predict(ok, &self.row, &mut self.scratch).is_ok();
+                return (true, sample);
+            }
+            // A GPU fault falls back to the CPU for this tick.
+        }
+        let done = self.predictor.predict(ok, &self.row, &mut self.out).is_ok();
+        (done, done)
+    }
+
     /// One bounded step of the current adaptation task: collect one (sources, target) pair from this
     /// frame, running the target model if it is not active and fits in the budget; fine-tune when the
     /// batch is full. Returns the task's target (or `NO_ADAPT_TASK`).
@@ -694,7 +741,6 @@ impl<S: FrameSource, W: embedded_io::Write> Controller<S, W> {
                 let target = target as usize;
                 self.task = Some(AdaptTask {
                     target,
-                    unit: unit as usize,
                     sources: ok & !(1 << target),
                     collected: 0,
                 });
@@ -717,6 +763,7 @@ impl<S: FrameSource, W: embedded_io::Write> Controller<S, W> {
                 self.models[j].run(&self.frame, &mut self.row[r])
             };
             self.stats.adapt_executions += 1;
+            self.stats.engine_faults += u64::from(res.is_err());
             have_target = res.is_ok();
         }
         if have_target {
@@ -740,13 +787,16 @@ impl<S: FrameSource, W: embedded_io::Write> Controller<S, W> {
                     sum += agreement(self.kinds[j], self.tolerances[j], &self.scratch[sj.clone()], &row[sj]);
                 }
             }
+            #[cfg(feature = "cuda")]
+            if let Some(g) = self.gpu.as_mut() {
+                let _ = g.update_weights(self.predictor.links(), self.predictor.ensembles());
+            }
             self.stats.adapt_tasks += 1;
             self.event(EventCode::AdaptDone, j as u32, (1000.0 * sum / rows as f32) as u32);
             self.task = None;
             return j as u8;
         }
         self.task = Some(task);
-        let _ = task.unit;
         j as u8
     }
 }

@@ -16,6 +16,8 @@ pub mod recording;
 pub mod report;
 pub mod schedule;
 pub mod serial;
+pub mod signing;
+pub mod soak;
 pub mod source;
 pub mod stream;
 pub mod telemetry;

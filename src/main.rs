@@ -54,6 +54,48 @@ enum Cmd {
     Monitor(MonitorArgs),
     /// Show the board compiled into this binary, and every board known.
     Boards,
+    /// Make an Ed25519 key pair for signing bundles: writes the private key (mode 0600) and prints
+    /// the public key, for a board file's `bundle-key`.
+    Keygen(KeygenArgs),
+    /// Sign a bundle with a private key (in place, or to --out); the board loads only bundles
+    /// signed by its `bundle-key`.
+    Sign(SignArgs),
+    /// Fault-injection soak of the control loop on the simulated board (replay engines, looped frames).
+    Soak(SoakArgs),
+}
+
+#[derive(clap::Args)]
+struct KeygenArgs {
+    /// Private key file to create (PKCS#8 PEM); never overwritten.
+    #[arg(long, short)]
+    out: PathBuf,
+}
+
+#[derive(clap::Args)]
+struct SignArgs {
+    /// Private key file (from `jetlink keygen`).
+    #[arg(long)]
+    key: PathBuf,
+    /// The bundle to sign.
+    bundle: PathBuf,
+    /// Write the signed bundle here instead of replacing the input.
+    #[arg(long, short)]
+    out: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+struct SoakArgs {
+    #[arg(long, default_value_t = 100_000)]
+    ticks: u64,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Ticks before allocations are counted (default: a tenth of --ticks, at most 2000).
+    #[arg(long)]
+    warmup: Option<u64>,
+    #[arg(long, default_value = DEMO_MANIFEST)]
+    manifest: PathBuf,
+    #[arg(long, default_value = DEMO_BUNDLE)]
+    bundle: PathBuf,
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -151,6 +193,9 @@ struct BuildArgs {
     hidden_floor: Option<u32>,
     #[arg(long, default_value_t = 0)]
     threads: usize,
+    /// Sign the bundle with this private key (`jetlink keygen`; the demo's is demo/keys/demo-insecure.key).
+    #[arg(long)]
+    key: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -207,6 +252,7 @@ struct MonitorArgs {
 }
 
 fn main() -> Result<()> {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let cli = Cli::parse();
     match cli.command.unwrap_or(Cmd::Run(RunArgs::default())) {
         Cmd::Run(a) => run(&a),
@@ -216,6 +262,9 @@ fn main() -> Result<()> {
         Cmd::Bench(a) => bench(&a),
         Cmd::Monitor(a) => monitor(&a),
         Cmd::Boards => boards(),
+        Cmd::Keygen(a) => keygen(&a),
+        Cmd::Sign(a) => sign(&a),
+        Cmd::Soak(a) => soak(&a),
     }
 }
 
@@ -241,7 +290,7 @@ fn pct(x: f64) -> String {
 fn run(a: &RunArgs) -> Result<()> {
     let board = jetlink::board::current();
     let (manifest, stream) = load_workload(&a.manifest)?;
-    let bundle = Bundle::load_for(&a.bundle, &manifest)?;
+    let bundle = trusted_bundle(a, &manifest, board)?;
     let reference = load_reference(&manifest)?.map(Arc::new);
     let stream = Arc::new(stream);
     let from = a.from.unwrap_or(stream.train_end);
@@ -296,7 +345,7 @@ fn run(a: &RunArgs) -> Result<()> {
             ..LoopOptions::default()
         },
     })?;
-    println!("prepared in {:.0} ms", t.elapsed().as_secs_f64() * 1e3);
+    println!("prepared in {:.0} ms; links run on the {}", t.elapsed().as_secs_f64() * 1e3, ctl.link_backend());
     let names: Vec<String> = ctl.model_names().map(str::to_string).collect();
     let n = names.len();
     let bar = if a.quiet {
@@ -544,6 +593,9 @@ fn build(a: &BuildArgs) -> Result<()> {
         std::fs::create_dir_all(d)?;
     }
     bundle.save(&a.out)?;
+    if let Some(key) = &a.key {
+        sign(&SignArgs { key: key.clone(), bundle: a.out.clone(), out: None })?;
+    }
     let [md, svg] = jetlink::report::write_reports(&bundle, &a.out)?;
     println!("{}", jetlink::report::scores_markdown(&bundle));
     println!(
@@ -753,6 +805,78 @@ fn boards() -> Result<()> {
             b.serial.baud,
             b.resources.iter().map(|r| r.name).collect::<Vec<_>>().join(","),
         );
+    }
+    Ok(())
+}
+
+/// The firmware's bundle load: signed by the board's `bundle-key` and built for the manifest, or
+/// refused before anything in it is decoded, with a `BundleRejected` event on the serial line.
+fn trusted_bundle(a: &RunArgs, manifest: &Manifest, board: &'static jetlink::board::Board) -> Result<Bundle> {
+    jetlink::signing::load_trusted(&a.bundle, manifest, board).or_else(|e| {
+        let serial_path = a.serial.clone().unwrap_or_else(|| PathBuf::from(board.serial.device));
+        if let Ok(serial) = SerialWriter::open(&serial_path, board.serial.baud) {
+            let mut w = TelemetryWriter::new(serial);
+            jetlink::signing::report_rejection(&mut w, 0, &e);
+            let _ = w.flush();
+        }
+        let code = e.reason_code();
+        Err(e).with_context(|| format!("bundle {} refused (reason code {code})", a.bundle.display()))
+    })
+}
+
+fn keygen(a: &KeygenArgs) -> Result<()> {
+    if let Some(d) = a.out.parent().filter(|d| !d.as_os_str().is_empty() && !d.is_dir()) {
+        bail!("--out {}: the folder {} does not exist", a.out.display(), d.display());
+    }
+    let key = jetlink::signing::generate_key()?;
+    jetlink::signing::write_private_key(&a.out, &key)?;
+    let public = key.verifying_key().to_bytes();
+    eprintln!(
+        "wrote the private key to {} (mode 0600; keep it off the board and out of the repository); key id {}",
+        a.out.display(),
+        jetlink::bundle::hex(&jetlink::signing::key_id(&public))
+    );
+    eprintln!("public key, for the board file: bundle-key = \"{}\"", jetlink::bundle::hex(&public));
+    println!("{}", jetlink::bundle::hex(&public));
+    Ok(())
+}
+
+fn sign(a: &SignArgs) -> Result<()> {
+    let key = jetlink::signing::read_private_key(&a.key)?;
+    let bytes = std::fs::read(&a.bundle).with_context(|| format!("reading bundle {}", a.bundle.display()))?;
+    let signed = jetlink::signing::sign_bundle(&bytes, &key)
+        .with_context(|| format!("{}: not a valid bundle, not signing it", a.bundle.display()))?;
+    let out = a.out.as_ref().unwrap_or(&a.bundle);
+    // Write beside the target and rename, so that an interrupted sign never leaves half a bundle.
+    let tmp = out.with_extension("signing.tmp");
+    std::fs::write(&tmp, &signed).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, out).with_context(|| format!("renaming {} to {}", tmp.display(), out.display()))?;
+    let public = key.verifying_key().to_bytes();
+    println!(
+        "signed {} ({} bytes) with key {} (public {})",
+        out.display(),
+        signed.len(),
+        jetlink::bundle::hex(&jetlink::signing::key_id(&public)),
+        jetlink::bundle::hex(&public)
+    );
+    let board = jetlink::board::current();
+    if public != board.bundle_key {
+        println!("note: board {} trusts another key; it will refuse this bundle", board.name);
+    }
+    Ok(())
+}
+
+fn soak(a: &SoakArgs) -> Result<()> {
+    let board = jetlink::board::current();
+    let inputs = jetlink::soak::SoakInputs::load(&a.manifest, &a.bundle, board)?;
+    let mut opts = jetlink::soak::SoakOptions::new(a.ticks, a.seed);
+    if let Some(w) = a.warmup {
+        opts.warmup = w;
+    }
+    let r = jetlink::soak::run(&inputs, board, &opts)?;
+    print!("{}", r.render());
+    if !r.passed() {
+        bail!("soak failed: {}", r.failures.join("; "));
     }
     Ok(())
 }

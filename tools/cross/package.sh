@@ -82,10 +82,12 @@ fi
 # The demo as committed (tracked files only; no stray outputs). Fall back to the folder outside git.
 if git -C "$root_dir" rev-parse --git-dir >/dev/null 2>&1; then
     git ls-files -z demo | while IFS= read -r -d '' f; do
+        case "$f" in *.key) continue ;; esac   # a signing key is for the host that builds bundles
         install -D -m 0644 "$f" "$pkg/usr/share/jetlink/$f"
     done
 else
     cp -r demo "$pkg/usr/share/jetlink/"
+    find "$pkg/usr/share/jetlink/demo" -name '*.key' -delete
 fi
 [ -f "$pkg/usr/share/jetlink/demo/manifest.toml" ] || { echo "package.sh: no demo/manifest.toml" >&2; exit 1; }
 subst packaging/jetlink.conf.in > "$pkg/etc/jetlink/jetlink.conf"

@@ -1,0 +1,166 @@
+//! Signed bundles. The host signs a bundle with an Ed25519 private key (`jetlink keygen`, `jetlink
+//! sign`, `jetlink build --key`); the firmware loads only bundles signed by the key whose public half
+//! the board file names (`bundle-key`, compiled in). The signature trailer and the order of the
+//! checks are in `docs/bundle-format.md`.
+//!
+//! [`load_trusted`] checks the header, then the signature, and only then hashes, decodes and checks
+//! the payload: a bundle that is unsigned, signed by another key, changed after signing (any byte),
+//! truncated, of another format version or built for other models is refused before anything in
+//! it is decoded or loaded. A running loop that is handed a refused bundle keeps the one it has
+//! ([`reload`]), and says so on the serial line (`BundleRejected`, a = the reason code).
+
+use std::io::Write as _;
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
+use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey};
+use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+
+use crate::board::Board;
+use crate::bundle::{
+    Bundle, BundleError, Envelope, KEY_ID_LEN, SIG_MAGIC, SIGNATURE_LEN, TRAILER_LEN, hex, sha256,
+};
+use crate::control::Controller;
+use crate::manifest::Manifest;
+use crate::source::FrameSource;
+use crate::wire::{Event, EventCode, Message, TelemetryWriter};
+
+/// The demo key pair's public half (`demo/keys/`; its private half is committed, so it protects
+/// nothing: for the simulated board and tests only).
+pub const DEMO_PUBLIC_KEY: &str = "ddf65dbfb4b7e99f1da38cfcbc3d87587c3be1305693968b92c0a5c36b930526";
+
+/// Key id of a public key: the first 8 bytes of its SHA-256.
+pub fn key_id(public: &[u8; 32]) -> [u8; KEY_ID_LEN] {
+    sha256(public)[..KEY_ID_LEN].try_into().expect("8 bytes")
+}
+
+/// A public key from 64 hex digits; the error says what is wrong.
+pub fn parse_public_key(text: &str) -> Result<[u8; 32], String> {
+    let t = text.trim();
+    if t.len() != 64 || !t.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(format!("{t:?} is not an Ed25519 public key (64 hex digits)"));
+    }
+    let mut k = [0u8; 32];
+    for (i, b) in k.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&t[2 * i..2 * i + 2], 16).expect("hex digits");
+    }
+    VerifyingKey::from_bytes(&k).map_err(|e| format!("{t}: not a point on Ed25519: {e}"))?;
+    Ok(k)
+}
+
+/// A new private key from the operating system's random source.
+pub fn generate_key() -> Result<SigningKey> {
+    let mut seed = [0u8; 32];
+    getrandom::fill(&mut seed).map_err(|e| anyhow::anyhow!("reading the system random source: {e}"))?;
+    let key = SigningKey::from_bytes(&seed);
+    seed.fill(0);
+    Ok(key)
+}
+
+/// Write `key` as a PKCS#8 PEM file (`openssl pkey` reads it), readable by its owner only. Refuses
+/// to overwrite an existing file.
+pub fn write_private_key(path: &Path, key: &SigningKey) -> Result<()> {
+    // PKCS#8 v1 (the private key alone), the form `openssl genpkey -algorithm ed25519` writes and reads.
+    let v1 = ed25519_dalek::pkcs8::KeypairBytes { secret_key: key.to_bytes(), public_key: None };
+    let pem = v1.to_pkcs8_pem(LineEnding::LF).map_err(|e| anyhow::anyhow!("encoding the key: {e}"))?;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    let mut f = opts.open(path).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::AlreadyExists {
+            anyhow::anyhow!("--out {}: the file exists; not overwriting a key", path.display())
+        } else {
+            anyhow::anyhow!("--out {}: cannot create the key file: {e}", path.display())
+        }
+    })?;
+    f.write_all(pem.as_bytes()).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+/// Read a private key written by [`write_private_key`] (or `openssl genpkey -algorithm ed25519`).
+pub fn read_private_key(path: &Path) -> Result<SigningKey> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("--key {}: cannot read the private key file", path.display()))?;
+    if !text.contains("-----BEGIN PRIVATE KEY-----") {
+        bail!(
+            "--key {}: not a PKCS#8 PEM private key (expected `-----BEGIN PRIVATE KEY-----`; make one with `jetlink keygen`)",
+            path.display()
+        );
+    }
+    SigningKey::from_pkcs8_pem(&text)
+        .map_err(|e| anyhow::anyhow!("--key {}: not an Ed25519 private key: {e}", path.display()))
+}
+
+/// Sign a bundle file's bytes: check that it is a valid bundle, drop any signature it has, and
+/// append the trailer (magic, key id, signature over everything before the signature).
+pub fn sign_bundle(bytes: &[u8], key: &SigningKey) -> Result<Vec<u8>, BundleError> {
+    let env = Envelope::split(bytes)?;
+    Bundle::from_bytes(env.body)?;
+    let public = key.verifying_key().to_bytes();
+    let mut out = Vec::with_capacity(env.body.len() + TRAILER_LEN);
+    out.extend_from_slice(env.body);
+    out.extend_from_slice(SIG_MAGIC);
+    out.extend_from_slice(&key_id(&public));
+    let sig = key.sign(&out);
+    out.extend_from_slice(&sig.to_bytes());
+    debug_assert_eq!(out.len(), env.body.len() + TRAILER_LEN);
+    Ok(out)
+}
+
+/// Check a bundle file's header and its signature by `trusted` (nothing in the payload is decoded).
+pub fn verify<'a>(bytes: &'a [u8], trusted: &[u8; 32]) -> Result<Envelope<'a>, BundleError> {
+    let env = Envelope::split(bytes)?;
+    let trusted_id = hex(&key_id(trusted));
+    let Some(t) = env.trailer else { return Err(BundleError::Unsigned { trusted: trusted_id }) };
+    if t.key_id != key_id(trusted) {
+        return Err(BundleError::UnknownKey { found: hex(&t.key_id), trusted: trusted_id });
+    }
+    let vk = VerifyingKey::from_bytes(trusted).map_err(|e| BundleError::BadTrustedKey(e.to_string()))?;
+    let sig = Signature::from_bytes(&t.signature);
+    vk.verify_strict(env.signed, &sig).map_err(|_| BundleError::BadSignature { key: trusted_id })?;
+    debug_assert_eq!(t.signature.len(), SIGNATURE_LEN);
+    Ok(env)
+}
+
+/// Verify the signature by `trusted`, then hash, decode and check the payload.
+pub fn from_bytes_trusted(bytes: &[u8], trusted: &[u8; 32]) -> Result<Bundle, BundleError> {
+    let env = verify(bytes, trusted)?;
+    Bundle::from_body(env.body)
+}
+
+/// The firmware's load: read `path`, verify it against the board's `bundle-key`, decode it and check
+/// it was built for `manifest`. Nothing is decoded before the signature checks out.
+pub fn load_trusted(path: &Path, manifest: &Manifest, board: &Board) -> Result<Bundle, BundleError> {
+    let bytes = std::fs::read(path)
+        .map_err(|e| BundleError::Io { path: path.display().to_string(), error: e.to_string() })?;
+    let bundle = from_bytes_trusted(&bytes, &board.bundle_key)?;
+    bundle.check_manifest(manifest)?;
+    Ok(bundle)
+}
+
+/// Send the `BundleRejected` event for `err` (a = its reason code, b = 0) at `tick`.
+pub fn report_rejection<W: embedded_io::Write>(writer: &mut TelemetryWriter<W>, tick: u32, err: &BundleError) {
+    let _ = writer.send(&Message::Event(Event {
+        tick,
+        code: EventCode::BundleRejected,
+        a: err.reason_code(),
+        b: 0,
+    }));
+}
+
+/// Offer a running loop a new bundle. Refused: the loop keeps the bundle it runs (nothing of the new
+/// one was loaded), the `BundleRejected` event goes out on its serial line, and the error is
+/// returned. Accepted: the checked bundle is returned, for the driver to prepare a new loop from
+/// (`control::prepare`) and switch to it between ticks.
+pub fn reload<S: FrameSource, W: embedded_io::Write>(
+    ctl: &mut Controller<S, W>,
+    path: &Path,
+    manifest: &Manifest,
+    board: &Board,
+) -> Result<Bundle, BundleError> {
+    load_trusted(path, manifest, board).inspect_err(|e| {
+        log::warn!("bundle {} refused, keeping the running bundle: {e}", path.display());
+        ctl.bundle_rejected(e.reason_code());
+    })
+}
