@@ -159,6 +159,8 @@ pub struct Controller<S: FrameSource, W: embedded_io::Write> {
     mem_used: u64,
     power_factor: f32,
     have_last: bool,
+    /// Time spent in engines (views and inference) during the last tick.
+    engine_ns: u64,
     stats: LoopStats,
     period_start: LoopStats,
     period_peak: u64,
@@ -326,6 +328,7 @@ pub fn prepare<S: FrameSource, W: embedded_io::Write>(p: Parts<S, W>) -> Result<
         mem_used: 0,
         power_factor: 1.0,
         have_last: false,
+        engine_ns: 0,
         period_start: stats,
         stats,
         period_peak: 0,
@@ -373,6 +376,11 @@ impl<S: FrameSource, W: embedded_io::Write> Controller<S, W> {
         self.active
     }
 
+    /// Time the last tick spent in engines (input views and inference), nanoseconds.
+    pub fn last_engine_ns(&self) -> u64 {
+        self.engine_ns
+    }
+
     /// Where the links run: "cuda" (one fused kernel per tick) or "cpu".
     pub fn link_backend(&self) -> &'static str {
         #[cfg(feature = "cuda")]
@@ -413,6 +421,7 @@ impl<S: FrameSource, W: embedded_io::Write> Controller<S, W> {
     /// One tick. Returns false when the frame source has ended.
     pub fn tick(&mut self) -> bool {
         let t0 = Instant::now();
+        self.engine_ns = 0;
         let mut fl = 0u8;
         let mut degraded = 0u16;
         let all = (1u64 << self.n) - 1;
@@ -503,10 +512,7 @@ impl<S: FrameSource, W: embedded_io::Write> Controller<S, W> {
                 self.stats.executions += 1;
                 self.stats.flops += self.problem.flops[i];
                 let r = self.slice(i);
-                let res = {
-                    let _scope = RuntimeScope::enter();
-                    self.models[i].run(&self.frame, &mut self.row[r])
-                };
+                let res = self.run_engine(i, r);
                 match res {
                     Ok(()) => ok |= 1 << i,
                     Err(e) => {
@@ -714,6 +720,17 @@ impl<S: FrameSource, W: embedded_io::Write> Controller<S, W> {
         self.period_missed = false;
     }
 
+    /// Run model `i` on this tick's frame (its view, then its engine) into `row[r]`, timing it.
+    fn run_engine(&mut self, i: usize, r: std::ops::Range<usize>) -> Result<(), crate::engine::EngineError> {
+        let t = Instant::now();
+        let res = {
+            let _scope = RuntimeScope::enter();
+            self.models[i].run(&self.frame, &mut self.row[r])
+        };
+        self.engine_ns += t.elapsed().as_nanos() as u64;
+        res
+    }
+
     /// Predict the outputs of the models that did not run (`ok` ran) into `out`: one fused kernel
     /// launch on the GPU where there is one, else the CPU predictor. Returns (predicted, whether the
     /// CPU predictor ran this tick, so that its drift signals are fresh). On the GPU path the CPU
@@ -758,10 +775,7 @@ impl<S: FrameSource, W: embedded_io::Write> Controller<S, W> {
         if !have_target && self.mem_used + self.problem.model_mem[j] <= self.budget {
             // Swap the target in within the budget for this frame.
             let r = self.slice(j);
-            let res = {
-                let _scope = RuntimeScope::enter();
-                self.models[j].run(&self.frame, &mut self.row[r])
-            };
+            let res = self.run_engine(j, r);
             self.stats.adapt_executions += 1;
             self.stats.engine_faults += u64::from(res.is_err());
             have_target = res.is_ok();

@@ -132,20 +132,47 @@ impl View {
         for (d, &p) in self.a.iter_mut().zip(frame) {
             *d = p as f32;
         }
-        for (i, op) in self.ops.iter().enumerate() {
+        // A trailing `channels` replicates a plane: done below as plane copies into `out`.
+        let mut ops = self.ops.len();
+        let replicate = match self.ops.last() {
+            Some(&ViewOp::Channels { n }) => {
+                ops -= 1;
+                n as usize
+            }
+            _ => 1,
+        };
+        for i in 0..ops {
             let (si, so) = (self.shapes[i], self.shapes[i + 1]);
-            let (src, dst) = (&self.a[..si.len()], &mut self.b[..so.len()]);
-            apply_op(op, si, so, src, dst);
-            std::mem::swap(&mut self.a, &mut self.b);
-        }
-        // HWC → CHW.
-        let s = self.output_shape();
-        for c in 0..s.c {
-            for y in 0..s.h {
-                for x in 0..s.w {
-                    out[(c * s.h + y) * s.w + x] = self.a[(y * s.w + x) * s.c + c];
+            match self.ops[i] {
+                // Pointwise ops work in place.
+                ViewOp::Invert => self.a[..si.len()].iter_mut().for_each(|v| *v = 255.0 - *v),
+                ViewOp::Normalize { mean, std } => {
+                    self.a[..si.len()].iter_mut().for_each(|v| *v = (*v / 255.0 - mean) / std)
+                }
+                ref op => {
+                    let (src, dst) = (&self.a[..si.len()], &mut self.b[..so.len()]);
+                    apply_op(op, si, so, src, dst);
+                    std::mem::swap(&mut self.a, &mut self.b);
                 }
             }
+        }
+        // HWC → CHW (a plain copy for one channel), then the replicated planes.
+        let s = self.shapes[ops];
+        let plane = s.h * s.w;
+        if s.c == 1 {
+            out[..plane].copy_from_slice(&self.a[..plane]);
+        } else {
+            for c in 0..s.c {
+                for y in 0..s.h {
+                    for x in 0..s.w {
+                        out[(c * s.h + y) * s.w + x] = self.a[(y * s.w + x) * s.c + c];
+                    }
+                }
+            }
+        }
+        let first_len = plane * s.c;
+        for r in 1..replicate {
+            out.copy_within(..first_len, r * first_len);
         }
     }
 }

@@ -92,9 +92,14 @@ pub fn parse_board(file: &str, text: &str) -> Result<BoardFile, String> {
 }
 
 fn check(b: &BoardFile) -> Result<(), String> {
-    if b.name.is_empty() || !b.name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+    // The name becomes a Rust identifier in the generated code (`orin-nano-8gb` → `ORIN_NANO_8GB`).
+    if !b.name.starts_with(|c: char| c.is_ascii_lowercase())
+        || !b.name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
     {
-        return Err(format!("key `name`: {:?} must be lowercase letters, digits and '-'", b.name));
+        return Err(format!(
+            "key `name`: {:?} must start with a letter and be lowercase letters, digits and '-'",
+            b.name
+        ));
     }
     if b.cuda_arch != "none"
         && !(b.cuda_arch.starts_with("sm_")
