@@ -15,6 +15,7 @@ pub mod record;
 pub mod recording;
 pub mod report;
 pub mod schedule;
+pub mod sd_notify;
 pub mod serial;
 pub mod signing;
 pub mod soak;

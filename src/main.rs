@@ -252,6 +252,12 @@ struct MonitorArgs {
 }
 
 fn main() -> Result<()> {
+    // Die quietly on a closed pipe (`jetlink boards | head`), as command-line tools do, instead of
+    // panicking in println!.
+    // SAFETY: resetting a signal disposition before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let cli = Cli::parse();
     match cli.command.unwrap_or(Cmd::Run(RunArgs::default())) {
@@ -346,6 +352,11 @@ fn run(a: &RunArgs) -> Result<()> {
         },
     })?;
     println!("prepared in {:.0} ms; links run on the {}", t.elapsed().as_secs_f64() * 1e3, ctl.link_backend());
+    // Under systemd (`Type=notify`): ready now, then watchdog pings from the loop below.
+    let mut notify = jetlink::sd_notify::Notifier::from_env();
+    if let Some(n) = notify.as_mut() {
+        n.ready();
+    }
     let names: Vec<String> = ctl.model_names().map(str::to_string).collect();
     let n = names.len();
     let bar = if a.quiet {
@@ -367,6 +378,9 @@ fn run(a: &RunArgs) -> Result<()> {
         // The first period's ticks warm up lazily initialised state inside the runtime.
         loop_allocs += l1 - l0;
         runtime_allocs += r1 - r0;
+        if let Some(n) = notify.as_mut() {
+            n.tick();
+        }
         if !more {
             break;
         }
@@ -391,6 +405,9 @@ fn run(a: &RunArgs) -> Result<()> {
     }
     bar.finish_and_clear();
     ctl.finish();
+    if let Some(n) = notify.as_ref() {
+        n.stopping();
+    }
     let s = ctl.stats();
     let wall = start.elapsed().as_secs_f64();
     println!(
