@@ -703,27 +703,9 @@ fn bench(a: &BenchArgs) -> Result<()> {
 /// The drift levels the control loop computes at each period boundary over the demo stream (replay
 /// engines), as DCTA contexts at full power.
 fn demo_drift_contexts(a: &BenchArgs) -> Result<Vec<(Vec<f32>, usize)>> {
-    let board = jetlink::board::current();
-    let (manifest, stream) = load_workload(&a.manifest)?;
-    let bundle = Bundle::load_for(&a.bundle, &manifest)?;
-    let reference = Arc::new(load_reference(&manifest)?.context("needs the reference recording")?);
-    let stream = Arc::new(stream);
-    let cursor = FrameCursor::default();
-    let mut ctl = control::prepare(Parts {
-        board,
-        frame_shape: frame_shape(&stream),
-        source: ReplaySource::new(stream.clone(), stream.train_end..stream.len()),
-        manifest,
-        bundle,
-        backend: Box::new(ReplayBackend { recording: reference.clone(), cursor: cursor.clone() }),
-        cursor: Some(cursor),
-        telemetry: jetlink::telemetry::open_for_board(board, Path::new("/")),
-        writer: TelemetryWriter::new(jetlink::serial::MemWriter::new()),
-        reference: Some(reference),
-        opts: LoopOptions { drift_start: stream.drift_start as u32, ..LoopOptions::default() },
-    })?;
+    let mut ctl = replay_loop(a, None)?;
     let mut out = Vec::new();
-    let tpp = board.ticks_per_period.max(1) as u64;
+    let tpp = jetlink::board::current().ticks_per_period.max(1) as u64;
     while ctl.tick() {
         if ctl.stats().ticks % tpp == 1 && ctl.drift().iter().any(|&d| d > 0.0) {
             out.push((ctl.drift().to_vec(), 0));
@@ -732,17 +714,19 @@ fn demo_drift_contexts(a: &BenchArgs) -> Result<Vec<(Vec<f32>, usize)>> {
     Ok(out)
 }
 
-/// Per-tick overhead of the loop outside engine inference: replay engines, a memory writer.
-fn bench_loop(a: &BenchArgs) -> Result<()> {
+/// The loop on this binary's board over the evaluation part of the demo (or its first `ticks`
+/// frames) with replay engines and an in-memory serial sink sized up front, so that the sink itself
+/// does not allocate.
+fn replay_loop(a: &BenchArgs, ticks: Option<usize>) -> Result<control::Controller<ReplaySource, jetlink::serial::MemWriter>> {
     let board = jetlink::board::current();
     let (manifest, stream) = load_workload(&a.manifest)?;
     let bundle = Bundle::load_for(&a.bundle, &manifest)?;
-    let reference = Arc::new(load_reference(&manifest)?.context("bench loop needs the reference recording")?);
+    let reference = Arc::new(load_reference(&manifest)?.context("the benchmark needs the reference recording")?);
     let stream = Arc::new(stream);
     let cursor = FrameCursor::default();
     let from = stream.train_end;
-    let to = (from + a.ticks).min(stream.len());
-    let mut ctl = control::prepare(Parts {
+    let to = ticks.map_or(stream.len(), |t| (from + t).min(stream.len()));
+    control::prepare(Parts {
         board,
         frame_shape: frame_shape(&stream),
         source: ReplaySource::new(stream.clone(), from..to),
@@ -751,16 +735,21 @@ fn bench_loop(a: &BenchArgs) -> Result<()> {
         backend: Box::new(ReplayBackend { recording: reference.clone(), cursor: cursor.clone() }),
         cursor: Some(cursor),
         telemetry: jetlink::telemetry::open_for_board(board, Path::new("/")),
-        // Room for every frame up front, so that the sink itself does not allocate.
         writer: TelemetryWriter::new(jetlink::serial::MemWriter {
-            data: Vec::with_capacity(64 * a.ticks + 4096),
+            data: Vec::with_capacity(64 * (to - from) + 4096),
             ..Default::default()
         }),
         reference: Some(reference),
         opts: LoopOptions { drift_start: stream.drift_start as u32, ..LoopOptions::default() },
-    })?;
-    let mut us = Vec::with_capacity(to - from);
-    let mut with_engines = Vec::with_capacity(to - from);
+    })
+}
+
+/// Per-tick overhead of the loop outside engine inference: replay engines, a memory writer.
+fn bench_loop(a: &BenchArgs) -> Result<()> {
+    let mut ctl = replay_loop(a, Some(a.ticks))?;
+    let n = a.ticks;
+    let mut us = Vec::with_capacity(n);
+    let mut with_engines = Vec::with_capacity(n);
     let mut alloc_ticks: Vec<(u64, u64)> = Vec::with_capacity(64);
     let a0 = alloc_count::loop_allocations();
     loop {

@@ -42,6 +42,21 @@ pub struct EngineInfo {
     pub output: TensorInfo,
 }
 
+impl EngineInfo {
+    /// Check a caller's buffers against the engine's input and output tensors.
+    pub fn check_buffers(&self, input: &[f32], output: &[f32]) -> Result<(), EngineError> {
+        let need = self.input.len();
+        if input.len() != need {
+            return Err(EngineError::InputSize { got: input.len(), need });
+        }
+        let need = self.output.len();
+        if output.len() != need {
+            return Err(EngineError::OutputSize { got: output.len(), need });
+        }
+        Ok(())
+    }
+}
+
 /// Errors of one inference call: small and `Copy`, so the control loop can count and report them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum EngineError {

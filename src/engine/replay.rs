@@ -81,14 +81,7 @@ impl Engine for ReplayEngine {
     }
 
     fn run(&mut self, input: &[f32], output: &mut [f32]) -> Result<(), EngineError> {
-        let need = self.info.input.len();
-        if input.len() != need {
-            return Err(EngineError::InputSize { got: input.len(), need });
-        }
-        let need = self.info.output.len();
-        if output.len() != need {
-            return Err(EngineError::OutputSize { got: output.len(), need });
-        }
+        self.info.check_buffers(input, output)?;
         let row = self.recording.row_of_frame(self.cursor.get()).ok_or(EngineError::Runtime)?;
         output.copy_from_slice(self.recording.output(row, self.model));
         Ok(())

@@ -108,14 +108,7 @@ impl Engine for TractEngine {
 
     fn run(&mut self, input: &[f32], output: &mut [f32]) -> Result<(), EngineError> {
         use tract_onnx::prelude::*;
-        let need = self.info.input.len();
-        if input.len() != need {
-            return Err(EngineError::InputSize { got: input.len(), need });
-        }
-        let need = self.info.output.len();
-        if output.len() != need {
-            return Err(EngineError::OutputSize { got: output.len(), need });
-        }
+        self.info.check_buffers(input, output)?;
         // tract takes its input by value: this allocation is inside the runtime's contract.
         let t = Tensor::from_shape(&self.input_shape, input).map_err(|_| EngineError::Runtime)?;
         let out = self.plan.run(tvec!(t.into())).map_err(|e| {
