@@ -47,11 +47,15 @@ pub enum BundleError {
     Invalid(String),
     #[error("bundle does not match the manifest: {0}")]
     ModelMismatch(String),
-    #[error("not signed: this board loads only bundles signed by key {trusted} (sign with `jetlink sign --key <private key> <bundle>`)")]
+    #[error(
+        "not signed: this board loads only bundles signed by key {trusted} (sign with `jetlink sign --key <private key> <bundle>`)"
+    )]
     Unsigned { trusted: String },
     #[error("signed by key {found}, but this board trusts only key {trusted} (the board file's bundle-key)")]
     UnknownKey { found: String, trusted: String },
-    #[error("signature check failed for key {key}: the bundle was changed after it was signed, or the signature is corrupt")]
+    #[error(
+        "signature check failed for key {key}: the bundle was changed after it was signed, or the signature is corrupt"
+    )]
     BadSignature { key: String },
     #[error("the board's bundle-key is not a usable Ed25519 public key: {0}")]
     BadTrustedKey(String),

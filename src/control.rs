@@ -55,6 +55,8 @@ pub struct LoopStats {
     pub min_budget: u64,
     pub deadline_misses: u64,
     pub adapt_tasks: u64,
+    /// Adaptation tasks that did not finish within their period.
+    pub adapt_abandoned: u64,
     pub engine_faults: u64,
     pub frame_faults: u64,
     pub telemetry_faults: u64,
@@ -653,8 +655,13 @@ impl<S: FrameSource, W: embedded_io::Write> Controller<S, W> {
             self.sig_n[j] = 0;
         }
         self.has_base |= any;
-        if !self.opts.adapt || self.task.is_some() {
+        if !self.opts.adapt {
             return;
+        }
+        // A task runs within its period: one that could not finish (its target never fitted beside
+        // the running set, or its sources stopped running) is abandoned, counted, and re-decided.
+        if self.task.take().is_some() {
+            self.stats.adapt_abandoned += 1;
         }
         self.queue.clear();
         let level = if self.power_factor < 0.5 {
@@ -671,8 +678,12 @@ impl<S: FrameSource, W: embedded_io::Write> Controller<S, W> {
             let mut best: Option<usize> = None;
             for j in 0..self.n {
                 let queued = self.queue.iter().any(|&(t, _)| t as usize == j);
+                // A target that is not running must fit beside the running set to be swapped in.
+                let fits =
+                    self.active >> j & 1 == 1 || self.mem_used + self.problem.model_mem[j] <= self.budget;
                 if alloc.unit_of(j).is_some()
                     && self.drift[j] > 0.0
+                    && fits
                     && !queued
                     && best.is_none_or(|b| self.drift[j] > self.drift[b])
                 {
@@ -739,8 +750,8 @@ impl<S: FrameSource, W: embedded_io::Write> Controller<S, W> {
         #[cfg(feature = "cuda")]
         if let Some(g) = self.gpu.as_mut() {
             if g.predict(ok, &self.row, &mut self.out).is_ok() {
-                let sample = self.tick_no % 8 == 0
-                    && self.predictor.predict(ok, &self.row, &mut self.scratch).is_ok();
+                let sample =
+                    self.tick_no % 8 == 0 && self.predictor.predict(ok, &self.row, &mut self.scratch).is_ok();
                 return (true, sample);
             }
             // A GPU fault falls back to the CPU for this tick.
@@ -756,11 +767,7 @@ impl<S: FrameSource, W: embedded_io::Write> Controller<S, W> {
         if self.task.is_none() {
             if let Some((target, unit)) = self.queue.pop_front() {
                 let target = target as usize;
-                self.task = Some(AdaptTask {
-                    target,
-                    sources: ok & !(1 << target),
-                    collected: 0,
-                });
+                self.task = Some(AdaptTask { target, sources: ok & !(1 << target), collected: 0 });
                 self.event(EventCode::AdaptStart, target as u32, unit as u32);
             }
         }

@@ -351,7 +351,11 @@ fn run(a: &RunArgs) -> Result<()> {
             ..LoopOptions::default()
         },
     })?;
-    println!("prepared in {:.0} ms; links run on the {}", t.elapsed().as_secs_f64() * 1e3, ctl.link_backend());
+    println!(
+        "prepared in {:.0} ms; links run on the {}",
+        t.elapsed().as_secs_f64() * 1e3,
+        ctl.link_backend()
+    );
     // Under systemd (`Type=notify`): ready now, then watchdog pings from the loop below.
     let mut notify = jetlink::sd_notify::Notifier::from_env();
     if let Some(n) = notify.as_mut() {
@@ -454,8 +458,9 @@ fn run(a: &RunArgs) -> Result<()> {
         s.schedule_changes, s.sheds, s.throttles
     );
     println!(
-        "  adaptation tasks run   {} (DCTA {}: {} decisions, {} greedy fallbacks)",
+        "  adaptation tasks run   {} ({} abandoned; DCTA {}: {} decisions, {} greedy fallbacks)",
         s.adapt_tasks,
+        s.adapt_abandoned,
         if ctl.dcta().is_some() { "table" } else { "absent" },
         ctl.dcta().map_or(0, |d| d.decisions()),
         ctl.dcta().map_or(0, |d| d.fallbacks())
@@ -717,11 +722,15 @@ fn demo_drift_contexts(a: &BenchArgs) -> Result<Vec<(Vec<f32>, usize)>> {
 /// The loop on this binary's board over the evaluation part of the demo (or its first `ticks`
 /// frames) with replay engines and an in-memory serial sink sized up front, so that the sink itself
 /// does not allocate.
-fn replay_loop(a: &BenchArgs, ticks: Option<usize>) -> Result<control::Controller<ReplaySource, jetlink::serial::MemWriter>> {
+fn replay_loop(
+    a: &BenchArgs,
+    ticks: Option<usize>,
+) -> Result<control::Controller<ReplaySource, jetlink::serial::MemWriter>> {
     let board = jetlink::board::current();
     let (manifest, stream) = load_workload(&a.manifest)?;
     let bundle = Bundle::load_for(&a.bundle, &manifest)?;
-    let reference = Arc::new(load_reference(&manifest)?.context("the benchmark needs the reference recording")?);
+    let reference =
+        Arc::new(load_reference(&manifest)?.context("the benchmark needs the reference recording")?);
     let stream = Arc::new(stream);
     let cursor = FrameCursor::default();
     let from = stream.train_end;

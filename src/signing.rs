@@ -140,7 +140,11 @@ pub fn load_trusted(path: &Path, manifest: &Manifest, board: &Board) -> Result<B
 }
 
 /// Send the `BundleRejected` event for `err` (a = its reason code, b = 0) at `tick`.
-pub fn report_rejection<W: embedded_io::Write>(writer: &mut TelemetryWriter<W>, tick: u32, err: &BundleError) {
+pub fn report_rejection<W: embedded_io::Write>(
+    writer: &mut TelemetryWriter<W>,
+    tick: u32,
+    err: &BundleError,
+) {
     let _ = writer.send(&Message::Event(Event {
         tick,
         code: EventCode::BundleRejected,

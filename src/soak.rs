@@ -455,13 +455,21 @@ impl SoakInputs {
         let b = crate::signing::load_trusted(bundle, &m, board)
             .with_context(|| format!("--bundle {}: refused", bundle.display()))?;
         let stream = Arc::new(
-            Stream::load(&m.path_of(&m.stream)).with_context(|| format!("stream of {}", manifest.display()))?,
+            Stream::load(&m.path_of(&m.stream))
+                .with_context(|| format!("stream of {}", manifest.display()))?,
         );
         let r = m.reference.as_ref().with_context(|| {
-            format!("{}: the soak replays the reference recording; the manifest names none", manifest.display())
+            format!(
+                "{}: the soak replays the reference recording; the manifest names none",
+                manifest.display()
+            )
         })?;
         let reference = Arc::new(Recording::load(&m.path_of(r))?);
-        ensure!(stream.train_end < stream.len(), "{}: the stream has no evaluation frames", manifest.display());
+        ensure!(
+            stream.train_end < stream.len(),
+            "{}: the stream has no evaluation frames",
+            manifest.display()
+        );
         Ok(SoakInputs { manifest: m, bundle: b, stream, reference })
     }
 }
@@ -591,7 +599,13 @@ impl SoakReport {
         ));
         line(format!(
             "  pressure: {} memory episodes over {} ticks, {} power spikes over {} ticks -> {} sheds, {} throttles, {} schedule changes",
-            i.pressure_episodes, i.pressure_ticks, i.power_spikes, i.power_spike_ticks, s.sheds, s.throttles, s.schedule_changes
+            i.pressure_episodes,
+            i.pressure_ticks,
+            i.power_spikes,
+            i.power_spike_ticks,
+            s.sheds,
+            s.throttles,
+            s.schedule_changes
         ));
         line(format!(
             "  work: accuracy kept {}, executions saved {:.1}%, {} adaptation tasks, max tick {:.2} ms",
@@ -623,7 +637,12 @@ fn stall_for(period_ms: u32) -> Duration {
 /// Run the soak on `board` (its simulated telemetry trace underneath the injected faults).
 pub fn run(inputs: &SoakInputs, board: &'static Board, opts: &SoakOptions) -> Result<SoakReport> {
     ensure!(opts.ticks > 0, "--ticks must be above 0");
-    ensure!(opts.warmup < opts.ticks, "the warm-up ({}) must be shorter than --ticks ({})", opts.warmup, opts.ticks);
+    ensure!(
+        opts.warmup < opts.ticks,
+        "the warm-up ({}) must be shorter than --ticks ({})",
+        opts.warmup,
+        opts.ticks
+    );
     // The allocation check needs the counting allocator installed by the binary or test.
     let before = alloc_count::loop_allocations();
     std::hint::black_box(Vec::<u8>::with_capacity(16));
@@ -663,7 +682,11 @@ pub fn run(inputs: &SoakInputs, board: &'static Board, opts: &SoakOptions) -> Re
         }
         Some(if trng.next() % 2 == 0 {
             bump(&tc.telemetry_failed);
-            Fault::Fail(if trng.next() % 2 == 0 { TelemetryError::Unreadable } else { TelemetryError::Injected })
+            Fault::Fail(if trng.next() % 2 == 0 {
+                TelemetryError::Unreadable
+            } else {
+                TelemetryError::Injected
+            })
         } else {
             bump(&tc.telemetry_garbage);
             Fault::Garbage
@@ -763,7 +786,10 @@ pub fn run(inputs: &SoakInputs, board: &'static Board, opts: &SoakOptions) -> Re
     };
     let (s, i) = (&stats, &injected);
     fail(s.ticks == opts.ticks, format!("{} ticks ran, {} asked", s.ticks, opts.ticks));
-    fail(allocations_after_warmup == 0, format!("{allocations_after_warmup} allocations in the loop after the warm-up"));
+    fail(
+        allocations_after_warmup == 0,
+        format!("{allocations_after_warmup} allocations in the loop after the warm-up"),
+    );
     fail(s.budget_violations == 0, format!("over the memory budget on {} ticks", s.budget_violations));
     fail(
         s.peak_mem <= board.model_budget_bytes,
@@ -771,7 +797,10 @@ pub fn run(inputs: &SoakInputs, board: &'static Board, opts: &SoakOptions) -> Re
     );
     fail(non_finite == 0, format!("non-finite outputs on {non_finite} ticks"));
     fail(unflagged == 0, format!("outputs not computed but not flagged degraded on {unflagged} ticks"));
-    fail(i.frames() == s.frame_faults, format!("frame faults: {} injected, {} counted", i.frames(), s.frame_faults));
+    fail(
+        i.frames() == s.frame_faults,
+        format!("frame faults: {} injected, {} counted", i.frames(), s.frame_faults),
+    );
     fail(
         i.telemetry() == s.telemetry_faults && s.telemetry_faults == r.telemetry_failures,
         format!(
@@ -781,7 +810,10 @@ pub fn run(inputs: &SoakInputs, board: &'static Board, opts: &SoakOptions) -> Re
             r.telemetry_failures
         ),
     );
-    fail(i.engines() == s.engine_faults, format!("engine faults: {} injected, {} counted", i.engines(), s.engine_faults));
+    fail(
+        i.engines() == s.engine_faults,
+        format!("engine faults: {} injected, {} counted", i.engines(), s.engine_faults),
+    );
     fail(
         i.serial_dropped() == wstats.dropped && dropped_before_finish == s.serial_drops,
         format!(

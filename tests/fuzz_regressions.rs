@@ -52,7 +52,8 @@ fn board_corpus() {
 /// the file and the key. Fixed in `src/board/schema.rs`: a name must start with a letter.
 #[test]
 fn finding_board_name_starting_with_a_digit() {
-    let good = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("boards/host-sim.toml")).unwrap();
+    let good =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("boards/host-sim.toml")).unwrap();
     for bad in ["8gb", "-", "-a"] {
         let text = good.replace("name = \"host-sim\"", &format!("name = \"{bad}\""));
         let e = jetlink::board::parse_board_text("boards/x.toml", &text).unwrap_err();

@@ -10,7 +10,9 @@ use jetlink::board;
 use jetlink::bundle::{Bundle, BundleError, FORMAT_VERSION, HEADER_LEN, TRAILER_LEN};
 use jetlink::control::{self, LoopOptions, Parts};
 use jetlink::engine::{FrameCursor, ReplayBackend};
-use jetlink::links::{self, BuildOptions, EnsembleFit, TrainOptions, synthetic_manifest, synthetic_recording};
+use jetlink::links::{
+    self, BuildOptions, EnsembleFit, TrainOptions, synthetic_manifest, synthetic_recording,
+};
 use jetlink::manifest::Manifest;
 use jetlink::recording::Recording;
 use jetlink::serial::MemWriter;
@@ -235,9 +237,11 @@ fn a_running_loop_keeps_its_bundle_when_a_new_one_is_refused() {
     let b = board::current();
     let manifest = Manifest::load(&root().join("demo/manifest.toml")).unwrap();
     let demo_path = root().join("demo/demo.bundle");
-    let bundle = signing::load_trusted(&demo_path, &manifest, b).expect("demo/demo.bundle is signed by the demo key");
+    let bundle =
+        signing::load_trusted(&demo_path, &manifest, b).expect("demo/demo.bundle is signed by the demo key");
     let stream = Arc::new(Stream::load(&manifest.path_of(&manifest.stream)).unwrap());
-    let reference = Arc::new(Recording::load(&manifest.path_of(manifest.reference.as_ref().unwrap())).unwrap());
+    let reference =
+        Arc::new(Recording::load(&manifest.path_of(manifest.reference.as_ref().unwrap())).unwrap());
     let cursor = FrameCursor::default();
     let from = stream.train_end;
     let mut ctl = control::prepare(Parts {

@@ -17,7 +17,8 @@ fn inputs() -> SoakInputs {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     // The simulated board reads its trace relative to the working directory.
     std::env::set_current_dir(root).unwrap();
-    SoakInputs::load(&root.join("demo/manifest.toml"), &root.join("demo/demo.bundle"), board::current()).unwrap()
+    SoakInputs::load(&root.join("demo/manifest.toml"), &root.join("demo/demo.bundle"), board::current())
+        .unwrap()
 }
 
 #[test]
@@ -63,9 +64,10 @@ fn bad_options_are_refused_with_what_is_wrong() {
     let e = soak::run(&d, board::current(), &o).unwrap_err().to_string();
     assert!(e.contains("warm-up"), "{e}");
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let e = SoakInputs::load(&root.join("demo/manifest.toml"), &root.join("demo/nope.bundle"), board::current())
-        .err()
-        .unwrap();
+    let e =
+        SoakInputs::load(&root.join("demo/manifest.toml"), &root.join("demo/nope.bundle"), board::current())
+            .err()
+            .unwrap();
     let e = format!("{e:#}");
     assert!(e.contains("--bundle") && e.contains("nope.bundle"), "{e}");
 }

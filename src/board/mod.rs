@@ -162,7 +162,10 @@ mod tests {
 
         let key = good().replace("bundle-key = \"ddf6", "bundle-key = \"xyz6");
         let e = parse_board(f, &key).unwrap_err();
-        assert!(e.starts_with("boards/bad.toml: key `bundle-key`: \"xyz6") && e.contains("64 hex digits"), "{e}");
+        assert!(
+            e.starts_with("boards/bad.toml: key `bundle-key`: \"xyz6") && e.contains("64 hex digits"),
+            "{e}"
+        );
         let short = good().replace("bundle-key = \"ddf6", "bundle-key = \"6");
         assert!(parse_board(f, &short).unwrap_err().contains("key `bundle-key`"));
         let nokey = good().replace("bundle-key =", "# bundle-key =");
