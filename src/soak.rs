@@ -181,24 +181,20 @@ fn bump(a: &AtomicU64) {
 }
 
 /// SplitMix64: seeded, allocation-free, one per injector so that each stream is reproducible.
-struct Rng(u64);
+struct Rng(crate::links::Rng);
 
 impl Rng {
     fn new(seed: u64, stream: u64) -> Rng {
-        let mut r = Rng(seed ^ stream.wrapping_mul(0x9e37_79b9_7f4a_7c15));
-        r.next();
-        r
+        let mut r = crate::links::Rng::from_state(seed ^ stream.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        r.next_u64();
+        Rng(r)
     }
     fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
+        self.0.next_u64()
     }
     /// Uniform in [0, 1).
     fn f64(&mut self) -> f64 {
-        (self.next() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
+        self.0.f64()
     }
     fn chance(&mut self, p: f64) -> bool {
         self.f64() < p

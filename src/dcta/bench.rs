@@ -212,7 +212,7 @@ pub fn bench(manifest: &Manifest, board: &Board, args: &BenchArgs) -> Result<Ben
         if !(spread.is_finite() && spread >= 1.0) {
             return Err(DctaError::BadOption { option: "spread", reason: "must be finite and >= 1" });
         }
-        let mut rng = SplitMix(seed);
+        let mut rng = crate::links::Rng::from_state(seed);
         let work: Vec<f64> = (0..tatim.n_tasks()).map(|_| spread.powf(rng.f32() as f64) * 1e3).collect();
         tatim = tatim.with_work(&work, args.policy.cost.stress)?;
     }
@@ -231,7 +231,7 @@ fn bench_tatim(tatim: Tatim, board: &Board, args: &BenchArgs) -> Result<BenchRep
     let mut dcta = Dcta::new(table)?;
 
     let (n, levels) = (tatim.n_tasks(), tatim.n_levels());
-    let mut rng = SplitMix(args.seed);
+    let mut rng = crate::links::Rng::from_state(args.seed);
     let mut ctxs: Vec<Ctx> = (0..args.contexts)
         .map(|_| Ctx {
             drift: (0..n)
@@ -395,25 +395,4 @@ fn read_u64(path: &str) -> Option<u64> {
 
 fn read_schedstat() -> Option<u64> {
     std::fs::read_to_string(SCHEDSTAT).ok()?.split_whitespace().next()?.parse().ok()
-}
-
-/// SplitMix64, for drawing contexts reproducibly.
-struct SplitMix(u64);
-
-impl SplitMix {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn f32(&mut self) -> f32 {
-        (self.next() >> 40) as f32 / (1u64 << 24) as f32
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (((self.next() >> 32) * n as u64) >> 32) as usize
-    }
 }

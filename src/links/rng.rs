@@ -13,6 +13,12 @@ impl Rng {
         Rng { state: seed ^ 0x6a09_e667_f3bc_c909 }
     }
 
+    /// A generator whose internal state is exactly `state` (plain SplitMix64 seeding, as the
+    /// benchmarks' context draws use).
+    pub fn from_state(state: u64) -> Rng {
+        Rng { state }
+    }
+
     /// A generator for a sub-task, derived from a seed and task identifiers.
     pub fn derive(seed: u64, parts: &[u64]) -> Rng {
         let mut r = Rng::new(seed);
@@ -34,6 +40,11 @@ impl Rng {
     /// Uniform in [0, 1).
     pub fn f32(&mut self) -> f32 {
         (self.next_u64() >> 40) as f32 * (1.0 / (1u64 << 24) as f32)
+    }
+
+    /// Uniform in [0, 1), 53 bits.
+    pub fn f64(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
     }
 
     /// Uniform in [-a, a).
