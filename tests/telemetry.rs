@@ -403,17 +403,9 @@ fn injected_faults_are_counted_and_survived() {
     assert_eq!(dead.latest(), &Sample::fallback(b));
 }
 
-/// Counts heap allocations made by the current thread (tests run on several threads).
-mod alloc_count {
-    pub use jetlink::alloc_count::CountingAllocator as Counting;
-
-    pub fn count() -> u64 {
-        jetlink::alloc_count::loop_allocations()
-    }
-}
-
+/// Counts heap allocations per thread (tests run on several threads).
 #[global_allocator]
-static ALLOC: alloc_count::Counting = alloc_count::Counting;
+static ALLOC: jetlink::alloc_count::CountingAllocator = jetlink::alloc_count::CountingAllocator;
 
 /// Polling, on every source the tests can open, allocates nothing once opened.
 #[test]
@@ -426,12 +418,12 @@ fn polling_does_not_allocate() {
     for t in &mut sources {
         t.poll().unwrap();
     }
-    let before = alloc_count::count();
+    let before = jetlink::alloc_count::loop_allocations();
     for _ in 0..100 {
         for t in &mut sources {
             t.poll().unwrap();
             let _ = t.latest().model_budget_bytes(board("host-sim"), 1 << 20);
         }
     }
-    assert_eq!(alloc_count::count() - before, 0);
+    assert_eq!(jetlink::alloc_count::loop_allocations() - before, 0);
 }

@@ -355,17 +355,9 @@ fn line_plan() {
     assert_eq!(LinePlan::new(0, 33, tick).decimation, u32::MAX);
 }
 
-/// Counts heap allocations made by the current thread (tests run on several threads).
-mod alloc_count {
-    pub use jetlink::alloc_count::CountingAllocator as Counting;
-
-    pub fn count() -> u64 {
-        jetlink::alloc_count::loop_allocations()
-    }
-}
-
+/// Counts heap allocations per thread (tests run on several threads).
 #[global_allocator]
-static ALLOC: alloc_count::Counting = alloc_count::Counting;
+static ALLOC: jetlink::alloc_count::CountingAllocator = jetlink::alloc_count::CountingAllocator;
 
 /// Encoding, writing (also when the writer fails) and decoding allocate nothing.
 #[test]
@@ -375,7 +367,7 @@ fn per_tick_paths_do_not_allocate() {
     let mut d = Decoder::new();
     let mut buf = [0u8; MAX_FRAME];
     let mut n = 0;
-    let before = alloc_count::count();
+    let before = jetlink::alloc_count::loop_allocations();
     for i in 0..300 {
         let t = Tick { tick: i, ..wire::typical_tick() };
         let _ = w.tick(&t);
@@ -383,7 +375,7 @@ fn per_tick_paths_do_not_allocate() {
         let f = encode(&Message::Tick(t), &mut buf).unwrap();
         d.feed(f, |_| n += 1);
     }
-    assert_eq!(alloc_count::count() - before, 0);
+    assert_eq!(jetlink::alloc_count::loop_allocations() - before, 0);
     assert_eq!(n, 300);
     assert!(w.stats().dropped > 0, "the 4 kB writer filled up");
 }
