@@ -17,7 +17,7 @@ use crate::manifest::{Manifest, OutputKind};
 
 pub const MAGIC: &[u8; 8] = b"JLBUNDLE";
 /// Bump on any change to [`Bundle`] or the types inside it.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 pub const HEADER_LEN: usize = 8 + 4 + 8 + 32;
 /// Magic of the signature trailer that follows the payload of a signed bundle.
 pub const SIG_MAGIC: &[u8; 8] = b"JLBSIG01";
@@ -219,6 +219,9 @@ pub struct Scores {
     /// (slot mask = mask over models with the target's bit removed, see
     /// [`crate::links::compress_mask`]). Entry 0 is the no-source prediction (the ensemble bias).
     pub subset: Vec<f32>,
+    /// `n`: score of the constant predictor (the fit rows' mean target) on the holdout rows, per
+    /// target: the floor a score rule gives a link that learnt nothing.
+    pub constant: Vec<f32>,
 }
 
 /// Everything the firmware loads at start besides the engines.
@@ -316,6 +319,9 @@ impl Bundle {
         }
         if self.scores.subset.len() != n << (n - 1) {
             return Err(format!("{} subset scores, expected {}", self.scores.subset.len(), n << (n - 1)));
+        }
+        if self.scores.constant.len() != n {
+            return Err(format!("{} constant scores, expected {n}", self.scores.constant.len()));
         }
         Ok(())
     }

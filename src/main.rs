@@ -132,6 +132,13 @@ struct RunArgs {
     /// Do not adapt links.
     #[arg(long)]
     no_adapt: bool,
+    /// At most this many models run per tick (default: the board's `max-active-models`).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=64))]
+    max_active: Option<u32>,
+    /// Adaptation takes only frames on which the target is at least as uncertain as its running
+    /// mean, instead of every frame in turn.
+    #[arg(long)]
+    uncertainty_sampling: bool,
     /// No progress bar.
     #[arg(long, short)]
     quiet: bool,
@@ -148,6 +155,8 @@ impl Default for RunArgs {
             serial: None,
             sysfs_root: "/".into(),
             no_adapt: false,
+            max_active: None,
+            uncertainty_sampling: false,
             quiet: false,
         }
     }
@@ -191,6 +200,10 @@ struct BuildArgs {
     /// Hidden width floor (h = max(2·|Y_j|, floor)); 0 for the paper's 2·|Y_j|.
     #[arg(long)]
     hidden_floor: Option<u32>,
+    /// Link training recipe: `measured` (standardised regression targets, no dropout on them) or
+    /// `paper` (the MLink paper's: dropout 0.5 everywhere, raw targets).
+    #[arg(long, default_value = "measured", value_parser = ["measured", "paper"])]
+    recipe: String,
     #[arg(long, default_value_t = 0)]
     threads: usize,
     /// Sign the bundle with this private key (`jetlink keygen`; the demo's is demo/keys/demo-insecure.key).
@@ -225,6 +238,28 @@ struct BenchArgs {
     /// `dcta`: load ρ, the work of all tasks over the board's adaptation capacity.
     #[arg(long, default_value_t = 1.5)]
     stress: f64,
+    /// `mlink`: at most this many models run per frame (an execution budget beside the memory one).
+    #[arg(long)]
+    max_active: Option<usize>,
+    /// `mlink`: frames per on-line adaptation period.
+    #[arg(long, default_value_t = 250)]
+    adapt_period: usize,
+    /// `mlink`: skip the on-line adaptation variants.
+    #[arg(long)]
+    no_adapt: bool,
+    /// `mlink`: fine-tuning steps per target at the end of each adaptation period.
+    #[arg(long, default_value_t = 8)]
+    adapt_steps: u32,
+    /// `mlink`: fine-tuning learning rate (RMSprop).
+    #[arg(long, default_value_t = 1e-3)]
+    adapt_lr: f32,
+    /// `mlink`: labelled rows kept for fine-tuning (the most recent).
+    #[arg(long, default_value_t = 64)]
+    adapt_buffer: usize,
+    /// `mlink`: share of each scheduling period profiled (every model that fits runs) to refresh
+    /// the scores; adapted runs profile on their labelled frames instead.
+    #[arg(long, default_value_t = 0.01)]
+    profile_share: f32,
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -348,6 +383,8 @@ fn run(a: &RunArgs) -> Result<()> {
         opts: LoopOptions {
             drift_start: stream.drift_start as u32,
             adapt: !a.no_adapt,
+            max_active: a.max_active.map(|k| k as usize),
+            uncertainty_sampling: a.uncertainty_sampling,
             ..LoopOptions::default()
         },
     })?;
@@ -434,9 +471,11 @@ fn run(a: &RunArgs) -> Result<()> {
         .collect();
     println!("  per task               {}", per_task.join(", "));
     println!(
-        "  executions saved       {} (inference; plus {} adaptation runs)",
+        "  executions saved       {} ({} inference and {} adaptation runs counted; at most {} models run per tick)",
         pct(s.executions_saved(n)),
-        s.adapt_executions
+        s.executions,
+        s.adapt_executions,
+        ctl.max_active()
     );
     println!("  FLOPs saved            {}", pct(s.flops_saved()));
     println!(
@@ -458,9 +497,10 @@ fn run(a: &RunArgs) -> Result<()> {
         s.schedule_changes, s.sheds, s.throttles
     );
     println!(
-        "  adaptation tasks run   {} ({} abandoned; DCTA {}: {} decisions, {} greedy fallbacks)",
+        "  adaptation tasks run   {} ({} abandoned; room made on {} ticks; DCTA {}: {} decisions, {} greedy fallbacks)",
         s.adapt_tasks,
         s.adapt_abandoned,
+        s.adapt_room_ticks,
         if ctl.dcta().is_some() { "table" } else { "absent" },
         ctl.dcta().map_or(0, |d| d.decisions()),
         ctl.dcta().map_or(0, |d| d.fallbacks())
@@ -597,6 +637,7 @@ fn build(a: &BuildArgs) -> Result<()> {
     };
     let recording = Recording::load(&rec_path)?;
     let mut opts = jetlink::links::BuildOptions { threads: a.threads, ..Default::default() };
+    opts.train = jetlink::links::TrainOptions::by_name(&a.recipe).context("unknown --recipe")?;
     if let Some(e) = a.epochs {
         opts.train.epochs = e;
     }
@@ -648,8 +689,37 @@ fn bench(a: &BenchArgs) -> Result<()> {
             let bundle = Bundle::load_for(&a.bundle, &manifest)?;
             let reference =
                 load_reference(&manifest)?.context("bench mlink needs the manifest's reference recording")?;
-            let r = jetlink::schedule::bench::run(&bundle, &stream, &reference, &Default::default())?;
+            let mut opts = jetlink::schedule::bench::BenchOptions {
+                max_active: a.max_active,
+                adapt_period: a.adapt_period.max(1),
+                ..Default::default()
+            };
+            if a.no_adapt {
+                opts.adapt.clear();
+            }
+            opts.profile_share = a.profile_share.clamp(0.0, 1.0);
+            for sim in &mut opts.adapt {
+                sim.steps = a.adapt_steps;
+                sim.lr = a.adapt_lr;
+                sim.buffer = a.adapt_buffer.clamp(1, 4096);
+            }
+            let mut r = jetlink::schedule::bench::run(&bundle, &stream, &reference, &opts)?;
+            // The paper's link recipe beside the bundle's, trained here from the same reference.
+            if bundle.settings != jetlink::links::TrainOptions::paper() {
+                let train = jetlink::links::BuildOptions {
+                    train: jetlink::links::TrainOptions { seed: bundle.settings.seed, ..jetlink::links::TrainOptions::paper() },
+                    threads: 0,
+                    progress: false,
+                };
+                let paper = jetlink::links::build(&manifest, &reference, stream.train_end, &train)
+                    .context("training the paper recipe for comparison")?;
+                let budgets = r.budgets.clone();
+                r.results.extend(jetlink::schedule::bench::run_optimal(
+                    &paper, &stream, &reference, &opts, &budgets, "paper-recipe",
+                )?);
+            }
             print!("{}", jetlink::schedule::bench::format_table(&r));
+            print!("{}", jetlink::schedule::bench::format_targets(&r));
             println!(
                 "schedule look-up: {:.1} ns median ({} table entries)",
                 r.lookup_ns_median, r.table_entries

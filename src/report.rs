@@ -25,8 +25,8 @@ pub fn scores_markdown(b: &Bundle) -> String {
     for m in &b.models {
         let _ = write!(s, " {} |", m.name);
     }
-    s.push_str(" **ensemble (all)** | no source |\n|---|");
-    for _ in 0..n + 2 {
+    s.push_str(" **ensemble (all)** | no source | constant |\n|---|");
+    for _ in 0..n + 3 {
         s.push_str("---:|");
     }
     s.push('\n');
@@ -39,7 +39,13 @@ pub fn scores_markdown(b: &Bundle) -> String {
                 let _ = write!(s, " {:.3} |", b.link_score(i, j));
             }
         }
-        let _ = writeln!(s, " **{:.3}** | {:.3} |", b.ensemble_score(j), b.subset_score(j, 0));
+        let _ = writeln!(
+            s,
+            " **{:.3}** | {:.3} | {:.3} |",
+            b.ensemble_score(j),
+            b.subset_score(j, 0),
+            b.scores.constant[j]
+        );
     }
     let mean_link: f32 = (0..n)
         .flat_map(|j| (0..n).filter(move |&i| i != j).map(move |i| (i, j)))
@@ -48,6 +54,11 @@ pub fn scores_markdown(b: &Bundle) -> String {
         / (n * (n - 1)) as f32;
     let mean_ens: f32 = (0..n).map(|j| b.ensemble_score(j)).sum::<f32>() / n as f32;
     let _ = writeln!(s, "\nMean link score {mean_link:.3}; mean ensemble score (all sources) {mean_ens:.3}.");
+    let _ = writeln!(
+        s,
+        "`constant` is the score rule applied to the fit rows' mean target (what a link that learnt \
+         nothing would score); `no source` is the trained ensemble's bias alone."
+    );
     s
 }
 

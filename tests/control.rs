@@ -273,3 +273,50 @@ fn a_bundle_for_other_models_is_refused() {
     .unwrap();
     assert!(format!("{err:#}").contains("does not match the manifest"), "{err:#}");
 }
+
+/// Adaptation reaches targets that do not fit beside the running set: the loop sets active models
+/// aside for those ticks (never over the budget), counts the runs as executions, and wins back
+/// accuracy on the drift segment against the same run without adaptation.
+#[test]
+fn adaptation_makes_room_and_wins_back_drift() {
+    let d = demo();
+    let run = |adapt: bool| {
+        let (from, to) = (d.stream.drift_start, d.stream.len());
+        let cursor = FrameCursor::default();
+        let backend = Box::new(ReplayBackend { recording: d.reference.clone(), cursor: cursor.clone() });
+        // The board's simulated telemetry trace, as in the main job.
+        let telemetry = telemetry::open_for_board(board::current(), Path::new("/"));
+        let mut ctl = control::prepare(Parts {
+            board: board::current(),
+            manifest: d.manifest.clone(),
+            bundle: d.bundle.clone(),
+            frame_shape: shape(&d.stream),
+            backend,
+            cursor: Some(cursor),
+            source: ReplaySource::new(d.stream.clone(), from..to),
+            telemetry,
+            writer: writer(),
+            reference: Some(d.reference.clone()),
+            opts: LoopOptions {
+                drift_start: d.stream.drift_start as u32,
+                adapt,
+                max_active: Some(2),
+                ..LoopOptions::default()
+            },
+        })
+        .unwrap();
+        while ctl.tick() {}
+        ctl.finish();
+        *ctl.stats()
+    };
+    let (on, off) = (run(true), run(false));
+    assert_eq!(on.budget_violations, 0);
+    assert!(on.peak_mem <= board::current().model_budget_bytes, "{on:?}");
+    assert!(on.adapt_tasks > 0 && on.adapt_executions > 0, "{on:?}");
+    assert!(on.adapt_room_ticks > 0, "no adaptation target needed room: {on:?}");
+    assert_eq!(off.adapt_executions + off.adapt_room_ticks, 0);
+    // Adaptation runs are executions: the adapted run saves less.
+    assert!(on.executions_saved(on.n_models) < off.executions_saved(off.n_models));
+    let (a, b) = (on.accuracy(1).unwrap(), off.accuracy(1).unwrap());
+    assert!(a > b + 0.01, "drift accuracy with adaptation {a:.4}, without {b:.4}");
+}

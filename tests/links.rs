@@ -96,6 +96,16 @@ fn links_learn_every_kind() {
     for j in 0..7 {
         assert!(b.ensemble_score(j) >= b.subset_score(j, 0), "target {j}");
     }
+    // Every score rule gives the constant predictor (the training mean) less than the links earn.
+    assert_eq!(b.scores.constant.len(), 7);
+    for j in 0..7 {
+        assert!(
+            b.scores.constant[j] < b.ensemble_score(j),
+            "target {j}: constant {} vs ensemble {}",
+            b.scores.constant[j],
+            b.ensemble_score(j)
+        );
+    }
     // Every model kind was exercised.
     for k in OutputKind::ALL {
         assert!(b.models.iter().any(|m| m.kind == k), "{k:?}");

@@ -75,6 +75,8 @@ pub struct Board {
     pub power_budget_mw: u32,
     pub period_ms: u32,
     pub ticks_per_period: u32,
+    /// Most models run per tick (`max-active-models`); 0 = no limit.
+    pub max_active_models: u32,
     pub telemetry: TelemetryConfig,
     pub serial: SerialConfig,
     pub resources: &'static [Resource],

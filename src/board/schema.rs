@@ -25,6 +25,10 @@ pub struct BoardFile {
     pub period_ms: u32,
     /// Ticks per scheduling period (re-selection and adaptation cadence).
     pub ticks_per_period: u32,
+    /// Execution budget: at most this many models run per tick (GPU time per frame), beside the
+    /// memory budget. Optional; absent means no limit.
+    #[serde(default)]
+    pub max_active_models: Option<u32>,
     pub telemetry: Telemetry,
     pub serial: Serial,
     #[serde(rename = "resource")]
@@ -128,6 +132,9 @@ fn check(b: &BoardFile) -> Result<(), String> {
     }
     if b.period_ms == 0 {
         return Err("key `period-ms`: must be above 0".into());
+    }
+    if b.max_active_models == Some(0) {
+        return Err("key `max-active-models`: must be above 0 (leave it out for no limit)".into());
     }
     if b.ticks_per_period == 0 {
         return Err("key `ticks-per-period`: must be above 0".into());
@@ -292,7 +299,7 @@ pub fn generate(boards: &[(String, BoardFile)], selected: &str) -> Result<String
             s,
             "pub static {id}: Board = Board {{ name: {name:?}, description: {desc:?}, soc: {soc:?}, \
              cuda_arch: {arch:?}, total_memory_bytes: {tm}, model_budget_bytes: {mb}, reserve_bytes: {rb}, \
-             power_budget_mw: {pb}, period_ms: {pm}, ticks_per_period: {tp}, \
+             power_budget_mw: {pb}, period_ms: {pm}, ticks_per_period: {tp}, max_active_models: {ma}, \
              telemetry: TelemetryConfig {{ source: {source}, hwmon_glob: {hg}, meminfo: {mi}, gpu_load: {gl}, \
              nvml_device: {nd:?}, trace: {tr}, rails: &[{rails}] }}, \
              serial: SerialConfig {{ device: {sd:?}, baud: {sb} }}, resources: &[{res}], bundle_key: {bk} }};\n",
@@ -307,6 +314,7 @@ pub fn generate(boards: &[(String, BoardFile)], selected: &str) -> Result<String
             pb = b.power_budget_mw,
             pm = b.period_ms,
             tp = b.ticks_per_period,
+            ma = b.max_active_models.unwrap_or(0),
             hg = opt(&t.hwmon_glob),
             mi = opt(&t.meminfo),
             gl = opt(&t.gpu_load),

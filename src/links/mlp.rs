@@ -320,6 +320,19 @@ pub fn init_params(d: LinkDims, mean: &[f32], inv_std: &[f32], b2_init: &[f32], 
     p
 }
 
+/// Fold a target standardisation into a trained link: the link was trained to output
+/// `(y − mean)·inv_std`; afterwards it outputs `y` (row `o` of W2 and b2[o] scaled by sd = 1/inv_std,
+/// then mean added to b2). An element with `inv_std` 0 (constant in training) becomes that constant.
+pub fn fold_output_scale(d: LinkDims, p: &mut [f32], mean: &[f32], inv_std: &[f32]) {
+    let (_, nh, no) = d.io();
+    let (_, _, _, _, w2, b2) = d.split_mut(p);
+    for o in 0..no {
+        let sd = if inv_std[o] > 0.0 { 1.0 / inv_std[o] } else { 0.0 };
+        w2[o * nh..(o + 1) * nh].iter_mut().for_each(|w| *w *= sd);
+        b2[o] = b2[o] * sd + mean[o];
+    }
+}
+
 /// Settings of one link's training run.
 #[derive(Clone, Copy, Debug)]
 pub struct FitSettings {
@@ -418,6 +431,22 @@ mod tests {
         check(Loss::Mse, &[0.3, -1.2, 2.0]);
         // MAE/L1: targets far from the outputs so no element sits at the kink.
         check(Loss::Mae, &[5.0, -5.0, 4.0, -4.0]);
+    }
+
+    #[test]
+    fn folded_scale_predicts_raw_values() {
+        let d = LinkDims::new(3, 4, 2);
+        let mut rng = Rng::new(9);
+        let mut p = init_params(d, &[0.0; 3], &[1.0; 3], &[0.2, -0.3], &mut rng);
+        let x = [0.3, -0.2, 0.9];
+        let (mut xn, mut a, mut z) = ([0.0; 3], [0.0; 4], [0.0; 2]);
+        forward(d, &p, &x, &mut xn, &mut a, &mut z);
+        let (mean, inv_std) = ([5.0, -1.0], [4.0, 0.0]);
+        fold_output_scale(d, &mut p, &mean, &inv_std);
+        let mut raw = [0.0; 2];
+        forward(d, &p, &x, &mut xn, &mut a, &mut raw);
+        assert!((raw[0] - (z[0] / 4.0 + 5.0)).abs() < 1e-5, "{raw:?} from {z:?}");
+        assert_eq!(raw[1], -1.0);
     }
 
     #[test]

@@ -20,6 +20,7 @@ impl Scheduler for Standalone {
         for m in 0..=p.all() {
             let o = p.standalone_objective(m);
             if p.model_cost(m) <= budget
+                && m.count_ones() as usize <= p.max_active
                 && (o > best.0 || (o == best.0 && p.model_cost(m) < p.model_cost(best.1)))
             {
                 best = (o, m);
@@ -98,7 +99,10 @@ impl Scheduler for FrameFilter {
         self.runnable = (0..p.n).filter(|&i| p.model_mem[i] <= budget).fold(0, |m, i| m | 1 << i);
         self.peak =
             (0..p.n).filter(|&i| self.runnable >> i & 1 == 1).map(|i| p.model_mem[i]).max().unwrap_or(0);
-        let target = (budget as f64 / p.model_cost(self.runnable).max(1) as f64).min(1.0) as f32;
+        // Both budgets are met on average: memory over time, and executions per frame.
+        let target = (budget as f64 / p.model_cost(self.runnable).max(1) as f64)
+            .min(p.max_active as f64 / self.runnable.count_ones().max(1) as f64)
+            .min(1.0) as f32;
         // Smallest threshold whose processed fraction is within the target (bisection on [0, 255]).
         let (mut lo, mut hi) = (0.0f32, 255.0f32);
         if self.processed_fraction(lo) <= target {
@@ -162,7 +166,7 @@ impl Scheduler for RandomFit {
         self.rng.shuffle(&mut order);
         let mut a = 0u64;
         for i in order {
-            if p.cost(a | 1 << i) <= budget {
+            if p.cost(a | 1 << i) <= budget && (a.count_ones() as usize) < p.max_active {
                 a |= 1 << i;
             }
         }

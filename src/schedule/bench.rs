@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use super::{Decision, Problem, ScheduleTable, Scheduler};
 use crate::bundle::Bundle;
-use crate::links::{Predictor, agreement};
+use crate::links::{AdaptOptions, Adapter, Predictor, Rng, agreement};
 use crate::recording::Recording;
 use crate::stream::{Segment, Stream};
 
@@ -27,11 +27,71 @@ pub struct BenchOptions {
     /// Number of budget levels between the smallest model and all models.
     pub levels: usize,
     pub seed: u64,
+    /// Most models run per frame (the execution budget); `None` for no limit.
+    pub max_active: Option<usize>,
+    /// On-line adaptation variants run for `optimal` at every budget, beside no adaptation.
+    pub adapt: Vec<AdaptSim>,
+    /// Frames per adaptation period: the labelled frames of a period refresh the links at its end.
+    pub adapt_period: usize,
 }
 
 impl Default for BenchOptions {
     fn default() -> Self {
-        BenchOptions { period: 1000, profile_share: 0.01, prior_frames: 20.0, levels: 12, seed: 1 }
+        let mut adapt = Vec::new();
+        for sampling in [Sampling::Uniform, Sampling::Uncertainty] {
+            for share in [0.01, 0.02, 0.05, 0.10] {
+                adapt.push(AdaptSim { sampling, share, ..AdaptSim::default() });
+            }
+        }
+        BenchOptions {
+            period: 1000,
+            profile_share: 0.01,
+            prior_frames: 20.0,
+            levels: 12,
+            seed: 1,
+            max_active: None,
+            adapt,
+            adapt_period: 250,
+        }
+    }
+}
+
+/// How an adaptation period picks the frames on which the models that did not run are run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Sampling {
+    /// Frames drawn at random (seeded), the same share every period.
+    Uniform,
+    /// The frames whose predicted outputs were least certain: entropy of class and multilabel
+    /// predictions, disagreement between the links into each predicted target (all kinds).
+    Uncertainty,
+}
+
+impl Sampling {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Sampling::Uniform => "uniform",
+            Sampling::Uncertainty => "uncertainty",
+        }
+    }
+}
+
+/// One on-line adaptation setting of the benchmark: in every period of `adapt_period` frames, a
+/// `share` of the frames is picked by `sampling` and buffered; at the period's end the models that
+/// did not run are run on them (counted as executions) and the links from the running models into
+/// each of them, with its ensemble, take `steps` fine-tuning steps on the last `buffer` such rows.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct AdaptSim {
+    pub sampling: Sampling,
+    pub share: f32,
+    pub steps: u32,
+    pub buffer: usize,
+    pub lr: f32,
+}
+
+impl Default for AdaptSim {
+    fn default() -> Self {
+        AdaptSim { sampling: Sampling::Uncertainty, share: 0.05, steps: 8, buffer: 64, lr: 1e-3 }
     }
 }
 
@@ -52,6 +112,16 @@ pub struct SegmentResult {
 pub struct MethodResult {
     pub method: String,
     pub budget_bytes: u64,
+    /// Most models run per frame (the number of models when there is no execution budget).
+    pub max_active: usize,
+    /// On-line adaptation: `none`, `uniform` or `uncertainty`.
+    pub sampling: String,
+    /// Share of each adaptation period's frames labelled by running the models that did not run.
+    pub label_share: f32,
+    /// Model executions spent on adaptation (included in every `executions_saved`).
+    pub adapt_executions: u64,
+    /// Accuracy of each adaptation period of the drift segment, in order.
+    pub drift_curve: Vec<f64>,
     pub peak_memory_bytes: u64,
     pub clean: SegmentResult,
     pub drift: SegmentResult,
@@ -172,7 +242,97 @@ fn refresh_scores(
     }
 }
 
-/// Run one scheduler over the evaluation frames at one budget.
+/// On-line adaptation state of one benchmark run: the period's candidate frames and the buffer of
+/// labelled rows the links are fine-tuned on.
+struct AdaptRun {
+    sim: AdaptSim,
+    adapter: Adapter,
+    rng: Rng,
+    /// (score, frame) of the current period's frames.
+    candidates: Vec<(f32, usize)>,
+    /// Ring of labelled rows, `buffer × stride`.
+    rows: Vec<f32>,
+    filled: usize,
+    next: usize,
+    executions: u64,
+}
+
+impl AdaptRun {
+    fn new(sim: AdaptSim, bundle: &Bundle, predictor: &Predictor, seed: u64) -> AdaptRun {
+        let opts = AdaptOptions { lr: sim.lr, max_batch: sim.buffer.max(1), ..AdaptOptions::default() };
+        let stride = predictor.stride();
+        AdaptRun {
+            sim,
+            adapter: Adapter::new(bundle, predictor, opts),
+            rng: Rng::derive(seed, &[0xada9]),
+            candidates: Vec::new(),
+            rows: vec![0.0; sim.buffer.max(1) * stride],
+            filled: 0,
+            next: 0,
+            executions: 0,
+        }
+    }
+
+    /// Score this frame for sampling, after the predictor predicted the tasks outside `active`.
+    fn observe(&mut self, predictor: &mut Predictor, frame: usize, active: u64, n: usize) {
+        let score = match self.sim.sampling {
+            Sampling::Uniform => self.rng.f32(),
+            Sampling::Uncertainty => (0..n)
+                .filter(|&j| active >> j & 1 == 0)
+                .filter_map(|j| predictor.signals(j).ok())
+                .map(|s| s.uncertainty.min(1.0) + s.disagreement)
+                .sum(),
+        };
+        self.candidates.push((score, frame));
+    }
+
+    /// End of an adaptation period: label the chosen frames (run every model that did not run and
+    /// fits the budget alone, `fits`, on them), then fine-tune the links into each such target from the running models. Returns the
+    /// labelled frames so their executions can be counted in their segments.
+    fn end_period(
+        &mut self,
+        predictor: &mut Predictor,
+        reference: &Recording,
+        active: u64,
+        fits: u64,
+        n: usize,
+        labelled: &mut Vec<usize>,
+    ) -> Result<()> {
+        labelled.clear();
+        let k = ((self.candidates.len() as f32 * self.sim.share).round() as usize).max(1);
+        self.candidates.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        let stride = predictor.stride();
+        let cap = self.rows.len() / stride;
+        for &(_, f) in self.candidates.iter().take(k) {
+            let row = reference.row(reference.row_of_frame(f as u32).context("reference lacks a frame")?);
+            self.rows[self.next * stride..(self.next + 1) * stride].copy_from_slice(row);
+            self.next = (self.next + 1) % cap;
+            self.filled = (self.filled + 1).min(cap);
+            labelled.push(f);
+        }
+        self.candidates.clear();
+        if active == 0 || self.filled == 0 {
+            return Ok(());
+        }
+        // Targets are swapped in one at a time (the running models set aside meanwhile), so a target
+        // can be labelled when it fits the budget alone.
+        let targets = fits & !active;
+        self.executions += labelled.len() as u64 * targets.count_ones() as u64;
+        let batch = &self.rows[..self.filled * stride];
+        for j in 0..n {
+            if targets >> j & 1 == 0 {
+                continue;
+            }
+            for _ in 0..self.sim.steps {
+                self.adapter.step(predictor, j, active, batch).map_err(|e| anyhow::anyhow!("{e}"))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Run one scheduler over the evaluation frames at one budget, with on-line adaptation when `adapt`
+/// is given.
 #[allow(clippy::too_many_arguments)]
 fn run_method(
     sched: &mut dyn Scheduler,
@@ -183,28 +343,42 @@ fn run_method(
     reference: &Recording,
     budget: u64,
     opt: &BenchOptions,
+    adapt: Option<AdaptSim>,
 ) -> Result<MethodResult> {
     let n = base.n;
     let mut predictor = Predictor::new(bundle);
+    let mut adapt = adapt.map(|a| AdaptRun::new(a, bundle, &predictor, opt.seed));
+    let mut labelled = Vec::new();
     let mut problem = base.clone();
     let stride = reference.stride();
     let mut out = vec![0.0f32; stride];
     let mut last = vec![0.0f32; stride];
     let mut have_last = false;
     let mut acc = [Acc::new(n), Acc::new(n)];
+    let mut curve = Vec::new();
+    let mut period_agree = (0.0f64, 0usize);
     let mut peak = 0u64;
     let start = stream.train_end;
     let runnable: u64 = (0..n).filter(|&i| base.model_mem[i] <= budget).fold(0, |m, i| m | 1 << i);
-    let n_prof = if profiles { ((opt.period as f32 * opt.profile_share).ceil() as usize).max(1) } else { 0 };
+    // Adapted runs refresh the scores from their labelled frames (every model's output is known on
+    // them), so they need no separate profile.
+    let n_prof = if profiles && adapt.is_none() && opt.profile_share > 0.0 {
+        ((opt.period as f32 * opt.profile_share).ceil() as usize).max(1)
+    } else {
+        0
+    };
     let mut frame = start;
     while frame < stream.len() {
         let end = (frame + opt.period).min(stream.len());
         // Profile: every model that fits alone runs on the first frames of the period, one after another.
         let prof_end = (frame + n_prof).min(end);
         if profiles {
-            let rows: Vec<&[f32]> = (frame..prof_end)
-                .map(|f| reference.row(reference.row_of_frame(f as u32).expect("reference row")))
-                .collect();
+            let rows: Vec<&[f32]> = match adapt.as_ref() {
+                Some(ad) => ad.rows[..ad.filled * stride].chunks_exact(stride).collect(),
+                None => (frame..prof_end)
+                    .map(|f| reference.row(reference.row_of_frame(f as u32).expect("reference row")))
+                    .collect(),
+            };
             refresh_scores(
                 base,
                 &mut problem,
@@ -218,9 +392,10 @@ fn run_method(
         }
         sched.select(&problem, budget);
         peak = peak.max(sched.peak_memory(&problem));
-        if profiles && runnable != 0 {
+        if (profiles || adapt.is_some()) && runnable != 0 {
             peak = peak.max(base.model_mem.iter().copied().filter(|&m| m <= budget).max().unwrap_or(0));
         }
+        let mut running = 0u64;
         for f in frame..end {
             let row = reference.row(reference.row_of_frame(f as u32).context("reference lacks a frame")?);
             let seg = if stream.segment(f) == Segment::Drift { 1 } else { 0 };
@@ -231,12 +406,19 @@ fn run_method(
             } else {
                 sched.decide(stream.frame(f))
             };
+            let mut frame_agree = 0.0f64;
             match decision {
                 Decision::Run { active, predict } => {
                     a.executions += active.count_ones() as u64;
                     a.flops += (0..n).filter(|&i| active >> i & 1 == 1).map(|i| base.flops[i]).sum::<u64>();
                     if predict != 0 && active != 0 {
                         predictor.predict(active, row, &mut out).map_err(|e| anyhow::anyhow!("{e}"))?;
+                        if f >= prof_end {
+                            running = active;
+                            if let Some(ad) = adapt.as_mut() {
+                                ad.observe(&mut predictor, f, active, n);
+                            }
+                        }
                     }
                     for j in 0..n {
                         let m = &bundle.models[j];
@@ -251,6 +433,7 @@ fn run_method(
                             0.0
                         };
                         a.agree[j] += s as f64;
+                        frame_agree += s as f64;
                     }
                     last.copy_from_slice(&out);
                     have_last = active != 0;
@@ -260,10 +443,33 @@ fn run_method(
                         let m = &bundle.models[j];
                         let r = reference.offset(j)..reference.offset(j) + m.size as usize;
                         if have_last {
-                            a.agree[j] += agreement(m.kind, m.tolerance, &last[r.clone()], &row[r]) as f64;
+                            let s = agreement(m.kind, m.tolerance, &last[r.clone()], &row[r]) as f64;
+                            a.agree[j] += s;
+                            frame_agree += s;
                         }
                     }
                 }
+            }
+            if seg == 1 {
+                period_agree.0 += frame_agree / n as f64;
+                period_agree.1 += 1;
+            }
+            // Adaptation periods are counted from the start of the evaluation frames.
+            let last_of_period = (f + 1 - start).is_multiple_of(opt.adapt_period.max(1)) || f + 1 == stream.len();
+            if last_of_period {
+                if let Some(ad) = adapt.as_mut() {
+                    let before = ad.executions;
+                    ad.end_period(&mut predictor, reference, running, runnable, n, &mut labelled)?;
+                    let per_frame = (ad.executions - before) / labelled.len().max(1) as u64;
+                    for &lf in &labelled {
+                        let s = usize::from(stream.segment(lf) == Segment::Drift);
+                        acc[s].executions += per_frame;
+                    }
+                }
+                if period_agree.1 > 0 {
+                    curve.push(period_agree.0 / period_agree.1 as f64);
+                }
+                period_agree = (0.0, 0);
             }
         }
         frame = end;
@@ -278,11 +484,147 @@ fn run_method(
     Ok(MethodResult {
         method: sched.name().to_string(),
         budget_bytes: budget,
+        max_active: base.max_active,
+        sampling: adapt.as_ref().map_or("none", |a| a.sim.sampling.name()).to_string(),
+        label_share: adapt.as_ref().map_or(0.0, |a| a.sim.share),
+        adapt_executions: adapt.as_ref().map_or(0, |a| a.executions),
+        drift_curve: curve,
         peak_memory_bytes: peak,
         clean: acc[0].finish(base),
         drift: acc[1].finish(base),
         all: all.finish(base),
     })
+}
+
+impl MethodResult {
+    /// Short name for tables: the method, and the adaptation setting when there is one
+    /// (`optimal+unc5%`, `optimal+uni1%`).
+    pub fn label(&self) -> String {
+        match self.sampling.as_str() {
+            "none" => self.method.clone(),
+            s => format!("{}+{}{}%", self.method, &s[..3], (self.label_share * 100.0).round()),
+        }
+    }
+}
+
+/// The operating point of a target: among `results` whose executions saved in `seg` (adaptation
+/// runs counted) are at least `min_saved`, the one with the best accuracy in `seg`.
+pub fn best_at<'a>(
+    results: &'a [MethodResult],
+    seg: fn(&MethodResult) -> &SegmentResult,
+    min_saved: f64,
+    filter: impl Fn(&MethodResult) -> bool,
+) -> Option<&'a MethodResult> {
+    results
+        .iter()
+        .filter(|m| filter(m) && seg(m).executions_saved >= min_saved)
+        .max_by(|a, b| seg(a).accuracy.total_cmp(&seg(b).accuracy))
+}
+
+/// The operating points the README reports: best clean accuracy with ≥ 75% of executions saved,
+/// best drift and overall accuracy with ≥ 70% saved (adaptation counted), and the share of the
+/// clean-vs-drift gap that adaptation wins back at the drift point.
+pub fn format_targets(r: &BenchReport) -> String {
+    let mut s = String::new();
+    let pct = |v: f64| 100.0 * v;
+    let line = |s: &mut String, what: &str, m: Option<&MethodResult>, seg: fn(&MethodResult) -> &SegmentResult| {
+        match m {
+            Some(m) => {
+                let _ = writeln!(
+                    s,
+                    "{what}: {:.1}% at {:.1}% saved ({} at {:.3} MB)",
+                    pct(seg(m).accuracy),
+                    pct(seg(m).executions_saved),
+                    m.label(),
+                    m.budget_bytes as f64 / 1e6
+                );
+            }
+            None => {
+                let _ = writeln!(s, "{what}: no run saves enough");
+            }
+        }
+    };
+    let any = |_: &MethodResult| true;
+    let clean = best_at(&r.results, |m| &m.clean, 0.75, any);
+    line(&mut s, "clean, >= 75% saved", clean, |m| &m.clean);
+    let drift = best_at(&r.results, |m| &m.drift, 0.70, any);
+    line(&mut s, "drift, >= 70% saved", drift, |m| &m.drift);
+    line(&mut s, "all,   >= 70% saved", best_at(&r.results, |m| &m.all, 0.70, any), |m| &m.all);
+    if let Some(d) = drift {
+        let once = r.results.iter().find(|m| {
+            m.method == d.method && m.sampling == "none" && m.budget_bytes == d.budget_bytes
+        });
+        if let Some(o) = once {
+            let gap = o.clean.accuracy - o.drift.accuracy;
+            let won = d.drift.accuracy - o.drift.accuracy;
+            let _ = writeln!(
+                s,
+                "adaptation at that point: drift {:.1}% -> {:.1}%, clean-vs-drift gap {:.1} points, {:.0}% of it won back",
+                pct(o.drift.accuracy),
+                pct(d.drift.accuracy),
+                pct(gap),
+                if gap > 0.0 { 100.0 * won / gap } else { 0.0 }
+            );
+        }
+    }
+    s
+}
+
+/// Accuracy over the drift segment, period by period, trained once against adapted, at the budget
+/// where adaptation wins back the most: an SVG image.
+pub fn svg_drift(r: &BenchReport) -> String {
+    let (w, h, ml, mb) = (720.0, 400.0, 60.0, 50.0);
+    // The adapted run with the largest drift gain over the same budget's unadapted optimal.
+    let base = |b: u64| r.results.iter().find(|m| m.method == "optimal" && m.sampling == "none" && m.budget_bytes == b);
+    let best = r
+        .results
+        .iter()
+        .filter(|m| m.sampling != "none" && m.all.executions_saved >= 0.5)
+        .filter_map(|m| base(m.budget_bytes).map(|b0| (m.drift.accuracy - b0.drift.accuracy, m, b0)))
+        .max_by(|a, b| a.0.total_cmp(&b.0));
+    let mut s = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">\n\
+         <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
+    );
+    let Some((_, adapted, once)) = best else {
+        s.push_str("<text x=\"20\" y=\"40\">no adapted run saving at least half the executions</text></svg>\n");
+        return s;
+    };
+    let periods = adapted.drift_curve.len().max(once.drift_curve.len()).max(2);
+    let x = |k: f64| ml + k / (periods - 1) as f64 * (w - ml - 20.0);
+    let y = |v: f64| h - mb - v * (h - mb - 40.0);
+    for k in 0..=10 {
+        let v = k as f64 / 10.0;
+        let _ = writeln!(
+            s,
+            "<line x1=\"{}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"#ddd\"/><text x=\"{}\" y=\"{}\" text-anchor=\"end\">{:.0}%</text>",
+            x(0.0), y(v), x((periods - 1) as f64), y(v), x(0.0) - 5.0, y(v) + 4.0, v * 100.0
+        );
+    }
+    let _ = writeln!(
+        s,
+        "<text x=\"{}\" y=\"20\" text-anchor=\"middle\">drift segment, budget {:.2} MB, at most {} models run: accuracy per adaptation period</text>\
+         <text x=\"{}\" y=\"{}\" text-anchor=\"middle\">adaptation period of the drift segment ({} periods)</text>",
+        x((periods - 1) as f64 / 2.0), adapted.budget_bytes as f64 / 1e6, adapted.max_active,
+        x((periods - 1) as f64 / 2.0), h - 10.0, periods
+    );
+    for (ci, (m, name)) in [(once, "trained once".to_string()), (adapted, format!("adapted ({})", adapted.label()))]
+        .into_iter()
+        .enumerate()
+    {
+        let c = ["#7f7f7f", "#d62728"][ci];
+        let pts: Vec<String> =
+            m.drift_curve.iter().enumerate().map(|(k, v)| format!("{:.1},{:.1}", x(k as f64), y(*v))).collect();
+        let _ = writeln!(s, "<polyline fill=\"none\" stroke=\"{c}\" stroke-width=\"2\" points=\"{}\"/>", pts.join(" "));
+        let _ = writeln!(
+            s,
+            "<rect x=\"{}\" y=\"{}\" width=\"14\" height=\"3\" fill=\"{c}\"/><text x=\"{}\" y=\"{}\">{name}: drift {:.1}%, saved {:.1}%</text>",
+            ml + 20.0, h - mb - 40.0 + 18.0 * ci as f64, ml + 40.0, h - mb - 35.0 + 18.0 * ci as f64,
+            100.0 * m.drift.accuracy, 100.0 * m.drift.executions_saved
+        );
+    }
+    s.push_str("</svg>\n");
+    s
 }
 
 /// Median time of a schedule-table look-up, nanoseconds.
@@ -309,13 +651,16 @@ pub fn run(
     reference: &Recording,
     opt: &BenchOptions,
 ) -> Result<BenchReport> {
-    let base = Problem::from_bundle(bundle);
+    let mut base = Problem::from_bundle(bundle);
+    if let Some(k) = opt.max_active {
+        base = base.with_max_active(k);
+    }
     let budgets = budget_levels(&base, opt.levels);
     // The frame filter tunes its threshold on the training part (consecutive frames, as it would see them).
     let prof: Vec<&[u8]> = (0..stream.train_end.min(1000)).map(|f| stream.frame(f)).collect();
     let table = ScheduleTable::build(&base);
     let mut results = Vec::new();
-    let bar = indicatif::ProgressBar::new((super::NAMES.len() * budgets.len()) as u64);
+    let bar = indicatif::ProgressBar::new(((super::NAMES.len() + opt.adapt.len()) * budgets.len()) as u64);
     bar.set_style(
         indicatif::ProgressStyle::with_template("bench mlink [{bar:40}] {pos}/{len} {msg}").unwrap(),
     );
@@ -324,7 +669,15 @@ pub fn run(
             bar.set_message(format!("{name} @ {:.2} MB", b as f64 / 1e6));
             let mut s = super::by_name(name, &prof, opt.seed).expect("known scheduler");
             let profiles = matches!(name, "optimal" | "greedy");
-            results.push(run_method(s.as_mut(), profiles, &base, bundle, stream, reference, b, opt)?);
+            results.push(run_method(s.as_mut(), profiles, &base, bundle, stream, reference, b, opt, None)?);
+            bar.inc(1);
+        }
+    }
+    for &sim in &opt.adapt {
+        for &b in &budgets {
+            bar.set_message(format!("optimal+{} {:.0}% @ {:.2} MB", sim.sampling.name(), sim.share * 100.0, b as f64 / 1e6));
+            let mut s = super::by_name("optimal", &prof, opt.seed).expect("known scheduler");
+            results.push(run_method(s.as_mut(), true, &base, bundle, stream, reference, b, opt, Some(sim))?);
             bar.inc(1);
         }
     }
@@ -342,6 +695,30 @@ pub fn run(
     })
 }
 
+/// `optimal` without adaptation at every budget of `budgets`, over another bundle of the same
+/// workload (links trained with another recipe); the method is reported as `optimal-{label}`.
+pub fn run_optimal(
+    bundle: &Bundle,
+    stream: &Stream,
+    reference: &Recording,
+    opt: &BenchOptions,
+    budgets: &[u64],
+    label: &str,
+) -> Result<Vec<MethodResult>> {
+    let mut base = Problem::from_bundle(bundle);
+    if let Some(k) = opt.max_active {
+        base = base.with_max_active(k);
+    }
+    let mut out = Vec::new();
+    for &b in budgets {
+        let mut s = super::by_name("optimal", &[], opt.seed).expect("known scheduler");
+        let mut r = run_method(s.as_mut(), true, &base, bundle, stream, reference, b, opt, None)?;
+        r.method = format!("optimal-{label}");
+        out.push(r);
+    }
+    Ok(out)
+}
+
 /// The table printed by the command.
 pub fn format_table(r: &BenchReport) -> String {
     let mut s = String::new();
@@ -350,11 +727,14 @@ pub fn format_table(r: &BenchReport) -> String {
         "{:<13} {:>9} {:>9} | {:>7} {:>7} {:>7} | {:>7} {:>7} | {:>7} {:>7}",
         "method", "budget MB", "peak MB", "acc", "clean", "drift", "exec sv", "FLOP sv", "w.acc", ""
     );
+    if let Some(m) = r.results.first() {
+        let _ = writeln!(s, "(at most {} models run per frame; exec sv counts adaptation runs)", m.max_active);
+    }
     for m in &r.results {
         let _ = writeln!(
             s,
             "{:<13} {:>9.3} {:>9.3} | {:>6.1}% {:>6.1}% {:>6.1}% | {:>6.1}% {:>6.1}% | {:>6.1}%",
-            m.method,
+            m.label(),
             m.budget_bytes as f64 / 1e6,
             m.peak_memory_bytes as f64 / 1e6,
             100.0 * m.all.accuracy,
@@ -409,7 +789,7 @@ pub fn svg_curves(r: &BenchReport) -> String {
         let mut pts: Vec<(f64, f64)> = r
             .results
             .iter()
-            .filter(|m| m.method == *name)
+            .filter(|m| m.method == *name && m.sampling == "none")
             .map(|m| (m.all.executions_saved, m.all.accuracy))
             .collect();
         pts.sort_by(|a, b| a.0.total_cmp(&b.0));
@@ -444,5 +824,10 @@ pub fn write_outputs(r: &BenchReport, json: &Path, svg: &Path) -> Result<()> {
     std::fs::write(json, serde_json::to_string_pretty(r)?)
         .with_context(|| format!("writing {}", json.display()))?;
     std::fs::write(svg, svg_curves(r)).with_context(|| format!("writing {}", svg.display()))?;
+    let drift = svg.with_file_name(format!(
+        "{}-drift.svg",
+        svg.file_stem().and_then(|s| s.to_str()).unwrap_or("mlink")
+    ));
+    std::fs::write(&drift, svg_drift(r)).with_context(|| format!("writing {}", drift.display()))?;
     Ok(())
 }

@@ -43,7 +43,7 @@ impl Scheduler for Greedy {
         let mut a = 0u64;
         for &i in &self.order {
             let next = a | 1 << i;
-            if problem.cost(next) <= budget {
+            if problem.cost(next) <= budget && next.count_ones() as usize <= problem.max_active {
                 a = next;
             }
         }

@@ -30,6 +30,9 @@ pub struct Problem {
     pub model_mem: Vec<u64>,
     /// FLOPs of each model per frame.
     pub flops: Vec<u64>,
+    /// Most models run per frame (an execution budget beside the memory budget: GPU time per tick);
+    /// `n` for none.
+    pub max_active: usize,
     /// Bytes of link i → j, `[j * n + i]`.
     pub link_mem: Vec<u64>,
     /// Bytes of target j's ensemble layer.
@@ -66,10 +69,17 @@ impl Problem {
             importance: b.models.iter().map(|m| m.importance).collect(),
             model_mem: b.models.iter().map(|m| m.memory_bytes).collect(),
             flops: b.models.iter().map(|m| m.flops).collect(),
+            max_active: n,
             link_mem,
             ens_mem,
             score,
         }
+    }
+
+    /// The same problem with at most `k` models run per frame (at least 1).
+    pub fn with_max_active(mut self, k: usize) -> Problem {
+        self.max_active = k.clamp(1, self.n);
+        self
     }
 
     pub fn all(&self) -> u64 {
@@ -204,6 +214,7 @@ pub(crate) mod testing {
             importance: importance.to_vec(),
             model_mem: mem.to_vec(),
             flops: mem.to_vec(),
+            max_active: n,
             link_mem: vec![0; n * n],
             ens_mem: vec![0; n],
             score: s,

@@ -24,11 +24,15 @@ pub struct ScheduleTable {
 }
 
 impl ScheduleTable {
-    /// Score every choice (3^n for n ≤ [`MAX_FULL_ENUMERATION`]) and keep the staircase.
+    /// Score every choice (3^n for n ≤ [`MAX_FULL_ENUMERATION`]) that runs at most
+    /// `p.max_active` models, and keep the staircase.
     pub fn build(p: &Problem) -> ScheduleTable {
         let all = p.all();
         let mut choices: Vec<(u64, f32, u64, u64)> = Vec::new();
         for a in 0..=all {
+            if a.count_ones() as usize > p.max_active {
+                continue;
+            }
             let rest = all & !a;
             if p.n <= MAX_FULL_ENUMERATION && a != 0 {
                 // Every subset of the remaining tasks (sub-mask enumeration).
@@ -133,7 +137,7 @@ mod tests {
         let mut best = 0.0f32;
         for a in 0..=p.all() {
             for q in 0..=p.all() {
-                if q & a == 0 && p.cost_of(a, q) <= budget {
+                if q & a == 0 && p.cost_of(a, q) <= budget && a.count_ones() as usize <= p.max_active {
                     best = best.max(p.objective_of(a, q));
                 }
             }
@@ -161,6 +165,24 @@ mod tests {
         assert_eq!(t.lookup(95).0, 0b100);
         assert_eq!(t.lookup(100).0, 0b101);
         assert_eq!(t.lookup(1000).0, 0b111);
+    }
+
+    #[test]
+    fn execution_budget_caps_the_models_run() {
+        let mut rng = crate::links::Rng::new(11);
+        for _ in 0..20 {
+            let n = 2 + (rng.next_u64() % 5) as usize;
+            let mem: Vec<u64> = (0..n).map(|_| 1 + rng.next_u64() % 50).collect();
+            let scores: Vec<f32> = (0..n << n).map(|_| (rng.next_u64() % 1000) as f32 / 1000.0).collect();
+            let k = 1 + (rng.next_u64() % (n as u64 - 1)) as usize;
+            let p = problem(&mem, &vec![1.0; n], |j, m| scores[(j << n) | m as usize]).with_max_active(k);
+            let t = ScheduleTable::build(&p);
+            for budget in 0..mem.iter().sum::<u64>() + 10 {
+                let (m, q) = t.lookup(budget);
+                assert!(m.count_ones() as usize <= k, "{m:b} runs more than {k}");
+                assert!((p.objective_of(m, q) - brute(&p, budget)).abs() < 1e-6, "budget {budget}, k {k}");
+            }
+        }
     }
 
     #[test]
