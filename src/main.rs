@@ -139,6 +139,9 @@ struct RunArgs {
     /// mean, instead of every frame in turn.
     #[arg(long)]
     uncertainty_sampling: bool,
+    /// Label one frame for adaptation every this many ticks while targets are allocated (10 = 10%).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    label_every: u32,
     /// No progress bar.
     #[arg(long, short)]
     quiet: bool,
@@ -157,6 +160,7 @@ impl Default for RunArgs {
             no_adapt: false,
             max_active: None,
             uncertainty_sampling: false,
+            label_every: 10,
             quiet: false,
         }
     }
@@ -384,7 +388,11 @@ fn run(a: &RunArgs) -> Result<()> {
             drift_start: stream.drift_start as u32,
             adapt: !a.no_adapt,
             max_active: a.max_active.map(|k| k as usize),
-            uncertainty_sampling: a.uncertainty_sampling,
+            adaptation: jetlink::control::AdaptSettings {
+                uncertainty_sampling: a.uncertainty_sampling,
+                label_every: a.label_every,
+                ..Default::default()
+            },
             ..LoopOptions::default()
         },
     })?;

@@ -14,10 +14,13 @@ use crate::board::Board;
 use crate::bundle::Bundle;
 use crate::dcta::Dcta;
 use crate::engine::{Backend, FrameCursor, PreparedModel};
-use crate::links::{AdaptOptions, Adapter, MAX_MODELS, Predictor, agreement};
+use crate::links::{MAX_MODELS, Predictor, agreement};
 use crate::manifest::{Manifest, OutputKind};
 use crate::recording::Recording;
 use crate::schedule::{Problem, ScheduleTable};
+
+mod adapt;
+pub use adapt::{AdaptSettings, OnlineAdaptation, TuneReport};
 use crate::source::FrameSource;
 use crate::telemetry::{Telemetry, Valid};
 use crate::view::Shape;
@@ -26,33 +29,23 @@ use crate::wire::{self, Event, EventCode, Message, PeriodSummary, TelemetryWrite
 /// Loop settings that are not board facts.
 #[derive(Clone, Debug)]
 pub struct LoopOptions {
-    /// Frames collected for one adaptation task (K).
-    pub adapt_frames: usize,
-    /// Fine-tuning steps on a full batch.
-    pub adapt_steps: u32,
+    /// On-line adaptation: labelling rate, ring of labelled rows, fine-tuning.
+    pub adaptation: AdaptSettings,
     /// First frame index of the drift segment (for per-segment accuracy).
     pub drift_start: u32,
     /// Adapt links at all.
     pub adapt: bool,
     /// Most models run per tick; `None` takes the board's `max-active-models` (or no limit).
     pub max_active: Option<usize>,
-    /// Take a frame for an adaptation task only when the target's uncertainty on it (entropy for
-    /// classes, link disagreement for the rest) is at least its running mean; otherwise every frame.
-    pub uncertainty_sampling: bool,
 }
 
 impl Default for LoopOptions {
     fn default() -> Self {
         LoopOptions {
-            adapt_frames: 32,
-            adapt_steps: 8,
+            adaptation: AdaptSettings::default(),
             drift_start: u32::MAX,
             adapt: true,
             max_active: None,
-            // Measured on the demo's main job: taking frames in turn won back more of the drift
-            // (79.2% vs 78.5%) than gating on uncertainty, because room made for a frame that the
-            // gate then skips costs accuracy; the benchmark measures both for the offline setting.
-            uncertainty_sampling: false,
         }
     }
 }
@@ -124,17 +117,6 @@ pub struct TickReport {
     pub tick: Tick,
 }
 
-/// An adaptation task in progress: refresh the links into `target`.
-#[derive(Clone, Copy, Debug)]
-struct AdaptTask {
-    target: usize,
-    sources: u64,
-    collected: usize,
-    /// Running mean of the target's uncertainty over the frames seen (uncertainty sampling).
-    mean_signal: f32,
-    seen: u32,
-}
-
 /// The prepared loop.
 pub struct Controller<S: FrameSource, W: embedded_io::Write> {
     board: &'static Board,
@@ -152,7 +134,11 @@ pub struct Controller<S: FrameSource, W: embedded_io::Write> {
     /// only samples drift signals and carries adaptation, whose weights are copied to the GPU.
     #[cfg(feature = "cuda")]
     gpu: Option<crate::gpu::cuda::CudaLinks>,
-    adapter: Adapter,
+    online: OnlineAdaptation,
+    /// This tick labels a frame for adaptation (decided before the engines run), and the targets
+    /// it runs.
+    label_now: bool,
+    label_group: u64,
     dcta: Option<Dcta>,
     source: S,
     telemetry: Telemetry,
@@ -164,15 +150,14 @@ pub struct Controller<S: FrameSource, W: embedded_io::Write> {
     row: Vec<f32>,
     out: Vec<f32>,
     last_out: Vec<f32>,
+    /// CPU predictions on the GPU path's drift-sampling ticks.
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
     scratch: Vec<f32>,
-    batch: Vec<f32>,
     drift: Vec<f32>,
     sig_sum: Vec<f32>,
     sig_n: Vec<u32>,
     sig_base: Vec<f32>,
     has_base: bool,
-    queue: heapless::Deque<(u8, u8), 16>,
-    task: Option<AdaptTask>,
     // State.
     tick_no: u32,
     period: u32,
@@ -279,8 +264,7 @@ pub fn prepare<S: FrameSource, W: embedded_io::Write>(p: Parts<S, W>) -> Result<
             None
         }
     };
-    let adapt = AdaptOptions { max_batch: opts.adapt_frames.max(1), ..AdaptOptions::default() };
-    let adapter = Adapter::new(&bundle, &predictor, adapt);
+    let online = OnlineAdaptation::new(&bundle, &predictor, opts.adaptation);
     let sizes = bundle.sizes();
     let offsets: Vec<usize> = sizes
         .iter()
@@ -330,7 +314,9 @@ pub fn prepare<S: FrameSource, W: embedded_io::Write>(p: Parts<S, W>) -> Result<
         predictor,
         #[cfg(feature = "cuda")]
         gpu,
-        adapter,
+        online,
+        label_now: false,
+        label_group: 0,
         dcta,
         frame: vec![0; source.frame_len()],
         source,
@@ -342,14 +328,11 @@ pub fn prepare<S: FrameSource, W: embedded_io::Write>(p: Parts<S, W>) -> Result<
         out: vec![0.0; stride],
         last_out: vec![0.0; stride],
         scratch: vec![0.0; stride],
-        batch: vec![0.0; stride * opts.adapt_frames.max(1)],
         drift: vec![0.0; n],
         sig_sum: vec![0.0; n],
         sig_n: vec![0; n],
         sig_base: vec![0.0; n],
         has_base: false,
-        queue: heapless::Deque::new(),
-        task: None,
         tick_no: 0,
         period: 0,
         active: 0,
@@ -528,8 +511,9 @@ impl<S: FrameSource, W: embedded_io::Write> Controller<S, W> {
             self.active = new;
             self.budget = budget;
         }
-        self.start_task();
-        let run = self.make_room();
+        self.label_now = self.opts.adapt && self.online.due();
+        let (group, run) = self.plan_labels();
+        self.label_group = group;
         self.stats.adapt_room_ticks += u64::from(run != self.active);
         // Active models set aside for the adaptation target are predicted through links this tick.
         self.mem_used = self.problem.cost_of(run, self.predicted | (self.active & !run));
@@ -695,12 +679,6 @@ impl<S: FrameSource, W: embedded_io::Write> Controller<S, W> {
         if !self.opts.adapt {
             return;
         }
-        // A task runs within its period: one that could not finish (its target never fitted beside
-        // the running set, or its sources stopped running) is abandoned, counted, and re-decided.
-        if self.task.take().is_some() {
-            self.stats.adapt_abandoned += 1;
-        }
-        self.queue.clear();
         let level = if self.power_factor < 0.5 {
             2
         } else if self.power_factor < 0.999 {
@@ -708,34 +686,27 @@ impl<S: FrameSource, W: embedded_io::Write> Controller<S, W> {
         } else {
             0
         };
-        let Some(dcta) = self.dcta.as_mut() else { return };
-        let alloc = dcta.allocate(&self.drift, level);
-        // Most drifted first.
-        for _ in 0..self.n {
-            let mut best: Option<usize> = None;
-            for j in 0..self.n {
-                let queued = self.queue.iter().any(|&(t, _)| t as usize == j);
-                // A target that is not running must fit beside at least one running model (the
-                // others are set aside while it runs, see `make_room`).
-                let fits = self.active >> j & 1 == 1
-                    || (0..self.n).any(|i| {
-                        self.active >> i & 1 == 1
-                            && self.problem.cost_of(1 << i, self.predicted | (self.active & !(1 << i)))
-                                + self.problem.model_mem[j]
-                                <= self.budget
-                    });
-                if alloc.unit_of(j).is_some()
-                    && self.drift[j] > 0.0
-                    && fits
-                    && !queued
-                    && best.is_none_or(|b| self.drift[j] > self.drift[b])
-                {
-                    best = Some(j);
-                }
+        let Some(alloc) = self.dcta.as_mut().map(|d| d.allocate(&self.drift, level).clone()) else { return };
+        let mut targets = 0u64;
+        for j in 0..self.n {
+            if alloc.unit_of(j).is_some() && self.drift[j] > 0.0 && self.active >> j & 1 == 0 && self.can_make_room(j) {
+                targets |= 1 << j;
+                self.event(EventCode::AdaptStart, j as u32, alloc.unit_of(j).unwrap_or(0) as u32);
             }
-            let Some(j) = best else { break };
-            let _ = self.queue.push_back((j as u8, alloc.unit_of(j).unwrap_or(0) as u8));
         }
+        // Targets of the period that ends which never got a label could not fit: counted.
+        let abandoned = self.online.start_period(targets);
+        self.stats.adapt_abandoned += abandoned.count_ones() as u64;
+    }
+
+    /// Whether target `j` fits the budget beside at least one running model (the others set aside
+    /// while it runs, see [`Self::make_room`]).
+    fn can_make_room(&self, j: usize) -> bool {
+        (0..self.n).any(|i| {
+            self.active >> i & 1 == 1
+                && self.problem.cost_of(1 << i, self.predicted | (self.active & !(1 << i))) + self.problem.model_mem[j]
+                    <= self.budget
+        })
     }
 
     fn send_summary(&mut self) {
@@ -804,119 +775,104 @@ impl<S: FrameSource, W: embedded_io::Write> Controller<S, W> {
         (done, done)
     }
 
-    /// Start the next queued adaptation task, if none is running.
-    fn start_task(&mut self) {
-        if self.task.is_none() {
-            if let Some((target, unit)) = self.queue.pop_front() {
-                let target = target as usize;
-                self.task = Some(AdaptTask {
-                    target,
-                    sources: self.active & !(1 << target),
-                    collected: 0,
-                    mean_signal: 0.0,
-                    seen: 0,
-                });
-                self.event(EventCode::AdaptStart, target as u32, unit as u32);
+    /// The targets this labelling tick runs and the models that run beside them. Targets that fit
+    /// beside the schedule's active set and targets that do not are labelled on alternate
+    /// labelling ticks: for the latter the largest active models are set aside (predicted through
+    /// links for this tick) until the largest of them fits, keeping at least one source, so that
+    /// the rows of the former keep every running source. The targets run one after another.
+    fn plan_labels(&self) -> (u64, u64) {
+        if !self.label_now {
+            return (0, self.active);
+        }
+        let targets = self.online.targets() & !self.active;
+        let base = self.problem.cost_of(self.active, self.predicted);
+        let mut fit = 0u64;
+        for j in 0..self.n {
+            if targets >> j & 1 == 1 && base + self.problem.model_mem[j] <= self.budget {
+                fit |= 1 << j;
             }
         }
-    }
-
-    /// The models that run this tick: the schedule's active set, unless the current adaptation
-    /// target does not fit beside it; then the largest active models are set aside (predicted through
-    /// links for this tick) until it fits, keeping at least one source. When even that cannot make
-    /// room, the active set runs unchanged and the task waits (it is abandoned at the period's end).
-    fn make_room(&self) -> u64 {
-        let Some(task) = self.task else { return self.active };
-        let j = task.target;
-        let need = self.problem.model_mem[j];
-        let fits = |run: u64| {
-            self.problem.cost_of(run, self.predicted | (self.active & !run)) + need <= self.budget
-        };
-        if self.active >> j & 1 == 1 || fits(self.active) {
-            return self.active;
+        let big = targets & !fit;
+        if big == 0 || (fit != 0 && self.online.labels() % 2 == 0) {
+            return (fit, self.active);
         }
+        let need = (0..self.n).filter(|&j| big >> j & 1 == 1).map(|j| self.problem.model_mem[j]).max().unwrap_or(0);
+        let fits = |run: u64| self.problem.cost_of(run, self.predicted | (self.active & !run)) + need <= self.budget;
         let mut run = self.active;
-        while run.count_ones() > 1 {
-            let mut largest = None;
-            for i in 0..self.n {
-                if run >> i & 1 == 1 && largest.is_none_or(|l: usize| self.problem.model_mem[i] > self.problem.model_mem[l]) {
-                    largest = Some(i);
-                }
-            }
+        while !fits(run) && run.count_ones() > 1 {
+            let largest = (0..self.n).filter(|&i| run >> i & 1 == 1).max_by_key(|&i| self.problem.model_mem[i]);
             let Some(i) = largest else { break };
             run &= !(1 << i);
-            if fits(run) {
-                return run;
-            }
         }
-        self.active
+        if fits(run) { (big, run) } else { (fit, self.active) }
     }
 
-    /// One bounded step of the current adaptation task: collect one (sources, target) pair from this
-    /// frame, running the target model if it is not active and fits in the budget (room is made
-    /// before the engines run, see [`Self::make_room`]); with uncertainty sampling, only frames on
-    /// which the target's prediction is at least as uncertain as its running mean are taken. Fine-tune
-    /// when the batch is full. Returns the task's target (or `NO_ADAPT_TASK`).
+    /// The adaptation slot: on a labelling tick, run every allocated target that did not run and
+    /// fits the budget beside the models that ran (one after another) and keep the row; then
+    /// fine-tune one pending target. Returns the target worked on (or `NO_ADAPT_TASK`).
     fn adapt_slot(&mut self, ok: u64, have_frame: bool, fresh: bool) -> u8 {
-        let Some(mut task) = self.task else { return wire::NO_ADAPT_TASK };
-        let j = task.target;
-        task.sources &= ok;
-        if !have_frame || task.sources == 0 {
-            self.task = Some(task);
-            return j as u8;
+        if !self.opts.adapt {
+            return wire::NO_ADAPT_TASK;
         }
-        if self.opts.uncertainty_sampling && fresh && ok >> j & 1 == 0 {
-            if let Ok(s) = self.predictor.signals(j) {
-                let u = s.uncertainty.min(1.0) + s.disagreement;
-                task.seen += 1;
-                task.mean_signal += (u - task.mean_signal) / task.seen.min(64) as f32;
-                if task.seen > 1 && u < task.mean_signal {
-                    self.task = Some(task);
-                    return j as u8;
+        let mut worked = wire::NO_ADAPT_TASK;
+        let label = self.label_now && self.label_group != 0 && have_frame && ok != 0 && {
+            let signal = self.target_signal(ok, fresh);
+            self.online.accept(signal)
+        };
+        if label {
+            let (base, mut extra, mut valid) = (self.mem_used, 0u64, ok);
+            for j in 0..self.n {
+                if self.label_group >> j & 1 == 0 || ok >> j & 1 == 1 {
+                    continue;
+                }
+                if base + self.problem.model_mem[j] > self.budget {
+                    continue;
+                }
+                let res = self.run_engine(j, self.slice(j));
+                self.stats.adapt_executions += 1;
+                self.stats.engine_faults += u64::from(res.is_err());
+                extra = extra.max(self.problem.model_mem[j]);
+                if res.is_ok() {
+                    valid |= 1 << j;
+                    worked = j as u8;
+                }
+            }
+            self.mem_used = base + extra;
+            if valid != ok {
+                self.online.push(&self.row, valid);
+            }
+        } else {
+            self.online.skip();
+        }
+        match self.online.tune_one(&mut self.predictor, self.active) {
+            Some(Ok(rep)) => {
+                #[cfg(feature = "cuda")]
+                if let Some(g) = self.gpu.as_mut() {
+                    let _ = g.update_weights(self.predictor.links(), self.predictor.ensembles());
+                }
+                self.stats.adapt_tasks += 1;
+                self.event(EventCode::AdaptDone, rep.target as u32, (1000.0 * rep.agreement) as u32);
+                rep.target as u8
+            }
+            _ => worked,
+        }
+    }
+
+    /// Mean uncertainty of the allocated targets' predictions on this frame (entropy for classes
+    /// and multilabel, plus the disagreement between links), when the CPU predictor ran.
+    fn target_signal(&mut self, ok: u64, fresh: bool) -> Option<f32> {
+        if !fresh {
+            return None;
+        }
+        let (mut sum, mut count) = (0.0f32, 0u32);
+        for j in 0..self.n {
+            if self.online.targets() >> j & 1 == 1 && ok >> j & 1 == 0 {
+                if let Ok(s) = self.predictor.signals(j) {
+                    sum += s.uncertainty.min(1.0) + s.disagreement;
+                    count += 1;
                 }
             }
         }
-        let mut have_target = ok >> j & 1 == 1;
-        if !have_target && self.mem_used + self.problem.model_mem[j] <= self.budget {
-            // Swap the target in within the budget for this frame.
-            let r = self.slice(j);
-            let res = self.run_engine(j, r);
-            self.mem_used += self.problem.model_mem[j];
-            self.stats.adapt_executions += 1;
-            self.stats.engine_faults += u64::from(res.is_err());
-            have_target = res.is_ok();
-        }
-        if have_target {
-            let stride = self.row.len();
-            let at = task.collected * stride;
-            self.batch[at..at + stride].copy_from_slice(&self.row);
-            task.collected += 1;
-        }
-        if task.collected * self.row.len() >= self.batch.len() {
-            for _ in 0..self.opts.adapt_steps {
-                let _ = self.adapter.step(&mut self.predictor, j, task.sources, &self.batch);
-            }
-            // The refreshed ensemble's agreement on the batch it was tuned on.
-            let stride = self.row.len();
-            let mut sum = 0.0f32;
-            let rows = self.batch.len() / stride;
-            for r in 0..rows {
-                let row = &self.batch[r * stride..(r + 1) * stride];
-                let sj = self.offsets[j]..self.offsets[j] + self.sizes[j];
-                if self.predictor.predict(task.sources, row, &mut self.scratch).is_ok() {
-                    sum += agreement(self.kinds[j], self.tolerances[j], &self.scratch[sj.clone()], &row[sj]);
-                }
-            }
-            #[cfg(feature = "cuda")]
-            if let Some(g) = self.gpu.as_mut() {
-                let _ = g.update_weights(self.predictor.links(), self.predictor.ensembles());
-            }
-            self.stats.adapt_tasks += 1;
-            self.event(EventCode::AdaptDone, j as u32, (1000.0 * sum / rows as f32) as u32);
-            self.task = None;
-            return j as u8;
-        }
-        self.task = Some(task);
-        j as u8
+        (count > 0).then(|| sum / count as f32)
     }
 }
