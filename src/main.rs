@@ -246,19 +246,19 @@ struct BenchArgs {
     #[arg(long)]
     max_active: Option<usize>,
     /// `mlink`: frames per on-line adaptation period.
-    #[arg(long, default_value_t = 250)]
+    #[arg(long, default_value_t = 50)]
     adapt_period: usize,
     /// `mlink`: skip the on-line adaptation variants.
     #[arg(long)]
     no_adapt: bool,
     /// `mlink`: fine-tuning steps per target at the end of each adaptation period.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 2)]
     adapt_steps: u32,
     /// `mlink`: fine-tuning learning rate (RMSprop).
     #[arg(long, default_value_t = 1e-3)]
     adapt_lr: f32,
     /// `mlink`: labelled rows kept for fine-tuning (the most recent).
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 32)]
     adapt_buffer: usize,
     /// `mlink`: share of each scheduling period profiled (every model that fits runs) to refresh
     /// the scores; adapted runs profile on their labelled frames instead.

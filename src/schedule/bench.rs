@@ -38,7 +38,7 @@ pub struct BenchOptions {
 impl Default for BenchOptions {
     fn default() -> Self {
         let mut adapt = Vec::new();
-        for sampling in [Sampling::Uniform, Sampling::Uncertainty] {
+        for sampling in [Sampling::Uniform, Sampling::Uncertainty, Sampling::LossPrediction] {
             for share in [0.01, 0.02, 0.05, 0.10] {
                 adapt.push(AdaptSim { sampling, share, ..AdaptSim::default() });
             }
@@ -51,7 +51,7 @@ impl Default for BenchOptions {
             seed: 1,
             max_active: None,
             adapt,
-            adapt_period: 250,
+            adapt_period: 50,
         }
     }
 }
@@ -65,6 +65,11 @@ pub enum Sampling {
     /// The frames whose predicted outputs were least certain: entropy of class and multilabel
     /// predictions, disagreement between the links into each predicted target (all kinds).
     Uncertainty,
+    /// The frames with the highest loss predicted by a learnt head per target (the MLink paper's
+    /// loss prediction): a linear map from the target's predicted output and its drift signals to
+    /// the expected disagreement with the target model, fitted on the labelled rows so far (MSE;
+    /// the paper adds a pairwise ranking term). Falls back to uncertainty until 16 rows are labelled.
+    LossPrediction,
 }
 
 impl Sampling {
@@ -72,6 +77,7 @@ impl Sampling {
         match self {
             Sampling::Uniform => "uniform",
             Sampling::Uncertainty => "uncertainty",
+            Sampling::LossPrediction => "loss-prediction",
         }
     }
 }
@@ -91,7 +97,7 @@ pub struct AdaptSim {
 
 impl Default for AdaptSim {
     fn default() -> Self {
-        AdaptSim { sampling: Sampling::Uncertainty, share: 0.05, steps: 8, buffer: 64, lr: 1e-3 }
+        AdaptSim { sampling: Sampling::Uncertainty, share: 0.05, steps: 2, buffer: 32, lr: 1e-3 }
     }
 }
 
@@ -255,6 +261,8 @@ struct AdaptRun {
     filled: usize,
     next: usize,
     executions: u64,
+    credit: f64,
+    heads: LossHeads,
 }
 
 impl AdaptRun {
@@ -270,18 +278,28 @@ impl AdaptRun {
             filled: 0,
             next: 0,
             executions: 0,
+            credit: 0.0,
+            heads: LossHeads::new(bundle),
         }
     }
 
-    /// Score this frame for sampling, after the predictor predicted the tasks outside `active`.
-    fn observe(&mut self, predictor: &mut Predictor, frame: usize, active: u64, n: usize) {
-        let score = match self.sim.sampling {
-            Sampling::Uniform => self.rng.f32(),
-            Sampling::Uncertainty => (0..n)
+    /// Score this frame for sampling, after the predictor predicted the tasks outside `active`
+    /// into `out`.
+    fn observe(&mut self, predictor: &mut Predictor, frame: usize, active: u64, n: usize, out: &[f32]) {
+        let uncertainty = |predictor: &mut Predictor| -> f32 {
+            (0..n)
                 .filter(|&j| active >> j & 1 == 0)
                 .filter_map(|j| predictor.signals(j).ok())
                 .map(|s| s.uncertainty.min(1.0) + s.disagreement)
-                .sum(),
+                .sum()
+        };
+        let score = match self.sim.sampling {
+            Sampling::Uniform => self.rng.f32(),
+            Sampling::Uncertainty => uncertainty(predictor),
+            Sampling::LossPrediction if self.heads.trained < 16 => uncertainty(predictor),
+            Sampling::LossPrediction => {
+                (0..n).filter(|&j| active >> j & 1 == 0).map(|j| self.heads.predict(predictor, j, out)).sum()
+            }
         };
         self.candidates.push((score, frame));
     }
@@ -299,7 +317,10 @@ impl AdaptRun {
         labelled: &mut Vec<usize>,
     ) -> Result<()> {
         labelled.clear();
-        let k = ((self.candidates.len() as f32 * self.sim.share).round() as usize).max(1);
+        // The share is kept over the run: a period's fractional label carries over to the next.
+        self.credit += self.candidates.len() as f64 * self.sim.share as f64;
+        let k = (self.credit.floor() as usize).min(self.candidates.len());
+        self.credit -= k as f64;
         self.candidates.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
         let stride = predictor.stride();
         let cap = self.rows.len() / stride;
@@ -318,6 +339,13 @@ impl AdaptRun {
         // can be labelled when it fits the budget alone.
         let targets = fits & !active;
         self.executions += labelled.len() as u64 * targets.count_ones() as u64;
+        if self.sim.sampling == Sampling::LossPrediction {
+            // The heads learn from the labelled rows as predicted before the links are refreshed.
+            for &f in labelled.iter() {
+                let row = reference.row(reference.row_of_frame(f as u32).context("reference lacks a frame")?);
+                self.heads.learn(predictor, row, active, targets)?;
+            }
+        }
         let batch = &self.rows[..self.filled * stride];
         for j in 0..n {
             if targets >> j & 1 == 0 {
@@ -327,6 +355,89 @@ impl AdaptRun {
                 self.adapter.step(predictor, j, active, batch).map_err(|e| anyhow::anyhow!("{e}"))?;
             }
         }
+        Ok(())
+    }
+}
+
+/// Loss-prediction heads, one per target: `loss ≈ b + w·[y, uncertainty, disagreement]` with `y`
+/// the target's predicted (activated) output; trained by SGD on labelled rows.
+struct LossHeads {
+    /// Per model: weights (size + 2) then bias.
+    w: Vec<Vec<f32>>,
+    offsets: Vec<usize>,
+    sizes: Vec<usize>,
+    kinds: Vec<crate::manifest::OutputKind>,
+    tolerances: Vec<f32>,
+    out: Vec<f32>,
+    trained: usize,
+}
+
+impl LossHeads {
+    fn new(bundle: &Bundle) -> LossHeads {
+        let sizes = bundle.sizes();
+        let offsets = sizes
+            .iter()
+            .scan(0, |a, &s| {
+                let o = *a;
+                *a += s;
+                Some(o)
+            })
+            .collect();
+        let stride = sizes.iter().sum();
+        LossHeads {
+            w: sizes.iter().map(|&s| vec![0.0; s + 3]).collect(),
+            offsets,
+            sizes,
+            kinds: bundle.models.iter().map(|m| m.kind).collect(),
+            tolerances: bundle.models.iter().map(|m| m.tolerance).collect(),
+            out: vec![0.0; stride],
+            trained: 0,
+        }
+    }
+
+    fn features(&self, predictor: &mut Predictor, j: usize, out: &[f32], x: &mut [f32]) {
+        let (o, s) = (self.offsets[j], self.sizes[j]);
+        x[..s].copy_from_slice(&out[o..o + s]);
+        let sig = predictor.signals(j).unwrap_or_default();
+        x[s] = sig.uncertainty.min(1.0);
+        x[s + 1] = sig.disagreement;
+    }
+
+    /// Predicted loss of target j on the frame whose predictions are `out` (signals from the last
+    /// prediction).
+    fn predict(&self, predictor: &mut Predictor, j: usize, out: &[f32]) -> f32 {
+        let mut x = [0.0f32; 64 + 2];
+        let s = self.sizes[j].min(64);
+        if s < self.sizes[j] {
+            return 0.0;
+        }
+        self.features(predictor, j, out, &mut x);
+        let w = &self.w[j];
+        w[s + 2] + w[..s + 2].iter().zip(&x).map(|(a, b)| a * b).sum::<f32>()
+    }
+
+    /// One SGD step per target on a labelled row: its loss is 1 − agreement of the prediction.
+    fn learn(&mut self, predictor: &mut Predictor, row: &[f32], active: u64, targets: u64) -> Result<()> {
+        let mut out = std::mem::take(&mut self.out);
+        predictor.predict(active, row, &mut out).map_err(|e| anyhow::anyhow!("{e}"))?;
+        for j in 0..self.sizes.len() {
+            let s = self.sizes[j];
+            if targets >> j & 1 == 0 || s > 64 {
+                continue;
+            }
+            let (o, mut x) = (self.offsets[j], [0.0f32; 64 + 2]);
+            self.features(predictor, j, &out, &mut x);
+            let loss = 1.0 - agreement(self.kinds[j], self.tolerances[j], &out[o..o + s], &row[o..o + s]);
+            let w = &mut self.w[j];
+            let pred = w[s + 2] + w[..s + 2].iter().zip(&x).map(|(a, b)| a * b).sum::<f32>();
+            let (err, lr) = (pred - loss, 0.05f32);
+            for (wi, xi) in w[..s + 2].iter_mut().zip(&x) {
+                *wi -= lr * err * xi.clamp(-10.0, 10.0);
+            }
+            w[s + 2] -= lr * err;
+        }
+        self.out = out;
+        self.trained += 1;
         Ok(())
     }
 }
@@ -416,7 +527,7 @@ fn run_method(
                         if f >= prof_end {
                             running = active;
                             if let Some(ad) = adapt.as_mut() {
-                                ad.observe(&mut predictor, f, active, n);
+                                ad.observe(&mut predictor, f, active, n, &out);
                             }
                         }
                     }
