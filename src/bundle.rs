@@ -253,6 +253,11 @@ impl Bundle {
         self.models.iter().map(|m| m.size as usize).collect()
     }
 
+    /// The layout of one row of every model's output, in bundle order.
+    pub fn layout(&self) -> crate::row::RowLayout {
+        crate::row::RowLayout::new(self.models.iter().map(|m| m.size as usize))
+    }
+
     /// Score of link `source → target` alone.
     pub fn link_score(&self, source: usize, target: usize) -> f32 {
         self.scores.link[target * self.n_models() + source]

@@ -14,6 +14,7 @@ pub mod monitor;
 pub mod record;
 pub mod recording;
 pub mod report;
+pub mod row;
 pub mod schedule;
 pub mod sd_notify;
 pub mod serial;

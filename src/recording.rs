@@ -15,6 +15,7 @@ use std::path::Path;
 use anyhow::{Context, Result, bail, ensure};
 
 use crate::manifest::OutputKind;
+use crate::row::RowLayout;
 
 pub const MAGIC: &[u8; 8] = b"JLREC001";
 
@@ -33,18 +34,23 @@ pub struct Recording {
     pub frames: Vec<u32>,
     /// Row-major: row r holds all models' outputs for `frames[r]`, `stride()` values.
     pub values: Vec<f32>,
-    /// Offset of each model's output inside a row.
-    offsets: Vec<usize>,
+    /// Where each model's output lives inside a row.
+    layout: RowLayout,
 }
 
 impl Recording {
     pub fn new(models: Vec<RecordedModel>) -> Recording {
-        let offsets = offsets_of(&models);
-        Recording { models, frames: Vec::new(), values: Vec::new(), offsets }
+        let layout = RowLayout::new(models.iter().map(|m| m.size));
+        Recording { models, frames: Vec::new(), values: Vec::new(), layout }
     }
 
     pub fn stride(&self) -> usize {
-        self.models.iter().map(|m| m.size).sum()
+        self.layout.stride()
+    }
+
+    /// The row layout (every model's output, in the recording's model order).
+    pub fn layout(&self) -> &RowLayout {
+        &self.layout
     }
 
     pub fn len(&self) -> usize {
@@ -69,12 +75,11 @@ impl Recording {
 
     /// Model `m`'s output on row `r`.
     pub fn output(&self, r: usize, m: usize) -> &[f32] {
-        let o = self.offsets[m];
-        &self.row(r)[o..o + self.models[m].size]
+        &self.row(r)[self.layout.range(m)]
     }
 
     pub fn offset(&self, m: usize) -> usize {
-        self.offsets[m]
+        self.layout.offset(m)
     }
 
     pub fn model_index(&self, name: &str) -> Option<usize> {
@@ -183,18 +188,6 @@ impl Recording {
         r.read_to_end(&mut b)?;
         Recording::parse(&b)
     }
-}
-
-fn offsets_of(models: &[RecordedModel]) -> Vec<usize> {
-    let mut acc = 0;
-    models
-        .iter()
-        .map(|m| {
-            let o = acc;
-            acc += m.size;
-            o
-        })
-        .collect()
 }
 
 /// A bounds-checked little-endian reader that names the field it failed on.

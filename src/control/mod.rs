@@ -1,8 +1,15 @@
-//! The firmware control loop. [`prepare`] loads, checks and allocates everything; [`Controller::tick`]
-//! then only computes: take a frame, sample telemetry, re-select the schedule at a period boundary or
-//! on a budget change (with the DCTA allocation of adaptation tasks), run the active engines, predict
-//! the other outputs through the link ensembles, spend the adaptation slot, emit telemetry, account
-//! for the deadline. A tick allocates nothing (see `tests/control.rs`) and survives every fault.
+//! The firmware control loop. [`prepare`] loads, checks and allocates everything into an immutable
+//! [`LoopPlan`] and the loop's mutable state; [`Controller::tick`] then only computes, as a short
+//! sequence of named steps: take a frame, sample telemetry (budget and power), re-select the
+//! schedule at a period boundary or on a budget change (with the DCTA allocation of adaptation
+//! targets), plan the runs (making room for an adaptation target), run the engines, deliver every
+//! output (run, predicted through links, or repeated), spend the adaptation slot, score against the
+//! reference when there is one, and account and emit telemetry. A tick allocates nothing (see
+//! `tests/control.rs`) and survives every fault.
+//!
+//! - [`policy`]: the power governor, DCTA capacity levels and drift levels (pure, table-tested).
+//! - [`adapt`]: on-line adaptation inside the loop (labelled rows, fine-tuning).
+//! - [`stats`]: running totals and the shared savings formulas.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -13,18 +20,25 @@ use crate::alloc_count::RuntimeScope;
 use crate::board::Board;
 use crate::bundle::Bundle;
 use crate::dcta::Dcta;
-use crate::engine::{Backend, FrameCursor, PreparedModel};
-use crate::links::{MAX_MODELS, Predictor, agreement};
+use crate::engine::{Backend, EngineError, FrameCursor, PreparedModel};
+use crate::gpu::LinkExecutor;
+use crate::links::{MAX_MODELS, agreement};
 use crate::manifest::{Manifest, OutputKind};
 use crate::recording::Recording;
+use crate::row::RowLayout;
 use crate::schedule::{Problem, ScheduleTable};
-
-mod adapt;
-pub use adapt::{AdaptSettings, OnlineAdaptation, TuneReport};
-use crate::source::FrameSource;
+use crate::source::{FrameError, FrameInfo, FrameSource};
 use crate::telemetry::{Telemetry, Valid};
 use crate::view::Shape;
 use crate::wire::{self, Event, EventCode, Message, PeriodSummary, TelemetryWriter, Tick, flags};
+
+mod adapt;
+pub mod policy;
+mod stats;
+
+pub use adapt::{AdaptSettings, OnlineAdaptation, TuneReport};
+pub use policy::PowerGovernor;
+pub use stats::{LoopStats, share_saved};
 
 /// Loop settings that are not board facts.
 #[derive(Clone, Debug)]
@@ -41,73 +55,7 @@ pub struct LoopOptions {
 
 impl Default for LoopOptions {
     fn default() -> Self {
-        LoopOptions {
-            adaptation: AdaptSettings::default(),
-            drift_start: u32::MAX,
-            adapt: true,
-            max_active: None,
-        }
-    }
-}
-
-/// Running totals, read by the driver and the summary.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct LoopStats {
-    pub ticks: u64,
-    pub frames: u64,
-    pub executions: u64,
-    pub adapt_executions: u64,
-    pub flops: u64,
-    pub all_flops_per_frame: u64,
-    pub peak_mem: u64,
-    pub min_budget: u64,
-    pub deadline_misses: u64,
-    pub adapt_tasks: u64,
-    /// Adaptation tasks that did not finish within their period.
-    pub adapt_abandoned: u64,
-    /// Ticks on which active models were set aside (predicted through links) to make room for an
-    /// adaptation target that did not fit beside them.
-    pub adapt_room_ticks: u64,
-    pub engine_faults: u64,
-    pub frame_faults: u64,
-    pub telemetry_faults: u64,
-    pub serial_drops: u64,
-    pub budget_violations: u64,
-    pub schedule_changes: u64,
-    pub sheds: u64,
-    pub throttles: u64,
-    pub degraded_outputs: u64,
-    /// Per segment (0 clean, 1 drift): frames with a reference, and per task the sum of agreement
-    /// (the first `n_models` entries are used; fixed-size so that a snapshot never allocates).
-    pub ref_frames: [u64; 2],
-    pub agree: [[f64; MAX_MODELS]; 2],
-    pub n_models: usize,
-    pub max_tick_us: u32,
-    pub tick_us_sum: u64,
-}
-
-impl LoopStats {
-    /// Mean agreement over tasks and frames of a segment (None without reference frames).
-    pub fn accuracy(&self, seg: usize) -> Option<f64> {
-        let f = self.ref_frames[seg];
-        let n = self.n_models;
-        (f > 0).then(|| self.agree[seg][..n].iter().sum::<f64>() / (f as f64 * n as f64))
-    }
-
-    pub fn accuracy_all(&self) -> Option<f64> {
-        let f = self.ref_frames[0] + self.ref_frames[1];
-        let n = self.n_models;
-        let sum: f64 = self.agree[0][..n].iter().chain(&self.agree[1][..n]).sum();
-        (f > 0).then(|| sum / (f as f64 * n as f64))
-    }
-
-    /// Share of model executions saved, adaptation runs counted as executions.
-    pub fn executions_saved(&self, n_models: usize) -> f64 {
-        1.0 - (self.executions + self.adapt_executions) as f64 / (self.frames.max(1) as f64 * n_models as f64)
-    }
-
-    pub fn flops_saved(&self) -> f64 {
-        1.0 - self.flops as f64 / (self.frames.max(1) as f64 * self.all_flops_per_frame.max(1) as f64)
+        LoopOptions { adaptation: AdaptSettings::default(), drift_start: u32::MAX, adapt: true, max_active: None }
     }
 }
 
@@ -117,48 +65,88 @@ pub struct TickReport {
     pub tick: Tick,
 }
 
-/// The prepared loop.
-pub struct Controller<S: FrameSource, W: embedded_io::Write> {
-    board: &'static Board,
-    opts: LoopOptions,
-    n: usize,
-    kinds: Vec<OutputKind>,
-    tolerances: Vec<f32>,
-    offsets: Vec<usize>,
-    sizes: Vec<usize>,
-    models: Vec<PreparedModel>,
-    problem: Problem,
-    table: ScheduleTable,
-    predictor: Predictor,
-    /// The link kernels on a CUDA GPU, where one was found (`cuda` feature); the CPU predictor then
-    /// only samples drift signals and carries adaptation, whose weights are copied to the GPU.
-    #[cfg(feature = "cuda")]
-    gpu: Option<crate::gpu::cuda::CudaLinks>,
-    online: OnlineAdaptation,
-    /// This tick labels a frame for adaptation (decided before the engines run), and the targets
-    /// it runs.
-    label_now: bool,
-    label_group: u64,
-    dcta: Option<Dcta>,
+/// Everything fixed once the loop is prepared: the board, the options, the row layout, the tasks'
+/// kinds and tolerances, the schedule problem and its table.
+pub struct LoopPlan {
+    pub board: &'static Board,
+    pub opts: LoopOptions,
+    pub layout: RowLayout,
+    pub kinds: Vec<OutputKind>,
+    pub tolerances: Vec<f32>,
+    pub problem: Problem,
+    pub table: ScheduleTable,
+}
+
+impl LoopPlan {
+    pub fn n(&self) -> usize {
+        self.layout.len()
+    }
+
+    fn all(&self) -> u64 {
+        (1u64 << self.n()) - 1
+    }
+}
+
+/// The loop's inputs and outputs.
+struct LoopIo<S: FrameSource, W: embedded_io::Write> {
     source: S,
     telemetry: Telemetry,
     writer: TelemetryWriter<W>,
+    models: Vec<PreparedModel>,
+    /// Set for replay engines: the loop tells them which frame it is on.
     cursor: Option<FrameCursor>,
     reference: Option<Arc<Recording>>,
+}
+
+/// Per-task drift signals accumulated over a period, and the levels derived at its end.
+struct DriftTracker {
+    sum: Vec<f32>,
+    n: Vec<u32>,
+    base: Vec<f32>,
+    has_base: bool,
+    level: Vec<f32>,
+}
+
+impl DriftTracker {
+    fn new(n: usize) -> DriftTracker {
+        DriftTracker { sum: vec![0.0; n], n: vec![0; n], base: vec![0.0; n], has_base: false, level: vec![0.0; n] }
+    }
+
+    fn add(&mut self, j: usize, signal: f32) {
+        self.sum[j] += signal;
+        self.n[j] += 1;
+    }
+
+    /// Close a period: the first one with signals sets the baseline; later ones give levels.
+    fn close_period(&mut self) {
+        let mut any = false;
+        for j in 0..self.level.len() {
+            let mean = if self.n[j] > 0 { self.sum[j] / self.n[j] as f32 } else { 0.0 };
+            if !self.has_base {
+                self.base[j] = mean;
+            }
+            self.level[j] =
+                if self.n[j] > 0 && self.has_base { policy::drift_level(mean, self.base[j]) } else { 0.0 };
+            any |= self.n[j] > 0;
+            self.sum[j] = 0.0;
+            self.n[j] = 0;
+        }
+        self.has_base |= any;
+    }
+}
+
+/// Everything a tick changes.
+struct LoopState {
+    links: LinkExecutor,
+    online: OnlineAdaptation,
+    dcta: Option<Dcta>,
+    governor: PowerGovernor,
+    drift: DriftTracker,
     // Buffers, all sized in `prepare`.
     frame: Vec<u8>,
     row: Vec<f32>,
     out: Vec<f32>,
     last_out: Vec<f32>,
-    /// CPU predictions on the GPU path's drift-sampling ticks.
-    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
-    scratch: Vec<f32>,
-    drift: Vec<f32>,
-    sig_sum: Vec<f32>,
-    sig_n: Vec<u32>,
-    sig_base: Vec<f32>,
-    has_base: bool,
-    // State.
     tick_no: u32,
     period: u32,
     active: u64,
@@ -166,8 +154,11 @@ pub struct Controller<S: FrameSource, W: embedded_io::Write> {
     predicted: u64,
     budget: u64,
     mem_used: u64,
-    power_factor: f32,
     have_last: bool,
+    /// This tick labels a frame for adaptation (decided before the engines run), and the targets
+    /// it runs.
+    label_now: bool,
+    label_group: u64,
     /// Time spent in engines (views and inference) during the last tick.
     engine_ns: u64,
     stats: LoopStats,
@@ -175,6 +166,20 @@ pub struct Controller<S: FrameSource, W: embedded_io::Write> {
     period_peak: u64,
     period_missed: bool,
     last: TickReport,
+}
+
+/// Flags and degraded outputs gathered while a tick runs.
+#[derive(Default)]
+struct TickNotes {
+    flags: u8,
+    degraded: u16,
+}
+
+/// The prepared loop.
+pub struct Controller<S: FrameSource, W: embedded_io::Write> {
+    plan: LoopPlan,
+    io: LoopIo<S, W>,
+    st: LoopState,
 }
 
 /// Everything `prepare` needs.
@@ -195,20 +200,70 @@ pub struct Parts<S: FrameSource, W: embedded_io::Write> {
 
 /// Load, check and allocate everything; send the Hello message.
 pub fn prepare<S: FrameSource, W: embedded_io::Write>(p: Parts<S, W>) -> Result<Controller<S, W>> {
-    let Parts {
+    let Parts { board, manifest, bundle, frame_shape, backend, cursor, source, telemetry, mut writer, reference, opts } =
+        p;
+    check_parts(&manifest, &bundle, frame_shape, &source, reference.as_deref())?;
+    let n = bundle.n_models();
+    let models = crate::engine::prepare_all(&manifest, frame_shape, backend.as_ref())?;
+    let (problem, table) = schedule_for(&bundle, board, &opts)?;
+    let dcta = dcta_for(&bundle, board)?;
+    let links = LinkExecutor::new(&bundle);
+    let online = OnlineAdaptation::new(&bundle, links.predictor(), opts.adaptation);
+    let layout = bundle.layout();
+    let stride = layout.stride();
+    writer.set_decimation(
+        wire::LinePlan::new(board.serial.baud, board.period_ms, wire::frame_len(&Message::Tick(wire::typical_tick())))
+            .decimation,
+    );
+    let _ = writer.send(&hello(board, &bundle)?);
+    let mut stats = LoopStats { n_models: n, min_budget: u64::MAX, ..Default::default() };
+    stats.all_flops_per_frame = problem.flops.iter().sum();
+    let st = LoopState {
+        links,
+        online,
+        dcta,
+        governor: PowerGovernor::new(),
+        drift: DriftTracker::new(n),
+        frame: vec![0; source.frame_len()],
+        row: vec![0.0; stride],
+        out: vec![0.0; stride],
+        last_out: vec![0.0; stride],
+        tick_no: 0,
+        period: 0,
+        active: 0,
+        predicted: 0,
+        budget: u64::MAX,
+        mem_used: 0,
+        have_last: false,
+        label_now: false,
+        label_group: 0,
+        engine_ns: 0,
+        period_start: stats,
+        stats,
+        period_peak: 0,
+        period_missed: false,
+        last: TickReport::default(),
+    };
+    let plan = LoopPlan {
         board,
-        manifest,
-        bundle,
-        frame_shape,
-        backend,
-        cursor,
-        source,
-        telemetry,
-        mut writer,
-        reference,
+        kinds: bundle.models.iter().map(|m| m.kind).collect(),
+        tolerances: bundle.models.iter().map(|m| m.tolerance).collect(),
+        layout,
+        problem,
+        table,
         opts,
-    } = p;
-    bundle.check_manifest(&manifest).context("the bundle does not match the manifest")?;
+    };
+    Ok(Controller { plan, io: LoopIo { source, telemetry, writer, models, cursor, reference }, st })
+}
+
+fn check_parts(
+    manifest: &Manifest,
+    bundle: &Bundle,
+    frame_shape: Shape,
+    source: &impl FrameSource,
+    reference: Option<&Recording>,
+) -> Result<()> {
+    bundle.check_manifest(manifest).context("the bundle does not match the manifest")?;
     let n = bundle.n_models();
     ensure!(n <= MAX_MODELS, "{n} models: the loop's masks hold at most {MAX_MODELS}");
     ensure!(
@@ -217,7 +272,7 @@ pub fn prepare<S: FrameSource, W: embedded_io::Write>(p: Parts<S, W>) -> Result<
         source.frame_len(),
         frame_shape.len()
     );
-    if let Some(r) = &reference {
+    if let Some(r) = reference {
         for (i, m) in bundle.models.iter().enumerate() {
             ensure!(
                 r.models.get(i).is_some_and(|rm| rm.name == m.name && rm.size == m.size as usize),
@@ -226,68 +281,53 @@ pub fn prepare<S: FrameSource, W: embedded_io::Write>(p: Parts<S, W>) -> Result<
             );
         }
     }
-    let models = crate::engine::prepare_all(&manifest, frame_shape, backend.as_ref())?;
-    let mut problem = Problem::from_bundle(&bundle);
+    Ok(())
+}
+
+/// The schedule problem and its table: the bundle's table, or one rebuilt (3^n choices, once)
+/// when an execution budget applies (the options', else the board's `max-active-models`).
+fn schedule_for(bundle: &Bundle, board: &Board, opts: &LoopOptions) -> Result<(Problem, ScheduleTable)> {
+    let problem = Problem::from_bundle(bundle);
     let cap = opts.max_active.or((board.max_active_models > 0).then_some(board.max_active_models as usize));
-    let table = match (&bundle.schedule, cap) {
+    Ok(match (&bundle.schedule, cap) {
         (_, Some(k)) => {
-            // An execution budget: the bundle's table has none, so rebuild it (3^n choices, once).
-            problem = problem.with_max_active(k);
-            ScheduleTable::build(&problem)
+            let problem = problem.with_max_active(k);
+            let table = ScheduleTable::build(&problem);
+            (problem, table)
         }
-        (Some(b), None) => postcard::from_bytes(b).context("the bundle's schedule table does not decode")?,
-        (None, None) => ScheduleTable::build(&problem),
-    };
-    let dcta = match &bundle.dcta {
-        Some(b) => {
-            let t = crate::dcta::PolicyTable::from_postcard(b)
-                .context("the bundle's DCTA table does not decode")?;
-            if t.board == board.name {
-                Some(Dcta::new(t).context("the bundle's DCTA table is unusable")?)
-            } else {
-                log::warn!(
-                    "the bundle's DCTA table was built for board {:?}, not {:?}; adaptation uses greedy",
-                    t.board,
-                    board.name
-                );
-                None
-            }
+        (Some(b), None) => {
+            (problem, postcard::from_bytes(b).context("the bundle's schedule table does not decode")?)
         }
-        None => None,
-    };
-    let predictor = Predictor::new(&bundle);
-    #[cfg(feature = "cuda")]
-    let gpu = match crate::gpu::cuda::CudaLinks::from_bundle(&bundle, 1) {
-        Ok(g) => Some(g),
-        Err(e) => {
-            log::warn!("link kernels: using the CPU path ({e})");
-            None
+        (None, None) => {
+            let table = ScheduleTable::build(&problem);
+            (problem, table)
         }
-    };
-    let online = OnlineAdaptation::new(&bundle, &predictor, opts.adaptation);
-    let sizes = bundle.sizes();
-    let offsets: Vec<usize> = sizes
-        .iter()
-        .scan(0, |a, &s| {
-            let o = *a;
-            *a += s;
-            Some(o)
-        })
-        .collect();
-    let stride = sizes.iter().sum();
-    let plan = wire::LinePlan::new(
-        board.serial.baud,
-        board.period_ms,
-        wire::frame_len(&Message::Tick(wire::typical_tick())),
+    })
+}
+
+/// The bundle's DCTA table when it was built for this board.
+fn dcta_for(bundle: &Bundle, board: &Board) -> Result<Option<Dcta>> {
+    let Some(b) = &bundle.dcta else { return Ok(None) };
+    let t = crate::dcta::PolicyTable::from_postcard(b).context("the bundle's DCTA table does not decode")?;
+    if t.board == board.name {
+        return Ok(Some(Dcta::new(t).context("the bundle's DCTA table is unusable")?));
+    }
+    log::warn!(
+        "the bundle's DCTA table was built for board {:?}, not {:?}; adaptation uses greedy",
+        t.board,
+        board.name
     );
-    writer.set_decimation(plan.decimation);
+    Ok(None)
+}
+
+fn hello(board: &Board, bundle: &Bundle) -> Result<Message> {
     let hash = crate::bundle::sha256(&bundle.to_bytes()?);
     let mut name = heapless::String::<24>::new();
     for c in board.name.chars().take(24) {
         let _ = name.push(c);
     }
     let v = |s: &str| s.parse::<u16>().unwrap_or(0);
-    let _ = writer.send(&Message::Hello(wire::Hello {
+    Ok(Message::Hello(wire::Hello {
         proto_version: wire::PROTO_VERSION,
         firmware: (
             v(env!("CARGO_PKG_VERSION_MAJOR")),
@@ -295,131 +335,89 @@ pub fn prepare<S: FrameSource, W: embedded_io::Write>(p: Parts<S, W>) -> Result<
             v(env!("CARGO_PKG_VERSION_PATCH")),
         ),
         board: name,
-        bundle_hash: hash[..8].try_into().unwrap(),
-        n_models: n as u8,
+        bundle_hash: hash[..8].try_into().expect("8 bytes"),
+        n_models: bundle.n_models() as u8,
         period_ms: board.period_ms,
-    }));
-    let mut stats = LoopStats { n_models: n, min_budget: u64::MAX, ..Default::default() };
-    stats.all_flops_per_frame = problem.flops.iter().sum();
-    Ok(Controller {
-        board,
-        n,
-        kinds: bundle.models.iter().map(|m| m.kind).collect(),
-        tolerances: bundle.models.iter().map(|m| m.tolerance).collect(),
-        offsets,
-        sizes,
-        models,
-        problem,
-        table,
-        predictor,
-        #[cfg(feature = "cuda")]
-        gpu,
-        online,
-        label_now: false,
-        label_group: 0,
-        dcta,
-        frame: vec![0; source.frame_len()],
-        source,
-        telemetry,
-        writer,
-        cursor,
-        reference,
-        row: vec![0.0; stride],
-        out: vec![0.0; stride],
-        last_out: vec![0.0; stride],
-        scratch: vec![0.0; stride],
-        drift: vec![0.0; n],
-        sig_sum: vec![0.0; n],
-        sig_n: vec![0; n],
-        sig_base: vec![0.0; n],
-        has_base: false,
-        tick_no: 0,
-        period: 0,
-        active: 0,
-        predicted: 0,
-        budget: u64::MAX,
-        mem_used: 0,
-        power_factor: 1.0,
-        have_last: false,
-        engine_ns: 0,
-        period_start: stats,
-        stats,
-        period_peak: 0,
-        period_missed: false,
-        last: TickReport::default(),
-        opts,
-    })
+    }))
+}
+
+/// Send an event; a full or failed sink is counted by the writer.
+fn emit<W: embedded_io::Write>(writer: &mut TelemetryWriter<W>, tick: u32, code: EventCode, a: u32, b: u32) {
+    let _ = writer.send(&Message::Event(Event { tick, code, a, b }));
 }
 
 impl<S: FrameSource, W: embedded_io::Write> Controller<S, W> {
+    pub fn plan(&self) -> &LoopPlan {
+        &self.plan
+    }
+
     pub fn stats(&self) -> &LoopStats {
-        &self.stats
+        &self.st.stats
     }
 
     pub fn last(&self) -> &TickReport {
-        &self.last
+        &self.st.last
     }
 
     pub fn n_models(&self) -> usize {
-        self.n
+        self.plan.n()
     }
 
     pub fn model_names(&self) -> impl Iterator<Item = &str> {
-        self.models.iter().map(|m| m.spec.name.as_str())
+        self.io.models.iter().map(|m| m.spec.name.as_str())
     }
 
     pub fn writer(&self) -> &TelemetryWriter<W> {
-        &self.writer
+        &self.io.writer
     }
 
     pub fn telemetry(&self) -> &Telemetry {
-        &self.telemetry
+        &self.io.telemetry
     }
 
     pub fn dcta(&self) -> Option<&Dcta> {
-        self.dcta.as_ref()
+        self.st.dcta.as_ref()
     }
 
     /// The last delivered outputs (a full row; every task has a value).
     pub fn outputs(&self) -> &[f32] {
-        &self.last_out
+        &self.st.last_out
     }
 
     pub fn active(&self) -> u64 {
-        self.active
+        self.st.active
     }
 
     /// Time the last tick spent in engines (input views and inference), nanoseconds.
     pub fn last_engine_ns(&self) -> u64 {
-        self.engine_ns
+        self.st.engine_ns
     }
 
     /// Where the links run: "cuda" (one fused kernel per tick) or "cpu".
     pub fn link_backend(&self) -> &'static str {
-        #[cfg(feature = "cuda")]
-        if self.gpu.is_some() {
-            return "cuda";
+        match self.st.links.backend() {
+            crate::gpu::Backend::Cuda => "cuda",
+            crate::gpu::Backend::Cpu => "cpu",
         }
-        "cpu"
     }
 
     /// Each task's drift level in [0, 1] at the last period boundary (what the DCTA look-up saw).
     pub fn drift(&self) -> &[f32] {
-        &self.drift
+        &self.st.drift.level
     }
 
     /// Memory of the running models and the links in use.
     pub fn active_memory(&self) -> u64 {
-        self.mem_used
+        self.st.mem_used
     }
 
     /// Most models run per tick under the schedule in force.
     pub fn max_active(&self) -> usize {
-        self.problem.max_active
+        self.plan.problem.max_active
     }
 
     pub fn budget(&self) -> u64 {
-        self.budget
+        self.st.budget
     }
 
     /// A new bundle was refused (`crate::signing::reload`): send `BundleRejected` (a = the reason
@@ -429,428 +427,307 @@ impl<S: FrameSource, W: embedded_io::Write> Controller<S, W> {
     }
 
     fn event(&mut self, code: EventCode, a: u32, b: u32) {
-        let _ = self.writer.send(&Message::Event(Event { tick: self.tick_no, code, a, b }));
-    }
-
-    fn slice(&self, i: usize) -> std::ops::Range<usize> {
-        self.offsets[i]..self.offsets[i] + self.sizes[i]
+        emit(&mut self.io.writer, self.st.tick_no, code, a, b);
     }
 
     /// One tick. Returns false when the frame source has ended.
     pub fn tick(&mut self) -> bool {
         let t0 = Instant::now();
-        self.engine_ns = 0;
-        let mut fl = 0u8;
-        let mut degraded = 0u16;
-        let all = (1u64 << self.n) - 1;
-
-        // 1. The frame.
-        let info = match self.source.next_frame(&mut self.frame) {
-            Ok(None) => return false,
-            Ok(Some(i)) => Some(i),
-            Err(e) => {
-                self.stats.frame_faults += 1;
-                let code = match e {
-                    crate::source::FrameError::Missing => 0,
-                    crate::source::FrameError::Corrupt => 1,
-                    crate::source::FrameError::WrongSize { .. } => 2,
-                };
-                self.event(EventCode::FrameFault, self.tick_no, code);
-                None
-            }
-        };
-        self.stats.ticks += 1;
-
-        // 2. Telemetry: the effective budget and the power state.
-        self.telemetry.set_own_usage(self.mem_used);
-        if let Err(e) = self.telemetry.poll() {
-            fl |= flags::TELEMETRY_FAULT;
-            self.stats.telemetry_faults += 1;
-            let st = self.telemetry.stats();
-            if st.consecutive_failures == 1 {
-                self.event(EventCode::TelemetryFault, e as u32, st.failures.min(u32::MAX as u64) as u32);
-            }
-        }
-        let sample = self.telemetry.latest();
-        let mem_budget = sample.model_budget_bytes(self.board, self.mem_used);
-        let power = if sample.valid.contains(Valid::POWER) { sample.power_mw } else { 0 };
-        if power > self.board.power_budget_mw {
-            fl |= flags::OVER_POWER;
-            if self.power_factor >= 0.999 {
-                self.stats.throttles += 1;
-                self.event(EventCode::PowerThrottle, power, self.board.power_budget_mw);
-            }
-            self.power_factor = (self.power_factor * 0.8).max(0.25);
-        } else if self.power_factor < 1.0 && (power as f32) < 0.9 * self.board.power_budget_mw as f32 {
-            self.power_factor = (self.power_factor * 1.05).min(1.0);
-        }
-        let budget = (mem_budget as f64 * self.power_factor as f64) as u64;
-
-        // 3. Period boundary or budget change: DCTA allocation and schedule look-up.
-        let tpp = self.board.ticks_per_period.max(1);
-        if self.tick_no % tpp == 0 {
-            self.start_period();
-        }
-        if budget != self.budget || self.tick_no % tpp == 0 {
-            let (new, predicted) = self.table.lookup(budget);
-            self.predicted = predicted;
-            if new != self.active {
-                self.stats.schedule_changes += 1;
-                let shed = self.active & !new;
-                if budget < self.budget && shed != 0 {
-                    fl |= flags::MEMORY_SHED;
-                    self.stats.sheds += 1;
-                    let freed = self.problem.cost(self.active).saturating_sub(self.problem.cost(new));
-                    self.event(EventCode::Shed, shed as u32, (freed / 1024) as u32);
-                }
-                self.event(EventCode::ScheduleChange, new as u32, self.active as u32);
-            }
-            if budget != self.budget && self.budget != u64::MAX {
-                self.event(EventCode::BudgetChange, (budget / 1024) as u32, (self.budget / 1024) as u32);
-            }
-            self.active = new;
-            self.budget = budget;
-        }
-        self.label_now = self.opts.adapt && self.online.due();
+        let mut notes = TickNotes::default();
+        self.st.engine_ns = 0;
+        let Some(info) = self.take_frame() else { return false };
+        self.st.stats.ticks += 1;
+        let (budget, power) = self.sample_power(&mut notes);
+        self.reselect(budget, &mut notes);
+        self.st.label_now = self.plan.opts.adapt && self.st.online.due();
         let (group, run) = self.plan_labels();
-        self.label_group = group;
-        self.stats.adapt_room_ticks += u64::from(run != self.active);
+        self.st.label_group = group;
+        self.st.stats.adapt_room_ticks += u64::from(run != self.st.active);
         // Active models set aside for the adaptation target are predicted through links this tick.
-        self.mem_used = self.problem.cost_of(run, self.predicted | (self.active & !run));
-        self.stats.min_budget = self.stats.min_budget.min(self.budget);
-        if self.mem_used > self.budget {
-            self.stats.budget_violations += 1;
-        }
-
-        // 4. Engines, 5. links.
-        let mut ok = 0u64;
-        if let Some(info) = info {
-            if let Some(c) = &self.cursor {
-                c.set(info.index);
-            }
-            for i in 0..self.n {
-                if run >> i & 1 == 0 {
-                    continue;
-                }
-                self.stats.executions += 1;
-                self.stats.flops += self.problem.flops[i];
-                let r = self.slice(i);
-                let res = self.run_engine(i, r);
-                match res {
-                    Ok(()) => ok |= 1 << i,
-                    Err(e) => {
-                        fl |= flags::ENGINE_FAULT;
-                        degraded |= 1 << i;
-                        self.stats.engine_faults += 1;
-                        let code = match e {
-                            crate::engine::EngineError::InputSize { .. } => 0,
-                            crate::engine::EngineError::OutputSize { .. } => 1,
-                            crate::engine::EngineError::Runtime => 2,
-                            crate::engine::EngineError::BadOutput => 3,
-                            crate::engine::EngineError::Timeout => 4,
-                        };
-                        self.event(EventCode::EngineFault, i as u32, code);
-                    }
-                }
-            }
-        }
-        let (predicted, fresh) = if ok != 0 { self.predict_links(ok) } else { (false, false) };
-        if predicted {
-            for j in 0..self.n {
-                if fresh && ok >> j & 1 == 0 {
-                    if let Ok(s) = self.predictor.signals(j) {
-                        self.sig_sum[j] += 0.5 * (s.uncertainty + s.disagreement);
-                        self.sig_n[j] += 1;
-                    }
-                }
-            }
-            // Tasks neither run nor predicted (their links do not fit) repeat their last output.
-            for j in 0..self.n {
-                if (ok | self.predicted | self.active) >> j & 1 == 0 {
-                    let r = self.slice(j);
-                    self.out[r.clone()].copy_from_slice(&self.last_out[r]);
-                    degraded |= 1 << j;
-                }
-            }
-            self.have_last = true;
-        } else {
-            // Nothing ran (or no frame): deliver the last outputs again, flagged.
-            self.out.copy_from_slice(&self.last_out);
-            degraded = all as u16;
-            if !self.have_last {
-                self.out.fill(0.0);
-            }
-        }
-        self.stats.degraded_outputs += degraded.count_ones() as u64;
-
-        // 6. The adaptation slot.
-        let adapt_task = self.adapt_slot(ok, info.is_some(), fresh);
-
-        // 7. Accuracy against the reference, when there is one.
-        let mut agreement_milli = wire::AGREEMENT_UNKNOWN;
-        if let (Some(info), Some(r)) = (info, &self.reference) {
-            if let Some(row) = r.row_of_frame(info.index) {
-                let seg = usize::from(info.index >= self.opts.drift_start);
-                let mut sum = 0.0f32;
-                for j in 0..self.n {
-                    let (o, s) = (r.offset(j), self.sizes[j]);
-                    let a = agreement(
-                        self.kinds[j],
-                        self.tolerances[j],
-                        &self.out[self.offsets[j]..self.offsets[j] + s],
-                        &r.row(row)[o..o + s],
-                    );
-                    self.stats.agree[seg][j] += a as f64;
-                    sum += a;
-                }
-                self.stats.ref_frames[seg] += 1;
-                agreement_milli = (1000.0 * sum / self.n as f32).round() as u16;
-            }
-        }
-        self.last_out.copy_from_slice(&self.out);
-        self.stats.frames += u64::from(info.is_some());
-        self.stats.peak_mem = self.stats.peak_mem.max(self.mem_used);
-        self.period_peak = self.period_peak.max(self.mem_used);
-
-        // 8. Deadline and telemetry.
-        let tick_us = t0.elapsed().as_micros().min(u32::MAX as u128) as u32;
-        if tick_us > self.board.period_ms * 1000 {
-            fl |= flags::DEADLINE_MISS;
-            self.stats.deadline_misses += 1;
-            if !self.period_missed {
-                self.period_missed = true;
-                self.event(EventCode::DeadlineMiss, tick_us, self.board.period_ms * 1000);
-            }
-        }
-        self.stats.max_tick_us = self.stats.max_tick_us.max(tick_us);
-        self.stats.tick_us_sum += tick_us as u64;
-        let t = Tick {
-            tick: self.tick_no,
-            frame: info.map_or(u32::MAX, |i| i.index),
-            active: self.active as u16,
-            degraded,
-            agreement_milli,
-            budget_kib: (self.budget.min(u64::MAX / 2) / 1024).min(u32::MAX as u64) as u32,
-            mem_used_kib: (self.mem_used / 1024) as u32,
-            power_mw: power,
-            tick_us,
-            adapt_task,
-            flags: fl,
+        let (active, predicted) = (self.st.active, self.st.predicted);
+        self.st.mem_used = self.plan.problem.cost_of(run, predicted | (active & !run));
+        self.st.stats.min_budget = self.st.stats.min_budget.min(self.st.budget);
+        self.st.stats.budget_violations += u64::from(self.st.mem_used > self.st.budget);
+        let ok = match info {
+            Some(info) => self.run_engines(info, run, &mut notes),
+            None => 0,
         };
-        let _ = self.writer.tick(&t);
-        self.stats.serial_drops = self.writer.stats().dropped;
-        self.last = TickReport { tick: t };
-        self.tick_no = self.tick_no.wrapping_add(1);
+        let fresh = self.deliver(ok, &mut notes);
+        let adapt_task = self.adapt_slot(ok, info.is_some(), fresh);
+        let agreement_milli = self.score_reference(info);
+        self.finish_tick(t0, info, power, adapt_task, agreement_milli, notes);
         true
     }
 
-    /// At the end of a finite source: summarise the last (partial) period and flush the writer.
-    pub fn finish(&mut self) {
-        if self.stats.ticks > self.period_start.ticks {
-            self.send_summary();
+    /// Step 1: the next frame. `None` when the source has ended; `Some(None)` for a frame fault.
+    fn take_frame(&mut self) -> Option<Option<FrameInfo>> {
+        match self.io.source.next_frame(&mut self.st.frame) {
+            Ok(None) => None,
+            Ok(Some(i)) => Some(Some(i)),
+            Err(e) => {
+                self.st.stats.frame_faults += 1;
+                let code = match e {
+                    FrameError::Missing => 0,
+                    FrameError::Corrupt => 1,
+                    FrameError::WrongSize { .. } => 2,
+                };
+                self.event(EventCode::FrameFault, self.st.tick_no, code);
+                Some(None)
+            }
         }
-        let _ = self.writer.flush();
     }
 
-    /// Close the period that ends (summary, drift levels) and allocate this period's adaptation tasks.
-    fn start_period(&mut self) {
-        if self.tick_no > 0 {
-            self.send_summary();
-            self.period += 1;
-        }
-        // Drift level per task: the growth of its mean drift signal over the first period's value
-        // (the baseline), 0 when unchanged, 1 when the signal has quadrupled.
-        let mut any = false;
-        for j in 0..self.n {
-            let mean = if self.sig_n[j] > 0 { self.sig_sum[j] / self.sig_n[j] as f32 } else { 0.0 };
-            if !self.has_base {
-                self.sig_base[j] = mean;
+    /// Step 2: telemetry. Returns the budget in force (free memory less the reserve, throttled by
+    /// the power governor) and the power reading (0 when unknown).
+    fn sample_power(&mut self, notes: &mut TickNotes) -> (u64, u32) {
+        self.io.telemetry.set_own_usage(self.st.mem_used);
+        if let Err(e) = self.io.telemetry.poll() {
+            notes.flags |= flags::TELEMETRY_FAULT;
+            self.st.stats.telemetry_faults += 1;
+            let st = self.io.telemetry.stats();
+            if st.consecutive_failures == 1 {
+                let failures = st.failures.min(u32::MAX as u64) as u32;
+                self.event(EventCode::TelemetryFault, e as u32, failures);
             }
-            self.drift[j] = if self.sig_n[j] > 0 && self.has_base {
-                ((mean / self.sig_base[j].max(0.02) - 1.0) / 3.0).clamp(0.0, 1.0)
-            } else {
-                0.0
-            };
-            any |= self.sig_n[j] > 0;
-            self.sig_sum[j] = 0.0;
-            self.sig_n[j] = 0;
         }
-        self.has_base |= any;
-        if !self.opts.adapt {
+        let sample = self.io.telemetry.latest();
+        let mem_budget = sample.model_budget_bytes(self.plan.board, self.st.mem_used);
+        let power = if sample.valid.contains(Valid::POWER) { sample.power_mw } else { 0 };
+        let step = self.st.governor.update(power, self.plan.board.power_budget_mw);
+        if step.over {
+            notes.flags |= flags::OVER_POWER;
+        }
+        if step.started {
+            self.st.stats.throttles += 1;
+            self.event(EventCode::PowerThrottle, power, self.plan.board.power_budget_mw);
+        }
+        (self.st.governor.apply(mem_budget), power)
+    }
+
+    /// Step 3: at a period boundary (which also allocates adaptation targets) or on a budget
+    /// change, look the schedule up; shedding models under a falling budget is flagged.
+    fn reselect(&mut self, budget: u64, notes: &mut TickNotes) {
+        let tpp = self.plan.board.ticks_per_period.max(1);
+        let boundary = self.st.tick_no.is_multiple_of(tpp);
+        if boundary {
+            self.start_period();
+        }
+        if budget == self.st.budget && !boundary {
             return;
         }
-        let level = if self.power_factor < 0.5 {
-            2
-        } else if self.power_factor < 0.999 {
-            1
-        } else {
-            0
+        let (new, predicted) = self.plan.table.lookup(budget);
+        self.st.predicted = predicted;
+        let old = self.st.active;
+        if new != old {
+            self.st.stats.schedule_changes += 1;
+            let shed = old & !new;
+            if budget < self.st.budget && shed != 0 {
+                notes.flags |= flags::MEMORY_SHED;
+                self.st.stats.sheds += 1;
+                let freed = self.plan.problem.cost(old).saturating_sub(self.plan.problem.cost(new));
+                self.event(EventCode::Shed, shed as u32, (freed / 1024) as u32);
+            }
+            self.event(EventCode::ScheduleChange, new as u32, old as u32);
+        }
+        if budget != self.st.budget && self.st.budget != u64::MAX {
+            self.event(EventCode::BudgetChange, (budget / 1024) as u32, (self.st.budget / 1024) as u32);
+        }
+        self.st.active = new;
+        self.st.budget = budget;
+    }
+
+    /// Close the period that ends (summary, drift levels) and allocate this period's adaptation
+    /// targets: those the DCTA table assigns a unit, whose drift rose, that are not running and that
+    /// fit the budget beside at least one running model.
+    fn start_period(&mut self) {
+        if self.st.tick_no > 0 {
+            self.send_summary();
+            self.st.period += 1;
+        }
+        self.st.drift.close_period();
+        if !self.plan.opts.adapt {
+            return;
+        }
+        let level = self.st.governor.capacity_level();
+        let Some(alloc) = self.st.dcta.as_mut().map(|d| *d.allocate(&self.st.drift.level, level)) else {
+            return;
         };
-        let Some(alloc) = self.dcta.as_mut().map(|d| d.allocate(&self.drift, level).clone()) else { return };
         let mut targets = 0u64;
-        for j in 0..self.n {
-            if alloc.unit_of(j).is_some() && self.drift[j] > 0.0 && self.active >> j & 1 == 0 && self.can_make_room(j) {
-                targets |= 1 << j;
-                self.event(EventCode::AdaptStart, j as u32, alloc.unit_of(j).unwrap_or(0) as u32);
+        for j in 0..self.plan.n() {
+            let running = self.st.active >> j & 1 == 1;
+            if let Some(unit) = alloc.unit_of(j) {
+                if self.st.drift.level[j] > 0.0 && !running && self.can_make_room(j) {
+                    targets |= 1 << j;
+                    self.event(EventCode::AdaptStart, j as u32, unit as u32);
+                }
             }
         }
         // Targets of the period that ends which never got a label could not fit: counted.
-        let abandoned = self.online.start_period(targets);
-        self.stats.adapt_abandoned += abandoned.count_ones() as u64;
+        let abandoned = self.st.online.start_period(targets);
+        self.st.stats.adapt_abandoned += abandoned.count_ones() as u64;
     }
 
     /// Whether target `j` fits the budget beside at least one running model (the others set aside
-    /// while it runs, see [`Self::make_room`]).
+    /// while it runs, see [`Self::plan_labels`]).
     fn can_make_room(&self, j: usize) -> bool {
-        (0..self.n).any(|i| {
-            self.active >> i & 1 == 1
-                && self.problem.cost_of(1 << i, self.predicted | (self.active & !(1 << i))) + self.problem.model_mem[j]
-                    <= self.budget
+        let (p, st) = (&self.plan.problem, &self.st);
+        (0..self.plan.n()).any(|i| {
+            st.active >> i & 1 == 1
+                && p.cost_of(1 << i, st.predicted | (st.active & !(1 << i))) + p.model_mem[j] <= st.budget
         })
     }
 
-    fn send_summary(&mut self) {
-        let (s, p) = (&self.stats, &self.period_start);
-        let ticks = (s.ticks - p.ticks) as u32;
-        let frames = (s.frames - p.frames).max(1) as f64;
-        let ref_frames = (s.ref_frames[0] + s.ref_frames[1]) - (p.ref_frames[0] + p.ref_frames[1]);
-        let agree: f64 =
-            (0..self.n).map(|j| s.agree[0][j] + s.agree[1][j] - p.agree[0][j] - p.agree[1][j]).sum();
-        let milli = |x: f64| (1000.0 * x).round().clamp(0.0, 65534.0) as u16;
-        let summary = PeriodSummary {
-            period: self.period,
-            ticks,
-            agreement_milli: if ref_frames > 0 {
-                milli(agree / (ref_frames as f64 * self.n as f64))
-            } else {
-                wire::AGREEMENT_UNKNOWN
-            },
-            executions_saved_milli: milli(
-                1.0 - (s.executions + s.adapt_executions - p.executions - p.adapt_executions) as f64
-                    / (frames * self.n as f64),
-            ),
-            flops_saved_milli: milli(
-                1.0 - (s.flops - p.flops) as f64 / (frames * s.all_flops_per_frame.max(1) as f64),
-            ),
-            peak_mem_kib: (self.period_peak / 1024) as u32,
-            deadline_misses: (s.deadline_misses - p.deadline_misses) as u32,
-            adapt_tasks: (s.adapt_tasks - p.adapt_tasks) as u16,
-            faults: (s.engine_faults + s.frame_faults + s.telemetry_faults
-                - p.engine_faults
-                - p.frame_faults
-                - p.telemetry_faults) as u32,
-        };
-        let _ = self.writer.send(&Message::PeriodSummary(summary));
-        self.period_start = self.stats;
-        self.period_peak = 0;
-        self.period_missed = false;
-    }
-
-    /// Run model `i` on this tick's frame (its view, then its engine) into `row[r]`, timing it.
-    fn run_engine(&mut self, i: usize, r: std::ops::Range<usize>) -> Result<(), crate::engine::EngineError> {
-        let t = Instant::now();
-        let res = {
-            let _scope = RuntimeScope::enter();
-            self.models[i].run(&self.frame, &mut self.row[r])
-        };
-        self.engine_ns += t.elapsed().as_nanos() as u64;
-        res
-    }
-
-    /// Predict the outputs of the models that did not run (`ok` ran) into `out`: one fused kernel
-    /// launch on the GPU where there is one, else the CPU predictor. Returns (predicted, whether the
-    /// CPU predictor ran this tick, so that its drift signals are fresh). On the GPU path the CPU
-    /// predictor also runs every 8th tick, into scratch, to sample the signals.
-    fn predict_links(&mut self, ok: u64) -> (bool, bool) {
-        #[cfg(feature = "cuda")]
-        if let Some(g) = self.gpu.as_mut() {
-            if g.predict(ok, &self.row, &mut self.out).is_ok() {
-                let sample =
-                    self.tick_no % 8 == 0 && self.predictor.predict(ok, &self.row, &mut self.scratch).is_ok();
-                return (true, sample);
-            }
-            // A GPU fault falls back to the CPU for this tick.
-        }
-        let done = self.predictor.predict(ok, &self.row, &mut self.out).is_ok();
-        (done, done)
-    }
-
-    /// The targets this labelling tick runs and the models that run beside them. Targets that fit
-    /// beside the schedule's active set and targets that do not are labelled on alternate
+    /// Step 4: the targets this labelling tick runs and the models that run beside them. Targets
+    /// that fit beside the schedule's active set and targets that do not are labelled on alternate
     /// labelling ticks: for the latter the largest active models are set aside (predicted through
     /// links for this tick) until the largest of them fits, keeping at least one source, so that
     /// the rows of the former keep every running source. The targets run one after another.
     fn plan_labels(&self) -> (u64, u64) {
-        if !self.label_now {
-            return (0, self.active);
+        let (p, st) = (&self.plan.problem, &self.st);
+        if !st.label_now {
+            return (0, st.active);
         }
-        let targets = self.online.targets() & !self.active;
-        let base = self.problem.cost_of(self.active, self.predicted);
-        let mut fit = 0u64;
-        for j in 0..self.n {
-            if targets >> j & 1 == 1 && base + self.problem.model_mem[j] <= self.budget {
-                fit |= 1 << j;
-            }
-        }
+        let targets = st.online.targets() & !st.active;
+        let base = p.cost_of(st.active, st.predicted);
+        let fit = (0..self.plan.n())
+            .filter(|&j| targets >> j & 1 == 1 && base + p.model_mem[j] <= st.budget)
+            .fold(0u64, |m, j| m | 1 << j);
         let big = targets & !fit;
-        if big == 0 || (fit != 0 && self.online.labels() % 2 == 0) {
-            return (fit, self.active);
+        if big == 0 || (fit != 0 && st.online.labels() % 2 == 0) {
+            return (fit, st.active);
         }
-        let need = (0..self.n).filter(|&j| big >> j & 1 == 1).map(|j| self.problem.model_mem[j]).max().unwrap_or(0);
-        let fits = |run: u64| self.problem.cost_of(run, self.predicted | (self.active & !run)) + need <= self.budget;
-        let mut run = self.active;
+        let need = (0..self.plan.n()).filter(|&j| big >> j & 1 == 1).map(|j| p.model_mem[j]).max().unwrap_or(0);
+        let fits = |run: u64| p.cost_of(run, st.predicted | (st.active & !run)) + need <= st.budget;
+        let mut run = st.active;
         while !fits(run) && run.count_ones() > 1 {
-            let largest = (0..self.n).filter(|&i| run >> i & 1 == 1).max_by_key(|&i| self.problem.model_mem[i]);
+            let largest = (0..self.plan.n()).filter(|&i| run >> i & 1 == 1).max_by_key(|&i| p.model_mem[i]);
             let Some(i) = largest else { break };
             run &= !(1 << i);
         }
-        if fits(run) { (big, run) } else { (fit, self.active) }
+        if fits(run) { (big, run) } else { (fit, st.active) }
     }
 
-    /// The adaptation slot: on a labelling tick, run every allocated target that did not run and
-    /// fits the budget beside the models that ran (one after another) and keep the row; then
-    /// fine-tune one pending target. Returns the target worked on (or `NO_ADAPT_TASK`).
+    /// Step 5: run the models in `run` on the frame. Returns the models whose outputs are valid.
+    fn run_engines(&mut self, info: FrameInfo, run: u64, notes: &mut TickNotes) -> u64 {
+        if let Some(c) = &self.io.cursor {
+            c.set(info.index);
+        }
+        let mut ok = 0u64;
+        for i in 0..self.plan.n() {
+            if run >> i & 1 == 0 {
+                continue;
+            }
+            self.st.stats.executions += 1;
+            self.st.stats.flops += self.plan.problem.flops[i];
+            match self.run_engine(i) {
+                Ok(()) => ok |= 1 << i,
+                Err(e) => {
+                    notes.flags |= flags::ENGINE_FAULT;
+                    notes.degraded |= 1 << i;
+                    self.st.stats.engine_faults += 1;
+                    let code = match e {
+                        EngineError::InputSize { .. } => 0,
+                        EngineError::OutputSize { .. } => 1,
+                        EngineError::Runtime => 2,
+                        EngineError::BadOutput => 3,
+                        EngineError::Timeout => 4,
+                    };
+                    self.event(EventCode::EngineFault, i as u32, code);
+                }
+            }
+        }
+        ok
+    }
+
+    /// Run model `i` on this tick's frame (its view, then its engine) into its slice of the row,
+    /// timing it.
+    fn run_engine(&mut self, i: usize) -> Result<(), EngineError> {
+        let t = Instant::now();
+        let r = self.plan.layout.range(i);
+        let res = {
+            let _scope = RuntimeScope::enter();
+            self.io.models[i].run(&self.st.frame, &mut self.st.row[r])
+        };
+        self.st.engine_ns += t.elapsed().as_nanos() as u64;
+        res
+    }
+
+    /// Step 6: every task gets an output: run, predicted through links (their drift signals
+    /// sampled), or its last output repeated (flagged degraded). Returns whether the CPU predictor
+    /// ran (its signals are fresh).
+    fn deliver(&mut self, ok: u64, notes: &mut TickNotes) -> bool {
+        let st = &mut self.st;
+        let (predicted, fresh) = match ok {
+            0 => (false, false),
+            _ => st.links.predict(ok, &st.row, &mut st.out).map_or((false, false), |fresh| (true, fresh)),
+        };
+        if !predicted {
+            // Nothing ran (or no frame): deliver the last outputs again, flagged.
+            st.out.copy_from_slice(&st.last_out);
+            notes.degraded = self.plan.all() as u16;
+            if !st.have_last {
+                st.out.fill(0.0);
+            }
+            st.stats.degraded_outputs += notes.degraded.count_ones() as u64;
+            return false;
+        }
+        for j in 0..self.plan.n() {
+            if fresh && ok >> j & 1 == 0 {
+                if let Ok(s) = st.links.predictor_mut().signals(j) {
+                    st.drift.add(j, 0.5 * (s.uncertainty + s.disagreement));
+                }
+            }
+            // Tasks neither run nor predicted (their links do not fit) repeat their last output.
+            if (ok | st.predicted | st.active) >> j & 1 == 0 {
+                let r = self.plan.layout.range(j);
+                st.out[r.clone()].copy_from_slice(&st.last_out[r]);
+                notes.degraded |= 1 << j;
+            }
+        }
+        st.have_last = true;
+        st.stats.degraded_outputs += notes.degraded.count_ones() as u64;
+        fresh
+    }
+
+    /// Step 7, the adaptation slot: on a labelling tick, run every target of this tick's group that
+    /// did not run and fits the budget beside the models that ran (one after another) and keep the
+    /// row; then fine-tune one pending target. Returns the target worked on (or `NO_ADAPT_TASK`).
     fn adapt_slot(&mut self, ok: u64, have_frame: bool, fresh: bool) -> u8 {
-        if !self.opts.adapt {
+        if !self.plan.opts.adapt {
             return wire::NO_ADAPT_TASK;
         }
         let mut worked = wire::NO_ADAPT_TASK;
-        let label = self.label_now && self.label_group != 0 && have_frame && ok != 0 && {
+        let label = self.st.label_now && self.st.label_group != 0 && have_frame && ok != 0 && {
             let signal = self.target_signal(ok, fresh);
-            self.online.accept(signal)
+            self.st.online.accept(signal)
         };
         if label {
-            let (base, mut extra, mut valid) = (self.mem_used, 0u64, ok);
-            for j in 0..self.n {
-                if self.label_group >> j & 1 == 0 || ok >> j & 1 == 1 {
+            let (base, mut extra, mut valid) = (self.st.mem_used, 0u64, ok);
+            for j in 0..self.plan.n() {
+                let need = self.plan.problem.model_mem[j];
+                if self.st.label_group >> j & 1 == 0 || ok >> j & 1 == 1 || base + need > self.st.budget {
                     continue;
                 }
-                if base + self.problem.model_mem[j] > self.budget {
-                    continue;
-                }
-                let res = self.run_engine(j, self.slice(j));
-                self.stats.adapt_executions += 1;
-                self.stats.engine_faults += u64::from(res.is_err());
-                extra = extra.max(self.problem.model_mem[j]);
+                let res = self.run_engine(j);
+                self.st.stats.adapt_executions += 1;
+                self.st.stats.engine_faults += u64::from(res.is_err());
+                extra = extra.max(need);
                 if res.is_ok() {
                     valid |= 1 << j;
                     worked = j as u8;
                 }
             }
-            self.mem_used = base + extra;
+            self.st.mem_used = base + extra;
             if valid != ok {
-                self.online.push(&self.row, valid);
+                self.st.online.push(&self.st.row, valid);
             }
         } else {
-            self.online.skip();
+            self.st.online.skip();
         }
-        match self.online.tune_one(&mut self.predictor, self.active) {
+        match self.st.online.tune_one(self.st.links.predictor_mut(), self.st.active) {
             Some(Ok(rep)) => {
-                #[cfg(feature = "cuda")]
-                if let Some(g) = self.gpu.as_mut() {
-                    let _ = g.update_weights(self.predictor.links(), self.predictor.ensembles());
-                }
-                self.stats.adapt_tasks += 1;
+                self.st.links.weights_changed();
+                self.st.stats.adapt_tasks += 1;
                 self.event(EventCode::AdaptDone, rep.target as u32, (1000.0 * rep.agreement) as u32);
                 rep.target as u8
             }
@@ -865,14 +742,114 @@ impl<S: FrameSource, W: embedded_io::Write> Controller<S, W> {
             return None;
         }
         let (mut sum, mut count) = (0.0f32, 0u32);
-        for j in 0..self.n {
-            if self.online.targets() >> j & 1 == 1 && ok >> j & 1 == 0 {
-                if let Ok(s) = self.predictor.signals(j) {
+        for j in 0..self.plan.n() {
+            if self.st.online.targets() >> j & 1 == 1 && ok >> j & 1 == 0 {
+                if let Ok(s) = self.st.links.predictor_mut().signals(j) {
                     sum += s.uncertainty.min(1.0) + s.disagreement;
                     count += 1;
                 }
             }
         }
         (count > 0).then(|| sum / count as f32)
+    }
+
+    /// Step 8: agreement of every delivered output with the reference, when there is one. Returns
+    /// the mean in thousandths (or `AGREEMENT_UNKNOWN`).
+    fn score_reference(&mut self, info: Option<FrameInfo>) -> u16 {
+        let (Some(info), Some(r)) = (info, &self.io.reference) else { return wire::AGREEMENT_UNKNOWN };
+        let Some(row) = r.row_of_frame(info.index) else { return wire::AGREEMENT_UNKNOWN };
+        let seg = usize::from(info.index >= self.plan.opts.drift_start);
+        let mut sum = 0.0f32;
+        for j in 0..self.plan.n() {
+            let range = self.plan.layout.range(j);
+            let (o, s) = (r.offset(j), range.len());
+            let a = agreement(self.plan.kinds[j], self.plan.tolerances[j], &self.st.out[range], &r.row(row)[o..o + s]);
+            self.st.stats.agree[seg][j] += a as f64;
+            sum += a;
+        }
+        self.st.stats.ref_frames[seg] += 1;
+        (1000.0 * sum / self.plan.n() as f32).round() as u16
+    }
+
+    /// Step 9: keep the outputs, account memory and the deadline, and emit the Tick record.
+    fn finish_tick(
+        &mut self,
+        t0: Instant,
+        info: Option<FrameInfo>,
+        power: u32,
+        adapt_task: u8,
+        agreement_milli: u16,
+        mut notes: TickNotes,
+    ) {
+        let st = &mut self.st;
+        st.last_out.copy_from_slice(&st.out);
+        st.stats.frames += u64::from(info.is_some());
+        st.stats.peak_mem = st.stats.peak_mem.max(st.mem_used);
+        st.period_peak = st.period_peak.max(st.mem_used);
+        let tick_us = t0.elapsed().as_micros().min(u32::MAX as u128) as u32;
+        let deadline_us = self.plan.board.period_ms * 1000;
+        if tick_us > deadline_us {
+            notes.flags |= flags::DEADLINE_MISS;
+            st.stats.deadline_misses += 1;
+            if !st.period_missed {
+                st.period_missed = true;
+                emit(&mut self.io.writer, st.tick_no, EventCode::DeadlineMiss, tick_us, deadline_us);
+            }
+        }
+        st.stats.max_tick_us = st.stats.max_tick_us.max(tick_us);
+        st.stats.tick_us_sum += tick_us as u64;
+        let t = Tick {
+            tick: st.tick_no,
+            frame: info.map_or(u32::MAX, |i| i.index),
+            active: st.active as u16,
+            degraded: notes.degraded,
+            agreement_milli,
+            budget_kib: (st.budget.min(u64::MAX / 2) / 1024).min(u32::MAX as u64) as u32,
+            mem_used_kib: (st.mem_used / 1024) as u32,
+            power_mw: power,
+            tick_us,
+            adapt_task,
+            flags: notes.flags,
+        };
+        let _ = self.io.writer.tick(&t);
+        st.stats.serial_drops = self.io.writer.stats().dropped;
+        st.last = TickReport { tick: t };
+        st.tick_no = st.tick_no.wrapping_add(1);
+    }
+
+    /// At the end of a finite source: summarise the last (partial) period and flush the writer.
+    pub fn finish(&mut self) {
+        if self.st.stats.ticks > self.st.period_start.ticks {
+            self.send_summary();
+        }
+        let _ = self.io.writer.flush();
+    }
+
+    fn send_summary(&mut self) {
+        let st = &mut self.st;
+        let d = st.stats.since(&st.period_start);
+        let n = self.plan.n();
+        let ref_frames = d.ref_frames[0] + d.ref_frames[1];
+        let agree: f64 = (0..n).map(|j| d.agree[0][j] + d.agree[1][j]).sum();
+        let milli = |x: f64| (1000.0 * x).round().clamp(0.0, 65534.0) as u16;
+        let summary = PeriodSummary {
+            period: st.period,
+            ticks: d.ticks as u32,
+            agreement_milli: if ref_frames > 0 {
+                milli(agree / (ref_frames as f64 * n as f64))
+            } else {
+                wire::AGREEMENT_UNKNOWN
+            },
+            executions_saved_milli: milli(d.executions_saved(n)),
+            flops_saved_milli: milli(d.flops_saved()),
+            peak_mem_kib: (st.period_peak / 1024) as u32,
+            deadline_misses: d.deadline_misses as u32,
+            adapt_tasks: d.adapt_tasks as u16,
+            faults: d.faults() as u32,
+        };
+        let _ = self.io.writer.send(&Message::PeriodSummary(summary));
+        st.period_start = st.stats;
+        st.period_peak = 0;
+        st.period_missed = false;
     }
 }

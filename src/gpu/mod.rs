@@ -34,46 +34,90 @@ pub enum ExecError {
     Gpu(#[from] cuda::GpuError),
 }
 
-/// Predicts the outputs of the models that did not run, on the CPU or the GPU.
-#[allow(clippy::large_enum_variant)]
-pub enum LinkExecutor {
-    Cpu(Predictor),
+/// Every Nth prediction on the GPU path also runs the CPU predictor, so that drift signals (link
+/// uncertainty and disagreement) stay sampled.
+pub const SIGNAL_EVERY: u32 = 8;
+
+/// Predicts the outputs of the models that did not run: the one link path of the control loop.
+/// The CPU [`Predictor`] is the reference and always present (it carries drift signals and on-line
+/// adaptation, see [`LinkExecutor::predictor_mut`]); with the `cuda` feature and a usable GPU, each
+/// prediction is one fused kernel launch instead, falling back to the CPU for a call that fails.
+pub struct LinkExecutor {
+    cpu: Predictor,
     #[cfg(feature = "cuda")]
-    Cuda(cuda::CudaLinks),
+    gpu: Option<cuda::CudaLinks>,
+    /// CPU predictions on the GPU path's signal-sampling calls.
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    scratch: Vec<f32>,
+    calls: u32,
 }
 
 impl LinkExecutor {
     /// The GPU path where the `cuda` feature is on and a usable GPU is found, else the CPU path;
     /// the reason for falling back is logged once per process.
     pub fn new(bundle: &Bundle) -> LinkExecutor {
+        #[cfg_attr(not(feature = "cuda"), allow(unused_mut))]
+        let mut e = LinkExecutor::cpu(bundle);
         #[cfg(feature = "cuda")]
         match cuda::CudaLinks::from_bundle(bundle, 1) {
-            Ok(c) => return LinkExecutor::Cuda(c),
+            Ok(c) => e.gpu = Some(c),
             Err(e) => log_fallback_once(&e),
         }
-        LinkExecutor::cpu(bundle)
+        e
     }
 
     /// Always the CPU path.
     pub fn cpu(bundle: &Bundle) -> LinkExecutor {
-        LinkExecutor::Cpu(Predictor::new(bundle))
-    }
-
-    pub fn backend(&self) -> Backend {
-        match self {
-            LinkExecutor::Cpu(_) => Backend::Cpu,
+        let cpu = Predictor::new(bundle);
+        LinkExecutor {
+            scratch: vec![0.0; cpu.stride()],
+            cpu,
             #[cfg(feature = "cuda")]
-            LinkExecutor::Cuda(_) => Backend::Cuda,
+            gpu: None,
+            calls: 0,
         }
     }
 
+    pub fn backend(&self) -> Backend {
+        #[cfg(feature = "cuda")]
+        if self.gpu.is_some() {
+            return Backend::Cuda;
+        }
+        Backend::Cpu
+    }
+
     /// Same contract as [`Predictor::predict`]: `out` receives a full row, active slices copied from
-    /// `row`, the others predicted and activated. Never allocates.
-    pub fn predict(&mut self, active: u64, row: &[f32], out: &mut [f32]) -> Result<(), ExecError> {
-        match self {
-            LinkExecutor::Cpu(p) => Ok(p.predict(active, row, out)?),
-            #[cfg(feature = "cuda")]
-            LinkExecutor::Cuda(c) => Ok(c.predict(active, row, out)?),
+    /// `row`, the others predicted and activated. Returns whether the CPU predictor ran on this call
+    /// (then its [`Predictor::signals`] are fresh). Never allocates.
+    pub fn predict(&mut self, active: u64, row: &[f32], out: &mut [f32]) -> Result<bool, ExecError> {
+        self.calls = self.calls.wrapping_add(1);
+        #[cfg(feature = "cuda")]
+        if let Some(g) = self.gpu.as_mut() {
+            if g.predict(active, row, out).is_ok() {
+                let sample = self.calls % SIGNAL_EVERY == 0 && self.cpu.predict(active, row, &mut self.scratch).is_ok();
+                return Ok(sample);
+            }
+            // A GPU fault falls back to the CPU for this call.
+        }
+        self.cpu.predict(active, row, out)?;
+        Ok(true)
+    }
+
+    /// The CPU predictor: drift signals, and the weights on-line adaptation updates in place (call
+    /// [`LinkExecutor::weights_changed`] afterwards).
+    pub fn predictor(&self) -> &Predictor {
+        &self.cpu
+    }
+
+    pub fn predictor_mut(&mut self) -> &mut Predictor {
+        &mut self.cpu
+    }
+
+    /// Copy the CPU predictor's weights to the GPU after adaptation changed them.
+    pub fn weights_changed(&mut self) {
+        #[cfg(feature = "cuda")]
+        if let Some(g) = self.gpu.as_mut() {
+            let _ = g.update_weights(self.cpu.links(), self.cpu.ensembles());
         }
     }
 }

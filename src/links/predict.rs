@@ -12,6 +12,7 @@ use super::{LinkError, activate, agreement, entropy_uncertainty};
 use crate::bundle::Bundle;
 use crate::manifest::OutputKind;
 use crate::recording::Recording;
+use crate::row::RowLayout;
 
 /// Drift signals of one predicted target on the last frame.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -31,10 +32,8 @@ pub struct Predictor {
     n: usize,
     kinds: Vec<OutputKind>,
     tolerances: Vec<f32>,
-    sizes: Vec<usize>,
-    /// Offset of each model's slice in a row.
-    row_off: Vec<usize>,
-    stride: usize,
+    /// Where each model's output lives in a row.
+    layout: RowLayout,
     pub(crate) links: LinkSet,
     pub(crate) ensembles: EnsembleSet,
     /// Per target j, k·|Y_j| link outputs (pre-activation), at `z_off[j]`.
@@ -55,16 +54,12 @@ impl Predictor {
     /// can update them in place).
     pub fn new(bundle: &Bundle) -> Predictor {
         let n = bundle.n_models();
-        let sizes = bundle.sizes();
-        let mut row_off = Vec::with_capacity(n);
-        let mut at = 0;
-        for &s in &sizes {
-            row_off.push(at);
-            at += s;
-        }
+        let layout = bundle.layout();
+        let sizes = layout.sizes();
+        let at = layout.stride();
         let mut z_off = Vec::with_capacity(n);
         let mut zl = 0;
-        for &s in &sizes {
+        for &s in sizes {
             z_off.push(zl);
             zl += (n - 1) * s;
         }
@@ -74,8 +69,6 @@ impl Predictor {
             n,
             kinds: bundle.models.iter().map(|m| m.kind).collect(),
             tolerances: bundle.models.iter().map(|m| m.tolerance).collect(),
-            row_off,
-            stride: at,
             links: bundle.links.clone(),
             ensembles: bundle.ensembles.clone(),
             z: vec![0.0; zl],
@@ -85,7 +78,7 @@ impl Predictor {
             a: vec![0.0; max_h],
             tmp: vec![0.0; max_in],
             u: vec![0.0; (n - 1) * max_in],
-            sizes,
+            layout,
             last_active: u64::MAX,
         }
     }
@@ -96,7 +89,12 @@ impl Predictor {
 
     /// Length of one row (all models' outputs).
     pub fn stride(&self) -> usize {
-        self.stride
+        self.layout.stride()
+    }
+
+    /// Where each model's output lives in a row.
+    pub fn layout(&self) -> &RowLayout {
+        &self.layout
     }
 
     pub fn links(&self) -> &LinkSet {
@@ -112,7 +110,7 @@ impl Predictor {
     }
 
     pub(crate) fn slice(&self, m: usize) -> std::ops::Range<usize> {
-        self.row_off[m]..self.row_off[m] + self.sizes[m]
+        self.layout.range(m)
     }
 
     pub(crate) fn check_mask(&self, mask: u64) -> Result<(), LinkError> {
@@ -126,11 +124,12 @@ impl Predictor {
     /// `row` (laid out like a recording row; only active slices are read). `out` receives a full row:
     /// active slices copied from `row`, the others predicted (activated, like the model's output).
     pub fn predict(&mut self, active: u64, row: &[f32], out: &mut [f32]) -> Result<(), LinkError> {
-        if row.len() != self.stride {
-            return Err(LinkError::RowLength { expected: self.stride, got: row.len() });
+        let stride = self.layout.stride();
+        if row.len() != stride {
+            return Err(LinkError::RowLength { expected: stride, got: row.len() });
         }
-        if out.len() != self.stride {
-            return Err(LinkError::OutLength { expected: self.stride, got: out.len() });
+        if out.len() != stride {
+            return Err(LinkError::OutLength { expected: stride, got: out.len() });
         }
         self.check_mask(active)?;
         let k = self.n - 1;
@@ -140,7 +139,7 @@ impl Predictor {
                 out[sj.clone()].copy_from_slice(&row[sj]);
                 continue;
             }
-            let no = self.sizes[j];
+            let no = self.layout.size(j);
             let zj = &mut self.z[self.z_off[j]..self.z_off[j] + k * no];
             for s in 0..k {
                 let i = source_of_slot(j, s);
@@ -148,7 +147,7 @@ impl Predictor {
                     continue;
                 }
                 let idx = j * k + s;
-                let x = &row[self.row_off[i]..self.row_off[i] + self.sizes[i]];
+                let x = &row[self.layout.range(i)];
                 mlp::forward(
                     self.links.dims[idx],
                     self.links.block(idx),
@@ -193,7 +192,7 @@ impl Predictor {
         if active == u64::MAX || active >> j & 1 == 1 {
             return Ok(DriftSignals::default());
         }
-        let (k, no, kind) = (self.n - 1, self.sizes[j], self.kinds[j]);
+        let (k, no, kind) = (self.n - 1, self.layout.size(j), self.kinds[j]);
         let zj = &self.z[self.z_off[j]..self.z_off[j] + k * no];
         let y = &self.y[self.slice(j)];
         let tmp = &mut self.tmp[..no];

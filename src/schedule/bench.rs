@@ -13,6 +13,7 @@ use super::{Decision, Problem, ScheduleTable, Scheduler};
 use crate::bundle::Bundle;
 use crate::links::{AdaptOptions, Adapter, Predictor, Rng, agreement};
 use crate::recording::Recording;
+use crate::row::RowLayout;
 use crate::stream::{Segment, Stream};
 
 /// Settings of one benchmark run.
@@ -171,8 +172,8 @@ impl Acc {
             weighted_accuracy: per_task.iter().zip(&p.importance).map(|(a, &w)| a * w as f64).sum::<f64>()
                 / w,
             per_task,
-            executions_saved: 1.0 - self.executions as f64 / (f * n as f64),
-            flops_saved: 1.0 - self.flops as f64 / (f * total_flops.max(1) as f64),
+            executions_saved: crate::control::share_saved(self.executions, self.frames.max(1) as u64, n as u64),
+            flops_saved: crate::control::share_saved(self.flops, self.frames.max(1) as u64, total_flops.max(1)),
         }
     }
 }
@@ -206,15 +207,7 @@ fn refresh_scores(
         return;
     }
     let n = base.n;
-    let offs: Vec<usize> = bundle
-        .models
-        .iter()
-        .scan(0, |a, m| {
-            let o = *a;
-            *a += m.size as usize;
-            Some(o)
-        })
-        .collect();
+    let layout = bundle.layout();
     let mut sums = vec![0.0f32; n << n];
     for row in rows {
         for mask in 0..=base.all() {
@@ -227,7 +220,7 @@ fn refresh_scores(
             for j in 0..n {
                 if mask >> j & 1 == 0 {
                     let m = &bundle.models[j];
-                    let r = offs[j]..offs[j] + m.size as usize;
+                    let r = layout.range(j);
                     sums[(j << n) | mask as usize] +=
                         agreement(m.kind, m.tolerance, &out[r.clone()], &row[r]);
                 }
@@ -364,8 +357,7 @@ impl AdaptRun {
 struct LossHeads {
     /// Per model: weights (size + 2) then bias.
     w: Vec<Vec<f32>>,
-    offsets: Vec<usize>,
-    sizes: Vec<usize>,
+    layout: RowLayout,
     kinds: Vec<crate::manifest::OutputKind>,
     tolerances: Vec<f32>,
     out: Vec<f32>,
@@ -374,20 +366,11 @@ struct LossHeads {
 
 impl LossHeads {
     fn new(bundle: &Bundle) -> LossHeads {
-        let sizes = bundle.sizes();
-        let offsets = sizes
-            .iter()
-            .scan(0, |a, &s| {
-                let o = *a;
-                *a += s;
-                Some(o)
-            })
-            .collect();
-        let stride = sizes.iter().sum();
+        let layout = bundle.layout();
+        let stride = layout.stride();
         LossHeads {
-            w: sizes.iter().map(|&s| vec![0.0; s + 3]).collect(),
-            offsets,
-            sizes,
+            w: layout.sizes().iter().map(|&s| vec![0.0; s + 3]).collect(),
+            layout,
             kinds: bundle.models.iter().map(|m| m.kind).collect(),
             tolerances: bundle.models.iter().map(|m| m.tolerance).collect(),
             out: vec![0.0; stride],
@@ -396,8 +379,8 @@ impl LossHeads {
     }
 
     fn features(&self, predictor: &mut Predictor, j: usize, out: &[f32], x: &mut [f32]) {
-        let (o, s) = (self.offsets[j], self.sizes[j]);
-        x[..s].copy_from_slice(&out[o..o + s]);
+        let s = self.layout.size(j);
+        x[..s].copy_from_slice(&out[self.layout.range(j)]);
         let sig = predictor.signals(j).unwrap_or_default();
         x[s] = sig.uncertainty.min(1.0);
         x[s + 1] = sig.disagreement;
@@ -407,8 +390,8 @@ impl LossHeads {
     /// prediction).
     fn predict(&self, predictor: &mut Predictor, j: usize, out: &[f32]) -> f32 {
         let mut x = [0.0f32; 64 + 2];
-        let s = self.sizes[j].min(64);
-        if s < self.sizes[j] {
+        let s = self.layout.size(j).min(64);
+        if s < self.layout.size(j) {
             return 0.0;
         }
         self.features(predictor, j, out, &mut x);
@@ -420,14 +403,14 @@ impl LossHeads {
     fn learn(&mut self, predictor: &mut Predictor, row: &[f32], active: u64, targets: u64) -> Result<()> {
         let mut out = std::mem::take(&mut self.out);
         predictor.predict(active, row, &mut out).map_err(|e| anyhow::anyhow!("{e}"))?;
-        for j in 0..self.sizes.len() {
-            let s = self.sizes[j];
+        for j in 0..self.layout.len() {
+            let s = self.layout.size(j);
             if targets >> j & 1 == 0 || s > 64 {
                 continue;
             }
-            let (o, mut x) = (self.offsets[j], [0.0f32; 64 + 2]);
+            let (r, mut x) = (self.layout.range(j), [0.0f32; 64 + 2]);
             self.features(predictor, j, &out, &mut x);
-            let loss = 1.0 - agreement(self.kinds[j], self.tolerances[j], &out[o..o + s], &row[o..o + s]);
+            let loss = 1.0 - agreement(self.kinds[j], self.tolerances[j], &out[r.clone()], &row[r]);
             let w = &mut self.w[j];
             let pred = w[s + 2] + w[..s + 2].iter().zip(&x).map(|(a, b)| a * b).sum::<f32>();
             let (err, lr) = (pred - loss, 0.05f32);
@@ -457,6 +440,7 @@ fn run_method(
     adapt: Option<AdaptSim>,
 ) -> Result<MethodResult> {
     let n = base.n;
+    let layout = bundle.layout();
     let mut predictor = Predictor::new(bundle);
     let mut adapt = adapt.map(|a| AdaptRun::new(a, bundle, &predictor, opt.seed));
     let mut labelled = Vec::new();
@@ -533,7 +517,7 @@ fn run_method(
                     }
                     for j in 0..n {
                         let m = &bundle.models[j];
-                        let r = reference.offset(j)..reference.offset(j) + m.size as usize;
+                        let r = layout.range(j);
                         let s = if active >> j & 1 == 1 {
                             out[r.clone()].copy_from_slice(&row[r.clone()]);
                             1.0
@@ -552,7 +536,7 @@ fn run_method(
                 Decision::Reuse => {
                     for j in 0..n {
                         let m = &bundle.models[j];
-                        let r = reference.offset(j)..reference.offset(j) + m.size as usize;
+                        let r = layout.range(j);
                         if have_last {
                             let s = agreement(m.kind, m.tolerance, &last[r.clone()], &row[r]) as f64;
                             a.agree[j] += s;
@@ -755,6 +739,26 @@ pub fn time_lookup(table: &ScheduleTable, budgets: &[u64]) -> f64 {
     crate::record::percentile(&samples, 50.0)
 }
 
+/// The reference must hold the bundle's models, in the bundle's order, with their sizes: rows are
+/// compared position by position.
+fn check_reference(bundle: &Bundle, reference: &Recording) -> Result<()> {
+    for (j, m) in bundle.models.iter().enumerate() {
+        match reference.models.get(j) {
+            Some(r) if r.name == m.name && r.size == m.size as usize => {}
+            Some(r) => anyhow::bail!(
+                "the reference recording's model {j} is {:?} (size {}), the bundle's is {:?} (size {}): \
+                 record the reference with this manifest",
+                r.name,
+                r.size,
+                m.name,
+                m.size
+            ),
+            None => anyhow::bail!("the reference recording lacks model {:?}", m.name),
+        }
+    }
+    Ok(())
+}
+
 /// The whole benchmark.
 pub fn run(
     bundle: &Bundle,
@@ -762,6 +766,7 @@ pub fn run(
     reference: &Recording,
     opt: &BenchOptions,
 ) -> Result<BenchReport> {
+    check_reference(bundle, reference)?;
     let mut base = Problem::from_bundle(bundle);
     if let Some(k) = opt.max_active {
         base = base.with_max_active(k);
