@@ -142,6 +142,20 @@ struct RunArgs {
     /// Label one frame for adaptation every this many ticks while targets are allocated (10 = 10%).
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     label_every: u32,
+    /// Where frames come from: `stream` (the manifest's stream, the default), `images:DIR` (PNG,
+    /// JPEG, PGM in name order), `gst:PIPELINE` (a live GStreamer pipeline, e.g. a camera), or a
+    /// video file (decoded with GStreamer). Frames are numbered from `--from`.
+    #[arg(long, default_value = "stream")]
+    source: String,
+    /// With `--source` other than `stream`: the source's frames are the stream's frames from
+    /// `--from` on (a test, or a recording of the stream), so accuracy is scored against the
+    /// manifest's reference.
+    #[arg(long)]
+    reference_aligned: bool,
+    /// Audit one predicted task every N ticks to estimate accuracy on-line (0: off). Default: 25
+    /// when there is no reference to score against, else 0.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
+    audit_every: Option<u32>,
     /// No progress bar.
     #[arg(long, short)]
     quiet: bool,
@@ -161,6 +175,9 @@ impl Default for RunArgs {
             max_active: None,
             uncertainty_sampling: false,
             label_every: 10,
+            source: "stream".into(),
+            reference_aligned: false,
+            audit_every: None,
             quiet: false,
         }
     }
@@ -336,7 +353,10 @@ fn run(a: &RunArgs) -> Result<()> {
     let board = jetlink::board::current();
     let (manifest, stream) = load_workload(&a.manifest)?;
     let bundle = trusted_bundle(a, &manifest, board)?;
-    let reference = load_reference(&manifest)?.map(Arc::new);
+    let spec = jetlink::source::SourceSpec::parse(&a.source)?;
+    let live = spec != jetlink::source::SourceSpec::Stream;
+    let reference =
+        if live && !a.reference_aligned { None } else { load_reference(&manifest)?.map(Arc::new) };
     let stream = Arc::new(stream);
     let from = a.from.unwrap_or(stream.train_end);
     let to = a.frames.map_or(stream.len(), |n| (from + n).min(stream.len()));
@@ -373,10 +393,19 @@ fn run(a: &RunArgs) -> Result<()> {
         serial_path.display()
     );
     let t = Instant::now();
+    let (source, handles): (Box<dyn jetlink::source::FrameSource>, _) = if live {
+        let s = jetlink::source::LiveSource::open(&spec, frame_shape(&stream), from as u32)?;
+        let h = s.handles();
+        println!("frames from {} ({})", a.source, if spec.is_live() { "live: drops when late" } else { "every frame" });
+        (Box::new(s), Some(h))
+    } else {
+        (Box::new(ReplaySource::new(stream.clone(), from..to)), None)
+    };
+    let audit_every = a.audit_every.unwrap_or(if reference.is_none() { 25 } else { 0 });
     let mut ctl = control::prepare(Parts {
         board,
         frame_shape: frame_shape(&stream),
-        source: ReplaySource::new(stream.clone(), from..to),
+        source,
         manifest,
         bundle,
         backend,
@@ -393,7 +422,7 @@ fn run(a: &RunArgs) -> Result<()> {
                 label_every: a.label_every,
                 ..Default::default()
             },
-            ..LoopOptions::default()
+            audit_every,
         },
     })?;
     println!(
@@ -430,7 +459,8 @@ fn run(a: &RunArgs) -> Result<()> {
         if let Some(n) = notify.as_mut() {
             n.tick();
         }
-        if !more {
+        // A live source runs until it ends, or for --frames ticks.
+        if !more || (live && a.frames.is_some_and(|f| ctl.stats().ticks >= f as u64)) {
             break;
         }
         let s = ctl.stats();
@@ -458,6 +488,11 @@ fn run(a: &RunArgs) -> Result<()> {
         n.stopping();
     }
     let s = ctl.stats();
+    if s.ticks == 0 {
+        if let Some(reason) = handles.as_ref().and_then(|(_, f)| f.lock().unwrap_or_else(|e| e.into_inner()).clone()) {
+            bail!("frame source {}: {reason}", a.source);
+        }
+    }
     let wall = start.elapsed().as_secs_f64();
     println!(
         "\nsummary over {} ticks ({:.1} s, {:.2} ms per tick on average)",
@@ -465,21 +500,44 @@ fn run(a: &RunArgs) -> Result<()> {
         wall,
         1e3 * wall / s.ticks.max(1) as f64
     );
+    if s.accuracy_all().is_some() {
+        println!(
+            "  accuracy kept          {} overall, {} clean, {} drift (agreement with every model's own output)",
+            s.accuracy_all().map_or("-".into(), pct),
+            s.accuracy(0).map_or("-".into(), pct),
+            s.accuracy(1).map_or("-".into(), pct)
+        );
+        let per_task: Vec<String> = (0..n)
+            .map(|j| {
+                let f = (s.ref_frames[0] + s.ref_frames[1]).max(1) as f64;
+                format!("{} {}", names[j], pct((s.agree[0][j] + s.agree[1][j]) / f))
+            })
+            .collect();
+        println!("  per task               {}", per_task.join(", "));
+    } else {
+        println!("  accuracy kept          not measured (no reference recording)");
+    }
+    if let Some(e) = ctl.accuracy_estimate() {
+        println!(
+            "  accuracy estimated     {} ± {} (95% interval, from {} audits of predicted tasks)",
+            pct(e.accuracy),
+            pct(e.half_width),
+            e.audits
+        );
+        let per_task: Vec<String> = (0..n)
+            .filter_map(|j| {
+                let (m, p) = ctl.audits().task(j);
+                (m > 0).then(|| format!("{} {} ({m})", names[j], pct(p)))
+            })
+            .collect();
+        println!("  audited when predicted {}", per_task.join(", "));
+    }
+    if let Some((pool, _)) = &handles {
+        let ps = pool.stats();
+        println!("  frame source           {} frames dropped (late ticks), {} restarts", ps.dropped, ps.restarts);
+    }
     println!(
-        "  accuracy kept          {} overall, {} clean, {} drift (agreement with every model's own output)",
-        s.accuracy_all().map_or("-".into(), pct),
-        s.accuracy(0).map_or("-".into(), pct),
-        s.accuracy(1).map_or("-".into(), pct)
-    );
-    let per_task: Vec<String> = (0..n)
-        .map(|j| {
-            let f = (s.ref_frames[0] + s.ref_frames[1]).max(1) as f64;
-            format!("{} {}", names[j], pct((s.agree[0][j] + s.agree[1][j]) / f))
-        })
-        .collect();
-    println!("  per task               {}", per_task.join(", "));
-    println!(
-        "  executions saved       {} ({} inference and {} adaptation runs counted; at most {} models run per tick)",
+        "  executions saved       {} ({} inference and {} adaptation and audit runs counted; at most {} models run per tick)",
         pct(s.executions_saved(n)),
         s.executions,
         s.adapt_executions,
@@ -532,6 +590,9 @@ fn run(a: &RunArgs) -> Result<()> {
         runtime_allocs,
         if a.engines == Engines::Tract { "tract allocates its tensors" } else { "replay" }
     );
+    if let Some(reason) = handles.and_then(|(_, f)| f.lock().unwrap_or_else(|e| e.into_inner()).clone()) {
+        bail!("frame source {}: {reason}", a.source);
+    }
     Ok(())
 }
 

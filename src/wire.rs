@@ -112,11 +112,14 @@ pub enum EventCode {
     DeadlineMiss = 10,
     /// a = new Tick decimation N (one Tick every N ticks), b = old N.
     Decimation = 11,
+    /// At a period's end, from audit frames: a = estimated accuracy kept × 1000, b = half-width of
+    /// its 95% interval × 1000.
+    AccuracyEstimate = 12,
 }
 
 impl EventCode {
     /// Every code, in wire order.
-    pub const ALL: [EventCode; 12] = [
+    pub const ALL: [EventCode; 13] = [
         EventCode::BudgetChange,
         EventCode::Shed,
         EventCode::PowerThrottle,
@@ -129,6 +132,7 @@ impl EventCode {
         EventCode::AdaptDone,
         EventCode::DeadlineMiss,
         EventCode::Decimation,
+        EventCode::AccuracyEstimate,
     ];
     pub const COUNT: usize = Self::ALL.len();
 
@@ -146,6 +150,7 @@ impl EventCode {
             EventCode::AdaptDone => "adapt-done",
             EventCode::DeadlineMiss => "deadline-miss",
             EventCode::Decimation => "decimation",
+            EventCode::AccuracyEstimate => "accuracy-estimate",
         }
     }
 }

@@ -33,10 +33,12 @@ use crate::view::Shape;
 use crate::wire::{self, Event, EventCode, Message, PeriodSummary, TelemetryWriter, Tick, flags};
 
 mod adapt;
+mod audit;
 pub mod policy;
 mod stats;
 
 pub use adapt::{AdaptSettings, OnlineAdaptation, TuneReport};
+pub use audit::{AuditTally, Estimate};
 pub use policy::PowerGovernor;
 pub use stats::{LoopStats, share_saved};
 
@@ -51,12 +53,28 @@ pub struct LoopOptions {
     pub adapt: bool,
     /// Most models run per tick; `None` takes the board's `max-active-models` (or no limit).
     pub max_active: Option<usize>,
+    /// Audit one predicted task every this many ticks to estimate accuracy without a reference
+    /// (0: no audits). Audit runs count as executions.
+    pub audit_every: u32,
 }
 
 impl Default for LoopOptions {
     fn default() -> Self {
-        LoopOptions { adaptation: AdaptSettings::default(), drift_start: u32::MAX, adapt: true, max_active: None }
+        LoopOptions {
+            adaptation: AdaptSettings::default(),
+            drift_start: u32::MAX,
+            adapt: true,
+            max_active: None,
+            audit_every: 0,
+        }
     }
+}
+
+/// What a tick does beside inference: label a frame for adaptation, audit a task, both, or neither.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Extra {
+    label: bool,
+    audit: Option<usize>,
 }
 
 /// What the last tick did (for the driver's progress display).
@@ -155,10 +173,13 @@ struct LoopState {
     budget: u64,
     mem_used: u64,
     have_last: bool,
-    /// This tick labels a frame for adaptation (decided before the engines run), and the targets
-    /// it runs.
-    label_now: bool,
+    /// What this tick does beside inference (decided before the engines run), and the targets it
+    /// runs for that.
+    extra: Extra,
     label_group: u64,
+    audits: AuditTally,
+    /// Index of the frame expected next (the last delivered frame's + 1).
+    next_index: u32,
     /// Time spent in engines (views and inference) during the last tick.
     engine_ns: u64,
     stats: LoopStats,
@@ -235,8 +256,10 @@ pub fn prepare<S: FrameSource, W: embedded_io::Write>(p: Parts<S, W>) -> Result<
         budget: u64::MAX,
         mem_used: 0,
         have_last: false,
-        label_now: false,
+        extra: Extra::default(),
         label_group: 0,
+        audits: AuditTally::new(n),
+        next_index: 0,
         engine_ns: 0,
         period_start: stats,
         stats,
@@ -411,6 +434,16 @@ impl<S: FrameSource, W: embedded_io::Write> Controller<S, W> {
         self.st.mem_used
     }
 
+    /// Accuracy kept estimated from audit frames (`None` without audits).
+    pub fn accuracy_estimate(&self) -> Option<Estimate> {
+        self.st.audits.estimate()
+    }
+
+    /// The audit counts per task.
+    pub fn audits(&self) -> &AuditTally {
+        &self.st.audits
+    }
+
     /// Most models run per tick under the schedule in force.
     pub fn max_active(&self) -> usize {
         self.plan.problem.max_active
@@ -439,8 +472,8 @@ impl<S: FrameSource, W: embedded_io::Write> Controller<S, W> {
         self.st.stats.ticks += 1;
         let (budget, power) = self.sample_power(&mut notes);
         self.reselect(budget, &mut notes);
-        self.st.label_now = self.plan.opts.adapt && self.st.online.due();
-        let (group, run) = self.plan_labels();
+        self.st.extra = self.choose_extra();
+        let (group, run) = self.plan_extra();
         self.st.label_group = group;
         self.st.stats.adapt_room_ticks += u64::from(run != self.st.active);
         // Active models set aside for the adaptation target are predicted through links this tick.
@@ -453,7 +486,10 @@ impl<S: FrameSource, W: embedded_io::Write> Controller<S, W> {
             None => 0,
         };
         let fresh = self.deliver(ok, &mut notes);
-        let adapt_task = self.adapt_slot(ok, info.is_some(), fresh);
+        if info.is_some() {
+            self.st.audits.count_frame(ok);
+        }
+        let adapt_task = self.extra_slot(ok, info.is_some(), fresh);
         let agreement_milli = self.score_reference(info);
         self.finish_tick(t0, info, power, adapt_task, agreement_milli, notes);
         true
@@ -463,15 +499,19 @@ impl<S: FrameSource, W: embedded_io::Write> Controller<S, W> {
     fn take_frame(&mut self) -> Option<Option<FrameInfo>> {
         match self.io.source.next_frame(&mut self.st.frame) {
             Ok(None) => None,
-            Ok(Some(i)) => Some(Some(i)),
+            Ok(Some(i)) => {
+                self.st.next_index = i.index.wrapping_add(1);
+                Some(Some(i))
+            }
             Err(e) => {
                 self.st.stats.frame_faults += 1;
                 let code = match e {
                     FrameError::Missing => 0,
                     FrameError::Corrupt => 1,
                     FrameError::WrongSize { .. } => 2,
+                    FrameError::SourceDown => 3,
                 };
-                self.event(EventCode::FrameFault, self.st.tick_no, code);
+                self.event(EventCode::FrameFault, self.st.next_index, code);
                 Some(None)
             }
         }
@@ -577,16 +617,37 @@ impl<S: FrameSource, W: embedded_io::Write> Controller<S, W> {
         })
     }
 
-    /// Step 4: the targets this labelling tick runs and the models that run beside them. Targets
+    /// Step 4a: label a frame for adaptation when one is due; audit a task when one is due (the
+    /// two are independent, so audits sample label ticks too).
+    fn choose_extra(&mut self) -> Extra {
+        let label = self.plan.opts.adapt && self.st.online.due();
+        let every = self.plan.opts.audit_every;
+        let audit = if every > 0 && self.st.tick_no % every == every / 2 {
+            self.st.audits.next_target(self.st.active)
+        } else {
+            None
+        };
+        Extra { label, audit }
+    }
+
+    /// The targets this tick runs beside inference and the models that run beside them: the
+    /// labelling targets, plus the audited task when room can be made for it too.
+    fn plan_extra(&self) -> (u64, u64) {
+        let (mut group, mut run) = if self.st.extra.label { self.plan_labels() } else { (0, self.st.active) };
+        if let Some(j) = self.st.extra.audit {
+            if let Some(r) = self.room_for(group | 1 << j) {
+                group |= 1 << j;
+                run &= r;
+            }
+        }
+        (group, run)
+    }
+
+    /// Step 4b: the targets this labelling tick runs and the models that run beside them. Targets
     /// that fit beside the schedule's active set and targets that do not are labelled on alternate
-    /// labelling ticks: for the latter the largest active models are set aside (predicted through
-    /// links for this tick) until the largest of them fits, keeping at least one source, so that
-    /// the rows of the former keep every running source. The targets run one after another.
+    /// labelling ticks, so that the rows of the former keep every running source.
     fn plan_labels(&self) -> (u64, u64) {
         let (p, st) = (&self.plan.problem, &self.st);
-        if !st.label_now {
-            return (0, st.active);
-        }
         let targets = st.online.targets() & !st.active;
         let base = p.cost_of(st.active, st.predicted);
         let fit = (0..self.plan.n())
@@ -596,7 +657,16 @@ impl<S: FrameSource, W: embedded_io::Write> Controller<S, W> {
         if big == 0 || (fit != 0 && st.online.labels() % 2 == 0) {
             return (fit, st.active);
         }
-        let need = (0..self.plan.n()).filter(|&j| big >> j & 1 == 1).map(|j| p.model_mem[j]).max().unwrap_or(0);
+        self.room_for(big).map_or((fit, st.active), |run| (big, run))
+    }
+
+    /// The models to run beside the targets in `group` (which run one after another): the active
+    /// set, or, when the largest target does not fit beside it, the active set with its largest
+    /// models set aside (predicted through links for this tick) until it fits, keeping at least one
+    /// source. `None` when no room can be made.
+    fn room_for(&self, group: u64) -> Option<u64> {
+        let (p, st) = (&self.plan.problem, &self.st);
+        let need = (0..self.plan.n()).filter(|&j| group >> j & 1 == 1).map(|j| p.model_mem[j]).max()?;
         let fits = |run: u64| p.cost_of(run, st.predicted | (st.active & !run)) + need <= st.budget;
         let mut run = st.active;
         while !fits(run) && run.count_ones() > 1 {
@@ -604,7 +674,7 @@ impl<S: FrameSource, W: embedded_io::Write> Controller<S, W> {
             let Some(i) = largest else { break };
             run &= !(1 << i);
         }
-        if fits(run) { (big, run) } else { (fit, st.active) }
+        fits(run).then_some(run)
     }
 
     /// Step 5: run the models in `run` on the frame. Returns the models whose outputs are valid.
@@ -689,39 +759,38 @@ impl<S: FrameSource, W: embedded_io::Write> Controller<S, W> {
         fresh
     }
 
-    /// Step 7, the adaptation slot: on a labelling tick, run every target of this tick's group that
-    /// did not run and fits the budget beside the models that ran (one after another) and keep the
-    /// row; then fine-tune one pending target. Returns the target worked on (or `NO_ADAPT_TASK`).
-    fn adapt_slot(&mut self, ok: u64, have_frame: bool, fresh: bool) -> u8 {
-        if !self.plan.opts.adapt {
-            return wire::NO_ADAPT_TASK;
-        }
+    /// Step 7, the extra slot: on a labelling or audit tick, run the targets of this tick's group
+    /// that did not run and fit the budget beside the models that ran (one after another); an audit
+    /// compares the delivered prediction with the model's output; the row goes to the adaptation
+    /// ring. Then fine-tune one pending target. Returns the target worked on (or `NO_ADAPT_TASK`).
+    fn extra_slot(&mut self, ok: u64, have_frame: bool, fresh: bool) -> u8 {
         let mut worked = wire::NO_ADAPT_TASK;
-        let label = self.st.label_now && self.st.label_group != 0 && have_frame && ok != 0 && {
-            let signal = self.target_signal(ok, fresh);
-            self.st.online.accept(signal)
-        };
-        if label {
-            let (base, mut extra, mut valid) = (self.st.mem_used, 0u64, ok);
-            for j in 0..self.plan.n() {
-                let need = self.plan.problem.model_mem[j];
-                if self.st.label_group >> j & 1 == 0 || ok >> j & 1 == 1 || base + need > self.st.budget {
-                    continue;
-                }
-                let res = self.run_engine(j);
-                self.st.stats.adapt_executions += 1;
-                self.st.stats.engine_faults += u64::from(res.is_err());
-                extra = extra.max(need);
-                if res.is_ok() {
-                    valid |= 1 << j;
-                    worked = j as u8;
+        let extra = self.st.extra;
+        let audit_bit = extra.audit.map_or(0, |j| 1u64 << j);
+        let mut labelled = false;
+        if self.st.label_group != 0 && have_frame && ok != 0 {
+            // The uncertainty gate applies to labels only; an audit runs whatever the gate says.
+            if extra.label {
+                let signal = self.target_signal(ok, fresh);
+                labelled = self.st.online.accept(signal);
+                if !labelled {
+                    self.st.label_group &= audit_bit;
                 }
             }
-            self.st.mem_used = base + extra;
-            if valid != ok {
+            let valid = self.run_group(ok, &mut worked);
+            if let Some(j) = extra.audit.filter(|&j| valid >> j & 1 == 1 && ok >> j & 1 == 0) {
+                let r = self.plan.layout.range(j);
+                let a = agreement(self.plan.kinds[j], self.plan.tolerances[j], &self.st.out[r.clone()], &self.st.row[r]);
+                self.st.audits.record(j, a);
+            }
+            if self.plan.opts.adapt && valid != ok {
                 self.st.online.push(&self.st.row, valid);
             }
-        } else {
+        }
+        if !self.plan.opts.adapt {
+            return worked;
+        }
+        if !labelled {
             self.st.online.skip();
         }
         match self.st.online.tune_one(self.st.links.predictor_mut(), self.st.active) {
@@ -733,6 +802,28 @@ impl<S: FrameSource, W: embedded_io::Write> Controller<S, W> {
             }
             _ => worked,
         }
+    }
+
+    /// Run the targets of this tick's group that did not run and fit beside the models that ran;
+    /// returns the models whose outputs the row now holds.
+    fn run_group(&mut self, ok: u64, worked: &mut u8) -> u64 {
+        let (base, mut extra, mut valid) = (self.st.mem_used, 0u64, ok);
+        for j in 0..self.plan.n() {
+            let need = self.plan.problem.model_mem[j];
+            if self.st.label_group >> j & 1 == 0 || ok >> j & 1 == 1 || base + need > self.st.budget {
+                continue;
+            }
+            let res = self.run_engine(j);
+            self.st.stats.adapt_executions += 1;
+            self.st.stats.engine_faults += u64::from(res.is_err());
+            extra = extra.max(need);
+            if res.is_ok() {
+                valid |= 1 << j;
+                *worked = j as u8;
+            }
+        }
+        self.st.mem_used = base + extra;
+        valid
     }
 
     /// Mean uncertainty of the allocated targets' predictions on this frame (entropy for classes
@@ -848,6 +939,10 @@ impl<S: FrameSource, W: embedded_io::Write> Controller<S, W> {
             faults: d.faults() as u32,
         };
         let _ = self.io.writer.send(&Message::PeriodSummary(summary));
+        if let Some(e) = st.audits.estimate() {
+            let (a, b) = ((1000.0 * e.accuracy).round() as u32, (1000.0 * e.half_width).round() as u32);
+            emit(&mut self.io.writer, st.tick_no, EventCode::AccuracyEstimate, a, b);
+        }
         st.period_start = st.stats;
         st.period_peak = 0;
         st.period_missed = false;

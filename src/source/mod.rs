@@ -1,0 +1,197 @@
+//! Frame sources: where the loop's frames come from. [`ReplaySource`] replays a stream file;
+//! [`LiveSource`] takes frames from a producer thread through a fixed [`FramePool`]: a folder of
+//! images ([`images`]), or a GStreamer pipeline, a camera or a video file ([`gst`]).
+//! [`SourceSpec`] parses the `--source` argument.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+
+use crate::stream::{FrameMeta, Stream};
+use crate::view::Shape;
+
+pub mod gst;
+pub mod images;
+pub mod pool;
+
+pub use pool::{FramePool, PoolStats, Take};
+
+/// Why a frame could not be delivered. The loop counts these and goes on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum FrameError {
+    #[error("no frame arrived in time")]
+    Missing,
+    #[error("the frame is corrupt")]
+    Corrupt,
+    #[error("the frame has {got} bytes, expected {expected}")]
+    WrongSize { got: usize, expected: usize },
+    #[error("the frame source is down (being restarted)")]
+    SourceDown,
+}
+
+/// One delivered frame's identity.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FrameInfo {
+    pub index: u32,
+    pub meta: FrameMeta,
+}
+
+pub trait FrameSource {
+    /// Bytes per frame (height · width · channels).
+    fn frame_len(&self) -> usize;
+    /// Write the next frame into `buf`. `Ok(None)` at the end of a finite source.
+    fn next_frame(&mut self, buf: &mut [u8]) -> Result<Option<FrameInfo>, FrameError>;
+}
+
+impl<T: FrameSource + ?Sized> FrameSource for Box<T> {
+    fn frame_len(&self) -> usize {
+        (**self).frame_len()
+    }
+
+    fn next_frame(&mut self, buf: &mut [u8]) -> Result<Option<FrameInfo>, FrameError> {
+        (**self).next_frame(buf)
+    }
+}
+
+/// Replays a range of a stream, in order.
+pub struct ReplaySource {
+    stream: Arc<Stream>,
+    next: usize,
+    end: usize,
+}
+
+impl ReplaySource {
+    pub fn new(stream: Arc<Stream>, range: std::ops::Range<usize>) -> ReplaySource {
+        let end = range.end.min(stream.len());
+        ReplaySource { stream, next: range.start, end }
+    }
+}
+
+impl FrameSource for ReplaySource {
+    fn frame_len(&self) -> usize {
+        self.stream.frame_len()
+    }
+
+    fn next_frame(&mut self, buf: &mut [u8]) -> Result<Option<FrameInfo>, FrameError> {
+        if self.next >= self.end {
+            return Ok(None);
+        }
+        let i = self.next;
+        self.next += 1;
+        let f = self.stream.frame(i);
+        if buf.len() != f.len() {
+            return Err(FrameError::WrongSize { got: buf.len(), expected: f.len() });
+        }
+        buf.copy_from_slice(f);
+        Ok(Some(FrameInfo { index: i as u32, meta: self.stream.meta[i] }))
+    }
+}
+
+/// Where `--source` takes frames from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SourceSpec {
+    /// The manifest's stream file, replayed (the default).
+    Stream,
+    /// `images:DIR`: a folder of PNG, JPEG or PGM/PPM images in name order.
+    Images(PathBuf),
+    /// `gst:PIPELINE`: a live GStreamer pipeline (camera, RTSP) without its sink.
+    Gst(String),
+    /// Any other value: a video file, decoded through GStreamer.
+    Video(PathBuf),
+}
+
+impl SourceSpec {
+    pub fn parse(s: &str) -> Result<SourceSpec> {
+        Ok(if s == "stream" {
+            SourceSpec::Stream
+        } else if let Some(d) = s.strip_prefix("images:") {
+            SourceSpec::Images(PathBuf::from(d))
+        } else if let Some(p) = s.strip_prefix("gst:") {
+            if p.trim().is_empty() {
+                bail!("--source gst: needs a pipeline, e.g. 'gst:v4l2src device=/dev/video0'");
+            }
+            SourceSpec::Gst(p.to_string())
+        } else {
+            SourceSpec::Video(PathBuf::from(s))
+        })
+    }
+
+    /// Live sources drop frames when the loop is slow; files and folders deliver every frame.
+    pub fn is_live(&self) -> bool {
+        matches!(self, SourceSpec::Gst(_))
+    }
+}
+
+/// Frames from a producer thread through a [`FramePool`].
+pub struct LiveSource {
+    pool: FramePool,
+    wait: Duration,
+    /// Why the producer stopped, when it stopped for a reason.
+    pub failure: gst::Failure,
+    producer: Option<std::thread::JoinHandle<()>>,
+}
+
+impl LiveSource {
+    /// Open `spec` (not [`SourceSpec::Stream`]) for frames of `shape`, numbered from `first`.
+    pub fn open(spec: &SourceSpec, shape: Shape, first: u32) -> Result<LiveSource> {
+        let pool = FramePool::new(shape.len(), 4, spec.is_live());
+        let failure: gst::Failure = Arc::default();
+        let producer = match spec {
+            SourceSpec::Stream => bail!("the stream is replayed by ReplaySource"),
+            SourceSpec::Images(dir) => images::spawn(images::list_images(dir)?, shape, first, pool.clone()),
+            SourceSpec::Gst(p) => gst::spawn(p.clone(), shape, first, pool.clone(), failure.clone()),
+            SourceSpec::Video(path) => {
+                std::fs::metadata(path).with_context(|| format!("--source {}", path.display()))?;
+                gst::spawn(gst::file_pipeline(path), shape, first, pool.clone(), failure.clone())
+            }
+        };
+        // A file source waits for the producer (decoding may be slow on a loaded machine); a live
+        // one reports a missing frame after a second.
+        let wait = if spec.is_live() { Duration::from_secs(1) } else { Duration::from_secs(120) };
+        Ok(LiveSource { pool, wait, failure, producer: Some(producer) })
+    }
+
+    pub fn stats(&self) -> PoolStats {
+        self.pool.stats()
+    }
+
+    /// Handles that outlive the source moving into the loop: its pool (for its counters) and its
+    /// failure reason.
+    pub fn handles(&self) -> (FramePool, gst::Failure) {
+        (self.pool.clone(), self.failure.clone())
+    }
+
+    /// Why the producer stopped early, if it did.
+    pub fn failure(&self) -> Option<String> {
+        self.failure.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+impl Drop for LiveSource {
+    fn drop(&mut self) {
+        self.pool.close();
+        if let Some(p) = self.producer.take() {
+            let _ = p.join();
+        }
+    }
+}
+
+impl FrameSource for LiveSource {
+    fn frame_len(&self) -> usize {
+        self.pool.frame_len()
+    }
+
+    fn next_frame(&mut self, buf: &mut [u8]) -> Result<Option<FrameInfo>, FrameError> {
+        if buf.len() != self.pool.frame_len() {
+            return Err(FrameError::WrongSize { got: buf.len(), expected: self.pool.frame_len() });
+        }
+        match self.pool.take(buf, self.wait) {
+            Take::Frame(index) => Ok(Some(FrameInfo { index, meta: FrameMeta::default() })),
+            Take::Ended => Ok(None),
+            Take::Nothing { down: true } => Err(FrameError::SourceDown),
+            Take::Nothing { down: false } => Err(FrameError::Missing),
+        }
+    }
+}
