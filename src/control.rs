@@ -385,6 +385,11 @@ impl<S: FrameSource, W: embedded_io::Write> Controller<S, W> {
         self.models.iter().map(|m| m.spec.name.as_str())
     }
 
+    /// The serial writer, for a new loop that replaces this one (a bundle reload).
+    pub fn into_writer(self) -> TelemetryWriter<W> {
+        self.writer
+    }
+
     pub fn writer(&self) -> &TelemetryWriter<W> {
         &self.writer
     }

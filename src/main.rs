@@ -85,12 +85,12 @@ struct SignArgs {
 
 #[derive(clap::Args)]
 struct SoakArgs {
-    #[arg(long, default_value_t = 100_000)]
+    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000_000))]
     ticks: u64,
     #[arg(long, default_value_t = 1)]
     seed: u64,
     /// Ticks before allocations are counted (default: a tenth of --ticks, at most 2000).
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(0..=1_000_000_000))]
     warmup: Option<u64>,
     #[arg(long, default_value = DEMO_MANIFEST)]
     manifest: PathBuf,
@@ -118,14 +118,18 @@ struct RunArgs {
     #[arg(long, value_enum, default_value = "tract")]
     engines: Engines,
     /// First frame (default: the end of the training part).
-    #[arg(long)]
-    from: Option<usize>,
+    #[arg(long, value_parser = clap::value_parser!(u64).range(0..=u32::MAX as u64))]
+    from: Option<u64>,
     /// Number of frames (default: to the end of the stream).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=u32::MAX as u64))]
+    frames: Option<u64>,
+    /// Telemetry output: a tty or pty device, a FIFO, or `file:PATH` for a file (created, or replaced
+    /// only if it already holds jetlink telemetry). Default: the board's serial device.
     #[arg(long)]
-    frames: Option<usize>,
-    /// Telemetry output: a file or a pty (default: the board's serial device).
+    serial: Option<String>,
+    /// Rollback-protection state file (default: the board's `state-file`).
     #[arg(long)]
-    serial: Option<PathBuf>,
+    state_file: Option<PathBuf>,
     /// Root under which the board's sysfs paths are read (a fake tree in tests).
     #[arg(long, default_value = "/")]
     sysfs_root: PathBuf,
@@ -153,6 +157,7 @@ impl Default for RunArgs {
             from: None,
             frames: None,
             serial: None,
+            state_file: None,
             sysfs_root: "/".into(),
             no_adapt: false,
             max_active: None,
@@ -167,8 +172,8 @@ struct ModelsArgs {
     #[arg(long, default_value = DEMO_MANIFEST)]
     manifest: PathBuf,
     /// Frames to run, spread evenly over the whole stream.
-    #[arg(long, default_value_t = 600)]
-    frames: usize,
+    #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    frames: u64,
 }
 
 #[derive(clap::Args)]
@@ -178,11 +183,11 @@ struct RecordArgs {
     /// Output file (`.gz` compresses).
     #[arg(long, short)]
     out: PathBuf,
-    #[arg(long, default_value_t = 0)]
-    from: usize,
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=u32::MAX as u64))]
+    from: u64,
     /// One past the last frame (default: the end of the training part).
-    #[arg(long)]
-    to: Option<usize>,
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=u32::MAX as u64))]
+    to: Option<u64>,
 }
 
 #[derive(clap::Args)]
@@ -195,17 +200,21 @@ struct BuildArgs {
     #[arg(long, short, default_value = DEMO_BUNDLE)]
     out: PathBuf,
     /// Training epochs per link.
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     epochs: Option<u32>,
     /// Hidden width floor (h = max(2·|Y_j|, floor)); 0 for the paper's 2·|Y_j|.
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(0..=4096))]
     hidden_floor: Option<u32>,
+    /// The bundle's release number, inside the signed part: a board refuses a bundle older than the
+    /// highest it has accepted (rollback protection). Raise it for every release.
+    #[arg(long, default_value_t = 1)]
+    bundle_version: u64,
     /// Link training recipe: `measured` (standardised regression targets, no dropout on them) or
     /// `paper` (the MLink paper's: dropout 0.5 everywhere, raw targets).
     #[arg(long, default_value = "measured", value_parser = ["measured", "paper"])]
     recipe: String,
-    #[arg(long, default_value_t = 0)]
-    threads: usize,
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=1024))]
+    threads: u64,
     /// Sign the bundle with this private key (`jetlink keygen`; the demo's is demo/keys/demo-insecure.key).
     #[arg(long)]
     key: Option<PathBuf>,
@@ -226,39 +235,39 @@ struct BenchArgs {
     #[arg(long)]
     board: Option<String>,
     /// Ticks for `loop`.
-    #[arg(long, default_value_t = 5000)]
-    ticks: usize,
+    #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    ticks: u64,
     /// `dcta`: synthetic task costs spread over this many-fold range (a deployment of comparable
     /// models, where the knapsack is combinatorial) instead of the manifest's.
-    #[arg(long)]
+    #[arg(long, value_parser = finite_in(1.0, 1e6))]
     spread: Option<f64>,
     /// `dcta`: draw long-tailed drift (a few tasks drift a lot) instead of uniform.
     #[arg(long)]
     long_tail: bool,
     /// `dcta`: load ρ, the work of all tasks over the board's adaptation capacity.
-    #[arg(long, default_value_t = 1.5)]
+    #[arg(long, default_value_t = 1.5, value_parser = finite_in(0.01, 1000.0))]
     stress: f64,
     /// `mlink`: at most this many models run per frame (an execution budget beside the memory one).
-    #[arg(long)]
-    max_active: Option<usize>,
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=64))]
+    max_active: Option<u64>,
     /// `mlink`: frames per on-line adaptation period.
-    #[arg(long, default_value_t = 250)]
-    adapt_period: usize,
+    #[arg(long, default_value_t = 250, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    adapt_period: u64,
     /// `mlink`: skip the on-line adaptation variants.
     #[arg(long)]
     no_adapt: bool,
     /// `mlink`: fine-tuning steps per target at the end of each adaptation period.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(0..=10_000))]
     adapt_steps: u32,
     /// `mlink`: fine-tuning learning rate (RMSprop).
-    #[arg(long, default_value_t = 1e-3)]
+    #[arg(long, default_value_t = 1e-3, value_parser = finite_in_f32(0.0, 10.0))]
     adapt_lr: f32,
     /// `mlink`: labelled rows kept for fine-tuning (the most recent).
-    #[arg(long, default_value_t = 64)]
-    adapt_buffer: usize,
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=4096))]
+    adapt_buffer: u64,
     /// `mlink`: share of each scheduling period profiled (every model that fits runs) to refresh
     /// the scores; adapted runs profile on their labelled frames instead.
-    #[arg(long, default_value_t = 0.01)]
+    #[arg(long, default_value_t = 0.01, value_parser = finite_in_f32(0.0, 1.0))]
     profile_share: f32,
 }
 
@@ -279,10 +288,10 @@ struct MonitorArgs {
     /// Keep reading a file as it grows.
     #[arg(long)]
     follow: bool,
-    /// Stop after this many seconds without a byte.
-    #[arg(long)]
+    /// Stop after this many seconds without a byte (0 to 1,000,000).
+    #[arg(long, value_parser = finite_in(0.0, 1e6))]
     idle_exit: Option<f64>,
-    #[arg(long, default_value_t = 115_200)]
+    #[arg(long, default_value_t = 115_200, value_parser = clap::value_parser!(u32).range(50..=12_000_000))]
     baud: u32,
 }
 
@@ -309,6 +318,23 @@ fn main() -> Result<()> {
     }
 }
 
+/// A clap value parser for a finite `f64` in `lo..=hi` (NaN, infinities and values outside refused
+/// at parse time, with the range in the message).
+fn finite_in(lo: f64, hi: f64) -> impl Fn(&str) -> Result<f64, String> + Clone + Send + Sync + 'static {
+    move |s: &str| {
+        let v: f64 = s.trim().parse().map_err(|e| format!("{s:?} is not a number: {e}"))?;
+        if !v.is_finite() || v < lo || v > hi {
+            return Err(format!("{s} is not a finite number in {lo}..={hi}"));
+        }
+        Ok(v)
+    }
+}
+
+fn finite_in_f32(lo: f64, hi: f64) -> impl Fn(&str) -> Result<f32, String> + Clone + Send + Sync + 'static {
+    let p = finite_in(lo, hi);
+    move |s: &str| p(s).map(|v| v as f32)
+}
+
 fn load_workload(path: &Path) -> Result<(Manifest, Stream)> {
     let manifest = Manifest::load(path)?;
     let stream = Stream::load(&manifest.path_of(&manifest.stream))
@@ -328,18 +354,33 @@ fn pct(x: f64) -> String {
     format!("{:.1}%", 100.0 * x)
 }
 
-fn run(a: &RunArgs) -> Result<()> {
-    let board = jetlink::board::current();
-    let (manifest, stream) = load_workload(&a.manifest)?;
-    let bundle = trusted_bundle(a, &manifest, board)?;
-    let reference = load_reference(&manifest)?.map(Arc::new);
-    let stream = Arc::new(stream);
-    let from = a.from.unwrap_or(stream.train_end);
-    let to = a.frames.map_or(stream.len(), |n| (from + n).min(stream.len()));
-    if from >= to {
-        bail!("--from {from}: no frames to run (the stream has {})", stream.len());
+/// Stop and reload requests from signals, set by the handlers and read once per tick (an atomic
+/// load: no allocation, no system call).
+struct Signals {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    reload: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Signals {
+    /// SIGTERM and SIGINT ask the loop to stop at the end of the tick; SIGHUP asks for a bundle reload.
+    fn register() -> Result<Signals> {
+        use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+        let s = Signals { stop: Arc::default(), reload: Arc::default() };
+        for sig in [SIGTERM, SIGINT] {
+            signal_hook::flag::register(sig, s.stop.clone()).context("installing the signal handlers")?;
+        }
+        signal_hook::flag::register(SIGHUP, s.reload.clone()).context("installing the signal handlers")?;
+        Ok(s)
     }
-    let (backend, cursor): (Box<dyn Backend>, Option<FrameCursor>) = match a.engines {
+}
+
+/// The engines backend for `--engines`.
+fn make_backend(
+    a: &RunArgs,
+    reference: &Option<Arc<Recording>>,
+    #[allow(unused_variables)] board: &'static jetlink::board::Board,
+) -> Result<(Box<dyn Backend>, Option<FrameCursor>)> {
+    Ok(match a.engines {
         Engines::Tract => (Box::new(TractBackend), None),
         Engines::Replay => {
             let r = reference.clone().context("--engines replay needs the manifest's reference recording")?;
@@ -348,45 +389,62 @@ fn run(a: &RunArgs) -> Result<()> {
         }
         #[cfg(feature = "tensorrt")]
         Engines::Tensorrt => (Box::new(jetlink::engine::TensorRtBackend::for_board(board)?), None),
-    };
-    let serial_path = a.serial.clone().unwrap_or_else(|| PathBuf::from(board.serial.device));
-    if let Some(d) = serial_path.parent().filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
-        std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+    })
+}
+
+fn run(a: &RunArgs) -> Result<()> {
+    let board = jetlink::board::current();
+    let (mut manifest, stream) = load_workload(&a.manifest)?;
+    // Read every ONNX file once: the bundle check hashes these bytes and the engines load them.
+    manifest.pin_onnx()?;
+    let state = rollback_state(a, board);
+    let bundle = trusted_bundle(a, &manifest, board, &state)?;
+    let reference = load_reference(&manifest)?.map(Arc::new);
+    let stream = Arc::new(stream);
+    let from = a.from.map_or(stream.train_end, |f| f as usize);
+    let to = a.frames.map_or(stream.len(), |n| from.saturating_add(n as usize).min(stream.len()));
+    if from >= to {
+        bail!("--from {from}: no frames to run (the stream has {})", stream.len());
     }
-    let serial = SerialWriter::open(&serial_path, board.serial.baud)?;
+    let (backend, cursor) = make_backend(a, &reference, board)?;
+    let serial_spec = a.serial.clone().unwrap_or_else(|| board.serial.device.to_string());
+    let serial = SerialWriter::open_spec(&serial_spec, board.serial.baud)?;
+    let signals = Signals::register()?;
     let telemetry = jetlink::telemetry::open_for_board(board, &a.sysfs_root);
     println!("jetlink {} on board {} ({})", env!("CARGO_PKG_VERSION"), board.name, board.description);
     println!(
-        "workload {:?}: {} models; bundle {} ({} links); frames {from}..{to} of {} (drift from {}); engines {}; telemetry {}; serial {}",
+        "workload {:?}: {} models; bundle {} (version {}, {} links); frames {from}..{to} of {} (drift from {}); engines {}; telemetry {}; serial {}",
         manifest.name,
         manifest.models.len(),
         a.bundle.display(),
+        bundle.version,
         bundle.links.dims.len(),
         stream.len(),
         stream.drift_start,
         backend.name(),
         telemetry.source_name(),
-        serial_path.display()
+        serial_spec
     );
     let t = Instant::now();
+    let opts = LoopOptions {
+        drift_start: stream.drift_start as u32,
+        adapt: !a.no_adapt,
+        max_active: a.max_active.map(|k| k as usize),
+        uncertainty_sampling: a.uncertainty_sampling,
+        ..LoopOptions::default()
+    };
     let mut ctl = control::prepare(Parts {
         board,
         frame_shape: frame_shape(&stream),
         source: ReplaySource::new(stream.clone(), from..to),
-        manifest,
+        manifest: manifest.clone(),
         bundle,
         backend,
         cursor,
         telemetry,
         writer: TelemetryWriter::new(serial),
-        reference,
-        opts: LoopOptions {
-            drift_start: stream.drift_start as u32,
-            adapt: !a.no_adapt,
-            max_active: a.max_active.map(|k| k as usize),
-            uncertainty_sampling: a.uncertainty_sampling,
-            ..LoopOptions::default()
-        },
+        reference: reference.clone(),
+        opts: opts.clone(),
     })?;
     println!(
         "prepared in {:.0} ms; links run on the {}",
@@ -398,6 +456,9 @@ fn run(a: &RunArgs) -> Result<()> {
     if let Some(n) = notify.as_mut() {
         n.ready();
     }
+    let (mut reloads_accepted, mut reloads_refused, mut ticks_before) = (0u64, 0u64, 0u64);
+    let mut warned_loss = false;
+    let mut stopped_by_signal = false;
     let names: Vec<String> = ctl.model_names().map(str::to_string).collect();
     let n = names.len();
     let bar = if a.quiet {
@@ -422,8 +483,56 @@ fn run(a: &RunArgs) -> Result<()> {
         if let Some(n) = notify.as_mut() {
             n.tick();
         }
+        if !warned_loss && ctl.writer().stats().dropped > 0 {
+            warned_loss = true;
+            bar.suspend(|| {
+                eprintln!(
+                    "warning: telemetry to {serial_spec} is being lost ({:?}); the drops are counted in the summary and the exit status will be 3",
+                    ctl.writer().stats().last_error
+                )
+            });
+        }
+        if signals.stop.load(std::sync::atomic::Ordering::Relaxed) {
+            stopped_by_signal = true;
+            break;
+        }
         if !more {
             break;
+        }
+        if signals.reload.swap(false, std::sync::atomic::Ordering::Relaxed) {
+            // SIGHUP: the existing reload path. Refused: the loop keeps its bundle and the refusal
+            // goes out as `BundleRejected`. Accepted: a new loop over the frames still to come,
+            // on the same serial line, replaces this one between two ticks.
+            match jetlink::signing::reload_versioned(&mut ctl, &a.bundle, &manifest, board, &state) {
+                Err(e) => {
+                    reloads_refused += 1;
+                    bar.suspend(|| eprintln!("SIGHUP: bundle {} refused, keeping the running one: {e}", a.bundle.display()));
+                }
+                Ok(new) => {
+                    reloads_accepted += 1;
+                    let done = ctl.stats().ticks;
+                    ticks_before += done;
+                    ctl.finish();
+                    let writer = ctl.into_writer();
+                    let (backend, cursor) = make_backend(a, &reference, board)?;
+                    let version = new.version;
+                    ctl = control::prepare(Parts {
+                        board,
+                        frame_shape: frame_shape(&stream),
+                        source: ReplaySource::new(stream.clone(), (from + ticks_before as usize).min(to)..to),
+                        manifest: manifest.clone(),
+                        bundle: new,
+                        backend,
+                        cursor,
+                        telemetry: jetlink::telemetry::open_for_board(board, &a.sysfs_root),
+                        writer,
+                        reference: reference.clone(),
+                        opts: opts.clone(),
+                    })
+                    .context("SIGHUP: preparing the loop for the reloaded bundle")?;
+                    bar.suspend(|| eprintln!("SIGHUP: bundle {} version {version} loaded after {ticks_before} ticks", a.bundle.display()));
+                }
+            }
         }
         let s = ctl.stats();
         if s.ticks % 50 == 0 {
@@ -451,6 +560,15 @@ fn run(a: &RunArgs) -> Result<()> {
     }
     let s = ctl.stats();
     let wall = start.elapsed().as_secs_f64();
+    if stopped_by_signal {
+        println!("\nstopped by a signal at the end of tick {} (SIGTERM, SIGINT)", ticks_before + s.ticks);
+    }
+    if reloads_accepted + reloads_refused > 0 {
+        println!(
+            "bundle reloads (SIGHUP): {reloads_accepted} accepted, {reloads_refused} refused; the figures below cover the {} ticks since the last accepted one",
+            s.ticks
+        );
+    }
     println!(
         "\nsummary over {} ticks ({:.1} s, {:.2} ms per tick on average)",
         s.ticks,
@@ -524,7 +642,24 @@ fn run(a: &RunArgs) -> Result<()> {
         runtime_allocs,
         if a.engines == Engines::Tract { "tract allocates its tensors" } else { "replay" }
     );
+    if w.dropped > 0 {
+        eprintln!(
+            "error: {} telemetry frames to {serial_spec} were lost (last error {:?}); exit status 3",
+            w.dropped, w.last_error
+        );
+        std::process::exit(EXIT_TELEMETRY_LOST);
+    }
     Ok(())
+}
+
+/// Exit status of a run that completed but lost telemetry frames.
+const EXIT_TELEMETRY_LOST: i32 = 3;
+
+fn rollback_state(a: &RunArgs, board: &jetlink::board::Board) -> jetlink::signing::RollbackState {
+    match &a.state_file {
+        Some(p) => jetlink::signing::RollbackState::new(p.clone()),
+        None => jetlink::signing::RollbackState::for_board(board),
+    }
 }
 
 fn models(a: &ModelsArgs) -> Result<()> {
@@ -534,7 +669,10 @@ fn models(a: &ModelsArgs) -> Result<()> {
     let mut models = engine::prepare_all(&manifest, frame_shape(&stream), &TractBackend)?;
     println!("prepared {} engines (tract-onnx) in {:.0} ms", models.len(), t.elapsed().as_secs_f64() * 1e3);
     let reference = load_reference(&manifest)?;
-    let n = a.frames.clamp(1, stream.len());
+    if stream.is_empty() {
+        bail!("{}: the stream has no frames", a.manifest.display());
+    }
+    let n = (a.frames as usize).clamp(1, stream.len());
     let step = stream.len() / n;
     let mut stats: Vec<record::ModelStats> = Vec::new();
     let mut max_diff = vec![0.0f32; models.len()];
@@ -550,6 +688,14 @@ fn models(a: &ModelsArgs) -> Result<()> {
         }
         if let Some(r) = &reference {
             let row = r.row_of_frame(f as u32).context("reference lacks a frame")?;
+            if r.models.len() != models.len() {
+                bail!(
+                    "the manifest's reference recording has {} models, the manifest {} ({}): record it again",
+                    r.models.len(),
+                    models.len(),
+                    a.manifest.display()
+                );
+            }
             for (m, d) in max_diff.iter_mut().enumerate() {
                 for (x, y) in rec.output(0, m).iter().zip(r.output(row, m)) {
                     *d = d.max((x - y).abs());
@@ -609,12 +755,13 @@ fn models(a: &ModelsArgs) -> Result<()> {
 
 fn record_cmd(a: &RecordArgs) -> Result<()> {
     let (manifest, stream) = load_workload(&a.manifest)?;
-    let to = a.to.unwrap_or(stream.train_end);
-    if a.from >= to || to > stream.len() {
-        bail!("--from {} --to {to}: need from < to <= {} (frames in the stream)", a.from, stream.len());
+    let to = a.to.map_or(stream.train_end, |t| t as usize);
+    let from = a.from as usize;
+    if from >= to || to > stream.len() {
+        bail!("--from {from} --to {to}: need from < to <= {} (frames in the stream)", stream.len());
     }
     let mut models = engine::prepare_all(&manifest, frame_shape(&stream), &TractBackend)?;
-    let (rec, _) = record::record(&mut models, &stream, a.from..to, true)?;
+    let (rec, _) = record::record(&mut models, &stream, from..to, true)?;
     rec.save(&a.out)?;
     println!(
         "recorded {} frames x {} models ({} values per frame) to {}",
@@ -636,7 +783,7 @@ fn build(a: &BuildArgs) -> Result<()> {
         ),
     };
     let recording = Recording::load(&rec_path)?;
-    let mut opts = jetlink::links::BuildOptions { threads: a.threads, ..Default::default() };
+    let mut opts = jetlink::links::BuildOptions { threads: a.threads as usize, ..Default::default() };
     opts.train = jetlink::links::TrainOptions::by_name(&a.recipe).context("unknown --recipe")?;
     if let Some(e) = a.epochs {
         opts.train.epochs = e;
@@ -646,6 +793,7 @@ fn build(a: &BuildArgs) -> Result<()> {
     }
     let t = Instant::now();
     let mut bundle = jetlink::links::build(&manifest, &recording, stream.train_end, &opts)?;
+    bundle.version = a.bundle_version;
     let train_s = t.elapsed().as_secs_f64();
     let table = jetlink::schedule::ScheduleTable::build(&jetlink::schedule::Problem::from_bundle(&bundle));
     bundle.schedule = Some(postcard::to_stdvec(&table)?);
@@ -690,8 +838,8 @@ fn bench(a: &BenchArgs) -> Result<()> {
             let reference =
                 load_reference(&manifest)?.context("bench mlink needs the manifest's reference recording")?;
             let mut opts = jetlink::schedule::bench::BenchOptions {
-                max_active: a.max_active,
-                adapt_period: a.adapt_period.max(1),
+                max_active: a.max_active.map(|k| k as usize),
+                adapt_period: a.adapt_period as usize,
                 ..Default::default()
             };
             if a.no_adapt {
@@ -701,7 +849,7 @@ fn bench(a: &BenchArgs) -> Result<()> {
             for sim in &mut opts.adapt {
                 sim.steps = a.adapt_steps;
                 sim.lr = a.adapt_lr;
-                sim.buffer = a.adapt_buffer.clamp(1, 4096);
+                sim.buffer = a.adapt_buffer as usize;
             }
             let mut r = jetlink::schedule::bench::run(&bundle, &stream, &reference, &opts)?;
             // The paper's link recipe beside the bundle's, trained here from the same reference.
@@ -750,7 +898,8 @@ fn bench(a: &BenchArgs) -> Result<()> {
             let r = jetlink::dcta::bench(&manifest, board, &args)?;
             print!("{}", r.to_table());
             let json = a.out_dir.join(format!("dcta-{}.json", board.name));
-            std::fs::write(&json, r.to_json())?;
+            jetlink::atomic::write_file(&json, r.to_json().as_bytes())
+                .with_context(|| format!("writing {}", json.display()))?;
             println!("wrote {}", json.display());
         }
         BenchWhat::Links => {
@@ -804,7 +953,7 @@ fn replay_loop(
     let stream = Arc::new(stream);
     let cursor = FrameCursor::default();
     let from = stream.train_end;
-    let to = ticks.map_or(stream.len(), |t| (from + t).min(stream.len()));
+    let to = ticks.map_or(stream.len(), |t| from.saturating_add(t).min(stream.len()));
     control::prepare(Parts {
         board,
         frame_shape: frame_shape(&stream),
@@ -825,8 +974,8 @@ fn replay_loop(
 
 /// Per-tick overhead of the loop outside engine inference: replay engines, a memory writer.
 fn bench_loop(a: &BenchArgs) -> Result<()> {
-    let mut ctl = replay_loop(a, Some(a.ticks))?;
-    let n = a.ticks;
+    let n = a.ticks as usize;
+    let mut ctl = replay_loop(a, Some(n))?;
     let mut us = Vec::with_capacity(n);
     let mut with_engines = Vec::with_capacity(n);
     let mut alloc_ticks: Vec<(u64, u64)> = Vec::with_capacity(64);
@@ -903,12 +1052,18 @@ fn boards() -> Result<()> {
     Ok(())
 }
 
-/// The firmware's bundle load: signed by the board's `bundle-key` and built for the manifest, or
-/// refused before anything in it is decoded, with a `BundleRejected` event on the serial line.
-fn trusted_bundle(a: &RunArgs, manifest: &Manifest, board: &'static jetlink::board::Board) -> Result<Bundle> {
-    jetlink::signing::load_trusted(&a.bundle, manifest, board).or_else(|e| {
-        let serial_path = a.serial.clone().unwrap_or_else(|| PathBuf::from(board.serial.device));
-        if let Ok(serial) = SerialWriter::open(&serial_path, board.serial.baud) {
+/// The firmware's bundle load: signed by the board's `bundle-key`, built for the manifest and not
+/// older than the highest version accepted (rollback protection), or refused before anything in it
+/// is decoded, with a `BundleRejected` event on the serial line.
+fn trusted_bundle(
+    a: &RunArgs,
+    manifest: &Manifest,
+    board: &'static jetlink::board::Board,
+    state: &jetlink::signing::RollbackState,
+) -> Result<Bundle> {
+    jetlink::signing::load_trusted_versioned(&a.bundle, manifest, board, state).or_else(|e| {
+        let spec = a.serial.clone().unwrap_or_else(|| board.serial.device.to_string());
+        if let Ok(serial) = SerialWriter::open_spec(&spec, board.serial.baud) {
             let mut w = TelemetryWriter::new(serial);
             jetlink::signing::report_rejection(&mut w, 0, &e);
             let _ = w.flush();
@@ -942,9 +1097,7 @@ fn sign(a: &SignArgs) -> Result<()> {
         .with_context(|| format!("{}: not a valid bundle, not signing it", a.bundle.display()))?;
     let out = a.out.as_ref().unwrap_or(&a.bundle);
     // Write beside the target and rename, so that an interrupted sign never leaves half a bundle.
-    let tmp = out.with_extension("signing.tmp");
-    std::fs::write(&tmp, &signed).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, out).with_context(|| format!("renaming {} to {}", tmp.display(), out.display()))?;
+    jetlink::atomic::write_file(out, &signed).with_context(|| format!("writing {}", out.display()))?;
     let public = key.verifying_key().to_bytes();
     println!(
         "signed {} ({} bytes) with key {} (public {})",
