@@ -53,9 +53,9 @@ summary() { grep -E '^  (accuracy kept|per task|executions saved|FLOPs saved) ' 
 compare() { # name, jetlink run arguments...
     local name=$1; shift
     step "qemu-aarch64 vs x86_64: run $*"
-    "$x86" run "$@" --serial "$tmp/$name.x86.bin" > "$tmp/$name.x86.txt"
+    "$x86" run "$@" --serial "file:$tmp/$name.x86.bin" --state-file "$tmp/$name.x86.state" > "$tmp/$name.x86.txt"
     local t=$SECONDS
-    qemu "$arm" run "$@" --serial "$tmp/$name.arm.bin" > "$tmp/$name.arm.txt"
+    qemu "$arm" run "$@" --serial "file:$tmp/$name.arm.bin" --state-file "$tmp/$name.arm.state" > "$tmp/$name.arm.txt"
     echo "cross: qemu run took $((SECONDS - t)) s"
     summary "$tmp/$name.x86.txt" > "$tmp/$name.x86.sum" || fail "no summary from the x86_64 run: $(cat "$tmp/$name.x86.txt")"
     summary "$tmp/$name.arm.txt" > "$tmp/$name.arm.sum" || fail "no summary from the aarch64 run: $(cat "$tmp/$name.arm.txt")"

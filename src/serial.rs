@@ -93,7 +93,19 @@ impl SerialWriter {
         })?;
         let ft = meta.file_type();
         if ft.is_char_device() {
-            return SerialWriter::open(path, baud);
+            // A tty is opened as a tty (raw, at the baud rate); another character device (/dev/null,
+            // /dev/full) is written as it is, non-blocking.
+            let f = OpenOptions::new()
+                .write(true)
+                .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+                .open(path)
+                .with_context(|| format!("serial device {spec}: opening it"))?;
+            // SAFETY: `f` is an open descriptor for the duration of the call.
+            if unsafe { libc::isatty(f.as_raw_fd()) } == 1 {
+                drop(f);
+                return SerialWriter::open(path, baud);
+            }
+            return Ok(SerialWriter::File(f));
         }
         if ft.is_fifo() {
             let f = OpenOptions::new()

@@ -224,7 +224,9 @@ fn run_refuses_an_unsigned_bundle_with_an_event() {
         .args(["run", "--engines", "replay", "--frames", "5", "--quiet", "--bundle"])
         .arg(&bundle)
         .arg("--serial")
-        .arg(&serial)
+        .arg(format!("file:{}", serial.display()))
+        .arg("--state-file")
+        .arg(dir.join("state"))
         .output()
         .unwrap();
     assert!(!out.status.success());
