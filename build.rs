@@ -13,10 +13,15 @@ fn main() {
     println!("cargo:rerun-if-changed=src/board/schema.rs");
     println!("cargo:rerun-if-env-changed=JETLINK_BOARD");
     let selected = std::env::var("JETLINK_BOARD").unwrap_or_else(|_| "host-sim".to_string());
-    let boards = match schema::load_dir(&dir) {
+    println!("cargo:rerun-if-env-changed=JETLINK_BUNDLE_KEY");
+    let env_key = std::env::var("JETLINK_BUNDLE_KEY").ok();
+    let mut boards = match schema::load_dir(&dir) {
         Ok(b) => b,
         Err(e) => fail(&e),
     };
+    if let Err(e) = schema::settle_bundle_key(&mut boards, &selected, env_key.as_deref()) {
+        fail(&e);
+    }
     let src = match schema::generate(&boards, &selected) {
         Ok(s) => s,
         Err(e) => fail(&e),

@@ -17,7 +17,7 @@ use crate::manifest::{Manifest, OutputKind};
 
 pub const MAGIC: &[u8; 8] = b"JLBUNDLE";
 /// Bump on any change to [`Bundle`] or the types inside it.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 pub const HEADER_LEN: usize = 8 + 4 + 8 + 32;
 /// Magic of the signature trailer that follows the payload of a signed bundle.
 pub const SIG_MAGIC: &[u8; 8] = b"JLBSIG01";
@@ -61,6 +61,12 @@ pub enum BundleError {
     BadTrustedKey(String),
     #[error("cannot read {path}: {error}")]
     Io { path: String, error: String },
+    #[error(
+        "rollback refused: bundle version {version} is older than version {highest}, the highest this board has accepted (state file {state}); build and sign the bundle with a higher --bundle-version"
+    )]
+    Rollback { version: u64, highest: u64, state: String },
+    #[error("rollback state file {state}: {error}")]
+    State { state: String, error: String },
 }
 
 impl BundleError {
@@ -81,6 +87,8 @@ impl BundleError {
             BundleError::BadSignature { .. } => 11,
             BundleError::BadTrustedKey(_) => 12,
             BundleError::Io { .. } => 13,
+            BundleError::Rollback { .. } => 14,
+            BundleError::State { .. } => 15,
         }
     }
 }
@@ -172,6 +180,33 @@ pub struct ModelDesc {
     /// ONNX file as named in the manifest (relative to it).
     pub onnx: String,
     pub onnx_sha256: [u8; 32],
+    /// SHA-256 of each behaviour-changing manifest field of this model ([`behaviour_digests`]):
+    /// the signature covers them, and a manifest that differs in any of them is refused at load.
+    pub behaviour: Vec<FieldDigest>,
+}
+
+/// The SHA-256 of one manifest field of a model, as the bundle was built for it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FieldDigest {
+    pub field: String,
+    pub sha256: [u8; 32],
+}
+
+/// Digests of the manifest fields that change what the board does with a model: its kind, output
+/// size, importance, tolerance, input shape, view and costs. Each field is hashed in its JSON form
+/// (`serde_json`, stable for these types), under its manifest name.
+pub fn behaviour_digests(m: &crate::manifest::ModelSpec) -> Vec<FieldDigest> {
+    let json = |v: serde_json::Result<Vec<u8>>| sha256(&v.expect("manifest fields encode as JSON"));
+    let fields: [(&str, [u8; 32]); 7] = [
+        ("kind", json(serde_json::to_vec(&m.kind))),
+        ("size", json(serde_json::to_vec(&m.size))),
+        ("importance", json(serde_json::to_vec(&m.importance))),
+        ("tolerance", json(serde_json::to_vec(&m.tolerance))),
+        ("input_shape", json(serde_json::to_vec(&m.input_shape))),
+        ("view", json(serde_json::to_vec(&m.view))),
+        ("cost", json(serde_json::to_vec(&m.cost))),
+    ];
+    fields.into_iter().map(|(f, h)| FieldDigest { field: f.to_string(), sha256: h }).collect()
 }
 
 impl ModelDesc {
@@ -182,8 +217,12 @@ impl ModelDesc {
             .iter()
             .map(|m| {
                 let path = manifest.path_of(&m.onnx);
-                let bytes = std::fs::read(&path)
-                    .with_context(|| format!("model {:?}: reading ONNX file {}", m.name, path.display()))?;
+                let bytes = match &m.onnx_bytes {
+                    Some(b) => b.clone(),
+                    None => std::sync::Arc::new(std::fs::read(&path).with_context(|| {
+                        format!("model {:?}: reading ONNX file {}", m.name, path.display())
+                    })?),
+                };
                 Ok(ModelDesc {
                     name: m.name.clone(),
                     kind: m.kind,
@@ -195,6 +234,7 @@ impl ModelDesc {
                     latency_us: m.cost.latency_us,
                     onnx: m.onnx.clone(),
                     onnx_sha256: sha256(&bytes),
+                    behaviour: behaviour_digests(m),
                 })
             })
             .collect()
@@ -231,6 +271,9 @@ pub struct Bundle {
     pub producer: String,
     /// Manifest name.
     pub workload: String,
+    /// Release number, monotonic per deployment (`jetlink build --bundle-version`): a board refuses
+    /// a bundle older than the highest it has accepted (rollback protection, [`crate::signing`]).
+    pub version: u64,
     pub models: Vec<ModelDesc>,
     /// Training settings, including the hidden width rule.
     pub settings: TrainOptions,
@@ -333,7 +376,7 @@ impl Bundle {
 
     pub fn save(&self, path: &Path) -> Result<()> {
         let b = self.to_bytes()?;
-        std::fs::write(path, b).with_context(|| format!("writing bundle {}", path.display()))
+        crate::atomic::write_file(path, &b).with_context(|| format!("writing bundle {}", path.display()))
     }
 
     /// Load and check a bundle file.
@@ -377,11 +420,43 @@ impl Bundle {
                     m.size
                 )));
             }
+            let want = behaviour_digests(m);
+            for f in &b.behaviour {
+                match want.iter().find(|w| w.field == f.field) {
+                    Some(w) if w.sha256 == f.sha256 => {}
+                    Some(_) => {
+                        return Err(mm(format!(
+                            "model {:?}: manifest field `{}` differs from the one the bundle was built and signed for (SHA-256 {} in the bundle); rebuild and sign the bundle for this manifest",
+                            b.name,
+                            f.field,
+                            hex(&f.sha256)
+                        )));
+                    }
+                    None => {
+                        return Err(mm(format!("model {:?}: the bundle binds unknown field `{}`", b.name, f.field)));
+                    }
+                }
+            }
+            if let Some(w) = want.iter().find(|w| !b.behaviour.iter().any(|f| f.field == w.field)) {
+                return Err(mm(format!(
+                    "model {:?}: manifest field `{}` is not bound by the bundle; rebuild and sign the bundle",
+                    b.name, w.field
+                )));
+            }
+            // The bytes the engine will load: pinned in memory by `Manifest::pin_onnx` (the firmware
+            // does this, so that what is hashed here is what the engine parses), else read now.
             let path = manifest.path_of(&m.onnx);
-            let bytes = std::fs::read(&path).map_err(|e| {
-                mm(format!("model {:?}: cannot read ONNX file {}: {e}", b.name, path.display()))
-            })?;
-            let h = sha256(&bytes);
+            let read;
+            let bytes: &[u8] = match &m.onnx_bytes {
+                Some(pinned) => pinned,
+                None => {
+                    read = std::fs::read(&path).map_err(|e| {
+                        mm(format!("model {:?}: cannot read ONNX file {}: {e}", b.name, path.display()))
+                    })?;
+                    &read
+                }
+            };
+            let h = sha256(bytes);
             if h != b.onnx_sha256 {
                 return Err(mm(format!(
                     "model {:?}: ONNX file {} has SHA-256 {}, the bundle was built for {}",

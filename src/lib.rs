@@ -2,6 +2,7 @@
 //! the models that do not run through learned model links.
 
 pub mod alloc_count;
+pub mod atomic;
 pub mod board;
 pub mod bundle;
 pub mod control;

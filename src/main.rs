@@ -16,7 +16,7 @@ use jetlink::manifest::Manifest;
 use jetlink::record::{self, percentile};
 use jetlink::recording::Recording;
 use jetlink::serial::SerialWriter;
-use jetlink::source::ReplaySource;
+use jetlink::source::{FrameSource, LiveSource, ReplaySource, SourceSpec};
 use jetlink::stream::Stream;
 use jetlink::view::Shape;
 use jetlink::wire::TelemetryWriter;
@@ -85,12 +85,12 @@ struct SignArgs {
 
 #[derive(clap::Args)]
 struct SoakArgs {
-    #[arg(long, default_value_t = 100_000)]
+    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000_000))]
     ticks: u64,
     #[arg(long, default_value_t = 1)]
     seed: u64,
     /// Ticks before allocations are counted (default: a tenth of --ticks, at most 2000).
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(0..=1_000_000_000))]
     warmup: Option<u64>,
     #[arg(long, default_value = DEMO_MANIFEST)]
     manifest: PathBuf,
@@ -118,14 +118,18 @@ struct RunArgs {
     #[arg(long, value_enum, default_value = "tract")]
     engines: Engines,
     /// First frame (default: the end of the training part).
-    #[arg(long)]
-    from: Option<usize>,
+    #[arg(long, value_parser = clap::value_parser!(u64).range(0..=u32::MAX as u64))]
+    from: Option<u64>,
     /// Number of frames (default: to the end of the stream).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=u32::MAX as u64))]
+    frames: Option<u64>,
+    /// Telemetry output: a tty or pty device, a FIFO, or `file:PATH` for a file (created, or replaced
+    /// only if it already holds jetlink telemetry). Default: the board's serial device.
     #[arg(long)]
-    frames: Option<usize>,
-    /// Telemetry output: a file or a pty (default: the board's serial device).
+    serial: Option<String>,
+    /// Rollback-protection state file (default: the board's `state-file`).
     #[arg(long)]
-    serial: Option<PathBuf>,
+    state_file: Option<PathBuf>,
     /// Root under which the board's sysfs paths are read (a fake tree in tests).
     #[arg(long, default_value = "/")]
     sysfs_root: PathBuf,
@@ -170,6 +174,7 @@ impl Default for RunArgs {
             from: None,
             frames: None,
             serial: None,
+            state_file: None,
             sysfs_root: "/".into(),
             no_adapt: false,
             max_active: None,
@@ -188,8 +193,8 @@ struct ModelsArgs {
     #[arg(long, default_value = DEMO_MANIFEST)]
     manifest: PathBuf,
     /// Frames to run, spread evenly over the whole stream.
-    #[arg(long, default_value_t = 600)]
-    frames: usize,
+    #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    frames: u64,
 }
 
 #[derive(clap::Args)]
@@ -199,11 +204,11 @@ struct RecordArgs {
     /// Output file (`.gz` compresses).
     #[arg(long, short)]
     out: PathBuf,
-    #[arg(long, default_value_t = 0)]
-    from: usize,
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=u32::MAX as u64))]
+    from: u64,
     /// One past the last frame (default: the end of the training part).
-    #[arg(long)]
-    to: Option<usize>,
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=u32::MAX as u64))]
+    to: Option<u64>,
 }
 
 #[derive(clap::Args)]
@@ -216,17 +221,21 @@ struct BuildArgs {
     #[arg(long, short, default_value = DEMO_BUNDLE)]
     out: PathBuf,
     /// Training epochs per link.
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     epochs: Option<u32>,
     /// Hidden width floor (h = max(2·|Y_j|, floor)); 0 for the paper's 2·|Y_j|.
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(0..=4096))]
     hidden_floor: Option<u32>,
+    /// The bundle's release number, inside the signed part: a board refuses a bundle older than the
+    /// highest it has accepted (rollback protection). Raise it for every release.
+    #[arg(long, default_value_t = 1)]
+    bundle_version: u64,
     /// Link training recipe: `measured` (standardised regression targets, no dropout on them) or
     /// `paper` (the MLink paper's: dropout 0.5 everywhere, raw targets).
     #[arg(long, default_value = "measured", value_parser = ["measured", "paper"])]
     recipe: String,
-    #[arg(long, default_value_t = 0)]
-    threads: usize,
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=1024))]
+    threads: u64,
     /// Sign the bundle with this private key (`jetlink keygen`; the demo's is demo/keys/demo-insecure.key).
     #[arg(long)]
     key: Option<PathBuf>,
@@ -247,39 +256,39 @@ struct BenchArgs {
     #[arg(long)]
     board: Option<String>,
     /// Ticks for `loop`.
-    #[arg(long, default_value_t = 5000)]
-    ticks: usize,
+    #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    ticks: u64,
     /// `dcta`: synthetic task costs spread over this many-fold range (a deployment of comparable
     /// models, where the knapsack is combinatorial) instead of the manifest's.
-    #[arg(long)]
+    #[arg(long, value_parser = finite_in(1.0, 1e6))]
     spread: Option<f64>,
     /// `dcta`: draw long-tailed drift (a few tasks drift a lot) instead of uniform.
     #[arg(long)]
     long_tail: bool,
     /// `dcta`: load ρ, the work of all tasks over the board's adaptation capacity.
-    #[arg(long, default_value_t = 1.5)]
+    #[arg(long, default_value_t = 1.5, value_parser = finite_in(0.01, 1000.0))]
     stress: f64,
     /// `mlink`: at most this many models run per frame (an execution budget beside the memory one).
-    #[arg(long)]
-    max_active: Option<usize>,
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=64))]
+    max_active: Option<u64>,
     /// `mlink`: frames per on-line adaptation period.
-    #[arg(long, default_value_t = 50)]
-    adapt_period: usize,
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    adapt_period: u64,
     /// `mlink`: skip the on-line adaptation variants.
     #[arg(long)]
     no_adapt: bool,
     /// `mlink`: fine-tuning steps per target at the end of each adaptation period.
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(0..=10_000))]
     adapt_steps: u32,
     /// `mlink`: fine-tuning learning rate (RMSprop).
-    #[arg(long, default_value_t = 1e-3)]
+    #[arg(long, default_value_t = 1e-3, value_parser = finite_in_f32(0.0, 10.0))]
     adapt_lr: f32,
     /// `mlink`: labelled rows kept for fine-tuning (the most recent).
-    #[arg(long, default_value_t = 32)]
-    adapt_buffer: usize,
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..=4096))]
+    adapt_buffer: u64,
     /// `mlink`: share of each scheduling period profiled (every model that fits runs) to refresh
     /// the scores; adapted runs profile on their labelled frames instead.
-    #[arg(long, default_value_t = 0.01)]
+    #[arg(long, default_value_t = 0.01, value_parser = finite_in_f32(0.0, 1.0))]
     profile_share: f32,
 }
 
@@ -300,10 +309,10 @@ struct MonitorArgs {
     /// Keep reading a file as it grows.
     #[arg(long)]
     follow: bool,
-    /// Stop after this many seconds without a byte.
-    #[arg(long)]
+    /// Stop after this many seconds without a byte (0 to 1,000,000).
+    #[arg(long, value_parser = finite_in(0.0, 1e6))]
     idle_exit: Option<f64>,
-    #[arg(long, default_value_t = 115_200)]
+    #[arg(long, default_value_t = 115_200, value_parser = clap::value_parser!(u32).range(50..=12_000_000))]
     baud: u32,
 }
 
@@ -330,6 +339,23 @@ fn main() -> Result<()> {
     }
 }
 
+/// A clap value parser for a finite `f64` in `lo..=hi` (NaN, infinities and values outside refused
+/// at parse time, with the range in the message).
+fn finite_in(lo: f64, hi: f64) -> impl Fn(&str) -> Result<f64, String> + Clone + Send + Sync + 'static {
+    move |s: &str| {
+        let v: f64 = s.trim().parse().map_err(|e| format!("{s:?} is not a number: {e}"))?;
+        if !v.is_finite() || v < lo || v > hi {
+            return Err(format!("{s} is not a finite number in {lo}..={hi}"));
+        }
+        Ok(v)
+    }
+}
+
+fn finite_in_f32(lo: f64, hi: f64) -> impl Fn(&str) -> Result<f32, String> + Clone + Send + Sync + 'static {
+    let p = finite_in(lo, hi);
+    move |s: &str| p(s).map(|v| v as f32)
+}
+
 fn load_workload(path: &Path) -> Result<(Manifest, Stream)> {
     let manifest = Manifest::load(path)?;
     let stream = Stream::load(&manifest.path_of(&manifest.stream))
@@ -349,21 +375,33 @@ fn pct(x: f64) -> String {
     format!("{:.1}%", 100.0 * x)
 }
 
-fn run(a: &RunArgs) -> Result<()> {
-    let board = jetlink::board::current();
-    let (manifest, stream) = load_workload(&a.manifest)?;
-    let bundle = trusted_bundle(a, &manifest, board)?;
-    let spec = jetlink::source::SourceSpec::parse(&a.source)?;
-    let live = spec != jetlink::source::SourceSpec::Stream;
-    let reference =
-        if live && !a.reference_aligned { None } else { load_reference(&manifest)?.map(Arc::new) };
-    let stream = Arc::new(stream);
-    let from = a.from.unwrap_or(stream.train_end);
-    let to = a.frames.map_or(stream.len(), |n| (from + n).min(stream.len()));
-    if from >= to {
-        bail!("--from {from}: no frames to run (the stream has {})", stream.len());
+/// Stop and reload requests from signals, set by the handlers and read once per tick (an atomic
+/// load: no allocation, no system call).
+struct Signals {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    reload: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Signals {
+    /// SIGTERM and SIGINT ask the loop to stop at the end of the tick; SIGHUP asks for a bundle reload.
+    fn register() -> Result<Signals> {
+        use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+        let s = Signals { stop: Arc::default(), reload: Arc::default() };
+        for sig in [SIGTERM, SIGINT] {
+            signal_hook::flag::register(sig, s.stop.clone()).context("installing the signal handlers")?;
+        }
+        signal_hook::flag::register(SIGHUP, s.reload.clone()).context("installing the signal handlers")?;
+        Ok(s)
     }
-    let (backend, cursor): (Box<dyn Backend>, Option<FrameCursor>) = match a.engines {
+}
+
+/// The engines backend for `--engines`.
+fn make_backend(
+    a: &RunArgs,
+    reference: &Option<Arc<Recording>>,
+    #[allow(unused_variables)] board: &'static jetlink::board::Board,
+) -> Result<(Box<dyn Backend>, Option<FrameCursor>)> {
+    Ok(match a.engines {
         Engines::Tract => (Box::new(TractBackend), None),
         Engines::Replay => {
             let r = reference.clone().context("--engines replay needs the manifest's reference recording")?;
@@ -372,114 +410,187 @@ fn run(a: &RunArgs) -> Result<()> {
         }
         #[cfg(feature = "tensorrt")]
         Engines::Tensorrt => (Box::new(jetlink::engine::TensorRtBackend::for_board(board)?), None),
-    };
-    let serial_path = a.serial.clone().unwrap_or_else(|| PathBuf::from(board.serial.device));
-    if let Some(d) = serial_path.parent().filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
-        std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+    })
+}
+
+type Loop = control::Controller<Box<dyn FrameSource>, SerialWriter>;
+
+/// The frame source for `--source`: the stream replayed over `from..to`, or a live source (with
+/// handles on its pool and failure reason).
+fn open_source(
+    a: &RunArgs,
+    spec: &SourceSpec,
+    stream: &Arc<Stream>,
+    from: usize,
+    to: usize,
+) -> Result<(Box<dyn FrameSource>, Option<(jetlink::source::FramePool, jetlink::source::gst::Failure)>)> {
+    if *spec == SourceSpec::Stream {
+        return Ok((Box::new(ReplaySource::new(stream.clone(), from..to)), None));
     }
-    let serial = SerialWriter::open(&serial_path, board.serial.baud)?;
+    let s = LiveSource::open(spec, frame_shape(stream), from as u32)?;
+    let h = s.handles();
+    println!("frames from {} ({})", a.source, if spec.is_live() { "live: drops when late" } else { "every frame" });
+    Ok((Box::new(s), Some(h)))
+}
+
+fn run(a: &RunArgs) -> Result<()> {
+    let board = jetlink::board::current();
+    let (mut manifest, stream) = load_workload(&a.manifest)?;
+    // Read every ONNX file once: the bundle check hashes these bytes and the engines load them.
+    manifest.pin_onnx()?;
+    let state = rollback_state(a, board);
+    let bundle = trusted_bundle(a, &manifest, board, &state)?;
+    let spec = SourceSpec::parse(&a.source)?;
+    let live = spec != SourceSpec::Stream;
+    // A live source's frames are not the stream's, unless the caller says they are.
+    let reference = if live && !a.reference_aligned { None } else { load_reference(&manifest)?.map(Arc::new) };
+    let stream = Arc::new(stream);
+    let from = a.from.map_or(stream.train_end, |f| f as usize);
+    let to = a.frames.map_or(stream.len(), |n| from.saturating_add(n as usize).min(stream.len()));
+    if from >= to {
+        bail!("--from {from}: no frames to run (the stream has {})", stream.len());
+    }
+    let (backend, cursor) = make_backend(a, &reference, board)?;
+    let serial_spec = a.serial.clone().unwrap_or_else(|| board.serial.device.to_string());
+    let serial = SerialWriter::open_spec(&serial_spec, board.serial.baud)?;
+    let signals = Signals::register()?;
     let telemetry = jetlink::telemetry::open_for_board(board, &a.sysfs_root);
     println!("jetlink {} on board {} ({})", env!("CARGO_PKG_VERSION"), board.name, board.description);
     println!(
-        "workload {:?}: {} models; bundle {} ({} links); frames {from}..{to} of {} (drift from {}); engines {}; telemetry {}; serial {}",
+        "workload {:?}: {} models; bundle {} (version {}, {} links); frames {from}..{to} of {} (drift from {}); engines {}; telemetry {}; serial {}",
         manifest.name,
         manifest.models.len(),
         a.bundle.display(),
+        bundle.version,
         bundle.links.dims.len(),
         stream.len(),
         stream.drift_start,
         backend.name(),
         telemetry.source_name(),
-        serial_path.display()
+        serial_spec
     );
     let t = Instant::now();
-    let (source, handles): (Box<dyn jetlink::source::FrameSource>, _) = if live {
-        let s = jetlink::source::LiveSource::open(&spec, frame_shape(&stream), from as u32)?;
-        let h = s.handles();
-        println!("frames from {} ({})", a.source, if spec.is_live() { "live: drops when late" } else { "every frame" });
-        (Box::new(s), Some(h))
-    } else {
-        (Box::new(ReplaySource::new(stream.clone(), from..to)), None)
+    let (source, handles) = open_source(a, &spec, &stream, from, to)?;
+    let opts = LoopOptions {
+        drift_start: stream.drift_start as u32,
+        adapt: !a.no_adapt,
+        max_active: a.max_active.map(|k| k as usize),
+        adaptation: jetlink::control::AdaptSettings {
+            uncertainty_sampling: a.uncertainty_sampling,
+            label_every: a.label_every,
+            ..Default::default()
+        },
+        audit_every: a.audit_every.unwrap_or(if reference.is_none() { 25 } else { 0 }),
     };
-    let audit_every = a.audit_every.unwrap_or(if reference.is_none() { 25 } else { 0 });
-    let mut ctl = control::prepare(Parts {
+    let ctl = control::prepare(Parts {
         board,
         frame_shape: frame_shape(&stream),
         source,
-        manifest,
+        manifest: manifest.clone(),
         bundle,
         backend,
         cursor,
         telemetry,
         writer: TelemetryWriter::new(serial),
-        reference,
-        opts: LoopOptions {
-            drift_start: stream.drift_start as u32,
-            adapt: !a.no_adapt,
-            max_active: a.max_active.map(|k| k as usize),
-            adaptation: jetlink::control::AdaptSettings {
-                uncertainty_sampling: a.uncertainty_sampling,
-                label_every: a.label_every,
-                ..Default::default()
-            },
-            audit_every,
-        },
+        reference: reference.clone(),
+        opts: opts.clone(),
     })?;
-    println!(
-        "prepared in {:.0} ms; links run on the {}",
-        t.elapsed().as_secs_f64() * 1e3,
-        ctl.link_backend()
-    );
-    // Under systemd (`Type=notify`): ready now, then watchdog pings from the loop below.
+    println!("prepared in {:.0} ms; links run on the {}", t.elapsed().as_secs_f64() * 1e3, ctl.link_backend());
+    let ctx = RunCtx { a, board, manifest: &manifest, stream: &stream, reference: &reference, opts, state: &state };
+    let (ctl, d) = drive(&ctx, ctl, &signals, (to - from) as u64, live, &serial_spec)?;
+    if ctl.stats().ticks == 0 {
+        if let Some(reason) = handles.as_ref().and_then(|(_, f)| f.lock().unwrap_or_else(|e| e.into_inner()).clone()) {
+            bail!("frame source {}: {reason}", a.source);
+        }
+    }
+    print_summary(&ctx, &ctl, &d, handles.as_ref().map(|(p, _)| p.stats()));
+    let w = ctl.writer().stats();
+    if w.dropped > 0 {
+        eprintln!(
+            "error: {} telemetry frames to {serial_spec} were lost (last error {:?}); exit status 3",
+            w.dropped, w.last_error
+        );
+        std::process::exit(EXIT_TELEMETRY_LOST);
+    }
+    if let Some(reason) = handles.and_then(|(_, f)| f.lock().unwrap_or_else(|e| e.into_inner()).clone()) {
+        bail!("frame source {}: {reason}", a.source);
+    }
+    Ok(())
+}
+
+/// What the driver and the summary share.
+struct RunCtx<'a> {
+    a: &'a RunArgs,
+    board: &'static jetlink::board::Board,
+    manifest: &'a Manifest,
+    stream: &'a Arc<Stream>,
+    reference: &'a Option<Arc<Recording>>,
+    opts: LoopOptions,
+    state: &'a jetlink::signing::RollbackState,
+}
+
+/// What the driver counted around the ticks.
+#[derive(Default)]
+struct DriveStats {
+    loop_allocs: u64,
+    runtime_allocs: u64,
+    reloads_accepted: u64,
+    reloads_refused: u64,
+    ticks_before: u64,
+    stopped_by_signal: bool,
+    wall_s: f64,
+}
+
+/// Tick until the source ends, `--frames` ticks of a live source, or a stop signal; watchdog
+/// pings, telemetry-loss warning, SIGHUP reloads and the progress bar around the ticks.
+fn drive(ctx: &RunCtx, mut ctl: Loop, signals: &Signals, planned: u64, live: bool, serial_spec: &str) -> Result<(Loop, DriveStats)> {
+    let a = ctx.a;
     let mut notify = jetlink::sd_notify::Notifier::from_env();
     if let Some(n) = notify.as_mut() {
         n.ready();
     }
+    let mut d = DriveStats::default();
+    let mut warned_loss = false;
     let names: Vec<String> = ctl.model_names().map(str::to_string).collect();
-    let n = names.len();
-    let bar = if a.quiet {
-        indicatif::ProgressBar::hidden()
-    } else {
-        indicatif::ProgressBar::new((to - from) as u64)
-    };
+    let bar = if a.quiet { indicatif::ProgressBar::hidden() } else { indicatif::ProgressBar::new(planned) };
     bar.set_style(
         indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {elapsed}<{eta} {msg}")
             .unwrap()
             .progress_chars("=> "),
     );
-    let (mut loop_allocs, mut runtime_allocs) = (0u64, 0u64);
     let start = Instant::now();
     loop {
         let (l0, r0) = (alloc_count::loop_allocations(), alloc_count::runtime_allocations());
         let more = ctl.tick();
         let (l1, r1) = (alloc_count::loop_allocations(), alloc_count::runtime_allocations());
-        // The first period's ticks warm up lazily initialised state inside the runtime.
-        loop_allocs += l1 - l0;
-        runtime_allocs += r1 - r0;
+        d.loop_allocs += l1 - l0;
+        d.runtime_allocs += r1 - r0;
         if let Some(n) = notify.as_mut() {
             n.tick();
         }
-        // A live source runs until it ends, or for --frames ticks.
-        if !more || (live && a.frames.is_some_and(|f| ctl.stats().ticks >= f as u64)) {
+        if !warned_loss && ctl.writer().stats().dropped > 0 {
+            warned_loss = true;
+            let e = ctl.writer().stats().last_error;
+            bar.suspend(|| {
+                eprintln!(
+                    "warning: telemetry to {serial_spec} is being lost ({e:?}); the drops are counted in the summary and the exit status will be 3"
+                )
+            });
+        }
+        if signals.stop.load(std::sync::atomic::Ordering::Relaxed) {
+            d.stopped_by_signal = true;
             break;
         }
-        let s = ctl.stats();
-        if s.ticks % 50 == 0 {
-            let t = ctl.last().tick;
-            bar.set_position(s.ticks);
-            bar.set_message(format!(
-                "acc {} | saved {} | mem {:.1}/{:.1} MB | {:.1} W | active {}",
-                s.accuracy_all().map_or("-".into(), pct),
-                pct(s.executions_saved(n)),
-                ctl.active_memory() as f64 / 1e6,
-                ctl.budget() as f64 / 1e6,
-                t.power_mw as f64 / 1e3,
-                (0..n)
-                    .filter(|&i| t.active >> i & 1 == 1)
-                    .map(|i| names[i].as_str())
-                    .collect::<Vec<_>>()
-                    .join("+"),
-            ));
+        // A live source runs until it ends, or for --frames ticks.
+        if !more || (live && a.frames.is_some_and(|f| ctl.stats().ticks >= f)) {
+            break;
+        }
+        if signals.reload.swap(false, std::sync::atomic::Ordering::Relaxed) {
+            ctl = reload(ctx, ctl, &mut d, &bar)?;
+        }
+        if ctl.stats().ticks % 50 == 0 {
+            bar.set_position(ctl.stats().ticks);
+            bar.set_message(progress_line(&ctl, &names));
         }
     }
     bar.finish_and_clear();
@@ -487,53 +598,79 @@ fn run(a: &RunArgs) -> Result<()> {
     if let Some(n) = notify.as_ref() {
         n.stopping();
     }
-    let s = ctl.stats();
-    if s.ticks == 0 {
-        if let Some(reason) = handles.as_ref().and_then(|(_, f)| f.lock().unwrap_or_else(|e| e.into_inner()).clone()) {
-            bail!("frame source {}: {reason}", a.source);
+    d.wall_s = start.elapsed().as_secs_f64();
+    Ok((ctl, d))
+}
+
+/// SIGHUP: the existing reload path. Refused: the loop keeps its bundle and the refusal goes out as
+/// `BundleRejected`. Accepted: a new loop over the same source and serial line replaces this one
+/// between two ticks.
+fn reload(ctx: &RunCtx, mut ctl: Loop, d: &mut DriveStats, bar: &indicatif::ProgressBar) -> Result<Loop> {
+    let a = ctx.a;
+    match jetlink::signing::reload_versioned(&mut ctl, &a.bundle, ctx.manifest, ctx.board, ctx.state) {
+        Err(e) => {
+            d.reloads_refused += 1;
+            bar.suspend(|| eprintln!("SIGHUP: bundle {} refused, keeping the running one: {e}", a.bundle.display()));
+            Ok(ctl)
+        }
+        Ok(new) => {
+            d.reloads_accepted += 1;
+            d.ticks_before += ctl.stats().ticks;
+            ctl.finish();
+            let (source, writer) = ctl.into_source_and_writer();
+            let (backend, cursor) = make_backend(a, ctx.reference, ctx.board)?;
+            let version = new.version;
+            let ctl = control::prepare(Parts {
+                board: ctx.board,
+                frame_shape: frame_shape(ctx.stream),
+                source,
+                manifest: ctx.manifest.clone(),
+                bundle: new,
+                backend,
+                cursor,
+                telemetry: jetlink::telemetry::open_for_board(ctx.board, &a.sysfs_root),
+                writer,
+                reference: ctx.reference.clone(),
+                opts: ctx.opts.clone(),
+            })
+            .context("SIGHUP: preparing the loop for the reloaded bundle")?;
+            let after = d.ticks_before;
+            bar.suspend(|| eprintln!("SIGHUP: bundle {} version {version} loaded after {after} ticks", a.bundle.display()));
+            Ok(ctl)
         }
     }
-    let wall = start.elapsed().as_secs_f64();
-    println!(
-        "\nsummary over {} ticks ({:.1} s, {:.2} ms per tick on average)",
-        s.ticks,
-        wall,
-        1e3 * wall / s.ticks.max(1) as f64
-    );
-    if s.accuracy_all().is_some() {
-        println!(
-            "  accuracy kept          {} overall, {} clean, {} drift (agreement with every model's own output)",
-            s.accuracy_all().map_or("-".into(), pct),
-            s.accuracy(0).map_or("-".into(), pct),
-            s.accuracy(1).map_or("-".into(), pct)
-        );
-        let per_task: Vec<String> = (0..n)
-            .map(|j| {
-                let f = (s.ref_frames[0] + s.ref_frames[1]).max(1) as f64;
-                format!("{} {}", names[j], pct((s.agree[0][j] + s.agree[1][j]) / f))
-            })
-            .collect();
-        println!("  per task               {}", per_task.join(", "));
-    } else {
-        println!("  accuracy kept          not measured (no reference recording)");
+}
+
+fn progress_line(ctl: &Loop, names: &[String]) -> String {
+    let (s, t) = (ctl.stats(), ctl.last().tick);
+    format!(
+        "acc {} | saved {} | mem {:.1}/{:.1} MB | {:.1} W | active {}",
+        s.accuracy_all().map_or("-".into(), pct),
+        pct(s.executions_saved(names.len())),
+        ctl.active_memory() as f64 / 1e6,
+        ctl.budget() as f64 / 1e6,
+        t.power_mw as f64 / 1e3,
+        (0..names.len()).filter(|&i| t.active >> i & 1 == 1).map(|i| names[i].as_str()).collect::<Vec<_>>().join("+"),
+    )
+}
+
+/// The run's summary on stdout.
+fn print_summary(ctx: &RunCtx, ctl: &Loop, d: &DriveStats, source: Option<jetlink::source::PoolStats>) {
+    let (a, board, s) = (ctx.a, ctx.board, ctl.stats());
+    let names: Vec<&str> = ctl.model_names().collect();
+    let n = names.len();
+    if d.stopped_by_signal {
+        println!("\nstopped by a signal at the end of tick {} (SIGTERM, SIGINT)", d.ticks_before + s.ticks);
     }
-    if let Some(e) = ctl.accuracy_estimate() {
+    if d.reloads_accepted + d.reloads_refused > 0 {
         println!(
-            "  accuracy estimated     {} ± {} (95% interval, from {} audits of predicted tasks)",
-            pct(e.accuracy),
-            pct(e.half_width),
-            e.audits
+            "bundle reloads (SIGHUP): {} accepted, {} refused; the figures below cover the {} ticks since the last accepted one",
+            d.reloads_accepted, d.reloads_refused, s.ticks
         );
-        let per_task: Vec<String> = (0..n)
-            .filter_map(|j| {
-                let (m, p) = ctl.audits().task(j);
-                (m > 0).then(|| format!("{} {} ({m})", names[j], pct(p)))
-            })
-            .collect();
-        println!("  audited when predicted {}", per_task.join(", "));
     }
-    if let Some((pool, _)) = &handles {
-        let ps = pool.stats();
+    println!("\nsummary over {} ticks ({:.1} s, {:.2} ms per tick on average)", s.ticks, d.wall_s, 1e3 * d.wall_s / s.ticks.max(1) as f64);
+    print_accuracy(ctl, &names);
+    if let Some(ps) = source {
         println!("  frame source           {} frames dropped (late ticks), {} restarts", ps.dropped, ps.restarts);
     }
     println!(
@@ -558,10 +695,7 @@ fn run(a: &RunArgs) -> Result<()> {
         board.period_ms,
         s.max_tick_us as f64 / 1e3
     );
-    println!(
-        "  schedule changes       {} ({} memory sheds, {} power throttles)",
-        s.schedule_changes, s.sheds, s.throttles
-    );
+    println!("  schedule changes       {} ({} memory sheds, {} power throttles)", s.schedule_changes, s.sheds, s.throttles);
     println!(
         "  adaptation tasks run   {} ({} abandoned; room made on {} ticks; DCTA {}: {} decisions, {} greedy fallbacks)",
         s.adapt_tasks,
@@ -586,14 +720,57 @@ fn run(a: &RunArgs) -> Result<()> {
     );
     println!(
         "  allocations in loop    {} (our code); {} inside the inference runtime ({})",
-        loop_allocs,
-        runtime_allocs,
+        d.loop_allocs,
+        d.runtime_allocs,
         if a.engines == Engines::Tract { "tract allocates its tensors" } else { "replay" }
     );
-    if let Some(reason) = handles.and_then(|(_, f)| f.lock().unwrap_or_else(|e| e.into_inner()).clone()) {
-        bail!("frame source {}: {reason}", a.source);
+}
+
+/// Accuracy kept against the reference (or that there is none), and the on-line estimate from
+/// audits when audits ran.
+fn print_accuracy(ctl: &Loop, names: &[&str]) {
+    let s = ctl.stats();
+    if s.accuracy_all().is_some() {
+        println!(
+            "  accuracy kept          {} overall, {} clean, {} drift (agreement with every model's own output)",
+            s.accuracy_all().map_or("-".into(), pct),
+            s.accuracy(0).map_or("-".into(), pct),
+            s.accuracy(1).map_or("-".into(), pct)
+        );
+        let f = (s.ref_frames[0] + s.ref_frames[1]).max(1) as f64;
+        let per_task: Vec<String> =
+            names.iter().enumerate().map(|(j, m)| format!("{m} {}", pct((s.agree[0][j] + s.agree[1][j]) / f))).collect();
+        println!("  per task               {}", per_task.join(", "));
+    } else {
+        println!("  accuracy kept          not measured (no reference recording)");
     }
-    Ok(())
+    if let Some(e) = ctl.accuracy_estimate() {
+        println!(
+            "  accuracy estimated     {} ± {} (95% interval, from {} audits of predicted tasks)",
+            pct(e.accuracy),
+            pct(e.half_width),
+            e.audits
+        );
+        let per_task: Vec<String> = names
+            .iter()
+            .enumerate()
+            .filter_map(|(j, m)| {
+                let (k, p) = ctl.audits().task(j);
+                (k > 0).then(|| format!("{m} {} ({k})", pct(p)))
+            })
+            .collect();
+        println!("  audited when predicted {}", per_task.join(", "));
+    }
+}
+
+/// Exit status of a run that completed but lost telemetry frames.
+const EXIT_TELEMETRY_LOST: i32 = 3;
+
+fn rollback_state(a: &RunArgs, board: &jetlink::board::Board) -> jetlink::signing::RollbackState {
+    match &a.state_file {
+        Some(p) => jetlink::signing::RollbackState::new(p.clone()),
+        None => jetlink::signing::RollbackState::for_board(board),
+    }
 }
 
 fn models(a: &ModelsArgs) -> Result<()> {
@@ -603,7 +780,10 @@ fn models(a: &ModelsArgs) -> Result<()> {
     let mut models = engine::prepare_all(&manifest, frame_shape(&stream), &TractBackend)?;
     println!("prepared {} engines (tract-onnx) in {:.0} ms", models.len(), t.elapsed().as_secs_f64() * 1e3);
     let reference = load_reference(&manifest)?;
-    let n = a.frames.clamp(1, stream.len());
+    if stream.is_empty() {
+        bail!("{}: the stream has no frames", a.manifest.display());
+    }
+    let n = (a.frames as usize).clamp(1, stream.len());
     let step = stream.len() / n;
     let mut stats: Vec<record::ModelStats> = Vec::new();
     let mut max_diff = vec![0.0f32; models.len()];
@@ -619,6 +799,14 @@ fn models(a: &ModelsArgs) -> Result<()> {
         }
         if let Some(r) = &reference {
             let row = r.row_of_frame(f as u32).context("reference lacks a frame")?;
+            if r.models.len() != models.len() {
+                bail!(
+                    "the manifest's reference recording has {} models, the manifest {} ({}): record it again",
+                    r.models.len(),
+                    models.len(),
+                    a.manifest.display()
+                );
+            }
             for (m, d) in max_diff.iter_mut().enumerate() {
                 for (x, y) in rec.output(0, m).iter().zip(r.output(row, m)) {
                     *d = d.max((x - y).abs());
@@ -678,12 +866,13 @@ fn models(a: &ModelsArgs) -> Result<()> {
 
 fn record_cmd(a: &RecordArgs) -> Result<()> {
     let (manifest, stream) = load_workload(&a.manifest)?;
-    let to = a.to.unwrap_or(stream.train_end);
-    if a.from >= to || to > stream.len() {
-        bail!("--from {} --to {to}: need from < to <= {} (frames in the stream)", a.from, stream.len());
+    let to = a.to.map_or(stream.train_end, |t| t as usize);
+    let from = a.from as usize;
+    if from >= to || to > stream.len() {
+        bail!("--from {from} --to {to}: need from < to <= {} (frames in the stream)", stream.len());
     }
     let mut models = engine::prepare_all(&manifest, frame_shape(&stream), &TractBackend)?;
-    let (rec, _) = record::record(&mut models, &stream, a.from..to, true)?;
+    let (rec, _) = record::record(&mut models, &stream, from..to, true)?;
     rec.save(&a.out)?;
     println!(
         "recorded {} frames x {} models ({} values per frame) to {}",
@@ -705,7 +894,7 @@ fn build(a: &BuildArgs) -> Result<()> {
         ),
     };
     let recording = Recording::load(&rec_path)?;
-    let mut opts = jetlink::links::BuildOptions { threads: a.threads, ..Default::default() };
+    let mut opts = jetlink::links::BuildOptions { threads: a.threads as usize, ..Default::default() };
     opts.train = jetlink::links::TrainOptions::by_name(&a.recipe).context("unknown --recipe")?;
     if let Some(e) = a.epochs {
         opts.train.epochs = e;
@@ -715,6 +904,7 @@ fn build(a: &BuildArgs) -> Result<()> {
     }
     let t = Instant::now();
     let mut bundle = jetlink::links::build(&manifest, &recording, stream.train_end, &opts)?;
+    bundle.version = a.bundle_version;
     let train_s = t.elapsed().as_secs_f64();
     let table = jetlink::schedule::ScheduleTable::build(&jetlink::schedule::Problem::from_bundle(&bundle));
     bundle.schedule = Some(postcard::to_stdvec(&table)?);
@@ -759,8 +949,8 @@ fn bench(a: &BenchArgs) -> Result<()> {
             let reference =
                 load_reference(&manifest)?.context("bench mlink needs the manifest's reference recording")?;
             let mut opts = jetlink::schedule::bench::BenchOptions {
-                max_active: a.max_active,
-                adapt_period: a.adapt_period.max(1),
+                max_active: a.max_active.map(|k| k as usize),
+                adapt_period: a.adapt_period as usize,
                 ..Default::default()
             };
             if a.no_adapt {
@@ -770,7 +960,7 @@ fn bench(a: &BenchArgs) -> Result<()> {
             for sim in &mut opts.adapt {
                 sim.steps = a.adapt_steps;
                 sim.lr = a.adapt_lr;
-                sim.buffer = a.adapt_buffer.clamp(1, 4096);
+                sim.buffer = a.adapt_buffer as usize;
             }
             let mut r = jetlink::schedule::bench::run(&bundle, &stream, &reference, &opts)?;
             // The paper's link recipe beside the bundle's, trained here from the same reference.
@@ -819,7 +1009,8 @@ fn bench(a: &BenchArgs) -> Result<()> {
             let r = jetlink::dcta::bench(&manifest, board, &args)?;
             print!("{}", r.to_table());
             let json = a.out_dir.join(format!("dcta-{}.json", board.name));
-            std::fs::write(&json, r.to_json())?;
+            jetlink::atomic::write_file(&json, r.to_json().as_bytes())
+                .with_context(|| format!("writing {}", json.display()))?;
             println!("wrote {}", json.display());
         }
         BenchWhat::Links => {
@@ -873,7 +1064,7 @@ fn replay_loop(
     let stream = Arc::new(stream);
     let cursor = FrameCursor::default();
     let from = stream.train_end;
-    let to = ticks.map_or(stream.len(), |t| (from + t).min(stream.len()));
+    let to = ticks.map_or(stream.len(), |t| from.saturating_add(t).min(stream.len()));
     control::prepare(Parts {
         board,
         frame_shape: frame_shape(&stream),
@@ -894,8 +1085,8 @@ fn replay_loop(
 
 /// Per-tick overhead of the loop outside engine inference: replay engines, a memory writer.
 fn bench_loop(a: &BenchArgs) -> Result<()> {
-    let mut ctl = replay_loop(a, Some(a.ticks))?;
-    let n = a.ticks;
+    let n = a.ticks as usize;
+    let mut ctl = replay_loop(a, Some(n))?;
     let mut us = Vec::with_capacity(n);
     let mut with_engines = Vec::with_capacity(n);
     let mut alloc_ticks: Vec<(u64, u64)> = Vec::with_capacity(64);
@@ -972,12 +1163,18 @@ fn boards() -> Result<()> {
     Ok(())
 }
 
-/// The firmware's bundle load: signed by the board's `bundle-key` and built for the manifest, or
-/// refused before anything in it is decoded, with a `BundleRejected` event on the serial line.
-fn trusted_bundle(a: &RunArgs, manifest: &Manifest, board: &'static jetlink::board::Board) -> Result<Bundle> {
-    jetlink::signing::load_trusted(&a.bundle, manifest, board).or_else(|e| {
-        let serial_path = a.serial.clone().unwrap_or_else(|| PathBuf::from(board.serial.device));
-        if let Ok(serial) = SerialWriter::open(&serial_path, board.serial.baud) {
+/// The firmware's bundle load: signed by the board's `bundle-key`, built for the manifest and not
+/// older than the highest version accepted (rollback protection), or refused before anything in it
+/// is decoded, with a `BundleRejected` event on the serial line.
+fn trusted_bundle(
+    a: &RunArgs,
+    manifest: &Manifest,
+    board: &'static jetlink::board::Board,
+    state: &jetlink::signing::RollbackState,
+) -> Result<Bundle> {
+    jetlink::signing::load_trusted_versioned(&a.bundle, manifest, board, state).or_else(|e| {
+        let spec = a.serial.clone().unwrap_or_else(|| board.serial.device.to_string());
+        if let Ok(serial) = SerialWriter::open_spec(&spec, board.serial.baud) {
             let mut w = TelemetryWriter::new(serial);
             jetlink::signing::report_rejection(&mut w, 0, &e);
             let _ = w.flush();
@@ -1011,9 +1208,7 @@ fn sign(a: &SignArgs) -> Result<()> {
         .with_context(|| format!("{}: not a valid bundle, not signing it", a.bundle.display()))?;
     let out = a.out.as_ref().unwrap_or(&a.bundle);
     // Write beside the target and rename, so that an interrupted sign never leaves half a bundle.
-    let tmp = out.with_extension("signing.tmp");
-    std::fs::write(&tmp, &signed).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, out).with_context(|| format!("renaming {} to {}", tmp.display(), out.display()))?;
+    jetlink::atomic::write_file(out, &signed).with_context(|| format!("writing {}", out.display()))?;
     let public = key.verifying_key().to_bytes();
     println!(
         "signed {} ({} bytes) with key {} (public {})",

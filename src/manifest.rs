@@ -129,6 +129,10 @@ pub struct ModelSpec {
     /// Where the model comes from and under which licence.
     #[serde(default)]
     pub provenance: String,
+    /// The ONNX file's bytes, read once by [`Manifest::pin_onnx`]: the bundle check hashes these and
+    /// the engine loads these, so the file cannot change between the check and the load.
+    #[serde(skip)]
+    pub onnx_bytes: Option<std::sync::Arc<Vec<u8>>>,
 }
 
 fn one() -> f32 {
@@ -188,6 +192,17 @@ impl Manifest {
                     bail!("model {:?}: tolerance {t} must be > 0", m.name);
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// Read every model's ONNX file into memory once (see [`ModelSpec::onnx_bytes`]).
+    pub fn pin_onnx(&mut self) -> Result<()> {
+        for i in 0..self.models.len() {
+            let path = self.path_of(&self.models[i].onnx);
+            let bytes = std::fs::read(&path)
+                .with_context(|| format!("model {:?}: reading ONNX file {}", self.models[i].name, path.display()))?;
+            self.models[i].onnx_bytes = Some(std::sync::Arc::new(bytes));
         }
         Ok(())
     }

@@ -115,21 +115,21 @@ impl Recording {
         Ok(())
     }
 
-    /// Write, gzip-compressed when the path ends in `.gz`.
+    /// Write, gzip-compressed when the path ends in `.gz`; atomically (a temporary file renamed over
+    /// the target), so a failed write (a full disk) leaves no partial recording.
     pub fn save(&self, path: &Path) -> Result<()> {
-        let f = std::io::BufWriter::new(
-            std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
-        );
-        if path.extension().is_some_and(|e| e == "gz") {
-            let mut gz = flate2::write::GzEncoder::new(f, flate2::Compression::default());
-            self.write_to(&mut gz)?;
-            gz.finish()?.flush()?;
-        } else {
-            let mut f = f;
-            self.write_to(&mut f)?;
-            f.flush()?;
-        }
-        Ok(())
+        let gz = path.extension().is_some_and(|e| e == "gz");
+        crate::atomic::write_file_with(path, |w| {
+            if gz {
+                let mut enc = flate2::write::GzEncoder::new(w, flate2::Compression::default());
+                self.write_to(&mut enc).map_err(std::io::Error::other)?;
+                enc.finish()?.flush()
+            } else {
+                self.write_to(&mut *w).map_err(std::io::Error::other)?;
+                w.flush()
+            }
+        })
+        .with_context(|| format!("writing recording {}", path.display()))
     }
 
     pub fn load(path: &Path) -> Result<Recording> {

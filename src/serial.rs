@@ -6,7 +6,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::FileTypeExt;
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::Path;
 use std::time::Duration;
 
@@ -69,6 +69,92 @@ impl SerialWriter {
         Ok(SerialWriter::File(f))
     }
 
+    /// Open a telemetry sink named on the command line or in the board file:
+    /// - `file:PATH`: a file, created, or replaced only if it already holds jetlink telemetry (an
+    ///   empty file, or one whose first frame decodes): never over a manifest, a bundle or a key;
+    /// - a character device (tty, pty): opened as a raw tty at `baud`, non-blocking;
+    /// - a FIFO: opened non-blocking, so a FIFO without a reader is an error at once, not a hang,
+    ///   and a full pipe drops frames (counted) instead of stalling the loop;
+    /// - anything else is refused: a missing device (no file is created in its place) or a regular
+    ///   file not asked for with `file:`.
+    pub fn open_spec(spec: &str, baud: u32) -> Result<SerialWriter> {
+        if let Some(p) = spec.strip_prefix("file:") {
+            return SerialWriter::open_telemetry_file(Path::new(p));
+        }
+        let path = Path::new(spec);
+        let meta = std::fs::metadata(path).map_err(|e| {
+            if e.kind() == io::ErrorKind::NotFound {
+                anyhow::anyhow!(
+                    "serial device {spec} does not exist (is the board's UART enabled, the cable plugged in?); to write telemetry to a file, use --serial file:PATH"
+                )
+            } else {
+                anyhow::anyhow!("serial device {spec}: {e}")
+            }
+        })?;
+        let ft = meta.file_type();
+        if ft.is_char_device() {
+            // A tty is opened as a tty (raw, at the baud rate); another character device (/dev/null,
+            // /dev/full) is written as it is, non-blocking.
+            let f = OpenOptions::new()
+                .write(true)
+                .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+                .open(path)
+                .with_context(|| format!("serial device {spec}: opening it"))?;
+            // SAFETY: `f` is an open descriptor for the duration of the call.
+            if unsafe { libc::isatty(f.as_raw_fd()) } == 1 {
+                drop(f);
+                return SerialWriter::open(path, baud);
+            }
+            return Ok(SerialWriter::File(f));
+        }
+        if ft.is_fifo() {
+            let f = OpenOptions::new()
+                .write(true)
+                .custom_flags(libc::O_NONBLOCK)
+                .open(path)
+                .map_err(|e| {
+                    if e.raw_os_error() == Some(libc::ENXIO) {
+                        anyhow::anyhow!("serial FIFO {spec} has no reader (start the reader first)")
+                    } else {
+                        anyhow::anyhow!("serial FIFO {spec}: {e}")
+                    }
+                })?;
+            return Ok(SerialWriter::File(f));
+        }
+        anyhow::bail!(
+            "serial {spec} is not a tty or FIFO (a {}); to write telemetry to a file, use --serial file:{spec}",
+            if ft.is_dir() { "folder" } else { "regular file" }
+        )
+    }
+
+    /// `file:PATH`: create the file, or replace one that already holds jetlink telemetry.
+    fn open_telemetry_file(path: &Path) -> Result<SerialWriter> {
+        match std::fs::symlink_metadata(path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => anyhow::bail!("--serial file:{}: {e}", path.display()),
+            Ok(m) if !m.file_type().is_file() => {
+                anyhow::bail!("--serial file:{}: not a regular file; refusing to write over it", path.display())
+            }
+            Ok(_) => {
+                let mut head = [0u8; 256];
+                let n = File::open(path)
+                    .and_then(|mut f| f.read(&mut head))
+                    .with_context(|| format!("--serial file:{}: reading it", path.display()))?;
+                if n > 0 && !looks_like_telemetry(&head[..n]) {
+                    anyhow::bail!(
+                        "--serial file:{}: the file exists and is not jetlink telemetry; refusing to overwrite it",
+                        path.display()
+                    );
+                }
+            }
+        }
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        let f = File::create(path).with_context(|| format!("creating {}", path.display()))?;
+        Ok(SerialWriter::File(f))
+    }
+
     /// Open the board's serial device, or `override_path` (a file or a pty) if given.
     pub fn open_board(cfg: &SerialConfig, override_path: Option<&Path>) -> Result<SerialWriter> {
         SerialWriter::open(override_path.unwrap_or(Path::new(cfg.device)), cfg.baud)
@@ -117,6 +203,23 @@ impl embedded_io::Write for SerialWriter {
         };
         r.map_err(SerialError::from)
     }
+}
+
+/// Whether `head` (the start of a file) is jetlink telemetry: its first frame decodes (a valid COBS
+/// frame with a correct CRC), before any corrupt one.
+pub fn looks_like_telemetry(head: &[u8]) -> bool {
+    let mut d = crate::wire::Decoder::new();
+    for &b in head {
+        d.feed(&[b], |_| {});
+        let st = d.stats();
+        if st.corrupt + st.oversized > 0 {
+            return false;
+        }
+        if st.frames > 0 {
+            return true;
+        }
+    }
+    false
 }
 
 /// An in-memory writer for tests: it can accept only so many bytes (then would block) and fail a

@@ -9,8 +9,7 @@
 //! it is decoded or loaded. A running loop that is handed a refused bundle keeps the one it has
 //! ([`reload`]), and says so on the serial line (`BundleRejected`, a = the reason code).
 
-use std::io::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
@@ -64,17 +63,15 @@ pub fn write_private_key(path: &Path, key: &SigningKey) -> Result<()> {
     // PKCS#8 v1 (the private key alone), the form `openssl genpkey -algorithm ed25519` writes and reads.
     let v1 = ed25519_dalek::pkcs8::KeypairBytes { secret_key: key.to_bytes(), public_key: None };
     let pem = v1.to_pkcs8_pem(LineEnding::LF).map_err(|e| anyhow::anyhow!("encoding the key: {e}"))?;
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create_new(true);
-    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-    let mut f = opts.open(path).map_err(|e| {
+    // Written whole or not at all (temporary file, fsync, link), so a failed write never leaves an
+    // empty key that blocks the next try.
+    crate::atomic::create_new(path, pem.as_bytes(), 0o600).map_err(|e| {
         if e.kind() == std::io::ErrorKind::AlreadyExists {
             anyhow::anyhow!("--out {}: the file exists; not overwriting a key", path.display())
         } else {
             anyhow::anyhow!("--out {}: cannot create the key file: {e}", path.display())
         }
     })?;
-    f.write_all(pem.as_bytes()).with_context(|| format!("writing {}", path.display()))?;
     Ok(())
 }
 
@@ -164,6 +161,103 @@ pub fn reload<S: FrameSource, W: embedded_io::Write>(
     board: &Board,
 ) -> Result<Bundle, BundleError> {
     load_trusted(path, manifest, board).inspect_err(|e| {
+        log::warn!("bundle {} refused, keeping the running bundle: {e}", path.display());
+        ctl.bundle_rejected(e.reason_code());
+    })
+}
+
+/// Rollback protection: the file (the board's `state-file`) that holds the highest bundle version
+/// this board has accepted. A bundle older than that is refused ([`BundleError::Rollback`], reason
+/// code 14); a newer one raises it. The file is written atomically (temporary file, fsync, rename).
+#[derive(Clone, Debug)]
+pub struct RollbackState {
+    path: PathBuf,
+}
+
+const STATE_PREFIX: &str = "jetlink-bundle-version ";
+
+impl RollbackState {
+    pub fn new(path: impl Into<PathBuf>) -> RollbackState {
+        RollbackState { path: path.into() }
+    }
+
+    /// The board's own state file.
+    pub fn for_board(board: &Board) -> RollbackState {
+        RollbackState::new(board.state_file)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn err(&self, error: impl std::fmt::Display) -> BundleError {
+        BundleError::State { state: self.path.display().to_string(), error: error.to_string() }
+    }
+
+    /// The highest version accepted so far; 0 when the file does not exist yet (first boot). A file
+    /// that exists but does not parse is an error: the board refuses to guess.
+    pub fn highest(&self) -> Result<u64, BundleError> {
+        let text = match std::fs::read_to_string(&self.path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(self.err(format!("cannot read it: {e}"))),
+        };
+        text.trim_end()
+            .strip_prefix(STATE_PREFIX)
+            .and_then(|v| v.parse::<u64>().ok())
+            .ok_or_else(|| self.err(format!("not a jetlink state file (expected `{STATE_PREFIX}N`, found {text:?})")))
+    }
+
+    /// Refuse `bundle` if it is older than the highest version accepted.
+    pub fn check(&self, bundle: &Bundle) -> Result<(), BundleError> {
+        let highest = self.highest()?;
+        if bundle.version < highest {
+            return Err(BundleError::Rollback {
+                version: bundle.version,
+                highest,
+                state: self.path.display().to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Record that `bundle` was accepted (only ever raises the stored version).
+    pub fn accept(&self, bundle: &Bundle) -> Result<(), BundleError> {
+        if bundle.version <= self.highest()? {
+            return Ok(());
+        }
+        if let Some(d) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(d).map_err(|e| self.err(format!("creating {}: {e}", d.display())))?;
+        }
+        crate::atomic::write_file(&self.path, format!("{STATE_PREFIX}{}\n", bundle.version).as_bytes())
+            .map_err(|e| self.err(format!("cannot write it: {e}")))
+    }
+}
+
+/// [`load_trusted`], then rollback protection: refuse a bundle older than the highest version the
+/// board has accepted, and record this one's version.
+pub fn load_trusted_versioned(
+    path: &Path,
+    manifest: &Manifest,
+    board: &Board,
+    state: &RollbackState,
+) -> Result<Bundle, BundleError> {
+    let bundle = load_trusted(path, manifest, board)?;
+    state.check(&bundle)?;
+    state.accept(&bundle)?;
+    Ok(bundle)
+}
+
+/// [`reload`] with rollback protection: a refused bundle (rollback included) keeps the running one
+/// and sends `BundleRejected` with its reason code.
+pub fn reload_versioned<S: FrameSource, W: embedded_io::Write>(
+    ctl: &mut Controller<S, W>,
+    path: &Path,
+    manifest: &Manifest,
+    board: &Board,
+    state: &RollbackState,
+) -> Result<Bundle, BundleError> {
+    load_trusted_versioned(path, manifest, board, state).inspect_err(|e| {
         log::warn!("bundle {} refused, keeping the running bundle: {e}", path.display());
         ctl.bundle_rejected(e.reason_code());
     })

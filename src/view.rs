@@ -28,6 +28,10 @@ pub enum ViewError {
     Size { got: usize, need: usize, shape: Vec<u32> },
 }
 
+/// The most values (height × width × channels) any step of a view may produce: 16 Mi values, 64 MiB
+/// per scratch buffer.
+pub const MAX_VIEW_VALUES: usize = 1 << 24;
+
 /// A view checked against the frame shape, with its scratch buffers allocated.
 #[derive(Clone, Debug)]
 pub struct View {
@@ -75,13 +79,22 @@ impl View {
                     if k == 0 || k > 64 {
                         return Err(bad(format!("k = {k} must be in 1..=64")));
                     }
-                    Shape { h: s.h * k as usize, w: s.w * k as usize, c: s.c }
+                    let k = k as usize;
+                    match (s.h.checked_mul(k), s.w.checked_mul(k)) {
+                        (Some(h), Some(w)) => Shape { h, w, c: s.c },
+                        _ => return Err(bad(format!("{}x{} times {k} overflows", s.w, s.h))),
+                    }
                 }
                 ViewOp::Pad { top, bottom, left, right, value } => {
                     if !value.is_finite() {
                         return Err(bad(format!("value {value} is not finite")));
                     }
-                    Shape { h: s.h + (top + bottom) as usize, w: s.w + (left + right) as usize, c: s.c }
+                    // In usize, so that sums of u32 paddings cannot wrap around.
+                    let (t, b, l, r) = (top as usize, bottom as usize, left as usize, right as usize);
+                    match (s.h.checked_add(t + b), s.w.checked_add(l + r)) {
+                        (Some(h), Some(w)) => Shape { h, w, c: s.c },
+                        _ => return Err(bad(format!("padding {t}+{b}, {l}+{r} overflows"))),
+                    }
                 }
                 ViewOp::Invert => s,
                 ViewOp::Normalize { mean, std } => {
@@ -100,6 +113,15 @@ impl View {
                     Shape { c: n as usize, ..s }
                 }
             };
+            // Every intermediate image must fit the limit: a view is sized from a file, and its
+            // buffers are allocated here.
+            let len = s.h.checked_mul(s.w).and_then(|x| x.checked_mul(s.c));
+            if len.is_none_or(|n| n > MAX_VIEW_VALUES) {
+                return Err(bad(format!(
+                    "gives a {}x{}x{} image, more than the limit of {MAX_VIEW_VALUES} values",
+                    s.w, s.h, s.c
+                )));
+            }
             shapes.push(s);
         }
         let max = shapes.iter().map(|s| s.len()).max().unwrap_or(0);
@@ -108,7 +130,8 @@ impl View {
 
     /// Check the output length against a model input shape.
     pub fn check_input(&self, shape: &[u32]) -> Result<(), ViewError> {
-        let need: usize = shape.iter().map(|&d| d as usize).product();
+        // Checked: dimensions from a manifest may multiply past usize (saturating makes it a mismatch).
+        let need: usize = shape.iter().fold(1usize, |acc, &d| acc.saturating_mul(d as usize));
         let got = self.output_len();
         if need != got {
             return Err(ViewError::Size { got, need, shape: shape.to_vec() });

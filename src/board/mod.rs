@@ -83,6 +83,8 @@ pub struct Board {
     /// Ed25519 public key whose signed bundles this board loads (`bundle-key`; see
     /// `crate::signing`).
     pub bundle_key: [u8; 32],
+    /// File holding the highest bundle version accepted (`state-file`; rollback protection).
+    pub state_file: &'static str,
 }
 
 /// Every board of `boards/`, and the selected one.
@@ -120,7 +122,14 @@ mod tests {
             assert_eq!(b.telemetry.rails.len(), f.telemetry.rails.len());
             assert_eq!(b.resources.len(), f.resources.len());
             assert!(b.model_budget_bytes + b.reserve_bytes <= b.total_memory_bytes);
-            assert_eq!(crate::bundle::hex(&b.bundle_key), f.bundle_key.to_ascii_lowercase());
+            let env_key = std::env::var("JETLINK_BUNDLE_KEY").ok().filter(|k| !k.trim().is_empty());
+            match env_key {
+                Some(k) if b.name == current().name => {
+                    assert_eq!(crate::bundle::hex(&b.bundle_key), k.trim().to_ascii_lowercase())
+                }
+                _ => assert_eq!(crate::bundle::hex(&b.bundle_key), f.bundle_key.to_ascii_lowercase()),
+            }
+            assert_eq!(b.state_file, f.state_file);
         }
         let sel = std::env::var("JETLINK_BOARD").unwrap_or_else(|_| "host-sim".into());
         assert_eq!(current().name, sel);
@@ -177,6 +186,45 @@ mod tests {
         assert!(parse_board(f, &speed).unwrap_err().contains("key `resource.speed`"));
 
         assert!(parse_board(f, &good()).is_ok());
+    }
+
+    /// Issue 19: a Jetson board that trusts the committed demo key does not build; a throwaway key
+    /// given as `JETLINK_BUNDLE_KEY` (generated for this run) does, for the selected board only.
+    #[test]
+    fn jetson_boards_refuse_the_demo_key_and_take_one_from_the_environment() {
+        use super::schema::{DEMO_BUNDLE_KEY, settle_bundle_key};
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("boards");
+        let throwaway = crate::signing::generate_key().unwrap().verifying_key().to_bytes();
+        let throwaway = crate::bundle::hex(&throwaway);
+        for jetson in ["orin-nano-8gb", "orin-nx-16gb", "agx-orin-64gb", "xavier-nx-8gb"] {
+            let mut files = load_dir(&dir).unwrap();
+            let e = settle_bundle_key(&mut files, jetson, None).unwrap_err();
+            assert!(
+                e.starts_with(&format!("board \"{jetson}\" trusts the demo bundle key {DEMO_BUNDLE_KEY}"))
+                    && e.contains("JETLINK_BUNDLE_KEY=")
+                    && e.contains("jetlink keygen"),
+                "{e}"
+            );
+            // An empty variable is "not set".
+            assert!(settle_bundle_key(&mut files, jetson, Some("  ")).is_err());
+            let e = settle_bundle_key(&mut files, jetson, Some("abc")).unwrap_err();
+            assert!(e.starts_with("JETLINK_BUNDLE_KEY=\"abc\": not an Ed25519 public key"), "{e}");
+            settle_bundle_key(&mut files, jetson, Some(&throwaway)).unwrap();
+            let src = generate(&files, jetson).unwrap();
+            let sel = files.iter().find(|(n, _)| n == jetson).unwrap();
+            assert_eq!(sel.1.bundle_key, throwaway);
+            // Only the selected board changes.
+            assert!(files.iter().filter(|(n, _)| n != jetson).all(|(_, b)| b.bundle_key == DEMO_BUNDLE_KEY));
+            assert!(src.contains(&format!("pub static BOARD: &Board = &{};", jetson.replace('-', "_").to_uppercase())));
+        }
+        // The simulated board may keep the demo key (it protects nothing there).
+        let mut files = load_dir(&dir).unwrap();
+        settle_bundle_key(&mut files, "host-sim", None).unwrap();
+        // The board files still carry the warning next to the key.
+        for f in ["orin-nano-8gb", "orin-nx-16gb", "agx-orin-64gb", "xavier-nx-8gb"] {
+            let text = std::fs::read_to_string(dir.join(format!("{f}.toml"))).unwrap();
+            assert!(text.contains("REPLACE THIS") && text.contains("JETLINK_BUNDLE_KEY"), "{f}");
+        }
     }
 
     #[test]

@@ -35,6 +35,8 @@ pub struct BoardFile {
     pub resources: Vec<Resource>,
     /// Ed25519 public key (64 hex digits) of the only key whose signed bundles this board loads.
     pub bundle_key: String,
+    /// File holding the highest bundle version this board has accepted (rollback protection).
+    pub state_file: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -211,10 +213,55 @@ fn check(b: &BoardFile) -> Result<(), String> {
             b.bundle_key
         ));
     }
+    if b.state_file.trim().is_empty() {
+        return Err("key `state-file`: must name a file (the highest bundle version accepted is kept there)".into());
+    }
     if b.cuda_arch == "none" && b.resources.iter().any(|r| r.kind != "cpu") {
         return Err(
             "key `resource.kind`: a board with cuda-arch = \"none\" can only have cpu resources".into()
         );
+    }
+    Ok(())
+}
+
+/// The demo key pair's public half (`demo/keys/demo-insecure.pub`): its private half is committed,
+/// so a board that trusts it runs bundles anyone can sign. Only `host-sim` may trust it.
+pub const DEMO_BUNDLE_KEY: &str = "ddf65dbfb4b7e99f1da38cfcbc3d87587c3be1305693968b92c0a5c36b930526";
+
+/// The board that may trust the demo key (it runs the demo on a host, nothing to protect).
+pub const DEMO_KEY_BOARD: &str = "host-sim";
+
+/// How to give a board a real key, for the build error.
+pub const HOW_TO_SET_KEY: &str = "make a key pair with `jetlink keygen --out <private key file>` (keep the \
+     private key off the board and out of the repository), then either set the public key at build time \
+     with `JETLINK_BUNDLE_KEY=<64 hex digits> JETLINK_BOARD=<board> cargo build --release` or put it in \
+     the board file's `bundle-key`";
+
+/// The trusted key of the selected board, settled at build time: `env_key` (the build's
+/// `JETLINK_BUNDLE_KEY`, if set and not empty) replaces the board file's `bundle-key` of the
+/// `selected` board only; then any board but [`DEMO_KEY_BOARD`] whose key is the demo key is refused,
+/// with a message that says how to set a real one.
+pub fn settle_bundle_key(
+    boards: &mut [(String, BoardFile)],
+    selected: &str,
+    env_key: Option<&str>,
+) -> Result<(), String> {
+    let Some((_, b)) = boards.iter_mut().find(|(n, _)| n == selected) else {
+        return Ok(()); // `generate` names the missing board.
+    };
+    if let Some(k) = env_key.map(str::trim).filter(|k| !k.is_empty()) {
+        if k.len() != 64 || !k.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Err(format!(
+                "JETLINK_BUNDLE_KEY={k:?}: not an Ed25519 public key (64 hex digits, as `jetlink keygen` prints)"
+            ));
+        }
+        b.bundle_key = k.to_ascii_lowercase();
+    }
+    if selected != DEMO_KEY_BOARD && b.bundle_key.eq_ignore_ascii_case(DEMO_BUNDLE_KEY) {
+        return Err(format!(
+            "board {selected:?} trusts the demo bundle key {DEMO_BUNDLE_KEY}, whose private half is \
+             committed in demo/keys/: anyone could sign a bundle it runs. Refusing to build it: {HOW_TO_SET_KEY}"
+        ));
     }
     Ok(())
 }
@@ -302,7 +349,7 @@ pub fn generate(boards: &[(String, BoardFile)], selected: &str) -> Result<String
              power_budget_mw: {pb}, period_ms: {pm}, ticks_per_period: {tp}, max_active_models: {ma}, \
              telemetry: TelemetryConfig {{ source: {source}, hwmon_glob: {hg}, meminfo: {mi}, gpu_load: {gl}, \
              nvml_device: {nd:?}, trace: {tr}, rails: &[{rails}] }}, \
-             serial: SerialConfig {{ device: {sd:?}, baud: {sb} }}, resources: &[{res}], bundle_key: {bk} }};\n",
+             serial: SerialConfig {{ device: {sd:?}, baud: {sb} }}, resources: &[{res}], bundle_key: {bk}, state_file: {sf:?} }};\n",
             id = ident(n),
             name = b.name,
             desc = b.description,
@@ -323,6 +370,7 @@ pub fn generate(boards: &[(String, BoardFile)], selected: &str) -> Result<String
             sd = b.serial.device,
             sb = b.serial.baud,
             bk = key_bytes(&b.bundle_key),
+            sf = b.state_file,
         );
     }
     let all: Vec<_> = boards.iter().map(|(n, _)| format!("&{}", ident(n))).collect();

@@ -394,6 +394,12 @@ impl<S: FrameSource, W: embedded_io::Write> Controller<S, W> {
         &self.io.writer
     }
 
+    /// The frame source and the serial writer, for a new loop that replaces this one (a bundle
+    /// reload).
+    pub fn into_source_and_writer(self) -> (S, TelemetryWriter<W>) {
+        (self.io.source, self.io.writer)
+    }
+
     pub fn telemetry(&self) -> &Telemetry {
         &self.io.telemetry
     }

@@ -41,7 +41,16 @@ impl Backend for TractBackend {
 
     fn load(&self, spec: &ModelSpec, path: &Path) -> Result<Box<dyn Engine>> {
         use tract_onnx::prelude::*;
-        let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        // The bytes the bundle check hashed, when the manifest pinned them (the firmware's path);
+        // otherwise read the file now (host tools).
+        let read;
+        let bytes: &[u8] = match &spec.onnx_bytes {
+            Some(pinned) => pinned,
+            None => {
+                read = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+                &read
+            }
+        };
         let onnx = tract_onnx::onnx();
         let proto = onnx
             .proto_model_for_read(&mut &bytes[..])

@@ -270,6 +270,7 @@ pub fn build(
     Ok(Bundle {
         producer: format!("jetlink {}", env!("CARGO_PKG_VERSION")),
         workload: manifest.name.clone(),
+        version: 1,
         models,
         settings: t.clone(),
         split: DataSplit {

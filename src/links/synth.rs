@@ -46,6 +46,7 @@ pub fn synthetic_manifest(dir: &Path) -> Result<Manifest> {
                 latency_runtime: "synthetic".into(),
             },
             provenance: "synthetic".into(),
+            onnx_bytes: None,
         });
     }
     Ok(Manifest {

@@ -26,10 +26,18 @@ import shlex, sys, tomllib
 b = tomllib.load(open(sys.argv[1], "rb"))
 s = b["serial"]
 for k, v in {"BOARD_NAME": b["name"], "BOARD_DESCRIPTION": b["description"],
-             "SERIAL_DEVICE": s["device"], "BAUD": s["baud"]}.items():
+             "SERIAL_DEVICE": s["device"], "BAUD": s["baud"], "BUNDLE_KEY": b["bundle-key"]}.items():
     print(f"{k}={shlex.quote(str(v))}")
 PY
 )"
+# Never package a board that trusts the demo key (its private half is committed in demo/keys/): the
+# key the binary was built with is JETLINK_BUNDLE_KEY if set, else the board file's bundle-key.
+demo_key=$(tr -d ' \n' < demo/keys/demo-insecure.pub)
+trusted=${JETLINK_BUNDLE_KEY:-$BUNDLE_KEY}
+if [ "$(printf '%s' "$trusted" | tr -d ' \n' | tr 'A-F' 'a-f')" = "$demo_key" ]; then
+    echo "package.sh: board $board trusts the demo bundle key ($demo_key), whose private half is committed in demo/keys/; refusing to package it. Make a key with \`jetlink keygen --out <file>\` and build and package with JETLINK_BUNDLE_KEY=<public key> (boards/README.md)" >&2
+    exit 2
+fi
 [ "$BOARD_NAME" = "$board" ] || { echo "package.sh: boards/$board.toml names '$BOARD_NAME'" >&2; exit 2; }
 case "$SERIAL_DEVICE" in
     /dev/tty*) ;;

@@ -1,0 +1,300 @@
+//! Issue 19 (hardening): rollback protection, the signature binding the manifest's behaviour, and a
+//! table of bad inputs run against the release binary: one case per line (arguments, expected error
+//! text, exit status). No case may panic, abort, hang, exit 0 on lost data, or leave a partial file.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use jetlink::bundle::{Bundle, BundleError};
+use jetlink::manifest::{Manifest, ViewOp};
+use jetlink::signing::{self, RollbackState};
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn tmp_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("jetlink-hardening-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn demo_manifest() -> Manifest {
+    Manifest::load(&root().join("demo/manifest.toml")).unwrap()
+}
+
+fn board() -> &'static jetlink::board::Board {
+    jetlink::board::by_name("host-sim").unwrap()
+}
+
+/// A signed copy of the demo bundle with another version.
+fn demo_bundle_version(dir: &Path, version: u64) -> PathBuf {
+    let mut b = Bundle::load(&root().join("demo/demo.bundle")).unwrap();
+    b.version = version;
+    let key = signing::read_private_key(&root().join("demo/keys/demo-insecure.key")).unwrap();
+    let signed = signing::sign_bundle(&b.to_bytes().unwrap(), &key).unwrap();
+    let p = dir.join(format!("v{version}.bundle"));
+    std::fs::write(&p, signed).unwrap();
+    p
+}
+
+#[test]
+fn rollback_is_refused_with_its_own_reason_code() {
+    if jetlink::board::current().name != "host-sim" {
+        return; // signed with the demo key, which only host-sim trusts
+    }
+    let dir = tmp_dir("rollback");
+    let m = demo_manifest();
+    let state = RollbackState::new(dir.join("state/bundle-version"));
+    assert_eq!(state.highest().unwrap(), 0, "no state file: first boot");
+    let v3 = demo_bundle_version(&dir, 3);
+    let v2 = demo_bundle_version(&dir, 2);
+    let v5 = demo_bundle_version(&dir, 5);
+    assert_eq!(signing::load_trusted_versioned(&v3, &m, board(), &state).unwrap().version, 3);
+    assert_eq!(state.highest().unwrap(), 3);
+    assert_eq!(std::fs::read_to_string(state.path()).unwrap(), "jetlink-bundle-version 3\n");
+    // The same version again is fine (a restart); an older one is refused and changes nothing.
+    signing::load_trusted_versioned(&v3, &m, board(), &state).unwrap();
+    let e = signing::load_trusted_versioned(&v2, &m, board(), &state).unwrap_err();
+    assert!(matches!(e, BundleError::Rollback { version: 2, highest: 3, .. }), "{e}");
+    assert_eq!(e.reason_code(), 14);
+    assert!(e.to_string().contains("rollback refused: bundle version 2 is older than version 3"), "{e}");
+    assert_eq!(state.highest().unwrap(), 3);
+    signing::load_trusted_versioned(&v5, &m, board(), &state).unwrap();
+    assert_eq!(state.highest().unwrap(), 5);
+    assert_eq!(signing::load_trusted_versioned(&v3, &m, board(), &state).unwrap_err().reason_code(), 14);
+    // A damaged state file is an error (code 15), never "version 0".
+    std::fs::write(state.path(), "garbage").unwrap();
+    let e = signing::load_trusted_versioned(&v5, &m, board(), &state).unwrap_err();
+    assert_eq!(e.reason_code(), 15, "{e}");
+    // No temporary file is left beside the state file.
+    let left: Vec<_> = std::fs::read_dir(dir.join("state")).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(left.len(), 1, "{left:?}");
+}
+
+#[test]
+fn the_signature_binds_the_manifest_behaviour_and_names_the_field() {
+    let m = demo_manifest();
+    let b = Bundle::load(&root().join("demo/demo.bundle")).unwrap();
+    b.check_manifest(&m).unwrap();
+    let changes: [(&str, fn(&mut Manifest)); 7] = [
+        ("view", |m| m.models[0].view.push(ViewOp::Invert)),
+        ("input_shape", |m| m.models[1].input_shape[0] = 2),
+        ("tolerance", |m| m.models[3].tolerance = Some(0.5)),
+        ("importance", |m| m.models[2].importance = 3.0),
+        ("cost", |m| m.models[4].cost.latency_us += 1.0),
+        ("size", |m| m.models[5].size += 1),
+        ("kind", |m| m.models[5].kind = jetlink::manifest::OutputKind::Regression),
+    ];
+    for (field, change) in changes {
+        let mut m2 = m.clone();
+        change(&mut m2);
+        let e = b.check_manifest(&m2).unwrap_err();
+        assert_eq!(e.reason_code(), 8, "{field}: {e}");
+        let text = e.to_string();
+        assert!(text.contains(&format!("`{field}`")) || field == "size" || field == "kind", "{field}: {text}");
+        assert!(text.contains("model \""), "{field}: {text}");
+    }
+    // Pinned ONNX bytes are what is hashed: a changed byte in memory is refused.
+    let mut m3 = m.clone();
+    m3.pin_onnx().unwrap();
+    b.check_manifest(&m3).unwrap();
+    let mut bytes = (*m3.models[0].onnx_bytes.clone().unwrap()).clone();
+    bytes[10] ^= 1;
+    m3.models[0].onnx_bytes = Some(std::sync::Arc::new(bytes));
+    let e = b.check_manifest(&m3).unwrap_err().to_string();
+    assert!(e.contains("ONNX file") && e.contains("SHA-256"), "{e}");
+}
+
+/// A copy of the demo manifest in `dir` whose relative paths point back at the demo, after `edit`.
+fn manifest_copy(dir: &Path, edit: impl Fn(String) -> String) -> PathBuf {
+    let demo = root().join("demo");
+    let text = std::fs::read_to_string(demo.join("manifest.toml")).unwrap();
+    let text = text
+        .replace("stream = \"", &format!("stream = \"{}/", demo.display()))
+        .replace("reference = \"", &format!("reference = \"{}/", demo.display()))
+        .replace("onnx = \"", &format!("onnx = \"{}/", demo.display()));
+    let p = dir.join("manifest.toml");
+    std::fs::write(&p, edit(text)).unwrap();
+    p
+}
+
+struct Case {
+    args: Vec<String>,
+    /// Expected in stderr.
+    error: &'static str,
+    status: i32,
+    /// A file that must not exist afterwards (no partial output).
+    no_file: Option<PathBuf>,
+    /// A file whose content must be unchanged afterwards.
+    unchanged: Option<(PathBuf, Vec<u8>)>,
+}
+
+fn run_case(c: &Case) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_jetlink"))
+        .current_dir(root())
+        .args(&c.args)
+        .env("RUST_BACKTRACE", "0")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // No case may hang: 120 s is far beyond any of them.
+    let start = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if start.elapsed() > Duration::from_secs(120) {
+            let _ = child.kill();
+            panic!("{:?}: hung", c.args);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked") && !err.contains("RUST_BACKTRACE"), "{:?} panicked: {err}", c.args);
+    assert_eq!(status.code(), Some(c.status), "{:?}: status {status:?}, stderr {err}", c.args);
+    assert!(err.contains(c.error), "{:?}: expected {:?} in stderr: {err}", c.args, c.error);
+    if let Some(p) = &c.no_file {
+        assert!(!p.exists(), "{:?} left {}", c.args, p.display());
+    }
+    if let Some((p, bytes)) = &c.unchanged {
+        assert_eq!(&std::fs::read(p).unwrap(), bytes, "{:?} changed {}", c.args, p.display());
+    }
+}
+
+#[test]
+fn bad_inputs_table() {
+    if jetlink::board::current().name != "host-sim" {
+        return;
+    }
+    let dir = tmp_dir("table");
+    let d = |n: &str| dir.join(n).display().to_string();
+    let state = d("state");
+    let junk = dir.join("junk.txt");
+    std::fs::write(&junk, b"not telemetry, maybe a manifest").unwrap();
+    let junk_bytes = std::fs::read(&junk).unwrap();
+    let key = dir.join("exists.key");
+    std::fs::write(&key, b"an existing key").unwrap();
+    let fifo = dir.join("fifo");
+    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let v1 = demo_bundle_version(&dir, 1);
+    std::fs::write(dir.join("newer-state"), "jetlink-bundle-version 9\n").unwrap();
+    let view = manifest_copy(&tmp_dir("table-view"), |t| t.replacen("{ op = \"invert\" }", "{ op = \"pool\", k = 1 }", 1));
+    let huge = manifest_copy(&tmp_dir("table-huge"), |t| {
+        t.replacen("view = [", "view = [ { op = \"upsample\", k = 4000000000 },", 1)
+    });
+    let pad = manifest_copy(&tmp_dir("table-pad"), |t| {
+        t.replacen("view = [", "view = [ { op = \"pad\", top = 4294967295, bottom = 2, left = 0, right = 0, value = 0.0 },", 1)
+    });
+    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    #[rustfmt::skip]
+    let cases = vec![
+        // numeric flags, validated at parse time (clap exits 2)
+        Case { args: s(&["monitor", "--idle-exit", "NaN", "x"]), error: "is not a finite number in 0..=1000000", status: 2, no_file: None, unchanged: None },
+        Case { args: s(&["monitor", "--idle-exit", "inf", "x"]), error: "is not a finite number", status: 2, no_file: None, unchanged: None },
+        Case { args: s(&["monitor", "--idle-exit=-1", "x"]), error: "is not a finite number", status: 2, no_file: None, unchanged: None },
+        Case { args: s(&["bench", "loop", "--ticks", "18446744073709551615"]), error: "not in 1..=10000000", status: 2, no_file: None, unchanged: None },
+        Case { args: s(&["models", "--frames", "0"]), error: "not in 1..=1000000", status: 2, no_file: None, unchanged: None },
+        Case { args: s(&["run", "--frames", "0"]), error: "--frames", status: 2, no_file: None, unchanged: None },
+        Case { args: s(&["bench", "mlink", "--profile-share", "2"]), error: "not a finite number in 0..=1", status: 2, no_file: None, unchanged: None },
+        Case { args: s(&["monitor", "--baud", "0", "x"]), error: "--baud", status: 2, no_file: None, unchanged: None },
+        // serial sinks
+        Case { args: s(&["run", "--engines", "replay", "--frames", "3", "-q", "--state-file", &state, "--serial", &d("no-such-tty")]), error: "does not exist", status: 1, no_file: Some(dir.join("no-such-tty")), unchanged: None },
+        Case { args: s(&["run", "--engines", "replay", "--frames", "3", "-q", "--state-file", &state, "--serial", &junk.display().to_string()]), error: "is not a tty or FIFO (a regular file)", status: 1, no_file: None, unchanged: Some((junk.clone(), junk_bytes.clone())) },
+        Case { args: s(&["run", "--engines", "replay", "--frames", "3", "-q", "--state-file", &state, "--serial", &format!("file:{}", junk.display())]), error: "is not jetlink telemetry; refusing to overwrite it", status: 1, no_file: None, unchanged: Some((junk.clone(), junk_bytes.clone())) },
+        Case { args: s(&["run", "--engines", "replay", "--frames", "3", "-q", "--state-file", &state, "--serial", &fifo.display().to_string()]), error: "has no reader", status: 1, no_file: None, unchanged: None },
+        // telemetry loss: /dev/full accepts nothing; the run completes, says so, exits 3
+        Case { args: s(&["run", "--engines", "replay", "--frames", "20", "-q", "--state-file", &state, "--serial", "/dev/full"]), error: "telemetry frames to /dev/full were lost", status: 3, no_file: None, unchanged: None },
+        // bundles
+        Case { args: s(&["run", "--engines", "replay", "--frames", "3", "-q", "--state-file", &d("newer-state"), "--serial", &format!("file:{}", d("s1.bin")), "--bundle", &v1.display().to_string()]), error: "refused (reason code 14)", status: 1, no_file: None, unchanged: None },
+        Case { args: s(&["run", "--engines", "replay", "--frames", "3", "-q", "--state-file", &state, "--serial", &format!("file:{}", d("s2.bin")), "--manifest", &view.display().to_string()]), error: "manifest field `view` differs", status: 1, no_file: None, unchanged: None },
+        Case { args: s(&["sign", "--key", "demo/keys/demo-insecure.key", "--out", &d("signed.bundle"), &junk.display().to_string()]), error: "not a valid bundle", status: 1, no_file: Some(dir.join("signed.bundle")), unchanged: None },
+        // files written atomically / never overwritten
+        Case { args: s(&["keygen", "--out", &key.display().to_string()]), error: "the file exists; not overwriting a key", status: 1, no_file: None, unchanged: Some((key.clone(), b"an existing key".to_vec())) },
+        Case { args: s(&["keygen", "--out", &d("no-dir/k.key")]), error: "does not exist", status: 1, no_file: Some(dir.join("no-dir/k.key")), unchanged: None },
+        // sizes from files: checked arithmetic naming model and op, no huge allocation
+        Case { args: s(&["models", "--frames", "1", "--manifest", &huge.display().to_string()]), error: "upsample", status: 1, no_file: None, unchanged: None },
+        Case { args: s(&["models", "--frames", "1", "--manifest", &pad.display().to_string()]), error: "pad", status: 1, no_file: None, unchanged: None },
+    ];
+    for c in &cases {
+        run_case(c);
+    }
+}
+
+/// SIGHUP with a refused bundle keeps the running one and sends `BundleRejected`; SIGTERM stops at
+/// the end of a tick with the summary and the final period summary, exit 0.
+#[test]
+fn signals_reload_and_stop_cleanly() {
+    if jetlink::board::current().name != "host-sim" {
+        return;
+    }
+    use std::io::BufRead;
+    let dir = tmp_dir("signals");
+    let bundle = dir.join("b.bundle");
+    std::fs::copy(root().join("demo/demo.bundle"), &bundle).unwrap();
+    let serial = dir.join("s.bin");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_jetlink"))
+        .current_dir(root())
+        .args(["run", "--engines", "tract", "-q", "--state-file"])
+        .arg(dir.join("state"))
+        .arg("--serial")
+        .arg(format!("file:{}", serial.display()))
+        .arg("--bundle")
+        .arg(&bundle)
+        .env("RUST_BACKTRACE", "0")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut stdout = String::new();
+    for l in lines.by_ref() {
+        let l = l.unwrap();
+        stdout.push_str(&l);
+        stdout.push('\n');
+        if l.starts_with("prepared in") {
+            break;
+        }
+    }
+    // Replace the bundle with an unsigned one, then ask for a reload: refused, the loop goes on.
+    let bytes = std::fs::read(root().join("demo/demo.bundle")).unwrap();
+    let body = jetlink::bundle::Envelope::split(&bytes).unwrap().body.to_vec();
+    std::fs::write(&bundle, body).unwrap();
+    let pid = child.id() as i32;
+    unsafe { libc::kill(pid, libc::SIGHUP) };
+    // Wait for the refusal to reach the serial file, then stop.
+    let mut refused = false;
+    for _ in 0..600 {
+        std::thread::sleep(Duration::from_millis(50));
+        let mut found = false;
+        jetlink::wire::Decoder::new().feed(&std::fs::read(&serial).unwrap_or_default(), |m| {
+            if let jetlink::wire::Message::Event(e) = m {
+                found |= e.code == jetlink::wire::EventCode::BundleRejected && e.a == 9;
+            }
+        });
+        if found {
+            refused = true;
+            break;
+        }
+    }
+    assert!(refused, "no BundleRejected after SIGHUP");
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    for l in lines {
+        stdout.push_str(&l.unwrap());
+        stdout.push('\n');
+    }
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{err}");
+    assert!(stdout.contains("stopped by a signal") && stdout.contains("summary over"), "{stdout}");
+    assert!(stdout.contains("1 refused"), "{stdout}");
+    assert!(err.contains("SIGHUP: bundle") && err.contains("refused"), "{err}");
+    // The last frame on the line is the final period summary.
+    let mut last = None;
+    jetlink::wire::Decoder::new().feed(&std::fs::read(&serial).unwrap(), |m| last = Some(m));
+    assert!(matches!(last, Some(jetlink::wire::Message::PeriodSummary(_))), "{last:?}");
+}
