@@ -92,7 +92,11 @@ impl OnlineAdaptation {
         let stride = predictor.stride();
         OnlineAdaptation {
             settings: AdaptSettings { ring, label_every: settings.label_every.max(1), ..settings },
-            adapter: Adapter::new(bundle, predictor, AdaptOptions { max_batch: ring, ..AdaptOptions::default() }),
+            adapter: Adapter::new(
+                bundle,
+                predictor,
+                AdaptOptions { max_batch: ring, ..AdaptOptions::default() },
+            ),
             stride,
             kinds: bundle.models.iter().map(|m| m.kind).collect(),
             tolerances: bundle.models.iter().map(|m| m.tolerance).collect(),
@@ -177,7 +181,11 @@ impl OnlineAdaptation {
 
     /// Fine-tune the lowest pending target from `sources` on the ring's rows that hold it and every
     /// source. One target per call (per tick).
-    pub fn tune_one(&mut self, predictor: &mut Predictor, sources: u64) -> Option<Result<TuneReport, LinkError>> {
+    pub fn tune_one(
+        &mut self,
+        predictor: &mut Predictor,
+        sources: u64,
+    ) -> Option<Result<TuneReport, LinkError>> {
         let j = (0..64).find(|&j| self.pending >> j & 1 == 1)?;
         self.pending &= !(1u64 << j);
         // The sources every row holding j also holds (rows labelled while active models were set
@@ -214,7 +222,8 @@ impl OnlineAdaptation {
         let mut sum = 0.0f32;
         for row in batch.chunks_exact(self.stride) {
             if predictor.predict(sources, row, &mut self.scratch).is_ok() {
-                sum += agreement(self.kinds[j], self.tolerances[j], &self.scratch[sj.clone()], &row[sj.clone()]);
+                sum +=
+                    agreement(self.kinds[j], self.tolerances[j], &self.scratch[sj.clone()], &row[sj.clone()]);
             }
         }
         Some(Ok(TuneReport { target: j, agreement: sum / rows as f32 }))

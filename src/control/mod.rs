@@ -127,7 +127,13 @@ struct DriftTracker {
 
 impl DriftTracker {
     fn new(n: usize) -> DriftTracker {
-        DriftTracker { sum: vec![0.0; n], n: vec![0; n], base: vec![0.0; n], has_base: false, level: vec![0.0; n] }
+        DriftTracker {
+            sum: vec![0.0; n],
+            n: vec![0; n],
+            base: vec![0.0; n],
+            has_base: false,
+            level: vec![0.0; n],
+        }
     }
 
     fn add(&mut self, j: usize, signal: f32) {
@@ -221,8 +227,19 @@ pub struct Parts<S: FrameSource, W: embedded_io::Write> {
 
 /// Load, check and allocate everything; send the Hello message.
 pub fn prepare<S: FrameSource, W: embedded_io::Write>(p: Parts<S, W>) -> Result<Controller<S, W>> {
-    let Parts { board, manifest, bundle, frame_shape, backend, cursor, source, telemetry, mut writer, reference, opts } =
-        p;
+    let Parts {
+        board,
+        manifest,
+        bundle,
+        frame_shape,
+        backend,
+        cursor,
+        source,
+        telemetry,
+        mut writer,
+        reference,
+        opts,
+    } = p;
     check_parts(&manifest, &bundle, frame_shape, &source, reference.as_deref())?;
     let n = bundle.n_models();
     let models = crate::engine::prepare_all(&manifest, frame_shape, backend.as_ref())?;
@@ -233,8 +250,12 @@ pub fn prepare<S: FrameSource, W: embedded_io::Write>(p: Parts<S, W>) -> Result<
     let layout = bundle.layout();
     let stride = layout.stride();
     writer.set_decimation(
-        wire::LinePlan::new(board.serial.baud, board.period_ms, wire::frame_len(&Message::Tick(wire::typical_tick())))
-            .decimation,
+        wire::LinePlan::new(
+            board.serial.baud,
+            board.period_ms,
+            wire::frame_len(&Message::Tick(wire::typical_tick())),
+        )
+        .decimation,
     );
     let _ = writer.send(&hello(board, &bundle)?);
     let mut stats = LoopStats { n_models: n, min_budget: u64::MAX, ..Default::default() };
@@ -786,7 +807,12 @@ impl<S: FrameSource, W: embedded_io::Write> Controller<S, W> {
             let valid = self.run_group(ok, &mut worked);
             if let Some(j) = extra.audit.filter(|&j| valid >> j & 1 == 1 && ok >> j & 1 == 0) {
                 let r = self.plan.layout.range(j);
-                let a = agreement(self.plan.kinds[j], self.plan.tolerances[j], &self.st.out[r.clone()], &self.st.row[r]);
+                let a = agreement(
+                    self.plan.kinds[j],
+                    self.plan.tolerances[j],
+                    &self.st.out[r.clone()],
+                    &self.st.row[r],
+                );
                 self.st.audits.record(j, a);
             }
             if self.plan.opts.adapt && valid != ok {
@@ -860,7 +886,12 @@ impl<S: FrameSource, W: embedded_io::Write> Controller<S, W> {
         for j in 0..self.plan.n() {
             let range = self.plan.layout.range(j);
             let (o, s) = (r.offset(j), range.len());
-            let a = agreement(self.plan.kinds[j], self.plan.tolerances[j], &self.st.out[range], &r.row(row)[o..o + s]);
+            let a = agreement(
+                self.plan.kinds[j],
+                self.plan.tolerances[j],
+                &self.st.out[range],
+                &r.row(row)[o..o + s],
+            );
             self.st.stats.agree[seg][j] += a as f64;
             sum += a;
         }

@@ -106,7 +106,8 @@ mod tests {
     fn savings_count_adaptation_runs() {
         assert_eq!(share_saved(0, 0, 8), 0.0);
         assert_eq!(share_saved(2, 1, 8), 0.75);
-        let s = LoopStats { frames: 10, executions: 20, adapt_executions: 4, n_models: 8, ..Default::default() };
+        let s =
+            LoopStats { frames: 10, executions: 20, adapt_executions: 4, n_models: 8, ..Default::default() };
         assert!((s.executions_saved(8) - 0.7).abs() < 1e-12);
         let later = LoopStats { frames: 20, executions: 36, ..s };
         let d = later.since(&s);

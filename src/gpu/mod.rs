@@ -94,7 +94,8 @@ impl LinkExecutor {
         #[cfg(feature = "cuda")]
         if let Some(g) = self.gpu.as_mut() {
             if g.predict(active, row, out).is_ok() {
-                let sample = self.calls % SIGNAL_EVERY == 0 && self.cpu.predict(active, row, &mut self.scratch).is_ok();
+                let sample = self.calls % SIGNAL_EVERY == 0
+                    && self.cpu.predict(active, row, &mut self.scratch).is_ok();
                 return Ok(sample);
             }
             // A GPU fault falls back to the CPU for this call.

@@ -125,7 +125,13 @@ fn pump(child: &mut Child, shape: Shape, pool: &FramePool, next: &mut u32) -> (u
 }
 
 /// Start the producer for `user` (a pipeline without the sink). Frames are numbered from `first`.
-pub fn spawn(user: String, shape: Shape, first: u32, pool: FramePool, failure: Failure) -> std::thread::JoinHandle<()> {
+pub fn spawn(
+    user: String,
+    shape: Shape,
+    first: u32,
+    pool: FramePool,
+    failure: Failure,
+) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         let mut next = first;
         let mut backoff = Duration::from_millis(100);
@@ -143,7 +149,8 @@ pub fn spawn(user: String, shape: Shape, first: u32, pool: FramePool, failure: F
             if !pool.is_live() || !delivered_any {
                 // A file ended, or a live source was never there: end with the reason.
                 if !(delivered_any && reason.is_empty()) {
-                    let what = if delivered_any { "the pipeline failed" } else { "the pipeline gave no frame" };
+                    let what =
+                        if delivered_any { "the pipeline failed" } else { "the pipeline gave no frame" };
                     let msg = if reason.is_empty() { what.to_string() } else { format!("{what}: {reason}") };
                     *failure.lock().unwrap_or_else(|e| e.into_inner()) = Some(msg);
                 }
@@ -165,7 +172,8 @@ mod tests {
 
     #[test]
     fn pipeline_words_keep_quotes() {
-        let p = full_pipeline(&file_pipeline(std::path::Path::new("/tmp/a b.mkv")), Shape { h: 28, w: 30, c: 1 });
+        let p =
+            full_pipeline(&file_pipeline(std::path::Path::new("/tmp/a b.mkv")), Shape { h: 28, w: 30, c: 1 });
         let w = split_pipeline(&p);
         assert_eq!(w[0], "filesrc");
         assert_eq!(w[1], "location=\"/tmp/a b.mkv\"");

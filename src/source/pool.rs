@@ -35,7 +35,9 @@ pub struct FramePool {
 pub enum Take {
     Frame(u32),
     /// Nothing arrived within the wait (the producer is slow or down).
-    Nothing { down: bool },
+    Nothing {
+        down: bool,
+    },
     Ended,
 }
 
@@ -129,7 +131,9 @@ impl FramePool {
         let (_, cv) = &*self.inner;
         let mut s = self.lock();
         if s.len == 0 && !s.ended {
-            s = cv.wait_timeout_while(s, wait, |s| s.len == 0 && !s.ended).map_or_else(|e| e.into_inner().0, |r| r.0);
+            s = cv
+                .wait_timeout_while(s, wait, |s| s.len == 0 && !s.ended)
+                .map_or_else(|e| e.into_inner().0, |r| r.0);
         }
         if s.len == 0 {
             return if s.ended { Take::Ended } else { Take::Nothing { down: s.down } };

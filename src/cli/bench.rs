@@ -1,0 +1,257 @@
+//! `jetlink bench mlink|dcta|links|loop`: the benchmarks, each writing JSON (and plots) under
+//! `--out-dir`.
+
+use super::*;
+
+#[derive(clap::Args)]
+pub(crate) struct BenchArgs {
+    #[arg(value_enum)]
+    pub(crate) what: BenchWhat,
+    #[arg(long, default_value = DEMO_MANIFEST)]
+    pub(crate) manifest: PathBuf,
+    #[arg(long, default_value = DEMO_BUNDLE)]
+    pub(crate) bundle: PathBuf,
+    /// Where the JSON (and image) go.
+    #[arg(long, default_value = "out/bench")]
+    pub(crate) out_dir: PathBuf,
+    /// Board for `dcta` (default: this binary's).
+    #[arg(long)]
+    pub(crate) board: Option<String>,
+    /// Ticks for `loop`.
+    #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    pub(crate) ticks: u64,
+    /// `dcta`: synthetic task costs spread over this many-fold range (a deployment of comparable
+    /// models, where the knapsack is combinatorial) instead of the manifest's.
+    #[arg(long, value_parser = finite_in(1.0, 1e6))]
+    pub(crate) spread: Option<f64>,
+    /// `dcta`: draw long-tailed drift (a few tasks drift a lot) instead of uniform.
+    #[arg(long)]
+    pub(crate) long_tail: bool,
+    /// `dcta`: load ρ, the work of all tasks over the board's adaptation capacity.
+    #[arg(long, default_value_t = 1.5, value_parser = finite_in(0.01, 1000.0))]
+    pub(crate) stress: f64,
+    /// `mlink`: at most this many models run per frame (an execution budget beside the memory one).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub(crate) max_active: Option<u64>,
+    /// `mlink`: frames per on-line adaptation period.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    pub(crate) adapt_period: u64,
+    /// `mlink`: skip the on-line adaptation variants.
+    #[arg(long)]
+    pub(crate) no_adapt: bool,
+    /// `mlink`: fine-tuning steps per target at the end of each adaptation period.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(0..=10_000))]
+    pub(crate) adapt_steps: u32,
+    /// `mlink`: fine-tuning learning rate (RMSprop).
+    #[arg(long, default_value_t = 1e-3, value_parser = finite_in_f32(0.0, 10.0))]
+    pub(crate) adapt_lr: f32,
+    /// `mlink`: labelled rows kept for fine-tuning (the most recent).
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..=4096))]
+    pub(crate) adapt_buffer: u64,
+    /// `mlink`: share of each scheduling period profiled (every model that fits runs) to refresh
+    /// the scores; adapted runs profile on their labelled frames instead.
+    #[arg(long, default_value_t = 0.01, value_parser = finite_in_f32(0.0, 1.0))]
+    pub(crate) profile_share: f32,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub(crate) enum BenchWhat {
+    Mlink,
+    Dcta,
+    Links,
+    Loop,
+}
+
+pub(crate) fn bench(a: &BenchArgs) -> Result<()> {
+    std::fs::create_dir_all(&a.out_dir).with_context(|| format!("creating {}", a.out_dir.display()))?;
+    match a.what {
+        BenchWhat::Mlink => {
+            let (manifest, stream) = load_workload(&a.manifest)?;
+            let bundle = Bundle::load_for(&a.bundle, &manifest)?;
+            let reference =
+                load_reference(&manifest)?.context("bench mlink needs the manifest's reference recording")?;
+            let mut opts = jetlink::schedule::bench::BenchOptions {
+                max_active: a.max_active.map(|k| k as usize),
+                adapt_period: a.adapt_period as usize,
+                ..Default::default()
+            };
+            if a.no_adapt {
+                opts.adapt.clear();
+            }
+            opts.profile_share = a.profile_share.clamp(0.0, 1.0);
+            for sim in &mut opts.adapt {
+                sim.steps = a.adapt_steps;
+                sim.lr = a.adapt_lr;
+                sim.buffer = a.adapt_buffer as usize;
+            }
+            let mut r = jetlink::schedule::bench::run(&bundle, &stream, &reference, &opts)?;
+            // The paper's link recipe beside the bundle's, trained here from the same reference.
+            if bundle.settings != jetlink::links::TrainOptions::paper() {
+                let train = jetlink::links::BuildOptions {
+                    train: jetlink::links::TrainOptions {
+                        seed: bundle.settings.seed,
+                        ..jetlink::links::TrainOptions::paper()
+                    },
+                    threads: 0,
+                    progress: false,
+                };
+                let paper = jetlink::links::build(&manifest, &reference, stream.train_end, &train)
+                    .context("training the paper recipe for comparison")?;
+                let budgets = r.budgets.clone();
+                r.results.extend(jetlink::schedule::bench::run_optimal(
+                    &paper,
+                    &stream,
+                    &reference,
+                    &opts,
+                    &budgets,
+                    "paper-recipe",
+                )?);
+            }
+            print!("{}", jetlink::schedule::bench::format_table(&r));
+            print!("{}", jetlink::schedule::bench::format_targets(&r));
+            println!(
+                "schedule look-up: {:.1} ns median ({} table entries)",
+                r.lookup_ns_median, r.table_entries
+            );
+            let (json, svg) = (a.out_dir.join("mlink.json"), a.out_dir.join("mlink.svg"));
+            jetlink::schedule::bench::write_outputs(&r, &json, &svg)?;
+            println!("wrote {} and {}", json.display(), svg.display());
+        }
+        BenchWhat::Dcta => {
+            let manifest = Manifest::load(&a.manifest)?;
+            let board = match &a.board {
+                Some(b) => {
+                    jetlink::board::by_name(b).with_context(|| format!("--board {b:?}: no such board"))?
+                }
+                None => jetlink::board::current(),
+            };
+            let mut args = jetlink::dcta::BenchArgs::default();
+            args.policy.cost.stress = Some(a.stress);
+            if let Some(spread) = a.spread {
+                args.workload = jetlink::dcta::Workload::Spread { seed: 7, spread };
+            }
+            if a.long_tail {
+                args.distribution = jetlink::dcta::DriftDistribution::LongTail;
+            }
+            // The contexts the loop met over the demo stream (drift levels at each period boundary).
+            args.real = demo_drift_contexts(a)?;
+            println!("{} real contexts from the control loop over the demo stream", args.real.len());
+            let r = jetlink::dcta::bench(&manifest, board, &args)?;
+            print!("{}", r.to_table());
+            let json = a.out_dir.join(format!("dcta-{}.json", board.name));
+            jetlink::atomic::write_file(&json, r.to_json().as_bytes())
+                .with_context(|| format!("writing {}", json.display()))?;
+            println!("wrote {}", json.display());
+        }
+        BenchWhat::Links => {
+            let manifest = Manifest::load(&a.manifest)?;
+            let bundle = Bundle::load_for(&a.bundle, &manifest)?;
+            let reference =
+                load_reference(&manifest)?.context("bench links needs the manifest's reference recording")?;
+            let s = jetlink::links::bench_predict(&bundle, &reference, 20_000)?;
+            println!(
+                "CPU link inference per frame (every target not run, all its links and its ensemble): mean {:.2} us, p50 {:.2} us, p99 {:.2} us, max {:.2} us over {} calls",
+                s.mean_us, s.p50_us, s.p99_us, s.max_us, s.calls
+            );
+            for (k, us) in s.mean_us_by_active.iter().enumerate() {
+                if *us > 0.0 {
+                    println!("  {k} active: {us:.2} us");
+                }
+            }
+            println!("  slowest mask {:#b}: {:.2} us", s.worst_mask, s.worst_mask_us);
+        }
+        BenchWhat::Loop => bench_loop(a)?,
+    }
+    Ok(())
+}
+
+/// The drift levels the control loop computes at each period boundary over the demo stream (replay
+/// engines), as DCTA contexts at full power.
+pub(crate) fn demo_drift_contexts(a: &BenchArgs) -> Result<Vec<(Vec<f32>, usize)>> {
+    let mut ctl = replay_loop(a, None)?;
+    let mut out = Vec::new();
+    let tpp = jetlink::board::current().ticks_per_period.max(1) as u64;
+    while ctl.tick() {
+        if ctl.stats().ticks % tpp == 1 && ctl.drift().iter().any(|&d| d > 0.0) {
+            out.push((ctl.drift().to_vec(), 0));
+        }
+    }
+    Ok(out)
+}
+
+/// The loop on this binary's board over the evaluation part of the demo (or its first `ticks`
+/// frames) with replay engines and an in-memory serial sink sized up front, so that the sink itself
+/// does not allocate.
+pub(crate) fn replay_loop(
+    a: &BenchArgs,
+    ticks: Option<usize>,
+) -> Result<control::Controller<ReplaySource, jetlink::serial::MemWriter>> {
+    let board = jetlink::board::current();
+    let (manifest, stream) = load_workload(&a.manifest)?;
+    let bundle = Bundle::load_for(&a.bundle, &manifest)?;
+    let reference =
+        Arc::new(load_reference(&manifest)?.context("the benchmark needs the reference recording")?);
+    let stream = Arc::new(stream);
+    let cursor = FrameCursor::default();
+    let from = stream.train_end;
+    let to = ticks.map_or(stream.len(), |t| from.saturating_add(t).min(stream.len()));
+    control::prepare(Parts {
+        board,
+        frame_shape: frame_shape(&stream),
+        source: ReplaySource::new(stream.clone(), from..to),
+        manifest,
+        bundle,
+        backend: Box::new(ReplayBackend { recording: reference.clone(), cursor: cursor.clone() }),
+        cursor: Some(cursor),
+        telemetry: jetlink::telemetry::open_for_board(board, Path::new("/")),
+        writer: TelemetryWriter::new(jetlink::serial::MemWriter {
+            data: Vec::with_capacity(64 * (to - from) + 4096),
+            ..Default::default()
+        }),
+        reference: Some(reference),
+        opts: LoopOptions { drift_start: stream.drift_start as u32, ..LoopOptions::default() },
+    })
+}
+
+/// Per-tick overhead of the loop outside engine inference: replay engines, a memory writer.
+pub(crate) fn bench_loop(a: &BenchArgs) -> Result<()> {
+    let n = a.ticks as usize;
+    let mut ctl = replay_loop(a, Some(n))?;
+    let mut us = Vec::with_capacity(n);
+    let mut with_engines = Vec::with_capacity(n);
+    let mut alloc_ticks: Vec<(u64, u64)> = Vec::with_capacity(64);
+    let a0 = alloc_count::loop_allocations();
+    loop {
+        let before = alloc_count::loop_allocations();
+        let t = Instant::now();
+        if !ctl.tick() {
+            break;
+        }
+        let total = t.elapsed().as_secs_f64() * 1e6;
+        us.push(total - ctl.last_engine_ns() as f64 / 1e3);
+        with_engines.push(total);
+        let d = alloc_count::loop_allocations() - before;
+        if d > 0 && alloc_ticks.len() < alloc_ticks.capacity() {
+            alloc_ticks.push((ctl.stats().ticks - 1, d));
+        }
+    }
+    let allocs = alloc_count::loop_allocations() - a0;
+    if !alloc_ticks.is_empty() {
+        println!("ticks that allocated (tick, count): {alloc_ticks:?}");
+    }
+    println!(
+        "loop overhead per tick outside engine inference (replay engines, {} ticks): median {:.2} us, p99 {:.2} us, max {:.2} us; allocations {}",
+        us.len(),
+        percentile(&us, 50.0),
+        percentile(&us, 99.0),
+        percentile(&us, 100.0),
+        allocs
+    );
+    println!(
+        "whole tick including the engines' input views and replayed inference: median {:.2} us, p99 {:.2} us; links on the {}",
+        percentile(&with_engines, 50.0),
+        percentile(&with_engines, 99.0),
+        ctl.link_backend()
+    );
+    Ok(())
+}

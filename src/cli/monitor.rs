@@ -1,0 +1,34 @@
+//! `jetlink monitor`: decode a telemetry stream from a tty or a file.
+
+use super::*;
+
+#[derive(clap::Args)]
+pub(crate) struct MonitorArgs {
+    /// A tty (e.g. /dev/ttyUSB0) or a file written by `jetlink run --serial`.
+    pub(crate) path: PathBuf,
+    #[arg(long)]
+    pub(crate) csv: Option<PathBuf>,
+    /// Keep reading a file as it grows.
+    #[arg(long)]
+    pub(crate) follow: bool,
+    /// Stop after this many seconds without a byte (0 to 1,000,000).
+    #[arg(long, value_parser = finite_in(0.0, 1e6))]
+    pub(crate) idle_exit: Option<f64>,
+    #[arg(long, default_value_t = 115_200, value_parser = clap::value_parser!(u32).range(50..=12_000_000))]
+    pub(crate) baud: u32,
+}
+
+pub(crate) fn monitor(a: &MonitorArgs) -> Result<()> {
+    let opts = jetlink::monitor::MonitorOptions {
+        csv: a.csv.as_deref(),
+        follow: a.follow,
+        idle_exit: a.idle_exit.map(std::time::Duration::from_secs_f64),
+        baud: a.baud,
+        live: true,
+    };
+    let s = jetlink::monitor::monitor(&a.path, &opts)?;
+    let mut text = String::new();
+    jetlink::monitor::render(&a.path.display().to_string(), &s, &mut text);
+    println!("{text}");
+    Ok(())
+}

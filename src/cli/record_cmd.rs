@@ -1,0 +1,37 @@
+//! `jetlink record`: every model over a range of a stream, written as a recording.
+
+use super::*;
+
+#[derive(clap::Args)]
+pub(crate) struct RecordArgs {
+    #[arg(long, default_value = DEMO_MANIFEST)]
+    pub(crate) manifest: PathBuf,
+    /// Output file (`.gz` compresses).
+    #[arg(long, short)]
+    pub(crate) out: PathBuf,
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=u32::MAX as u64))]
+    pub(crate) from: u64,
+    /// One past the last frame (default: the end of the training part).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=u32::MAX as u64))]
+    pub(crate) to: Option<u64>,
+}
+
+pub(crate) fn record_cmd(a: &RecordArgs) -> Result<()> {
+    let (manifest, stream) = load_workload(&a.manifest)?;
+    let to = a.to.map_or(stream.train_end, |t| t as usize);
+    let from = a.from as usize;
+    if from >= to || to > stream.len() {
+        bail!("--from {from} --to {to}: need from < to <= {} (frames in the stream)", stream.len());
+    }
+    let mut models = engine::prepare_all(&manifest, frame_shape(&stream), &TractBackend)?;
+    let (rec, _) = record::record(&mut models, &stream, from..to, true)?;
+    rec.save(&a.out)?;
+    println!(
+        "recorded {} frames x {} models ({} values per frame) to {}",
+        rec.len(),
+        rec.models.len(),
+        rec.stride(),
+        a.out.display()
+    );
+    Ok(())
+}

@@ -1,0 +1,568 @@
+//! `jetlink run`: the main job. Opens the workload, the bundle (trusted, not rolled back), the frame
+//! source, the telemetry and the serial line, prepares the loop and drives it: watchdog pings,
+//! signals (stop at the end of a tick, SIGHUP reload), telemetry-loss warning, then the summary.
+
+use super::*;
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub(crate) enum Engines {
+    /// The real models, run by tract-onnx.
+    Tract,
+    /// The reference outputs replayed (fast; no inference runtime).
+    Replay,
+    /// TensorRT plans built on the board (`--features tensorrt`; see docs/tensorrt.md).
+    #[cfg(feature = "tensorrt")]
+    Tensorrt,
+}
+
+#[derive(clap::Args, Clone)]
+pub(crate) struct RunArgs {
+    #[arg(long, default_value = DEMO_MANIFEST)]
+    pub(crate) manifest: PathBuf,
+    #[arg(long, default_value = DEMO_BUNDLE)]
+    pub(crate) bundle: PathBuf,
+    #[arg(long, value_enum, default_value = "tract")]
+    pub(crate) engines: Engines,
+    /// First frame (default: the end of the training part).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(0..=u32::MAX as u64))]
+    pub(crate) from: Option<u64>,
+    /// Number of frames (default: to the end of the stream).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=u32::MAX as u64))]
+    pub(crate) frames: Option<u64>,
+    /// Telemetry output: a tty or pty device, a FIFO, or `file:PATH` for a file (created, or replaced
+    /// only if it already holds jetlink telemetry). Default: the board's serial device.
+    #[arg(long)]
+    pub(crate) serial: Option<String>,
+    /// Rollback-protection state file (default: the board's `state-file`).
+    #[arg(long)]
+    pub(crate) state_file: Option<PathBuf>,
+    /// Root under which the board's sysfs paths are read (a fake tree in tests).
+    #[arg(long, default_value = "/")]
+    pub(crate) sysfs_root: PathBuf,
+    /// Do not adapt links.
+    #[arg(long)]
+    pub(crate) no_adapt: bool,
+    /// At most this many models run per tick (default: the board's `max-active-models`).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub(crate) max_active: Option<u32>,
+    /// Adaptation takes only frames on which the target is at least as uncertain as its running
+    /// mean, instead of every frame in turn.
+    #[arg(long)]
+    pub(crate) uncertainty_sampling: bool,
+    /// Label one frame for adaptation every this many ticks while targets are allocated (10 = 10%).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub(crate) label_every: u32,
+    /// Where frames come from: `stream` (the manifest's stream, the default), `images:DIR` (PNG,
+    /// JPEG, PGM in name order), `gst:PIPELINE` (a live GStreamer pipeline, e.g. a camera), or a
+    /// video file (decoded with GStreamer). Frames are numbered from `--from`.
+    #[arg(long, default_value = "stream")]
+    pub(crate) source: String,
+    /// With `--source` other than `stream`: the source's frames are the stream's frames from
+    /// `--from` on (a test, or a recording of the stream), so accuracy is scored against the
+    /// manifest's reference.
+    #[arg(long)]
+    pub(crate) reference_aligned: bool,
+    /// Audit one predicted task every N ticks to estimate accuracy on-line (0: off). Default: 25
+    /// when there is no reference to score against, else 0.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
+    pub(crate) audit_every: Option<u32>,
+    /// No progress bar.
+    #[arg(long, short)]
+    pub(crate) quiet: bool,
+}
+
+impl Default for RunArgs {
+    fn default() -> Self {
+        RunArgs {
+            manifest: DEMO_MANIFEST.into(),
+            bundle: DEMO_BUNDLE.into(),
+            engines: Engines::Tract,
+            from: None,
+            frames: None,
+            serial: None,
+            state_file: None,
+            sysfs_root: "/".into(),
+            no_adapt: false,
+            max_active: None,
+            uncertainty_sampling: false,
+            label_every: 10,
+            source: "stream".into(),
+            reference_aligned: false,
+            audit_every: None,
+            quiet: false,
+        }
+    }
+}
+
+/// Stop and reload requests from signals, set by the handlers and read once per tick (an atomic
+/// load: no allocation, no system call).
+pub(crate) struct Signals {
+    pub(crate) stop: Arc<std::sync::atomic::AtomicBool>,
+    pub(crate) reload: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Signals {
+    /// SIGTERM and SIGINT ask the loop to stop at the end of the tick; SIGHUP asks for a bundle reload.
+    fn register() -> Result<Signals> {
+        use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+        let s = Signals { stop: Arc::default(), reload: Arc::default() };
+        for sig in [SIGTERM, SIGINT] {
+            signal_hook::flag::register(sig, s.stop.clone()).context("installing the signal handlers")?;
+        }
+        signal_hook::flag::register(SIGHUP, s.reload.clone()).context("installing the signal handlers")?;
+        Ok(s)
+    }
+}
+
+/// The engines backend for `--engines`.
+pub(crate) fn make_backend(
+    a: &RunArgs,
+    reference: &Option<Arc<Recording>>,
+    #[allow(unused_variables)] board: &'static jetlink::board::Board,
+) -> Result<(Box<dyn Backend>, Option<FrameCursor>)> {
+    Ok(match a.engines {
+        Engines::Tract => (Box::new(TractBackend), None),
+        Engines::Replay => {
+            let r = reference.clone().context("--engines replay needs the manifest's reference recording")?;
+            let cursor = FrameCursor::default();
+            (Box::new(ReplayBackend { recording: r, cursor: cursor.clone() }), Some(cursor))
+        }
+        #[cfg(feature = "tensorrt")]
+        Engines::Tensorrt => (Box::new(jetlink::engine::TensorRtBackend::for_board(board)?), None),
+    })
+}
+
+pub(crate) type Loop = control::Controller<Box<dyn FrameSource>, SerialWriter>;
+
+/// The frame source for `--source`: the stream replayed over `from..to`, or a live source (with
+/// handles on its pool and failure reason).
+pub(crate) fn open_source(
+    a: &RunArgs,
+    spec: &SourceSpec,
+    stream: &Arc<Stream>,
+    from: usize,
+    to: usize,
+) -> Result<(Box<dyn FrameSource>, Option<(jetlink::source::FramePool, jetlink::source::gst::Failure)>)> {
+    if *spec == SourceSpec::Stream {
+        return Ok((Box::new(ReplaySource::new(stream.clone(), from..to)), None));
+    }
+    let s = LiveSource::open(spec, frame_shape(stream), from as u32)?;
+    let h = s.handles();
+    println!(
+        "frames from {} ({})",
+        a.source,
+        if spec.is_live() { "live: drops when late" } else { "every frame" }
+    );
+    Ok((Box::new(s), Some(h)))
+}
+
+pub(crate) fn run(a: &RunArgs) -> Result<()> {
+    let board = jetlink::board::current();
+    let (mut manifest, stream) = load_workload(&a.manifest)?;
+    // Read every ONNX file once: the bundle check hashes these bytes and the engines load them.
+    manifest.pin_onnx()?;
+    let state = rollback_state(a, board);
+    let bundle = trusted_bundle(a, &manifest, board, &state)?;
+    let spec = SourceSpec::parse(&a.source)?;
+    let live = spec != SourceSpec::Stream;
+    // A live source's frames are not the stream's, unless the caller says they are.
+    let reference =
+        if live && !a.reference_aligned { None } else { load_reference(&manifest)?.map(Arc::new) };
+    let stream = Arc::new(stream);
+    let from = a.from.map_or(stream.train_end, |f| f as usize);
+    let to = a.frames.map_or(stream.len(), |n| from.saturating_add(n as usize).min(stream.len()));
+    if from >= to {
+        bail!("--from {from}: no frames to run (the stream has {})", stream.len());
+    }
+    let (backend, cursor) = make_backend(a, &reference, board)?;
+    let serial_spec = a.serial.clone().unwrap_or_else(|| board.serial.device.to_string());
+    let serial = SerialWriter::open_spec(&serial_spec, board.serial.baud)?;
+    let signals = Signals::register()?;
+    let telemetry = jetlink::telemetry::open_for_board(board, &a.sysfs_root);
+    println!("jetlink {} on board {} ({})", env!("CARGO_PKG_VERSION"), board.name, board.description);
+    println!(
+        "workload {:?}: {} models; bundle {} (version {}, {} links); frames {from}..{to} of {} (drift from {}); engines {}; telemetry {}; serial {}",
+        manifest.name,
+        manifest.models.len(),
+        a.bundle.display(),
+        bundle.version,
+        bundle.links.dims.len(),
+        stream.len(),
+        stream.drift_start,
+        backend.name(),
+        telemetry.source_name(),
+        serial_spec
+    );
+    let t = Instant::now();
+    let (source, handles) = open_source(a, &spec, &stream, from, to)?;
+    let opts = LoopOptions {
+        drift_start: stream.drift_start as u32,
+        adapt: !a.no_adapt,
+        max_active: a.max_active.map(|k| k as usize),
+        adaptation: jetlink::control::AdaptSettings {
+            uncertainty_sampling: a.uncertainty_sampling,
+            label_every: a.label_every,
+            ..Default::default()
+        },
+        audit_every: a.audit_every.unwrap_or(if reference.is_none() { 25 } else { 0 }),
+    };
+    let ctl = control::prepare(Parts {
+        board,
+        frame_shape: frame_shape(&stream),
+        source,
+        manifest: manifest.clone(),
+        bundle,
+        backend,
+        cursor,
+        telemetry,
+        writer: TelemetryWriter::new(serial),
+        reference: reference.clone(),
+        opts: opts.clone(),
+    })?;
+    println!(
+        "prepared in {:.0} ms; links run on the {}",
+        t.elapsed().as_secs_f64() * 1e3,
+        ctl.link_backend()
+    );
+    let ctx =
+        RunCtx { a, board, manifest: &manifest, stream: &stream, reference: &reference, opts, state: &state };
+    let (ctl, d) = drive(&ctx, ctl, &signals, (to - from) as u64, live, &serial_spec)?;
+    if ctl.stats().ticks == 0 {
+        if let Some(reason) =
+            handles.as_ref().and_then(|(_, f)| f.lock().unwrap_or_else(|e| e.into_inner()).clone())
+        {
+            bail!("frame source {}: {reason}", a.source);
+        }
+    }
+    print_summary(&ctx, &ctl, &d, handles.as_ref().map(|(p, _)| p.stats()));
+    let w = ctl.writer().stats();
+    if w.dropped > 0 {
+        eprintln!(
+            "error: {} telemetry frames to {serial_spec} were lost (last error {:?}); exit status 3",
+            w.dropped, w.last_error
+        );
+        std::process::exit(EXIT_TELEMETRY_LOST);
+    }
+    if let Some(reason) = handles.and_then(|(_, f)| f.lock().unwrap_or_else(|e| e.into_inner()).clone()) {
+        bail!("frame source {}: {reason}", a.source);
+    }
+    Ok(())
+}
+
+/// What the driver and the summary share.
+pub(crate) struct RunCtx<'a> {
+    pub(crate) a: &'a RunArgs,
+    pub(crate) board: &'static jetlink::board::Board,
+    pub(crate) manifest: &'a Manifest,
+    pub(crate) stream: &'a Arc<Stream>,
+    pub(crate) reference: &'a Option<Arc<Recording>>,
+    pub(crate) opts: LoopOptions,
+    pub(crate) state: &'a jetlink::signing::RollbackState,
+}
+
+/// What the driver counted around the ticks.
+#[derive(Default)]
+pub(crate) struct DriveStats {
+    pub(crate) loop_allocs: u64,
+    pub(crate) runtime_allocs: u64,
+    pub(crate) reloads_accepted: u64,
+    pub(crate) reloads_refused: u64,
+    pub(crate) ticks_before: u64,
+    pub(crate) stopped_by_signal: bool,
+    pub(crate) wall_s: f64,
+}
+
+/// Tick until the source ends, `--frames` ticks of a live source, or a stop signal; watchdog
+/// pings, telemetry-loss warning, SIGHUP reloads and the progress bar around the ticks.
+pub(crate) fn drive(
+    ctx: &RunCtx,
+    mut ctl: Loop,
+    signals: &Signals,
+    planned: u64,
+    live: bool,
+    serial_spec: &str,
+) -> Result<(Loop, DriveStats)> {
+    let a = ctx.a;
+    let mut notify = jetlink::sd_notify::Notifier::from_env();
+    if let Some(n) = notify.as_mut() {
+        n.ready();
+    }
+    let mut d = DriveStats::default();
+    let mut warned_loss = false;
+    let names: Vec<String> = ctl.model_names().map(str::to_string).collect();
+    let bar = if a.quiet { indicatif::ProgressBar::hidden() } else { indicatif::ProgressBar::new(planned) };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {elapsed}<{eta} {msg}")
+            .unwrap()
+            .progress_chars("=> "),
+    );
+    let start = Instant::now();
+    loop {
+        let (l0, r0) = (alloc_count::loop_allocations(), alloc_count::runtime_allocations());
+        let more = ctl.tick();
+        let (l1, r1) = (alloc_count::loop_allocations(), alloc_count::runtime_allocations());
+        d.loop_allocs += l1 - l0;
+        d.runtime_allocs += r1 - r0;
+        if let Some(n) = notify.as_mut() {
+            n.tick();
+        }
+        if !warned_loss && ctl.writer().stats().dropped > 0 {
+            warned_loss = true;
+            let e = ctl.writer().stats().last_error;
+            bar.suspend(|| {
+                eprintln!(
+                    "warning: telemetry to {serial_spec} is being lost ({e:?}); the drops are counted in the summary and the exit status will be 3"
+                )
+            });
+        }
+        if signals.stop.load(std::sync::atomic::Ordering::Relaxed) {
+            d.stopped_by_signal = true;
+            break;
+        }
+        // A live source runs until it ends, or for --frames ticks.
+        if !more || (live && a.frames.is_some_and(|f| ctl.stats().ticks >= f)) {
+            break;
+        }
+        if signals.reload.swap(false, std::sync::atomic::Ordering::Relaxed) {
+            ctl = reload(ctx, ctl, &mut d, &bar)?;
+        }
+        if ctl.stats().ticks % 50 == 0 {
+            bar.set_position(ctl.stats().ticks);
+            bar.set_message(progress_line(&ctl, &names));
+        }
+    }
+    bar.finish_and_clear();
+    ctl.finish();
+    if let Some(n) = notify.as_ref() {
+        n.stopping();
+    }
+    d.wall_s = start.elapsed().as_secs_f64();
+    Ok((ctl, d))
+}
+
+/// SIGHUP: the existing reload path. Refused: the loop keeps its bundle and the refusal goes out as
+/// `BundleRejected`. Accepted: a new loop over the same source and serial line replaces this one
+/// between two ticks.
+pub(crate) fn reload(
+    ctx: &RunCtx,
+    mut ctl: Loop,
+    d: &mut DriveStats,
+    bar: &indicatif::ProgressBar,
+) -> Result<Loop> {
+    let a = ctx.a;
+    match jetlink::signing::reload_versioned(&mut ctl, &a.bundle, ctx.manifest, ctx.board, ctx.state) {
+        Err(e) => {
+            d.reloads_refused += 1;
+            bar.suspend(|| {
+                eprintln!("SIGHUP: bundle {} refused, keeping the running one: {e}", a.bundle.display())
+            });
+            Ok(ctl)
+        }
+        Ok(new) => {
+            d.reloads_accepted += 1;
+            d.ticks_before += ctl.stats().ticks;
+            ctl.finish();
+            let (source, writer) = ctl.into_source_and_writer();
+            let (backend, cursor) = make_backend(a, ctx.reference, ctx.board)?;
+            let version = new.version;
+            let ctl = control::prepare(Parts {
+                board: ctx.board,
+                frame_shape: frame_shape(ctx.stream),
+                source,
+                manifest: ctx.manifest.clone(),
+                bundle: new,
+                backend,
+                cursor,
+                telemetry: jetlink::telemetry::open_for_board(ctx.board, &a.sysfs_root),
+                writer,
+                reference: ctx.reference.clone(),
+                opts: ctx.opts.clone(),
+            })
+            .context("SIGHUP: preparing the loop for the reloaded bundle")?;
+            let after = d.ticks_before;
+            bar.suspend(|| {
+                eprintln!(
+                    "SIGHUP: bundle {} version {version} loaded after {after} ticks",
+                    a.bundle.display()
+                )
+            });
+            Ok(ctl)
+        }
+    }
+}
+
+pub(crate) fn progress_line(ctl: &Loop, names: &[String]) -> String {
+    let (s, t) = (ctl.stats(), ctl.last().tick);
+    format!(
+        "acc {} | saved {} | mem {:.1}/{:.1} MB | {:.1} W | active {}",
+        s.accuracy_all().map_or("-".into(), pct),
+        pct(s.executions_saved(names.len())),
+        ctl.active_memory() as f64 / 1e6,
+        ctl.budget() as f64 / 1e6,
+        t.power_mw as f64 / 1e3,
+        (0..names.len())
+            .filter(|&i| t.active >> i & 1 == 1)
+            .map(|i| names[i].as_str())
+            .collect::<Vec<_>>()
+            .join("+"),
+    )
+}
+
+/// The run's summary on stdout.
+pub(crate) fn print_summary(
+    ctx: &RunCtx,
+    ctl: &Loop,
+    d: &DriveStats,
+    source: Option<jetlink::source::PoolStats>,
+) {
+    let (a, board, s) = (ctx.a, ctx.board, ctl.stats());
+    let names: Vec<&str> = ctl.model_names().collect();
+    let n = names.len();
+    if d.stopped_by_signal {
+        println!("\nstopped by a signal at the end of tick {} (SIGTERM, SIGINT)", d.ticks_before + s.ticks);
+    }
+    if d.reloads_accepted + d.reloads_refused > 0 {
+        println!(
+            "bundle reloads (SIGHUP): {} accepted, {} refused; the figures below cover the {} ticks since the last accepted one",
+            d.reloads_accepted, d.reloads_refused, s.ticks
+        );
+    }
+    println!(
+        "\nsummary over {} ticks ({:.1} s, {:.2} ms per tick on average)",
+        s.ticks,
+        d.wall_s,
+        1e3 * d.wall_s / s.ticks.max(1) as f64
+    );
+    print_accuracy(ctl, &names);
+    if let Some(ps) = source {
+        println!(
+            "  frame source           {} frames dropped (late ticks), {} restarts",
+            ps.dropped, ps.restarts
+        );
+    }
+    println!(
+        "  executions saved       {} ({} inference and {} adaptation and audit runs counted; at most {} models run per tick)",
+        pct(s.executions_saved(n)),
+        s.executions,
+        s.adapt_executions,
+        ctl.max_active()
+    );
+    println!("  FLOPs saved            {}", pct(s.flops_saved()));
+    println!(
+        "  peak model memory      {:.2} MB against a budget of {:.2} MB (lowest budget seen {:.2} MB; over budget on {} ticks)",
+        s.peak_mem as f64 / 1e6,
+        board.model_budget_bytes as f64 / 1e6,
+        s.min_budget as f64 / 1e6,
+        s.budget_violations
+    );
+    println!(
+        "  deadline misses        {} of {} ticks at {} ms (max tick {:.1} ms)",
+        s.deadline_misses,
+        s.ticks,
+        board.period_ms,
+        s.max_tick_us as f64 / 1e3
+    );
+    println!(
+        "  schedule changes       {} ({} memory sheds, {} power throttles)",
+        s.schedule_changes, s.sheds, s.throttles
+    );
+    println!(
+        "  adaptation tasks run   {} ({} abandoned; room made on {} ticks; DCTA {}: {} decisions, {} greedy fallbacks)",
+        s.adapt_tasks,
+        s.adapt_abandoned,
+        s.adapt_room_ticks,
+        if ctl.dcta().is_some() { "table" } else { "absent" },
+        ctl.dcta().map_or(0, |d| d.decisions()),
+        ctl.dcta().map_or(0, |d| d.fallbacks())
+    );
+    println!(
+        "  faults                 {} engine, {} frame, {} telemetry; {} outputs delivered degraded",
+        s.engine_faults, s.frame_faults, s.telemetry_faults, s.degraded_outputs
+    );
+    let w = ctl.writer().stats();
+    println!(
+        "  serial telemetry       {} frames, {} bytes ({:.1} bytes per tick), {} dropped, one Tick every {} ticks",
+        w.frames,
+        w.bytes,
+        w.bytes as f64 / s.ticks.max(1) as f64,
+        w.dropped,
+        ctl.writer().decimation()
+    );
+    println!(
+        "  allocations in loop    {} (our code); {} inside the inference runtime ({})",
+        d.loop_allocs,
+        d.runtime_allocs,
+        if a.engines == Engines::Tract { "tract allocates its tensors" } else { "replay" }
+    );
+}
+
+/// Accuracy kept against the reference (or that there is none), and the on-line estimate from
+/// audits when audits ran.
+pub(crate) fn print_accuracy(ctl: &Loop, names: &[&str]) {
+    let s = ctl.stats();
+    if s.accuracy_all().is_some() {
+        println!(
+            "  accuracy kept          {} overall, {} clean, {} drift (agreement with every model's own output)",
+            s.accuracy_all().map_or("-".into(), pct),
+            s.accuracy(0).map_or("-".into(), pct),
+            s.accuracy(1).map_or("-".into(), pct)
+        );
+        let f = (s.ref_frames[0] + s.ref_frames[1]).max(1) as f64;
+        let per_task: Vec<String> = names
+            .iter()
+            .enumerate()
+            .map(|(j, m)| format!("{m} {}", pct((s.agree[0][j] + s.agree[1][j]) / f)))
+            .collect();
+        println!("  per task               {}", per_task.join(", "));
+    } else {
+        println!("  accuracy kept          not measured (no reference recording)");
+    }
+    if let Some(e) = ctl.accuracy_estimate() {
+        println!(
+            "  accuracy estimated     {} ± {} (95% interval, from {} audits of predicted tasks)",
+            pct(e.accuracy),
+            pct(e.half_width),
+            e.audits
+        );
+        let per_task: Vec<String> = names
+            .iter()
+            .enumerate()
+            .filter_map(|(j, m)| {
+                let (k, p) = ctl.audits().task(j);
+                (k > 0).then(|| format!("{m} {} ({k})", pct(p)))
+            })
+            .collect();
+        println!("  audited when predicted {}", per_task.join(", "));
+    }
+}
+
+/// Exit status of a run that completed but lost telemetry frames.
+pub(crate) const EXIT_TELEMETRY_LOST: i32 = 3;
+
+pub(crate) fn rollback_state(a: &RunArgs, board: &jetlink::board::Board) -> jetlink::signing::RollbackState {
+    match &a.state_file {
+        Some(p) => jetlink::signing::RollbackState::new(p.clone()),
+        None => jetlink::signing::RollbackState::for_board(board),
+    }
+}
+
+/// The firmware's bundle load: signed by the board's `bundle-key`, built for the manifest and not
+/// older than the highest version accepted (rollback protection), or refused before anything in it
+/// is decoded, with a `BundleRejected` event on the serial line.
+pub(crate) fn trusted_bundle(
+    a: &RunArgs,
+    manifest: &Manifest,
+    board: &'static jetlink::board::Board,
+    state: &jetlink::signing::RollbackState,
+) -> Result<Bundle> {
+    jetlink::signing::load_trusted_versioned(&a.bundle, manifest, board, state).or_else(|e| {
+        let spec = a.serial.clone().unwrap_or_else(|| board.serial.device.to_string());
+        if let Ok(serial) = SerialWriter::open_spec(&spec, board.serial.baud) {
+            let mut w = TelemetryWriter::new(serial);
+            jetlink::signing::report_rejection(&mut w, 0, &e);
+            let _ = w.flush();
+        }
+        let code = e.reason_code();
+        Err(e).with_context(|| format!("bundle {} refused (reason code {code})", a.bundle.display()))
+    })
+}
