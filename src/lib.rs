@@ -3,6 +3,7 @@
 
 pub mod alloc_count;
 pub mod atomic;
+pub mod binfile;
 pub mod board;
 pub mod bundle;
 pub mod control;

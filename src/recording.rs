@@ -14,6 +14,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result, bail, ensure};
 
+use crate::binfile::Cursor;
 use crate::manifest::OutputKind;
 use crate::row::RowLayout;
 
@@ -133,7 +134,7 @@ impl Recording {
     }
 
     pub fn load(path: &Path) -> Result<Recording> {
-        let bytes = crate::stream::read_maybe_gz(path)?;
+        let bytes = crate::binfile::read_maybe_gz(path)?;
         Recording::parse(&bytes).with_context(|| format!("reading recording {}", path.display()))
     }
 
@@ -187,34 +188,6 @@ impl Recording {
         let mut b = Vec::new();
         r.read_to_end(&mut b)?;
         Recording::parse(&b)
-    }
-}
-
-/// A bounds-checked little-endian reader that names the field it failed on.
-pub(crate) struct Cursor<'a> {
-    pub b: &'a [u8],
-    pub at: usize,
-}
-
-impl<'a> Cursor<'a> {
-    pub fn take(&mut self, n: usize, field: &str) -> Result<&'a [u8]> {
-        ensure!(
-            self.b.len() - self.at >= n,
-            "truncated at byte {} reading {field} ({n} bytes, {} left)",
-            self.at,
-            self.b.len() - self.at
-        );
-        let s = &self.b[self.at..self.at + n];
-        self.at += n;
-        Ok(s)
-    }
-    pub fn u16(&mut self, field: &str) -> Result<u16> {
-        let s = self.take(2, field)?;
-        Ok(u16::from_le_bytes([s[0], s[1]]))
-    }
-    pub fn u32(&mut self, field: &str) -> Result<u32> {
-        let s = self.take(4, field)?;
-        Ok(u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
     }
 }
 

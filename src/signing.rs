@@ -20,9 +20,7 @@ use crate::board::Board;
 use crate::bundle::{
     Bundle, BundleError, Envelope, KEY_ID_LEN, SIG_MAGIC, SIGNATURE_LEN, TRAILER_LEN, hex, sha256,
 };
-use crate::control::Controller;
 use crate::manifest::Manifest;
-use crate::source::FrameSource;
 use crate::wire::{Event, EventCode, Message, TelemetryWriter};
 
 /// The demo key pair's public half (`demo/keys/`; its private half is committed, so it protects
@@ -150,22 +148,6 @@ pub fn report_rejection<W: embedded_io::Write>(
     }));
 }
 
-/// Offer a running loop a new bundle. Refused: the loop keeps the bundle it runs (nothing of the new
-/// one was loaded), the `BundleRejected` event goes out on its serial line, and the error is
-/// returned. Accepted: the checked bundle is returned, for the driver to prepare a new loop from
-/// (`control::prepare`) and switch to it between ticks.
-pub fn reload<S: FrameSource, W: embedded_io::Write>(
-    ctl: &mut Controller<S, W>,
-    path: &Path,
-    manifest: &Manifest,
-    board: &Board,
-) -> Result<Bundle, BundleError> {
-    load_trusted(path, manifest, board).inspect_err(|e| {
-        log::warn!("bundle {} refused, keeping the running bundle: {e}", path.display());
-        ctl.bundle_rejected(e.reason_code());
-    })
-}
-
 /// Rollback protection: the file (the board's `state-file`) that holds the highest bundle version
 /// this board has accepted. A bundle older than that is refused ([`BundleError::Rollback`], reason
 /// code 14); a newer one raises it. The file is written atomically (temporary file, fsync, rename).
@@ -248,17 +230,3 @@ pub fn load_trusted_versioned(
     Ok(bundle)
 }
 
-/// [`reload`] with rollback protection: a refused bundle (rollback included) keeps the running one
-/// and sends `BundleRejected` with its reason code.
-pub fn reload_versioned<S: FrameSource, W: embedded_io::Write>(
-    ctl: &mut Controller<S, W>,
-    path: &Path,
-    manifest: &Manifest,
-    board: &Board,
-    state: &RollbackState,
-) -> Result<Bundle, BundleError> {
-    load_trusted_versioned(path, manifest, board, state).inspect_err(|e| {
-        log::warn!("bundle {} refused, keeping the running bundle: {e}", path.display());
-        ctl.bundle_rejected(e.reason_code());
-    })
-}

@@ -10,30 +10,17 @@
 //!            severity u8 (0 = clean … 255 = most degraded), then height·width·channels u8 pixels
 //! ```
 
-use std::io::Read;
 use std::path::Path;
 
 use anyhow::{Context, Result, bail, ensure};
 
-use crate::recording::Cursor;
+use crate::binfile::Cursor;
+pub use crate::binfile::read_maybe_gz;
 
 pub const MAGIC: &[u8; 8] = b"JLSTRM01";
 const HEADER: usize = 8 + 4 + 2 + 2 + 1 + 3 + 4 + 4;
 const FRAME_META: usize = 4 + 1 + 1;
 
-/// Read a file, inflating it if it is gzip-compressed.
-pub fn read_maybe_gz(path: &Path) -> Result<Vec<u8>> {
-    let raw = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    if raw.starts_with(&[0x1f, 0x8b]) {
-        let mut out = Vec::new();
-        flate2::read::GzDecoder::new(&raw[..])
-            .read_to_end(&mut out)
-            .with_context(|| format!("inflating {}", path.display()))?;
-        Ok(out)
-    } else {
-        Ok(raw)
-    }
-}
 
 /// Per-frame metadata.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

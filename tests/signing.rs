@@ -280,9 +280,9 @@ fn a_running_loop_keeps_its_bundle_when_a_new_one_is_refused() {
     bytes[HEADER_LEN + 100] ^= 0x20;
     let bad = dir.join("tampered.bundle");
     std::fs::write(&bad, &bytes).unwrap();
-    let e = signing::reload(&mut ctl, &bad, &manifest, b).unwrap_err();
+    let e = ctl.offer_bundle(&bad, &manifest, b, None).unwrap_err();
     assert_eq!(e.reason_code(), 11, "{e}");
-    let e = signing::reload(&mut ctl, &dir.join("nonexistent.bundle"), &manifest, b).unwrap_err();
+    let e = ctl.offer_bundle(&dir.join("nonexistent.bundle"), &manifest, b, None).unwrap_err();
     assert_eq!(e.reason_code(), 13, "{e}");
     assert!(e.to_string().contains("nonexistent.bundle"), "{e}");
 
@@ -302,6 +302,6 @@ fn a_running_loop_keeps_its_bundle_when_a_new_one_is_refused() {
     assert_eq!(hellos, 1, "no new bundle was started");
 
     // A good bundle is accepted (for the driver to prepare a loop from).
-    let good = signing::reload(&mut ctl, &demo_path, &manifest, b).unwrap();
+    let good = ctl.offer_bundle(&demo_path, &manifest, b, None).unwrap();
     assert_eq!(good, bundle);
 }

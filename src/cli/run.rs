@@ -350,7 +350,7 @@ pub(crate) fn reload(
     bar: &indicatif::ProgressBar,
 ) -> Result<Loop> {
     let a = ctx.a;
-    match jetlink::signing::reload_versioned(&mut ctl, &a.bundle, ctx.manifest, ctx.board, ctx.state) {
+    match ctl.offer_bundle(&a.bundle, ctx.manifest, ctx.board, Some(ctx.state)) {
         Err(e) => {
             d.reloads_refused += 1;
             bar.suspend(|| {

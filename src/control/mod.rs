@@ -480,10 +480,32 @@ impl<S: FrameSource, W: embedded_io::Write> Controller<S, W> {
         self.st.budget
     }
 
-    /// A new bundle was refused (`crate::signing::reload`): send `BundleRejected` (a = the reason
-    /// code); the loop goes on with the bundle it has.
+    /// A new bundle was refused: send `BundleRejected` (a = the reason code); the loop goes on with
+    /// the bundle it has.
     pub fn bundle_rejected(&mut self, reason: u32) {
         self.event(EventCode::BundleRejected, reason, 0);
+    }
+
+    /// Offer the running loop a new bundle (a SIGHUP reload): signed by the board's key, built for
+    /// `manifest` and, with `state`, not older than the highest version accepted. Refused: the loop
+    /// keeps the bundle it runs (nothing of the new one was loaded), `BundleRejected` goes out on its
+    /// serial line, and the error is returned. Accepted: the checked bundle is returned, for the
+    /// driver to prepare a new loop from and switch to between ticks.
+    pub fn offer_bundle(
+        &mut self,
+        path: &std::path::Path,
+        manifest: &Manifest,
+        board: &Board,
+        state: Option<&crate::signing::RollbackState>,
+    ) -> Result<Bundle, crate::bundle::BundleError> {
+        let loaded = match state {
+            Some(st) => crate::signing::load_trusted_versioned(path, manifest, board, st),
+            None => crate::signing::load_trusted(path, manifest, board),
+        };
+        loaded.inspect_err(|e| {
+            log::warn!("bundle {} refused, keeping the running bundle: {e}", path.display());
+            self.bundle_rejected(e.reason_code());
+        })
     }
 
     fn event(&mut self, code: EventCode, a: u32, b: u32) {

@@ -13,7 +13,8 @@ pub struct TractBackend;
 struct TractEngine {
     info: EngineInfo,
     memory: u64,
-    plan: std::sync::Arc<tract_onnx::prelude::TypedRunnableModel>,
+    /// One run state per engine, made once: `plan.run` would build a fresh state on every call.
+    state: tract_onnx::prelude::TypedSimpleState,
     input_shape: Vec<usize>,
 }
 
@@ -93,6 +94,7 @@ impl Backend for TractBackend {
             );
         }
         let plan = model.into_runnable()?;
+        let state = plan.spawn().with_context(|| format!("{}: tract cannot make a run state", path.display()))?;
         Ok(Box::new(TractEngine {
             info: EngineInfo {
                 backend: "tract-onnx",
@@ -100,7 +102,7 @@ impl Backend for TractBackend {
                 output: TensorInfo { name: output_name, shape: out_shape },
             },
             memory: weights + spec.cost.activation_bytes,
-            plan,
+            state,
             input_shape,
         }))
     }
@@ -120,7 +122,7 @@ impl Engine for TractEngine {
         self.info.check_buffers(input, output)?;
         // tract takes its input by value: this allocation is inside the runtime's contract.
         let t = Tensor::from_shape(&self.input_shape, input).map_err(|_| EngineError::Runtime)?;
-        let out = self.plan.run(tvec!(t.into())).map_err(|e| {
+        let out = self.state.run(tvec!(t.into())).map_err(|e| {
             log::warn!("tract run failed: {e:#}");
             EngineError::Runtime
         })?;
