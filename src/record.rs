@@ -114,7 +114,7 @@ pub fn record(
             let n = m.spec.size as usize;
             let out = &mut row[at..at + n];
             let t = Instant::now();
-            match m.run(frame, out) {
+            match m.run(f as u32, frame, out) {
                 Ok(()) => {
                     st.latencies_us.push(t.elapsed().as_secs_f64() * 1e6);
                     st.add(out);

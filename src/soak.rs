@@ -26,7 +26,7 @@ use crate::alloc_count;
 use crate::board::Board;
 use crate::bundle::Bundle;
 use crate::control::{self, LoopOptions, LoopStats, Parts};
-use crate::engine::{Backend, Engine, EngineError, EngineInfo, FrameCursor, ReplayBackend};
+use crate::engine::{Backend, Engine, EngineError, EngineInfo, ReplayBackend};
 use crate::manifest::{Manifest, ModelSpec};
 use crate::recording::Recording;
 use crate::source::{FrameError, FrameInfo, FrameSource, ReplaySource};
@@ -350,6 +350,9 @@ impl Engine for ChaosEngine {
     }
     fn memory_bytes(&self) -> u64 {
         self.inner.memory_bytes()
+    }
+    fn set_frame(&mut self, index: u32) {
+        self.inner.set_frame(index);
     }
     fn run(&mut self, input: &[f32], output: &mut [f32]) -> Result<(), EngineError> {
         let fail = |c: &Counters, m: u32| c.failed_mask.fetch_or(1 << m, Relaxed);
@@ -689,9 +692,8 @@ pub fn run(inputs: &SoakInputs, board: &'static Board, opts: &SoakOptions) -> Re
         })
     });
     let tel = telemetry::Telemetry::new(Box::new(faulty), Sample::fallback(board));
-    let cursor = FrameCursor::default();
     let backend = ChaosBackend {
-        inner: ReplayBackend { recording: d.reference.clone(), cursor: cursor.clone() },
+        inner: ReplayBackend { recording: d.reference.clone() },
         seed: opts.seed,
         rates: opts.rates,
         stall: stall_for(board.period_ms),
@@ -711,7 +713,6 @@ pub fn run(inputs: &SoakInputs, board: &'static Board, opts: &SoakOptions) -> Re
         bundle: d.bundle.clone(),
         frame_shape: Shape { h: d.stream.height, w: d.stream.width, c: d.stream.channels },
         backend: Box::new(backend),
-        cursor: Some(cursor),
         source: frames,
         telemetry: tel,
         writer: TelemetryWriter::new(writer),

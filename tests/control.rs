@@ -8,15 +8,14 @@ use std::sync::Arc;
 use jetlink::alloc_count::{self, CountingAllocator};
 use jetlink::board;
 use jetlink::bundle::Bundle;
-use jetlink::control::{self, Controller, LoopOptions, Parts};
-use jetlink::engine::{Backend, Engine, EngineError, EngineInfo, FrameCursor, ReplayBackend, TractBackend};
+use jetlink::control::{Controller, LoopBuilder, LoopOptions};
+use jetlink::engine::{Backend, Engine, EngineError, EngineInfo, ReplayBackend, TractBackend};
 use jetlink::manifest::{Manifest, ModelSpec};
 use jetlink::recording::Recording;
 use jetlink::serial::MemWriter;
 use jetlink::source::{FrameError, FrameInfo, FrameSource, ReplaySource};
 use jetlink::stream::Stream;
 use jetlink::telemetry::{self, Fault, Faulty, TelemetryError};
-use jetlink::view::Shape;
 use jetlink::wire::{Decoder, Message, TelemetryWriter};
 
 #[global_allocator]
@@ -41,13 +40,15 @@ fn demo() -> Demo {
     Demo { manifest, bundle, stream, reference }
 }
 
+/// The demo loop's builder: the simulated board, the demo workload, scored against the reference.
+fn builder(d: &Demo) -> LoopBuilder {
+    LoopBuilder::new(board::current(), d.manifest.clone(), d.bundle.clone(), d.stream.clone())
+        .reference(Some(d.reference.clone()))
+}
+
 fn writer() -> TelemetryWriter<MemWriter> {
     // Room for every frame up front, so that writing telemetry does not grow a vector.
     TelemetryWriter::new(MemWriter { data: Vec::with_capacity(16 << 20), ..MemWriter::default() })
-}
-
-fn shape(s: &Stream) -> Shape {
-    Shape { h: s.height, w: s.width, c: s.channels }
 }
 
 fn replay_loop<S: FrameSource>(
@@ -56,24 +57,12 @@ fn replay_loop<S: FrameSource>(
     backend: Option<Box<dyn Backend>>,
     telemetry: telemetry::Telemetry,
 ) -> Controller<S, MemWriter> {
-    let cursor = FrameCursor::default();
-    let backend = backend.unwrap_or_else(|| {
-        Box::new(ReplayBackend { recording: d.reference.clone(), cursor: cursor.clone() }) as Box<dyn Backend>
-    });
-    control::prepare(Parts {
-        board: board::current(),
-        manifest: d.manifest.clone(),
-        bundle: d.bundle.clone(),
-        frame_shape: shape(&d.stream),
-        backend,
-        cursor: Some(cursor),
-        source,
-        telemetry,
-        writer: writer(),
-        reference: Some(d.reference.clone()),
-        opts: LoopOptions { drift_start: d.stream.drift_start as u32, ..LoopOptions::default() },
-    })
-    .unwrap()
+    let b = builder(d).telemetry(telemetry);
+    let b = match backend {
+        Some(e) => b.engines(e),
+        None => b.replay_engines(),
+    };
+    b.build(source, writer()).unwrap()
 }
 
 fn decode(ctl: &Controller<impl FrameSource, MemWriter>) -> (u64, u64, u64, u64) {
@@ -167,6 +156,9 @@ impl Engine for FlakyEngine {
     fn memory_bytes(&self) -> u64 {
         self.0.memory_bytes()
     }
+    fn set_frame(&mut self, index: u32) {
+        self.0.set_frame(index);
+    }
     fn run(&mut self, input: &[f32], output: &mut [f32]) -> Result<(), EngineError> {
         self.1 += 1;
         if self.1 % 7 == 0 {
@@ -182,8 +174,7 @@ fn survives_frame_engine_and_telemetry_faults_and_keeps_delivering() {
     let d = demo();
     let from = d.stream.train_end;
     let source = FlakySource { inner: ReplaySource::new(d.stream.clone(), from..from + 3000), n: 0 };
-    let cursor = FrameCursor::default();
-    let inner = Box::new(ReplayBackend { recording: d.reference.clone(), cursor: cursor.clone() });
+    let inner = Box::new(ReplayBackend { recording: d.reference.clone() });
     let sim = telemetry::sim::Simulated::open_for_board(board::current()).unwrap();
     let faulty = Faulty::new(sim, |n| match n % 11 {
         3 => Some(Fault::Fail(TelemetryError::Unreadable)),
@@ -191,20 +182,8 @@ fn survives_frame_engine_and_telemetry_faults_and_keeps_delivering() {
         _ => None,
     });
     let tel = telemetry::Telemetry::new(Box::new(faulty), telemetry::Sample::fallback(board::current()));
-    let mut ctl = control::prepare(Parts {
-        board: board::current(),
-        manifest: d.manifest.clone(),
-        bundle: d.bundle.clone(),
-        frame_shape: shape(&d.stream),
-        backend: Box::new(FlakyBackend(inner)),
-        cursor: Some(cursor),
-        source,
-        telemetry: tel,
-        writer: writer(),
-        reference: Some(d.reference.clone()),
-        opts: LoopOptions { drift_start: d.stream.drift_start as u32, ..LoopOptions::default() },
-    })
-    .unwrap();
+    let mut ctl =
+        builder(&d).engines(Box::new(FlakyBackend(inner))).telemetry(tel).build(source, writer()).unwrap();
     let n = ctl.n_models();
     let before = alloc_count::loop_allocations();
     let mut ticks = 0;
@@ -255,22 +234,11 @@ fn a_bundle_for_other_models_is_refused() {
     let d = demo();
     let mut m = d.manifest.clone();
     m.models.swap(0, 1);
-    let cursor = FrameCursor::default();
-    let err = control::prepare(Parts {
-        board: board::current(),
-        manifest: m,
-        bundle: d.bundle.clone(),
-        frame_shape: shape(&d.stream),
-        backend: Box::new(ReplayBackend { recording: d.reference.clone(), cursor: cursor.clone() }),
-        cursor: Some(cursor),
-        source: ReplaySource::new(d.stream.clone(), 0..10),
-        telemetry: telemetry::open_for_board(board::current(), Path::new("/")),
-        writer: writer(),
-        reference: None,
-        opts: LoopOptions::default(),
-    })
-    .err()
-    .unwrap();
+    let err = LoopBuilder::new(board::current(), m, d.bundle.clone(), d.stream.clone())
+        .engines(Box::new(ReplayBackend { recording: d.reference.clone() }))
+        .build_replay(0..10, writer())
+        .err()
+        .unwrap();
     assert!(format!("{err:#}").contains("does not match the manifest"), "{err:#}");
 }
 
@@ -282,29 +250,10 @@ fn adaptation_makes_room_and_wins_back_drift() {
     let d = demo();
     let run = |adapt: bool| {
         let (from, to) = (d.stream.drift_start, d.stream.len());
-        let cursor = FrameCursor::default();
-        let backend = Box::new(ReplayBackend { recording: d.reference.clone(), cursor: cursor.clone() });
-        // The board's simulated telemetry trace, as in the main job.
-        let telemetry = telemetry::open_for_board(board::current(), Path::new("/"));
-        let mut ctl = control::prepare(Parts {
-            board: board::current(),
-            manifest: d.manifest.clone(),
-            bundle: d.bundle.clone(),
-            frame_shape: shape(&d.stream),
-            backend,
-            cursor: Some(cursor),
-            source: ReplaySource::new(d.stream.clone(), from..to),
-            telemetry,
-            writer: writer(),
-            reference: Some(d.reference.clone()),
-            opts: LoopOptions {
-                drift_start: d.stream.drift_start as u32,
-                adapt,
-                max_active: Some(2),
-                ..LoopOptions::default()
-            },
-        })
-        .unwrap();
+        // The board's simulated telemetry trace (the builder's default), as in the main job.
+        let mut b = builder(&d).replay_engines();
+        *b.options_mut() = LoopOptions { adapt, max_active: Some(2), ..b.options_mut().clone() };
+        let mut ctl = b.build_replay(from..to, writer()).unwrap();
         while ctl.tick() {}
         ctl.finish();
         *ctl.stats()

@@ -65,7 +65,7 @@ fn engines_describe_themselves_and_check_buffers() {
         );
         let mut short = vec![0.0; spec.size as usize + 3];
         assert!(matches!(p.engine.run(&vec![0.0; need], &mut short), Err(EngineError::OutputSize { .. })));
-        assert!(p.run(s.frame(0), &mut out).is_ok());
+        assert!(p.run(0, s.frame(0), &mut out).is_ok());
     }
 }
 

@@ -8,8 +8,7 @@ use std::sync::Arc;
 
 use jetlink::board;
 use jetlink::bundle::{Bundle, BundleError, FORMAT_VERSION, HEADER_LEN, TRAILER_LEN};
-use jetlink::control::{self, LoopOptions, Parts};
-use jetlink::engine::{FrameCursor, ReplayBackend};
+use jetlink::control::LoopBuilder;
 use jetlink::links::{
     self, BuildOptions, EnsembleFit, TrainOptions, synthetic_manifest, synthetic_recording,
 };
@@ -17,9 +16,7 @@ use jetlink::manifest::Manifest;
 use jetlink::recording::Recording;
 use jetlink::serial::MemWriter;
 use jetlink::signing::{self, DEMO_PUBLIC_KEY};
-use jetlink::source::ReplaySource;
 use jetlink::stream::Stream;
-use jetlink::view::Shape;
 use jetlink::wire::{Decoder, EventCode, Message, TelemetryWriter};
 
 fn root() -> &'static Path {
@@ -253,22 +250,12 @@ fn a_running_loop_keeps_its_bundle_when_a_new_one_is_refused() {
     let stream = Arc::new(Stream::load(&manifest.path_of(&manifest.stream)).unwrap());
     let reference =
         Arc::new(Recording::load(&manifest.path_of(manifest.reference.as_ref().unwrap())).unwrap());
-    let cursor = FrameCursor::default();
     let from = stream.train_end;
-    let mut ctl = control::prepare(Parts {
-        board: b,
-        manifest: manifest.clone(),
-        bundle: bundle.clone(),
-        frame_shape: Shape { h: stream.height, w: stream.width, c: stream.channels },
-        backend: Box::new(ReplayBackend { recording: reference.clone(), cursor: cursor.clone() }),
-        cursor: Some(cursor),
-        source: ReplaySource::new(stream.clone(), from..from + 400),
-        telemetry: jetlink::telemetry::open_for_board(b, Path::new("/")),
-        writer: TelemetryWriter::new(MemWriter::new()),
-        reference: Some(reference),
-        opts: LoopOptions { drift_start: stream.drift_start as u32, ..LoopOptions::default() },
-    })
-    .unwrap();
+    let mut ctl = LoopBuilder::new(b, manifest.clone(), bundle.clone(), stream.clone())
+        .reference(Some(reference))
+        .replay_engines()
+        .build_replay(from..from + 400, TelemetryWriter::new(MemWriter::new()))
+        .unwrap();
     for _ in 0..200 {
         assert!(ctl.tick());
     }

@@ -192,25 +192,17 @@ pub(crate) fn replay_loop(
     let reference =
         Arc::new(load_reference(&manifest)?.context("the benchmark needs the reference recording")?);
     let stream = Arc::new(stream);
-    let cursor = FrameCursor::default();
     let from = stream.train_end;
     let to = ticks.map_or(stream.len(), |t| from.saturating_add(t).min(stream.len()));
-    control::prepare(Parts {
-        board,
-        frame_shape: frame_shape(&stream),
-        source: ReplaySource::new(stream.clone(), from..to),
-        manifest,
-        bundle,
-        backend: Box::new(ReplayBackend { recording: reference.clone(), cursor: cursor.clone() }),
-        cursor: Some(cursor),
-        telemetry: jetlink::telemetry::open_for_board(board, Path::new("/")),
-        writer: TelemetryWriter::new(jetlink::serial::MemWriter {
-            data: Vec::with_capacity(64 * (to - from) + 4096),
-            ..Default::default()
-        }),
-        reference: Some(reference),
-        opts: LoopOptions { drift_start: stream.drift_start as u32, ..LoopOptions::default() },
-    })
+    // Room for every frame up front, so that writing telemetry does not grow a vector.
+    let writer = TelemetryWriter::new(jetlink::serial::MemWriter {
+        data: Vec::with_capacity(64 * (to - from) + 4096),
+        ..Default::default()
+    });
+    LoopBuilder::new(board, manifest, bundle, stream)
+        .reference(Some(reference))
+        .replay_engines()
+        .build_replay(from..to, writer)
 }
 
 /// Per-tick overhead of the loop outside engine inference: replay engines, a memory writer.

@@ -10,8 +10,8 @@ pub(crate) use clap::ValueEnum;
 
 pub(crate) use jetlink::alloc_count;
 pub(crate) use jetlink::bundle::Bundle;
-pub(crate) use jetlink::control::{self, LoopOptions, Parts};
-pub(crate) use jetlink::engine::{self, Backend, FrameCursor, ReplayBackend, TractBackend};
+pub(crate) use jetlink::control::{self, LoopBuilder, LoopOptions};
+pub(crate) use jetlink::engine::{self, TractBackend};
 pub(crate) use jetlink::manifest::Manifest;
 pub(crate) use jetlink::record::{self, percentile};
 pub(crate) use jetlink::recording::Recording;

@@ -114,21 +114,24 @@ impl Signals {
     }
 }
 
-/// The engines backend for `--engines`.
-pub(crate) fn make_backend(
+/// A loop builder for the workload with the engines `--engines` names.
+pub(crate) fn loop_builder(
     a: &RunArgs,
+    board: &'static jetlink::board::Board,
+    manifest: &Manifest,
+    bundle: Bundle,
+    stream: &Arc<Stream>,
     reference: &Option<Arc<Recording>>,
-    #[allow(unused_variables)] board: &'static jetlink::board::Board,
-) -> Result<(Box<dyn Backend>, Option<FrameCursor>)> {
+) -> Result<LoopBuilder> {
+    let b = LoopBuilder::new(board, manifest.clone(), bundle, stream.clone()).reference(reference.clone());
     Ok(match a.engines {
-        Engines::Tract => (Box::new(TractBackend), None),
+        Engines::Tract => b.engines(Box::new(TractBackend)),
         Engines::Replay => {
-            let r = reference.clone().context("--engines replay needs the manifest's reference recording")?;
-            let cursor = FrameCursor::default();
-            (Box::new(ReplayBackend { recording: r, cursor: cursor.clone() }), Some(cursor))
+            reference.as_ref().context("--engines replay needs the manifest's reference recording")?;
+            b.replay_engines()
         }
         #[cfg(feature = "tensorrt")]
-        Engines::Tensorrt => (Box::new(jetlink::engine::TensorRtBackend::for_board(board)?), None),
+        Engines::Tensorrt => b.engines(Box::new(jetlink::engine::TensorRtBackend::for_board(board)?)),
     })
 }
 
@@ -174,7 +177,7 @@ pub(crate) fn run(a: &RunArgs) -> Result<()> {
     if from >= to {
         bail!("--from {from}: no frames to run (the stream has {})", stream.len());
     }
-    let (backend, cursor) = make_backend(a, &reference, board)?;
+    let builder = loop_builder(a, board, &manifest, bundle, &stream, &reference)?;
     let serial_spec = a.serial.clone().unwrap_or_else(|| board.serial.device.to_string());
     let serial = SerialWriter::open_spec(&serial_spec, board.serial.baud)?;
     let signals = Signals::register()?;
@@ -185,11 +188,11 @@ pub(crate) fn run(a: &RunArgs) -> Result<()> {
         manifest.name,
         manifest.models.len(),
         a.bundle.display(),
-        bundle.version,
-        bundle.links.dims.len(),
+        builder.bundle().version,
+        builder.bundle().links.dims.len(),
         stream.len(),
         stream.drift_start,
-        backend.name(),
+        builder.engines_name(),
         telemetry.source_name(),
         serial_spec
     );
@@ -206,19 +209,8 @@ pub(crate) fn run(a: &RunArgs) -> Result<()> {
         },
         audit_every: a.audit_every.unwrap_or(if reference.is_none() { 25 } else { 0 }),
     };
-    let ctl = control::prepare(Parts {
-        board,
-        frame_shape: frame_shape(&stream),
-        source,
-        manifest: manifest.clone(),
-        bundle,
-        backend,
-        cursor,
-        telemetry,
-        writer: TelemetryWriter::new(serial),
-        reference: reference.clone(),
-        opts: opts.clone(),
-    })?;
+    let ctl =
+        builder.telemetry(telemetry).options(opts.clone()).build(source, TelemetryWriter::new(serial))?;
     println!(
         "prepared in {:.0} ms; links run on the {}",
         t.elapsed().as_secs_f64() * 1e3,
@@ -363,22 +355,12 @@ pub(crate) fn reload(
             d.ticks_before += ctl.stats().ticks;
             ctl.finish();
             let (source, writer) = ctl.into_source_and_writer();
-            let (backend, cursor) = make_backend(a, ctx.reference, ctx.board)?;
             let version = new.version;
-            let ctl = control::prepare(Parts {
-                board: ctx.board,
-                frame_shape: frame_shape(ctx.stream),
-                source,
-                manifest: ctx.manifest.clone(),
-                bundle: new,
-                backend,
-                cursor,
-                telemetry: jetlink::telemetry::open_for_board(ctx.board, &a.sysfs_root),
-                writer,
-                reference: ctx.reference.clone(),
-                opts: ctx.opts.clone(),
-            })
-            .context("SIGHUP: preparing the loop for the reloaded bundle")?;
+            let ctl = loop_builder(a, ctx.board, ctx.manifest, new, ctx.stream, ctx.reference)?
+                .sysfs_root(&a.sysfs_root)
+                .options(ctx.opts.clone())
+                .build(source, writer)
+                .context("SIGHUP: preparing the loop for the reloaded bundle")?;
             let after = d.ticks_before;
             bar.suspend(|| {
                 eprintln!(

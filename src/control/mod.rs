@@ -10,6 +10,7 @@
 //! - [`policy`]: the power governor, DCTA capacity levels and drift levels (pure, table-tested).
 //! - [`adapt`]: on-line adaptation inside the loop (labelled rows, fine-tuning).
 //! - [`stats`]: running totals and the shared savings formulas.
+//! - [`LoopBuilder`]: the one way to build a loop, with defaults for everything but the workload.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -20,7 +21,7 @@ use crate::alloc_count::RuntimeScope;
 use crate::board::Board;
 use crate::bundle::Bundle;
 use crate::dcta::Dcta;
-use crate::engine::{Backend, EngineError, FrameCursor, PreparedModel};
+use crate::engine::{Backend, EngineError, PreparedModel};
 use crate::gpu::LinkExecutor;
 use crate::links::{MAX_MODELS, agreement};
 use crate::manifest::{Manifest, OutputKind};
@@ -34,11 +35,13 @@ use crate::wire::{self, Event, EventCode, Message, PeriodSummary, TelemetryWrite
 
 mod adapt;
 mod audit;
+mod build;
 pub mod policy;
 mod stats;
 
 pub use adapt::{AdaptSettings, OnlineAdaptation, TuneReport};
 pub use audit::{AuditTally, Estimate};
+pub use build::LoopBuilder;
 pub use policy::PowerGovernor;
 pub use stats::{LoopStats, share_saved};
 
@@ -86,8 +89,8 @@ pub struct TickReport {
 /// Everything fixed once the loop is prepared: the board, the options, the row layout, the tasks'
 /// kinds and tolerances, the schedule problem and its table.
 pub struct LoopPlan {
-    pub board: &'static Board,
-    pub opts: LoopOptions,
+    pub(crate) board: &'static Board,
+    pub(crate) opts: LoopOptions,
     pub layout: RowLayout,
     pub kinds: Vec<OutputKind>,
     pub tolerances: Vec<f32>,
@@ -111,8 +114,6 @@ struct LoopIo<S: FrameSource, W: embedded_io::Write> {
     telemetry: Telemetry,
     writer: TelemetryWriter<W>,
     models: Vec<PreparedModel>,
-    /// Set for replay engines: the loop tells them which frame it is on.
-    cursor: Option<FrameCursor>,
     reference: Option<Arc<Recording>>,
 }
 
@@ -186,6 +187,8 @@ struct LoopState {
     audits: AuditTally,
     /// Index of the frame expected next (the last delivered frame's + 1).
     next_index: u32,
+    /// Index of this tick's frame.
+    frame_index: u32,
     /// Time spent in engines (views and inference) during the last tick.
     engine_ns: u64,
     stats: LoopStats,
@@ -210,30 +213,27 @@ pub struct Controller<S: FrameSource, W: embedded_io::Write> {
 }
 
 /// Everything `prepare` needs.
-pub struct Parts<S: FrameSource, W: embedded_io::Write> {
-    pub board: &'static Board,
-    pub manifest: Manifest,
-    pub bundle: Bundle,
-    pub frame_shape: Shape,
-    pub backend: Box<dyn Backend>,
-    /// Set for replay engines: the loop tells them which frame it is on.
-    pub cursor: Option<FrameCursor>,
-    pub source: S,
-    pub telemetry: Telemetry,
-    pub writer: TelemetryWriter<W>,
-    pub reference: Option<Arc<Recording>>,
-    pub opts: LoopOptions,
+pub(crate) struct Parts<S: FrameSource, W: embedded_io::Write> {
+    pub(crate) board: &'static Board,
+    pub(crate) manifest: Manifest,
+    pub(crate) bundle: Bundle,
+    pub(crate) frame_shape: Shape,
+    pub(crate) backend: Box<dyn Backend>,
+    pub(crate) source: S,
+    pub(crate) telemetry: Telemetry,
+    pub(crate) writer: TelemetryWriter<W>,
+    pub(crate) reference: Option<Arc<Recording>>,
+    pub(crate) opts: LoopOptions,
 }
 
 /// Load, check and allocate everything; send the Hello message.
-pub fn prepare<S: FrameSource, W: embedded_io::Write>(p: Parts<S, W>) -> Result<Controller<S, W>> {
+pub(crate) fn prepare<S: FrameSource, W: embedded_io::Write>(p: Parts<S, W>) -> Result<Controller<S, W>> {
     let Parts {
         board,
         manifest,
         bundle,
         frame_shape,
         backend,
-        cursor,
         source,
         telemetry,
         mut writer,
@@ -281,6 +281,7 @@ pub fn prepare<S: FrameSource, W: embedded_io::Write>(p: Parts<S, W>) -> Result<
         label_group: 0,
         audits: AuditTally::new(n),
         next_index: 0,
+        frame_index: 0,
         engine_ns: 0,
         period_start: stats,
         stats,
@@ -297,7 +298,7 @@ pub fn prepare<S: FrameSource, W: embedded_io::Write>(p: Parts<S, W>) -> Result<
         table,
         opts,
     };
-    Ok(Controller { plan, io: LoopIo { source, telemetry, writer, models, cursor, reference }, st })
+    Ok(Controller { plan, io: LoopIo { source, telemetry, writer, models, reference }, st })
 }
 
 fn check_parts(
@@ -728,9 +729,7 @@ impl<S: FrameSource, W: embedded_io::Write> Controller<S, W> {
 
     /// Step 5: run the models in `run` on the frame. Returns the models whose outputs are valid.
     fn run_engines(&mut self, info: FrameInfo, run: u64, notes: &mut TickNotes) -> u64 {
-        if let Some(c) = &self.io.cursor {
-            c.set(info.index);
-        }
+        self.st.frame_index = info.index;
         let mut ok = 0u64;
         for i in 0..self.plan.n() {
             if run >> i & 1 == 0 {
@@ -765,7 +764,7 @@ impl<S: FrameSource, W: embedded_io::Write> Controller<S, W> {
         let r = self.plan.layout.range(i);
         let res = {
             let _scope = RuntimeScope::enter();
-            self.io.models[i].run(&self.st.frame, &mut self.st.row[r])
+            self.io.models[i].run(self.st.frame_index, &self.st.frame, &mut self.st.row[r])
         };
         self.st.engine_ns += t.elapsed().as_nanos() as u64;
         res

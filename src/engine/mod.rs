@@ -11,7 +11,7 @@ use crate::view::{Shape, View};
 
 mod replay;
 mod tract;
-pub use replay::{FrameCursor, ReplayBackend};
+pub use replay::ReplayBackend;
 pub use tract::TractBackend;
 #[cfg(feature = "tensorrt")]
 pub mod tensorrt;
@@ -79,6 +79,9 @@ pub trait Engine: Send {
     fn memory_bytes(&self) -> u64;
     /// Run one frame: `input` has `info().input.len()` values, `output` gets `info().output.len()`.
     fn run(&mut self, input: &[f32], output: &mut [f32]) -> Result<(), EngineError>;
+    /// The index of the frame the next [`run`](Engine::run) is for. Engines that run a model ignore
+    /// it; a replay engine (simulation) plays back that frame's recorded output.
+    fn set_frame(&mut self, _index: u32) {}
 }
 
 /// A way of loading models.
@@ -113,9 +116,10 @@ impl PreparedModel {
         Ok(PreparedModel { spec: spec.clone(), view, engine, input })
     }
 
-    /// View the frame and run the engine into `out` (`spec.size` values).
-    pub fn run(&mut self, frame: &[u8], out: &mut [f32]) -> Result<(), EngineError> {
+    /// View frame `index` (its pixels `frame`) and run the engine into `out` (`spec.size` values).
+    pub fn run(&mut self, index: u32, frame: &[u8], out: &mut [f32]) -> Result<(), EngineError> {
         self.view.apply(frame, &mut self.input);
+        self.engine.set_frame(index);
         self.engine.run(&self.input, out)
     }
 }

@@ -4,7 +4,6 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
 
 use anyhow::{Context, Result};
 
@@ -12,23 +11,9 @@ use super::{Backend, Engine, EngineError, EngineInfo, TensorInfo};
 use crate::manifest::ModelSpec;
 use crate::recording::Recording;
 
-/// The frame the loop is on, shared between the loop and the replay engines.
-#[derive(Clone, Debug, Default)]
-pub struct FrameCursor(Arc<AtomicU32>);
-
-impl FrameCursor {
-    pub fn set(&self, frame: u32) {
-        self.0.store(frame, Ordering::Relaxed);
-    }
-    pub fn get(&self) -> u32 {
-        self.0.load(Ordering::Relaxed)
-    }
-}
-
 /// Loads "engines" that replay a recording.
 pub struct ReplayBackend {
     pub recording: Arc<Recording>,
-    pub cursor: FrameCursor,
 }
 
 struct ReplayEngine {
@@ -36,7 +21,8 @@ struct ReplayEngine {
     memory: u64,
     model: usize,
     recording: Arc<Recording>,
-    cursor: FrameCursor,
+    /// The frame the next run is for ([`Engine::set_frame`]).
+    frame: u32,
 }
 
 impl Backend for ReplayBackend {
@@ -66,7 +52,7 @@ impl Backend for ReplayBackend {
             memory: spec.cost.memory_bytes(),
             model,
             recording: self.recording.clone(),
-            cursor: self.cursor.clone(),
+            frame: 0,
         }))
     }
 }
@@ -76,13 +62,17 @@ impl Engine for ReplayEngine {
         &self.info
     }
 
+    fn set_frame(&mut self, index: u32) {
+        self.frame = index;
+    }
+
     fn memory_bytes(&self) -> u64 {
         self.memory
     }
 
     fn run(&mut self, input: &[f32], output: &mut [f32]) -> Result<(), EngineError> {
         self.info.check_buffers(input, output)?;
-        let row = self.recording.row_of_frame(self.cursor.get()).ok_or(EngineError::Runtime)?;
+        let row = self.recording.row_of_frame(self.frame).ok_or(EngineError::Runtime)?;
         output.copy_from_slice(self.recording.output(row, self.model));
         Ok(())
     }

@@ -94,7 +94,8 @@ impl Backend for TractBackend {
             );
         }
         let plan = model.into_runnable()?;
-        let state = plan.spawn().with_context(|| format!("{}: tract cannot make a run state", path.display()))?;
+        let state =
+            plan.spawn().with_context(|| format!("{}: tract cannot make a run state", path.display()))?;
         Ok(Box::new(TractEngine {
             info: EngineInfo {
                 backend: "tract-onnx",

@@ -1,0 +1,159 @@
+//! [`LoopBuilder`]: the one way to build a control loop. The workload (manifest, bundle, stream)
+//! and the board are required; everything else has a default the caller can replace: engines
+//! (tract on the host), telemetry (the board's source: simulated on `host-sim`, sysfs on a
+//! Jetson), the frame source (the stream replayed over its evaluation part), options taken from the
+//! stream (drift segment). `main`, the benchmarks, the soak and the tests all build loops here.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+
+use super::{Controller, LoopOptions, Parts, prepare};
+use crate::board::Board;
+use crate::bundle::Bundle;
+use crate::engine::{Backend, ReplayBackend, TractBackend};
+use crate::manifest::Manifest;
+use crate::recording::Recording;
+use crate::source::{FrameSource, ReplaySource};
+use crate::stream::Stream;
+use crate::telemetry::Telemetry;
+use crate::view::Shape;
+use crate::wire::TelemetryWriter;
+
+/// Builds a [`Controller`]; see the module docs for the defaults.
+pub struct LoopBuilder {
+    board: &'static Board,
+    manifest: Manifest,
+    bundle: Bundle,
+    stream: Arc<Stream>,
+    reference: Option<Arc<Recording>>,
+    engines: Option<Box<dyn Backend>>,
+    replay_engines: bool,
+    telemetry: Option<Telemetry>,
+    sysfs_root: PathBuf,
+    opts: LoopOptions,
+}
+
+impl LoopBuilder {
+    pub fn new(
+        board: &'static Board,
+        manifest: Manifest,
+        bundle: Bundle,
+        stream: Arc<Stream>,
+    ) -> LoopBuilder {
+        let opts = LoopOptions { drift_start: stream.drift_start as u32, ..LoopOptions::default() };
+        LoopBuilder {
+            board,
+            manifest,
+            bundle,
+            stream,
+            reference: None,
+            engines: None,
+            replay_engines: false,
+            telemetry: None,
+            sysfs_root: PathBuf::from("/"),
+            opts,
+        }
+    }
+
+    /// Every model's output on the stream's frames: accuracy is scored against it.
+    pub fn reference(mut self, reference: Option<Arc<Recording>>) -> LoopBuilder {
+        self.reference = reference;
+        self
+    }
+
+    /// Run these engines (default: tract).
+    pub fn engines(mut self, backend: Box<dyn Backend>) -> LoopBuilder {
+        self.engines = Some(backend);
+        self.replay_engines = false;
+        self
+    }
+
+    /// Replay the reference's outputs instead of running the models (simulation; needs the
+    /// reference).
+    pub fn replay_engines(mut self) -> LoopBuilder {
+        self.replay_engines = true;
+        self
+    }
+
+    /// Read telemetry from this source (default: the board's).
+    pub fn telemetry(mut self, telemetry: Telemetry) -> LoopBuilder {
+        self.telemetry = Some(telemetry);
+        self
+    }
+
+    /// Root under which the board's sysfs paths are read, for the default telemetry.
+    pub fn sysfs_root(mut self, root: &Path) -> LoopBuilder {
+        self.sysfs_root = root.to_path_buf();
+        self
+    }
+
+    /// Loop options (the default takes the drift segment from the stream).
+    pub fn options(mut self, opts: LoopOptions) -> LoopBuilder {
+        self.opts = opts;
+        self
+    }
+
+    pub fn options_mut(&mut self) -> &mut LoopOptions {
+        &mut self.opts
+    }
+
+    pub fn bundle(&self) -> &Bundle {
+        &self.bundle
+    }
+
+    pub fn stream(&self) -> &Arc<Stream> {
+        &self.stream
+    }
+
+    /// Prepare the loop over `source`, writing telemetry to `writer`.
+    pub fn build<S: FrameSource, W: embedded_io::Write>(
+        self,
+        source: S,
+        writer: TelemetryWriter<W>,
+    ) -> Result<Controller<S, W>> {
+        let backend: Box<dyn Backend> = match (self.engines, self.replay_engines) {
+            (_, true) => {
+                let r = self.reference.clone().context("replay engines need the reference recording")?;
+                Box::new(ReplayBackend { recording: r })
+            }
+            (Some(e), false) => e,
+            (None, false) => Box::new(TractBackend),
+        };
+        let telemetry =
+            self.telemetry.unwrap_or_else(|| crate::telemetry::open_for_board(self.board, &self.sysfs_root));
+        let s = &self.stream;
+        prepare(Parts {
+            board: self.board,
+            frame_shape: Shape { h: s.height, w: s.width, c: s.channels },
+            manifest: self.manifest,
+            bundle: self.bundle,
+            backend,
+            source,
+            telemetry,
+            writer,
+            reference: self.reference,
+            opts: self.opts,
+        })
+    }
+
+    /// Prepare the loop over the stream's frames `range` (clamped to the stream).
+    pub fn build_replay<W: embedded_io::Write>(
+        self,
+        range: std::ops::Range<usize>,
+        writer: TelemetryWriter<W>,
+    ) -> Result<Controller<ReplaySource, W>> {
+        let source = ReplaySource::new(self.stream.clone(), range);
+        self.build(source, writer)
+    }
+
+    /// The name of the engines the loop will run, for headers.
+    pub fn engines_name(&self) -> &'static str {
+        match (&self.engines, self.replay_engines) {
+            (_, true) => "replay",
+            (Some(b), false) => b.name(),
+            (None, false) => "tract-onnx",
+        }
+    }
+}
