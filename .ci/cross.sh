@@ -72,6 +72,21 @@ if [ "${JETLINK_CROSS_TRACT:-1}" != 0 ]; then
     compare tract --engines tract --frames 20 -q
 fi
 
+step "qemu-aarch64: a camera that is not there (--source 'gst:nvarguscamerasrc sensor-id=0')"
+# The camera support is compiled in (a gst-launch-1.0 child process); on this host the source is
+# missing (no NVIDIA plugin, or no GStreamer at all): the run must say so and exit non-zero, cleanly.
+cam_rc=0
+# Replay engines (aligned with the reference) keep tract's model loading out of the qemu time; the
+# source opens the same way with any engines.
+qemu "$arm" run --engines replay --reference-aligned --frames 30 -q --source 'gst:nvarguscamerasrc sensor-id=0' \
+    --serial "file:$tmp/camera.bin" --state-file "$tmp/camera.state" > "$tmp/camera.out" 2> "$tmp/camera.err" || cam_rc=$?
+cat "$tmp/camera.err"
+[ "$cam_rc" = 1 ] || fail "a missing camera: exit status $cam_rc, expected 1"
+grep -q 'panicked' "$tmp/camera.err" && fail "a missing camera made jetlink panic"
+grep -q "frame source gst:nvarguscamerasrc sensor-id=0: the pipeline gave no frame" "$tmp/camera.err" \
+    || fail "a missing camera is not reported with its pipeline"
+echo "cross: a missing camera is reported and exits $cam_rc"
+
 step "aarch64 $PKG_BOARD build, glibc <= $GLIBC_MAX, with a throwaway bundle key"
 # The Jetson boards refuse to build with the demo key (its private half is committed): CI trusts a
 # key generated for this run only, passed as JETLINK_BUNDLE_KEY (boards/README.md).
