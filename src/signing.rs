@@ -21,7 +21,7 @@ use crate::bundle::{
     Bundle, BundleError, Envelope, KEY_ID_LEN, SIG_MAGIC, SIGNATURE_LEN, TRAILER_LEN, hex, sha256,
 };
 use crate::manifest::Manifest;
-use crate::wire::{Event, EventCode, Message, TelemetryWriter};
+use crate::wire::{Event, EventKind, Message, TelemetryWriter};
 
 /// The demo key pair's public half (`demo/keys/`; its private half is committed, so it protects
 /// nothing: for the simulated board and tests only).
@@ -140,12 +140,8 @@ pub fn report_rejection<W: embedded_io::Write>(
     tick: u32,
     err: &BundleError,
 ) {
-    let _ = writer.send(&Message::Event(Event {
-        tick,
-        code: EventCode::BundleRejected,
-        a: err.reason_code(),
-        b: 0,
-    }));
+    let kind = EventKind::BundleRejected { reason: err.reason_code(), unused: 0 };
+    let _ = writer.send(&Message::Event(Event::new(tick, kind)));
 }
 
 /// Rollback protection: the file (the board's `state-file`) that holds the highest bundle version

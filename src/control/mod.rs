@@ -31,7 +31,7 @@ use crate::schedule::{Problem, ScheduleTable};
 use crate::source::{FrameError, FrameInfo, FrameSource};
 use crate::telemetry::{Telemetry, Valid};
 use crate::view::Shape;
-use crate::wire::{self, Event, EventCode, Message, PeriodSummary, TelemetryWriter, Tick, flags};
+use crate::wire::{self, Event, EventKind, Message, PeriodSummary, TelemetryWriter, Tick, flags};
 
 mod adapt;
 mod audit;
@@ -387,8 +387,8 @@ fn hello(board: &Board, bundle: &Bundle) -> Result<Message> {
 }
 
 /// Send an event; a full or failed sink is counted by the writer.
-fn emit<W: embedded_io::Write>(writer: &mut TelemetryWriter<W>, tick: u32, code: EventCode, a: u32, b: u32) {
-    let _ = writer.send(&Message::Event(Event { tick, code, a, b }));
+fn emit<W: embedded_io::Write>(writer: &mut TelemetryWriter<W>, tick: u32, kind: EventKind) {
+    let _ = writer.send(&Message::Event(Event::new(tick, kind)));
 }
 
 impl<S: FrameSource, W: embedded_io::Write> Controller<S, W> {
@@ -484,7 +484,7 @@ impl<S: FrameSource, W: embedded_io::Write> Controller<S, W> {
     /// A new bundle was refused: send `BundleRejected` (a = the reason code); the loop goes on with
     /// the bundle it has.
     pub fn bundle_rejected(&mut self, reason: u32) {
-        self.event(EventCode::BundleRejected, reason, 0);
+        self.event(EventKind::BundleRejected { reason, unused: 0 });
     }
 
     /// Offer the running loop a new bundle (a SIGHUP reload): signed by the board's key, built for
@@ -509,8 +509,8 @@ impl<S: FrameSource, W: embedded_io::Write> Controller<S, W> {
         })
     }
 
-    fn event(&mut self, code: EventCode, a: u32, b: u32) {
-        emit(&mut self.io.writer, self.st.tick_no, code, a, b);
+    fn event(&mut self, kind: EventKind) {
+        emit(&mut self.io.writer, self.st.tick_no, kind);
     }
 
     /// One tick. Returns false when the frame source has ended.
@@ -561,7 +561,7 @@ impl<S: FrameSource, W: embedded_io::Write> Controller<S, W> {
                     FrameError::WrongSize { .. } => 2,
                     FrameError::SourceDown => 3,
                 };
-                self.event(EventCode::FrameFault, self.st.next_index, code);
+                self.event(EventKind::FrameFault { frame: self.st.next_index, error: code });
                 Some(None)
             }
         }
@@ -577,7 +577,7 @@ impl<S: FrameSource, W: embedded_io::Write> Controller<S, W> {
             let st = self.io.telemetry.stats();
             if st.consecutive_failures == 1 {
                 let failures = st.failures.min(u32::MAX as u64) as u32;
-                self.event(EventCode::TelemetryFault, e as u32, failures);
+                self.event(EventKind::TelemetryFault { error: e as u32, failures });
             }
         }
         let sample = self.io.telemetry.latest();
@@ -589,7 +589,7 @@ impl<S: FrameSource, W: embedded_io::Write> Controller<S, W> {
         }
         if step.started {
             self.st.stats.throttles += 1;
-            self.event(EventCode::PowerThrottle, power, self.plan.board.power_budget_mw);
+            self.event(EventKind::PowerThrottle { power_mw: power, budget_mw: self.plan.board.power_budget_mw });
         }
         (self.st.governor.apply(mem_budget), power)
     }
@@ -615,12 +615,12 @@ impl<S: FrameSource, W: embedded_io::Write> Controller<S, W> {
                 notes.flags |= flags::MEMORY_SHED;
                 self.st.stats.sheds += 1;
                 let freed = self.plan.problem.cost(old).saturating_sub(self.plan.problem.cost(new));
-                self.event(EventCode::Shed, shed as u32, (freed / 1024) as u32);
+                self.event(EventKind::Shed { models: shed as u32, freed_kib: (freed / 1024) as u32 });
             }
-            self.event(EventCode::ScheduleChange, new as u32, old as u32);
+            self.event(EventKind::ScheduleChange { active: new as u32, old_active: old as u32 });
         }
         if budget != self.st.budget && self.st.budget != u64::MAX {
-            self.event(EventCode::BudgetChange, (budget / 1024) as u32, (self.st.budget / 1024) as u32);
+            self.event(EventKind::BudgetChange { new_kib: (budget / 1024) as u32, old_kib: (self.st.budget / 1024) as u32 });
         }
         self.st.active = new;
         self.st.budget = budget;
@@ -648,7 +648,7 @@ impl<S: FrameSource, W: embedded_io::Write> Controller<S, W> {
             if let Some(unit) = alloc.unit_of(j) {
                 if self.st.drift.level[j] > 0.0 && !running && self.can_make_room(j) {
                     targets |= 1 << j;
-                    self.event(EventCode::AdaptStart, j as u32, unit as u32);
+                    self.event(EventKind::AdaptStart { target: j as u32, unit: unit as u32 });
                 }
             }
         }
@@ -750,7 +750,7 @@ impl<S: FrameSource, W: embedded_io::Write> Controller<S, W> {
                         EngineError::BadOutput => 3,
                         EngineError::Timeout => 4,
                     };
-                    self.event(EventCode::EngineFault, i as u32, code);
+                    self.event(EventKind::EngineFault { model: i as u32, error: code });
                 }
             }
         }
@@ -850,7 +850,7 @@ impl<S: FrameSource, W: embedded_io::Write> Controller<S, W> {
             Some(Ok(rep)) => {
                 self.st.links.weights_changed();
                 self.st.stats.adapt_tasks += 1;
-                self.event(EventCode::AdaptDone, rep.target as u32, (1000.0 * rep.agreement) as u32);
+                self.event(EventKind::AdaptDone { target: rep.target as u32, score_milli: (1000.0 * rep.agreement) as u32 });
                 rep.target as u8
             }
             _ => worked,
@@ -942,7 +942,7 @@ impl<S: FrameSource, W: embedded_io::Write> Controller<S, W> {
             st.stats.deadline_misses += 1;
             if !st.period_missed {
                 st.period_missed = true;
-                emit(&mut self.io.writer, st.tick_no, EventCode::DeadlineMiss, tick_us, deadline_us);
+                emit(&mut self.io.writer, st.tick_no, EventKind::DeadlineMiss { tick_us, deadline_us });
             }
         }
         st.stats.max_tick_us = st.stats.max_tick_us.max(tick_us);
@@ -999,7 +999,7 @@ impl<S: FrameSource, W: embedded_io::Write> Controller<S, W> {
         let _ = self.io.writer.send(&Message::PeriodSummary(summary));
         if let Some(e) = st.audits.estimate() {
             let (a, b) = ((1000.0 * e.accuracy).round() as u32, (1000.0 * e.half_width).round() as u32);
-            emit(&mut self.io.writer, st.tick_no, EventCode::AccuracyEstimate, a, b);
+            emit(&mut self.io.writer, st.tick_no, EventKind::AccuracyEstimate { accuracy_milli: a, half_width_milli: b });
         }
         st.period_start = st.stats;
         st.period_peak = 0;
