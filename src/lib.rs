@@ -27,3 +27,4 @@ pub mod stream;
 pub mod telemetry;
 pub mod view;
 pub mod wire;
+pub mod workload;

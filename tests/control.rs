@@ -16,6 +16,7 @@ use jetlink::serial::MemWriter;
 use jetlink::source::{FrameError, FrameInfo, FrameSource, ReplaySource};
 use jetlink::stream::Stream;
 use jetlink::telemetry::{self, Fault, Faulty, TelemetryError};
+use jetlink::workload::Workload;
 use jetlink::wire::{Decoder, Message, TelemetryWriter};
 
 #[global_allocator]
@@ -28,16 +29,20 @@ struct Demo {
     reference: Arc<Recording>,
 }
 
+impl Demo {
+    fn from(w: Workload, bundle: Bundle) -> Demo {
+        let reference = w.reference.expect("the demo has a reference");
+        Demo { manifest: w.manifest, bundle, stream: w.stream, reference }
+    }
+}
+
 fn demo() -> Demo {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     // The simulated board reads its trace relative to the working directory.
     std::env::set_current_dir(root).unwrap();
-    let manifest = Manifest::load(&root.join("demo/manifest.toml")).unwrap();
-    let bundle = Bundle::load_for(&root.join("demo/demo.bundle"), &manifest).unwrap();
-    let stream = Arc::new(Stream::load(&manifest.path_of(&manifest.stream)).unwrap());
-    let reference =
-        Arc::new(Recording::load(&manifest.path_of(manifest.reference.as_ref().unwrap())).unwrap());
-    Demo { manifest, bundle, stream, reference }
+    let w = Workload::load(&root.join("demo/manifest.toml")).unwrap();
+    let bundle = Bundle::load_for(&root.join("demo/demo.bundle"), &w.manifest).unwrap();
+    Demo::from(w, bundle)
 }
 
 /// The demo loop's builder: the simulated board, the demo workload, scored against the reference.

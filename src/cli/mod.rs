@@ -67,6 +67,7 @@ pub(crate) fn finite_in_f32(
     move |s: &str| p(s).map(|v| v as f32)
 }
 
+/// The manifest and its stream (see [`jetlink::workload::Workload`] for the whole workload).
 pub(crate) fn load_workload(path: &Path) -> Result<(Manifest, Stream)> {
     let manifest = Manifest::load(path)?;
     let stream = Stream::load(&manifest.path_of(&manifest.stream))
@@ -75,7 +76,7 @@ pub(crate) fn load_workload(path: &Path) -> Result<(Manifest, Stream)> {
 }
 
 pub(crate) fn load_reference(manifest: &Manifest) -> Result<Option<Recording>> {
-    manifest.reference.as_ref().map(|r| Recording::load(&manifest.path_of(r))).transpose()
+    jetlink::workload::Workload::load_reference(manifest)
 }
 
 pub(crate) fn frame_shape(s: &Stream) -> Shape {

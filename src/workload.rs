@@ -1,0 +1,53 @@
+//! A workload on disk, loaded in one place: its manifest, its stream and, when the manifest names
+//! one, its reference recording (every model's output on every frame). The command line, the soak
+//! and the tests load workloads through [`Workload::load`].
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+
+use crate::manifest::Manifest;
+use crate::recording::Recording;
+use crate::stream::Stream;
+use crate::view::Shape;
+
+/// A loaded workload.
+#[derive(Clone, Debug)]
+pub struct Workload {
+    pub manifest: Manifest,
+    pub stream: Arc<Stream>,
+    pub reference: Option<Arc<Recording>>,
+}
+
+impl Workload {
+    /// Load the manifest at `path`, its stream and its reference (paths relative to the manifest).
+    pub fn load(path: &Path) -> Result<Workload> {
+        let manifest = Manifest::load(path)?;
+        let stream = Arc::new(
+            Stream::load(&manifest.path_of(&manifest.stream))
+                .with_context(|| format!("stream of manifest {}", path.display()))?,
+        );
+        let reference = Self::load_reference(&manifest)
+            .with_context(|| format!("reference of manifest {}", path.display()))?
+            .map(Arc::new);
+        Ok(Workload { manifest, stream, reference })
+    }
+
+    /// The manifest's reference recording, if it names one.
+    pub fn load_reference(manifest: &Manifest) -> Result<Option<Recording>> {
+        manifest.reference.as_ref().map(|r| Recording::load(&manifest.path_of(r))).transpose()
+    }
+
+    /// The reference, or an error naming the manifest for a use that needs one.
+    pub fn require_reference(&self, what: &str) -> Result<&Arc<Recording>> {
+        self.reference.as_ref().with_context(|| {
+            format!("{what} needs a reference recording; manifest {:?} names none", self.manifest.name)
+        })
+    }
+
+    /// Height, width and channels of the stream's frames.
+    pub fn frame_shape(&self) -> Shape {
+        Shape { h: self.stream.height, w: self.stream.width, c: self.stream.channels }
+    }
+}
