@@ -21,6 +21,7 @@ pub mod schedule;
 pub mod sd_notify;
 pub mod serial;
 pub mod signing;
+pub mod sim;
 pub mod soak;
 pub mod source;
 pub mod stream;

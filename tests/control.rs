@@ -3,46 +3,28 @@
 //! survived with every task still delivering, and the real tract engines on a short slice.
 
 use std::path::Path;
-use std::sync::Arc;
 
 use jetlink::alloc_count::{self, CountingAllocator};
 use jetlink::board;
-use jetlink::bundle::Bundle;
 use jetlink::control::{Controller, LoopBuilder, LoopOptions};
 use jetlink::engine::{Backend, Engine, EngineError, EngineInfo, ReplayBackend, TractBackend};
-use jetlink::manifest::{Manifest, ModelSpec};
-use jetlink::recording::Recording;
+use jetlink::manifest::ModelSpec;
 use jetlink::serial::MemWriter;
 use jetlink::source::{FrameError, FrameInfo, FrameSource, ReplaySource};
-use jetlink::stream::Stream;
 use jetlink::telemetry::{self, Fault, Faulty, TelemetryError};
-use jetlink::workload::Workload;
+use jetlink::sim::DemoSet;
 use jetlink::wire::{Decoder, Message, TelemetryWriter};
 
 #[global_allocator]
 static ALLOC: CountingAllocator = CountingAllocator;
 
-struct Demo {
-    manifest: Manifest,
-    bundle: Bundle,
-    stream: Arc<Stream>,
-    reference: Arc<Recording>,
-}
-
-impl Demo {
-    fn from(w: Workload, bundle: Bundle) -> Demo {
-        let reference = w.reference.expect("the demo has a reference");
-        Demo { manifest: w.manifest, bundle, stream: w.stream, reference }
-    }
-}
+type Demo = DemoSet;
 
 fn demo() -> Demo {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     // The simulated board reads its trace relative to the working directory.
     std::env::set_current_dir(root).unwrap();
-    let w = Workload::load(&root.join("demo/manifest.toml")).unwrap();
-    let bundle = Bundle::load_for(&root.join("demo/demo.bundle"), &w.manifest).unwrap();
-    Demo::from(w, bundle)
+    DemoSet::demo().unwrap()
 }
 
 /// The demo loop's builder: the simulated board, the demo workload, scored against the reference.

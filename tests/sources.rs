@@ -10,47 +10,29 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
 use std::time::Duration;
 
 use jetlink::alloc_count::{self, CountingAllocator};
 use jetlink::board;
-use jetlink::bundle::Bundle;
 use jetlink::control::{self, Controller, LoopBuilder, LoopOptions};
 use jetlink::engine::{Backend, TractBackend};
-use jetlink::manifest::Manifest;
-use jetlink::recording::Recording;
 use jetlink::serial::MemWriter;
 use jetlink::source::{FramePool, FrameSource, LiveSource, ReplaySource, SourceSpec, Take};
 use jetlink::stream::Stream;
 use jetlink::view::Shape;
-use jetlink::workload::Workload;
+use jetlink::sim::DemoSet;
 use jetlink::wire::{Decoder, EventCode, Message, TelemetryWriter};
 
 #[global_allocator]
 static ALLOC: CountingAllocator = CountingAllocator;
 
-struct Demo {
-    manifest: Manifest,
-    bundle: Bundle,
-    stream: Arc<Stream>,
-    reference: Arc<Recording>,
-}
-
-impl Demo {
-    fn from(w: Workload, bundle: Bundle) -> Demo {
-        let reference = w.reference.expect("the demo has a reference");
-        Demo { manifest: w.manifest, bundle, stream: w.stream, reference }
-    }
-}
+type Demo = DemoSet;
 
 fn demo() -> Demo {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     // The simulated board reads its trace relative to the working directory.
     std::env::set_current_dir(root).unwrap();
-    let w = Workload::load(&root.join("demo/manifest.toml")).unwrap();
-    let bundle = Bundle::load_for(&root.join("demo/demo.bundle"), &w.manifest).unwrap();
-    Demo::from(w, bundle)
+    DemoSet::demo().unwrap()
 }
 
 fn shape(s: &Stream) -> Shape {
