@@ -4,8 +4,9 @@
 use std::path::PathBuf;
 
 use jetlink::bundle::{Bundle, FORMAT_VERSION, HEADER_LEN};
+use jetlink::sim::{synthetic_manifest, synthetic_recording};
 use jetlink::links::{
-    self, BuildOptions, EnsembleFit, TrainOptions, synthetic_manifest, synthetic_recording,
+    self, BuildOptions, EnsembleFit, TrainOptions,
 };
 use jetlink::manifest::{Manifest, OutputKind};
 

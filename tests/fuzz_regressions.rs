@@ -74,9 +74,9 @@ fn write_seed_corpus() {
     };
     // Bundles: a small signed bundle (two models), unsigned, its payload alone, a cut header.
     let dir = std::env::temp_dir().join(format!("jetlink-seeds-{}", std::process::id()));
-    let mut m = jetlink::links::synthetic_manifest(&dir).unwrap();
+    let mut m = jetlink::sim::synthetic_manifest(&dir).unwrap();
     m.models.truncate(2);
-    let full = jetlink::links::synthetic_recording(60, 10_000, 1);
+    let full = jetlink::sim::synthetic_recording(60, 10_000, 1);
     let mut rec = jetlink::recording::Recording::new(full.models[..2].to_vec());
     let stride2 = full.models[0].size + full.models[1].size;
     for f in 0..full.len() {

@@ -9,8 +9,9 @@ use std::sync::Arc;
 use jetlink::board;
 use jetlink::bundle::{Bundle, BundleError, FORMAT_VERSION, HEADER_LEN, TRAILER_LEN};
 use jetlink::control::LoopBuilder;
+use jetlink::sim::{synthetic_manifest, synthetic_recording};
 use jetlink::links::{
-    self, BuildOptions, EnsembleFit, TrainOptions, synthetic_manifest, synthetic_recording,
+    self, BuildOptions, EnsembleFit, TrainOptions,
 };
 use jetlink::manifest::Manifest;
 use jetlink::recording::Recording;

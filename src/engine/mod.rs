@@ -9,9 +9,7 @@ use anyhow::{Context, Result};
 use crate::manifest::{Manifest, ModelSpec};
 use crate::view::{Shape, View};
 
-mod replay;
 mod tract;
-pub use replay::ReplayBackend;
 pub use tract::TractBackend;
 #[cfg(feature = "tensorrt")]
 pub mod tensorrt;

@@ -19,7 +19,6 @@ mod ensemble;
 pub mod mlp;
 mod predict;
 mod rng;
-mod synth;
 mod weights;
 
 pub use adapt::{AdaptOptions, AdaptStats, Adapter};
@@ -28,7 +27,6 @@ pub use ensemble::EnsembleDims;
 pub use mlp::LinkDims;
 pub use predict::{BenchStats, DriftSignals, Predictor, bench_predict};
 pub use rng::Rng;
-pub use synth::{synthetic_manifest, synthetic_recording};
 pub use weights::{EnsembleSet, LinkSet, compress_mask, slot_of_source, source_of_slot};
 
 use crate::manifest::OutputKind;

@@ -3,6 +3,10 @@
 //!
 //! - [`DemoSet`]: the bundled demo workload with its signed bundle, loaded from the repository
 //!   (tests, benchmarks).
+//! - [`ReplayBackend`]: engines that play back a reference recording instead of running models
+//!   (`--engines replay`, tests, the soak).
+//! - [`synthetic_manifest`], [`synthetic_recording`]: a small synthetic workload with every output
+//!   kind, for the link and bundle tests.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -14,6 +18,12 @@ use crate::manifest::Manifest;
 use crate::recording::Recording;
 use crate::stream::Stream;
 use crate::workload::Workload;
+
+mod replay;
+mod synth;
+
+pub use replay::ReplayBackend;
+pub use synth::{synthetic_manifest, synthetic_recording};
 
 /// The repository folder this crate was built from (where `demo/` lives).
 pub fn repo_root() -> PathBuf {

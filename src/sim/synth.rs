@@ -7,7 +7,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
-use super::Rng;
+use crate::links::Rng;
 use crate::manifest::{Cost, Manifest, ModelSpec, OutputKind};
 use crate::recording::{RecordedModel, Recording};
 
@@ -81,7 +81,7 @@ pub fn synthetic_recording(frames: usize, drift_start: usize, seed: u64) -> Reco
         for (k, v) in z.iter_mut().enumerate() {
             *v = if k == c { 3.0 } else { 0.0 } + 0.7 * rng.normal();
         }
-        super::activate(OutputKind::Class, &mut z);
+        crate::links::activate(OutputKind::Class, &mut z);
         row.extend_from_slice(&z);
         // parity: flips under drift.
         let par = (c + drift as usize) % 2;
@@ -89,7 +89,7 @@ pub fn synthetic_recording(frames: usize, drift_start: usize, seed: u64) -> Reco
         for (k, v) in z.iter_mut().enumerate() {
             *v = if k == par { 2.5 } else { 0.0 } + 0.5 * rng.normal();
         }
-        super::activate(OutputKind::Class, &mut z);
+        crate::links::activate(OutputKind::Class, &mut z);
         row.extend_from_slice(&z);
         // loops: a count; one more under drift.
         row.push(loops[c] + drift as u8 as f32 + 0.1 * rng.normal());
@@ -103,7 +103,7 @@ pub fn synthetic_recording(frames: usize, drift_start: usize, seed: u64) -> Reco
         }
         // tags: multilabel probabilities.
         for on in [c > 4, c.is_multiple_of(3), u > 0.5] {
-            row.push(super::sigmoid(if on { 4.0 } else { -4.0 } + 0.5 * rng.normal()));
+            row.push(crate::links::sigmoid(if on { 4.0 } else { -4.0 } + 0.5 * rng.normal()));
         }
         // box: position from shade, height from class.
         row.extend_from_slice(&[0.5 * u, 0.1 + 0.03 * c as f32, 0.3, 0.3 + 0.2 * u]);

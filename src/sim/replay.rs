@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 
-use super::{Backend, Engine, EngineError, EngineInfo, TensorInfo};
+use crate::engine::{Backend, Engine, EngineError, EngineInfo, TensorInfo};
 use crate::manifest::ModelSpec;
 use crate::recording::Recording;
 
