@@ -215,7 +215,8 @@ pub fn looks_like_telemetry(head: &[u8]) -> bool {
         if st.corrupt + st.oversized > 0 {
             return false;
         }
-        if st.frames > 0 {
+        // A frame decoded, or a Hello of another jetlink protocol version.
+        if st.frames + st.unknown_version > 0 {
             return true;
         }
     }
