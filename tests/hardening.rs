@@ -273,7 +273,7 @@ fn damaged_wire(dir: &Path) -> DamagedWire {
     // A Hello of protocol version 2 (payload 00 02 05 06 07), then two frames it covers.
     let payload = [0x00u8, 0x02, 0x05, 0x06, 0x07];
     let crc = crc16(&payload).to_le_bytes();
-    let v2 = [&[0x01u8, 0x06, 0x02, 0x05, 0x06, 0x07][..], &crc[..], &[0x00][..]].concat();
+    let v2 = [&[0x01u8, 0x07, 0x02, 0x05, 0x06, 0x07][..], &crc[..], &[0x00][..]].concat();
     let unknown = [&v2[..], &tick(1)[..], &tick(2)[..]].concat();
     let oversized = [&[0x55u8; 200][..], &[0][..], &clean[..]].concat();
     // A valid Shed event and its CRC, then two bytes before the 0x00.
