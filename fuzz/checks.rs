@@ -115,3 +115,107 @@ pub fn board(data: &[u8]) {
         }
     }
 }
+
+/// The manifest parser (`Manifest::parse`, what `Manifest::load` runs on a file's text). Any UTF-8
+/// text: parse and check; an error names the file; a manifest that passes has bounded sizes and
+/// costs (their sums over the models cannot wrap), and every model's view is planned against the
+/// demo frame (28x28x1) and its input shape without a panic.
+pub fn manifest(data: &[u8]) {
+    use jetlink::manifest::{MAX_COST, MAX_OUTPUT_SIZE, Manifest};
+    let Ok(text) = std::str::from_utf8(data) else { return };
+    match Manifest::parse(text, std::path::Path::new("fuzz/manifest.toml")) {
+        Err(e) => {
+            let e = format!("{e:#}");
+            assert!(e.contains("fuzz/manifest.toml"), "an error that names no file: {e}");
+        }
+        Ok(m) => {
+            let mut outputs = 0u64;
+            for spec in &m.models {
+                assert!(spec.size >= 1 && spec.size <= MAX_OUTPUT_SIZE, "{}: size {}", spec.name, spec.size);
+                for v in [spec.cost.weight_bytes, spec.cost.activation_bytes, spec.cost.flops] {
+                    assert!(v <= MAX_COST, "{}: a cost of {v} passed", spec.name);
+                }
+                assert!(spec.cost.memory_bytes() >= spec.cost.weight_bytes, "memory_bytes wrapped");
+                outputs += u64::from(spec.size);
+                let frame = jetlink::view::Shape { h: 28, w: 28, c: 1 };
+                if let Ok(v) = jetlink::view::View::prepare(&spec.view, frame) {
+                    let _ = v.check_input(&spec.input_shape);
+                }
+            }
+            assert_eq!(m.total_outputs() as u64, outputs);
+        }
+    }
+}
+
+/// The stream decoder (`Stream::parse`, the `.jlstream` format of `docs/formats.md`). Any bytes:
+/// an error or a stream; a stream that parses re-encodes to a stream that parses to the same
+/// frames, and every frame has the frame length.
+pub fn stream(data: &[u8]) {
+    use jetlink::stream::Stream;
+    let Ok(s) = Stream::parse(data) else { return };
+    let bytes = s.to_bytes();
+    assert_eq!(bytes.len(), data.len(), "re-encoding changed the length");
+    let again = Stream::parse(&bytes).expect("a re-encoded stream parses");
+    assert_eq!(again.to_bytes(), bytes);
+    assert_eq!((again.len(), again.frame_len()), (s.len(), s.frame_len()));
+    for i in 0..s.len() {
+        assert_eq!(s.frame(i).len(), s.frame_len());
+        assert_eq!(s.frame(i), again.frame(i));
+        let _ = s.segment(i);
+    }
+}
+
+/// The view planner (`View::prepare`, then `check_input` and `apply`). Bytes 0–2: the frame
+/// (height and width 1..=64, 1 or 3 channels); then one op per 5 bytes: the op (byte % 8; 7 is an
+/// invalid f32 for `normalize`/`pad` values), and two parameters, each small (< 70) or, with the
+/// high bit, near `u32::MAX`, so limits and wrap-around are reached. A plan that passes has an
+/// output within `MAX_VIEW_VALUES`, accepts exactly its own length, and applies without a panic.
+pub fn view(data: &[u8]) {
+    use jetlink::manifest::ViewOp;
+    use jetlink::view::{MAX_VIEW_VALUES, Shape, View};
+    if data.len() < 3 {
+        return;
+    }
+    let frame = Shape { h: data[0] as usize % 64 + 1, w: data[1] as usize % 64 + 1, c: if data[2] % 2 == 0 { 1 } else { 3 } };
+    let p = |b: u8| if b & 0x80 != 0 { u32::MAX - u32::from(b & 0x7F) } else { u32::from(b) % 70 };
+    let f = |b: u8| match b % 6 {
+        0 => 0.0,
+        1 => 0.5,
+        2 => f32::NAN,
+        3 => f32::INFINITY,
+        4 => -1e-30,
+        _ => 255.0,
+    };
+    let ops: Vec<ViewOp> = data[3..]
+        .chunks_exact(5)
+        .take(16)
+        .map(|o| match o[0] % 8 {
+            0 => ViewOp::Crop { x: p(o[1]), y: p(o[2]), w: p(o[3]), h: p(o[4]) },
+            1 => ViewOp::Pool { k: p(o[1]) },
+            2 => ViewOp::Upsample { k: p(o[1]) },
+            3 => ViewOp::Pad { top: p(o[1]), bottom: p(o[2]), left: p(o[3]), right: p(o[4]), value: f(o[1] ^ o[4]) },
+            4 => ViewOp::Invert,
+            5 => ViewOp::Normalize { mean: f(o[1]), std: f(o[2]) },
+            6 => ViewOp::Channels { n: p(o[1]) },
+            _ => ViewOp::Pad { top: u32::MAX, bottom: u32::MAX, left: p(o[1]), right: p(o[2]), value: 0.0 },
+        })
+        .collect();
+    match View::prepare(&ops, frame) {
+        Err(e) => assert!(e.to_string().starts_with("view op "), "{e}"),
+        Ok(mut v) => {
+            let n = v.output_len();
+            let s = v.output_shape();
+            assert!(n > 0 && n <= MAX_VIEW_VALUES, "{n} values");
+            assert_eq!((s.h as u128) * (s.w as u128) * (s.c as u128), n as u128);
+            v.check_input(&[n as u32]).expect("its own length");
+            assert!(v.check_input(&[n as u32 + 1]).is_err());
+            assert!(v.check_input(&[u32::MAX, u32::MAX, u32::MAX]).is_err());
+            // Apply small plans (large ones only cost time here).
+            if n <= 1 << 16 {
+                let input: Vec<u8> = (0..frame.len()).map(|i| (i * 37) as u8).collect();
+                let mut out = vec![0.0f32; n];
+                v.apply(&input, &mut out);
+            }
+        }
+    }
+}

@@ -156,12 +156,24 @@ pub struct Manifest {
     pub dir: PathBuf,
 }
 
+/// The largest output a model may declare (`size`, values).
+pub const MAX_OUTPUT_SIZE: u32 = 1 << 20;
+/// The largest cost field (`weight_bytes`, `activation_bytes`, `flops`): 2^50 (1 PiB or 10^15 FLOPs
+/// per frame), so that costs of many models add up without wrapping.
+pub const MAX_COST: u64 = 1 << 50;
+
 impl Manifest {
     pub fn load(path: &Path) -> Result<Manifest> {
         let text =
             std::fs::read_to_string(path).with_context(|| format!("reading manifest {}", path.display()))?;
+        Manifest::parse(&text, path)
+    }
+
+    /// Parse and check the text of the manifest file `path` (errors name it; relative paths in it
+    /// are taken from its folder). Reads nothing from disk.
+    pub fn parse(text: &str, path: &Path) -> Result<Manifest> {
         let mut m: Manifest =
-            toml::from_str(&text).with_context(|| format!("parsing manifest {}", path.display()))?;
+            toml::from_str(text).with_context(|| format!("parsing manifest {}", path.display()))?;
         m.dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
         m.validate().with_context(|| format!("checking manifest {}", path.display()))?;
         Ok(m)
@@ -186,6 +198,22 @@ impl Manifest {
             }
             if m.input_shape.is_empty() || m.input_shape.contains(&0) {
                 bail!("model {:?}: input_shape {:?} must be non-empty with no zero", m.name, m.input_shape);
+            }
+            // Sizes and costs from a file: bounded, so that sums over the models cannot wrap.
+            if m.size > MAX_OUTPUT_SIZE {
+                bail!("model {:?}: size {} is above the limit of {MAX_OUTPUT_SIZE}", m.name, m.size);
+            }
+            for (field, v) in [
+                ("cost.weight_bytes", m.cost.weight_bytes),
+                ("cost.activation_bytes", m.cost.activation_bytes),
+                ("cost.flops", m.cost.flops),
+            ] {
+                if v > MAX_COST {
+                    bail!("model {:?}: {field} {v} is above the limit of {MAX_COST}", m.name);
+                }
+            }
+            if !(m.cost.latency_us.is_finite() && m.cost.latency_us >= 0.0) {
+                bail!("model {:?}: cost.latency_us {} must be finite and >= 0", m.name, m.cost.latency_us);
             }
             if let Some(t) = m.tolerance {
                 if !(t.is_finite() && t > 0.0) {

@@ -72,6 +72,28 @@ impl MonitorStats {
     pub fn total_events(&self) -> u64 {
         self.events.iter().sum()
     }
+
+    /// What was lost or not decoded, for stderr and the exit status (3); `None` when every frame
+    /// decoded. See `docs/wire-format.md` ("Damaged input").
+    pub fn damage(&self) -> Option<String> {
+        let d = &self.decode;
+        if d.lost() == 0 {
+            return None;
+        }
+        let mut parts = Vec::new();
+        for (n, what) in [
+            (d.corrupt, "corrupt"),
+            (d.oversized, "oversized"),
+            (d.truncated, "truncated at the end of the stream"),
+            (d.unknown_version, "Hello of an unknown protocol version (this monitor knows version 1)"),
+            (d.skipped, "skipped after an unknown-version Hello"),
+        ] {
+            if n > 0 {
+                parts.push(format!("{n} {what}"));
+            }
+        }
+        Some(format!("telemetry frames lost or not decoded: {}", parts.join(", ")))
+    }
 }
 
 /// A decoder that keeps [`MonitorStats`] and writes Tick rows to a CSV sink.
@@ -135,9 +157,11 @@ impl<W: Write> Monitor<W> {
         self.csv.as_mut().map_or(Ok(()), |w| w.flush())
     }
 
-    /// End of stream: note a partial frame, flush the CSV, return the counts.
+    /// End of stream: count a partial frame as truncated, flush the CSV, return the counts.
     pub fn finish(mut self) -> io::Result<MonitorStats> {
         self.stats.truncated_tail = self.decoder.has_partial();
+        self.decoder.finish();
+        self.stats.decode = self.decoder.stats();
         self.flush()?;
         Ok(self.stats)
     }
@@ -219,13 +243,21 @@ pub fn render(source: &str, s: &MonitorStats, out: &mut String) {
     let d = &s.decode;
     let _ = writeln!(
         out,
-        "jetlink monitor  {source}\n  bytes {}  frames {}  corrupt {}  oversized {}{}",
+        "jetlink monitor  {source}\n  bytes {}  frames {}  corrupt {}  oversized {}  truncated {}{}",
         d.bytes,
         d.frames,
         d.corrupt,
         d.oversized,
+        d.truncated,
         if s.truncated_tail { "  (ended inside a frame)" } else { "" }
     );
+    if d.unknown_version + d.skipped > 0 {
+        let _ = writeln!(
+            out,
+            "  unknown-version hellos {}  frames skipped after them {}",
+            d.unknown_version, d.skipped
+        );
+    }
     let _ = writeln!(
         out,
         "  hello {}  ticks {}  summaries {}  events {}",

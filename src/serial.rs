@@ -51,6 +51,9 @@ pub fn is_char_device(path: &Path) -> bool {
 pub enum SerialWriter {
     Tty(serialport::TTYPort),
     File(File),
+    /// A FIFO: written without SIGPIPE, so a reader that goes away costs dropped frames (EPIPE,
+    /// counted), not the process.
+    Pipe(File),
 }
 
 impl SerialWriter {
@@ -119,7 +122,7 @@ impl SerialWriter {
                         anyhow::anyhow!("serial FIFO {spec}: {e}")
                     }
                 })?;
-            return Ok(SerialWriter::File(f));
+            return Ok(SerialWriter::Pipe(f));
         }
         anyhow::bail!(
             "serial {spec} is not a tty or FIFO (a {}); to write telemetry to a file, use --serial file:{spec}",
@@ -191,6 +194,7 @@ impl embedded_io::Write for SerialWriter {
         let r = match self {
             SerialWriter::Tty(p) => p.write(buf),
             SerialWriter::File(f) => f.write(buf),
+            SerialWriter::Pipe(f) => write_without_sigpipe(f, buf),
         };
         r.map_err(SerialError::from)
     }
@@ -199,9 +203,34 @@ impl embedded_io::Write for SerialWriter {
         let r = match self {
             // tcdrain would block until the line is idle; the loop must not wait for that.
             SerialWriter::Tty(_) => Ok(()),
-            SerialWriter::File(f) => f.flush(),
+            SerialWriter::File(f) | SerialWriter::Pipe(f) => f.flush(),
         };
         r.map_err(SerialError::from)
+    }
+}
+
+/// `write` to a pipe with SIGPIPE blocked on this thread: a reader that went away gives EPIPE
+/// (the frame is dropped and counted) instead of killing the process, which keeps SIGPIPE's default
+/// action for stdout (`jetlink ... | head`). A SIGPIPE raised by this write is consumed before the
+/// mask is restored; one already pending is left alone. No allocation.
+fn write_without_sigpipe(f: &mut File, buf: &[u8]) -> io::Result<usize> {
+    // SAFETY: plain signal-set calls on sets owned by this frame; the mask is restored on every path.
+    unsafe {
+        let mut pipe: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut pipe);
+        libc::sigaddset(&mut pipe, libc::SIGPIPE);
+        let mut pending: libc::sigset_t = std::mem::zeroed();
+        libc::sigpending(&mut pending);
+        let was_pending = libc::sigismember(&pending, libc::SIGPIPE) == 1;
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::pthread_sigmask(libc::SIG_BLOCK, &pipe, &mut old);
+        let r = f.write(buf);
+        if !was_pending && matches!(&r, Err(e) if e.raw_os_error() == Some(libc::EPIPE)) {
+            let zero = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+            libc::sigtimedwait(&pipe, std::ptr::null_mut(), &zero);
+        }
+        libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+        r
     }
 }
 
@@ -215,7 +244,8 @@ pub fn looks_like_telemetry(head: &[u8]) -> bool {
         if st.corrupt + st.oversized > 0 {
             return false;
         }
-        if st.frames > 0 {
+        // A frame decoded, or a Hello of another jetlink protocol version.
+        if st.frames + st.unknown_version > 0 {
             return true;
         }
     }

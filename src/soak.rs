@@ -79,11 +79,14 @@ pub struct SoakOptions {
     /// Ticks before allocations are counted (first periods, first adaptation task, first summary).
     pub warmup: u64,
     pub rates: FaultRates,
+    /// Test hook for determinism: every this many ticks (0: never) the frame source sleeps past the
+    /// tick deadline, as a loaded machine would. Not a fault: the injected faults must not change.
+    pub slow_every: u64,
 }
 
 impl SoakOptions {
     pub fn new(ticks: u64, seed: u64) -> SoakOptions {
-        SoakOptions { ticks, seed, warmup: (ticks / 10).min(2000), rates: FaultRates::default() }
+        SoakOptions { ticks, seed, warmup: (ticks / 10).min(2000), rates: FaultRates::default(), slow_every: 0 }
     }
 }
 
@@ -129,6 +132,8 @@ impl Injected {
 /// Counters shared by the injecting wrappers (atomics: no allocation, and `Send` for the sources).
 #[derive(Default)]
 struct Counters {
+    /// The tick the loop is on (set by [`run`] before each tick): the serial faults are keyed by it.
+    tick_now: AtomicU64,
     frames_missing: AtomicU64,
     frames_corrupt: AtomicU64,
     frames_wrong_size: AtomicU64,
@@ -215,6 +220,10 @@ struct LoopedFrames {
     rng: Rng,
     rate: f64,
     c: Arc<Counters>,
+    /// Frames asked for so far, and the slow-down hook ([`SoakOptions::slow_every`]).
+    n: u64,
+    slow_every: u64,
+    slow: Duration,
 }
 
 impl FrameSource for LoopedFrames {
@@ -227,6 +236,10 @@ impl FrameSource for LoopedFrames {
             return Ok(None);
         }
         self.left -= 1;
+        self.n += 1;
+        if self.slow_every > 0 && self.n.is_multiple_of(self.slow_every) {
+            std::thread::sleep(self.slow);
+        }
         if self.rng.chance(self.rate) {
             self.c.frame_fault_now.store(1, Relaxed);
             return Err(match self.rng.next() % 3 {
@@ -387,11 +400,26 @@ impl Engine for ChaosEngine {
 
 /// A serial line that fails, blocks and accepts partial writes at random. What it accepts is
 /// decoded (as the monitor would) and dropped, so memory stays bounded however long the soak runs.
+///
+/// Every decision is a function of the seed, the tick, the frame's place among the tick's frames
+/// and the write attempt within the frame, never of a call count or a length that timing can
+/// change: `DeadlineMiss` events (sent only when a tick ran late) pass untouched and take no place,
+/// and a partial write cuts 1 to 8 bytes into a frame (every frame is longer), so the size of a
+/// Tick's `tick_us` varint does not matter. Only a frame's first write may be partial.
 pub struct ChaosWriter {
-    rng: Rng,
+    seed: u64,
     rates: FaultRates,
     c: Arc<Counters>,
     decoder: Decoder,
+    /// The tick of the frames being counted, and the next frame's place in it.
+    tick: u64,
+    frame_in_tick: u64,
+    /// Bytes of the current frame still to come (after a partial write), and that write's attempt.
+    left: usize,
+    attempt: u64,
+    /// The current frame's key (tick and place), and whether it is exempt (a DeadlineMiss event).
+    key: u64,
+    exempt: bool,
     /// Messages decoded from the accepted bytes, and the bytes accepted.
     pub decoded: u64,
     pub bytes: u64,
@@ -400,6 +428,38 @@ pub struct ChaosWriter {
 impl ChaosWriter {
     pub fn decoder(&self) -> &Decoder {
         &self.decoder
+    }
+
+    /// A new frame starts with `buf` (the writer hands over whole frames, a leading `0x00`
+    /// included after a broken one): key it, and exempt it if timing produced it.
+    fn start_frame(&mut self, buf: &[u8]) {
+        let tick = self.c.tick_now.load(Relaxed);
+        if tick != self.tick {
+            self.tick = tick;
+            self.frame_in_tick = 0;
+        }
+        let body = buf.iter().position(|&b| b != 0).map_or(&buf[..0], |i| &buf[i..]);
+        let end = body.iter().position(|&b| b == 0).unwrap_or(body.len());
+        let mut tmp = [0u8; crate::wire::DECODE_BUF];
+        self.exempt = end <= tmp.len() && {
+            tmp[..end].copy_from_slice(&body[..end]);
+            matches!(
+                crate::wire::decode_frame(&mut tmp[..end]),
+                Ok(Message::Event(e)) if e.code == crate::wire::EventCode::DeadlineMiss
+            )
+        };
+        self.key = (tick << 16) | self.frame_in_tick.min(0xFFF) << 4;
+        self.attempt = 0;
+        if !self.exempt {
+            self.frame_in_tick += 1;
+        }
+    }
+
+    fn accept(&mut self, bytes: &[u8]) {
+        let mut decoded = 0;
+        self.decoder.feed(bytes, |_m: Message| decoded += 1);
+        self.decoded += decoded;
+        self.bytes += bytes.len() as u64;
     }
 }
 
@@ -410,11 +470,24 @@ impl embedded_io::ErrorType for ChaosWriter {
 impl embedded_io::Write for ChaosWriter {
     fn write(&mut self, buf: &[u8]) -> Result<usize, Self::Error> {
         use embedded_io::ErrorKind;
-        if self.rng.chance(self.rates.serial) {
+        if self.left == 0 {
+            self.start_frame(buf);
+        } else {
+            self.attempt += 1;
+        }
+        if self.exempt {
+            self.left = 0;
+            self.accept(buf);
+            return Ok(buf.len());
+        }
+        // One generator per (seed, tick, frame, attempt): nothing carries over between writes.
+        let mut rng = Rng::new(self.seed, (1 << 63) | self.key | self.attempt.min(0xF));
+        if rng.chance(self.rates.serial) {
+            self.left = 0;
             if buf == [0] {
                 bump(&self.c.serial_failed_at_terminator);
             }
-            return Err(crate::serial::SerialError(if self.rng.next() % 2 == 0 {
+            return Err(crate::serial::SerialError(if rng.next() % 2 == 0 {
                 bump(&self.c.serial_errors);
                 ErrorKind::Other
             } else {
@@ -424,14 +497,12 @@ impl embedded_io::Write for ChaosWriter {
             }));
         }
         let mut n = buf.len();
-        if n > 1 && self.rng.chance(self.rates.partial_write) {
+        if self.attempt == 0 && n > 1 && rng.chance(self.rates.partial_write) {
             bump(&self.c.serial_partial);
-            n = self.rng.range(1, n as u64 - 1) as usize;
+            n = (rng.range(1, 8) as usize).min(n - 1);
         }
-        let mut decoded = 0;
-        self.decoder.feed(&buf[..n], |_m: Message| decoded += 1);
-        self.decoded += decoded;
-        self.bytes += n as u64;
+        self.left = buf.len() - n;
+        self.accept(&buf[..n]);
         Ok(n)
     }
     fn flush(&mut self) -> Result<(), Self::Error> {
@@ -661,6 +732,9 @@ pub fn run(inputs: &SoakInputs, board: &'static Board, opts: &SoakOptions) -> Re
         rng: Rng::new(opts.seed, 1),
         rate: opts.rates.frame,
         c: c.clone(),
+        n: 0,
+        slow_every: opts.slow_every,
+        slow: stall_for(board.period_ms),
     };
     let sim = telemetry::sim::Simulated::open_for_board(board)?;
     let pressure = Pressure {
@@ -701,10 +775,16 @@ pub fn run(inputs: &SoakInputs, board: &'static Board, opts: &SoakOptions) -> Re
         c: c.clone(),
     };
     let writer = ChaosWriter {
-        rng: Rng::new(opts.seed, 4),
+        seed: opts.seed,
         rates: opts.rates,
         c: c.clone(),
         decoder: Decoder::new(),
+        tick: 0,
+        frame_in_tick: 0,
+        left: 0,
+        attempt: 0,
+        key: 0,
+        exempt: false,
         decoded: 0,
         bytes: 0,
     };
@@ -731,6 +811,7 @@ pub fn run(inputs: &SoakInputs, board: &'static Board, opts: &SoakOptions) -> Re
         }
         c.failed_mask.store(0, Relaxed);
         c.frame_fault_now.store(0, Relaxed);
+        c.tick_now.store(ctl.stats().ticks, Relaxed);
         if !ctl.tick() {
             break;
         }

@@ -3,7 +3,6 @@
 //! resynchronising decoder, and the line-bandwidth arithmetic that sets the Tick decimation.
 
 use embedded_io::{Error as _, ErrorKind};
-use postcard::accumulator::{CobsAccumulator, FeedResult};
 use serde::{Deserialize, Serialize};
 
 /// Version of the wire format, sent in [`Hello::proto_version`]. Bumped on any change to a
@@ -324,28 +323,134 @@ pub fn frame_len(msg: &Message) -> usize {
     encode(msg, &mut buf).map_or(0, |f| f.len())
 }
 
-/// Counts kept by a [`Decoder`].
+/// Counts kept by a [`Decoder`]. Every byte fed ends up in exactly one of: a decoded frame, a
+/// corrupt, oversized, truncated or skipped frame, an unknown-version Hello, or an empty frame.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct DecodeStats {
     /// Bytes fed.
     pub bytes: u64,
     /// Messages decoded.
     pub frames: u64,
-    /// Frames that failed COBS, postcard or the CRC (corrupt bytes, truncated frames, and frames
-    /// of an unknown later message type).
+    /// Frames that failed COBS, the CRC or postcard, or had bytes left between the message and
+    /// its CRC (corrupt bytes, frames cut short, two frames merged by a damaged delimiter, and
+    /// frames of an unknown later message type).
     pub corrupt: u64,
     /// Frames longer than the buffer, dropped up to the next `0x00`.
     pub oversized: u64,
+    /// Bytes left without a closing `0x00` when the stream ended ([`Decoder::finish`]): one frame.
+    pub truncated: u64,
+    /// Hellos (CRC correct) announcing a protocol version other than [`PROTO_VERSION`].
+    pub unknown_version: u64,
+    /// Frames (CRC correct) skipped after an unknown-version Hello, until a Hello of a known one.
+    pub skipped: u64,
+}
+
+impl DecodeStats {
+    /// Frames lost or not decoded: corrupt, oversized, truncated, unknown-version Hellos and the
+    /// frames skipped after them.
+    pub fn lost(&self) -> u64 {
+        self.corrupt + self.oversized + self.truncated + self.unknown_version + self.skipped
+    }
+}
+
+/// Why a complete frame was not decoded (see [`decode_frame`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FrameError {
+    /// COBS, CRC, postcard, a non-canonical encoding, or bytes between the message and the CRC.
+    Corrupt,
+    /// A Hello (CRC correct) of another protocol version: `proto_version`.
+    UnknownVersion(u16),
+}
+
+/// The bytes of an unfinished frame the receiver holds: [`DECODE_BUF`] bytes, the closing `0x00`
+/// included, so at most `DECODE_BUF - 1` encoded bytes.
+const RX_BYTES: usize = DECODE_BUF - 1;
+
+/// COBS-decode `enc` (a frame without its `0x00`) in place; returns the decoded length. Strict: a
+/// zero byte or a block running past the end is an error.
+fn cobs_decode_in_place(buf: &mut [u8]) -> Option<usize> {
+    let n = buf.len();
+    let (mut r, mut w) = (0usize, 0usize);
+    while r < n {
+        let code = buf[r] as usize;
+        if code == 0 || r + code > n {
+            return None;
+        }
+        r += 1;
+        for _ in 1..code {
+            let b = buf[r];
+            if b == 0 {
+                return None;
+            }
+            buf[w] = b;
+            w += 1;
+            r += 1;
+        }
+        if code < 0xFF && r < n {
+            buf[w] = 0;
+            w += 1;
+        }
+    }
+    Some(w)
+}
+
+/// COBS-decode one frame (without its `0x00`; in place) and check its CRC: returns the payload
+/// length (the decoded bytes before the last two, which are the CRC).
+fn frame_payload(enc: &mut [u8]) -> Result<usize, FrameError> {
+    let n = cobs_decode_in_place(enc).ok_or(FrameError::Corrupt)?;
+    if n < 3 {
+        return Err(FrameError::Corrupt);
+    }
+    let (payload, crc) = enc[..n].split_at(n - 2);
+    if crc16(payload) != u16::from_le_bytes([crc[0], crc[1]]) {
+        return Err(FrameError::Corrupt);
+    }
+    Ok(n - 2)
+}
+
+/// Decode a payload whose CRC was checked: a Hello of another version is refused undecoded, and
+/// the message must end exactly where the CRC starts and be encoded canonically.
+fn decode_payload(payload: &[u8]) -> Result<Message, FrameError> {
+    // Variant 0 is Hello in every version; its first field is the version: read only that.
+    if payload[0] == 0 {
+        let version = postcard::take_from_bytes::<u16>(&payload[1..]).map_err(|_| FrameError::Corrupt)?.0;
+        if version != PROTO_VERSION {
+            return Err(FrameError::UnknownVersion(version));
+        }
+    }
+    let (msg, rest) = postcard::take_from_bytes::<Message>(payload).map_err(|_| FrameError::Corrupt)?;
+    if !rest.is_empty() {
+        return Err(FrameError::Corrupt);
+    }
+    // postcard accepts over-long varints; the encoder never writes them.
+    let mut plain = [0u8; DECODE_BUF];
+    match postcard::to_slice(&msg, &mut plain) {
+        Ok(p) if p == payload => Ok(msg),
+        _ => Err(FrameError::Corrupt),
+    }
+}
+
+/// Decode one frame's COBS bytes (without the `0x00`; modified in place), following
+/// `docs/wire-format.md`: COBS, then the CRC over everything before the last two bytes, then (a
+/// Hello of another version is refused here, undecoded) postcard, which must end exactly where
+/// the CRC starts.
+pub fn decode_frame(enc: &mut [u8]) -> Result<Message, FrameError> {
+    let n = frame_payload(enc)?;
+    decode_payload(&enc[..n])
 }
 
 /// Decodes messages from a byte stream in arbitrary chunks, resynchronising at the next `0x00`
 /// after a corrupt, truncated or oversized frame. No allocation.
+///
+/// After a Hello of an unknown protocol version, nothing is decoded until a Hello of this version
+/// arrives: the frames in between are counted as skipped.
 pub struct Decoder {
-    acc: CobsAccumulator<DECODE_BUF>,
-    /// Bytes of an unfinished frame are in the accumulator.
-    pending: bool,
+    buf: [u8; RX_BYTES],
+    len: usize,
     /// Dropping an oversized frame until its `0x00`.
     discarding: bool,
+    /// After an unknown-version Hello: skip frames until a known Hello.
+    foreign: bool,
     stats: DecodeStats,
 }
 
@@ -358,10 +463,19 @@ impl Default for Decoder {
 impl Decoder {
     pub const fn new() -> Self {
         Decoder {
-            acc: CobsAccumulator::new(),
-            pending: false,
+            buf: [0; RX_BYTES],
+            len: 0,
             discarding: false,
-            stats: DecodeStats { bytes: 0, frames: 0, corrupt: 0, oversized: 0 },
+            foreign: false,
+            stats: DecodeStats {
+                bytes: 0,
+                frames: 0,
+                corrupt: 0,
+                oversized: 0,
+                truncated: 0,
+                unknown_version: 0,
+                skipped: 0,
+            },
         }
     }
 
@@ -371,7 +485,22 @@ impl Decoder {
 
     /// Whether bytes of an unfinished frame are waiting for their `0x00`.
     pub fn has_partial(&self) -> bool {
-        self.pending || self.discarding
+        self.len > 0 || self.discarding
+    }
+
+    /// Whether frames are being skipped after a Hello of an unknown protocol version.
+    pub fn skipping_unknown_version(&self) -> bool {
+        self.foreign
+    }
+
+    /// End of stream: bytes of an unfinished frame are counted as one truncated frame (an
+    /// oversized one being dropped was counted already) and forgotten.
+    pub fn finish(&mut self) {
+        if self.len > 0 {
+            self.stats.truncated += 1;
+        }
+        self.len = 0;
+        self.discarding = false;
     }
 
     /// Feed a chunk; `on_msg` is called for each message completed in it.
@@ -379,53 +508,57 @@ impl Decoder {
         self.stats.bytes += chunk.len() as u64;
         let mut rest = chunk;
         while !rest.is_empty() {
-            if self.discarding {
-                match rest.iter().position(|&b| b == 0) {
-                    Some(z) => {
-                        rest = &rest[z + 1..];
-                        self.discarding = false;
-                    }
-                    None => return,
-                }
-                continue;
-            }
-            if !self.pending && rest[0] == 0 {
-                // An empty frame: a delimiter written after a dropped partial frame, or idle fill.
-                rest = &rest[1..];
-                continue;
-            }
             let zero = rest.iter().position(|&b| b == 0);
             let (part, after) = match zero {
-                Some(z) => rest.split_at(z + 1),
+                Some(z) => (&rest[..z], &rest[z + 1..]),
                 None => (rest, &rest[rest.len()..]),
             };
-            match self.acc.feed::<(Message, [u8; 2])>(part) {
-                FeedResult::Consumed => self.pending = true,
-                FeedResult::OverFull(_) => {
-                    self.stats.oversized += 1;
-                    self.pending = false;
-                    self.discarding = zero.is_none();
-                }
-                FeedResult::DeserError(_) => {
-                    self.stats.corrupt += 1;
-                    self.pending = false;
-                }
-                FeedResult::Success { data: (msg, crc), .. } => {
-                    self.pending = false;
-                    // Re-encoding is canonical, so a frame that decodes to a different message than
-                    // was sent fails here.
-                    let mut plain = [0u8; DECODE_BUF];
-                    let ok = postcard::to_slice(&msg, &mut plain)
-                        .is_ok_and(|p| crc16(p) == u16::from_le_bytes(crc));
-                    if ok {
-                        self.stats.frames += 1;
-                        on_msg(msg);
-                    } else {
-                        self.stats.corrupt += 1;
-                    }
-                }
-            }
             rest = after;
+            if self.discarding {
+                self.discarding = zero.is_none();
+                continue;
+            }
+            if self.len + part.len() > RX_BYTES {
+                self.stats.oversized += 1;
+                self.len = 0;
+                self.discarding = zero.is_none();
+                continue;
+            }
+            self.buf[self.len..self.len + part.len()].copy_from_slice(part);
+            self.len += part.len();
+            if zero.is_none() {
+                continue;
+            }
+            let n = core::mem::take(&mut self.len);
+            if n == 0 {
+                // An empty frame: a delimiter written after a dropped partial frame, or idle fill.
+                continue;
+            }
+            let p = match frame_payload(&mut self.buf[..n]) {
+                Ok(p) => p,
+                Err(_) => {
+                    self.stats.corrupt += 1;
+                    continue;
+                }
+            };
+            let payload = &self.buf[..p];
+            if self.foreign && payload[0] != 0 {
+                // A frame of the unknown version: its layout is not ours to decode.
+                self.stats.skipped += 1;
+                continue;
+            }
+            match decode_payload(payload) {
+                Ok(msg) => {
+                    self.foreign = false;
+                    self.stats.frames += 1;
+                    on_msg(msg);
+                }
+                Err(FrameError::UnknownVersion(_)) => {
+                    self.stats.unknown_version += 1;
+                    self.foreign = true;
+                }
+                Err(FrameError::Corrupt) => self.stats.corrupt += 1,
+            }
         }
     }
 }

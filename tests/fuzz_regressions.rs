@@ -45,6 +45,180 @@ fn board_corpus() {
     assert!(run_corpus("board", checks::board) >= 5);
 }
 
+#[test]
+fn manifest_corpus() {
+    assert!(run_corpus("manifest", checks::manifest) >= 2);
+}
+
+#[test]
+fn stream_corpus() {
+    assert!(run_corpus("stream", checks::stream) >= 2);
+}
+
+#[test]
+fn view_corpus() {
+    assert!(run_corpus("view", checks::view) >= 2);
+}
+
+// The stable-Rust driver: cargo-fuzz needs nightly (or RUSTC_BOOTSTRAP and an instrumented build
+// of every dependency); this runs corpus-mutated pseudo-random inputs through the same checks,
+// without coverage feedback. `cargo test` runs 20,000 per target; the million-execution runs are
+// `FUZZ_EXECS=1000000 cargo test --release --test fuzz_regressions -- --ignored drive_`.
+
+/// xorshift64*: seeded, so a run is reproducible from its seed.
+struct Mutator(u64);
+
+impl Mutator {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+    /// 1 to 8 mutations of `input`: bit flips, interesting bytes, ASCII digits, inserted, removed or
+    /// duplicated runs, a splice from `other`, or a cut.
+    fn mutate(&mut self, input: &mut Vec<u8>, other: &[u8], max_len: usize) {
+        const INTERESTING: [u8; 10] = [0x00, 0x01, 0x7F, 0x80, 0xFF, b'0', b'9', b'-', b'"', b'\n'];
+        for _ in 0..1 + self.below(8) {
+            let len = input.len();
+            match self.below(9) {
+                0 if len > 0 => {
+                    let i = self.below(len);
+                    input[i] ^= 1 << self.below(8);
+                }
+                1 if len > 0 => {
+                    let i = self.below(len);
+                    input[i] = INTERESTING[self.below(INTERESTING.len())];
+                }
+                2 if len > 0 => {
+                    let i = self.below(len);
+                    input[i] = self.next() as u8;
+                }
+                3 if len > 0 => {
+                    // A digit changed or appended: numbers in text formats grow and shrink.
+                    let i = self.below(len);
+                    if input[i].is_ascii_digit() {
+                        let d = b'0' + self.below(10) as u8;
+                        if self.below(2) == 0 { input[i] = d } else { input.insert(i, d) }
+                    }
+                }
+                4 if len < max_len => {
+                    let i = self.below(len + 1);
+                    let n = 1 + self.below(8);
+                    for _ in 0..n {
+                        input.insert(i, self.next() as u8);
+                    }
+                }
+                5 if len > 0 => {
+                    let i = self.below(len);
+                    let n = (1 + self.below(16)).min(len - i);
+                    input.drain(i..i + n);
+                }
+                6 if len > 0 && len < max_len => {
+                    let i = self.below(len);
+                    let n = (1 + self.below(32)).min(len - i);
+                    let run = input[i..i + n].to_vec();
+                    let at = self.below(len + 1);
+                    input.splice(at..at, run);
+                }
+                7 if !other.is_empty() => {
+                    let i = self.below(other.len());
+                    let n = (1 + self.below(64)).min(other.len() - i);
+                    let at = self.below(len + 1);
+                    let end = (at + n).min(len);
+                    input.splice(at..end, other[i..i + n].iter().copied());
+                }
+                8 if len > 0 => input.truncate(self.below(len)),
+                _ => {}
+            }
+        }
+        input.truncate(max_len);
+    }
+}
+
+/// Run `execs` inputs through `check`: each a mutation of a corpus file or of an earlier input,
+/// or plain random bytes (1 in 16). A panic saves the input under `fuzz/artifacts/` and fails.
+fn drive(target: &str, check: fn(&[u8]), execs: u64, seed: u64) {
+    let mut pool: Vec<Vec<u8>> = Vec::new();
+    for e in std::fs::read_dir(corpus(target)).unwrap() {
+        pool.push(std::fs::read(e.unwrap().path()).unwrap());
+    }
+    let max_len = pool.iter().map(Vec::len).max().unwrap_or(0).max(256) * 2;
+    let corpus_len = pool.len();
+    let mut m = Mutator(seed | 1);
+    // Inputs that panic are reported by the test; keep the default hook quiet meanwhile.
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let mut found = None;
+    for i in 0..execs {
+        let input = if m.below(16) == 0 {
+            let n = m.below(max_len);
+            (0..n).map(|_| m.next() as u8).collect()
+        } else {
+            let mut x = pool[m.below(pool.len())].clone();
+            let other = pool[m.below(pool.len())].clone();
+            m.mutate(&mut x, &other, max_len);
+            x
+        };
+        if std::panic::catch_unwind(|| check(&input)).is_err() {
+            found = Some((i, input));
+            break;
+        }
+        // Keep a rolling set of recent mutants beside the corpus, so mutations stack.
+        if pool.len() < corpus_len + 64 {
+            pool.push(input);
+        } else {
+            let k = corpus_len + m.below(64);
+            pool[k] = input;
+        }
+    }
+    std::panic::set_hook(hook);
+    if let Some((i, input)) = found {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/artifacts");
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join(format!("{target}-crash-{seed}-{i}"));
+        std::fs::write(&p, &input).unwrap();
+        let e = std::panic::catch_unwind(|| check(&input)).unwrap_err();
+        let msg = e.downcast_ref::<String>().cloned().or(e.downcast_ref::<&str>().map(|s| s.to_string()));
+        panic!("{target}: execution {i} panicked ({msg:?}); input saved to {}", p.display());
+    }
+    println!("{target}: {execs} executions, seed {seed}, no panic");
+}
+
+fn execs() -> u64 {
+    std::env::var("FUZZ_EXECS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000)
+}
+
+#[test]
+fn drive_every_target_briefly() {
+    drive("manifest", checks::manifest, 20_000, 1);
+    drive("stream", checks::stream, 20_000, 1);
+    drive("view", checks::view, 20_000, 1);
+    drive("wire", checks::wire, 20_000, 1);
+    drive("board", checks::board, 5_000, 1);
+}
+
+#[test]
+#[ignore]
+fn drive_manifest() {
+    drive("manifest", checks::manifest, execs(), 19);
+}
+
+#[test]
+#[ignore]
+fn drive_stream() {
+    drive("stream", checks::stream, execs(), 19);
+}
+
+#[test]
+#[ignore]
+fn drive_view() {
+    drive("view", checks::view, execs(), 19);
+}
+
 // Findings, one test each: the input the fuzzer found, minimised, and what must hold now.
 
 /// board: a board name starting with a digit ("8gb", file `boards/8gb.toml`) passed the checks and
@@ -129,6 +303,18 @@ fn write_seed_corpus() {
     broken.insert(20, 0);
     write("wire", "broken", &broken);
     write("wire", "oversized", &[&[0u8][..], &[0x55u8; 300][..], &s[1..]].concat());
+    // Manifests: the demo's, and a small one with every view op.
+    write("manifest", "demo", &std::fs::read(root.join("demo/manifest.toml")).unwrap());
+    write("manifest", "small", SMALL_MANIFEST.as_bytes());
+    // Streams: three 4x3 frames (one training, one clean, one drift), and one 2x2x3 frame.
+    let meta = |n: u32| jetlink::stream::FrameMeta { source: n, label: n as u8, severity: 0 };
+    let s3 = jetlink::stream::Stream::from_parts(3, 4, 1, 1, 2, vec![meta(0), meta(1), meta(2)], (0..36).collect()).unwrap();
+    write("stream", "three-frames", &s3.to_bytes());
+    let s1 = jetlink::stream::Stream::from_parts(2, 2, 3, 0, 1, vec![meta(7)], vec![200; 12]).unwrap();
+    write("stream", "rgb", &s1.to_bytes());
+    // Views (fuzz/checks.rs::view): a 28x28x1 frame; pad, pool, channels; crop, upsample, normalize.
+    write("view", "pad-pool-channels", &[27, 27, 0, 3, 2, 2, 2, 2, 1, 2, 0, 0, 0, 6, 3, 0, 0, 0]);
+    write("view", "crop-upsample-normalize", &[27, 27, 0, 0, 4, 4, 20, 20, 2, 2, 0, 0, 0, 5, 1, 1, 0, 0, 4, 0, 0, 0, 0]);
     // Boards: the real files.
     for e in std::fs::read_dir(root.join("boards")).unwrap() {
         let p = e.unwrap().path();
@@ -136,3 +322,23 @@ fn write_seed_corpus() {
         write("board", &name, &std::fs::read(&p).unwrap());
     }
 }
+
+const SMALL_MANIFEST: &str = r#"name = "fuzz"
+stream = "s.jlstream"
+
+[[model]]
+name = "a"
+onnx = "a.onnx"
+kind = "class"
+size = 10
+importance = 1.0
+input_shape = [1, 3, 30, 30]
+provenance = "fuzz seed"
+view = [ { op = "pad", top = 1, bottom = 1, left = 1, right = 1, value = 0.0 }, { op = "invert" }, { op = "normalize", mean = 0.5, std = 0.25 }, { op = "channels", n = 3 } ]
+[model.cost]
+weight_bytes = 1000
+activation_bytes = 200
+flops = 5000
+latency_us = 12.5
+latency_runtime = "tract"
+"#;

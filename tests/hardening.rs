@@ -190,6 +190,11 @@ fn bad_inputs_table() {
     let pad = manifest_copy(&tmp_dir("table-pad"), |t| {
         t.replacen("view = [", "view = [ { op = \"pad\", top = 4294967295, bottom = 2, left = 0, right = 0, value = 0.0 },", 1)
     });
+    let weight = manifest_copy(&tmp_dir("table-weight"), |t| t.replacen("weight_bytes = ", "weight_bytes = 18446744073709551615 # ", 1));
+    let size = manifest_copy(&tmp_dir("table-size"), |t| t.replacen("size = 10", "size = 4294967295", 1));
+    let latency = manifest_copy(&tmp_dir("table-latency"), |t| t.replacen("latency_us = ", "latency_us = -1.0 # ", 1));
+    // Damaged telemetry for `jetlink monitor` (docs/wire-format.md, "Receiving").
+    let w = damaged_wire(&dir);
     let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
     #[rustfmt::skip]
     let cases = vec![
@@ -219,10 +224,140 @@ fn bad_inputs_table() {
         // sizes from files: checked arithmetic naming model and op, no huge allocation
         Case { args: s(&["models", "--frames", "1", "--manifest", &huge.display().to_string()]), error: "upsample", status: 1, no_file: None, unchanged: None },
         Case { args: s(&["models", "--frames", "1", "--manifest", &pad.display().to_string()]), error: "pad", status: 1, no_file: None, unchanged: None },
+        // manifest sizes and costs (found by the manifest fuzz target's checks): bounded, named
+        Case { args: s(&["models", "--frames", "1", "--manifest", &weight.display().to_string()]), error: "cost.weight_bytes 18446744073709551615 is above the limit", status: 1, no_file: None, unchanged: None },
+        Case { args: s(&["models", "--frames", "1", "--manifest", &size.display().to_string()]), error: "size 4294967295 is above the limit", status: 1, no_file: None, unchanged: None },
+        Case { args: s(&["models", "--frames", "1", "--manifest", &latency.display().to_string()]), error: "cost.latency_us -1 must be finite", status: 1, no_file: None, unchanged: None },
+        // damaged telemetry: counted, named on stderr, exit 3 (frames lost); a clean file exits 0
+        Case { args: s(&["monitor", &w.merged]), error: "telemetry frames lost or not decoded: 1 corrupt", status: 3, no_file: None, unchanged: None },
+        Case { args: s(&["monitor", &w.trailing]), error: "1 truncated at the end of the stream", status: 3, no_file: None, unchanged: None },
+        Case { args: s(&["monitor", &w.unknown_version]), error: "1 Hello of an unknown protocol version (this monitor knows version 1), 2 skipped", status: 3, no_file: None, unchanged: None },
+        Case { args: s(&["monitor", &w.oversized]), error: "1 oversized", status: 3, no_file: None, unchanged: None },
+        Case { args: s(&["monitor", &w.junk_after_crc]), error: "1 corrupt", status: 3, no_file: None, unchanged: None },
+        Case { args: s(&["monitor", &w.clean]), error: "", status: 0, no_file: None, unchanged: None },
     ];
     for c in &cases {
         run_case(c);
     }
+}
+
+/// Files of damaged telemetry, each around good frames.
+struct DamagedWire {
+    clean: String,
+    merged: String,
+    trailing: String,
+    unknown_version: String,
+    oversized: String,
+    junk_after_crc: String,
+}
+
+fn damaged_wire(dir: &Path) -> DamagedWire {
+    use jetlink::wire::{Message, Tick, crc16, encode, typical_tick};
+    let enc = |m: &Message| {
+        let mut b = [0u8; jetlink::wire::MAX_FRAME];
+        encode(m, &mut b).unwrap().to_vec()
+    };
+    let tick = |i: u32| enc(&Message::Tick(Tick { tick: i, frame: i, ..typical_tick() }));
+    let write = |name: &str, bytes: &[u8]| {
+        let p = dir.join(name);
+        std::fs::write(&p, bytes).unwrap();
+        p.display().to_string()
+    };
+    let clean = [tick(40), tick(41), tick(42)].concat();
+    // Tick 40's delimiter 00 -> 01: 40 and 41 merge into one corrupt frame.
+    let mut merged = clean.clone();
+    merged[tick(40).len() - 1] = 0x01;
+    // A frame without its 0x00 at the end.
+    let t = tick(43);
+    let trailing = [&clean[..], &t[..t.len() - 1]].concat();
+    // A Hello of protocol version 2 (payload 00 02 05 06 07), then two frames it covers.
+    let payload = [0x00u8, 0x02, 0x05, 0x06, 0x07];
+    let crc = crc16(&payload).to_le_bytes();
+    let v2 = [&[0x01u8, 0x07, 0x02, 0x05, 0x06, 0x07][..], &crc[..], &[0x00][..]].concat();
+    let unknown = [&v2[..], &tick(1)[..], &tick(2)[..]].concat();
+    let oversized = [&[0x55u8; 200][..], &[0][..], &clean[..]].concat();
+    // A valid Shed event and its CRC, then two bytes before the 0x00.
+    let junk = [0x0Au8, 0x03, 0x01, 0x01, 0x02, 0x03, 0x5B, 0xE8, 0x07, 0x07, 0x00];
+    DamagedWire {
+        clean: write("clean.bin", &clean),
+        merged: write("merged.bin", &merged),
+        trailing: write("trailing.bin", &trailing),
+        unknown_version: write("unknown-version.bin", &unknown),
+        oversized: write("oversized.bin", &oversized),
+        junk_after_crc: write("junk-after-crc.bin", &[&junk[..], &clean[..]].concat()),
+    }
+}
+
+/// `--serial` to a FIFO whose reader goes away during the run: the loop neither hangs nor dies of
+/// SIGPIPE; the frames written after are counted as dropped (EPIPE), the summary is printed, and
+/// the exit status is 3.
+#[test]
+fn fifo_reader_going_away_costs_frames_not_the_run() {
+    if jetlink::board::current().name != "host-sim" {
+        return;
+    }
+    use std::io::BufRead;
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = tmp_dir("fifo-gone");
+    let fifo = dir.join("fifo");
+    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    // The reader first (non-blocking open: no writer yet), then the run.
+    let reader = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(&fifo).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_jetlink"))
+        .current_dir(root())
+        .args(["run", "--engines", "replay", "--frames", "3000", "-q", "--state-file"])
+        .arg(dir.join("state"))
+        .arg("--serial")
+        .arg(&fifo)
+        .env("RUST_BACKTRACE", "0")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id() as i32;
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut stdout = String::new();
+    // "workload ..." is printed once the FIFO is open for writing. Hold the run still, let the
+    // reader go, and let it carry on: every frame it writes from then on meets a closed pipe.
+    for l in lines.by_ref() {
+        let l = l.unwrap();
+        stdout.push_str(&l);
+        stdout.push('\n');
+        if l.starts_with("workload ") {
+            break;
+        }
+    }
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    assert!(child.try_wait().unwrap().is_none(), "the run ended before its reader went away");
+    drop(reader);
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    let reader_thread = std::thread::spawn(move || {
+        let mut s = String::new();
+        for l in lines {
+            s.push_str(&l.unwrap());
+            s.push('\n');
+        }
+        s
+    });
+    let start = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if start.elapsed() > Duration::from_secs(120) {
+            let _ = child.kill();
+            panic!("the run hung after its FIFO reader went away");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    stdout.push_str(&reader_thread.join().unwrap());
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(status.signal(), None, "killed by a signal: {status:?}\n{err}");
+    assert_eq!(status.code(), Some(3), "{stdout}\n{err}");
+    assert!(err.contains("were lost") && err.contains("BrokenPipe"), "{err}");
+    assert!(stdout.contains("summary over"), "{stdout}");
 }
 
 /// SIGHUP with a refused bundle keeps the running one and sends `BundleRejected`; SIGTERM stops at

@@ -179,6 +179,10 @@ fn file_with_csv_and_truncated_tail() {
     assert_eq!(st.ticks, 5);
     assert!(st.truncated_tail);
     assert_eq!(st.decode.corrupt, 0);
+    // The bytes left without a 0x00 are one truncated frame, reported (exit status 3 in the CLI).
+    assert_eq!(st.decode.truncated, 1);
+    let damage = st.damage().unwrap();
+    assert!(damage.contains("1 truncated at the end of the stream"), "{damage}");
     let text = std::fs::read_to_string(&csv).unwrap();
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines[0], CSV_HEADER);
@@ -187,4 +191,29 @@ fn file_with_csv_and_truncated_tail() {
     assert_eq!(lines[1], "0,0,5,0,941,11718,9500,7000,1850,255,1");
     assert_eq!(lines[5], "4,8,5,0,941,11718,9500,7004,1850,255,0");
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A Hello of a protocol version the monitor does not know: counted and reported, and the frames
+/// after it are skipped (not decoded, no CSV rows) until a Hello of version 1.
+#[test]
+fn unknown_hello_version_is_reported_and_not_decoded() {
+    let payload = [0x00u8, 0x07, 0x01, 0x02];
+    let crc = wire::crc16(&payload).to_le_bytes();
+    let mut v7 = vec![0x01, 6, 0x07, 0x01, 0x02, crc[0], crc[1], 0x00];
+    assert!(crc.iter().all(|&b| b != 0));
+    let mut stream = Vec::new();
+    stream.append(&mut v7);
+    for i in 0..3 {
+        stream.extend(enc(&Message::Tick(tick(i))));
+    }
+    let mut mon = monitor::Monitor::new(Some(Vec::new())).unwrap();
+    mon.feed(&stream);
+    let st = mon.finish().unwrap();
+    assert_eq!((st.ticks, st.hellos, st.decode.unknown_version, st.decode.skipped), (0, 0, 1, 3));
+    assert_eq!(st.hello, None);
+    let damage = st.damage().unwrap();
+    assert!(damage.contains("1 Hello of an unknown protocol version") && damage.contains("3 skipped"), "{damage}");
+    let mut table = String::new();
+    monitor::render("file", &st, &mut table);
+    assert!(table.contains("unknown-version hellos 1  frames skipped after them 3"), "{table}");
 }

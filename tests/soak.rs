@@ -54,6 +54,25 @@ fn same_seed_same_faults() {
     assert_ne!(a.injected, c.injected);
 }
 
+/// Every injected fault is a function of the seed and the tick (or call counter) alone: a run
+/// slowed past the deadline every 50 ticks (as on a loaded machine: DeadlineMiss events, Tick frames
+/// of other lengths) injects exactly the same faults as one at full speed.
+#[test]
+fn faults_do_not_depend_on_timing() {
+    let d = inputs();
+    let fast = SoakOptions::new(2_000, 42);
+    let slow = SoakOptions { slow_every: 50, ..fast };
+    let a = soak::run(&d, board::current(), &fast).unwrap();
+    let b = soak::run(&d, board::current(), &slow).unwrap();
+    assert!(b.stats.deadline_misses >= 40, "the hook slowed 40 ticks: {} misses", b.stats.deadline_misses);
+    assert_eq!(a.injected, b.injected);
+    let counted = |r: &soak::SoakReport| {
+        (r.stats.frame_faults, r.stats.telemetry_faults, r.stats.engine_faults, r.stats.serial_drops, r.writer.dropped)
+    };
+    assert_eq!(counted(&a), counted(&b));
+    assert!(a.passed() && b.passed(), "{}\n{}", a.render(), b.render());
+}
+
 #[test]
 fn bad_options_are_refused_with_what_is_wrong() {
     let d = inputs();

@@ -379,3 +379,180 @@ fn per_tick_paths_do_not_allocate() {
     assert_eq!(n, 300);
     assert!(w.stats().dropped > 0, "the 4 kB writer filled up");
 }
+
+/// Issue 19: a damaged delimiter (`00` -> any other byte) merges two frames. The CRC must end the
+/// frame, so the merged frame is counted corrupt: nothing is decoded from it, and nothing is lost
+/// uncounted (ticks 40, 41, 42 with 41's delimiter damaged: 40 and 42 decode, 1 corrupt).
+#[test]
+fn merged_frames_from_a_damaged_delimiter_are_corrupt() {
+    let ticks: Vec<Message> =
+        (40..43).map(|i| Message::Tick(Tick { tick: i, frame: i, ..wire::typical_tick() })).collect();
+    for damaged in [0x01u8, 0x02, 0x55, 0xFF] {
+        for victim in 0..3 {
+            let mut stream = Vec::new();
+            for (i, m) in ticks.iter().enumerate() {
+                let mut f = enc(m);
+                if i == victim {
+                    *f.last_mut().unwrap() = damaged;
+                }
+                stream.extend(f);
+            }
+            for chunk in [1, 5, stream.len()] {
+                let (got, st) = decode_all(&stream, chunk);
+                let mut want = ticks.clone();
+                // The victim and the frame after it (if any) form one corrupt frame; the victim
+                // at the end leaves its bytes without a 0x00.
+                if victim < 2 {
+                    want.drain(victim..victim + 2);
+                    assert_eq!((st.corrupt, st.frames), (1, 1), "{damaged:#x} victim {victim} chunk {chunk}");
+                } else {
+                    want.remove(victim);
+                    assert_eq!((st.corrupt, st.frames), (0, 2), "{damaged:#x} victim {victim} chunk {chunk}");
+                }
+                assert_eq!(got, want, "{damaged:#x} victim {victim} chunk {chunk}");
+            }
+        }
+    }
+}
+
+/// Bytes between a valid message + CRC and the `0x00`, or between the message and its CRC, make
+/// the frame corrupt (a valid frame followed by junk before its delimiter was accepted before).
+#[test]
+fn bytes_after_the_message_make_the_frame_corrupt() {
+    let shed = Message::Event(Event { tick: 1, code: EventCode::Shed, a: 2, b: 3 });
+    let payload = postcard::to_stdvec(&shed).unwrap();
+    let cobs_frame = |raw: &[u8]| {
+        assert!(raw.iter().all(|&b| b != 0) && raw.len() < 254);
+        let mut f = vec![raw.len() as u8 + 1];
+        f.extend(raw);
+        f.push(0);
+        f
+    };
+    let crc = crc16(&payload).to_le_bytes();
+    let good = cobs_frame(&[&payload[..], &crc[..]].concat());
+    assert_eq!(good, enc(&shed));
+    // Junk after the CRC.
+    let junk_after = cobs_frame(&[&payload[..], &crc[..], &[0x07, 0x07][..]].concat());
+    // Junk between the message and a CRC computed over message + junk.
+    let with_junk = [&payload[..], &[0x07][..]].concat();
+    let crc2 = crc16(&with_junk).to_le_bytes();
+    let junk_inside = cobs_frame(&[&with_junk[..], &crc2[..]].concat());
+    // A non-canonical varint (tick 1 as 81 00) with a correct CRC.
+    let long = [0x03u8, 0x81, 0x00, 0x01, 0x02, 0x03];
+    let crc3 = crc16(&long).to_le_bytes();
+    let mut long_raw = long.to_vec();
+    long_raw.extend(crc3);
+    let mut long_frame = vec![3u8, 0x03, 0x81, long_raw.len() as u8 - 2];
+    long_frame.extend(&long_raw[3..]);
+    long_frame.push(0);
+    for bad in [junk_after, junk_inside, long_frame] {
+        let stream = [&bad[..], &good[..]].concat();
+        let (got, st) = decode_all(&stream, 3);
+        assert_eq!(got, [shed.clone()], "{bad:02x?}");
+        assert_eq!((st.corrupt, st.frames), (1, 1), "{bad:02x?}");
+    }
+    // COBS blocks that run past the end, or a frame shorter than a CRC: corrupt.
+    for bad in [&[0x09u8, 0x03, 0x01, 0x00][..], &[0x02, 0x03, 0x00][..], &[0x01, 0x01, 0x00][..]] {
+        let (got, st) = decode_all(bad, 1);
+        assert!(got.is_empty());
+        assert_eq!(st.corrupt, 1, "{bad:02x?}");
+    }
+}
+
+/// The receive buffer is DECODE_BUF bytes with the closing 0x00 included: a frame of 128 bytes on
+/// the line (127 encoded + 0x00) is decoded, one of 129 is oversized.
+#[test]
+fn receive_buffer_includes_the_delimiter() {
+    // A frame whose COBS bytes are exactly `n`: an unknown message type (variant 9) padded with
+    // non-zero bytes, so it is corrupt (not oversized) when it fits.
+    let frame_of = |n: usize| {
+        let mut payload = vec![0x09u8];
+        payload.resize(n - 3, 0x11);
+        let crc = crc16(&payload).to_le_bytes();
+        let mut raw = payload;
+        raw.extend(crc);
+        assert!(raw.iter().all(|&b| b != 0), "pick another fill");
+        let mut f = vec![raw.len() as u8 + 1];
+        f.extend(raw);
+        f.push(0);
+        assert_eq!(f.len(), n + 1);
+        f
+    };
+    let tail = enc(&Message::Tick(Tick::default()));
+    for chunk in [1, 7, 1000] {
+        let (got, st) = decode_all(&[&frame_of(DECODE_BUF - 1)[..], &tail[..]].concat(), chunk);
+        assert_eq!((st.corrupt, st.oversized, got.len()), (1, 0, 1), "128 bytes, chunk {chunk}");
+        let (got, st) = decode_all(&[&frame_of(DECODE_BUF)[..], &tail[..]].concat(), chunk);
+        assert_eq!((st.corrupt, st.oversized, got.len()), (0, 1, 1), "129 bytes, chunk {chunk}");
+    }
+    // Oversized several times over, and oversized at the end of the stream: counted once each.
+    let mut d = Decoder::new();
+    d.feed(&[0x55; 1000], |_| panic!());
+    d.feed(&[0x55; 10], |_| panic!());
+    d.finish();
+    assert_eq!((d.stats().oversized, d.stats().truncated), (1, 0));
+}
+
+/// Bytes without a closing 0x00 when the stream ends are one truncated frame (`Decoder::finish`).
+#[test]
+fn trailing_bytes_at_the_end_of_a_stream_are_truncated() {
+    let a = enc(&Message::Tick(wire::typical_tick()));
+    let mut d = Decoder::new();
+    let mut n = 0;
+    d.feed(&a, |_| n += 1);
+    d.feed(&a[..a.len() - 1], |_| n += 1);
+    assert!(d.has_partial());
+    d.finish();
+    assert!(!d.has_partial());
+    let st = d.stats();
+    assert_eq!((n, st.frames, st.truncated, st.corrupt), (1, 1, 1, 0));
+    assert_eq!(st.lost(), 1);
+    // Nothing pending: finish counts nothing.
+    let mut d = Decoder::new();
+    d.feed(&a, |_| {});
+    d.finish();
+    assert_eq!(d.stats().truncated, 0);
+}
+
+/// A Hello of a protocol version this decoder does not know is not decoded: it is counted, and
+/// every frame after it is skipped (counted) until a Hello of version 1.
+#[test]
+fn unknown_hello_version_is_not_decoded_and_skips_to_a_known_hello() {
+    // Version 2's Hello: variant 0, proto_version 2, then a layout we do not know.
+    let payload = [0x00u8, 0x02, 0x05, 0x06, 0x07];
+    let crc = crc16(&payload).to_le_bytes();
+    let raw = [&payload[1..], &crc[..]].concat();
+    assert!(raw.iter().all(|&b| b != 0));
+    let mut v2_hello = vec![0x01, raw.len() as u8 + 1];
+    v2_hello.extend(&raw);
+    v2_hello.push(0);
+    // Its Tick would decode as ours, but must not be.
+    let tick = enc(&Message::Tick(wire::typical_tick()));
+    let stream = [
+        &tick[..],
+        &v2_hello[..],
+        &tick[..],
+        &enc(&Message::PeriodSummary(summary()))[..],
+        &[0x03, 0x01, 0x01, 0x00][..], // corrupt, still counted as corrupt
+        &enc(&Message::Hello(hello()))[..],
+        &tick[..],
+    ]
+    .concat();
+    for chunk in [1, 4, stream.len()] {
+        let mut d = Decoder::new();
+        let mut got = Vec::new();
+        for c in stream.chunks(chunk) {
+            d.feed(c, |m| got.push(m));
+        }
+        let st = d.stats();
+        assert_eq!(
+            got,
+            [Message::Tick(wire::typical_tick()), Message::Hello(hello()), Message::Tick(wire::typical_tick())]
+        );
+        assert_eq!((st.unknown_version, st.skipped, st.corrupt, st.frames), (1, 2, 1, 3), "chunk {chunk}");
+        assert!(!d.skipping_unknown_version());
+    }
+    // decode_frame says which version.
+    let mut f = v2_hello[..v2_hello.len() - 1].to_vec();
+    assert_eq!(wire::decode_frame(&mut f), Err(wire::FrameError::UnknownVersion(2)));
+}

@@ -30,5 +30,9 @@ pub(crate) fn monitor(a: &MonitorArgs) -> Result<()> {
     let mut text = String::new();
     jetlink::monitor::render(&a.path.display().to_string(), &s, &mut text);
     println!("{text}");
+    if let Some(damage) = s.damage() {
+        eprintln!("jetlink monitor: {damage}");
+        std::process::exit(super::run::EXIT_TELEMETRY_LOST);
+    }
     Ok(())
 }

@@ -937,13 +937,16 @@ pub fn write_outputs(r: &BenchReport, json: &Path, svg: &Path) -> Result<()> {
     if let Some(d) = json.parent() {
         std::fs::create_dir_all(d).ok();
     }
-    std::fs::write(json, serde_json::to_string_pretty(r)?)
+    // Atomically (temporary file, fsync, rename): an interrupted run leaves the old files whole.
+    crate::atomic::write_file(json, serde_json::to_string_pretty(r)?.as_bytes())
         .with_context(|| format!("writing {}", json.display()))?;
-    std::fs::write(svg, svg_curves(r)).with_context(|| format!("writing {}", svg.display()))?;
+    crate::atomic::write_file(svg, svg_curves(r).as_bytes())
+        .with_context(|| format!("writing {}", svg.display()))?;
     let drift = svg.with_file_name(format!(
         "{}-drift.svg",
         svg.file_stem().and_then(|s| s.to_str()).unwrap_or("mlink")
     ));
-    std::fs::write(&drift, svg_drift(r)).with_context(|| format!("writing {}", drift.display()))?;
+    crate::atomic::write_file(&drift, svg_drift(r).as_bytes())
+        .with_context(|| format!("writing {}", drift.display()))?;
     Ok(())
 }
