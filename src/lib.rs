@@ -22,7 +22,6 @@ pub mod sd_notify;
 pub mod serial;
 pub mod signing;
 pub mod sim;
-pub mod soak;
 pub mod source;
 pub mod stream;
 pub mod telemetry;

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use jetlink::alloc_count::CountingAllocator;
 use jetlink::board;
-use jetlink::soak::{self, SoakInputs, SoakOptions};
+use jetlink::sim::soak::{self, SoakInputs, SoakOptions};
 
 #[global_allocator]
 static ALLOC: CountingAllocator = CountingAllocator;

@@ -19,12 +19,12 @@ pub(crate) struct SoakArgs {
 
 pub(crate) fn soak(a: &SoakArgs) -> Result<()> {
     let board = jetlink::board::current();
-    let inputs = jetlink::soak::SoakInputs::load(&a.manifest, &a.bundle, board)?;
-    let mut opts = jetlink::soak::SoakOptions::new(a.ticks, a.seed);
+    let inputs = jetlink::sim::soak::SoakInputs::load(&a.manifest, &a.bundle, board)?;
+    let mut opts = jetlink::sim::soak::SoakOptions::new(a.ticks, a.seed);
     if let Some(w) = a.warmup {
         opts.warmup = w;
     }
-    let r = jetlink::soak::run(&inputs, board, &opts)?;
+    let r = jetlink::sim::soak::run(&inputs, board, &opts)?;
     print!("{}", r.render());
     if !r.passed() {
         bail!("soak failed: {}", r.failures.join("; "));

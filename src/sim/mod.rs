@@ -7,6 +7,8 @@
 //!   (`--engines replay`, tests, the soak).
 //! - [`synthetic_manifest`], [`synthetic_recording`]: a small synthetic workload with every output
 //!   kind, for the link and bundle tests.
+//! - [`soak`]: the control loop under seeded fault injection (chaos engines, telemetry and serial
+//!   line), its invariants checked (`jetlink soak`).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -20,6 +22,7 @@ use crate::stream::Stream;
 use crate::workload::Workload;
 
 mod replay;
+pub mod soak;
 mod synth;
 
 pub use replay::ReplayBackend;
