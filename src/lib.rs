@@ -21,6 +21,7 @@ pub mod schedule;
 pub mod sd_notify;
 pub mod serial;
 pub mod signing;
+#[cfg(feature = "sim")]
 pub mod sim;
 pub mod source;
 pub mod stream;

@@ -17,6 +17,12 @@ pub(crate) struct SoakArgs {
     pub(crate) bundle: PathBuf,
 }
 
+#[cfg(not(feature = "sim"))]
+pub(crate) fn soak(_: &SoakArgs) -> Result<()> {
+    bail!("the soak is simulation: this build was made without the `sim` feature")
+}
+
+#[cfg(feature = "sim")]
 pub(crate) fn soak(a: &SoakArgs) -> Result<()> {
     let board = jetlink::board::current();
     let inputs = jetlink::sim::soak::SoakInputs::load(&a.manifest, &a.bundle, board)?;

@@ -7,12 +7,15 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::{Context, Result};
+#[cfg(feature = "sim")]
+use anyhow::Context;
+use anyhow::Result;
 
 use super::{Controller, LoopOptions, Parts, prepare};
 use crate::board::Board;
 use crate::bundle::Bundle;
 use crate::engine::{Backend, TractBackend};
+#[cfg(feature = "sim")]
 use crate::sim::ReplayBackend;
 use crate::manifest::Manifest;
 use crate::recording::Recording;
@@ -115,10 +118,13 @@ impl LoopBuilder {
         writer: TelemetryWriter<W>,
     ) -> Result<Controller<S, W>> {
         let backend: Box<dyn Backend> = match (self.engines, self.replay_engines) {
+            #[cfg(feature = "sim")]
             (_, true) => {
                 let r = self.reference.clone().context("replay engines need the reference recording")?;
                 Box::new(ReplayBackend { recording: r })
             }
+            #[cfg(not(feature = "sim"))]
+            (_, true) => anyhow::bail!("replay engines are simulation: this build was made without the `sim` feature"),
             (Some(e), false) => e,
             (None, false) => Box::new(TractBackend),
         };
