@@ -48,7 +48,7 @@ fn replay_loop<S: FrameSource>(
     let b = builder(d).telemetry(telemetry);
     let b = match backend {
         Some(e) => b.engines(e),
-        None => b.replay_engines(),
+        None => b.engines(jetlink::sim::replay(d.reference.clone())),
     };
     b.build(source, writer()).unwrap()
 }
@@ -239,7 +239,7 @@ fn adaptation_makes_room_and_wins_back_drift() {
     let run = |adapt: bool| {
         let (from, to) = (d.stream.drift_start, d.stream.len());
         // The board's simulated telemetry trace (the builder's default), as in the main job.
-        let mut b = builder(&d).replay_engines();
+        let mut b = builder(&d).engines(jetlink::sim::replay(d.reference.clone()));
         *b.options_mut() = LoopOptions { adapt, max_active: Some(2), ..b.options_mut().clone() };
         let mut ctl = b.build_replay(from..to, writer()).unwrap();
         while ctl.tick() {}

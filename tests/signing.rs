@@ -253,8 +253,8 @@ fn a_running_loop_keeps_its_bundle_when_a_new_one_is_refused() {
         Arc::new(Recording::load(&manifest.path_of(manifest.reference.as_ref().unwrap())).unwrap());
     let from = stream.train_end;
     let mut ctl = LoopBuilder::new(b, manifest.clone(), bundle.clone(), stream.clone())
-        .reference(Some(reference))
-        .replay_engines()
+        .reference(Some(reference.clone()))
+        .engines(jetlink::sim::replay(reference))
         .build_replay(from..from + 400, TelemetryWriter::new(MemWriter::new()))
         .unwrap();
     for _ in 0..200 {

@@ -60,7 +60,7 @@ fn make_loop<S: FrameSource>(
         .options(LoopOptions { drift_start: d.stream.drift_start as u32, audit_every, ..LoopOptions::default() });
     let b = match backend {
         Some(e) => b.engines(e),
-        None => b.replay_engines(),
+        None => b.engines(jetlink::sim::replay(d.reference.clone())),
     };
     // Room for every frame up front, so that writing telemetry does not grow a vector.
     b.build(source, TelemetryWriter::new(MemWriter { data: Vec::with_capacity(16 << 20), ..MemWriter::default() }))

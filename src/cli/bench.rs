@@ -182,6 +182,17 @@ pub(crate) fn demo_drift_contexts(a: &BenchArgs) -> Result<Vec<(Vec<f32>, usize)
 /// The loop on this binary's board over the evaluation part of the demo (or its first `ticks`
 /// frames) with replay engines and an in-memory serial sink sized up front, so that the sink itself
 /// does not allocate.
+/// Engines that replay the reference (simulation).
+fn replay_engines(reference: Arc<Recording>) -> Result<Box<dyn engine::Backend>> {
+    #[cfg(feature = "sim")]
+    return Ok(jetlink::sim::replay(reference));
+    #[cfg(not(feature = "sim"))]
+    {
+        let _ = reference;
+        bail!("the loop benchmark replays the reference: this build was made without the `sim` feature")
+    }
+}
+
 pub(crate) fn replay_loop(
     a: &BenchArgs,
     ticks: Option<usize>,
@@ -200,8 +211,8 @@ pub(crate) fn replay_loop(
         ..Default::default()
     });
     LoopBuilder::new(board, manifest, bundle, stream)
-        .reference(Some(reference))
-        .replay_engines()
+        .reference(Some(reference.clone()))
+        .engines(replay_engines(reference)?)
         .build_replay(from..to, writer)
 }
 

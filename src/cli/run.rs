@@ -126,10 +126,13 @@ pub(crate) fn loop_builder(
     let b = LoopBuilder::new(board, manifest.clone(), bundle, stream.clone()).reference(reference.clone());
     Ok(match a.engines {
         Engines::Tract => b.engines(Box::new(TractBackend)),
+        #[cfg(feature = "sim")]
         Engines::Replay => {
-            reference.as_ref().context("--engines replay needs the manifest's reference recording")?;
-            b.replay_engines()
+            let r = reference.as_ref().context("--engines replay needs the manifest's reference recording")?;
+            b.engines(jetlink::sim::replay(r.clone()))
         }
+        #[cfg(not(feature = "sim"))]
+        Engines::Replay => bail!("--engines replay is simulation: this build was made without the `sim` feature"),
         #[cfg(feature = "tensorrt")]
         Engines::Tensorrt => b.engines(Box::new(jetlink::engine::TensorRtBackend::for_board(board)?)),
     })

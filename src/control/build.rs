@@ -1,22 +1,18 @@
 //! [`LoopBuilder`]: the one way to build a control loop. The workload (manifest, bundle, stream)
 //! and the board are required; everything else has a default the caller can replace: engines
-//! (tract on the host), telemetry (the board's source: simulated on `host-sim`, sysfs on a
+//! (tract on the host; `crate::sim::replay` in simulation), telemetry (the board's source: simulated on `host-sim`, sysfs on a
 //! Jetson), the frame source (the stream replayed over its evaluation part), options taken from the
 //! stream (drift segment). `main`, the benchmarks, the soak and the tests all build loops here.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-#[cfg(feature = "sim")]
-use anyhow::Context;
 use anyhow::Result;
 
 use super::{Controller, LoopOptions, Parts, prepare};
 use crate::board::Board;
 use crate::bundle::Bundle;
 use crate::engine::{Backend, TractBackend};
-#[cfg(feature = "sim")]
-use crate::sim::ReplayBackend;
 use crate::manifest::Manifest;
 use crate::recording::Recording;
 use crate::source::{FrameSource, ReplaySource};
@@ -33,7 +29,6 @@ pub struct LoopBuilder {
     stream: Arc<Stream>,
     reference: Option<Arc<Recording>>,
     engines: Option<Box<dyn Backend>>,
-    replay_engines: bool,
     telemetry: Option<Telemetry>,
     sysfs_root: PathBuf,
     opts: LoopOptions,
@@ -54,7 +49,6 @@ impl LoopBuilder {
             stream,
             reference: None,
             engines: None,
-            replay_engines: false,
             telemetry: None,
             sysfs_root: PathBuf::from("/"),
             opts,
@@ -70,14 +64,6 @@ impl LoopBuilder {
     /// Run these engines (default: tract).
     pub fn engines(mut self, backend: Box<dyn Backend>) -> LoopBuilder {
         self.engines = Some(backend);
-        self.replay_engines = false;
-        self
-    }
-
-    /// Replay the reference's outputs instead of running the models (simulation; needs the
-    /// reference).
-    pub fn replay_engines(mut self) -> LoopBuilder {
-        self.replay_engines = true;
         self
     }
 
@@ -117,17 +103,7 @@ impl LoopBuilder {
         source: S,
         writer: TelemetryWriter<W>,
     ) -> Result<Controller<S, W>> {
-        let backend: Box<dyn Backend> = match (self.engines, self.replay_engines) {
-            #[cfg(feature = "sim")]
-            (_, true) => {
-                let r = self.reference.clone().context("replay engines need the reference recording")?;
-                Box::new(ReplayBackend { recording: r })
-            }
-            #[cfg(not(feature = "sim"))]
-            (_, true) => anyhow::bail!("replay engines are simulation: this build was made without the `sim` feature"),
-            (Some(e), false) => e,
-            (None, false) => Box::new(TractBackend),
-        };
+        let backend: Box<dyn Backend> = self.engines.unwrap_or_else(|| Box::new(TractBackend));
         let telemetry =
             self.telemetry.unwrap_or_else(|| crate::telemetry::open_for_board(self.board, &self.sysfs_root));
         let s = &self.stream;
@@ -157,10 +133,6 @@ impl LoopBuilder {
 
     /// The name of the engines the loop will run, for headers.
     pub fn engines_name(&self) -> &'static str {
-        match (&self.engines, self.replay_engines) {
-            (_, true) => "replay",
-            (Some(b), false) => b.name(),
-            (None, false) => "tract-onnx",
-        }
+        self.engines.as_ref().map_or("tract-onnx", |b| b.name())
     }
 }

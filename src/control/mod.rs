@@ -44,7 +44,8 @@ pub use audit::{AuditTally, Estimate};
 pub use build::LoopBuilder;
 pub(crate) use prepare::{Parts, prepare};
 pub use policy::PowerGovernor;
-pub use stats::{LoopStats, share_saved};
+pub use crate::schedule::share_saved;
+pub use stats::LoopStats;
 
 /// Loop settings that are not board facts.
 #[derive(Clone, Debug)]

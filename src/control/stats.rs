@@ -2,12 +2,7 @@
 //! period summaries on the wire, the soak, the benchmarks).
 
 use crate::links::MAX_MODELS;
-
-/// Share of work saved: 1 − `done` / (`frames` × `per_frame`), 0 when nothing was due.
-pub fn share_saved(done: u64, frames: u64, per_frame: u64) -> f64 {
-    let due = frames as f64 * per_frame as f64;
-    if due <= 0.0 { 0.0 } else { 1.0 - done as f64 / due }
-}
+use crate::schedule::share_saved;
 
 /// Running totals, read by the driver and the summary.
 #[derive(Clone, Copy, Debug, Default)]

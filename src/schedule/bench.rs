@@ -172,8 +172,8 @@ impl Acc {
             weighted_accuracy: per_task.iter().zip(&p.importance).map(|(a, &w)| a * w as f64).sum::<f64>()
                 / w,
             per_task,
-            executions_saved: crate::control::share_saved(self.executions, self.frames.max(1) as u64, n as u64),
-            flops_saved: crate::control::share_saved(self.flops, self.frames.max(1) as u64, total_flops.max(1)),
+            executions_saved: super::share_saved(self.executions, self.frames.max(1) as u64, n as u64),
+            flops_saved: super::share_saved(self.flops, self.frames.max(1) as u64, total_flops.max(1)),
         }
     }
 }

@@ -33,6 +33,11 @@ pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// Engines that replay `reference` instead of running the models.
+pub fn replay(reference: Arc<Recording>) -> Box<dyn crate::engine::Backend> {
+    Box::new(ReplayBackend { recording: reference })
+}
+
 /// A workload with its bundle and its reference: what a simulated loop replays.
 #[derive(Clone, Debug)]
 pub struct DemoSet {
@@ -57,10 +62,5 @@ impl DemoSet {
         Ok(DemoSet { manifest: w.manifest, bundle, stream: w.stream, reference })
     }
 
-    /// A loop builder over this workload, scored against the reference.
-    pub fn builder(&self, board: &'static crate::board::Board) -> crate::control::LoopBuilder {
-        crate::control::LoopBuilder::new(board, self.manifest.clone(), self.bundle.clone(), self.stream.clone())
-            .reference(Some(self.reference.clone()))
-    }
 }
 
