@@ -493,3 +493,24 @@ mod kind_code {
         OutputKind::from_code(c).ok_or_else(|| D::Error::custom(format!("unknown output kind code {c}")))
     }
 }
+
+impl crate::links::LinkModel for Bundle {
+    fn kinds(&self) -> Vec<crate::manifest::OutputKind> {
+        self.models.iter().map(|m| m.kind).collect()
+    }
+    fn tolerances(&self) -> Vec<f32> {
+        self.models.iter().map(|m| m.tolerance).collect()
+    }
+    fn layout(&self) -> crate::row::RowLayout {
+        Bundle::layout(self)
+    }
+    fn link_set(&self) -> &LinkSet {
+        &self.links
+    }
+    fn ensemble_set(&self) -> &EnsembleSet {
+        &self.ensembles
+    }
+    fn train_options(&self) -> &TrainOptions {
+        &self.settings
+    }
+}

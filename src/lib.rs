@@ -26,6 +26,7 @@ pub mod sim;
 pub mod source;
 pub mod stream;
 pub mod telemetry;
+pub mod train;
 pub mod view;
 pub mod wire;
 pub mod workload;

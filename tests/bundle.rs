@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use jetlink::bundle::{Bundle, FORMAT_VERSION, HEADER_LEN};
 use jetlink::sim::{synthetic_manifest, synthetic_recording};
 use jetlink::links::{
-    self, BuildOptions, EnsembleFit, TrainOptions,
+    BuildOptions, EnsembleFit, TrainOptions,
 };
 use jetlink::manifest::{Manifest, OutputKind};
 
@@ -30,7 +30,7 @@ fn small_bundle(name: &str) -> (Manifest, Bundle, PathBuf) {
         threads: 2,
         progress: false,
     };
-    let b = links::build(&m, &rec, 300, &o).unwrap();
+    let b = jetlink::train::build(&m, &rec, 300, &o).unwrap();
     (m, b, dir)
 }
 

@@ -268,7 +268,7 @@ fn write_seed_corpus() {
         threads: 1,
         progress: false,
     };
-    let b = jetlink::links::build(&m, &rec, 50, &o).unwrap();
+    let b = jetlink::train::build(&m, &rec, 50, &o).unwrap();
     let body = b.to_bytes().unwrap();
     let key = jetlink::signing::read_private_key(&root.join("demo/keys/demo-insecure.key")).unwrap();
     let signed = jetlink::signing::sign_bundle(&body, &key).unwrap();

@@ -70,7 +70,7 @@ fn quick_options() -> BuildOptions {
 fn synthetic_bundle(name: &str) -> (jetlink::manifest::Manifest, jetlink::recording::Recording, Bundle) {
     let m = synthetic_manifest(&tmp_dir(name)).unwrap();
     let rec = synthetic_recording(3000, DRIFT, 7);
-    let b = links::build(&m, &rec, TRAIN_END, &quick_options()).unwrap();
+    let b = jetlink::train::build(&m, &rec, TRAIN_END, &quick_options()).unwrap();
     (m, rec, b)
 }
 
@@ -119,15 +119,15 @@ fn build_is_deterministic() {
     let mut o = quick_options();
     o.train.epochs = 3;
     o.train.ensemble_epochs = 3;
-    let a = links::build(&m, &rec, 500, &o).unwrap();
+    let a = jetlink::train::build(&m, &rec, 500, &o).unwrap();
     o.threads = 1;
-    let b = links::build(&m, &rec, 500, &o).unwrap();
+    let b = jetlink::train::build(&m, &rec, 500, &o).unwrap();
     assert_eq!(a.to_bytes().unwrap(), b.to_bytes().unwrap());
     // Evaluation frames are never read: changing them changes nothing.
     let mut rec2 = rec.clone();
     let s = rec2.stride();
     rec2.values[550 * s..].iter_mut().for_each(|v| *v = 123.0);
-    let c = links::build(&m, &rec2, 500, &o).unwrap();
+    let c = jetlink::train::build(&m, &rec2, 500, &o).unwrap();
     assert_eq!(a.to_bytes().unwrap(), c.to_bytes().unwrap());
 }
 
@@ -256,7 +256,7 @@ fn demo_measurements() {
     for (name, t) in variants {
         let o = BuildOptions { train: t, threads: 2, progress: false };
         let t0 = std::time::Instant::now();
-        let b = links::build(&manifest, &rec, train_end, &o).unwrap();
+        let b = jetlink::train::build(&manifest, &rec, train_end, &o).unwrap();
         let secs = t0.elapsed().as_secs_f64();
         let n = b.n_models();
         let ml: f32 = (0..n)

@@ -11,7 +11,7 @@ use jetlink::bundle::{Bundle, BundleError, FORMAT_VERSION, HEADER_LEN, TRAILER_L
 use jetlink::control::LoopBuilder;
 use jetlink::sim::{synthetic_manifest, synthetic_recording};
 use jetlink::links::{
-    self, BuildOptions, EnsembleFit, TrainOptions,
+    BuildOptions, EnsembleFit, TrainOptions,
 };
 use jetlink::manifest::Manifest;
 use jetlink::recording::Recording;
@@ -56,7 +56,7 @@ fn small_bundle(name: &str) -> (Manifest, Vec<u8>, PathBuf) {
         threads: 1,
         progress: false,
     };
-    let b = links::build(&m, &rec, 100, &o).unwrap();
+    let b = jetlink::train::build(&m, &rec, 100, &o).unwrap();
     (m, b.to_bytes().unwrap(), dir)
 }
 

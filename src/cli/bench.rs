@@ -95,7 +95,7 @@ pub(crate) fn bench(a: &BenchArgs) -> Result<()> {
                     threads: 0,
                     progress: false,
                 };
-                let paper = jetlink::links::build(&manifest, &reference, stream.train_end, &train)
+                let paper = jetlink::train::build(&manifest, &reference, stream.train_end, &train)
                     .context("training the paper recipe for comparison")?;
                 let budgets = r.budgets.clone();
                 r.results.extend(jetlink::schedule::bench::run_optimal(

@@ -52,7 +52,7 @@ pub(crate) fn build(a: &BuildArgs) -> Result<()> {
         opts.train.hidden_floor = f;
     }
     let t = Instant::now();
-    let mut bundle = jetlink::links::build(&manifest, &recording, stream.train_end, &opts)?;
+    let mut bundle = jetlink::train::build(&manifest, &recording, stream.train_end, &opts)?;
     bundle.version = a.bundle_version;
     let train_s = t.elapsed().as_secs_f64();
     let table = jetlink::schedule::ScheduleTable::build(&jetlink::schedule::Problem::from_bundle(&bundle));

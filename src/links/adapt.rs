@@ -4,13 +4,12 @@
 //! allocates. Dropout is off during adaptation (a handful of samples, a few steps); the input
 //! normalisation stays as trained.
 
-use super::build::{RegressionLoss, prepare_target};
+use super::options::{RegressionLoss, prepare_target};
 use super::ensemble;
 use super::mlp::{self, Loss, RmsProp, Scratch};
 use super::predict::Predictor;
 use super::weights::source_of_slot;
-use super::{LinkError, compress_mask};
-use crate::bundle::Bundle;
+use super::{LinkError, LinkModel, compress_mask};
 
 /// Adaptation settings.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -61,19 +60,19 @@ pub struct Adapter {
 
 impl Adapter {
     /// Allocate the workspace for `predictor` (which was prepared from `bundle`).
-    pub fn new(bundle: &Bundle, predictor: &Predictor, opts: AdaptOptions) -> Adapter {
-        let reg = match bundle.settings.regression_loss {
+    pub fn new(bundle: &impl LinkModel, predictor: &Predictor, opts: AdaptOptions) -> Adapter {
+        let reg = match bundle.train_options().regression_loss {
             RegressionLoss::Mse => Loss::Mse,
             RegressionLoss::Mae => Loss::Mae,
         };
         let links = predictor.links();
         let ens = predictor.ensembles();
         let n = predictor.n_models();
-        let max_out = bundle.sizes().into_iter().max().unwrap_or(1);
+        let max_out = bundle.layout().sizes().iter().copied().max().unwrap_or(1);
         let max_h = links.dims.iter().map(|d| d.hidden as usize).max().unwrap_or(1);
         Adapter {
             opts,
-            losses: bundle.models.iter().map(|m| Loss::for_kind(m.kind, reg)).collect(),
+            losses: bundle.kinds().into_iter().map(|k| Loss::for_kind(k, reg)).collect(),
             v_links: vec![0.0; links.params.len()],
             v_ens: vec![0.0; ens.params.len()],
             g: vec![0.0; links.dims.iter().map(|d| d.len()).max().unwrap_or(0)],

@@ -14,15 +14,16 @@
 //! described there and in `docs/bundle-format.md`, so a GPU kernel can read the same bytes.
 
 mod adapt;
-mod build;
-mod ensemble;
+pub mod ensemble;
+mod options;
 pub mod mlp;
 mod predict;
 mod rng;
 mod weights;
 
 pub use adapt::{AdaptOptions, AdaptStats, Adapter};
-pub use build::{BuildOptions, EnsembleFit, RegressionLoss, TrainOptions, build};
+pub use options::{BuildOptions, EnsembleFit, RegressionLoss, TrainOptions};
+pub(crate) use options::{prepare_target, regression_like};
 pub use ensemble::EnsembleDims;
 pub use mlp::LinkDims;
 pub use predict::{BenchStats, DriftSignals, Predictor, bench_predict};
@@ -30,6 +31,19 @@ pub use rng::Rng;
 pub use weights::{EnsembleSet, LinkSet, compress_mask, slot_of_source, source_of_slot};
 
 use crate::manifest::OutputKind;
+
+/// What the predictor and the adapter need of a set of trained links: each task's kind, tolerance
+/// and output size, the weights, and the settings they were trained with. The bundle implements it
+/// (links never import the bundle; the bundle imports links).
+pub trait LinkModel {
+    fn kinds(&self) -> Vec<OutputKind>;
+    fn tolerances(&self) -> Vec<f32>;
+    /// The layout of one row of every model's output.
+    fn layout(&self) -> crate::row::RowLayout;
+    fn link_set(&self) -> &LinkSet;
+    fn ensemble_set(&self) -> &EnsembleSet;
+    fn train_options(&self) -> &TrainOptions;
+}
 
 /// Largest number of models a bundle supports: the per-target subset score table has 2^(n-1)
 /// entries, and masks are `u64`.

@@ -8,8 +8,7 @@ use std::time::Instant;
 use super::ensemble;
 use super::mlp;
 use super::weights::{EnsembleSet, LinkSet, compress_mask, source_of_slot};
-use super::{LinkError, activate, agreement, entropy_uncertainty};
-use crate::bundle::Bundle;
+use super::{LinkError, LinkModel, activate, agreement, entropy_uncertainty};
 use crate::manifest::OutputKind;
 use crate::recording::Recording;
 use crate::row::RowLayout;
@@ -52,9 +51,9 @@ pub struct Predictor {
 impl Predictor {
     /// Prepare a predictor from a bundle's weights (copied; the predictor owns them so adaptation
     /// can update them in place).
-    pub fn new(bundle: &Bundle) -> Predictor {
-        let n = bundle.n_models();
+    pub fn new(bundle: &impl LinkModel) -> Predictor {
         let layout = bundle.layout();
+        let n = layout.len();
         let sizes = layout.sizes();
         let at = layout.stride();
         let mut z_off = Vec::with_capacity(n);
@@ -64,13 +63,13 @@ impl Predictor {
             zl += (n - 1) * s;
         }
         let max_in = sizes.iter().copied().max().unwrap_or(1);
-        let max_h = bundle.links.dims.iter().map(|d| d.hidden as usize).max().unwrap_or(1);
+        let max_h = bundle.link_set().dims.iter().map(|d| d.hidden as usize).max().unwrap_or(1);
         Predictor {
             n,
-            kinds: bundle.models.iter().map(|m| m.kind).collect(),
-            tolerances: bundle.models.iter().map(|m| m.tolerance).collect(),
-            links: bundle.links.clone(),
-            ensembles: bundle.ensembles.clone(),
+            kinds: bundle.kinds(),
+            tolerances: bundle.tolerances(),
+            links: bundle.link_set().clone(),
+            ensembles: bundle.ensemble_set().clone(),
             z: vec![0.0; zl],
             z_off,
             y: vec![0.0; at],
@@ -250,7 +249,7 @@ pub struct BenchStats {
 /// Time CPU link inference for one frame: every target not active predicted through all its links
 /// from the active ones, plus its ensemble. Cycles over every non-empty proper subset of models as the
 /// active set and over the recording's rows; `iters` calls in all (after a warm-up pass).
-pub fn bench_predict(bundle: &Bundle, recording: &Recording, iters: usize) -> anyhow::Result<BenchStats> {
+pub fn bench_predict(bundle: &impl LinkModel, recording: &Recording, iters: usize) -> anyhow::Result<BenchStats> {
     let mut p = Predictor::new(bundle);
     anyhow::ensure!(
         recording.stride() == p.stride(),
