@@ -33,7 +33,7 @@ pub(crate) fn soak(a: &SoakArgs) -> Result<()> {
     let r = jetlink::sim::soak::run(&inputs, board, &opts)?;
     print!("{}", r.render());
     if !r.passed() {
-        bail!("soak failed: {}", r.failures.join("; "));
+        bail!("soak failed: {}", r.failures().join("; "));
     }
     Ok(())
 }

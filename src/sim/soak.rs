@@ -565,18 +565,155 @@ pub struct SoakReport {
     pub decoded_messages: u64,
     pub decoder_corrupt: u64,
     pub serial_bytes: u64,
-    /// Each check that failed, in words (empty when the soak passed).
-    pub failures: Vec<String>,
+    /// Frames the writer had dropped before the final flush (what the loop's counter saw).
+    pub dropped_before_finish: u64,
+}
+
+/// One invariant of the soak: whether it held, its line in the report, and in words what failed.
+/// [`SoakReport::checks`] is the one place the checks are written; the report's lines and the
+/// pass/fail verdict both come from it, so they cannot disagree.
+#[derive(Clone, Debug)]
+pub struct Check {
+    pub ok: bool,
+    pub line: String,
+    pub failure: String,
 }
 
 impl SoakReport {
     pub fn passed(&self) -> bool {
-        self.failures.is_empty()
+        self.checks().iter().all(|c| c.ok)
+    }
+
+    /// Each check that failed, in words (empty when the soak passed).
+    pub fn failures(&self) -> Vec<String> {
+        self.checks().into_iter().filter(|c| !c.ok).map(|c| c.failure).collect()
+    }
+
+    /// Every invariant the soak checks.
+    pub fn checks(&self) -> Vec<Check> {
+        let (s, i, w) = (&self.stats, &self.injected, &self.writer);
+        let check = |ok: bool, line: String, failure: String| Check { ok, line, failure };
+        vec![
+            check(
+                s.ticks == self.opts.ticks,
+                format!("ran {} ticks of {} asked", s.ticks, self.opts.ticks),
+                format!("{} ticks ran, {} asked", s.ticks, self.opts.ticks),
+            ),
+            check(
+                self.allocations_after_warmup == 0,
+                format!(
+                    "allocations in the loop after {} warm-up ticks: {} over {} ticks",
+                    self.opts.warmup, self.allocations_after_warmup, self.ticks_measured
+                ),
+                format!("{} allocations in the loop after the warm-up", self.allocations_after_warmup),
+            ),
+            check(
+                s.budget_violations == 0 && s.peak_mem <= self.budget_bytes,
+                format!(
+                    "memory: over budget on {} ticks; peak {:.2} MB, board budget {:.2} MB, lowest budget {:.2} MB",
+                    s.budget_violations,
+                    s.peak_mem as f64 / 1e6,
+                    self.budget_bytes as f64 / 1e6,
+                    s.min_budget as f64 / 1e6
+                ),
+                format!(
+                    "over the memory budget on {} ticks; peak memory {} against the board budget {}",
+                    s.budget_violations, s.peak_mem, self.budget_bytes
+                ),
+            ),
+            check(
+                self.non_finite_ticks == 0 && self.unflagged_ticks == 0,
+                format!(
+                    "outputs: non-finite on {} ticks, not flagged degraded on {} ticks; {} task outputs delivered degraded",
+                    self.non_finite_ticks, self.unflagged_ticks, s.degraded_outputs
+                ),
+                format!(
+                    "non-finite outputs on {} ticks; outputs not computed but not flagged degraded on {} ticks",
+                    self.non_finite_ticks, self.unflagged_ticks
+                ),
+            ),
+            check(
+                i.frames() == s.frame_faults,
+                format!(
+                    "frame faults: injected {} ({} missing, {} corrupt, {} wrong size), counted {}",
+                    i.frames(),
+                    i.frames_missing,
+                    i.frames_corrupt,
+                    i.frames_wrong_size,
+                    s.frame_faults
+                ),
+                format!("frame faults: {} injected, {} counted", i.frames(), s.frame_faults),
+            ),
+            check(
+                i.telemetry() == s.telemetry_faults && s.telemetry_faults == self.telemetry_failures,
+                format!(
+                    "telemetry faults: injected {} ({} failed, {} garbage), counted {} (source failures {})",
+                    i.telemetry(),
+                    i.telemetry_failed,
+                    i.telemetry_garbage,
+                    s.telemetry_faults,
+                    self.telemetry_failures
+                ),
+                format!(
+                    "telemetry faults: {} injected, {} counted by the loop, {} by the source",
+                    i.telemetry(),
+                    s.telemetry_faults,
+                    self.telemetry_failures
+                ),
+            ),
+            check(
+                i.engines() == s.engine_faults,
+                format!(
+                    "engine faults: injected {} ({} runtime, {} bad output, {} timeout, {} stalled {} ms), counted {}",
+                    i.engines(),
+                    i.engine_runtime,
+                    i.engine_bad_output,
+                    i.engine_timeouts,
+                    i.engine_stalls,
+                    self.opts_stall_ms(),
+                    s.engine_faults
+                ),
+                format!("engine faults: {} injected, {} counted", i.engines(), s.engine_faults),
+            ),
+            check(
+                i.serial_dropped() == w.dropped && self.dropped_before_finish == s.serial_drops,
+                format!(
+                    "serial: injected {} failed and {} blocked writes, {} partial; frames dropped {} (loop counter {}), write errors {}",
+                    i.serial_errors, i.serial_blocked, i.serial_partial, w.dropped, s.serial_drops, w.write_errors
+                ),
+                format!(
+                    "serial: {} failed writes injected, {} frames dropped by the writer, {} counted by the loop",
+                    i.serial_dropped(),
+                    w.dropped,
+                    s.serial_drops
+                ),
+            ),
+            check(
+                self.decoded_messages == w.frames + i.serial_failed_at_terminator,
+                format!(
+                    "serial stream decodes: {} messages from {} bytes ({} frames written whole, {} dropped short of only their final 0x00 and completed by the next frame), {} broken frames skipped",
+                    self.decoded_messages,
+                    self.serial_bytes,
+                    w.frames,
+                    i.serial_failed_at_terminator,
+                    self.decoder_corrupt
+                ),
+                format!(
+                    "serial stream: {} messages decoded, {} written whole and {} completed by the next frame's delimiter",
+                    self.decoded_messages, w.frames, i.serial_failed_at_terminator
+                ),
+            ),
+            check(
+                s.deadline_misses >= i.engine_stalls,
+                format!("deadline misses: {} (engine stalls injected {})", s.deadline_misses, i.engine_stalls),
+                format!("{} deadline misses for {} injected stalls", s.deadline_misses, i.engine_stalls),
+            ),
+        ]
     }
 
     /// The report as printed by `jetlink soak`.
     pub fn render(&self) -> String {
-        let (s, i, w) = (&self.stats, &self.injected, &self.writer);
+        let (s, i) = (&self.stats, &self.injected);
         let mut o = String::new();
         let mut line = |t: String| {
             o.push_str(&t);
@@ -590,84 +727,11 @@ impl SoakReport {
             self.wall_s,
             1e6 * self.wall_s / s.ticks.max(1) as f64
         ));
-        let ok = |b: bool| if b { "ok  " } else { "FAIL" };
-        line(format!("  {} no panic", ok(true)));
-        line(format!(
-            "  {} allocations in the loop after {} warm-up ticks: {} over {} ticks",
-            ok(self.allocations_after_warmup == 0),
-            self.opts.warmup,
-            self.allocations_after_warmup,
-            self.ticks_measured
-        ));
-        line(format!(
-            "  {} memory: over budget on {} ticks; peak {:.2} MB, board budget {:.2} MB, lowest budget {:.2} MB",
-            ok(s.budget_violations == 0 && s.peak_mem <= self.budget_bytes),
-            s.budget_violations,
-            s.peak_mem as f64 / 1e6,
-            self.budget_bytes as f64 / 1e6,
-            s.min_budget as f64 / 1e6
-        ));
-        line(format!(
-            "  {} outputs: non-finite on {} ticks, not flagged degraded on {} ticks; {} task outputs delivered degraded",
-            ok(self.non_finite_ticks == 0 && self.unflagged_ticks == 0),
-            self.non_finite_ticks,
-            self.unflagged_ticks,
-            s.degraded_outputs
-        ));
-        line(format!(
-            "  {} frame faults: injected {} ({} missing, {} corrupt, {} wrong size), counted {}",
-            ok(i.frames() == s.frame_faults),
-            i.frames(),
-            i.frames_missing,
-            i.frames_corrupt,
-            i.frames_wrong_size,
-            s.frame_faults
-        ));
-        line(format!(
-            "  {} telemetry faults: injected {} ({} failed, {} garbage), counted {} (source failures {})",
-            ok(i.telemetry() == s.telemetry_faults && s.telemetry_faults == self.telemetry_failures),
-            i.telemetry(),
-            i.telemetry_failed,
-            i.telemetry_garbage,
-            s.telemetry_faults,
-            self.telemetry_failures
-        ));
-        line(format!(
-            "  {} engine faults: injected {} ({} runtime, {} bad output, {} timeout, {} stalled {} ms), counted {}",
-            ok(i.engines() == s.engine_faults),
-            i.engines(),
-            i.engine_runtime,
-            i.engine_bad_output,
-            i.engine_timeouts,
-            i.engine_stalls,
-            self.opts_stall_ms(),
-            s.engine_faults
-        ));
-        line(format!(
-            "  {} serial: injected {} failed and {} blocked writes, {} partial; frames dropped {} (loop counter {}), write errors {}",
-            ok(i.serial_dropped() == w.dropped && w.dropped >= s.serial_drops),
-            i.serial_errors,
-            i.serial_blocked,
-            i.serial_partial,
-            w.dropped,
-            s.serial_drops,
-            w.write_errors
-        ));
-        line(format!(
-            "  {} serial stream decodes: {} messages from {} bytes ({} frames written whole, {} dropped short of only their final 0x00 and completed by the next frame), {} broken frames skipped",
-            ok(self.decoded_messages == w.frames + i.serial_failed_at_terminator),
-            self.decoded_messages,
-            self.serial_bytes,
-            w.frames,
-            i.serial_failed_at_terminator,
-            self.decoder_corrupt
-        ));
-        line(format!(
-            "  {} deadline misses: {} (engine stalls injected {})",
-            ok(s.deadline_misses >= i.engine_stalls),
-            s.deadline_misses,
-            i.engine_stalls
-        ));
+        line("  ok   no panic".into());
+        let checks = self.checks();
+        for c in &checks {
+            line(format!("  {} {}", if c.ok { "ok  " } else { "FAIL" }, c.line));
+        }
         line(format!(
             "  pressure: {} memory episodes over {} ticks, {} power spikes over {} ticks -> {} sheds, {} throttles, {} schedule changes",
             i.pressure_episodes,
@@ -685,10 +749,10 @@ impl SoakReport {
             s.adapt_tasks,
             s.max_tick_us as f64 / 1e3
         ));
-        for f in &self.failures {
-            line(format!("FAILED: {f}"));
+        for c in checks.iter().filter(|c| !c.ok) {
+            line(format!("FAILED: {}", c.failure));
         }
-        line(if self.passed() { "soak passed".into() } else { "soak FAILED".into() });
+        line(if checks.iter().all(|c| c.ok) { "soak passed".into() } else { "soak FAILED".into() });
         o
     }
 
@@ -840,7 +904,7 @@ pub fn run(inputs: &SoakInputs, board: &'static Board, opts: &SoakOptions) -> Re
     let wstats = ctl.writer().stats();
     let w = ctl.writer().get_ref();
     let injected = c.snapshot();
-    let mut r = SoakReport {
+    let r = SoakReport {
         opts: *opts,
         board: board.name,
         wall_s,
@@ -856,62 +920,7 @@ pub fn run(inputs: &SoakInputs, board: &'static Board, opts: &SoakOptions) -> Re
         decoded_messages: w.decoded,
         decoder_corrupt: w.decoder().stats().corrupt,
         serial_bytes: w.bytes,
-        failures: Vec::new(),
+        dropped_before_finish,
     };
-    let mut fail = |ok: bool, what: String| {
-        if !ok {
-            r.failures.push(what);
-        }
-    };
-    let (s, i) = (&stats, &injected);
-    fail(s.ticks == opts.ticks, format!("{} ticks ran, {} asked", s.ticks, opts.ticks));
-    fail(
-        allocations_after_warmup == 0,
-        format!("{allocations_after_warmup} allocations in the loop after the warm-up"),
-    );
-    fail(s.budget_violations == 0, format!("over the memory budget on {} ticks", s.budget_violations));
-    fail(
-        s.peak_mem <= board.model_budget_bytes,
-        format!("peak memory {} above the board budget {}", s.peak_mem, board.model_budget_bytes),
-    );
-    fail(non_finite == 0, format!("non-finite outputs on {non_finite} ticks"));
-    fail(unflagged == 0, format!("outputs not computed but not flagged degraded on {unflagged} ticks"));
-    fail(
-        i.frames() == s.frame_faults,
-        format!("frame faults: {} injected, {} counted", i.frames(), s.frame_faults),
-    );
-    fail(
-        i.telemetry() == s.telemetry_faults && s.telemetry_faults == r.telemetry_failures,
-        format!(
-            "telemetry faults: {} injected, {} counted by the loop, {} by the source",
-            i.telemetry(),
-            s.telemetry_faults,
-            r.telemetry_failures
-        ),
-    );
-    fail(
-        i.engines() == s.engine_faults,
-        format!("engine faults: {} injected, {} counted", i.engines(), s.engine_faults),
-    );
-    fail(
-        i.serial_dropped() == wstats.dropped && dropped_before_finish == s.serial_drops,
-        format!(
-            "serial: {} failed writes injected, {} frames dropped by the writer, {} counted by the loop",
-            i.serial_dropped(),
-            wstats.dropped,
-            s.serial_drops
-        ),
-    );
-    fail(
-        r.decoded_messages == wstats.frames + i.serial_failed_at_terminator,
-        format!(
-            "serial stream: {} messages decoded, {} written whole and {} completed by the next frame's delimiter",
-            r.decoded_messages, wstats.frames, i.serial_failed_at_terminator
-        ),
-    );
-    fail(
-        s.deadline_misses >= i.engine_stalls,
-        format!("{} deadline misses for {} injected stalls", s.deadline_misses, i.engine_stalls),
-    );
     Ok(r)
 }
