@@ -30,8 +30,6 @@ struct Demo {
 
 fn demo() -> Demo {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    // The simulated board reads its trace relative to the working directory.
-    std::env::set_current_dir(root).unwrap();
     let manifest = Manifest::load(&root.join("demo/manifest.toml")).unwrap();
     let bundle = Bundle::load_for(&root.join("demo/demo.bundle"), &manifest).unwrap();
     let stream = Arc::new(Stream::load(&manifest.path_of(&manifest.stream)).unwrap());

@@ -13,6 +13,7 @@ mod replay;
 mod tract;
 pub use replay::ReplayBackend;
 pub use tract::TractBackend;
+pub(crate) use tract::onnx_weight_bytes as tract_weight_bytes;
 #[cfg(feature = "tensorrt")]
 pub mod tensorrt;
 #[cfg(feature = "tensorrt")]
