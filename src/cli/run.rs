@@ -199,8 +199,38 @@ pub(crate) fn loop_builder(
             b.replay_engines()
         }
         #[cfg(feature = "tensorrt")]
-        Engines::Tensorrt => b.engines(Box::new(jetlink::engine::TensorRtBackend::for_board(board)?)),
+        Engines::Tensorrt => b.engines(Box::new(tensorrt_or_tract(board, manifest)?)),
     })
+}
+
+/// `--engines tensorrt`: a model with a plan for this board and TensorRT version runs on TensorRT,
+/// every other model (no plan: a tree ensemble cannot be one) on tract; the header says which.
+/// Compiled only with the `tensorrt` feature; not run anywhere yet (README).
+#[cfg(feature = "tensorrt")]
+fn tensorrt_or_tract(
+    board: &'static jetlink::board::Board,
+    manifest: &Manifest,
+) -> Result<jetlink::engine::PerModelBackend> {
+    use jetlink::engine::tensorrt::{loaded_version, plan_path};
+    let trt = jetlink::engine::TensorRtBackend::for_board(board)?;
+    let version = loaded_version()?;
+    let mixed = jetlink::engine::PerModelBackend::new(
+        Box::new(trt),
+        Box::new(TractBackend),
+        Box::new(move |_spec: &jetlink::manifest::ModelSpec, onnx: &Path| {
+            plan_path(onnx, board.name, version).is_file()
+        }),
+        "tensorrt+tract-onnx",
+    );
+    let a = mixed.assignment(manifest);
+    println!(
+        "engines per model: {}",
+        a.iter()
+            .map(|(m, e)| if *e == "tensorrt" { format!("{m} tensorrt") } else { format!("{m} tract-onnx (no plan)") })
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    Ok(mixed)
 }
 
 pub(crate) type Loop = control::Controller<Box<dyn FrameSource>, SerialWriter>;
