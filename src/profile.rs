@@ -115,7 +115,7 @@ pub fn static_cost(spec: &ModelSpec, path: &Path) -> Result<StaticCost> {
         if ["EinSum", "Conv", "MatMul", "Gemm"].iter().any(|k| name.contains(k)) {
             let inputs = model.node_input_facts(n)?;
             for (c, d) in node.op.cost(&inputs)? {
-                if matches!(c, tract_onnx::tract_core::ops::cost::Cost::FMA(_)) {
+                if matches!(c, tract_onnx::tract_core::ops::Cost::FMA(_)) {
                     fma += d.to_i64().map_or(0, |v| v.max(0) as u64);
                 }
             }
@@ -227,5 +227,45 @@ fn push_block(out: &mut String, m: usize, costs: &[(usize, Cost)]) {
         out.push('\n');
         out.push_str(&cost_block(c));
         out.push('\n');
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TEXT: &str = "name = \"w\"\nstream = \"s.jls\"\n\n[[model]]  # first\nname = \"a\"\nonnx = \"a.onnx\"\nkind = \"class\"\nsize = 2\ninput_shape = [1, 4]\nview = []\n\n[[model]]\nname = \"b\"\nonnx = \"b.onnx\"\nkind = \"count\"\nsize = 1\ninput_shape = [1, 4]\nview = []\n[model.cost]\nweight_bytes = 1\nactivation_bytes = 2\nflops = 3\nlatency_us = 4.0\nlatency_runtime = \"x\"\n";
+
+    #[test]
+    fn cost_blocks_are_written_after_the_right_model_and_read_back() {
+        let m: Manifest = toml::from_str(TEXT).unwrap();
+        assert_eq!(m.missing_costs(), [0]);
+        assert_eq!(m.models[1].cost.origin, CostOrigin::Manifest);
+        let c = Cost {
+            weight_bytes: 40,
+            activation_bytes: 24,
+            flops: 16,
+            latency_us: 1.5,
+            latency_runtime: RUNTIME.into(),
+            origin: CostOrigin::Measured,
+        };
+        let out = write_costs(TEXT, Path::new("m.toml"), &[(0, c.clone())]).unwrap();
+        let back: Manifest = toml::from_str(&out).unwrap();
+        assert!(back.missing_costs().is_empty());
+        assert_eq!((back.models[0].cost.weight_bytes, back.models[0].cost.flops), (40, 16));
+        assert_eq!(back.models[1].cost.flops, 3);
+        assert!(out.contains("[[model]]  # first"), "comments kept:\n{out}");
+    }
+
+    #[test]
+    fn a_missing_cost_binds_measured_not_the_figures() {
+        let mut m: Manifest = toml::from_str(TEXT).unwrap();
+        let before = crate::bundle::behaviour_digests(&m.models[0]);
+        m.models[0].cost = Cost { weight_bytes: 9, origin: CostOrigin::Measured, ..Cost::missing() };
+        assert_eq!(crate::bundle::behaviour_digests(&m.models[0]), before);
+        m.models[0].output = Some("probabilities".into());
+        let with_output = crate::bundle::behaviour_digests(&m.models[0]);
+        assert!(with_output.iter().any(|f| f.field == "output"));
+        assert!(!before.iter().any(|f| f.field == "output"));
     }
 }
