@@ -270,14 +270,16 @@ fn a_second_workload_goes_from_images_to_a_run_and_a_benchmark() {
         .map(|s| s.trim().split_whitespace().next().unwrap().to_string())
         .unwrap();
 
-    // build: refusals before any training, then the signed bundle.
+    // build: refusals before any training (key ids printed as keygen prints them), then the signed bundle.
+    let board_key_id = jetlink::bundle::hex(&jetlink::signing::key_id(&jetlink::board::current().bundle_key));
     let e = refused(&w, &["build", "--manifest", "work/manifest.toml", "--key", "my.key"]);
     assert!(e.contains("--out is required"), "{e}");
     let e = refused(&w, &["build", "--manifest", "work/manifest.toml", "--out", "work/blobs.bundle", "--key", "nope.key"]);
-    assert!(e.contains("nope.key") && e.contains("key id"), "{e}");
+    assert!(e.contains("nope.key") && e.contains(&format!("trusts key id {board_key_id}")), "{e}");
     assert!(!work.join("blobs.bundle").exists());
     let e = refused(&w, &["build", "--manifest", "work/manifest.toml", "--out", "work/blobs.bundle"]);
-    assert!(e.contains("--unsigned") || e.contains("--key"), "{e}");
+    assert!(e.contains("no --key") && e.contains("--unsigned") && e.contains(&format!("trusts key id {board_key_id}")), "{e}");
+    assert!(!work.join("blobs.bundle").exists());
     let e = refused(&w, &["build", "--manifest", "work/manifest.toml", "--out", "work/x.bundle", "--key", "my.key", "--recording", "work/two.jlr"]);
     assert!(e.contains("work/two.jlr") && e.contains("has no model \"glow\""), "{e}");
     let o = ok(&w, &["build", "--manifest", "work/manifest.toml", "--out", "work/blobs.bundle", "--key", "my.key", "--epochs", "60"]);

@@ -32,7 +32,7 @@ pub(crate) struct BuildArgs {
     pub(crate) threads: u64,
     /// Sign the bundle with this private key (`jetlink keygen`; the demo's is demo/keys/demo-insecure.key).
     /// Read and checked before any training.
-    #[arg(long, required_unless_present = "unsigned")]
+    #[arg(long)]
     pub(crate) key: Option<PathBuf>,
     /// Write the bundle unsigned (host tools only: no board loads it).
     #[arg(long, conflicts_with = "key")]
@@ -53,6 +53,12 @@ fn is_demo_manifest(manifest: &Path) -> bool {
 fn signing_key(a: &BuildArgs, board: &jetlink::board::Board) -> Result<Option<ed25519_dalek::SigningKey>> {
     let trusted = jetlink::bundle::hex(&jetlink::signing::key_id(&board.bundle_key));
     let Some(path) = &a.key else {
+        if !a.unsigned {
+            bail!(
+                "no --key: give the private key to sign with (`jetlink keygen --out FILE` makes one; board {} trusts key id {trusted}), or --unsigned for a bundle no board loads; nothing was trained or written",
+                board.name
+            );
+        }
         println!(
             "writing an UNSIGNED bundle (--unsigned): no board loads it; board {} trusts key id {trusted}",
             board.name

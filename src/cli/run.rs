@@ -502,6 +502,11 @@ pub(crate) fn progress_line(ctl: &Loop, names: &[String]) -> String {
     )
 }
 
+/// Megabytes with two decimals; small figures (under 0.1 MB) in bytes, so that small models show.
+fn mb(bytes: u64) -> String {
+    if bytes < 100_000 { format!("{bytes} bytes") } else { format!("{:.2} MB", bytes as f64 / 1e6) }
+}
+
 /// The run's summary on stdout.
 pub(crate) fn print_summary(
     ctx: &RunCtx,
@@ -543,10 +548,10 @@ pub(crate) fn print_summary(
     );
     println!("  FLOPs saved            {}", pct(s.flops_saved()));
     println!(
-        "  peak model memory      {:.2} MB against a budget of {:.2} MB (lowest budget seen {:.2} MB; over budget on {} ticks)",
-        s.peak_mem as f64 / 1e6,
-        ctx.opts.budget_cap.unwrap_or(board.model_budget_bytes) as f64 / 1e6,
-        s.min_budget as f64 / 1e6,
+        "  peak model memory      {} against a budget of {} (lowest budget seen {}; over budget on {} ticks)",
+        mb(s.peak_mem),
+        mb(ctx.opts.budget_cap.unwrap_or(board.model_budget_bytes)),
+        mb(s.min_budget),
         s.budget_violations
     );
     println!(
