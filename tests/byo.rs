@@ -318,3 +318,44 @@ fn a_second_workload_goes_from_images_to_a_run_and_a_benchmark() {
     assert!(w.join("bench/mlink.json").is_file());
     let _ = std::fs::remove_dir_all(&w);
 }
+
+/// `run --budget`: the loop's budget each tick is at most the cap (`LoopOptions::budget_cap`), the
+/// schedule stays within it, and a cap below the board's changes what runs.
+#[test]
+fn a_budget_cap_lowers_the_loop_budget_on_every_tick() {
+    use std::sync::Arc;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let manifest = Manifest::load(&root.join("demo/manifest.toml")).unwrap();
+    let bundle = jetlink::bundle::Bundle::load_for(&root.join("demo/demo.bundle"), &manifest).unwrap();
+    let stream = Arc::new(jetlink::stream::Stream::load(&manifest.path_of(&manifest.stream)).unwrap());
+    let reference = Arc::new(
+        jetlink::recording::Recording::load(&manifest.path_of(manifest.reference.as_ref().unwrap())).unwrap(),
+    );
+    let run = |cap: Option<u64>| {
+        let mut b = jetlink::control::LoopBuilder::new(
+            jetlink::board::current(),
+            manifest.clone(),
+            bundle.clone(),
+            stream.clone(),
+        )
+        .reference(Some(reference.clone()))
+        .replay_engines();
+        b.options_mut().budget_cap = cap;
+        let from = stream.train_end;
+        let writer = jetlink::wire::TelemetryWriter::new(jetlink::serial::MemWriter::new());
+        let mut ctl = b.build_replay(from..from + 1500, writer).unwrap();
+        let mut max_budget = 0;
+        while ctl.tick() {
+            max_budget = max_budget.max(ctl.budget());
+        }
+        ctl.finish();
+        (max_budget, *ctl.stats())
+    };
+    let cap = 6_000_000;
+    let (full_max, full) = run(None);
+    let (capped_max, capped) = run(Some(cap));
+    assert!(full_max > cap, "the board's budget ({full_max}) is above the cap in this test");
+    assert!(capped_max <= cap, "budget {capped_max} above the cap {cap}");
+    assert!(capped.peak_mem <= cap && capped.budget_violations == 0, "{capped:?}");
+    assert!(full.peak_mem > cap, "with the board's budget the loop runs more than the cap allows: {full:?}");
+}
