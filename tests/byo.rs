@@ -46,7 +46,11 @@ fn strs(v: &[String]) -> Vec<&str> {
 fn refused(dir: &Path, args: &[&str]) -> String {
     let o = jetlink(dir, args);
     assert!(!o.status.success(), "jetlink {args:?} should have failed");
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    // The refusal itself (anyhow prints a backtrace after it when RUST_BACKTRACE is set).
+    let shown: String = text.lines().take_while(|l| !l.contains("backtrace")).collect::<Vec<_>>().join("\n");
+    println!("$ jetlink {} (refused)\n{shown}", args.join(" "));
+    text
 }
 
 /// Deterministic numbers in [-1, 1).
