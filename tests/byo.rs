@@ -258,6 +258,12 @@ fn a_second_workload_goes_from_images_to_a_run_and_a_benchmark() {
     // record: the reference over the whole stream, with the models in another order.
     let o = ok(&w, &["record", "--manifest", "work/record.toml", "--from", "0", "--to", "120", "--out", "work/reference.jlr.gz"]);
     assert!(o.contains("recorded 120 frames x 3 models"), "{o}");
+    // models: outputs compared with the reference by model name (recorded in another order): equal.
+    let o = ok(&w, &["models", "--manifest", "work/manifest.toml", "--frames", "12"]);
+    for name in ["glow", "where_blob", "corner"] {
+        let row = o.lines().find(|l| l.starts_with(name)).unwrap_or_else(|| panic!("no row for {name}:\n{o}"));
+        assert!(row.trim_end().ends_with("0.0e0"), "{name} differs from its own reference: {row}");
+    }
     // A reference that lacks a model is refused, naming it.
     let two: String = blocks[..2].iter().map(|b| format!("[[model]]{b}")).collect();
     std::fs::write(work.join("two.toml"), format!("name = \"blobs\"\nstream = \"frames.jls.gz\"\n{two}")).unwrap();
