@@ -299,8 +299,8 @@ pub(crate) fn run(a: &RunArgs) -> Result<()> {
         serial_spec
     );
     println!(
-        "model budget {:.2} MB ({budget} bytes) from {budget_from}{}",
-        budget as f64 / 1e6,
+        "model budget {} from {budget_from}{}",
+        mb(budget),
         if a.trust_key.is_some() {
             format!("; bundles trusted from --trust-key (key id {})", jetlink::bundle::hex(&jetlink::signing::key_id(&board.bundle_key)))
         } else {
