@@ -22,6 +22,13 @@ fn main() {
     if let Err(e) = schema::settle_bundle_key(&mut boards, &selected, env_key.as_deref()) {
         fail(&e);
     }
+    // A relative telemetry trace names a file of this repository (the simulated board's own data):
+    // compile it in as an absolute path, so that the binary runs from any working directory.
+    for (_, b) in &mut boards {
+        if let Some(tr) = b.telemetry.trace.as_mut().filter(|t| std::path::Path::new(t.as_str()).is_relative()) {
+            *tr = root.join(&*tr).to_string_lossy().into_owned();
+        }
+    }
     let src = match schema::generate(&boards, &selected) {
         Ok(s) => s,
         Err(e) => fail(&e),

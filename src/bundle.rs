@@ -193,19 +193,31 @@ pub struct FieldDigest {
 }
 
 /// Digests of the manifest fields that change what the board does with a model: its kind, output
-/// size, importance, tolerance, input shape, view and costs. Each field is hashed in its JSON form
+/// size, importance, tolerance, input shape, view, costs and chosen output. Each field is hashed in its JSON form
 /// (`serde_json`, stable for these types), under its manifest name.
 pub fn behaviour_digests(m: &crate::manifest::ModelSpec) -> Vec<FieldDigest> {
     let json = |v: serde_json::Result<Vec<u8>>| sha256(&v.expect("manifest fields encode as JSON"));
-    let fields: [(&str, [u8; 32]); 7] = [
+    // A cost block the manifest does not have is measured where the bundle is used (latency
+    // differs from machine to machine): bind its absence, not the figures.
+    let cost = if m.cost.origin == crate::manifest::CostOrigin::Manifest {
+        json(serde_json::to_vec(&m.cost))
+    } else {
+        json(serde_json::to_vec("measured"))
+    };
+    let mut fields: Vec<(&str, [u8; 32])> = vec![
         ("kind", json(serde_json::to_vec(&m.kind))),
         ("size", json(serde_json::to_vec(&m.size))),
         ("importance", json(serde_json::to_vec(&m.importance))),
         ("tolerance", json(serde_json::to_vec(&m.tolerance))),
         ("input_shape", json(serde_json::to_vec(&m.input_shape))),
         ("view", json(serde_json::to_vec(&m.view))),
-        ("cost", json(serde_json::to_vec(&m.cost))),
+        ("cost", cost),
     ];
+    // `output` is bound when the manifest names one (bundles built before the key existed stay valid
+    // for manifests that do not use it; naming an output where the bundle did not is refused).
+    if let Some(o) = &m.output {
+        fields.push(("output", json(serde_json::to_vec(o))));
+    }
     fields.into_iter().map(|(f, h)| FieldDigest { field: f.to_string(), sha256: h }).collect()
 }
 
@@ -433,7 +445,10 @@ impl Bundle {
                         )));
                     }
                     None => {
-                        return Err(mm(format!("model {:?}: the bundle binds unknown field `{}`", b.name, f.field)));
+                        return Err(mm(format!(
+                            "model {:?}: the bundle binds field `{}`, which this manifest does not set; rebuild and sign the bundle for this manifest",
+                            b.name, f.field
+                        )));
                     }
                 }
             }

@@ -13,6 +13,7 @@ pub mod gpu;
 pub mod links;
 pub mod manifest;
 pub mod monitor;
+pub mod profile;
 pub mod record;
 pub mod recording;
 pub mod report;

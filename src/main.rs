@@ -31,6 +31,10 @@ enum Cmd {
     Models(ModelsArgs),
     /// Run every model over a stream and write the paired outputs (a recording).
     Record(RecordArgs),
+    /// Write a stream file from a folder of images (PNG, JPEG, PGM), in name order.
+    Stream(StreamArgs),
+    /// Measure every model's costs (weights, activations, FLOPs, latency) for `[model.cost]`.
+    Profile(ProfileArgs),
     /// Train every link and ensemble from a recording and write the bundle and its report.
     Build(BuildArgs),
     /// Benchmarks: `mlink` (schedulers), `dcta` (task allocation), `links` (CPU link inference), `loop`.
@@ -62,6 +66,8 @@ fn main() -> Result<()> {
         Cmd::Run(a) => run(&a),
         Cmd::Models(a) => models(&a),
         Cmd::Record(a) => record_cmd(&a),
+        Cmd::Stream(a) => stream_cmd(&a),
+        Cmd::Profile(a) => profile(&a),
         Cmd::Build(a) => build(&a),
         Cmd::Bench(a) => bench(&a),
         Cmd::Monitor(a) => monitor(&a),

@@ -84,7 +84,19 @@ pub enum ViewOp {
     Channels { n: u32 },
 }
 
-/// Costs of one model, measured by the tool that built the workload.
+/// Where a model's costs come from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CostOrigin {
+    /// Written in the manifest's `[model.cost]` (measured by whoever wrote it).
+    #[default]
+    Manifest,
+    /// The manifest has no `[model.cost]` and nothing has measured it yet (all figures 0).
+    Missing,
+    /// Measured by this process (`jetlink profile`, or `build`/`run` filling a missing block).
+    Measured,
+}
+
+/// Costs of one model, measured by the tool that built the workload, or by `jetlink profile`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Cost {
@@ -97,9 +109,33 @@ pub struct Cost {
     /// Median latency per frame (batch 1, one thread), microseconds, and the runtime that measured it.
     pub latency_us: f64,
     pub latency_runtime: String,
+    /// Where these figures come from (not part of the manifest's text).
+    #[serde(skip)]
+    pub origin: CostOrigin,
 }
 
 impl Cost {
+    /// The cost of a model whose manifest entry has no `[model.cost]`: zeros until measured.
+    pub fn missing() -> Cost {
+        Cost {
+            weight_bytes: 0,
+            activation_bytes: 0,
+            flops: 0,
+            latency_us: 0.0,
+            latency_runtime: String::new(),
+            origin: CostOrigin::Missing,
+        }
+    }
+
+    pub fn is_missing(&self) -> bool {
+        self.origin == CostOrigin::Missing
+    }
+
+    /// Not written back when the manifest is serialised: only costs that came from a file.
+    fn not_from_manifest(&self) -> bool {
+        self.origin != CostOrigin::Manifest
+    }
+
     /// Memory the scheduler charges for a running model.
     pub fn memory_bytes(&self) -> u64 {
         self.weight_bytes + self.activation_bytes
@@ -114,6 +150,9 @@ pub struct ModelSpec {
     /// ONNX file, relative to the manifest.
     pub onnx: String,
     pub kind: OutputKind,
+    /// Which output of the ONNX file is the model's output vector, by name (default: the first).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<String>,
     /// Length of the output vector.
     pub size: u32,
     /// Task importance (default 1).
@@ -125,6 +164,8 @@ pub struct ModelSpec {
     /// Agreement tolerance for `regression` outputs (absolute, per element); default 0.1.
     #[serde(default)]
     pub tolerance: Option<f32>,
+    /// Optional: without it, `jetlink profile` (or `build`/`run`, which call it) measures the model.
+    #[serde(default = "Cost::missing", skip_serializing_if = "Cost::not_from_manifest")]
     pub cost: Cost,
     /// Where the model comes from and under which licence.
     #[serde(default)]
@@ -212,7 +253,11 @@ impl Manifest {
                     bail!("model {:?}: {field} {v} is above the limit of {MAX_COST}", m.name);
                 }
             }
-            if !(m.cost.latency_us.is_finite() && m.cost.latency_us >= 0.0) {
+
+            if m.output.as_deref().is_some_and(|o| o.is_empty()) {
+                bail!("model {:?}: output must name one of the ONNX file's outputs, not be empty", m.name);
+            }
+            if !m.cost.is_missing() && !(m.cost.latency_us.is_finite() && m.cost.latency_us >= 0.0) {
                 bail!("model {:?}: cost.latency_us {} must be finite and >= 0", m.name, m.cost.latency_us);
             }
             if let Some(t) = m.tolerance {
@@ -241,6 +286,11 @@ impl Manifest {
 
     pub fn model_index(&self, name: &str) -> Option<usize> {
         self.models.iter().position(|m| m.name == name)
+    }
+
+    /// Models whose manifest entry has no `[model.cost]` and that nothing has measured yet.
+    pub fn missing_costs(&self) -> Vec<usize> {
+        (0..self.models.len()).filter(|&i| self.models[i].cost.is_missing()).collect()
     }
 
     /// Total output length over all models.

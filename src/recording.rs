@@ -96,6 +96,50 @@ impl Recording {
         }
     }
 
+    /// The columns of `models` (name, kind, size), in that order, matched by name: a recording made
+    /// with the models in another order, or with more models, gives the same rows as one made for
+    /// exactly these. Refused, naming the model, when one is missing or differs in kind or size.
+    /// `what` names the recording in errors (its file).
+    pub fn select_by_name<'a>(
+        &self,
+        models: impl IntoIterator<Item = (&'a str, OutputKind, usize)>,
+        what: &str,
+    ) -> Result<Recording> {
+        let mut cols = Vec::new();
+        let mut picked = Vec::new();
+        for (name, kind, size) in models {
+            let Some(j) = self.model_index(name) else {
+                bail!(
+                    "{what}: has no model {name:?} (it has {}); record it again with this manifest (`jetlink record`)",
+                    self.models.iter().map(|m| format!("{:?}", m.name)).collect::<Vec<_>>().join(", ")
+                );
+            };
+            let r = &self.models[j];
+            ensure!(
+                r.kind == kind && r.size == size,
+                "{what}: model {name:?} is {} of size {} in the recording, {} of size {size} in the manifest",
+                r.kind.name(),
+                r.size,
+                kind.name()
+            );
+            cols.push(self.layout.range(j));
+            picked.push(r.clone());
+        }
+        if picked == self.models {
+            return Ok(self.clone());
+        }
+        let mut out = Recording::new(picked);
+        out.frames = self.frames.clone();
+        out.values.reserve(self.frames.len() * out.stride());
+        for r in 0..self.len() {
+            let row = self.row(r);
+            for c in &cols {
+                out.values.extend_from_slice(&row[c.clone()]);
+            }
+        }
+        Ok(out)
+    }
+
     pub fn write_to(&self, mut w: impl Write) -> Result<()> {
         w.write_all(MAGIC)?;
         w.write_all(&(self.frames.len() as u32).to_le_bytes())?;
@@ -214,5 +258,26 @@ mod tests {
         let mut bad = b.clone();
         bad[0] = b'X';
         assert!(Recording::parse(&bad).unwrap_err().to_string().contains("magic"));
+    }
+
+    #[test]
+    fn select_by_name_reorders_and_names_the_missing_model() {
+        let mut r = Recording::new(vec![
+            RecordedModel { name: "a".into(), kind: OutputKind::Class, size: 3 },
+            RecordedModel { name: "b".into(), kind: OutputKind::Count, size: 1 },
+            RecordedModel { name: "c".into(), kind: OutputKind::Regression, size: 2 },
+        ]);
+        r.push(7, &[0.1, 0.2, 0.7, 4.0, 5.0, 6.0]);
+        r.push(9, &[0.5, 0.4, 0.1, 2.0, 7.0, 8.0]);
+        let s = r
+            .select_by_name([("c", OutputKind::Regression, 2), ("a", OutputKind::Class, 3)], "ref.jlr")
+            .unwrap();
+        assert_eq!(s.models.iter().map(|m| m.name.as_str()).collect::<Vec<_>>(), ["c", "a"]);
+        assert_eq!(s.row(1), &[7.0, 8.0, 0.5, 0.4, 0.1]);
+        assert_eq!(s.frames, [7, 9]);
+        let e = r.select_by_name([("zz", OutputKind::Class, 3)], "ref.jlr").unwrap_err().to_string();
+        assert!(e.contains("ref.jlr") && e.contains("\"zz\""), "{e}");
+        let e = r.select_by_name([("b", OutputKind::Count, 2)], "ref.jlr").unwrap_err().to_string();
+        assert!(e.contains("\"b\"") && e.contains("size 1"), "{e}");
     }
 }

@@ -22,9 +22,6 @@ static ALLOC: CountingAllocator = CountingAllocator;
 type Demo = DemoSet;
 
 fn demo() -> Demo {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    // The simulated board reads its trace relative to the working directory.
-    std::env::set_current_dir(root).unwrap();
     DemoSet::demo().unwrap()
 }
 

@@ -242,7 +242,6 @@ fn run_refuses_an_unsigned_bundle_with_an_event() {
 
 #[test]
 fn a_running_loop_keeps_its_bundle_when_a_new_one_is_refused() {
-    std::env::set_current_dir(root()).unwrap();
     let b = board::current();
     let manifest = Manifest::load(&root().join("demo/manifest.toml")).unwrap();
     let demo_path = root().join("demo/demo.bundle");

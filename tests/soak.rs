@@ -15,8 +15,6 @@ static ALLOC: CountingAllocator = CountingAllocator;
 
 fn inputs() -> SoakInputs {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    // The simulated board reads its trace relative to the working directory.
-    std::env::set_current_dir(root).unwrap();
     SoakInputs::load(&root.join("demo/manifest.toml"), &root.join("demo/demo.bundle"), board::current())
         .unwrap()
 }

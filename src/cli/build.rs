@@ -10,8 +10,10 @@ pub(crate) struct BuildArgs {
     /// Recording to train on (default: the manifest's reference).
     #[arg(long)]
     pub(crate) recording: Option<PathBuf>,
-    #[arg(long, short, default_value = DEMO_BUNDLE)]
-    pub(crate) out: PathBuf,
+    /// The bundle to write (its report beside it). Required, except with the demo's manifest, whose
+    /// bundle is demo/demo.bundle.
+    #[arg(long, short)]
+    pub(crate) out: Option<PathBuf>,
     /// Training epochs per link.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub(crate) epochs: Option<u32>,
@@ -29,20 +31,81 @@ pub(crate) struct BuildArgs {
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=1024))]
     pub(crate) threads: u64,
     /// Sign the bundle with this private key (`jetlink keygen`; the demo's is demo/keys/demo-insecure.key).
+    /// Read and checked before any training.
     #[arg(long)]
     pub(crate) key: Option<PathBuf>,
+    /// Write the bundle unsigned (host tools only: no board loads it).
+    #[arg(long, conflicts_with = "key")]
+    pub(crate) unsigned: bool,
+}
+
+/// Whether `manifest` is the demo's (this checkout's demo/manifest.toml, wherever it is run from).
+fn is_demo_manifest(manifest: &Path) -> bool {
+    let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join(DEMO_MANIFEST);
+    match (manifest.canonicalize(), demo.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
+}
+
+/// The key the bundle will be signed with, read before anything is trained; its id is printed as
+/// `jetlink keygen` prints it.
+fn signing_key(a: &BuildArgs, board: &jetlink::board::Board) -> Result<Option<ed25519_dalek::SigningKey>> {
+    let trusted = jetlink::bundle::hex(&jetlink::signing::key_id(&board.bundle_key));
+    let Some(path) = &a.key else {
+        if !a.unsigned {
+            bail!(
+                "no --key: give the private key to sign with (`jetlink keygen --out FILE` makes one; board {} trusts key id {trusted}), or --unsigned for a bundle no board loads; nothing was trained or written",
+                board.name
+            );
+        }
+        println!(
+            "writing an UNSIGNED bundle (--unsigned): no board loads it; board {} trusts key id {trusted}",
+            board.name
+        );
+        return Ok(None);
+    };
+    let key = jetlink::signing::read_private_key(path).with_context(|| {
+        format!(
+            "--key {}: not a usable private key (make one with `jetlink keygen --out FILE`); nothing was trained or written. Board {} trusts key id {trusted}",
+            path.display(),
+            board.name
+        )
+    })?;
+    let public = key.verifying_key().to_bytes();
+    let id = jetlink::bundle::hex(&jetlink::signing::key_id(&public));
+    if public == board.bundle_key {
+        println!("signing with key id {id} ({}), the key board {} trusts", path.display(), board.name);
+    } else {
+        println!(
+            "signing with key id {id} ({}); note: board {} trusts key id {trusted}, so it will refuse this bundle unless built with JETLINK_BUNDLE_KEY (or run on host-sim with --trust-key)",
+            path.display(),
+            board.name
+        );
+    }
+    Ok(Some(key))
 }
 
 pub(crate) fn build(a: &BuildArgs) -> Result<()> {
     let board = jetlink::board::current();
-    let (manifest, stream) = load_workload(&a.manifest)?;
+    let out = match &a.out {
+        Some(o) => o.clone(),
+        None if is_demo_manifest(&a.manifest) => Path::new(env!("CARGO_MANIFEST_DIR")).join(DEMO_BUNDLE),
+        None => bail!(
+            "--out is required: {} is not the demo's manifest, and jetlink build never writes {DEMO_BUNDLE} for another workload",
+            a.manifest.display()
+        ),
+    };
+    let key = signing_key(a, board)?;
+    let (mut manifest, stream) = load_workload(&a.manifest)?;
+    measure_missing_costs(&mut manifest, &stream, "jetlink build")?;
     let rec_path = match &a.recording {
         Some(p) => p.clone(),
         None => manifest.path_of(
             manifest.reference.as_ref().context("no --recording and the manifest has no reference")?,
         ),
     };
-    let recording = Recording::load(&rec_path)?;
+    let recording = load_recording_for(&manifest, &rec_path)?;
     let mut opts = jetlink::links::BuildOptions { threads: a.threads as usize, ..Default::default() };
     opts.train = jetlink::links::TrainOptions::by_name(&a.recipe).context("unknown --recipe")?;
     if let Some(e) = a.epochs {
@@ -60,14 +123,16 @@ pub(crate) fn build(a: &BuildArgs) -> Result<()> {
     let policy = jetlink::dcta::build_policy(&manifest, board, &jetlink::dcta::PolicyOptions::default())
         .context("building the DCTA policy table")?;
     bundle.dcta = Some(policy.to_postcard());
-    if let Some(d) = a.out.parent().filter(|d| !d.as_os_str().is_empty()) {
+    if let Some(d) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(d)?;
     }
-    bundle.save(&a.out)?;
-    if let Some(key) = &a.key {
-        sign(&SignArgs { key: key.clone(), bundle: a.out.clone(), out: None })?;
-    }
-    let [md, svg] = jetlink::report::write_reports(&bundle, &a.out)?;
+    let bytes = bundle.to_bytes()?;
+    let bytes = match &key {
+        Some(k) => jetlink::signing::sign_bundle(&bytes, k).context("signing the bundle")?,
+        None => bytes,
+    };
+    jetlink::atomic::write_file(&out, &bytes).with_context(|| format!("writing bundle {}", out.display()))?;
+    let [md, svg] = jetlink::report::write_reports(&bundle, &out)?;
     println!("{}", jetlink::report::scores_markdown(&bundle));
     println!(
         "trained {} links and {} ensembles in {:.1} s; schedule table {} entries; DCTA table for {} ({} cells, {} allocations)",
@@ -80,9 +145,16 @@ pub(crate) fn build(a: &BuildArgs) -> Result<()> {
         policy.n_allocations()
     );
     println!(
-        "wrote {} ({} bytes), {}, {}",
-        a.out.display(),
-        std::fs::metadata(&a.out)?.len(),
+        "wrote {} ({} bytes, {}), {}, {}",
+        out.display(),
+        std::fs::metadata(&out)?.len(),
+        match &key {
+            Some(k) => format!(
+                "signed by key id {}",
+                jetlink::bundle::hex(&jetlink::signing::key_id(&k.verifying_key().to_bytes()))
+            ),
+            None => "unsigned".into(),
+        },
         md.display(),
         svg.display()
     );

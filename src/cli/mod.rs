@@ -27,9 +27,11 @@ mod build;
 mod keys;
 mod models;
 mod monitor;
+mod profile_cmd;
 mod record_cmd;
 mod run;
 mod soak;
+mod stream_cmd;
 
 pub(crate) use bench::{BenchArgs, bench};
 pub(crate) use boards::boards;
@@ -37,9 +39,11 @@ pub(crate) use build::{BuildArgs, build};
 pub(crate) use keys::{KeygenArgs, SignArgs, keygen, sign};
 pub(crate) use models::{ModelsArgs, models};
 pub(crate) use monitor::{MonitorArgs, monitor};
+pub(crate) use profile_cmd::{ProfileArgs, profile};
 pub(crate) use record_cmd::{RecordArgs, record_cmd};
 pub(crate) use run::{RunArgs, run};
 pub(crate) use soak::{SoakArgs, soak};
+pub(crate) use stream_cmd::{StreamArgs, stream_cmd};
 
 pub(crate) const DEMO_MANIFEST: &str = "demo/manifest.toml";
 pub(crate) const DEMO_BUNDLE: &str = "demo/demo.bundle";
@@ -75,9 +79,42 @@ pub(crate) fn load_workload(path: &Path) -> Result<(Manifest, Stream)> {
     Ok((manifest, stream))
 }
 
+/// The manifest's reference recording, its columns taken by model name in the manifest's order
+/// (refused, naming the model, when it lacks one).
 pub(crate) fn load_reference(manifest: &Manifest) -> Result<Option<Recording>> {
-    jetlink::workload::Workload::load_reference(manifest)
+    manifest.reference.as_ref().map(|r| load_recording_for(manifest, &manifest.path_of(r))).transpose()
 }
+
+/// A recording, its columns taken by model name in the manifest's order.
+pub(crate) fn load_recording_for(manifest: &Manifest, path: &Path) -> Result<Recording> {
+    let rec = Recording::load(path)?;
+    rec.select_by_name(
+        manifest.models.iter().map(|m| (m.name.as_str(), m.kind, m.size as usize)),
+        &format!("recording {}", path.display()),
+    )
+}
+
+/// Measure the costs of the models whose manifest has no `[model.cost]` (on `frames` frames of the
+/// stream) and say so on stdout, naming who measured them.
+pub(crate) fn measure_missing_costs(manifest: &mut Manifest, stream: &Stream, who: &str) -> Result<()> {
+    let n = manifest.missing_costs().len();
+    if n == 0 {
+        return Ok(());
+    }
+    let t = Instant::now();
+    let names = jetlink::profile::fill_missing(manifest, stream, PROFILE_FRAMES)?;
+    println!(
+        "costs measured by {who} on this machine for {} ({}; {} frames, {:.1} s): no [model.cost] in the manifest",
+        names.join(", "),
+        jetlink::profile::RUNTIME,
+        PROFILE_FRAMES,
+        t.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Frames the latency of an unprofiled model is measured over.
+pub(crate) const PROFILE_FRAMES: usize = 20;
 
 pub(crate) fn frame_shape(s: &Stream) -> Shape {
     Shape { h: s.height, w: s.width, c: s.channels }

@@ -14,7 +14,8 @@ pub(crate) struct ModelsArgs {
 
 pub(crate) fn models(a: &ModelsArgs) -> Result<()> {
     let board = jetlink::board::current();
-    let (manifest, stream) = load_workload(&a.manifest)?;
+    let (mut manifest, stream) = load_workload(&a.manifest)?;
+    measure_missing_costs(&mut manifest, &stream, "jetlink models")?;
     let t = Instant::now();
     let mut models = engine::prepare_all(&manifest, frame_shape(&stream), &TractBackend)?;
     println!("prepared {} engines (tract-onnx) in {:.0} ms", models.len(), t.elapsed().as_secs_f64() * 1e3);
@@ -37,15 +38,8 @@ pub(crate) fn models(a: &ModelsArgs) -> Result<()> {
             }
         }
         if let Some(r) = &reference {
-            let row = r.row_of_frame(f as u32).context("reference lacks a frame")?;
-            if r.models.len() != models.len() {
-                bail!(
-                    "the manifest's reference recording has {} models, the manifest {} ({}): record it again",
-                    r.models.len(),
-                    models.len(),
-                    a.manifest.display()
-                );
-            }
+            // `load_reference` took the reference's columns by model name, in the manifest's order.
+            let row = r.row_of_frame(f as u32).with_context(|| format!("the reference recording lacks frame {f}"))?;
             for (m, d) in max_diff.iter_mut().enumerate() {
                 for (x, y) in rec.output(0, m).iter().zip(r.output(row, m)) {
                     *d = d.max((x - y).abs());

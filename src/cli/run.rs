@@ -66,9 +66,75 @@ pub(crate) struct RunArgs {
     /// when there is no reference to score against, else 0.
     #[arg(long, value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
     pub(crate) audit_every: Option<u32>,
+    /// Model memory budget for this run: bytes (`8000000`) or a share of the board's (`50%`). Only
+    /// lowers the board's `model-budget-bytes`; a figure above it is refused.
+    #[arg(long, value_parser = parse_budget)]
+    pub(crate) budget: Option<Budget>,
+    /// Trust bundles signed by this Ed25519 public key (hex, as `jetlink keygen` prints it) instead
+    /// of the board's `bundle-key`. Only on a simulated board (`soc = "host"`), whose compiled-in key
+    /// is the committed demo key anyway; refused on every Jetson board.
+    #[arg(long, value_name = "PUBLIC_KEY_HEX")]
+    pub(crate) trust_key: Option<String>,
     /// No progress bar.
     #[arg(long, short)]
     pub(crate) quiet: bool,
+}
+
+/// `--budget`: bytes, or a percentage of the board's model budget.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) enum Budget {
+    Bytes(u64),
+    Percent(f64),
+}
+
+fn parse_budget(s: &str) -> Result<Budget, String> {
+    let t = s.trim().replace('_', "");
+    if let Some(p) = t.strip_suffix('%') {
+        let v: f64 = p.trim().parse().map_err(|e| format!("{s:?}: not a percentage: {e}"))?;
+        if !(v.is_finite() && v > 0.0 && v <= 100.0) {
+            return Err(format!("{s}: a percentage of the board's budget must be in (0, 100]"));
+        }
+        return Ok(Budget::Percent(v));
+    }
+    let v: u64 = t.parse().map_err(|e| format!("{s:?}: expected bytes (e.g. 8000000) or a percentage (e.g. 50%): {e}"))?;
+    if v == 0 {
+        return Err(format!("{s}: a budget of 0 bytes runs nothing"));
+    }
+    Ok(Budget::Bytes(v))
+}
+
+/// The model budget in force (bytes) and where it comes from, for `--budget` on `board`.
+pub(crate) fn budget_in_force(b: Option<Budget>, board: &jetlink::board::Board) -> Result<(u64, String)> {
+    let full = board.model_budget_bytes;
+    match b {
+        None => Ok((full, format!("board {}'s model-budget-bytes", board.name))),
+        Some(Budget::Percent(p)) => {
+            let v = ((full as f64) * p / 100.0).floor() as u64;
+            Ok((v.max(1), format!("--budget {p}% of board {}'s {full} bytes", board.name)))
+        }
+        Some(Budget::Bytes(v)) if v > full => bail!(
+            "--budget {v} bytes is above board {}'s model budget of {full} bytes ({:.2} MB): --budget only lowers it (rebuild for another board file to raise it)",
+            board.name,
+            full as f64 / 1e6
+        ),
+        Some(Budget::Bytes(v)) => Ok((v, format!("--budget {v} bytes (board {} allows {full})", board.name))),
+    }
+}
+
+/// The board the run uses: the compiled-in one, or on a simulated board the same one trusting the
+/// `--trust-key` public key.
+pub(crate) fn effective_board(a: &RunArgs) -> Result<&'static jetlink::board::Board> {
+    let board = jetlink::board::current();
+    let Some(hex) = &a.trust_key else { return Ok(board) };
+    if board.soc != "host" {
+        bail!(
+            "--trust-key is refused on board {} (soc {}): a Jetson board trusts only the bundle-key it was built with (JETLINK_BUNDLE_KEY at build time, boards/README.md)",
+            board.name,
+            board.soc
+        );
+    }
+    let key = jetlink::signing::parse_public_key(hex).map_err(|e| anyhow::anyhow!("--trust-key: {e}"))?;
+    Ok(Box::leak(Box::new(jetlink::board::Board { bundle_key: key, ..*board })))
 }
 
 impl Default for RunArgs {
@@ -89,6 +155,8 @@ impl Default for RunArgs {
             source: "stream".into(),
             reference_aligned: false,
             audit_every: None,
+            budget: None,
+            trust_key: None,
             quiet: false,
         }
     }
@@ -134,8 +202,38 @@ pub(crate) fn loop_builder(
         #[cfg(not(feature = "sim"))]
         Engines::Replay => bail!("--engines replay is simulation: this build was made without the `sim` feature"),
         #[cfg(feature = "tensorrt")]
-        Engines::Tensorrt => b.engines(Box::new(jetlink::engine::TensorRtBackend::for_board(board)?)),
+        Engines::Tensorrt => b.engines(Box::new(tensorrt_or_tract(board, manifest)?)),
     })
+}
+
+/// `--engines tensorrt`: a model with a plan for this board and TensorRT version runs on TensorRT,
+/// every other model (no plan: a tree ensemble cannot be one) on tract; the header says which.
+/// Compiled only with the `tensorrt` feature; not run anywhere yet (README).
+#[cfg(feature = "tensorrt")]
+fn tensorrt_or_tract(
+    board: &'static jetlink::board::Board,
+    manifest: &Manifest,
+) -> Result<jetlink::engine::PerModelBackend> {
+    use jetlink::engine::tensorrt::{loaded_version, plan_path};
+    let trt = jetlink::engine::TensorRtBackend::for_board(board)?;
+    let version = loaded_version()?;
+    let mixed = jetlink::engine::PerModelBackend::new(
+        Box::new(trt),
+        Box::new(TractBackend),
+        Box::new(move |_spec: &jetlink::manifest::ModelSpec, onnx: &Path| {
+            plan_path(onnx, board.name, version).is_file()
+        }),
+        "tensorrt+tract-onnx",
+    );
+    let a = mixed.assignment(manifest);
+    println!(
+        "engines per model: {}",
+        a.iter()
+            .map(|(m, e)| if *e == "tensorrt" { format!("{m} tensorrt") } else { format!("{m} tract-onnx (no plan)") })
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    Ok(mixed)
 }
 
 pub(crate) type Loop = control::Controller<Box<dyn FrameSource>, SerialWriter>;
@@ -163,10 +261,14 @@ pub(crate) fn open_source(
 }
 
 pub(crate) fn run(a: &RunArgs) -> Result<()> {
-    let board = jetlink::board::current();
+    let board = effective_board(a)?;
+    let (budget, budget_from) = budget_in_force(a.budget, board)?;
     let (mut manifest, stream) = load_workload(&a.manifest)?;
     // Read every ONNX file once: the bundle check hashes these bytes and the engines load them.
     manifest.pin_onnx()?;
+    if a.engines != Engines::Replay {
+        measure_missing_costs(&mut manifest, &stream, "jetlink run")?;
+    }
     let state = rollback_state(a, board);
     let bundle = trusted_bundle(a, &manifest, board, &state)?;
     let spec = SourceSpec::parse(&a.source)?;
@@ -199,6 +301,15 @@ pub(crate) fn run(a: &RunArgs) -> Result<()> {
         telemetry.source_name(),
         serial_spec
     );
+    println!(
+        "model budget {} from {budget_from}{}",
+        mb(budget),
+        if a.trust_key.is_some() {
+            format!("; bundles trusted from --trust-key (key id {})", jetlink::bundle::hex(&jetlink::signing::key_id(&board.bundle_key)))
+        } else {
+            String::new()
+        }
+    );
     let t = Instant::now();
     let (source, handles) = open_source(a, &spec, &stream, from, to)?;
     let opts = LoopOptions {
@@ -211,6 +322,7 @@ pub(crate) fn run(a: &RunArgs) -> Result<()> {
             ..Default::default()
         },
         audit_every: a.audit_every.unwrap_or(if reference.is_none() { 25 } else { 0 }),
+        budget_cap: a.budget.map(|_| budget),
     };
     let ctl =
         builder.telemetry(telemetry).options(opts.clone()).build(source, TelemetryWriter::new(serial))?;
@@ -393,6 +505,11 @@ pub(crate) fn progress_line(ctl: &Loop, names: &[String]) -> String {
     )
 }
 
+/// Megabytes with two decimals; small figures (under 0.1 MB) in bytes, so that small models show.
+fn mb(bytes: u64) -> String {
+    if bytes < 100_000 { format!("{bytes} bytes") } else { format!("{:.2} MB", bytes as f64 / 1e6) }
+}
+
 /// The run's summary on stdout.
 pub(crate) fn print_summary(
     ctx: &RunCtx,
@@ -434,10 +551,10 @@ pub(crate) fn print_summary(
     );
     println!("  FLOPs saved            {}", pct(s.flops_saved()));
     println!(
-        "  peak model memory      {:.2} MB against a budget of {:.2} MB (lowest budget seen {:.2} MB; over budget on {} ticks)",
-        s.peak_mem as f64 / 1e6,
-        board.model_budget_bytes as f64 / 1e6,
-        s.min_budget as f64 / 1e6,
+        "  peak model memory      {} against a budget of {} (lowest budget seen {}; over budget on {} ticks)",
+        mb(s.peak_mem),
+        mb(ctx.opts.budget_cap.unwrap_or(board.model_budget_bytes)),
+        mb(s.min_budget),
         s.budget_violations
     );
     println!(

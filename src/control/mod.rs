@@ -61,6 +61,9 @@ pub struct LoopOptions {
     /// Audit one predicted task every this many ticks to estimate accuracy without a reference
     /// (0: no audits). Audit runs count as executions.
     pub audit_every: u32,
+    /// Cap on the model budget, bytes (`jetlink run --budget`): the budget each tick is the board's
+    /// (net of free memory and power throttling) and at most this. `None`: the board's alone.
+    pub budget_cap: Option<u64>,
 }
 
 impl Default for LoopOptions {
@@ -71,6 +74,7 @@ impl Default for LoopOptions {
             adapt: true,
             max_active: None,
             audit_every: 0,
+            budget_cap: None,
         }
     }
 }
@@ -409,7 +413,7 @@ impl<S: FrameSource, W: embedded_io::Write> Controller<S, W> {
             }
         }
         let sample = self.io.telemetry.latest();
-        let mem_budget = sample.model_budget_bytes(self.plan.board, self.st.mem_used);
+        let mem_budget = sample.model_budget_bytes(self.plan.board, self.st.mem_used).min(self.plan.opts.budget_cap.unwrap_or(u64::MAX));
         let power = if sample.valid.contains(Valid::POWER) { sample.power_mw } else { 0 };
         let step = self.st.governor.update(power, self.plan.board.power_budget_mw);
         if step.over {

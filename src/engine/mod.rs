@@ -9,8 +9,11 @@ use anyhow::{Context, Result};
 use crate::manifest::{Manifest, ModelSpec};
 use crate::view::{Shape, View};
 
+mod mixed;
 mod tract;
+pub use mixed::{HasNative, PerModelBackend};
 pub use tract::TractBackend;
+pub(crate) use tract::onnx_weight_bytes as tract_weight_bytes;
 #[cfg(feature = "tensorrt")]
 pub mod tensorrt;
 #[cfg(feature = "tensorrt")]

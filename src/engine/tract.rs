@@ -20,7 +20,7 @@ struct TractEngine {
 
 /// Bytes of an ONNX model's weights: initialisers plus array attributes (tree ensembles keep their
 /// tables in attributes).
-fn onnx_weight_bytes(proto: &tract_onnx::pb::ModelProto) -> u64 {
+pub(crate) fn onnx_weight_bytes(proto: &tract_onnx::pb::ModelProto) -> u64 {
     let tensor = |t: &tract_onnx::pb::TensorProto| {
         (t.raw_data.len() + 4 * t.float_data.len() + 4 * t.int32_data.len() + 8 * t.int64_data.len()) as u64
     };
@@ -33,6 +33,21 @@ fn onnx_weight_bytes(proto: &tract_onnx::pb::ModelProto) -> u64 {
         .map(|a| (4 * a.floats.len() + 8 * a.ints.len()) as u64 + a.t.as_ref().map(tensor).unwrap_or(0))
         .sum();
     init + attrs
+}
+
+/// Every output of a typed model: its ONNX name, element type and shape as tract infers it.
+fn output_facts(
+    typed: &tract_onnx::prelude::TypedModel,
+    g: &tract_onnx::pb::GraphProto,
+) -> Vec<(String, tract_onnx::prelude::DatumType, String)> {
+    (0..typed.outputs.len())
+        .map(|i| {
+            let name = g.output.get(i).map(|o| o.name.clone()).unwrap_or_else(|| format!("#{i}"));
+            // `i` < the number of outputs, so the fact exists.
+            let f = typed.output_fact(i).expect("an output of the model");
+            (name, f.datum_type, format!("[{:?}]", f.shape))
+        })
+        .collect()
 }
 
 impl Backend for TractBackend {
@@ -67,32 +82,56 @@ impl Backend for TractBackend {
             inputs.len()
         );
         let input_name = inputs[0].name.clone();
-        let output_name = g.output.first().context("ONNX model has no output")?.name.clone();
         let input_shape: Vec<usize> = spec.input_shape.iter().map(|&d| d as usize).collect();
-        let model = onnx
+        let typed = onnx
             .model_for_proto_model(&proto)
             .with_context(|| format!("{}: tract cannot translate the graph", path.display()))?
             .with_input_fact(0, f32::fact(&input_shape).into())?
-            .into_optimized()
-            .with_context(|| format!("{}: tract cannot optimise the graph", path.display()))?;
-        let out_fact = model.output_fact(0)?;
-        let out_shape: Vec<usize> = out_fact
-            .shape
-            .as_concrete()
-            .with_context(|| {
-                format!("{}: output shape {:?} is not concrete", path.display(), out_fact.shape)
-            })?
-            .to_vec();
-        let out_len: usize = out_shape.iter().product();
-        if out_len != spec.size as usize {
+            .into_typed()
+            .with_context(|| format!("{}: tract cannot type the graph", path.display()))?;
+        let outputs = output_facts(&typed, g);
+        let listing = || {
+            outputs
+                .iter()
+                .map(|(n, dt, s)| format!("{n:?} {dt:?} {s}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let ix = match &spec.output {
+            None => 0,
+            Some(want) => outputs.iter().position(|(n, _, _)| n == want).with_context(|| {
+                format!(
+                    "{}: model {:?}: field `output`: the file has no output {want:?}; its outputs are {}",
+                    path.display(),
+                    spec.name,
+                    listing()
+                )
+            })?,
+        };
+        ensure!(!outputs.is_empty(), "{}: ONNX model has no output", path.display());
+        let (output_name, dt, shown) = &outputs[ix];
+        let out_shape: Option<Vec<usize>> =
+            typed.output_fact(ix)?.shape.as_concrete().map(|s| s.to_vec());
+        let out_len = out_shape.as_ref().map(|s| s.iter().product::<usize>());
+        if out_len != Some(spec.size as usize) || *dt != f32::datum_type() {
             bail!(
-                "{}: model {:?} outputs {:?} ({out_len} values) but the manifest says size = {}",
+                "{}: model {:?}: output {output_name:?} is {dt:?} {shown} ({} values) but the manifest says size = {} of f32{}; the file's outputs are {} (choose one with `output = \"NAME\"`)",
                 path.display(),
                 spec.name,
-                out_shape,
-                spec.size
+                out_len.map_or("a symbolic number of".into(), |l| l.to_string()),
+                spec.size,
+                if spec.output.is_none() { " (no `output` key: the first output)" } else { "" },
+                listing()
             );
         }
+        let out_shape = out_shape.unwrap_or_default();
+        let output_name = output_name.clone();
+        let mut typed = typed;
+        let outlet = typed.output_outlets()?[ix];
+        typed.select_output_outlets(&[outlet])?;
+        let model = typed
+            .into_optimized()
+            .with_context(|| format!("{}: tract cannot optimise the graph", path.display()))?;
         let plan = model.into_runnable()?;
         let state =
             plan.spawn().with_context(|| format!("{}: tract cannot make a run state", path.display()))?;

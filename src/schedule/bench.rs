@@ -739,24 +739,14 @@ pub fn time_lookup(table: &ScheduleTable, budgets: &[u64]) -> f64 {
     crate::record::percentile(&samples, 50.0)
 }
 
-/// The reference must hold the bundle's models, in the bundle's order, with their sizes: rows are
-/// compared position by position.
-fn check_reference(bundle: &Bundle, reference: &Recording) -> Result<()> {
-    for (j, m) in bundle.models.iter().enumerate() {
-        match reference.models.get(j) {
-            Some(r) if r.name == m.name && r.size == m.size as usize => {}
-            Some(r) => anyhow::bail!(
-                "the reference recording's model {j} is {:?} (size {}), the bundle's is {:?} (size {}): \
-                 record the reference with this manifest",
-                r.name,
-                r.size,
-                m.name,
-                m.size
-            ),
-            None => anyhow::bail!("the reference recording lacks model {:?}", m.name),
-        }
-    }
-    Ok(())
+/// The reference's columns for the bundle's models, taken by name in the bundle's order (a reference
+/// recorded with the models in another order, or with more models, works); refused, naming the
+/// model, when one is missing or has another kind or size.
+fn check_reference(bundle: &Bundle, reference: &Recording) -> Result<Recording> {
+    reference.select_by_name(
+        bundle.models.iter().map(|m| (m.name.as_str(), m.kind, m.size as usize)),
+        "the reference recording",
+    )
 }
 
 /// The whole benchmark.
@@ -766,7 +756,7 @@ pub fn run(
     reference: &Recording,
     opt: &BenchOptions,
 ) -> Result<BenchReport> {
-    check_reference(bundle, reference)?;
+    let reference = &check_reference(bundle, reference)?;
     let mut base = Problem::from_bundle(bundle);
     if let Some(k) = opt.max_active {
         base = base.with_max_active(k);
@@ -821,6 +811,7 @@ pub fn run_optimal(
     budgets: &[u64],
     label: &str,
 ) -> Result<Vec<MethodResult>> {
+    let reference = &check_reference(bundle, reference)?;
     let mut base = Problem::from_bundle(bundle);
     if let Some(k) = opt.max_active {
         base = base.with_max_active(k);

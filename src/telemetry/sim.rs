@@ -48,7 +48,8 @@ impl Simulated {
         Ok(Simulated { rows, pos: 0, mem_total_bytes, own_bytes: 0, n_rails: n_rails.min(super::MAX_RAILS) })
     }
 
-    /// Open the board's `trace` file (relative to the working directory).
+    /// Open the board's `trace` file (absolute: `build.rs` resolves a board file's relative `trace`
+    /// against the repository, so the working directory does not matter).
     pub fn open_for_board(board: &Board) -> Result<Simulated> {
         let path =
             board.telemetry.trace.with_context(|| format!("board {}: no telemetry.trace", board.name))?;
