@@ -12,7 +12,8 @@ use jetlink::sim::ReplayBackend;
 use jetlink::manifest::ModelSpec;
 use jetlink::serial::MemWriter;
 use jetlink::source::{FrameError, FrameInfo, FrameSource, ReplaySource};
-use jetlink::telemetry::{self, Fault, Faulty, TelemetryError};
+use jetlink::sim::{Fault, Faulty};
+use jetlink::telemetry::{self, TelemetryError};
 use jetlink::sim::DemoSet;
 use jetlink::wire::{Decoder, Message, TelemetryWriter};
 

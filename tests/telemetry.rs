@@ -6,8 +6,9 @@ use std::path::{Path, PathBuf};
 use jetlink::board::{self, Board, Rail, TelemetryConfig};
 use jetlink::telemetry::sim::{self, Simulated, TraceRow};
 use jetlink::telemetry::tegra::{self, Tegra, parse_tegrastats};
+use jetlink::sim::{Fault, Faulty};
 use jetlink::telemetry::{
-    Dead, Fault, Faulty, Sample, Source, Telemetry, TelemetryError, Valid, open_for_board,
+    Dead, Sample, Source, Telemetry, TelemetryError, Valid, open_for_board,
 };
 
 fn fixtures() -> PathBuf {

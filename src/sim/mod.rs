@@ -7,6 +7,7 @@
 //!   (`--engines replay`, tests, the soak).
 //! - [`synthetic_manifest`], [`synthetic_recording`]: a small synthetic workload with every output
 //!   kind, for the link and bundle tests.
+//! - [`Faulty`]: telemetry fault injection.
 //! - [`soak`]: the control loop under seeded fault injection (chaos engines, telemetry and serial
 //!   line), its invariants checked (`jetlink soak`).
 
@@ -21,10 +22,12 @@ use crate::recording::Recording;
 use crate::stream::Stream;
 use crate::workload::Workload;
 
+mod chaos;
 mod replay;
 pub mod soak;
 mod synth;
 
+pub use chaos::{Fault, Faulty};
 pub use replay::ReplayBackend;
 pub use synth::{synthetic_manifest, synthetic_recording};
 

@@ -32,7 +32,8 @@ use crate::manifest::{Manifest, ModelSpec};
 use crate::recording::Recording;
 use crate::source::{FrameError, FrameInfo, FrameSource, ReplaySource};
 use crate::stream::Stream;
-use crate::telemetry::{self, Fault, Faulty, Sample, Source, TelemetryError};
+use crate::sim::{Fault, Faulty};
+use crate::telemetry::{self, Sample, Source, TelemetryError};
 use crate::view::Shape;
 use crate::wire::{Decoder, Message, TelemetryWriter, WriterStats};
 
