@@ -12,6 +12,7 @@
 //! target per tick, on the ring's rows that hold it and the running sources.
 
 use crate::bundle::Bundle;
+use crate::row::RowLayout;
 use crate::links::{AdaptOptions, Adapter, LinkError, Predictor, agreement};
 use crate::manifest::OutputKind;
 
@@ -55,8 +56,7 @@ pub struct OnlineAdaptation {
     stride: usize,
     kinds: Vec<OutputKind>,
     tolerances: Vec<f32>,
-    offsets: Vec<usize>,
-    sizes: Vec<usize>,
+    layout: RowLayout,
     /// Ring of labelled rows (`ring × stride`) and, per row, the models whose outputs it holds.
     rows: Vec<f32>,
     valid: Vec<u64>,
@@ -80,15 +80,7 @@ pub struct OnlineAdaptation {
 impl OnlineAdaptation {
     pub fn new(bundle: &Bundle, predictor: &Predictor, settings: AdaptSettings) -> OnlineAdaptation {
         let ring = settings.ring.max(1);
-        let sizes = bundle.sizes();
-        let offsets = sizes
-            .iter()
-            .scan(0, |a, &s| {
-                let o = *a;
-                *a += s;
-                Some(o)
-            })
-            .collect();
+        let layout = bundle.layout();
         let stride = predictor.stride();
         OnlineAdaptation {
             settings: AdaptSettings { ring, label_every: settings.label_every.max(1), ..settings },
@@ -100,8 +92,7 @@ impl OnlineAdaptation {
             stride,
             kinds: bundle.models.iter().map(|m| m.kind).collect(),
             tolerances: bundle.models.iter().map(|m| m.tolerance).collect(),
-            offsets,
-            sizes,
+            layout,
             rows: vec![0.0; ring * stride],
             valid: vec![0; ring],
             next: 0,
@@ -218,7 +209,7 @@ impl OnlineAdaptation {
                 return Some(Err(e));
             }
         }
-        let sj = self.offsets[j]..self.offsets[j] + self.sizes[j];
+        let sj = self.layout.range(j);
         let mut sum = 0.0f32;
         for row in batch.chunks_exact(self.stride) {
             if predictor.predict(sources, row, &mut self.scratch).is_ok() {

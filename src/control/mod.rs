@@ -42,7 +42,7 @@ mod stats;
 pub use adapt::{AdaptSettings, OnlineAdaptation, TuneReport};
 pub use audit::{AuditTally, Estimate};
 pub use build::LoopBuilder;
-pub(crate) use prepare::{Parts, prepare};
+use prepare::{Parts, prepare};
 pub use policy::PowerGovernor;
 pub use crate::schedule::share_saved;
 pub use stats::LoopStats;

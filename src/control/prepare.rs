@@ -22,7 +22,7 @@ use crate::view::Shape;
 use crate::wire::{self, Message, TelemetryWriter};
 
 /// Everything `prepare` needs.
-pub(crate) struct Parts<S: FrameSource, W: embedded_io::Write> {
+pub(super) struct Parts<S: FrameSource, W: embedded_io::Write> {
     pub(crate) board: &'static Board,
     pub(crate) manifest: Manifest,
     pub(crate) bundle: Bundle,
@@ -36,7 +36,7 @@ pub(crate) struct Parts<S: FrameSource, W: embedded_io::Write> {
 }
 
 /// Load, check and allocate everything; send the Hello message.
-pub(crate) fn prepare<S: FrameSource, W: embedded_io::Write>(p: Parts<S, W>) -> Result<Controller<S, W>> {
+pub(super) fn prepare<S: FrameSource, W: embedded_io::Write>(p: Parts<S, W>) -> Result<Controller<S, W>> {
     let Parts {
         board,
         manifest,

@@ -25,7 +25,7 @@ use anyhow::{Context, Result, ensure};
 use crate::alloc_count;
 use crate::board::Board;
 use crate::bundle::Bundle;
-use crate::control::{self, LoopOptions, LoopStats, Parts};
+use crate::control::{LoopBuilder, LoopStats};
 use crate::engine::{Backend, Engine, EngineError, EngineInfo};
 use crate::sim::ReplayBackend;
 use crate::manifest::{Manifest, ModelSpec};
@@ -34,7 +34,6 @@ use crate::source::{FrameError, FrameInfo, FrameSource, ReplaySource};
 use crate::stream::Stream;
 use crate::sim::{Fault, Faulty};
 use crate::telemetry::{self, Sample, Source, TelemetryError};
-use crate::view::Shape;
 use crate::wire::{Decoder, Message, TelemetryWriter, WriterStats};
 
 /// Fault probabilities (per tick, per engine call or per serial write).
@@ -853,18 +852,11 @@ pub fn run(inputs: &SoakInputs, board: &'static Board, opts: &SoakOptions) -> Re
         decoded: 0,
         bytes: 0,
     };
-    let mut ctl = control::prepare(Parts {
-        board,
-        manifest: d.manifest.clone(),
-        bundle: d.bundle.clone(),
-        frame_shape: Shape { h: d.stream.height, w: d.stream.width, c: d.stream.channels },
-        backend: Box::new(backend),
-        source: frames,
-        telemetry: tel,
-        writer: TelemetryWriter::new(writer),
-        reference: Some(d.reference.clone()),
-        opts: LoopOptions { drift_start: d.stream.drift_start as u32, ..LoopOptions::default() },
-    })?;
+    let mut ctl = LoopBuilder::new(board, d.manifest.clone(), d.bundle.clone(), d.stream.clone())
+        .reference(Some(d.reference.clone()))
+        .engines(Box::new(backend))
+        .telemetry(tel)
+        .build(frames, TelemetryWriter::new(writer))?;
     let n = ctl.n_models();
     let all = (1u64 << n) - 1;
     let (mut non_finite, mut unflagged, mut measured) = (0u64, 0u64, 0u64);
