@@ -25,7 +25,9 @@ fn main() {
     // A relative telemetry trace names a file of this repository (the simulated board's own data):
     // compile it in as an absolute path, so that the binary runs from any working directory.
     for (_, b) in &mut boards {
-        if let Some(tr) = b.telemetry.trace.as_mut().filter(|t| std::path::Path::new(t.as_str()).is_relative()) {
+        if let Some(tr) =
+            b.telemetry.trace.as_mut().filter(|t| std::path::Path::new(t.as_str()).is_relative())
+        {
             *tr = root.join(&*tr).to_string_lossy().into_owned();
         }
     }

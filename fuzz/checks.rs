@@ -176,7 +176,11 @@ pub fn view(data: &[u8]) {
     if data.len() < 3 {
         return;
     }
-    let frame = Shape { h: data[0] as usize % 64 + 1, w: data[1] as usize % 64 + 1, c: if data[2] % 2 == 0 { 1 } else { 3 } };
+    let frame = Shape {
+        h: data[0] as usize % 64 + 1,
+        w: data[1] as usize % 64 + 1,
+        c: if data[2] % 2 == 0 { 1 } else { 3 },
+    };
     let p = |b: u8| if b & 0x80 != 0 { u32::MAX - u32::from(b & 0x7F) } else { u32::from(b) % 70 };
     let f = |b: u8| match b % 6 {
         0 => 0.0,
@@ -193,7 +197,13 @@ pub fn view(data: &[u8]) {
             0 => ViewOp::Crop { x: p(o[1]), y: p(o[2]), w: p(o[3]), h: p(o[4]) },
             1 => ViewOp::Pool { k: p(o[1]) },
             2 => ViewOp::Upsample { k: p(o[1]) },
-            3 => ViewOp::Pad { top: p(o[1]), bottom: p(o[2]), left: p(o[3]), right: p(o[4]), value: f(o[1] ^ o[4]) },
+            3 => ViewOp::Pad {
+                top: p(o[1]),
+                bottom: p(o[2]),
+                left: p(o[3]),
+                right: p(o[4]),
+                value: f(o[1] ^ o[4]),
+            },
             4 => ViewOp::Invert,
             5 => ViewOp::Normalize { mean: f(o[1]), std: f(o[2]) },
             6 => ViewOp::Channels { n: p(o[1]) },

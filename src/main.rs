@@ -77,4 +77,3 @@ fn main() -> Result<()> {
         Cmd::Soak(a) => soak(&a),
     }
 }
-

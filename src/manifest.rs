@@ -273,8 +273,9 @@ impl Manifest {
     pub fn pin_onnx(&mut self) -> Result<()> {
         for i in 0..self.models.len() {
             let path = self.path_of(&self.models[i].onnx);
-            let bytes = std::fs::read(&path)
-                .with_context(|| format!("model {:?}: reading ONNX file {}", self.models[i].name, path.display()))?;
+            let bytes = std::fs::read(&path).with_context(|| {
+                format!("model {:?}: reading ONNX file {}", self.models[i].name, path.display())
+            })?;
             self.models[i].onnx_bytes = Some(std::sync::Arc::new(bytes));
         }
         Ok(())

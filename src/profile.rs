@@ -69,7 +69,11 @@ pub fn static_cost(spec: &ModelSpec, path: &Path) -> Result<StaticCost> {
     let ix = match &spec.output {
         None => 0,
         Some(want) => g.output.iter().position(|o| &o.name == want).with_context(|| {
-            format!("{}: model {:?}: field `output`: the file has no output {want:?}", path.display(), spec.name)
+            format!(
+                "{}: model {:?}: field `output`: the file has no output {want:?}",
+                path.display(),
+                spec.name
+            )
         })?,
     };
     let outlet = typed.output_outlets()?[ix];
@@ -79,7 +83,8 @@ pub fn static_cost(spec: &ModelSpec, path: &Path) -> Result<StaticCost> {
         .with_context(|| format!("{}: tract cannot declutter the graph", path.display()))?;
 
     let fact_bytes = |f: &TypedFact| -> u64 {
-        f.shape.as_concrete().map_or(0, |s| s.iter().product::<usize>() as u64) * f.datum_type.size_of() as u64
+        f.shape.as_concrete().map_or(0, |s| s.iter().product::<usize>() as u64)
+            * f.datum_type.size_of() as u64
     };
     let order = model.eval_order()?;
     let mut last_use: HashMap<OutletId, usize> = HashMap::new();
@@ -130,7 +135,12 @@ pub fn measure(spec: &ModelSpec, manifest: &Manifest, stream: &Stream, frames: u
     let path = manifest.path_of(&spec.onnx);
     let s = static_cost(spec, &path).with_context(|| format!("profiling model {:?}", spec.name))?;
     ensure!(!stream.is_empty(), "profiling model {:?}: the stream has no frames", spec.name);
-    let mut m = PreparedModel::prepare(spec, manifest, Shape { h: stream.height, w: stream.width, c: stream.channels }, &TractBackend as &dyn Backend)?;
+    let mut m = PreparedModel::prepare(
+        spec,
+        manifest,
+        Shape { h: stream.height, w: stream.width, c: stream.channels },
+        &TractBackend as &dyn Backend,
+    )?;
     let frames = frames.max(1);
     let span = stream.train_end.clamp(1, stream.len());
     let mut out = vec![0.0f32; spec.size as usize];
@@ -142,7 +152,9 @@ pub fn measure(spec: &ModelSpec, manifest: &Manifest, stream: &Stream, frames: u
         let f = k * span / frames;
         m.view.apply(stream.frame(f), &mut input);
         let t = Instant::now();
-        m.engine.run(&input, &mut out).map_err(|e| anyhow::anyhow!("model {:?} on frame {f}: {e}", spec.name))?;
+        m.engine
+            .run(&input, &mut out)
+            .map_err(|e| anyhow::anyhow!("model {:?} on frame {f}: {e}", spec.name))?;
         us.push(t.elapsed().as_secs_f64() * 1e6);
     }
     us.sort_by(f64::total_cmp);
@@ -186,7 +198,8 @@ pub fn write_costs(text: &str, manifest_path: &Path, costs: &[(usize, Cost)]) ->
     };
     let lines: Vec<&str> = text.lines().collect();
     let headers: Vec<usize> = (0..lines.len()).filter(|&i| is_model_header(lines[i])).collect();
-    let parsed: Manifest = toml::from_str(text).with_context(|| format!("parsing manifest {}", manifest_path.display()))?;
+    let parsed: Manifest =
+        toml::from_str(text).with_context(|| format!("parsing manifest {}", manifest_path.display()))?;
     if headers.len() != parsed.models.len() {
         bail!(
             "{}: found {} `[[model]]` lines for {} models; write the cost blocks by hand (jetlink profile prints them)",
@@ -205,12 +218,15 @@ pub fn write_costs(text: &str, manifest_path: &Path, costs: &[(usize, Cost)]) ->
         out.push('\n');
     }
     push_block(&mut out, headers.len() - 1, costs);
-    let back: Manifest = toml::from_str(&out)
-        .with_context(|| format!("{}: the manifest with cost blocks does not parse", manifest_path.display()))?;
+    let back: Manifest = toml::from_str(&out).with_context(|| {
+        format!("{}: the manifest with cost blocks does not parse", manifest_path.display())
+    })?;
     for (i, c) in costs {
         let b = &back.models[*i].cost;
         ensure!(
-            b.weight_bytes == c.weight_bytes && b.flops == c.flops && b.activation_bytes == c.activation_bytes,
+            b.weight_bytes == c.weight_bytes
+                && b.flops == c.flops
+                && b.activation_bytes == c.activation_bytes,
             "{}: model {:?}: the written cost block does not read back",
             manifest_path.display(),
             back.models[*i].name

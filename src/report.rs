@@ -143,7 +143,9 @@ fn esc(s: &str) -> String {
 pub fn write_reports(b: &Bundle, bundle_path: &Path) -> Result<[PathBuf; 2]> {
     let md = bundle_path.with_extension("scores.md");
     let svg = bundle_path.with_extension("scores.svg");
-    crate::atomic::write_file(&md, scores_markdown(b).as_bytes()).with_context(|| format!("writing {}", md.display()))?;
-    crate::atomic::write_file(&svg, scores_svg(b).as_bytes()).with_context(|| format!("writing {}", svg.display()))?;
+    crate::atomic::write_file(&md, scores_markdown(b).as_bytes())
+        .with_context(|| format!("writing {}", md.display()))?;
+    crate::atomic::write_file(&svg, scores_svg(b).as_bytes())
+        .with_context(|| format!("writing {}", svg.display()))?;
     Ok([md, svg])
 }

@@ -111,11 +111,8 @@ impl SerialWriter {
             return Ok(SerialWriter::File(f));
         }
         if ft.is_fifo() {
-            let f = OpenOptions::new()
-                .write(true)
-                .custom_flags(libc::O_NONBLOCK)
-                .open(path)
-                .map_err(|e| {
+            let f =
+                OpenOptions::new().write(true).custom_flags(libc::O_NONBLOCK).open(path).map_err(|e| {
                     if e.raw_os_error() == Some(libc::ENXIO) {
                         anyhow::anyhow!("serial FIFO {spec} has no reader (start the reader first)")
                     } else {
@@ -136,7 +133,10 @@ impl SerialWriter {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => anyhow::bail!("--serial file:{}: {e}", path.display()),
             Ok(m) if !m.file_type().is_file() => {
-                anyhow::bail!("--serial file:{}: not a regular file; refusing to write over it", path.display())
+                anyhow::bail!(
+                    "--serial file:{}: not a regular file; refusing to write over it",
+                    path.display()
+                )
             }
             Ok(_) => {
                 let mut head = [0u8; 256];

@@ -180,10 +180,9 @@ impl RollbackState {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
             Err(e) => return Err(self.err(format!("cannot read it: {e}"))),
         };
-        text.trim_end()
-            .strip_prefix(STATE_PREFIX)
-            .and_then(|v| v.parse::<u64>().ok())
-            .ok_or_else(|| self.err(format!("not a jetlink state file (expected `{STATE_PREFIX}N`, found {text:?})")))
+        text.trim_end().strip_prefix(STATE_PREFIX).and_then(|v| v.parse::<u64>().ok()).ok_or_else(|| {
+            self.err(format!("not a jetlink state file (expected `{STATE_PREFIX}N`, found {text:?})"))
+        })
     }
 
     /// Refuse `bundle` if it is older than the highest version accepted.
@@ -225,4 +224,3 @@ pub fn load_trusted_versioned(
     state.accept(&bundle)?;
     Ok(bundle)
 }
-

@@ -21,7 +21,6 @@ pub const MAGIC: &[u8; 8] = b"JLSTRM01";
 const HEADER: usize = 8 + 4 + 2 + 2 + 1 + 3 + 4 + 4;
 const FRAME_META: usize = 4 + 1 + 1;
 
-
 /// Per-frame metadata.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FrameMeta {

@@ -160,7 +160,11 @@ pub fn build(
         },
         links,
         ensembles,
-        scores: Scores { link: link_scores, subset, constant: (0..n).map(|j| data.constant_score(j)).collect() },
+        scores: Scores {
+            link: link_scores,
+            subset,
+            constant: (0..n).map(|j| data.constant_score(j)).collect(),
+        },
         schedule: None,
         dcta: None,
     })
@@ -315,8 +319,6 @@ impl Data {
     }
 }
 
-
-
 fn predict_rows(d: LinkDims, p: &[f32], x: &[f32], rows: std::ops::Range<usize>, z: &mut [f32]) {
     let (ni, no) = (d.input as usize, d.output as usize);
     let (mut xn, mut a) = (vec![0.0; ni], vec![0.0; d.hidden as usize]);
@@ -430,4 +432,3 @@ fn train_ensemble(data: &Data, t: &TrainOptions, j: usize, links: &[LinkResult])
     }
     (p, table)
 }
-

@@ -170,21 +170,60 @@ pub struct Event {
 /// code and the two numbers as varints either way).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EventKind {
-    BudgetChange { new_kib: u32, old_kib: u32 },
-    Shed { models: u32, freed_kib: u32 },
-    PowerThrottle { power_mw: u32, budget_mw: u32 },
-    ScheduleChange { active: u32, old_active: u32 },
-    TelemetryFault { error: u32, failures: u32 },
-    EngineFault { model: u32, error: u32 },
+    BudgetChange {
+        new_kib: u32,
+        old_kib: u32,
+    },
+    Shed {
+        models: u32,
+        freed_kib: u32,
+    },
+    PowerThrottle {
+        power_mw: u32,
+        budget_mw: u32,
+    },
+    ScheduleChange {
+        active: u32,
+        old_active: u32,
+    },
+    TelemetryFault {
+        error: u32,
+        failures: u32,
+    },
+    EngineFault {
+        model: u32,
+        error: u32,
+    },
     /// `frame`: the index of the frame expected (the last delivered one's + 1).
-    FrameFault { frame: u32, error: u32 },
+    FrameFault {
+        frame: u32,
+        error: u32,
+    },
     /// `unused` is always 0.
-    BundleRejected { reason: u32, unused: u32 },
-    AdaptStart { target: u32, unit: u32 },
-    AdaptDone { target: u32, score_milli: u32 },
-    DeadlineMiss { tick_us: u32, deadline_us: u32 },
-    Decimation { every: u32, old_every: u32 },
-    AccuracyEstimate { accuracy_milli: u32, half_width_milli: u32 },
+    BundleRejected {
+        reason: u32,
+        unused: u32,
+    },
+    AdaptStart {
+        target: u32,
+        unit: u32,
+    },
+    AdaptDone {
+        target: u32,
+        score_milli: u32,
+    },
+    DeadlineMiss {
+        tick_us: u32,
+        deadline_us: u32,
+    },
+    Decimation {
+        every: u32,
+        old_every: u32,
+    },
+    AccuracyEstimate {
+        accuracy_milli: u32,
+        half_width_milli: u32,
+    },
 }
 
 impl EventKind {

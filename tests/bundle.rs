@@ -4,11 +4,9 @@
 use std::path::PathBuf;
 
 use jetlink::bundle::{Bundle, FORMAT_VERSION, HEADER_LEN};
-use jetlink::sim::{synthetic_manifest, synthetic_recording};
-use jetlink::links::{
-    BuildOptions, EnsembleFit, TrainOptions,
-};
+use jetlink::links::{BuildOptions, EnsembleFit, TrainOptions};
 use jetlink::manifest::{Manifest, OutputKind};
+use jetlink::sim::{synthetic_manifest, synthetic_recording};
 
 fn tmp_dir(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("jetlink-bundle-{name}-{}", std::process::id()));

@@ -129,9 +129,17 @@ fn classifier(inputs: i64, classes: i64, seed: u64) -> Vec<u8> {
             node("MatMul", &["x", "W"], &["z"], vec![]),
             node("Add", &["z", "B"], &["logits"], vec![]),
             node("Softmax", &["logits"], &["probabilities"], vec![int_attr("axis", 1)]),
-            node("ArgMax", &["probabilities"], &["label"], vec![int_attr("axis", 1), int_attr("keepdims", 1)]),
+            node(
+                "ArgMax",
+                &["probabilities"],
+                &["label"],
+                vec![int_attr("axis", 1), int_attr("keepdims", 1)],
+            ),
         ],
-        initializer: vec![weights("W", &[inputs, classes], &mut rng, 0.4), weights("B", &[classes], &mut rng, 0.1)],
+        initializer: vec![
+            weights("W", &[inputs, classes], &mut rng, 0.4),
+            weights("B", &[classes], &mut rng, 0.1),
+        ],
         input: vec![value_info("x", FLOAT, &[1, inputs])],
         output: vec![value_info("label", INT64, &[1, 1]), value_info("probabilities", FLOAT, &[1, classes])],
         ..Default::default()
@@ -144,7 +152,10 @@ fn regression(inputs: i64, outputs: i64, seed: u64) -> Vec<u8> {
     model(GraphProto {
         name: "regression".into(),
         node: vec![node("MatMul", &["x", "W"], &["z"], vec![]), node("Add", &["z", "B"], &["y"], vec![])],
-        initializer: vec![weights("W", &[inputs, outputs], &mut rng, 0.2), weights("B", &[outputs], &mut rng, 0.1)],
+        initializer: vec![
+            weights("W", &[inputs, outputs], &mut rng, 0.2),
+            weights("B", &[outputs], &mut rng, 0.1),
+        ],
         input: vec![value_info("x", FLOAT, &[1, inputs])],
         output: vec![value_info("y", FLOAT, &[1, outputs])],
         ..Default::default()
@@ -219,24 +230,43 @@ fn a_second_workload_goes_from_images_to_a_run_and_a_benchmark() {
     write_images(&w.join("images"));
 
     // stream: a folder of PNGs → JLSTRM01 (size of the first image, grey).
-    let o = ok(&w, &["stream", "images", "--out", "work/frames.jls.gz", "--train", "60", "--drift-start", "90"]);
+    let o =
+        ok(&w, &["stream", "images", "--out", "work/frames.jls.gz", "--train", "60", "--drift-start", "90"]);
     assert!(o.contains("120 frames of 12x12x1"), "{o}");
 
-    let manifest = format!("name = \"blobs\"\nstream = \"frames.jls.gz\"\nreference = \"reference.jlr.gz\"\n{MODELS}");
+    let manifest =
+        format!("name = \"blobs\"\nstream = \"frames.jls.gz\"\nreference = \"reference.jlr.gz\"\n{MODELS}");
     std::fs::write(work.join("manifest.toml"), &manifest).unwrap();
     // The same models in another order, for the reference: everything downstream matches by name.
     let mut blocks: Vec<&str> = MODELS.split("[[model]]").filter(|b| !b.trim().is_empty()).collect();
     blocks.reverse();
     let reversed: String = blocks.iter().map(|b| format!("[[model]]{b}")).collect();
-    std::fs::write(work.join("record.toml"), format!("name = \"blobs\"\nstream = \"frames.jls.gz\"\n{reversed}")).unwrap();
+    std::fs::write(
+        work.join("record.toml"),
+        format!("name = \"blobs\"\nstream = \"frames.jls.gz\"\n{reversed}"),
+    )
+    .unwrap();
 
     // A two-output file read without `output`: the error lists every output with its shape.
-    std::fs::write(work.join("first-output.toml"), manifest.replace("output = \"probabilities\"\n", "")).unwrap();
-    let e = refused(&w, &["record", "--manifest", "work/first-output.toml", "--out", "work/x.jlr", "--to", "2"]);
-    assert!(e.contains("where_blob") && e.contains("\"label\"") && e.contains("\"probabilities\"") && e.contains("size = 4"), "{e}");
+    std::fs::write(work.join("first-output.toml"), manifest.replace("output = \"probabilities\"\n", ""))
+        .unwrap();
+    let e =
+        refused(&w, &["record", "--manifest", "work/first-output.toml", "--out", "work/x.jlr", "--to", "2"]);
+    assert!(
+        e.contains("where_blob")
+            && e.contains("\"label\"")
+            && e.contains("\"probabilities\"")
+            && e.contains("size = 4"),
+        "{e}"
+    );
     assert!(e.contains("models/where_blob.onnx"), "{e}");
-    std::fs::write(work.join("bad-output.toml"), manifest.replacen("output = \"probabilities\"", "output = \"probs\"", 1)).unwrap();
-    let e = refused(&w, &["record", "--manifest", "work/bad-output.toml", "--out", "work/x.jlr", "--to", "2"]);
+    std::fs::write(
+        work.join("bad-output.toml"),
+        manifest.replacen("output = \"probabilities\"", "output = \"probs\"", 1),
+    )
+    .unwrap();
+    let e =
+        refused(&w, &["record", "--manifest", "work/bad-output.toml", "--out", "work/x.jlr", "--to", "2"]);
     assert!(e.contains("where_blob") && e.contains("`output`") && e.contains("\"probs\""), "{e}");
 
     // profile: measures every model and writes the blocks into the manifest.
@@ -256,17 +286,32 @@ fn a_second_workload_goes_from_images_to_a_run_and_a_benchmark() {
     assert!(std::fs::read_to_string(work.join("manifest.toml")).unwrap().contains("name = \"glow\""));
 
     // record: the reference over the whole stream, with the models in another order.
-    let o = ok(&w, &["record", "--manifest", "work/record.toml", "--from", "0", "--to", "120", "--out", "work/reference.jlr.gz"]);
+    let o = ok(
+        &w,
+        &[
+            "record",
+            "--manifest",
+            "work/record.toml",
+            "--from",
+            "0",
+            "--to",
+            "120",
+            "--out",
+            "work/reference.jlr.gz",
+        ],
+    );
     assert!(o.contains("recorded 120 frames x 3 models"), "{o}");
     // models: outputs compared with the reference by model name (recorded in another order): equal.
     let o = ok(&w, &["models", "--manifest", "work/manifest.toml", "--frames", "12"]);
     for name in ["glow", "where_blob", "corner"] {
-        let row = o.lines().find(|l| l.starts_with(name)).unwrap_or_else(|| panic!("no row for {name}:\n{o}"));
+        let row =
+            o.lines().find(|l| l.starts_with(name)).unwrap_or_else(|| panic!("no row for {name}:\n{o}"));
         assert!(row.trim_end().ends_with("0.0e0"), "{name} differs from its own reference: {row}");
     }
     // A reference that lacks a model is refused, naming it.
     let two: String = blocks[..2].iter().map(|b| format!("[[model]]{b}")).collect();
-    std::fs::write(work.join("two.toml"), format!("name = \"blobs\"\nstream = \"frames.jls.gz\"\n{two}")).unwrap();
+    std::fs::write(work.join("two.toml"), format!("name = \"blobs\"\nstream = \"frames.jls.gz\"\n{two}"))
+        .unwrap();
     ok(&w, &["record", "--manifest", "work/two.toml", "--to", "60", "--out", "work/two.jlr"]);
 
     // keygen: a key that is not the demo's.
@@ -284,23 +329,65 @@ fn a_second_workload_goes_from_images_to_a_run_and_a_benchmark() {
     let board_key_id = jetlink::bundle::hex(&jetlink::signing::key_id(&jetlink::board::current().bundle_key));
     let e = refused(&w, &["build", "--manifest", "work/manifest.toml", "--key", "my.key"]);
     assert!(e.contains("--out is required"), "{e}");
-    let e = refused(&w, &["build", "--manifest", "work/manifest.toml", "--out", "work/blobs.bundle", "--key", "nope.key"]);
+    let e = refused(
+        &w,
+        &["build", "--manifest", "work/manifest.toml", "--out", "work/blobs.bundle", "--key", "nope.key"],
+    );
     assert!(e.contains("nope.key") && e.contains(&format!("trusts key id {board_key_id}")), "{e}");
     assert!(!work.join("blobs.bundle").exists());
     let e = refused(&w, &["build", "--manifest", "work/manifest.toml", "--out", "work/blobs.bundle"]);
-    assert!(e.contains("no --key") && e.contains("--unsigned") && e.contains(&format!("trusts key id {board_key_id}")), "{e}");
+    assert!(
+        e.contains("no --key")
+            && e.contains("--unsigned")
+            && e.contains(&format!("trusts key id {board_key_id}")),
+        "{e}"
+    );
     assert!(!work.join("blobs.bundle").exists());
-    let e = refused(&w, &["build", "--manifest", "work/manifest.toml", "--out", "work/x.bundle", "--key", "my.key", "--recording", "work/two.jlr"]);
+    let e = refused(
+        &w,
+        &[
+            "build",
+            "--manifest",
+            "work/manifest.toml",
+            "--out",
+            "work/x.bundle",
+            "--key",
+            "my.key",
+            "--recording",
+            "work/two.jlr",
+        ],
+    );
     assert!(e.contains("work/two.jlr") && e.contains("has no model \"glow\""), "{e}");
-    let o = ok(&w, &["build", "--manifest", "work/manifest.toml", "--out", "work/blobs.bundle", "--key", "my.key", "--epochs", "60"]);
+    let o = ok(
+        &w,
+        &[
+            "build",
+            "--manifest",
+            "work/manifest.toml",
+            "--out",
+            "work/blobs.bundle",
+            "--key",
+            "my.key",
+            "--epochs",
+            "60",
+        ],
+    );
     assert!(o.contains(&format!("signed by key id {key_id}")), "{o}");
     assert!(o.contains("trained 6 links and 3 ensembles"), "{o}");
 
     // run: the host-sim board trusts the demo key; this bundle is trusted through --trust-key.
     let run_args = |extra: &[&str]| -> Vec<String> {
         let mut v: Vec<String> = [
-            "run", "--manifest", "work/manifest.toml", "--bundle", "work/blobs.bundle", "--serial",
-            "file:serial.bin", "--state-file", "state/version", "--quiet",
+            "run",
+            "--manifest",
+            "work/manifest.toml",
+            "--bundle",
+            "work/blobs.bundle",
+            "--serial",
+            "file:serial.bin",
+            "--state-file",
+            "state/version",
+            "--quiet",
         ]
         .iter()
         .map(|s| s.to_string())
@@ -320,10 +407,21 @@ fn a_second_workload_goes_from_images_to_a_run_and_a_benchmark() {
     assert!(o.contains("over budget on 0 ticks"), "{o}");
 
     // bench mlink: the reference's models are in another order than the bundle's.
-    let o = ok(&w, &[
-        "bench", "mlink", "--manifest", "work/manifest.toml", "--bundle", "work/blobs.bundle", "--out-dir", "bench",
-        "--adapt-period", "10",
-    ]);
+    let o = ok(
+        &w,
+        &[
+            "bench",
+            "mlink",
+            "--manifest",
+            "work/manifest.toml",
+            "--bundle",
+            "work/blobs.bundle",
+            "--out-dir",
+            "bench",
+            "--adapt-period",
+            "10",
+        ],
+    );
     assert!(o.contains("optimal"), "{o}");
     assert!(w.join("bench/mlink.json").is_file());
     let _ = std::fs::remove_dir_all(&w);

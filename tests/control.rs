@@ -8,13 +8,13 @@ use jetlink::alloc_count::{self, CountingAllocator};
 use jetlink::board;
 use jetlink::control::{Controller, LoopBuilder, LoopOptions};
 use jetlink::engine::{Backend, Engine, EngineError, EngineInfo, TractBackend};
-use jetlink::sim::ReplayBackend;
 use jetlink::manifest::ModelSpec;
 use jetlink::serial::MemWriter;
-use jetlink::source::{FrameError, FrameInfo, FrameSource, ReplaySource};
-use jetlink::sim::{Fault, Faulty};
-use jetlink::telemetry::{self, TelemetryError};
 use jetlink::sim::DemoSet;
+use jetlink::sim::ReplayBackend;
+use jetlink::sim::{Fault, Faulty};
+use jetlink::source::{FrameError, FrameInfo, FrameSource, ReplaySource};
+use jetlink::telemetry::{self, TelemetryError};
 use jetlink::wire::{Decoder, Message, TelemetryWriter};
 
 #[global_allocator]

@@ -308,13 +308,26 @@ fn write_seed_corpus() {
     write("manifest", "small", SMALL_MANIFEST.as_bytes());
     // Streams: three 4x3 frames (one training, one clean, one drift), and one 2x2x3 frame.
     let meta = |n: u32| jetlink::stream::FrameMeta { source: n, label: n as u8, severity: 0 };
-    let s3 = jetlink::stream::Stream::from_parts(3, 4, 1, 1, 2, vec![meta(0), meta(1), meta(2)], (0..36).collect()).unwrap();
+    let s3 = jetlink::stream::Stream::from_parts(
+        3,
+        4,
+        1,
+        1,
+        2,
+        vec![meta(0), meta(1), meta(2)],
+        (0..36).collect(),
+    )
+    .unwrap();
     write("stream", "three-frames", &s3.to_bytes());
     let s1 = jetlink::stream::Stream::from_parts(2, 2, 3, 0, 1, vec![meta(7)], vec![200; 12]).unwrap();
     write("stream", "rgb", &s1.to_bytes());
     // Views (fuzz/checks.rs::view): a 28x28x1 frame; pad, pool, channels; crop, upsample, normalize.
     write("view", "pad-pool-channels", &[27, 27, 0, 3, 2, 2, 2, 2, 1, 2, 0, 0, 0, 6, 3, 0, 0, 0]);
-    write("view", "crop-upsample-normalize", &[27, 27, 0, 0, 4, 4, 20, 20, 2, 2, 0, 0, 0, 5, 1, 1, 0, 0, 4, 0, 0, 0, 0]);
+    write(
+        "view",
+        "crop-upsample-normalize",
+        &[27, 27, 0, 0, 4, 4, 20, 20, 2, 2, 0, 0, 0, 5, 1, 1, 0, 0, 4, 0, 0, 0, 0],
+    );
     // Boards: the real files.
     for e in std::fs::read_dir(root.join("boards")).unwrap() {
         let p = e.unwrap().path();

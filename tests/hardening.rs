@@ -70,7 +70,8 @@ fn rollback_is_refused_with_its_own_reason_code() {
     let e = signing::load_trusted_versioned(&v5, &m, board(), &state).unwrap_err();
     assert_eq!(e.reason_code(), 15, "{e}");
     // No temporary file is left beside the state file.
-    let left: Vec<_> = std::fs::read_dir(dir.join("state")).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let left: Vec<_> =
+        std::fs::read_dir(dir.join("state")).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(left.len(), 1, "{left:?}");
 }
 
@@ -94,7 +95,10 @@ fn the_signature_binds_the_manifest_behaviour_and_names_the_field() {
         let e = b.check_manifest(&m2).unwrap_err();
         assert_eq!(e.reason_code(), 8, "{field}: {e}");
         let text = e.to_string();
-        assert!(text.contains(&format!("`{field}`")) || field == "size" || field == "kind", "{field}: {text}");
+        assert!(
+            text.contains(&format!("`{field}`")) || field == "size" || field == "kind",
+            "{field}: {text}"
+        );
         assert!(text.contains("model \""), "{field}: {text}");
     }
     // Pinned ONNX bytes are what is hashed: a changed byte in memory is refused.
@@ -183,16 +187,25 @@ fn bad_inputs_table() {
     assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
     let v1 = demo_bundle_version(&dir, 1);
     std::fs::write(dir.join("newer-state"), "jetlink-bundle-version 9\n").unwrap();
-    let view = manifest_copy(&tmp_dir("table-view"), |t| t.replacen("{ op = \"invert\" }", "{ op = \"pool\", k = 1 }", 1));
+    let view = manifest_copy(&tmp_dir("table-view"), |t| {
+        t.replacen("{ op = \"invert\" }", "{ op = \"pool\", k = 1 }", 1)
+    });
     let huge = manifest_copy(&tmp_dir("table-huge"), |t| {
         t.replacen("view = [", "view = [ { op = \"upsample\", k = 4000000000 },", 1)
     });
     let pad = manifest_copy(&tmp_dir("table-pad"), |t| {
-        t.replacen("view = [", "view = [ { op = \"pad\", top = 4294967295, bottom = 2, left = 0, right = 0, value = 0.0 },", 1)
+        t.replacen(
+            "view = [",
+            "view = [ { op = \"pad\", top = 4294967295, bottom = 2, left = 0, right = 0, value = 0.0 },",
+            1,
+        )
     });
-    let weight = manifest_copy(&tmp_dir("table-weight"), |t| t.replacen("weight_bytes = ", "weight_bytes = 18446744073709551615 # ", 1));
+    let weight = manifest_copy(&tmp_dir("table-weight"), |t| {
+        t.replacen("weight_bytes = ", "weight_bytes = 18446744073709551615 # ", 1)
+    });
     let size = manifest_copy(&tmp_dir("table-size"), |t| t.replacen("size = 10", "size = 4294967295", 1));
-    let latency = manifest_copy(&tmp_dir("table-latency"), |t| t.replacen("latency_us = ", "latency_us = -1.0 # ", 1));
+    let latency =
+        manifest_copy(&tmp_dir("table-latency"), |t| t.replacen("latency_us = ", "latency_us = -1.0 # ", 1));
     // Damaged telemetry for `jetlink monitor` (docs/wire-format.md, "Receiving").
     let w = damaged_wire(&dir);
     let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();

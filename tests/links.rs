@@ -7,11 +7,9 @@ use std::cell::Cell;
 use std::path::PathBuf;
 
 use jetlink::bundle::Bundle;
-use jetlink::sim::{synthetic_manifest, synthetic_recording};
-use jetlink::links::{
-    self, AdaptOptions, Adapter, BuildOptions, EnsembleFit, Predictor, TrainOptions,
-};
+use jetlink::links::{self, AdaptOptions, Adapter, BuildOptions, EnsembleFit, Predictor, TrainOptions};
 use jetlink::manifest::OutputKind;
+use jetlink::sim::{synthetic_manifest, synthetic_recording};
 
 /// Counts allocations made by the current thread while counting is switched on.
 struct Counting;

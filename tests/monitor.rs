@@ -212,7 +212,10 @@ fn unknown_hello_version_is_reported_and_not_decoded() {
     assert_eq!((st.ticks, st.hellos, st.decode.unknown_version, st.decode.skipped), (0, 0, 1, 3));
     assert_eq!(st.hello, None);
     let damage = st.damage().unwrap();
-    assert!(damage.contains("1 Hello of an unknown protocol version") && damage.contains("3 skipped"), "{damage}");
+    assert!(
+        damage.contains("1 Hello of an unknown protocol version") && damage.contains("3 skipped"),
+        "{damage}"
+    );
     let mut table = String::new();
     monitor::render("file", &st, &mut table);
     assert!(table.contains("unknown-version hellos 1  frames skipped after them 3"), "{table}");

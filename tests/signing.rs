@@ -9,14 +9,12 @@ use std::sync::Arc;
 use jetlink::board;
 use jetlink::bundle::{Bundle, BundleError, FORMAT_VERSION, HEADER_LEN, TRAILER_LEN};
 use jetlink::control::LoopBuilder;
-use jetlink::sim::{synthetic_manifest, synthetic_recording};
-use jetlink::links::{
-    BuildOptions, EnsembleFit, TrainOptions,
-};
+use jetlink::links::{BuildOptions, EnsembleFit, TrainOptions};
 use jetlink::manifest::Manifest;
 use jetlink::recording::Recording;
 use jetlink::serial::MemWriter;
 use jetlink::signing::{self, DEMO_PUBLIC_KEY};
+use jetlink::sim::{synthetic_manifest, synthetic_recording};
 use jetlink::stream::Stream;
 use jetlink::wire::{Decoder, EventCode, Message, TelemetryWriter};
 

@@ -65,7 +65,13 @@ fn faults_do_not_depend_on_timing() {
     assert!(b.stats.deadline_misses >= 40, "the hook slowed 40 ticks: {} misses", b.stats.deadline_misses);
     assert_eq!(a.injected, b.injected);
     let counted = |r: &soak::SoakReport| {
-        (r.stats.frame_faults, r.stats.telemetry_faults, r.stats.engine_faults, r.stats.serial_drops, r.writer.dropped)
+        (
+            r.stats.frame_faults,
+            r.stats.telemetry_faults,
+            r.stats.engine_faults,
+            r.stats.serial_drops,
+            r.writer.dropped,
+        )
     };
     assert_eq!(counted(&a), counted(&b));
     assert!(a.passed() && b.passed(), "{}\n{}", a.render(), b.render());

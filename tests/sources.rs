@@ -17,10 +17,10 @@ use jetlink::board;
 use jetlink::control::{self, Controller, LoopBuilder, LoopOptions};
 use jetlink::engine::{Backend, TractBackend};
 use jetlink::serial::MemWriter;
+use jetlink::sim::DemoSet;
 use jetlink::source::{FramePool, FrameSource, LiveSource, ReplaySource, SourceSpec, Take};
 use jetlink::stream::Stream;
 use jetlink::view::Shape;
-use jetlink::sim::DemoSet;
 use jetlink::wire::{Decoder, EventCode, Message, TelemetryWriter};
 
 #[global_allocator]
@@ -54,14 +54,21 @@ fn make_loop<S: FrameSource>(
 ) -> Controller<S, MemWriter> {
     let b = LoopBuilder::new(board::current(), d.manifest.clone(), d.bundle.clone(), d.stream.clone())
         .reference(Some(d.reference.clone()))
-        .options(LoopOptions { drift_start: d.stream.drift_start as u32, audit_every, ..LoopOptions::default() });
+        .options(LoopOptions {
+            drift_start: d.stream.drift_start as u32,
+            audit_every,
+            ..LoopOptions::default()
+        });
     let b = match backend {
         Some(e) => b.engines(e),
         None => b.engines(jetlink::sim::replay(d.reference.clone())),
     };
     // Room for every frame up front, so that writing telemetry does not grow a vector.
-    b.build(source, TelemetryWriter::new(MemWriter { data: Vec::with_capacity(16 << 20), ..MemWriter::default() }))
-        .unwrap()
+    b.build(
+        source,
+        TelemetryWriter::new(MemWriter { data: Vec::with_capacity(16 << 20), ..MemWriter::default() }),
+    )
+    .unwrap()
 }
 
 /// What a loop did, tick by tick (everything but timing).
@@ -77,7 +84,10 @@ struct Trace {
 
 /// Run `ctl` to the end of its source, recording every tick; with `warm_up`, assert that the ticks
 /// after the first `warm_up` allocate nothing.
-fn trace<S: FrameSource>(mut ctl: Controller<S, MemWriter>, warm_up: Option<usize>) -> (Trace, Controller<S, MemWriter>) {
+fn trace<S: FrameSource>(
+    mut ctl: Controller<S, MemWriter>,
+    warm_up: Option<usize>,
+) -> (Trace, Controller<S, MemWriter>) {
     let mut ticks = Vec::with_capacity(20_000);
     let mut outs: Vec<f32> = Vec::with_capacity(20_000 * ctl.outputs().len());
     let mut meta = Vec::with_capacity(20_000);
@@ -107,7 +117,12 @@ fn trace<S: FrameSource>(mut ctl: Controller<S, MemWriter>, warm_up: Option<usiz
     stats.deadline_misses = 0;
     stats.max_tick_us = 0;
     stats.tick_us_sum = 0;
-    let t = Trace { ticks, stats: format!("{stats:?}"), ref_frames: stats.ref_frames, engine_faults: stats.engine_faults };
+    let t = Trace {
+        ticks,
+        stats: format!("{stats:?}"),
+        ref_frames: stats.ref_frames,
+        engine_faults: stats.engine_faults,
+    };
     (t, ctl)
 }
 
@@ -171,7 +186,8 @@ fn image_folder_gives_the_streams_frames_and_the_same_loop() {
     let live = LiveSource::open(&spec, shape(&d.stream), from as u32).unwrap();
     let (pool, failure) = live.handles();
     let (a, _) = trace(make_loop(&d, live, None, 25), Some(1000));
-    let (b, _) = trace(make_loop(&d, ReplaySource::new(d.stream.clone(), from..from + count), None, 25), None);
+    let (b, _) =
+        trace(make_loop(&d, ReplaySource::new(d.stream.clone(), from..from + count), None, 25), None);
     assert_eq!(a.ticks.len(), count);
     assert_eq!(a.ref_frames, [600, 600]);
     assert!(a == b, "the loop over the image folder differs from the replay: {:?} vs {:?}", a.stats, b.stats);
@@ -203,7 +219,9 @@ fn have_gst(test: &str) -> bool {
             std::env::var("JETLINK_REQUIRE_GST").as_deref() != Ok("1"),
             "{test}: gst-launch-1.0 is not installed and JETLINK_REQUIRE_GST=1 (apt-get install gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good)"
         );
-        println!("{test}: SKIPPED: gst-launch-1.0 is not installed (set JETLINK_REQUIRE_GST=1 to fail instead)");
+        println!(
+            "{test}: SKIPPED: gst-launch-1.0 is not installed (set JETLINK_REQUIRE_GST=1 to fail instead)"
+        );
     }
     ok
 }
@@ -232,7 +250,14 @@ fn encode_video(d: &Demo, dir: &Path, from: usize, count: usize) -> PathBuf {
 
 /// The summary lines that must not change between a replay and a live run over the same frames.
 fn summary_lines(out: &str) -> Vec<String> {
-    let keep = ["  accuracy kept", "  per task", "  accuracy estimated", "  audited when", "  executions saved", "  FLOPs saved"];
+    let keep = [
+        "  accuracy kept",
+        "  per task",
+        "  accuracy estimated",
+        "  audited when",
+        "  executions saved",
+        "  FLOPs saved",
+    ];
     out.lines().filter(|l| keep.iter().any(|k| l.starts_with(k))).map(str::to_string).collect()
 }
 
@@ -272,7 +297,8 @@ fn video_file_gives_the_streams_frames_and_the_same_loop() {
     let live = LiveSource::open(&spec, shape(&d.stream), from as u32).unwrap();
     let (pool, failure) = live.handles();
     let (a, _) = trace(make_loop(&d, live, None, 10), None);
-    let (b, _) = trace(make_loop(&d, ReplaySource::new(d.stream.clone(), from..from + count), None, 10), None);
+    let (b, _) =
+        trace(make_loop(&d, ReplaySource::new(d.stream.clone(), from..from + count), None, 10), None);
     assert_eq!(a.ticks.len(), count);
     assert_eq!(a.ref_frames, [150, 150]);
     assert!(a == b, "the loop over the video differs from the replay: {} vs {}", a.stats, b.stats);
@@ -298,7 +324,12 @@ fn video_file_gives_the_streams_frames_and_the_same_loop() {
 /// The estimate from audits on one slice of the demo (replay engines): (reference accuracy,
 /// estimate, AccuracyEstimate events decoded from the wire as (accuracy, half-width) thousandths,
 /// period summaries sent).
-fn audited_run(d: &Demo, from: usize, len: usize, every: u32) -> (f64, control::Estimate, Vec<(u32, u32)>, usize) {
+fn audited_run(
+    d: &Demo,
+    from: usize,
+    len: usize,
+    every: u32,
+) -> (f64, control::Estimate, Vec<(u32, u32)>, usize) {
     let mut ctl = make_loop(d, ReplaySource::new(d.stream.clone(), from..from + len), None, every);
     while ctl.tick() {}
     ctl.finish();
@@ -359,7 +390,11 @@ fn audit_estimate_agrees_with_the_reference_within_its_interval() {
             misses.push((from, reference, e));
         }
     }
-    assert!(misses.len() <= 1, "the interval missed the reference on {} of 13 slices: {misses:?}", misses.len());
+    assert!(
+        misses.len() <= 1,
+        "the interval missed the reference on {} of 13 slices: {misses:?}",
+        misses.len()
+    );
 }
 
 #[test]
@@ -455,11 +490,15 @@ fn bad_sources_get_clear_errors() {
     assert!(format!("{err:#}").contains("no PNG, JPEG or PGM/PPM images"), "{err:#}");
     let err = LiveSource::open(&SourceSpec::Images(empty.join("absent")), shape(&d.stream), 0).err().unwrap();
     assert!(format!("{err:#}").contains("reading the image folder"), "{err:#}");
-    let err = LiveSource::open(&SourceSpec::Video(empty.join("absent.mkv")), shape(&d.stream), 0).err().unwrap();
+    let err =
+        LiveSource::open(&SourceSpec::Video(empty.join("absent.mkv")), shape(&d.stream), 0).err().unwrap();
     assert!(format!("{err:#}").contains("absent.mkv"), "{err:#}");
     // A file that is not an image is skipped (logged), and its frame index with it.
     std::fs::write(empty.join("a.png"), b"not a png").unwrap();
-    image::GrayImage::from_raw(28, 28, d.stream.frame(5).to_vec()).unwrap().save(empty.join("b.png")).unwrap();
+    image::GrayImage::from_raw(28, 28, d.stream.frame(5).to_vec())
+        .unwrap()
+        .save(empty.join("b.png"))
+        .unwrap();
     let mut src = LiveSource::open(&SourceSpec::Images(empty.clone()), shape(&d.stream), 100).unwrap();
     let mut buf = vec![0u8; src.frame_len()];
     assert_eq!(src.next_frame(&mut buf).unwrap().unwrap().index, 101);
@@ -495,6 +534,9 @@ fn a_missing_camera_ends_the_run_with_a_message_naming_the_pipeline() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(!err.contains("panicked"), "{err}");
-    assert!(err.contains(&format!("frame source {pipeline}: the pipeline gave no frame: cannot start")), "{err}");
+    assert!(
+        err.contains(&format!("frame source {pipeline}: the pipeline gave no frame: cannot start")),
+        "{err}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

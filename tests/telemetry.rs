@@ -4,12 +4,10 @@
 use std::path::{Path, PathBuf};
 
 use jetlink::board::{self, Board, Rail, TelemetryConfig};
+use jetlink::sim::{Fault, Faulty};
 use jetlink::telemetry::sim::{self, Simulated, TraceRow};
 use jetlink::telemetry::tegra::{self, Tegra, parse_tegrastats};
-use jetlink::sim::{Fault, Faulty};
-use jetlink::telemetry::{
-    Dead, Sample, Source, Telemetry, TelemetryError, Valid, open_for_board,
-};
+use jetlink::telemetry::{Dead, Sample, Source, Telemetry, TelemetryError, Valid, open_for_board};
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")

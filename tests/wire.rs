@@ -547,7 +547,11 @@ fn unknown_hello_version_is_not_decoded_and_skips_to_a_known_hello() {
         let st = d.stats();
         assert_eq!(
             got,
-            [Message::Tick(wire::typical_tick()), Message::Hello(hello()), Message::Tick(wire::typical_tick())]
+            [
+                Message::Tick(wire::typical_tick()),
+                Message::Hello(hello()),
+                Message::Tick(wire::typical_tick())
+            ]
         );
         assert_eq!((st.unknown_version, st.skipped, st.corrupt, st.frames), (1, 2, 1, 3), "chunk {chunk}");
         assert!(!d.skipping_unknown_version());

@@ -215,7 +215,10 @@ mod tests {
             assert_eq!(sel.1.bundle_key, throwaway);
             // Only the selected board changes.
             assert!(files.iter().filter(|(n, _)| n != jetson).all(|(_, b)| b.bundle_key == DEMO_BUNDLE_KEY));
-            assert!(src.contains(&format!("pub static BOARD: &Board = &{};", jetson.replace('-', "_").to_uppercase())));
+            assert!(src.contains(&format!(
+                "pub static BOARD: &Board = &{};",
+                jetson.replace('-', "_").to_uppercase()
+            )));
         }
         // The simulated board may keep the demo key (it protects nothing there).
         let mut files = load_dir(&dir).unwrap();

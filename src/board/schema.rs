@@ -214,7 +214,9 @@ fn check(b: &BoardFile) -> Result<(), String> {
         ));
     }
     if b.state_file.trim().is_empty() {
-        return Err("key `state-file`: must name a file (the highest bundle version accepted is kept there)".into());
+        return Err(
+            "key `state-file`: must name a file (the highest bundle version accepted is kept there)".into()
+        );
     }
     if b.cuda_arch == "none" && b.resources.iter().any(|r| r.kind != "cpu") {
         return Err(

@@ -39,7 +39,9 @@ pub(crate) fn models(a: &ModelsArgs) -> Result<()> {
         }
         if let Some(r) = &reference {
             // `load_reference` took the reference's columns by model name, in the manifest's order.
-            let row = r.row_of_frame(f as u32).with_context(|| format!("the reference recording lacks frame {f}"))?;
+            let row = r
+                .row_of_frame(f as u32)
+                .with_context(|| format!("the reference recording lacks frame {f}"))?;
             for (m, d) in max_diff.iter_mut().enumerate() {
                 for (x, y) in rec.output(0, m).iter().zip(r.output(row, m)) {
                     *d = d.max((x - y).abs());

@@ -42,7 +42,10 @@ pub(crate) fn profile(a: &ProfileArgs) -> Result<()> {
         let missing: Vec<(usize, jetlink::manifest::Cost)> =
             measured.into_iter().filter(|(i, _)| manifest.models[*i].cost.is_missing()).collect();
         if missing.is_empty() {
-            println!("{}: every model already has a [model.cost] block; nothing written", a.manifest.display());
+            println!(
+                "{}: every model already has a [model.cost] block; nothing written",
+                a.manifest.display()
+            );
             return Ok(());
         }
         let text = std::fs::read_to_string(&a.manifest)

@@ -96,7 +96,9 @@ fn parse_budget(s: &str) -> Result<Budget, String> {
         }
         return Ok(Budget::Percent(v));
     }
-    let v: u64 = t.parse().map_err(|e| format!("{s:?}: expected bytes (e.g. 8000000) or a percentage (e.g. 50%): {e}"))?;
+    let v: u64 = t
+        .parse()
+        .map_err(|e| format!("{s:?}: expected bytes (e.g. 8000000) or a percentage (e.g. 50%): {e}"))?;
     if v == 0 {
         return Err(format!("{s}: a budget of 0 bytes runs nothing"));
     }
@@ -196,11 +198,14 @@ pub(crate) fn loop_builder(
         Engines::Tract => b.engines(Box::new(TractBackend)),
         #[cfg(feature = "sim")]
         Engines::Replay => {
-            let r = reference.as_ref().context("--engines replay needs the manifest's reference recording")?;
+            let r =
+                reference.as_ref().context("--engines replay needs the manifest's reference recording")?;
             b.engines(jetlink::sim::replay(r.clone()))
         }
         #[cfg(not(feature = "sim"))]
-        Engines::Replay => bail!("--engines replay is simulation: this build was made without the `sim` feature"),
+        Engines::Replay => {
+            bail!("--engines replay is simulation: this build was made without the `sim` feature")
+        }
         #[cfg(feature = "tensorrt")]
         Engines::Tensorrt => b.engines(Box::new(tensorrt_or_tract(board, manifest)?)),
     })
@@ -229,7 +234,11 @@ fn tensorrt_or_tract(
     println!(
         "engines per model: {}",
         a.iter()
-            .map(|(m, e)| if *e == "tensorrt" { format!("{m} tensorrt") } else { format!("{m} tract-onnx (no plan)") })
+            .map(|(m, e)| if *e == "tensorrt" {
+                format!("{m} tensorrt")
+            } else {
+                format!("{m} tract-onnx (no plan)")
+            })
             .collect::<Vec<_>>()
             .join(", ")
     );
@@ -305,7 +314,10 @@ pub(crate) fn run(a: &RunArgs) -> Result<()> {
         "model budget {} from {budget_from}{}",
         mb(budget),
         if a.trust_key.is_some() {
-            format!("; bundles trusted from --trust-key (key id {})", jetlink::bundle::hex(&jetlink::signing::key_id(&board.bundle_key)))
+            format!(
+                "; bundles trusted from --trust-key (key id {})",
+                jetlink::bundle::hex(&jetlink::signing::key_id(&board.bundle_key))
+            )
         } else {
             String::new()
         }

@@ -42,11 +42,17 @@ pub(crate) fn stream_cmd(a: &StreamArgs) -> Result<()> {
                 .with_context(|| format!("reading the size of {}", paths[0].display()))?;
             let fit = |v: u32, what: &str| -> Result<usize> {
                 if v == 0 || v > u16::MAX as u32 {
-                    bail!("{}: {what} {v} does not fit a stream (1..=65535); give --{what}", paths[0].display());
+                    bail!(
+                        "{}: {what} {v} does not fit a stream (1..=65535); give --{what}",
+                        paths[0].display()
+                    );
                 }
                 Ok(v as usize)
             };
-            (h.map_or_else(|| fit(ih, "height"), |h| Ok(h as usize))?, w.map_or_else(|| fit(iw, "width"), |w| Ok(w as usize))?)
+            (
+                h.map_or_else(|| fit(ih, "height"), |h| Ok(h as usize))?,
+                w.map_or_else(|| fit(iw, "width"), |w| Ok(w as usize))?,
+            )
         }
     };
     let n = paths.len();

@@ -12,9 +12,9 @@
 //! target per tick, on the ring's rows that hold it and the running sources.
 
 use crate::bundle::Bundle;
-use crate::row::RowLayout;
 use crate::links::{AdaptOptions, Adapter, LinkError, Predictor, agreement};
 use crate::manifest::OutputKind;
+use crate::row::RowLayout;
 
 /// Settings of on-line adaptation in the loop.
 #[derive(Clone, Copy, Debug, PartialEq)]

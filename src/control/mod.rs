@@ -35,16 +35,16 @@ use crate::wire::{self, Event, EventKind, Message, PeriodSummary, TelemetryWrite
 mod adapt;
 mod audit;
 mod build;
-mod prepare;
 pub mod policy;
+mod prepare;
 mod stats;
 
+pub use crate::schedule::share_saved;
 pub use adapt::{AdaptSettings, OnlineAdaptation, TuneReport};
 pub use audit::{AuditTally, Estimate};
 pub use build::LoopBuilder;
-use prepare::{Parts, prepare};
 pub use policy::PowerGovernor;
-pub use crate::schedule::share_saved;
+use prepare::{Parts, prepare};
 pub use stats::LoopStats;
 
 /// Loop settings that are not board facts.
@@ -413,7 +413,9 @@ impl<S: FrameSource, W: embedded_io::Write> Controller<S, W> {
             }
         }
         let sample = self.io.telemetry.latest();
-        let mem_budget = sample.model_budget_bytes(self.plan.board, self.st.mem_used).min(self.plan.opts.budget_cap.unwrap_or(u64::MAX));
+        let mem_budget = sample
+            .model_budget_bytes(self.plan.board, self.st.mem_used)
+            .min(self.plan.opts.budget_cap.unwrap_or(u64::MAX));
         let power = if sample.valid.contains(Valid::POWER) { sample.power_mw } else { 0 };
         let step = self.st.governor.update(power, self.plan.board.power_budget_mw);
         if step.over {
@@ -421,7 +423,10 @@ impl<S: FrameSource, W: embedded_io::Write> Controller<S, W> {
         }
         if step.started {
             self.st.stats.throttles += 1;
-            self.event(EventKind::PowerThrottle { power_mw: power, budget_mw: self.plan.board.power_budget_mw });
+            self.event(EventKind::PowerThrottle {
+                power_mw: power,
+                budget_mw: self.plan.board.power_budget_mw,
+            });
         }
         (self.st.governor.apply(mem_budget), power)
     }
@@ -452,7 +457,10 @@ impl<S: FrameSource, W: embedded_io::Write> Controller<S, W> {
             self.event(EventKind::ScheduleChange { active: new as u32, old_active: old as u32 });
         }
         if budget != self.st.budget && self.st.budget != u64::MAX {
-            self.event(EventKind::BudgetChange { new_kib: (budget / 1024) as u32, old_kib: (self.st.budget / 1024) as u32 });
+            self.event(EventKind::BudgetChange {
+                new_kib: (budget / 1024) as u32,
+                old_kib: (self.st.budget / 1024) as u32,
+            });
         }
         self.st.active = new;
         self.st.budget = budget;
@@ -682,7 +690,10 @@ impl<S: FrameSource, W: embedded_io::Write> Controller<S, W> {
             Some(Ok(rep)) => {
                 self.st.links.weights_changed();
                 self.st.stats.adapt_tasks += 1;
-                self.event(EventKind::AdaptDone { target: rep.target as u32, score_milli: (1000.0 * rep.agreement) as u32 });
+                self.event(EventKind::AdaptDone {
+                    target: rep.target as u32,
+                    score_milli: (1000.0 * rep.agreement) as u32,
+                });
                 rep.target as u8
             }
             _ => worked,
@@ -831,7 +842,11 @@ impl<S: FrameSource, W: embedded_io::Write> Controller<S, W> {
         let _ = self.io.writer.send(&Message::PeriodSummary(summary));
         if let Some(e) = st.audits.estimate() {
             let (a, b) = ((1000.0 * e.accuracy).round() as u32, (1000.0 * e.half_width).round() as u32);
-            emit(&mut self.io.writer, st.tick_no, EventKind::AccuracyEstimate { accuracy_milli: a, half_width_milli: b });
+            emit(
+                &mut self.io.writer,
+                st.tick_no,
+                EventKind::AccuracyEstimate { accuracy_milli: a, half_width_milli: b },
+            );
         }
         st.period_start = st.stats;
         st.period_peak = 0;

@@ -194,4 +194,3 @@ fn hello(board: &Board, bundle: &Bundle) -> Result<Message> {
         period_ms: board.period_ms,
     }))
 }
-

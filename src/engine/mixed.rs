@@ -22,7 +22,12 @@ pub struct PerModelBackend {
 
 impl PerModelBackend {
     /// `name` is what the run header calls the combination (e.g. "tensorrt+tract-onnx").
-    pub fn new(primary: Box<dyn Backend>, fallback: Box<dyn Backend>, has_native: HasNative, name: &'static str) -> Self {
+    pub fn new(
+        primary: Box<dyn Backend>,
+        fallback: Box<dyn Backend>,
+        has_native: HasNative,
+        name: &'static str,
+    ) -> Self {
         PerModelBackend { primary, fallback, has_native, name }
     }
 

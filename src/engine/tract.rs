@@ -90,13 +90,8 @@ impl Backend for TractBackend {
             .into_typed()
             .with_context(|| format!("{}: tract cannot type the graph", path.display()))?;
         let outputs = output_facts(&typed, g);
-        let listing = || {
-            outputs
-                .iter()
-                .map(|(n, dt, s)| format!("{n:?} {dt:?} {s}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
+        let listing =
+            || outputs.iter().map(|(n, dt, s)| format!("{n:?} {dt:?} {s}")).collect::<Vec<_>>().join(", ");
         let ix = match &spec.output {
             None => 0,
             Some(want) => outputs.iter().position(|(n, _, _)| n == want).with_context(|| {
@@ -110,8 +105,7 @@ impl Backend for TractBackend {
         };
         ensure!(!outputs.is_empty(), "{}: ONNX model has no output", path.display());
         let (output_name, dt, shown) = &outputs[ix];
-        let out_shape: Option<Vec<usize>> =
-            typed.output_fact(ix)?.shape.as_concrete().map(|s| s.to_vec());
+        let out_shape: Option<Vec<usize>> = typed.output_fact(ix)?.shape.as_concrete().map(|s| s.to_vec());
         let out_len = out_shape.as_ref().map(|s| s.iter().product::<usize>());
         if out_len != Some(spec.size as usize) || *dt != f32::datum_type() {
             bail!(

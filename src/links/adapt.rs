@@ -4,9 +4,9 @@
 //! allocates. Dropout is off during adaptation (a handful of samples, a few steps); the input
 //! normalisation stays as trained.
 
-use super::options::{RegressionLoss, prepare_target};
 use super::ensemble;
 use super::mlp::{self, Loss, RmsProp, Scratch};
+use super::options::{RegressionLoss, prepare_target};
 use super::predict::Predictor;
 use super::weights::source_of_slot;
 use super::{LinkError, LinkModel, compress_mask};

@@ -15,17 +15,17 @@
 
 mod adapt;
 pub mod ensemble;
-mod options;
 pub mod mlp;
+mod options;
 mod predict;
 mod rng;
 mod weights;
 
 pub use adapt::{AdaptOptions, AdaptStats, Adapter};
-pub use options::{BuildOptions, EnsembleFit, RegressionLoss, TrainOptions};
-pub(crate) use options::{prepare_target, regression_like};
 pub use ensemble::EnsembleDims;
 pub use mlp::LinkDims;
+pub use options::{BuildOptions, EnsembleFit, RegressionLoss, TrainOptions};
+pub(crate) use options::{prepare_target, regression_like};
 pub use predict::{BenchStats, DriftSignals, Predictor, bench_predict};
 pub use rng::Rng;
 pub use weights::{EnsembleSet, LinkSet, compress_mask, slot_of_source, source_of_slot};

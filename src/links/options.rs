@@ -164,4 +164,3 @@ mod tests {
         assert_eq!(p, [0.2, 0.8]);
     }
 }
-

@@ -249,7 +249,11 @@ pub struct BenchStats {
 /// Time CPU link inference for one frame: every target not active predicted through all its links
 /// from the active ones, plus its ensemble. Cycles over every non-empty proper subset of models as the
 /// active set and over the recording's rows; `iters` calls in all (after a warm-up pass).
-pub fn bench_predict(bundle: &impl LinkModel, recording: &Recording, iters: usize) -> anyhow::Result<BenchStats> {
+pub fn bench_predict(
+    bundle: &impl LinkModel,
+    recording: &Recording,
+    iters: usize,
+) -> anyhow::Result<BenchStats> {
     let mut p = Predictor::new(bundle);
     anyhow::ensure!(
         recording.stride() == p.stride(),

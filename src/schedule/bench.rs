@@ -550,7 +550,8 @@ fn run_method(
                 period_agree.1 += 1;
             }
             // Adaptation periods are counted from the start of the evaluation frames.
-            let last_of_period = (f + 1 - start).is_multiple_of(opt.adapt_period.max(1)) || f + 1 == stream.len();
+            let last_of_period =
+                (f + 1 - start).is_multiple_of(opt.adapt_period.max(1)) || f + 1 == stream.len();
             if last_of_period {
                 if let Some(ad) = adapt.as_mut() {
                     let before = ad.executions;
@@ -622,23 +623,24 @@ pub fn best_at<'a>(
 pub fn format_targets(r: &BenchReport) -> String {
     let mut s = String::new();
     let pct = |v: f64| 100.0 * v;
-    let line = |s: &mut String, what: &str, m: Option<&MethodResult>, seg: fn(&MethodResult) -> &SegmentResult| {
-        match m {
-            Some(m) => {
-                let _ = writeln!(
-                    s,
-                    "{what}: {:.1}% at {:.1}% saved ({} at {:.3} MB)",
-                    pct(seg(m).accuracy),
-                    pct(seg(m).executions_saved),
-                    m.label(),
-                    m.budget_bytes as f64 / 1e6
-                );
+    let line =
+        |s: &mut String, what: &str, m: Option<&MethodResult>, seg: fn(&MethodResult) -> &SegmentResult| {
+            match m {
+                Some(m) => {
+                    let _ = writeln!(
+                        s,
+                        "{what}: {:.1}% at {:.1}% saved ({} at {:.3} MB)",
+                        pct(seg(m).accuracy),
+                        pct(seg(m).executions_saved),
+                        m.label(),
+                        m.budget_bytes as f64 / 1e6
+                    );
+                }
+                None => {
+                    let _ = writeln!(s, "{what}: no run saves enough");
+                }
             }
-            None => {
-                let _ = writeln!(s, "{what}: no run saves enough");
-            }
-        }
-    };
+        };
     let any = |_: &MethodResult| true;
     let clean = best_at(&r.results, |m| &m.clean, 0.75, any);
     line(&mut s, "clean, >= 75% saved", clean, |m| &m.clean);
@@ -646,9 +648,10 @@ pub fn format_targets(r: &BenchReport) -> String {
     line(&mut s, "drift, >= 70% saved", drift, |m| &m.drift);
     line(&mut s, "all,   >= 70% saved", best_at(&r.results, |m| &m.all, 0.70, any), |m| &m.all);
     if let Some(d) = drift {
-        let once = r.results.iter().find(|m| {
-            m.method == d.method && m.sampling == "none" && m.budget_bytes == d.budget_bytes
-        });
+        let once = r
+            .results
+            .iter()
+            .find(|m| m.method == d.method && m.sampling == "none" && m.budget_bytes == d.budget_bytes);
         if let Some(o) = once {
             let gap = o.clean.accuracy - o.drift.accuracy;
             let won = d.drift.accuracy - o.drift.accuracy;
@@ -670,7 +673,9 @@ pub fn format_targets(r: &BenchReport) -> String {
 pub fn svg_drift(r: &BenchReport) -> String {
     let (w, h, ml, mb) = (720.0, 400.0, 60.0, 50.0);
     // The adapted run with the largest drift gain over the same budget's unadapted optimal.
-    let base = |b: u64| r.results.iter().find(|m| m.method == "optimal" && m.sampling == "none" && m.budget_bytes == b);
+    let base = |b: u64| {
+        r.results.iter().find(|m| m.method == "optimal" && m.sampling == "none" && m.budget_bytes == b)
+    };
     let best = r
         .results
         .iter()
@@ -682,7 +687,9 @@ pub fn svg_drift(r: &BenchReport) -> String {
          <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
     );
     let Some((_, adapted, once)) = best else {
-        s.push_str("<text x=\"20\" y=\"40\">no adapted run saving at least half the executions</text></svg>\n");
+        s.push_str(
+            "<text x=\"20\" y=\"40\">no adapted run saving at least half the executions</text></svg>\n",
+        );
         return s;
     };
     let periods = adapted.drift_curve.len().max(once.drift_curve.len()).max(2);
@@ -693,29 +700,52 @@ pub fn svg_drift(r: &BenchReport) -> String {
         let _ = writeln!(
             s,
             "<line x1=\"{}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"#ddd\"/><text x=\"{}\" y=\"{}\" text-anchor=\"end\">{:.0}%</text>",
-            x(0.0), y(v), x((periods - 1) as f64), y(v), x(0.0) - 5.0, y(v) + 4.0, v * 100.0
+            x(0.0),
+            y(v),
+            x((periods - 1) as f64),
+            y(v),
+            x(0.0) - 5.0,
+            y(v) + 4.0,
+            v * 100.0
         );
     }
     let _ = writeln!(
         s,
         "<text x=\"{}\" y=\"20\" text-anchor=\"middle\">drift segment, budget {:.2} MB, at most {} models run: accuracy per adaptation period</text>\
          <text x=\"{}\" y=\"{}\" text-anchor=\"middle\">adaptation period of the drift segment ({} periods)</text>",
-        x((periods - 1) as f64 / 2.0), adapted.budget_bytes as f64 / 1e6, adapted.max_active,
-        x((periods - 1) as f64 / 2.0), h - 10.0, periods
+        x((periods - 1) as f64 / 2.0),
+        adapted.budget_bytes as f64 / 1e6,
+        adapted.max_active,
+        x((periods - 1) as f64 / 2.0),
+        h - 10.0,
+        periods
     );
-    for (ci, (m, name)) in [(once, "trained once".to_string()), (adapted, format!("adapted ({})", adapted.label()))]
-        .into_iter()
-        .enumerate()
+    for (ci, (m, name)) in
+        [(once, "trained once".to_string()), (adapted, format!("adapted ({})", adapted.label()))]
+            .into_iter()
+            .enumerate()
     {
         let c = ["#7f7f7f", "#d62728"][ci];
-        let pts: Vec<String> =
-            m.drift_curve.iter().enumerate().map(|(k, v)| format!("{:.1},{:.1}", x(k as f64), y(*v))).collect();
-        let _ = writeln!(s, "<polyline fill=\"none\" stroke=\"{c}\" stroke-width=\"2\" points=\"{}\"/>", pts.join(" "));
+        let pts: Vec<String> = m
+            .drift_curve
+            .iter()
+            .enumerate()
+            .map(|(k, v)| format!("{:.1},{:.1}", x(k as f64), y(*v)))
+            .collect();
+        let _ = writeln!(
+            s,
+            "<polyline fill=\"none\" stroke=\"{c}\" stroke-width=\"2\" points=\"{}\"/>",
+            pts.join(" ")
+        );
         let _ = writeln!(
             s,
             "<rect x=\"{}\" y=\"{}\" width=\"14\" height=\"3\" fill=\"{c}\"/><text x=\"{}\" y=\"{}\">{name}: drift {:.1}%, saved {:.1}%</text>",
-            ml + 20.0, h - mb - 40.0 + 18.0 * ci as f64, ml + 40.0, h - mb - 35.0 + 18.0 * ci as f64,
-            100.0 * m.drift.accuracy, 100.0 * m.drift.executions_saved
+            ml + 20.0,
+            h - mb - 40.0 + 18.0 * ci as f64,
+            ml + 40.0,
+            h - mb - 35.0 + 18.0 * ci as f64,
+            100.0 * m.drift.accuracy,
+            100.0 * m.drift.executions_saved
         );
     }
     s.push_str("</svg>\n");
@@ -781,7 +811,12 @@ pub fn run(
     }
     for &sim in &opt.adapt {
         for &b in &budgets {
-            bar.set_message(format!("optimal+{} {:.0}% @ {:.2} MB", sim.sampling.name(), sim.share * 100.0, b as f64 / 1e6));
+            bar.set_message(format!(
+                "optimal+{} {:.0}% @ {:.2} MB",
+                sim.sampling.name(),
+                sim.share * 100.0,
+                b as f64 / 1e6
+            ));
             let mut s = super::by_name("optimal", &prof, opt.seed).expect("known scheduler");
             results.push(run_method(s.as_mut(), true, &base, bundle, stream, reference, b, opt, Some(sim))?);
             bar.inc(1);
@@ -835,7 +870,8 @@ pub fn format_table(r: &BenchReport) -> String {
         "method", "budget MB", "peak MB", "acc", "clean", "drift", "exec sv", "FLOP sv", "w.acc", ""
     );
     if let Some(m) = r.results.first() {
-        let _ = writeln!(s, "(at most {} models run per frame; exec sv counts adaptation runs)", m.max_active);
+        let _ =
+            writeln!(s, "(at most {} models run per frame; exec sv counts adaptation runs)", m.max_active);
     }
     for m in &r.results {
         let _ = writeln!(
@@ -933,10 +969,8 @@ pub fn write_outputs(r: &BenchReport, json: &Path, svg: &Path) -> Result<()> {
         .with_context(|| format!("writing {}", json.display()))?;
     crate::atomic::write_file(svg, svg_curves(r).as_bytes())
         .with_context(|| format!("writing {}", svg.display()))?;
-    let drift = svg.with_file_name(format!(
-        "{}-drift.svg",
-        svg.file_stem().and_then(|s| s.to_str()).unwrap_or("mlink")
-    ));
+    let drift = svg
+        .with_file_name(format!("{}-drift.svg", svg.file_stem().and_then(|s| s.to_str()).unwrap_or("mlink")));
     crate::atomic::write_file(&drift, svg_drift(r).as_bytes())
         .with_context(|| format!("writing {}", drift.display()))?;
     Ok(())

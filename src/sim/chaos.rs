@@ -50,4 +50,3 @@ impl<S: Source, F: FnMut(u64) -> Option<Fault> + Send> Source for Faulty<S, F> {
         self.inner.set_own_usage(bytes)
     }
 }
-

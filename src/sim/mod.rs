@@ -64,6 +64,4 @@ impl DemoSet {
         let reference = w.require_reference("a simulated loop")?.clone();
         Ok(DemoSet { manifest: w.manifest, bundle, stream: w.stream, reference })
     }
-
 }
-

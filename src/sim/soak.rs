@@ -27,12 +27,12 @@ use crate::board::Board;
 use crate::bundle::Bundle;
 use crate::control::{LoopBuilder, LoopStats};
 use crate::engine::{Backend, Engine, EngineError, EngineInfo};
-use crate::sim::ReplayBackend;
 use crate::manifest::{Manifest, ModelSpec};
 use crate::recording::Recording;
+use crate::sim::ReplayBackend;
+use crate::sim::{Fault, Faulty};
 use crate::source::{FrameError, FrameInfo, FrameSource, ReplaySource};
 use crate::stream::Stream;
-use crate::sim::{Fault, Faulty};
 use crate::telemetry::{self, Sample, Source, TelemetryError};
 use crate::wire::{Decoder, Message, TelemetryWriter, WriterStats};
 
@@ -86,7 +86,13 @@ pub struct SoakOptions {
 
 impl SoakOptions {
     pub fn new(ticks: u64, seed: u64) -> SoakOptions {
-        SoakOptions { ticks, seed, warmup: (ticks / 10).min(2000), rates: FaultRates::default(), slow_every: 0 }
+        SoakOptions {
+            ticks,
+            seed,
+            warmup: (ticks / 10).min(2000),
+            rates: FaultRates::default(),
+            slow_every: 0,
+        }
     }
 }
 
@@ -679,7 +685,12 @@ impl SoakReport {
                 i.serial_dropped() == w.dropped && self.dropped_before_finish == s.serial_drops,
                 format!(
                     "serial: injected {} failed and {} blocked writes, {} partial; frames dropped {} (loop counter {}), write errors {}",
-                    i.serial_errors, i.serial_blocked, i.serial_partial, w.dropped, s.serial_drops, w.write_errors
+                    i.serial_errors,
+                    i.serial_blocked,
+                    i.serial_partial,
+                    w.dropped,
+                    s.serial_drops,
+                    w.write_errors
                 ),
                 format!(
                     "serial: {} failed writes injected, {} frames dropped by the writer, {} counted by the loop",
@@ -705,7 +716,10 @@ impl SoakReport {
             ),
             check(
                 s.deadline_misses >= i.engine_stalls,
-                format!("deadline misses: {} (engine stalls injected {})", s.deadline_misses, i.engine_stalls),
+                format!(
+                    "deadline misses: {} (engine stalls injected {})",
+                    s.deadline_misses, i.engine_stalls
+                ),
                 format!("{} deadline misses for {} injected stalls", s.deadline_misses, i.engine_stalls),
             ),
         ]
