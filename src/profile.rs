@@ -25,7 +25,6 @@ use anyhow::{Context, Result, bail, ensure};
 use crate::engine::{Backend, PreparedModel, TractBackend};
 use crate::manifest::{Cost, CostOrigin, Manifest, ModelSpec};
 use crate::stream::Stream;
-use crate::view::Shape;
 
 /// The runtime the latency is measured under (`latency_runtime`).
 pub const RUNTIME: &str = "tract-onnx 0.23 1 thread";
@@ -135,12 +134,7 @@ pub fn measure(spec: &ModelSpec, manifest: &Manifest, stream: &Stream, frames: u
     let path = manifest.path_of(&spec.onnx);
     let s = static_cost(spec, &path).with_context(|| format!("profiling model {:?}", spec.name))?;
     ensure!(!stream.is_empty(), "profiling model {:?}: the stream has no frames", spec.name);
-    let mut m = PreparedModel::prepare(
-        spec,
-        manifest,
-        Shape { h: stream.height, w: stream.width, c: stream.channels },
-        &TractBackend as &dyn Backend,
-    )?;
+    let mut m = PreparedModel::prepare(spec, manifest, stream.shape(), &TractBackend as &dyn Backend)?;
     let frames = frames.max(1);
     let span = stream.train_end.clamp(1, stream.len());
     let mut out = vec![0.0f32; spec.size as usize];

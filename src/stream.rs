@@ -98,6 +98,11 @@ impl Stream {
         self.meta.is_empty()
     }
 
+    /// Height, width and channels of every frame.
+    pub fn shape(&self) -> crate::view::Shape {
+        crate::view::Shape { h: self.height, w: self.width, c: self.channels }
+    }
+
     pub fn frame_len(&self) -> usize {
         self.height * self.width * self.channels
     }

@@ -165,109 +165,52 @@ pub struct Event {
     pub b: u32,
 }
 
-/// What an event says, typed. Each variant is one [`EventCode`] with its two numbers named; the
-/// wire record is the same (`code`, `a`, `b`), so typing events costs no byte (postcard writes the
-/// code and the two numbers as varints either way).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum EventKind {
-    BudgetChange {
-        new_kib: u32,
-        old_kib: u32,
-    },
-    Shed {
-        models: u32,
-        freed_kib: u32,
-    },
-    PowerThrottle {
-        power_mw: u32,
-        budget_mw: u32,
-    },
-    ScheduleChange {
-        active: u32,
-        old_active: u32,
-    },
-    TelemetryFault {
-        error: u32,
-        failures: u32,
-    },
-    EngineFault {
-        model: u32,
-        error: u32,
-    },
-    /// `frame`: the index of the frame expected (the last delivered one's + 1).
-    FrameFault {
-        frame: u32,
-        error: u32,
-    },
-    /// `unused` is always 0.
-    BundleRejected {
-        reason: u32,
-        unused: u32,
-    },
-    AdaptStart {
-        target: u32,
-        unit: u32,
-    },
-    AdaptDone {
-        target: u32,
-        score_milli: u32,
-    },
-    DeadlineMiss {
-        tick_us: u32,
-        deadline_us: u32,
-    },
-    Decimation {
-        every: u32,
-        old_every: u32,
-    },
-    AccuracyEstimate {
-        accuracy_milli: u32,
-        half_width_milli: u32,
-    },
-}
+/// Defines [`EventKind`] and its two conversions from one table, so that a variant, its code and
+/// its numbers' names are written once.
+macro_rules! event_kinds {
+    ($($(#[$doc:meta])* $name:ident { $a:ident, $b:ident })*) => {
+        /// What an event says, typed. Each variant is one [`EventCode`] with its two numbers named;
+        /// the wire record is the same (`code`, `a`, `b`), so typing events costs no byte (postcard
+        /// writes the code and the two numbers as varints either way).
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub enum EventKind {
+            $($(#[$doc])* $name { $a: u32, $b: u32 },)*
+        }
 
-impl EventKind {
-    /// The wire code and the two numbers.
-    pub fn parts(self) -> (EventCode, u32, u32) {
-        use EventKind::*;
-        match self {
-            BudgetChange { new_kib, old_kib } => (EventCode::BudgetChange, new_kib, old_kib),
-            Shed { models, freed_kib } => (EventCode::Shed, models, freed_kib),
-            PowerThrottle { power_mw, budget_mw } => (EventCode::PowerThrottle, power_mw, budget_mw),
-            ScheduleChange { active, old_active } => (EventCode::ScheduleChange, active, old_active),
-            TelemetryFault { error, failures } => (EventCode::TelemetryFault, error, failures),
-            EngineFault { model, error } => (EventCode::EngineFault, model, error),
-            FrameFault { frame, error } => (EventCode::FrameFault, frame, error),
-            BundleRejected { reason, unused } => (EventCode::BundleRejected, reason, unused),
-            AdaptStart { target, unit } => (EventCode::AdaptStart, target, unit),
-            AdaptDone { target, score_milli } => (EventCode::AdaptDone, target, score_milli),
-            DeadlineMiss { tick_us, deadline_us } => (EventCode::DeadlineMiss, tick_us, deadline_us),
-            Decimation { every, old_every } => (EventCode::Decimation, every, old_every),
-            AccuracyEstimate { accuracy_milli, half_width_milli } => {
-                (EventCode::AccuracyEstimate, accuracy_milli, half_width_milli)
+        impl EventKind {
+            /// The wire code and the two numbers.
+            pub fn parts(self) -> (EventCode, u32, u32) {
+                match self {
+                    $(EventKind::$name { $a, $b } => (EventCode::$name, $a, $b),)*
+                }
+            }
+
+            /// The typed form of a wire record's code and numbers.
+            pub fn from_parts(code: EventCode, a: u32, b: u32) -> EventKind {
+                match code {
+                    $(EventCode::$name => EventKind::$name { $a: a, $b: b },)*
+                }
             }
         }
-    }
+    };
+}
 
-    /// The typed form of a wire record's code and numbers.
-    pub fn from_parts(code: EventCode, a: u32, b: u32) -> EventKind {
-        use EventKind::*;
-        match code {
-            EventCode::BudgetChange => BudgetChange { new_kib: a, old_kib: b },
-            EventCode::Shed => Shed { models: a, freed_kib: b },
-            EventCode::PowerThrottle => PowerThrottle { power_mw: a, budget_mw: b },
-            EventCode::ScheduleChange => ScheduleChange { active: a, old_active: b },
-            EventCode::TelemetryFault => TelemetryFault { error: a, failures: b },
-            EventCode::EngineFault => EngineFault { model: a, error: b },
-            EventCode::FrameFault => FrameFault { frame: a, error: b },
-            EventCode::BundleRejected => BundleRejected { reason: a, unused: b },
-            EventCode::AdaptStart => AdaptStart { target: a, unit: b },
-            EventCode::AdaptDone => AdaptDone { target: a, score_milli: b },
-            EventCode::DeadlineMiss => DeadlineMiss { tick_us: a, deadline_us: b },
-            EventCode::Decimation => Decimation { every: a, old_every: b },
-            EventCode::AccuracyEstimate => AccuracyEstimate { accuracy_milli: a, half_width_milli: b },
-        }
-    }
+event_kinds! {
+    BudgetChange { new_kib, old_kib }
+    Shed { models, freed_kib }
+    PowerThrottle { power_mw, budget_mw }
+    ScheduleChange { active, old_active }
+    TelemetryFault { error, failures }
+    EngineFault { model, error }
+    /// `frame`: the index of the frame expected (the last delivered one's + 1).
+    FrameFault { frame, error }
+    /// `unused` is always 0.
+    BundleRejected { reason, unused }
+    AdaptStart { target, unit }
+    AdaptDone { target, score_milli }
+    DeadlineMiss { tick_us, deadline_us }
+    Decimation { every, old_every }
+    AccuracyEstimate { accuracy_milli, half_width_milli }
 }
 
 impl Event {

@@ -10,7 +10,6 @@ use anyhow::{Context, Result};
 use crate::manifest::Manifest;
 use crate::recording::Recording;
 use crate::stream::Stream;
-use crate::view::Shape;
 
 /// A loaded workload.
 #[derive(Clone, Debug)]
@@ -44,10 +43,5 @@ impl Workload {
         self.reference.as_ref().with_context(|| {
             format!("{what} needs a reference recording; manifest {:?} names none", self.manifest.name)
         })
-    }
-
-    /// Height, width and channels of the stream's frames.
-    pub fn frame_shape(&self) -> Shape {
-        Shape { h: self.stream.height, w: self.stream.width, c: self.stream.channels }
     }
 }

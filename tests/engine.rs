@@ -8,7 +8,6 @@ use jetlink::manifest::Manifest;
 use jetlink::record;
 use jetlink::recording::Recording;
 use jetlink::stream::Stream;
-use jetlink::view::Shape;
 
 const TOL: f32 = 1e-4;
 
@@ -19,15 +18,11 @@ fn demo() -> (Manifest, Stream, Recording) {
     (m, s, r)
 }
 
-fn shape(s: &Stream) -> Shape {
-    Shape { h: s.height, w: s.width, c: s.channels }
-}
-
 #[test]
 fn every_model_matches_the_onnxruntime_reference() {
     let (m, s, r) = demo();
     assert_eq!(r.len(), s.len(), "reference covers the whole stream");
-    let mut models = engine::prepare_all(&m, shape(&s), &TractBackend).unwrap();
+    let mut models = engine::prepare_all(&m, s.shape(), &TractBackend).unwrap();
     // Frames from the training part, the clean evaluation part and across the drift segment.
     let frames: Vec<usize> =
         (0..8).map(|i| i * 250).chain((0..8).map(|i| s.drift_start + i * 600 + 7)).collect();
@@ -51,7 +46,7 @@ fn every_model_matches_the_onnxruntime_reference() {
 fn engines_describe_themselves_and_check_buffers() {
     let (m, s, _) = demo();
     for spec in &m.models {
-        let mut p = engine::PreparedModel::prepare(spec, &m, shape(&s), &TractBackend).unwrap();
+        let mut p = engine::PreparedModel::prepare(spec, &m, s.shape(), &TractBackend).unwrap();
         let info = p.engine.info().clone();
         assert_eq!(info.backend, "tract-onnx");
         assert_eq!(info.output.len(), spec.size as usize);
@@ -73,7 +68,7 @@ fn engines_describe_themselves_and_check_buffers() {
 fn a_manifest_that_disagrees_with_the_model_is_refused() {
     let (mut m, s, _) = demo();
     m.models[0].size = 11;
-    let e = engine::PreparedModel::prepare(&m.models[0], &m, shape(&s), &TractBackend).err().unwrap();
+    let e = engine::PreparedModel::prepare(&m.models[0], &m, s.shape(), &TractBackend).err().unwrap();
     let msg = format!("{e:#}");
     assert!(msg.contains("digit_mlp") && msg.contains("size = 11"), "{msg}");
 
@@ -81,7 +76,7 @@ fn a_manifest_that_disagrees_with_the_model_is_refused() {
     m.models[1].onnx = "models/missing.onnx".into();
     let msg = format!(
         "{:#}",
-        engine::PreparedModel::prepare(&m.models[1], &m, shape(&s), &TractBackend).err().unwrap()
+        engine::PreparedModel::prepare(&m.models[1], &m, s.shape(), &TractBackend).err().unwrap()
     );
     assert!(msg.contains("missing.onnx"), "{msg}");
 
@@ -89,7 +84,7 @@ fn a_manifest_that_disagrees_with_the_model_is_refused() {
     m.models[2].input_shape = vec![1, 3, 14, 14];
     let msg = format!(
         "{:#}",
-        engine::PreparedModel::prepare(&m.models[2], &m, shape(&s), &TractBackend).err().unwrap()
+        engine::PreparedModel::prepare(&m.models[2], &m, s.shape(), &TractBackend).err().unwrap()
     );
     assert!(msg.contains("needs 588"), "{msg}");
 }

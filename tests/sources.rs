@@ -19,8 +19,6 @@ use jetlink::engine::{Backend, TractBackend};
 use jetlink::serial::MemWriter;
 use jetlink::sim::DemoSet;
 use jetlink::source::{FramePool, FrameSource, LiveSource, ReplaySource, SourceSpec, Take};
-use jetlink::stream::Stream;
-use jetlink::view::Shape;
 use jetlink::wire::{Decoder, EventCode, Message, TelemetryWriter};
 
 #[global_allocator]
@@ -30,10 +28,6 @@ type Demo = DemoSet;
 
 fn demo() -> Demo {
     DemoSet::demo().unwrap()
-}
-
-fn shape(s: &Stream) -> Shape {
-    Shape { h: s.height, w: s.width, c: s.channels }
 }
 
 /// A fresh scratch folder for one test.
@@ -176,14 +170,14 @@ fn image_folder_gives_the_streams_frames_and_the_same_loop() {
     let spec = SourceSpec::parse(&format!("images:{}", dir.display())).unwrap();
     assert_eq!(spec, SourceSpec::Images(dir.clone()));
     assert!(!spec.is_live());
-    let mut src = LiveSource::open(&spec, shape(&d.stream), from as u32).unwrap();
+    let mut src = LiveSource::open(&spec, d.stream.shape(), from as u32).unwrap();
     assert_frames_match(&d, &mut src, from, count);
     assert_eq!(src.stats().dropped, 0);
     assert_eq!(src.failure(), None);
 
     // Replay engines over the whole folder (clean and drift frames), no allocation per tick after
     // the first periods.
-    let live = LiveSource::open(&spec, shape(&d.stream), from as u32).unwrap();
+    let live = LiveSource::open(&spec, d.stream.shape(), from as u32).unwrap();
     let (pool, failure) = live.handles();
     let (a, _) = trace(make_loop(&d, live, None, 25), Some(1000));
     let (b, _) =
@@ -199,7 +193,7 @@ fn image_folder_gives_the_streams_frames_and_the_same_loop() {
     let sub = scratch("images-short");
     write_images(&d, &sub, from, count);
     let spec = SourceSpec::Images(sub.clone());
-    let live = LiveSource::open(&spec, shape(&d.stream), from as u32).unwrap();
+    let live = LiveSource::open(&spec, d.stream.shape(), from as u32).unwrap();
     let (a, _) = trace(make_loop(&d, live, Some(Box::new(TractBackend)), 5), None);
     let replay = ReplaySource::new(d.stream.clone(), from..from + count);
     let (b, _) = trace(make_loop(&d, replay, Some(Box::new(TractBackend)), 5), None);
@@ -288,13 +282,13 @@ fn video_file_gives_the_streams_frames_and_the_same_loop() {
     let video = encode_video(&d, &dir, from, count);
     let spec = SourceSpec::parse(video.to_str().unwrap()).unwrap();
     assert_eq!(spec, SourceSpec::Video(video.clone()));
-    let mut src = LiveSource::open(&spec, shape(&d.stream), from as u32).unwrap();
+    let mut src = LiveSource::open(&spec, d.stream.shape(), from as u32).unwrap();
     assert_frames_match(&d, &mut src, from, count);
     assert_eq!(src.failure(), None);
     drop(src);
 
     // The loop through LiveSource, replay engines, against the stream replay.
-    let live = LiveSource::open(&spec, shape(&d.stream), from as u32).unwrap();
+    let live = LiveSource::open(&spec, d.stream.shape(), from as u32).unwrap();
     let (pool, failure) = live.handles();
     let (a, _) = trace(make_loop(&d, live, None, 10), None);
     let (b, _) =
@@ -486,12 +480,12 @@ fn bad_sources_get_clear_errors() {
     assert_eq!(SourceSpec::parse("stream").unwrap(), SourceSpec::Stream);
     assert!(SourceSpec::parse("gst:v4l2src").unwrap().is_live());
     let empty = scratch("empty");
-    let err = LiveSource::open(&SourceSpec::Images(empty.clone()), shape(&d.stream), 0).err().unwrap();
+    let err = LiveSource::open(&SourceSpec::Images(empty.clone()), d.stream.shape(), 0).err().unwrap();
     assert!(format!("{err:#}").contains("no PNG, JPEG or PGM/PPM images"), "{err:#}");
-    let err = LiveSource::open(&SourceSpec::Images(empty.join("absent")), shape(&d.stream), 0).err().unwrap();
+    let err = LiveSource::open(&SourceSpec::Images(empty.join("absent")), d.stream.shape(), 0).err().unwrap();
     assert!(format!("{err:#}").contains("reading the image folder"), "{err:#}");
     let err =
-        LiveSource::open(&SourceSpec::Video(empty.join("absent.mkv")), shape(&d.stream), 0).err().unwrap();
+        LiveSource::open(&SourceSpec::Video(empty.join("absent.mkv")), d.stream.shape(), 0).err().unwrap();
     assert!(format!("{err:#}").contains("absent.mkv"), "{err:#}");
     // A file that is not an image is skipped (logged), and its frame index with it.
     std::fs::write(empty.join("a.png"), b"not a png").unwrap();
@@ -499,7 +493,7 @@ fn bad_sources_get_clear_errors() {
         .unwrap()
         .save(empty.join("b.png"))
         .unwrap();
-    let mut src = LiveSource::open(&SourceSpec::Images(empty.clone()), shape(&d.stream), 100).unwrap();
+    let mut src = LiveSource::open(&SourceSpec::Images(empty.clone()), d.stream.shape(), 100).unwrap();
     let mut buf = vec![0u8; src.frame_len()];
     assert_eq!(src.next_frame(&mut buf).unwrap().unwrap().index, 101);
     assert!(buf == d.stream.frame(5));

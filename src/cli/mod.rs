@@ -116,10 +116,6 @@ pub(crate) fn measure_missing_costs(manifest: &mut Manifest, stream: &Stream, wh
 /// Frames the latency of an unprofiled model is measured over.
 pub(crate) const PROFILE_FRAMES: usize = 20;
 
-pub(crate) fn frame_shape(s: &Stream) -> Shape {
-    Shape { h: s.height, w: s.width, c: s.channels }
-}
-
 pub(crate) fn pct(x: f64) -> String {
     format!("{:.1}%", 100.0 * x)
 }

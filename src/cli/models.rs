@@ -17,7 +17,7 @@ pub(crate) fn models(a: &ModelsArgs) -> Result<()> {
     let (mut manifest, stream) = load_workload(&a.manifest)?;
     measure_missing_costs(&mut manifest, &stream, "jetlink models")?;
     let t = Instant::now();
-    let mut models = engine::prepare_all(&manifest, frame_shape(&stream), &TractBackend)?;
+    let mut models = engine::prepare_all(&manifest, stream.shape(), &TractBackend)?;
     println!("prepared {} engines (tract-onnx) in {:.0} ms", models.len(), t.elapsed().as_secs_f64() * 1e3);
     let reference = load_reference(&manifest)?;
     if stream.is_empty() {

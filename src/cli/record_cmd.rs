@@ -23,7 +23,7 @@ pub(crate) fn record_cmd(a: &RecordArgs) -> Result<()> {
     if from >= to || to > stream.len() {
         bail!("--from {from} --to {to}: need from < to <= {} (frames in the stream)", stream.len());
     }
-    let mut models = engine::prepare_all(&manifest, frame_shape(&stream), &TractBackend)?;
+    let mut models = engine::prepare_all(&manifest, stream.shape(), &TractBackend)?;
     let (rec, _) = record::record(&mut models, &stream, from..to, true)?;
     rec.save(&a.out)?;
     println!(

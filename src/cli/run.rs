@@ -259,7 +259,7 @@ pub(crate) fn open_source(
     if *spec == SourceSpec::Stream {
         return Ok((Box::new(ReplaySource::new(stream.clone(), from..to)), None));
     }
-    let s = LiveSource::open(spec, frame_shape(stream), from as u32)?;
+    let s = LiveSource::open(spec, stream.shape(), from as u32)?;
     let h = s.handles();
     println!(
         "frames from {} ({})",

@@ -53,7 +53,6 @@ pub struct TuneReport {
 pub struct OnlineAdaptation {
     settings: AdaptSettings,
     adapter: Adapter,
-    stride: usize,
     kinds: Vec<OutputKind>,
     tolerances: Vec<f32>,
     layout: RowLayout,
@@ -81,7 +80,7 @@ impl OnlineAdaptation {
     pub fn new(bundle: &Bundle, predictor: &Predictor, settings: AdaptSettings) -> OnlineAdaptation {
         let ring = settings.ring.max(1);
         let layout = bundle.layout();
-        let stride = predictor.stride();
+        let stride = layout.stride();
         OnlineAdaptation {
             settings: AdaptSettings { ring, label_every: settings.label_every.max(1), ..settings },
             adapter: Adapter::new(
@@ -89,7 +88,6 @@ impl OnlineAdaptation {
                 predictor,
                 AdaptOptions { max_batch: ring, ..AdaptOptions::default() },
             ),
-            stride,
             kinds: bundle.models.iter().map(|m| m.kind).collect(),
             tolerances: bundle.models.iter().map(|m| m.tolerance).collect(),
             layout,
@@ -156,7 +154,8 @@ impl OnlineAdaptation {
     /// Store a labelled row holding the outputs of the models in `valid`.
     pub fn push(&mut self, row: &[f32], valid: u64) {
         let cap = self.valid.len();
-        self.rows[self.next * self.stride..(self.next + 1) * self.stride].copy_from_slice(row);
+        let s = self.layout.stride();
+        self.rows[self.next * s..(self.next + 1) * s].copy_from_slice(row);
         self.valid[self.next] = valid;
         self.next = (self.next + 1) % cap;
         self.filled = (self.filled + 1).min(cap);
@@ -177,7 +176,10 @@ impl OnlineAdaptation {
         predictor: &mut Predictor,
         sources: u64,
     ) -> Option<Result<TuneReport, LinkError>> {
-        let j = (0..64).find(|&j| self.pending >> j & 1 == 1)?;
+        if self.pending == 0 {
+            return None;
+        }
+        let j = self.pending.trailing_zeros() as usize;
         self.pending &= !(1u64 << j);
         // The sources every row holding j also holds (rows labelled while active models were set
         // aside lack those models).
@@ -195,7 +197,8 @@ impl OnlineAdaptation {
         let mut rows = 0;
         for r in 0..self.filled {
             if self.valid[r] & need == need {
-                let (at, s) = (rows * self.stride, self.stride);
+                let s = self.layout.stride();
+                let at = rows * s;
                 self.batch[at..at + s].copy_from_slice(&self.rows[r * s..(r + 1) * s]);
                 rows += 1;
             }
@@ -203,7 +206,8 @@ impl OnlineAdaptation {
         if rows == 0 {
             return None;
         }
-        let batch = &self.batch[..rows * self.stride];
+        let stride = self.layout.stride();
+        let batch = &self.batch[..rows * stride];
         for _ in 0..self.settings.steps {
             if let Err(e) = self.adapter.step(predictor, j, sources, batch) {
                 return Some(Err(e));
@@ -211,7 +215,7 @@ impl OnlineAdaptation {
         }
         let sj = self.layout.range(j);
         let mut sum = 0.0f32;
-        for row in batch.chunks_exact(self.stride) {
+        for row in batch.chunks_exact(stride) {
             if predictor.predict(sources, row, &mut self.scratch).is_ok() {
                 sum +=
                     agreement(self.kinds[j], self.tolerances[j], &self.scratch[sj.clone()], &row[sj.clone()]);

@@ -18,7 +18,6 @@ use crate::recording::Recording;
 use crate::source::{FrameSource, ReplaySource};
 use crate::stream::Stream;
 use crate::telemetry::Telemetry;
-use crate::view::Shape;
 use crate::wire::TelemetryWriter;
 
 /// Builds a [`Controller`]; see the module docs for the defaults.
@@ -93,10 +92,6 @@ impl LoopBuilder {
         &self.bundle
     }
 
-    pub fn stream(&self) -> &Arc<Stream> {
-        &self.stream
-    }
-
     /// Prepare the loop over `source`, writing telemetry to `writer`.
     pub fn build<S: FrameSource, W: embedded_io::Write>(
         self,
@@ -109,7 +104,7 @@ impl LoopBuilder {
         let s = &self.stream;
         prepare(Parts {
             board: self.board,
-            frame_shape: Shape { h: s.height, w: s.width, c: s.channels },
+            frame_shape: s.shape(),
             manifest: self.manifest,
             bundle: self.bundle,
             backend,

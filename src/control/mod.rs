@@ -224,10 +224,6 @@ fn emit<W: embedded_io::Write>(writer: &mut TelemetryWriter<W>, tick: u32, kind:
 }
 
 impl<S: FrameSource, W: embedded_io::Write> Controller<S, W> {
-    pub fn plan(&self) -> &LoopPlan {
-        &self.plan
-    }
-
     pub fn stats(&self) -> &LoopStats {
         &self.st.stats
     }
