@@ -1,15 +1,18 @@
-//! DCTA: the exact solver against brute force, the greedy baseline, the policy table (built at
-//! bucket centres, serialised, checked when read), the device look-up (no allocation, counted
-//! fallbacks) and the bench on the demo manifest.
+//! DCTA: the exact multiple-choice knapsack solver against brute force (small instances) and an
+//! independent MILP solver (good_lp with microlp, larger ones); the priced greedy (always feasible,
+//! never above the optimum); the menu built from the manifest and the board; the policy table
+//! (learnt, serialised, checked when read, close to the optimum on held-out contexts); the device
+//! decision (no allocation, counted fallbacks); and the size sweep of the bench.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::path::Path;
 
+use good_lp::{Expression, Solution, SolverModel, constraint, microlp, variable, variables};
 use jetlink::board;
 use jetlink::dcta::{
-    Allocation, BenchArgs, CostModel, Dcta, DctaError, DriftDistribution, ExactSolver, PolicyOptions,
-    PolicyTable, Problem, Tatim, Workload, build_policy, build_policy_for, greedy,
+    BenchArgs, Choice, Context, CostModel, Dcta, DctaError, DriftDistribution, ExactSolver, Greedy, Instance,
+    Menu, PolicyOptions, PolicyTable, Price, build_policy, sample_contexts,
 };
 use jetlink::manifest::Manifest;
 
@@ -64,338 +67,338 @@ fn demo() -> Manifest {
     Manifest::load(Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/demo/manifest.toml"))).unwrap()
 }
 
-/// A random instance: n tasks, m units, some units identical, some tasks too big for some units,
-/// some values zero, some ties.
-fn random_problem(rng: &mut Rng, n: usize, m: usize) -> Problem {
-    let mut values = Vec::new();
-    for _ in 0..n {
-        values.push(match rng.below(6) {
-            0 => 0.0,
-            1 => 1.0,
-            _ => (rng.f64() * 10.0 * 8.0).round() / 8.0,
-        });
+/// A random instance: values rising with K (some zero), times rising with K and differing by unit
+/// (some units identical twins, some options too big for their unit), memory for some tasks only
+/// (the non-resident ones), a memory capacity that binds sometimes.
+fn random_instance(rng: &mut Rng, n: usize, m: usize, k: usize) -> Instance {
+    let mut inst = Instance::with_size(n, m, k);
+    let q = m * k;
+    let mut speed = vec![0.0; m];
+    for u in 0..m {
+        speed[u] = if u > 0 && rng.below(3) == 0 { speed[u - 1] } else { 0.2 + rng.f64() };
     }
-    let speeds: Vec<u64> =
-        (0..m).map(|u| if u > 0 && rng.below(3) == 0 { 0 } else { 1 + rng.below(4) }).collect();
-    let mut costs = Vec::new();
-    for _ in 0..n {
-        let work = 1 + rng.below(40);
+    let mut cap = vec![0u64; m];
+    for u in 0..m {
+        cap[u] = if u > 0 && speed[u] == speed[u - 1] { cap[u - 1] } else { 50 + rng.below(150) };
+    }
+    inst.cap.copy_from_slice(&cap);
+    let mut mem_total = 0;
+    for j in 0..n {
+        let base_v = if rng.below(6) == 0 { 0.0 } else { rng.f64() };
+        let base_t = 10.0 + rng.f64() * 90.0;
+        let mem = if rng.below(2) == 0 { 0 } else { 1 + rng.below(100) };
+        mem_total += mem;
         for u in 0..m {
-            // speed 0: a twin of the previous unit (same costs and capacity).
-            let s = if speeds[u] == 0 { speeds[u - 1].max(1) } else { speeds[u] };
-            costs.push(work.div_ceil(s));
-        }
-    }
-    let mut capacity: Vec<u64> = (0..m).map(|_| rng.below(60)).collect();
-    for u in 1..m {
-        if speeds[u] == 0 {
-            capacity[u] = capacity[u - 1];
-            for j in 0..n {
-                costs[j * m + u] = costs[j * m + u - 1];
+            for c in 0..k {
+                let o = j * q + u * k + c;
+                let g = (c + 1) as f64 / k as f64;
+                inst.value[o] = base_v * g.sqrt();
+                inst.time[o] = ((base_t * (c + 1) as f64) / speed[u]).ceil() as u64;
+                inst.mem[o] = mem;
             }
         }
     }
-    Problem::new(&values, &costs, &capacity).unwrap()
+    inst.mem_cap = rng.below(mem_total.max(1) + 1);
+    inst
 }
 
-/// Best value over all (m + 1)^n assignments.
-fn brute_force(p: &Problem) -> f64 {
-    let (n, m) = (p.n, p.m);
-    let total = (m as u64 + 1).pow(n as u32);
+/// The optimum by enumerating every choice.
+fn brute_force(inst: &Instance) -> f64 {
+    let (n, q) = (inst.n, inst.q);
     let mut best = 0.0f64;
-    for code in 0..total {
-        let mut a = Allocation::empty(n);
-        let mut c = code;
-        for j in 0..n {
-            let u = (c % (m as u64 + 1)) as usize;
-            c /= m as u64 + 1;
-            a.set(j, if u == m { None } else { Some(u) });
+    let mut digits = vec![0usize; n]; // 0 = none, i + 1 = option i
+    loop {
+        let mut c = Choice::empty(n);
+        for (j, &d) in digits.iter().enumerate() {
+            c.set(j, d.checked_sub(1));
         }
-        if p.is_feasible(&a) {
-            best = best.max(p.value_of(&a));
+        if inst.is_feasible(&c) {
+            best = best.max(inst.value_of(&c));
+        }
+        let mut j = 0;
+        loop {
+            if j == n {
+                return best;
+            }
+            digits[j] += 1;
+            if digits[j] <= q {
+                break;
+            }
+            digits[j] = 0;
+            j += 1;
         }
     }
-    best
 }
 
 fn close(a: f64, b: f64) -> bool {
-    (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1.0)
+    (a - b).abs() <= 1e-9 * (1.0 + a.abs().max(b.abs()))
 }
 
 #[test]
 fn exact_matches_brute_force_on_random_instances() {
     let mut rng = Rng(7);
-    let mut solver = ExactSolver::new();
-    let mut binding = 0;
-    for case in 0..1500 {
-        let n = 1 + rng.below(7) as usize;
-        let m = 1 + rng.below(3) as usize;
-        let p = random_problem(&mut rng, n, m);
-        let (a, v) = solver.solve(&p);
-        let bf = brute_force(&p);
-        assert!(p.is_feasible(&a), "case {case}: infeasible {a:?} for {p:?}");
-        assert!(close(p.value_of(&a), v), "case {case}: reported {v}, allocation worth {}", p.value_of(&a));
-        assert!(close(v, bf), "case {case}: exact {v} != brute force {bf} for {p:?}");
-        let g = greedy(&p);
-        assert!(p.is_feasible(&g), "case {case}: greedy infeasible");
-        assert!(p.value_of(&g) <= v + 1e-9);
-        if p.value_of(&g) < v - 1e-9 {
-            binding += 1;
+    let mut bound_pruned = 0;
+    for case in 0..600 {
+        let (n, m, k) = (1 + rng.below(5) as usize, 1 + rng.below(3) as usize, 1 + rng.below(3) as usize);
+        if ((m * k + 1) as u64).pow(n as u32) > 200_000 {
+            continue;
+        }
+        let inst = random_instance(&mut rng, n, m, k);
+        let mut solver = ExactSolver::for_instance(&inst);
+        let (c, v) = solver.solve(&inst);
+        let want = brute_force(&inst);
+        assert!(inst.is_feasible(&c), "case {case}: infeasible answer");
+        assert!(close(v, inst.value_of(&c)), "case {case}: reported value is not the choice's");
+        assert!(close(v, want), "case {case} (n {n}, m {m}, k {k}): exact {v}, brute force {want}");
+        let g = Greedy::with_size(n).solve(&inst, Price::NONE);
+        assert!(inst.is_feasible(&g) && inst.value_of(&g) <= want + 1e-9, "case {case}: greedy");
+        let total: u64 = ((m * k + 1) as u64).pow(n as u32);
+        if solver.nodes() < total {
+            bound_pruned += 1;
         }
     }
-    // The instances are hard enough that greedy is often not optimal.
-    assert!(binding > 50, "greedy was suboptimal on only {binding} instances");
+    assert!(bound_pruned > 100, "the bound never pruned ({bound_pruned})");
+}
+
+/// The same optimum from an independent solver: a 0–1 MILP (one binary per option, at most one
+/// per task, capacity per unit and for memory) solved by good_lp's microlp back end.
+fn milp_optimum(inst: &Instance) -> f64 {
+    let (n, q) = (inst.n, inst.q);
+    let mut vars = variables!();
+    let x: Vec<_> = (0..n * q).map(|_| vars.add(variable().binary())).collect();
+    let objective: Expression = (0..n * q).map(|o| inst.value[o] * x[o]).sum();
+    let mut model = vars.maximise(objective.clone()).using(microlp);
+    for j in 0..n {
+        let one: Expression = (0..q).map(|i| x[j * q + i]).sum();
+        model = model.with(constraint!(one <= 1));
+    }
+    for u in 0..inst.m {
+        let load: Expression = (0..n)
+            .flat_map(|j| (0..inst.k).map(move |c| (j, u * inst.k + c)))
+            .map(|(j, i)| inst.time[j * q + i] as f64 * x[j * q + i])
+            .sum();
+        model = model.with(constraint!(load <= inst.cap[u] as f64));
+    }
+    let mem: Expression = (0..n * q).map(|o| inst.mem[o] as f64 * x[o]).sum();
+    model = model.with(constraint!(mem <= inst.mem_cap as f64));
+    let s = model.solve().expect("the MILP has a solution (choosing nothing is feasible)");
+    s.eval(&objective)
+}
+
+#[test]
+fn exact_matches_an_independent_milp_solver_on_larger_instances() {
+    let mut rng = Rng(99);
+    for case in 0..25 {
+        let (n, m, k) = (6 + rng.below(5) as usize, 2 + rng.below(2) as usize, 2 + rng.below(3) as usize);
+        let inst = random_instance(&mut rng, n, m, k);
+        let (c, v) = ExactSolver::for_instance(&inst).solve(&inst);
+        let want = milp_optimum(&inst);
+        assert!(inst.is_feasible(&c));
+        assert!(
+            (v - want).abs() <= 1e-6 * (1.0 + want),
+            "case {case} ({} options): exact {v}, MILP {want}",
+            n * m * k
+        );
+    }
 }
 
 #[test]
 fn exact_handles_edge_cases() {
-    let mut solver = ExactSolver::new();
-    // Nothing fits.
-    let p = Problem::new(&[3.0, 2.0], &[5, 6], &[4]).unwrap();
-    let (a, v) = solver.solve(&p);
-    assert_eq!((a.assigned(), v), (0, 0.0));
-    // Zero capacity and zero cost: a free task runs.
-    let p = Problem::new(&[1.0], &[0], &[0]).unwrap();
-    assert_eq!(solver.solve(&p).1, 1.0);
-    // Too many tasks or units is an error, not a panic.
-    assert!(matches!(Problem::new(&[1.0; 17], &[1; 17], &[1]), Err(DctaError::TaskCount { .. })));
-    assert!(matches!(Problem::new(&[1.0], &[1; 9], &[1; 9]), Err(DctaError::UnitCount { .. })));
-    assert!(Problem::new(&[f64::NAN], &[1], &[1]).is_err());
-    // 16 tasks on 4 units still solves quickly.
-    let mut rng = Rng(3);
-    let p = random_problem(&mut rng, 16, 4);
-    let (a, v) = solver.solve(&p);
-    assert!(p.is_feasible(&a) && v >= p.value_of(&greedy(&p)));
-}
-
-/// A small random deployment: n tasks, m units, 2 power levels.
-fn random_tatim(rng: &mut Rng, n: usize, m: usize) -> Tatim {
-    let speeds: Vec<f64> = (0..m).map(|u| if u == 0 { 1.0 } else { 0.25 + rng.f64() }).collect();
-    let work: Vec<f64> = (0..n).map(|_| 100.0 + rng.f64() * 900.0).collect();
-    let mut costs_us = Vec::new();
-    for w in &work {
-        for s in &speeds {
-            costs_us.push((w / s).ceil() as u64);
-        }
-    }
-    let cap0: Vec<u64> = (0..m).map(|_| 300 + rng.below(1200)).collect();
-    let mut capacity_us = cap0.clone();
-    capacity_us.extend(cap0.iter().map(|c| c / 2));
-    Tatim {
-        tasks: (0..n).map(|j| format!("t{j}")).collect(),
-        weights: (0..n).map(|_| 0.5 + rng.f64() as f32).collect(),
-        units: (0..m).map(|u| format!("u{u}")).collect(),
-        speeds: speeds.iter().map(|&s| s as f32).collect(),
-        work_us: work,
-        costs_us,
-        power_levels: vec![1.0, 0.5],
-        capacity_us,
-        load: 1.0,
-    }
-}
-
-fn options(buckets: u8) -> PolicyOptions {
-    PolicyOptions { buckets, threads: 2, ..PolicyOptions::default() }
+    // Nothing fits, everything worthless, one unit with no capacity.
+    let mut inst = Instance::with_size(3, 2, 2);
+    inst.cap.copy_from_slice(&[0, 5]);
+    inst.time.iter_mut().for_each(|t| *t = 10);
+    inst.value.iter_mut().for_each(|v| *v = 1.0);
+    let (c, v) = ExactSolver::for_instance(&inst).solve(&inst);
+    assert_eq!((c.assigned(), v), (0, 0.0));
+    inst.cap.copy_from_slice(&[20, 5]);
+    inst.value.iter_mut().for_each(|v| *v = 0.0);
+    assert_eq!(ExactSolver::for_instance(&inst).solve(&inst).1, 0.0);
+    // Two tasks fit the 20 µs unit; memory for one only.
+    inst.value.iter_mut().enumerate().for_each(|(o, v)| *v = 1.0 + o as f64);
+    inst.mem.iter_mut().for_each(|m| *m = 4);
+    inst.mem_cap = 4;
+    let (c, v) = ExactSolver::for_instance(&inst).solve(&inst);
+    assert_eq!(c.assigned(), 1);
+    assert!(close(v, brute_force(&inst)));
 }
 
 #[test]
-fn table_holds_the_exact_answer_at_every_bucket_centre() {
-    let mut rng = Rng(11);
-    let mut solver = ExactSolver::new();
-    for _ in 0..5 {
-        let tatim = random_tatim(&mut rng, 4, 2);
-        let b = 3usize;
-        let table = build_policy_for(tatim.clone(), "test", &options(b as u8)).unwrap();
-        assert_eq!(table.cells(), 2 * 81);
-        let mut dcta = Dcta::new(table).unwrap();
-        for level in 0..2 {
-            for code in 0..81usize {
-                let drift: Vec<f32> =
-                    (0..4).map(|j| ((code / b.pow(j)) % b) as f32 / b as f32 + 0.5 / b as f32).collect();
-                let p = tatim.problem(&drift, level).unwrap();
-                let opt = solver.solve(&p).1;
-                let a = *dcta.allocate(&drift, level);
-                assert!(p.is_feasible(&a));
-                assert!(close(p.value_of(&a), opt), "level {level} drift {drift:?}");
-                // Any drift inside the same cells gives the same answer.
-                let inside: Vec<f32> = drift.iter().map(|d| d - 0.4 / b as f32).collect();
-                assert_eq!(*dcta.allocate(&inside, level), a);
+fn menu_follows_the_manifest_and_the_board() {
+    let manifest = demo();
+    let agx = board::by_name("agx-orin-64gb").unwrap();
+    let cost = CostModel::default();
+    let menu = Menu::from_manifest(&manifest, agx, &cost).unwrap();
+    assert_eq!(menu.units, ["gpu", "dla0", "dla1", "cpu"]);
+    assert_eq!((menu.n_tasks(), menu.n_choices(), menu.n_options()), (8, 4, 8 * 4 * 4));
+    let mut inst = Instance::for_menu(&menu);
+    let drift = [0.5f32; 8];
+    let all_resident = Context { drift: &drift, power_level: 0, free_mem: 0, resident: u64::MAX };
+    menu.fill(&all_resident, &mut inst);
+    let q = inst.q;
+    for j in 0..8 {
+        // Work is linear in K; the DLAs (speed 0.25) take 4×, the CPU (0.05) 20× the GPU's time.
+        let t = |u: usize, c: usize| inst.time[j * q + u * 4 + c] as f64;
+        assert!((t(0, 3) / t(0, 0) - 8.0).abs() < 0.05, "K 64 vs 8: {} {}", t(0, 3), t(0, 0));
+        assert!((t(1, 1) / t(0, 1) - 4.0).abs() < 0.1 && t(1, 2) == t(2, 2));
+        assert!((t(3, 0) / t(0, 0) - 20.0).abs() < 0.5, "{} {}", t(3, 0), t(0, 0));
+        // Value: w · d · g(K), the measured gain curve; resident targets need no memory.
+        let w = manifest.models[j].importance as f64;
+        for c in 0..4 {
+            assert!(close(inst.value[j * q + c], w * 0.5 * cost.gain[c] as f64));
+        }
+        assert!(inst.mem[j * q..(j + 1) * q].iter().all(|&m| m == 0));
+    }
+    // Not resident: swapping in needs the model's memory and load time, and costs the penalty.
+    let none_resident = Context { resident: 0, free_mem: 1 << 30, ..all_resident };
+    let mut swapped = Instance::for_menu(&menu);
+    menu.fill(&none_resident, &mut swapped);
+    let want_mem = manifest.models[6].cost.weight_bytes + manifest.models[6].cost.activation_bytes;
+    assert_eq!(swapped.mem[6 * q], want_mem);
+    assert!(swapped.time[6 * q] > inst.time[6 * q] && swapped.value[6 * q + 3] < inst.value[6 * q + 3]);
+    // C_u = adapt-share × period × min(1, f·P / p_u): GPU at 0.3 × 50 W = 15 W < 25 W busy.
+    let period_us = 33_000.0 * 1800.0;
+    assert_eq!(menu.capacity(0)[0], (0.2 * period_us) as u64);
+    assert_eq!(menu.capacity(2)[0], (0.2 * period_us * 0.6) as u64);
+    // Bad cost models are refused with the field named.
+    let bad = CostModel { frames: vec![16, 8], ..CostModel::default() };
+    assert!(matches!(
+        Menu::from_manifest(&manifest, agx, &bad),
+        Err(DctaError::BadOption { option: "frames", .. })
+    ));
+    let bad = CostModel { gain: vec![0.5, 1.5, 1.0, 1.0], ..CostModel::default() };
+    assert!(matches!(
+        Menu::from_manifest(&manifest, agx, &bad),
+        Err(DctaError::BadOption { option: "gain", .. })
+    ));
+}
+
+fn small_options() -> PolicyOptions {
+    let mut o = PolicyOptions { samples: 600, threads: 2, ..PolicyOptions::default() };
+    o.cost.stress = Some(1.5);
+    o
+}
+
+#[test]
+fn policy_is_close_to_the_optimum_on_held_out_contexts() {
+    let agx = board::by_name("agx-orin-64gb").unwrap();
+    let table = build_policy(&demo(), agx, &small_options()).unwrap();
+    assert!(table.to_postcard().len() < 4096, "{} bytes", table.to_postcard().len());
+    let menu = table.menu.clone();
+    let mut dcta = Dcta::new(table).unwrap();
+    let mut inst = Instance::for_menu(&menu);
+    let mut exact = ExactSolver::for_instance(&inst);
+    for dist in [DriftDistribution::Uniform, DriftDistribution::LongTail] {
+        let ctxs = sample_contexts(&menu, dist, 300, 4242);
+        let (mut sum, mut count, mut plain_sum) = (0.0, 0, 0.0);
+        let mut greedy = Greedy::with_size(menu.n_tasks());
+        for c in &ctxs {
+            let ctx = c.as_context();
+            let plan = *dcta.allocate(&ctx);
+            menu.fill(&ctx, &mut inst);
+            let (_, opt) = exact.solve(&inst);
+            assert!(inst.is_feasible(&plan.choice));
+            let got = inst.value_of(&plan.choice);
+            assert!(got <= opt + 1e-9);
+            if opt > 0.0 {
+                sum += got / opt;
+                plain_sum += inst.value_of(&greedy.solve(&inst, Price::NONE)) / opt;
+                count += 1;
+            }
+            // The plan names the unit and K of every task that runs.
+            for j in 0..menu.n_tasks() {
+                assert_eq!(plan.unit_of(j).is_some(), plan.frames_of(j) > 0);
             }
         }
-        assert_eq!(dcta.fallbacks(), 0);
-        assert_eq!(dcta.decisions(), 2 * 81 * 2);
+        let mean = sum / count as f64;
+        println!("{dist:?}: policy {mean:.4}, unpriced greedy {:.4}", plain_sum / count as f64);
+        assert!(mean > 0.95, "{dist:?}: mean quality {mean}");
+        assert!(sum >= plain_sum - 1e-9, "{dist:?}: the learnt prices lose to no prices");
     }
+    assert_eq!(dcta.fallbacks(), 0);
 }
 
 #[test]
 fn table_round_trips_through_postcard_and_rejects_corruption() {
-    let mut rng = Rng(5);
-    let table = build_policy_for(random_tatim(&mut rng, 5, 3), "test", &options(4)).unwrap();
+    let host = board::by_name("host-sim").unwrap();
+    let table = build_policy(&demo(), host, &small_options()).unwrap();
     let bytes = table.to_postcard();
-    let back = PolicyTable::from_postcard(&bytes).unwrap();
-    assert_eq!(back, table);
-    assert!(matches!(PolicyTable::from_postcard(&bytes[..bytes.len() / 2]), Err(DctaError::BadTable(_))));
-
+    assert_eq!(PolicyTable::from_postcard(&bytes).unwrap(), table);
+    assert!(PolicyTable::from_postcard(&bytes[..bytes.len() - 3]).is_err());
     let mut bad = table.clone();
-    bad.ids[0] = 250;
-    assert!(matches!(Dcta::new(bad), Err(DctaError::BadTable("id out of range"))));
+    bad.version = 1;
+    assert!(matches!(bad.validate(), Err(DctaError::BadTable("unknown format version"))));
     let mut bad = table.clone();
-    bad.allocations[0] = 7;
-    assert!(matches!(Dcta::new(bad), Err(DctaError::BadTable(_))));
+    bad.prices.pop();
+    assert!(bad.validate().is_err());
     let mut bad = table.clone();
-    bad.ids.pop();
-    assert!(Dcta::new(bad).is_err());
+    bad.prices[0] = 0xff;
+    assert!(bad.validate().is_err());
     let mut bad = table.clone();
-    bad.level_class[1] = 9;
-    assert!(Dcta::new(bad).is_err());
+    bad.menu.gain.pop();
+    assert!(bad.validate().is_err());
     let mut bad = table;
-    bad.version = 99;
-    assert!(Dcta::new(bad).is_err());
+    bad.mass_edges.reverse();
+    if bad.mass_edges.len() > 1 {
+        assert!(bad.validate().is_err());
+    }
 }
 
 #[test]
-fn lookup_and_fallback_do_not_allocate() {
-    let table = build_policy(&demo(), board::by_name("agx-orin-64gb").unwrap(), &options(3)).unwrap();
+fn decisions_do_not_allocate_and_fallbacks_are_counted() {
+    let agx = board::by_name("agx-orin-64gb").unwrap();
+    let table = build_policy(&demo(), agx, &small_options()).unwrap();
     let mut dcta = Dcta::new(table).unwrap();
     let drift = [0.9f32, 0.1, 0.5, 0.0, 1.0, 0.3, 0.7, 0.2];
-    let short = [0.9f32, 0.1];
-    dcta.allocate(&drift, 0);
+    let ctx = Context { drift: &drift, power_level: 1, free_mem: 20 << 20, resident: 0b1010_0000 };
+    dcta.allocate(&ctx);
     let before = allocations();
-    let mut assigned = 0;
-    for level in 0..3 {
-        assigned += dcta.allocate(&drift, level).assigned();
-        assigned += dcta.allocate(&short, level).assigned();
-        assigned += dcta.allocate(&drift, level + 3).assigned();
+    for level in 0..5 {
+        let ctx = Context { power_level: level, ..ctx };
+        dcta.allocate(&ctx);
+        let short = Context { drift: &drift[..3], ..ctx };
+        dcta.allocate(&short);
     }
-    assert_eq!(allocations() - before, 0, "look-up allocated");
-    assert!(assigned > 0);
-    assert_eq!(dcta.fallbacks(), 6);
+    assert_eq!(allocations() - before, 0, "a decision allocated");
+    // Levels 3 and 4 do not exist (3 power levels); the short drift slices are outside too.
+    assert_eq!((dcta.fallbacks(), dcta.decisions()), (7, 11));
+    // A fallback still gives a feasible plan at the least-capacity level.
+    let short = Context { drift: &drift[..3], power_level: 9, ..ctx };
+    let plan = *dcta.allocate(&short);
+    assert!(dcta.instance().is_feasible(&plan.choice));
+    assert!((3..8).all(|j| plan.unit_of(j).is_none()), "tasks without drift do not run");
 }
 
 #[test]
-fn out_of_table_contexts_fall_back_to_greedy_and_are_counted() {
-    let manifest = demo();
+fn bench_sweeps_sizes_and_reports_every_field() {
     let agx = board::by_name("agx-orin-64gb").unwrap();
-    let mut opts = options(3);
-    opts.cost.stress = Some(2.0);
-    let table = build_policy(&manifest, agx, &opts).unwrap();
-    let tatim = table.tatim.clone();
-    let mut dcta = Dcta::new(table).unwrap();
-    let drift = [0.9f32, 0.1, 0.5, 0.05, 1.0, 0.3, 0.7, 0.2];
-    dcta.allocate(&drift, 1);
-    assert_eq!(dcta.fallbacks(), 0);
-
-    // A capacity level the table was not built for: greedy at the least capacity, feasible.
-    let a = *dcta.allocate(&drift, 7);
-    assert_eq!(dcta.fallbacks(), 1);
-    let p = tatim.problem(&drift, 2).unwrap();
-    assert!(p.is_feasible(&a));
-    assert_eq!(a, greedy(&p));
-
-    // A different task count: greedy over the tasks the table knows.
-    let a = *dcta.allocate(&drift[..3], 0);
-    assert_eq!(dcta.fallbacks(), 2);
-    assert_eq!(a.len(), 8);
-    assert!((3..8).all(|j| a.unit_of(j).is_none()));
-    assert!(tatim.problem(&drift[..3], 0).unwrap().is_feasible(&a));
-    let mut long = drift.to_vec();
-    long.push(0.5);
-    dcta.allocate(&long, 0);
-    assert_eq!((dcta.fallbacks(), dcta.decisions()), (3, 4));
-}
-
-#[test]
-fn demo_costs_follow_the_board() {
-    let manifest = demo();
-    let agx = board::by_name("agx-orin-64gb").unwrap();
-    let t = Tatim::from_manifest(&manifest, agx, &CostModel::default()).unwrap();
-    assert_eq!(t.units, ["gpu", "dla0", "dla1", "cpu"]);
-    assert_eq!(t.n_tasks(), 8);
-    // c_ju = ⌈t_j / s_u⌉: the DLAs (speed 0.25) take 4×, the CPU (0.05) 20× the GPU's time.
-    for j in 0..8 {
-        let c = &t.costs_us[j * 4..j * 4 + 4];
-        assert!(c[1].abs_diff(4 * c[0]) <= 4 && c[1] == c[2] && c[3].abs_diff(20 * c[0]) <= 20, "{c:?}");
-        // K = 32 frames of the target model at least.
-        assert!(t.work_us[j] >= 32.0 * manifest.models[j].cost.latency_us);
-    }
-    // C_u = adapt-share × period × min(1, f·P / p_u): GPU at 0.3 × 50 W = 15 W < 25 W busy.
-    let period_us = 33_000.0 * 1800.0;
-    assert_eq!(t.capacity(0)[0], (0.2 * period_us) as u64);
-    assert_eq!(t.capacity(2)[0], (0.2 * period_us * 0.6) as u64);
-    assert_eq!(t.capacity(2)[1], (0.5 * period_us) as u64);
-    // The demo's models are tiny: everything fits (ρ ≪ 1), which is why the bench uses `stress`.
-    assert!(t.load < 0.05, "load {}", t.load);
-    let stressed =
-        Tatim::from_manifest(&manifest, agx, &CostModel { stress: Some(1.5), ..CostModel::default() })
-            .unwrap();
-    assert!((stressed.load - 1.5).abs() < 1e-9);
-
-    // Levels 0 and 1 have the same capacities on the AGX (the 30 W mode still covers the GPU's 25 W).
-    let table = build_policy(&manifest, agx, &options(2)).unwrap();
-    assert_eq!((table.classes, table.level_class.as_slice()), (2, &[0u8, 0, 1][..]));
-    assert_eq!(table.cells(), 2 * 256);
-
-    let host = board::by_name("host-sim").unwrap();
-    let t = Tatim::from_manifest(&manifest, host, &CostModel::default()).unwrap();
-    assert_eq!(t.units, ["cpu"]);
-    let bad = CostModel { power_levels: vec![], ..CostModel::default() };
-    assert!(matches!(Tatim::from_manifest(&manifest, host, &bad), Err(DctaError::BadOption { .. })));
-    let too_big = PolicyOptions { buckets: 16, max_cells: 1000, ..options(16) };
-    assert!(matches!(build_policy(&manifest, host, &too_big), Err(DctaError::TableTooLarge { .. })));
-}
-
-#[test]
-fn bench_reports_every_method_on_held_out_contexts() {
-    let host = board::by_name("host-sim").unwrap();
-    let mut args = BenchArgs { contexts: 300, energy_seconds: 0.02, ..BenchArgs::default() };
-    args.policy.buckets = 3;
+    let mut args =
+        BenchArgs { contexts: 60, energy_seconds: 0.01, tasks: vec![2, 8], ..BenchArgs::default() };
+    args.policy.samples = 300;
     args.policy.threads = 2;
-    args.real = vec![(vec![0.5; 8], 0), (vec![0.5; 3], 1)];
-    let r = jetlink::dcta::bench(&demo(), host, &args).unwrap();
-    assert_eq!((r.contexts, r.fallbacks), (302, 1));
-    assert!((r.exact.quality - 1.0).abs() < 1e-12 && r.exact.quality_min > 1.0 - 1e-9);
-    assert!(r.lookup.quality > 0.8 && r.lookup.quality <= 1.0 + 1e-12, "{}", r.lookup.quality);
-    assert!(r.greedy.quality <= 1.0 + 1e-12);
-    assert!(r.table_bytes > r.cells && r.lookup.median_ns > 0.0 && r.exact.energy_nj > 0.0);
+    args.real = sample_contexts(
+        &Menu::from_manifest(&demo(), agx, &args.policy.cost).unwrap(),
+        DriftDistribution::Uniform,
+        5,
+        3,
+    );
+    let r = jetlink::dcta::bench(&demo(), agx, &args).unwrap();
+    // Two sizes × (uniform, long-tail), plus the real contexts at the manifest's 8 tasks.
+    assert_eq!(r.sizes.len(), 5);
+    assert_eq!((r.sizes[0].tasks, r.sizes[2].tasks), (2 * 4 * 4, 8 * 4 * 4));
+    for z in &r.sizes {
+        assert!((z.exact.quality - 1.0).abs() < 1e-9 && z.exact.quality_min > 1.0 - 1e-9);
+        assert!(z.quality_mean <= 1.0 + 1e-9 && z.quality_worst <= z.quality_mean + 1e-9);
+        assert!(z.lookup.median_ns > 0.0 && z.exact.energy_nj > 0.0 && z.table_bytes > 0);
+        assert_eq!(z.fallbacks, 0);
+    }
     let json: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();
-    assert_eq!(json["lookup"]["method"], "lookup");
-    assert_eq!(json["distribution"], "uniform");
-    assert!(r.to_table().contains("look-up vs exact"));
-    args.distribution = DriftDistribution::LongTail;
-    assert!(jetlink::dcta::bench(&demo(), host, &args).is_ok());
-}
-
-/// The numbers for the report: `cargo test --release --test dcta -- --ignored --nocapture`; writes
-/// `target/dcta-bench-<board>-<distribution>.json`.
-#[test]
-#[ignore]
-fn bench_every_board() {
-    let buckets: u8 = std::env::var("DCTA_BUCKETS").ok().and_then(|b| b.parse().ok()).unwrap_or(4);
-    let stress: f64 = std::env::var("DCTA_STRESS").ok().and_then(|b| b.parse().ok()).unwrap_or(1.5);
-    let spread = Workload::Spread { seed: 3, spread: 10.0 };
-    for name in ["host-sim", "orin-nano-8gb", "agx-orin-64gb"] {
-        for (workload, distribution) in [
-            (Workload::Manifest, DriftDistribution::Uniform),
-            (spread, DriftDistribution::Uniform),
-            (spread, DriftDistribution::LongTail),
-        ] {
-            let mut args = BenchArgs { distribution, workload, ..BenchArgs::default() };
-            args.policy.buckets = buckets;
-            args.policy.cost.stress = Some(stress);
-            let r = jetlink::dcta::bench(&demo(), board::by_name(name).unwrap(), &args).unwrap();
-            println!("{}", r.to_table());
-            let out = Path::new(env!("CARGO_MANIFEST_DIR")).join(
-                format!("target/dcta-bench-{name}-{}-{distribution:?}.json", workload_name(&workload))
-                    .to_lowercase(),
-            );
-            std::fs::write(out, r.to_json()).unwrap();
-        }
+    for field in ["tasks", "speedup", "energy_saved", "quality_mean", "quality_worst", "table_bytes"] {
+        assert!(json["sizes"][0][field].is_number(), "{field}");
     }
-}
-
-fn workload_name(w: &Workload) -> &'static str {
-    match w {
-        Workload::Manifest => "manifest",
-        _ => "spread",
-    }
+    assert_eq!(json["sizes"][4]["distribution"], "loop");
+    assert!(r.to_svg().contains("<polyline") && r.to_table().contains("options"));
+    // Bad sizes are refused by name.
+    let bad = BenchArgs { tasks: vec![65], ..args };
+    assert!(matches!(jetlink::dcta::bench(&demo(), agx, &bad), Err(DctaError::TaskCount { tasks: 65, .. })));
 }

@@ -20,13 +20,16 @@ pub(crate) struct BenchArgs {
     /// Ticks for `loop`.
     #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
     pub(crate) ticks: u64,
-    /// `dcta`: synthetic task costs spread over this many-fold range (a deployment of comparable
-    /// models, where the knapsack is combinatorial) instead of the manifest's.
-    #[arg(long, value_parser = finite_in(1.0, 1e6))]
-    pub(crate) spread: Option<f64>,
-    /// `dcta`: draw long-tailed drift (a few tasks drift a lot) instead of uniform.
-    #[arg(long)]
-    pub(crate) long_tail: bool,
+    /// `dcta`: task work spread over this many-fold range around each model's own (tasks beyond
+    /// the manifest's models repeat them: several workloads' models on one board).
+    #[arg(long, default_value_t = 10.0, value_parser = finite_in(1.0, 1e6))]
+    pub(crate) spread: f64,
+    /// `dcta`: one size, N tasks (options = N × K choices × units) instead of the sweep.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub(crate) tasks: Option<u64>,
+    /// `dcta`: held-out contexts per size and drift distribution.
+    #[arg(long, default_value_t = 400, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub(crate) contexts: u64,
     /// `dcta`: load ρ, the work of all tasks over the board's adaptation capacity.
     #[arg(long, default_value_t = 1.5, value_parser = finite_in(0.01, 1000.0))]
     pub(crate) stress: f64,
@@ -58,6 +61,9 @@ pub(crate) struct BenchArgs {
 pub(crate) enum BenchWhat {
     Mlink,
     Dcta,
+    /// The accuracy a refresh on K labelled frames wins back on the drift segment, per K (the DCTA
+    /// cost model's gain curve).
+    AdaptGain,
     Links,
     Loop,
 }
@@ -127,22 +133,26 @@ pub(crate) fn bench(a: &BenchArgs) -> Result<()> {
             };
             let mut args = jetlink::dcta::BenchArgs::default();
             args.policy.cost.stress = Some(a.stress);
-            if let Some(spread) = a.spread {
-                args.workload = jetlink::dcta::Workload::Spread { seed: 7, spread };
-            }
-            if a.long_tail {
-                args.distribution = jetlink::dcta::DriftDistribution::LongTail;
+            args.spread = a.spread;
+            args.contexts = a.contexts as usize;
+            if let Some(n) = a.tasks {
+                args.tasks = vec![n as usize];
             }
             // The contexts the loop met over the demo stream (drift levels at each period boundary).
-            args.real = demo_drift_contexts(a)?;
+            args.real = demo_drift_contexts(a, board)?;
             println!("{} real contexts from the control loop over the demo stream", args.real.len());
             let r = jetlink::dcta::bench(&manifest, board, &args)?;
             print!("{}", r.to_table());
-            let json = a.out_dir.join(format!("dcta-{}.json", board.name));
+            std::fs::create_dir_all(&a.out_dir)
+                .with_context(|| format!("creating {}", a.out_dir.display()))?;
+            let (json, svg) = (a.out_dir.join("dcta.json"), a.out_dir.join("dcta.svg"));
             jetlink::atomic::write_file(&json, r.to_json().as_bytes())
                 .with_context(|| format!("writing {}", json.display()))?;
-            println!("wrote {}", json.display());
+            jetlink::atomic::write_file(&svg, r.to_svg().as_bytes())
+                .with_context(|| format!("writing {}", svg.display()))?;
+            println!("wrote {} and {}", json.display(), svg.display());
         }
+        BenchWhat::AdaptGain => bench_adapt_gain(a)?,
         BenchWhat::Links => {
             let manifest = Manifest::load(&a.manifest)?;
             let bundle = Bundle::load_for(&a.bundle, &manifest)?;
@@ -166,17 +176,61 @@ pub(crate) fn bench(a: &BenchArgs) -> Result<()> {
 }
 
 /// The drift levels the control loop computes at each period boundary over the demo stream (replay
-/// engines), as DCTA contexts at full power.
-pub(crate) fn demo_drift_contexts(a: &BenchArgs) -> Result<Vec<(Vec<f32>, usize)>> {
-    let mut ctl = replay_loop(a, None)?;
+/// engines), as DCTA contexts at full power with the models running then resident.
+pub(crate) fn demo_drift_contexts(
+    a: &BenchArgs,
+    board: &jetlink::board::Board,
+) -> Result<Vec<jetlink::dcta::SampledContext>> {
+    let mut ctl = replay_loop(a, None, None)?;
     let mut out = Vec::new();
     let tpp = jetlink::board::current().ticks_per_period.max(1) as u64;
     while ctl.tick() {
         if ctl.stats().ticks % tpp == 1 && ctl.drift().iter().any(|&d| d > 0.0) {
-            out.push((ctl.drift().to_vec(), 0));
+            out.push(jetlink::dcta::SampledContext {
+                drift: ctl.drift().to_vec(),
+                power_level: 0,
+                free_mem: board.model_budget_bytes,
+                resident: ctl.active(),
+            });
         }
     }
     Ok(out)
+}
+
+/// The gain curve g(K): the main job's loop (replay engines) on the evaluation stream without
+/// adaptation and with every refresh on K labelled frames, for each K of the cost model; g(K) is the
+/// drift-segment accuracy won back with K over the most any K won back.
+fn bench_adapt_gain(a: &BenchArgs) -> Result<()> {
+    let frames = jetlink::dcta::CostModel::default().frames;
+    let run = |k: Option<u32>| -> Result<f64> {
+        let mut ctl = replay_loop(a, None, Some(k))?;
+        while ctl.tick() {}
+        ctl.stats().accuracy(1).context("the benchmark needs a drift segment with reference frames")
+    };
+    let base = run(None)?;
+    println!("no adaptation: drift-segment accuracy {:.2}%", 100.0 * base);
+    let mut acc = Vec::new();
+    for &k in &frames {
+        let v = run(Some(k))?;
+        println!("K = {k:>3}: drift-segment accuracy {:.2}% ({:+.2} points)", 100.0 * v, 100.0 * (v - base));
+        acc.push(v);
+    }
+    let best = acc.iter().map(|v| v - base).fold(0.0, f64::max);
+    let gain: Vec<f64> =
+        acc.iter().map(|v| if best > 0.0 { ((v - base) / best).clamp(0.0, 1.0) } else { 0.0 }).collect();
+    println!("gain g(K) = {:?}", gain.iter().map(|g| (g * 1000.0).round() / 1000.0).collect::<Vec<_>>());
+    let json = serde_json::json!({
+        "frames": frames,
+        "no_adapt_drift_accuracy": base,
+        "drift_accuracy": acc,
+        "gain": gain,
+    });
+    std::fs::create_dir_all(&a.out_dir).with_context(|| format!("creating {}", a.out_dir.display()))?;
+    let path = a.out_dir.join("adapt-gain.json");
+    jetlink::atomic::write_file(&path, serde_json::to_string_pretty(&json)?.as_bytes())
+        .with_context(|| format!("writing {}", path.display()))?;
+    println!("wrote {}", path.display());
+    Ok(())
 }
 
 /// The loop on this binary's board over the evaluation part of the demo (or its first `ticks`
@@ -193,9 +247,11 @@ fn replay_engines(reference: Arc<Recording>) -> Result<Box<dyn engine::Backend>>
     }
 }
 
+/// `adapt_frames`: `Some(None)` turns adaptation off, `Some(Some(k))` makes every refresh use K = k.
 pub(crate) fn replay_loop(
     a: &BenchArgs,
     ticks: Option<usize>,
+    adapt_frames: Option<Option<u32>>,
 ) -> Result<control::Controller<ReplaySource, jetlink::serial::MemWriter>> {
     let board = jetlink::board::current();
     let (manifest, stream) = load_workload(&a.manifest)?;
@@ -210,16 +266,21 @@ pub(crate) fn replay_loop(
         data: Vec::with_capacity(64 * (to - from) + 4096),
         ..Default::default()
     });
-    LoopBuilder::new(board, manifest, bundle, stream)
+    let mut builder = LoopBuilder::new(board, manifest, bundle, stream)
         .reference(Some(reference.clone()))
-        .engines(replay_engines(reference)?)
-        .build_replay(from..to, writer)
+        .engines(replay_engines(reference)?);
+    match adapt_frames {
+        Some(None) => builder.options_mut().adapt = false,
+        Some(k) => builder.options_mut().adapt_frames = k,
+        None => {}
+    }
+    builder.build_replay(from..to, writer)
 }
 
 /// Per-tick overhead of the loop outside engine inference: replay engines, a memory writer.
 pub(crate) fn bench_loop(a: &BenchArgs) -> Result<()> {
     let n = a.ticks as usize;
-    let mut ctl = replay_loop(a, Some(n))?;
+    let mut ctl = replay_loop(a, Some(n), None)?;
     let mut us = Vec::with_capacity(n);
     let mut with_engines = Vec::with_capacity(n);
     let mut alloc_ticks: Vec<(u64, u64)> = Vec::with_capacity(64);

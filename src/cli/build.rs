@@ -135,14 +135,15 @@ pub(crate) fn build(a: &BuildArgs) -> Result<()> {
     let [md, svg] = jetlink::report::write_reports(&bundle, &out)?;
     println!("{}", jetlink::report::scores_markdown(&bundle));
     println!(
-        "trained {} links and {} ensembles in {:.1} s; schedule table {} entries; DCTA table for {} ({} cells, {} allocations)",
+        "trained {} links and {} ensembles in {:.1} s; schedule table {} entries; DCTA policy for {} ({} cells, {} options, {} bytes)",
         bundle.links.dims.len(),
         bundle.n_models(),
         train_s,
         table.len(),
         board.name,
         policy.cells(),
-        policy.n_allocations()
+        policy.menu.n_options(),
+        policy.to_postcard().len()
     );
     println!(
         "wrote {} ({} bytes, {}), {}, {}",

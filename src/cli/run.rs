@@ -335,6 +335,7 @@ pub(crate) fn run(a: &RunArgs) -> Result<()> {
         },
         audit_every: a.audit_every.unwrap_or(if reference.is_none() { 25 } else { 0 }),
         budget_cap: a.budget.map(|_| budget),
+        adapt_frames: None,
     };
     let ctl =
         builder.telemetry(telemetry).options(opts.clone()).build(source, TelemetryWriter::new(serial))?;
@@ -581,14 +582,25 @@ pub(crate) fn print_summary(
         s.schedule_changes, s.sheds, s.throttles
     );
     println!(
-        "  adaptation tasks run   {} ({} abandoned; room made on {} ticks; DCTA {}: {} decisions, {} greedy fallbacks)",
+        "  adaptation tasks run   {} ({} abandoned; room made on {} ticks; DCTA {}: {} decisions, {} outside the table)",
         s.adapt_tasks,
         s.adapt_abandoned,
         s.adapt_room_ticks,
-        if ctl.dcta().is_some() { "table" } else { "absent" },
+        if ctl.dcta().is_some() { "policy" } else { "absent" },
         ctl.dcta().map_or(0, |d| d.decisions()),
         ctl.dcta().map_or(0, |d| d.fallbacks())
     );
+    if let Some(d) = ctl.dcta() {
+        let started: u64 = s.adapt_by_unit.iter().sum();
+        let units = &d.table().menu.units;
+        let by_unit: Vec<String> =
+            units.iter().zip(&s.adapt_by_unit).map(|(u, c)| format!("{c} on {u}")).collect();
+        println!(
+            "  refreshes planned      {started}: {}; {:.1} labelled frames asked per refresh",
+            by_unit.join(", "),
+            s.adapt_frames_planned as f64 / started.max(1) as f64
+        );
+    }
     println!(
         "  faults                 {} engine, {} frame, {} telemetry; {} outputs delivered degraded",
         s.engine_faults, s.frame_faults, s.telemetry_faults, s.degraded_outputs

@@ -69,6 +69,9 @@ pub struct OnlineAdaptation {
     pending: u64,
     /// Targets of this period that got at least one label.
     labelled_targets: u64,
+    /// Per target, the labelled frames K the period's plan gives it, and how many it got.
+    quota: Vec<u32>,
+    got: Vec<u32>,
     since_label: u32,
     new_labels: u32,
     total_labels: u64,
@@ -100,6 +103,8 @@ impl OnlineAdaptation {
             targets: 0,
             pending: 0,
             labelled_targets: 0,
+            quota: vec![0; bundle.n_models()],
+            got: vec![0; bundle.n_models()],
             since_label: 0,
             new_labels: 0,
             total_labels: 0,
@@ -108,10 +113,15 @@ impl OnlineAdaptation {
         }
     }
 
-    /// A new period: refresh `targets` (bit j = target j). Returns the targets of the period that
-    /// ends which never got a label (abandoned).
-    pub fn start_period(&mut self, targets: u64) -> u64 {
+    /// A new period: refresh `targets` (bit j = target j), target j on at most `frames[j]` labelled
+    /// frames (its K; labelling stops for a target once it has them, after which it is tuned once
+    /// more). Returns the targets of the period that ends which never got a label (abandoned).
+    pub fn start_period(&mut self, targets: u64, frames: &[u32]) -> u64 {
         let abandoned = self.targets & !self.labelled_targets;
+        for (j, (q, g)) in self.quota.iter_mut().zip(self.got.iter_mut()).enumerate() {
+            *q = if targets >> j & 1 == 1 { frames.get(j).copied().unwrap_or(u32::MAX) } else { 0 };
+            *g = 0;
+        }
         self.targets = targets;
         self.labelled_targets = 0;
         self.pending = 0;
@@ -162,11 +172,23 @@ impl OnlineAdaptation {
         self.since_label = 0;
         self.new_labels += 1;
         self.total_labels += 1;
-        self.labelled_targets |= valid & self.targets;
-        if self.new_labels >= self.settings.tune_every {
-            self.pending |= self.targets & self.labelled_targets;
+        let hit = valid & self.targets;
+        self.labelled_targets |= hit;
+        let mut full = 0u64;
+        for j in 0..self.got.len() {
+            if hit >> j & 1 == 1 {
+                self.got[j] += 1;
+                if self.got[j] >= self.quota[j] {
+                    full |= 1 << j;
+                }
+            }
+        }
+        if self.new_labels >= self.settings.tune_every || full != 0 {
+            self.pending |= (self.targets & self.labelled_targets) | full;
             self.new_labels = 0;
         }
+        // A target with its K frames is tuned (pending) and labelled no more this period.
+        self.targets &= !full;
     }
 
     /// Fine-tune the lowest pending target from `sources` on the ring's rows that hold it and every

@@ -52,6 +52,9 @@ pub use stats::LoopStats;
 pub struct LoopOptions {
     /// On-line adaptation: labelling rate, ring of labelled rows, fine-tuning.
     pub adaptation: AdaptSettings,
+    /// Labelled frames per refresh, overriding the K the DCTA plan picks (`jetlink bench
+    /// adapt-gain` measures the gain of each K with it).
+    pub adapt_frames: Option<u32>,
     /// First frame index of the drift segment (for per-segment accuracy).
     pub drift_start: u32,
     /// Adapt links at all.
@@ -70,6 +73,7 @@ impl Default for LoopOptions {
     fn default() -> Self {
         LoopOptions {
             adaptation: AdaptSettings::default(),
+            adapt_frames: None,
             drift_start: u32::MAX,
             adapt: true,
             max_active: None,
@@ -175,6 +179,8 @@ struct LoopState {
     drift: DriftTracker,
     // Buffers, all sized in `prepare`.
     frame: Vec<u8>,
+    /// Per target, the labelled frames K of this period's plan.
+    frames: Vec<u32>,
     row: Vec<f32>,
     out: Vec<f32>,
     last_out: Vec<f32>,
@@ -475,22 +481,42 @@ impl<S: FrameSource, W: embedded_io::Write> Controller<S, W> {
             return;
         }
         let level = self.st.governor.capacity_level();
-        let Some(alloc) = self.st.dcta.as_mut().map(|d| *d.allocate(&self.st.drift.level, level)) else {
+        let ctx = crate::dcta::Context {
+            drift: &self.st.drift.level,
+            power_level: level,
+            free_mem: self.swap_room(),
+            resident: self.st.active,
+        };
+        let Some(plan) = self.st.dcta.as_mut().map(|d| *d.allocate(&ctx)) else {
             return;
         };
         let mut targets = 0u64;
         for j in 0..self.plan.n() {
             let running = self.st.active >> j & 1 == 1;
-            if let Some(unit) = alloc.unit_of(j) {
+            self.st.frames[j] = self.plan.opts.adapt_frames.unwrap_or(plan.frames_of(j));
+            if let Some(unit) = plan.unit_of(j) {
                 if self.st.drift.level[j] > 0.0 && !running && self.can_make_room(j) {
                     targets |= 1 << j;
+                    self.st.stats.count_task(unit, self.st.frames[j]);
                     self.event(EventKind::AdaptStart { target: j as u32, unit: unit as u32 });
                 }
             }
         }
         // Targets of the period that ends which never got a label could not fit: counted.
-        let abandoned = self.st.online.start_period(targets);
+        let abandoned = self.st.online.start_period(targets, &self.st.frames);
         self.st.stats.adapt_abandoned += abandoned.count_ones() as u64;
+    }
+
+    /// Memory a period can free for adaptation targets: the budget less the cheapest way to keep
+    /// one running model (the others predicted through links while a target runs).
+    fn swap_room(&self) -> u64 {
+        let (p, st) = (&self.plan.problem, &self.st);
+        let keep = (0..self.plan.n())
+            .filter(|&i| st.active >> i & 1 == 1)
+            .map(|i| p.cost_of(1 << i, st.predicted | (st.active & !(1 << i))))
+            .min()
+            .unwrap_or(0);
+        st.budget.saturating_sub(keep)
     }
 
     /// Whether target `j` fits the budget beside at least one running model (the others set aside

@@ -76,6 +76,7 @@ pub(super) fn prepare<S: FrameSource, W: embedded_io::Write>(p: Parts<S, W>) -> 
         governor: PowerGovernor::new(),
         drift: DriftTracker::new(n),
         frame: vec![0; source.frame_len()],
+        frames: vec![0; n],
         row: vec![0.0; stride],
         out: vec![0.0; stride],
         last_out: vec![0.0; stride],

@@ -20,6 +20,10 @@ pub struct LoopStats {
     pub adapt_tasks: u64,
     /// Targets allocated for a period that never got a labelled frame.
     pub adapt_abandoned: u64,
+    /// Refreshes the DCTA plans started, per execution unit (the board's resource order), and the
+    /// labelled frames K they asked for in all.
+    pub adapt_by_unit: [u64; crate::dcta::MAX_UNITS],
+    pub adapt_frames_planned: u64,
     /// Ticks on which active models were set aside (predicted through links) to make room for an
     /// adaptation target that did not fit beside them.
     pub adapt_room_ticks: u64,
@@ -42,6 +46,14 @@ pub struct LoopStats {
 }
 
 impl LoopStats {
+    /// Count a refresh the plan started on `unit` with K = `frames`.
+    pub fn count_task(&mut self, unit: usize, frames: u32) {
+        if let Some(c) = self.adapt_by_unit.get_mut(unit) {
+            *c += 1;
+        }
+        self.adapt_frames_planned += frames as u64;
+    }
+
     /// Mean agreement over tasks and frames of a segment (None without reference frames).
     pub fn accuracy(&self, seg: usize) -> Option<f64> {
         let f = self.ref_frames[seg];

@@ -1,20 +1,25 @@
-//! `jetlink bench dcta`: table look-up against the exact solver and the greedy baseline on held-out
-//! contexts (continuous drift values, never the bucket centres the table was built from, plus any
-//! real contexts the caller passes): time per decision, quality under the true (unquantised)
-//! importances, and energy per decision (RAPL where readable, otherwise an estimate from CPU time and
-//! the board's CPU busy power, labelled as such).
+//! `jetlink bench dcta`: the policy against the exact solver and the unpriced greedy, swept over the
+//! problem size (tasks × K choices × units) on held-out contexts (uniform and long-tailed drift, drawn
+//! with another seed than the policy's training contexts, plus any real contexts the caller passes):
+//! time per decision, branch-and-bound nodes, quality against the exact optimum, energy per decision
+//! (RAPL where readable, otherwise an estimate from CPU time and the board's CPU busy power, labelled
+//! as such), table bytes and build time.
 
 use std::hint::black_box;
 use std::time::Instant;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use super::DctaError;
 use super::exact::ExactSolver;
-use super::greedy::greedy;
-use super::problem::{Allocation, Problem, Tatim, importance};
-use super::table::{Dcta, PolicyOptions, build_policy_for};
+use super::greedy::{Greedy, Price};
+use super::menu::{Choice, Instance, Menu};
+use super::problem::{CostModel, Tatim};
+use super::table::{
+    Dcta, DriftDistribution, PolicyOptions, SampledContext, build_policy_for, sample_contexts,
+};
 use crate::board::{Board, ResourceKind};
+use crate::links::Rng;
 use crate::manifest::Manifest;
 
 /// RAPL package energy counter (Intel, Linux powercap).
@@ -24,42 +29,24 @@ pub const RAPL_RANGE: &str = "/sys/class/powercap/intel-rapl:0/max_energy_range_
 /// Per-thread CPU time (first field, ns).
 const SCHEDSTAT: &str = "/proc/thread-self/schedstat";
 
-/// How held-out drift values are drawn.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum DriftDistribution {
-    /// d_j uniform in [0, 1].
-    Uniform,
-    /// d_j = u³ with u uniform: most targets drift little, a few a lot (task importance is
-    /// long-tailed).
-    LongTail,
-}
-
-/// Where the tasks' work t_j comes from.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "kebab-case")]
-pub enum Workload {
-    /// The manifest, through the cost model. The demo's work is dominated by its two OCR models, so
-    /// its knapsack has few distinct answers.
-    Manifest,
-    /// The manifest's tasks and importances with synthetic work: t_j log-uniform over a
-    /// `spread`-fold range (seeded), then scaled to the cost model's `stress` (a deployment of
-    /// several models of comparable size, where the knapsack is combinatorial).
-    Spread { seed: u64, spread: f64 },
-}
+/// Decisions per timing sample.
+pub const BATCH: usize = 8;
 
 /// Arguments of [`bench`].
 #[derive(Clone, Debug, PartialEq)]
 pub struct BenchArgs {
-    /// How to build the table (the cost model's `stress` decides how tight the knapsack is).
+    /// How to build each size's policy (the cost model's `stress` decides how tight the knapsack is).
     pub policy: PolicyOptions,
-    pub workload: Workload,
-    /// Held-out contexts to draw.
+    /// Task counts to sweep; each size has tasks × K choices × the board's units options. Tasks
+    /// beyond the manifest's models repeat them with work spread log-uniformly over `spread`-fold
+    /// (several workloads' models on one board).
+    pub tasks: Vec<usize>,
+    pub spread: f64,
+    /// Held-out contexts per size and drift distribution.
     pub contexts: usize,
-    pub distribution: DriftDistribution,
     pub seed: u64,
-    /// Real contexts from the caller (drift per task, power level), evaluated with the drawn ones.
-    pub real: Vec<(Vec<f32>, usize)>,
+    /// Real contexts from the caller, evaluated at the manifest's own size.
+    pub real: Vec<SampledContext>,
     /// Each method runs at least this long for the energy measurement.
     pub energy_seconds: f64,
 }
@@ -70,12 +57,12 @@ impl Default for BenchArgs {
         policy.cost.stress = Some(1.5);
         BenchArgs {
             policy,
-            workload: Workload::Manifest,
-            contexts: 2000,
-            distribution: DriftDistribution::Uniform,
+            tasks: vec![2, 4, 8, 16, 32],
+            spread: 10.0,
+            contexts: 400,
             seed: 1,
             real: Vec::new(),
-            energy_seconds: 0.3,
+            energy_seconds: 0.2,
         }
     }
 }
@@ -91,78 +78,79 @@ pub enum EnergySource {
     Estimate { cpu_busy_mw: u32, clock: &'static str },
 }
 
-/// One method's figures.
+/// One method's figures at one size.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct MethodStats {
     pub method: &'static str,
-    /// Time per decision, ns: median and 99th percentile over batches of [`BATCH`] decisions.
+    /// Time per decision (posing the knapsack included), ns: median and 99th percentile.
     pub median_ns: f64,
     pub p99_ns: f64,
-    /// Σ achieved importance / Σ optimal importance, under the true importances.
+    /// Mean over contexts of achieved / optimal value (contexts with a positive optimum).
     pub quality: f64,
-    /// Worst single context (achieved / optimal), contexts with a positive optimum.
+    /// Worst single context.
     pub quality_min: f64,
     /// Energy per decision, nJ.
     pub energy_nj: f64,
 }
 
-/// Decisions per timing sample.
-pub const BATCH: usize = 8;
+/// Figures of one problem size and drift distribution.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct SizeReport {
+    /// Options: tasks × K choices × units (the problem's size).
+    pub tasks: usize,
+    pub n_tasks: usize,
+    pub choices: usize,
+    pub units: usize,
+    /// `uniform`, `long-tail`, or `loop` (the caller's real contexts).
+    pub distribution: &'static str,
+    pub contexts: usize,
+    /// Exact median time / policy median time.
+    pub speedup: f64,
+    /// 1 − policy energy / exact energy.
+    pub energy_saved: f64,
+    /// The policy's quality: mean and worst over the held-out contexts.
+    pub quality_mean: f64,
+    pub quality_worst: f64,
+    /// Postcard bytes of the policy table, as stored in the bundle.
+    pub table_bytes: usize,
+    pub cells: usize,
+    pub build_seconds: f64,
+    /// Branch-and-bound nodes per exact solve: median and 99th percentile.
+    pub exact_nodes_median: f64,
+    pub exact_nodes_p99: f64,
+    /// Decisions outside the table.
+    pub fallbacks: u64,
+    pub lookup: MethodStats,
+    pub exact: MethodStats,
+    pub greedy: MethodStats,
+}
 
 /// Everything `jetlink bench dcta` reports.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct BenchReport {
     pub board: String,
-    pub tasks: usize,
     pub units: Vec<String>,
+    pub frames: Vec<u32>,
+    pub gain: Vec<f32>,
     pub power_levels: Vec<f32>,
-    /// ρ: all tasks' work over the board's speed-weighted capacity at level 0.
+    /// ρ: all tasks' work at K₀ over the board's speed-weighted capacity at level 0.
     pub load: f64,
-    pub workload: Workload,
-    /// t_j, µs on a speed-1 unit.
-    pub work_us: Vec<f64>,
-    pub buckets: u8,
-    pub cells: usize,
-    pub allocations: usize,
-    /// Postcard size of the table, as stored in the bundle.
-    pub table_bytes: usize,
-    pub build_seconds: f64,
-    pub contexts: usize,
-    pub distribution: DriftDistribution,
     pub energy: EnergySource,
-    pub lookup: MethodStats,
-    pub exact: MethodStats,
-    pub greedy: MethodStats,
-    /// Exact median time / look-up median time.
-    pub time_ratio: f64,
-    /// 1 − look-up energy / exact energy.
-    pub energy_saving: f64,
-    /// Greedy fallbacks of the look-up on these contexts.
-    pub fallbacks: u64,
-    /// Mean branch-and-bound nodes per exact solve.
-    pub exact_nodes: f64,
+    pub sizes: Vec<SizeReport>,
 }
 
 impl BenchReport {
     /// A plain-text table for the terminal.
     pub fn to_table(&self) -> String {
         let mut s = format!(
-            "dcta bench: board {}, {} tasks on {} ({} power levels), load ρ = {:.2}, workload {:?}\n\
-             table: {} buckets, {} cells, {} distinct allocations, {} bytes, built in {:.2} s\n\
-             {} held-out contexts ({:?} drift); energy: {}\n\n",
+            "dcta bench: board {}, units {}, K choices {:?} (gain {:?}), {} power levels, load ρ = {:.2}\n\
+             energy: {}\n\n",
             self.board,
-            self.tasks,
             self.units.join(", "),
+            self.frames,
+            self.gain,
             self.power_levels.len(),
             self.load,
-            self.workload,
-            self.buckets,
-            self.cells,
-            self.allocations,
-            self.table_bytes,
-            self.build_seconds,
-            self.contexts,
-            self.distribution,
             match &self.energy {
                 EnergySource::Rapl => "measured (RAPL package)".to_string(),
                 EnergySource::Estimate { cpu_busy_mw, clock } =>
@@ -170,115 +158,254 @@ impl BenchReport {
             }
         );
         s += &format!(
-            "{:<8} {:>12} {:>12} {:>10} {:>10} {:>14}\n",
-            "method", "median ns", "p99 ns", "quality", "worst", "energy nJ"
+            "{:>7} {:>5} {:<9} {:>10} {:>10} {:>10} {:>9} {:>8} {:>8} {:>8} {:>8} {:>9} {:>7}\n",
+            "options",
+            "tasks",
+            "drift",
+            "exact ns",
+            "exact p99",
+            "policy ns",
+            "greedy ns",
+            "speedup",
+            "energy",
+            "quality",
+            "worst",
+            "nodes p50",
+            "bytes"
         );
-        for m in [&self.lookup, &self.exact, &self.greedy] {
+        for z in &self.sizes {
             s += &format!(
-                "{:<8} {:>12.1} {:>12.1} {:>9.2}% {:>9.2}% {:>14.1}\n",
-                m.method,
-                m.median_ns,
-                m.p99_ns,
-                100.0 * m.quality,
-                100.0 * m.quality_min,
-                m.energy_nj
+                "{:>7} {:>5} {:<9} {:>10.0} {:>10.0} {:>10.0} {:>9.0} {:>7.0}× {:>7.1}% {:>7.2}% {:>7.2}% {:>9.0} {:>7}\n",
+                z.tasks,
+                z.n_tasks,
+                z.distribution,
+                z.exact.median_ns,
+                z.exact.p99_ns,
+                z.lookup.median_ns,
+                z.greedy.median_ns,
+                z.speedup,
+                100.0 * z.energy_saved,
+                100.0 * z.quality_mean,
+                100.0 * z.quality_worst,
+                z.exact_nodes_median,
+                z.table_bytes
             );
         }
-        s += &format!(
-            "\nlook-up vs exact: {:.0}× faster (median), {:.1}% less energy; {} fallbacks; exact: {:.0} nodes/solve\n",
-            self.time_ratio,
-            100.0 * self.energy_saving,
-            self.fallbacks,
-            self.exact_nodes
-        );
         s
     }
 
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).expect("a report always serialises")
     }
-}
 
-struct Ctx {
-    drift: Vec<f32>,
-    level: usize,
-}
-
-/// Build the table for `manifest` on `board` and compare look-up, exact and greedy on held-out
-/// contexts.
-pub fn bench(manifest: &Manifest, board: &Board, args: &BenchArgs) -> Result<BenchReport, DctaError> {
-    let mut tatim = Tatim::from_manifest(manifest, board, &args.policy.cost)?;
-    if let Workload::Spread { seed, spread } = args.workload {
-        if !(spread.is_finite() && spread >= 1.0) {
-            return Err(DctaError::BadOption { option: "spread", reason: "must be finite and >= 1" });
+    /// Time per decision against problem size for the three methods (log–log), as SVG.
+    pub fn to_svg(&self) -> String {
+        let (w, h, l, r, t, b) = (640.0, 400.0, 70.0, 150.0, 30.0, 50.0);
+        let pts: Vec<(f64, [f64; 3])> = self
+            .sizes
+            .iter()
+            .filter(|z| z.distribution == "uniform")
+            .map(|z| (z.tasks as f64, [z.exact.median_ns, z.lookup.median_ns, z.greedy.median_ns]))
+            .collect();
+        let mut svg = format!(
+            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">\n\
+             <text x=\"{l}\" y=\"18\">DCTA on {}: time per decision against options (uniform drift)</text>\n",
+            self.board
+        );
+        if pts.is_empty() {
+            return svg + "</svg>\n";
         }
-        let mut rng = crate::links::Rng::from_state(seed);
-        let work: Vec<f64> = (0..tatim.n_tasks()).map(|_| spread.powf(rng.f32() as f64) * 1e3).collect();
-        tatim = tatim.with_work(&work, args.policy.cost.stress)?;
+        let lg = |v: f64| v.max(1.0).log10();
+        let (x0, x1) = (lg(pts[0].0), lg(pts[pts.len() - 1].0).max(lg(pts[0].0) + 1.0));
+        let all = pts.iter().flat_map(|p| p.1);
+        let (y0, y1) = all.fold((f64::MAX, f64::MIN), |(a, b), v| (a.min(lg(v)), b.max(lg(v))));
+        let (y0, y1) = (y0.floor(), y1.ceil().max(y0.floor() + 1.0));
+        let px = |x: f64| l + (lg(x) - x0) / (x1 - x0) * (w - l - r);
+        let py = |y: f64| h - b - (lg(y) - y0) / (y1 - y0) * (h - t - b);
+        svg += &format!(
+            "<line x1=\"{l}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"black\"/>\n<line x1=\"{l}\" y1=\"{t}\" x2=\"{l}\" y2=\"{}\" stroke=\"black\"/>\n",
+            h - b,
+            w - r,
+            h - b,
+            h - b
+        );
+        for e in y0 as i32..=y1 as i32 {
+            let y = py(10f64.powi(e));
+            svg +=
+                &format!("<text x=\"{}\" y=\"{}\" text-anchor=\"end\">1e{e} ns</text>\n", l - 4.0, y + 4.0);
+        }
+        for p in &pts {
+            svg += &format!(
+                "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">{}</text>\n",
+                px(p.0),
+                h - b + 16.0,
+                p.0
+            );
+        }
+        svg += &format!(
+            "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">options (tasks × K × units)</text>\n",
+            (l + w - r) / 2.0,
+            h - 8.0
+        );
+        for (k, (name, colour)) in
+            [("exact", "#c0392b"), ("policy", "#2471a3"), ("greedy", "#7f8c8d")].iter().enumerate()
+        {
+            let line: Vec<String> = pts.iter().map(|p| format!("{:.1},{:.1}", px(p.0), py(p.1[k]))).collect();
+            svg += &format!(
+                "<polyline fill=\"none\" stroke=\"{colour}\" stroke-width=\"2\" points=\"{}\"/>\n",
+                line.join(" ")
+            );
+            let y = t + 20.0 * k as f64;
+            svg += &format!(
+                "<line x1=\"{}\" y1=\"{y}\" x2=\"{}\" y2=\"{y}\" stroke=\"{colour}\" stroke-width=\"2\"/><text x=\"{}\" y=\"{}\">{name}</text>\n",
+                w - r + 10.0,
+                w - r + 30.0,
+                w - r + 35.0,
+                y + 4.0
+            );
+        }
+        svg + "</svg>\n"
     }
-    bench_tatim(tatim, board, args)
 }
 
-fn bench_tatim(tatim: Tatim, board: &Board, args: &BenchArgs) -> Result<BenchReport, DctaError> {
-    if args.contexts == 0 && args.real.is_empty() {
-        return Err(DctaError::BadOption { option: "contexts", reason: "need at least one context" });
+/// The problem data of `n` tasks on `board`: the manifest's models repeated, task work log-uniform
+/// over a `spread`-fold range around each model's own (seeded), scaled to the cost model's `stress`.
+pub fn tatim_of_size(
+    base: &Tatim,
+    n: usize,
+    spread: f64,
+    seed: u64,
+    cost: &CostModel,
+) -> Result<Tatim, DctaError> {
+    if !(spread.is_finite() && spread >= 1.0) {
+        return Err(DctaError::BadOption { option: "spread", reason: "must be finite and >= 1" });
     }
-    let t0 = Instant::now();
-    let table = build_policy_for(tatim.clone(), board.name, &args.policy)?;
-    let build_seconds = t0.elapsed().as_secs_f64();
-    let table_bytes = table.to_postcard().len();
-    let (cells, allocations, buckets) = (table.cells(), table.n_allocations(), table.buckets);
-    let mut dcta = Dcta::new(table)?;
-
-    let (n, levels) = (tatim.n_tasks(), tatim.n_levels());
-    let mut rng = crate::links::Rng::from_state(args.seed);
-    let mut ctxs: Vec<Ctx> = (0..args.contexts)
-        .map(|_| Ctx {
-            drift: (0..n)
-                .map(|_| match args.distribution {
-                    DriftDistribution::Uniform => rng.f32(),
-                    DriftDistribution::LongTail => rng.f32().powi(3),
-                })
-                .collect(),
-            level: rng.below(levels),
-        })
+    if n == 0 || n > super::MAX_TASKS {
+        return Err(DctaError::TaskCount { tasks: n, max: super::MAX_TASKS });
+    }
+    let n0 = base.n_tasks();
+    let mut rng = Rng::from_state(seed);
+    let work: Vec<f64> = (0..n).map(|j| base.work_us[j % n0] * spread.powf(rng.f32() as f64)).collect();
+    let m = base.n_units();
+    let weighted: f64 = base.speeds.iter().zip(base.capacity(0)).map(|(s, &c)| *s as f64 * c as f64).sum();
+    let raw = work.iter().sum::<f64>() / weighted;
+    let scale = cost.stress.map_or(1.0, |rho| rho / raw);
+    let mut t = base.clone();
+    t.tasks = (0..n)
+        .map(|j| if j < n0 { base.tasks[j].clone() } else { format!("{}#{}", base.tasks[j % n0], j / n0) })
         .collect();
-    ctxs.extend(args.real.iter().map(|(d, l)| Ctx { drift: d.clone(), level: *l }));
-    let bases: Vec<Problem> = (0..levels).map(|l| tatim.base_problem(l)).collect::<Result<_, _>>()?;
-    let weights = tatim.weights.clone();
-    let problem = |c: &Ctx| {
-        let mut p = bases[c.level.min(levels - 1)];
-        for (j, &d) in c.drift.iter().enumerate().take(n) {
-            p.values[j] = importance(weights[j], d);
-        }
-        p
-    };
+    t.weights = (0..n).map(|j| base.weights[j % n0]).collect();
+    t.work_us = work.iter().map(|w| w * scale).collect();
+    t.costs_us =
+        (0..n * m).map(|i| (t.work_us[i / m] / base.speeds[i % m] as f64).ceil().max(1.0) as u64).collect();
+    t.load = raw * scale;
+    Ok(t)
+}
 
-    // Quality under the true importances.
-    let mut solver = ExactSolver::new();
-    let (mut opt_sum, mut got) = (0.0, [0.0f64; 3]);
-    let mut worst = [1.0f64; 3];
-    let mut nodes = 0u64;
+/// Sweep the problem size for `manifest` on `board`: build each size's policy, then compare policy,
+/// exact and greedy on held-out contexts.
+pub fn bench(manifest: &Manifest, board: &Board, args: &BenchArgs) -> Result<BenchReport, DctaError> {
+    if args.contexts == 0 || args.tasks.is_empty() {
+        return Err(DctaError::BadOption {
+            option: "contexts",
+            reason: "need at least one context and one size",
+        });
+    }
+    let cost = &args.policy.cost;
+    let base = Tatim::from_manifest(manifest, board, cost)?;
+    let mem: Vec<u64> =
+        manifest.models.iter().map(|m| m.cost.weight_bytes + m.cost.activation_bytes).collect();
+    let weight: Vec<u64> = manifest.models.iter().map(|m| m.cost.weight_bytes).collect();
+    let energy = EnergyMeter::new(board);
+    let mut sizes = Vec::new();
+    let mut load = base.load;
+    for &n in &args.tasks {
+        let tatim = tatim_of_size(&base, n, args.spread, args.seed ^ n as u64, cost)?;
+        if n == base.n_tasks() {
+            load = tatim.load;
+        }
+        let cyc = |v: &[u64]| (0..n).map(|j| v[j % v.len()]).collect::<Vec<u64>>();
+        let menu = Menu::from_tatim(&tatim, cost, &cyc(&mem), &cyc(&weight), board.model_budget_bytes)?;
+        let t0 = Instant::now();
+        let table = build_policy_for(menu.clone(), board.name, &args.policy)?;
+        let build_seconds = t0.elapsed().as_secs_f64();
+        let table_bytes = table.to_postcard().len();
+        let cells = table.cells();
+        let mut dcta = Dcta::new(table)?;
+        let mut sets: Vec<(&'static str, Vec<SampledContext>)> = vec![
+            (
+                "uniform",
+                sample_contexts(
+                    &menu,
+                    DriftDistribution::Uniform,
+                    args.contexts,
+                    args.seed.wrapping_add(1000 + n as u64),
+                ),
+            ),
+            (
+                "long-tail",
+                sample_contexts(
+                    &menu,
+                    DriftDistribution::LongTail,
+                    args.contexts,
+                    args.seed.wrapping_add(2000 + n as u64),
+                ),
+            ),
+        ];
+        if n == manifest.models.len() && !args.real.is_empty() {
+            sets.push(("loop", args.real.clone()));
+        }
+        for (name, ctxs) in sets {
+            let z = measure(&menu, &mut dcta, &ctxs, &energy, args.energy_seconds);
+            sizes.push(SizeReport { distribution: name, table_bytes, cells, build_seconds, ..z });
+        }
+    }
+    Ok(BenchReport {
+        board: board.name.to_string(),
+        units: base.units.clone(),
+        frames: cost.frames.clone(),
+        gain: cost.gain.clone(),
+        power_levels: base.power_levels.clone(),
+        load,
+        energy: energy.source(),
+        sizes,
+    })
+}
+
+/// Quality, nodes, time and energy of the three methods on `ctxs`.
+fn measure(
+    menu: &Menu,
+    dcta: &mut Dcta,
+    ctxs: &[SampledContext],
+    energy: &EnergyMeter,
+    seconds: f64,
+) -> SizeReport {
+    let mut inst = Instance::for_menu(menu);
+    let mut exact = ExactSolver::for_instance(&inst);
+    let mut greedy = Greedy::with_size(menu.n_tasks());
+    let (mut sum, mut worst, mut count) = ([0.0f64; 3], [1.0f64; 3], 0usize);
+    let mut nodes = Vec::with_capacity(ctxs.len());
     let before = dcta.fallbacks();
-    for c in &ctxs {
-        let p = problem(c);
-        let (exact, opt) = solver.solve(&p);
-        nodes += solver.nodes();
-        let picks = [*dcta.allocate(&c.drift, c.level), exact, greedy(&p)];
-        opt_sum += opt;
-        for (k, a) in picks.iter().enumerate() {
-            let v = if p.is_feasible(a) { p.value_of(a) } else { 0.0 };
-            got[k] += v;
-            if opt > 0.0 {
-                worst[k] = worst[k].min(v / opt);
-            }
+    for c in ctxs {
+        let ctx = c.as_context();
+        let policy = dcta.allocate(&ctx).choice;
+        menu.fill(&ctx, &mut inst);
+        let (best, opt) = exact.solve(&inst);
+        nodes.push(exact.nodes() as f64);
+        let plain = greedy.solve(&inst, Price::NONE);
+        if opt <= 0.0 {
+            continue;
+        }
+        count += 1;
+        for (k, ch) in [policy, best, plain].iter().enumerate() {
+            let v = if inst.is_feasible(ch) { inst.value_of(ch) } else { 0.0 };
+            sum[k] += v / opt;
+            worst[k] = worst[k].min(v / opt);
         }
     }
     let fallbacks = dcta.fallbacks() - before;
-
-    let energy = EnergyMeter::new(board);
-    let run = |method: &mut dyn FnMut(&Ctx) -> Allocation| -> (f64, f64, f64) {
-        let mut samples = Vec::new();
+    let run = |method: &mut dyn FnMut(&SampledContext) -> Choice| -> (f64, f64, f64) {
+        let mut samples = Vec::with_capacity(ctxs.len() * 3);
         for _ in 0..3 {
             for batch in ctxs.chunks(BATCH) {
                 let t = Instant::now();
@@ -288,57 +415,70 @@ fn bench_tatim(tatim: Tatim, board: &Board, args: &BenchArgs) -> Result<BenchRep
                 samples.push(t.elapsed().as_nanos() as f64 / batch.len() as f64);
             }
         }
-        samples.sort_by(f64::total_cmp);
-        let median = samples[samples.len() / 2];
-        let p99 = samples[((samples.len() as f64 * 0.99) as usize).min(samples.len() - 1)];
+        let (median, p99) = percentiles(&mut samples);
         let start = energy.read();
         let t = Instant::now();
-        let mut count = 0u64;
-        while t.elapsed().as_secs_f64() < args.energy_seconds {
-            for c in &ctxs {
+        let mut done = 0u64;
+        while t.elapsed().as_secs_f64() < seconds || done == 0 {
+            for c in ctxs {
                 black_box(method(black_box(c)));
             }
-            count += ctxs.len() as u64;
+            done += ctxs.len() as u64;
         }
-        let nj = energy.joules_since(start, t.elapsed().as_secs_f64()) * 1e9 / count as f64;
+        let nj = energy.joules_since(start, t.elapsed().as_secs_f64()) * 1e9 / done as f64;
         (median, p99, nj)
     };
-    let lookup = run(&mut |c| *dcta.allocate(&c.drift, c.level));
-    let exact = run(&mut |c| solver.solve(&problem(c)).0);
-    let greedy_t = run(&mut |c| greedy(&problem(c)));
-
+    let lookup = run(&mut |c| dcta.allocate(&c.as_context()).choice);
+    let ex = run(&mut |c| {
+        menu.fill(&c.as_context(), &mut inst);
+        exact.solve(&inst).0
+    });
+    let mut inst2 = Instance::for_menu(menu);
+    let gr = run(&mut |c| {
+        menu.fill(&c.as_context(), &mut inst2);
+        greedy.solve(&inst2, Price::NONE)
+    });
+    let (nodes_median, nodes_p99) = percentiles(&mut nodes);
     let stats = |method, (median_ns, p99_ns, energy_nj): (f64, f64, f64), k: usize| MethodStats {
         method,
         median_ns,
         p99_ns,
-        quality: if opt_sum > 0.0 { got[k] / opt_sum } else { 1.0 },
+        quality: if count > 0 { sum[k] / count as f64 } else { 1.0 },
         quality_min: worst[k],
         energy_nj,
     };
-    Ok(BenchReport {
-        board: board.name.to_string(),
-        tasks: n,
-        units: tatim.units.clone(),
-        power_levels: tatim.power_levels.clone(),
-        load: tatim.load,
-        workload: args.workload,
-        work_us: tatim.work_us.clone(),
-        buckets,
-        cells,
-        allocations,
-        table_bytes,
-        build_seconds,
+    let lookup = stats("policy", lookup, 0);
+    let exact = stats("exact", ex, 1);
+    SizeReport {
+        tasks: menu.n_options(),
+        n_tasks: menu.n_tasks(),
+        choices: menu.n_choices(),
+        units: menu.n_units(),
+        distribution: "",
         contexts: ctxs.len(),
-        distribution: args.distribution,
-        energy: energy.source(),
-        lookup: stats("lookup", lookup, 0),
-        exact: stats("exact", exact, 1),
-        greedy: stats("greedy", greedy_t, 2),
-        time_ratio: exact.0 / lookup.0.max(1e-3),
-        energy_saving: 1.0 - lookup.2 / exact.2.max(1e-12),
+        speedup: exact.median_ns / lookup.median_ns.max(1e-3),
+        energy_saved: 1.0 - lookup.energy_nj / exact.energy_nj.max(1e-12),
+        quality_mean: lookup.quality,
+        quality_worst: lookup.quality_min,
+        table_bytes: 0,
+        cells: 0,
+        build_seconds: 0.0,
+        exact_nodes_median: nodes_median,
+        exact_nodes_p99: nodes_p99,
         fallbacks,
-        exact_nodes: nodes as f64 / ctxs.len() as f64,
-    })
+        greedy: stats("greedy", gr, 2),
+        lookup,
+        exact,
+    }
+}
+
+/// Median and 99th percentile (sorts in place).
+fn percentiles(v: &mut [f64]) -> (f64, f64) {
+    if v.is_empty() {
+        return (0.0, 0.0);
+    }
+    v.sort_by(f64::total_cmp);
+    (v[v.len() / 2], v[((v.len() as f64 * 0.99) as usize).min(v.len() - 1)])
 }
 
 /// Energy over a stretch of work: RAPL where readable, else CPU time × the board's CPU busy power.

@@ -1,121 +1,177 @@
-//! The exact TATIM solver: depth-first branch and bound over tasks in order of value density, each
-//! task onto any unit it fits or onto none. The bound is Dantzig's fractional knapsack over the
-//! remaining tasks with each task's cheapest cost and the units' pooled remaining capacity; units
-//! with identical costs and capacity are not tried twice from the same remaining capacity; the
-//! greedy answer is the first incumbent. The workspace is fixed-size: solving does not allocate.
+//! The exact solver of a period's multiple-choice knapsack ([`Instance`]): depth-first branch and
+//! bound over tasks, each onto one of its options or none. The bound is the LP relaxation with the
+//! units' time pooled into capacity shares (and, as a second bound, time and memory shares summed),
+//! solved greedily over the upper convex hull of each task's options (Sinha and Zoltners' bound for
+//! the multiple-choice knapsack); the tighter of the two prunes. Units with identical costs and
+//! capacity are not tried twice from the same remaining capacity; the priced greedy answer is the
+//! first incumbent. Buffers are sized once: a solve does not allocate.
 
-use super::greedy::greedy;
-use super::problem::{Allocation, Problem};
+use super::greedy::{Greedy, Price};
+use super::menu::{Choice, Instance};
 use super::{MAX_TASKS, MAX_UNITS};
 
 const NO_TWIN: u8 = u8::MAX;
+const UNRANKED: u8 = u8::MAX;
+
+/// One segment of a task's upper hull in (share, value).
+#[derive(Clone, Copy, Debug, Default)]
+struct Seg {
+    task: u8,
+    ds: f64,
+    dv: f64,
+    eff: f64,
+}
 
 /// A reusable exact solver.
 #[derive(Clone, Debug)]
 pub struct ExactSolver {
-    p: Problem,
-    /// Tasks worth branching on, by density v_j / cmin_j descending.
+    /// Tasks worth branching on, by their best hull efficiency, descending.
     order: [u8; MAX_TASKS],
+    /// Position of each task in `order`, or `UNRANKED`.
+    rank: [u8; MAX_TASKS],
     len: usize,
-    cmin: [u64; MAX_TASKS],
-    /// Per task, units by c_ju / C_u ascending (the branching order).
-    units: [[u8; MAX_UNITS]; MAX_TASKS],
-    /// An earlier unit with the same costs and capacity, or `NO_TWIN`.
+    /// Per task, its usable options by value, descending (n × q), and how many.
+    cand: Vec<u8>,
+    ncand: [u8; MAX_TASKS],
+    /// Efficiency of each task's first hull segment (relaxation 0).
+    eff0: [f64; MAX_TASKS],
+    /// Hull segments of both relaxations, by efficiency descending: work pooled over the units
+    /// (time × the unit's speed against Σ speed × remaining time), and capacity shares pooled (time
+    /// and memory shares summed).
+    segs: [Vec<Seg>; 2],
+    /// Unit speeds relative to the fastest, recovered from the costs (for the work relaxation).
+    speed: [f64; MAX_UNITS],
+    /// Σ of the best values of the tasks from position k of `order` on.
+    vmax_tail: [f64; MAX_TASKS + 1],
+    /// Scratch for one task's hull: (share, value).
+    pts: Vec<(f64, f64)>,
     twin: [u8; MAX_UNITS],
     rem: [u64; MAX_UNITS],
-    cur: Allocation,
-    best: Allocation,
+    mem_rem: u64,
+    cur: Choice,
+    best: Choice,
     best_value: f64,
     nodes: u64,
-}
-
-impl Default for ExactSolver {
-    fn default() -> ExactSolver {
-        ExactSolver::new()
-    }
+    greedy: Greedy,
 }
 
 impl ExactSolver {
-    pub fn new() -> ExactSolver {
-        let p = Problem {
-            n: 0,
-            m: 0,
-            values: [0.0; MAX_TASKS],
-            costs: [[0; MAX_UNITS]; MAX_TASKS],
-            capacity: [0; MAX_UNITS],
-        };
+    /// A solver for instances of up to `n` tasks with `q` options each.
+    pub fn with_size(n: usize, q: usize) -> ExactSolver {
         ExactSolver {
-            p,
             order: [0; MAX_TASKS],
+            rank: [UNRANKED; MAX_TASKS],
             len: 0,
-            cmin: [0; MAX_TASKS],
-            units: [[0; MAX_UNITS]; MAX_TASKS],
+            cand: vec![0; n * q],
+            ncand: [0; MAX_TASKS],
+            eff0: [0.0; MAX_TASKS],
+            segs: [Vec::with_capacity(n * q), Vec::with_capacity(n * q)],
+            speed: [1.0; MAX_UNITS],
+            vmax_tail: [0.0; MAX_TASKS + 1],
+            pts: Vec::with_capacity(q),
             twin: [NO_TWIN; MAX_UNITS],
             rem: [0; MAX_UNITS],
-            cur: Allocation::empty(0),
-            best: Allocation::empty(0),
+            mem_rem: 0,
+            cur: Choice::empty(0),
+            best: Choice::empty(0),
             best_value: 0.0,
             nodes: 0,
+            greedy: Greedy::with_size(n),
         }
     }
 
-    /// An optimal allocation of `p` and its value.
-    pub fn solve(&mut self, p: &Problem) -> (Allocation, f64) {
-        self.p = *p;
-        let (n, m) = (p.n, p.m);
-        self.len = 0;
+    /// A solver sized for `inst`.
+    pub fn for_instance(inst: &Instance) -> ExactSolver {
+        ExactSolver::with_size(inst.n, inst.q)
+    }
+
+    /// An optimal choice for `inst` and its value. Panics if `inst` is larger than the solver.
+    pub fn solve(&mut self, inst: &Instance) -> (Choice, f64) {
+        let (n, q, m) = (inst.n, inst.q, inst.m);
+        assert!(n * q <= self.cand.len(), "instance larger than the solver ({n} × {q})");
         self.nodes = 0;
-        for j in 0..n {
-            let mut c = u64::MAX;
-            for u in 0..m {
-                if p.costs[j][u] <= p.capacity[u] {
-                    c = c.min(p.costs[j][u]);
+        self.len = 0;
+        // Speed of unit u: the smallest time of any option on the fastest unit over its time on u
+        // (times are ⌈work / speed⌉, so option by option the ratio is the speed ratio).
+        for u in 0..m {
+            let mut r = f64::INFINITY;
+            for j in 0..n {
+                for c in 0..inst.k {
+                    let here = inst.time[j * q + u * inst.k + c] as f64;
+                    let fastest = (0..m).map(|v| inst.time[j * q + v * inst.k + c]).min().unwrap_or(1) as f64;
+                    r = r.min(fastest / here);
                 }
             }
-            if c == u64::MAX || p.values[j] <= 0.0 {
+            self.speed[u] = if r.is_finite() { r } else { 1.0 };
+        }
+        for s in &mut self.segs {
+            s.clear();
+        }
+        for j in 0..n {
+            self.rank[j] = UNRANKED;
+            let row = &mut self.cand[j * q..(j + 1) * q];
+            let mut c = 0;
+            for i in 0..q {
+                if inst.usable(j, i) {
+                    // Insert by value, descending.
+                    let v = inst.value[j * q + i];
+                    let mut at = c;
+                    while at > 0 && inst.value[j * q + row[at - 1] as usize] < v {
+                        row[at] = row[at - 1];
+                        at -= 1;
+                    }
+                    row[at] = i as u8;
+                    c += 1;
+                }
+            }
+            self.ncand[j] = c as u8;
+            if c == 0 {
                 continue;
             }
-            self.cmin[j] = c;
-            let d = p.values[j] / c.max(1) as f64;
-            let mut i = self.len;
-            while i > 0 {
-                let k = self.order[i - 1] as usize;
-                if p.values[k] / self.cmin[k].max(1) as f64 >= d {
-                    break;
-                }
-                self.order[i] = self.order[i - 1];
-                i -= 1;
+            let first = self.hull(inst, j, 0);
+            self.eff0[j] = first;
+            self.hull(inst, j, 1);
+            // Insert j into the branching order by its best efficiency.
+            let mut at = self.len;
+            while at > 0 && self.eff0[self.order[at - 1] as usize] < first {
+                self.order[at] = self.order[at - 1];
+                at -= 1;
             }
-            self.order[i] = j as u8;
+            self.order[at] = j as u8;
             self.len += 1;
-            // Units by share of capacity, ascending.
-            let row = &mut self.units[j];
-            for (u, slot) in row.iter_mut().enumerate().take(m) {
-                *slot = u as u8;
-            }
-            let share = |u: u8| p.costs[j][u as usize] as f64 / p.capacity[u as usize].max(1) as f64;
-            for a in 1..m {
-                let mut b = a;
-                while b > 0 && share(row[b - 1]) > share(row[b]) {
-                    row.swap(b - 1, b);
-                    b -= 1;
-                }
-            }
+        }
+        for (k, &j) in self.order[..self.len].iter().enumerate() {
+            self.rank[j as usize] = k as u8;
+        }
+        self.vmax_tail[self.len] = 0.0;
+        for k in (0..self.len).rev() {
+            let j = self.order[k] as usize;
+            let best = self.cand[j * q] as usize; // candidates are by value, descending
+            self.vmax_tail[k] = self.vmax_tail[k + 1] + inst.value[j * q + best];
+        }
+        for s in &mut self.segs {
+            s.sort_unstable_by(|a, b| b.eff.total_cmp(&a.eff));
         }
         for u in 0..m {
             self.twin[u] = NO_TWIN;
             for t in 0..u {
-                if p.capacity[t] == p.capacity[u] && (0..n).all(|j| p.costs[j][t] == p.costs[j][u]) {
+                let same = inst.cap[t] == inst.cap[u]
+                    && (0..n).all(|j| {
+                        (0..inst.k)
+                            .all(|c| inst.time[j * q + t * inst.k + c] == inst.time[j * q + u * inst.k + c])
+                    });
+                if same {
                     self.twin[u] = t as u8;
                     break;
                 }
             }
         }
-        self.best = greedy(p);
-        self.best_value = p.value_of(&self.best);
-        self.cur = Allocation::empty(n);
-        self.rem[..m].copy_from_slice(&p.capacity[..m]);
-        self.dfs(0, 0.0);
+        self.best = self.greedy.solve(inst, Price::NONE);
+        self.best_value = inst.value_of(&self.best);
+        self.cur = Choice::empty(n);
+        self.rem[..m].copy_from_slice(&inst.cap[..m]);
+        self.mem_rem = inst.mem_cap;
+        self.dfs(inst, 0, 0.0);
         (self.best, self.best_value)
     }
 
@@ -124,55 +180,127 @@ impl ExactSolver {
         self.nodes
     }
 
-    fn dfs(&mut self, k: usize, value: f64) {
+    /// Size of option i of task j under relaxation r: its work (time × speed) for r = 0, else its
+    /// time and memory shares.
+    #[inline]
+    fn size(&self, inst: &Instance, j: usize, i: usize, r: usize) -> Option<f64> {
+        let o = j * inst.q + i;
+        if r == 0 {
+            return Some(inst.time[o] as f64 * self.speed[inst.unit(i)]);
+        }
+        let mut s = inst.time[o] as f64 / inst.cap[inst.unit(i)].max(1) as f64;
+        if inst.mem[o] > 0 {
+            s += inst.mem[o] as f64 / inst.mem_cap.max(1) as f64;
+        }
+        Some(s)
+    }
+
+    /// Push task j's upper-hull segments for relaxation r; returns the first segment's efficiency.
+    fn hull(&mut self, inst: &Instance, j: usize, r: usize) -> f64 {
+        let q = inst.q;
+        self.pts.clear();
+        for &i in &self.cand[j * q..j * q + self.ncand[j] as usize] {
+            let i = i as usize;
+            if let Some(s) = self.size(inst, j, i, r) {
+                self.pts.push((s, inst.value[j * q + i]));
+            }
+        }
+        self.pts.sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(b.1.total_cmp(&a.1)));
+        // Upper concave hull from the origin, kept in place at the front of `pts`.
+        let mut h = 0usize;
+        let mut last_v = 0.0f64;
+        for p in 0..self.pts.len() {
+            let (s, v) = self.pts[p];
+            if v <= last_v {
+                continue; // dominated: no more value for at least as much share
+            }
+            while h > 0 {
+                let (ps, pv) = if h >= 2 { self.pts[h - 2] } else { (0.0, 0.0) };
+                let (ms, mv) = self.pts[h - 1];
+                // Drop the middle point when it lies on or below the line from the previous to p.
+                if (mv - pv) * (s - ps) <= (v - pv) * (ms - ps) {
+                    h -= 1;
+                } else {
+                    break;
+                }
+            }
+            self.pts[h] = (s, v);
+            h += 1;
+            last_v = v;
+        }
+        let (mut ps, mut pv) = (0.0, 0.0);
+        let mut first = 0.0;
+        for p in 0..h {
+            let (s, v) = self.pts[p];
+            let (ds, dv) = (s - ps, v - pv);
+            let eff = if ds > 0.0 { dv / ds } else { f64::INFINITY };
+            if p == 0 {
+                first = eff;
+            }
+            self.segs[r].push(Seg { task: j as u8, ds, dv, eff });
+            (ps, pv) = (s, v);
+        }
+        first
+    }
+
+    fn dfs(&mut self, inst: &Instance, k: usize, value: f64) {
         self.nodes += 1;
         if value > self.best_value {
             self.best_value = value;
             self.best = self.cur;
         }
-        if k == self.len || value + self.bound(k) <= self.best_value * (1.0 + 1e-12) {
+        if k == self.len || value + self.bound(inst, k) <= self.best_value * (1.0 + 1e-12) {
             return;
         }
         let j = self.order[k] as usize;
-        let v = self.p.values[j];
-        for i in 0..self.p.m {
-            let u = self.units[j][i] as usize;
-            let c = self.p.costs[j][u];
-            if c > self.rem[u] {
+        let q = inst.q;
+        for c in 0..self.ncand[j] as usize {
+            let i = self.cand[j * q + c] as usize;
+            let o = j * q + i;
+            let u = inst.unit(i);
+            let (t, mem) = (inst.time[o], inst.mem[o]);
+            if t > self.rem[u] || mem > self.mem_rem {
                 continue;
             }
-            let t = self.twin[u];
-            if t != NO_TWIN && self.rem[t as usize] == self.rem[u] {
+            let tw = self.twin[u];
+            if tw != NO_TWIN && self.rem[tw as usize] == self.rem[u] {
                 continue;
             }
-            self.rem[u] -= c;
-            self.cur.set(j, Some(u));
-            self.dfs(k + 1, value + v);
+            self.rem[u] -= t;
+            self.mem_rem -= mem;
+            self.cur.set(j, Some(i));
+            self.dfs(inst, k + 1, value + inst.value[o]);
             self.cur.set(j, None);
-            self.rem[u] += c;
+            self.rem[u] += t;
+            self.mem_rem += mem;
         }
-        self.dfs(k + 1, value);
+        self.dfs(inst, k + 1, value);
     }
 
-    /// Fractional-knapsack bound on what tasks `order[k..]` can still add.
-    fn bound(&self, k: usize) -> f64 {
-        let p = &self.p;
-        let mut cap: u64 = self.rem[..p.m].iter().sum();
-        let mut b = 0.0;
-        for &j in &self.order[k..self.len] {
-            let j = j as usize;
-            if !(0..p.m).any(|u| p.costs[j][u] <= self.rem[u]) {
-                continue;
+    /// Bound on what the tasks `order[k..]` can still add: the smallest of their best values summed
+    /// and the two pooled LP relaxations.
+    fn bound(&self, inst: &Instance, k: usize) -> f64 {
+        let fill = |segs: &[Seg], mut cap: f64| {
+            let mut b = 0.0;
+            for s in segs {
+                if (self.rank[s.task as usize] as usize) < k {
+                    continue;
+                }
+                if s.ds <= cap {
+                    cap -= s.ds;
+                    b += s.dv;
+                } else {
+                    b += s.dv * cap / s.ds;
+                    break;
+                }
             }
-            let c = self.cmin[j];
-            if c <= cap {
-                cap -= c;
-                b += p.values[j];
-            } else {
-                b += p.values[j] * cap as f64 / c as f64;
-                break;
-            }
-        }
-        b
+            b
+        };
+        let work: f64 = (0..inst.m).map(|u| self.rem[u] as f64 * self.speed[u]).sum();
+        let time_share: f64 =
+            (0..inst.m).filter(|&u| inst.cap[u] > 0).map(|u| self.rem[u] as f64 / inst.cap[u] as f64).sum();
+        let mem_share = if inst.mem_cap > 0 { self.mem_rem as f64 / inst.mem_cap as f64 } else { 0.0 };
+        let pooled = fill(&self.segs[1], time_share + mem_share);
+        self.vmax_tail[k].min(fill(&self.segs[0], work)).min(pooled)
     }
 }

@@ -1,62 +1,157 @@
-//! The greedy baseline: tasks in order of importance per unit of normalised cost, each onto the unit
-//! where it takes the smallest share of the capacity among those it still fits. O(n·(n + m)), no
-//! allocation; the device's fallback outside the policy table.
+//! The priced greedy: the policy's run-time step and the exact solver's first incumbent. Each task
+//! picks the option with the best value less the prices of the time and memory it takes; tasks are
+//! admitted by value per share of capacity while they fit (a task that no longer fits takes its best
+//! option that does); a last pass moves each task to the most valuable option that still fits.
+//! O(n · q) per decision, no allocation. With [`Price::NONE`] it is the plain density greedy.
 
-use super::problem::{Allocation, Problem};
-use super::{MAX_TASKS, MAX_UNITS};
+use serde::{Deserialize, Serialize};
 
-/// Greedy allocation of `p` (always feasible).
-pub fn greedy(p: &Problem) -> Allocation {
-    greedy_first(p, p.n)
+use super::MAX_UNITS;
+use super::menu::{Choice, Instance};
+
+/// Prices θ of capacity, relative to the instance: λ = θ_time · V / m per share of a unit's time and
+/// μ = θ_mem · V per share of the free memory, V = Σ_j (best value of task j).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Price {
+    pub time: f32,
+    pub mem: f32,
 }
 
-/// Greedy over the first `k ≤ n` tasks only; the others stay unassigned.
-pub(crate) fn greedy_first(p: &Problem, k: usize) -> Allocation {
-    let mut a = Allocation::empty(p.n);
-    let k = k.min(p.n);
-    // Density v_j / min_u (c_ju / C_u); tasks that fit nowhere or are worth nothing are left out.
-    let mut order = [0u8; MAX_TASKS];
-    let mut density = [0.0f64; MAX_TASKS];
-    let mut len = 0;
-    for j in 0..k {
-        let mut best = f64::INFINITY;
-        for u in 0..p.m {
-            if p.costs[j][u] <= p.capacity[u] && p.capacity[u] > 0 {
-                best = best.min(p.costs[j][u] as f64 / p.capacity[u] as f64);
-            }
-        }
-        if best.is_finite() && p.values[j] > 0.0 {
-            density[j] = p.values[j] / best.max(f64::MIN_POSITIVE);
-            // Insertion sort, descending density; ties keep task order.
-            let mut i = len;
-            while i > 0 && density[order[i - 1] as usize] < density[j] {
-                order[i] = order[i - 1];
-                i -= 1;
-            }
-            order[i] = j as u8;
-            len += 1;
-        }
+impl Price {
+    /// No price: options by value, tasks by density.
+    pub const NONE: Price = Price { time: 0.0, mem: 0.0 };
+}
+
+/// Scratch of the priced greedy (sized once).
+#[derive(Clone, Debug)]
+pub struct Greedy {
+    pick: Vec<u8>,
+    eff: Vec<f64>,
+    order: Vec<u8>,
+}
+
+const NONE: u8 = Choice::NONE;
+
+impl Greedy {
+    pub fn with_size(n: usize) -> Greedy {
+        Greedy { pick: vec![NONE; n], eff: vec![0.0; n], order: vec![0; n] }
     }
-    let mut rem = [0u64; MAX_UNITS];
-    rem[..p.m].copy_from_slice(&p.capacity[..p.m]);
-    for &j in &order[..len] {
-        let j = j as usize;
-        let mut pick = None;
-        let mut share = f64::INFINITY;
-        for (u, &r) in rem.iter().enumerate().take(p.m) {
-            let c = p.costs[j][u];
-            if c <= r {
-                let s = c as f64 / p.capacity[u] as f64;
-                if s < share {
-                    share = s;
-                    pick = Some(u);
+
+    /// A feasible choice for `inst` at prices `price`. Panics if `inst` has more tasks than the
+    /// scratch.
+    pub fn solve(&mut self, inst: &Instance, price: Price) -> Choice {
+        let (n, q, m) = (inst.n, inst.q, inst.m);
+        assert!(n <= self.pick.len(), "instance larger than the greedy ({n} tasks)");
+        let mut total = 0.0;
+        for j in 0..n {
+            let best =
+                (0..q).filter(|&i| inst.usable(j, i)).map(|i| inst.value[j * q + i]).fold(0.0, f64::max);
+            total += best;
+        }
+        let mut choice = Choice::empty(n);
+        if total <= 0.0 {
+            return choice;
+        }
+        let lambda = price.time as f64 * total / m as f64;
+        let mu = price.mem as f64 * total;
+        let shares = |j: usize, i: usize| -> (f64, f64) {
+            let o = j * q + i;
+            let st = inst.time[o] as f64 / inst.cap[inst.unit(i)].max(1) as f64;
+            let sm = if inst.mem[o] > 0 { inst.mem[o] as f64 / inst.mem_cap.max(1) as f64 } else { 0.0 };
+            (st, sm)
+        };
+        let score = |j: usize, i: usize| {
+            let (st, sm) = shares(j, i);
+            inst.value[j * q + i] - lambda * st - mu * sm
+        };
+        let mut len = 0;
+        for j in 0..n {
+            self.pick[j] = NONE;
+            let mut best = (0.0, NONE);
+            for i in 0..q {
+                if inst.usable(j, i) {
+                    let s = score(j, i);
+                    if s > best.0 {
+                        best = (s, i as u8);
+                    }
                 }
             }
+            if best.1 == NONE {
+                continue;
+            }
+            self.pick[j] = best.1;
+            let (st, sm) = shares(j, best.1 as usize);
+            let e = inst.value[j * q + best.1 as usize] / (st + sm).max(1e-12);
+            self.eff[j] = e;
+            let mut at = len;
+            while at > 0 && self.eff[self.order[at - 1] as usize] < e {
+                self.order[at] = self.order[at - 1];
+                at -= 1;
+            }
+            self.order[at] = j as u8;
+            len += 1;
         }
-        if let Some(u) = pick {
-            rem[u] -= p.costs[j][u];
-            a.set(j, Some(u));
+        let mut rem = [0u64; MAX_UNITS];
+        rem[..m].copy_from_slice(&inst.cap[..m]);
+        let mut mem_rem = inst.mem_cap;
+        let fits = |rem: &[u64; MAX_UNITS], mem_rem: u64, j: usize, i: usize| {
+            let o = j * q + i;
+            inst.time[o] <= rem[inst.unit(i)] && inst.mem[o] <= mem_rem
+        };
+        for &j in &self.order[..len] {
+            let j = j as usize;
+            let mut take = self.pick[j] as usize;
+            if !fits(&rem, mem_rem, j, take) {
+                let mut best = (f64::NEG_INFINITY, usize::MAX);
+                for i in 0..q {
+                    if inst.value[j * q + i] > 0.0 && fits(&rem, mem_rem, j, i) {
+                        let s = score(j, i);
+                        if s > best.0 {
+                            best = (s, i);
+                        }
+                    }
+                }
+                if best.1 == usize::MAX {
+                    continue;
+                }
+                take = best.1;
+            }
+            let o = j * q + take;
+            rem[inst.unit(take)] -= inst.time[o];
+            mem_rem -= inst.mem[o];
+            choice.set(j, Some(take));
         }
+        // Upgrade: each task (admitted ones first) to its most valuable option that fits.
+        for step in 0..n {
+            let j =
+                if step < len { self.order[step] as usize } else { step_unranked(&self.pick, step - len, n) };
+            if j == usize::MAX {
+                break;
+            }
+            if let Some(i) = choice.option_of(j) {
+                let o = j * q + i;
+                rem[inst.unit(i)] += inst.time[o];
+                mem_rem += inst.mem[o];
+            }
+            let mut best = (choice.option_of(j).map_or(0.0, |i| inst.value[j * q + i]), choice.option_of(j));
+            for i in 0..q {
+                let v = inst.value[j * q + i];
+                if v > best.0 && fits(&rem, mem_rem, j, i) {
+                    best = (v, Some(i));
+                }
+            }
+            if let Some(i) = best.1 {
+                let o = j * q + i;
+                rem[inst.unit(i)] -= inst.time[o];
+                mem_rem -= inst.mem[o];
+            }
+            choice.set(j, best.1);
+        }
+        choice
     }
-    a
+}
+
+/// The `k`-th task (in index order) that had no pick, or `usize::MAX`.
+fn step_unranked(pick: &[u8], k: usize, n: usize) -> usize {
+    (0..n).filter(|&j| pick[j] == NONE).nth(k).unwrap_or(usize::MAX)
 }

@@ -1,33 +1,46 @@
-//! DCTA: which on-device adaptation tasks run, and on which execution unit, each period (the TATIM
-//! multiple-knapsack problem of `docs/dcta.md`), decided by a precomputed policy table.
+//! DCTA: which on-device adaptation tasks run each period, on which execution unit and with how
+//! many fresh frames, decided by a policy precomputed on the host (`docs/dcta.md`).
 //!
 //! The pipeline, each step its own call:
-//! - [`Tatim::from_manifest`] turns a manifest and a board into the problem's data: one task per model
-//!   ("refresh the links into target j"), its cost on every unit, every unit's capacity per power level.
-//! - [`ExactSolver`] solves one instance exactly (branch and bound); [`greedy`] is the baseline.
-//! - [`build_policy`] solves every quantised context on the host and compresses the answers into a
-//!   [`PolicyTable`] (serde, stored in the bundle).
-//! - [`Dcta`] is prepared once from a table; [`Dcta::allocate`] quantises a context and looks its
-//!   allocation up in O(1) without allocating, falling back to greedy (and counting it) outside the table.
-//! - [`bench`] compares look-up, exact solve and greedy on held-out contexts (`jetlink bench dcta`).
+//! - [`Tatim`] and [`Menu::from_manifest`] turn a manifest and a board into the problem's data: one
+//!   task per model ("refresh the links into target j"), with q = units × K choices per task, each
+//!   with its time, the memory a swap needs, and the measured gain of K frames.
+//! - [`Menu::fill`] poses one period's multiple-choice knapsack ([`Instance`]: time per unit and
+//!   memory as constraints) from a [`Context`] (drift per target, power level, free memory, which
+//!   targets are resident).
+//! - [`ExactSolver`] solves an instance exactly (branch and bound with an LP hull bound); the priced
+//!   [`Greedy`] is the policy's run-time step.
+//! - [`build_policy`] learns a [`PolicyTable`] on the host from exactly solved sampled contexts
+//!   (serde, stored in the bundle); [`Dcta`] is prepared once from it and decides each period in
+//!   O(options) without allocating, counting contexts outside the table.
+//! - [`bench`] sweeps the problem size and compares policy, exact and greedy on held-out contexts
+//!   (`jetlink bench dcta`).
 
 mod bench;
 mod exact;
 mod greedy;
+mod menu;
 mod problem;
 mod table;
 
-pub use bench::{BenchArgs, BenchReport, DriftDistribution, EnergySource, MethodStats, Workload, bench};
+pub use bench::{BenchArgs, BenchReport, EnergySource, MethodStats, SizeReport, bench};
 pub use exact::ExactSolver;
-pub use greedy::greedy;
-pub use problem::{Allocation, CostModel, Problem, Tatim, importance};
-pub use table::{Dcta, PolicyOptions, PolicyTable, build_policy, build_policy_for};
+pub use greedy::{Greedy, Price};
+pub use menu::{Choice, Context, Instance, Menu};
+pub use problem::{CostModel, MEASURED_GAIN, Tatim, importance};
+pub use table::{
+    Dcta, DriftDistribution, Plan, PolicyOptions, PolicyTable, SampledContext, build_policy,
+    build_policy_for, sample_contexts,
+};
 
-/// Most tasks (models) an instance may have; matches the link module's model limit.
-pub const MAX_TASKS: usize = 16;
+/// Most tasks (models) an instance may have.
+pub const MAX_TASKS: usize = 64;
 
 /// Most execution units a board may offer for adaptation.
 pub const MAX_UNITS: usize = 8;
+
+/// Most K choices per refresh.
+pub const MAX_CHOICES: usize = 8;
 
 /// Errors of building a problem or a policy table, and of preparing a table for the device.
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
@@ -43,10 +56,6 @@ pub enum DctaError {
     BadUnit { unit: String, speed: f32, share: f32 },
     #[error("option `{option}`: {reason}")]
     BadOption { option: &'static str, reason: &'static str },
-    #[error("policy table would have {cells} cells, more than max_cells = {max} (use fewer drift buckets)")]
-    TableTooLarge { cells: u64, max: u64 },
-    #[error("policy table has {count} distinct allocations, more than the 65536 a u16 id can name")]
-    TooManyAllocations { count: usize },
     #[error("policy table is inconsistent: {0}")]
     BadTable(&'static str),
 }

@@ -1,150 +1,29 @@
-//! The TATIM instance: tasks with importances, per-unit integer costs and capacities
-//! ([`Problem`], fixed-size and `Copy`), the answer ([`Allocation`]), and how a manifest and a board
-//! become the problem's data ([`Tatim`], [`CostModel`]). Symbols follow `docs/dcta.md`.
+//! How a manifest and a board become the problem's data: tasks with importances, per-unit costs
+//! and capacities per power level ([`Tatim`]), through the cost model ([`CostModel`]: K choices,
+//! measured gains, swap costs). Symbols follow `docs/dcta.md`.
 
 use serde::{Deserialize, Serialize};
 
-use super::{DctaError, MAX_TASKS, MAX_UNITS};
+use super::{DctaError, MAX_CHOICES, MAX_TASKS, MAX_UNITS};
 use crate::board::Board;
 use crate::manifest::Manifest;
-
-/// Which unit each task runs on, if any. Fixed size and `Copy`, so the device can hold and return
-/// one without allocating.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct Allocation {
-    n: u8,
-    unit: [u8; MAX_TASKS],
-}
-
-impl Allocation {
-    /// The byte that marks an unassigned task in [`as_bytes`](Self::as_bytes) and in tables.
-    pub const NONE: u8 = u8::MAX;
-
-    /// `n` tasks, none assigned.
-    pub const fn empty(n: usize) -> Allocation {
-        assert!(n <= MAX_TASKS);
-        Allocation { n: n as u8, unit: [Self::NONE; MAX_TASKS] }
-    }
-
-    /// From one byte per task (a unit index or [`NONE`](Self::NONE)); `None` if too long.
-    pub fn from_bytes(bytes: &[u8]) -> Option<Allocation> {
-        if bytes.len() > MAX_TASKS {
-            return None;
-        }
-        let mut a = Allocation::empty(bytes.len());
-        a.unit[..bytes.len()].copy_from_slice(bytes);
-        Some(a)
-    }
-
-    /// Number of tasks.
-    pub fn len(&self) -> usize {
-        self.n as usize
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.n == 0
-    }
-
-    /// The unit task `j` runs on, or `None` when it does not run (or `j` is out of range).
-    pub fn unit_of(&self, j: usize) -> Option<usize> {
-        match self.as_bytes().get(j) {
-            Some(&u) if u != Self::NONE => Some(u as usize),
-            _ => None,
-        }
-    }
-
-    /// Put task `j` on `unit` (or take it off with `None`). Panics if `j` is out of range.
-    pub fn set(&mut self, j: usize, unit: Option<usize>) {
-        assert!(j < self.len(), "task {j} out of range ({} tasks)", self.n);
-        self.unit[j] = unit.map_or(Self::NONE, |u| u as u8);
-    }
-
-    /// One byte per task: the unit index, or [`NONE`](Self::NONE).
-    pub fn as_bytes(&self) -> &[u8] {
-        &self.unit[..self.n as usize]
-    }
-
-    /// Number of tasks that run.
-    pub fn assigned(&self) -> usize {
-        self.as_bytes().iter().filter(|&&u| u != Self::NONE).count()
-    }
-}
-
-/// One TATIM instance: maximise Σ v_j over assigned tasks subject to, for every unit u,
-/// Σ_{j on u} c_ju ≤ C_u. Costs and capacities are integers (µs) so that feasibility is exact.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Problem {
-    /// Tasks n.
-    pub n: usize,
-    /// Units m.
-    pub m: usize,
-    /// v_j ≥ 0.
-    pub values: [f64; MAX_TASKS],
-    /// c_ju.
-    pub costs: [[u64; MAX_UNITS]; MAX_TASKS],
-    /// C_u.
-    pub capacity: [u64; MAX_UNITS],
-}
-
-impl Problem {
-    /// `costs` is row-major n × m.
-    pub fn new(values: &[f64], costs: &[u64], capacity: &[u64]) -> Result<Problem, DctaError> {
-        let (n, m) = (values.len(), capacity.len());
-        if n == 0 || n > MAX_TASKS {
-            return Err(DctaError::TaskCount { tasks: n, max: MAX_TASKS });
-        }
-        if m == 0 || m > MAX_UNITS {
-            return Err(DctaError::UnitCount { board: String::new(), units: m, max: MAX_UNITS });
-        }
-        if costs.len() != n * m {
-            return Err(DctaError::BadOption { option: "costs", reason: "must hold n × m values" });
-        }
-        if values.iter().any(|v| !(v.is_finite() && *v >= 0.0)) {
-            return Err(DctaError::BadOption { option: "values", reason: "must be finite and >= 0" });
-        }
-        let mut p = Problem {
-            n,
-            m,
-            values: [0.0; MAX_TASKS],
-            costs: [[0; MAX_UNITS]; MAX_TASKS],
-            capacity: [0; MAX_UNITS],
-        };
-        p.values[..n].copy_from_slice(values);
-        p.capacity[..m].copy_from_slice(capacity);
-        for j in 0..n {
-            p.costs[j][..m].copy_from_slice(&costs[j * m..(j + 1) * m]);
-        }
-        Ok(p)
-    }
-
-    /// Total value of `a` (tasks beyond n ignored).
-    pub fn value_of(&self, a: &Allocation) -> f64 {
-        (0..self.n.min(a.len())).filter(|&j| a.unit_of(j).is_some()).map(|j| self.values[j]).sum()
-    }
-
-    /// Whether `a` has n tasks, names only units below m and fits every capacity.
-    pub fn is_feasible(&self, a: &Allocation) -> bool {
-        if a.len() != self.n {
-            return false;
-        }
-        let mut load = [0u64; MAX_UNITS];
-        for j in 0..self.n {
-            if let Some(u) = a.unit_of(j) {
-                if u >= self.m {
-                    return false;
-                }
-                load[u] += self.costs[j][u];
-            }
-        }
-        (0..self.m).all(|u| load[u] <= self.capacity[u])
-    }
-}
 
 /// How task costs and unit capacities are derived from the manifest and the board (`docs/dcta.md`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CostModel {
-    /// K: buffered frames each refresh runs its target model on.
+    /// K₀: the frames the work t_j is computed for; an option with K frames costs t_j · K / K₀.
     pub frames_per_task: u32,
+    /// The K choices of a refresh, ascending (at most 8).
+    pub frames: Vec<u32>,
+    /// g(K) ∈ [0, 1] for each K choice: the share of a target's drift a refresh on K labelled frames
+    /// wins back. Default: measured by `jetlink bench adapt-gain` on the demo's drift segment
+    /// (`docs/bench/adapt-gain.json`); `jetlink build --gain FILE` takes another measurement.
+    pub gain: Vec<f32>,
+    /// Bytes per µs a non-resident target loads at (its weights), on a speed-1 unit.
+    pub load_bytes_per_us: f64,
+    /// π: value a swap costs, as a share of the target's weight per share of the memory budget it
+    /// takes (models predicted through links meanwhile).
+    pub swap_penalty: f32,
     /// E: fine-tuning passes over the K frames.
     pub finetune_epochs: u32,
     /// Smallest hidden width of a link (2·|Y_j| otherwise), as the link trainer uses.
@@ -165,12 +44,42 @@ impl Default for CostModel {
     fn default() -> CostModel {
         CostModel {
             frames_per_task: 32,
+            frames: vec![8, 16, 32, 64],
+            gain: MEASURED_GAIN.to_vec(),
+            load_bytes_per_us: 1000.0,
+            swap_penalty: 0.02,
             finetune_epochs: 20,
             link_hidden_floor: 64,
             time_scale: 1.0,
             power_levels: vec![1.0, 0.6, 0.3],
             stress: None,
         }
+    }
+}
+
+/// g(K) at K = 8, 16, 32, 64, measured by `jetlink bench adapt-gain` (see [`CostModel::gain`]).
+pub const MEASURED_GAIN: [f32; 4] = [0.159, 0.349, 0.607, 1.0];
+
+impl CostModel {
+    /// Check the K choices, their gains and the swap settings.
+    pub fn validate_choices(&self) -> Result<(), DctaError> {
+        let k = self.frames.len();
+        if k == 0 || k > MAX_CHOICES || self.frames.windows(2).any(|w| w[0] >= w[1]) || self.frames[0] == 0 {
+            return Err(DctaError::BadOption { option: "frames", reason: "need 1 to 8 ascending K > 0" });
+        }
+        if self.gain.len() != k || self.gain.iter().any(|g| !(g.is_finite() && (0.0..=1.0).contains(g))) {
+            return Err(DctaError::BadOption { option: "gain", reason: "one value in [0, 1] per K choice" });
+        }
+        if !(self.load_bytes_per_us.is_finite() && self.load_bytes_per_us > 0.0) {
+            return Err(DctaError::BadOption {
+                option: "load_bytes_per_us",
+                reason: "must be finite and > 0",
+            });
+        }
+        if !(self.swap_penalty.is_finite() && self.swap_penalty >= 0.0) {
+            return Err(DctaError::BadOption { option: "swap_penalty", reason: "must be finite and >= 0" });
+        }
+        Ok(())
     }
 }
 
@@ -332,20 +241,6 @@ impl Tatim {
     pub fn capacity(&self, level: usize) -> &[u64] {
         let m = self.n_units();
         &self.capacity_us[level * m..(level + 1) * m]
-    }
-
-    /// The instance at level ℓ with zero importances (fill [`Problem::values`] with [`importance`]).
-    pub fn base_problem(&self, level: usize) -> Result<Problem, DctaError> {
-        Problem::new(&vec![0.0; self.n_tasks()], &self.costs_us, self.capacity(level))
-    }
-
-    /// The instance for drift levels `drift` (one per task) at capacity level ℓ.
-    pub fn problem(&self, drift: &[f32], level: usize) -> Result<Problem, DctaError> {
-        let mut p = self.base_problem(level)?;
-        for (j, &d) in drift.iter().enumerate().take(p.n) {
-            p.values[j] = importance(self.weights[j], d);
-        }
-        Ok(p)
     }
 
     /// Check the internal sizes (a table read from a file may be corrupt).

@@ -1,86 +1,190 @@
-//! The DCTA policy table: every quantised context (drift bucket of each task × capacity class)
-//! solved exactly on the host and compressed to one small allocation id per context, with the
-//! distinct allocations stored once ([`PolicyTable`], serde/postcard, shipped in the bundle); and
-//! the device side ([`Dcta`]): prepared once, then an O(1) look-up per decision that never
-//! allocates, with a counted greedy fallback outside the table.
-
-use std::collections::HashMap;
+//! The DCTA policy: a compact table learnt on the host from many exactly solved periods, shipped in
+//! the bundle ([`PolicyTable`]), and its device side ([`Dcta`]). The table is indexed by the coarse
+//! context (power level × free-memory class × drift-mass bucket, with bucket edges at quantiles of
+//! the sampled contexts, so long-tailed drift gets as many buckets as uniform drift) and holds the
+//! capacity prices under which the priced greedy comes closest to the exact optimum in that cell.
+//! The fine context (each target's drift, which targets are resident) enters the priced greedy
+//! directly, so the table stays small at any number of tasks: a decision is O(options) and never
+//! allocates. Contexts outside the table fall back to unpriced greedy and are counted.
 
 use serde::{Deserialize, Serialize};
 
 use super::exact::ExactSolver;
-use super::greedy::greedy_first;
-use super::problem::{Allocation, CostModel, Problem, Tatim, clamp_drift, importance};
+use super::greedy::{Greedy, Price};
+use super::menu::{Choice, Context, Instance, Menu};
+use super::problem::{CostModel, clamp_drift};
 use super::{DctaError, MAX_TASKS};
 use crate::board::Board;
+use crate::links::Rng;
 use crate::manifest::Manifest;
 
 /// Version of the [`PolicyTable`] layout; bump on any change to its fields or their meaning.
-pub const FORMAT_VERSION: u16 = 1;
+pub const FORMAT_VERSION: u16 = 2;
+
+/// Candidate time prices θ_time (see [`Price`]).
+const TIME_GRID: [f32; 12] = [0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0];
+/// Candidate memory prices θ_mem.
+const MEM_GRID: [f32; 5] = [0.0, 0.1, 0.3, 1.0, 3.0];
+
+/// How held-out and training drift values are drawn.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DriftDistribution {
+    /// d_j uniform in [0, 1].
+    Uniform,
+    /// d_j = u³ with u uniform: most targets drift little, a few a lot (task importance is
+    /// long-tailed).
+    LongTail,
+    /// Half of the contexts of each (the policy is trained on this).
+    Mixed,
+}
 
 /// How to build a policy table.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PolicyOptions {
     pub cost: CostModel,
-    /// B: drift buckets per task; drift d ∈ [0, 1] falls in bucket ⌊d·B⌋ (the last one holds d = 1)
-    /// and is represented by the bucket's centre.
+    /// D: drift-mass buckets (edges at quantiles of the sampled contexts).
     pub buckets: u8,
-    /// Refuse to build tables with more cells than this.
-    pub max_cells: u64,
+    /// Free-memory classes (edges at quantiles of the sampled contexts).
+    pub memory_classes: u8,
+    /// Training contexts, each solved exactly.
+    pub samples: usize,
+    pub seed: u64,
     /// Build threads (0: all available).
     pub threads: usize,
 }
 
 impl Default for PolicyOptions {
     fn default() -> PolicyOptions {
-        PolicyOptions { cost: CostModel::default(), buckets: 4, max_cells: 1 << 24, threads: 0 }
+        PolicyOptions {
+            cost: CostModel::default(),
+            buckets: 8,
+            memory_classes: 3,
+            samples: 3000,
+            seed: 11,
+            threads: 0,
+        }
     }
 }
 
-/// The compressed policy: for each cell (context), the id of its optimal allocation.
+/// The compressed policy: per cell, the index of its prices in the grids.
 ///
-/// Cell index = class(ℓ) · B^n + Σ_j b_j · B^j (mixed radix, task 0 least significant), where b_j is
-/// task j's drift bucket and class(ℓ) groups power levels with identical capacities.
+/// Cell index = (power level · memory classes + memory class) · buckets + drift-mass bucket.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PolicyTable {
     pub version: u16,
     /// Board the table was built for.
     pub board: String,
-    /// The problem data (tasks, units, costs, capacities): needed by the greedy fallback.
-    pub tatim: Tatim,
-    pub buckets: u8,
-    /// Capacity class of each power level.
-    pub level_class: Vec<u8>,
-    pub classes: u8,
-    /// Bytes per id: 1 (at most 256 distinct allocations) or 2 (little-endian).
-    pub id_width: u8,
-    /// cells × id_width bytes.
-    pub ids: Vec<u8>,
-    /// Distinct allocations, n bytes each (unit index, or 255 for "does not run").
-    pub allocations: Vec<u8>,
+    /// The options of every task (needed to pose each period's knapsack on the device).
+    pub menu: Menu,
+    /// Upper edges of the drift-mass buckets but the last, ascending (mass = Σ w_j d_j / Σ w_j).
+    pub mass_edges: Vec<f32>,
+    /// Upper edges of the free-memory classes but the last, as shares of the menu's memory,
+    /// ascending.
+    pub memory_edges: Vec<f32>,
+    /// Per cell, θ_time index (high nibble) and θ_mem index (low nibble).
+    pub prices: Vec<u8>,
+}
+
+/// A sampled context, owned.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SampledContext {
+    pub drift: Vec<f32>,
+    pub power_level: usize,
+    pub free_mem: u64,
+    pub resident: u64,
+}
+
+impl SampledContext {
+    pub fn as_context(&self) -> Context<'_> {
+        Context {
+            drift: &self.drift,
+            power_level: self.power_level,
+            free_mem: self.free_mem,
+            resident: self.resident,
+        }
+    }
+}
+
+/// Draw `count` contexts for `menu`: drift by `dist`, a uniform power level, free memory uniform up
+/// to what swapping every target in would need (capped by the menu's memory), each target resident
+/// with probability 1/3.
+pub fn sample_contexts(menu: &Menu, dist: DriftDistribution, count: usize, seed: u64) -> Vec<SampledContext> {
+    let n = menu.n_tasks();
+    let all: u64 = menu.mem_bytes.iter().sum::<u64>().min(menu.memory_bytes).max(1);
+    let mut rng = Rng::from_state(seed);
+    (0..count)
+        .map(|c| {
+            let long = match dist {
+                DriftDistribution::Uniform => false,
+                DriftDistribution::LongTail => true,
+                DriftDistribution::Mixed => c % 2 == 1,
+            };
+            let drift = (0..n).map(|_| if long { rng.f32().powi(3) } else { rng.f32() }).collect();
+            let power_level = rng.below(menu.n_levels());
+            let free_mem = (rng.f32() as f64 * all as f64) as u64;
+            let mut resident = 0u64;
+            for j in 0..n {
+                if rng.below(3) == 0 {
+                    resident |= 1 << j;
+                }
+            }
+            SampledContext { drift, power_level, free_mem, resident }
+        })
+        .collect()
+}
+
+/// Drift mass of a context: Σ w_j d_j / Σ w_j.
+fn mass(menu: &Menu, drift: &[f32]) -> f32 {
+    let w: f32 = menu.weights.iter().sum();
+    let m: f32 = menu.weights.iter().zip(drift).map(|(w, &d)| w * clamp_drift(d)).sum();
+    if w > 0.0 { m / w } else { 0.0 }
+}
+
+/// Number of edges at or below `x` (the class of x).
+#[inline]
+fn class(edges: &[f32], x: f32) -> usize {
+    edges.iter().take_while(|&&e| e <= x).count()
+}
+
+/// `k − 1` edges at the quantiles of `values` (sorted in place).
+fn quantile_edges(values: &mut [f32], k: usize) -> Vec<f32> {
+    values.sort_by(f32::total_cmp);
+    let mut edges: Vec<f32> = (1..k).map(|i| values[(i * values.len() / k).min(values.len() - 1)]).collect();
+    edges.dedup();
+    edges
 }
 
 impl PolicyTable {
     pub fn n_tasks(&self) -> usize {
-        self.tatim.n_tasks()
+        self.menu.n_tasks()
     }
 
-    /// Number of contexts (cells).
+    fn memory_classes(&self) -> usize {
+        self.memory_edges.len() + 1
+    }
+
+    fn buckets(&self) -> usize {
+        self.mass_edges.len() + 1
+    }
+
+    /// Number of cells.
     pub fn cells(&self) -> usize {
-        self.ids.len() / self.id_width.max(1) as usize
+        self.menu.n_levels() * self.memory_classes() * self.buckets()
     }
 
-    /// Number of distinct allocations.
-    pub fn n_allocations(&self) -> usize {
-        self.allocations.len() / self.n_tasks().max(1)
+    /// The cell of a context (its power level must be in range).
+    pub fn cell(&self, ctx: &Context) -> usize {
+        let free = ctx.free_mem as f64 / self.menu.memory_bytes.max(1) as f64;
+        let mc = class(&self.memory_edges, free as f32);
+        let b = class(&self.mass_edges, mass(&self.menu, ctx.drift));
+        (ctx.power_level * self.memory_classes() + mc) * self.buckets() + b
     }
 
-    /// The allocation id of cell `c`.
-    pub fn id(&self, c: usize) -> usize {
-        match self.id_width {
-            1 => self.ids[c] as usize,
-            _ => u16::from_le_bytes([self.ids[2 * c], self.ids[2 * c + 1]]) as usize,
-        }
+    /// The prices of cell `c`.
+    pub fn price(&self, c: usize) -> Price {
+        let p = self.prices[c];
+        Price { time: TIME_GRID[(p >> 4) as usize], mem: MEM_GRID[(p & 15) as usize] }
     }
 
     /// Serialised (postcard) form, as stored in the bundle.
@@ -101,147 +205,144 @@ impl PolicyTable {
         if self.version != FORMAT_VERSION {
             return Err(DctaError::BadTable("unknown format version"));
         }
-        self.tatim.validate()?;
-        let (n, m) = (self.n_tasks(), self.tatim.n_units());
-        if self.buckets == 0 {
-            return Err(DctaError::BadTable("buckets must be at least 1"));
+        self.menu.validate()?;
+        let sorted = |e: &[f32]| e.iter().all(|x| x.is_finite()) && e.windows(2).all(|w| w[0] < w[1]);
+        if !sorted(&self.mass_edges) || !sorted(&self.memory_edges) || self.buckets() > 255 {
+            return Err(DctaError::BadTable("bucket edges must be finite and ascending"));
         }
-        if self.level_class.len() != self.tatim.n_levels()
-            || self.classes == 0
-            || self.level_class.iter().any(|&c| c >= self.classes)
+        if self.prices.len() != self.cells() {
+            return Err(DctaError::BadTable("prices must hold one entry per cell"));
+        }
+        if self
+            .prices
+            .iter()
+            .any(|&p| (p >> 4) as usize >= TIME_GRID.len() || (p & 15) as usize >= MEM_GRID.len())
         {
-            return Err(DctaError::BadTable("level_class must name a class for every power level"));
-        }
-        let cells = cell_count(self.buckets, n, self.classes as usize)
-            .ok_or(DctaError::BadTable("cell count overflows"))?;
-        if !matches!(self.id_width, 1 | 2) || self.ids.len() as u64 != cells * self.id_width as u64 {
-            return Err(DctaError::BadTable("ids must hold one 1- or 2-byte id per cell"));
-        }
-        if self.allocations.is_empty() || !self.allocations.len().is_multiple_of(n) {
-            return Err(DctaError::BadTable("allocations must be n bytes each"));
-        }
-        if self.allocations.iter().any(|&u| u != Allocation::NONE && u as usize >= m) {
-            return Err(DctaError::BadTable("allocation names a unit the board does not have"));
-        }
-        let count = self.n_allocations();
-        if (0..self.cells()).any(|c| self.id(c) >= count) {
-            return Err(DctaError::BadTable("id out of range"));
+            return Err(DctaError::BadTable("price index out of range"));
         }
         Ok(())
     }
 }
 
-fn cell_count(buckets: u8, n: usize, classes: usize) -> Option<u64> {
-    (buckets as u64).checked_pow(n as u32)?.checked_mul(classes as u64)
-}
-
-/// Quantise a drift value into bucket ⌊d·B⌋ (clamped, NaN → 0).
-#[inline]
-fn bucket(d: f32, buckets: usize) -> usize {
-    ((clamp_drift(d) * buckets as f32) as usize).min(buckets - 1)
-}
-
-/// Build the policy table for a manifest on a board: one task per model (see `docs/dcta.md`).
+/// Build the policy table for a manifest on a board (see `docs/dcta.md`).
 pub fn build_policy(
     manifest: &Manifest,
     board: &Board,
     opts: &PolicyOptions,
 ) -> Result<PolicyTable, DctaError> {
-    let tatim = Tatim::from_manifest(manifest, board, &opts.cost)?;
-    build_policy_for(tatim, board.name, opts)
+    let menu = Menu::from_manifest(manifest, board, &opts.cost)?;
+    build_policy_for(menu, board.name, opts)
 }
 
-/// Build the policy table for given problem data (`opts.cost` is not used).
-pub fn build_policy_for(tatim: Tatim, board: &str, opts: &PolicyOptions) -> Result<PolicyTable, DctaError> {
-    tatim.validate()?;
-    if opts.buckets == 0 {
-        return Err(DctaError::BadOption { option: "buckets", reason: "must be at least 1" });
+/// Build the policy table for a menu (`opts.cost` is not used): sample contexts, solve each
+/// exactly, and keep per cell the prices with the best mean quality (ties: the best worst case).
+pub fn build_policy_for(menu: Menu, board: &str, opts: &PolicyOptions) -> Result<PolicyTable, DctaError> {
+    menu.validate()?;
+    if opts.buckets == 0 || opts.memory_classes == 0 || opts.samples == 0 {
+        return Err(DctaError::BadOption {
+            option: "buckets",
+            reason: "buckets, classes and samples must be >= 1",
+        });
     }
-    let (n, levels) = (tatim.n_tasks(), tatim.n_levels());
-    // Power levels with identical capacities share their cells.
-    let mut level_class = Vec::with_capacity(levels);
-    let mut class_level: Vec<usize> = Vec::new();
-    for l in 0..levels {
-        match class_level.iter().position(|&k| tatim.capacity(k) == tatim.capacity(l)) {
-            Some(c) => level_class.push(c as u8),
-            None => {
-                level_class.push(class_level.len() as u8);
-                class_level.push(l);
-            }
-        }
-    }
-    let classes = class_level.len();
-    let b = opts.buckets as usize;
-    let cells = cell_count(opts.buckets, n, classes).filter(|&c| c <= opts.max_cells);
-    let cells = cells.ok_or(DctaError::TableTooLarge {
-        cells: cell_count(opts.buckets, n, classes).unwrap_or(u64::MAX),
-        max: opts.max_cells,
-    })? as usize;
-    let stride = cells / classes;
-    let bases: Vec<Problem> = class_level.iter().map(|&l| tatim.base_problem(l)).collect::<Result<_, _>>()?;
-    let centre: Vec<f64> = (0..b).map(|k| (k as f64 + 0.5) / b as f64).collect();
+    let samples = sample_contexts(&menu, DriftDistribution::Mixed, opts.samples, opts.seed);
+    let mut masses: Vec<f32> = samples.iter().map(|s| mass(&menu, &s.drift)).collect();
+    let mass_edges = quantile_edges(&mut masses, opts.buckets as usize);
+    let budget = menu.memory_bytes.max(1) as f64;
+    let mut frees: Vec<f32> = samples.iter().map(|s| (s.free_mem as f64 / budget) as f32).collect();
+    let memory_edges = quantile_edges(&mut frees, opts.memory_classes as usize);
+    let mut table = PolicyTable {
+        version: FORMAT_VERSION,
+        board: board.to_string(),
+        menu,
+        mass_edges,
+        memory_edges,
+        prices: Vec::new(),
+    };
+    let cells = table.cells();
+    let grid = TIME_GRID.len() * MEM_GRID.len();
 
+    // Per sample: its cell, and the quality of every price pair.
     let threads = match opts.threads {
         0 => std::thread::available_parallelism().map_or(1, |t| t.get()),
         t => t,
     };
-    let chunk = cells.div_ceil(threads).max(1);
-    let mut solved = vec![Allocation::empty(n); cells];
+    let chunk = samples.len().div_ceil(threads).max(1);
+    let mut scores = vec![0.0f64; samples.len() * grid];
     std::thread::scope(|s| {
-        for (i, part) in solved.chunks_mut(chunk).enumerate() {
-            let (bases, centre, tatim) = (&bases, &centre, &tatim);
+        for (part, out) in samples.chunks(chunk).zip(scores.chunks_mut(chunk * grid)) {
+            let menu = &table.menu;
             s.spawn(move || {
-                let mut solver = ExactSolver::new();
-                for (k, out) in part.iter_mut().enumerate() {
-                    let c = i * chunk + k;
-                    let mut p = bases[c / stride];
-                    let mut r = c % stride;
-                    for j in 0..n {
-                        p.values[j] = tatim.weights[j] as f64 * centre[r % b];
-                        r /= b;
+                let mut inst = Instance::for_menu(menu);
+                let mut exact = ExactSolver::for_instance(&inst);
+                let mut greedy = Greedy::with_size(menu.n_tasks());
+                for (k, c) in part.iter().enumerate() {
+                    menu.fill(&c.as_context(), &mut inst);
+                    let (_, opt) = exact.solve(&inst);
+                    let plain = inst.value_of(&greedy.solve(&inst, Price::NONE));
+                    for (g, slot) in out[k * grid..(k + 1) * grid].iter_mut().enumerate() {
+                        let price =
+                            Price { time: TIME_GRID[g / MEM_GRID.len()], mem: MEM_GRID[g % MEM_GRID.len()] };
+                        // As the device decides: the better of priced and unpriced.
+                        let got = inst.value_of(&greedy.solve(&inst, price)).max(plain);
+                        *slot = if opt > 0.0 { got / opt } else { 1.0 };
                     }
-                    *out = solver.solve(&p).0;
                 }
             });
         }
     });
-
-    let mut index: HashMap<Allocation, u16> = HashMap::new();
-    let mut allocations = Vec::new();
-    let mut raw_ids = Vec::with_capacity(cells);
-    for a in &solved {
-        let next = index.len();
-        let id = match index.get(a) {
-            Some(&id) => id,
-            None => {
-                if next >= 1 << 16 {
-                    return Err(DctaError::TooManyAllocations { count: next + 1 });
-                }
-                index.insert(*a, next as u16);
-                allocations.extend_from_slice(a.as_bytes());
-                next as u16
-            }
-        };
-        raw_ids.push(id);
+    let mut sum = vec![0.0f64; cells * grid];
+    let mut worst = vec![1.0f64; cells * grid];
+    for (k, c) in samples.iter().enumerate() {
+        let cell = table.cell(&c.as_context());
+        for g in 0..grid {
+            let q = scores[k * grid + g];
+            sum[cell * grid + g] += q;
+            worst[cell * grid + g] = worst[cell * grid + g].min(q);
+        }
     }
-    let id_width: u8 = if index.len() <= 256 { 1 } else { 2 };
-    let ids = match id_width {
-        1 => raw_ids.iter().map(|&i| i as u8).collect(),
-        _ => raw_ids.iter().flat_map(|i| i.to_le_bytes()).collect(),
-    };
-    let table = PolicyTable {
-        version: FORMAT_VERSION,
-        board: board.to_string(),
-        tatim,
-        buckets: opts.buckets,
-        level_class,
-        classes: classes as u8,
-        id_width,
-        ids,
-        allocations,
-    };
+    table.prices = (0..cells)
+        .map(|c| {
+            let mut best = 0usize;
+            for g in 1..grid {
+                let (a, b) = (
+                    (sum[c * grid + g], worst[c * grid + g]),
+                    (sum[c * grid + best], worst[c * grid + best]),
+                );
+                if a.0 > b.0 + 1e-9 || ((a.0 - b.0).abs() <= 1e-9 && a.1 > b.1) {
+                    best = g;
+                }
+            }
+            (((best / MEM_GRID.len()) as u8) << 4) | (best % MEM_GRID.len()) as u8
+        })
+        .collect();
     table.validate()?;
     Ok(table)
+}
+
+/// What the policy decided for one period: per task, the unit and the K it refreshes with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Plan {
+    pub choice: Choice,
+    /// Per task: the unit (or `u8::MAX`) and the K index.
+    unit: [u8; MAX_TASKS],
+    frames: [u32; MAX_TASKS],
+}
+
+impl Plan {
+    /// The unit task j runs on, or `None`.
+    pub fn unit_of(&self, j: usize) -> Option<usize> {
+        self.choice.option_of(j).map(|_| self.unit[j] as usize)
+    }
+
+    /// The frames K task j refreshes with (0 when it does not run).
+    pub fn frames_of(&self, j: usize) -> u32 {
+        self.choice.option_of(j).map_or(0, |_| self.frames[j])
+    }
+
+    /// Number of tasks that run.
+    pub fn assigned(&self) -> usize {
+        self.choice.assigned()
+    }
 }
 
 /// The device side of the policy: prepared once from a table, then [`allocate`](Self::allocate)
@@ -249,14 +350,9 @@ pub fn build_policy_for(tatim: Tatim, board: &str, opts: &PolicyOptions) -> Resu
 #[derive(Clone, Debug)]
 pub struct Dcta {
     table: PolicyTable,
-    n: usize,
-    buckets: usize,
-    stride: usize,
-    /// The distinct allocations, decoded.
-    allocs: Vec<Allocation>,
-    /// Per power level, the problem with zero importances (for the greedy fallback).
-    bases: Vec<Problem>,
-    out: Allocation,
+    inst: Instance,
+    greedy: Greedy,
+    out: Plan,
     decisions: u64,
     fallbacks: u64,
 }
@@ -266,53 +362,54 @@ impl Dcta {
     pub fn new(table: PolicyTable) -> Result<Dcta, DctaError> {
         table.validate()?;
         let n = table.n_tasks();
-        let allocs =
-            table.allocations.chunks(n).map(|c| Allocation::from_bytes(c).expect("n <= MAX_TASKS")).collect();
-        let bases =
-            (0..table.tatim.n_levels()).map(|l| table.tatim.base_problem(l)).collect::<Result<_, _>>()?;
-        let buckets = table.buckets as usize;
         Ok(Dcta {
-            stride: table.cells() / table.classes as usize,
-            n,
-            buckets,
-            allocs,
-            bases,
-            out: Allocation::empty(n),
+            inst: Instance::for_menu(&table.menu),
+            greedy: Greedy::with_size(n),
+            out: Plan { choice: Choice::empty(n), unit: [u8::MAX; MAX_TASKS], frames: [0; MAX_TASKS] },
             decisions: 0,
             fallbacks: 0,
             table,
         })
     }
 
-    /// The allocation for drift levels `drift` (one per task, the table's task order, each in [0, 1])
-    /// at power level `capacity_level` (0 = most capacity). O(n), no allocation.
+    /// The plan for context `ctx`: the priced greedy at the prices of the context's cell, or the
+    /// unpriced one where that does better. O(options), no allocation.
     ///
-    /// Outside the table, decides greedily instead and counts a fallback: a drift slice of another
-    /// length (the greedy then considers the first min(len, n) tasks, the only ones with known costs)
-    /// or a level the table was not built for (treated as the least-capacity level, so the answer
-    /// stays feasible).
-    pub fn allocate(&mut self, drift: &[f32], capacity_level: usize) -> &Allocation {
+    /// Outside the table (a drift slice of another length, or a power level the table was not built
+    /// for), decides with unpriced greedy at the least-capacity level instead and counts a fallback.
+    pub fn allocate(&mut self, ctx: &Context) -> &Plan {
         self.decisions += 1;
-        let levels = self.bases.len();
-        if drift.len() != self.n || capacity_level >= levels {
+        let menu = &self.table.menu;
+        let price = if ctx.drift.len() != menu.n_tasks() || ctx.power_level >= menu.n_levels() {
             self.fallbacks += 1;
-            let mut p = self.bases[capacity_level.min(levels - 1)];
-            let k = drift.len().min(self.n);
-            for (j, (&w, &d)) in self.table.tatim.weights.iter().zip(drift).enumerate() {
-                p.values[j] = importance(w, d);
+            Price::NONE
+        } else {
+            self.table.price(self.table.cell(ctx))
+        };
+        menu.fill(ctx, &mut self.inst);
+        let mut choice = self.greedy.solve(&self.inst, price);
+        if price != Price::NONE {
+            // The cell's prices were learnt on sampled contexts; where this one is better served
+            // without them, keep the unpriced answer (the policy never does worse than greedy).
+            let plain = self.greedy.solve(&self.inst, Price::NONE);
+            if self.inst.value_of(&plain) > self.inst.value_of(&choice) {
+                choice = plain;
             }
-            self.out = greedy_first(&p, k);
-            return &self.out;
         }
-        let mut cell = 0;
-        let mut mul = 1;
-        for &d in drift {
-            cell += bucket(d, self.buckets) * mul;
-            mul *= self.buckets;
+        self.out.choice = choice;
+        for j in 0..menu.n_tasks() {
+            if let Some(i) = choice.option_of(j) {
+                let (u, k) = menu.option(i);
+                self.out.unit[j] = u as u8;
+                self.out.frames[j] = menu.frames[k];
+            }
         }
-        cell += self.table.level_class[capacity_level] as usize * self.stride;
-        self.out = self.allocs[self.table.id(cell)];
         &self.out
+    }
+
+    /// The knapsack of the last decision.
+    pub fn instance(&self) -> &Instance {
+        &self.inst
     }
 
     /// Decisions made so far.
@@ -320,7 +417,7 @@ impl Dcta {
         self.decisions
     }
 
-    /// Decisions that fell back to greedy because the context was outside the table.
+    /// Decisions that fell back to unpriced greedy because the context was outside the table.
     pub fn fallbacks(&self) -> u64 {
         self.fallbacks
     }
@@ -331,8 +428,6 @@ impl Dcta {
 
     /// Number of tasks the table was built for.
     pub fn n_tasks(&self) -> usize {
-        self.n
+        self.table.n_tasks()
     }
 }
-
-const _: () = assert!(MAX_TASKS <= u8::MAX as usize);

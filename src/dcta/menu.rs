@@ -1,0 +1,346 @@
+//! What a period can choose from: per task, every (unit, K frames) option with its time, memory and
+//! expected gain ([`Menu`], built once from the manifest and the board), the context a period is
+//! decided in ([`Context`]), and one period's multiple-choice knapsack ([`Instance`]), refilled from
+//! the menu and a context without allocating. Symbols follow `docs/dcta.md`.
+
+use serde::{Deserialize, Serialize};
+
+use super::problem::{CostModel, Tatim, clamp_drift};
+use super::{DctaError, MAX_CHOICES, MAX_TASKS};
+use crate::board::Board;
+use crate::manifest::Manifest;
+
+/// The options of one deployment. Every task has the same q = m × k options, option i of a task
+/// runs on unit i / k with K = `frames[i % k]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Menu {
+    pub tasks: Vec<String>,
+    /// w_j.
+    pub weights: Vec<f32>,
+    pub units: Vec<String>,
+    /// s_u.
+    pub speeds: Vec<f32>,
+    /// K choices, ascending.
+    pub frames: Vec<u32>,
+    /// g_j(K) ∈ [0, 1], n × k: the share of target j's drift a refresh on K frames wins back
+    /// (measured, see [`CostModel::gain`]).
+    pub gain: Vec<f32>,
+    /// t_j(K): work on a speed-1 unit, µs, n × k.
+    pub work_us: Vec<f64>,
+    /// M_j: bytes a non-resident target needs to be swapped in (weights and activations).
+    pub mem_bytes: Vec<u64>,
+    /// L_j: time to load a non-resident target, µs on a speed-1 unit.
+    pub load_us: Vec<f64>,
+    /// π_j: value a swap costs (the accuracy lost by predicting evicted models meanwhile).
+    pub swap_penalty: Vec<f32>,
+    /// f_ℓ.
+    pub power_levels: Vec<f32>,
+    /// C_uℓ, µs, L × m.
+    pub capacity_us: Vec<u64>,
+    /// Memory the board can free for adaptation at most (its model budget), bytes.
+    pub memory_bytes: u64,
+}
+
+/// The context one period is decided in. Drift is per task in [0, 1]; `free_mem` is the memory
+/// available for swapping targets in; `resident` has bit j set when target j is loaded already.
+#[derive(Clone, Copy, Debug)]
+pub struct Context<'a> {
+    pub drift: &'a [f32],
+    pub power_level: usize,
+    pub free_mem: u64,
+    pub resident: u64,
+}
+
+impl Menu {
+    /// Tasks from the manifest's models, units from the board, K choices and gains from the cost
+    /// model (`docs/dcta.md`).
+    pub fn from_manifest(manifest: &Manifest, board: &Board, cost: &CostModel) -> Result<Menu, DctaError> {
+        let tatim = Tatim::from_manifest(manifest, board, cost)?;
+        let mem: Vec<u64> =
+            manifest.models.iter().map(|m| m.cost.weight_bytes + m.cost.activation_bytes).collect();
+        let weight_bytes: Vec<u64> = manifest.models.iter().map(|m| m.cost.weight_bytes).collect();
+        Menu::from_tatim(&tatim, cost, &mem, &weight_bytes, board.model_budget_bytes)
+    }
+
+    /// From problem data whose work was computed for `cost.frames_per_task` frames: work scales
+    /// linearly in K (K inferences and K·E fine-tuning samples).
+    pub fn from_tatim(
+        tatim: &Tatim,
+        cost: &CostModel,
+        mem_bytes: &[u64],
+        weight_bytes: &[u64],
+        memory_bytes: u64,
+    ) -> Result<Menu, DctaError> {
+        tatim.validate()?;
+        let n = tatim.n_tasks();
+        if n > MAX_TASKS {
+            return Err(DctaError::TaskCount { tasks: n, max: MAX_TASKS });
+        }
+        cost.validate_choices()?;
+        if mem_bytes.len() != n || weight_bytes.len() != n {
+            return Err(DctaError::BadOption { option: "mem_bytes", reason: "one value per task" });
+        }
+        let k0 = cost.frames_per_task as f64;
+        let mut work_us = Vec::with_capacity(n * cost.frames.len());
+        let mut gain = Vec::with_capacity(n * cost.frames.len());
+        for j in 0..n {
+            for (&k, &g) in cost.frames.iter().zip(&cost.gain) {
+                work_us.push(tatim.work_us[j] * k as f64 / k0);
+                gain.push(g);
+            }
+        }
+        let budget = memory_bytes.max(1) as f64;
+        Ok(Menu {
+            tasks: tatim.tasks.clone(),
+            weights: tatim.weights.clone(),
+            units: tatim.units.clone(),
+            speeds: tatim.speeds.clone(),
+            frames: cost.frames.clone(),
+            gain,
+            work_us,
+            mem_bytes: mem_bytes.to_vec(),
+            load_us: weight_bytes.iter().map(|&b| b as f64 / cost.load_bytes_per_us).collect(),
+            swap_penalty: (0..n)
+                .map(|j| {
+                    cost.swap_penalty * tatim.weights[j] * (mem_bytes[j] as f64 / budget).min(1.0) as f32
+                })
+                .collect(),
+            power_levels: tatim.power_levels.clone(),
+            capacity_us: tatim.capacity_us.clone(),
+            memory_bytes,
+        })
+    }
+
+    pub fn n_tasks(&self) -> usize {
+        self.tasks.len()
+    }
+
+    pub fn n_units(&self) -> usize {
+        self.units.len()
+    }
+
+    pub fn n_choices(&self) -> usize {
+        self.frames.len()
+    }
+
+    pub fn n_levels(&self) -> usize {
+        self.power_levels.len()
+    }
+
+    /// Options per task, q = m × k.
+    pub fn per_task(&self) -> usize {
+        self.n_units() * self.n_choices()
+    }
+
+    /// Options in all, n × q: the problem's size.
+    pub fn n_options(&self) -> usize {
+        self.n_tasks() * self.per_task()
+    }
+
+    /// Capacities C_uℓ of level ℓ.
+    pub fn capacity(&self, level: usize) -> &[u64] {
+        let m = self.n_units();
+        &self.capacity_us[level * m..(level + 1) * m]
+    }
+
+    /// Unit and K index of option i of a task.
+    #[inline]
+    pub fn option(&self, i: usize) -> (usize, usize) {
+        (i / self.n_choices(), i % self.n_choices())
+    }
+
+    /// Check every size (a menu read from a file may be corrupt).
+    pub fn validate(&self) -> Result<(), DctaError> {
+        let (n, m, k, l) = (self.n_tasks(), self.n_units(), self.n_choices(), self.n_levels());
+        if n == 0 || n > MAX_TASKS {
+            return Err(DctaError::TaskCount { tasks: n, max: MAX_TASKS });
+        }
+        if m == 0 || m > super::MAX_UNITS {
+            return Err(DctaError::UnitCount { board: String::new(), units: m, max: super::MAX_UNITS });
+        }
+        if k == 0 || k > MAX_CHOICES || self.frames.windows(2).any(|w| w[0] >= w[1]) {
+            return Err(DctaError::BadTable("need 1 to 8 ascending K choices"));
+        }
+        if l == 0 || l > 255 || self.capacity_us.len() != l * m {
+            return Err(DctaError::BadTable("capacities must be L × m, 1 to 255 levels"));
+        }
+        let per_task =
+            [self.weights.len(), self.mem_bytes.len(), self.load_us.len(), self.swap_penalty.len()];
+        if per_task.iter().any(|&len| len != n) || self.gain.len() != n * k || self.work_us.len() != n * k {
+            return Err(DctaError::BadTable("weights, memory, load, penalty per task; gain and work n × k"));
+        }
+        if self.speeds.len() != m || self.speeds.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
+            return Err(DctaError::BadTable("speeds must be one finite value > 0 per unit"));
+        }
+        let finite = |v: f64| v.is_finite() && v >= 0.0;
+        if !self.weights.iter().chain(&self.gain).chain(&self.swap_penalty).all(|&v| finite(v as f64))
+            || !self.work_us.iter().chain(&self.load_us).all(|&v| finite(v))
+        {
+            return Err(DctaError::BadTable("weights, gains, penalties and times must be finite and >= 0"));
+        }
+        Ok(())
+    }
+
+    /// Fill `inst` with the knapsack of context `ctx` (no allocation once `inst` was made by
+    /// [`Instance::for_menu`]). Drift is clamped to [0, 1] (NaN → 0); tasks beyond `ctx.drift` get 0;
+    /// a power level the menu lacks counts as its least-capacity level.
+    pub fn fill(&self, ctx: &Context, inst: &mut Instance) {
+        let (n, m, k) = (self.n_tasks(), self.n_units(), self.n_choices());
+        let q = m * k;
+        inst.n = n;
+        inst.m = m;
+        inst.k = k;
+        inst.q = q;
+        let level = ctx.power_level.min(self.n_levels() - 1);
+        inst.cap[..m].copy_from_slice(self.capacity(level));
+        inst.mem_cap = ctx.free_mem;
+        for j in 0..n {
+            let d = ctx.drift.get(j).map_or(0.0, |&d| clamp_drift(d)) as f64;
+            let resident = ctx.resident >> j & 1 == 1;
+            let (mem, load, penalty) = match resident {
+                true => (0, 0.0, 0.0),
+                false => (self.mem_bytes[j], self.load_us[j], self.swap_penalty[j] as f64),
+            };
+            for u in 0..m {
+                for c in 0..k {
+                    let o = j * q + u * k + c;
+                    let v = self.weights[j] as f64 * d * self.gain[j * k + c] as f64 - penalty;
+                    inst.value[o] = v.max(0.0);
+                    inst.time[o] =
+                        ((self.work_us[j * k + c] + load) / self.speeds[u] as f64).ceil().max(1.0) as u64;
+                    inst.mem[o] = mem;
+                }
+            }
+        }
+    }
+}
+
+/// One period's multiple-choice knapsack: choose at most one option per task to maximise
+/// Σ v_o subject to Σ_{o on u} t_o ≤ C_u for every unit and Σ mem_o ≤ M. Buffers are sized once.
+#[derive(Clone, Debug)]
+pub struct Instance {
+    pub n: usize,
+    pub m: usize,
+    /// K choices per unit.
+    pub k: usize,
+    /// Options per task (m × k).
+    pub q: usize,
+    /// v_o, n × q.
+    pub value: Vec<f64>,
+    /// t_o, µs on the option's unit, n × q.
+    pub time: Vec<u64>,
+    /// mem_o, bytes, n × q.
+    pub mem: Vec<u64>,
+    /// C_u, µs.
+    pub cap: Vec<u64>,
+    /// M, bytes.
+    pub mem_cap: u64,
+}
+
+impl Instance {
+    /// Buffers for `menu`'s size.
+    pub fn for_menu(menu: &Menu) -> Instance {
+        Instance::with_size(menu.n_tasks(), menu.n_units(), menu.n_choices())
+    }
+
+    /// An empty instance of n tasks, m units, k choices (all values 0).
+    pub fn with_size(n: usize, m: usize, k: usize) -> Instance {
+        let q = m * k;
+        Instance {
+            n,
+            m,
+            k,
+            q,
+            value: vec![0.0; n * q],
+            time: vec![1; n * q],
+            mem: vec![0; n * q],
+            cap: vec![0; m],
+            mem_cap: 0,
+        }
+    }
+
+    /// Unit of option i (within a task).
+    #[inline]
+    pub fn unit(&self, i: usize) -> usize {
+        i / self.k
+    }
+
+    /// Whether option i of task j fits an empty knapsack (and is worth anything).
+    #[inline]
+    pub fn usable(&self, j: usize, i: usize) -> bool {
+        let o = j * self.q + i;
+        self.value[o] > 0.0 && self.time[o] <= self.cap[self.unit(i)] && self.mem[o] <= self.mem_cap
+    }
+
+    /// Total value of `c` (tasks beyond n ignored).
+    pub fn value_of(&self, c: &Choice) -> f64 {
+        (0..self.n.min(c.len())).filter_map(|j| c.option_of(j).map(|i| self.value[j * self.q + i])).sum()
+    }
+
+    /// Whether `c` has n tasks, names options below q and fits every unit and the memory.
+    pub fn is_feasible(&self, c: &Choice) -> bool {
+        if c.len() != self.n {
+            return false;
+        }
+        let mut load = [0u64; super::MAX_UNITS];
+        let mut mem = 0u64;
+        for j in 0..self.n {
+            if let Some(i) = c.option_of(j) {
+                if i >= self.q {
+                    return false;
+                }
+                load[self.unit(i)] += self.time[j * self.q + i];
+                mem += self.mem[j * self.q + i];
+            }
+        }
+        (0..self.m).all(|u| load[u] <= self.cap[u]) && mem <= self.mem_cap
+    }
+}
+
+/// Which option each task takes, if any. Fixed size and `Copy`: held and returned without
+/// allocating.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Choice {
+    n: u8,
+    opt: [u8; MAX_TASKS],
+}
+
+impl Choice {
+    /// The byte that marks a task that does not run.
+    pub const NONE: u8 = u8::MAX;
+
+    /// `n` tasks, none chosen.
+    pub const fn empty(n: usize) -> Choice {
+        assert!(n <= MAX_TASKS);
+        Choice { n: n as u8, opt: [Self::NONE; MAX_TASKS] }
+    }
+
+    pub fn len(&self) -> usize {
+        self.n as usize
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.n == 0
+    }
+
+    /// The option task j takes (index within the task), or `None`.
+    #[inline]
+    pub fn option_of(&self, j: usize) -> Option<usize> {
+        match self.opt[..self.n as usize].get(j) {
+            Some(&o) if o != Self::NONE => Some(o as usize),
+            _ => None,
+        }
+    }
+
+    /// Set task j's option (or none). Panics if j is out of range.
+    #[inline]
+    pub fn set(&mut self, j: usize, option: Option<usize>) {
+        assert!(j < self.len(), "task {j} out of range ({} tasks)", self.n);
+        self.opt[j] = option.map_or(Self::NONE, |o| o as u8);
+    }
+
+    /// Number of tasks that run.
+    pub fn assigned(&self) -> usize {
+        self.opt[..self.n as usize].iter().filter(|&&o| o != Self::NONE).count()
+    }
+}
