@@ -27,6 +27,9 @@ pub(crate) struct BenchArgs {
     /// `dcta`: one size, N tasks (options = N × K choices × units) instead of the sweep.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=64))]
     pub(crate) tasks: Option<u64>,
+    /// `dcta`: training contexts per size, each solved exactly to learn the policy.
+    #[arg(long, default_value_t = 3000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub(crate) samples: u64,
     /// `dcta`: held-out contexts per size and drift distribution.
     #[arg(long, default_value_t = 400, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub(crate) contexts: u64,
@@ -135,6 +138,7 @@ pub(crate) fn bench(a: &BenchArgs) -> Result<()> {
             args.policy.cost.stress = Some(a.stress);
             args.spread = a.spread;
             args.contexts = a.contexts as usize;
+            args.policy.samples = a.samples as usize;
             if let Some(n) = a.tasks {
                 args.tasks = vec![n as usize];
             }
