@@ -254,7 +254,9 @@ fn menu_follows_the_manifest_and_the_board() {
     let mut swapped = Instance::for_menu(&menu);
     menu.fill(&none_resident, &mut swapped);
     let want_mem = manifest.models[6].cost.weight_bytes + manifest.models[6].cost.activation_bytes;
-    assert_eq!(swapped.mem[6 * q], want_mem);
+    // Memory in byte-frames: the swap holds the model for each of its K labelled frames.
+    assert_eq!(swapped.mem[6 * q], want_mem * 8);
+    assert_eq!(swapped.mem_cap, (1u64 << 30) * (1800 / 10));
     assert!(swapped.time[6 * q] > inst.time[6 * q] && swapped.value[6 * q + 3] < inst.value[6 * q + 3]);
     // C_u = adapt-share × period × min(1, f·P / p_u): GPU at 0.3 × 50 W = 15 W < 25 W busy.
     let period_us = 33_000.0 * 1800.0;
@@ -373,7 +375,7 @@ fn decisions_do_not_allocate_and_fallbacks_are_counted() {
 fn bench_sweeps_sizes_and_reports_every_field() {
     let agx = board::by_name("agx-orin-64gb").unwrap();
     let mut args =
-        BenchArgs { contexts: 60, energy_seconds: 0.01, tasks: vec![2, 8], ..BenchArgs::default() };
+        BenchArgs { contexts: 60, energy_seconds: 0.01, sizes: vec![(2, 4), (8, 4)], ..BenchArgs::default() };
     args.policy.samples = 300;
     args.policy.threads = 2;
     args.real = sample_contexts(
@@ -399,6 +401,6 @@ fn bench_sweeps_sizes_and_reports_every_field() {
     assert_eq!(json["sizes"][4]["distribution"], "loop");
     assert!(r.to_svg().contains("<polyline") && r.to_table().contains("options"));
     // Bad sizes are refused by name.
-    let bad = BenchArgs { tasks: vec![65], ..args };
+    let bad = BenchArgs { sizes: vec![(65, 4)], ..args };
     assert!(matches!(jetlink::dcta::bench(&demo(), agx, &bad), Err(DctaError::TaskCount { tasks: 65, .. })));
 }

@@ -27,6 +27,10 @@ pub(crate) struct BenchArgs {
     /// `dcta`: one size, N tasks (options = N × K choices × units) instead of the sweep.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=64))]
     pub(crate) tasks: Option<u64>,
+    /// `dcta`: K choices per task with `--tasks` (the cost model's 4 by default; others are
+    /// spaced log-evenly over its range with interpolated gains).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=8))]
+    pub(crate) choices: u64,
     /// `dcta`: training contexts per size, each solved exactly to learn the policy.
     #[arg(long, default_value_t = 3000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub(crate) samples: u64,
@@ -140,7 +144,7 @@ pub(crate) fn bench(a: &BenchArgs) -> Result<()> {
             args.contexts = a.contexts as usize;
             args.policy.samples = a.samples as usize;
             if let Some(n) = a.tasks {
-                args.tasks = vec![n as usize];
+                args.sizes = vec![(n as usize, a.choices as usize)];
             }
             // The contexts the loop met over the demo stream (drift levels at each period boundary).
             args.real = demo_drift_contexts(a, board)?;

@@ -29,18 +29,17 @@ pub const RAPL_RANGE: &str = "/sys/class/powercap/intel-rapl:0/max_energy_range_
 /// Per-thread CPU time (first field, ns).
 const SCHEDSTAT: &str = "/proc/thread-self/schedstat";
 
-/// Decisions per timing sample.
-pub const BATCH: usize = 8;
-
 /// Arguments of [`bench`].
 #[derive(Clone, Debug, PartialEq)]
 pub struct BenchArgs {
     /// How to build each size's policy (the cost model's `stress` decides how tight the knapsack is).
     pub policy: PolicyOptions,
-    /// Task counts to sweep; each size has tasks × K choices × the board's units options. Tasks
-    /// beyond the manifest's models repeat them with work spread log-uniformly over `spread`-fold
-    /// (several workloads' models on one board).
-    pub tasks: Vec<usize>,
+    /// Sizes to sweep, (tasks, K choices): each has tasks × choices × the board's units options.
+    /// Tasks beyond the manifest's models repeat them with work spread log-uniformly over
+    /// `spread`-fold (several workloads' models on one board); K choices other than the cost
+    /// model's own are spaced log-evenly over its range, their gain interpolated from its measured
+    /// curve ([`CostModel::with_choices`]).
+    pub sizes: Vec<(usize, usize)>,
     pub spread: f64,
     /// Held-out contexts per size and drift distribution.
     pub contexts: usize,
@@ -57,7 +56,7 @@ impl Default for BenchArgs {
         policy.cost.stress = Some(1.5);
         BenchArgs {
             policy,
-            tasks: vec![2, 4, 8, 16, 32],
+            sizes: vec![(2, 4), (4, 4), (8, 4), (8, 8)],
             spread: 10.0,
             contexts: 400,
             seed: 1,
@@ -82,9 +81,10 @@ pub enum EnergySource {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct MethodStats {
     pub method: &'static str,
-    /// Time per decision (posing the knapsack included), ns: median and 99th percentile.
+    /// Time per decision (posing the knapsack included), ns: median, 99th percentile and mean.
     pub median_ns: f64,
     pub p99_ns: f64,
+    pub mean_ns: f64,
     /// Mean over contexts of achieved / optimal value (contexts with a positive optimum).
     pub quality: f64,
     /// Worst single context.
@@ -106,6 +106,8 @@ pub struct SizeReport {
     pub contexts: usize,
     /// Exact median time / policy median time.
     pub speedup: f64,
+    /// Exact mean time / policy mean time.
+    pub speedup_mean: f64,
     /// 1 − policy energy / exact energy.
     pub energy_saved: f64,
     /// The policy's quality: mean and worst over the held-out contexts.
@@ -175,7 +177,7 @@ impl BenchReport {
         );
         for z in &self.sizes {
             s += &format!(
-                "{:>7} {:>5} {:<9} {:>10.0} {:>10.0} {:>10.0} {:>9.0} {:>7.0}× {:>7.1}% {:>7.2}% {:>7.2}% {:>9.0} {:>7}\n",
+                "{:>7} {:>5} {:<9} {:>10.0} {:>10.0} {:>10.0} {:>9.0} {:>7.0}× {:>7.0}× {:>7.1}% {:>7.2}% {:>7.2}% {:>9.0} {:>7}\n",
                 z.tasks,
                 z.n_tasks,
                 z.distribution,
@@ -184,6 +186,7 @@ impl BenchReport {
                 z.lookup.median_ns,
                 z.greedy.median_ns,
                 z.speedup,
+                z.speedup_mean,
                 100.0 * z.energy_saved,
                 100.0 * z.quality_mean,
                 100.0 * z.quality_worst,
@@ -305,27 +308,29 @@ pub fn tatim_of_size(
 /// Sweep the problem size for `manifest` on `board`: build each size's policy, then compare policy,
 /// exact and greedy on held-out contexts.
 pub fn bench(manifest: &Manifest, board: &Board, args: &BenchArgs) -> Result<BenchReport, DctaError> {
-    if args.contexts == 0 || args.tasks.is_empty() {
+    if args.contexts == 0 || args.sizes.is_empty() {
         return Err(DctaError::BadOption {
             option: "contexts",
             reason: "need at least one context and one size",
         });
     }
-    let cost = &args.policy.cost;
-    let base = Tatim::from_manifest(manifest, board, cost)?;
+    let base = Tatim::from_manifest(manifest, board, &args.policy.cost)?;
     let mem: Vec<u64> =
         manifest.models.iter().map(|m| m.cost.weight_bytes + m.cost.activation_bytes).collect();
     let weight: Vec<u64> = manifest.models.iter().map(|m| m.cost.weight_bytes).collect();
     let energy = EnergyMeter::new(board);
     let mut sizes = Vec::new();
     let mut load = base.load;
-    for &n in &args.tasks {
+    for &(n, choices) in &args.sizes {
+        let cost = &args.policy.cost.with_choices(choices)?;
         let tatim = tatim_of_size(&base, n, args.spread, args.seed ^ n as u64, cost)?;
         if n == base.n_tasks() {
             load = tatim.load;
         }
         let cyc = |v: &[u64]| (0..n).map(|j| v[j % v.len()]).collect::<Vec<u64>>();
-        let menu = Menu::from_tatim(&tatim, cost, &cyc(&mem), &cyc(&weight), board.model_budget_bytes)?;
+        let slots = board.ticks_per_period / cost.label_every.max(1);
+        let menu =
+            Menu::from_tatim(&tatim, cost, &cyc(&mem), &cyc(&weight), board.model_budget_bytes, slots)?;
         let t0 = Instant::now();
         let table = build_policy_for(menu.clone(), board.name, &args.policy)?;
         let build_seconds = t0.elapsed().as_secs_f64();
@@ -352,7 +357,7 @@ pub fn bench(manifest: &Manifest, board: &Board, args: &BenchArgs) -> Result<Ben
                 ),
             ),
         ];
-        if n == manifest.models.len() && !args.real.is_empty() {
+        if n == manifest.models.len() && choices == args.policy.cost.frames.len() && !args.real.is_empty() {
             sets.push(("loop", args.real.clone()));
         }
         for (name, ctxs) in sets {
@@ -363,8 +368,8 @@ pub fn bench(manifest: &Manifest, board: &Board, args: &BenchArgs) -> Result<Ben
     Ok(BenchReport {
         board: board.name.to_string(),
         units: base.units.clone(),
-        frames: cost.frames.clone(),
-        gain: cost.gain.clone(),
+        frames: args.policy.cost.frames.clone(),
+        gain: args.policy.cost.gain.clone(),
         power_levels: base.power_levels.clone(),
         load,
         energy: energy.source(),
@@ -404,17 +409,18 @@ fn measure(
         }
     }
     let fallbacks = dcta.fallbacks() - before;
-    let run = |method: &mut dyn FnMut(&SampledContext) -> Choice| -> (f64, f64, f64) {
+    let run = |method: &mut dyn FnMut(&SampledContext) -> Choice| -> (f64, f64, f64, f64) {
+        // Decision by decision: exact solve times are heavy-tailed, so a batch's mean would not be
+        // a median. The clock's own cost (tens of ns) is in every figure.
         let mut samples = Vec::with_capacity(ctxs.len() * 3);
         for _ in 0..3 {
-            for batch in ctxs.chunks(BATCH) {
+            for c in ctxs {
                 let t = Instant::now();
-                for c in batch {
-                    black_box(method(black_box(c)));
-                }
-                samples.push(t.elapsed().as_nanos() as f64 / batch.len() as f64);
+                black_box(method(black_box(c)));
+                samples.push(t.elapsed().as_nanos() as f64);
             }
         }
+        let mean = samples.iter().sum::<f64>() / samples.len().max(1) as f64;
         let (median, p99) = percentiles(&mut samples);
         let start = energy.read();
         let t = Instant::now();
@@ -426,7 +432,7 @@ fn measure(
             done += ctxs.len() as u64;
         }
         let nj = energy.joules_since(start, t.elapsed().as_secs_f64()) * 1e9 / done as f64;
-        (median, p99, nj)
+        (median, p99, mean, nj)
     };
     let lookup = run(&mut |c| dcta.allocate(&c.as_context()).choice);
     let ex = run(&mut |c| {
@@ -439,14 +445,16 @@ fn measure(
         greedy.solve(&inst2, Price::NONE)
     });
     let (nodes_median, nodes_p99) = percentiles(&mut nodes);
-    let stats = |method, (median_ns, p99_ns, energy_nj): (f64, f64, f64), k: usize| MethodStats {
-        method,
-        median_ns,
-        p99_ns,
-        quality: if count > 0 { sum[k] / count as f64 } else { 1.0 },
-        quality_min: worst[k],
-        energy_nj,
-    };
+    let stats =
+        |method, (median_ns, p99_ns, mean_ns, energy_nj): (f64, f64, f64, f64), k: usize| MethodStats {
+            method,
+            median_ns,
+            p99_ns,
+            mean_ns,
+            quality: if count > 0 { sum[k] / count as f64 } else { 1.0 },
+            quality_min: worst[k],
+            energy_nj,
+        };
     let lookup = stats("policy", lookup, 0);
     let exact = stats("exact", ex, 1);
     SizeReport {
@@ -457,6 +465,7 @@ fn measure(
         distribution: "",
         contexts: ctxs.len(),
         speedup: exact.median_ns / lookup.median_ns.max(1e-3),
+        speedup_mean: exact.mean_ns / lookup.mean_ns.max(1e-3),
         energy_saved: 1.0 - lookup.energy_nj / exact.energy_nj.max(1e-12),
         quality_mean: lookup.quality,
         quality_worst: lookup.quality_min,

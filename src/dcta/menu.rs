@@ -39,6 +39,10 @@ pub struct Menu {
     pub capacity_us: Vec<u64>,
     /// Memory the board can free for adaptation at most (its model budget), bytes.
     pub memory_bytes: u64,
+    /// Labelled frames a period offers (ticks per period / the loop's labelling rate). Swaps share
+    /// the free memory over time, one labelled frame at a time, so memory is a knapsack in
+    /// byte-frames: option o takes M_j · K, the period offers M · label_slots.
+    pub label_slots: u32,
 }
 
 /// The context one period is decided in. Drift is per task in [0, 1]; `free_mem` is the memory
@@ -59,7 +63,8 @@ impl Menu {
         let mem: Vec<u64> =
             manifest.models.iter().map(|m| m.cost.weight_bytes + m.cost.activation_bytes).collect();
         let weight_bytes: Vec<u64> = manifest.models.iter().map(|m| m.cost.weight_bytes).collect();
-        Menu::from_tatim(&tatim, cost, &mem, &weight_bytes, board.model_budget_bytes)
+        let slots = board.ticks_per_period / cost.label_every.max(1);
+        Menu::from_tatim(&tatim, cost, &mem, &weight_bytes, board.model_budget_bytes, slots)
     }
 
     /// From problem data whose work was computed for `cost.frames_per_task` frames: work scales
@@ -70,6 +75,7 @@ impl Menu {
         mem_bytes: &[u64],
         weight_bytes: &[u64],
         memory_bytes: u64,
+        label_slots: u32,
     ) -> Result<Menu, DctaError> {
         tatim.validate()?;
         let n = tatim.n_tasks();
@@ -108,6 +114,7 @@ impl Menu {
             power_levels: tatim.power_levels.clone(),
             capacity_us: tatim.capacity_us.clone(),
             memory_bytes,
+            label_slots: label_slots.max(1),
         })
     }
 
@@ -161,6 +168,9 @@ impl Menu {
         if k == 0 || k > MAX_CHOICES || self.frames.windows(2).any(|w| w[0] >= w[1]) {
             return Err(DctaError::BadTable("need 1 to 8 ascending K choices"));
         }
+        if self.label_slots == 0 {
+            return Err(DctaError::BadTable("label_slots must be at least 1"));
+        }
         if l == 0 || l > 255 || self.capacity_us.len() != l * m {
             return Err(DctaError::BadTable("capacities must be L × m, 1 to 255 levels"));
         }
@@ -193,7 +203,7 @@ impl Menu {
         inst.q = q;
         let level = ctx.power_level.min(self.n_levels() - 1);
         inst.cap[..m].copy_from_slice(self.capacity(level));
-        inst.mem_cap = ctx.free_mem;
+        inst.mem_cap = ctx.free_mem.saturating_mul(self.label_slots as u64);
         for j in 0..n {
             let d = ctx.drift.get(j).map_or(0.0, |&d| clamp_drift(d)) as f64;
             let resident = ctx.resident >> j & 1 == 1;
@@ -208,7 +218,7 @@ impl Menu {
                     inst.value[o] = v.max(0.0);
                     inst.time[o] =
                         ((self.work_us[j * k + c] + load) / self.speeds[u] as f64).ceil().max(1.0) as u64;
-                    inst.mem[o] = mem;
+                    inst.mem[o] = mem * self.frames[c] as u64;
                 }
             }
         }
@@ -216,7 +226,8 @@ impl Menu {
 }
 
 /// One period's multiple-choice knapsack: choose at most one option per task to maximise
-/// Σ v_o subject to Σ_{o on u} t_o ≤ C_u for every unit and Σ mem_o ≤ M. Buffers are sized once.
+/// Σ v_o subject to Σ_{o on u} t_o ≤ C_u for every unit and Σ mem_o ≤ M (memory in byte-frames,
+/// see [`Menu::label_slots`]). Buffers are sized once.
 #[derive(Clone, Debug)]
 pub struct Instance {
     pub n: usize,
@@ -229,11 +240,11 @@ pub struct Instance {
     pub value: Vec<f64>,
     /// t_o, µs on the option's unit, n × q.
     pub time: Vec<u64>,
-    /// mem_o, bytes, n × q.
+    /// mem_o, byte-frames (bytes swapped in × K), n × q.
     pub mem: Vec<u64>,
     /// C_u, µs.
     pub cap: Vec<u64>,
-    /// M, bytes.
+    /// M, byte-frames (free bytes × the period's labelled frames).
     pub mem_cap: u64,
 }
 

@@ -19,6 +19,9 @@ pub struct CostModel {
     /// wins back. Default: measured by `jetlink bench adapt-gain` on the demo's drift segment
     /// (`docs/bench/adapt-gain.json`); `jetlink build --gain FILE` takes another measurement.
     pub gain: Vec<f32>,
+    /// The loop's labelling rate (one frame every this many ticks, `jetlink run --label-every`):
+    /// how many labelled frames a period offers, over which swaps share the free memory.
+    pub label_every: u32,
     /// Bytes per µs a non-resident target loads at (its weights), on a speed-1 unit.
     pub load_bytes_per_us: f64,
     /// π: value a swap costs, as a share of the target's weight per share of the memory budget it
@@ -46,6 +49,7 @@ impl Default for CostModel {
             frames_per_task: 32,
             frames: vec![8, 16, 32, 64],
             gain: MEASURED_GAIN.to_vec(),
+            label_every: 10,
             load_bytes_per_us: 1000.0,
             swap_penalty: 0.02,
             finetune_epochs: 20,
@@ -61,6 +65,43 @@ impl Default for CostModel {
 pub const MEASURED_GAIN: [f32; 4] = [0.159, 0.349, 0.607, 1.0];
 
 impl CostModel {
+    /// The same model with `choices` K values spaced log-evenly from its smallest to its largest K,
+    /// the gain at each interpolated linearly in K from the measured curve (its own when `choices`
+    /// is its own count).
+    pub fn with_choices(&self, choices: usize) -> Result<CostModel, DctaError> {
+        self.validate_choices()?;
+        if choices == self.frames.len() {
+            return Ok(self.clone());
+        }
+        if choices == 0 || choices > MAX_CHOICES {
+            return Err(DctaError::BadOption { option: "choices", reason: "need 1 to 8 K choices" });
+        }
+        let (lo, hi) = (self.frames[0] as f64, *self.frames.last().unwrap() as f64);
+        let mut frames: Vec<u32> = (0..choices)
+            .map(|i| {
+                let t = if choices == 1 { 1.0 } else { i as f64 / (choices - 1) as f64 };
+                (lo * (hi / lo).powf(t)).round() as u32
+            })
+            .collect();
+        frames.dedup();
+        let gain = frames
+            .iter()
+            .map(|&k| {
+                let k = k as f32;
+                let at = self.frames.iter().position(|&f| f as f32 >= k).unwrap_or(self.frames.len() - 1);
+                if at == 0 {
+                    return self.gain[0];
+                }
+                let (k0, k1) = (self.frames[at - 1] as f32, self.frames[at] as f32);
+                let t = ((k - k0) / (k1 - k0)).clamp(0.0, 1.0);
+                self.gain[at - 1] + t * (self.gain[at] - self.gain[at - 1])
+            })
+            .collect();
+        let m = CostModel { frames, gain, ..self.clone() };
+        m.validate_choices()?;
+        Ok(m)
+    }
+
     /// Check the K choices, their gains and the swap settings.
     pub fn validate_choices(&self) -> Result<(), DctaError> {
         let k = self.frames.len();
@@ -69,6 +110,9 @@ impl CostModel {
         }
         if self.gain.len() != k || self.gain.iter().any(|g| !(g.is_finite() && (0.0..=1.0).contains(g))) {
             return Err(DctaError::BadOption { option: "gain", reason: "one value in [0, 1] per K choice" });
+        }
+        if self.label_every == 0 {
+            return Err(DctaError::BadOption { option: "label_every", reason: "must be at least 1" });
         }
         if !(self.load_bytes_per_us.is_finite() && self.load_bytes_per_us > 0.0) {
             return Err(DctaError::BadOption {
