@@ -109,6 +109,8 @@ pub(crate) fn bench(a: &BenchArgs) -> Result<()> {
             }
             print!("{}", jetlink::schedule::bench::format_table(&r));
             print!("{}", jetlink::schedule::bench::format_targets(&r));
+            print!("{}", jetlink::schedule::bench::format_hold(&r));
+            print!("{}", jetlink::schedule::bench::format_curves(&r));
             println!(
                 "schedule look-up: {:.1} ns median ({} table entries)",
                 r.lookup_ns_median, r.table_entries

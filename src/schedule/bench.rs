@@ -996,12 +996,68 @@ pub fn format_table(r: &BenchReport) -> String {
     s
 }
 
-/// Accuracy against executions saved, one line per method, as an SVG image.
+/// The curve a result belongs to: its label, with every `interval-K` on one curve (`interval-k`).
+pub fn curve_of(m: &MethodResult) -> String {
+    if m.method.starts_with("interval-") { "interval-k".to_string() } else { m.label() }
+}
+
+/// Accuracy against executions saved per curve ([`curve_of`]): every point of each curve that no
+/// other point of the same curve beats on both (the upper-left front), in order of executions saved.
+pub fn curves(r: &BenchReport) -> Vec<(String, Vec<(f64, f64)>)> {
+    let mut out: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
+    for m in &r.results {
+        let c = curve_of(m);
+        let pt = (m.all.executions_saved, m.all.accuracy);
+        match out.iter_mut().find(|(n, _)| *n == c) {
+            Some((_, v)) => v.push(pt),
+            None => out.push((c, vec![pt])),
+        }
+    }
+    for (_, v) in &mut out {
+        let all = v.clone();
+        v.retain(|&(s, a)| !all.iter().any(|&(s2, a2)| s2 >= s && a2 >= a && (s2 > s || a2 > a)));
+        v.sort_by(|x, y| x.0.total_cmp(&y.0).then(x.1.total_cmp(&y.1)));
+        v.dedup();
+    }
+    out
+}
+
+/// The curves as text: per curve, `saved% → accuracy%` at each front point.
+pub fn format_curves(r: &BenchReport) -> String {
+    let mut s =
+        String::from("accuracy against executions saved (all evaluation frames; front of each method):\n");
+    for (name, pts) in curves(r) {
+        let p: Vec<String> =
+            pts.iter().map(|(sv, a)| format!("{:.1}%->{:.1}%", 100.0 * sv, 100.0 * a)).collect();
+        let _ = writeln!(s, "  {name:<20} {}", p.join("  "));
+    }
+    s
+}
+
+/// Agreement of each model's held output by age, as text (ages 1, 2, 4, 8, 16).
+pub fn format_hold(r: &BenchReport) -> String {
+    let mut s = String::from("held output agreeing with the model's own output, by age (training part):\n");
+    for (name, h) in r.models.iter().zip(&r.hold_agreement) {
+        let p: Vec<String> = [1usize, 2, 4, 8, 16]
+            .iter()
+            .filter(|&&a| a <= h.len())
+            .map(|&a| format!("{a}: {:.2}", h[a - 1]))
+            .collect();
+        let _ = writeln!(s, "  {name:<12} {}", p.join("  "));
+    }
+    s
+}
+
+/// Accuracy against executions saved, one line per curve ([`curves`]: the schedulers, `interval-k`
+/// and the adapted runs at a 5% label share), as an SVG image.
 pub fn svg_curves(r: &BenchReport) -> String {
     let (w, h, ml, mb) = (720.0, 440.0, 60.0, 50.0);
     let x = |v: f64| ml + v * (w - ml - 170.0);
     let y = |v: f64| h - mb - v * (h - mb - 20.0);
-    let colors = ["#d62728", "#1f77b4", "#2ca02c", "#ff7f0e", "#7f7f7f"];
+    let colors = [
+        "#d62728", "#1f77b4", "#2ca02c", "#ff7f0e", "#7f7f7f", "#9467bd", "#8c564b", "#e377c2", "#17becf",
+        "#bcbd22", "#000000", "#aec7e8",
+    ];
     let mut s = format!(
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">\n\
          <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
@@ -1033,14 +1089,9 @@ pub fn svg_curves(r: &BenchReport) -> String {
         y(0.5),
         y(0.5)
     );
-    for (ci, name) in super::NAMES.iter().enumerate() {
-        let mut pts: Vec<(f64, f64)> = r
-            .results
-            .iter()
-            .filter(|m| m.method == *name && m.sampling == "none")
-            .map(|m| (m.all.executions_saved, m.all.accuracy))
-            .collect();
-        pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let shown: Vec<(String, Vec<(f64, f64)>)> =
+        curves(r).into_iter().filter(|(n, _)| !n.contains('+') || n.ends_with("5%")).collect();
+    for (ci, (name, pts)) in shown.iter().enumerate() {
         let path: Vec<String> = pts.iter().map(|(a, b)| format!("{:.1},{:.1}", x(*a), y(*b))).collect();
         let c = colors[ci % colors.len()];
         let _ = writeln!(
@@ -1048,7 +1099,7 @@ pub fn svg_curves(r: &BenchReport) -> String {
             "<polyline fill=\"none\" stroke=\"{c}\" stroke-width=\"2\" points=\"{}\"/>",
             path.join(" ")
         );
-        for (a, b) in &pts {
+        for (a, b) in pts.iter() {
             let _ = writeln!(s, "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"3\" fill=\"{c}\"/>", x(*a), y(*b));
         }
         let _ = writeln!(

