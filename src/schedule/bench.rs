@@ -920,6 +920,13 @@ pub fn run(
                 Some(sim),
                 None,
             )?);
+            // Adapted links with temporal reuse: optimal-hold at the 5% share only (at each adaptation
+            // period's end the links from the models running then are fine-tuned).
+            if (sim.share - 0.05).abs() < 1e-6 {
+                let mut s = super::OptimalHold::default();
+                let r = run_method(&mut s, true, &base, bundle, stream, reference, b, opt, Some(sim), None)?;
+                results.push(r);
+            }
             bar.inc(1);
         }
     }
