@@ -9,6 +9,9 @@
 //! per frame: source u32 (index in the original dataset), label u8 (255 = none),
 //!            severity u8 (0 = clean … 255 = most degraded), then height·width·channels u8 pixels
 //! ```
+//! `JLSTRM02` (compact, for camera video) has the same header; each frame's pixels are instead
+//! `jpeg_len u32` then a baseline JPEG of exactly height×width (grey or RGB as `channels`), decoded
+//! once at load.
 
 use std::path::Path;
 
@@ -18,6 +21,8 @@ use crate::binfile::Cursor;
 pub use crate::binfile::read_maybe_gz;
 
 pub const MAGIC: &[u8; 8] = b"JLSTRM01";
+/// The compact variant: frames stored as JPEG.
+pub const MAGIC_JPEG: &[u8; 8] = b"JLSTRM02";
 const HEADER: usize = 8 + 4 + 2 + 2 + 1 + 3 + 4 + 4;
 const FRAME_META: usize = 4 + 1 + 1;
 
@@ -58,8 +63,12 @@ impl Stream {
     pub fn parse(b: &[u8]) -> Result<Stream> {
         let mut c = Cursor { b, at: 0 };
         let magic = c.take(8, "magic")?;
-        if magic != MAGIC {
-            bail!("not a jetlink stream: magic {:?}, expected \"JLSTRM01\"", String::from_utf8_lossy(magic));
+        let jpeg = magic == MAGIC_JPEG;
+        if magic != MAGIC && !jpeg {
+            bail!(
+                "not a jetlink stream: magic {:?}, expected \"JLSTRM01\" or \"JLSTRM02\"",
+                String::from_utf8_lossy(magic)
+            );
         }
         let n = c.u32("n_frames")? as usize;
         let height = c.u16("height")? as usize;
@@ -71,7 +80,32 @@ impl Stream {
         ensure!(height > 0 && width > 0 && channels > 0, "frame size {height}x{width}x{channels} is empty");
         ensure!(train_end <= n, "train_end {train_end} is past n_frames {n}");
         ensure!(drift_start <= n, "drift_start {drift_start} is past n_frames {n}");
+        ensure!(channels == 1 || channels == 3 || !jpeg, "JPEG frames have 1 or 3 channels, not {channels}");
         let px = height * width * channels;
+        if jpeg {
+            let mut meta = Vec::with_capacity(n.min(1 << 20));
+            let mut pixels = Vec::new();
+            for k in 0..n {
+                let source = c.u32("source")?;
+                let label = c.take(1, "label")?[0];
+                let severity = c.take(1, "severity")?[0];
+                meta.push(FrameMeta { source, label, severity });
+                let len = c.u32("jpeg_len")? as usize;
+                let img = image::load_from_memory_with_format(c.take(len, "jpeg")?, image::ImageFormat::Jpeg)
+                    .with_context(|| format!("frame {k}: decoding its JPEG"))?;
+                ensure!(
+                    img.width() as usize == width && img.height() as usize == height,
+                    "frame {k}: JPEG is {}x{}, the stream's frames are {width}x{height}",
+                    img.width(),
+                    img.height()
+                );
+                let raw =
+                    if channels == 1 { img.into_luma8().into_raw() } else { img.into_rgb8().into_raw() };
+                pixels.extend_from_slice(&raw);
+            }
+            ensure!(c.at == b.len(), "{} bytes after the last frame", b.len() - c.at);
+            return Ok(Stream { height, width, channels, train_end, drift_start, meta, pixels });
+        }
         let need = n.checked_mul(FRAME_META + px).context("n_frames too large")?;
         ensure!(
             b.len() - HEADER == need,
@@ -178,5 +212,59 @@ mod tests {
         assert_eq!(back.segment(1), Segment::Drift);
         let e = Stream::parse(&b[..b.len() - 2]).unwrap_err().to_string();
         assert!(e.contains("expected"), "{e}");
+    }
+
+    /// A JLSTRM02 file of `frames` (RGB, height×width) encoded as JPEG at `quality`.
+    fn jpeg_stream(frames: &[Vec<u8>], height: u32, width: u32, quality: u8) -> Vec<u8> {
+        let mut b = Vec::new();
+        b.extend_from_slice(MAGIC_JPEG);
+        b.extend_from_slice(&(frames.len() as u32).to_le_bytes());
+        b.extend_from_slice(&(height as u16).to_le_bytes());
+        b.extend_from_slice(&(width as u16).to_le_bytes());
+        b.extend_from_slice(&[3, 0, 0, 0]);
+        b.extend_from_slice(&1u32.to_le_bytes());
+        b.extend_from_slice(&(frames.len() as u32).to_le_bytes());
+        for (k, f) in frames.iter().enumerate() {
+            let mut j = Vec::new();
+            image::codecs::jpeg::JpegEncoder::new_with_quality(&mut j, quality)
+                .encode(f, width, height, image::ExtendedColorType::Rgb8)
+                .unwrap();
+            b.extend_from_slice(&(k as u32 + 10).to_le_bytes());
+            b.extend_from_slice(&[255, 0]);
+            b.extend_from_slice(&(j.len() as u32).to_le_bytes());
+            b.extend_from_slice(&j);
+        }
+        b
+    }
+
+    #[test]
+    fn jpeg_frames_decode_to_the_stream_shape() {
+        // Two smooth 16x24 RGB frames: JPEG at q95 keeps them within a few levels.
+        let (h, w) = (16u32, 24u32);
+        let frames: Vec<Vec<u8>> = (0..2)
+            .map(|k| {
+                (0..h * w * 3)
+                    .map(|i| ((i / 3 % w) * 4 + (i / 3 / w) * 4 + k * 40 + (i % 3) * 10) as u8)
+                    .collect()
+            })
+            .collect();
+        let b = jpeg_stream(&frames, h, w, 95);
+        let s = Stream::parse(&b).unwrap();
+        assert_eq!((s.len(), s.height, s.width, s.channels, s.train_end), (2, 16, 24, 3, 1));
+        assert_eq!(s.meta[1].source, 11);
+        for k in 0..2 {
+            let diff: Vec<u8> = s.frame(k).iter().zip(&frames[k]).map(|(a, b)| a.abs_diff(*b)).collect();
+            let mean = diff.iter().map(|&d| d as f32).sum::<f32>() / diff.len() as f32;
+            assert!(mean <= 3.0 && *diff.iter().max().unwrap() <= 16, "frame {k}: off by {mean} on average");
+        }
+        // Truncated, trailing bytes, or a JPEG of another size: refused.
+        assert!(Stream::parse(&b[..b.len() - 5]).is_err());
+        let mut extra = b.clone();
+        extra.push(0);
+        assert!(Stream::parse(&extra).unwrap_err().to_string().contains("after the last frame"));
+        let mut wrong = b.clone();
+        wrong[14..16].copy_from_slice(&25u16.to_le_bytes());
+        let e = format!("{:#}", Stream::parse(&wrong).unwrap_err());
+        assert!(e.contains("JPEG is 24x16"), "{e}");
     }
 }

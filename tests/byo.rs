@@ -423,7 +423,21 @@ fn a_second_workload_goes_from_images_to_a_run_and_a_benchmark() {
         ],
     );
     assert!(o.contains("optimal"), "{o}");
-    assert!(w.join("bench/mlink.json").is_file());
+    // Temporal reuse on any workload: hold agreement by age, the rotation and interval baselines.
+    assert!(o.contains("held output agreeing"), "{o}");
+    for m in ["optimal-hold ", "optimal-hold-blend", "interval-k"] {
+        assert!(o.contains(m), "{m} missing: {o}");
+    }
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(w.join("bench/mlink.json")).unwrap()).unwrap();
+    assert!(json["hold_agreement"].as_array().is_some_and(|h| !h.is_empty()));
+    assert!(
+        json["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["method"].as_str().unwrap().starts_with("interval-"))
+    );
     let _ = std::fs::remove_dir_all(&w);
 }
 

@@ -43,6 +43,10 @@ pub(crate) struct BenchArgs {
     /// `mlink`: at most this many models run per frame (an execution budget beside the memory one).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=64))]
     pub(crate) max_active: Option<u64>,
+    /// `mlink`: frames per scheduling period (the schedule is re-selected and, for `optimal`,
+    /// `optimal-hold` and `greedy`, re-profiled at each period start).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    pub(crate) period: u64,
     /// `mlink`: frames per on-line adaptation period.
     #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
     pub(crate) adapt_period: u64,
@@ -86,6 +90,7 @@ pub(crate) fn bench(a: &BenchArgs) -> Result<()> {
             let mut opts = jetlink::schedule::bench::BenchOptions {
                 max_active: a.max_active.map(|k| k as usize),
                 adapt_period: a.adapt_period as usize,
+                period: a.period as usize,
                 ..Default::default()
             };
             if a.no_adapt {
@@ -122,6 +127,8 @@ pub(crate) fn bench(a: &BenchArgs) -> Result<()> {
             }
             print!("{}", jetlink::schedule::bench::format_table(&r));
             print!("{}", jetlink::schedule::bench::format_targets(&r));
+            print!("{}", jetlink::schedule::bench::format_hold(&r));
+            print!("{}", jetlink::schedule::bench::format_curves(&r));
             println!(
                 "schedule look-up: {:.1} ns median ({} table entries)",
                 r.lookup_ns_median, r.table_entries

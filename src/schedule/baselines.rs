@@ -30,7 +30,7 @@ impl Scheduler for Standalone {
     }
 
     fn decide(&mut self, _frame: &[u8]) -> Decision {
-        Decision::Run { active: self.active, predict: 0 }
+        Decision::Run { active: self.active, predict: 0, hold: 0 }
     }
 
     fn peak_memory(&self, p: &Problem) -> u64 {
@@ -121,7 +121,7 @@ impl Scheduler for FrameFilter {
 
     fn decide(&mut self, frame: &[u8]) -> Decision {
         if self.runnable == 0 {
-            return Decision::Run { active: 0, predict: 0 };
+            return Decision::Run { active: 0, predict: 0, hold: 0 };
         }
         if !self.have_last
             || frame.len() != self.last.len()
@@ -131,7 +131,7 @@ impl Scheduler for FrameFilter {
                 self.last.copy_from_slice(frame);
                 self.have_last = true;
             }
-            Decision::Run { active: self.runnable, predict: 0 }
+            Decision::Run { active: self.runnable, predict: 0, hold: 0 }
         } else {
             Decision::Reuse
         }
@@ -174,7 +174,7 @@ impl Scheduler for RandomFit {
     }
 
     fn decide(&mut self, _frame: &[u8]) -> Decision {
-        Decision::Run { active: self.active, predict: self.all & !self.active }
+        Decision::Run { active: self.active, predict: self.all & !self.active, hold: 0 }
     }
 
     fn peak_memory(&self, p: &Problem) -> u64 {
@@ -200,7 +200,7 @@ mod tests {
         assert_eq!(s.active, 0b100);
         let p = problem(&[10, 20, 30], &[1.0, 1.0, 1.0], |_, _| 0.9);
         s.select(&p, 30);
-        assert_eq!(s.decide(&[]), Decision::Run { active: 0b011, predict: 0 });
+        assert_eq!(s.decide(&[]), Decision::Run { active: 0b011, predict: 0, hold: 0 });
     }
 
     #[test]
@@ -217,7 +217,7 @@ mod tests {
         assert!(processed > 0);
         assert_eq!(f.peak_memory(&p), 10);
         f.select(&p, 5); // the largest model does not fit: nothing runs
-        assert_eq!(f.decide(refs[0]), Decision::Run { active: 0, predict: 0 });
+        assert_eq!(f.decide(refs[0]), Decision::Run { active: 0, predict: 0, hold: 0 });
     }
 
     #[test]

@@ -34,6 +34,10 @@ pub struct BenchOptions {
     pub adapt: Vec<AdaptSim>,
     /// Frames per adaptation period: the labelled frames of a period refresh the links at its end.
     pub adapt_period: usize,
+    /// The `interval-K` baselines run (every model every K-th frame, held in between), each at every
+    /// budget where its models can be spread over K frames (budgets that give the same split as a
+    /// smaller one are skipped).
+    pub intervals: Vec<usize>,
 }
 
 impl Default for BenchOptions {
@@ -53,6 +57,7 @@ impl Default for BenchOptions {
             max_active: None,
             adapt,
             adapt_period: 50,
+            intervals: vec![1, 2, 3, 4, 6, 8, 12, 16],
         }
     }
 }
@@ -113,6 +118,10 @@ pub struct SegmentResult {
     pub per_task: Vec<f64>,
     pub executions_saved: f64,
     pub flops_saved: f64,
+    /// Share of task outputs (tasks × frames) delivered by holding the model's last output.
+    pub held_share: f64,
+    /// Share of task outputs predicted through links.
+    pub predicted_share: f64,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -145,6 +154,9 @@ pub struct BenchReport {
     pub profile_frames_per_period: usize,
     pub lookup_ns_median: f64,
     pub table_entries: usize,
+    /// Per model, the agreement of its output held 1, 2, … [`super::MAX_HOLD_AGE`] frames with its
+    /// output now, measured on the training part (what the hold choices are scored with).
+    pub hold_agreement: Vec<Vec<f32>>,
     pub results: Vec<MethodResult>,
 }
 
@@ -154,6 +166,8 @@ struct Acc {
     agree: Vec<f64>,
     executions: u64,
     flops: u64,
+    held: u64,
+    predicted: u64,
 }
 
 impl Acc {
@@ -174,6 +188,8 @@ impl Acc {
             per_task,
             executions_saved: super::share_saved(self.executions, self.frames.max(1) as u64, n as u64),
             flops_saved: super::share_saved(self.flops, self.frames.max(1) as u64, total_flops.max(1)),
+            held_share: self.held as f64 / (self.frames.max(1) * n.max(1)) as f64,
+            predicted_share: self.predicted as f64 / (self.frames.max(1) * n.max(1)) as f64,
         }
     }
 }
@@ -438,6 +454,7 @@ fn run_method(
     budget: u64,
     opt: &BenchOptions,
     adapt: Option<AdaptSim>,
+    mut blend: Option<&mut super::Blend>,
 ) -> Result<MethodResult> {
     let n = base.n;
     let layout = bundle.layout();
@@ -449,6 +466,10 @@ fn run_method(
     let mut out = vec![0.0f32; stride];
     let mut last = vec![0.0f32; stride];
     let mut have_last = false;
+    // Each model's output at its last run (what a held task delivers), and whether it ran yet.
+    let mut held = vec![0.0f32; stride];
+    let mut ran = 0u64;
+    let mut ran_at = vec![0usize; n];
     let mut acc = [Acc::new(n), Acc::new(n)];
     let mut curve = Vec::new();
     let mut period_agree = (0.0f64, 0usize);
@@ -497,16 +518,17 @@ fn run_method(
             let a = &mut acc[seg];
             a.frames += 1;
             let decision = if f < prof_end {
-                Decision::Run { active: runnable, predict: base.all() & !runnable }
+                Decision::Run { active: runnable, predict: base.all() & !runnable, hold: 0 }
             } else {
                 sched.decide(stream.frame(f))
             };
             let mut frame_agree = 0.0f64;
             match decision {
-                Decision::Run { active, predict } => {
+                Decision::Run { active, predict, hold } => {
                     a.executions += active.count_ones() as u64;
                     a.flops += (0..n).filter(|&i| active >> i & 1 == 1).map(|i| base.flops[i]).sum::<u64>();
-                    if predict != 0 && active != 0 {
+                    let blends = if blend.is_some() { hold & ran } else { 0 };
+                    if (predict | blends) != 0 && active != 0 {
                         predictor.predict(active, row, &mut out).map_err(|e| anyhow::anyhow!("{e}"))?;
                         if f >= prof_end {
                             running = active;
@@ -520,8 +542,23 @@ fn run_method(
                         let r = layout.range(j);
                         let s = if active >> j & 1 == 1 {
                             out[r.clone()].copy_from_slice(&row[r.clone()]);
+                            held[r.clone()].copy_from_slice(&row[r.clone()]);
+                            ran |= 1 << j;
+                            ran_at[j] = f;
                             1.0
                         } else if predict >> j & 1 == 1 && active != 0 {
+                            a.predicted += 1;
+                            agreement(m.kind, m.tolerance, &out[r.clone()], &row[r.clone()])
+                        } else if hold >> j & 1 == 1 && ran >> j & 1 == 1 {
+                            a.held += 1;
+                            match blend.as_deref_mut() {
+                                Some(b) if active != 0 => {
+                                    let alpha = b.alpha(&mut predictor, reference, active, j, f - ran_at[j]);
+                                    let linked = out[r.clone()].to_vec();
+                                    super::blend::mix(alpha, &held[r.clone()], &linked, &mut out[r.clone()]);
+                                }
+                                _ => out[r.clone()].copy_from_slice(&held[r.clone()]),
+                            }
                             agreement(m.kind, m.tolerance, &out[r.clone()], &row[r.clone()])
                         } else {
                             out[r.clone()].fill(f32::NAN);
@@ -531,7 +568,7 @@ fn run_method(
                         frame_agree += s as f64;
                     }
                     last.copy_from_slice(&out);
-                    have_last = active != 0;
+                    have_last = active != 0 || hold & ran != 0;
                 }
                 Decision::Reuse => {
                     for j in 0..n {
@@ -574,6 +611,8 @@ fn run_method(
     all.frames = acc[0].frames + acc[1].frames;
     all.executions = acc[0].executions + acc[1].executions;
     all.flops = acc[0].flops + acc[1].flops;
+    all.held = acc[0].held + acc[1].held;
+    all.predicted = acc[0].predicted + acc[1].predicted;
     for j in 0..n {
         all.agree[j] = acc[0].agree[j] + acc[1].agree[j];
     }
@@ -779,6 +818,13 @@ fn check_reference(bundle: &Bundle, reference: &Recording) -> Result<Recording> 
     )
 }
 
+/// Agreement of each model's output held by age, measured on the training part of the stream.
+pub fn hold_scores(bundle: &Bundle, reference: &Recording, stream: &Stream) -> super::HoldScores {
+    let kinds: Vec<_> = bundle.models.iter().map(|m| m.kind).collect();
+    let tolerances: Vec<f32> = bundle.models.iter().map(|m| m.tolerance).collect();
+    super::HoldScores::measure(reference, &kinds, &tolerances, 0..stream.train_end)
+}
+
 /// The whole benchmark.
 pub fn run(
     bundle: &Bundle,
@@ -787,7 +833,8 @@ pub fn run(
     opt: &BenchOptions,
 ) -> Result<BenchReport> {
     let reference = &check_reference(bundle, reference)?;
-    let mut base = Problem::from_bundle(bundle);
+    let hold = hold_scores(bundle, reference, stream);
+    let mut base = Problem::from_bundle(bundle).with_hold(&hold);
     if let Some(k) = opt.max_active {
         base = base.with_max_active(k);
     }
@@ -796,7 +843,9 @@ pub fn run(
     let prof: Vec<&[u8]> = (0..stream.train_end.min(1000)).map(|f| stream.frame(f)).collect();
     let table = ScheduleTable::build(&base);
     let mut results = Vec::new();
-    let bar = indicatif::ProgressBar::new(((super::NAMES.len() + opt.adapt.len()) * budgets.len()) as u64);
+    let bar = indicatif::ProgressBar::new(
+        ((super::NAMES.len() + 1 + opt.adapt.len() + opt.intervals.len()) * budgets.len()) as u64,
+    );
     bar.set_style(
         indicatif::ProgressStyle::with_template("bench mlink [{bar:40}] {pos}/{len} {msg}").unwrap(),
     );
@@ -804,9 +853,50 @@ pub fn run(
         for &b in &budgets {
             bar.set_message(format!("{name} @ {:.2} MB", b as f64 / 1e6));
             let mut s = super::by_name(name, &prof, opt.seed).expect("known scheduler");
-            let profiles = matches!(name, "optimal" | "greedy");
-            results.push(run_method(s.as_mut(), profiles, &base, bundle, stream, reference, b, opt, None)?);
+            let profiles = matches!(name, "optimal" | "optimal-hold" | "greedy");
+            results.push(run_method(
+                s.as_mut(),
+                profiles,
+                &base,
+                bundle,
+                stream,
+                reference,
+                b,
+                opt,
+                None,
+                None,
+            )?);
             bar.inc(1);
+        }
+    }
+    // optimal-hold whose held outputs are blended with the links' predictions (the target's own last
+    // output and its age as one more source of its link ensemble).
+    let mut blend = super::Blend::new(bundle, reference, 0..stream.train_end, 1000);
+    for &b in &budgets {
+        bar.set_message(format!("optimal-hold-blend @ {:.2} MB", b as f64 / 1e6));
+        let mut s = super::OptimalHold::default();
+        let mut r =
+            run_method(&mut s, true, &base, bundle, stream, reference, b, opt, None, Some(&mut blend))?;
+        r.method = "optimal-hold-blend".into();
+        results.push(r);
+        bar.inc(1);
+    }
+    for &k in &opt.intervals {
+        let mut seen: Vec<Vec<u64>> = Vec::new();
+        for &b in &budgets {
+            bar.set_message(format!("interval-{k} @ {:.2} MB", b as f64 / 1e6));
+            bar.inc(1);
+            let mut s = super::Interval::new(k);
+            s.select(&base, b);
+            // Only the budgets where the models can be spread over k frames, and each split once
+            // (at the smallest budget that allows it).
+            if !s.feasible() || seen.iter().any(|g| g == s.groups()) {
+                continue;
+            }
+            seen.push(s.groups().to_vec());
+            let mut r = run_method(&mut s, false, &base, bundle, stream, reference, b, opt, None, None)?;
+            r.method = format!("interval-{k}");
+            results.push(r);
         }
     }
     for &sim in &opt.adapt {
@@ -818,7 +908,25 @@ pub fn run(
                 b as f64 / 1e6
             ));
             let mut s = super::by_name("optimal", &prof, opt.seed).expect("known scheduler");
-            results.push(run_method(s.as_mut(), true, &base, bundle, stream, reference, b, opt, Some(sim))?);
+            results.push(run_method(
+                s.as_mut(),
+                true,
+                &base,
+                bundle,
+                stream,
+                reference,
+                b,
+                opt,
+                Some(sim),
+                None,
+            )?);
+            // Adapted links with temporal reuse: optimal-hold at the 5% share only (at each adaptation
+            // period's end the links from the models running then are fine-tuned).
+            if (sim.share - 0.05).abs() < 1e-6 {
+                let mut s = super::OptimalHold::default();
+                let r = run_method(&mut s, true, &base, bundle, stream, reference, b, opt, Some(sim), None)?;
+                results.push(r);
+            }
             bar.inc(1);
         }
     }
@@ -832,6 +940,9 @@ pub fn run(
         profile_frames_per_period: ((opt.period as f32 * opt.profile_share).ceil() as usize).max(1),
         lookup_ns_median: time_lookup(&table, &budgets),
         table_entries: table.len(),
+        hold_agreement: (0..base.n)
+            .map(|j| (1..=super::MAX_HOLD_AGE).map(|a| base.hold_score(j, a)).collect())
+            .collect(),
         results,
     })
 }
@@ -847,14 +958,15 @@ pub fn run_optimal(
     label: &str,
 ) -> Result<Vec<MethodResult>> {
     let reference = &check_reference(bundle, reference)?;
-    let mut base = Problem::from_bundle(bundle);
+    let hold = hold_scores(bundle, reference, stream);
+    let mut base = Problem::from_bundle(bundle).with_hold(&hold);
     if let Some(k) = opt.max_active {
         base = base.with_max_active(k);
     }
     let mut out = Vec::new();
     for &b in budgets {
         let mut s = super::by_name("optimal", &[], opt.seed).expect("known scheduler");
-        let mut r = run_method(s.as_mut(), true, &base, bundle, stream, reference, b, opt, None)?;
+        let mut r = run_method(s.as_mut(), true, &base, bundle, stream, reference, b, opt, None, None)?;
         r.method = format!("optimal-{label}");
         out.push(r);
     }
@@ -891,12 +1003,68 @@ pub fn format_table(r: &BenchReport) -> String {
     s
 }
 
-/// Accuracy against executions saved, one line per method, as an SVG image.
+/// The curve a result belongs to: its label, with every `interval-K` on one curve (`interval-k`).
+pub fn curve_of(m: &MethodResult) -> String {
+    if m.method.starts_with("interval-") { "interval-k".to_string() } else { m.label() }
+}
+
+/// Accuracy against executions saved per curve ([`curve_of`]): every point of each curve that no
+/// other point of the same curve beats on both (the upper-left front), in order of executions saved.
+pub fn curves(r: &BenchReport) -> Vec<(String, Vec<(f64, f64)>)> {
+    let mut out: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
+    for m in &r.results {
+        let c = curve_of(m);
+        let pt = (m.all.executions_saved, m.all.accuracy);
+        match out.iter_mut().find(|(n, _)| *n == c) {
+            Some((_, v)) => v.push(pt),
+            None => out.push((c, vec![pt])),
+        }
+    }
+    for (_, v) in &mut out {
+        let all = v.clone();
+        v.retain(|&(s, a)| !all.iter().any(|&(s2, a2)| s2 >= s && a2 >= a && (s2 > s || a2 > a)));
+        v.sort_by(|x, y| x.0.total_cmp(&y.0).then(x.1.total_cmp(&y.1)));
+        v.dedup();
+    }
+    out
+}
+
+/// The curves as text: per curve, `saved% → accuracy%` at each front point.
+pub fn format_curves(r: &BenchReport) -> String {
+    let mut s =
+        String::from("accuracy against executions saved (all evaluation frames; front of each method):\n");
+    for (name, pts) in curves(r) {
+        let p: Vec<String> =
+            pts.iter().map(|(sv, a)| format!("{:.1}%->{:.1}%", 100.0 * sv, 100.0 * a)).collect();
+        let _ = writeln!(s, "  {name:<20} {}", p.join("  "));
+    }
+    s
+}
+
+/// Agreement of each model's held output by age, as text (ages 1, 2, 4, 8, 16).
+pub fn format_hold(r: &BenchReport) -> String {
+    let mut s = String::from("held output agreeing with the model's own output, by age (training part):\n");
+    for (name, h) in r.models.iter().zip(&r.hold_agreement) {
+        let p: Vec<String> = [1usize, 2, 4, 8, 16]
+            .iter()
+            .filter(|&&a| a <= h.len())
+            .map(|&a| format!("{a}: {:.2}", h[a - 1]))
+            .collect();
+        let _ = writeln!(s, "  {name:<12} {}", p.join("  "));
+    }
+    s
+}
+
+/// Accuracy against executions saved, one line per curve ([`curves`]: the schedulers, `interval-k`
+/// and the adapted runs at a 5% label share), as an SVG image.
 pub fn svg_curves(r: &BenchReport) -> String {
     let (w, h, ml, mb) = (720.0, 440.0, 60.0, 50.0);
     let x = |v: f64| ml + v * (w - ml - 170.0);
     let y = |v: f64| h - mb - v * (h - mb - 20.0);
-    let colors = ["#d62728", "#1f77b4", "#2ca02c", "#ff7f0e", "#7f7f7f"];
+    let colors = [
+        "#d62728", "#1f77b4", "#2ca02c", "#ff7f0e", "#7f7f7f", "#9467bd", "#8c564b", "#e377c2", "#17becf",
+        "#bcbd22", "#000000", "#aec7e8",
+    ];
     let mut s = format!(
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">\n\
          <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
@@ -928,14 +1096,9 @@ pub fn svg_curves(r: &BenchReport) -> String {
         y(0.5),
         y(0.5)
     );
-    for (ci, name) in super::NAMES.iter().enumerate() {
-        let mut pts: Vec<(f64, f64)> = r
-            .results
-            .iter()
-            .filter(|m| m.method == *name && m.sampling == "none")
-            .map(|m| (m.all.executions_saved, m.all.accuracy))
-            .collect();
-        pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let shown: Vec<(String, Vec<(f64, f64)>)> =
+        curves(r).into_iter().filter(|(n, _)| !n.contains('+') || n.ends_with("5%")).collect();
+    for (ci, (name, pts)) in shown.iter().enumerate() {
         let path: Vec<String> = pts.iter().map(|(a, b)| format!("{:.1},{:.1}", x(*a), y(*b))).collect();
         let c = colors[ci % colors.len()];
         let _ = writeln!(
@@ -943,7 +1106,7 @@ pub fn svg_curves(r: &BenchReport) -> String {
             "<polyline fill=\"none\" stroke=\"{c}\" stroke-width=\"2\" points=\"{}\"/>",
             path.join(" ")
         );
-        for (a, b) in &pts {
+        for (a, b) in pts.iter() {
             let _ = writeln!(s, "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"3\" fill=\"{c}\"/>", x(*a), y(*b));
         }
         let _ = writeln!(

@@ -51,7 +51,7 @@ impl Scheduler for Greedy {
     }
 
     fn decide(&mut self, _frame: &[u8]) -> Decision {
-        Decision::Run { active: self.active, predict: self.all & !self.active }
+        Decision::Run { active: self.active, predict: self.all & !self.active, hold: 0 }
     }
 
     fn peak_memory(&self, problem: &Problem) -> u64 {

@@ -8,11 +8,15 @@
 
 mod baselines;
 pub mod bench;
+mod blend;
 mod greedy;
+mod hold;
 mod optimal;
 
 pub use baselines::{FrameFilter, RandomFit, Standalone};
+pub use blend::Blend;
 pub use greedy::Greedy;
+pub use hold::{HoldScores, Interval, MAX_HOLD_AGE, OptimalHold};
 pub use optimal::{Optimal, ScheduleTable};
 
 use crate::bundle::Bundle;
@@ -46,6 +50,9 @@ pub struct Problem {
     /// `[j << n | mask]`: score of target j predicted from the active set `mask` (full model mask; the
     /// entry is meaningless when bit j is set).
     pub score: Vec<f32>,
+    /// `[j * MAX_HOLD_AGE + age - 1]`: agreement of task j's output held `age` frames
+    /// (1..=[`MAX_HOLD_AGE`]) with the model's output now ([`HoldScores`]); 0 where not measured.
+    pub hold: Vec<f32>,
 }
 
 impl Problem {
@@ -79,7 +86,20 @@ impl Problem {
             link_mem,
             ens_mem,
             score,
+            hold: vec![0.0; n * MAX_HOLD_AGE],
         }
+    }
+
+    /// The same problem with the agreement of held outputs by age (temporal reuse) measured.
+    pub fn with_hold(mut self, hold: &HoldScores) -> Problem {
+        self.hold = hold.table().to_vec();
+        self
+    }
+
+    /// Agreement of task j's output held `age` frames (1 at age 0; ages past [`MAX_HOLD_AGE`] score
+    /// as that age).
+    pub fn hold_score(&self, j: usize, age: usize) -> f32 {
+        if age == 0 { 1.0 } else { self.hold[j * MAX_HOLD_AGE + age.min(MAX_HOLD_AGE) - 1] }
     }
 
     /// The same problem with at most `k` models run per frame (at least 1).
@@ -170,9 +190,10 @@ impl Problem {
 /// What to do with one frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Decision {
-    /// Run the models in `active` and predict the tasks in `predict` through links; the other
-    /// tasks deliver nothing new.
-    Run { active: u64, predict: u64 },
+    /// Run the models in `active`, predict the tasks in `predict` through links and deliver the
+    /// tasks in `hold` as their model last output them (temporal reuse; the output's age is the
+    /// frames since that run); the other tasks deliver nothing new.
+    Run { active: u64, predict: u64, hold: u64 },
     /// Run nothing; deliver the last delivered outputs again.
     Reuse,
 }
@@ -187,13 +208,18 @@ pub trait Scheduler {
     fn peak_memory(&self, problem: &Problem) -> u64;
 }
 
-/// The schedulers by name, for command lines and benchmarks.
-pub const NAMES: [&str; 5] = ["optimal", "greedy", "standalone", "frame-filter", "random"];
+/// The schedulers by name, for command lines and benchmarks (`interval-K`, one per K, besides).
+pub const NAMES: [&str; 6] = ["optimal", "optimal-hold", "greedy", "standalone", "frame-filter", "random"];
 
-/// Make a scheduler by name. `profile` is a slice of frames for tuning (frame filter).
+/// Make a scheduler by name (`interval-K` for [`Interval`] with K ≥ 1). `profile` is a slice of
+/// frames for tuning (frame filter).
 pub fn by_name(name: &str, profile: &[&[u8]], seed: u64) -> Option<Box<dyn Scheduler>> {
+    if let Some(k) = name.strip_prefix("interval-") {
+        return k.parse().ok().filter(|&k| k >= 1).map(|k| Box::new(Interval::new(k)) as Box<dyn Scheduler>);
+    }
     Some(match name {
         "optimal" => Box::new(Optimal::default()),
+        "optimal-hold" => Box::new(OptimalHold::default()),
         "greedy" => Box::new(Greedy::default()),
         "standalone" => Box::new(Standalone::default()),
         "frame-filter" => Box::new(FrameFilter::new(profile)),
@@ -224,6 +250,7 @@ pub(crate) mod testing {
             link_mem: vec![0; n * n],
             ens_mem: vec![0; n],
             score: s,
+            hold: vec![0.0; n * super::MAX_HOLD_AGE],
         }
     }
 }

@@ -119,7 +119,7 @@ impl Scheduler for Optimal {
     }
 
     fn decide(&mut self, _frame: &[u8]) -> Decision {
-        Decision::Run { active: self.active, predict: self.predicted }
+        Decision::Run { active: self.active, predict: self.predicted, hold: 0 }
     }
 
     fn peak_memory(&self, problem: &Problem) -> u64 {
