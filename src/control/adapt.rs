@@ -74,6 +74,8 @@ pub struct OnlineAdaptation {
     total_labels: u64,
     mean_signal: f32,
     seen: u32,
+    /// Labelled rows per target so far (rows labelled while it was an allocated target).
+    samples: Vec<u32>,
 }
 
 impl OnlineAdaptation {
@@ -105,6 +107,7 @@ impl OnlineAdaptation {
             total_labels: 0,
             mean_signal: 0.0,
             seen: 0,
+            samples: vec![0; bundle.n_models()],
         }
     }
 
@@ -122,6 +125,17 @@ impl OnlineAdaptation {
     /// Labelled frames so far.
     pub fn labels(&self) -> u64 {
         self.total_labels
+    }
+
+    /// Labelled rows per target so far.
+    pub fn samples(&self) -> &[u32] {
+        &self.samples
+    }
+
+    /// The ring of labelled rows (`ring × stride`), each row's valid-model mask, and how many
+    /// rows are filled.
+    pub fn ring(&self) -> (&[f32], &[u64], usize) {
+        (&self.rows, &self.valid, self.filled)
     }
 
     /// Targets allocated this period.
@@ -163,6 +177,9 @@ impl OnlineAdaptation {
         self.new_labels += 1;
         self.total_labels += 1;
         self.labelled_targets |= valid & self.targets;
+        for (j, s) in self.samples.iter_mut().enumerate() {
+            *s = s.saturating_add((valid & self.targets) as u32 >> j & 1);
+        }
         if self.new_labels >= self.settings.tune_every {
             self.pending |= self.targets & self.labelled_targets;
             self.new_labels = 0;

@@ -1,0 +1,90 @@
+//! Cooperative adaptation across boards. Each board offers its pending adaptation tasks (refresh
+//! the links into target j, with an importance and a cost) and its spare capacity; a refreshed
+//! target helps every board through the averaged links, so the aggregator refreshes each target on
+//! as few boards as it needs: tasks by importance (summed over the boards that ask), most important
+//! first, each to the board with the most spare capacity that offered it and can still fit it,
+//! then to any board that fits (more important tasks go to more capable boards). A greedy multiple
+//! knapsack; each board's DCTA table still decides its own local tasks.
+
+use std::collections::BTreeMap;
+
+use super::msg::{FLEET_PROTO, TaskAssignment, TaskOffer};
+
+/// Allocate the offered tasks across boards; see the module docs. Deterministic: ties go to the
+/// board whose name sorts first.
+pub fn allocate(period: u32, offers: &[&TaskOffer]) -> TaskAssignment {
+    let mut offers: Vec<&TaskOffer> = offers.to_vec();
+    offers.sort_by(|a, b| a.board.cmp(&b.board));
+    // Per target: summed importance, the largest cost asked, and who asked.
+    let mut tasks: BTreeMap<u8, (u32, u16, Vec<usize>)> = BTreeMap::new();
+    for (b, o) in offers.iter().enumerate() {
+        for t in &o.tasks {
+            let e = tasks.entry(t.target).or_insert((0, 0, Vec::new()));
+            e.0 += u32::from(t.importance_milli);
+            e.1 = e.1.max(t.cost_milli);
+            e.2.push(b);
+        }
+    }
+    let mut order: Vec<(u8, u32, u16, Vec<usize>)> =
+        tasks.into_iter().map(|(t, (imp, cost, who))| (t, imp, cost, who)).collect();
+    order.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    let mut left: Vec<u32> = offers.iter().map(|o| o.capacity_milli).collect();
+    let mut masks = vec![0u64; offers.len()];
+    for (target, _, cost, who) in order {
+        let cost = u32::from(cost);
+        let pick = |cands: &mut dyn Iterator<Item = usize>, left: &[u32]| {
+            cands.filter(|&b| left[b] >= cost).max_by(|&a, &b| left[a].cmp(&left[b]).then(b.cmp(&a)))
+        };
+        let chosen = pick(&mut who.iter().copied(), &left).or_else(|| pick(&mut (0..offers.len()), &left));
+        if let Some(b) = chosen {
+            left[b] -= cost;
+            masks[b] |= 1u64 << (target % 64);
+        }
+    }
+    TaskAssignment {
+        proto: FLEET_PROTO,
+        period,
+        boards: offers.iter().zip(masks).map(|(o, m)| (o.board.clone(), m)).collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fleet::msg::TaskItem;
+
+    fn offer(board: &str, capacity: u32, tasks: &[(u8, u16, u16)]) -> TaskOffer {
+        TaskOffer {
+            proto: FLEET_PROTO,
+            board: board.into(),
+            model_hash: [0; 8],
+            period: 1,
+            capacity_milli: capacity,
+            tasks: tasks
+                .iter()
+                .map(|&(target, importance_milli, cost_milli)| TaskItem {
+                    target,
+                    importance_milli,
+                    cost_milli,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn important_tasks_go_to_capable_boards_once() {
+        let small = offer("small", 300, &[(1, 900, 300), (2, 100, 300)]);
+        let big = offer("big", 1000, &[(1, 800, 300), (3, 50, 300)]);
+        let a = allocate(1, &[&small, &big]);
+        let mask = |b: &str| a.boards.iter().find(|x| x.0 == b).unwrap().1;
+        // Target 1 (most important, asked by both) goes to the most capable board, once.
+        assert_eq!(mask("big") & 0b10, 0b10);
+        assert_eq!(mask("small") & 0b10, 0);
+        // The big board keeps room for one more (3), the small one takes 2.
+        assert_eq!(mask("small"), 0b100);
+        assert_eq!(mask("big"), 0b1010);
+        // A task nobody can fit is not allocated.
+        let tiny = offer("tiny", 10, &[(4, 999, 300)]);
+        assert_eq!(allocate(1, &[&tiny]).boards[0].1, 0);
+    }
+}
