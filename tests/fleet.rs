@@ -75,10 +75,12 @@ fn split(
     (fit, val, test)
 }
 
-/// Four boards on different parts of the demo stream (clean frames, low, middle and high drift);
-/// the last one joins with few training frames. Each fine-tunes its links on its own frames,
-/// publishes them; the aggregator averages and signs; each board fuses the global links with its
-/// own and is scored on its held-out frames.
+/// Three boards on different parts of the demo stream (clean frames, low and middle drift)
+/// fine-tune their links on their own frames and publish them; the aggregator averages and signs;
+/// each fuses the global links with its own and is scored on its held-out frames. A fourth board
+/// then joins, on the high-drift frames with only a few training frames: it starts from the
+/// fleet's links (retained on the broker) and fine-tunes them on its frames, against the same
+/// fine-tuning from the bundle's links alone.
 #[test]
 fn fleet_links_help_a_new_board_and_hurt_no_other() {
     let Some(broker) = broker() else { return };
@@ -87,11 +89,10 @@ fn fleet_links_help_a_new_board_and_hurt_no_other() {
     let drift = d.stream.drift_start as u32;
     let end = d.stream.len() as u32;
     let third = (end - drift) / 3;
-    let specs: [(&str, std::ops::Range<u32>, usize, usize); 4] = [
+    let specs: [(&str, std::ops::Range<u32>, usize, usize); 3] = [
         ("clean", d.stream.train_end as u32..drift, 600, 64),
         ("drift-low", drift..drift + third, 600, 64),
         ("drift-mid", drift + third..drift + 2 * third, 600, 64),
-        ("newcomer", drift + 2 * third..end, 40, 16),
     ];
     let cfg = broker.config("test");
     let key = fleet_key();
@@ -124,7 +125,7 @@ fn fleet_links_help_a_new_board_and_hurt_no_other() {
         assert!(b.client.wait_for(WAIT, |s| s.global_version == 1), "{} got no global links", b.name);
     }
     println!(
-        "board        fit rows   bundle    local    fused   gain   (held-out frames, mean agreement over targets)"
+        "board        fit rows   bundle    local    fleet   gain   (held-out frames, mean agreement over targets)"
     );
     let mut gains = Vec::new();
     for (b, test, bundle_only, local, n_fit) in &mut boards {
@@ -132,7 +133,7 @@ fn fleet_links_help_a_new_board_and_hurt_no_other() {
         let fused = score(bundle, &mut b.predictor, rec, test);
         let st = b.client.stats();
         println!(
-            "{:<12} {:>8} {:>8.4} {:>8.4} {:>8.4} {:>+7.4}   betas {:?}",
+            "{:<12} {:>8} {:>8.4} {:>8.4} {:>8.4} {:>+7.4}   local share per target {:?}",
             b.name,
             n_fit,
             bundle_only,
@@ -145,13 +146,34 @@ fn fleet_links_help_a_new_board_and_hurt_no_other() {
     }
     let agg = agg.stop().unwrap();
     assert_eq!(agg.rounds.len(), 1);
-    assert_eq!(agg.rounds[0].boards, 4);
+    assert_eq!(agg.rounds[0].boards, 3);
+
+    // A new board joins with 40 frames of the high-drift part.
+    let (fit, val, test) = split(rec, drift + 2 * third..end, 40, 16, 300);
+    let mut alone = Predictor::new(bundle);
+    local_train(bundle, &mut alone, rec, &fit, 6, 200);
+    let local = score(bundle, &mut alone, rec, &test);
+    let bundle_only = score(bundle, &mut Predictor::new(bundle), rec, &test);
+    let mut b = SimBoard::join(&cfg, bundle, "newcomer", pk, val.len()).unwrap();
+    assert!(b.client.wait_for(WAIT, |s| s.global_version == 1), "the new board got no global links");
+    assert_eq!(b.take_global(), Some(1), "with no samples of its own it takes the fleet's links");
+    local_train(bundle, &mut b.predictor, rec, &fit, 6, 200);
+    let fleet = score(bundle, &mut b.predictor, rec, &test);
+    println!(
+        "{:<12} {:>8} {:>8.4} {:>8.4} {:>8.4} {:>+7.4}   joined later: fine-tuned from the fleet's links",
+        "newcomer",
+        fit.len(),
+        bundle_only,
+        local,
+        fleet,
+        fleet - local
+    );
+    assert!(fleet - local > 0.02, "the new board gained {:.4} from the fleet's links", fleet - local);
+    // No worse for the established boards, within half a point of mean agreement (300 held-out
+    // frames: one target's agreement moves by 1/300 per frame; the fusion picks its mix on 64
+    // labelled rows, which cannot resolve smaller differences).
     for (name, gain) in &gains {
-        if name == "newcomer" {
-            assert!(*gain > 0.01, "the new board gained {gain:.4} from the fleet's links");
-        } else {
-            assert!(*gain >= -0.005, "{name} lost {gain:.4} with the fleet's links");
-        }
+        assert!(*gain >= -0.005, "{name} lost {gain:.4} with the fleet's links");
     }
 }
 

@@ -3,8 +3,8 @@
 //!
 //! Fusion is per target: the board's links into target j become β·local + (1 − β)·global, weights
 //! and ensemble alike, with β ∈ {1, ¾, ½, ¼, 0} chosen by agreement on the board's own labelled
-//! rows (β = 1 on a tie: the board falls back to its local links unless the global ones do better
-//! on its data). Both sides descend from the same bundle by fine-tuning, which is what makes the
+//! rows. The board falls back to its local links (β = 1) unless a mix agrees on at least
+//! [`MIN_GAIN_ROWS`] more of those rows: a handful of rows cannot tell small differences apart. Both sides descend from the same bundle by fine-tuning, which is what makes the
 //! average and the mix meaningful. A target without labelled rows takes the global links when the
 //! board has no local samples for it, and keeps its own otherwise. The mix is in weight space, so
 //! the tick's cost does not change (the paper mixes the two predictions through the ensemble layer,
@@ -17,6 +17,9 @@ use super::msg::{GlobalError, GlobalLinks, LinkUpdate, TargetLinks};
 
 /// Local shares tried, local first (the fallback wins ties).
 pub const BETAS: [f32; 5] = [1.0, 0.75, 0.5, 0.25, 0.0];
+
+/// A mix replaces the local links only when it agrees on at least this many more labelled rows.
+pub const MIN_GAIN_ROWS: f32 = 2.0;
 
 /// Range of target `j`'s links in the link arena (its n − 1 links are contiguous).
 pub fn link_range(links: &LinkSet, j: usize) -> std::ops::Range<usize> {
@@ -134,6 +137,19 @@ pub fn target_agreement(
     valid: &[u64],
     out: &mut [f32],
 ) -> Option<f32> {
+    target_agreement_n(p, kinds, tolerances, j, rows, valid, out).map(|(a, _)| a)
+}
+
+/// [`target_agreement`] and the number of rows it was measured on.
+fn target_agreement_n(
+    p: &mut Predictor,
+    kinds: &[OutputKind],
+    tolerances: &[f32],
+    j: usize,
+    rows: &[f32],
+    valid: &[u64],
+    out: &mut [f32],
+) -> Option<(f32, u32)> {
     let stride = p.stride();
     let r = p.layout().range(j);
     let (mut sum, mut n) = (0.0f32, 0u32);
@@ -147,7 +163,7 @@ pub fn target_agreement(
             n += 1;
         }
     }
-    (n > 0).then(|| sum / n as f32)
+    (n > 0).then(|| (sum / n as f32, n))
 }
 
 /// The outcome of fusing one global update.
@@ -175,20 +191,24 @@ pub fn fuse(
     let mut choices = Vec::new();
     for t in &g.targets {
         let j = t.target as usize;
-        let base = target_agreement(p, kinds, tolerances, j, rows, valid, &mut out);
+        let measured = target_agreement_n(p, kinds, tolerances, j, rows, valid, &mut out);
+        let base = measured.map(|m| m.0);
         let (mut best, mut best_a) = (1.0f32, base);
-        match base {
+        match measured {
             None => {
                 if local_samples.get(j).copied().unwrap_or(0) == 0 {
                     best = 0.0;
+                    best_a = None;
                 }
             }
-            Some(_) => {
+            Some((a0, n)) => {
+                let mut bar = a0 + MIN_GAIN_ROWS / n as f32 - 1e-6;
                 for &beta in &BETAS[1..] {
                     mix_into(p, &local, t, beta);
-                    let a = target_agreement(p, kinds, tolerances, j, rows, valid, &mut out);
-                    if a > best_a {
-                        (best, best_a) = (beta, a);
+                    if let Some(a) = target_agreement(p, kinds, tolerances, j, rows, valid, &mut out) {
+                        if a >= bar {
+                            (best, best_a, bar) = (beta, Some(a), a + 1e-6);
+                        }
                     }
                 }
             }
