@@ -20,6 +20,7 @@ use jetlink::fleet::client::{ClientOptions, FleetClient};
 use jetlink::fleet::msg::{FLEET_PROTO, GlobalLinks, SummaryMsg, sign_global};
 use jetlink::fleet::sim::{SimBoard, local_train, score};
 use jetlink::fleet::tap::FleetTap;
+use jetlink::fleet::tasks::TaskCosts;
 use jetlink::fleet::{FleetConfig, fuse, model_hash};
 use jetlink::links::{LinkModel, Predictor};
 use jetlink::recording::Recording;
@@ -118,6 +119,10 @@ fn fleet_links_help_a_new_board_and_hurt_no_other() {
         let bundle_only = score(bundle, &mut Predictor::new(bundle), rec, &test);
         let local = score(bundle, &mut b.predictor, rec, &test);
         assert!(b.client.wait_for(WAIT, |s| s.connected), "{name} did not connect");
+        // Cooperative adaptation: each board offers the targets it sees drifting (more drift on
+        // the later parts of the stream) and takes none itself.
+        let level = 0.3 * i as f32;
+        b.tap.offer_tasks(0, &vec![level; bundle.n_models()], 0);
         b.offer(rec, &vec![fit.len() as u32; bundle.n_models()], &val);
         boards.push((b, test, bundle_only, local, fit.len()));
     }
@@ -144,9 +149,36 @@ fn fleet_links_help_a_new_board_and_hurt_no_other() {
         );
         gains.push((b.name.clone(), fused - *local));
     }
+    // The aggregator allocated the offered tasks across boards: each board received its share,
+    // as allocating the same offers here gives.
+    let costs = TaskCosts::of_bundle(bundle).expect("the demo bundle has a DCTA table");
+    let offers: Vec<_> = (0..specs.len())
+        .map(|i| costs.offer(specs[i].0, model_hash(bundle), 0, &vec![0.3 * i as f32; bundle.n_models()], 0))
+        .collect();
+    let expected = jetlink::fleet::tasks::allocate(0, &offers.iter().collect::<Vec<_>>());
+    let mut union = 0u64;
+    let st = agg.stats();
+    println!(
+        "aggregator: {} offers, {} allocations published; expected {:?}",
+        st.offers, st.assignments, expected.boards
+    );
+    for (b, ..) in &boards {
+        let want = expected.boards.iter().find(|x| x.0 == b.name).unwrap().1;
+        assert!(
+            b.client.wait_for(WAIT, |s| s.assigned == want),
+            "{}: assigned {:#b}, expected {want:#b}",
+            b.name,
+            b.client.stats().assigned
+        );
+        assert_eq!(union & want, 0, "a target refreshed by two boards");
+        union |= want;
+    }
+    assert_ne!(union, 0, "nothing allocated");
+    println!("tasks allocated across boards: {:?}", expected.boards);
     let agg = agg.stop().unwrap();
     assert_eq!(agg.rounds.len(), 1);
     assert_eq!(agg.rounds[0].boards, 3);
+    assert_eq!(agg.offers, 3, "every board offers (the clean one an empty list)");
 
     // A new board joins with 40 frames of the high-drift part.
     let (fit, val, test) = split(rec, drift + 2 * third..end, 40, 16, 300);
@@ -237,6 +269,7 @@ fn a_board_cut_from_the_broker_keeps_looping_without_allocating_and_resends() {
         kinds: d.bundle.kinds(),
         tolerances: d.bundle.tolerances(),
         poll: Duration::from_millis(20),
+        tasks: jetlink::fleet::tasks::TaskCosts::of_bundle(&d.bundle),
     };
     let client = FleetClient::start(cfg.clone(), opts, tap.clone(), predictor).unwrap();
     let writer =

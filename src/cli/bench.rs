@@ -282,8 +282,12 @@ fn bench_fleet(a: &BenchArgs) -> Result<()> {
         r.boards, r.periods, r.broker, r.bundle_link_bytes
     );
     println!(
-        "per board per period: up {:.0} bytes (summary {:.0} + link updates), down {:.0} bytes (signed global links)",
-        r.up_bytes_per_board_per_period, r.summary_bytes, r.down_bytes_per_board_per_period
+        "per board per period: up {:.0} bytes (summary {:.0}, task offer, link updates), down {:.0} bytes (signed global links, allocation {} bytes); {} task offers",
+        r.up_bytes_per_board_per_period,
+        r.summary_bytes,
+        r.down_bytes_per_board_per_period,
+        r.assigned_bytes,
+        r.task_offers
     );
     for x in &r.rounds {
         println!(

@@ -281,6 +281,7 @@ pub(crate) fn join(
         kinds: jetlink::links::LinkModel::kinds(bundle),
         tolerances: jetlink::links::LinkModel::tolerances(bundle),
         poll: std::time::Duration::from_millis(50),
+        tasks: jetlink::fleet::tasks::TaskCosts::of_bundle(bundle),
     };
     println!(
         "fleet {:?}: board {id} via {}:{}{}, models {}",

@@ -494,6 +494,9 @@ impl<S: FrameSource, W: embedded_io::Write> Controller<S, W> {
                 }
             }
         }
+        if let Some(tap) = &self.io.fleet {
+            tap.offer_tasks(self.st.period, &self.st.drift.level, targets);
+        }
         // Targets of the period that ends which never got a label could not fit: counted.
         let abandoned = self.st.online.start_period(targets);
         self.st.stats.adapt_abandoned += abandoned.count_ones() as u64;

@@ -16,7 +16,7 @@ use ed25519_dalek::SigningKey;
 use rumqttc::{Client, Event, Packet, QoS, RecvTimeoutError};
 
 use super::broker::mqtt_options;
-use super::msg::{FLEET_PROTO, GlobalLinks, LinkUpdate, ModelHash, TaskOffer, sign_global};
+use super::msg::{Assigned, FLEET_PROTO, GlobalLinks, LinkUpdate, ModelHash, TaskOffer, sign_global};
 use super::{FleetConfig, board_of_topic, fuse, tasks};
 
 /// Aggregator settings.
@@ -54,6 +54,9 @@ pub struct AggregateStats {
     pub incompatible: u32,
     pub undecodable: u32,
     pub bytes_received: u64,
+    /// Task offers received, and allocations published.
+    pub offers: u32,
+    pub assignments: u32,
 }
 
 struct Shared {
@@ -137,7 +140,8 @@ fn run(cfg: FleetConfig, opts: AggregateOptions, shared: Arc<Shared>) -> Result<
                     }
                 } else if p.topic.ends_with("/tasks") {
                     match postcard::from_bytes::<TaskOffer>(&p.payload) {
-                        Ok(o) if o.model_hash == opts.model_hash => {
+                        Ok(o) if o.model_hash == opts.model_hash && o.board == board => {
+                            st.offers += 1;
                             offers.insert(board, o);
                         }
                         Ok(_) => st.incompatible += 1,
@@ -174,10 +178,21 @@ fn run(cfg: FleetConfig, opts: AggregateOptions, shared: Arc<Shared>) -> Result<
         let aggregate_us = t.elapsed().as_secs_f64() * 1e6;
         let len = bytes.len();
         client.publish(cfg.topic_global_links(), QoS::AtLeastOnce, true, bytes)?;
+        let mut published = 1;
         if !offers.is_empty() {
             let o: Vec<&TaskOffer> = offers.values().collect();
             let a = tasks::allocate(rounds, &o);
-            client.publish(cfg.topic_global_tasks(), QoS::AtLeastOnce, false, postcard::to_stdvec(&a)?)?;
+            for (board, targets) in &a.boards {
+                let msg = Assigned { proto: FLEET_PROTO, period: a.period, targets: *targets };
+                client.publish(
+                    cfg.topic_assigned(board),
+                    QoS::AtLeastOnce,
+                    false,
+                    postcard::to_stdvec(&msg)?,
+                )?;
+                published += 1;
+            }
+            shared.stats.lock().expect("stats").assignments += 1;
         }
         let report = RoundReport {
             version,
@@ -195,11 +210,11 @@ fn run(cfg: FleetConfig, opts: AggregateOptions, shared: Arc<Shared>) -> Result<
         last_round = Instant::now();
         rounds += 1;
         if opts.rounds.is_some_and(|r| rounds >= r) {
-            // Let the publish go out before leaving.
-            let until = Instant::now() + Duration::from_millis(500);
-            while Instant::now() < until {
+            // Let this round's publishes be acknowledged before leaving (at most 5 s).
+            let until = Instant::now() + Duration::from_secs(5);
+            while published > 0 && Instant::now() < until {
                 if let Ok(Ok(Event::Incoming(Packet::PubAck(_)))) = conn.recv_timeout(opts.poll) {
-                    break;
+                    published -= 1;
                 }
             }
             break;

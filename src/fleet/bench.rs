@@ -1,7 +1,8 @@
 //! `jetlink bench fleet`: N simulated boards (threads with real fleet clients) and the aggregator
 //! against a local Mosquitto. Each period every board queues a summary and offers links for the
 //! targets it adapted (the bundle's weights plus seeded noise: what is measured is the transport
-//! and the averaging, not accuracy); the aggregator averages once all N updates are in. Measured:
+//! and the averaging, not accuracy) and offers its drifting targets as adaptation tasks (seeded
+//! drift levels); the aggregator averages once all N updates are in and allocates the tasks. Measured:
 //! bytes per board per period (MQTT payloads, up and down), averaging-and-signing time, and
 //! end-to-end latency from the last board's update to every board holding fused links.
 
@@ -72,6 +73,9 @@ pub struct FleetBenchReport {
     pub up_bytes_per_board_per_period: f64,
     pub down_bytes_per_board_per_period: f64,
     pub summary_bytes: f64,
+    /// Task offers sent (one per board per period) and the size of one board's allocation.
+    pub task_offers: u32,
+    pub assigned_bytes: usize,
     pub rounds: Vec<RoundFigures>,
     pub aggregate_us_median: f64,
     pub e2e_ms_median: f64,
@@ -141,6 +145,9 @@ pub fn run(bundle: &Bundle, rec: &Recording, o: &FleetBenchOptions) -> Result<Fl
                 samples[b][(b + p + k) % n] += o.samples_per_period;
             }
             sb.tap.push_summary(PeriodSummary { period: p as u32, ticks: 250, ..Default::default() });
+            // Pending adaptation tasks: seeded drift levels, none taken locally.
+            let drift: Vec<f32> = (0..n).map(|_| rng.symmetric(1.0).max(0.0)).collect();
+            sb.tap.offer_tasks(p as u32, &drift, 0);
             sb.offer(rec, &samples[b], &val);
             first.get_or_insert_with(Instant::now);
         }
@@ -179,7 +186,14 @@ pub fn run(bundle: &Bundle, rec: &Recording, o: &FleetBenchOptions) -> Result<Fl
         };
         postcard::to_stdvec(&m)?.len() as f64
     };
-    let down: usize = rounds.iter().map(|r| r.global_bytes).sum();
+    let assigned_bytes = postcard::to_stdvec(&super::msg::Assigned {
+        proto: super::msg::FLEET_PROTO,
+        period: o.periods as u32,
+        targets: (1u64 << n.min(63)) - 1,
+    })?
+    .len();
+    let offers: u32 = stats.iter().map(|s| s.task_offers).sum();
+    let down: usize = rounds.iter().map(|r| r.global_bytes + assigned_bytes).sum();
     drop(boards);
     let _ = agg.stop();
     broker.stop();
@@ -193,6 +207,8 @@ pub fn run(bundle: &Bundle, rec: &Recording, o: &FleetBenchOptions) -> Result<Fl
         up_bytes_per_board_per_period: up as f64 / (o.boards * o.periods) as f64,
         down_bytes_per_board_per_period: down as f64 / o.periods as f64,
         summary_bytes,
+        task_offers: offers,
+        assigned_bytes,
         aggregate_us_median: median(&mut agg_us),
         e2e_ms_max: e2e.iter().copied().fold(0.0, f64::max),
         e2e_ms_median: median(&mut e2e),

@@ -21,8 +21,9 @@ use rumqttc::{Client, Connection, Event, Outgoing, Packet, QoS, RecvTimeoutError
 
 use super::broker::mqtt_options;
 use super::fuse::{self, Fused};
-use super::msg::{FLEET_PROTO, LinkUpdate, ModelHash, Summary, SummaryMsg, TaskAssignment, verify_global};
+use super::msg::{Assigned, FLEET_PROTO, LinkUpdate, ModelHash, Summary, SummaryMsg, verify_global};
 use super::tap::{FleetTap, LocalSnapshot};
+use super::tasks::TaskCosts;
 use super::{FleetConfig, check_name};
 use crate::links::Predictor;
 use crate::manifest::OutputKind;
@@ -39,6 +40,8 @@ pub struct ClientOptions {
     pub tolerances: Vec<f32>,
     /// How long one poll of the connection waits.
     pub poll: Duration,
+    /// Task pricing for cooperative adaptation (`None`: no task offers).
+    pub tasks: Option<TaskCosts>,
 }
 
 /// Counters of one client, for `status`, tests and the bench.
@@ -65,6 +68,7 @@ pub struct ClientStats {
     /// When the last global update was fused and handed to the loop.
     pub fused_at: Option<Instant>,
     pub assigned: u64,
+    pub task_offers: u32,
 }
 
 struct Shared {
@@ -158,6 +162,8 @@ struct Worker {
     pending_update: Option<Vec<u8>>,
     update_seq: u32,
     queued_unix_s: u64,
+    tasks_seen: u32,
+    pending_offer: Option<Vec<u8>>,
 }
 
 impl Worker {
@@ -185,6 +191,8 @@ impl Worker {
             pending_update: None,
             update_seq: 0,
             queued_unix_s: 0,
+            tasks_seen: 0,
+            pending_offer: None,
         }
     }
 
@@ -300,6 +308,13 @@ impl Worker {
             }
             self.local = Some(snap);
         }
+        if let Some(t) = self.tap.tasks_if_newer(self.tasks_seen) {
+            self.tasks_seen = t.seq;
+            if let Some(c) = &self.opts.tasks {
+                let offer = c.offer(&self.opts.board, self.opts.model_hash, t.period, &t.drift, t.local);
+                self.pending_offer = Some(postcard::to_stdvec(&offer).expect("task offer encodes"));
+            }
+        }
     }
 
     fn summary_of(&mut self, s: PeriodSummary) -> Summary {
@@ -339,6 +354,22 @@ impl Worker {
             self.stats.bytes_published += len as u64;
             self.inflight.push_back((None, Sent::Summary(s)));
         }
+        if let Some(o) = self.pending_offer.take() {
+            let len = o.len();
+            match client.try_publish(
+                self.cfg.topic_tasks(&self.opts.board),
+                QoS::AtLeastOnce,
+                false,
+                o.clone(),
+            ) {
+                Ok(()) => {
+                    self.stats.task_offers += 1;
+                    self.stats.bytes_published += len as u64;
+                    self.inflight.push_back((None, Sent::Other));
+                }
+                Err(_) => self.pending_offer = Some(o),
+            }
+        }
         if let Some(u) = self.pending_update.take() {
             let len = u.len();
             match client.try_publish(
@@ -364,7 +395,7 @@ impl Worker {
                 self.stats.connects += 1;
                 *backoff = self.cfg.min_backoff;
                 let _ = client.try_subscribe(self.cfg.topic_global_links(), QoS::AtLeastOnce);
-                let _ = client.try_subscribe(self.cfg.topic_global_tasks(), QoS::AtLeastOnce);
+                let _ = client.try_subscribe(self.cfg.topic_assigned(&self.opts.board), QoS::AtLeastOnce);
             }
             Event::Outgoing(Outgoing::Publish(pkid)) => {
                 if let Some(slot) = self.inflight.iter_mut().find(|i| i.0.is_none()) {
@@ -381,10 +412,9 @@ impl Worker {
             Event::Incoming(Packet::Publish(p)) => {
                 if p.topic == self.cfg.topic_global_links() {
                     self.on_global(&p.payload);
-                } else if p.topic == self.cfg.topic_global_tasks() {
-                    if let Ok(a) = postcard::from_bytes::<TaskAssignment>(&p.payload) {
-                        let mask = a.boards.iter().find(|b| b.0 == self.opts.board).map_or(0, |b| b.1);
-                        self.tap.set_assigned(mask);
+                } else if p.topic == self.cfg.topic_assigned(&self.opts.board) {
+                    if let Ok(a) = postcard::from_bytes::<Assigned>(&p.payload) {
+                        self.tap.set_assigned(a.targets);
                     }
                 }
             }

@@ -82,11 +82,11 @@ impl FleetConfig {
     pub fn topic_tasks(&self, board: &str) -> String {
         format!("jetlink/{}/{board}/tasks", self.fleet)
     }
+    pub fn topic_assigned(&self, board: &str) -> String {
+        format!("jetlink/{}/{board}/assigned", self.fleet)
+    }
     pub fn topic_global_links(&self) -> String {
         format!("jetlink/{}/global/links", self.fleet)
-    }
-    pub fn topic_global_tasks(&self) -> String {
-        format!("jetlink/{}/global/tasks", self.fleet)
     }
     /// `jetlink/<fleet>/+/<kind>`: every board's messages of one kind.
     pub fn topic_all(&self, kind: &str) -> String {

@@ -108,13 +108,22 @@ pub struct TaskOffer {
     pub tasks: Vec<TaskItem>,
 }
 
-/// The aggregator's allocation (`jetlink/<fleet>/global/tasks`): per board, the targets it refreshes
-/// this period (bit j = target j).
+/// The aggregator's allocation: per board, the targets it refreshes this period (bit j = target
+/// j); each board is sent its own share ([`Assigned`]).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TaskAssignment {
     pub proto: u8,
     pub period: u32,
     pub boards: Vec<(String, u64)>,
+}
+
+/// One board's share of the allocation (`jetlink/<fleet>/<board>/assigned`): the targets it
+/// refreshes for the fleet this period (bit j = target j), beside those its DCTA table gives it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Assigned {
+    pub proto: u8,
+    pub period: u32,
+    pub targets: u64,
 }
 
 /// Why a global update was refused.

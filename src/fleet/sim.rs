@@ -89,6 +89,7 @@ impl SimBoard {
             kinds: bundle.kinds(),
             tolerances: bundle.tolerances(),
             poll: Duration::from_millis(20),
+            tasks: super::tasks::TaskCosts::of_bundle(bundle),
         };
         let client = FleetClient::start(cfg.clone(), opts, tap.clone(), predictor.clone())?;
         Ok(SimBoard { name: name.into(), predictor, tap, client })

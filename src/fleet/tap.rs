@@ -34,6 +34,16 @@ pub struct LocalSnapshot {
     pub seq: u32,
 }
 
+/// The loop's drift levels and its own allocation at a period boundary.
+#[derive(Clone, Debug)]
+pub struct TaskState {
+    pub period: u32,
+    pub drift: Vec<f32>,
+    /// Targets the loop allocated itself this period.
+    pub local: u64,
+    pub seq: u32,
+}
+
 /// Fused weights for the loop.
 #[derive(Clone, Debug)]
 pub struct GlobalSlot {
@@ -48,6 +58,7 @@ pub struct FleetTap {
     summaries: Mutex<heapless::Deque<PeriodSummary, TAP_SUMMARIES>>,
     local: Mutex<LocalSnapshot>,
     global: Mutex<GlobalSlot>,
+    tasks: Mutex<TaskState>,
     global_ready: AtomicBool,
     applied_version: AtomicU64,
     assigned: AtomicU64,
@@ -75,6 +86,12 @@ impl FleetTap {
                 seq: 0,
             }),
             global: Mutex::new(GlobalSlot { links: vec![0.0; l], ensembles: vec![0.0; e], version: 0 }),
+            tasks: Mutex::new(TaskState {
+                period: 0,
+                drift: vec![0.0; predictor.n_models()],
+                local: 0,
+                seq: 0,
+            }),
             global_ready: AtomicBool::new(false),
             applied_version: AtomicU64::new(0),
             assigned: AtomicU64::new(0),
@@ -121,6 +138,19 @@ impl FleetTap {
         s.seq = s.seq.wrapping_add(1);
     }
 
+    /// Offer this period's drift levels and the targets the loop allocated itself.
+    pub fn offer_tasks(&self, period: u32, drift: &[f32], local: u64) {
+        let Ok(mut t) = self.tasks.try_lock() else {
+            self.busy_skips.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        let n = t.drift.len().min(drift.len());
+        t.drift[..n].copy_from_slice(&drift[..n]);
+        t.period = period;
+        t.local = local;
+        t.seq = t.seq.wrapping_add(1);
+    }
+
     /// Copy fused global links into `p` when the client has some ready. Returns their version.
     pub fn take_global(&self, p: &mut Predictor) -> Option<u64> {
         if !self.global_ready.load(Ordering::Acquire) {
@@ -162,6 +192,12 @@ impl FleetTap {
     pub fn local_if_newer(&self, seen: u32) -> Option<LocalSnapshot> {
         let s = self.local.lock().ok()?;
         (s.seq != seen).then(|| s.clone())
+    }
+
+    /// The last task offer, when it is newer than `seen`.
+    pub fn tasks_if_newer(&self, seen: u32) -> Option<TaskState> {
+        let t = self.tasks.lock().ok()?;
+        (t.seq != seen).then(|| t.clone())
     }
 
     /// Hand fused weights to the loop (applied at its next period boundary).

@@ -8,7 +8,67 @@
 
 use std::collections::BTreeMap;
 
-use super::msg::{FLEET_PROTO, TaskAssignment, TaskOffer};
+use super::msg::{FLEET_PROTO, ModelHash, TaskAssignment, TaskItem, TaskOffer};
+use crate::bundle::Bundle;
+
+/// What a board needs to price its tasks: per target, its importance weight and the cost of
+/// refreshing it on the board's first (fastest listed) unit, in thousandths of that unit's capacity
+/// per period at full power; from the bundle's DCTA table.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TaskCosts {
+    pub weights: Vec<f32>,
+    pub cost_milli: Vec<u16>,
+}
+
+impl TaskCosts {
+    /// From the bundle's DCTA table (`None` without one).
+    pub fn of_bundle(b: &Bundle) -> Option<TaskCosts> {
+        let t = crate::dcta::PolicyTable::from_postcard(b.dcta.as_ref()?).ok()?.tatim;
+        let (n, m) = (t.n_tasks(), t.n_units());
+        let cap = *t.capacity(0).first()?;
+        if m == 0 || cap == 0 {
+            return None;
+        }
+        let cost_milli = (0..n)
+            .map(|j| (t.costs_us[j * m] as f64 * 1000.0 / cap as f64).round().min(65535.0) as u16)
+            .collect();
+        Some(TaskCosts { weights: t.weights.clone(), cost_milli })
+    }
+
+    /// The offer of a board whose drift levels are `drift` and which allocated `local` (bit j)
+    /// itself: the drifting targets it did not take, and the capacity it has left.
+    pub fn offer(
+        &self,
+        board: &str,
+        model_hash: ModelHash,
+        period: u32,
+        drift: &[f32],
+        local: u64,
+    ) -> TaskOffer {
+        let mut used = 0u32;
+        let mut tasks = Vec::new();
+        for (j, &d) in drift.iter().enumerate().take(self.cost_milli.len()) {
+            if local >> j & 1 == 1 {
+                used += u32::from(self.cost_milli[j]);
+            } else if d > 0.0 {
+                let v = crate::dcta::importance(self.weights.get(j).copied().unwrap_or(1.0), d);
+                tasks.push(TaskItem {
+                    target: j as u8,
+                    importance_milli: (v * 1000.0).round().clamp(1.0, 65535.0) as u16,
+                    cost_milli: self.cost_milli[j],
+                });
+            }
+        }
+        TaskOffer {
+            proto: FLEET_PROTO,
+            board: board.into(),
+            model_hash,
+            period,
+            capacity_milli: 1000u32.saturating_sub(used),
+            tasks,
+        }
+    }
+}
 
 /// Allocate the offered tasks across boards; see the module docs. Deterministic: ties go to the
 /// board whose name sorts first.
