@@ -114,8 +114,8 @@ pub enum EventCode {
     /// At a period's end, from audit frames: a = estimated accuracy kept × 1000, b = half-width of
     /// its 95% interval × 1000.
     AccuracyEstimate = 12,
-    /// Fused fleet links applied at a period boundary: a = their global version (saturated to
-    /// u32), b = 0.
+    /// Fused fleet links applied at a period boundary: a = the low 32 bits of their global
+    /// version, b = 0.
     GlobalLinks = 13,
 }
 

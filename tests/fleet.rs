@@ -308,6 +308,29 @@ fn a_board_cut_from_the_broker_keeps_looping_without_allocating_and_resends() {
         seen.lock().unwrap()
     );
     assert_eq!(*seen.lock().unwrap(), (0..7).collect::<BTreeSet<u32>>());
+
+    // A signed global update reaches the loop at its next period boundary, without allocating.
+    let p = Predictor::new(&d.bundle);
+    let g = GlobalLinks {
+        proto: FLEET_PROTO,
+        fleet: "test".into(),
+        model_hash: model_hash(&d.bundle),
+        version: 1,
+        boards: 2,
+        targets: (0..d.bundle.n_models()).map(|j| fuse::target_links(&p, j, 50)).collect(),
+    };
+    let (publisher, mut conn) = Client::new(mqtt_options(&cfg, "aggregator").unwrap(), 16);
+    std::thread::spawn(move || while conn.recv().is_ok() {});
+    publisher
+        .publish(cfg.topic_global_links(), QoS::AtLeastOnce, true, sign_global(&g, &fleet_key()))
+        .unwrap();
+    assert!(client.wait_for(WAIT, |s| s.globals_accepted == 1), "{:?}", client.stats());
+    let before = alloc_count::loop_allocations();
+    for _ in 0..tpp {
+        assert!(ctl.tick());
+    }
+    assert_eq!(alloc_count::loop_allocations() - before, 0, "applying fused links allocated");
+    assert_eq!(tap.applied_version(), 1);
     let st = client.stop();
     assert_eq!(st.dropped, 0);
     assert!(st.disconnects >= 1 && st.connects >= 2, "{st:?}");

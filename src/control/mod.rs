@@ -511,7 +511,8 @@ impl<S: FrameSource, W: embedded_io::Write> Controller<S, W> {
         tap.offer_local(st.links.predictor(), st.online.samples(), rows, valid, filled);
         if let Some(version) = tap.take_global(st.links.predictor_mut()) {
             st.links.weights_changed();
-            let v = version.min(u32::MAX as u64) as u32;
+            // The low 32 bits: the aggregator's versions count up from a clock in milliseconds.
+            let v = version as u32;
             emit(&mut self.io.writer, st.tick_no, EventKind::GlobalLinks { version: v, unused: 0 });
         }
     }
