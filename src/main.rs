@@ -49,6 +49,8 @@ enum Cmd {
     /// Sign a bundle with a private key (in place, or to --out); the board loads only bundles
     /// signed by its `bundle-key`.
     Sign(SignArgs),
+    /// A fleet of boards over MQTT: `aggregate` (average and sign links, allocate tasks), `status`.
+    Fleet(FleetArgs),
     /// Fault-injection soak of the control loop on the simulated board (replay engines, looped frames).
     Soak(SoakArgs),
 }
@@ -75,5 +77,6 @@ fn main() -> Result<()> {
         Cmd::Keygen(a) => keygen(&a),
         Cmd::Sign(a) => sign(&a),
         Cmd::Soak(a) => soak(&a),
+        Cmd::Fleet(a) => fleet(&a),
     }
 }

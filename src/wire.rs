@@ -114,11 +114,14 @@ pub enum EventCode {
     /// At a period's end, from audit frames: a = estimated accuracy kept × 1000, b = half-width of
     /// its 95% interval × 1000.
     AccuracyEstimate = 12,
+    /// Fused fleet links applied at a period boundary: a = the low 32 bits of their global
+    /// version, b = 0.
+    GlobalLinks = 13,
 }
 
 impl EventCode {
     /// Every code, in wire order.
-    pub const ALL: [EventCode; 13] = [
+    pub const ALL: [EventCode; 14] = [
         EventCode::BudgetChange,
         EventCode::Shed,
         EventCode::PowerThrottle,
@@ -132,6 +135,7 @@ impl EventCode {
         EventCode::DeadlineMiss,
         EventCode::Decimation,
         EventCode::AccuracyEstimate,
+        EventCode::GlobalLinks,
     ];
     pub const COUNT: usize = Self::ALL.len();
 
@@ -150,6 +154,7 @@ impl EventCode {
             EventCode::DeadlineMiss => "deadline-miss",
             EventCode::Decimation => "decimation",
             EventCode::AccuracyEstimate => "accuracy-estimate",
+            EventCode::GlobalLinks => "global-links",
         }
     }
 }
@@ -211,6 +216,8 @@ event_kinds! {
     DeadlineMiss { tick_us, deadline_us }
     Decimation { every, old_every }
     AccuracyEstimate { accuracy_milli, half_width_milli }
+    /// `unused` is always 0.
+    GlobalLinks { version, unused }
 }
 
 impl Event {

@@ -19,6 +19,7 @@ fn typed_events_round_trip_with_the_same_bytes() {
         EventKind::DeadlineMiss { tick_us: 41_000, deadline_us: 33_000 },
         EventKind::Decimation { every: 2, old_every: 1 },
         EventKind::AccuracyEstimate { accuracy_milli: 893, half_width_milli: 23 },
+        EventKind::GlobalLinks { version: 4, unused: 0 },
     ];
     assert_eq!(kinds.len(), EventCode::ALL.len(), "one typed variant per code");
     for (i, k) in kinds.into_iter().enumerate() {

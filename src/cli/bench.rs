@@ -1,4 +1,4 @@
-//! `jetlink bench mlink|dcta|links|loop`: the benchmarks, each writing JSON (and plots) under
+//! `jetlink bench mlink|dcta|links|loop|fleet`: the benchmarks, each writing JSON (and plots) under
 //! `--out-dir`.
 
 use super::*;
@@ -66,6 +66,12 @@ pub(crate) struct BenchArgs {
     /// the scores; adapted runs profile on their labelled frames instead.
     #[arg(long, default_value_t = 0.01, value_parser = finite_in_f32(0.0, 1.0))]
     pub(crate) profile_share: f32,
+    /// `fleet`: simulated boards against a local Mosquitto.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=5000))]
+    pub(crate) boards: u64,
+    /// `fleet`: aggregation periods.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    pub(crate) periods: u64,
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -77,11 +83,13 @@ pub(crate) enum BenchWhat {
     AdaptGain,
     Links,
     Loop,
+    Fleet,
 }
 
 pub(crate) fn bench(a: &BenchArgs) -> Result<()> {
     std::fs::create_dir_all(&a.out_dir).with_context(|| format!("creating {}", a.out_dir.display()))?;
     match a.what {
+        BenchWhat::Fleet => bench_fleet(a)?,
         BenchWhat::Mlink => {
             let (manifest, stream) = load_workload(&a.manifest)?;
             let bundle = Bundle::load_for(&a.bundle, &manifest)?;
@@ -333,4 +341,46 @@ pub(crate) fn bench_loop(a: &BenchArgs) -> Result<()> {
         ctl.link_backend()
     );
     Ok(())
+}
+
+#[cfg(all(feature = "fleet", feature = "sim"))]
+fn bench_fleet(a: &BenchArgs) -> Result<()> {
+    use jetlink::fleet::bench::{FleetBenchOptions, run, write};
+    let (manifest, _) = load_workload(&a.manifest)?;
+    let bundle = Bundle::load_for(&a.bundle, &manifest)?;
+    let reference =
+        load_reference(&manifest)?.context("bench fleet needs the manifest's reference recording")?;
+    let o =
+        FleetBenchOptions { boards: a.boards as usize, periods: a.periods as usize, ..Default::default() };
+    let r = run(&bundle, &reference, &o)?;
+    println!(
+        "fleet bench: {} boards, {} periods, {}; bundle links {} bytes",
+        r.boards, r.periods, r.broker, r.bundle_link_bytes
+    );
+    println!(
+        "per board per period: up {:.0} bytes (summary {:.0}, task offer, link updates), down {:.0} bytes (signed global links, allocation {} bytes); {} task offers",
+        r.up_bytes_per_board_per_period,
+        r.summary_bytes,
+        r.down_bytes_per_board_per_period,
+        r.assigned_bytes,
+        r.task_offers
+    );
+    for x in &r.rounds {
+        println!(
+            "  version {}: {} boards averaged and signed in {:.0} us, {} bytes; last update -> every board fused {:.1} ms (from the first update {:.1} ms)",
+            x.version, x.boards, x.aggregate_us, x.global_bytes, x.e2e_ms, x.e2e_from_first_ms
+        );
+    }
+    println!(
+        "median averaging {:.0} us; end-to-end median {:.1} ms, max {:.1} ms",
+        r.aggregate_us_median, r.e2e_ms_median, r.e2e_ms_max
+    );
+    let (json, svg) = write(&r, &a.out_dir)?;
+    println!("wrote {} and {}", json.display(), svg.display());
+    Ok(())
+}
+
+#[cfg(not(all(feature = "fleet", feature = "sim")))]
+fn bench_fleet(_: &BenchArgs) -> Result<()> {
+    bail!("bench fleet needs the `fleet` and `sim` features")
 }

@@ -78,6 +78,9 @@ pub(crate) struct RunArgs {
     /// No progress bar.
     #[arg(long, short)]
     pub(crate) quiet: bool,
+    /// Join a fleet (`--broker`, `--fleet`, `--fleet-key`; docs/fleet.md).
+    #[command(flatten)]
+    pub(crate) join: super::fleet::JoinArgs,
 }
 
 /// `--budget`: bytes, or a percentage of the board's model budget.
@@ -160,6 +163,7 @@ impl Default for RunArgs {
             budget: None,
             trust_key: None,
             quiet: false,
+            join: Default::default(),
         }
     }
 }
@@ -193,7 +197,11 @@ pub(crate) fn loop_builder(
     stream: &Arc<Stream>,
     reference: &Option<Arc<Recording>>,
 ) -> Result<LoopBuilder> {
-    let b = LoopBuilder::new(board, manifest.clone(), bundle, stream.clone()).reference(reference.clone());
+    let mut b =
+        LoopBuilder::new(board, manifest.clone(), bundle, stream.clone()).reference(reference.clone());
+    if let Some(tap) = super::fleet::FLEET_TAP.get() {
+        b = b.fleet(tap.clone());
+    }
     Ok(match a.engines {
         Engines::Tract => b.engines(Box::new(TractBackend)),
         #[cfg(feature = "sim")]
@@ -280,6 +288,7 @@ pub(crate) fn run(a: &RunArgs) -> Result<()> {
     }
     let state = rollback_state(a, board);
     let bundle = trusted_bundle(a, &manifest, board, &state)?;
+    let fleet_client = super::fleet::join(&a.join, board, &bundle)?;
     let spec = SourceSpec::parse(&a.source)?;
     let live = spec != SourceSpec::Stream;
     // A live source's frames are not the stream's, unless the caller says they are.
@@ -355,6 +364,24 @@ pub(crate) fn run(a: &RunArgs) -> Result<()> {
         }
     }
     print_summary(&ctx, &ctl, &d, handles.as_ref().map(|(p, _)| p.stats()));
+    #[cfg(feature = "fleet")]
+    if let Some(c) = fleet_client {
+        let s = c.stop();
+        println!(
+            "fleet: {} summaries acknowledged, {} waiting, {} dropped, {} resent; {} link updates; global links: {} accepted (version {}), {} refused{}",
+            s.summaries_acked,
+            s.stored,
+            s.dropped,
+            s.resent,
+            s.link_updates,
+            s.globals_accepted,
+            s.global_version,
+            s.globals_refused,
+            s.last_refusal.map(|r| format!(" (last: {r})")).unwrap_or_default()
+        );
+    }
+    #[cfg(not(feature = "fleet"))]
+    let _ = fleet_client;
     let w = ctl.writer().stats();
     if w.dropped > 0 {
         eprintln!(

@@ -77,6 +77,8 @@ pub struct OnlineAdaptation {
     total_labels: u64,
     mean_signal: f32,
     seen: u32,
+    /// Labelled rows per target so far (rows labelled while it was an allocated target).
+    samples: Vec<u32>,
 }
 
 impl OnlineAdaptation {
@@ -110,6 +112,7 @@ impl OnlineAdaptation {
             total_labels: 0,
             mean_signal: 0.0,
             seen: 0,
+            samples: vec![0; bundle.n_models()],
         }
     }
 
@@ -132,6 +135,17 @@ impl OnlineAdaptation {
     /// Labelled frames so far.
     pub fn labels(&self) -> u64 {
         self.total_labels
+    }
+
+    /// Labelled rows per target so far.
+    pub fn samples(&self) -> &[u32] {
+        &self.samples
+    }
+
+    /// The ring of labelled rows (`ring × stride`), each row's valid-model mask, and how many
+    /// rows are filled.
+    pub fn ring(&self) -> (&[f32], &[u64], usize) {
+        (&self.rows, &self.valid, self.filled)
     }
 
     /// Targets allocated this period.
@@ -182,6 +196,9 @@ impl OnlineAdaptation {
                     full |= 1 << j;
                 }
             }
+        }
+        for (j, s) in self.samples.iter_mut().enumerate() {
+            *s = s.saturating_add((hit >> j & 1) as u32);
         }
         if self.new_labels >= self.settings.tune_every || full != 0 {
             self.pending |= (self.targets & self.labelled_targets) | full;

@@ -31,6 +31,7 @@ pub struct LoopBuilder {
     telemetry: Option<Telemetry>,
     sysfs_root: PathBuf,
     opts: LoopOptions,
+    fleet: Option<Arc<crate::fleet::tap::FleetTap>>,
 }
 
 impl LoopBuilder {
@@ -51,6 +52,7 @@ impl LoopBuilder {
             telemetry: None,
             sysfs_root: PathBuf::from("/"),
             opts,
+            fleet: None,
         }
     }
 
@@ -84,6 +86,13 @@ impl LoopBuilder {
         self
     }
 
+    /// Join a fleet: period summaries and link snapshots go to `tap` (a fleet client takes them
+    /// from there), fused global links come back through it at period boundaries.
+    pub fn fleet(mut self, tap: Arc<crate::fleet::tap::FleetTap>) -> LoopBuilder {
+        self.fleet = Some(tap);
+        self
+    }
+
     pub fn options_mut(&mut self) -> &mut LoopOptions {
         &mut self.opts
     }
@@ -113,6 +122,7 @@ impl LoopBuilder {
             writer,
             reference: self.reference,
             opts: self.opts,
+            fleet: self.fleet,
         })
     }
 

@@ -125,6 +125,8 @@ struct LoopIo<S: FrameSource, W: embedded_io::Write> {
     writer: TelemetryWriter<W>,
     models: Vec<PreparedModel>,
     reference: Option<Arc<Recording>>,
+    /// The fleet client's hand-over (summaries out, links out and in), when the board is in a fleet.
+    fleet: Option<Arc<crate::fleet::tap::FleetTap>>,
 }
 
 /// Per-task drift signals accumulated over a period, and the levels derived at its end.
@@ -476,6 +478,7 @@ impl<S: FrameSource, W: embedded_io::Write> Controller<S, W> {
             self.send_summary();
             self.st.period += 1;
         }
+        self.fleet_exchange();
         self.st.drift.close_period();
         if !self.plan.opts.adapt {
             return;
@@ -491,16 +494,25 @@ impl<S: FrameSource, W: embedded_io::Write> Controller<S, W> {
             return;
         };
         let mut targets = 0u64;
+        // Targets the fleet assigned this board (cooperative adaptation) are refreshed here too.
+        let assigned = self.io.fleet.as_ref().map_or(0, |t| t.assigned());
         for j in 0..self.plan.n() {
             let running = self.st.active >> j & 1 == 1;
-            self.st.frames[j] = self.plan.opts.adapt_frames.unwrap_or(plan.frames_of(j));
-            if let Some(unit) = plan.unit_of(j) {
+            let fleet_task = plan.unit_of(j).is_none() && assigned >> j & 1 == 1;
+            // A target the fleet assigned runs on the first unit with no cap on its frames.
+            let planned = if fleet_task { u32::MAX } else { plan.frames_of(j) };
+            self.st.frames[j] = self.plan.opts.adapt_frames.unwrap_or(planned);
+            let unit = plan.unit_of(j).or(if fleet_task { Some(0) } else { None });
+            if let Some(unit) = unit {
                 if self.st.drift.level[j] > 0.0 && !running && self.can_make_room(j) {
                     targets |= 1 << j;
                     self.st.stats.count_task(unit, self.st.frames[j]);
                     self.event(EventKind::AdaptStart { target: j as u32, unit: unit as u32 });
                 }
             }
+        }
+        if let Some(tap) = &self.io.fleet {
+            tap.offer_tasks(self.st.period, &self.st.drift.level, targets);
         }
         // Targets of the period that ends which never got a label could not fit: counted.
         let abandoned = self.st.online.start_period(targets, &self.st.frames);
@@ -517,6 +529,21 @@ impl<S: FrameSource, W: embedded_io::Write> Controller<S, W> {
             .min()
             .unwrap_or(0);
         st.budget.saturating_sub(keep)
+    }
+
+    /// At a period boundary, in a fleet: offer the links, sample counts and labelled rows to the
+    /// fleet client, and apply fused global links it has ready (copies; nothing allocates or waits).
+    fn fleet_exchange(&mut self) {
+        let Some(tap) = self.io.fleet.as_ref() else { return };
+        let st = &mut self.st;
+        let (rows, valid, filled) = st.online.ring();
+        tap.offer_local(st.links.predictor(), st.online.samples(), rows, valid, filled);
+        if let Some(version) = tap.take_global(st.links.predictor_mut()) {
+            st.links.weights_changed();
+            // The low 32 bits: the aggregator's versions count up from a clock in milliseconds.
+            let v = version as u32;
+            emit(&mut self.io.writer, st.tick_no, EventKind::GlobalLinks { version: v, unused: 0 });
+        }
     }
 
     /// Whether target `j` fits the budget beside at least one running model (the others set aside
@@ -862,6 +889,9 @@ impl<S: FrameSource, W: embedded_io::Write> Controller<S, W> {
             faults: d.faults() as u32,
         };
         let _ = self.io.writer.send(&Message::PeriodSummary(summary));
+        if let Some(tap) = &self.io.fleet {
+            tap.push_summary(summary);
+        }
         if let Some(e) = st.audits.estimate() {
             let (a, b) = ((1000.0 * e.accuracy).round() as u32, (1000.0 * e.half_width).round() as u32);
             emit(

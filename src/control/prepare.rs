@@ -33,6 +33,7 @@ pub(super) struct Parts<S: FrameSource, W: embedded_io::Write> {
     pub(crate) writer: TelemetryWriter<W>,
     pub(crate) reference: Option<Arc<Recording>>,
     pub(crate) opts: LoopOptions,
+    pub(crate) fleet: Option<Arc<crate::fleet::tap::FleetTap>>,
 }
 
 /// Load, check and allocate everything; send the Hello message.
@@ -48,6 +49,7 @@ pub(super) fn prepare<S: FrameSource, W: embedded_io::Write>(p: Parts<S, W>) -> 
         mut writer,
         reference,
         opts,
+        fleet,
     } = p;
     check_parts(&manifest, &bundle, frame_shape, &source, reference.as_deref())?;
     let n = bundle.n_models();
@@ -108,7 +110,7 @@ pub(super) fn prepare<S: FrameSource, W: embedded_io::Write>(p: Parts<S, W>) -> 
         table,
         opts,
     };
-    Ok(Controller { plan, io: LoopIo { source, telemetry, writer, models, reference }, st })
+    Ok(Controller { plan, io: LoopIo { source, telemetry, writer, models, reference, fleet }, st })
 }
 
 fn check_parts(

@@ -1,0 +1,303 @@
+//! `jetlink fleet aggregate|status` and the fleet options of `jetlink run` (joining a fleet).
+
+use super::*;
+
+/// Where the broker is and how to log in (shared by `run`, `fleet aggregate` and `fleet status`).
+#[derive(clap::Args, Clone, Debug, Default)]
+pub(crate) struct BrokerArgs {
+    /// MQTT broker, HOST:PORT (1883 plain, 8883 usually TLS).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub(crate) broker: Option<String>,
+    /// Fleet name (a topic level: letters, digits, '_' or '-').
+    #[arg(long)]
+    pub(crate) fleet: Option<String>,
+    /// TLS: the CA certificate (PEM) that signed the broker's certificate.
+    #[arg(long, value_name = "PEM")]
+    pub(crate) ca: Option<PathBuf>,
+    /// TLS client certificate (PEM), with --client-key.
+    #[arg(long, value_name = "PEM")]
+    pub(crate) cert: Option<PathBuf>,
+    /// TLS client private key (PEM), with --cert.
+    #[arg(long, value_name = "PEM")]
+    pub(crate) client_key: Option<PathBuf>,
+    /// MQTT username.
+    #[arg(long)]
+    pub(crate) username: Option<String>,
+    /// File holding the MQTT password (its first line); or the environment variable
+    /// JETLINK_MQTT_PASSWORD.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) password_file: Option<PathBuf>,
+}
+
+/// Joining a fleet from `jetlink run`.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub(crate) struct JoinArgs {
+    #[command(flatten)]
+    pub(crate) broker: BrokerArgs,
+    /// This board's id in the fleet (default: the board name).
+    #[arg(long)]
+    pub(crate) board_id: Option<String>,
+    /// The fleet's Ed25519 public key (hex, from `jetlink keygen`): global links must be signed by it.
+    #[arg(long, value_name = "PUBLIC_KEY_HEX")]
+    pub(crate) fleet_key: Option<String>,
+}
+
+#[derive(clap::Args)]
+pub(crate) struct FleetArgs {
+    #[command(subcommand)]
+    pub(crate) what: FleetCmd,
+}
+
+#[derive(clap::Subcommand)]
+pub(crate) enum FleetCmd {
+    /// Average the boards' link updates (FedAvg by samples), sign and publish the global links;
+    /// allocate adaptation tasks across boards.
+    Aggregate(AggregateArgs),
+    /// Show the boards of a fleet: last seen, accuracy kept, executions saved, link versions.
+    Status(StatusArgs),
+}
+
+#[derive(clap::Args)]
+pub(crate) struct AggregateArgs {
+    #[command(flatten)]
+    pub(crate) broker: BrokerArgs,
+    /// The fleet's private key (PKCS#8 PEM, `jetlink keygen`): global links are signed with it.
+    #[arg(long)]
+    pub(crate) key: PathBuf,
+    /// The manifest and bundle the fleet runs: only updates for its model hash are averaged.
+    #[arg(long, default_value = DEMO_MANIFEST)]
+    pub(crate) manifest: PathBuf,
+    #[arg(long, default_value = DEMO_BUNDLE)]
+    pub(crate) bundle: PathBuf,
+    /// Publish at least every this many seconds when updates arrived.
+    #[arg(long, default_value_t = 60.0, value_parser = finite_in(0.01, 1e7))]
+    pub(crate) period_s: f64,
+    /// Publish as soon as updates from this many boards arrived.
+    #[arg(long, default_value_t = usize::MAX)]
+    pub(crate) min_boards: usize,
+    /// Stop after this many published rounds.
+    #[arg(long)]
+    pub(crate) rounds: Option<u32>,
+}
+
+#[derive(clap::Args)]
+pub(crate) struct StatusArgs {
+    #[command(flatten)]
+    pub(crate) broker: BrokerArgs,
+    /// How long to listen for the boards' retained summaries.
+    #[arg(long, default_value_t = 2.0, value_parser = finite_in(0.1, 3600.0))]
+    pub(crate) wait_s: f64,
+}
+
+#[cfg(feature = "fleet")]
+pub(crate) fn config(b: &BrokerArgs) -> Result<jetlink::fleet::FleetConfig> {
+    let broker = b.broker.as_deref().context("--broker HOST:PORT is needed")?;
+    let fleet = b.fleet.as_deref().context("--fleet NAME is needed")?;
+    jetlink::fleet::check_name("--fleet", fleet).map_err(anyhow::Error::msg)?;
+    let (host, port) = broker
+        .rsplit_once(':')
+        .and_then(|(h, p)| Some((h, p.parse::<u16>().ok()?)))
+        .filter(|(h, _)| !h.is_empty())
+        .with_context(|| format!("--broker {broker:?}: expected HOST:PORT"))?;
+    let mut c = jetlink::fleet::FleetConfig::new(host, port, fleet);
+    c.ca = b.ca.clone();
+    c.client_cert = b.cert.clone();
+    c.client_key = b.client_key.clone();
+    c.username = b.username.clone();
+    c.password = match &b.password_file {
+        Some(p) => Some(
+            std::fs::read_to_string(p)
+                .with_context(|| format!("--password-file {}", p.display()))?
+                .lines()
+                .next()
+                .unwrap_or("")
+                .to_string(),
+        ),
+        None => std::env::var("JETLINK_MQTT_PASSWORD").ok(),
+    };
+    if c.password.is_some() && c.username.is_none() {
+        bail!("a password without --username");
+    }
+    jetlink::fleet::broker::mqtt_options(&c, "check")?;
+    Ok(c)
+}
+
+#[cfg(not(feature = "fleet"))]
+pub(crate) fn fleet(_: &FleetArgs) -> Result<()> {
+    bail!("this build was made without the `fleet` feature")
+}
+
+#[cfg(feature = "fleet")]
+pub(crate) fn fleet(a: &FleetArgs) -> Result<()> {
+    match &a.what {
+        FleetCmd::Aggregate(a) => aggregate(a),
+        FleetCmd::Status(a) => status(a),
+    }
+}
+
+#[cfg(feature = "fleet")]
+fn aggregate(a: &AggregateArgs) -> Result<()> {
+    use jetlink::fleet::aggregate::{AggregateOptions, Aggregator};
+    let cfg = config(&a.broker)?;
+    let key = jetlink::signing::read_private_key(&a.key)?;
+    let (manifest, _) = load_workload(&a.manifest)?;
+    let bundle = Bundle::load_for(&a.bundle, &manifest)?;
+    let hash = jetlink::fleet::model_hash(&bundle);
+    // Versions start from the clock so that a restarted aggregator is not refused as a rollback.
+    let start = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs() * 1000;
+    let opts = AggregateOptions {
+        key: key.clone(),
+        model_hash: hash,
+        period: std::time::Duration::from_secs_f64(a.period_s),
+        min_boards: a.min_boards,
+        rounds: a.rounds,
+        start_version: start,
+        poll: std::time::Duration::from_millis(50),
+    };
+    println!(
+        "fleet {:?} on {}:{}: aggregating models {} (bundle {}), fleet key {}",
+        cfg.fleet,
+        cfg.host,
+        cfg.port,
+        jetlink::bundle::hex(&hash),
+        a.bundle.display(),
+        jetlink::bundle::hex(&key.verifying_key().to_bytes())
+    );
+    let agg = Aggregator::start(cfg, opts)?;
+    let mut shown = 0;
+    loop {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let st = agg.stats();
+        for r in st.rounds.iter().skip(shown) {
+            println!(
+                "version {}: {} boards, {} targets, {} bytes, averaged and signed in {:.0} us",
+                r.version, r.boards, r.targets, r.bytes, r.aggregate_us
+            );
+        }
+        shown = st.rounds.len();
+        if agg.is_finished() {
+            break;
+        }
+    }
+    let st = agg.stop()?;
+    println!("{} updates, {} for other models, {} undecodable", st.updates, st.incompatible, st.undecodable);
+    Ok(())
+}
+
+#[cfg(feature = "fleet")]
+fn status(a: &StatusArgs) -> Result<()> {
+    use jetlink::fleet::msg::{GLOBAL_MAGIC, GlobalLinks, SummaryMsg};
+    use rumqttc::{Client, Event, Packet, QoS};
+    let cfg = config(&a.broker)?;
+    let id = format!("status-{}", std::process::id());
+    let (client, mut conn) = Client::new(jetlink::fleet::broker::mqtt_options(&cfg, &id)?, 64);
+    client.subscribe(cfg.topic_all("summary"), QoS::AtLeastOnce)?;
+    client.subscribe(cfg.topic_global_links(), QoS::AtLeastOnce)?;
+    let until = Instant::now() + std::time::Duration::from_secs_f64(a.wait_s);
+    let mut boards: std::collections::BTreeMap<String, SummaryMsg> = Default::default();
+    let mut global: Option<(GlobalLinks, usize)> = None;
+    while Instant::now() < until {
+        match conn.recv_timeout(std::time::Duration::from_millis(50)) {
+            Ok(Ok(Event::Incoming(Packet::Publish(p)))) => {
+                if p.topic == cfg.topic_global_links() {
+                    // Shown, not trusted: boards check the signature; here only the body is read.
+                    let b = &p.payload;
+                    if b.len() > GLOBAL_MAGIC.len() + 72 && &b[..8] == GLOBAL_MAGIC {
+                        if let Ok(g) = postcard::from_bytes::<GlobalLinks>(&b[8..b.len() - 72]) {
+                            global = Some((g, b.len()));
+                        }
+                    }
+                } else if let Ok(m) = postcard::from_bytes::<SummaryMsg>(&p.payload) {
+                    boards.insert(m.board.clone(), m);
+                }
+            }
+            Ok(Err(e)) => bail!("broker {}:{}: {e}", cfg.host, cfg.port),
+            _ => {}
+        }
+    }
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
+    println!("fleet {:?} on {}:{}: {} boards", cfg.fleet, cfg.host, cfg.port, boards.len());
+    println!(
+        "{:<20} {:>10} {:>9} {:>9} {:>10} {:>9} {:>14} {:>8}",
+        "board", "last seen", "summary", "period", "acc kept", "exec sv", "link version", "dropped"
+    );
+    let pct = |m: u16| if m == 0xFFFF { "-".to_string() } else { format!("{:.1}%", m as f64 / 10.0) };
+    for (b, m) in &boards {
+        let s = &m.summary;
+        println!(
+            "{:<20} {:>9}s {:>9} {:>9} {:>10} {:>9} {:>14} {:>8}",
+            b,
+            now.saturating_sub(m.queued_unix_s),
+            s.seq,
+            s.period,
+            pct(s.accuracy_milli),
+            pct(s.executions_saved_milli),
+            s.link_version,
+            s.dropped
+        );
+    }
+    match global {
+        Some((g, len)) => println!(
+            "global links: version {}, {} boards, {} targets, models {}, {len} bytes (signature not checked here)",
+            g.version,
+            g.boards,
+            g.targets.len(),
+            jetlink::bundle::hex(&g.model_hash)
+        ),
+        None => println!("global links: none published yet"),
+    }
+    let _ = client.disconnect();
+    Ok(())
+}
+
+/// The tap of the loop that joined a fleet, kept for loops rebuilt by a bundle reload.
+pub(crate) static FLEET_TAP: std::sync::OnceLock<Arc<jetlink::fleet::tap::FleetTap>> =
+    std::sync::OnceLock::new();
+
+/// Start the fleet client for `jetlink run` when `--fleet` is given; returns it (stopped on drop).
+#[cfg(feature = "fleet")]
+pub(crate) fn join(
+    j: &JoinArgs,
+    board: &jetlink::board::Board,
+    bundle: &Bundle,
+) -> Result<Option<jetlink::fleet::client::FleetClient>> {
+    if j.broker.fleet.is_none() && j.broker.broker.is_none() {
+        return Ok(None);
+    }
+    let cfg = config(&j.broker)?;
+    let key = j.fleet_key.as_deref().context("--fleet-key PUBLIC_KEY_HEX is needed to join a fleet")?;
+    let fleet_key =
+        jetlink::signing::parse_public_key(key).map_err(|e| anyhow::anyhow!("--fleet-key: {e}"))?;
+    let id = j.board_id.clone().unwrap_or_else(|| board.name.to_string());
+    jetlink::fleet::check_name("--board-id", &id).map_err(anyhow::Error::msg)?;
+    let predictor = jetlink::links::Predictor::new(bundle);
+    let ring = jetlink::control::AdaptSettings::default().ring;
+    let tap =
+        FLEET_TAP.get_or_init(|| Arc::new(jetlink::fleet::tap::FleetTap::new(&predictor, ring))).clone();
+    let opts = jetlink::fleet::client::ClientOptions {
+        board: id.clone(),
+        fleet_key,
+        model_hash: jetlink::fleet::model_hash(bundle),
+        kinds: jetlink::links::LinkModel::kinds(bundle),
+        tolerances: jetlink::links::LinkModel::tolerances(bundle),
+        poll: std::time::Duration::from_millis(50),
+        tasks: jetlink::fleet::tasks::TaskCosts::of_bundle(bundle),
+    };
+    println!(
+        "fleet {:?}: board {id} via {}:{}{}, models {}",
+        cfg.fleet,
+        cfg.host,
+        cfg.port,
+        if cfg.ca.is_some() { " (TLS)" } else { "" },
+        jetlink::bundle::hex(&opts.model_hash)
+    );
+    Ok(Some(jetlink::fleet::client::FleetClient::start(cfg, opts, tap, predictor)?))
+}
+
+#[cfg(not(feature = "fleet"))]
+pub(crate) fn join(j: &JoinArgs, _: &jetlink::board::Board, _: &Bundle) -> Result<Option<()>> {
+    if j.broker.fleet.is_some() || j.broker.broker.is_some() {
+        bail!("--fleet/--broker: this build was made without the `fleet` feature");
+    }
+    Ok(None)
+}

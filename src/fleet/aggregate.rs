@@ -1,0 +1,225 @@
+//! `jetlink fleet aggregate`: subscribe to every board's link updates and task offers, average the
+//! links per target weighted by samples ([`fuse::fedavg`] over each board's latest update), sign the
+//! result with the fleet key and publish it (retained, so a board that joins later gets it at
+//! once), and publish the task allocation ([`tasks::allocate`]). A round runs when updates from
+//! `min_boards` boards arrived since the last one, or when `period` has passed with at least one
+//! new update. Updates for another model hash are counted and left out.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use ed25519_dalek::SigningKey;
+use rumqttc::{Client, Event, Packet, QoS, RecvTimeoutError};
+
+use super::broker::mqtt_options;
+use super::msg::{Assigned, FLEET_PROTO, GlobalLinks, LinkUpdate, ModelHash, TaskOffer, sign_global};
+use super::{FleetConfig, board_of_topic, fuse, tasks};
+
+/// Aggregator settings.
+#[derive(Clone, Debug)]
+pub struct AggregateOptions {
+    pub key: SigningKey,
+    pub model_hash: ModelHash,
+    pub period: Duration,
+    pub min_boards: usize,
+    /// Stop after this many rounds (`None`: until stopped).
+    pub rounds: Option<u32>,
+    /// The first round publishes version `start_version + 1`.
+    pub start_version: u64,
+    pub poll: Duration,
+}
+
+/// One published round.
+#[derive(Clone, Debug)]
+pub struct RoundReport {
+    pub version: u64,
+    pub boards: u32,
+    pub targets: u32,
+    /// Averaging and signing, microseconds.
+    pub aggregate_us: f64,
+    /// Size of the signed global update.
+    pub bytes: usize,
+    pub published_at: Instant,
+}
+
+/// Counters of a running aggregator.
+#[derive(Clone, Debug, Default)]
+pub struct AggregateStats {
+    pub rounds: Vec<RoundReport>,
+    pub updates: u32,
+    pub incompatible: u32,
+    pub undecodable: u32,
+    pub bytes_received: u64,
+    /// Task offers received, and allocations published.
+    pub offers: u32,
+    pub assignments: u32,
+}
+
+struct Shared {
+    stop: AtomicBool,
+    stats: Mutex<AggregateStats>,
+}
+
+/// The aggregator on its own thread.
+pub struct Aggregator {
+    shared: Arc<Shared>,
+    handle: Option<JoinHandle<Result<()>>>,
+}
+
+impl Aggregator {
+    pub fn start(cfg: FleetConfig, opts: AggregateOptions) -> Result<Aggregator> {
+        mqtt_options(&cfg, "aggregator")?;
+        let shared =
+            Arc::new(Shared { stop: AtomicBool::new(false), stats: Mutex::new(AggregateStats::default()) });
+        let sh = shared.clone();
+        let handle =
+            std::thread::Builder::new().name("fleet-aggregator".into()).spawn(move || run(cfg, opts, sh))?;
+        Ok(Aggregator { shared, handle: Some(handle) })
+    }
+
+    pub fn stats(&self) -> AggregateStats {
+        self.shared.stats.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    pub fn is_finished(&self) -> bool {
+        self.handle.as_ref().is_none_or(|h| h.is_finished())
+    }
+
+    /// Stop and return the counters (or the error that ended the thread).
+    pub fn stop(mut self) -> Result<AggregateStats> {
+        self.shared.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            h.join().map_err(|_| anyhow::anyhow!("the aggregator thread panicked"))??;
+        }
+        Ok(self.stats())
+    }
+}
+
+impl Drop for Aggregator {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+fn run(cfg: FleetConfig, opts: AggregateOptions, shared: Arc<Shared>) -> Result<()> {
+    let (client, mut conn) = Client::new(mqtt_options(&cfg, "aggregator")?, 1024);
+    let mut latest: BTreeMap<String, LinkUpdate> = BTreeMap::new();
+    let mut offers: BTreeMap<String, TaskOffer> = BTreeMap::new();
+    let mut fresh: BTreeMap<String, ()> = BTreeMap::new();
+    let mut last_round = Instant::now();
+    let mut version = opts.start_version;
+    let mut rounds = 0u32;
+    let mut backoff = cfg.min_backoff;
+    while !shared.stop.load(Ordering::Relaxed) {
+        match conn.recv_timeout(opts.poll) {
+            Ok(Ok(Event::Incoming(Packet::ConnAck(_)))) => {
+                backoff = cfg.min_backoff;
+                client.subscribe(cfg.topic_all("links"), QoS::AtLeastOnce)?;
+                client.subscribe(cfg.topic_all("tasks"), QoS::AtLeastOnce)?;
+            }
+            Ok(Ok(Event::Incoming(Packet::Publish(p)))) => {
+                let mut st = shared.stats.lock().expect("stats");
+                st.bytes_received += p.payload.len() as u64;
+                let Some(board) = board_of_topic(&p.topic).map(str::to_owned) else { continue };
+                if p.topic.ends_with("/links") {
+                    match postcard::from_bytes::<LinkUpdate>(&p.payload) {
+                        Ok(u) if u.model_hash != opts.model_hash || u.board != board => st.incompatible += 1,
+                        Ok(u) => {
+                            st.updates += 1;
+                            latest.insert(board.clone(), u);
+                            fresh.insert(board, ());
+                        }
+                        Err(_) => st.undecodable += 1,
+                    }
+                } else if p.topic.ends_with("/tasks") {
+                    match postcard::from_bytes::<TaskOffer>(&p.payload) {
+                        Ok(o) if o.model_hash == opts.model_hash && o.board == board => {
+                            st.offers += 1;
+                            offers.insert(board, o);
+                        }
+                        Ok(_) => st.incompatible += 1,
+                        Err(_) => st.undecodable += 1,
+                    }
+                }
+            }
+            Ok(Ok(_)) | Err(RecvTimeoutError::Timeout) => {}
+            Ok(Err(e)) => {
+                log::warn!("fleet aggregate: broker connection: {e}; retrying in {backoff:?}");
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(cfg.max_backoff);
+            }
+            Err(RecvTimeoutError::Disconnected) => break,
+        }
+        let due = fresh.len() >= opts.min_boards.max(1)
+            || (!fresh.is_empty() && last_round.elapsed() >= opts.period);
+        if !due {
+            continue;
+        }
+        let t = Instant::now();
+        let ups: Vec<&LinkUpdate> = latest.values().collect();
+        let (targets, boards) = fuse::fedavg(&ups);
+        version += 1;
+        let g = GlobalLinks {
+            proto: FLEET_PROTO,
+            fleet: cfg.fleet.clone(),
+            model_hash: opts.model_hash,
+            version,
+            boards,
+            targets,
+        };
+        let bytes = sign_global(&g, &opts.key);
+        let aggregate_us = t.elapsed().as_secs_f64() * 1e6;
+        let len = bytes.len();
+        client.publish(cfg.topic_global_links(), QoS::AtLeastOnce, true, bytes)?;
+        let mut published = 1;
+        if !offers.is_empty() {
+            let o: Vec<&TaskOffer> = offers.values().collect();
+            let a = tasks::allocate(rounds, &o);
+            for (board, targets) in &a.boards {
+                let msg = Assigned { proto: FLEET_PROTO, period: a.period, targets: *targets };
+                client.publish(
+                    cfg.topic_assigned(board),
+                    QoS::AtLeastOnce,
+                    false,
+                    postcard::to_stdvec(&msg)?,
+                )?;
+                published += 1;
+            }
+            shared.stats.lock().expect("stats").assignments += 1;
+        }
+        let report = RoundReport {
+            version,
+            boards,
+            targets: g.targets.len() as u32,
+            aggregate_us,
+            bytes: len,
+            published_at: Instant::now(),
+        };
+        log::info!(
+            "fleet aggregate: version {version} from {boards} boards, {len} bytes, {aggregate_us:.0} µs"
+        );
+        shared.stats.lock().expect("stats").rounds.push(report);
+        fresh.clear();
+        last_round = Instant::now();
+        rounds += 1;
+        if opts.rounds.is_some_and(|r| rounds >= r) {
+            // Let this round's publishes be acknowledged before leaving (at most 5 s).
+            let until = Instant::now() + Duration::from_secs(5);
+            while published > 0 && Instant::now() < until {
+                if let Ok(Ok(Event::Incoming(Packet::PubAck(_)))) = conn.recv_timeout(opts.poll) {
+                    published -= 1;
+                }
+            }
+            break;
+        }
+    }
+    let _ = client.disconnect();
+    Ok(())
+}

@@ -1,0 +1,150 @@
+//! The MQTT side shared by boards, the aggregator and `jetlink fleet status`: client options from a
+//! [`FleetConfig`] (TCP or TLS with rustls and the `ring` provider, username and password, client
+//! certificates), and [`Mosquitto`], a broker process on a loopback port for tests and the bench.
+
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use rumqttc::{MqttOptions, TlsConfiguration, Transport};
+
+use super::FleetConfig;
+
+/// Largest message either side accepts: a full link update of a large bundle.
+pub const MAX_PACKET: usize = 64 << 20;
+
+/// MQTT options for `client_id` (clean session: the client resends what it keeps itself).
+pub fn mqtt_options(cfg: &FleetConfig, client_id: &str) -> Result<MqttOptions> {
+    let mut o = MqttOptions::new(client_id, cfg.host.clone(), cfg.port);
+    o.set_keep_alive(cfg.keep_alive.max(Duration::from_secs(1)));
+    o.set_max_packet_size(MAX_PACKET, MAX_PACKET);
+    o.set_clean_session(true);
+    o.set_request_channel_capacity(1024);
+    o.set_inflight(64);
+    if let Some(u) = &cfg.username {
+        o.set_credentials(u.clone(), cfg.password.clone().unwrap_or_default());
+    }
+    match (&cfg.ca, &cfg.client_cert, &cfg.client_key) {
+        (None, None, None) => {}
+        (None, _, _) => bail!("--cert/--client-key need --ca (TLS to the broker)"),
+        (Some(ca), cert, key) => {
+            // The process-wide rustls provider: ring (an error means one is installed already).
+            // rustls marks it deprecated for lacking post-quantum key exchange; the alternative,
+            // aws-lc-rs, needs cmake and a C toolchain per target, which the board builds avoid.
+            #[allow(deprecated)]
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            let read = |p: &Path, what: &str| {
+                std::fs::read(p).with_context(|| format!("{what} {}: cannot read", p.display()))
+            };
+            let ca = read(ca, "--ca")?;
+            let client_auth = match (cert, key) {
+                (Some(c), Some(k)) => Some((read(c, "--cert")?, read(k, "--client-key")?)),
+                (None, None) => None,
+                _ => bail!("client-certificate authentication needs both --cert and --client-key"),
+            };
+            o.set_transport(Transport::Tls(TlsConfiguration::Simple { ca, alpn: None, client_auth }));
+        }
+    }
+    Ok(o)
+}
+
+/// A Mosquitto broker on a loopback port, stopped when dropped. Finds `mosquitto` on `PATH` or in
+/// `/usr/sbin` (the Debian package's place).
+pub struct Mosquitto {
+    child: Option<Child>,
+    pub port: u16,
+    dir: PathBuf,
+    exe: PathBuf,
+}
+
+impl Mosquitto {
+    /// The broker binary, if installed.
+    pub fn find() -> Option<PathBuf> {
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        std::env::split_paths(&path)
+            .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/usr/local/sbin")])
+            .map(|d| d.join("mosquitto"))
+            .find(|p| p.is_file())
+    }
+
+    /// Start a broker on a free loopback port (anonymous; sessions and queued messages persist
+    /// across [`Mosquitto::restart`], as on a real broker that is restarted cleanly).
+    pub fn start() -> Result<Mosquitto> {
+        let exe = Mosquitto::find()
+            .context("mosquitto not found on PATH or in /usr/sbin (Debian: apt-get install mosquitto)")?;
+        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let dir = std::env::temp_dir().join(format!("jetlink-mosquitto-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let mut m = Mosquitto { child: None, port, dir, exe };
+        m.restart()?;
+        Ok(m)
+    }
+
+    /// Stop the broker cleanly (SIGTERM: it saves its sessions), killing it after 10 s; clients see
+    /// the connection drop.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // SAFETY: signalling our own child process by its id.
+            unsafe {
+                libc::kill(c.id() as libc::pid_t, libc::SIGTERM);
+            }
+            let t = Instant::now();
+            while t.elapsed() < Duration::from_secs(10) {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Start it again on the same port; returns once it accepts connections.
+    pub fn restart(&mut self) -> Result<()> {
+        self.stop();
+        let conf = self.dir.join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "listener {} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\nautosave_interval 0\nmax_queued_messages 100000\nmax_inflight_messages 0\n",
+                self.port,
+                self.dir.display()
+            ),
+        )?;
+        let child = Command::new(&self.exe)
+            .arg("-c")
+            .arg(&conf)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {}", self.exe.display()))?;
+        self.child = Some(child);
+        let t = Instant::now();
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            if t.elapsed() > Duration::from_secs(20) {
+                bail!("mosquitto did not listen on 127.0.0.1:{} within 20 s", self.port);
+            }
+            if let Some(Ok(Some(st))) = self.child.as_mut().map(|c| c.try_wait()) {
+                bail!("mosquitto exited at start ({st}); port {} taken?", self.port);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
+    }
+
+    /// A configuration for this broker.
+    pub fn config(&self, fleet: &str) -> FleetConfig {
+        FleetConfig::new("127.0.0.1", self.port, fleet)
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

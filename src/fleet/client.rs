@@ -1,0 +1,473 @@
+//! The board's fleet client: a thread outside the tick that takes the loop's summaries and link
+//! snapshots from the [`FleetTap`], publishes them, and receives the fleet's global links and task
+//! allocation.
+//!
+//! Store and forward: summaries wait in a bounded store (the oldest dropped first when it is full,
+//! counted and reported in the next summary) until the broker acknowledges them (QoS 1); when the
+//! connection drops, the unacknowledged ones go back to the front of the store and are sent again
+//! after reconnecting (receivers drop duplicates by `seq`). Reconnection backs off from
+//! `min_backoff`, doubling up to `max_backoff`. A global update is used only when signed by the
+//! fleet key for this board's model hash and newer than the last one accepted; it is then fused with
+//! the board's links ([`crate::fleet::fuse`]) and handed to the loop through the tap.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use rumqttc::{Client, Connection, Event, Outgoing, Packet, QoS, RecvTimeoutError};
+
+use super::broker::mqtt_options;
+use super::fuse::{self, Fused};
+use super::msg::{Assigned, FLEET_PROTO, LinkUpdate, ModelHash, Summary, SummaryMsg, verify_global};
+use super::tap::{FleetTap, LocalSnapshot};
+use super::tasks::TaskCosts;
+use super::{FleetConfig, check_name};
+use crate::links::Predictor;
+use crate::manifest::OutputKind;
+use crate::wire::PeriodSummary;
+
+/// What a board's client needs beside the broker configuration.
+#[derive(Clone, Debug)]
+pub struct ClientOptions {
+    pub board: String,
+    /// The fleet's public key: global links must be signed by it.
+    pub fleet_key: [u8; 32],
+    pub model_hash: ModelHash,
+    pub kinds: Vec<OutputKind>,
+    pub tolerances: Vec<f32>,
+    /// How long one poll of the connection waits.
+    pub poll: Duration,
+    /// Task pricing for cooperative adaptation (`None`: no task offers).
+    pub tasks: Option<TaskCosts>,
+}
+
+/// Counters of one client, for `status`, tests and the bench.
+#[derive(Clone, Debug, Default)]
+pub struct ClientStats {
+    pub connected: bool,
+    pub connects: u32,
+    pub disconnects: u32,
+    /// Summaries acknowledged by the broker.
+    pub summaries_acked: u32,
+    /// Summaries waiting in the store.
+    pub stored: usize,
+    /// Summaries dropped from the full store (oldest first).
+    pub dropped: u32,
+    /// Summaries sent again after a connection dropped before their acknowledgement.
+    pub resent: u32,
+    pub link_updates: u32,
+    pub bytes_published: u64,
+    pub globals_accepted: u32,
+    pub globals_refused: u32,
+    pub last_refusal: Option<String>,
+    pub global_version: u64,
+    pub last_fused: Option<Fused>,
+    /// When the last global update was fused and handed to the loop.
+    pub fused_at: Option<Instant>,
+    pub assigned: u64,
+    pub task_offers: u32,
+}
+
+struct Shared {
+    stop: AtomicBool,
+    stats: Mutex<ClientStats>,
+}
+
+/// A running fleet client.
+pub struct FleetClient {
+    shared: Arc<Shared>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl FleetClient {
+    /// Start the client thread for the loop behind `tap`; `predictor` is a copy of the loop's
+    /// predictor (same bundle), used to fuse global links.
+    pub fn start(
+        cfg: FleetConfig,
+        opts: ClientOptions,
+        tap: Arc<FleetTap>,
+        predictor: Predictor,
+    ) -> Result<FleetClient> {
+        check_name("board id", &opts.board).map_err(anyhow::Error::msg)?;
+        check_name("fleet name", &cfg.fleet).map_err(anyhow::Error::msg)?;
+        mqtt_options(&cfg, &opts.board)?;
+        let shared =
+            Arc::new(Shared { stop: AtomicBool::new(false), stats: Mutex::new(ClientStats::default()) });
+        let sh = shared.clone();
+        let handle = std::thread::Builder::new()
+            .name(format!("fleet-{}", opts.board))
+            .spawn(move || Worker::new(cfg, opts, tap, predictor, sh).run())?;
+        Ok(FleetClient { shared, handle: Some(handle) })
+    }
+
+    pub fn stats(&self) -> ClientStats {
+        self.shared.stats.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// Wait (up to `timeout`) until `f` holds for the stats; returns whether it did.
+    pub fn wait_for(&self, timeout: Duration, f: impl Fn(&ClientStats) -> bool) -> bool {
+        let t = Instant::now();
+        loop {
+            if f(&self.stats()) {
+                return true;
+            }
+            if t.elapsed() > timeout {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Stop the thread (after one more pass over the tap) and return the final counters.
+    pub fn stop(mut self) -> ClientStats {
+        self.shutdown();
+        self.stats()
+    }
+
+    fn shutdown(&mut self) {
+        self.shared.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+impl Drop for FleetClient {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+enum Sent {
+    Summary(Summary),
+    Other,
+}
+
+struct Worker {
+    cfg: FleetConfig,
+    opts: ClientOptions,
+    tap: Arc<FleetTap>,
+    predictor: Predictor,
+    shared: Arc<Shared>,
+    store: VecDeque<Summary>,
+    inflight: VecDeque<(Option<u16>, Sent)>,
+    seq: u32,
+    stats: ClientStats,
+    local: Option<LocalSnapshot>,
+    local_seen: u32,
+    sent_samples: Vec<u32>,
+    pending_update: Option<Vec<u8>>,
+    update_seq: u32,
+    queued_unix_s: u64,
+    tasks_seen: u32,
+    pending_offer: Option<Vec<u8>>,
+}
+
+impl Worker {
+    fn new(
+        cfg: FleetConfig,
+        opts: ClientOptions,
+        tap: Arc<FleetTap>,
+        predictor: Predictor,
+        shared: Arc<Shared>,
+    ) -> Worker {
+        let n = predictor.n_models();
+        Worker {
+            cfg,
+            opts,
+            tap,
+            predictor,
+            shared,
+            store: VecDeque::new(),
+            inflight: VecDeque::new(),
+            seq: 0,
+            stats: ClientStats::default(),
+            local: None,
+            local_seen: 0,
+            sent_samples: vec![0; n],
+            pending_update: None,
+            update_seq: 0,
+            queued_unix_s: 0,
+            tasks_seen: 0,
+            pending_offer: None,
+        }
+    }
+
+    fn publish_stats(&mut self) {
+        self.stats.stored =
+            self.store.len() + self.inflight.iter().filter(|i| matches!(i.1, Sent::Summary(_))).count();
+        self.stats.assigned = self.tap.assigned();
+        if let Ok(mut s) = self.shared.stats.lock() {
+            *s = self.stats.clone();
+        }
+    }
+
+    fn run(mut self) {
+        let mut conn: Option<(Client, Connection)> = None;
+        let mut next_try = Instant::now();
+        let mut backoff = self.cfg.min_backoff;
+        let mut stop_at: Option<Instant> = None;
+        loop {
+            let stopping = self.shared.stop.load(Ordering::Relaxed);
+            if stopping && stop_at.is_none() {
+                // On stop, up to 2 s to flush what is stored while connected.
+                stop_at = Some(Instant::now() + Duration::from_secs(2));
+            }
+            let flushed_or_late = stop_at.is_some_and(|t| Instant::now() >= t);
+            self.take_from_tap();
+            if conn.is_none() && Instant::now() >= next_try {
+                match mqtt_options(&self.cfg, &self.opts.board) {
+                    Ok(o) => conn = Some(Client::new(o, 1024)),
+                    Err(e) => self.stats.last_refusal = Some(format!("{e:#}")),
+                }
+            }
+            if self.stats.connected {
+                if let Some((client, _)) = conn.as_ref() {
+                    self.send_pending(client);
+                }
+            }
+            self.publish_stats();
+            if stopping
+                && (self.store.is_empty() && self.inflight.is_empty()
+                    || !self.stats.connected
+                    || flushed_or_late)
+            {
+                if let Some((c, _)) = conn.as_ref() {
+                    let _ = c.try_disconnect();
+                }
+                break;
+            }
+            let Some((client, connection)) = conn.as_mut() else {
+                std::thread::sleep(self.opts.poll.min(next_try.saturating_duration_since(Instant::now())));
+                continue;
+            };
+            match connection.recv_timeout(self.opts.poll) {
+                Ok(Ok(ev)) => self.on_event(client, ev, &mut backoff),
+                Err(RecvTimeoutError::Timeout) => {}
+                Ok(Err(_)) | Err(RecvTimeoutError::Disconnected) => {
+                    if self.stats.connected {
+                        self.stats.disconnects += 1;
+                    }
+                    self.stats.connected = false;
+                    // Unacknowledged summaries go back to the front of the store, in order.
+                    while let Some((_, sent)) = self.inflight.pop_back() {
+                        if let Sent::Summary(s) = sent {
+                            self.store.push_front(s);
+                            self.stats.resent += 1;
+                        }
+                    }
+                    self.trim_store();
+                    conn = None;
+                    next_try = Instant::now() + backoff;
+                    backoff = (backoff * 2).min(self.cfg.max_backoff);
+                }
+            }
+        }
+        self.publish_stats();
+    }
+
+    fn trim_store(&mut self) {
+        while self.store.len() > self.cfg.store.max(1) {
+            self.store.pop_front();
+            self.stats.dropped += 1;
+        }
+    }
+
+    /// Summaries and a newer link snapshot from the loop.
+    fn take_from_tap(&mut self) {
+        let mut new = Vec::new();
+        self.tap.drain_summaries(|s| new.push(s));
+        for s in new {
+            let summary = self.summary_of(s);
+            self.store.push_back(summary);
+        }
+        self.trim_store();
+        if let Some(snap) = self.tap.local_if_newer(self.local_seen) {
+            self.local_seen = snap.seq;
+            self.predictor.links.params.copy_from_slice(&snap.links);
+            self.predictor.ensembles.params.copy_from_slice(&snap.ensembles);
+            let targets: Vec<_> = (0..self.predictor.n_models())
+                .filter(|&j| snap.samples[j] > self.sent_samples[j])
+                .map(|j| fuse::target_links(&self.predictor, j, snap.samples[j]))
+                .collect();
+            if !targets.is_empty() {
+                self.sent_samples.copy_from_slice(&snap.samples);
+                let u = LinkUpdate {
+                    proto: FLEET_PROTO,
+                    board: self.opts.board.clone(),
+                    model_hash: self.opts.model_hash,
+                    seq: self.update_seq,
+                    base_version: snap.base_version,
+                    targets,
+                };
+                self.update_seq += 1;
+                self.pending_update = Some(postcard::to_stdvec(&u).expect("link update encodes"));
+            }
+            self.local = Some(snap);
+        }
+        if let Some(t) = self.tap.tasks_if_newer(self.tasks_seen) {
+            self.tasks_seen = t.seq;
+            if let Some(c) = &self.opts.tasks {
+                let offer = c.offer(&self.opts.board, self.opts.model_hash, t.period, &t.drift, t.local);
+                self.pending_offer = Some(postcard::to_stdvec(&offer).expect("task offer encodes"));
+            }
+        }
+    }
+
+    fn summary_of(&mut self, s: PeriodSummary) -> Summary {
+        self.queued_unix_s =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let seq = self.seq;
+        self.seq += 1;
+        Summary {
+            seq,
+            period: s.period,
+            ticks: s.ticks,
+            accuracy_milli: s.agreement_milli,
+            executions_saved_milli: s.executions_saved_milli,
+            adapt_tasks: s.adapt_tasks,
+            faults: s.faults,
+            link_version: self.tap.applied_version(),
+            dropped: self.stats.dropped + self.tap.drops().0,
+        }
+    }
+
+    fn send_pending(&mut self, client: &Client) {
+        let topic = self.cfg.topic_summary(&self.opts.board);
+        while let Some(s) = self.store.pop_front() {
+            let msg = SummaryMsg {
+                proto: FLEET_PROTO,
+                board: self.opts.board.clone(),
+                model_hash: self.opts.model_hash,
+                queued_unix_s: self.queued_unix_s,
+                summary: s,
+            };
+            let bytes = postcard::to_stdvec(&msg).expect("summary encodes");
+            let len = bytes.len();
+            if client.try_publish(topic.clone(), QoS::AtLeastOnce, true, bytes).is_err() {
+                self.store.push_front(s);
+                return;
+            }
+            self.stats.bytes_published += len as u64;
+            self.inflight.push_back((None, Sent::Summary(s)));
+        }
+        if let Some(o) = self.pending_offer.take() {
+            let len = o.len();
+            match client.try_publish(
+                self.cfg.topic_tasks(&self.opts.board),
+                QoS::AtLeastOnce,
+                false,
+                o.clone(),
+            ) {
+                Ok(()) => {
+                    self.stats.task_offers += 1;
+                    self.stats.bytes_published += len as u64;
+                    self.inflight.push_back((None, Sent::Other));
+                }
+                Err(_) => self.pending_offer = Some(o),
+            }
+        }
+        if let Some(u) = self.pending_update.take() {
+            let len = u.len();
+            match client.try_publish(
+                self.cfg.topic_links(&self.opts.board),
+                QoS::AtLeastOnce,
+                false,
+                u.clone(),
+            ) {
+                Ok(()) => {
+                    self.stats.link_updates += 1;
+                    self.stats.bytes_published += len as u64;
+                    self.inflight.push_back((None, Sent::Other));
+                }
+                Err(_) => self.pending_update = Some(u),
+            }
+        }
+    }
+
+    fn on_event(&mut self, client: &Client, ev: Event, backoff: &mut Duration) {
+        match ev {
+            Event::Incoming(Packet::ConnAck(_)) => {
+                self.stats.connected = true;
+                self.stats.connects += 1;
+                *backoff = self.cfg.min_backoff;
+                let _ = client.try_subscribe(self.cfg.topic_global_links(), QoS::AtLeastOnce);
+                let _ = client.try_subscribe(self.cfg.topic_assigned(&self.opts.board), QoS::AtLeastOnce);
+            }
+            Event::Outgoing(Outgoing::Publish(pkid)) => {
+                if let Some(slot) = self.inflight.iter_mut().find(|i| i.0.is_none()) {
+                    slot.0 = Some(pkid);
+                }
+            }
+            Event::Incoming(Packet::PubAck(a)) => {
+                if let Some(at) = self.inflight.iter().position(|i| i.0 == Some(a.pkid)) {
+                    if let Some((_, Sent::Summary(_))) = self.inflight.remove(at) {
+                        self.stats.summaries_acked += 1;
+                    }
+                }
+            }
+            Event::Incoming(Packet::Publish(p)) => {
+                if p.topic == self.cfg.topic_global_links() {
+                    self.on_global(&p.payload);
+                } else if p.topic == self.cfg.topic_assigned(&self.opts.board) {
+                    if let Ok(a) = postcard::from_bytes::<Assigned>(&p.payload) {
+                        self.tap.set_assigned(a.targets);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn on_global(&mut self, payload: &[u8]) {
+        let g = match verify_global(
+            payload,
+            &self.opts.fleet_key,
+            self.opts.model_hash,
+            self.stats.global_version,
+        ) {
+            Ok(g) => g,
+            Err(e) => {
+                // A retained update seen again after a reconnection is not news.
+                if !matches!(e, super::msg::GlobalError::Rollback { version, highest } if version == highest)
+                {
+                    log::warn!("fleet: global links refused: {e}");
+                    self.stats.globals_refused += 1;
+                    self.stats.last_refusal = Some(e.to_string());
+                }
+                return;
+            }
+        };
+        let empty = LocalSnapshot {
+            links: Vec::new(),
+            ensembles: Vec::new(),
+            samples: vec![0; self.predictor.n_models()],
+            rows: Vec::new(),
+            valid: Vec::new(),
+            filled: 0,
+            base_version: 0,
+            seq: 0,
+        };
+        let snap = self.local.as_ref().unwrap_or(&empty);
+        let stride = self.predictor.stride();
+        let rows = &snap.rows[..(snap.filled * stride).min(snap.rows.len())];
+        let valid = &snap.valid[..snap.filled.min(snap.valid.len())];
+        let mut p = self.predictor.clone();
+        match fuse::fuse(&mut p, &g, &self.opts.kinds, &self.opts.tolerances, rows, valid, &snap.samples) {
+            Ok(f) => {
+                self.tap.put_global(&p.links.params, &p.ensembles.params, g.version);
+                self.stats.global_version = g.version;
+                self.stats.globals_accepted += 1;
+                self.stats.last_fused = Some(f);
+                self.stats.fused_at = Some(Instant::now());
+            }
+            Err(e) => {
+                self.stats.globals_refused += 1;
+                self.stats.last_refusal = Some(e.to_string());
+            }
+        }
+    }
+}

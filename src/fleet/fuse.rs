@@ -1,0 +1,248 @@
+//! Global and local links on one board: the weights of one target in the arenas, the federated
+//! average, and the fusion of a global update with the board's own links.
+//!
+//! Fusion is per target: the board's links into target j become β·local + (1 − β)·global, weights
+//! and ensemble alike, with β ∈ {1, ¾, ½, ¼, 0} chosen by agreement on the board's own labelled
+//! rows. The board falls back to its local links (β = 1) unless a mix agrees on at least
+//! [`MIN_GAIN_ROWS`] more of those rows: a handful of rows cannot tell small differences apart. Both sides descend from the same bundle by fine-tuning, which is what makes the
+//! average and the mix meaningful. A target without labelled rows takes the global links when the
+//! board has no local samples for it, and keeps its own otherwise. The mix is in weight space, so
+//! the tick's cost does not change (the paper mixes the two predictions through the ensemble layer,
+//! which would double the link work per tick).
+
+use crate::links::{EnsembleSet, LinkSet, Predictor, agreement};
+use crate::manifest::OutputKind;
+
+use super::msg::{GlobalError, GlobalLinks, LinkUpdate, TargetLinks};
+
+/// Local shares tried, local first (the fallback wins ties).
+pub const BETAS: [f32; 5] = [1.0, 0.75, 0.5, 0.25, 0.0];
+
+/// A mix replaces the local links only when it agrees on at least this many more labelled rows.
+pub const MIN_GAIN_ROWS: f32 = 2.0;
+
+/// Range of target `j`'s links in the link arena (its n − 1 links are contiguous).
+pub fn link_range(links: &LinkSet, j: usize) -> std::ops::Range<usize> {
+    let k = links.n() - 1;
+    let first = j * k;
+    let last = first + k - 1;
+    links.offsets[first] as usize..links.offsets[last] as usize + links.dims[last].len()
+}
+
+/// Range of target `j`'s ensemble block.
+pub fn ensemble_range(ens: &EnsembleSet, j: usize) -> std::ops::Range<usize> {
+    let o = ens.offsets[j] as usize;
+    o..o + ens.dims[j].len()
+}
+
+/// Target `j`'s weights, with `samples` behind them.
+pub fn target_links(p: &Predictor, j: usize, samples: u32) -> TargetLinks {
+    TargetLinks {
+        target: j as u8,
+        samples,
+        links: p.links.params[link_range(&p.links, j)].to_vec(),
+        ensemble: p.ensembles.params[ensemble_range(&p.ensembles, j)].to_vec(),
+    }
+}
+
+/// Check that every target of `g` fits the arenas of `p`.
+pub fn check_shape(p: &Predictor, targets: &[TargetLinks]) -> Result<(), GlobalError> {
+    for t in targets {
+        let j = t.target as usize;
+        if j >= p.n_models() {
+            return Err(GlobalError::Shape(format!("target {j}, the bundle has {} models", p.n_models())));
+        }
+        let (l, e) = (link_range(&p.links, j).len(), ensemble_range(&p.ensembles, j).len());
+        if t.links.len() != l || t.ensemble.len() != e {
+            return Err(GlobalError::Shape(format!(
+                "target {j}: {} link and {} ensemble weights, expected {l} and {e}",
+                t.links.len(),
+                t.ensemble.len()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Federated averaging: per target, the mean of the boards' weights weighted by their samples.
+/// `updates` are taken in board-name order (the result does not depend on arrival order). Updates
+/// whose weights do not have the first one's shape for a target are left out of that target.
+pub fn fedavg(updates: &[&LinkUpdate]) -> (Vec<TargetLinks>, u32) {
+    let mut ups: Vec<&LinkUpdate> = updates.to_vec();
+    ups.sort_by(|a, b| a.board.cmp(&b.board));
+    let mut out: Vec<TargetLinks> = Vec::new();
+    let mut boards = std::collections::BTreeSet::new();
+    for u in &ups {
+        for t in u.targets.iter().filter(|t| t.samples > 0) {
+            let at = match out.iter().position(|o| o.target == t.target) {
+                Some(i) => i,
+                None => {
+                    out.push(TargetLinks {
+                        target: t.target,
+                        samples: 0,
+                        links: vec![0.0; t.links.len()],
+                        ensemble: vec![0.0; t.ensemble.len()],
+                    });
+                    out.len() - 1
+                }
+            };
+            let o = &mut out[at];
+            if o.links.len() != t.links.len() || o.ensemble.len() != t.ensemble.len() {
+                continue;
+            }
+            o.samples += t.samples;
+            let w = t.samples as f32;
+            for (a, b) in o.links.iter_mut().zip(&t.links) {
+                *a += w * b;
+            }
+            for (a, b) in o.ensemble.iter_mut().zip(&t.ensemble) {
+                *a += w * b;
+            }
+            boards.insert(u.board.as_str());
+        }
+    }
+    for o in &mut out {
+        let inv = 1.0 / o.samples.max(1) as f32;
+        o.links.iter_mut().for_each(|v| *v *= inv);
+        o.ensemble.iter_mut().for_each(|v| *v *= inv);
+    }
+    out.sort_by_key(|o| o.target);
+    (out, boards.len() as u32)
+}
+
+/// Write β·local + (1 − β)·global for target `t.target` into `p` (whose weights are the local ones
+/// in `local`).
+fn mix_into(p: &mut Predictor, local: &Predictor, t: &TargetLinks, beta: f32) {
+    let j = t.target as usize;
+    let lr = link_range(&p.links, j);
+    for ((d, l), g) in p.links.params[lr.clone()].iter_mut().zip(&local.links.params[lr]).zip(&t.links) {
+        *d = beta * l + (1.0 - beta) * g;
+    }
+    let er = ensemble_range(&p.ensembles, j);
+    for ((d, l), g) in
+        p.ensembles.params[er.clone()].iter_mut().zip(&local.ensembles.params[er]).zip(&t.ensemble)
+    {
+        *d = beta * l + (1.0 - beta) * g;
+    }
+}
+
+/// Mean agreement of target `j` predicted from the other valid models, over the rows that hold j
+/// and at least one other model. `None` without such rows.
+pub fn target_agreement(
+    p: &mut Predictor,
+    kinds: &[OutputKind],
+    tolerances: &[f32],
+    j: usize,
+    rows: &[f32],
+    valid: &[u64],
+    out: &mut [f32],
+) -> Option<f32> {
+    target_agreement_n(p, kinds, tolerances, j, rows, valid, out).map(|(a, _)| a)
+}
+
+/// [`target_agreement`] and the number of rows it was measured on.
+fn target_agreement_n(
+    p: &mut Predictor,
+    kinds: &[OutputKind],
+    tolerances: &[f32],
+    j: usize,
+    rows: &[f32],
+    valid: &[u64],
+    out: &mut [f32],
+) -> Option<(f32, u32)> {
+    let stride = p.stride();
+    let r = p.layout().range(j);
+    let (mut sum, mut n) = (0.0f32, 0u32);
+    for (row, &v) in rows.chunks_exact(stride).zip(valid) {
+        let sources = v & !(1u64 << j);
+        if v >> j & 1 == 0 || sources == 0 {
+            continue;
+        }
+        if p.predict(sources, row, out).is_ok() {
+            sum += agreement(kinds[j], tolerances[j], &out[r.clone()], &row[r.clone()]);
+            n += 1;
+        }
+    }
+    (n > 0).then(|| (sum / n as f32, n))
+}
+
+/// The outcome of fusing one global update.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Fused {
+    /// Per target of the update: (target, β chosen, agreement with β, agreement local-only).
+    pub choices: Vec<(u8, f32, Option<f32>, Option<f32>)>,
+}
+
+/// Fuse `g` into `p` (the board's local links): per target, the β with the best agreement on the
+/// board's labelled rows (`rows`, `valid`), local first on ties; see the module docs.
+/// `local_samples[j]` are the board's own labelled samples for target j.
+pub fn fuse(
+    p: &mut Predictor,
+    g: &GlobalLinks,
+    kinds: &[OutputKind],
+    tolerances: &[f32],
+    rows: &[f32],
+    valid: &[u64],
+    local_samples: &[u32],
+) -> Result<Fused, GlobalError> {
+    check_shape(p, &g.targets)?;
+    let local = p.clone();
+    let mut out = vec![0.0; p.stride()];
+    let mut choices = Vec::new();
+    for t in &g.targets {
+        let j = t.target as usize;
+        let measured = target_agreement_n(p, kinds, tolerances, j, rows, valid, &mut out);
+        let base = measured.map(|m| m.0);
+        let (mut best, mut best_a) = (1.0f32, base);
+        match measured {
+            None => {
+                if local_samples.get(j).copied().unwrap_or(0) == 0 {
+                    best = 0.0;
+                    best_a = None;
+                }
+            }
+            Some((a0, n)) => {
+                let mut bar = a0 + MIN_GAIN_ROWS / n as f32 - 1e-6;
+                for &beta in &BETAS[1..] {
+                    mix_into(p, &local, t, beta);
+                    if let Some(a) = target_agreement(p, kinds, tolerances, j, rows, valid, &mut out) {
+                        if a >= bar {
+                            (best, best_a, bar) = (beta, Some(a), a + 1e-6);
+                        }
+                    }
+                }
+            }
+        }
+        mix_into(p, &local, t, best);
+        choices.push((t.target, best, best_a, base));
+    }
+    Ok(Fused { choices })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fleet::msg::FLEET_PROTO;
+
+    fn up(board: &str, samples: u32, v: f32) -> LinkUpdate {
+        LinkUpdate {
+            proto: FLEET_PROTO,
+            board: board.into(),
+            model_hash: [0; 8],
+            seq: 0,
+            base_version: 0,
+            targets: vec![TargetLinks { target: 2, samples, links: vec![v; 3], ensemble: vec![v] }],
+        }
+    }
+
+    #[test]
+    fn fedavg_weights_by_samples_and_ignores_order() {
+        let (a, b, c) = (up("a", 1, 0.0), up("b", 3, 4.0), up("c", 0, 100.0));
+        let (g, boards) = fedavg(&[&a, &b, &c]);
+        assert_eq!(boards, 2);
+        assert_eq!(g.len(), 1);
+        assert_eq!(g[0].samples, 4);
+        assert_eq!(g[0].links, vec![3.0; 3]);
+        assert_eq!(fedavg(&[&b, &c, &a]).0, g);
+    }
+}

@@ -1,0 +1,260 @@
+//! What travels between boards and the aggregator: postcard messages (`docs/fleet.md` lists the
+//! topics and sizes), and the signed envelope of a global link update, checked with the same rules
+//! as a bundle (signature by the fleet's key before anything is decoded, key id, model hash,
+//! rollback).
+
+use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+use serde::{Deserialize, Serialize};
+
+use crate::bundle::{KEY_ID_LEN, SIGNATURE_LEN, hex};
+use crate::signing::key_id;
+
+/// Bumped on any change to a message below.
+pub const FLEET_PROTO: u8 = 1;
+
+/// Magic of a signed global update: the envelope is magic, postcard [`GlobalLinks`], key id,
+/// Ed25519 signature over everything before it.
+pub const GLOBAL_MAGIC: &[u8; 8] = b"JLGLOB01";
+
+/// First 8 bytes of the SHA-256 over the bundle's model descriptions and link and ensemble shapes:
+/// only boards whose hashes match exchange links.
+pub type ModelHash = [u8; 8];
+
+/// A board's period summary (`jetlink/<fleet>/<board>/summary`, retained). `seq` counts this
+/// board's summaries from 0, so a receiver can drop duplicates and see gaps.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Summary {
+    pub seq: u32,
+    pub period: u32,
+    pub ticks: u32,
+    /// Accuracy kept × 1000 (against a reference, or the audit estimate), or `0xFFFF` unknown.
+    pub accuracy_milli: u16,
+    pub executions_saved_milli: u16,
+    pub adapt_tasks: u16,
+    pub faults: u32,
+    /// Version of the global links in use (0: local links only).
+    pub link_version: u64,
+    /// Summaries this board dropped (oldest first) while the broker could not be reached.
+    pub dropped: u32,
+}
+
+/// The summary message with who sent it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SummaryMsg {
+    pub proto: u8,
+    pub board: String,
+    pub model_hash: ModelHash,
+    /// When the client queued it (Unix seconds; for `jetlink fleet status`'s "last seen").
+    pub queued_unix_s: u64,
+    pub summary: Summary,
+}
+
+/// The links into one target (its `n − 1` links, contiguous in the arena, and its ensemble block)
+/// and the labelled samples they were fitted on since the board's last update.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TargetLinks {
+    pub target: u8,
+    pub samples: u32,
+    pub links: Vec<f32>,
+    pub ensemble: Vec<f32>,
+}
+
+/// A board's link update (`jetlink/<fleet>/<board>/links`): the targets it adapted since its last
+/// update, whole (not deltas), weighted by their samples in the average.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LinkUpdate {
+    pub proto: u8,
+    pub board: String,
+    pub model_hash: ModelHash,
+    pub seq: u32,
+    /// Global version these weights started from (0: the bundle's).
+    pub base_version: u64,
+    pub targets: Vec<TargetLinks>,
+}
+
+/// The fleet's averaged links (`jetlink/<fleet>/global/links`, retained, signed).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GlobalLinks {
+    pub proto: u8,
+    pub fleet: String,
+    pub model_hash: ModelHash,
+    /// Monotonic; a board refuses a version not above the highest it accepted.
+    pub version: u64,
+    /// Boards that contributed, and the samples behind each target.
+    pub boards: u32,
+    pub targets: Vec<TargetLinks>,
+}
+
+/// One pending adaptation task of a board: refresh the links into `target`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskItem {
+    pub target: u8,
+    /// Expected accuracy won back × 1000 (the board's drift level times the task's importance).
+    pub importance_milli: u16,
+    /// Cost in thousandths of a period of the board's adaptation capacity.
+    pub cost_milli: u16,
+}
+
+/// A board's pending tasks and spare capacity (`jetlink/<fleet>/<board>/tasks`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TaskOffer {
+    pub proto: u8,
+    pub board: String,
+    pub model_hash: ModelHash,
+    pub period: u32,
+    /// Spare adaptation capacity this period, in thousandths of a period of the board's own
+    /// capacity, times its speed relative to the slowest board (× 1000).
+    pub capacity_milli: u32,
+    pub tasks: Vec<TaskItem>,
+}
+
+/// The aggregator's allocation: per board, the targets it refreshes this period (bit j = target
+/// j); each board is sent its own share ([`Assigned`]).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TaskAssignment {
+    pub proto: u8,
+    pub period: u32,
+    pub boards: Vec<(String, u64)>,
+}
+
+/// One board's share of the allocation (`jetlink/<fleet>/<board>/assigned`): the targets it
+/// refreshes for the fleet this period (bit j = target j), beside those its DCTA table gives it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Assigned {
+    pub proto: u8,
+    pub period: u32,
+    pub targets: u64,
+}
+
+/// Why a global update was refused.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum GlobalError {
+    #[error("truncated global update ({0} bytes)")]
+    Truncated(usize),
+    #[error("not a signed global update (magic {0:?}): global links must be signed by the fleet key")]
+    Unsigned(String),
+    #[error("signed by key {found}, but this board trusts only fleet key {trusted}")]
+    UnknownKey { found: String, trusted: String },
+    #[error("signature check failed for fleet key {0}: the update was changed after it was signed")]
+    BadSignature(String),
+    #[error("payload does not decode: {0}")]
+    Decode(String),
+    #[error("global links for models {found}, this board runs {ours}: not aggregated together")]
+    ModelMismatch { found: String, ours: String },
+    #[error("global version {version} is not above {highest}, the highest accepted (rollback refused)")]
+    Rollback { version: u64, highest: u64 },
+    #[error("global links do not fit this bundle: {0}")]
+    Shape(String),
+    #[error("fleet protocol {0}, this build speaks {FLEET_PROTO}")]
+    Proto(u8),
+}
+
+impl GlobalError {
+    /// Stable code, counted per kind in the client's statistics.
+    pub fn code(&self) -> u32 {
+        match self {
+            GlobalError::Truncated(_) => 1,
+            GlobalError::Unsigned(_) => 2,
+            GlobalError::UnknownKey { .. } => 3,
+            GlobalError::BadSignature(_) => 4,
+            GlobalError::Decode(_) => 5,
+            GlobalError::ModelMismatch { .. } => 6,
+            GlobalError::Rollback { .. } => 7,
+            GlobalError::Shape(_) => 8,
+            GlobalError::Proto(_) => 9,
+        }
+    }
+}
+
+/// Encode and sign a global update with the fleet's private key.
+pub fn sign_global(g: &GlobalLinks, key: &SigningKey) -> Vec<u8> {
+    let mut out = Vec::from(&GLOBAL_MAGIC[..]);
+    out.extend_from_slice(&postcard::to_stdvec(g).expect("global links encode"));
+    out.extend_from_slice(&key_id(&key.verifying_key().to_bytes()));
+    let sig = key.sign(&out);
+    out.extend_from_slice(&sig.to_bytes());
+    out
+}
+
+/// Check a global update's signature by `trusted` (the board's fleet key), then decode it and check
+/// its protocol, model hash and version (above `highest`). Nothing is decoded before the signature
+/// checks out.
+pub fn verify_global(
+    bytes: &[u8],
+    trusted: &[u8; 32],
+    ours: ModelHash,
+    highest: u64,
+) -> Result<GlobalLinks, GlobalError> {
+    let tail = KEY_ID_LEN + SIGNATURE_LEN;
+    if bytes.len() < GLOBAL_MAGIC.len() {
+        return Err(GlobalError::Truncated(bytes.len()));
+    }
+    if &bytes[..GLOBAL_MAGIC.len()] != GLOBAL_MAGIC {
+        return Err(GlobalError::Unsigned(String::from_utf8_lossy(&bytes[..GLOBAL_MAGIC.len()]).into()));
+    }
+    if bytes.len() < GLOBAL_MAGIC.len() + tail + 1 {
+        return Err(GlobalError::Truncated(bytes.len()));
+    }
+    let sig_at = bytes.len() - SIGNATURE_LEN;
+    let id = &bytes[sig_at - KEY_ID_LEN..sig_at];
+    let want = key_id(trusted);
+    if id != want {
+        return Err(GlobalError::UnknownKey { found: hex(id), trusted: hex(&want) });
+    }
+    let vk = VerifyingKey::from_bytes(trusted).map_err(|_| GlobalError::BadSignature(hex(&want)))?;
+    let sig = Signature::from_bytes(bytes[sig_at..].try_into().expect("64 bytes"));
+    vk.verify_strict(&bytes[..sig_at], &sig).map_err(|_| GlobalError::BadSignature(hex(&want)))?;
+    let g: GlobalLinks = postcard::from_bytes(&bytes[GLOBAL_MAGIC.len()..sig_at - KEY_ID_LEN])
+        .map_err(|e| GlobalError::Decode(e.to_string()))?;
+    if g.proto != FLEET_PROTO {
+        return Err(GlobalError::Proto(g.proto));
+    }
+    if g.model_hash != ours {
+        return Err(GlobalError::ModelMismatch { found: hex(&g.model_hash), ours: hex(&ours) });
+    }
+    if g.version <= highest {
+        return Err(GlobalError::Rollback { version: g.version, highest });
+    }
+    Ok(g)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn global() -> GlobalLinks {
+        GlobalLinks {
+            proto: FLEET_PROTO,
+            fleet: "f".into(),
+            model_hash: [7; 8],
+            version: 3,
+            boards: 2,
+            targets: vec![TargetLinks { target: 1, samples: 9, links: vec![1.0, 2.0], ensemble: vec![0.5] }],
+        }
+    }
+
+    #[test]
+    fn signed_global_round_trip_and_every_refusal() {
+        let key = SigningKey::from_bytes(&[1; 32]);
+        let other = SigningKey::from_bytes(&[2; 32]);
+        let pk = key.verifying_key().to_bytes();
+        let b = sign_global(&global(), &key);
+        assert_eq!(verify_global(&b, &pk, [7; 8], 2).unwrap(), global());
+        // Every flipped byte and every cut is refused.
+        for i in 0..b.len() {
+            let mut t = b.clone();
+            t[i] ^= 0x01;
+            assert!(verify_global(&t, &pk, [7; 8], 2).is_err(), "byte {i}");
+        }
+        for n in 0..b.len() {
+            assert!(verify_global(&b[..n], &pk, [7; 8], 2).is_err(), "cut at {n}");
+        }
+        let unsigned = postcard::to_stdvec(&global()).unwrap();
+        assert!(matches!(verify_global(&unsigned, &pk, [7; 8], 2), Err(GlobalError::Unsigned(_))));
+        let by_other = sign_global(&global(), &other);
+        assert!(matches!(verify_global(&by_other, &pk, [7; 8], 2), Err(GlobalError::UnknownKey { .. })));
+        assert!(matches!(verify_global(&b, &pk, [8; 8], 2), Err(GlobalError::ModelMismatch { .. })));
+        assert!(matches!(verify_global(&b, &pk, [7; 8], 3), Err(GlobalError::Rollback { .. })));
+    }
+}

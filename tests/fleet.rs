@@ -1,0 +1,382 @@
+//! The fleet against a real Mosquitto (Debian package `mosquitto`), started by each test on a
+//! loopback port and stopped after: four simulated boards aggregate their links; a board cut from
+//! the broker keeps its loop running without allocating and resends its summaries; tampered and
+//! unsigned global updates are refused. Without `mosquitto` the tests skip with a message, unless
+//! `JETLINK_REQUIRE_MOSQUITTO=1` (CI) makes that a failure.
+#![cfg(all(feature = "fleet", feature = "sim"))]
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ed25519_dalek::SigningKey;
+use jetlink::alloc_count::{self, CountingAllocator};
+use jetlink::board;
+use jetlink::control::LoopBuilder;
+use jetlink::fleet::aggregate::{AggregateOptions, Aggregator};
+use jetlink::fleet::broker::{Mosquitto, mqtt_options};
+use jetlink::fleet::client::{ClientOptions, FleetClient};
+use jetlink::fleet::msg::{FLEET_PROTO, GlobalLinks, SummaryMsg, sign_global};
+use jetlink::fleet::sim::{SimBoard, local_train, score};
+use jetlink::fleet::tap::FleetTap;
+use jetlink::fleet::tasks::TaskCosts;
+use jetlink::fleet::{FleetConfig, fuse, model_hash};
+use jetlink::links::{LinkModel, Predictor};
+use jetlink::recording::Recording;
+use jetlink::serial::MemWriter;
+use jetlink::sim::DemoSet;
+use jetlink::wire::TelemetryWriter;
+use rumqttc::{Client, Event, Packet, QoS};
+
+#[global_allocator]
+static ALLOC: CountingAllocator = CountingAllocator;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+fn broker() -> Option<Mosquitto> {
+    if Mosquitto::find().is_none() {
+        if std::env::var("JETLINK_REQUIRE_MOSQUITTO").is_ok_and(|v| v == "1") {
+            panic!("JETLINK_REQUIRE_MOSQUITTO=1 but mosquitto is not installed");
+        }
+        eprintln!("skipped: mosquitto is not installed (Debian: apt-get install mosquitto)");
+        return None;
+    }
+    Some(Mosquitto::start().expect("start mosquitto"))
+}
+
+fn fleet_key() -> SigningKey {
+    SigningKey::from_bytes(&[42; 32])
+}
+
+/// Rows of `rec` for the frames of `frames` with a stride: every 4th frame is held out for testing
+/// (up to `n_test`), the others fill the fit rows, then the validation rows.
+fn split(
+    rec: &Recording,
+    frames: std::ops::Range<u32>,
+    n_fit: usize,
+    n_val: usize,
+    n_test: usize,
+) -> (Vec<usize>, Vec<usize>, Vec<usize>) {
+    let rows: Vec<usize> = frames.filter_map(|f| rec.row_of_frame(f)).collect();
+    let step = (rows.len() / (n_fit + n_val + n_test).max(1)).max(1);
+    let picked: Vec<usize> = rows.iter().copied().step_by(step).collect();
+    let (mut fit, mut val, mut test) = (Vec::new(), Vec::new(), Vec::new());
+    for (i, r) in picked.into_iter().enumerate() {
+        if i % 4 == 3 && test.len() < n_test {
+            test.push(r);
+        } else if fit.len() < n_fit {
+            fit.push(r);
+        } else if val.len() < n_val {
+            val.push(r);
+        } else if test.len() < n_test {
+            test.push(r);
+        }
+    }
+    (fit, val, test)
+}
+
+/// Three boards on different parts of the demo stream (clean frames, low and middle drift)
+/// fine-tune their links on their own frames and publish them; the aggregator averages and signs;
+/// each fuses the global links with its own and is scored on its held-out frames. A fourth board
+/// then joins, on the high-drift frames with only a few training frames: it starts from the
+/// fleet's links (retained on the broker) and fine-tunes them on its frames, against the same
+/// fine-tuning from the bundle's links alone.
+#[test]
+fn fleet_links_help_a_new_board_and_hurt_no_other() {
+    let Some(broker) = broker() else { return };
+    let d = DemoSet::demo().unwrap();
+    let (bundle, rec) = (&d.bundle, &*d.reference);
+    let drift = d.stream.drift_start as u32;
+    let end = d.stream.len() as u32;
+    let third = (end - drift) / 3;
+    let specs: [(&str, std::ops::Range<u32>, usize, usize); 3] = [
+        ("clean", d.stream.train_end as u32..drift, 600, 64),
+        ("drift-low", drift..drift + third, 600, 64),
+        ("drift-mid", drift + third..drift + 2 * third, 600, 64),
+    ];
+    let cfg = broker.config("test");
+    let key = fleet_key();
+    let agg = Aggregator::start(
+        cfg.clone(),
+        AggregateOptions {
+            key: key.clone(),
+            model_hash: model_hash(bundle),
+            period: Duration::from_secs(3600),
+            min_boards: specs.len(),
+            rounds: Some(1),
+            start_version: 0,
+            poll: Duration::from_millis(10),
+        },
+    )
+    .unwrap();
+    let pk = key.verifying_key().to_bytes();
+    let mut boards = Vec::new();
+    for (i, (name, frames, n_fit, n_val)) in specs.iter().enumerate() {
+        let (fit, val, test) = split(rec, frames.clone(), *n_fit, *n_val, 300);
+        let mut b = SimBoard::join(&cfg, bundle, name, pk, val.len()).unwrap();
+        local_train(bundle, &mut b.predictor, rec, &fit, 6, 100 + i as u64);
+        let bundle_only = score(bundle, &mut Predictor::new(bundle), rec, &test);
+        let local = score(bundle, &mut b.predictor, rec, &test);
+        assert!(b.client.wait_for(WAIT, |s| s.connected), "{name} did not connect");
+        // Cooperative adaptation: each board offers the targets it sees drifting (more drift on
+        // the later parts of the stream) and takes none itself.
+        let level = 0.3 * i as f32;
+        b.tap.offer_tasks(0, &vec![level; bundle.n_models()], 0);
+        b.offer(rec, &vec![fit.len() as u32; bundle.n_models()], &val);
+        boards.push((b, test, bundle_only, local, fit.len()));
+    }
+    for (b, ..) in &boards {
+        assert!(b.client.wait_for(WAIT, |s| s.global_version == 1), "{} got no global links", b.name);
+    }
+    println!(
+        "board        fit rows   bundle    local    fleet   gain   (held-out frames, mean agreement over targets)"
+    );
+    let mut gains = Vec::new();
+    for (b, test, bundle_only, local, n_fit) in &mut boards {
+        assert_eq!(b.take_global(), Some(1));
+        let fused = score(bundle, &mut b.predictor, rec, test);
+        let st = b.client.stats();
+        println!(
+            "{:<12} {:>8} {:>8.4} {:>8.4} {:>8.4} {:>+7.4}   local share per target {:?}",
+            b.name,
+            n_fit,
+            bundle_only,
+            local,
+            fused,
+            fused - *local,
+            st.last_fused.as_ref().map(|f| f.choices.iter().map(|c| c.1).collect::<Vec<_>>())
+        );
+        gains.push((b.name.clone(), fused - *local));
+    }
+    // The aggregator allocated the offered tasks across boards: each board received its share,
+    // as allocating the same offers here gives.
+    let costs = TaskCosts::of_bundle(bundle).expect("the demo bundle has a DCTA table");
+    let offers: Vec<_> = (0..specs.len())
+        .map(|i| costs.offer(specs[i].0, model_hash(bundle), 0, &vec![0.3 * i as f32; bundle.n_models()], 0))
+        .collect();
+    let expected = jetlink::fleet::tasks::allocate(0, &offers.iter().collect::<Vec<_>>());
+    let mut union = 0u64;
+    let st = agg.stats();
+    println!(
+        "aggregator: {} offers, {} allocations published; expected {:?}",
+        st.offers, st.assignments, expected.boards
+    );
+    for (b, ..) in &boards {
+        let want = expected.boards.iter().find(|x| x.0 == b.name).unwrap().1;
+        assert!(
+            b.client.wait_for(WAIT, |s| s.assigned == want),
+            "{}: assigned {:#b}, expected {want:#b}",
+            b.name,
+            b.client.stats().assigned
+        );
+        assert_eq!(union & want, 0, "a target refreshed by two boards");
+        union |= want;
+    }
+    assert_ne!(union, 0, "nothing allocated");
+    println!("tasks allocated across boards: {:?}", expected.boards);
+    let agg = agg.stop().unwrap();
+    assert_eq!(agg.rounds.len(), 1);
+    assert_eq!(agg.rounds[0].boards, 3);
+    assert_eq!(agg.offers, 3, "every board offers (the clean one an empty list)");
+
+    // A new board joins with 40 frames of the high-drift part.
+    let (fit, val, test) = split(rec, drift + 2 * third..end, 40, 16, 300);
+    let mut alone = Predictor::new(bundle);
+    local_train(bundle, &mut alone, rec, &fit, 6, 200);
+    let local = score(bundle, &mut alone, rec, &test);
+    let bundle_only = score(bundle, &mut Predictor::new(bundle), rec, &test);
+    let mut b = SimBoard::join(&cfg, bundle, "newcomer", pk, val.len()).unwrap();
+    assert!(b.client.wait_for(WAIT, |s| s.global_version == 1), "the new board got no global links");
+    assert_eq!(b.take_global(), Some(1), "with no samples of its own it takes the fleet's links");
+    local_train(bundle, &mut b.predictor, rec, &fit, 6, 200);
+    let fleet = score(bundle, &mut b.predictor, rec, &test);
+    println!(
+        "{:<12} {:>8} {:>8.4} {:>8.4} {:>8.4} {:>+7.4}   joined later: fine-tuned from the fleet's links",
+        "newcomer",
+        fit.len(),
+        bundle_only,
+        local,
+        fleet,
+        fleet - local
+    );
+    assert!(fleet - local > 0.02, "the new board gained {:.4} from the fleet's links", fleet - local);
+    // No worse for the established boards, within half a point of mean agreement (300 held-out
+    // frames: one target's agreement moves by 1/300 per frame; the fusion picks its mix on 64
+    // labelled rows, which cannot resolve smaller differences).
+    for (name, gain) in &gains {
+        assert!(*gain >= -0.005, "{name} lost {gain:.4} with the fleet's links");
+    }
+}
+
+/// A watcher with a persistent session: it sees every summary a board publishes, across a broker
+/// restart.
+fn watch(cfg: &FleetConfig, topic: String) -> (Arc<Mutex<BTreeSet<u32>>>, Arc<AtomicBool>) {
+    let mut o = mqtt_options(cfg, "watcher").unwrap();
+    o.set_clean_session(false);
+    let (client, mut conn) = Client::new(o, 64);
+    let seen = Arc::new(Mutex::new(BTreeSet::new()));
+    let subscribed = Arc::new(AtomicBool::new(false));
+    let (s, sub) = (seen.clone(), subscribed.clone());
+    std::thread::spawn(move || {
+        loop {
+            match conn.recv_timeout(Duration::from_millis(50)) {
+                Ok(Ok(Event::Incoming(Packet::ConnAck(_)))) => {
+                    client.subscribe(topic.clone(), QoS::AtLeastOnce).unwrap();
+                }
+                Ok(Ok(Event::Incoming(Packet::SubAck(_)))) => sub.store(true, Ordering::SeqCst),
+                Ok(Ok(Event::Incoming(Packet::Publish(p)))) => {
+                    let m: SummaryMsg = postcard::from_bytes(&p.payload).unwrap();
+                    s.lock().unwrap().insert(m.summary.seq);
+                }
+                Ok(Err(_)) => std::thread::sleep(Duration::from_millis(50)),
+                Err(rumqttc::RecvTimeoutError::Disconnected) => break,
+                _ => {}
+            }
+        }
+    });
+    (seen, subscribed)
+}
+
+fn wait_until(f: impl Fn() -> bool) -> bool {
+    let t = std::time::Instant::now();
+    while t.elapsed() < WAIT {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    false
+}
+
+#[test]
+fn a_board_cut_from_the_broker_keeps_looping_without_allocating_and_resends() {
+    let Some(mut broker) = broker() else { return };
+    let d = DemoSet::demo().unwrap();
+    let mut cfg = broker.config("test");
+    cfg.min_backoff = Duration::from_millis(50);
+    cfg.max_backoff = Duration::from_millis(400);
+    let name = "cut-board";
+    let (seen, subscribed) = watch(&cfg, cfg.topic_summary(name));
+    assert!(wait_until(|| subscribed.load(Ordering::SeqCst)), "the watcher did not subscribe");
+
+    let predictor = Predictor::new(&d.bundle);
+    let tap = Arc::new(FleetTap::new(&predictor, jetlink::control::AdaptSettings::default().ring));
+    let opts = ClientOptions {
+        board: name.into(),
+        fleet_key: fleet_key().verifying_key().to_bytes(),
+        model_hash: model_hash(&d.bundle),
+        kinds: d.bundle.kinds(),
+        tolerances: d.bundle.tolerances(),
+        poll: Duration::from_millis(20),
+        tasks: jetlink::fleet::tasks::TaskCosts::of_bundle(&d.bundle),
+    };
+    let client = FleetClient::start(cfg.clone(), opts, tap.clone(), predictor).unwrap();
+    let writer =
+        TelemetryWriter::new(MemWriter { data: Vec::with_capacity(16 << 20), ..MemWriter::default() });
+    let tpp = board::current().ticks_per_period as usize;
+    let mut ctl = LoopBuilder::new(board::current(), d.manifest.clone(), d.bundle.clone(), d.stream.clone())
+        .reference(Some(d.reference.clone()))
+        .engines(jetlink::sim::replay(d.reference.clone()))
+        .fleet(tap.clone())
+        .build_replay(d.stream.train_end..d.stream.len(), writer)
+        .unwrap();
+    // Connected: two periods (warm-up), their summaries reach the watcher.
+    for _ in 0..2 * tpp + 1 {
+        assert!(ctl.tick());
+    }
+    assert!(wait_until(|| seen.lock().unwrap().len() == 2), "summaries 0 and 1 not seen");
+    assert!(client.wait_for(WAIT, |s| s.summaries_acked == 2));
+
+    // The broker goes away.
+    broker.stop();
+    assert!(client.wait_for(WAIT, |s| !s.connected), "the client did not notice the broker was gone");
+    let before = alloc_count::loop_allocations();
+    for _ in 0..5 * tpp {
+        assert!(ctl.tick());
+    }
+    let allocs = alloc_count::loop_allocations() - before;
+    assert_eq!(allocs, 0, "{allocs} allocations in {} ticks while the broker was down", 5 * tpp);
+    assert!(client.wait_for(WAIT, |s| s.stored == 5), "five summaries should wait: {:?}", client.stats());
+    assert_eq!(seen.lock().unwrap().len(), 2);
+
+    // It comes back: every stored summary is resent and acknowledged by the broker (QoS 1), none
+    // dropped. The broker's acknowledgements are the check, not the watcher: a restarted broker
+    // without persistence forgets the watcher's session, and whether the resends reach the watcher
+    // depends on which of the two reconnects first (a race under load).
+    broker.restart().unwrap();
+    assert!(
+        client.wait_for(WAIT, |s| s.summaries_acked == 7 && s.stored == 0),
+        "after the broker came back: {:?}",
+        client.stats()
+    );
+    assert_eq!(client.stats().dropped, 0);
+    assert!(seen.lock().unwrap().iter().all(|&q| q < 7));
+
+    // A signed global update reaches the loop at its next period boundary, without allocating.
+    let p = Predictor::new(&d.bundle);
+    let g = GlobalLinks {
+        proto: FLEET_PROTO,
+        fleet: "test".into(),
+        model_hash: model_hash(&d.bundle),
+        version: 1,
+        boards: 2,
+        targets: (0..d.bundle.n_models()).map(|j| fuse::target_links(&p, j, 50)).collect(),
+    };
+    let (publisher, mut conn) = Client::new(mqtt_options(&cfg, "aggregator").unwrap(), 16);
+    std::thread::spawn(move || while conn.recv().is_ok() {});
+    publisher
+        .publish(cfg.topic_global_links(), QoS::AtLeastOnce, true, sign_global(&g, &fleet_key()))
+        .unwrap();
+    assert!(client.wait_for(WAIT, |s| s.globals_accepted == 1), "{:?}", client.stats());
+    let before = alloc_count::loop_allocations();
+    for _ in 0..tpp {
+        assert!(ctl.tick());
+    }
+    assert_eq!(alloc_count::loop_allocations() - before, 0, "applying fused links allocated");
+    assert_eq!(tap.applied_version(), 1);
+    let st = client.stop();
+    assert_eq!(st.dropped, 0);
+    assert!(st.disconnects >= 1 && st.connects >= 2, "{st:?}");
+}
+
+#[test]
+fn a_tampered_or_unsigned_global_update_is_refused() {
+    let Some(broker) = broker() else { return };
+    let d = DemoSet::demo().unwrap();
+    let cfg = broker.config("test");
+    let key = fleet_key();
+    let mut b = SimBoard::join(&cfg, &d.bundle, "careful", key.verifying_key().to_bytes(), 8).unwrap();
+    assert!(b.client.wait_for(WAIT, |s| s.connected));
+    let p = Predictor::new(&d.bundle);
+    let g = GlobalLinks {
+        proto: FLEET_PROTO,
+        fleet: "test".into(),
+        model_hash: model_hash(&d.bundle),
+        version: 1,
+        boards: 1,
+        targets: vec![fuse::target_links(&p, 0, 10)],
+    };
+    let (publisher, mut conn) = Client::new(mqtt_options(&cfg, "intruder").unwrap(), 16);
+    std::thread::spawn(move || while conn.recv().is_ok() {});
+    let send =
+        |bytes: Vec<u8>| publisher.publish(cfg.topic_global_links(), QoS::AtLeastOnce, true, bytes).unwrap();
+    let signed = sign_global(&g, &key);
+    let mut tampered = signed.clone();
+    let at = tampered.len() / 2;
+    tampered[at] ^= 0x20;
+    let other = sign_global(&g, &SigningKey::from_bytes(&[9; 32]));
+    let unsigned = postcard::to_stdvec(&g).unwrap();
+    for (i, bytes) in [unsigned, tampered, other].into_iter().enumerate() {
+        send(bytes);
+        assert!(b.client.wait_for(WAIT, |s| s.globals_refused as usize == i + 1), "update {i} not refused");
+    }
+    let st = b.client.stats();
+    assert_eq!((st.globals_accepted, st.global_version), (0, 0));
+    assert_eq!(b.take_global(), None, "nothing refused reaches the loop");
+    println!("last refusal: {}", st.last_refusal.unwrap());
+    // The same update, signed by the fleet key, is accepted.
+    send(signed);
+    assert!(b.client.wait_for(WAIT, |s| s.globals_accepted == 1 && s.global_version == 1));
+    assert_eq!(b.take_global(), Some(1));
+}
