@@ -39,8 +39,6 @@ pub struct ExactSolver {
     /// (time × the unit's speed against Σ speed × remaining time), and capacity shares pooled (time
     /// and memory shares summed).
     segs: [Vec<Seg>; 2],
-    /// Unit speeds relative to the fastest, recovered from the costs (for the work relaxation).
-    speed: [f64; MAX_UNITS],
     /// Σ of the best values of the tasks from position k of `order` on.
     vmax_tail: [f64; MAX_TASKS + 1],
     /// Scratch for one task's hull: (share, value).
@@ -66,7 +64,6 @@ impl ExactSolver {
             ncand: [0; MAX_TASKS],
             eff0: [0.0; MAX_TASKS],
             segs: [Vec::with_capacity(n * q), Vec::with_capacity(n * q)],
-            speed: [1.0; MAX_UNITS],
             vmax_tail: [0.0; MAX_TASKS + 1],
             pts: Vec::with_capacity(q),
             twin: [NO_TWIN; MAX_UNITS],
@@ -91,22 +88,6 @@ impl ExactSolver {
         assert!(n * q <= self.cand.len(), "instance larger than the solver ({n} × {q})");
         self.nodes = 0;
         self.len = 0;
-        // Speed of unit u: the smallest time of any option on the fastest unit over its time on u
-        // (times are ⌈work / speed⌉, so option by option the ratio is the speed ratio).
-        for u in 0..m {
-            let mut r = f64::INFINITY;
-            for j in 0..n {
-                for c in 0..inst.k {
-                    let here = inst.time[j * q + u * inst.k + c] as f64;
-                    let fastest = (0..m).map(|v| inst.time[j * q + v * inst.k + c]).min().unwrap_or(1) as f64;
-                    r = r.min(fastest / here);
-                }
-            }
-            self.speed[u] = if r.is_finite() { r } else { 1.0 };
-        }
-        for s in &mut self.segs {
-            s.clear();
-        }
         for j in 0..n {
             self.rank[j] = UNRANKED;
             let row = &mut self.cand[j * q..(j + 1) * q];
@@ -186,7 +167,7 @@ impl ExactSolver {
     fn size(&self, inst: &Instance, j: usize, i: usize, r: usize) -> Option<f64> {
         let o = j * inst.q + i;
         if r == 0 {
-            return Some(inst.time[o] as f64 * self.speed[inst.unit(i)]);
+            return Some(inst.time[o] as f64 * inst.speed[inst.unit(i)]);
         }
         let mut s = inst.time[o] as f64 / inst.cap[inst.unit(i)].max(1) as f64;
         if inst.mem[o] > 0 {
@@ -296,7 +277,7 @@ impl ExactSolver {
             }
             b
         };
-        let work: f64 = (0..inst.m).map(|u| self.rem[u] as f64 * self.speed[u]).sum();
+        let work: f64 = (0..inst.m).map(|u| self.rem[u] as f64 * inst.speed[u]).sum();
         let time_share: f64 =
             (0..inst.m).filter(|&u| inst.cap[u] > 0).map(|u| self.rem[u] as f64 / inst.cap[u] as f64).sum();
         let mem_share = if inst.mem_cap > 0 { self.mem_rem as f64 / inst.mem_cap as f64 } else { 0.0 };

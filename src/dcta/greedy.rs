@@ -121,13 +121,10 @@ impl Greedy {
             mem_rem -= inst.mem[o];
             choice.set(j, Some(take));
         }
-        // Upgrade: each task (admitted ones first) to its most valuable option that fits.
-        for step in 0..n {
-            let j =
-                if step < len { self.order[step] as usize } else { step_unranked(&self.pick, step - len, n) };
-            if j == usize::MAX {
-                break;
-            }
+        // Upgrade: each task (ranked ones first, then those without a pick) to its most valuable
+        // option that fits.
+        let unranked = (0..n).filter(|&j| self.pick[j] == NONE);
+        for j in self.order[..len].iter().map(|&j| j as usize).chain(unranked) {
             if let Some(i) = choice.option_of(j) {
                 let o = j * q + i;
                 rem[inst.unit(i)] += inst.time[o];
@@ -149,9 +146,4 @@ impl Greedy {
         }
         choice
     }
-}
-
-/// The `k`-th task (in index order) that had no pick, or `usize::MAX`.
-fn step_unranked(pick: &[u8], k: usize, n: usize) -> usize {
-    (0..n).filter(|&j| pick[j] == NONE).nth(k).unwrap_or(usize::MAX)
 }

@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::problem::{CostModel, Tatim, clamp_drift};
+use super::problem::{CostModel, Tatim, importance};
 use super::{DctaError, MAX_CHOICES, MAX_TASKS};
 use crate::board::Board;
 use crate::manifest::Manifest;
@@ -203,9 +203,12 @@ impl Menu {
         inst.q = q;
         let level = ctx.power_level.min(self.n_levels() - 1);
         inst.cap[..m].copy_from_slice(self.capacity(level));
+        for (s, &v) in inst.speed.iter_mut().zip(&self.speeds) {
+            *s = v as f64;
+        }
         inst.mem_cap = ctx.free_mem.saturating_mul(self.label_slots as u64);
         for j in 0..n {
-            let d = ctx.drift.get(j).map_or(0.0, |&d| clamp_drift(d)) as f64;
+            let v_j = importance(self.weights[j], ctx.drift.get(j).copied().unwrap_or(0.0));
             let resident = ctx.resident >> j & 1 == 1;
             let (mem, load, penalty) = match resident {
                 true => (0, 0.0, 0.0),
@@ -214,7 +217,7 @@ impl Menu {
             for u in 0..m {
                 for c in 0..k {
                     let o = j * q + u * k + c;
-                    let v = self.weights[j] as f64 * d * self.gain[j * k + c] as f64 - penalty;
+                    let v = v_j * self.gain[j * k + c] as f64 - penalty;
                     inst.value[o] = v.max(0.0);
                     inst.time[o] =
                         ((self.work_us[j * k + c] + load) / self.speeds[u] as f64).ceil().max(1.0) as u64;
@@ -244,6 +247,8 @@ pub struct Instance {
     pub mem: Vec<u64>,
     /// C_u, µs.
     pub cap: Vec<u64>,
+    /// s_u, the units' speeds (any positive values give a valid work bound; 1 by default).
+    pub speed: Vec<f64>,
     /// M, byte-frames (free bytes × the period's labelled frames).
     pub mem_cap: u64,
 }
@@ -266,6 +271,7 @@ impl Instance {
             time: vec![1; n * q],
             mem: vec![0; n * q],
             cap: vec![0; m],
+            speed: vec![1.0; m],
             mem_cap: 0,
         }
     }

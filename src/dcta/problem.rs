@@ -249,26 +249,6 @@ impl Tatim {
         })
     }
 
-    /// The same deployment with other task work t_j (µs on a speed-1 unit), rescaled to load ρ when
-    /// `stress` is set. Costs are recomputed; capacities are kept.
-    pub fn with_work(&self, work_us: &[f64], stress: Option<f64>) -> Result<Tatim, DctaError> {
-        if work_us.len() != self.n_tasks() || work_us.iter().any(|w| !(w.is_finite() && *w > 0.0)) {
-            return Err(DctaError::BadOption { option: "work_us", reason: "one finite value > 0 per task" });
-        }
-        let m = self.n_units();
-        let weighted: f64 =
-            self.speeds.iter().zip(self.capacity(0)).map(|(s, &c)| *s as f64 * c as f64).sum();
-        let raw = work_us.iter().sum::<f64>() / weighted;
-        let scale = stress.map_or(1.0, |rho| rho / raw);
-        let mut t = self.clone();
-        t.work_us = work_us.iter().map(|w| w * scale).collect();
-        t.costs_us = (0..self.n_tasks() * m)
-            .map(|i| (t.work_us[i / m] / self.speeds[i % m] as f64).ceil().max(1.0) as u64)
-            .collect();
-        t.load = raw * scale;
-        Ok(t)
-    }
-
     pub fn n_tasks(&self) -> usize {
         self.tasks.len()
     }
