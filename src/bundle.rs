@@ -17,7 +17,7 @@ use crate::manifest::{Manifest, OutputKind};
 
 pub const MAGIC: &[u8; 8] = b"JLBUNDLE";
 /// Bump on any change to [`Bundle`] or the types inside it.
-pub const FORMAT_VERSION: u32 = 3;
+pub const FORMAT_VERSION: u32 = 4;
 pub const HEADER_LEN: usize = 8 + 4 + 8 + 32;
 /// Magic of the signature trailer that follows the payload of a signed bundle.
 pub const SIG_MAGIC: &[u8; 8] = b"JLBSIG01";
@@ -274,6 +274,10 @@ pub struct Scores {
     /// `n`: score of the constant predictor (the fit rows' mean target) on the holdout rows, per
     /// target: the floor a score rule gives a link that learnt nothing.
     pub constant: Vec<f32>,
+    /// `n × MAX_HOLD_AGE`, `[j * MAX_HOLD_AGE + age - 1]`: agreement of model j's output held
+    /// `age` frames with its output now, measured on consecutive training frames
+    /// ([`crate::schedule::HoldScores`]); what the loop's holding policies plan with.
+    pub hold: Vec<f32>,
 }
 
 /// Everything the firmware loads at start besides the engines.
@@ -382,6 +386,13 @@ impl Bundle {
         }
         if self.scores.constant.len() != n {
             return Err(format!("{} constant scores, expected {n}", self.scores.constant.len()));
+        }
+        let ages = crate::schedule::MAX_HOLD_AGE;
+        if self.scores.hold.len() != n * ages {
+            return Err(format!("{} hold scores, expected {}", self.scores.hold.len(), n * ages));
+        }
+        if self.scores.hold.iter().any(|x| !(0.0..=1.0).contains(x)) {
+            return Err("hold scores must lie in [0, 1]".into());
         }
         Ok(())
     }

@@ -16,9 +16,10 @@ use crate::wire::{
     Tick, flags,
 };
 
-/// The CSV header, one row per Tick.
+/// The CSV header, one row per Tick (columns appended only: `held` came with wire version 2; a
+/// version-1 stream's rows hold 0 there).
 pub const CSV_HEADER: &str =
-    "tick,frame,active,degraded,agreement_milli,budget_kib,mem_used_kib,power_mw,tick_us,adapt_task,flags";
+    "tick,frame,active,degraded,agreement_milli,budget_kib,mem_used_kib,power_mw,tick_us,adapt_task,flags,held";
 
 /// How a tty is polled, and how often the live table is redrawn.
 const POLL: Duration = Duration::from_millis(100);
@@ -170,7 +171,7 @@ impl<W: Write> Monitor<W> {
 fn write_csv_row(w: &mut impl Write, t: &Tick) -> io::Result<()> {
     writeln!(
         w,
-        "{},{},{},{},{},{},{},{},{},{},{}",
+        "{},{},{},{},{},{},{},{},{},{},{},{}",
         t.tick,
         t.frame,
         t.active,
@@ -181,7 +182,8 @@ fn write_csv_row(w: &mut impl Write, t: &Tick) -> io::Result<()> {
         t.power_mw,
         t.tick_us,
         t.adapt_task,
-        t.flags
+        t.flags,
+        t.held
     )
 }
 
@@ -283,11 +285,12 @@ pub fn render(source: &str, s: &MonitorStats, out: &mut String) {
         let adapt = if t.adapt_task == NO_ADAPT_TASK { "-".to_string() } else { t.adapt_task.to_string() };
         let _ = writeln!(
             out,
-            "tick {}  frame {}  active {:#06b}  degraded {:#06b}  agreement {agree}\n  budget {} KiB  used {} KiB  power {} mW  tick {} us  adapt {adapt}  flags {}",
+            "tick {}  frame {}  active {:#06b}  degraded {:#06b}  held {:#06b}  agreement {agree}\n  budget {} KiB  used {} KiB  power {} mW  tick {} us  adapt {adapt}  flags {}",
             t.tick,
             t.frame,
             t.active,
             t.degraded,
+            t.held,
             t.budget_kib,
             t.mem_used_kib,
             t.power_mw,

@@ -147,6 +147,8 @@ pub fn build(
         subset.extend_from_slice(&table);
     }
 
+    let kinds: Vec<_> = models.iter().map(|m| m.kind).collect();
+    let tolerances: Vec<f32> = models.iter().map(|m| m.tolerance).collect();
     Ok(Bundle {
         producer: format!("jetlink {}", env!("CARGO_PKG_VERSION")),
         workload: manifest.name.clone(),
@@ -164,6 +166,9 @@ pub fn build(
             link: link_scores,
             subset,
             constant: (0..n).map(|j| data.constant_score(j)).collect(),
+            hold: crate::schedule::HoldScores::measure(recording, &kinds, &tolerances, 0..train_end)
+                .table()
+                .to_vec(),
         },
         schedule: None,
         dcta: None,

@@ -6,8 +6,13 @@ use embedded_io::{Error as _, ErrorKind};
 use serde::{Deserialize, Serialize};
 
 /// Version of the wire format, sent in [`Hello::proto_version`]. Bumped on any change to a
-/// message's fields; new messages and event codes are appended and keep the version.
-pub const PROTO_VERSION: u16 = 1;
+/// message's fields; new messages and event codes are appended and keep the version. Version 2
+/// added [`Tick::held`].
+pub const PROTO_VERSION: u16 = 2;
+
+/// The oldest version a [`Decoder`] still reads (after that version's Hello); its messages come
+/// back in this version's types (a version-1 Tick with `held` 0).
+pub const OLDEST_DECODED: u16 = 1;
 
 /// The longest frame any message of this version encodes to, `0x00` included (a [`Hello`] with a
 /// 24-byte board name and maximal varints: 52 payload bytes + 2 CRC + 1 COBS overhead + 1).
@@ -56,6 +61,9 @@ pub struct Tick {
     pub active: u16,
     /// Bit i set: output i is flagged degraded.
     pub degraded: u16,
+    /// Bit i set: output i is held from model i's last run (temporal reuse, by the policy); its
+    /// age is the ticks since that run. Not degraded. (Version 2.)
+    pub held: u16,
     /// This tick's agreement × 1000, or [`AGREEMENT_UNKNOWN`].
     pub agreement_milli: u16,
     pub budget_kib: u32,
@@ -242,6 +250,59 @@ pub enum Message {
     Event(Event),
 }
 
+/// Version 1 of the messages whose fields changed since, for decoding an older board's stream.
+mod v1 {
+    use serde::{Deserialize, Serialize};
+
+    /// [`super::Tick`] without `held`.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct Tick {
+        pub tick: u32,
+        pub frame: u32,
+        pub active: u16,
+        pub degraded: u16,
+        pub agreement_milli: u16,
+        pub budget_kib: u32,
+        pub mem_used_kib: u32,
+        pub power_mw: u32,
+        pub tick_us: u32,
+        pub adapt_task: u8,
+        pub flags: u8,
+    }
+
+    #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+    pub enum Message {
+        Hello(super::Hello),
+        Tick(Tick),
+        PeriodSummary(super::PeriodSummary),
+        Event(super::Event),
+    }
+
+    impl From<Message> for super::Message {
+        fn from(m: Message) -> super::Message {
+            match m {
+                Message::Hello(h) => super::Message::Hello(h),
+                Message::PeriodSummary(s) => super::Message::PeriodSummary(s),
+                Message::Event(e) => super::Message::Event(e),
+                Message::Tick(t) => super::Message::Tick(super::Tick {
+                    tick: t.tick,
+                    frame: t.frame,
+                    active: t.active,
+                    degraded: t.degraded,
+                    held: 0,
+                    agreement_milli: t.agreement_milli,
+                    budget_kib: t.budget_kib,
+                    mem_used_kib: t.mem_used_kib,
+                    power_mw: t.power_mw,
+                    tick_us: t.tick_us,
+                    adapt_task: t.adapt_task,
+                    flags: t.flags,
+                }),
+            }
+        }
+    }
+}
+
 /// Wire errors, prefixed by phase. `Copy`, so the per-tick path can count them without allocating.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -397,21 +458,34 @@ fn frame_payload(enc: &mut [u8]) -> Result<usize, FrameError> {
     Ok(n - 2)
 }
 
-/// Decode a payload whose CRC was checked: a Hello of another version is refused undecoded, and
-/// the message must end exactly where the CRC starts and be encoded canonically.
-fn decode_payload(payload: &[u8]) -> Result<Message, FrameError> {
-    // Variant 0 is Hello in every version; its first field is the version: read only that.
-    if payload[0] == 0 {
-        let version = postcard::take_from_bytes::<u16>(&payload[1..]).map_err(|_| FrameError::Corrupt)?.0;
-        if version != PROTO_VERSION {
-            return Err(FrameError::UnknownVersion(version));
+/// Decode a payload whose CRC was checked, in the layout of protocol `version`: a Hello of a
+/// version this build does not read is refused undecoded, and the message must end exactly where
+/// the CRC starts and be encoded canonically.
+fn decode_payload(payload: &[u8], version: u16) -> Result<Message, FrameError> {
+    // Variant 0 is Hello in every version; its first field is the version: read only that, and
+    // decode the Hello in its own version's layout.
+    let version = if payload[0] == 0 {
+        let v = postcard::take_from_bytes::<u16>(&payload[1..]).map_err(|_| FrameError::Corrupt)?.0;
+        if !(OLDEST_DECODED..=PROTO_VERSION).contains(&v) {
+            return Err(FrameError::UnknownVersion(v));
         }
+        v
+    } else {
+        version
+    };
+    if version == 1 {
+        return canonical::<v1::Message>(payload).map(Message::from);
     }
-    let (msg, rest) = postcard::take_from_bytes::<Message>(payload).map_err(|_| FrameError::Corrupt)?;
+    canonical::<Message>(payload)
+}
+
+/// Decode `payload` as a `T` that ends exactly where the CRC starts and re-encodes to the same
+/// bytes (postcard accepts over-long varints; the encoder never writes them).
+fn canonical<T: Serialize + serde::de::DeserializeOwned>(payload: &[u8]) -> Result<T, FrameError> {
+    let (msg, rest) = postcard::take_from_bytes::<T>(payload).map_err(|_| FrameError::Corrupt)?;
     if !rest.is_empty() {
         return Err(FrameError::Corrupt);
     }
-    // postcard accepts over-long varints; the encoder never writes them.
     let mut plain = [0u8; DECODE_BUF];
     match postcard::to_slice(&msg, &mut plain) {
         Ok(p) if p == payload => Ok(msg),
@@ -425,7 +499,7 @@ fn decode_payload(payload: &[u8]) -> Result<Message, FrameError> {
 /// the CRC starts.
 pub fn decode_frame(enc: &mut [u8]) -> Result<Message, FrameError> {
     let n = frame_payload(enc)?;
-    decode_payload(&enc[..n])
+    decode_payload(&enc[..n], PROTO_VERSION)
 }
 
 /// Decodes messages from a byte stream in arbitrary chunks, resynchronising at the next `0x00`
@@ -440,6 +514,8 @@ pub struct Decoder {
     discarding: bool,
     /// After an unknown-version Hello: skip frames until a known Hello.
     foreign: bool,
+    /// The protocol version of the last Hello (this build's until one arrives).
+    version: u16,
     stats: DecodeStats,
 }
 
@@ -456,6 +532,7 @@ impl Decoder {
             len: 0,
             discarding: false,
             foreign: false,
+            version: PROTO_VERSION,
             stats: DecodeStats {
                 bytes: 0,
                 frames: 0,
@@ -536,9 +613,12 @@ impl Decoder {
                 self.stats.skipped += 1;
                 continue;
             }
-            match decode_payload(payload) {
+            match decode_payload(payload, self.version) {
                 Ok(msg) => {
                     self.foreign = false;
+                    if let Message::Hello(h) = &msg {
+                        self.version = h.proto_version;
+                    }
                     self.stats.frames += 1;
                     on_msg(msg);
                 }
@@ -726,6 +806,7 @@ pub fn typical_tick() -> Tick {
         frame: 108_000,
         active: 0b0000_0101,
         degraded: 0,
+        held: 0,
         agreement_milli: 941,
         budget_kib: 11_718,
         mem_used_kib: 9_500,

@@ -68,7 +68,7 @@ fn rejects_bad_bundles() {
     let mut v = good.clone();
     v[8..12].copy_from_slice(&(FORMAT_VERSION + 1).to_le_bytes());
     let e = load_err(&v, &dir);
-    assert!(e.contains("format version 4") && e.contains("reads version 3"), "{e}");
+    assert!(e.contains("format version 5") && e.contains("reads version 4"), "{e}");
 
     let e = load_err(&good[..good.len() - 10], &dir);
     assert!(e.contains("truncated") && e.contains("payload bytes"), "{e}");

@@ -255,3 +255,96 @@ fn adaptation_makes_room_and_wins_back_drift() {
     let (a, b) = (on.accuracy(1).unwrap(), off.accuracy(1).unwrap());
     assert!(a > b + 0.01, "drift accuracy with adaptation {a:.4}, without {b:.4}");
 }
+
+/// The policy seam: each named policy runs inside the loop. Holding policies deliver a task's
+/// output held from its model's last run (never the running models', never one that never ran),
+/// with its age; the wire's Ticks say which outputs were held; no phase runs over the budget or
+/// the execution cap; and no tick allocates.
+#[test]
+fn policies_run_in_the_loop_and_held_outputs_carry_their_age() {
+    let d = demo();
+    let cap = 2u32;
+    for policy in ["interval-4", "optimal-hold", "frame-filter", "random", "greedy", "standalone"] {
+        let mut b = builder(&d).engines(jetlink::sim::replay(d.reference.clone()));
+        *b.options_mut() = LoopOptions {
+            policy: policy.into(),
+            max_active: Some(cap as usize),
+            ..b.options_mut().clone()
+        };
+        let mut ctl = b.build_replay(d.stream.train_end..d.stream.train_end + 4000, writer()).unwrap();
+        assert_eq!(ctl.policy(), policy);
+        for _ in 0..1000 {
+            assert!(ctl.tick());
+        }
+        let before = alloc_count::loop_allocations();
+        let (mut held_seen, mut oldest) = (0u64, 0u32);
+        while ctl.tick() {
+            let t = ctl.last().tick;
+            let held = ctl.held();
+            assert_eq!(held as u16, t.held, "{policy}");
+            assert_eq!(held & ctl.active(), 0, "{policy}: a running model's output is not held");
+            assert!(ctl.active().count_ones() <= cap, "{policy}");
+            for j in 0..ctl.n_models() {
+                if held >> j & 1 == 1 {
+                    let age = ctl.held_age(j).expect("a held output has an age");
+                    assert!(age >= 1, "{policy}: task {j} held at age 0");
+                    oldest = oldest.max(age);
+                }
+            }
+            held_seen += held.count_ones() as u64;
+        }
+        ctl.finish();
+        let allocs = alloc_count::loop_allocations() - before;
+        assert_eq!(allocs, 0, "{policy}: the loop allocated {allocs} times");
+        let s = *ctl.stats();
+        assert_eq!(s.budget_violations, 0, "{policy}: {s:?}");
+        assert!(s.held_outputs >= held_seen, "{policy}");
+        // Decoded from the wire: the held bits of every Tick (one per tick on host-sim).
+        let mut wire_held = 0u64;
+        Decoder::new().feed(&ctl.writer().get_ref().data, |m| {
+            if let Message::Tick(t) = m {
+                wire_held += t.held.count_ones() as u64;
+            }
+        });
+        assert_eq!(ctl.writer().decimation(), 1);
+        assert_eq!(wire_held, s.held_outputs, "{policy}");
+        match policy {
+            // Every model runs every 4th tick at most (the cycle restarts when the budget's level
+            // changes), held between.
+            "interval-4" => {
+                assert!(held_seen > 1000 && oldest >= 3, "{policy}: {held_seen} held, oldest {oldest}");
+                assert!(s.executions_saved(s.n_models) > 0.6, "{s:?}");
+            }
+            // Unchanged frames hold every output.
+            "frame-filter" => assert!(held_seen > 0, "{policy}"),
+            // Policies without holding.
+            "greedy" | "standalone" | "random" => assert_eq!(held_seen, 0, "{policy}"),
+            _ => {}
+        }
+    }
+    // An unknown policy is refused when the loop is prepared, naming it and the choices.
+    let mut b = builder(&d).engines(jetlink::sim::replay(d.reference.clone()));
+    b.options_mut().policy = "interval-0".into();
+    let err = b.build_replay(0..10, writer()).err().unwrap();
+    let msg = format!("{err:#}");
+    assert!(msg.contains("\"interval-0\"") && msg.contains("optimal-hold"), "{msg}");
+}
+
+/// A bundle whose DCTA table was built for another board still adapts: the loop allocates with
+/// plain greedy over this board's menu, as its log says.
+#[test]
+fn a_foreign_dcta_table_falls_back_to_greedy_and_still_adapts() {
+    let d = demo();
+    let mut bundle = d.bundle.clone();
+    let mut t = jetlink::dcta::PolicyTable::from_postcard(bundle.dcta.as_ref().unwrap()).unwrap();
+    t.board = "another-board".into();
+    bundle.dcta = Some(t.to_postcard());
+    let b = LoopBuilder::new(board::current(), d.manifest.clone(), bundle, d.stream.clone())
+        .reference(Some(d.reference.clone()))
+        .engines(jetlink::sim::replay(d.reference.clone()));
+    let mut ctl = b.build_replay(d.stream.drift_start..d.stream.len(), writer()).unwrap();
+    assert_eq!(ctl.dcta().unwrap().table().board, board::current().name);
+    while ctl.tick() {}
+    ctl.finish();
+    assert!(ctl.stats().adapt_tasks > 0, "{:?}", ctl.stats());
+}

@@ -187,9 +187,9 @@ fn file_with_csv_and_truncated_tail() {
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines[0], CSV_HEADER);
     assert_eq!(lines.len(), 6);
-    // tick, frame, active, degraded, agreement, budget, used, power, tick_us, adapt, flags
-    assert_eq!(lines[1], "0,0,5,0,941,11718,9500,7000,1850,255,1");
-    assert_eq!(lines[5], "4,8,5,0,941,11718,9500,7004,1850,255,0");
+    // tick, frame, active, degraded, agreement, budget, used, power, tick_us, adapt, flags, held
+    assert_eq!(lines[1], "0,0,5,0,941,11718,9500,7000,1850,255,1,0");
+    assert_eq!(lines[5], "4,8,5,0,941,11718,9500,7004,1850,255,0,0");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

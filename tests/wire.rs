@@ -18,7 +18,7 @@ use jetlink::wire::{
 
 fn hello() -> Hello {
     Hello {
-        proto_version: 1,
+        proto_version: wire::PROTO_VERSION,
         firmware: (0, 1, 0),
         board: heapless::String::try_from("host-sim").unwrap(),
         bundle_hash: [0xde, 0xad, 0xbe, 0xef, 0x00, 0x01, 0x02, 0x03],
@@ -56,29 +56,30 @@ fn crc16_check_value() {
 fn golden_hello() {
     // Payload (24 bytes):
     //   00                       variant 0 (Hello)
-    //   01                       proto_version 1
+    //   02                       proto_version 2
     //   00 01 00                 firmware (0, 1, 0)
     //   08 68 6f 73 74 2d 73 69 6d   board: length 8, "host-sim"
     //   de ad be ef 00 01 02 03  bundle_hash, 8 raw bytes
     //   08                       n_models 8
     //   21                       period_ms 33
-    // CRC 0xBBAF -> af bb. Zeros at payload offsets 0, 2, 4, 18, so COBS blocks:
-    //   01 | 02 01 | 02 01 | 0e + 13 bytes (08 .. ef) | 08 + 7 bytes (01 02 03 08 21 af bb) | 00
+    // CRC 0x14B2 -> b2 14. Zeros at payload offsets 0, 2, 4, 18, so COBS blocks:
+    //   01 | 02 02 | 02 01 | 0e + 13 bytes (08 .. ef) | 08 + 7 bytes (01 02 03 08 21 b2 14) | 00
     let golden = [
-        0x01, 0x02, 0x01, 0x02, 0x01, 0x0E, 0x08, 0x68, 0x6F, 0x73, 0x74, 0x2D, 0x73, 0x69, 0x6D, 0xDE, 0xAD,
-        0xBE, 0xEF, 0x08, 0x01, 0x02, 0x03, 0x08, 0x21, 0xAF, 0xBB, 0x00,
+        0x01, 0x02, 0x02, 0x02, 0x01, 0x0E, 0x08, 0x68, 0x6F, 0x73, 0x74, 0x2D, 0x73, 0x69, 0x6D, 0xDE, 0xAD,
+        0xBE, 0xEF, 0x08, 0x01, 0x02, 0x03, 0x08, 0x21, 0xB2, 0x14, 0x00,
     ];
     assert_eq!(enc(&Message::Hello(hello())), golden);
 }
 
 #[test]
 fn golden_tick() {
-    // The typical tick (wire::typical_tick), 21 payload bytes:
+    // The typical tick (wire::typical_tick), 22 payload bytes:
     //   01                 variant 1 (Tick)
     //   e0 cb 06           tick 108000 = 0x60 | 0x4b << 7 | 0x06 << 14
     //   e0 cb 06           frame 108000
     //   05                 active 0b101
     //   00                 degraded 0
+    //   00                 held 0 (version 2)
     //   ad 07              agreement_milli 941 = 0x2d + 7 * 128
     //   c6 5b              budget_kib 11718 = 0x46 + 0x5b * 128
     //   9c 4a              mem_used_kib 9500 = 0x1c + 0x4a * 128
@@ -86,13 +87,13 @@ fn golden_tick() {
     //   ba 0e              tick_us 1850 = 0x3a + 0x0e * 128
     //   ff                 adapt_task none (u8, raw)
     //   00                 flags 0
-    // CRC 0x82BC -> bc 82. Zeros at 8 and 20: 09 + 8 bytes | 0c + 11 bytes | 03 + bc 82 | 00.
+    // CRC 0x69D3 -> d3 69. Zeros at 8, 9 and 21: 09 + 8 bytes | 01 | 0c + 11 bytes | 03 + d3 69 | 00.
     let golden = [
-        0x09, 0x01, 0xE0, 0xCB, 0x06, 0xE0, 0xCB, 0x06, 0x05, 0x0C, 0xAD, 0x07, 0xC6, 0x5B, 0x9C, 0x4A, 0xE8,
-        0x39, 0xBA, 0x0E, 0xFF, 0x03, 0xBC, 0x82, 0x00,
+        0x09, 0x01, 0xE0, 0xCB, 0x06, 0xE0, 0xCB, 0x06, 0x05, 0x01, 0x0C, 0xAD, 0x07, 0xC6, 0x5B, 0x9C, 0x4A,
+        0xE8, 0x39, 0xBA, 0x0E, 0xFF, 0x03, 0xD3, 0x69, 0x00,
     ];
     assert_eq!(enc(&Message::Tick(wire::typical_tick())), golden);
-    assert_eq!(wire::frame_len(&Message::Tick(wire::typical_tick())), 25);
+    assert_eq!(wire::frame_len(&Message::Tick(wire::typical_tick())), 26);
 }
 
 #[test]
@@ -141,6 +142,7 @@ fn all_messages() -> Vec<Message> {
         frame: u32::MAX,
         active: u16::MAX,
         degraded: u16::MAX,
+        held: u16::MAX,
         agreement_milli: AGREEMENT_UNKNOWN,
         budget_kib: u32::MAX,
         mem_used_kib: u32::MAX,
@@ -514,23 +516,57 @@ fn trailing_bytes_at_the_end_of_a_stream_are_truncated() {
     assert_eq!(d.stats().truncated, 0);
 }
 
+/// A version-1 board's stream (its Hello, then Ticks without `held`) still decodes, golden bytes
+/// from the version-1 spec; a later version-2 Hello switches back.
+#[test]
+fn version_one_streams_still_decode() {
+    // Version 1's Hello (proto_version 01, CRC 0xBBAF) and typical Tick (no held byte, CRC 0x82BC).
+    let hello1 = [
+        0x01, 0x02, 0x01, 0x02, 0x01, 0x0E, 0x08, 0x68, 0x6F, 0x73, 0x74, 0x2D, 0x73, 0x69, 0x6D, 0xDE, 0xAD,
+        0xBE, 0xEF, 0x08, 0x01, 0x02, 0x03, 0x08, 0x21, 0xAF, 0xBB, 0x00,
+    ];
+    let tick1 = [
+        0x09, 0x01, 0xE0, 0xCB, 0x06, 0xE0, 0xCB, 0x06, 0x05, 0x0C, 0xAD, 0x07, 0xC6, 0x5B, 0x9C, 0x4A, 0xE8,
+        0x39, 0xBA, 0x0E, 0xFF, 0x03, 0xBC, 0x82, 0x00,
+    ];
+    let tick2 = enc(&Message::Tick(Tick { held: 0b10, ..wire::typical_tick() }));
+    let stream = [&hello1[..], &tick1[..], &enc(&Message::Hello(hello()))[..], &tick2[..]].concat();
+    let mut d = Decoder::new();
+    let mut got = Vec::new();
+    d.feed(&stream, |m| got.push(m));
+    let v1 = Hello { proto_version: 1, ..hello() };
+    assert_eq!(
+        got,
+        [
+            Message::Hello(v1),
+            Message::Tick(wire::typical_tick()),
+            Message::Hello(hello()),
+            Message::Tick(Tick { held: 0b10, ..wire::typical_tick() })
+        ]
+    );
+    assert_eq!((d.stats().corrupt, d.stats().unknown_version), (0, 0));
+    // Without its Hello, a version-1 Tick is not this version's layout.
+    let mut f = tick1[..tick1.len() - 1].to_vec();
+    assert_eq!(wire::decode_frame(&mut f), Err(wire::FrameError::Corrupt));
+}
+
 /// A Hello of a protocol version this decoder does not know is not decoded: it is counted, and
-/// every frame after it is skipped (counted) until a Hello of version 1.
+/// every frame after it is skipped (counted) until a Hello of a version it reads.
 #[test]
 fn unknown_hello_version_is_not_decoded_and_skips_to_a_known_hello() {
-    // Version 2's Hello: variant 0, proto_version 2, then a layout we do not know.
-    let payload = [0x00u8, 0x02, 0x05, 0x06, 0x07];
+    // Version 3's Hello: variant 0, proto_version 3, then a layout we do not know.
+    let payload = [0x00u8, 0x03, 0x05, 0x06, 0x07];
     let crc = crc16(&payload).to_le_bytes();
     let raw = [&payload[1..], &crc[..]].concat();
     assert!(raw.iter().all(|&b| b != 0));
-    let mut v2_hello = vec![0x01, raw.len() as u8 + 1];
-    v2_hello.extend(&raw);
-    v2_hello.push(0);
+    let mut v3_hello = vec![0x01, raw.len() as u8 + 1];
+    v3_hello.extend(&raw);
+    v3_hello.push(0);
     // Its Tick would decode as ours, but must not be.
     let tick = enc(&Message::Tick(wire::typical_tick()));
     let stream = [
         &tick[..],
-        &v2_hello[..],
+        &v3_hello[..],
         &tick[..],
         &enc(&Message::PeriodSummary(summary()))[..],
         &[0x03, 0x01, 0x01, 0x00][..], // corrupt, still counted as corrupt
@@ -557,6 +593,6 @@ fn unknown_hello_version_is_not_decoded_and_skips_to_a_known_hello() {
         assert!(!d.skipping_unknown_version());
     }
     // decode_frame says which version.
-    let mut f = v2_hello[..v2_hello.len() - 1].to_vec();
-    assert_eq!(wire::decode_frame(&mut f), Err(wire::FrameError::UnknownVersion(2)));
+    let mut f = v3_hello[..v3_hello.len() - 1].to_vec();
+    assert_eq!(wire::decode_frame(&mut f), Err(wire::FrameError::UnknownVersion(3)));
 }

@@ -118,7 +118,13 @@ pub(crate) fn build(a: &BuildArgs) -> Result<()> {
     let mut bundle = jetlink::train::build(&manifest, &recording, stream.train_end, &opts)?;
     bundle.version = a.bundle_version;
     let train_s = t.elapsed().as_secs_f64();
-    let table = jetlink::schedule::ScheduleTable::build(&jetlink::schedule::Problem::from_bundle(&bundle));
+    // The exact table under the board's execution cap (`max-active-models`), which the loop then
+    // uses as it is.
+    let mut problem = jetlink::schedule::Problem::from_bundle(&bundle);
+    if board.max_active_models > 0 {
+        problem = problem.with_max_active(board.max_active_models as usize);
+    }
+    let table = jetlink::schedule::ScheduleTable::build(&problem);
     bundle.schedule = Some(postcard::to_stdvec(&table)?);
     let policy = jetlink::dcta::build_policy(&manifest, board, &jetlink::dcta::PolicyOptions::default())
         .context("building the DCTA policy table")?;

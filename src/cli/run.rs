@@ -75,12 +75,27 @@ pub(crate) struct RunArgs {
     /// is the committed demo key anyway; refused on every Jetson board.
     #[arg(long, value_name = "PUBLIC_KEY_HEX")]
     pub(crate) trust_key: Option<String>,
+    /// Scheduling policy: `optimal` (the exact table: run the best set, predict the rest through
+    /// links), `optimal-hold` (a core set every tick plus a rotation; between runs each task is
+    /// predicted or held from its model's last run, whichever scores better at that age),
+    /// `interval-K` (every model every K-th tick, held between), `greedy`, `random`, `standalone`
+    /// (no links), `frame-filter` (runs only on frames that changed, holds otherwise).
+    #[arg(long, default_value = jetlink::control::DEFAULT_POLICY, value_parser = parse_policy)]
+    pub(crate) policy: String,
     /// No progress bar.
     #[arg(long, short)]
     pub(crate) quiet: bool,
     /// Join a fleet (`--broker`, `--fleet`, `--fleet-key`; docs/fleet.md).
     #[command(flatten)]
     pub(crate) join: super::fleet::JoinArgs,
+}
+
+fn parse_policy(s: &str) -> Result<String, String> {
+    if jetlink::schedule::cycle::is_policy(s) {
+        Ok(s.to_string())
+    } else {
+        Err(format!("{s:?}: unknown policy; {}", jetlink::schedule::cycle::POLICY_HELP))
+    }
 }
 
 /// `--budget`: bytes, or a percentage of the board's model budget.
@@ -162,6 +177,7 @@ impl Default for RunArgs {
             audit_every: None,
             budget: None,
             trust_key: None,
+            policy: jetlink::control::DEFAULT_POLICY.into(),
             quiet: false,
             join: Default::default(),
         }
@@ -345,6 +361,8 @@ pub(crate) fn run(a: &RunArgs) -> Result<()> {
         audit_every: a.audit_every.unwrap_or(if reference.is_none() { 25 } else { 0 }),
         budget_cap: a.budget.map(|_| budget),
         adapt_frames: None,
+        policy: a.policy.clone(),
+        ..LoopOptions::default()
     };
     let ctl =
         builder.telemetry(telemetry).options(opts.clone()).build(source, TelemetryWriter::new(serial))?;
@@ -590,6 +608,11 @@ pub(crate) fn print_summary(
         ctl.max_active()
     );
     println!("  FLOPs saved            {}", pct(s.flops_saved()));
+    println!(
+        "  policy                 {} ({} outputs delivered held from their model's last run)",
+        ctl.policy(),
+        s.held_outputs
+    );
     println!(
         "  peak model memory      {} against a budget of {} (lowest budget seen {}; over budget on {} ticks)",
         mb(s.peak_mem),

@@ -111,6 +111,14 @@ impl LoopBuilder {
         let telemetry =
             self.telemetry.unwrap_or_else(|| crate::telemetry::open_for_board(self.board, &self.sysfs_root));
         let s = &self.stream;
+        // A frame-gated policy tunes its threshold on frames of the training part.
+        let profile = if self.opts.policy == "frame-filter" {
+            let end = s.train_end.min(s.len());
+            let step = end.div_ceil(crate::schedule::cycle::PROFILE_FRAMES).max(1);
+            (0..end).step_by(step).map(|i| s.frame(i).to_vec()).collect()
+        } else {
+            Vec::new()
+        };
         prepare(Parts {
             board: self.board,
             frame_shape: s.shape(),
@@ -123,6 +131,7 @@ impl LoopBuilder {
             reference: self.reference,
             opts: self.opts,
             fleet: self.fleet,
+            profile,
         })
     }
 

@@ -27,7 +27,7 @@ use crate::links::agreement;
 use crate::manifest::{Manifest, OutputKind};
 use crate::recording::Recording;
 use crate::row::RowLayout;
-use crate::schedule::{Problem, ScheduleTable};
+use crate::schedule::{CycleTable, Problem, ScheduleTable};
 use crate::source::{FrameError, FrameInfo, FrameSource};
 use crate::telemetry::{Telemetry, Valid};
 use crate::wire::{self, Event, EventKind, Message, PeriodSummary, TelemetryWriter, Tick, flags};
@@ -67,7 +67,15 @@ pub struct LoopOptions {
     /// Cap on the model budget, bytes (`jetlink run --budget`): the budget each tick is the board's
     /// (net of free memory and power throttling) and at most this. `None`: the board's alone.
     pub budget_cap: Option<u64>,
+    /// The scheduling policy, by name (`jetlink run --policy`, [`crate::schedule::cycle::is_policy`]):
+    /// what runs, what is predicted through links and what is held each tick.
+    pub policy: String,
+    /// Seed of the `random` policy's draws.
+    pub seed: u64,
 }
+
+/// The policy the loop runs unless told otherwise.
+pub const DEFAULT_POLICY: &str = "optimal";
 
 impl Default for LoopOptions {
     fn default() -> Self {
@@ -79,6 +87,8 @@ impl Default for LoopOptions {
             max_active: None,
             audit_every: 0,
             budget_cap: None,
+            policy: DEFAULT_POLICY.to_string(),
+            seed: 1,
         }
     }
 }
@@ -106,6 +116,8 @@ pub struct LoopPlan {
     pub tolerances: Vec<f32>,
     pub problem: Problem,
     pub table: ScheduleTable,
+    /// The policy's phases per budget level.
+    pub cycles: CycleTable,
 }
 
 impl LoopPlan {
@@ -189,8 +201,23 @@ struct LoopState {
     tick_no: u32,
     period: u32,
     active: u64,
-    /// Tasks predicted through links (the others, not running, repeat their last output, degraded).
+    /// Tasks predicted through links (the others, not running, held or repeating their last output).
     predicted: u64,
+    /// Tasks the policy holds this tick (delivered as their model last output them).
+    hold: u64,
+    /// Tasks delivered held this tick (for the wire).
+    held: u64,
+    /// The policy's level in force (`usize::MAX`: none yet) and the tick within its cycle.
+    level: usize,
+    phase_t: u32,
+    /// Per model, its output at its last run (a row), and the ticks since (`u32::MAX`: never ran).
+    run_out: Vec<f32>,
+    age: Vec<u32>,
+    /// Per task, the age of its output when last delivered held.
+    held_age: Vec<u32>,
+    /// The last frame a frame-gated policy ran on.
+    gate_frame: Vec<u8>,
+    have_gate: bool,
     budget: u64,
     mem_used: u64,
     have_last: bool,
@@ -275,6 +302,22 @@ impl<S: FrameSource, W: embedded_io::Write> Controller<S, W> {
         self.st.active
     }
 
+    /// Tasks whose output the last tick delivered held from their model's last run.
+    pub fn held(&self) -> u64 {
+        self.st.held
+    }
+
+    /// The age (ticks since its model's run) of task `j`'s output as the last tick delivered it
+    /// held; `None` when it was not held.
+    pub fn held_age(&self, j: usize) -> Option<u32> {
+        (self.st.held >> j & 1 == 1).then_some(self.st.held_age[j])
+    }
+
+    /// The scheduling policy the loop runs.
+    pub fn policy(&self) -> &str {
+        &self.plan.cycles.name
+    }
+
     /// Time the last tick spent in engines (input views and inference), nanoseconds.
     pub fn last_engine_ns(&self) -> u64 {
         self.st.engine_ns
@@ -357,7 +400,7 @@ impl<S: FrameSource, W: embedded_io::Write> Controller<S, W> {
         let Some(info) = self.take_frame() else { return false };
         self.st.stats.ticks += 1;
         let (budget, power) = self.sample_power(&mut notes);
-        self.reselect(budget, &mut notes);
+        self.reselect(budget, info.is_some(), &mut notes);
         self.st.extra = self.choose_extra();
         let (group, run) = self.plan_extra();
         self.st.label_group = group;
@@ -436,26 +479,52 @@ impl<S: FrameSource, W: embedded_io::Write> Controller<S, W> {
     }
 
     /// Step 3: at a period boundary (which also allocates adaptation targets) or on a budget
-    /// change, look the schedule up; shedding models under a falling budget is flagged.
-    fn reselect(&mut self, budget: u64, notes: &mut TickNotes) {
+    /// change, look the policy's level up (shedding models under a falling budget is flagged); then
+    /// take the level's next phase: what runs, what is predicted, what is held.
+    fn reselect(&mut self, budget: u64, have_frame: bool, notes: &mut TickNotes) {
         let tpp = self.plan.board.ticks_per_period.max(1);
         let boundary = self.st.tick_no.is_multiple_of(tpp);
         if boundary {
             self.start_period();
         }
-        if budget == self.st.budget && !boundary {
-            return;
+        if budget != self.st.budget || boundary {
+            self.select_level(budget, notes);
         }
-        let (new, predicted) = self.plan.table.lookup(budget);
-        self.st.predicted = predicted;
-        let old = self.st.active;
-        if new != old {
+        let Some(k) = Some(self.st.level).filter(|&k| k != usize::MAX) else {
+            (self.st.active, self.st.predicted, self.st.hold) = (0, 0, 0);
+            return;
+        };
+        let ph = self.plan.cycles.phase(k, self.st.phase_t);
+        self.st.phase_t = (self.st.phase_t + 1) % self.plan.cycles.cycle(k).max(1);
+        (self.st.active, self.st.predicted, self.st.hold) = (ph.active, ph.predict, ph.hold);
+        let threshold = self.plan.cycles.level(k).threshold;
+        if threshold >= 0.0 && have_frame {
+            let st = &mut self.st;
+            let same = st.have_gate
+                && crate::schedule::frame_difference(&st.frame, &st.gate_frame) <= threshold;
+            if same {
+                (st.active, st.predicted, st.hold) = (0, 0, self.plan.all());
+            } else {
+                st.gate_frame.copy_from_slice(&st.frame);
+                st.have_gate = true;
+            }
+        }
+    }
+
+    /// The policy's level at `budget`; a new level starts its cycle afresh.
+    fn select_level(&mut self, budget: u64, notes: &mut TickNotes) {
+        let k = self.plan.cycles.lookup(budget).unwrap_or(usize::MAX);
+        let runs = |k: usize| if k == usize::MAX { 0 } else { self.plan.cycles.runs(k) };
+        let (new, old) = (runs(k), runs(self.st.level));
+        if k != self.st.level {
+            self.st.phase_t = 0;
             self.st.stats.schedule_changes += 1;
             let shed = old & !new;
             if budget < self.st.budget && shed != 0 {
                 notes.flags |= flags::MEMORY_SHED;
                 self.st.stats.sheds += 1;
-                let freed = self.plan.problem.cost(old).saturating_sub(self.plan.problem.cost(new));
+                let p = &self.plan.problem;
+                let freed = p.model_cost(old).saturating_sub(p.model_cost(new));
                 self.event(EventKind::Shed { models: shed as u32, freed_kib: (freed / 1024) as u32 });
             }
             self.event(EventKind::ScheduleChange { active: new as u32, old_active: old as u32 });
@@ -466,7 +535,7 @@ impl<S: FrameSource, W: embedded_io::Write> Controller<S, W> {
                 old_kib: (self.st.budget / 1024) as u32,
             });
         }
-        self.st.active = new;
+        self.st.level = k;
         self.st.budget = budget;
     }
 
@@ -660,40 +729,87 @@ impl<S: FrameSource, W: embedded_io::Write> Controller<S, W> {
     }
 
     /// Step 6: every task gets an output: run, predicted through links (their drift signals
-    /// sampled), or its last output repeated (flagged degraded). Returns whether the CPU predictor
-    /// ran (its signals are fresh).
+    /// sampled), held from its model's last run where the policy holds it, or its last output
+    /// repeated (flagged degraded). Returns whether the CPU predictor ran (its signals are fresh).
     fn deliver(&mut self, ok: u64, notes: &mut TickNotes) -> bool {
+        self.keep_runs(ok);
         let st = &mut self.st;
+        st.held = 0;
         let (predicted, fresh) = match ok {
             0 => (false, false),
             _ => st.links.predict(ok, &st.row, &mut st.out).map_or((false, false), |fresh| (true, fresh)),
         };
         if !predicted {
-            // Nothing ran (or no frame): deliver the last outputs again, flagged.
+            // Nothing ran (or no frame): held tasks deliver their model's last output; the others
+            // their last output again, flagged.
             st.out.copy_from_slice(&st.last_out);
-            notes.degraded = self.plan.all() as u16;
             if !st.have_last {
                 st.out.fill(0.0);
             }
+            self.deliver_held(ok);
+            let st = &mut self.st;
+            notes.degraded = (self.plan.all() & !st.held) as u16;
             st.stats.degraded_outputs += notes.degraded.count_ones() as u64;
+            st.stats.held_outputs += st.held.count_ones() as u64;
             return false;
         }
+        // Held tasks whose model has run (a task never run has nothing to hold).
+        let holdable = (0..self.plan.n()).filter(|&j| st.age[j] != u32::MAX).fold(0u64, |m, j| m | 1 << j);
         for j in 0..self.plan.n() {
             if fresh && ok >> j & 1 == 0 {
                 if let Ok(s) = st.links.predictor_mut().signals(j) {
                     st.drift.add(j, 0.5 * (s.uncertainty + s.disagreement));
                 }
             }
-            // Tasks neither run nor predicted (their links do not fit) repeat their last output.
-            if (ok | st.predicted | st.active) >> j & 1 == 0 {
+            // Tasks neither run, predicted nor held repeat their last output.
+            if (ok | st.predicted | st.active | (st.hold & holdable)) >> j & 1 == 0 {
                 let r = self.plan.layout.range(j);
                 st.out[r.clone()].copy_from_slice(&st.last_out[r]);
                 notes.degraded |= 1 << j;
             }
         }
         st.have_last = true;
+        self.deliver_held(ok);
+        let st = &mut self.st;
         st.stats.degraded_outputs += notes.degraded.count_ones() as u64;
+        st.stats.held_outputs += st.held.count_ones() as u64;
         fresh
+    }
+
+    /// Keep the outputs of the models in `ok` (this tick's run) for holding; age the others.
+    fn keep_runs(&mut self, ok: u64) {
+        for a in self.st.age.iter_mut() {
+            // u32::MAX (never ran) stays; a real age stops one short of it.
+            if *a < u32::MAX - 1 {
+                *a += 1;
+            }
+        }
+        self.store_outputs(ok);
+    }
+
+    /// Keep the outputs of the models in `ran` (run this tick) for holding: age 0.
+    fn store_outputs(&mut self, ran: u64) {
+        let st = &mut self.st;
+        for j in 0..self.plan.n() {
+            if ran >> j & 1 == 1 {
+                let r = self.plan.layout.range(j);
+                st.run_out[r.clone()].copy_from_slice(&st.row[r]);
+                st.age[j] = 0;
+            }
+        }
+    }
+
+    /// Deliver the tasks the policy holds (and that did not run) as their model last output them.
+    fn deliver_held(&mut self, ok: u64) {
+        let st = &mut self.st;
+        for j in 0..self.plan.n() {
+            if (st.hold & !ok) >> j & 1 == 1 && st.age[j] != u32::MAX {
+                let r = self.plan.layout.range(j);
+                st.out[r.clone()].copy_from_slice(&st.run_out[r]);
+                st.held |= 1 << j;
+                st.held_age[j] = st.age[j];
+            }
+        }
     }
 
     /// Step 7, the extra slot: on a labelling or audit tick, run the targets of this tick's group
@@ -715,6 +831,8 @@ impl<S: FrameSource, W: embedded_io::Write> Controller<S, W> {
                 }
             }
             let valid = self.run_group(ok, &mut worked);
+            // The targets' fresh outputs are what a later tick holds.
+            self.store_outputs(valid & !ok);
             if let Some(j) = extra.audit.filter(|&j| valid >> j & 1 == 1 && ok >> j & 1 == 0) {
                 let r = self.plan.layout.range(j);
                 let a = agreement(
@@ -844,6 +962,7 @@ impl<S: FrameSource, W: embedded_io::Write> Controller<S, W> {
             frame: info.map_or(u32::MAX, |i| i.index),
             active: st.active as u16,
             degraded: notes.degraded,
+            held: st.held as u16,
             agreement_milli,
             budget_kib: (st.budget.min(u64::MAX / 2) / 1024).min(u32::MAX as u64) as u32,
             mem_used_kib: (st.mem_used / 1024) as u32,

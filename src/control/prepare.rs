@@ -15,7 +15,7 @@ use crate::gpu::LinkExecutor;
 use crate::links::MAX_MODELS;
 use crate::manifest::Manifest;
 use crate::recording::Recording;
-use crate::schedule::{Problem, ScheduleTable};
+use crate::schedule::{CycleTable, Problem, ScheduleTable};
 use crate::source::FrameSource;
 use crate::telemetry::Telemetry;
 use crate::view::Shape;
@@ -34,6 +34,8 @@ pub(super) struct Parts<S: FrameSource, W: embedded_io::Write> {
     pub(crate) reference: Option<Arc<Recording>>,
     pub(crate) opts: LoopOptions,
     pub(crate) fleet: Option<Arc<crate::fleet::tap::FleetTap>>,
+    /// Frames a frame-gated policy tunes on (empty for the others).
+    pub(crate) profile: Vec<Vec<u8>>,
 }
 
 /// Load, check and allocate everything; send the Hello message.
@@ -50,12 +52,16 @@ pub(super) fn prepare<S: FrameSource, W: embedded_io::Write>(p: Parts<S, W>) -> 
         reference,
         opts,
         fleet,
+        profile,
     } = p;
     check_parts(&manifest, &bundle, frame_shape, &source, reference.as_deref())?;
     let n = bundle.n_models();
     let models = crate::engine::prepare_all(&manifest, frame_shape, backend.as_ref())?;
     let (problem, table) = schedule_for(&bundle, board, &opts)?;
-    let dcta = dcta_for(&bundle, board)?;
+    let profile: Vec<&[u8]> = profile.iter().map(|f| f.as_slice()).collect();
+    let cycles = CycleTable::build(&opts.policy, &problem, &table, &profile, opts.seed)
+        .with_context(|| format!("unknown policy {:?}; {}", opts.policy, crate::schedule::cycle::POLICY_HELP))?;
+    let dcta = dcta_for(&bundle, &manifest, board)?;
     let links = LinkExecutor::new(&bundle);
     let online = OnlineAdaptation::new(&bundle, links.predictor(), opts.adaptation);
     let layout = bundle.layout();
@@ -86,6 +92,15 @@ pub(super) fn prepare<S: FrameSource, W: embedded_io::Write>(p: Parts<S, W>) -> 
         period: 0,
         active: 0,
         predicted: 0,
+        hold: 0,
+        held: 0,
+        level: usize::MAX,
+        phase_t: 0,
+        run_out: vec![0.0; stride],
+        age: vec![u32::MAX; n],
+        held_age: vec![0; n],
+        gate_frame: vec![0; source.frame_len()],
+        have_gate: false,
         budget: u64::MAX,
         mem_used: 0,
         have_last: false,
@@ -108,6 +123,7 @@ pub(super) fn prepare<S: FrameSource, W: embedded_io::Write>(p: Parts<S, W>) -> 
         layout,
         problem,
         table,
+        cycles,
         opts,
     };
     Ok(Controller { plan, io: LoopIo { source, telemetry, writer, models, reference, fleet }, st })
@@ -141,40 +157,51 @@ fn check_parts(
     Ok(())
 }
 
-/// The schedule problem and its table: the bundle's table, or one rebuilt (3^n choices, once)
-/// when an execution budget applies (the options', else the board's `max-active-models`).
+/// The schedule problem (at most the options', else the board's `max-active-models` models a tick)
+/// and its exact table: the bundle's when every entry keeps within that cap (then it is also the
+/// best table under the cap), else one rebuilt (3^n choices, once).
 fn schedule_for(bundle: &Bundle, board: &Board, opts: &LoopOptions) -> Result<(Problem, ScheduleTable)> {
-    let problem = Problem::from_bundle(bundle);
+    let mut problem = Problem::from_bundle(bundle);
     let cap = opts.max_active.or((board.max_active_models > 0).then_some(board.max_active_models as usize));
-    Ok(match (&bundle.schedule, cap) {
-        (_, Some(k)) => {
-            let problem = problem.with_max_active(k);
-            let table = ScheduleTable::build(&problem);
-            (problem, table)
+    if let Some(k) = cap {
+        problem = problem.with_max_active(k);
+    }
+    if let Some(b) = &bundle.schedule {
+        let table: ScheduleTable = postcard::from_bytes(b).context("the bundle's schedule table does not decode")?;
+        if table.mask.iter().all(|m| m.count_ones() as usize <= problem.max_active) {
+            return Ok((problem, table));
         }
-        (Some(b), None) => {
-            (problem, postcard::from_bytes(b).context("the bundle's schedule table does not decode")?)
-        }
-        (None, None) => {
-            let table = ScheduleTable::build(&problem);
-            (problem, table)
-        }
-    })
+        log::info!(
+            "the bundle's schedule table runs more than {} models a tick; rebuilding it for this cap",
+            problem.max_active
+        );
+    }
+    let table = ScheduleTable::build(&problem);
+    Ok((problem, table))
 }
 
-/// The bundle's DCTA table when it was built for this board.
-fn dcta_for(bundle: &Bundle, board: &Board) -> Result<Option<Dcta>> {
-    let Some(b) = &bundle.dcta else { return Ok(None) };
-    let t = crate::dcta::PolicyTable::from_postcard(b).context("the bundle's DCTA table does not decode")?;
-    if t.board == board.name {
-        return Ok(Some(Dcta::new(t).context("the bundle's DCTA table is unusable")?));
+/// The bundle's DCTA table when it was built for this board; otherwise (another board's table,
+/// or none) the plain density greedy over this board's menu, as the log says.
+fn dcta_for(bundle: &Bundle, manifest: &Manifest, board: &Board) -> Result<Option<Dcta>> {
+    if let Some(b) = &bundle.dcta {
+        let t =
+            crate::dcta::PolicyTable::from_postcard(b).context("the bundle's DCTA table does not decode")?;
+        if t.board == board.name {
+            return Ok(Some(Dcta::new(t).context("the bundle's DCTA table is unusable")?));
+        }
+        log::warn!(
+            "the bundle's DCTA table was built for board {:?}, not {:?}; adaptation uses greedy",
+            t.board,
+            board.name
+        );
     }
-    log::warn!(
-        "the bundle's DCTA table was built for board {:?}, not {:?}; adaptation uses greedy",
-        t.board,
-        board.name
-    );
-    Ok(None)
+    match crate::dcta::Menu::from_manifest(manifest, board, &crate::dcta::CostModel::default()) {
+        Ok(menu) => Ok(Some(Dcta::new(crate::dcta::PolicyTable::greedy(menu, board.name))?)),
+        Err(e) => {
+            log::warn!("this board's adaptation tasks cannot be posed ({e}); no adaptation");
+            Ok(None)
+        }
+    }
 }
 
 fn hello(board: &Board, bundle: &Bundle) -> Result<Message> {

@@ -36,6 +36,8 @@ pub struct LoopStats {
     pub sheds: u64,
     pub throttles: u64,
     pub degraded_outputs: u64,
+    /// Outputs delivered held from their model's last run (by the policy; not degraded).
+    pub held_outputs: u64,
     /// Per segment (0 clean, 1 drift): frames with a reference, and per task the sum of agreement
     /// (the first `n_models` entries are used; fixed-size so that a snapshot never allocates).
     pub ref_frames: [u64; 2],

@@ -187,6 +187,21 @@ impl PolicyTable {
         Price { time: TIME_GRID[(p >> 4) as usize], mem: MEM_GRID[(p & 15) as usize] }
     }
 
+    /// A table without learnt prices: every decision is the plain density greedy over `menu` (the
+    /// fallback where the bundle has no table for this board).
+    pub fn greedy(menu: Menu, board: &str) -> PolicyTable {
+        let cells = menu.n_levels();
+        PolicyTable {
+            version: FORMAT_VERSION,
+            board: board.to_string(),
+            menu,
+            mass_edges: Vec::new(),
+            memory_edges: Vec::new(),
+            // Index 0 of both grids: no price.
+            prices: vec![0; cells],
+        }
+    }
+
     /// Serialised (postcard) form, as stored in the bundle.
     pub fn to_postcard(&self) -> Vec<u8> {
         postcard::to_allocvec(self).expect("a policy table always serialises")

@@ -140,6 +140,10 @@ impl Scheduler for FrameFilter {
     fn peak_memory(&self, _p: &Problem) -> u64 {
         self.peak
     }
+
+    fn frame_threshold(&self) -> Option<f32> {
+        Some(self.threshold)
+    }
 }
 
 /// Models in a random order, each added while the budget allows; the rest predicted through links.

@@ -153,6 +153,10 @@ impl Scheduler for Interval {
     fn peak_memory(&self, _p: &Problem) -> u64 {
         self.peak
     }
+
+    fn cycle(&self) -> usize {
+        self.groups.len().max(1)
+    }
 }
 
 /// One frame of a rotation: run `active`, predict `predict`, hold `hold`.
@@ -337,6 +341,10 @@ impl Scheduler for OptimalHold {
 
     fn peak_memory(&self, _p: &Problem) -> u64 {
         self.plan.peak
+    }
+
+    fn cycle(&self) -> usize {
+        self.plan.phases.len().max(1)
     }
 }
 

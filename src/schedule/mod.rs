@@ -9,14 +9,16 @@
 mod baselines;
 pub mod bench;
 mod blend;
+pub mod cycle;
 mod greedy;
 mod hold;
 mod optimal;
 
-pub use baselines::{FrameFilter, RandomFit, Standalone};
+pub use baselines::{FrameFilter, RandomFit, Standalone, frame_difference};
 pub use blend::Blend;
 pub use greedy::Greedy;
-pub use hold::{HoldScores, Interval, MAX_HOLD_AGE, OptimalHold};
+pub use cycle::CycleTable;
+pub use hold::{HoldScores, Interval, MAX_HOLD_AGE, OptimalHold, Phase};
 pub use optimal::{Optimal, ScheduleTable};
 
 use crate::bundle::Bundle;
@@ -56,7 +58,7 @@ pub struct Problem {
 }
 
 impl Problem {
-    /// The problem a bundle poses, with its held-out scores.
+    /// The problem a bundle poses, with its held-out scores and hold scores.
     pub fn from_bundle(b: &Bundle) -> Problem {
         let n = b.n_models();
         assert!(n <= MAX_EXHAUSTIVE, "{n} models: at most {MAX_EXHAUSTIVE}");
@@ -86,7 +88,7 @@ impl Problem {
             link_mem,
             ens_mem,
             score,
-            hold: vec![0.0; n * MAX_HOLD_AGE],
+            hold: b.scores.hold.clone(),
         }
     }
 
@@ -206,6 +208,16 @@ pub trait Scheduler {
     fn decide(&mut self, frame: &[u8]) -> Decision;
     /// Largest memory this policy holds at once under its current selection.
     fn peak_memory(&self, problem: &Problem) -> u64;
+    /// Decisions after which `decide` repeats itself under the current selection (frame-dependent
+    /// policies: 1, with [`Self::frame_threshold`]).
+    fn cycle(&self) -> usize {
+        1
+    }
+    /// A frame-dependent policy's gate: a frame differing from the last one run by at most this
+    /// (mean absolute byte difference) runs nothing and holds every output.
+    fn frame_threshold(&self) -> Option<f32> {
+        None
+    }
 }
 
 /// The schedulers by name, for command lines and benchmarks (`interval-K`, one per K, besides).

@@ -899,7 +899,7 @@ pub fn run(inputs: &SoakInputs, board: &'static Board, opts: &SoakOptions) -> Re
         } else {
             c.failed_mask.load(Relaxed) & ctl.active() & all
         };
-        if must_flag & !(t.degraded as u64) != 0 {
+        if must_flag & !(t.degraded as u64 | t.held as u64) != 0 {
             unflagged += 1;
         }
     }
