@@ -82,11 +82,16 @@ impl MonitorStats {
             return None;
         }
         let mut parts = Vec::new();
+        let unknown = format!(
+            "Hello of an unknown protocol version (this monitor reads versions {} to {})",
+            crate::wire::OLDEST_DECODED,
+            crate::wire::PROTO_VERSION
+        );
         for (n, what) in [
             (d.corrupt, "corrupt"),
             (d.oversized, "oversized"),
             (d.truncated, "truncated at the end of the stream"),
-            (d.unknown_version, "Hello of an unknown protocol version (this monitor knows version 1)"),
+            (d.unknown_version, unknown.as_str()),
             (d.skipped, "skipped after an unknown-version Hello"),
         ] {
             if n > 0 {

@@ -406,7 +406,8 @@ fn a_second_workload_goes_from_images_to_a_run_and_a_benchmark() {
     assert!(o.contains("accuracy kept") && !o.contains("not measured"), "{o}");
     assert!(o.contains("over budget on 0 ticks"), "{o}");
 
-    // bench mlink: the reference's models are in another order than the bundle's.
+    // bench mlink: a sweep of `jetlink run` (the reference's models are in another order than the
+    // bundle's). Every row names the run that reproduces it.
     let o = ok(
         &w,
         &[
@@ -416,28 +417,38 @@ fn a_second_workload_goes_from_images_to_a_run_and_a_benchmark() {
             "work/manifest.toml",
             "--bundle",
             "work/blobs.bundle",
+            "--trust-key",
+            &public,
+            "--state-file",
+            "state/version",
+            "--policies",
+            "optimal,optimal-hold,interval-2",
+            "--budgets",
+            "50%,100%",
             "--out-dir",
             "bench",
-            "--adapt-period",
-            "10",
         ],
     );
-    assert!(o.contains("optimal"), "{o}");
-    // Temporal reuse on any workload: hold agreement by age, the rotation and interval baselines.
-    assert!(o.contains("held output agreeing"), "{o}");
-    for m in ["optimal-hold ", "optimal-hold-blend", "interval-k"] {
-        assert!(o.contains(m), "{m} missing: {o}");
-    }
+    assert!(o.contains("best overall"), "{o}");
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(w.join("bench/mlink.json")).unwrap()).unwrap();
-    assert!(json["hold_agreement"].as_array().is_some_and(|h| !h.is_empty()));
-    assert!(
-        json["results"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|r| r["method"].as_str().unwrap().starts_with("interval-"))
-    );
+    assert!(json["hold_agreement"].as_array().is_some_and(|h| h.len() == 3));
+    let rows = json["results"].as_array().unwrap();
+    // 3 policies and 4 labelling variants of the first, at 2 budgets.
+    assert_eq!(rows.len(), (3 + 4) * 2);
+    assert!(rows.iter().any(|r| r["method"] == "interval-2" && r["held_outputs"].as_u64().unwrap() > 0));
+    for r in rows.iter().filter(|r| r["budget_share"] == 0.5).take(3) {
+        let cmd = r["command"].as_str().unwrap();
+        assert!(cmd.starts_with("jetlink run ") && cmd.contains("--budget 50%"), "{cmd}");
+        let mut args: Vec<&str> = cmd.split_whitespace().skip(1).collect();
+        args.extend(["--serial", "file:replay.bin", "--quiet"]);
+        let out = ok(&w, &args);
+        let pct = |k: &str| format!("{:.1}%", 100.0 * r["accuracy"][k].as_f64().unwrap());
+        let line = format!("{} overall, {} clean, {} drift", pct("overall"), pct("clean"), pct("drift"));
+        assert!(out.contains(&line), "{cmd}: expected {line}:\n{out}");
+        let saved = format!("executions saved       {:.1}%", 100.0 * r["executions_saved"].as_f64().unwrap());
+        assert!(out.contains(&saved), "{cmd}: expected {saved}:\n{out}");
+    }
     let _ = std::fs::remove_dir_all(&w);
 }
 

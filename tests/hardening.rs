@@ -218,7 +218,9 @@ fn bad_inputs_table() {
         Case { args: s(&["bench", "loop", "--ticks", "18446744073709551615"]), error: "not in 1..=10000000", status: 2, no_file: None, unchanged: None },
         Case { args: s(&["models", "--frames", "0"]), error: "not in 1..=1000000", status: 2, no_file: None, unchanged: None },
         Case { args: s(&["run", "--frames", "0"]), error: "--frames", status: 2, no_file: None, unchanged: None },
-        Case { args: s(&["bench", "mlink", "--profile-share", "2"]), error: "not a finite number in 0..=1", status: 2, no_file: None, unchanged: None },
+        Case { args: s(&["bench", "mlink", "--budgets", "150%"]), error: "a share of the board's budget must be in (0, 100%]", status: 1, no_file: None, unchanged: None },
+        Case { args: s(&["bench", "mlink", "--budgets", "nan%"]), error: "a share of the board's budget must be in (0, 100%]", status: 1, no_file: None, unchanged: None },
+        Case { args: s(&["bench", "mlink", "--policies", "optimal,nonsense"]), error: "--policies \"nonsense\": unknown policy", status: 1, no_file: None, unchanged: None },
         Case { args: s(&["monitor", "--baud", "0", "x"]), error: "--baud", status: 2, no_file: None, unchanged: None },
         // serial sinks
         Case { args: s(&["run", "--engines", "replay", "--frames", "3", "-q", "--state-file", &state, "--serial", &d("no-such-tty")]), error: "does not exist", status: 1, no_file: Some(dir.join("no-such-tty")), unchanged: None },
@@ -244,7 +246,7 @@ fn bad_inputs_table() {
         // damaged telemetry: counted, named on stderr, exit 3 (frames lost); a clean file exits 0
         Case { args: s(&["monitor", &w.merged]), error: "telemetry frames lost or not decoded: 1 corrupt", status: 3, no_file: None, unchanged: None },
         Case { args: s(&["monitor", &w.trailing]), error: "1 truncated at the end of the stream", status: 3, no_file: None, unchanged: None },
-        Case { args: s(&["monitor", &w.unknown_version]), error: "1 Hello of an unknown protocol version (this monitor knows version 1), 2 skipped", status: 3, no_file: None, unchanged: None },
+        Case { args: s(&["monitor", &w.unknown_version]), error: "1 Hello of an unknown protocol version (this monitor reads versions 1 to 2), 2 skipped", status: 3, no_file: None, unchanged: None },
         Case { args: s(&["monitor", &w.oversized]), error: "1 oversized", status: 3, no_file: None, unchanged: None },
         Case { args: s(&["monitor", &w.junk_after_crc]), error: "1 corrupt", status: 3, no_file: None, unchanged: None },
         Case { args: s(&["monitor", &w.clean]), error: "", status: 0, no_file: None, unchanged: None },
@@ -283,11 +285,11 @@ fn damaged_wire(dir: &Path) -> DamagedWire {
     // A frame without its 0x00 at the end.
     let t = tick(43);
     let trailing = [&clean[..], &t[..t.len() - 1]].concat();
-    // A Hello of protocol version 2 (payload 00 02 05 06 07), then two frames it covers.
-    let payload = [0x00u8, 0x02, 0x05, 0x06, 0x07];
+    // A Hello of protocol version 9 (payload 00 09 05 06 07), then two frames it covers.
+    let payload = [0x00u8, 0x09, 0x05, 0x06, 0x07];
     let crc = crc16(&payload).to_le_bytes();
-    let v2 = [&[0x01u8, 0x07, 0x02, 0x05, 0x06, 0x07][..], &crc[..], &[0x00][..]].concat();
-    let unknown = [&v2[..], &tick(1)[..], &tick(2)[..]].concat();
+    let v9 = [&[0x01u8, 0x07, 0x09, 0x05, 0x06, 0x07][..], &crc[..], &[0x00][..]].concat();
+    let unknown = [&v9[..], &tick(1)[..], &tick(2)[..]].concat();
     let oversized = [&[0x55u8; 200][..], &[0][..], &clean[..]].concat();
     // A valid Shed event and its CRC, then two bytes before the 0x00.
     let junk = [0x0Au8, 0x03, 0x01, 0x01, 0x02, 0x03, 0x5B, 0xE8, 0x07, 0x07, 0x00];

@@ -340,16 +340,16 @@ fn writer_decimates_ticks() {
 #[test]
 fn line_plan() {
     let tick = wire::frame_len(&Message::Tick(wire::typical_tick()));
-    // 115200 baud 8N1 = 11520 B/s; 25 B every 33 ms = 757.6 B/s = 6.6% of the line: every tick.
+    // 115200 baud 8N1 = 11520 B/s; 26 B every 33 ms = 787.9 B/s = 6.8% of the line: every tick.
     let p = LinePlan::new(115_200, 33, tick);
     assert_eq!(p.line_bytes_per_s, 11_520.0);
-    assert!((p.fraction - 0.06577).abs() < 1e-4, "{}", p.fraction);
+    assert!((p.fraction - 0.06839).abs() < 1e-4, "{}", p.fraction);
     assert_eq!(p.decimation, 1);
-    // 9600 baud: 960 B/s; 78.9% undecimated, so one Tick in 2 (39.5%).
+    // 9600 baud: 960 B/s; 82.1% undecimated, so one Tick in 2 (41.0%).
     let p = LinePlan::new(9_600, 33, tick);
     assert_eq!(p.decimation, 2);
     assert!(p.fraction_decimated <= LinePlan::MAX_TICK_SHARE);
-    // 1 ms ticks at 115200: 25 kB/s against 11.5 kB/s, one Tick in 5 (43%).
+    // 1 ms ticks at 115200: 26 kB/s against 11.5 kB/s, one Tick in 5 (45%).
     let p = LinePlan::new(115_200, 1, tick);
     assert_eq!(p.decimation, 5);
     assert!(p.fraction_decimated <= 0.5);

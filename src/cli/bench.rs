@@ -40,32 +40,34 @@ pub(crate) struct BenchArgs {
     /// `dcta`: load ρ, the work of all tasks over the board's adaptation capacity.
     #[arg(long, default_value_t = 1.5, value_parser = finite_in(0.01, 1000.0))]
     pub(crate) stress: f64,
-    /// `mlink`: at most this many models run per frame (an execution budget beside the memory one).
-    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=64))]
-    pub(crate) max_active: Option<u64>,
-    /// `mlink`: frames per scheduling period (the schedule is re-selected and, for `optimal`,
-    /// `optimal-hold` and `greedy`, re-profiled at each period start).
-    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
-    pub(crate) period: u64,
-    /// `mlink`: frames per on-line adaptation period.
-    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
-    pub(crate) adapt_period: u64,
-    /// `mlink`: skip the on-line adaptation variants.
+    /// `mlink`: at most this many models run per tick (`jetlink run --max-active`; default: the
+    /// board's `max-active-models`).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub(crate) max_active: Option<u32>,
+    /// `mlink`: the policies swept (`jetlink run --policy`), each at every budget.
+    #[arg(long, default_value = super::sweep::DEFAULT_POLICIES)]
+    pub(crate) policies: String,
+    /// `mlink`: the budgets swept, as shares of the board's model budget (`jetlink run --budget`;
+    /// never above the board's).
+    #[arg(long, default_value = super::sweep::DEFAULT_BUDGETS)]
+    pub(crate) budgets: String,
+    /// `mlink`: skip the labelling variants (no adaptation, uncertainty gate, 5% and 20% labels) of
+    /// the first policy.
     #[arg(long)]
-    pub(crate) no_adapt: bool,
-    /// `mlink`: fine-tuning steps per target at the end of each adaptation period.
-    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(0..=10_000))]
-    pub(crate) adapt_steps: u32,
-    /// `mlink`: fine-tuning learning rate (RMSprop).
-    #[arg(long, default_value_t = 1e-3, value_parser = finite_in_f32(0.0, 10.0))]
-    pub(crate) adapt_lr: f32,
-    /// `mlink`: labelled rows kept for fine-tuning (the most recent).
-    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..=4096))]
-    pub(crate) adapt_buffer: u64,
-    /// `mlink`: share of each scheduling period profiled (every model that fits runs) to refresh
-    /// the scores; adapted runs profile on their labelled frames instead.
-    #[arg(long, default_value_t = 0.01, value_parser = finite_in_f32(0.0, 1.0))]
-    pub(crate) profile_share: f32,
+    pub(crate) no_variants: bool,
+    /// `mlink`: frames per run (`jetlink run --frames`; default: the evaluation part).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=u32::MAX as u64))]
+    pub(crate) frames: Option<u64>,
+    /// `mlink`: engines of every run (`jetlink run --engines`): `replay` (the default here: the
+    /// reference outputs, the same as the models', fast) or `tract`.
+    #[arg(long, value_enum, default_value = "replay")]
+    pub(crate) engines: super::run::Engines,
+    /// `mlink`: `jetlink run --trust-key` for every run (a bundle signed by your own key).
+    #[arg(long, value_name = "PUBLIC_KEY_HEX")]
+    pub(crate) trust_key: Option<String>,
+    /// `mlink`: `jetlink run --state-file` for every run.
+    #[arg(long)]
+    pub(crate) state_file: Option<PathBuf>,
     /// `fleet`: simulated boards against a local Mosquitto.
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=5000))]
     pub(crate) boards: u64,
@@ -91,59 +93,37 @@ pub(crate) fn bench(a: &BenchArgs) -> Result<()> {
     match a.what {
         BenchWhat::Fleet => bench_fleet(a)?,
         BenchWhat::Mlink => {
-            let (manifest, stream) = load_workload(&a.manifest)?;
-            let bundle = Bundle::load_for(&a.bundle, &manifest)?;
-            let reference =
-                load_reference(&manifest)?.context("bench mlink needs the manifest's reference recording")?;
-            let mut opts = jetlink::schedule::bench::BenchOptions {
-                max_active: a.max_active.map(|k| k as usize),
-                adapt_period: a.adapt_period as usize,
-                period: a.period as usize,
-                ..Default::default()
+            let o = super::sweep::SweepOptions {
+                manifest: a.manifest.clone(),
+                bundle: a.bundle.clone(),
+                policies: super::sweep::split_list(&a.policies),
+                budgets: super::sweep::parse_shares(&a.budgets)?,
+                max_active: a.max_active,
+                variants: !a.no_variants,
+                frames: a.frames,
+                trust_key: a.trust_key.clone(),
+                state_file: a.state_file.clone(),
+                engines: a.engines,
             };
-            if a.no_adapt {
-                opts.adapt.clear();
+            for p in &o.policies {
+                if !jetlink::schedule::cycle::is_policy(p) {
+                    bail!("--policies {p:?}: unknown policy; {}", jetlink::schedule::cycle::POLICY_HELP);
+                }
             }
-            opts.profile_share = a.profile_share.clamp(0.0, 1.0);
-            for sim in &mut opts.adapt {
-                sim.steps = a.adapt_steps;
-                sim.lr = a.adapt_lr;
-                sim.buffer = a.adapt_buffer as usize;
-            }
-            let mut r = jetlink::schedule::bench::run(&bundle, &stream, &reference, &opts)?;
-            // The paper's link recipe beside the bundle's, trained here from the same reference.
-            if bundle.settings != jetlink::links::TrainOptions::paper() {
-                let train = jetlink::links::BuildOptions {
-                    train: jetlink::links::TrainOptions {
-                        seed: bundle.settings.seed,
-                        ..jetlink::links::TrainOptions::paper()
-                    },
-                    threads: 0,
-                    progress: false,
-                };
-                let paper = jetlink::train::build(&manifest, &reference, stream.train_end, &train)
-                    .context("training the paper recipe for comparison")?;
-                let budgets = r.budgets.clone();
-                r.results.extend(jetlink::schedule::bench::run_optimal(
-                    &paper,
-                    &stream,
-                    &reference,
-                    &opts,
-                    &budgets,
-                    "paper-recipe",
-                )?);
-            }
-            print!("{}", jetlink::schedule::bench::format_table(&r));
-            print!("{}", jetlink::schedule::bench::format_targets(&r));
-            print!("{}", jetlink::schedule::bench::format_hold(&r));
-            print!("{}", jetlink::schedule::bench::format_curves(&r));
-            println!(
-                "schedule look-up: {:.1} ns median ({} table entries)",
-                r.lookup_ns_median, r.table_entries
-            );
+            // Each run's telemetry goes to a scratch folder, removed after the sweep.
+            let serial_dir = std::env::temp_dir().join(format!("jetlink-sweep-{}", std::process::id()));
+            std::fs::create_dir_all(&serial_dir)
+                .with_context(|| format!("creating {}", serial_dir.display()))?;
+            let r = super::sweep::sweep(&o, &serial_dir);
+            let _ = std::fs::remove_dir_all(&serial_dir);
+            let r = r?;
+            print!("{}", super::sweep::format_best(&r));
             let (json, svg) = (a.out_dir.join("mlink.json"), a.out_dir.join("mlink.svg"));
-            jetlink::schedule::bench::write_outputs(&r, &json, &svg)?;
-            println!("wrote {} and {}", json.display(), svg.display());
+            jetlink::atomic::write_file(&json, serde_json::to_string_pretty(&r)?.as_bytes())
+                .with_context(|| format!("writing {}", json.display()))?;
+            jetlink::atomic::write_file(&svg, super::sweep::chart(&r).to_svg().as_bytes())
+                .with_context(|| format!("writing {}", svg.display()))?;
+            println!("{} runs in {:.1} s; wrote {} and {}", r.results.len(), r.wall_s, json.display(), svg.display());
         }
         BenchWhat::Dcta => {
             let manifest = Manifest::load(&a.manifest)?;

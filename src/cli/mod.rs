@@ -33,6 +33,7 @@ mod record_cmd;
 mod run;
 mod soak;
 mod stream_cmd;
+mod sweep;
 
 pub(crate) use bench::{BenchArgs, bench};
 pub(crate) use boards::boards;
@@ -63,14 +64,6 @@ pub(crate) fn finite_in(
         }
         Ok(v)
     }
-}
-
-pub(crate) fn finite_in_f32(
-    lo: f64,
-    hi: f64,
-) -> impl Fn(&str) -> Result<f32, String> + Clone + Send + Sync + 'static {
-    let p = finite_in(lo, hi);
-    move |s: &str| p(s).map(|v| v as f32)
 }
 
 /// The manifest and its stream (see [`jetlink::workload::Workload`] for the whole workload).

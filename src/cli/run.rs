@@ -4,7 +4,7 @@
 
 use super::*;
 
-#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
 pub(crate) enum Engines {
     /// The real models, run by tract-onnx.
     Tract,
@@ -193,7 +193,7 @@ pub(crate) struct Signals {
 
 impl Signals {
     /// SIGTERM and SIGINT ask the loop to stop at the end of the tick; SIGHUP asks for a bundle reload.
-    fn register() -> Result<Signals> {
+    pub(crate) fn register() -> Result<Signals> {
         use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
         let s = Signals { stop: Arc::default(), reload: Arc::default() };
         for sig in [SIGTERM, SIGINT] {
@@ -293,7 +293,45 @@ pub(crate) fn open_source(
     Ok((Box::new(s), Some(h)))
 }
 
-pub(crate) fn run(a: &RunArgs) -> Result<()> {
+/// Everything `jetlink run` prepares before its first tick: the loop, and what the driver and the
+/// summary need beside it. `jetlink bench mlink` prepares its rows here too, so that each row is
+/// exactly what `jetlink run` does with the same arguments.
+pub(crate) struct Prepared {
+    pub(crate) board: &'static jetlink::board::Board,
+    pub(crate) manifest: Manifest,
+    pub(crate) stream: Arc<Stream>,
+    pub(crate) reference: Option<Arc<Recording>>,
+    pub(crate) state: jetlink::signing::RollbackState,
+    pub(crate) opts: LoopOptions,
+    pub(crate) handles: Option<(jetlink::source::FramePool, jetlink::source::gst::Failure)>,
+    pub(crate) live: bool,
+    pub(crate) serial_spec: String,
+    /// Frames the run is planned for.
+    pub(crate) planned: u64,
+}
+
+impl Prepared {
+    pub(crate) fn ctx<'a>(&'a self, a: &'a RunArgs) -> RunCtx<'a> {
+        RunCtx {
+            a,
+            board: self.board,
+            manifest: &self.manifest,
+            stream: &self.stream,
+            reference: &self.reference,
+            opts: self.opts.clone(),
+            state: &self.state,
+        }
+    }
+}
+
+/// The fleet client a run joined with (`--fleet`), stopped after the run.
+#[cfg(feature = "fleet")]
+pub(crate) type FleetClient = Option<jetlink::fleet::client::FleetClient>;
+#[cfg(not(feature = "fleet"))]
+pub(crate) type FleetClient = Option<()>;
+
+/// Open and check everything `a` names and prepare the loop; with `header`, print what runs.
+pub(crate) fn prepare_run(a: &RunArgs, header: bool) -> Result<(Loop, Prepared, FleetClient)> {
     let board = effective_board(a)?;
     let (budget, budget_from) = budget_in_force(a.budget, board)?;
     let (mut manifest, stream) = load_workload(&a.manifest)?;
@@ -319,34 +357,35 @@ pub(crate) fn run(a: &RunArgs) -> Result<()> {
     let builder = loop_builder(a, board, &manifest, bundle, &stream, &reference)?;
     let serial_spec = a.serial.clone().unwrap_or_else(|| board.serial.device.to_string());
     let serial = SerialWriter::open_spec(&serial_spec, board.serial.baud)?;
-    let signals = Signals::register()?;
     let telemetry = jetlink::telemetry::open_for_board(board, &a.sysfs_root);
-    println!("jetlink {} on board {} ({})", env!("CARGO_PKG_VERSION"), board.name, board.description);
-    println!(
-        "workload {:?}: {} models; bundle {} (version {}, {} links); frames {from}..{to} of {} (drift from {}); engines {}; telemetry {}; serial {}",
-        manifest.name,
-        manifest.models.len(),
-        a.bundle.display(),
-        builder.bundle().version,
-        builder.bundle().links.dims.len(),
-        stream.len(),
-        stream.drift_start,
-        builder.engines_name(),
-        telemetry.source_name(),
-        serial_spec
-    );
-    println!(
-        "model budget {} from {budget_from}{}",
-        mb(budget),
-        if a.trust_key.is_some() {
-            format!(
-                "; bundles trusted from --trust-key (key id {})",
-                jetlink::bundle::hex(&jetlink::signing::key_id(&board.bundle_key))
-            )
-        } else {
-            String::new()
-        }
-    );
+    if header {
+        println!("jetlink {} on board {} ({})", env!("CARGO_PKG_VERSION"), board.name, board.description);
+        println!(
+            "workload {:?}: {} models; bundle {} (version {}, {} links); frames {from}..{to} of {} (drift from {}); engines {}; telemetry {}; serial {}",
+            manifest.name,
+            manifest.models.len(),
+            a.bundle.display(),
+            builder.bundle().version,
+            builder.bundle().links.dims.len(),
+            stream.len(),
+            stream.drift_start,
+            builder.engines_name(),
+            telemetry.source_name(),
+            serial_spec
+        );
+        println!(
+            "model budget {} from {budget_from}{}",
+            mb(budget),
+            if a.trust_key.is_some() {
+                format!(
+                    "; bundles trusted from --trust-key (key id {})",
+                    jetlink::bundle::hex(&jetlink::signing::key_id(&board.bundle_key))
+                )
+            } else {
+                String::new()
+            }
+        );
+    }
     let t = Instant::now();
     let (source, handles) = open_source(a, &spec, &stream, from, to)?;
     let opts = LoopOptions {
@@ -366,22 +405,40 @@ pub(crate) fn run(a: &RunArgs) -> Result<()> {
     };
     let ctl =
         builder.telemetry(telemetry).options(opts.clone()).build(source, TelemetryWriter::new(serial))?;
-    println!(
-        "prepared in {:.0} ms; links run on the {}",
-        t.elapsed().as_secs_f64() * 1e3,
-        ctl.link_backend()
-    );
-    let ctx =
-        RunCtx { a, board, manifest: &manifest, stream: &stream, reference: &reference, opts, state: &state };
-    let (ctl, d) = drive(&ctx, ctl, &signals, (to - from) as u64, live, &serial_spec)?;
+    if header {
+        println!(
+            "prepared in {:.0} ms; links run on the {}",
+            t.elapsed().as_secs_f64() * 1e3,
+            ctl.link_backend()
+        );
+    }
+    let p = Prepared {
+        board,
+        manifest,
+        stream,
+        reference,
+        state,
+        opts,
+        handles,
+        live,
+        serial_spec,
+        planned: (to - from) as u64,
+    };
+    Ok((ctl, p, fleet_client))
+}
+
+pub(crate) fn run(a: &RunArgs) -> Result<()> {
+    let (ctl, p, fleet_client) = prepare_run(a, true)?;
+    let signals = Signals::register()?;
+    let ctx = p.ctx(a);
+    let (ctl, d) = drive(&ctx, ctl, &signals, p.planned, p.live, &p.serial_spec)?;
+    let handles = p.handles.as_ref();
     if ctl.stats().ticks == 0 {
-        if let Some(reason) =
-            handles.as_ref().and_then(|(_, f)| f.lock().unwrap_or_else(|e| e.into_inner()).clone())
-        {
+        if let Some(reason) = handles.and_then(|(_, f)| f.lock().unwrap_or_else(|e| e.into_inner()).clone()) {
             bail!("frame source {}: {reason}", a.source);
         }
     }
-    print_summary(&ctx, &ctl, &d, handles.as_ref().map(|(p, _)| p.stats()));
+    print_summary(&ctx, &ctl, &d, handles.map(|(p, _)| p.stats()));
     #[cfg(feature = "fleet")]
     if let Some(c) = fleet_client {
         let s = c.stop();
@@ -403,8 +460,8 @@ pub(crate) fn run(a: &RunArgs) -> Result<()> {
     let w = ctl.writer().stats();
     if w.dropped > 0 {
         eprintln!(
-            "error: {} telemetry frames to {serial_spec} were lost (last error {:?}); exit status 3",
-            w.dropped, w.last_error
+            "error: {} telemetry frames to {} were lost (last error {:?}); exit status 3",
+            w.dropped, p.serial_spec, w.last_error
         );
         std::process::exit(EXIT_TELEMETRY_LOST);
     }

@@ -75,7 +75,7 @@ pub struct LoopOptions {
 }
 
 /// The policy the loop runs unless told otherwise.
-pub const DEFAULT_POLICY: &str = "optimal";
+pub const DEFAULT_POLICY: &str = "optimal-hold";
 
 impl Default for LoopOptions {
     fn default() -> Self {

@@ -257,7 +257,7 @@ impl Rotation {
 
     /// The best rotation within `budget`: every core of at most `max_active` models, and every
     /// rotation of the other models (for more than 10 models only none, or all the others), through
-    /// the slots the core leaves. Ties go to fewer executions per frame, then to a shorter rotation. Plain linking (an empty
+    /// any number of the slots the core leaves. Ties go to fewer executions per frame, then to a shorter rotation. Plain linking (an empty
     /// rotation) and plain interval inference (an empty core) are both among the choices.
     pub fn best(p: &Problem, budget: u64) -> Rotation {
         let all = p.all();
@@ -267,7 +267,6 @@ impl Rotation {
             if used > p.max_active || p.model_cost(core) > budget {
                 continue;
             }
-            let slots = p.max_active - used;
             let rest = all & !core;
             let fits = (0..p.n)
                 .filter(|&i| rest >> i & 1 == 1 && p.model_cost(core) + p.model_mem[i] <= budget)
@@ -281,10 +280,17 @@ impl Rotation {
                             && (r.executions - best.executions).abs() <= 1e-6
                             && r.rotation.count_ones() < best.rotation.count_ones())
                 };
-                if let Some(r) = Rotation::evaluate(p, core, rot, slots, budget)
-                    && better(&r, &best)
-                {
-                    best = r;
+                // Every slot count the core leaves: fewer slots than the execution cap allows when
+                // the memory budget fits fewer rotating models beside the core.
+                for slots in 1..=(p.max_active - used).max(1) {
+                    if let Some(r) = Rotation::evaluate(p, core, rot, slots, budget)
+                        && better(&r, &best)
+                    {
+                        best = r;
+                    }
+                    if rot == 0 {
+                        break;
+                    }
                 }
             };
             if p.n <= super::optimal::MAX_FULL_ENUMERATION {

@@ -7,15 +7,12 @@
 //! `Σ_{i∈A} c(f_i) + Σ_{j∉A} (Σ_{i∈A} c(g_ij) + c(h_j)) ≤ B` (model memory plus the links used).
 
 mod baselines;
-pub mod bench;
-mod blend;
 pub mod cycle;
 mod greedy;
 mod hold;
 mod optimal;
 
 pub use baselines::{FrameFilter, RandomFit, Standalone, frame_difference};
-pub use blend::Blend;
 pub use greedy::Greedy;
 pub use cycle::CycleTable;
 pub use hold::{HoldScores, Interval, MAX_HOLD_AGE, OptimalHold, Phase};
