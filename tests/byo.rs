@@ -434,12 +434,15 @@ fn a_second_workload_goes_from_images_to_a_run_and_a_benchmark() {
         serde_json::from_str(&std::fs::read_to_string(w.join("bench/mlink.json")).unwrap()).unwrap();
     assert!(json["hold_agreement"].as_array().is_some_and(|h| h.len() == 3));
     let rows = json["results"].as_array().unwrap();
-    // 3 policies and 4 labelling variants of the first, at 2 budgets.
-    assert_eq!(rows.len(), (3 + 4) * 2);
+    // The main job's settings, then 3 policies and 6 labelling variants of the first, at 2 budgets.
+    assert_eq!(rows.len(), 1 + (3 + 6) * 2);
+    assert_eq!(rows[0]["method"], "main");
+    assert_eq!(json["main"], rows[0]);
     assert!(rows.iter().any(|r| r["method"] == "interval-2" && r["held_outputs"].as_u64().unwrap() > 0));
-    for r in rows.iter().filter(|r| r["budget_share"] == 0.5).take(3) {
+    for r in rows.iter().filter(|r| r["budget_share"] == 0.5 || r["method"] == "main").take(4) {
         let cmd = r["command"].as_str().unwrap();
-        assert!(cmd.starts_with("jetlink run ") && cmd.contains("--budget 50%"), "{cmd}");
+        assert!(cmd.starts_with("jetlink run "), "{cmd}");
+        assert_eq!(cmd.contains("--budget 50%"), r["method"] != "main", "{cmd}");
         let mut args: Vec<&str> = cmd.split_whitespace().skip(1).collect();
         args.extend(["--serial", "file:replay.bin", "--quiet"]);
         let out = ok(&w, &args);

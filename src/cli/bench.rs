@@ -51,8 +51,8 @@ pub(crate) struct BenchArgs {
     /// never above the board's).
     #[arg(long, default_value = super::sweep::DEFAULT_BUDGETS)]
     pub(crate) budgets: String,
-    /// `mlink`: skip the labelling variants (no adaptation, uncertainty gate, 5% and 20% labels) of
-    /// the first policy.
+    /// `mlink`: skip the labelling variants of the first policy (no adaptation, the other
+    /// `--labels` rules, 10% labels).
     #[arg(long)]
     pub(crate) no_variants: bool,
     /// `mlink`: frames per run (`jetlink run --frames`; default: the evaluation part).

@@ -45,12 +45,18 @@ pub(crate) struct RunArgs {
     /// At most this many models run per tick (default: the board's `max-active-models`).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub(crate) max_active: Option<u32>,
-    /// Adaptation takes only frames on which the target is at least as uncertain as its running
-    /// mean, instead of every frame in turn.
+    /// Which frame a labelling tick labels (every `--label-every` ticks): `uniform` (that tick's),
+    /// `uncertainty` (that tick's, only if its predictions are at least as uncertain as their
+    /// running mean), `loss-prediction` (only if its predicted loss is at least the running mean;
+    /// a per-target head learnt on-line), `top-k` (the most uncertain of the last `--label-every`
+    /// frames, kept in a window counted against the model budget).
+    #[arg(long, default_value = "top-k", value_parser = parse_label_rule)]
+    pub(crate) labels: String,
+    /// The same as `--labels uncertainty`.
     #[arg(long)]
     pub(crate) uncertainty_sampling: bool,
-    /// Label one frame for adaptation every this many ticks while targets are allocated (10 = 10%).
-    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    /// Label one frame for adaptation every this many ticks while targets are allocated (5 = 20%).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub(crate) label_every: u32,
     /// Where frames come from: `stream` (the manifest's stream, the default), `images:DIR` (PNG,
     /// JPEG, PGM in name order), `gst:PIPELINE` (a live GStreamer pipeline, e.g. a camera), or a
@@ -88,6 +94,13 @@ pub(crate) struct RunArgs {
     /// Join a fleet (`--broker`, `--fleet`, `--fleet-key`; docs/fleet.md).
     #[command(flatten)]
     pub(crate) join: super::fleet::JoinArgs,
+}
+
+fn parse_label_rule(s: &str) -> Result<String, String> {
+    match jetlink::control::LabelRule::by_name(s) {
+        Some(_) => Ok(s.to_string()),
+        None => Err(format!("{s:?}: unknown label rule; rules: uniform, uncertainty, loss-prediction, top-k")),
+    }
 }
 
 fn parse_policy(s: &str) -> Result<String, String> {
@@ -171,7 +184,8 @@ impl Default for RunArgs {
             no_adapt: false,
             max_active: None,
             uncertainty_sampling: false,
-            label_every: 10,
+            labels: "top-k".into(),
+            label_every: 5,
             source: "stream".into(),
             reference_aligned: false,
             audit_every: None,
@@ -393,7 +407,11 @@ pub(crate) fn prepare_run(a: &RunArgs, header: bool) -> Result<(Loop, Prepared, 
         adapt: !a.no_adapt,
         max_active: a.max_active.map(|k| k as usize),
         adaptation: jetlink::control::AdaptSettings {
-            uncertainty_sampling: a.uncertainty_sampling,
+            rule: if a.uncertainty_sampling {
+                jetlink::control::LabelRule::Uncertainty
+            } else {
+                jetlink::control::LabelRule::by_name(&a.labels).unwrap_or_default()
+            },
             label_every: a.label_every,
             ..Default::default()
         },

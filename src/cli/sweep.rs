@@ -18,8 +18,8 @@ pub(crate) struct SweepOptions {
     /// Budgets as shares of the board's model budget, in (0, 1].
     pub(crate) budgets: Vec<f64>,
     pub(crate) max_active: Option<u32>,
-    /// The label-selection variants run for the first policy (`--no-adapt` and the `jetlink run`
-    /// labelling flags), at every budget.
+    /// The labelling variants run for the first policy (`--no-adapt`, the other `--labels` rules,
+    /// fewer labels), at every budget.
     pub(crate) variants: bool,
     pub(crate) frames: Option<u64>,
     pub(crate) trust_key: Option<String>,
@@ -93,6 +93,8 @@ pub(crate) struct Report {
     pub(crate) models: Vec<String>,
     /// Per model, the bundle's hold scores by age 1..=32 (what the holding policies plan with).
     pub(crate) hold_agreement: Vec<Vec<f32>>,
+    /// The main job's settings (`jetlink run` with no policy or labelling flag), also `results[0]`.
+    pub(crate) main: Row,
     pub(crate) results: Vec<Row>,
     /// Best accuracy per segment at the savings floors (clean ≥ 75%, drift and overall ≥ 70%).
     pub(crate) best: Vec<Best>,
@@ -125,16 +127,18 @@ pub(crate) fn parse_shares(s: &str) -> Result<Vec<f64>> {
 }
 
 /// The labelling variants run beside the default: name and the `jetlink run` flags.
-const VARIANTS: [(&str, &[&str]); 4] = [
+const VARIANTS: [(&str, &[&str]); 6] = [
     ("no-adapt", &["--no-adapt"]),
-    ("uncertainty", &["--uncertainty-sampling"]),
-    ("labels-5%", &["--label-every", "20"]),
-    ("labels-20%", &["--label-every", "5"]),
+    ("uniform", &["--labels", "uniform"]),
+    ("uncertainty", &["--labels", "uncertainty"]),
+    ("loss-prediction", &["--labels", "loss-prediction"]),
+    ("labels-10%", &["--label-every", "10"]),
+    ("uniform-10%", &["--labels", "uniform", "--label-every", "10"]),
 ];
 
 impl SweepOptions {
     /// The `jetlink run` arguments of one row (after `jetlink run`).
-    fn run_args(&self, policy: &str, share: f64, extra: &[&str]) -> Vec<String> {
+    fn run_args(&self, policy: Option<&str>, share: f64, extra: &[&str]) -> Vec<String> {
         let mut v: Vec<String> = Vec::new();
         let mut push = |k: &str, val: Option<String>| {
             v.push(k.to_string());
@@ -151,7 +155,9 @@ impl SweepOptions {
         if self.engines == Engines::Replay {
             push("--engines", Some("replay".into()));
         }
-        push("--policy", Some(policy.to_string()));
+        if let Some(p) = policy {
+            push("--policy", Some(p.to_string()));
+        }
         if share < 1.0 {
             push("--budget", Some(format!("{}%", fmt_share(share))));
         }
@@ -192,10 +198,13 @@ fn parse_run_args(args: &[String]) -> Result<RunArgs> {
 /// Run every row; `serial_dir` receives each row's telemetry.
 pub(crate) fn sweep(o: &SweepOptions, serial_dir: &Path) -> Result<Report> {
     let start = Instant::now();
-    let mut rows_args: Vec<(String, String, String, f64, Vec<String>)> = Vec::new();
+    // First the main job's own settings (no policy or labelling flag) at the board's budget.
+    let default = jetlink::control::DEFAULT_POLICY.to_string();
+    let mut rows_args: Vec<(String, String, String, f64, Vec<String>)> =
+        vec![("main".into(), default, String::new(), 1.0, o.run_args(None, 1.0, &[]))];
     for policy in &o.policies {
         for &share in &o.budgets {
-            rows_args.push((policy.clone(), policy.clone(), String::new(), share, o.run_args(policy, share, &[])));
+            rows_args.push((policy.clone(), policy.clone(), String::new(), share, o.run_args(Some(policy), share, &[])));
         }
     }
     if o.variants {
@@ -207,7 +216,7 @@ pub(crate) fn sweep(o: &SweepOptions, serial_dir: &Path) -> Result<Report> {
                     policy.clone(),
                     name.to_string(),
                     share,
-                    o.run_args(policy, share, flags),
+                    o.run_args(Some(policy), share, flags),
                 ));
             }
         }
@@ -276,6 +285,7 @@ pub(crate) fn sweep(o: &SweepOptions, serial_dir: &Path) -> Result<Report> {
         .map(|(seg, floor)| best_row(&results, seg, floor))
         .collect();
     Ok(Report {
+        main: results[0].clone(),
         workload,
         board,
         bundle: o.bundle.display().to_string(),

@@ -3,10 +3,11 @@
 //! target per tick. Every buffer is sized in [`OnlineAdaptation::new`]; nothing here allocates per
 //! tick.
 //!
-//! A period's DCTA allocation names the targets to refresh. Every `label_every`-th tick (with
-//! uncertainty sampling, only when the frame's predictions are at least as uncertain as their
-//! running mean) is a *labelling* tick: each allocated target that is not running is run on the
-//! frame, within the budget (the loop sets active models aside to make room, see
+//! A period's DCTA allocation names the targets to refresh. Every `label_every`-th tick is a
+//! *labelling* tick ([`LabelRule`] says which frame it labels, causally: this one, this one only if
+//! its predictions look uncertain or lossy enough, or the most uncertain of the last
+//! `label_every` frames kept in a [`LabelWindow`]): each allocated target that is not running is run
+//! on the frame, within the budget (the loop sets active models aside to make room, see
 //! `Controller::make_room`), and the whole row, with the mask of models whose outputs it holds, goes
 //! into the ring. After every `tune_every` labelled frames each allocated target is fine-tuned, one
 //! target per tick, on the ring's rows that hold it and the running sources.
@@ -27,17 +28,57 @@ pub struct AdaptSettings {
     pub tune_every: u32,
     /// RMSprop steps per target per fine-tuning.
     pub steps: u32,
-    /// Label only frames at least as uncertain as the running mean (else every `label_every`-th).
-    pub uncertainty_sampling: bool,
+    /// Which frame a labelling tick labels.
+    pub rule: LabelRule,
+}
+
+/// How a labelling tick picks its frame; every rule labels at most one frame every `label_every`
+/// ticks, and decides from what the loop has seen so far (causal).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum LabelRule {
+    /// The frame of every `label_every`-th tick.
+    #[default]
+    Uniform,
+    /// That frame, only if its predictions' uncertainty ([`DriftSignals::score`]) is at least its
+    /// running mean.
+    Uncertainty,
+    /// That frame, only if its predicted loss is at least the running mean: a linear head per
+    /// target from the uncertainty signals to the disagreement of the delivered prediction with the
+    /// target's own output, fitted on-line on the labelled frames (the MLink paper's loss
+    /// prediction, causal).
+    LossPrediction,
+    /// The most uncertain of the last `label_every` frames, kept in a window whose bytes count
+    /// against the model budget.
+    TopK,
+}
+
+impl LabelRule {
+    pub const ALL: [LabelRule; 4] =
+        [LabelRule::Uniform, LabelRule::Uncertainty, LabelRule::LossPrediction, LabelRule::TopK];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            LabelRule::Uniform => "uniform",
+            LabelRule::Uncertainty => "uncertainty",
+            LabelRule::LossPrediction => "loss-prediction",
+            LabelRule::TopK => "top-k",
+        }
+    }
+
+    pub fn by_name(s: &str) -> Option<LabelRule> {
+        LabelRule::ALL.into_iter().find(|r| r.name() == s)
+    }
 }
 
 impl Default for AdaptSettings {
-    /// Measured on the demo's main job (`--engines replay`, drift segment, no adaptation 74.5% at 75.0%
-    /// saved): 10% labels, a ring of 32, 2 steps after every 4 labels gave 81.2% at 73.6% saved;
-    /// 8 steps after every 8 labels on a ring of 64, 77.4%; 5% labels, 75.6–76.3%; gating on
-    /// uncertainty, 79.8% (room made for a frame the gate then skips costs accuracy).
+    /// Measured on the demo's main job (`--engines replay`, drift segment; `jetlink bench mlink`
+    /// sweeps the rules): the most uncertain of every 5 frames (`top-k`, 20% of ticks labelling)
+    /// gave 82.9% drift at 72.4% saved, against 82.2% for every 5th frame (`uniform`), 81.6% for
+    /// the uncertainty and loss-prediction gates, and 80.8% for every 10th frame; beyond that the
+    /// labels a refresh may take (the DCTA plan's K) cap the gain. A ring of 16–64 rows, 2 or 4
+    /// steps, after every 2 or 4 labels: within 0.3 points.
     fn default() -> Self {
-        AdaptSettings { label_every: 10, ring: 32, tune_every: 4, steps: 2, uncertainty_sampling: false }
+        AdaptSettings { label_every: 5, ring: 32, tune_every: 4, steps: 2, rule: LabelRule::TopK }
     }
 }
 
@@ -158,10 +199,10 @@ impl OnlineAdaptation {
         self.targets != 0 && self.since_label + 1 >= self.settings.label_every
     }
 
-    /// After the prediction of this tick: with uncertainty sampling, whether the frame is uncertain
-    /// enough to label (`signal` is the mean uncertainty of the allocated targets' predictions).
+    /// After the prediction of this tick: with a gating rule, whether the frame is uncertain (or
+    /// lossy) enough to label (`signal`: the allocated targets' mean uncertainty or predicted loss).
     pub fn accept(&mut self, signal: Option<f32>) -> bool {
-        if !self.settings.uncertainty_sampling {
+        if !matches!(self.settings.rule, LabelRule::Uncertainty | LabelRule::LossPrediction) {
             return true;
         }
         let Some(u) = signal else { return true };
@@ -261,5 +302,165 @@ impl OnlineAdaptation {
             }
         }
         Some(Ok(TuneReport { target: j, agreement: sum / rows as f32 }))
+    }
+}
+
+/// Per target, a linear head from a prediction's uncertainty signals to its expected loss (1 −
+/// agreement with the target's own output), fitted on-line by normalised least mean squares on the
+/// labelled frames.
+pub struct LossHead {
+    /// Per target: weights of (1, uncertainty, disagreement).
+    w: Vec<[f32; 3]>,
+}
+
+impl LossHead {
+    /// Step size of the normalised LMS update.
+    const RATE: f32 = 0.1;
+
+    pub fn new(n: usize) -> LossHead {
+        // Start from "loss = the uncertainty score" (the uncertainty rule).
+        LossHead { w: vec![[0.0, 0.5, 0.5]; n] }
+    }
+
+    fn x(s: &crate::links::DriftSignals) -> [f32; 3] {
+        [1.0, s.uncertainty.min(1.0), s.disagreement]
+    }
+
+    /// Predicted loss of target `j`'s prediction with signals `s`.
+    pub fn predict(&self, j: usize, s: &crate::links::DriftSignals) -> f32 {
+        let x = Self::x(s);
+        self.w[j].iter().zip(x).map(|(w, x)| w * x).sum()
+    }
+
+    /// Learn from one labelled prediction: its signals and the loss it had.
+    pub fn learn(&mut self, j: usize, s: &crate::links::DriftSignals, loss: f32) {
+        let x = Self::x(s);
+        let err = loss - self.predict(j, s);
+        let norm: f32 = 1.0 + x.iter().map(|v| v * v).sum::<f32>();
+        for (w, v) in self.w[j].iter_mut().zip(x) {
+            *w += Self::RATE * err * v / norm;
+        }
+    }
+}
+
+/// The last frames seen, with the row of outputs each tick produced, the models valid in it and
+/// its uncertainty, for the top-k rule: a labelling tick labels the most uncertain one not yet
+/// labelled. Sized in `prepare`; its bytes count against the model budget.
+pub struct LabelWindow {
+    frame_len: usize,
+    stride: usize,
+    frames: Vec<u8>,
+    rows: Vec<f32>,
+    valid: Vec<u64>,
+    index: Vec<u32>,
+    score: Vec<f32>,
+    taken: Vec<bool>,
+    next: usize,
+    filled: usize,
+}
+
+impl LabelWindow {
+    /// A window of `len` frames (0: none).
+    pub fn new(len: usize, frame_len: usize, stride: usize) -> LabelWindow {
+        LabelWindow {
+            frame_len,
+            stride,
+            frames: vec![0; len * frame_len],
+            rows: vec![0.0; len * stride],
+            valid: vec![0; len],
+            index: vec![0; len],
+            score: vec![0.0; len],
+            taken: vec![true; len],
+            next: 0,
+            filled: 0,
+        }
+    }
+
+    /// Bytes the window holds (what it takes from the model budget).
+    pub fn bytes(&self) -> u64 {
+        (self.frames.len() + 4 * self.rows.len()) as u64
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.valid.is_empty()
+    }
+
+    /// Keep this tick's frame, its row, the models valid in it and its uncertainty.
+    pub fn push(&mut self, frame: &[u8], index: u32, row: &[f32], valid: u64, score: f32) {
+        let cap = self.valid.len();
+        if cap == 0 || frame.len() != self.frame_len || row.len() != self.stride {
+            return;
+        }
+        let k = self.next;
+        self.frames[k * self.frame_len..(k + 1) * self.frame_len].copy_from_slice(frame);
+        self.rows[k * self.stride..(k + 1) * self.stride].copy_from_slice(row);
+        (self.valid[k], self.index[k], self.score[k], self.taken[k]) = (valid, index, score, false);
+        self.next = (k + 1) % cap;
+        self.filled = (self.filled + 1).min(cap);
+    }
+
+    /// The most uncertain frame not yet labelled (ties: the newest), taken.
+    pub fn take_best(&mut self) -> Option<usize> {
+        let cap = self.valid.len();
+        let mut best: Option<usize> = None;
+        for back in 1..=self.filled {
+            let k = (self.next + cap - back) % cap;
+            if !self.taken[k] && best.is_none_or(|b| self.score[k] > self.score[b]) {
+                best = Some(k);
+            }
+        }
+        if let Some(k) = best {
+            self.taken[k] = true;
+        }
+        best
+    }
+
+    /// Entry `k`: its frame, frame index, row and valid models.
+    pub fn entry(&self, k: usize) -> (&[u8], u32, &[f32], u64) {
+        (
+            &self.frames[k * self.frame_len..(k + 1) * self.frame_len],
+            self.index[k],
+            &self.rows[k * self.stride..(k + 1) * self.stride],
+            self.valid[k],
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::links::DriftSignals;
+
+    #[test]
+    fn the_window_gives_the_most_uncertain_frame_once() {
+        let mut w = LabelWindow::new(3, 2, 1);
+        assert_eq!(w.take_best(), None);
+        for (i, s) in [(0u32, 0.2f32), (1, 0.9), (2, 0.5), (3, 0.1)] {
+            w.push(&[i as u8, 0], i, &[i as f32], 1, s);
+        }
+        // Frame 0 fell out of the window; frame 1 is the most uncertain, then 2, then 3.
+        let k = w.take_best().unwrap();
+        assert_eq!(w.entry(k).1, 1);
+        let k = w.take_best().unwrap();
+        assert_eq!(w.entry(k).1, 2);
+        let k = w.take_best().unwrap();
+        assert_eq!(w.entry(k), (&[3u8, 0][..], 3, &[3.0f32][..], 1));
+        assert_eq!(w.take_best(), None);
+        assert_eq!(w.bytes(), 3 * 2 + 3 * 4);
+        assert_eq!(LabelRule::by_name("top-k"), Some(LabelRule::TopK));
+    }
+
+    #[test]
+    fn the_loss_head_learns_which_signal_predicts_the_loss() {
+        // Loss follows disagreement, not entropy.
+        let mut h = LossHead::new(1);
+        let mut rng = crate::links::Rng::new(3);
+        for _ in 0..4000 {
+            let (u, d) = (rng.f32(), rng.f32());
+            h.learn(0, &DriftSignals { uncertainty: u, disagreement: d, links: 2 }, d);
+        }
+        let lo = h.predict(0, &DriftSignals { uncertainty: 1.0, disagreement: 0.0, links: 2 });
+        let hi = h.predict(0, &DriftSignals { uncertainty: 0.0, disagreement: 1.0, links: 2 });
+        assert!(lo < 0.15 && hi > 0.85, "{lo} {hi}");
     }
 }

@@ -40,7 +40,7 @@ mod prepare;
 mod stats;
 
 pub use crate::schedule::share_saved;
-pub use adapt::{AdaptSettings, OnlineAdaptation, TuneReport};
+pub use adapt::{AdaptSettings, LabelRule, LabelWindow, LossHead, OnlineAdaptation, TuneReport};
 pub use audit::{AuditTally, Estimate};
 pub use build::LoopBuilder;
 pub use policy::PowerGovernor;
@@ -218,6 +218,15 @@ struct LoopState {
     /// The last frame a frame-gated policy ran on.
     gate_frame: Vec<u8>,
     have_gate: bool,
+    /// This tick's drift signals per predicted task (valid where `sig_fresh` has its bit).
+    sig: Vec<crate::links::DriftSignals>,
+    sig_fresh: u64,
+    /// Label selection: the loss head (`loss-prediction`) and the window of recent frames
+    /// (`top-k`, empty otherwise), with scratch for labelling a frame of the window.
+    loss: LossHead,
+    window: LabelWindow,
+    label_frame: Vec<u8>,
+    label_row: Vec<f32>,
     budget: u64,
     mem_used: u64,
     have_last: bool,
@@ -460,9 +469,11 @@ impl<S: FrameSource, W: embedded_io::Write> Controller<S, W> {
             }
         }
         let sample = self.io.telemetry.latest();
+        // The label window's frames take their bytes from the model budget.
         let mem_budget = sample
             .model_budget_bytes(self.plan.board, self.st.mem_used)
-            .min(self.plan.opts.budget_cap.unwrap_or(u64::MAX));
+            .min(self.plan.opts.budget_cap.unwrap_or(u64::MAX))
+            .saturating_sub(self.st.window.bytes());
         let power = if sample.valid.contains(Valid::POWER) { sample.power_mw } else { 0 };
         let step = self.st.governor.update(power, self.plan.board.power_budget_mw);
         if step.over {
@@ -740,6 +751,7 @@ impl<S: FrameSource, W: embedded_io::Write> Controller<S, W> {
             _ => st.links.predict(ok, &st.row, &mut st.out).map_or((false, false), |fresh| (true, fresh)),
         };
         if !predicted {
+            st.sig_fresh = 0;
             // Nothing ran (or no frame): held tasks deliver their model's last output; the others
             // their last output again, flagged.
             st.out.copy_from_slice(&st.last_out);
@@ -755,10 +767,13 @@ impl<S: FrameSource, W: embedded_io::Write> Controller<S, W> {
         }
         // Held tasks whose model has run (a task never run has nothing to hold).
         let holdable = (0..self.plan.n()).filter(|&j| st.age[j] != u32::MAX).fold(0u64, |m, j| m | 1 << j);
+        st.sig_fresh = 0;
         for j in 0..self.plan.n() {
             if fresh && ok >> j & 1 == 0 {
                 if let Ok(s) = st.links.predictor_mut().signals(j) {
-                    st.drift.add(j, 0.5 * (s.uncertainty + s.disagreement));
+                    st.drift.add(j, s.score());
+                    st.sig[j] = s;
+                    st.sig_fresh |= 1 << j;
                 }
             }
             // Tasks neither run, predicted nor held repeat their last output.
@@ -821,32 +836,54 @@ impl<S: FrameSource, W: embedded_io::Write> Controller<S, W> {
         let extra = self.st.extra;
         let audit_bit = extra.audit.map_or(0, |j| 1u64 << j);
         let mut labelled = false;
+        let top_k = !self.st.window.is_empty();
+        if self.plan.opts.adapt && top_k && have_frame && ok != 0 {
+            let score = self.target_signal(ok, fresh).unwrap_or(0.0);
+            let st = &mut self.st;
+            st.window.push(&st.frame, st.frame_index, &st.row, ok, score);
+        }
+        // Targets run one after another: the tick's memory is the largest of its extra runs.
+        let mut peak = self.st.mem_used;
         if self.st.label_group != 0 && have_frame && ok != 0 {
-            // The uncertainty gate applies to labels only; an audit runs whatever the gate says.
+            // The gates apply to labels only; an audit runs whatever they say.
             if extra.label {
-                let signal = self.target_signal(ok, fresh);
-                labelled = self.st.online.accept(signal);
-                if !labelled {
+                if top_k {
+                    // The label group runs on the window's most uncertain frame; this frame runs
+                    // the audit only.
+                    let (done, mem) = self.label_from_window(&mut worked);
+                    (labelled, peak) = (done, peak.max(mem));
                     self.st.label_group &= audit_bit;
+                } else {
+                    let signal = self.target_signal(ok, fresh);
+                    labelled = self.st.online.accept(signal);
+                    if !labelled {
+                        self.st.label_group &= audit_bit;
+                    }
                 }
             }
-            let valid = self.run_group(ok, &mut worked);
-            // The targets' fresh outputs are what a later tick holds.
-            self.store_outputs(valid & !ok);
-            if let Some(j) = extra.audit.filter(|&j| valid >> j & 1 == 1 && ok >> j & 1 == 0) {
-                let r = self.plan.layout.range(j);
-                let a = agreement(
-                    self.plan.kinds[j],
-                    self.plan.tolerances[j],
-                    &self.st.out[r.clone()],
-                    &self.st.row[r],
-                );
-                self.st.audits.record(j, a);
-            }
-            if self.plan.opts.adapt && valid != ok {
-                self.st.online.push(&self.st.row, valid);
+            if self.st.label_group != 0 {
+                let valid = self.run_group(ok, &mut worked);
+                peak = peak.max(self.st.mem_used);
+                // The targets' fresh outputs are what a later tick holds, and what the loss head
+                // learns from.
+                self.store_outputs(valid & !ok);
+                self.learn_losses(valid & !ok);
+                if let Some(j) = extra.audit.filter(|&j| valid >> j & 1 == 1 && ok >> j & 1 == 0) {
+                    let r = self.plan.layout.range(j);
+                    let a = agreement(
+                        self.plan.kinds[j],
+                        self.plan.tolerances[j],
+                        &self.st.out[r.clone()],
+                        &self.st.row[r],
+                    );
+                    self.st.audits.record(j, a);
+                }
+                if self.plan.opts.adapt && valid != ok {
+                    self.st.online.push(&self.st.row, valid);
+                }
             }
         }
+        self.st.mem_used = peak;
         if !self.plan.opts.adapt {
             return worked;
         }
@@ -889,22 +926,71 @@ impl<S: FrameSource, W: embedded_io::Write> Controller<S, W> {
         valid
     }
 
-    /// Mean uncertainty of the allocated targets' predictions on this frame (entropy for classes
-    /// and multilabel, plus the disagreement between links), when the CPU predictor ran.
-    fn target_signal(&mut self, ok: u64, fresh: bool) -> Option<f32> {
+    /// The allocated targets' mean uncertainty ([`crate::links::DriftSignals::score`]) on this
+    /// frame, or with `loss-prediction` their mean predicted loss; `None` when the CPU predictor
+    /// did not run.
+    fn target_signal(&self, ok: u64, fresh: bool) -> Option<f32> {
         if !fresh {
             return None;
         }
+        let st = &self.st;
+        let loss = self.plan.opts.adaptation.rule == LabelRule::LossPrediction;
         let (mut sum, mut count) = (0.0f32, 0u32);
         for j in 0..self.plan.n() {
-            if self.st.online.targets() >> j & 1 == 1 && ok >> j & 1 == 0 {
-                if let Ok(s) = self.st.links.predictor_mut().signals(j) {
-                    sum += s.uncertainty.min(1.0) + s.disagreement;
-                    count += 1;
-                }
+            if (st.online.targets() & !ok & st.sig_fresh) >> j & 1 == 1 {
+                sum += if loss { st.loss.predict(j, &st.sig[j]) } else { st.sig[j].score() };
+                count += 1;
             }
         }
         (count > 0).then(|| sum / count as f32)
+    }
+
+    /// With `loss-prediction`: the loss head learns, for each task in `ran` that this tick
+    /// predicted, the loss its prediction had against the model's own output.
+    fn learn_losses(&mut self, ran: u64) {
+        if self.plan.opts.adaptation.rule != LabelRule::LossPrediction {
+            return;
+        }
+        let st = &mut self.st;
+        for j in 0..self.plan.n() {
+            if (ran & st.sig_fresh) >> j & 1 == 1 {
+                let r = self.plan.layout.range(j);
+                let a = agreement(self.plan.kinds[j], self.plan.tolerances[j], &st.out[r.clone()], &st.row[r]);
+                st.loss.learn(j, &st.sig[j], 1.0 - a);
+            }
+        }
+    }
+
+    /// `top-k`: run this tick's label group on the most uncertain frame of the window not yet
+    /// labelled (its row holds the models that ran on it then), and keep the labelled row. The
+    /// frame and row buffers are swapped, not copied twice; nothing allocates. Returns whether a
+    /// row was labelled and the memory in use while its targets ran.
+    fn label_from_window(&mut self, worked: &mut u8) -> (bool, u64) {
+        let Some(k) = self.st.window.take_best() else { return (false, self.st.mem_used) };
+        let st = &mut self.st;
+        let (index, valid) = {
+            let (frame, index, row, valid) = st.window.entry(k);
+            st.label_frame.copy_from_slice(frame);
+            st.label_row.copy_from_slice(row);
+            (index, valid)
+        };
+        let targets = st.label_group & st.online.targets();
+        std::mem::swap(&mut st.frame, &mut st.label_frame);
+        std::mem::swap(&mut st.row, &mut st.label_row);
+        let (now, group) = (st.frame_index, st.label_group);
+        (st.frame_index, st.label_group) = (index, targets);
+        let base = st.mem_used;
+        let labelled = self.run_group(valid, worked);
+        let st = &mut self.st;
+        std::mem::swap(&mut st.frame, &mut st.label_frame);
+        std::mem::swap(&mut st.row, &mut st.label_row);
+        (st.frame_index, st.label_group) = (now, group);
+        let label_mem = std::mem::replace(&mut st.mem_used, base);
+        if labelled == valid {
+            return (false, label_mem);
+        }
+        st.online.push(&st.label_row, labelled);
+        (true, label_mem)
     }
 
     /// Step 8: agreement of every delivered output with the reference, when there is one. Returns

@@ -101,6 +101,20 @@ pub(super) fn prepare<S: FrameSource, W: embedded_io::Write>(p: Parts<S, W>) -> 
         held_age: vec![0; n],
         gate_frame: vec![0; source.frame_len()],
         have_gate: false,
+        sig: vec![Default::default(); n],
+        sig_fresh: 0,
+        loss: LossHead::new(n),
+        window: LabelWindow::new(
+            if opts.adapt && opts.adaptation.rule == LabelRule::TopK {
+                opts.adaptation.label_every.max(1) as usize
+            } else {
+                0
+            },
+            source.frame_len(),
+            stride,
+        ),
+        label_frame: vec![0; source.frame_len()],
+        label_row: vec![0.0; stride],
         budget: u64::MAX,
         mem_used: 0,
         have_last: false,

@@ -25,6 +25,15 @@ pub struct DriftSignals {
     pub links: u32,
 }
 
+impl DriftSignals {
+    /// The one uncertainty signal of a predicted output, in [0, 1]: the mean of its uncertainty
+    /// (capped at 1) and the disagreement of its links. Drift levels, label selection and audits
+    /// all read this.
+    pub fn score(&self) -> f32 {
+        0.5 * (self.uncertainty.min(1.0) + self.disagreement)
+    }
+}
+
 /// Everything needed to predict missing outputs, with every buffer allocated up front.
 #[derive(Clone, Debug)]
 pub struct Predictor {
