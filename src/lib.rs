@@ -14,6 +14,7 @@ pub mod gpu;
 pub mod links;
 pub mod manifest;
 pub mod monitor;
+pub mod percentile;
 pub mod plot;
 pub mod profile;
 pub mod record;

@@ -151,8 +151,7 @@ pub fn measure(spec: &ModelSpec, manifest: &Manifest, stream: &Stream, frames: u
             .map_err(|e| anyhow::anyhow!("model {:?} on frame {f}: {e}", spec.name))?;
         us.push(t.elapsed().as_secs_f64() * 1e6);
     }
-    us.sort_by(f64::total_cmp);
-    let median = us[us.len() / 2];
+    let median = crate::percentile::percentile_sorting(&mut us, 50.0);
     Ok(Cost {
         weight_bytes: s.weight_bytes,
         activation_bytes: s.activation_bytes,

@@ -69,16 +69,7 @@ impl ModelStats {
     }
 }
 
-/// Percentile by nearest rank on a copy of the samples.
-pub fn percentile(samples: &[f64], p: f64) -> f64 {
-    if samples.is_empty() {
-        return f64::NAN;
-    }
-    let mut v = samples.to_vec();
-    v.sort_by(|a, b| a.total_cmp(b));
-    let rank = ((p / 100.0) * (v.len() - 1) as f64).round() as usize;
-    v[rank.min(v.len() - 1)]
-}
+pub use crate::percentile::percentile;
 
 /// Run all models over `frames` of the stream; return the recording and the statistics.
 pub fn record(

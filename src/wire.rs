@@ -330,17 +330,11 @@ impl core::fmt::Display for WireError {
 
 impl std::error::Error for WireError {}
 
-/// CRC-16/IBM-3740 (a.k.a. CCITT-FALSE: poly 0x1021, init 0xFFFF, no reflection, no final xor);
-/// Python's `binascii.crc_hqx(data, 0xFFFF)` computes the same.
+/// CRC-16/IBM-3740 (a.k.a. CCITT-FALSE: poly 0x1021, init 0xFFFF, no reflection, no final xor),
+/// by the `crc` crate's catalogue entry; Python's `binascii.crc_hqx(data, 0xFFFF)` computes the same.
 pub fn crc16(data: &[u8]) -> u16 {
-    let mut crc: u16 = 0xFFFF;
-    for &b in data {
-        crc ^= (b as u16) << 8;
-        for _ in 0..8 {
-            crc = if crc & 0x8000 != 0 { (crc << 1) ^ 0x1021 } else { crc << 1 };
-        }
-    }
-    crc
+    const CRC: crc::Crc<u16> = crc::Crc::<u16>::new(&crc::CRC_16_IBM_3740);
+    CRC.checksum(data)
 }
 
 /// Encode `msg` as one frame into `buf`: COBS(postcard(msg) ++ crc16_le) ++ `0x00`.

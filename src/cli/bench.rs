@@ -202,31 +202,45 @@ pub(crate) fn demo_drift_contexts(
 
 /// The gain curve g(K): the main job's loop (replay engines) on the evaluation stream without
 /// adaptation and with every refresh on K labelled frames, for each K of the cost model; g(K) is the
-/// drift-segment accuracy won back with K over the most any K won back.
+/// drift-segment accuracy won back with K over the most any K won back. Measured twice: with the
+/// loop's default labelling (`gain`), and with every 10th frame labelled (`gain_uniform_10`, the
+/// curve the DCTA cost model uses, `dcta::MEASURED_GAIN`).
 fn bench_adapt_gain(a: &BenchArgs) -> Result<()> {
     let frames = jetlink::dcta::CostModel::default().frames;
-    let run = |k: Option<u32>| -> Result<f64> {
-        let mut ctl = replay_loop(a, None, Some(k))?;
+    let uniform_10 = jetlink::control::AdaptSettings {
+        rule: jetlink::control::LabelRule::Uniform,
+        label_every: 10,
+        ..Default::default()
+    };
+    let run = |k: Option<u32>, labels: Option<jetlink::control::AdaptSettings>| -> Result<f64> {
+        let mut ctl = replay_loop_with(a, None, Some(k), labels)?;
         while ctl.tick() {}
         ctl.stats().accuracy(1).context("the benchmark needs a drift segment with reference frames")
     };
-    let base = run(None)?;
+    let base = run(None, None)?;
     println!("no adaptation: drift-segment accuracy {:.2}%", 100.0 * base);
-    let mut acc = Vec::new();
-    for &k in &frames {
-        let v = run(Some(k))?;
-        println!("K = {k:>3}: drift-segment accuracy {:.2}% ({:+.2} points)", 100.0 * v, 100.0 * (v - base));
-        acc.push(v);
-    }
-    let best = acc.iter().map(|v| v - base).fold(0.0, f64::max);
-    let gain: Vec<f64> =
-        acc.iter().map(|v| if best > 0.0 { ((v - base) / best).clamp(0.0, 1.0) } else { 0.0 }).collect();
-    println!("gain g(K) = {:?}", gain.iter().map(|g| (g * 1000.0).round() / 1000.0).collect::<Vec<_>>());
+    let curve = |labels: Option<jetlink::control::AdaptSettings>, name: &str| -> Result<(Vec<f64>, Vec<f64>)> {
+        let mut acc = Vec::new();
+        for &k in &frames {
+            let v = run(Some(k), labels)?;
+            println!("{name}, K = {k:>3}: drift-segment accuracy {:.2}% ({:+.2} points)", 100.0 * v, 100.0 * (v - base));
+            acc.push(v);
+        }
+        let best = acc.iter().map(|v| v - base).fold(0.0, f64::max);
+        let gain: Vec<f64> =
+            acc.iter().map(|v| if best > 0.0 { ((v - base) / best).clamp(0.0, 1.0) } else { 0.0 }).collect();
+        println!("{name}: gain g(K) = {:?}", gain.iter().map(|g| (g * 1000.0).round() / 1000.0).collect::<Vec<_>>());
+        Ok((acc, gain))
+    };
+    let (acc, gain) = curve(None, "default labelling")?;
+    let (acc_u, gain_u) = curve(Some(uniform_10), "every 10th frame")?;
     let json = serde_json::json!({
         "frames": frames,
         "no_adapt_drift_accuracy": base,
         "drift_accuracy": acc,
         "gain": gain,
+        "drift_accuracy_uniform_10": acc_u,
+        "gain_uniform_10": gain_u,
     });
     std::fs::create_dir_all(&a.out_dir).with_context(|| format!("creating {}", a.out_dir.display()))?;
     let path = a.out_dir.join("adapt-gain.json");
@@ -256,6 +270,16 @@ pub(crate) fn replay_loop(
     ticks: Option<usize>,
     adapt_frames: Option<Option<u32>>,
 ) -> Result<control::Controller<ReplaySource, jetlink::serial::MemWriter>> {
+    replay_loop_with(a, ticks, adapt_frames, None)
+}
+
+/// [`replay_loop`] with these adaptation settings instead of the default ones.
+pub(crate) fn replay_loop_with(
+    a: &BenchArgs,
+    ticks: Option<usize>,
+    adapt_frames: Option<Option<u32>>,
+    adaptation: Option<jetlink::control::AdaptSettings>,
+) -> Result<control::Controller<ReplaySource, jetlink::serial::MemWriter>> {
     let board = jetlink::board::current();
     let (manifest, stream) = load_workload(&a.manifest)?;
     let bundle = Bundle::load_for(&a.bundle, &manifest)?;
@@ -272,6 +296,9 @@ pub(crate) fn replay_loop(
     let mut builder = LoopBuilder::new(board, manifest, bundle, stream)
         .reference(Some(reference.clone()))
         .engines(replay_engines(reference)?);
+    if let Some(s) = adaptation {
+        builder.options_mut().adaptation = s;
+    }
     match adapt_frames {
         Some(None) => builder.options_mut().adapt = false,
         Some(k) => builder.options_mut().adapt_frames = k,
@@ -284,18 +311,33 @@ pub(crate) fn replay_loop(
 pub(crate) fn bench_loop(a: &BenchArgs) -> Result<()> {
     let n = a.ticks as usize;
     let mut ctl = replay_loop(a, Some(n), None)?;
-    let mut us = Vec::with_capacity(n);
+    let tpp = jetlink::board::current().ticks_per_period.max(1) as u64;
+    // Time outside the engines per tick, by what the tick did: a plain tick, a tick with an
+    // adaptation step (a label run or a fine-tuning step: `Tick.adapt_task`), a period start (the
+    // summary, drift levels and the DCTA decision).
+    let mut by_kind: [Vec<f64>; 3] = [Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n)];
+    let mut all = Vec::with_capacity(n);
     let mut with_engines = Vec::with_capacity(n);
     let mut alloc_ticks: Vec<(u64, u64)> = Vec::with_capacity(64);
     let a0 = alloc_count::loop_allocations();
     loop {
         let before = alloc_count::loop_allocations();
+        let tick_no = ctl.stats().ticks;
         let t = Instant::now();
         if !ctl.tick() {
             break;
         }
         let total = t.elapsed().as_secs_f64() * 1e6;
-        us.push(total - ctl.last_engine_ns() as f64 / 1e3);
+        let outside = total - ctl.last_engine_ns() as f64 / 1e3;
+        let kind = if tick_no % tpp == 0 {
+            2
+        } else if ctl.last().tick.adapt_task != jetlink::wire::NO_ADAPT_TASK {
+            1
+        } else {
+            0
+        };
+        by_kind[kind].push(outside);
+        all.push(outside);
         with_engines.push(total);
         let d = alloc_count::loop_allocations() - before;
         if d > 0 && alloc_ticks.len() < alloc_ticks.capacity() {
@@ -306,13 +348,34 @@ pub(crate) fn bench_loop(a: &BenchArgs) -> Result<()> {
     if !alloc_ticks.is_empty() {
         println!("ticks that allocated (tick, count): {alloc_ticks:?}");
     }
+    let summary = |v: &[f64]| {
+        serde_json::json!({
+            "ticks": v.len(),
+            "median_us": percentile(v, 50.0),
+            "p99_us": percentile(v, 99.0),
+            "max_us": percentile(v, 100.0),
+        })
+    };
+    let names = ["plain", "adaptation", "period_start"];
+    println!("loop time per tick outside engine inference (replay engines, {} ticks):", all.len());
+    for (k, v) in by_kind.iter().enumerate() {
+        if !v.is_empty() {
+            println!(
+                "  {:<13} {:>6} ticks: median {:.2} us, p99 {:.2} us, max {:.2} us",
+                names[k],
+                v.len(),
+                percentile(v, 50.0),
+                percentile(v, 99.0),
+                percentile(v, 100.0)
+            );
+        }
+    }
     println!(
-        "loop overhead per tick outside engine inference (replay engines, {} ticks): median {:.2} us, p99 {:.2} us, max {:.2} us; allocations {}",
-        us.len(),
-        percentile(&us, 50.0),
-        percentile(&us, 99.0),
-        percentile(&us, 100.0),
-        allocs
+        "  all           {:>6} ticks: median {:.2} us, p99 {:.2} us, max {:.2} us; allocations {allocs}",
+        all.len(),
+        percentile(&all, 50.0),
+        percentile(&all, 99.0),
+        percentile(&all, 100.0)
     );
     println!(
         "whole tick including the engines' input views and replayed inference: median {:.2} us, p99 {:.2} us; links on the {}",
@@ -320,6 +383,21 @@ pub(crate) fn bench_loop(a: &BenchArgs) -> Result<()> {
         percentile(&with_engines, 99.0),
         ctl.link_backend()
     );
+    let json = serde_json::json!({
+        "ticks": all.len(),
+        "plain": summary(&by_kind[0]),
+        "adaptation": summary(&by_kind[1]),
+        "period_start": summary(&by_kind[2]),
+        "all": summary(&all),
+        "whole_tick": summary(&with_engines),
+        "allocations": allocs,
+        "links": ctl.link_backend(),
+    });
+    std::fs::create_dir_all(&a.out_dir).with_context(|| format!("creating {}", a.out_dir.display()))?;
+    let path = a.out_dir.join("loop.json");
+    jetlink::atomic::write_file(&path, serde_json::to_string_pretty(&json)?.as_bytes())
+        .with_context(|| format!("writing {}", path.display()))?;
+    println!("wrote {}", path.display());
     Ok(())
 }
 

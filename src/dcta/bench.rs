@@ -481,13 +481,13 @@ fn measure(
     }
 }
 
-/// Median and 99th percentile (sorts in place).
+/// Median and 99th percentile (sorts in place; 0 for no samples), by the one percentile rule.
 fn percentiles(v: &mut [f64]) -> (f64, f64) {
     if v.is_empty() {
         return (0.0, 0.0);
     }
-    v.sort_by(f64::total_cmp);
-    (v[v.len() / 2], v[((v.len() as f64 * 0.99) as usize).min(v.len() - 1)])
+    let p50 = crate::percentile::percentile_sorting(v, 50.0);
+    (p50, crate::percentile::of_sorted(v, 99.0))
 }
 
 /// Energy over a stretch of work: RAPL where readable, else CPU time × the board's CPU busy power.

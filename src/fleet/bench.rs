@@ -84,8 +84,7 @@ pub struct FleetBenchReport {
 }
 
 fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    if v.is_empty() { 0.0 } else { v[v.len() / 2] }
+    if v.is_empty() { 0.0 } else { crate::percentile::percentile_sorting(v, 50.0) }
 }
 
 /// Run the bench; see the module docs.

@@ -289,10 +289,7 @@ pub fn bench_predict(
         times.push(us);
         by_mask[mi].push(us);
     }
-    let median = |v: &mut Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
+    let median = |v: &mut Vec<f64>| crate::percentile::percentile_sorting(v, 50.0);
     let mut by_active = vec![(0.0f64, 0u32); n + 1];
     let (mut worst_mask, mut worst_mask_us) = (0, 0.0);
     for (mi, v) in by_mask.iter_mut().enumerate() {
@@ -310,7 +307,7 @@ pub fn bench_predict(
     }
     let mean = times.iter().sum::<f64>() / times.len() as f64;
     times.sort_by(f64::total_cmp);
-    let q = |f: f64| times[((times.len() - 1) as f64 * f).round() as usize];
+    let q = |f: f64| crate::percentile::of_sorted(&times, 100.0 * f);
     Ok(BenchStats {
         calls: iters,
         mean_us: mean,
