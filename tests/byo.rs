@@ -434,8 +434,8 @@ fn a_second_workload_goes_from_images_to_a_run_and_a_benchmark() {
         serde_json::from_str(&std::fs::read_to_string(w.join("bench/mlink.json")).unwrap()).unwrap();
     assert!(json["hold_agreement"].as_array().is_some_and(|h| h.len() == 3));
     let rows = json["results"].as_array().unwrap();
-    // The main job's settings, then 3 policies and 6 labelling variants of the first, at 2 budgets.
-    assert_eq!(rows.len(), 1 + (3 + 6) * 2);
+    // The main job's settings, then 3 policies and 7 labelling variants of the first, at 2 budgets.
+    assert_eq!(rows.len(), 1 + (3 + 7) * 2);
     assert_eq!(rows[0]["method"], "main");
     assert_eq!(json["main"], rows[0]);
     assert!(rows.iter().any(|r| r["method"] == "interval-2" && r["held_outputs"].as_u64().unwrap() > 0));

@@ -172,6 +172,18 @@ pub(crate) fn bench(a: &BenchArgs) -> Result<()> {
                 }
             }
             println!("  slowest mask {:#b}: {:.2} us", s.worst_mask, s.worst_mask_us);
+            let json = serde_json::json!({
+                "calls": s.calls,
+                "mean_us": s.mean_us,
+                "p50_us": s.p50_us,
+                "p99_us": s.p99_us,
+                "max_us": s.max_us,
+                "mean_us_by_active": s.mean_us_by_active,
+            });
+            let path = a.out_dir.join("links.json");
+            jetlink::atomic::write_file(&path, serde_json::to_string_pretty(&json)?.as_bytes())
+                .with_context(|| format!("writing {}", path.display()))?;
+            println!("wrote {}", path.display());
         }
         BenchWhat::Loop => bench_loop(a)?,
     }

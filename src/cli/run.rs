@@ -45,12 +45,13 @@ pub(crate) struct RunArgs {
     /// At most this many models run per tick (default: the board's `max-active-models`).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub(crate) max_active: Option<u32>,
-    /// Which frame a labelling tick labels (every `--label-every` ticks): `uniform` (that tick's),
+    /// Which frame a labelling tick labels (every `--label-every` ticks): `auto` (`top-k` where its
+    /// window costs at most 1/32 of the board's model budget, else `uniform`), `uniform` (that tick's),
     /// `uncertainty` (that tick's, only if its predictions are at least as uncertain as their
     /// running mean), `loss-prediction` (only if its predicted loss is at least the running mean;
     /// a per-target head learnt on-line), `top-k` (the most uncertain of the last `--label-every`
     /// frames, kept in a window counted against the model budget).
-    #[arg(long, default_value = "top-k", value_parser = parse_label_rule)]
+    #[arg(long, default_value = "auto", value_parser = parse_label_rule)]
     pub(crate) labels: String,
     /// The same as `--labels uncertainty`.
     #[arg(long)]
@@ -99,7 +100,7 @@ pub(crate) struct RunArgs {
 fn parse_label_rule(s: &str) -> Result<String, String> {
     match jetlink::control::LabelRule::by_name(s) {
         Some(_) => Ok(s.to_string()),
-        None => Err(format!("{s:?}: unknown label rule; rules: uniform, uncertainty, loss-prediction, top-k")),
+        None => Err(format!("{s:?}: unknown label rule; rules: auto, uniform, uncertainty, loss-prediction, top-k")),
     }
 }
 
@@ -184,7 +185,7 @@ impl Default for RunArgs {
             no_adapt: false,
             max_active: None,
             uncertainty_sampling: false,
-            labels: "top-k".into(),
+            labels: "auto".into(),
             label_every: 5,
             source: "stream".into(),
             reference_aligned: false,
@@ -687,6 +688,13 @@ pub(crate) fn print_summary(
         "  policy                 {} ({} outputs delivered held from their model's last run)",
         ctl.policy(),
         s.held_outputs
+    );
+    let (rule, window) = ctl.label_rule();
+    println!(
+        "  labels                 {} every {} ticks{}",
+        rule.name(),
+        ctx.opts.adaptation.label_every,
+        if window > 0 { format!(" (window of {} taken from the budget)", mb(window)) } else { String::new() }
     );
     println!(
         "  peak model memory      {} against a budget of {} (lowest budget seen {}; over budget on {} ticks)",

@@ -127,8 +127,9 @@ pub(crate) fn parse_shares(s: &str) -> Result<Vec<f64>> {
 }
 
 /// The labelling variants run beside the default: name and the `jetlink run` flags.
-const VARIANTS: [(&str, &[&str]); 6] = [
+const VARIANTS: [(&str, &[&str]); 7] = [
     ("no-adapt", &["--no-adapt"]),
+    ("top-k", &["--labels", "top-k"]),
     ("uniform", &["--labels", "uniform"]),
     ("uncertainty", &["--labels", "uncertainty"]),
     ("loss-prediction", &["--labels", "loss-prediction"]),

@@ -36,8 +36,11 @@ pub struct AdaptSettings {
 /// ticks, and decides from what the loop has seen so far (causal).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum LabelRule {
-    /// The frame of every `label_every`-th tick.
+    /// `top-k` when its window costs at most [`LabelRule::AUTO_WINDOW_SHARE`] of the board's model
+    /// budget, else `uniform` (decided in `prepare`).
     #[default]
+    Auto,
+    /// The frame of every `label_every`-th tick.
     Uniform,
     /// That frame, only if its predictions' uncertainty ([`DriftSignals::score`]) is at least its
     /// running mean.
@@ -53,11 +56,26 @@ pub enum LabelRule {
 }
 
 impl LabelRule {
-    pub const ALL: [LabelRule; 4] =
-        [LabelRule::Uniform, LabelRule::Uncertainty, LabelRule::LossPrediction, LabelRule::TopK];
+    pub const ALL: [LabelRule; 5] =
+        [LabelRule::Auto, LabelRule::Uniform, LabelRule::Uncertainty, LabelRule::LossPrediction, LabelRule::TopK];
+
+    /// `auto` takes `top-k` when its window of frames costs at most this share of the model budget.
+    pub const AUTO_WINDOW_SHARE: f64 = 1.0 / 32.0;
+
+    /// The rule `auto` stands for, given the window's bytes and the board's model budget.
+    pub fn resolve(self, window_bytes: u64, model_budget: u64) -> LabelRule {
+        match self {
+            LabelRule::Auto if window_bytes as f64 <= Self::AUTO_WINDOW_SHARE * model_budget as f64 => {
+                LabelRule::TopK
+            }
+            LabelRule::Auto => LabelRule::Uniform,
+            r => r,
+        }
+    }
 
     pub fn name(self) -> &'static str {
         match self {
+            LabelRule::Auto => "auto",
             LabelRule::Uniform => "uniform",
             LabelRule::Uncertainty => "uncertainty",
             LabelRule::LossPrediction => "loss-prediction",
@@ -76,9 +94,10 @@ impl Default for AdaptSettings {
     /// gave 82.9% drift at 72.4% saved, against 82.2% for every 5th frame (`uniform`), 81.6% for
     /// the uncertainty and loss-prediction gates, and 80.8% for every 10th frame; beyond that the
     /// labels a refresh may take (the DCTA plan's K) cap the gain. A ring of 16–64 rows, 2 or 4
-    /// steps, after every 2 or 4 labels: within 0.3 points.
+    /// steps, after every 2 or 4 labels: within 0.3 points. `auto` keeps top-k off where its window
+    /// of frames would take a real share of the model budget (the video demo's 5 frames: 1.7 MB).
     fn default() -> Self {
-        AdaptSettings { label_every: 5, ring: 32, tune_every: 4, steps: 2, rule: LabelRule::TopK }
+        AdaptSettings { label_every: 5, ring: 32, tune_every: 4, steps: 2, rule: LabelRule::Auto }
     }
 }
 

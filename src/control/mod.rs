@@ -327,6 +327,11 @@ impl<S: FrameSource, W: embedded_io::Write> Controller<S, W> {
         &self.plan.cycles.name
     }
 
+    /// The label rule in force (`auto` resolved) and the bytes its window takes from the budget.
+    pub fn label_rule(&self) -> (LabelRule, u64) {
+        (self.plan.opts.adaptation.rule, self.st.window.bytes())
+    }
+
     /// Time the last tick spent in engines (input views and inference), nanoseconds.
     pub fn last_engine_ns(&self) -> u64 {
         self.st.engine_ns

@@ -57,6 +57,10 @@ pub(super) fn prepare<S: FrameSource, W: embedded_io::Write>(p: Parts<S, W>) -> 
     check_parts(&manifest, &bundle, frame_shape, &source, reference.as_deref())?;
     let n = bundle.n_models();
     let models = crate::engine::prepare_all(&manifest, frame_shape, backend.as_ref())?;
+    let mut opts = opts;
+    let window_len = opts.adaptation.label_every.max(1) as usize;
+    let window_bytes = (window_len * (source.frame_len() + 4 * bundle.layout().stride())) as u64;
+    opts.adaptation.rule = opts.adaptation.rule.resolve(window_bytes, board.model_budget_bytes);
     let (problem, table) = schedule_for(&bundle, board, &opts)?;
     let profile: Vec<&[u8]> = profile.iter().map(|f| f.as_slice()).collect();
     let cycles = CycleTable::build(&opts.policy, &problem, &table, &profile, opts.seed)
@@ -106,7 +110,7 @@ pub(super) fn prepare<S: FrameSource, W: embedded_io::Write>(p: Parts<S, W>) -> 
         loss: LossHead::new(n),
         window: LabelWindow::new(
             if opts.adapt && opts.adaptation.rule == LabelRule::TopK {
-                opts.adaptation.label_every.max(1) as usize
+                window_len
             } else {
                 0
             },
