@@ -23,6 +23,26 @@ fn commands(md: &str) -> Vec<(String, Vec<String>)> {
     out
 }
 
+/// The main job (tract engines) prints the accuracy and savings that `jetlink bench mlink` recorded
+/// for it (replay engines) in the committed `docs/bench/mlink.json`, row `main`: the figures the
+/// README quotes are what `cargo run --release` does.
+fn main_job_matches_its_bench_row(out: &str) {
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(root().join("docs/bench/mlink.json")).unwrap()).unwrap();
+    let m = &json["main"];
+    let pct = |v: &serde_json::Value| format!("{:.1}%", 100.0 * v.as_f64().unwrap());
+    let acc = &m["accuracy"];
+    let line = format!(
+        "accuracy kept          {} overall, {} clean, {} drift",
+        pct(&acc["overall"]),
+        pct(&acc["clean"]),
+        pct(&acc["drift"])
+    );
+    assert!(out.contains(&line), "the main job's summary lacks `{line}`:\n{out}");
+    let saved = format!("executions saved       {} ", pct(&m["executions_saved"]));
+    assert!(out.contains(&saved), "the main job's summary lacks `{saved}`:\n{out}");
+}
+
 #[test]
 fn every_readme_command_runs() {
     let md = std::fs::read_to_string(root().join("README.md")).unwrap();
@@ -35,6 +55,9 @@ fn every_readme_command_runs() {
         let o = Command::new(env!("CARGO_BIN_EXE_jetlink")).args(&args).current_dir(root()).output().unwrap();
         let (so, se) = (String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
         assert!(o.status.success(), "README command `{line}` failed ({}):\n{so}\n{se}", o.status);
+        if args.is_empty() {
+            main_job_matches_its_bench_row(&so);
+        }
         println!("$ {line}  ({:.1} s)\n{}", t.elapsed().as_secs_f64(), so.lines().take(4).collect::<Vec<_>>().join("\n"));
     }
 }
