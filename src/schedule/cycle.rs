@@ -10,6 +10,10 @@ pub const RANDOM_DRAWS: usize = 16;
 /// Frames a `frame-filter` policy tunes its threshold on (taken from the stream's training part).
 pub const PROFILE_FRAMES: usize = 64;
 
+/// Most budget levels a policy other than `optimal` is solved at (evenly spread over the sorted
+/// candidate budgets, the largest always kept): a tick's budget takes the level at or below it.
+pub const MAX_LEVELS: usize = 64;
+
 /// One budget level: the cheapest budget it applies from, its phases, and (for `frame-filter`) the
 /// frame-difference threshold below which a frame runs nothing and every output is held.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -58,6 +62,12 @@ impl CycleTable {
             return Some(CycleTable::from_staircase(table));
         }
         let mut s = by_name(name, profile, seed)?;
+        if name == "optimal-hold" && p.n > super::hold::FULL_ROTATION_MODELS {
+            // Cores from the exact table's running sets (and none): bounded work for many models.
+            let mut cores = table.mask.clone();
+            cores.push(0);
+            s = Box::new(super::OptimalHold::with_cores(cores));
+        }
         // The frame filter's own selection runs every model that fits alone, one after another; the
         // loop runs its models together, so on a frame that changed it runs the best set that fits
         // without links (`standalone`), with the filter's threshold for that budget.
@@ -71,6 +81,11 @@ impl CycleTable {
         budgets.push(0);
         budgets.sort_unstable();
         budgets.dedup();
+        if budgets.len() > MAX_LEVELS {
+            let n = budgets.len();
+            budgets = (0..MAX_LEVELS).map(|k| budgets[k * (n - 1) / (MAX_LEVELS - 1)]).collect();
+            budgets.dedup();
+        }
         let draws = if name == "random" { RANDOM_DRAWS } else { 1 };
         let mut t = CycleTable { name: name.to_string(), levels: Vec::new(), phases: Vec::new() };
         let mut phases = Vec::new();
@@ -192,6 +207,22 @@ mod tests {
         assert_eq!(t.runs(k), 0b1111);
         assert_eq!(t.phase(k, 0).hold | t.phase(k, 0).active, 0b1111);
         assert!(CycleTable::build("nonsense", &p, &table, &[], 1).is_none());
+    }
+
+    #[test]
+    fn many_models_stay_within_the_level_cap() {
+        // Twelve models and no execution cap: 4,095 candidate sets, 64 levels at most, and the
+        // rotation's cores from the exact table (a full search would be 3^12 per level).
+        let mem: Vec<u64> = (1..=12).map(|i| 10 * i).collect();
+        let p = problem(&mem, &[1.0; 12], |j, m| if m == 0 { 0.0 } else { 0.3 + 0.05 * (j % 3) as f32 });
+        let table = ScheduleTable::build(&p);
+        for name in ["optimal-hold", "interval-3", "greedy"] {
+            let t = CycleTable::build(name, &p, &table, &[], 1).unwrap();
+            assert!(t.levels() <= MAX_LEVELS, "{name}: {} levels", t.levels());
+            for k in 0..t.levels() {
+                assert!(t.peak(&p, k) <= t.level(k).budget, "{name} level {k}");
+            }
+        }
         assert!(is_policy("interval-7") && is_policy("optimal") && !is_policy("interval-0"));
     }
 }

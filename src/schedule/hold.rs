@@ -260,9 +260,22 @@ impl Rotation {
     /// any number of the slots the core leaves. Ties go to fewer executions per frame, then to a shorter rotation. Plain linking (an empty
     /// rotation) and plain interval inference (an empty core) are both among the choices.
     pub fn best(p: &Problem, budget: u64) -> Rotation {
+        Rotation::best_among(p, budget, None)
+    }
+
+    /// [`Rotation::best`] with the cores restricted to `cores` (every set when `None`).
+    pub fn best_among(p: &Problem, budget: u64, cores: Option<&[u64]>) -> Rotation {
         let all = p.all();
         let mut best = Rotation { phases: vec![Phase::default()], ..Rotation::default() };
-        for core in 0..=all {
+        let every: Vec<u64>;
+        let cores = match cores {
+            Some(c) => c,
+            None => {
+                every = (0..=all).collect();
+                &every
+            }
+        };
+        for &core in cores {
             let used = core.count_ones() as usize;
             if used > p.max_active || p.model_cost(core) > budget {
                 continue;
@@ -317,11 +330,22 @@ impl Rotation {
 pub struct OptimalHold {
     plan: Rotation,
     t: usize,
+    /// Cores considered (`None`: every set of at most `max_active` models).
+    cores: Option<Vec<u64>>,
 }
+
+/// Above this many models, [`OptimalHold`] built for the loop takes its cores from the exact
+/// staircase's running sets instead of every set (the full search grows as 3^n per budget level).
+pub const FULL_ROTATION_MODELS: usize = 8;
 
 impl OptimalHold {
     pub fn plan(&self) -> &Rotation {
         &self.plan
+    }
+
+    /// Consider only these cores (the running sets of the exact table, say).
+    pub fn with_cores(cores: Vec<u64>) -> OptimalHold {
+        OptimalHold { cores: Some(cores), ..OptimalHold::default() }
     }
 }
 
@@ -331,7 +355,7 @@ impl Scheduler for OptimalHold {
     }
 
     fn select(&mut self, problem: &Problem, budget: u64) {
-        let plan = Rotation::best(problem, budget);
+        let plan = Rotation::best_among(problem, budget, self.cores.as_deref());
         if plan.core != self.plan.core || plan.rotation != self.plan.rotation {
             self.t = 0;
         }
