@@ -218,11 +218,22 @@ impl Recording {
         );
         rec.frames.reserve(n_frames);
         rec.values.reserve(n_frames * s);
-        for _ in 0..n_frames {
+        for r in 0..n_frames {
             let f = c.u32("frame_index")?;
             rec.frames.push(f);
-            for v in c.take(4 * s, "values")?.chunks_exact(4) {
-                rec.values.push(f32::from_le_bytes([v[0], v[1], v[2], v[3]]));
+            for (k, v) in c.take(4 * s, "values")?.chunks_exact(4).enumerate() {
+                let x = f32::from_le_bytes([v[0], v[1], v[2], v[3]]);
+                // Numbers are checked finite where they enter: a NaN would score every prediction
+                // of that output as wrong (or right) without a word.
+                if !x.is_finite() {
+                    let m = rec.layout.model_of(k);
+                    bail!(
+                        "row {r} (frame {f}): model {m} ({}) value {} is {x}, not a finite number",
+                        rec.models[m].name,
+                        k - rec.layout.range(m).start
+                    );
+                }
+                rec.values.push(x);
             }
         }
         Ok(rec)
@@ -238,6 +249,25 @@ impl Recording {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_value_that_is_not_finite_is_refused_naming_row_model_and_value() {
+        let mut rec = Recording::new(vec![
+            RecordedModel { name: "a".into(), kind: OutputKind::Class, size: 2 },
+            RecordedModel { name: "b".into(), kind: OutputKind::Regression, size: 3 },
+        ]);
+        rec.push(0, &[0.5, 0.5, 1.0, 2.0, 3.0]);
+        rec.push(7, &[0.5, 0.5, 1.0, f32::NAN, 3.0]);
+        let mut b = Vec::new();
+        rec.write_to(&mut b).unwrap();
+        let e = Recording::parse(&b).unwrap_err().to_string();
+        assert!(e.contains("row 1 (frame 7): model 1 (b) value 1 is NaN"), "{e}");
+        rec.values[6] = 2.0;
+        rec.values[7] = f32::INFINITY;
+        let mut b = Vec::new();
+        rec.write_to(&mut b).unwrap();
+        assert!(Recording::parse(&b).unwrap_err().to_string().contains("is inf"));
+    }
 
     #[test]
     fn round_trip_and_truncation() {

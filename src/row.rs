@@ -45,6 +45,11 @@ impl RowLayout {
         self.offsets[m]..self.offsets[m] + self.sizes[m]
     }
 
+    /// The model whose output holds value `k` of a row (`k < stride`).
+    pub fn model_of(&self, k: usize) -> usize {
+        self.offsets.partition_point(|&o| o <= k).saturating_sub(1)
+    }
+
     pub fn offset(&self, m: usize) -> usize {
         self.offsets[m]
     }

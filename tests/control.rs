@@ -151,7 +151,12 @@ impl Engine for FlakyEngine {
             output.fill(f32::NAN);
             return Err(EngineError::Timeout);
         }
-        self.0.run(input, output)
+        let r = self.0.run(input, output);
+        if self.1 % 13 == 0 {
+            // A model that "ran" but gave a value that is not a number: the loop must not deliver it.
+            output[0] = f32::NAN;
+        }
+        r
     }
 }
 

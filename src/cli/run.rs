@@ -447,8 +447,10 @@ pub(crate) fn prepare_run(a: &RunArgs, header: bool) -> Result<(Loop, Prepared, 
 }
 
 pub(crate) fn run(a: &RunArgs) -> Result<()> {
-    let (ctl, p, fleet_client) = prepare_run(a, true)?;
+    // Signals first: a SIGHUP or SIGTERM that arrives while the loop is prepared (or right after
+    // "prepared in" is printed) is then handled by the loop, not by the default action.
     let signals = Signals::register()?;
+    let (ctl, p, fleet_client) = prepare_run(a, true)?;
     let ctx = p.ctx(a);
     let (ctl, d) = drive(&ctx, ctl, &signals, p.planned, p.live, &p.serial_spec)?;
     let handles = p.handles.as_ref();

@@ -67,7 +67,7 @@ pub enum EngineError {
     OutputSize { got: usize, need: usize },
     #[error("the runtime failed to run the model")]
     Runtime,
-    #[error("the runtime returned a tensor of the wrong type or shape")]
+    #[error("the runtime returned a tensor of the wrong type or shape, or a value that is not finite")]
     BadOutput,
     #[error("inference exceeded its deadline")]
     Timeout,
@@ -121,7 +121,10 @@ impl PreparedModel {
     pub fn run(&mut self, index: u32, frame: &[u8], out: &mut [f32]) -> Result<(), EngineError> {
         self.view.apply(frame, &mut self.input);
         self.engine.set_frame(index);
-        self.engine.run(&self.input, out)
+        self.engine.run(&self.input, out)?;
+        // Numbers are checked finite where they enter: a NaN or infinite output is a bad output
+        // (counted as an engine fault, the task delivered degraded), never a source for links.
+        if out.iter().all(|v| v.is_finite()) { Ok(()) } else { Err(EngineError::BadOutput) }
     }
 }
 
