@@ -1,23 +1,14 @@
 //! Helpers shared by jetlink's little-endian binary file formats (streams, recordings): reading a
 //! file that may be gzip-compressed, and a bounds-checked reader that names the field it failed on.
 
-use std::io::Read;
 use std::path::Path;
 
-use anyhow::{Context, Result, ensure};
+use anyhow::{Result, ensure};
 
-/// Read a file, inflating it if it is gzip-compressed.
+/// Read a stream or recording file by the input rule ([`crate::input`]), inflating it if it is
+/// gzip-compressed, within [`crate::input::limit::DATA`].
 pub fn read_maybe_gz(path: &Path) -> Result<Vec<u8>> {
-    let raw = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    if raw.starts_with(&[0x1f, 0x8b]) {
-        let mut out = Vec::new();
-        flate2::read::GzDecoder::new(&raw[..])
-            .read_to_end(&mut out)
-            .with_context(|| format!("inflating {}", path.display()))?;
-        Ok(out)
-    } else {
-        Ok(raw)
-    }
+    crate::input::read_maybe_gz(path, "data file", crate::input::limit::DATA)
 }
 
 /// A bounds-checked little-endian reader that names the field it failed on.

@@ -231,9 +231,11 @@ impl ModelDesc {
                 let path = manifest.path_of(&m.onnx);
                 let bytes = match &m.onnx_bytes {
                     Some(b) => b.clone(),
-                    None => std::sync::Arc::new(std::fs::read(&path).with_context(|| {
-                        format!("model {:?}: reading ONNX file {}", m.name, path.display())
-                    })?),
+                    None => std::sync::Arc::new(crate::input::read(
+                        &path,
+                        &format!("model {:?}: ONNX file", m.name),
+                        crate::input::limit::MODEL,
+                    )?),
                 };
                 Ok(ModelDesc {
                     name: m.name.clone(),
@@ -404,7 +406,7 @@ impl Bundle {
 
     /// Load and check a bundle file.
     pub fn load(path: &Path) -> Result<Bundle> {
-        let b = std::fs::read(path).with_context(|| format!("reading bundle {}", path.display()))?;
+        let b = crate::input::read(path, "bundle", crate::input::limit::BUNDLE)?;
         Bundle::from_bytes(&b).with_context(|| format!("loading bundle {}", path.display()))
     }
 
@@ -476,9 +478,8 @@ impl Bundle {
             let bytes: &[u8] = match &m.onnx_bytes {
                 Some(pinned) => pinned,
                 None => {
-                    read = std::fs::read(&path).map_err(|e| {
-                        mm(format!("model {:?}: cannot read ONNX file {}: {e}", b.name, path.display()))
-                    })?;
+                    read = crate::input::read(&path, &format!("model {:?}: ONNX file", b.name), crate::input::limit::MODEL)
+                        .map_err(|e| mm(format!("{e:#}")))?;
                     &read
                 }
             };

@@ -9,6 +9,7 @@ pub mod bundle;
 pub mod control;
 pub mod dcta;
 pub mod engine;
+pub mod input;
 pub mod fleet;
 pub mod gpu;
 pub mod links;

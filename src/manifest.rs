@@ -205,8 +205,7 @@ pub const MAX_COST: u64 = 1 << 50;
 
 impl Manifest {
     pub fn load(path: &Path) -> Result<Manifest> {
-        let text =
-            std::fs::read_to_string(path).with_context(|| format!("reading manifest {}", path.display()))?;
+        let text = crate::input::read_to_string(path, "manifest", crate::input::limit::TEXT)?;
         Manifest::parse(&text, path)
     }
 
@@ -273,9 +272,8 @@ impl Manifest {
     pub fn pin_onnx(&mut self) -> Result<()> {
         for i in 0..self.models.len() {
             let path = self.path_of(&self.models[i].onnx);
-            let bytes = std::fs::read(&path).with_context(|| {
-                format!("model {:?}: reading ONNX file {}", self.models[i].name, path.display())
-            })?;
+            let what = format!("model {:?}: ONNX file", self.models[i].name);
+            let bytes = crate::input::read(&path, &what, crate::input::limit::MODEL)?;
             self.models[i].onnx_bytes = Some(std::sync::Arc::new(bytes));
         }
         Ok(())

@@ -40,10 +40,11 @@ pub struct StaticCost {
 fn onnx_bytes(spec: &ModelSpec, path: &Path) -> Result<std::sync::Arc<Vec<u8>>> {
     match &spec.onnx_bytes {
         Some(b) => Ok(b.clone()),
-        None => Ok(std::sync::Arc::new(
-            std::fs::read(path)
-                .with_context(|| format!("model {:?}: reading ONNX file {}", spec.name, path.display()))?,
-        )),
+        None => Ok(std::sync::Arc::new(crate::input::read(
+            path,
+            &format!("model {:?}: ONNX file", spec.name),
+            crate::input::limit::MODEL,
+        )?)),
     }
 }
 

@@ -11,7 +11,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
 use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey};
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
@@ -75,8 +75,7 @@ pub fn write_private_key(path: &Path, key: &SigningKey) -> Result<()> {
 
 /// Read a private key written by [`write_private_key`] (or `openssl genpkey -algorithm ed25519`).
 pub fn read_private_key(path: &Path) -> Result<SigningKey> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("--key {}: cannot read the private key file", path.display()))?;
+    let text = crate::input::read_to_string(path, "--key private key file", crate::input::limit::TEXT)?;
     if !text.contains("-----BEGIN PRIVATE KEY-----") {
         bail!(
             "--key {}: not a PKCS#8 PEM private key (expected `-----BEGIN PRIVATE KEY-----`; make one with `jetlink keygen`)",
@@ -127,8 +126,8 @@ pub fn from_bytes_trusted(bytes: &[u8], trusted: &[u8; 32]) -> Result<Bundle, Bu
 /// The firmware's load: read `path`, verify it against the board's `bundle-key`, decode it and check
 /// it was built for `manifest`. Nothing is decoded before the signature checks out.
 pub fn load_trusted(path: &Path, manifest: &Manifest, board: &Board) -> Result<Bundle, BundleError> {
-    let bytes = std::fs::read(path)
-        .map_err(|e| BundleError::Io { path: path.display().to_string(), error: e.to_string() })?;
+    let bytes = crate::input::read(path, "bundle", crate::input::limit::BUNDLE)
+        .map_err(|e| BundleError::Io { path: path.display().to_string(), error: format!("{e:#}") })?;
     let bundle = from_bytes_trusted(&bytes, &board.bundle_key)?;
     bundle.check_manifest(manifest)?;
     Ok(bundle)
@@ -175,10 +174,12 @@ impl RollbackState {
     /// The highest version accepted so far; 0 when the file does not exist yet (first boot). A file
     /// that exists but does not parse is an error: the board refuses to guess.
     pub fn highest(&self) -> Result<u64, BundleError> {
-        let text = match std::fs::read_to_string(&self.path) {
+        if !self.path.exists() && std::fs::symlink_metadata(&self.path).is_err() {
+            return Ok(0);
+        }
+        let text = match crate::input::read_to_string(&self.path, "state file", crate::input::limit::TEXT) {
             Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
-            Err(e) => return Err(self.err(format!("cannot read it: {e}"))),
+            Err(e) => return Err(self.err(format!("cannot read it: {e:#}"))),
         };
         text.trim_end().strip_prefix(STATE_PREFIX).and_then(|v| v.parse::<u64>().ok()).ok_or_else(|| {
             self.err(format!("not a jetlink state file (expected `{STATE_PREFIX}N`, found {text:?})"))

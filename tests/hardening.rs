@@ -224,6 +224,11 @@ fn bad_inputs_table() {
         Case { args: s(&["monitor", "--baud", "0", "x"]), error: "--baud", status: 2, no_file: None, unchanged: None },
         // serial sinks
         Case { args: s(&["run", "--engines", "replay", "--frames", "3", "-q", "--state-file", &state, "--serial", &d("no-such-tty")]), error: "does not exist", status: 1, no_file: Some(dir.join("no-such-tty")), unchanged: None },
+        // inputs by the one rule (src/input.rs): a FIFO or a device is refused at once, naming it
+        Case { args: s(&["run", "--engines", "replay", "--frames", "3", "-q", "--state-file", &state, "--serial", &format!("file:{}", d("f1.bin")), "--bundle", &d("fifo")]), error: "is a FIFO, not a regular file", status: 1, no_file: None, unchanged: None },
+        Case { args: s(&["run", "--engines", "replay", "--frames", "3", "-q", "--state-file", &d("fifo"), "--serial", &format!("file:{}", d("f2.bin"))]), error: "state file", status: 1, no_file: None, unchanged: None },
+        Case { args: s(&["run", "--engines", "replay", "--frames", "3", "-q", "--manifest", "/dev/zero", "--serial", &format!("file:{}", d("f3.bin"))]), error: "manifest /dev/zero is a character device, not a regular file", status: 1, no_file: None, unchanged: None },
+        Case { args: s(&["sign", "--key", "/dev/zero", "demo/demo.bundle", "--out", &d("signed.bundle")]), error: "/dev/zero is a character device", status: 1, no_file: Some(dir.join("signed.bundle")), unchanged: None },
         Case { args: s(&["run", "--engines", "replay", "--frames", "3", "-q", "--state-file", &state, "--serial", &junk.display().to_string()]), error: "is not a tty or FIFO (a regular file)", status: 1, no_file: None, unchanged: Some((junk.clone(), junk_bytes.clone())) },
         Case { args: s(&["run", "--engines", "replay", "--frames", "3", "-q", "--state-file", &state, "--serial", &format!("file:{}", junk.display())]), error: "is not jetlink telemetry; refusing to overwrite it", status: 1, no_file: None, unchanged: Some((junk.clone(), junk_bytes.clone())) },
         Case { args: s(&["run", "--engines", "replay", "--frames", "3", "-q", "--state-file", &state, "--serial", &fifo.display().to_string()]), error: "has no reader", status: 1, no_file: None, unchanged: None },

@@ -106,8 +106,7 @@ pub(crate) fn config(b: &BrokerArgs) -> Result<jetlink::fleet::FleetConfig> {
     c.username = b.username.clone();
     c.password = match &b.password_file {
         Some(p) => Some(
-            std::fs::read_to_string(p)
-                .with_context(|| format!("--password-file {}", p.display()))?
+            jetlink::input::read_to_string(p, "--password-file", jetlink::input::limit::TEXT)?
                 .lines()
                 .next()
                 .unwrap_or("")

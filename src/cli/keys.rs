@@ -40,7 +40,7 @@ pub(crate) fn keygen(a: &KeygenArgs) -> Result<()> {
 
 pub(crate) fn sign(a: &SignArgs) -> Result<()> {
     let key = jetlink::signing::read_private_key(&a.key)?;
-    let bytes = std::fs::read(&a.bundle).with_context(|| format!("reading bundle {}", a.bundle.display()))?;
+    let bytes = jetlink::input::read(&a.bundle, "bundle", jetlink::input::limit::BUNDLE)?;
     let signed = jetlink::signing::sign_bundle(&bytes, &key)
         .with_context(|| format!("{}: not a valid bundle, not signing it", a.bundle.display()))?;
     let out = a.out.as_ref().unwrap_or(&a.bundle);

@@ -48,8 +48,7 @@ pub(crate) fn profile(a: &ProfileArgs) -> Result<()> {
             );
             return Ok(());
         }
-        let text = std::fs::read_to_string(&a.manifest)
-            .with_context(|| format!("reading manifest {}", a.manifest.display()))?;
+        let text = jetlink::input::read_to_string(&a.manifest, "manifest", jetlink::input::limit::TEXT)?;
         let new = jetlink::profile::write_costs(&text, &a.manifest, &missing)?;
         jetlink::atomic::write_file(&a.manifest, new.as_bytes())
             .with_context(|| format!("writing manifest {}", a.manifest.display()))?;

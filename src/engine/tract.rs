@@ -63,7 +63,7 @@ impl Backend for TractBackend {
         let bytes: &[u8] = match &spec.onnx_bytes {
             Some(pinned) => pinned,
             None => {
-                read = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+                read = crate::input::read(path, "ONNX file", crate::input::limit::MODEL)?;
                 &read
             }
         };

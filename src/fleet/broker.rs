@@ -35,9 +35,7 @@ pub fn mqtt_options(cfg: &FleetConfig, client_id: &str) -> Result<MqttOptions> {
             // aws-lc-rs, needs cmake and a C toolchain per target, which the board builds avoid.
             #[allow(deprecated)]
             let _ = rustls::crypto::ring::default_provider().install_default();
-            let read = |p: &Path, what: &str| {
-                std::fs::read(p).with_context(|| format!("{what} {}: cannot read", p.display()))
-            };
+            let read = |p: &Path, what: &str| crate::input::read(p, what, crate::input::limit::TEXT);
             let ca = read(ca, "--ca")?;
             let client_auth = match (cert, key) {
                 (Some(c), Some(k)) => Some((read(c, "--cert")?, read(k, "--client-key")?)),

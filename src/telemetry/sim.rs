@@ -98,7 +98,7 @@ impl Source for Simulated {
 
 /// Read a trace file. Ticks must count 0, 1, 2, …; `#` lines are comments.
 pub fn load_trace(path: &Path) -> Result<Vec<TraceRow>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading trace {}", path.display()))?;
+    let text = crate::input::read_to_string(path, "trace", crate::input::limit::TEXT)?;
     parse_trace(&text).with_context(|| format!("trace {}", path.display()))
 }
 

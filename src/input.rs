@@ -1,0 +1,122 @@
+//! The one rule for opening an input file: it must be a regular file (a symlink to one is fine) no
+//! larger than its format allows, and it is read with that bound; a gzip file is inflated with a
+//! bound too. A FIFO, a device, a directory or an endless file is refused with its path and kind
+//! before anything blocks or grows: the file is opened non-blocking and checked on the open
+//! descriptor, so a path swapped for a FIFO after a first look cannot hang the reader either.
+
+use std::io::Read;
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+
+/// Size limits, by what the file is.
+pub mod limit {
+    /// Text: manifests, keys, state files, traces, passwords, certificates.
+    pub const TEXT: u64 = 4 << 20;
+    /// An ONNX model.
+    pub const MODEL: u64 = 2 << 30;
+    /// A bundle.
+    pub const BUNDLE: u64 = 1 << 30;
+    /// A stream or recording, as stored and once inflated.
+    pub const DATA: u64 = 8 << 30;
+}
+
+/// What a path that is not a regular file is, for the message.
+fn kind(ft: std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if ft.is_dir() {
+        "a directory"
+    } else if ft.is_fifo() {
+        "a FIFO"
+    } else if ft.is_char_device() {
+        "a character device"
+    } else if ft.is_block_device() {
+        "a block device"
+    } else if ft.is_socket() {
+        "a socket"
+    } else {
+        "not a regular file"
+    }
+}
+
+/// Open `path` (a `what`, for messages) by the rule and read all of it, at most `max` bytes.
+pub fn read(path: &Path, what: &str, max: u64) -> Result<Vec<u8>> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let shown = path.display();
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| anyhow::anyhow!("{what} {shown}: cannot read it: {e}"))?;
+    let md = f.metadata().with_context(|| format!("{what} {shown}: cannot read its metadata"))?;
+    if !md.is_file() {
+        bail!("{what} {shown} is {}, not a regular file", kind(md.file_type()));
+    }
+    if md.len() > max {
+        bail!("{what} {shown} is {} bytes, above the limit of {max} bytes for it", md.len());
+    }
+    let mut out = Vec::with_capacity(md.len() as usize);
+    f.take(max + 1).read_to_end(&mut out).with_context(|| format!("{what} {shown}: cannot read it"))?;
+    if out.len() as u64 > max {
+        bail!("{what} {shown} grew past the limit of {max} bytes while it was read");
+    }
+    Ok(out)
+}
+
+/// [`read`], as UTF-8 text.
+pub fn read_to_string(path: &Path, what: &str, max: u64) -> Result<String> {
+    String::from_utf8(read(path, what, max)?).map_err(|_| anyhow::anyhow!("{what} {}: not UTF-8 text", path.display()))
+}
+
+/// [`read`], inflating a gzip file with the same bound on what it inflates to.
+pub fn read_maybe_gz(path: &Path, what: &str, max: u64) -> Result<Vec<u8>> {
+    let raw = read(path, what, max)?;
+    if !raw.starts_with(&[0x1f, 0x8b]) {
+        return Ok(raw);
+    }
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(&raw[..])
+        .take(max + 1)
+        .read_to_end(&mut out)
+        .with_context(|| format!("inflating {what} {}", path.display()))?;
+    if out.len() as u64 > max {
+        bail!("{what} {} inflates past the limit of {max} bytes", path.display());
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_regular_files_within_their_limit_are_read() {
+        let dir = std::env::temp_dir().join(format!("jetlink-input-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("a.txt");
+        std::fs::write(&f, b"hello").unwrap();
+        assert_eq!(read(&f, "test file", 5).unwrap(), b"hello");
+        let e = read(&f, "test file", 4).unwrap_err().to_string();
+        assert!(e.contains("is 5 bytes, above the limit of 4 bytes"), "{e}");
+        let e = read(&dir, "test file", 4).unwrap_err().to_string();
+        assert!(e.contains("is a directory, not a regular file"), "{e}");
+        // A FIFO with no writer: refused at once, not waited on.
+        let fifo = dir.join("fifo");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: a valid NUL-terminated path; mkfifo only creates a file system node.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let e = read(&fifo, "test file", 4).unwrap_err().to_string();
+        assert!(e.contains("is a FIFO, not a regular file"), "{e}");
+        let e = read(Path::new("/dev/zero"), "test file", 4).unwrap_err().to_string();
+        assert!(e.contains("is a character device"), "{e}");
+        // A gzip bomb stops at the bound.
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        std::io::Write::write_all(&mut gz, &vec![0u8; 1 << 20]).unwrap();
+        let g = dir.join("bomb.gz");
+        std::fs::write(&g, gz.finish().unwrap()).unwrap();
+        let e = read_maybe_gz(&g, "stream", 64 << 10).unwrap_err().to_string();
+        assert!(e.contains("inflates past the limit"), "{e}");
+        assert_eq!(read_maybe_gz(&g, "stream", 2 << 20).unwrap().len(), 1 << 20);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
