@@ -22,7 +22,7 @@ pub mod limit {
 }
 
 /// What a path that is not a regular file is, for the message.
-fn kind(ft: std::fs::FileType) -> &'static str {
+pub fn kind(ft: std::fs::FileType) -> &'static str {
     use std::os::unix::fs::FileTypeExt;
     if ft.is_dir() {
         "a directory"

@@ -15,6 +15,7 @@ pub mod gpu;
 pub mod links;
 pub mod manifest;
 pub mod monitor;
+pub mod output;
 pub mod percentile;
 pub mod plot;
 pub mod profile;

@@ -224,6 +224,11 @@ fn bad_inputs_table() {
         Case { args: s(&["monitor", "--baud", "0", "x"]), error: "--baud", status: 2, no_file: None, unchanged: None },
         // serial sinks
         Case { args: s(&["run", "--engines", "replay", "--frames", "3", "-q", "--state-file", &state, "--serial", &d("no-such-tty")]), error: "does not exist", status: 1, no_file: Some(dir.join("no-such-tty")), unchanged: None },
+        // outputs by the one rule (src/output.rs): only a file of the same kind is replaced, never a device
+        Case { args: s(&["sign", "--key", "demo/keys/demo-insecure.key", "demo/demo.bundle", "--out", &junk.display().to_string()]), error: "is not a jetlink bundle; refusing to replace it (--force replaces it)", status: 1, no_file: None, unchanged: Some((junk.clone(), junk_bytes.clone())) },
+        Case { args: s(&["record", "--to", "3", "--out", &junk.display().to_string()]), error: "is not a jetlink recording; refusing to replace it", status: 1, no_file: None, unchanged: Some((junk.clone(), junk_bytes.clone())) },
+        Case { args: s(&["monitor", &junk.display().to_string(), "--csv", &junk.display().to_string()]), error: "is not a CSV of ticks; refusing to replace it", status: 1, no_file: None, unchanged: Some((junk.clone(), junk_bytes.clone())) },
+        Case { args: s(&["build", "--out", "/dev/null", "--key", "demo/keys/demo-insecure.key"]), error: "/dev/null is a character device; refusing to write there", status: 1, no_file: None, unchanged: None },
         // inputs by the one rule (src/input.rs): a FIFO or a device is refused at once, naming it
         Case { args: s(&["run", "--engines", "replay", "--frames", "3", "-q", "--state-file", &state, "--serial", &format!("file:{}", d("f1.bin")), "--bundle", &d("fifo")]), error: "is a FIFO, not a regular file", status: 1, no_file: None, unchanged: None },
         Case { args: s(&["run", "--engines", "replay", "--frames", "3", "-q", "--state-file", &d("fifo"), "--serial", &format!("file:{}", d("f2.bin"))]), error: "state file", status: 1, no_file: None, unchanged: None },

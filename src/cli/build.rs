@@ -14,6 +14,9 @@ pub(crate) struct BuildArgs {
     /// bundle is demo/demo.bundle.
     #[arg(long, short)]
     pub(crate) out: Option<PathBuf>,
+    /// Replace an existing output that is not of this kind (never a device or a FIFO).
+    #[arg(long)]
+    pub(crate) force: bool,
     /// Training epochs per link.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub(crate) epochs: Option<u32>,
@@ -96,6 +99,7 @@ pub(crate) fn build(a: &BuildArgs) -> Result<()> {
             a.manifest.display()
         ),
     };
+    jetlink::output::check_replace(&out, "--out", jetlink::output::Kind::Bundle, a.force)?;
     let key = signing_key(a, board)?;
     let (mut manifest, stream) = load_workload(&a.manifest)?;
     measure_missing_costs(&mut manifest, &stream, "jetlink build")?;

@@ -19,6 +19,9 @@ pub(crate) struct SignArgs {
     /// Write the signed bundle here instead of replacing the input.
     #[arg(long, short)]
     pub(crate) out: Option<PathBuf>,
+    /// Replace an existing output that is not of this kind (never a device or a FIFO).
+    #[arg(long)]
+    pub(crate) force: bool,
 }
 
 pub(crate) fn keygen(a: &KeygenArgs) -> Result<()> {
@@ -44,6 +47,7 @@ pub(crate) fn sign(a: &SignArgs) -> Result<()> {
     let signed = jetlink::signing::sign_bundle(&bytes, &key)
         .with_context(|| format!("{}: not a valid bundle, not signing it", a.bundle.display()))?;
     let out = a.out.as_ref().unwrap_or(&a.bundle);
+    jetlink::output::check_replace(out, "--out", jetlink::output::Kind::Bundle, a.force)?;
     // Write beside the target and rename, so that an interrupted sign never leaves half a bundle.
     jetlink::atomic::write_file(out, &signed).with_context(|| format!("writing {}", out.display()))?;
     let public = key.verifying_key().to_bytes();

@@ -6,8 +6,12 @@ use super::*;
 pub(crate) struct MonitorArgs {
     /// A tty (e.g. /dev/ttyUSB0) or a file written by `jetlink run --serial`.
     pub(crate) path: PathBuf,
+    /// Write every Tick as a CSV row here (replaces only a CSV of ticks, unless `--force`).
     #[arg(long)]
     pub(crate) csv: Option<PathBuf>,
+    /// Replace an existing output that is not of this kind (never a device or a FIFO).
+    #[arg(long)]
+    pub(crate) force: bool,
     /// Keep reading a file as it grows.
     #[arg(long)]
     pub(crate) follow: bool,
@@ -19,6 +23,9 @@ pub(crate) struct MonitorArgs {
 }
 
 pub(crate) fn monitor(a: &MonitorArgs) -> Result<()> {
+    if let Some(csv) = &a.csv {
+        jetlink::output::check_replace(csv, "--csv", jetlink::output::Kind::TickCsv, a.force)?;
+    }
     let opts = jetlink::monitor::MonitorOptions {
         csv: a.csv.as_deref(),
         follow: a.follow,

@@ -14,9 +14,14 @@ pub(crate) struct RecordArgs {
     /// One past the last frame (default: the end of the training part).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=u32::MAX as u64))]
     pub(crate) to: Option<u64>,
+    /// Replace an existing output that is not of this kind (never a device or a FIFO).
+    #[arg(long)]
+    pub(crate) force: bool,
 }
 
 pub(crate) fn record_cmd(a: &RecordArgs) -> Result<()> {
+    // Checked before any model runs: a refused --out costs nothing.
+    jetlink::output::check_replace(&a.out, "--out", jetlink::output::Kind::Recording, a.force)?;
     let (manifest, stream) = load_workload(&a.manifest)?;
     let to = a.to.map_or(stream.train_end, |t| t as usize);
     let from = a.from as usize;

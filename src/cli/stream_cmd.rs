@@ -11,6 +11,9 @@ pub(crate) struct StreamArgs {
     /// Stream file to write (`.gz` compresses).
     #[arg(long, short)]
     pub(crate) out: PathBuf,
+    /// Replace an existing output that is not of this kind (never a device or a FIFO).
+    #[arg(long)]
+    pub(crate) force: bool,
     /// Frame height (default: the first image's).
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
     pub(crate) height: Option<u16>,
@@ -31,6 +34,7 @@ pub(crate) struct StreamArgs {
 
 pub(crate) fn stream_cmd(a: &StreamArgs) -> Result<()> {
     use jetlink::stream::FrameMeta;
+    jetlink::output::check_replace(&a.out, "--out", jetlink::output::Kind::Stream, a.force)?;
     let paths = jetlink::source::images::list_images(&a.images)?;
     if a.channels == 2 {
         bail!("--channels 2: a stream from images has 1 (grey) or 3 (RGB) channels");
