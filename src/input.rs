@@ -19,6 +19,8 @@ pub mod limit {
     pub const BUNDLE: u64 = 1 << 30;
     /// A stream or recording, as stored and once inflated.
     pub const DATA: u64 = 8 << 30;
+    /// An image file, and what its decoder may allocate.
+    pub const IMAGE: u64 = 512 << 20;
 }
 
 /// What a path that is not a regular file is, for the message.

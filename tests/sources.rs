@@ -452,24 +452,27 @@ fn live_pool_drops_the_oldest_frames_when_the_consumer_is_slow() {
         let p = file.clone();
         std::thread::spawn(move || {
             for i in 0..50 {
-                assert!(p.push(i, &frame(i)));
+                // Frame 7 could not be made (an image that does not decode): handed over as such.
+                assert!(if i == 7 { p.push_failed(i) } else { p.push(i, &frame(i)) });
             }
             p.close();
         })
     };
-    let mut got = Vec::new();
+    let (mut got, mut failed) = (Vec::new(), Vec::new());
     loop {
         match file.take(&mut buf, Duration::from_secs(600)) {
             Take::Frame(i) => {
                 assert_eq!(buf, frame(i));
                 got.push(i);
             }
+            Take::Failed(i) => failed.push(i),
             Take::Ended => break,
             Take::Nothing { .. } => panic!("the file pool's producer stalled"),
         }
     }
     producer.join().unwrap();
-    assert_eq!(got, (0..50).collect::<Vec<_>>());
+    assert_eq!(failed, [7]);
+    assert_eq!(got, (0..50).filter(|&i| i != 7).collect::<Vec<_>>());
     assert_eq!(file.stats().dropped, 0);
 }
 
@@ -487,7 +490,7 @@ fn bad_sources_get_clear_errors() {
     let err =
         LiveSource::open(&SourceSpec::Video(empty.join("absent.mkv")), d.stream.shape(), 0).err().unwrap();
     assert!(format!("{err:#}").contains("absent.mkv"), "{err:#}");
-    // A file that is not an image is skipped (logged), and its frame index with it.
+    // A file that is not an image is a frame fault (logged and counted by the loop), in its place.
     std::fs::write(empty.join("a.png"), b"not a png").unwrap();
     image::GrayImage::from_raw(28, 28, d.stream.frame(5).to_vec())
         .unwrap()
@@ -495,6 +498,7 @@ fn bad_sources_get_clear_errors() {
         .unwrap();
     let mut src = LiveSource::open(&SourceSpec::Images(empty.clone()), d.stream.shape(), 100).unwrap();
     let mut buf = vec![0u8; src.frame_len()];
+    assert_eq!(src.next_frame(&mut buf), Err(jetlink::source::FrameError::Corrupt));
     assert_eq!(src.next_frame(&mut buf).unwrap().unwrap().index, 101);
     assert!(buf == d.stream.frame(5));
     assert_eq!(src.next_frame(&mut buf).unwrap(), None);
@@ -532,5 +536,54 @@ fn a_missing_camera_ends_the_run_with_a_message_naming_the_pipeline() {
         err.contains(&format!("frame source {pipeline}: the pipeline gave no frame: cannot start")),
         "{err}"
     );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Images that cannot be used are counted, not skipped in silence: a truncated file, an image
+/// larger than the decoder limit and a FIFO each give a frame fault (and a `FrameFault` event),
+/// the good ones run; a folder with nothing usable ends the run with exit status 1.
+#[test]
+fn unusable_images_are_counted_frame_faults() {
+    let d = demo();
+    let dir = scratch("bad-images");
+    let from = d.stream.train_end;
+    write_images(&d, &dir, from, 4);
+    let names: Vec<PathBuf> = {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "png" || x == "pgm"))
+            .collect();
+        v.sort();
+        v
+    };
+    // Frame 1: truncated. Frame 2: a PNG header claiming 30000 × 30000. Frame 3: a FIFO.
+    let good = std::fs::read(&names[0]).unwrap();
+    std::fs::write(&names[1], &good[..40]).unwrap();
+    let mut huge = good[..16].to_vec();
+    huge.extend_from_slice(&30000u32.to_be_bytes());
+    huge.extend_from_slice(&30000u32.to_be_bytes());
+    huge.extend_from_slice(&good[24..]);
+    std::fs::write(&names[2], &huge).unwrap();
+    std::fs::remove_file(&names[3]).unwrap();
+    assert!(Command::new("mkfifo").arg(&names[3]).status().unwrap().success());
+    let src = format!("images:{}", dir.display());
+    let out = jetlink(&["--engines", "replay", "--reference-aligned", "-q", "--from", &from.to_string(), "--source", &src], &dir);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("summary over 4 ticks") && text.contains(" 3 frame, "), "{text}");
+    let mut faults = 0;
+    jetlink::wire::Decoder::new().feed(&std::fs::read(dir.join("serial.bin")).unwrap(), |m| {
+        if let jetlink::wire::Message::Event(e) = m {
+            faults += u32::from(e.code == jetlink::wire::EventCode::FrameFault);
+        }
+    });
+    assert_eq!(faults, 3);
+    // Nothing usable: exit status 1, naming the source.
+    std::fs::write(&names[0], &good[..30]).unwrap();
+    let out = jetlink(&["--engines", "replay", "--reference-aligned", "-q", "--from", &from.to_string(), "--source", &src], &dir);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("none of its frames could be used (4 frame faults"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -489,6 +489,14 @@ pub(crate) fn run(a: &RunArgs) -> Result<()> {
     if let Some(reason) = handles.and_then(|(_, f)| f.lock().unwrap_or_else(|e| e.into_inner()).clone()) {
         bail!("frame source {}: {reason}", a.source);
     }
+    let s = ctl.stats();
+    if s.ticks > 0 && s.frames == 0 {
+        bail!(
+            "frame source {}: none of its frames could be used ({} frame faults, every one counted above)",
+            a.source,
+            s.frame_faults
+        );
+    }
     Ok(())
 }
 

@@ -10,6 +10,9 @@ use anyhow::{Context, Result, bail};
 use super::pool::FramePool;
 use crate::view::Shape;
 
+/// The widest and tallest image decoded (pixels).
+pub const MAX_IMAGE_SIDE: u32 = 16384;
+
 /// Image files of `dir` that the decoders read, sorted by file name.
 pub fn list_images(dir: &Path) -> Result<Vec<PathBuf>> {
     let mut v = Vec::new();
@@ -31,12 +34,18 @@ pub fn list_images(dir: &Path) -> Result<Vec<PathBuf>> {
 /// shape's width and height when it differs (bilinear) and converted to its channels (1: luma,
 /// 3: RGB).
 pub fn decode_into(path: &Path, shape: Shape, out: &mut [u8]) -> Result<()> {
-    let img = image::ImageReader::open(path)
-        .with_context(|| format!("opening {}", path.display()))?
+    // By the input rule (a FIFO or a device in the folder is refused, not waited on), and within
+    // decoder limits (a 30000×30000 image is refused, not allocated).
+    let bytes = crate::input::read(path, "image", crate::input::limit::IMAGE)?;
+    let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes))
         .with_guessed_format()
-        .with_context(|| format!("reading {}", path.display()))?
-        .decode()
-        .with_context(|| format!("decoding {}", path.display()))?;
+        .with_context(|| format!("reading {}", path.display()))?;
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(MAX_IMAGE_SIDE);
+    limits.max_image_height = Some(MAX_IMAGE_SIDE);
+    limits.max_alloc = Some(crate::input::limit::IMAGE);
+    reader.limits(limits);
+    let img = reader.decode().with_context(|| format!("decoding {}", path.display()))?;
     let (w, h) = (shape.w as u32, shape.h as u32);
     let img = if img.width() != w || img.height() != h {
         img.resize_exact(w, h, image::imageops::FilterType::Triangle)
@@ -53,7 +62,8 @@ pub fn decode_into(path: &Path, shape: Shape, out: &mut [u8]) -> Result<()> {
 }
 
 /// Start the producer: decode every image in order into `pool`, numbering frames from `first`.
-/// A file that fails to decode is logged and skipped (its index is skipped too, so the gap shows).
+/// A file that fails to decode (or is gone, or too large) is logged and handed over as a failed
+/// frame: the loop counts it as a frame fault and sends `FrameFault`.
 pub fn spawn(paths: Vec<PathBuf>, shape: Shape, first: u32, pool: FramePool) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         let mut buf = vec![0u8; shape.len()];
@@ -64,7 +74,12 @@ pub fn spawn(paths: Vec<PathBuf>, shape: Shape, first: u32, pool: FramePool) -> 
                         return;
                     }
                 }
-                Err(e) => log::warn!("skipping frame {}: {e:#}", first + k as u32),
+                Err(e) => {
+                    log::warn!("frame {}: {e:#}", first + k as u32);
+                    if !pool.push_failed(first + k as u32) {
+                        return;
+                    }
+                }
             }
         }
         pool.close();

@@ -189,6 +189,8 @@ impl FrameSource for LiveSource {
         }
         match self.pool.take(buf, self.wait) {
             Take::Frame(index) => Ok(Some(FrameInfo { index, meta: FrameMeta::default() })),
+            // An image that does not decode: a counted frame fault, not a silent skip.
+            Take::Failed(_) => Err(FrameError::Corrupt),
             Take::Ended => Ok(None),
             Take::Nothing { down: true } => Err(FrameError::SourceDown),
             Take::Nothing { down: false } => Err(FrameError::Missing),

@@ -12,6 +12,9 @@ use std::time::Duration;
 struct State {
     slots: Vec<Vec<u8>>,
     index: Vec<u32>,
+    /// The producer could not make this frame (an image that does not decode): the consumer gets
+    /// [`Take::Failed`] for it, so that the loop counts it.
+    failed: Vec<bool>,
     head: usize,
     len: usize,
     dropped: u64,
@@ -34,6 +37,8 @@ pub struct FramePool {
 #[derive(Debug, PartialEq, Eq)]
 pub enum Take {
     Frame(u32),
+    /// The producer could not make frame `index`.
+    Failed(u32),
     /// Nothing arrived within the wait (the producer is slow or down).
     Nothing {
         down: bool,
@@ -54,6 +59,7 @@ impl FramePool {
         let state = State {
             slots: (0..slots).map(|_| vec![0; frame_len]).collect(),
             index: vec![0; slots],
+            failed: vec![false; slots],
             head: 0,
             len: 0,
             dropped: 0,
@@ -79,6 +85,15 @@ impl FramePool {
     /// Producer: hand over frame `index` (`frame` must be `frame_len` bytes). A file pool waits while
     /// full; a live pool drops the oldest. Returns false when the consumer has gone (pool closed).
     pub fn push(&self, index: u32, frame: &[u8]) -> bool {
+        self.push_slot(index, Some(frame))
+    }
+
+    /// Producer: frame `index` could not be made; the consumer is told, in order.
+    pub fn push_failed(&self, index: u32) -> bool {
+        self.push_slot(index, None)
+    }
+
+    fn push_slot(&self, index: u32, frame: Option<&[u8]>) -> bool {
         let (_, cv) = &*self.inner;
         let mut s = self.lock();
         let cap = s.slots.len();
@@ -98,7 +113,10 @@ impl FramePool {
             return false;
         }
         let at = (s.head + s.len) % cap;
-        s.slots[at].copy_from_slice(frame);
+        if let Some(frame) = frame {
+            s.slots[at].copy_from_slice(frame);
+        }
+        s.failed[at] = frame.is_none();
         s.index[at] = index;
         s.len += 1;
         s.down = false;
@@ -139,12 +157,14 @@ impl FramePool {
             return if s.ended { Take::Ended } else { Take::Nothing { down: s.down } };
         }
         let (at, cap) = (s.head, s.slots.len());
-        buf.copy_from_slice(&s.slots[at]);
-        let index = s.index[at];
+        let (index, failed) = (s.index[at], s.failed[at]);
+        if !failed {
+            buf.copy_from_slice(&s.slots[at]);
+        }
         s.head = (s.head + 1) % cap;
         s.len -= 1;
         cv.notify_all();
-        Take::Frame(index)
+        if failed { Take::Failed(index) } else { Take::Frame(index) }
     }
 
     pub fn stats(&self) -> PoolStats {
@@ -175,6 +195,7 @@ mod tests {
                     assert_eq!(buf, [i as u8, 7]);
                     got.push(i);
                 }
+                Take::Failed(i) => panic!("frame {i}: no frame was pushed as failed"),
                 Take::Ended => break,
                 Take::Nothing { .. } => panic!("a file pool timed out"),
             }
