@@ -478,8 +478,12 @@ impl Bundle {
             let bytes: &[u8] = match &m.onnx_bytes {
                 Some(pinned) => pinned,
                 None => {
-                    read = crate::input::read(&path, &format!("model {:?}: ONNX file", b.name), crate::input::limit::MODEL)
-                        .map_err(|e| mm(format!("{e:#}")))?;
+                    read = crate::input::read(
+                        &path,
+                        &format!("model {:?}: ONNX file", b.name),
+                        crate::input::limit::MODEL,
+                    )
+                    .map_err(|e| mm(format!("{e:#}")))?;
                     &read
                 }
             };

@@ -67,7 +67,8 @@ pub fn read(path: &Path, what: &str, max: u64) -> Result<Vec<u8>> {
 
 /// [`read`], as UTF-8 text.
 pub fn read_to_string(path: &Path, what: &str, max: u64) -> Result<String> {
-    String::from_utf8(read(path, what, max)?).map_err(|_| anyhow::anyhow!("{what} {}: not UTF-8 text", path.display()))
+    String::from_utf8(read(path, what, max)?)
+        .map_err(|_| anyhow::anyhow!("{what} {}: not UTF-8 text", path.display()))
 }
 
 /// [`read`], inflating a gzip file with the same bound on what it inflates to.

@@ -18,8 +18,7 @@ use crate::wire::{
 
 /// The CSV header, one row per Tick (columns appended only: `held` came with wire version 2; a
 /// version-1 stream's rows hold 0 there).
-pub const CSV_HEADER: &str =
-    "tick,frame,active,degraded,agreement_milli,budget_kib,mem_used_kib,power_mw,tick_us,adapt_task,flags,held";
+pub const CSV_HEADER: &str = "tick,frame,active,degraded,agreement_milli,budget_kib,mem_used_kib,power_mw,tick_us,adapt_task,flags,held";
 
 /// How a tty is polled, and how often the live table is redrawn.
 const POLL: Duration = Duration::from_millis(100);

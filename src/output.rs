@@ -70,14 +70,20 @@ pub fn check_replace(path: &Path, what: &str, kind: Kind, force: bool) -> Result
         Err(e) => bail!("{what} {shown}: cannot check what is there: {e}"),
     };
     if !md.is_file() {
-        bail!("{what} {shown} is {}; refusing to write there (outputs go to regular files)", crate::input::kind(md.file_type()));
+        bail!(
+            "{what} {shown} is {}; refusing to write there (outputs go to regular files)",
+            crate::input::kind(md.file_type())
+        );
     }
     if force {
         return Ok(());
     }
     let matches = head(path).map(|h| kind.matches(&h)).unwrap_or(false);
     if !matches {
-        bail!("{what} {shown} exists and is not a {}; refusing to replace it (--force replaces it)", kind.name());
+        bail!(
+            "{what} {shown} exists and is not a {}; refusing to replace it (--force replaces it)",
+            kind.name()
+        );
     }
     Ok(())
 }

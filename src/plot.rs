@@ -28,8 +28,8 @@ pub struct LineChart {
 }
 
 const COLORS: [&str; 12] = [
-    "#d62728", "#1f77b4", "#2ca02c", "#ff7f0e", "#7f7f7f", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22",
-    "#000000", "#aec7e8",
+    "#d62728", "#1f77b4", "#2ca02c", "#ff7f0e", "#7f7f7f", "#9467bd", "#8c564b", "#e377c2", "#17becf",
+    "#bcbd22", "#000000", "#aec7e8",
 ];
 
 impl LineChart {
@@ -78,8 +78,13 @@ impl LineChart {
         );
         for (ci, series) in self.series.iter().enumerate() {
             let c = COLORS[ci % COLORS.len()];
-            let path: Vec<String> = series.points.iter().map(|&(a, b)| format!("{:.1},{:.1}", x(a), y(b))).collect();
-            let _ = writeln!(s, "<polyline fill=\"none\" stroke=\"{c}\" stroke-width=\"2\" points=\"{}\"/>", path.join(" "));
+            let path: Vec<String> =
+                series.points.iter().map(|&(a, b)| format!("{:.1},{:.1}", x(a), y(b))).collect();
+            let _ = writeln!(
+                s,
+                "<polyline fill=\"none\" stroke=\"{c}\" stroke-width=\"2\" points=\"{}\"/>",
+                path.join(" ")
+            );
             for &(a, b) in &series.points {
                 let _ = writeln!(s, "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"3\" fill=\"{c}\"/>", x(a), y(b));
             }

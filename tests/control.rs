@@ -271,11 +271,8 @@ fn policies_run_in_the_loop_and_held_outputs_carry_their_age() {
     let cap = 2u32;
     for policy in ["interval-4", "optimal-hold", "frame-filter", "random", "greedy", "standalone"] {
         let mut b = builder(&d).engines(jetlink::sim::replay(d.reference.clone()));
-        *b.options_mut() = LoopOptions {
-            policy: policy.into(),
-            max_active: Some(cap as usize),
-            ..b.options_mut().clone()
-        };
+        *b.options_mut() =
+            LoopOptions { policy: policy.into(), max_active: Some(cap as usize), ..b.options_mut().clone() };
         let mut ctl = b.build_replay(d.stream.train_end..d.stream.train_end + 4000, writer()).unwrap();
         assert_eq!(ctl.policy(), policy);
         for _ in 0..1000 {

@@ -41,7 +41,8 @@ fn figures(md: &str, dir: &Path) -> Vec<Figure> {
 /// The number a figure's text shows, and how: (digits without separators, decimals, percent).
 fn shown(text: &str) -> Option<(String, usize, bool)> {
     let t = text.trim().trim_start_matches(['~', '≈']);
-    let num: String = t.chars().take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ',' || *c == '-').collect();
+    let num: String =
+        t.chars().take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ',' || *c == '-').collect();
     if num.is_empty() {
         return None;
     }
@@ -94,7 +95,12 @@ fn every_quoted_figure_matches_its_json() {
         total += n;
         errors.extend(e);
     }
-    assert!(errors.is_empty(), "{} of {total} figures disagree with their JSON:\n{}", errors.len(), errors.join("\n"));
+    assert!(
+        errors.is_empty(),
+        "{} of {total} figures disagree with their JSON:\n{}",
+        errors.len(),
+        errors.join("\n")
+    );
     assert!(total >= 20, "only {total} linked figures: the README and docs/mlink.md quote theirs by link");
 }
 
@@ -131,12 +137,17 @@ fn the_readme_states_no_unlinked_percentage() {
             }
         }
     }
-    assert!(bad.is_empty(), "percentages in README.md that are not linked to a bench JSON:\n{}", bad.join("\n"));
+    assert!(
+        bad.is_empty(),
+        "percentages in README.md that are not linked to a bench JSON:\n{}",
+        bad.join("\n")
+    );
 }
 
 #[test]
 fn the_link_parser_reads_what_the_pages_write() {
-    let f = figures("kept [89.8%](docs/bench/mlink.json#/main/accuracy/overall) and [a](b.md)", Path::new("/r"));
+    let f =
+        figures("kept [89.8%](docs/bench/mlink.json#/main/accuracy/overall) and [a](b.md)", Path::new("/r"));
     assert_eq!(f.len(), 1);
     assert_eq!((f[0].text.as_str(), f[0].pointer.as_str()), ("89.8%", "/main/accuracy/overall"));
     assert_eq!(f[0].file, Path::new("/r/docs/bench/mlink.json"));

@@ -17,7 +17,8 @@ fn commands(md: &str) -> Vec<(String, Vec<String>)> {
         let Some(code) = line.strip_prefix("    ") else { continue };
         let code = code.split(" #").next().unwrap().trim();
         let Some(rest) = code.strip_prefix("cargo run --release") else { continue };
-        let args = rest.trim().strip_prefix("--").unwrap_or(rest).split_whitespace().map(str::to_string).collect();
+        let args =
+            rest.trim().strip_prefix("--").unwrap_or(rest).split_whitespace().map(str::to_string).collect();
         out.push((code.to_string(), args));
     }
     out
@@ -28,7 +29,8 @@ fn commands(md: &str) -> Vec<(String, Vec<String>)> {
 /// README quotes are what `cargo run --release` does.
 fn main_job_matches_its_bench_row(out: &str) {
     let json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(root().join("docs/bench/mlink.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(root().join("docs/bench/mlink.json")).unwrap())
+            .unwrap();
     let m = &json["main"];
     let pct = |v: &serde_json::Value| format!("{:.1}%", 100.0 * v.as_f64().unwrap());
     let acc = &m["accuracy"];
@@ -58,6 +60,10 @@ fn every_readme_command_runs() {
         if args.is_empty() {
             main_job_matches_its_bench_row(&so);
         }
-        println!("$ {line}  ({:.1} s)\n{}", t.elapsed().as_secs_f64(), so.lines().take(4).collect::<Vec<_>>().join("\n"));
+        println!(
+            "$ {line}  ({:.1} s)\n{}",
+            t.elapsed().as_secs_f64(),
+            so.lines().take(4).collect::<Vec<_>>().join("\n")
+        );
     }
 }

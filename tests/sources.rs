@@ -568,7 +568,10 @@ fn unusable_images_are_counted_frame_faults() {
     std::fs::remove_file(&names[3]).unwrap();
     assert!(Command::new("mkfifo").arg(&names[3]).status().unwrap().success());
     let src = format!("images:{}", dir.display());
-    let out = jetlink(&["--engines", "replay", "--reference-aligned", "-q", "--from", &from.to_string(), "--source", &src], &dir);
+    let out = jetlink(
+        &["--engines", "replay", "--reference-aligned", "-q", "--from", &from.to_string(), "--source", &src],
+        &dir,
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
     assert!(text.contains("summary over 4 ticks") && text.contains(" 3 frame, "), "{text}");
@@ -581,7 +584,10 @@ fn unusable_images_are_counted_frame_faults() {
     assert_eq!(faults, 3);
     // Nothing usable: exit status 1, naming the source.
     std::fs::write(&names[0], &good[..30]).unwrap();
-    let out = jetlink(&["--engines", "replay", "--reference-aligned", "-q", "--from", &from.to_string(), "--source", &src], &dir);
+    let out = jetlink(
+        &["--engines", "replay", "--reference-aligned", "-q", "--from", &from.to_string(), "--source", &src],
+        &dir,
+    );
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("none of its frames could be used (4 frame faults"), "{err}");

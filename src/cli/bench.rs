@@ -123,7 +123,13 @@ pub(crate) fn bench(a: &BenchArgs) -> Result<()> {
                 .with_context(|| format!("writing {}", json.display()))?;
             jetlink::atomic::write_file(&svg, super::sweep::chart(&r).to_svg().as_bytes())
                 .with_context(|| format!("writing {}", svg.display()))?;
-            println!("{} runs in {:.1} s; wrote {} and {}", r.results.len(), r.wall_s, json.display(), svg.display());
+            println!(
+                "{} runs in {:.1} s; wrote {} and {}",
+                r.results.len(),
+                r.wall_s,
+                json.display(),
+                svg.display()
+            );
         }
         BenchWhat::Dcta => {
             let manifest = Manifest::load(&a.manifest)?;
@@ -231,17 +237,26 @@ fn bench_adapt_gain(a: &BenchArgs) -> Result<()> {
     };
     let base = run(None, None)?;
     println!("no adaptation: drift-segment accuracy {:.2}%", 100.0 * base);
-    let curve = |labels: Option<jetlink::control::AdaptSettings>, name: &str| -> Result<(Vec<f64>, Vec<f64>)> {
+    let curve = |labels: Option<jetlink::control::AdaptSettings>,
+                 name: &str|
+     -> Result<(Vec<f64>, Vec<f64>)> {
         let mut acc = Vec::new();
         for &k in &frames {
             let v = run(Some(k), labels)?;
-            println!("{name}, K = {k:>3}: drift-segment accuracy {:.2}% ({:+.2} points)", 100.0 * v, 100.0 * (v - base));
+            println!(
+                "{name}, K = {k:>3}: drift-segment accuracy {:.2}% ({:+.2} points)",
+                100.0 * v,
+                100.0 * (v - base)
+            );
             acc.push(v);
         }
         let best = acc.iter().map(|v| v - base).fold(0.0, f64::max);
         let gain: Vec<f64> =
             acc.iter().map(|v| if best > 0.0 { ((v - base) / best).clamp(0.0, 1.0) } else { 0.0 }).collect();
-        println!("{name}: gain g(K) = {:?}", gain.iter().map(|g| (g * 1000.0).round() / 1000.0).collect::<Vec<_>>());
+        println!(
+            "{name}: gain g(K) = {:?}",
+            gain.iter().map(|g| (g * 1000.0).round() / 1000.0).collect::<Vec<_>>()
+        );
         Ok((acc, gain))
     };
     let (acc, gain) = curve(None, "default labelling")?;

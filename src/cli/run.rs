@@ -100,7 +100,9 @@ pub(crate) struct RunArgs {
 fn parse_label_rule(s: &str) -> Result<String, String> {
     match jetlink::control::LabelRule::by_name(s) {
         Some(_) => Ok(s.to_string()),
-        None => Err(format!("{s:?}: unknown label rule; rules: auto, uniform, uncertainty, loss-prediction, top-k")),
+        None => Err(format!(
+            "{s:?}: unknown label rule; rules: auto, uniform, uncertainty, loss-prediction, top-k"
+        )),
     }
 }
 

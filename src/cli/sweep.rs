@@ -205,7 +205,13 @@ pub(crate) fn sweep(o: &SweepOptions, serial_dir: &Path) -> Result<Report> {
         vec![("main".into(), default, String::new(), 1.0, o.run_args(None, 1.0, &[]))];
     for policy in &o.policies {
         for &share in &o.budgets {
-            rows_args.push((policy.clone(), policy.clone(), String::new(), share, o.run_args(Some(policy), share, &[])));
+            rows_args.push((
+                policy.clone(),
+                policy.clone(),
+                String::new(),
+                share,
+                o.run_args(Some(policy), share, &[]),
+            ));
         }
     }
     if o.variants {
@@ -243,7 +249,12 @@ pub(crate) fn sweep(o: &SweepOptions, serial_dir: &Path) -> Result<Report> {
             let b = jetlink::signing::load_trusted(&a.bundle, &p.manifest, p.board)?;
             let ages = jetlink::schedule::MAX_HOLD_AGE;
             let hold = (0..n).map(|j| b.scores.hold[j * ages..(j + 1) * ages].to_vec()).collect();
-            header = Some((p.manifest.name.clone(), p.board.name.to_string(), ctl.model_names().map(str::to_string).collect(), hold));
+            header = Some((
+                p.manifest.name.clone(),
+                p.board.name.to_string(),
+                ctl.model_names().map(str::to_string).collect(),
+                hold,
+            ));
         }
         let f = (s.ref_frames[0] + s.ref_frames[1]).max(1) as f64;
         let row = Row {

@@ -56,8 +56,13 @@ pub enum LabelRule {
 }
 
 impl LabelRule {
-    pub const ALL: [LabelRule; 5] =
-        [LabelRule::Auto, LabelRule::Uniform, LabelRule::Uncertainty, LabelRule::LossPrediction, LabelRule::TopK];
+    pub const ALL: [LabelRule; 5] = [
+        LabelRule::Auto,
+        LabelRule::Uniform,
+        LabelRule::Uncertainty,
+        LabelRule::LossPrediction,
+        LabelRule::TopK,
+    ];
 
     /// `auto` takes `top-k` when its window of frames costs at most this share of the model budget.
     pub const AUTO_WINDOW_SHARE: f64 = 1.0 / 32.0;

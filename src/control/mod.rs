@@ -516,8 +516,8 @@ impl<S: FrameSource, W: embedded_io::Write> Controller<S, W> {
         let threshold = self.plan.cycles.level(k).threshold;
         if threshold >= 0.0 && have_frame {
             let st = &mut self.st;
-            let same = st.have_gate
-                && crate::schedule::frame_difference(&st.frame, &st.gate_frame) <= threshold;
+            let same =
+                st.have_gate && crate::schedule::frame_difference(&st.frame, &st.gate_frame) <= threshold;
             if same {
                 (st.active, st.predicted, st.hold) = (0, 0, self.plan.all());
             } else {
@@ -960,7 +960,8 @@ impl<S: FrameSource, W: embedded_io::Write> Controller<S, W> {
         for j in 0..self.plan.n() {
             if (ran & st.sig_fresh) >> j & 1 == 1 {
                 let r = self.plan.layout.range(j);
-                let a = agreement(self.plan.kinds[j], self.plan.tolerances[j], &st.out[r.clone()], &st.row[r]);
+                let a =
+                    agreement(self.plan.kinds[j], self.plan.tolerances[j], &st.out[r.clone()], &st.row[r]);
                 st.loss.learn(j, &st.sig[j], 1.0 - a);
             }
         }

@@ -63,8 +63,10 @@ pub(super) fn prepare<S: FrameSource, W: embedded_io::Write>(p: Parts<S, W>) -> 
     opts.adaptation.rule = opts.adaptation.rule.resolve(window_bytes, board.model_budget_bytes);
     let (problem, table) = schedule_for(&bundle, board, &opts)?;
     let profile: Vec<&[u8]> = profile.iter().map(|f| f.as_slice()).collect();
-    let cycles = CycleTable::build(&opts.policy, &problem, &table, &profile, opts.seed)
-        .with_context(|| format!("unknown policy {:?}; {}", opts.policy, crate::schedule::cycle::POLICY_HELP))?;
+    let cycles =
+        CycleTable::build(&opts.policy, &problem, &table, &profile, opts.seed).with_context(|| {
+            format!("unknown policy {:?}; {}", opts.policy, crate::schedule::cycle::POLICY_HELP)
+        })?;
     let dcta = dcta_for(&bundle, &manifest, board)?;
     let links = LinkExecutor::new(&bundle);
     let online = OnlineAdaptation::new(&bundle, links.predictor(), opts.adaptation);
@@ -109,11 +111,7 @@ pub(super) fn prepare<S: FrameSource, W: embedded_io::Write>(p: Parts<S, W>) -> 
         sig_fresh: 0,
         loss: LossHead::new(n),
         window: LabelWindow::new(
-            if opts.adapt && opts.adaptation.rule == LabelRule::TopK {
-                window_len
-            } else {
-                0
-            },
+            if opts.adapt && opts.adaptation.rule == LabelRule::TopK { window_len } else { 0 },
             source.frame_len(),
             stride,
         ),
@@ -185,7 +183,8 @@ fn schedule_for(bundle: &Bundle, board: &Board, opts: &LoopOptions) -> Result<(P
         problem = problem.with_max_active(k);
     }
     if let Some(b) = &bundle.schedule {
-        let table: ScheduleTable = postcard::from_bytes(b).context("the bundle's schedule table does not decode")?;
+        let table: ScheduleTable =
+            postcard::from_bytes(b).context("the bundle's schedule table does not decode")?;
         if table.mask.iter().all(|m| m.count_ones() as usize <= problem.max_active) {
             return Ok((problem, table));
         }

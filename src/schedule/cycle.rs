@@ -57,7 +57,13 @@ impl CycleTable {
     /// other policy is asked, at each candidate budget (the staircase's costs and the memory of every
     /// set of at most `max_active` models), for its selection and then its cycle of decisions.
     /// `profile` tunes `frame-filter`; `seed` draws `random`. `None` for an unknown name.
-    pub fn build(name: &str, p: &Problem, table: &ScheduleTable, profile: &[&[u8]], seed: u64) -> Option<CycleTable> {
+    pub fn build(
+        name: &str,
+        p: &Problem,
+        table: &ScheduleTable,
+        profile: &[&[u8]],
+        seed: u64,
+    ) -> Option<CycleTable> {
         if name == "optimal" {
             return Some(CycleTable::from_staircase(table));
         }
@@ -110,7 +116,8 @@ impl CycleTable {
                         Decision::Reuse => Phase { active: 0, predict: 0, hold: p.all() },
                     };
                     // A phase over the level's budget or execution cap runs nothing and holds.
-                    let fits = p.cost_of(ph.active, ph.predict) <= b && ph.active.count_ones() as usize <= p.max_active;
+                    let fits = p.cost_of(ph.active, ph.predict) <= b
+                        && ph.active.count_ones() as usize <= p.max_active;
                     phases.push(if fits { ph } else { Phase { active: 0, predict: 0, hold: p.all() } });
                 }
             }
@@ -181,9 +188,11 @@ mod tests {
 
     #[test]
     fn every_phase_fits_its_level_and_levels_only_grow() {
-        let p = problem(&[10, 20, 30, 40], &[1.0; 4], |_, m| if m == 0 { 0.0 } else { 0.5 }).with_max_active(2);
+        let p =
+            problem(&[10, 20, 30, 40], &[1.0; 4], |_, m| if m == 0 { 0.0 } else { 0.5 }).with_max_active(2);
         let table = ScheduleTable::build(&p);
-        for name in ["optimal", "optimal-hold", "greedy", "standalone", "random", "interval-2", "interval-3"] {
+        for name in ["optimal", "optimal-hold", "greedy", "standalone", "random", "interval-2", "interval-3"]
+        {
             let t = CycleTable::build(name, &p, &table, &[], 1).unwrap();
             assert!(t.levels() > 0, "{name}");
             for k in 0..t.levels() {

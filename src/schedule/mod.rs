@@ -13,8 +13,8 @@ mod hold;
 mod optimal;
 
 pub use baselines::{FrameFilter, RandomFit, Standalone, frame_difference};
-pub use greedy::Greedy;
 pub use cycle::CycleTable;
+pub use greedy::Greedy;
 pub use hold::{HoldScores, Interval, MAX_HOLD_AGE, OptimalHold, Phase};
 pub use optimal::{Optimal, ScheduleTable};
 
