@@ -41,15 +41,17 @@ pub fn kind(ft: std::fs::FileType) -> &'static str {
     }
 }
 
+/// Open `path` for reading without blocking (a FIFO with no writer opens at once); the caller
+/// checks what it is on the descriptor.
+pub fn open_nonblocking(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(path)
+}
+
 /// Open `path` (a `what`, for messages) by the rule and read all of it, at most `max` bytes.
 pub fn read(path: &Path, what: &str, max: u64) -> Result<Vec<u8>> {
-    use std::os::unix::fs::OpenOptionsExt;
     let shown = path.display();
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(path)
-        .map_err(|e| anyhow::anyhow!("{what} {shown}: cannot read it: {e}"))?;
+    let f = open_nonblocking(path).map_err(|e| anyhow::anyhow!("{what} {shown}: cannot read it: {e}"))?;
     let md = f.metadata().with_context(|| format!("{what} {shown}: cannot read its metadata"))?;
     if !md.is_file() {
         bail!("{what} {shown} is {}, not a regular file", kind(md.file_type()));

@@ -45,12 +45,11 @@ impl Kind {
 
 /// The first bytes of the regular file `path` (inflated when it is gzip), at most 256.
 fn head(path: &Path) -> std::io::Result<Vec<u8>> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let f = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(path)?;
+    let f = crate::input::open_nonblocking(path)?;
     let mut raw = Vec::new();
     f.take(256).read_to_end(&mut raw)?;
     if raw.starts_with(&[0x1f, 0x8b]) {
-        let f = std::fs::File::open(path)?;
+        let f = crate::input::open_nonblocking(path)?;
         let mut out = Vec::new();
         // A truncated or damaged gzip gives what it can; a short head simply does not match.
         let _ = flate2::read::GzDecoder::new(f).take(256).read_to_end(&mut out);

@@ -207,8 +207,9 @@ struct LoopState {
     hold: u64,
     /// Tasks delivered held this tick (for the wire).
     held: u64,
-    /// The policy's level in force (`usize::MAX`: none yet) and the tick within its cycle.
-    level: usize,
+    /// The policy's level in force (`None`: the budget is below every level) and the tick within
+    /// its cycle.
+    level: Option<usize>,
     phase_t: u32,
     /// Per model, its output at its last run (a row), and the ticks since (`u32::MAX`: never ran).
     run_out: Vec<f32>,
@@ -506,7 +507,7 @@ impl<S: FrameSource, W: embedded_io::Write> Controller<S, W> {
         if budget != self.st.budget || boundary {
             self.select_level(budget, notes);
         }
-        let Some(k) = Some(self.st.level).filter(|&k| k != usize::MAX) else {
+        let Some(k) = self.st.level else {
             (self.st.active, self.st.predicted, self.st.hold) = (0, 0, 0);
             return;
         };
@@ -529,8 +530,8 @@ impl<S: FrameSource, W: embedded_io::Write> Controller<S, W> {
 
     /// The policy's level at `budget`; a new level starts its cycle afresh.
     fn select_level(&mut self, budget: u64, notes: &mut TickNotes) {
-        let k = self.plan.cycles.lookup(budget).unwrap_or(usize::MAX);
-        let runs = |k: usize| if k == usize::MAX { 0 } else { self.plan.cycles.runs(k) };
+        let k = self.plan.cycles.lookup(budget);
+        let runs = |k: Option<usize>| k.map_or(0, |k| self.plan.cycles.runs(k));
         let (new, old) = (runs(k), runs(self.st.level));
         if k != self.st.level {
             self.st.phase_t = 0;
@@ -750,47 +751,40 @@ impl<S: FrameSource, W: embedded_io::Write> Controller<S, W> {
     fn deliver(&mut self, ok: u64, notes: &mut TickNotes) -> bool {
         self.keep_runs(ok);
         let st = &mut self.st;
-        st.held = 0;
+        (st.held, st.sig_fresh) = (0, 0);
         let (predicted, fresh) = match ok {
             0 => (false, false),
             _ => st.links.predict(ok, &st.row, &mut st.out).map_or((false, false), |fresh| (true, fresh)),
         };
         if !predicted {
-            st.sig_fresh = 0;
-            // Nothing ran (or no frame): held tasks deliver their model's last output; the others
-            // their last output again, flagged.
+            // Nothing ran (or no frame): the last outputs again, flagged, but for the held tasks.
             st.out.copy_from_slice(&st.last_out);
             if !st.have_last {
                 st.out.fill(0.0);
             }
-            self.deliver_held(ok);
-            let st = &mut self.st;
-            notes.degraded = (self.plan.all() & !st.held) as u16;
-            st.stats.degraded_outputs += notes.degraded.count_ones() as u64;
-            st.stats.held_outputs += st.held.count_ones() as u64;
-            return false;
         }
-        // Held tasks whose model has run (a task never run has nothing to hold).
-        let holdable = (0..self.plan.n()).filter(|&j| st.age[j] != u32::MAX).fold(0u64, |m, j| m | 1 << j);
-        st.sig_fresh = 0;
-        for j in 0..self.plan.n() {
-            if fresh && ok >> j & 1 == 0 {
-                if let Ok(s) = st.links.predictor_mut().signals(j) {
-                    st.drift.add(j, s.score());
-                    st.sig[j] = s;
-                    st.sig_fresh |= 1 << j;
-                }
-            }
-            // Tasks neither run, predicted nor held repeat their last output.
-            if (ok | st.predicted | st.active | (st.hold & holdable)) >> j & 1 == 0 {
-                let r = self.plan.layout.range(j);
-                st.out[r.clone()].copy_from_slice(&st.last_out[r]);
-                notes.degraded |= 1 << j;
-            }
-        }
-        st.have_last = true;
         self.deliver_held(ok);
         let st = &mut self.st;
+        if predicted {
+            for j in 0..self.plan.n() {
+                if fresh && ok >> j & 1 == 0 {
+                    if let Ok(s) = st.links.predictor_mut().signals(j) {
+                        st.drift.add(j, s.score());
+                        st.sig[j] = s;
+                        st.sig_fresh |= 1 << j;
+                    }
+                }
+                // Tasks neither run, predicted nor held repeat their last output.
+                if (ok | st.predicted | st.active | st.held) >> j & 1 == 0 {
+                    let r = self.plan.layout.range(j);
+                    st.out[r.clone()].copy_from_slice(&st.last_out[r]);
+                    notes.degraded |= 1 << j;
+                }
+            }
+            st.have_last = true;
+        } else {
+            notes.degraded = (self.plan.all() & !st.held) as u16;
+        }
         st.stats.degraded_outputs += notes.degraded.count_ones() as u64;
         st.stats.held_outputs += st.held.count_ones() as u64;
         fresh

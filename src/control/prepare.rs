@@ -100,7 +100,7 @@ pub(super) fn prepare<S: FrameSource, W: embedded_io::Write>(p: Parts<S, W>) -> 
         predicted: 0,
         hold: 0,
         held: 0,
-        level: usize::MAX,
+        level: None,
         phase_t: 0,
         run_out: vec![0.0; stride],
         age: vec![u32::MAX; n],
