@@ -246,9 +246,9 @@ pub(crate) fn sweep(o: &SweepOptions, serial_dir: &Path) -> Result<Report> {
         let s = ctl.stats();
         let n = ctl.n_models();
         if header.is_none() {
-            let b = jetlink::signing::load_trusted(&a.bundle, &p.manifest, p.board)?;
+            // The bundle's hold scores, as the loop that just ran planned with them.
             let ages = jetlink::schedule::MAX_HOLD_AGE;
-            let hold = (0..n).map(|j| b.scores.hold[j * ages..(j + 1) * ages].to_vec()).collect();
+            let hold = ctl.hold_scores().chunks(ages).map(<[f32]>::to_vec).collect();
             header = Some((
                 p.manifest.name.clone(),
                 p.board.name.to_string(),

@@ -323,6 +323,11 @@ impl<S: FrameSource, W: embedded_io::Write> Controller<S, W> {
         (self.st.held >> j & 1 == 1).then_some(self.st.held_age[j])
     }
 
+    /// The bundle's hold scores the policy plans with (`[j * MAX_HOLD_AGE + age - 1]`).
+    pub fn hold_scores(&self) -> &[f32] {
+        &self.plan.problem.hold
+    }
+
     /// The scheduling policy the loop runs.
     pub fn policy(&self) -> &str {
         &self.plan.cycles.name
