@@ -36,7 +36,7 @@ PATH="$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))'):$PA
 command -v cargo-zigbuild >/dev/null || fail "cargo-zigbuild is not on PATH after pip install"
 rustup target add aarch64-unknown-linux-gnu
 qemu() { qemu-aarch64 -L /usr/aarch64-linux-gnu "$@"; }
-echo "cross: $(cargo-zigbuild --version), zig $(python3 -m ziglang version), $(qemu-aarch64 --version | head -n1)"
+echo "cross: $(cargo-zigbuild --version), zig $(python3 -m ziglang version), $(qemu-aarch64 --version | sed -n 1p)"
 
 step "x86_64 host-sim build (the reference)"
 CARGO_TARGET_DIR=target cargo build --release
@@ -110,7 +110,7 @@ cat "$tmp/contents.txt"
 field() { dpkg-deb -f "$deb" "$1"; }
 [ "$(field Package)" = "jetlink-$PKG_BOARD" ] || fail "Package: $(field Package)"
 [ "$(field Architecture)" = arm64 ] || fail "Architecture: $(field Architecture)"
-field Depends | grep -Eq '^libc6 \(>= 2\.[0-9]+\)' || fail "Depends: $(field Depends)"
+grep -Eq '^libc6 \(>= 2\.[0-9]+\)' <<<"$(field Depends)" || fail "Depends: $(field Depends)"
 for f in ./usr/bin/jetlink ./etc/jetlink/jetlink.conf ./lib/systemd/system/jetlink.service \
     ./lib/udev/rules.d/60-jetlink-serial.rules ./usr/share/jetlink/demo/manifest.toml \
     ./usr/share/jetlink/demo/demo.bundle ./usr/share/jetlink/demo/stream.jls.gz \
