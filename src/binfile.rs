@@ -5,10 +5,15 @@ use std::path::Path;
 
 use anyhow::{Result, ensure};
 
-/// Read a stream or recording file by the input rule ([`crate::input`]), inflating it if it is
-/// gzip-compressed, within [`crate::input::limit::DATA`].
-pub fn read_maybe_gz(path: &Path) -> Result<Vec<u8>> {
-    crate::input::read_maybe_gz(path, "data file", crate::input::limit::DATA)
+/// Read a stream or recording file (a `what`, for messages) by the input rule ([`crate::input`]),
+/// inflating it if it is gzip-compressed, within [`crate::input::limit::DATA`] and within the size
+/// its header declares (`declared`, see [`crate::input::read_maybe_gz`]).
+pub fn read_maybe_gz(
+    path: &Path,
+    what: &str,
+    declared: impl Fn(&[u8]) -> Result<Option<u64>>,
+) -> Result<Vec<u8>> {
+    crate::input::read_maybe_gz(path, what, crate::input::limit::DATA, declared)
 }
 
 /// A bounds-checked little-endian reader that names the field it failed on.

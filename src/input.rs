@@ -17,8 +17,9 @@ pub mod limit {
     pub const MODEL: u64 = 2 << 30;
     /// A bundle.
     pub const BUNDLE: u64 = 1 << 30;
-    /// A stream or recording, as stored and once inflated.
-    pub const DATA: u64 = 8 << 30;
+    /// A stream or recording, as stored, once inflated and once its frames are decoded: it is held
+    /// in memory whole.
+    pub const DATA: u64 = 2 << 30;
     /// An image file, and what its decoder may allocate.
     pub const IMAGE: u64 = 512 << 20;
 }
@@ -73,19 +74,58 @@ pub fn read_to_string(path: &Path, what: &str, max: u64) -> Result<String> {
         .map_err(|_| anyhow::anyhow!("{what} {}: not UTF-8 text", path.display()))
 }
 
-/// [`read`], inflating a gzip file with the same bound on what it inflates to.
-pub fn read_maybe_gz(path: &Path, what: &str, max: u64) -> Result<Vec<u8>> {
+/// [`read`], inflating a gzip file with the same bound on what it inflates to, and with the bound
+/// the file's own header declares: `declared` is shown what has been inflated so far and answers
+/// `Ok(Some(n))` once it knows the whole file is at most `n` bytes, `Ok(None)` while its header is
+/// incomplete, or an error (a wrong magic number, a size past `max`), which stops inflation at
+/// once. So a gzip bomb behind a wrong or small header costs one chunk, not gigabytes.
+pub fn read_maybe_gz(
+    path: &Path,
+    what: &str,
+    max: u64,
+    declared: impl Fn(&[u8]) -> Result<Option<u64>>,
+) -> Result<Vec<u8>> {
+    const CHUNK: usize = 1 << 20;
+    let shown = path.display();
     let raw = read(path, what, max)?;
     if !raw.starts_with(&[0x1f, 0x8b]) {
         return Ok(raw);
     }
+    let mut dec = flate2::read::GzDecoder::new(&raw[..]);
     let mut out = Vec::new();
-    flate2::read::GzDecoder::new(&raw[..])
-        .take(max + 1)
-        .read_to_end(&mut out)
-        .with_context(|| format!("inflating {what} {}", path.display()))?;
-    if out.len() as u64 > max {
-        bail!("{what} {} inflates past the limit of {max} bytes", path.display());
+    let mut bound: Option<u64> = None;
+    loop {
+        let limit = bound.unwrap_or(max);
+        // A small first chunk: enough for a header, little for a bomb behind a wrong one.
+        let chunk = if out.is_empty() { 64 << 10 } else { CHUNK as u64 };
+        let want = (limit + 1).saturating_sub(out.len() as u64).min(chunk);
+        if want == 0 {
+            break;
+        }
+        let got = (&mut dec)
+            .take(want)
+            .read_to_end(&mut out)
+            .with_context(|| format!("inflating {what} {shown}"))?;
+        if out.len() as u64 > limit {
+            match bound {
+                Some(n) => bail!("{what} {shown} inflates past the {n} bytes its header declares"),
+                None => bail!("{what} {shown} inflates past the limit of {max} bytes"),
+            }
+        }
+        if bound.is_none() {
+            if let Some(n) = declared(&out).with_context(|| format!("{what} {shown}"))? {
+                if n > max {
+                    bail!("{what} {shown}: its header declares {n} bytes, above the limit of {max} bytes");
+                }
+                if out.len() as u64 > n {
+                    bail!("{what} {shown} inflates past the {n} bytes its header declares");
+                }
+                bound = Some(n);
+            }
+        }
+        if got == 0 {
+            break;
+        }
     }
     Ok(out)
 }
@@ -119,9 +159,17 @@ mod tests {
         std::io::Write::write_all(&mut gz, &vec![0u8; 1 << 20]).unwrap();
         let g = dir.join("bomb.gz");
         std::fs::write(&g, gz.finish().unwrap()).unwrap();
-        let e = read_maybe_gz(&g, "stream", 64 << 10).unwrap_err().to_string();
+        let any = |_: &[u8]| Ok(None);
+        let e = read_maybe_gz(&g, "stream", 64 << 10, any).unwrap_err().to_string();
         assert!(e.contains("inflates past the limit"), "{e}");
-        assert_eq!(read_maybe_gz(&g, "stream", 2 << 20).unwrap().len(), 1 << 20);
+        assert_eq!(read_maybe_gz(&g, "stream", 2 << 20, any).unwrap().len(), 1 << 20);
+        // The header's own bound stops it early, and a refused header stops it at once.
+        let small = |b: &[u8]| Ok((b.len() >= 8).then_some(4096));
+        let e = read_maybe_gz(&g, "stream", 2 << 20, small).unwrap_err().to_string();
+        assert!(e.contains("inflates past the 4096 bytes its header declares"), "{e}");
+        let wrong = |_: &[u8]| -> Result<Option<u64>> { bail!("not a stream: magic") };
+        let e = format!("{:#}", read_maybe_gz(&g, "stream", 2 << 20, wrong).unwrap_err());
+        assert!(e.contains("not a stream: magic"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -12,6 +12,7 @@ pub mod engine;
 pub mod fleet;
 pub mod gpu;
 pub mod input;
+pub mod jpeg;
 pub mod links;
 pub mod manifest;
 pub mod monitor;

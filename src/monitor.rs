@@ -208,16 +208,30 @@ pub fn monitor(path: &Path, opts: &MonitorOptions) -> Result<MonitorStats> {
     let mut last_byte = Instant::now();
     let mut last_draw = Instant::now();
     loop {
-        match reader.read(&mut buf) {
+        let got = match reader.read(&mut buf) {
             Ok(0) if reader.is_tty() => break,
             Ok(0) if !opts.follow => break,
-            Ok(0) => std::thread::sleep(POLL),
+            Ok(0) => {
+                if reader.reopen_if_rewritten(path).with_context(|| format!("following {name}"))? {
+                    log::info!("{name} was rewritten; reading it from its start");
+                    continue;
+                }
+                std::thread::sleep(POLL);
+                0
+            }
             Ok(n) => {
                 mon.feed(&buf[..n]);
                 last_byte = Instant::now();
+                n
             }
-            Err(e) if matches!(e.kind(), io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock) => {}
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if matches!(e.kind(), io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock) => {
+                // A FIFO (a tty times out by itself): wait a poll interval, never block.
+                if !reader.is_tty() {
+                    std::thread::sleep(POLL);
+                }
+                0
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => 0,
             // The other end of a pty closed, or a USB adapter was pulled.
             Err(e)
                 if reader.is_tty()
@@ -226,8 +240,9 @@ pub fn monitor(path: &Path, opts: &MonitorOptions) -> Result<MonitorStats> {
                 break;
             }
             Err(e) => return Err(e).with_context(|| format!("reading {name}")),
-        }
-        if opts.idle_exit.is_some_and(|idle| last_byte.elapsed() >= idle) {
+        };
+        // Idle means nothing to read: a file still being read is never idle, even with 0 s.
+        if got == 0 && opts.idle_exit.is_some_and(|idle| last_byte.elapsed() >= idle) {
             break;
         }
         if last_draw.elapsed() >= REFRESH {

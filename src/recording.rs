@@ -178,8 +178,29 @@ impl Recording {
     }
 
     pub fn load(path: &Path) -> Result<Recording> {
-        let bytes = crate::binfile::read_maybe_gz(path)?;
+        let bytes = crate::binfile::read_maybe_gz(path, "recording", Recording::declared_len)?;
         Recording::parse(&bytes).with_context(|| format!("reading recording {}", path.display()))
+    }
+
+    /// The size of a recording whose file starts with `prefix` (`None` while its model table is
+    /// incomplete); an error for a wrong magic number or model count. Bounds inflation of a gzip
+    /// recording.
+    pub fn declared_len(prefix: &[u8]) -> Result<Option<u64>> {
+        let mut c = Cursor { b: prefix, at: 0 };
+        let Ok(magic) = c.take(8, "magic") else { return Ok(None) };
+        ensure!(magic == MAGIC, "not a jetlink recording: magic {:?}", String::from_utf8_lossy(magic));
+        let (Ok(n_frames), Ok(n_models)) = (c.u32("n_frames"), c.u32("n_models")) else { return Ok(None) };
+        ensure!(n_models > 0 && n_models <= 4096, "n_models {n_models} out of range 1..=4096");
+        let mut stride = 0u64;
+        for _ in 0..n_models {
+            let Ok(len) = c.u16("name_len") else { return Ok(None) };
+            let (Ok(_), Ok(_), Ok(size)) = (c.take(len as usize, "name"), c.take(1, "kind"), c.u32("size"))
+            else {
+                return Ok(None);
+            };
+            stride += size as u64;
+        }
+        Ok(Some(c.at as u64 + n_frames as u64 * (4 + 4 * stride)))
     }
 
     pub fn parse(b: &[u8]) -> Result<Recording> {

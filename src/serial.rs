@@ -10,7 +10,7 @@ use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::Path;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use embedded_io::ErrorKind;
 
 use crate::board::SerialConfig;
@@ -175,11 +175,20 @@ fn open_tty(path: &Path, baud: u32, timeout: Duration) -> Result<serialport::TTY
     Ok(port)
 }
 
-fn set_nonblocking(port: &serialport::TTYPort) -> io::Result<()> {
-    let fd = port.as_raw_fd();
-    // SAFETY: `fd` is the port's open descriptor for the duration of both calls.
+fn set_nonblocking(port: &impl AsRawFd) -> io::Result<()> {
+    set_o_nonblock(port, true)
+}
+
+fn set_blocking(f: &impl AsRawFd) -> io::Result<()> {
+    set_o_nonblock(f, false)
+}
+
+fn set_o_nonblock(f: &impl AsRawFd, on: bool) -> io::Result<()> {
+    let fd = f.as_raw_fd();
+    // SAFETY: `fd` is an open descriptor for the duration of both calls.
     let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
-    if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
+    let flags = if on { flags | libc::O_NONBLOCK } else { flags & !libc::O_NONBLOCK };
+    if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFL, flags) } < 0 {
         return Err(io::Error::last_os_error());
     }
     Ok(())
@@ -300,9 +309,13 @@ impl embedded_io::Write for MemWriter {
     }
 }
 
-/// A byte source for the monitor: a tty (raw, at `baud`, reads time out after `poll`) or a file.
+/// A byte source for the monitor: a tty (raw, at `baud`, reads time out after `poll`), a FIFO
+/// (opened and read non-blocking: no writer yet, or a writer with nothing to say, is a wait the
+/// monitor can end, never a blocked read) or a regular file. Anything else (a directory, a block
+/// device, a character device that is not a tty such as `/dev/zero`) is refused by name.
 pub enum SerialReader {
     Tty(serialport::TTYPort),
+    Pipe { f: File, seen: bool },
     File(File),
 }
 
@@ -311,15 +324,54 @@ impl SerialReader {
         if is_char_device(path) {
             return Ok(SerialReader::Tty(open_tty(path, baud, poll)?));
         }
-        let f = OpenOptions::new()
-            .read(true)
-            .open(path)
-            .with_context(|| format!("opening {}", path.display()))?;
+        let f =
+            crate::input::open_nonblocking(path).with_context(|| format!("opening {}", path.display()))?;
+        let ft =
+            f.metadata().with_context(|| format!("{}: reading its metadata", path.display()))?.file_type();
+        if ft.is_fifo() {
+            return Ok(SerialReader::Pipe { f, seen: false });
+        }
+        if !ft.is_file() {
+            bail!(
+                "{} is {}, not a tty, a FIFO or a file of telemetry",
+                path.display(),
+                crate::input::kind(ft)
+            );
+        }
+        // Blocking again: a regular file never blocks, and `read` below expects plain reads.
+        set_blocking(&f).with_context(|| format!("{}: clearing O_NONBLOCK", path.display()))?;
         Ok(SerialReader::File(f))
     }
 
     pub fn is_tty(&self) -> bool {
         matches!(self, SerialReader::Tty(_))
+    }
+
+    /// For `--follow` on a regular file: true when the file at `path` is no longer the one being
+    /// read from its current position (truncated below it, or replaced by another file), and then
+    /// starts over from the start of what is at `path` now. A run that rewrites its telemetry file
+    /// in place is followed into its new content.
+    pub fn reopen_if_rewritten(&mut self, path: &Path) -> io::Result<bool> {
+        use std::io::Seek;
+        use std::os::unix::fs::MetadataExt;
+        let SerialReader::File(f) = self else { return Ok(false) };
+        let pos = f.stream_position()?;
+        let (open, now) = (
+            f.metadata()?,
+            match std::fs::metadata(path) {
+                Ok(m) => m,
+                Err(_) => return Ok(false),
+            },
+        );
+        if (open.dev(), open.ino()) != (now.dev(), now.ino()) && now.is_file() {
+            *f = File::open(path)?;
+            return Ok(true);
+        }
+        if now.len() < pos {
+            f.seek(io::SeekFrom::Start(0))?;
+            return Ok(true);
+        }
+        Ok(false)
     }
 }
 
@@ -330,6 +382,15 @@ impl Read for SerialReader {
         match self {
             SerialReader::Tty(p) => p.read(buf),
             SerialReader::File(f) => f.read(buf),
+            // A FIFO's end of file before any byte means no writer has come yet: a wait, not the end.
+            SerialReader::Pipe { f, seen } => match f.read(buf) {
+                Ok(0) if !*seen => Err(io::ErrorKind::WouldBlock.into()),
+                Ok(n) => {
+                    *seen |= n > 0;
+                    Ok(n)
+                }
+                Err(e) => Err(e),
+            },
         }
     }
 }

@@ -11,7 +11,11 @@
 //! ```
 //! `JLSTRM02` (compact, for camera video) has the same header; each frame's pixels are instead
 //! `jpeg_len u32` then a baseline JPEG of exactly height×width (grey or RGB as `channels`), decoded
-//! once at load.
+//! once at load, strictly ([`crate::jpeg`]): a truncated or corrupt JPEG, or a grey one in an RGB
+//! stream, is refused with its frame number.
+//!
+//! Checked at load: the reserved bytes are zero, `train_end <= drift_start <= n_frames`, and the
+//! decoded frames fit [`crate::input::limit::DATA`] (a stream is held in memory whole).
 
 use std::path::Path;
 
@@ -56,12 +60,26 @@ pub enum Segment {
 
 impl Stream {
     pub fn load(path: &Path) -> Result<Stream> {
-        let b = read_maybe_gz(path)?;
+        let b = read_maybe_gz(path, "stream", Stream::declared_len)?;
         Stream::parse(&b).with_context(|| format!("reading stream {}", path.display()))
     }
 
-    pub fn parse(b: &[u8]) -> Result<Stream> {
-        let mut c = Cursor { b, at: 0 };
+    /// The most bytes a stream whose file starts with `prefix` can have (`None` while the header is
+    /// incomplete); an error for a wrong magic number. Bounds inflation of a gzip stream.
+    pub fn declared_len(prefix: &[u8]) -> Result<Option<u64>> {
+        if prefix.len() < HEADER {
+            return Ok(None);
+        }
+        let mut c = Cursor { b: prefix, at: 0 };
+        let jpeg = Self::magic(&mut c)?;
+        let n = c.u32("n_frames")? as u64;
+        let px = c.u16("height")? as u64 * c.u16("width")? as u64 * c.take(1, "channels")?[0] as u64;
+        // A baseline JPEG of a frame is far smaller than twice its pixels plus its tables.
+        let per = if jpeg { FRAME_META as u64 + 4 + 2 * px + 65536 } else { FRAME_META as u64 + px };
+        Ok(Some(HEADER as u64 + n * per))
+    }
+
+    fn magic(c: &mut Cursor) -> Result<bool> {
         let magic = c.take(8, "magic")?;
         let jpeg = magic == MAGIC_JPEG;
         if magic != MAGIC && !jpeg {
@@ -70,18 +88,36 @@ impl Stream {
                 String::from_utf8_lossy(magic)
             );
         }
+        Ok(jpeg)
+    }
+
+    pub fn parse(b: &[u8]) -> Result<Stream> {
+        let mut c = Cursor { b, at: 0 };
+        let jpeg = Self::magic(&mut c)?;
         let n = c.u32("n_frames")? as usize;
         let height = c.u16("height")? as usize;
         let width = c.u16("width")? as usize;
         let channels = c.take(1, "channels")?[0] as usize;
-        c.take(3, "reserved")?;
+        let reserved = c.take(3, "reserved")?;
+        ensure!(reserved == [0, 0, 0], "reserved bytes are {reserved:?}, not zero");
         let train_end = c.u32("train_end")? as usize;
         let drift_start = c.u32("drift_start")? as usize;
         ensure!(height > 0 && width > 0 && channels > 0, "frame size {height}x{width}x{channels} is empty");
         ensure!(train_end <= n, "train_end {train_end} is past n_frames {n}");
         ensure!(drift_start <= n, "drift_start {drift_start} is past n_frames {n}");
+        ensure!(
+            train_end <= drift_start,
+            "drift_start {drift_start} is before train_end {train_end}: the training part would hold drift frames"
+        );
         ensure!(channels == 1 || channels == 3 || !jpeg, "JPEG frames have 1 or 3 channels, not {channels}");
         let px = height * width * channels;
+        let decoded = (n as u64) * (px as u64);
+        ensure!(
+            decoded <= crate::input::limit::DATA,
+            "{n} frames of {height}x{width}x{channels} are {decoded} bytes decoded, above the limit of {} bytes \
+             for a stream held in memory",
+            crate::input::limit::DATA
+        );
         if jpeg {
             let mut meta = Vec::with_capacity(n.min(1 << 20));
             let mut pixels = Vec::new();
@@ -91,17 +127,16 @@ impl Stream {
                 let severity = c.take(1, "severity")?[0];
                 meta.push(FrameMeta { source, label, severity });
                 let len = c.u32("jpeg_len")? as usize;
-                let img = image::load_from_memory_with_format(c.take(len, "jpeg")?, image::ImageFormat::Jpeg)
+                let img = crate::jpeg::decode(c.take(len, "jpeg")?, width.max(height))
                     .with_context(|| format!("frame {k}: decoding its JPEG"))?;
                 ensure!(
-                    img.width() as usize == width && img.height() as usize == height,
-                    "frame {k}: JPEG is {}x{}, the stream's frames are {width}x{height}",
-                    img.width(),
-                    img.height()
+                    img.width == width && img.height == height && img.channels == channels,
+                    "frame {k}: JPEG is {}x{}x{}, the stream's frames are {width}x{height}x{channels}",
+                    img.width,
+                    img.height,
+                    img.channels
                 );
-                let raw =
-                    if channels == 1 { img.into_luma8().into_raw() } else { img.into_rgb8().into_raw() };
-                pixels.extend_from_slice(&raw);
+                pixels.extend_from_slice(&img.pixels);
             }
             ensure!(c.at == b.len(), "{} bytes after the last frame", b.len() - c.at);
             return Ok(Stream { height, width, channels, train_end, drift_start, meta, pixels });
@@ -189,6 +224,7 @@ impl Stream {
     ) -> Result<Stream> {
         ensure!(pixels.len() == meta.len() * height * width * channels, "pixel count does not match frames");
         ensure!(train_end <= meta.len() && drift_start <= meta.len(), "segment bounds past the end");
+        ensure!(train_end <= drift_start, "drift_start {drift_start} is before train_end {train_end}");
         Ok(Stream { height, width, channels, train_end, drift_start, meta, pixels })
     }
 }
@@ -266,5 +302,68 @@ mod tests {
         wrong[14..16].copy_from_slice(&25u16.to_le_bytes());
         let e = format!("{:#}", Stream::parse(&wrong).unwrap_err());
         assert!(e.contains("JPEG is 24x16"), "{e}");
+    }
+
+    /// What the header says is checked (reserved bytes, segment order), a damaged JPEG inside a
+    /// consistent container is refused by frame, and a grey JPEG does not pass for an RGB frame.
+    #[test]
+    fn damaged_frames_and_headers_are_refused() {
+        let (h, w) = (16u32, 24u32);
+        let frame: Vec<u8> = (0..h * w * 3).map(|i| (i % 97) as u8).collect();
+        let b = jpeg_stream(&[frame.clone(), frame.clone()], h, w, 90);
+        Stream::parse(&b).unwrap();
+        let mut reserved = b.clone();
+        reserved[17] = 1;
+        let e = format!("{:#}", Stream::parse(&reserved).unwrap_err());
+        assert!(e.contains("reserved bytes"), "{e}");
+        let mut order = b.clone();
+        order[20..24].copy_from_slice(&2u32.to_le_bytes()); // train_end 2 > drift_start... 2 frames
+        order[24..28].copy_from_slice(&1u32.to_le_bytes());
+        let e = format!("{:#}", Stream::parse(&order).unwrap_err());
+        assert!(e.contains("drift_start 1 is before train_end 2"), "{e}");
+        // The second frame's JPEG cut in half, its length field saying so: the container is
+        // consistent, the JPEG is not.
+        let first_len = u32::from_le_bytes(b[HEADER + 6..HEADER + 10].try_into().unwrap()) as usize;
+        let second = HEADER + 10 + first_len;
+        let len2 = u32::from_le_bytes(b[second + 6..second + 10].try_into().unwrap()) as usize;
+        let mut cut = b[..second + 10 + len2 / 2].to_vec();
+        cut[second + 6..second + 10].copy_from_slice(&((len2 / 2) as u32).to_le_bytes());
+        let e = format!("{:#}", Stream::parse(&cut).unwrap_err());
+        assert!(e.contains("frame 1: decoding its JPEG"), "{e}");
+        // A grey JPEG in an RGB stream.
+        let mut g = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut g, 90)
+            .encode(&frame[..(h * w) as usize], w, h, image::ExtendedColorType::L8)
+            .unwrap();
+        let mut grey = b[..second + 6].to_vec();
+        grey.extend_from_slice(&(g.len() as u32).to_le_bytes());
+        grey.extend_from_slice(&g);
+        let e = format!("{:#}", Stream::parse(&grey).unwrap_err());
+        assert!(e.contains("frame 1: JPEG is 24x16x1, the stream's frames are 24x16x3"), "{e}");
+    }
+
+    /// A gzip stream is inflated no further than its header declares: a valid header with an
+    /// endless body of zeros stops there, a wrong magic number at the first chunk.
+    #[test]
+    fn gzip_inflation_stops_at_the_declared_size() {
+        use std::io::Write;
+        let dir = std::env::temp_dir().join(format!("jetlink-stream-gz-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let s = Stream::from_parts(2, 2, 1, 0, 1, vec![FrameMeta::default(); 1], vec![0; 4]).unwrap();
+        let mut body = s.to_bytes();
+        body.resize(body.len() + (32 << 20), 0);
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        gz.write_all(&body).unwrap();
+        let p = dir.join("bomb.jls.gz");
+        std::fs::write(&p, gz.finish().unwrap()).unwrap();
+        let e = format!("{:#}", Stream::load(&p).unwrap_err());
+        assert!(e.contains("inflates past the 38 bytes its header declares"), "{e}");
+        body[..8].copy_from_slice(b"NOTASTRM");
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        gz.write_all(&body).unwrap();
+        std::fs::write(&p, gz.finish().unwrap()).unwrap();
+        let e = format!("{:#}", Stream::load(&p).unwrap_err());
+        assert!(e.contains("not a jetlink stream"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

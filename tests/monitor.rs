@@ -220,3 +220,53 @@ fn unknown_hello_version_is_reported_and_not_decoded() {
     monitor::render("file", &st, &mut table);
     assert!(table.contains("unknown-version hellos 1  frames skipped after them 3"), "{table}");
 }
+
+/// Whatever the path points at, the monitor ends when asked: a FIFO with no writer ends at
+/// `--idle-exit` (it used to block in open); `--idle-exit 0` still reads a whole file (it used to
+/// stop after its first 4 KB); `--follow` follows a run that rewrites its file in place; a device
+/// that is not a tty is refused by name.
+#[test]
+fn fifo_idle_exit_and_rewritten_file() {
+    let dir = std::env::temp_dir().join(format!("jetlink-monitor-paths-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let fifo = dir.join("fifo");
+    assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let idle = MonitorOptions { idle_exit: Some(Duration::from_millis(300)), ..Default::default() };
+    let t = std::time::Instant::now();
+    let st = monitor::monitor(&fifo, &idle).unwrap();
+    assert_eq!(st.ticks, 0);
+    assert!(t.elapsed() < Duration::from_secs(20), "a FIFO without a writer kept the monitor");
+
+    // A file far above 4 KB, read whole with --idle-exit 0.
+    let big = dir.join("big.bin");
+    let n = 2_000u32;
+    let bytes: Vec<u8> = (0..n).flat_map(|i| enc(&Message::Tick(tick(i)))).collect();
+    assert!(bytes.len() > 8 * 4096, "{} bytes", bytes.len());
+    std::fs::write(&big, &bytes).unwrap();
+    let zero = MonitorOptions { idle_exit: Some(Duration::ZERO), ..Default::default() };
+    assert_eq!(monitor::monitor(&big, &zero).unwrap().ticks, n as u64);
+
+    // --follow on a file a writer truncates and writes again: the new content is read.
+    let live = dir.join("live.bin");
+    let first: Vec<u8> = (0..50).flat_map(|i| enc(&Message::Tick(tick(i)))).collect();
+    std::fs::write(&live, &first).unwrap();
+    let writer = {
+        let live = live.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(600));
+            let again: Vec<u8> = (0..7).flat_map(|i| enc(&Message::Tick(tick(100 + i)))).collect();
+            // File::create truncates in place, as `--serial file:` does when a run starts.
+            std::fs::File::create(&live).unwrap().write_all(&again).unwrap();
+        })
+    };
+    let follow =
+        MonitorOptions { follow: true, idle_exit: Some(Duration::from_secs(3)), ..Default::default() };
+    let st = monitor::monitor(&live, &follow).unwrap();
+    writer.join().unwrap();
+    assert_eq!(st.ticks, 57, "the rewritten file's ticks were not followed");
+    assert_eq!(st.last_tick.map(|t| t.tick), Some(106));
+
+    let e = monitor::monitor(std::path::Path::new("/dev/zero"), &idle).unwrap_err();
+    assert!(format!("{e:#}").contains("/dev/zero"), "{e:#}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

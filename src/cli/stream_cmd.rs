@@ -67,8 +67,23 @@ pub(crate) fn stream_cmd(a: &StreamArgs) -> Result<()> {
     if drift > n {
         bail!("--drift-start {drift}: the folder {} has only {n} images", a.images.display());
     }
+    if drift < a.train as usize {
+        bail!(
+            "--drift-start {drift} is before --train {}: the training part would hold drift frames",
+            a.train
+        );
+    }
     let shape = Shape { h, w, c: a.channels as usize };
     let len = shape.h * shape.w * shape.c;
+    // A stream is held in memory whole: its size is checked before its pixels are allocated.
+    let total = n as u64 * len as u64;
+    if total > jetlink::input::limit::DATA {
+        bail!(
+            "{n} frames of {h}x{w}x{} are {total} bytes, above the limit of {} bytes for a stream",
+            shape.c,
+            jetlink::input::limit::DATA
+        );
+    }
     let mut pixels = vec![0u8; n * len];
     for (i, p) in paths.iter().enumerate() {
         jetlink::source::images::decode_into(p, shape, &mut pixels[i * len..(i + 1) * len])

@@ -37,15 +37,20 @@ pub fn decode_into(path: &Path, shape: Shape, out: &mut [u8]) -> Result<()> {
     // By the input rule (a FIFO or a device in the folder is refused, not waited on), and within
     // decoder limits (a 30000×30000 image is refused, not allocated).
     let bytes = crate::input::read(path, "image", crate::input::limit::IMAGE)?;
-    let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes))
-        .with_guessed_format()
-        .with_context(|| format!("reading {}", path.display()))?;
-    let mut limits = image::Limits::default();
-    limits.max_image_width = Some(MAX_IMAGE_SIDE);
-    limits.max_image_height = Some(MAX_IMAGE_SIDE);
-    limits.max_alloc = Some(crate::input::limit::IMAGE);
-    reader.limits(limits);
-    let img = reader.decode().with_context(|| format!("decoding {}", path.display()))?;
+    let img = if bytes.starts_with(&[0xff, 0xd8]) {
+        // JPEG strictly: the lenient decoder pads a truncated JPEG with grey and calls it a frame.
+        let j = crate::jpeg::decode(&bytes, MAX_IMAGE_SIDE as usize)
+            .with_context(|| format!("decoding {}", path.display()))?;
+        let (w, h) = (j.width as u32, j.height as u32);
+        let img = if j.channels == 1 {
+            image::GrayImage::from_raw(w, h, j.pixels).map(image::DynamicImage::ImageLuma8)
+        } else {
+            image::RgbImage::from_raw(w, h, j.pixels).map(image::DynamicImage::ImageRgb8)
+        };
+        img.with_context(|| format!("decoding {}: pixel count", path.display()))?
+    } else {
+        decode_other(path, bytes)?
+    };
     let (w, h) = (shape.w as u32, shape.h as u32);
     let img = if img.width() != w || img.height() != h {
         img.resize_exact(w, h, image::imageops::FilterType::Triangle)
@@ -59,6 +64,19 @@ pub fn decode_into(path: &Path, shape: Shape, out: &mut [u8]) -> Result<()> {
     };
     out.copy_from_slice(&bytes);
     Ok(())
+}
+
+/// PNG and PNM, through the `image` crate within its limits.
+fn decode_other(path: &Path, bytes: Vec<u8>) -> Result<image::DynamicImage> {
+    let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes))
+        .with_guessed_format()
+        .with_context(|| format!("reading {}", path.display()))?;
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(MAX_IMAGE_SIDE);
+    limits.max_image_height = Some(MAX_IMAGE_SIDE);
+    limits.max_alloc = Some(crate::input::limit::IMAGE);
+    reader.limits(limits);
+    reader.decode().with_context(|| format!("decoding {}", path.display()))
 }
 
 /// Start the producer: decode every image in order into `pool`, numbering frames from `first`.
