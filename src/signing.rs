@@ -181,7 +181,10 @@ impl RollbackState {
             Ok(t) => t,
             Err(e) => return Err(self.err(format!("cannot read it: {e:#}"))),
         };
-        text.trim_end().strip_prefix(STATE_PREFIX).and_then(|v| v.parse::<u64>().ok()).ok_or_else(|| {
+        // Digits only: `u64::from_str` would also take `+1`.
+        let digits = |v: &str| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit());
+        let value = text.trim_end().strip_prefix(STATE_PREFIX).filter(|v| digits(v));
+        value.and_then(|v| v.parse::<u64>().ok()).ok_or_else(|| {
             self.err(format!("not a jetlink state file (expected `{STATE_PREFIX}N`, found {text:?})"))
         })
     }

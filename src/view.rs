@@ -98,8 +98,11 @@ impl View {
                 }
                 ViewOp::Invert => s,
                 ViewOp::Normalize { mean, std } => {
-                    if !(mean.is_finite() && std.is_finite() && std != 0.0) {
-                        return Err(bad(format!("mean {mean}, std {std}: std must be finite and non-zero")));
+                    if !mean.is_finite() {
+                        return Err(bad(format!("mean {mean} must be finite")));
+                    }
+                    if !(std.is_finite() && std != 0.0) {
+                        return Err(bad(format!("std {std} must be finite and non-zero")));
                     }
                     s
                 }

@@ -100,6 +100,16 @@ fn no_allocation_per_tick_over_ten_thousand_ticks() {
     assert_eq!(tick_msgs, s.ticks / ctl.writer().decimation() as u64);
     assert_eq!(summaries, s.ticks.div_ceil(board::current().ticks_per_period as u64));
     assert!(events >= s.sheds + s.throttles);
+    // Every period's summary counts exactly its ticks (the last one, partial, the rest).
+    let mut per = Vec::new();
+    Decoder::new().feed(&ctl.writer().get_ref().data, |m| {
+        if let Message::PeriodSummary(p) = m {
+            per.push(p.ticks as u64);
+        }
+    });
+    let tpp = board::current().ticks_per_period as u64;
+    assert!(per[..per.len() - 1].iter().all(|&t| t == tpp), "{per:?}");
+    assert_eq!(per.iter().sum::<u64>(), s.ticks);
 }
 
 /// Frames that fail now and then.

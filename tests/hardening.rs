@@ -187,6 +187,7 @@ fn bad_inputs_table() {
     assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
     let v1 = demo_bundle_version(&dir, 1);
     std::fs::write(dir.join("newer-state"), "jetlink-bundle-version 9\n").unwrap();
+    std::fs::write(dir.join("plus-state"), "jetlink-bundle-version +1\n").unwrap();
     let view = manifest_copy(&tmp_dir("table-view"), |t| {
         t.replacen("{ op = \"invert\" }", "{ op = \"pool\", k = 1 }", 1)
     });
@@ -222,6 +223,9 @@ fn bad_inputs_table() {
         Case { args: s(&["bench", "mlink", "--budgets", "nan%"]), error: "a share of the board's budget must be in (0, 100%]", status: 1, no_file: None, unchanged: None },
         Case { args: s(&["bench", "mlink", "--policies", "optimal,nonsense"]), error: "--policies \"nonsense\": unknown policy", status: 1, no_file: None, unchanged: None },
         Case { args: s(&["monitor", "--baud", "0", "x"]), error: "--baud", status: 2, no_file: None, unchanged: None },
+        Case { args: s(&["fleet", "aggregate", "--rounds", "0"]), error: "0 is not in 1..=", status: 2, no_file: None, unchanged: None },
+        Case { args: s(&["run", "--engines", "replay", "--frames", "3", "-q", "--state-file", &state, "--serial", &format!("file:{}", d("b1.bin")), "--budget", "1"]), error: "is below the smallest model's memory", status: 1, no_file: None, unchanged: None },
+        Case { args: s(&["run", "--engines", "replay", "--frames", "3", "-q", "--state-file", &d("plus-state"), "--serial", &format!("file:{}", d("b2.bin"))]), error: "not a jetlink state file", status: 1, no_file: None, unchanged: None },
         // serial sinks
         Case { args: s(&["run", "--engines", "replay", "--frames", "3", "-q", "--state-file", &state, "--serial", &d("no-such-tty")]), error: "does not exist", status: 1, no_file: Some(dir.join("no-such-tty")), unchanged: None },
         // outputs by the one rule (src/output.rs): only a file of the same kind is replaced, never a device
@@ -442,6 +446,23 @@ fn signals_reload_and_stop_cleanly() {
         }
     }
     assert!(refused, "no BundleRejected after SIGHUP");
+    // The signed bundle back, and a reload again: accepted, a new loop on the same line.
+    std::fs::write(&bundle, &bytes).unwrap();
+    unsafe { libc::kill(pid, libc::SIGHUP) };
+    let mut reloaded = false;
+    for _ in 0..600 {
+        std::thread::sleep(Duration::from_millis(50));
+        let mut hellos = 0;
+        jetlink::wire::Decoder::new().feed(&std::fs::read(&serial).unwrap_or_default(), |m| {
+            hellos += usize::from(matches!(m, jetlink::wire::Message::Hello(_)));
+        });
+        if hellos == 2 {
+            reloaded = true;
+            break;
+        }
+    }
+    assert!(reloaded, "no second Hello after SIGHUP with the signed bundle");
+    std::thread::sleep(Duration::from_millis(200));
     unsafe { libc::kill(pid, libc::SIGTERM) };
     for l in lines {
         stdout.push_str(&l.unwrap());
@@ -451,10 +472,18 @@ fn signals_reload_and_stop_cleanly() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stdout}\n{err}");
     assert!(stdout.contains("stopped by a signal") && stdout.contains("summary over"), "{stdout}");
-    assert!(stdout.contains("1 refused"), "{stdout}");
+    assert!(stdout.contains("1 accepted, 1 refused"), "{stdout}");
     assert!(err.contains("SIGHUP: bundle") && err.contains("refused"), "{err}");
     // The last frame on the line is the final period summary.
     let mut last = None;
     jetlink::wire::Decoder::new().feed(&std::fs::read(&serial).unwrap(), |m| last = Some(m));
     assert!(matches!(last, Some(jetlink::wire::Message::PeriodSummary(_))), "{last:?}");
+    // The reloaded loop continues the Tick counter on the same line: it never goes back.
+    let mut ticks = Vec::new();
+    jetlink::wire::Decoder::new().feed(&std::fs::read(&serial).unwrap(), |m| {
+        if let jetlink::wire::Message::Tick(t) = m {
+            ticks.push(t.tick);
+        }
+    });
+    assert!(ticks.len() > 2 && ticks.windows(2).all(|w| w[0] < w[1]), "tick numbers went back: {ticks:?}");
 }

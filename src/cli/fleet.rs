@@ -75,8 +75,8 @@ pub(crate) struct AggregateArgs {
     /// Publish as soon as updates from this many boards arrived.
     #[arg(long, default_value_t = usize::MAX)]
     pub(crate) min_boards: usize,
-    /// Stop after this many published rounds.
-    #[arg(long)]
+    /// Stop after this many published rounds (at least 1; leave it out to run until stopped).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     pub(crate) rounds: Option<u32>,
 }
 

@@ -357,6 +357,18 @@ pub(crate) fn prepare_run(a: &RunArgs, header: bool) -> Result<(Loop, Prepared, 
     if a.engines != Engines::Replay {
         measure_missing_costs(&mut manifest, &stream, "jetlink run")?;
     }
+    // A budget below every model's memory would run nothing and degrade every output: refused,
+    // as a budget of 0 is.
+    if let Some(m) = manifest.models.iter().min_by_key(|m| m.cost.memory_bytes()) {
+        let least = m.cost.memory_bytes();
+        if budget < least {
+            bail!(
+                "model budget {budget} bytes (from {budget_from}) is below the smallest model's memory ({}: {least} bytes): \
+                 no model could run",
+                m.name
+            );
+        }
+    }
     let state = rollback_state(a, board);
     let bundle = trusted_bundle(a, &manifest, board, &state)?;
     let fleet_client = super::fleet::join(&a.join, board, &bundle)?;
@@ -577,7 +589,10 @@ pub(crate) fn drive(
             break;
         }
         if signals.reload.swap(false, std::sync::atomic::Ordering::Relaxed) {
+            // The reload holds the loop: the deadlines it spans are counted as missed.
+            let t = Instant::now();
             ctl = reload(ctx, ctl, &mut d, &bar)?;
+            ctl.count_stall(t.elapsed());
         }
         if ctl.stats().ticks % 50 == 0 {
             bar.set_position(ctl.stats().ticks);
@@ -615,13 +630,15 @@ pub(crate) fn reload(
             d.reloads_accepted += 1;
             d.ticks_before += ctl.stats().ticks;
             ctl.finish();
+            let numbering = ctl.numbering();
             let (source, writer) = ctl.into_source_and_writer();
             let version = new.version;
-            let ctl = loop_builder(a, ctx.board, ctx.manifest, new, ctx.stream, ctx.reference)?
+            let mut ctl = loop_builder(a, ctx.board, ctx.manifest, new, ctx.stream, ctx.reference)?
                 .sysfs_root(&a.sysfs_root)
                 .options(ctx.opts.clone())
                 .build(source, writer)
                 .context("SIGHUP: preparing the loop for the reloaded bundle")?;
+            ctl.resume_numbering(numbering);
             let after = d.ticks_before;
             bar.suspend(|| {
                 eprintln!(

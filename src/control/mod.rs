@@ -291,6 +291,34 @@ impl<S: FrameSource, W: embedded_io::Write> Controller<S, W> {
 
     /// The frame source and the serial writer, for a new loop that replaces this one (a bundle
     /// reload).
+    /// The next tick's number and the current period's: what a loop that replaces this one (a
+    /// bundle reload) continues from, so that the wire's Tick counter and period numbers never go
+    /// back on the same line.
+    pub fn numbering(&self) -> (u32, u32) {
+        (self.st.tick_no, self.st.period)
+    }
+
+    /// Continue the numbering of the loop this one replaces ([`Controller::numbering`]), before the
+    /// first tick.
+    pub fn resume_numbering(&mut self, (tick_no, period): (u32, u32)) {
+        self.st.tick_no = tick_no;
+        self.st.period = period;
+    }
+
+    /// Time the loop was held between two ticks (a bundle reload runs on the loop's thread): every
+    /// tick deadline the stall spans is a deadline missed, counted (and sent as `DeadlineMiss`) as
+    /// a slow tick's is.
+    pub fn count_stall(&mut self, stall: std::time::Duration) {
+        let deadline_us = self.plan.board.period_ms as u64 * 1000;
+        let us = stall.as_micros().min(u32::MAX as u128) as u64;
+        if deadline_us == 0 || us <= deadline_us {
+            return;
+        }
+        self.st.stats.deadline_misses += us / deadline_us;
+        self.st.stats.max_tick_us = self.st.stats.max_tick_us.max(us as u32);
+        self.event(EventKind::DeadlineMiss { tick_us: us as u32, deadline_us: deadline_us as u32 });
+    }
+
     pub fn into_source_and_writer(self) -> (S, TelemetryWriter<W>) {
         (self.io.source, self.io.writer)
     }
@@ -418,9 +446,13 @@ impl<S: FrameSource, W: embedded_io::Write> Controller<S, W> {
         let mut notes = TickNotes::default();
         self.st.engine_ns = 0;
         let Some(info) = self.take_frame() else { return false };
-        self.st.stats.ticks += 1;
         let (budget, power) = self.sample_power(&mut notes);
         self.reselect(budget, info.is_some(), &mut notes);
+        // This tick's counts go to the period it belongs to: after the summary a period boundary
+        // sends from `reselect` (a 500-tick period reports 500 ticks, not 501 then 499).
+        self.st.stats.ticks += 1;
+        self.st.stats.frame_faults += u64::from(info.is_none());
+        self.st.stats.telemetry_faults += u64::from(notes.flags & flags::TELEMETRY_FAULT != 0);
         self.st.extra = self.choose_extra();
         let (group, run) = self.plan_extra();
         self.st.label_group = group;
@@ -453,7 +485,6 @@ impl<S: FrameSource, W: embedded_io::Write> Controller<S, W> {
                 Some(Some(i))
             }
             Err(e) => {
-                self.st.stats.frame_faults += 1;
                 let code = match e {
                     FrameError::Missing => 0,
                     FrameError::Corrupt => 1,
@@ -472,7 +503,6 @@ impl<S: FrameSource, W: embedded_io::Write> Controller<S, W> {
         self.io.telemetry.set_own_usage(self.st.mem_used);
         if let Err(e) = self.io.telemetry.poll() {
             notes.flags |= flags::TELEMETRY_FAULT;
-            self.st.stats.telemetry_faults += 1;
             let st = self.io.telemetry.stats();
             if st.consecutive_failures == 1 {
                 let failures = st.failures.min(u32::MAX as u64) as u32;
@@ -565,7 +595,8 @@ impl<S: FrameSource, W: embedded_io::Write> Controller<S, W> {
     /// targets: those the DCTA table assigns a unit, whose drift rose, that are not running and that
     /// fit the budget beside at least one running model.
     fn start_period(&mut self) {
-        if self.st.tick_no > 0 {
+        // A loop resumed at a boundary (after a reload) has no ticks of its own to summarise yet.
+        if self.st.tick_no > 0 && self.st.stats.ticks > self.st.period_start.ticks {
             self.send_summary();
             self.st.period += 1;
         }
