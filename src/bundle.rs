@@ -396,6 +396,20 @@ impl Bundle {
         if self.scores.hold.iter().any(|x| !(0.0..=1.0).contains(x)) {
             return Err("hold scores must lie in [0, 1]".into());
         }
+        let s = &self.scores;
+        for (what, xs) in [("link", &s.link), ("subset", &s.subset), ("constant", &s.constant)] {
+            if let Some(k) = crate::links::first_non_finite(xs) {
+                return Err(format!("{what} score {k} is {}, not finite", xs[k]));
+            }
+        }
+        for m in &self.models {
+            if !(m.importance.is_finite() && m.tolerance.is_finite() && m.latency_us.is_finite()) {
+                return Err(format!(
+                    "model {:?}: importance {}, tolerance {}, latency_us {}: each must be finite",
+                    m.name, m.importance, m.tolerance, m.latency_us
+                ));
+            }
+        }
         Ok(())
     }
 

@@ -146,16 +146,29 @@ pub fn report_rejection<W: embedded_io::Write>(
 /// Rollback protection: the file (the board's `state-file`) that holds the highest bundle version
 /// this board has accepted. A bundle older than that is refused ([`BundleError::Rollback`], reason
 /// code 14); a newer one raises it. The file is written atomically (temporary file, fsync, rename).
+///
+/// The same rule keeps the highest fleet global-links version a board accepted
+/// ([`RollbackState::for_fleet`]), so a replayed older update is refused after a restart too.
 #[derive(Clone, Debug)]
 pub struct RollbackState {
     path: PathBuf,
+    prefix: &'static str,
 }
 
 const STATE_PREFIX: &str = "jetlink-bundle-version ";
+const FLEET_STATE_PREFIX: &str = "jetlink-fleet-version ";
 
 impl RollbackState {
     pub fn new(path: impl Into<PathBuf>) -> RollbackState {
-        RollbackState { path: path.into() }
+        RollbackState { path: path.into(), prefix: STATE_PREFIX }
+    }
+
+    /// The state of fleet `fleet`'s global links beside this (bundle) state file:
+    /// `<state-file>.fleet-<fleet>`, holding `jetlink-fleet-version N`.
+    pub fn for_fleet(&self, fleet: &str) -> RollbackState {
+        let mut p = self.path.clone().into_os_string();
+        p.push(format!(".fleet-{fleet}"));
+        RollbackState { path: p.into(), prefix: FLEET_STATE_PREFIX }
     }
 
     /// The board's own state file.
@@ -183,9 +196,9 @@ impl RollbackState {
         };
         // Digits only: `u64::from_str` would also take `+1`.
         let digits = |v: &str| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit());
-        let value = text.trim_end().strip_prefix(STATE_PREFIX).filter(|v| digits(v));
+        let value = text.trim_end().strip_prefix(self.prefix).filter(|v| digits(v));
         value.and_then(|v| v.parse::<u64>().ok()).ok_or_else(|| {
-            self.err(format!("not a jetlink state file (expected `{STATE_PREFIX}N`, found {text:?})"))
+            self.err(format!("not a jetlink state file (expected `{}N`, found {text:?})", self.prefix))
         })
     }
 
@@ -204,13 +217,18 @@ impl RollbackState {
 
     /// Record that `bundle` was accepted (only ever raises the stored version).
     pub fn accept(&self, bundle: &Bundle) -> Result<(), BundleError> {
-        if bundle.version <= self.highest()? {
+        self.accept_version(bundle.version)
+    }
+
+    /// Record that `version` was accepted (only ever raises the stored version).
+    pub fn accept_version(&self, version: u64) -> Result<(), BundleError> {
+        if version <= self.highest()? {
             return Ok(());
         }
         if let Some(d) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(d).map_err(|e| self.err(format!("creating {}: {e}", d.display())))?;
         }
-        crate::atomic::write_file(&self.path, format!("{STATE_PREFIX}{}\n", bundle.version).as_bytes())
+        crate::atomic::write_file(&self.path, format!("{}{version}\n", self.prefix).as_bytes())
             .map_err(|e| self.err(format!("cannot write it: {e}")))
     }
 }

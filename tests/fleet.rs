@@ -106,6 +106,7 @@ fn fleet_links_help_a_new_board_and_hurt_no_other() {
             min_boards: specs.len(),
             rounds: Some(1),
             start_version: 0,
+            shapes: jetlink::fleet::fuse::target_shapes(&bundle.links, &bundle.ensembles),
             poll: Duration::from_millis(10),
         },
     )
@@ -270,6 +271,7 @@ fn a_board_cut_from_the_broker_keeps_looping_without_allocating_and_resends() {
         tolerances: d.bundle.tolerances(),
         poll: Duration::from_millis(20),
         tasks: jetlink::fleet::tasks::TaskCosts::of_bundle(&d.bundle),
+        state: None,
     };
     let client = FleetClient::start(cfg.clone(), opts, tap.clone(), predictor).unwrap();
     let writer =
@@ -379,4 +381,215 @@ fn a_tampered_or_unsigned_global_update_is_refused() {
     send(signed);
     assert!(b.client.wait_for(WAIT, |s| s.globals_accepted == 1 && s.global_version == 1));
     assert_eq!(b.take_global(), Some(1));
+}
+
+/// Poisoned link updates (NaN or huge weights, absurd sample counts, another shape), published under
+/// a board's id, are refused and counted by the aggregator and never signed; a healthy update from
+/// the same fleet goes through in the same round.
+#[test]
+fn poisoned_link_updates_are_refused_before_averaging() {
+    use jetlink::fleet::msg::{LinkUpdate, verify_global};
+    let Some(broker) = broker() else { return };
+    let d = DemoSet::demo().unwrap();
+    let bundle = &d.bundle;
+    let cfg = broker.config("poison");
+    let key = fleet_key();
+    let agg = Aggregator::start(
+        cfg.clone(),
+        AggregateOptions {
+            key: key.clone(),
+            model_hash: model_hash(bundle),
+            period: Duration::from_secs(3600),
+            min_boards: 1,
+            rounds: Some(1),
+            start_version: 0,
+            shapes: fuse::target_shapes(&bundle.links, &bundle.ensembles),
+            poll: Duration::from_millis(10),
+        },
+    )
+    .unwrap();
+    let (client, mut conn) = Client::new(mqtt_options(&cfg, "intruder").unwrap(), 64);
+    let globals = Arc::new(Mutex::new(Vec::new()));
+    {
+        let globals = globals.clone();
+        let topic = cfg.topic_global_links();
+        std::thread::spawn(move || {
+            while let Ok(ev) = conn.recv() {
+                if let Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) = ev {
+                    if p.topic == topic {
+                        globals.lock().unwrap().push(p.payload.to_vec());
+                    }
+                }
+            }
+        });
+    }
+    client.subscribe(cfg.topic_global_links(), QoS::AtLeastOnce).unwrap();
+    let p = Predictor::new(bundle);
+    let update = |board: &str, edit: &dyn Fn(&mut jetlink::fleet::msg::TargetLinks)| {
+        let mut t = fuse::target_links(&p, 1, 50);
+        edit(&mut t);
+        let u = LinkUpdate {
+            proto: FLEET_PROTO,
+            board: board.into(),
+            model_hash: model_hash(bundle),
+            seq: 1,
+            base_version: 0,
+            targets: vec![t],
+        };
+        client
+            .publish(cfg.topic_links(board), QoS::AtLeastOnce, false, postcard::to_stdvec(&u).unwrap())
+            .unwrap();
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let poisons: [(&str, &dyn Fn(&mut jetlink::fleet::msg::TargetLinks)); 5] = [
+        ("nan", &|t| t.links.iter_mut().for_each(|v| *v = f32::NAN)),
+        ("inf", &|t| t.ensemble[0] = f32::INFINITY),
+        ("huge", &|t| t.links[3] = 1e30),
+        ("samples", &|t| t.samples = u32::MAX),
+        ("shape", &|t| t.links.push(0.0)),
+    ];
+    for (k, (board, edit)) in poisons.iter().enumerate() {
+        update(board, *edit);
+        assert!(
+            wait_until(|| agg.stats().refused as usize == k + 1),
+            "{board}: not refused: {:?}",
+            agg.stats().refused
+        );
+    }
+    assert!(agg.stats().rounds.is_empty(), "a poisoned update started a round");
+    update("healthy", &|_| {});
+    assert!(wait_until(|| agg.stats().rounds.len() == 1));
+    let st = agg.stop().unwrap();
+    assert_eq!((st.updates, st.refused), (1, 5), "{:?}", st.last_refusal);
+    assert!(wait_until(|| !globals.lock().unwrap().is_empty()));
+    let g = verify_global(
+        &globals.lock().unwrap()[0],
+        &key.verifying_key().to_bytes(),
+        "poison",
+        model_hash(bundle),
+        0,
+    )
+    .unwrap();
+    assert_eq!(g.boards, 1);
+    assert!(
+        g.targets.iter().all(|t| t.links.iter().chain(&t.ensemble).all(|v| v.is_finite() && v.abs() < 1e4))
+    );
+}
+
+/// A board keeps the highest global version it accepted across a restart: the same (retained)
+/// update and an older one are refused after it restarts, and an update signed with the same key
+/// for another fleet is refused too; each refusal is counted.
+#[test]
+fn replayed_and_foreign_fleet_updates_are_refused_after_a_restart() {
+    let Some(broker) = broker() else { return };
+    let d = DemoSet::demo().unwrap();
+    let cfg = broker.config("lab");
+    let key = fleet_key();
+    let pk = key.verifying_key().to_bytes();
+    let dir = std::env::temp_dir().join(format!("jetlink-fleet-state-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let state = jetlink::signing::RollbackState::new(dir.join("state")).for_fleet("lab");
+    let p = Predictor::new(&d.bundle);
+    let global = |fleet: &str, version: u64| {
+        sign_global(
+            &GlobalLinks {
+                proto: FLEET_PROTO,
+                fleet: fleet.into(),
+                model_hash: model_hash(&d.bundle),
+                version,
+                boards: 1,
+                targets: vec![fuse::target_links(&p, 0, 10)],
+            },
+            &key,
+        )
+    };
+    let (publisher, mut conn) = Client::new(mqtt_options(&cfg, "replayer").unwrap(), 16);
+    std::thread::spawn(move || while conn.recv().is_ok() {});
+    let send =
+        |bytes: Vec<u8>| publisher.publish(cfg.topic_global_links(), QoS::AtLeastOnce, true, bytes).unwrap();
+
+    let b = SimBoard::join_with_state(&cfg, &d.bundle, "keeper", pk, 8, Some(state.clone())).unwrap();
+    assert!(b.client.wait_for(WAIT, |s| s.connected));
+    send(global("lab", 5));
+    assert!(b.client.wait_for(WAIT, |s| s.globals_accepted == 1 && s.global_version == 5));
+    b.client.stop();
+    assert_eq!(state.highest().unwrap(), 5, "the accepted version was not kept");
+
+    // Restarted: the retained version 5 is not news (not applied again), version 4 is a rollback,
+    // version 6 of fleet lab2 (same key) is another fleet's.
+    let b = SimBoard::join_with_state(&cfg, &d.bundle, "keeper", pk, 8, Some(state.clone())).unwrap();
+    assert!(b.client.wait_for(WAIT, |s| s.connected));
+    assert_eq!(b.client.stats().global_version, 5);
+    send(global("lab", 4));
+    assert!(b.client.wait_for(WAIT, |s| s.globals_refused == 1), "{:?}", b.client.stats());
+    send(global("lab2", 6));
+    assert!(b.client.wait_for(WAIT, |s| s.globals_refused == 2), "{:?}", b.client.stats());
+    let st = b.client.stats();
+    assert_eq!((st.globals_accepted, st.global_version), (0, 5), "{st:?}");
+    assert!(st.last_refusal.as_deref().unwrap_or("").contains("fleet \"lab2\""), "{:?}", st.last_refusal);
+    send(global("lab", 7));
+    assert!(b.client.wait_for(WAIT, |s| s.globals_accepted == 1 && s.global_version == 7));
+    b.client.stop();
+    assert_eq!(state.highest().unwrap(), 7);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// `jetlink run` joining a fleet from the command line: a broker that cannot be reached ends the
+/// run at once with an error naming it (unless `--fleet-optional`), TLS material that is not a
+/// certificate is refused when named, the aggregator refuses an unreachable broker too, and with
+/// the broker up the run's summaries are acknowledged.
+#[test]
+fn the_cli_reports_an_unreachable_broker_and_bad_tls_material() {
+    use std::process::Command;
+    let Some(broker) = broker() else { return };
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = std::env::temp_dir().join(format!("jetlink-fleet-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let pk = jetlink::bundle::hex(&fleet_key().verifying_key().to_bytes());
+    let not_pem = dir.join("ca.pem");
+    std::fs::write(&not_pem, "not a certificate\n").unwrap();
+    let run = |name: &str, port: u16, extra: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_jetlink"))
+            .current_dir(root)
+            .args(["run", "--engines", "replay", "--frames", "600", "-q", "--state-file"])
+            .arg(dir.join(format!("{name}.state")))
+            .arg("--serial")
+            .arg(format!("file:{}", dir.join(format!("{name}.bin")).display()))
+            .args(["--broker", &format!("127.0.0.1:{port}"), "--fleet", "cli", "--board-id", name])
+            .args(["--fleet-key", &pk, "--connect-timeout-s", "1"])
+            .args(extra)
+            .env("RUST_BACKTRACE", "0")
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, _, err) = run("lost", closed, &[]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains(&format!("broker 127.0.0.1:{closed} not reached within")), "{err}");
+    let (code, out, err) = run("alone", closed, &["--fleet-optional"]);
+    assert_eq!(code, Some(0), "{out}\n{err}");
+    assert!(err.contains("warning: fleet: broker"), "{err}");
+    let (code, _, err) = run("tls", broker.port, &["--ca", not_pem.to_str().unwrap()]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("--ca") && err.contains("no PEM certificate"), "{err}");
+    let (code, out, err) = run("joined", broker.port, &[]);
+    assert_eq!(code, Some(0), "{out}\n{err}");
+    assert!(out.contains("fleet: ") && out.contains(" summaries acknowledged"), "{out}");
+
+    let out = Command::new(env!("CARGO_BIN_EXE_jetlink"))
+        .current_dir(root)
+        .args(["fleet", "aggregate", "--broker", &format!("127.0.0.1:{closed}"), "--fleet", "cli"])
+        .args(["--key", "demo/keys/demo-insecure.key", "--connect-timeout-s", "1"])
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("fleet aggregate: broker") && err.contains("not reached"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -27,6 +27,9 @@ pub(crate) struct BrokerArgs {
     /// JETLINK_MQTT_PASSWORD.
     #[arg(long, value_name = "FILE")]
     pub(crate) password_file: Option<PathBuf>,
+    /// How long to wait for the broker at start before giving up (seconds).
+    #[arg(long, default_value_t = 10.0, value_parser = finite_in(0.1, 3600.0))]
+    pub(crate) connect_timeout_s: f64,
 }
 
 /// Joining a fleet from `jetlink run`.
@@ -40,6 +43,10 @@ pub(crate) struct JoinArgs {
     /// The fleet's Ed25519 public key (hex, from `jetlink keygen`): global links must be signed by it.
     #[arg(long, value_name = "PUBLIC_KEY_HEX")]
     pub(crate) fleet_key: Option<String>,
+    /// Run even when the broker cannot be reached at start (summaries are kept, up to the store's
+    /// size, and sent once it can be); without it, an unreachable broker ends the run with an error.
+    #[arg(long)]
+    pub(crate) fleet_optional: bool,
 }
 
 #[derive(clap::Args)]
@@ -151,6 +158,7 @@ fn aggregate(a: &AggregateArgs) -> Result<()> {
         min_boards: a.min_boards,
         rounds: a.rounds,
         start_version: start,
+        shapes: jetlink::fleet::fuse::target_shapes(&bundle.links, &bundle.ensembles),
         poll: std::time::Duration::from_millis(50),
     };
     println!(
@@ -162,7 +170,20 @@ fn aggregate(a: &AggregateArgs) -> Result<()> {
         a.bundle.display(),
         jetlink::bundle::hex(&key.verifying_key().to_bytes())
     );
+    let (host, port) = (cfg.host.clone(), cfg.port);
     let agg = Aggregator::start(cfg, opts)?;
+    let until = Instant::now() + std::time::Duration::from_secs_f64(a.broker.connect_timeout_s);
+    while !agg.stats().connected {
+        if Instant::now() >= until || agg.is_finished() {
+            let why = agg.stats().connection_error.unwrap_or_else(|| "no answer".into());
+            drop(agg.stop());
+            bail!(
+                "fleet aggregate: broker {host}:{port} not reached within {:.1} s: {why}",
+                a.broker.connect_timeout_s
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
     let mut shown = 0;
     loop {
         std::thread::sleep(std::time::Duration::from_millis(200));
@@ -179,7 +200,14 @@ fn aggregate(a: &AggregateArgs) -> Result<()> {
         }
     }
     let st = agg.stop()?;
-    println!("{} updates, {} for other models, {} undecodable", st.updates, st.incompatible, st.undecodable);
+    println!(
+        "{} updates, {} for other models, {} undecodable, {} refused by the checks{}",
+        st.updates,
+        st.incompatible,
+        st.undecodable,
+        st.refused,
+        st.last_refusal.map(|r| format!(" (last: {r})")).unwrap_or_default()
+    );
     Ok(())
 }
 
@@ -259,6 +287,7 @@ pub(crate) fn join(
     j: &JoinArgs,
     board: &jetlink::board::Board,
     bundle: &Bundle,
+    state: &jetlink::signing::RollbackState,
 ) -> Result<Option<jetlink::fleet::client::FleetClient>> {
     if j.broker.fleet.is_none() && j.broker.broker.is_none() {
         return Ok(None);
@@ -281,6 +310,7 @@ pub(crate) fn join(
         tolerances: jetlink::links::LinkModel::tolerances(bundle),
         poll: std::time::Duration::from_millis(50),
         tasks: jetlink::fleet::tasks::TaskCosts::of_bundle(bundle),
+        state: Some(state.for_fleet(&cfg.fleet)),
     };
     println!(
         "fleet {:?}: board {id} via {}:{}{}, models {}",
@@ -290,11 +320,39 @@ pub(crate) fn join(
         if cfg.ca.is_some() { " (TLS)" } else { "" },
         jetlink::bundle::hex(&opts.model_hash)
     );
-    Ok(Some(jetlink::fleet::client::FleetClient::start(cfg, opts, tap, predictor)?))
+    let (host, port) = (cfg.host.clone(), cfg.port);
+    let client = jetlink::fleet::client::FleetClient::start(cfg, opts, tap, predictor)?;
+    let wait = std::time::Duration::from_secs_f64(j.broker.connect_timeout_s);
+    let until = Instant::now() + wait;
+    // In slices, so that SIGTERM during the wait is obeyed at once (the loop then stops at its
+    // first tick, with its summary).
+    while !client.wait_for(std::time::Duration::from_millis(100), |s| s.connected) {
+        if Instant::now() >= until || super::run::stop_requested() {
+            break;
+        }
+    }
+    if !client.stats().connected && !super::run::stop_requested() {
+        let why = client.stats().connection_error.unwrap_or_else(|| "no answer".into());
+        if !j.fleet_optional {
+            drop(client.stop());
+            bail!(
+                "fleet: broker {host}:{port} not reached within {wait:?}: {why} (--fleet-optional runs without it)"
+            );
+        }
+        eprintln!(
+            "warning: fleet: broker {host}:{port} not reached within {wait:?}: {why}; running on, summaries kept until it answers"
+        );
+    }
+    Ok(Some(client))
 }
 
 #[cfg(not(feature = "fleet"))]
-pub(crate) fn join(j: &JoinArgs, _: &jetlink::board::Board, _: &Bundle) -> Result<Option<()>> {
+pub(crate) fn join(
+    j: &JoinArgs,
+    _: &jetlink::board::Board,
+    _: &Bundle,
+    _: &jetlink::signing::RollbackState,
+) -> Result<Option<()>> {
     if j.broker.fleet.is_some() || j.broker.broker.is_some() {
         bail!("--fleet/--broker: this build was made without the `fleet` feature");
     }

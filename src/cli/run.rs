@@ -217,8 +217,18 @@ impl Signals {
             signal_hook::flag::register(sig, s.stop.clone()).context("installing the signal handlers")?;
         }
         signal_hook::flag::register(SIGHUP, s.reload.clone()).context("installing the signal handlers")?;
+        let _ = STOP.set(s.stop.clone());
         Ok(s)
     }
+}
+
+/// The stop flag of the registered handlers, for waits during preparation (a broker that does not
+/// answer) that must end on SIGTERM too.
+static STOP: std::sync::OnceLock<Arc<std::sync::atomic::AtomicBool>> = std::sync::OnceLock::new();
+
+/// A stop signal arrived (after [`Signals::register`]).
+pub(crate) fn stop_requested() -> bool {
+    STOP.get().is_some_and(|s| s.load(std::sync::atomic::Ordering::Relaxed))
 }
 
 /// A loop builder for the workload with the engines `--engines` names.
@@ -371,7 +381,7 @@ pub(crate) fn prepare_run(a: &RunArgs, header: bool) -> Result<(Loop, Prepared, 
     }
     let state = rollback_state(a, board);
     let bundle = trusted_bundle(a, &manifest, board, &state)?;
-    let fleet_client = super::fleet::join(&a.join, board, &bundle)?;
+    let fleet_client = super::fleet::join(&a.join, board, &bundle, &state)?;
     let spec = SourceSpec::parse(&a.source)?;
     let live = spec != SourceSpec::Stream;
     // A live source's frames are not the stream's, unless the caller says they are.

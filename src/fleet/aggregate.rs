@@ -16,7 +16,9 @@ use ed25519_dalek::SigningKey;
 use rumqttc::{Client, Event, Packet, QoS, RecvTimeoutError};
 
 use super::broker::mqtt_options;
-use super::msg::{Assigned, FLEET_PROTO, GlobalLinks, LinkUpdate, ModelHash, TaskOffer, sign_global};
+use super::msg::{
+    Assigned, FLEET_PROTO, GlobalLinks, LinkUpdate, ModelHash, TaskOffer, check_targets, sign_global,
+};
 use super::{FleetConfig, board_of_topic, fuse, tasks};
 
 /// Aggregator settings.
@@ -30,6 +32,9 @@ pub struct AggregateOptions {
     pub rounds: Option<u32>,
     /// The first round publishes version `start_version + 1`.
     pub start_version: u64,
+    /// Per target, its link and ensemble weight counts in the bundle
+    /// ([`super::fuse::target_shapes`]): an update of another shape is refused.
+    pub shapes: Vec<(usize, usize)>,
     pub poll: Duration,
 }
 
@@ -53,6 +58,13 @@ pub struct AggregateStats {
     pub updates: u32,
     pub incompatible: u32,
     pub undecodable: u32,
+    /// Updates refused by the checks before averaging (non-finite or oversized weights, sample
+    /// counts above the limit, a shape that is not the bundle's), and the last reason.
+    pub refused: u32,
+    pub last_refusal: Option<String>,
+    /// Connected to the broker now, and why the last connection failed (`None` once connected).
+    pub connected: bool,
+    pub connection_error: Option<String>,
     pub bytes_received: u64,
     /// Task offers received, and allocations published.
     pub offers: u32,
@@ -109,7 +121,12 @@ impl Drop for Aggregator {
 }
 
 fn run(cfg: FleetConfig, opts: AggregateOptions, shared: Arc<Shared>) -> Result<()> {
-    let (client, mut conn) = Client::new(mqtt_options(&cfg, "aggregator")?, 1024);
+    // A client id of its own per fleet and instance: a broker drops the older of two connections
+    // with one id, so a shared `aggregator` id had two aggregators knock each other off.
+    let nonce =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+    let id = format!("aggregator-{}-{}-{nonce:08x}", cfg.fleet, std::process::id());
+    let (client, mut conn) = Client::new(mqtt_options(&cfg, &id)?, 1024);
     let mut latest: BTreeMap<String, LinkUpdate> = BTreeMap::new();
     let mut offers: BTreeMap<String, TaskOffer> = BTreeMap::new();
     let mut fresh: BTreeMap<String, ()> = BTreeMap::new();
@@ -121,6 +138,9 @@ fn run(cfg: FleetConfig, opts: AggregateOptions, shared: Arc<Shared>) -> Result<
         match conn.recv_timeout(opts.poll) {
             Ok(Ok(Event::Incoming(Packet::ConnAck(_)))) => {
                 backoff = cfg.min_backoff;
+                let mut st = shared.stats.lock().expect("stats");
+                (st.connected, st.connection_error) = (true, None);
+                drop(st);
                 client.subscribe(cfg.topic_all("links"), QoS::AtLeastOnce)?;
                 client.subscribe(cfg.topic_all("tasks"), QoS::AtLeastOnce)?;
             }
@@ -131,11 +151,19 @@ fn run(cfg: FleetConfig, opts: AggregateOptions, shared: Arc<Shared>) -> Result<
                 if p.topic.ends_with("/links") {
                     match postcard::from_bytes::<LinkUpdate>(&p.payload) {
                         Ok(u) if u.model_hash != opts.model_hash || u.board != board => st.incompatible += 1,
-                        Ok(u) => {
-                            st.updates += 1;
-                            latest.insert(board.clone(), u);
-                            fresh.insert(board, ());
-                        }
+                        // Checked before it is averaged: nothing poisoned gets signed.
+                        Ok(u) => match check_targets(&u.targets, Some(&opts.shapes)) {
+                            Ok(()) => {
+                                st.updates += 1;
+                                latest.insert(board.clone(), u);
+                                fresh.insert(board, ());
+                            }
+                            Err(e) => {
+                                log::warn!("fleet aggregate: link update from {board} refused: {e}");
+                                st.refused += 1;
+                                st.last_refusal = Some(format!("{board}: {e}"));
+                            }
+                        },
                         Err(_) => st.undecodable += 1,
                     }
                 } else if p.topic.ends_with("/tasks") {
@@ -152,6 +180,9 @@ fn run(cfg: FleetConfig, opts: AggregateOptions, shared: Arc<Shared>) -> Result<
             Ok(Ok(_)) | Err(RecvTimeoutError::Timeout) => {}
             Ok(Err(e)) => {
                 log::warn!("fleet aggregate: broker connection: {e}; retrying in {backoff:?}");
+                let mut st = shared.stats.lock().expect("stats");
+                (st.connected, st.connection_error) = (false, Some(e.to_string()));
+                drop(st);
                 std::thread::sleep(backoff);
                 backoff = (backoff * 2).min(cfg.max_backoff);
             }

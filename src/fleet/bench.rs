@@ -111,6 +111,7 @@ pub fn run(bundle: &Bundle, rec: &Recording, o: &FleetBenchOptions) -> Result<Fl
             min_boards: o.boards,
             rounds: None,
             start_version: 0,
+            shapes: crate::fleet::fuse::target_shapes(&bundle.links, &bundle.ensembles),
             poll: Duration::from_millis(10),
         },
     )?;

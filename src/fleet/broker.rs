@@ -36,9 +36,19 @@ pub fn mqtt_options(cfg: &FleetConfig, client_id: &str) -> Result<MqttOptions> {
             #[allow(deprecated)]
             let _ = rustls::crypto::ring::default_provider().install_default();
             let read = |p: &Path, what: &str| crate::input::read(p, what, crate::input::limit::TEXT);
+            let ca_path = ca;
             let ca = read(ca, "--ca")?;
+            check_pem_certificates(&ca, "--ca", ca_path)?;
             let client_auth = match (cert, key) {
-                (Some(c), Some(k)) => Some((read(c, "--cert")?, read(k, "--client-key")?)),
+                (Some(c), Some(k)) => {
+                    let (cb, kb) = (read(c, "--cert")?, read(k, "--client-key")?);
+                    check_pem_certificates(&cb, "--cert", c)?;
+                    use rustls::pki_types::{PrivateKeyDer, pem::PemObject};
+                    PrivateKeyDer::from_pem_slice(&kb).map_err(|e| {
+                        anyhow::anyhow!("--client-key {}: no PEM private key in it ({e:?})", k.display())
+                    })?;
+                    Some((cb, kb))
+                }
                 (None, None) => None,
                 _ => bail!("client-certificate authentication needs both --cert and --client-key"),
             };
@@ -46,6 +56,25 @@ pub fn mqtt_options(cfg: &FleetConfig, client_id: &str) -> Result<MqttOptions> {
         }
     }
     Ok(o)
+}
+
+/// TLS material is checked when it is named, not at the first connection: `bytes` (of the `what`
+/// file at `path`) must hold at least one PEM certificate that parses as X.509.
+fn check_pem_certificates(bytes: &[u8], what: &str, path: &Path) -> Result<()> {
+    use rustls::pki_types::{CertificateDer, pem::PemObject};
+    let certs: Vec<CertificateDer> = CertificateDer::pem_slice_iter(bytes)
+        .collect::<Result<_, _>>()
+        .map_err(|e| anyhow::anyhow!("{what} {}: not PEM certificates ({e:?})", path.display()))?;
+    if certs.is_empty() {
+        bail!("{what} {}: no PEM certificate in it", path.display());
+    }
+    let mut roots = rustls::RootCertStore::empty();
+    for (k, c) in certs.into_iter().enumerate() {
+        roots
+            .add(c)
+            .map_err(|e| anyhow::anyhow!("{what} {}: certificate {k} does not parse: {e}", path.display()))?;
+    }
+    Ok(())
 }
 
 /// A Mosquitto broker on a loopback port, stopped when dropped. Finds `mosquitto` on `PATH` or in

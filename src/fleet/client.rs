@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use rumqttc::{Client, Connection, Event, Outgoing, Packet, QoS, RecvTimeoutError};
 
 use super::broker::mqtt_options;
@@ -42,6 +42,9 @@ pub struct ClientOptions {
     pub poll: Duration,
     /// Task pricing for cooperative adaptation (`None`: no task offers).
     pub tasks: Option<TaskCosts>,
+    /// Where the highest global version accepted is kept across restarts
+    /// ([`crate::signing::RollbackState::for_fleet`]); `None`: in memory only (tests, the bench).
+    pub state: Option<crate::signing::RollbackState>,
 }
 
 /// Counters of one client, for `status`, tests and the bench.
@@ -69,6 +72,8 @@ pub struct ClientStats {
     pub fused_at: Option<Instant>,
     pub assigned: u64,
     pub task_offers: u32,
+    /// Why the last connection attempt or connection failed (`None` once connected).
+    pub connection_error: Option<String>,
 }
 
 struct Shared {
@@ -94,12 +99,18 @@ impl FleetClient {
         check_name("board id", &opts.board).map_err(anyhow::Error::msg)?;
         check_name("fleet name", &cfg.fleet).map_err(anyhow::Error::msg)?;
         mqtt_options(&cfg, &opts.board)?;
-        let shared =
-            Arc::new(Shared { stop: AtomicBool::new(false), stats: Mutex::new(ClientStats::default()) });
+        // The highest global version accepted before this start: a replayed older update, even one
+        // retained on the broker, is refused after a restart too.
+        let highest = match &opts.state {
+            Some(st) => st.highest().context("fleet: the global links state")?,
+            None => 0,
+        };
+        let stats = ClientStats { global_version: highest, ..ClientStats::default() };
+        let shared = Arc::new(Shared { stop: AtomicBool::new(false), stats: Mutex::new(stats.clone()) });
         let sh = shared.clone();
         let handle = std::thread::Builder::new()
             .name(format!("fleet-{}", opts.board))
-            .spawn(move || Worker::new(cfg, opts, tap, predictor, sh).run())?;
+            .spawn(move || Worker::new(cfg, opts, tap, predictor, sh, stats).run())?;
         Ok(FleetClient { shared, handle: Some(handle) })
     }
 
@@ -173,6 +184,7 @@ impl Worker {
         tap: Arc<FleetTap>,
         predictor: Predictor,
         shared: Arc<Shared>,
+        stats: ClientStats,
     ) -> Worker {
         let n = predictor.n_models();
         Worker {
@@ -184,7 +196,7 @@ impl Worker {
             store: VecDeque::new(),
             inflight: VecDeque::new(),
             seq: 0,
-            stats: ClientStats::default(),
+            stats,
             local: None,
             local_seen: 0,
             sent_samples: vec![0; n],
@@ -247,26 +259,35 @@ impl Worker {
             match connection.recv_timeout(self.opts.poll) {
                 Ok(Ok(ev)) => self.on_event(client, ev, &mut backoff),
                 Err(RecvTimeoutError::Timeout) => {}
-                Ok(Err(_)) | Err(RecvTimeoutError::Disconnected) => {
-                    if self.stats.connected {
-                        self.stats.disconnects += 1;
-                    }
-                    self.stats.connected = false;
-                    // Unacknowledged summaries go back to the front of the store, in order.
-                    while let Some((_, sent)) = self.inflight.pop_back() {
-                        if let Sent::Summary(s) = sent {
-                            self.store.push_front(s);
-                            self.stats.resent += 1;
-                        }
-                    }
-                    self.trim_store();
+                Ok(Err(e)) => {
+                    self.stats.connection_error = Some(e.to_string());
+                    self.on_disconnect(&mut backoff, &mut next_try);
                     conn = None;
-                    next_try = Instant::now() + backoff;
-                    backoff = (backoff * 2).min(self.cfg.max_backoff);
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    self.on_disconnect(&mut backoff, &mut next_try);
+                    conn = None;
                 }
             }
         }
         self.publish_stats();
+    }
+
+    fn on_disconnect(&mut self, backoff: &mut Duration, next_try: &mut Instant) {
+        if self.stats.connected {
+            self.stats.disconnects += 1;
+        }
+        self.stats.connected = false;
+        // Unacknowledged summaries go back to the front of the store, in order.
+        while let Some((_, sent)) = self.inflight.pop_back() {
+            if let Sent::Summary(s) = sent {
+                self.store.push_front(s);
+                self.stats.resent += 1;
+            }
+        }
+        self.trim_store();
+        *next_try = Instant::now() + *backoff;
+        *backoff = (*backoff * 2).min(self.cfg.max_backoff);
     }
 
     fn trim_store(&mut self) {
@@ -392,6 +413,7 @@ impl Worker {
         match ev {
             Event::Incoming(Packet::ConnAck(_)) => {
                 self.stats.connected = true;
+                self.stats.connection_error = None;
                 self.stats.connects += 1;
                 *backoff = self.cfg.min_backoff;
                 let _ = client.try_subscribe(self.cfg.topic_global_links(), QoS::AtLeastOnce);
@@ -426,6 +448,7 @@ impl Worker {
         let g = match verify_global(
             payload,
             &self.opts.fleet_key,
+            &self.cfg.fleet,
             self.opts.model_hash,
             self.stats.global_version,
         ) {
@@ -458,6 +481,13 @@ impl Worker {
         let mut p = self.predictor.clone();
         match fuse::fuse(&mut p, &g, &self.opts.kinds, &self.opts.tolerances, rows, valid, &snap.samples) {
             Ok(f) => {
+                // Recorded before it is applied: if the version cannot be kept, it is not applied.
+                if let Some(Err(e)) = self.opts.state.as_ref().map(|s| s.accept_version(g.version)) {
+                    log::warn!("fleet: global links version {} not applied: {e}", g.version);
+                    self.stats.globals_refused += 1;
+                    self.stats.last_refusal = Some(e.to_string());
+                    return;
+                }
                 self.tap.put_global(&p.links.params, &p.ensembles.params, g.version);
                 self.stats.global_version = g.version;
                 self.stats.globals_accepted += 1;

@@ -45,21 +45,17 @@ pub fn target_links(p: &Predictor, j: usize, samples: u32) -> TargetLinks {
     }
 }
 
+/// Per target, how many link and ensemble weights it has in these arenas: the shape every update
+/// for this bundle must have.
+pub fn target_shapes(links: &LinkSet, ens: &EnsembleSet) -> Vec<(usize, usize)> {
+    (0..links.n()).map(|j| (link_range(links, j).len(), ensemble_range(ens, j).len())).collect()
+}
+
 /// Check that every target of `g` fits the arenas of `p`.
 pub fn check_shape(p: &Predictor, targets: &[TargetLinks]) -> Result<(), GlobalError> {
+    let shape = target_shapes(&p.links, &p.ensembles);
     for t in targets {
-        let j = t.target as usize;
-        if j >= p.n_models() {
-            return Err(GlobalError::Shape(format!("target {j}, the bundle has {} models", p.n_models())));
-        }
-        let (l, e) = (link_range(&p.links, j).len(), ensemble_range(&p.ensembles, j).len());
-        if t.links.len() != l || t.ensemble.len() != e {
-            return Err(GlobalError::Shape(format!(
-                "target {j}: {} link and {} ensemble weights, expected {l} and {e}",
-                t.links.len(),
-                t.ensemble.len()
-            )));
-        }
+        t.check(Some(&shape)).map_err(GlobalError::Shape)?;
     }
     Ok(())
 }
@@ -71,6 +67,8 @@ pub fn fedavg(updates: &[&LinkUpdate]) -> (Vec<TargetLinks>, u32) {
     let mut ups: Vec<&LinkUpdate> = updates.to_vec();
     ups.sort_by(|a, b| a.board.cmp(&b.board));
     let mut out: Vec<TargetLinks> = Vec::new();
+    // Sample sums in u64: bounded counts (MAX_SAMPLES) from many boards exceed a u32.
+    let mut samples: Vec<u64> = Vec::new();
     let mut boards = std::collections::BTreeSet::new();
     for u in &ups {
         for t in u.targets.iter().filter(|t| t.samples > 0) {
@@ -83,6 +81,7 @@ pub fn fedavg(updates: &[&LinkUpdate]) -> (Vec<TargetLinks>, u32) {
                         links: vec![0.0; t.links.len()],
                         ensemble: vec![0.0; t.ensemble.len()],
                     });
+                    samples.push(0);
                     out.len() - 1
                 }
             };
@@ -90,7 +89,7 @@ pub fn fedavg(updates: &[&LinkUpdate]) -> (Vec<TargetLinks>, u32) {
             if o.links.len() != t.links.len() || o.ensemble.len() != t.ensemble.len() {
                 continue;
             }
-            o.samples += t.samples;
+            samples[at] += t.samples as u64;
             let w = t.samples as f32;
             for (a, b) in o.links.iter_mut().zip(&t.links) {
                 *a += w * b;
@@ -101,8 +100,9 @@ pub fn fedavg(updates: &[&LinkUpdate]) -> (Vec<TargetLinks>, u32) {
             boards.insert(u.board.as_str());
         }
     }
-    for o in &mut out {
-        let inv = 1.0 / o.samples.max(1) as f32;
+    for (o, &n) in out.iter_mut().zip(&samples) {
+        o.samples = n.min(u32::MAX as u64) as u32;
+        let inv = 1.0 / n.max(1) as f32;
         o.links.iter_mut().for_each(|v| *v *= inv);
         o.ensemble.iter_mut().for_each(|v| *v *= inv);
     }

@@ -59,6 +59,61 @@ pub struct TargetLinks {
     pub ensemble: Vec<f32>,
 }
 
+/// The most samples one board may claim for one target in one update: the weight of its links in
+/// the average is bounded, and the sum over 10,000 boards stays exact in a u64.
+pub const MAX_SAMPLES: u32 = 1 << 20;
+
+/// The largest weight magnitude accepted in a link update or a global update. Link and ensemble
+/// weights fitted on normalised inputs stay within a few units; a weight of 1e4 or more is no
+/// fit but an attack or a diverged board, and with [`MAX_SAMPLES`] it keeps the weighted sum finite.
+pub const MAX_ABS_WEIGHT: f32 = 1.0e4;
+
+impl TargetLinks {
+    /// Finite, bounded weights and a bounded sample count; `shape` (link and ensemble weight
+    /// counts per target, see [`super::fuse::target_shapes`]) when the checker knows the bundle.
+    pub fn check(&self, shape: Option<&[(usize, usize)]>) -> Result<(), String> {
+        let j = self.target;
+        if self.samples > MAX_SAMPLES {
+            return Err(format!("target {j}: {} samples, above the limit of {MAX_SAMPLES}", self.samples));
+        }
+        if let Some(shape) = shape {
+            let Some(&(l, e)) = shape.get(j as usize) else {
+                return Err(format!("target {j}, the bundle has {} models", shape.len()));
+            };
+            if self.links.len() != l || self.ensemble.len() != e {
+                return Err(format!(
+                    "target {j}: {} link and {} ensemble weights, expected {l} and {e}",
+                    self.links.len(),
+                    self.ensemble.len()
+                ));
+            }
+        }
+        for (what, xs) in [("link", &self.links), ("ensemble", &self.ensemble)] {
+            if let Some(k) = crate::links::first_non_finite(xs) {
+                return Err(format!("target {j}: {what} weight {k} is {}, not finite", xs[k]));
+            }
+            if let Some(k) = xs.iter().position(|v| v.abs() > MAX_ABS_WEIGHT) {
+                return Err(format!(
+                    "target {j}: {what} weight {k} is {}, above {MAX_ABS_WEIGHT:e} in magnitude",
+                    xs[k]
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Every target of an update checked ([`TargetLinks::check`]), each target at most once.
+pub fn check_targets(targets: &[TargetLinks], shape: Option<&[(usize, usize)]>) -> Result<(), String> {
+    for (k, t) in targets.iter().enumerate() {
+        if targets[..k].iter().any(|o| o.target == t.target) {
+            return Err(format!("target {} appears twice", t.target));
+        }
+        t.check(shape)?;
+    }
+    Ok(())
+}
+
 /// A board's link update (`jetlink/<fleet>/<board>/links`): the targets it adapted since its last
 /// update, whole (not deltas), weighted by their samples in the average.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -148,6 +203,10 @@ pub enum GlobalError {
     Shape(String),
     #[error("fleet protocol {0}, this build speaks {FLEET_PROTO}")]
     Proto(u8),
+    #[error("global links of fleet {found:?}, this board is in fleet {ours:?}")]
+    OtherFleet { found: String, ours: String },
+    #[error("global links refused: {0}")]
+    Poisoned(String),
 }
 
 impl GlobalError {
@@ -163,6 +222,8 @@ impl GlobalError {
             GlobalError::Rollback { .. } => 7,
             GlobalError::Shape(_) => 8,
             GlobalError::Proto(_) => 9,
+            GlobalError::OtherFleet { .. } => 10,
+            GlobalError::Poisoned(_) => 11,
         }
     }
 }
@@ -183,6 +244,7 @@ pub fn sign_global(g: &GlobalLinks, key: &SigningKey) -> Vec<u8> {
 pub fn verify_global(
     bytes: &[u8],
     trusted: &[u8; 32],
+    fleet: &str,
     ours: ModelHash,
     highest: u64,
 ) -> Result<GlobalLinks, GlobalError> {
@@ -210,12 +272,19 @@ pub fn verify_global(
     if g.proto != FLEET_PROTO {
         return Err(GlobalError::Proto(g.proto));
     }
+    // The fleet name is in the signed payload: a key shared by two fleets does not carry one
+    // fleet's update to the other.
+    if g.fleet != fleet {
+        return Err(GlobalError::OtherFleet { found: g.fleet, ours: fleet.to_string() });
+    }
     if g.model_hash != ours {
         return Err(GlobalError::ModelMismatch { found: hex(&g.model_hash), ours: hex(&ours) });
     }
     if g.version <= highest {
         return Err(GlobalError::Rollback { version: g.version, highest });
     }
+    // Signed is not enough: checked again before it is applied.
+    check_targets(&g.targets, None).map_err(GlobalError::Poisoned)?;
     Ok(g)
 }
 
@@ -226,7 +295,7 @@ mod tests {
     fn global() -> GlobalLinks {
         GlobalLinks {
             proto: FLEET_PROTO,
-            fleet: "f".into(),
+            fleet: "lab".into(),
             model_hash: [7; 8],
             version: 3,
             boards: 2,
@@ -240,21 +309,37 @@ mod tests {
         let other = SigningKey::from_bytes(&[2; 32]);
         let pk = key.verifying_key().to_bytes();
         let b = sign_global(&global(), &key);
-        assert_eq!(verify_global(&b, &pk, [7; 8], 2).unwrap(), global());
+        assert_eq!(verify_global(&b, &pk, "lab", [7; 8], 2).unwrap(), global());
         // Every flipped byte and every cut is refused.
         for i in 0..b.len() {
             let mut t = b.clone();
             t[i] ^= 0x01;
-            assert!(verify_global(&t, &pk, [7; 8], 2).is_err(), "byte {i}");
+            assert!(verify_global(&t, &pk, "lab", [7; 8], 2).is_err(), "byte {i}");
         }
         for n in 0..b.len() {
-            assert!(verify_global(&b[..n], &pk, [7; 8], 2).is_err(), "cut at {n}");
+            assert!(verify_global(&b[..n], &pk, "lab", [7; 8], 2).is_err(), "cut at {n}");
         }
         let unsigned = postcard::to_stdvec(&global()).unwrap();
-        assert!(matches!(verify_global(&unsigned, &pk, [7; 8], 2), Err(GlobalError::Unsigned(_))));
+        assert!(matches!(verify_global(&unsigned, &pk, "lab", [7; 8], 2), Err(GlobalError::Unsigned(_))));
         let by_other = sign_global(&global(), &other);
-        assert!(matches!(verify_global(&by_other, &pk, [7; 8], 2), Err(GlobalError::UnknownKey { .. })));
-        assert!(matches!(verify_global(&b, &pk, [8; 8], 2), Err(GlobalError::ModelMismatch { .. })));
-        assert!(matches!(verify_global(&b, &pk, [7; 8], 3), Err(GlobalError::Rollback { .. })));
+        assert!(matches!(
+            verify_global(&by_other, &pk, "lab", [7; 8], 2),
+            Err(GlobalError::UnknownKey { .. })
+        ));
+        assert!(matches!(verify_global(&b, &pk, "lab", [8; 8], 2), Err(GlobalError::ModelMismatch { .. })));
+        assert!(matches!(verify_global(&b, &pk, "lab", [7; 8], 3), Err(GlobalError::Rollback { .. })));
+        // Another fleet's update, signed by the same key: refused.
+        assert!(matches!(verify_global(&b, &pk, "lab2", [7; 8], 2), Err(GlobalError::OtherFleet { .. })));
+        // Poisoned but signed (an aggregator that did not check): refused on the board too.
+        for bad in [f32::NAN, f32::INFINITY, 1e30] {
+            let mut g = global();
+            g.targets[0].links[1] = bad;
+            let e = verify_global(&sign_global(&g, &key), &pk, "lab", [7; 8], 2).unwrap_err();
+            assert!(matches!(e, GlobalError::Poisoned(_)), "{bad}: {e}");
+        }
+        let mut g = global();
+        g.targets[0].samples = u32::MAX;
+        let e = verify_global(&sign_global(&g, &key), &pk, "lab", [7; 8], 2).unwrap_err();
+        assert!(e.to_string().contains("samples, above the limit"), "{e}");
     }
 }

@@ -80,6 +80,19 @@ impl SimBoard {
         fleet_key: [u8; 32],
         ring_rows: usize,
     ) -> Result<SimBoard> {
+        SimBoard::join_with_state(cfg, bundle, name, fleet_key, ring_rows, None)
+    }
+
+    /// [`SimBoard::join`], keeping the highest global version accepted in `state` (as a board does
+    /// across restarts).
+    pub fn join_with_state(
+        cfg: &FleetConfig,
+        bundle: &Bundle,
+        name: &str,
+        fleet_key: [u8; 32],
+        ring_rows: usize,
+        state: Option<crate::signing::RollbackState>,
+    ) -> Result<SimBoard> {
         let predictor = Predictor::new(bundle);
         let tap = Arc::new(FleetTap::new(&predictor, ring_rows));
         let opts = ClientOptions {
@@ -90,6 +103,7 @@ impl SimBoard {
             tolerances: bundle.tolerances(),
             poll: Duration::from_millis(20),
             tasks: super::tasks::TaskCosts::of_bundle(bundle),
+            state,
         };
         let client = FleetClient::start(cfg.clone(), opts, tap.clone(), predictor.clone())?;
         Ok(SimBoard { name: name.into(), predictor, tap, client })

@@ -28,7 +28,7 @@ pub use options::{BuildOptions, EnsembleFit, RegressionLoss, TrainOptions};
 pub(crate) use options::{prepare_target, regression_like};
 pub use predict::{BenchStats, DriftSignals, Predictor, bench_predict};
 pub use rng::Rng;
-pub use weights::{EnsembleSet, LinkSet, compress_mask, slot_of_source, source_of_slot};
+pub use weights::{EnsembleSet, LinkSet, compress_mask, first_non_finite, slot_of_source, source_of_slot};
 
 use crate::manifest::OutputKind;
 

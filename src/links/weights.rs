@@ -10,6 +10,12 @@ use serde::{Deserialize, Serialize};
 use super::ensemble::EnsembleDims;
 use super::mlp::LinkDims;
 
+/// The first value of `xs` that is NaN or infinite: weights are checked finite where they enter (a
+/// bundle, a fleet message), since one NaN weight turns every prediction through it into NaN.
+pub fn first_non_finite(xs: &[f32]) -> Option<usize> {
+    xs.iter().position(|v| !v.is_finite())
+}
+
 /// Model index of source slot `s` of target `j`.
 #[inline]
 pub fn source_of_slot(j: usize, s: usize) -> usize {
@@ -113,6 +119,17 @@ impl LinkSet {
         if self.params.len() != at {
             return Err(format!("link arena has {} values, expected {at}", self.params.len()));
         }
+        for (idx, d) in self.dims.iter().enumerate() {
+            if let Some(k) = first_non_finite(self.block(idx)) {
+                let (j, s) = (idx / (n - 1), idx % (n - 1));
+                let v = self.block(idx)[k];
+                return Err(format!(
+                    "link {}->{j}: weight {k} of {} is {v}, not finite",
+                    source_of_slot(j, s),
+                    d.len()
+                ));
+            }
+        }
         Ok(())
     }
 }
@@ -171,6 +188,11 @@ impl EnsembleSet {
         }
         if self.params.len() != at {
             return Err(format!("ensemble arena has {} values, expected {at}", self.params.len()));
+        }
+        for j in 0..n {
+            if let Some(k) = first_non_finite(self.block(j)) {
+                return Err(format!("ensemble {j}: weight {k} is {}, not finite", self.block(j)[k]));
+            }
         }
         Ok(())
     }
