@@ -112,6 +112,22 @@ fn rejects_bad_bundles() {
     bad.links.params.pop();
     let e = load_err(&bad.to_bytes().unwrap(), &dir);
     assert!(e.contains("inconsistent") && e.contains("link arena"), "{e}");
+
+    // Numbers are checked finite where they enter: a NaN link weight, an infinite ensemble weight
+    // or a NaN score is refused by name, even with a valid hash (a bundle trained on bad data).
+    let mut nan = b.clone();
+    let k = nan.links.params.len() / 2;
+    nan.links.params[k] = f32::NAN;
+    let e = load_err(&nan.to_bytes().unwrap(), &dir);
+    assert!(e.contains("link ") && e.contains("is NaN, not finite"), "{e}");
+    let mut inf = b.clone();
+    inf.ensembles.params[0] = f32::INFINITY;
+    let e = load_err(&inf.to_bytes().unwrap(), &dir);
+    assert!(e.contains("ensemble 0: weight 0 is inf, not finite"), "{e}");
+    let mut score = b.clone();
+    score.scores.link[1] = f32::NAN;
+    let e = load_err(&score.to_bytes().unwrap(), &dir);
+    assert!(e.contains("link score 1 is NaN"), "{e}");
 }
 
 #[test]
