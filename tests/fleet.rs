@@ -107,6 +107,7 @@ fn fleet_links_help_a_new_board_and_hurt_no_other() {
             rounds: Some(1),
             start_version: 0,
             shapes: jetlink::fleet::fuse::target_shapes(&bundle.links, &bundle.ensembles),
+            boards: None,
             poll: Duration::from_millis(10),
         },
     )
@@ -384,8 +385,8 @@ fn a_tampered_or_unsigned_global_update_is_refused() {
 }
 
 /// Poisoned link updates (NaN or huge weights, absurd sample counts, another shape), published under
-/// a board's id, are refused and counted by the aggregator and never signed; a healthy update from
-/// the same fleet goes through in the same round.
+/// a board's id, are refused and counted by the aggregator and never signed, as is an update from a
+/// board outside the fleet's list; a healthy update from the fleet goes through in the same round.
 #[test]
 fn poisoned_link_updates_are_refused_before_averaging() {
     use jetlink::fleet::msg::{LinkUpdate, verify_global};
@@ -404,6 +405,7 @@ fn poisoned_link_updates_are_refused_before_averaging() {
             rounds: Some(1),
             start_version: 0,
             shapes: fuse::target_shapes(&bundle.links, &bundle.ensembles),
+            boards: Some(["nan", "inf", "huge", "samples", "shape", "healthy"].map(String::from).into()),
             poll: Duration::from_millis(10),
         },
     )
@@ -457,10 +459,14 @@ fn poisoned_link_updates_are_refused_before_averaging() {
         );
     }
     assert!(agg.stats().rounds.is_empty(), "a poisoned update started a round");
+    // A healthy update from a board that is not in the fleet's list: refused too.
+    update("stranger", &|_| {});
+    assert!(wait_until(|| agg.stats().refused == 6), "a board outside the list was not refused");
+    assert!(agg.stats().last_refusal.unwrap().contains("stranger: not in the fleet's list of boards"));
     update("healthy", &|_| {});
     assert!(wait_until(|| agg.stats().rounds.len() == 1));
     let st = agg.stop().unwrap();
-    assert_eq!((st.updates, st.refused), (1, 5), "{:?}", st.last_refusal);
+    assert_eq!((st.updates, st.refused), (1, 6), "{:?}", st.last_refusal);
     assert!(wait_until(|| !globals.lock().unwrap().is_empty()));
     let g = verify_global(
         &globals.lock().unwrap()[0],
@@ -592,4 +598,230 @@ fn the_cli_reports_an_unreachable_broker_and_bad_tls_material() {
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("fleet aggregate: broker") && err.contains("not reached"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Run `openssl` with `args` in `dir`; panics with its stderr on failure.
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let out = std::process::Command::new("openssl").current_dir(dir).args(args).output().expect("openssl");
+    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// A CA, a server certificate for 127.0.0.1, client certificates (one expired), signed by `openssl`.
+fn pki(dir: &std::path::Path) {
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+    for (name, cn) in [("ca", "jetlink test CA"), ("other-ca", "another CA")] {
+        let mut a = vec!["req", "-x509", "-days", "2", "-subj"];
+        let subj = format!("/CN={cn}");
+        a.push(&subj);
+        a.extend(ec);
+        let (k, c) = (format!("{name}.key"), format!("{name}.crt"));
+        a.extend(["-keyout", &k, "-out", &c]);
+        openssl(dir, &a);
+    }
+    std::fs::write(dir.join("index.txt"), "").unwrap();
+    std::fs::write(dir.join("serial"), "1000\n").unwrap();
+    std::fs::write(
+        dir.join("ca.cnf"),
+        format!(
+            "[ca]\ndefault_ca = d\n[d]\ndir = {}\ndatabase = $dir/index.txt\nnew_certs_dir = $dir\ncertificate = $dir/ca.crt\nprivate_key = $dir/ca.key\nserial = $dir/serial\ndefault_md = sha256\npolicy = any\ncopy_extensions = copy\nunique_subject = no\n[any]\ncommonName = supplied\n",
+            dir.display()
+        ),
+    )
+    .unwrap();
+    // Every certificate with an extension, so that it is X.509 v3 (rustls takes no v1 certificate).
+    let client = Some("extendedKeyUsage=clientAuth");
+    for (name, ext, dates) in [
+        ("server", Some("subjectAltName=IP:127.0.0.1,DNS:localhost"), None),
+        ("cam-1", client, None),
+        ("aggregator", client, None),
+        ("expired", client, Some(("20200101000000Z", "20200102000000Z"))),
+    ] {
+        let subj = format!("/CN={}", if name == "expired" { "cam-1" } else { name });
+        let (k, r, c) = (format!("{name}.key"), format!("{name}.csr"), format!("{name}.crt"));
+        let mut a = vec!["req", "-new", "-subj", &subj];
+        a.extend(ec);
+        a.extend(["-keyout", &k, "-out", &r]);
+        if let Some(s) = ext {
+            a.extend(["-addext", s]);
+        }
+        openssl(dir, &a);
+        let mut a = vec!["ca", "-batch", "-notext", "-config", "ca.cnf", "-in", &r, "-out", &c];
+        match dates {
+            Some((from, to)) => a.extend(["-startdate", from, "-enddate", to]),
+            None => a.extend(["-days", "2"]),
+        }
+        openssl(dir, &a);
+    }
+}
+
+/// TLS and authentication, run against Mosquitto: a board connects with a client certificate and
+/// the aggregator with a password, both over TLS, and a round goes through; a wrong CA, a wrong
+/// password and an expired client certificate are refused with an error naming the cause; a board
+/// publishing on another board's topic is refused by the broker's ACL (its update never reaches the
+/// aggregator, while its own, sent after it, does).
+#[test]
+fn tls_password_and_client_certificates_are_checked() {
+    use jetlink::fleet::msg::LinkUpdate;
+    let Some(plain) = broker() else { return };
+    drop(plain);
+    if std::process::Command::new("openssl").arg("version").output().is_err() {
+        let required = std::env::var("JETLINK_REQUIRE_MOSQUITTO").is_ok_and(|v| v == "1");
+        assert!(!required, "JETLINK_REQUIRE_MOSQUITTO=1 but openssl is not installed");
+        eprintln!("skipped: openssl is not installed");
+        return;
+    }
+    let pki_dir = std::env::temp_dir().join(format!("jetlink-pki-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&pki_dir);
+    std::fs::create_dir_all(&pki_dir).unwrap();
+    pki(&pki_dir);
+    let pw = std::process::Command::new("mosquitto_passwd")
+        .args(["-b", "-c"])
+        .arg(pki_dir.join("passwd"))
+        .args(["aggregator", "s3cret"])
+        .output()
+        .expect("mosquitto_passwd");
+    assert!(pw.status.success(), "{}", String::from_utf8_lossy(&pw.stderr));
+    // Mosquitto started as root drops to its own user: it must be able to read these test files.
+    let readable = |dir: &std::path::Path| {
+        use std::os::unix::fs::PermissionsExt;
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+        }
+    };
+    std::fs::write(
+        pki_dir.join("acl"),
+        "user aggregator\ntopic readwrite jetlink/#\npattern write jetlink/lab/%u/#\npattern read jetlink/lab/global/#\npattern read jetlink/lab/%u/assigned\n",
+    )
+    .unwrap();
+    readable(&pki_dir);
+    let pass_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let p = pki_dir.clone();
+    let tls = Mosquitto::start_with(move |port, _| {
+        let files = format!(
+            "cafile {0}/ca.crt\ncertfile {0}/server.crt\nkeyfile {0}/server.key\nacl_file {0}/acl\nallow_anonymous false\n",
+            p.display()
+        );
+        format!(
+            "per_listener_settings true\npersistence false\nmax_inflight_messages 0\n\
+             listener {port} 127.0.0.1\n{files}require_certificate true\nuse_identity_as_username true\n\
+             listener {pass_port} 127.0.0.1\n{files}password_file {}/passwd\n",
+            p.display()
+        )
+    })
+    .expect("a TLS broker");
+    let file = |n: &str| Some(pki_dir.join(n));
+    let cert_cfg = |cert: &str, ca: &str| {
+        let mut c = tls.config("lab");
+        (c.ca, c.client_cert, c.client_key) =
+            (file(ca), file(&format!("{cert}.crt")), file(&format!("{cert}.key")));
+        c
+    };
+    let pass_cfg = |password: &str| {
+        let mut c = FleetConfig::new("127.0.0.1", pass_port, "lab");
+        (c.ca, c.username, c.password) = (file("ca.crt"), Some("aggregator".into()), Some(password.into()));
+        c
+    };
+    // Connect once; Ok on ConnAck, else the first error, as the client reports it.
+    let connect = |cfg: &FleetConfig, id: &str| -> Result<(Client, rumqttc::Connection), String> {
+        let (client, mut conn) = Client::new(mqtt_options(cfg, id).map_err(|e| format!("{e:#}"))?, 16);
+        loop {
+            match conn.recv_timeout(Duration::from_secs(20)) {
+                Ok(Ok(Event::Incoming(Packet::ConnAck(_)))) => return Ok((client, conn)),
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => return Err(e.to_string()),
+                Err(e) => return Err(format!("{e:?}")),
+            }
+        }
+    };
+    // Refusals, each with its cause.
+    let ca = connect(&cert_cfg("cam-1", "other-ca.crt"), "cam-1").err().expect("a wrong CA is refused");
+    assert!(ca.contains("invalid peer certificate") && ca.contains("UnknownIssuer"), "wrong CA: {ca}");
+    let pw = connect(&pass_cfg("wrong"), "agg").err().expect("a wrong password is refused");
+    assert!(pw.contains("BadUserNamePassword") || pw.contains("NotAuthorized"), "wrong password: {pw}");
+    let old =
+        connect(&cert_cfg("expired", "ca.crt"), "cam-1").err().expect("an expired certificate is refused");
+    assert!(old.contains("CertificateExpired"), "expired certificate: {old}");
+    println!("refusals:\n  wrong CA: {ca}\n  wrong password: {pw}\n  expired certificate: {old}");
+
+    // The aggregator with a password and a board with its certificate, both over TLS.
+    let d = DemoSet::demo().unwrap();
+    let key = fleet_key();
+    let agg = Aggregator::start(
+        pass_cfg("s3cret"),
+        AggregateOptions {
+            key: key.clone(),
+            model_hash: model_hash(&d.bundle),
+            period: Duration::from_secs(3600),
+            min_boards: 1,
+            rounds: Some(1),
+            start_version: 0,
+            shapes: fuse::target_shapes(&d.bundle.links, &d.bundle.ensembles),
+            boards: None,
+            poll: Duration::from_millis(10),
+        },
+    )
+    .unwrap();
+    assert!(
+        wait_until(|| agg.stats().connected),
+        "the aggregator did not connect: {:?}",
+        agg.stats().connection_error
+    );
+    // The fleet client itself over TLS with the board's certificate (the identity is the
+    // certificate's CN; the client id is the board's).
+    let b =
+        SimBoard::join(&cert_cfg("cam-1", "ca.crt"), &d.bundle, "cam-1", key.verifying_key().to_bytes(), 8)
+            .unwrap();
+    assert!(
+        b.client.wait_for(WAIT, |s| s.connected),
+        "the board's client did not connect: {:?}",
+        b.client.stats()
+    );
+    drop(b);
+    let (board, conn) =
+        connect(&cert_cfg("cam-1", "ca.crt"), "cam-1-raw").expect("the board connects with its certificate");
+    let acks = Arc::new(Mutex::new(0u32));
+    {
+        let acks = acks.clone();
+        let mut conn = conn;
+        std::thread::spawn(move || {
+            while let Ok(ev) = conn.recv() {
+                if let Ok(Event::Incoming(Packet::PubAck(_))) = ev {
+                    *acks.lock().unwrap() += 1;
+                }
+            }
+        });
+    }
+    let p = Predictor::new(&d.bundle);
+    let update = |as_board: &str| LinkUpdate {
+        proto: FLEET_PROTO,
+        board: as_board.into(),
+        model_hash: model_hash(&d.bundle),
+        seq: 1,
+        base_version: 0,
+        targets: vec![fuse::target_links(&p, 1, 50)],
+    };
+    let cfg = tls.config("lab");
+    // On another board's topic (the payload names that board too): the ACL drops it.
+    board
+        .publish(
+            cfg.topic_links("cam-2"),
+            QoS::AtLeastOnce,
+            false,
+            postcard::to_stdvec(&update("cam-2")).unwrap(),
+        )
+        .unwrap();
+    board
+        .publish(
+            cfg.topic_links("cam-1"),
+            QoS::AtLeastOnce,
+            false,
+            postcard::to_stdvec(&update("cam-1")).unwrap(),
+        )
+        .unwrap();
+    assert!(wait_until(|| agg.stats().rounds.len() == 1), "no round from the board's own update");
+    let st = agg.stop().unwrap();
+    assert_eq!(st.updates, 1, "the update on cam-2's topic got through: {st:?}");
+    assert_eq!(st.rounds[0].boards, 1);
+    let _ = std::fs::remove_dir_all(&pki_dir);
 }

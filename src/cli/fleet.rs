@@ -85,6 +85,10 @@ pub(crate) struct AggregateArgs {
     /// Stop after this many published rounds (at least 1; leave it out to run until stopped).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     pub(crate) rounds: Option<u32>,
+    /// The fleet's boards, one id per line: uploads from any other id are refused and counted
+    /// (without it, any id the broker lets through).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) boards: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -159,6 +163,23 @@ fn aggregate(a: &AggregateArgs) -> Result<()> {
         rounds: a.rounds,
         start_version: start,
         shapes: jetlink::fleet::fuse::target_shapes(&bundle.links, &bundle.ensembles),
+        boards: match &a.boards {
+            None => None,
+            Some(p) => {
+                let text = jetlink::input::read_to_string(p, "--boards", jetlink::input::limit::TEXT)?;
+                let ids: std::collections::BTreeSet<String> = text
+                    .lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                    .map(String::from)
+                    .collect();
+                for id in &ids {
+                    jetlink::fleet::check_name("--boards", id)
+                        .map_err(|e| anyhow::anyhow!("--boards {}: {e}", p.display()))?;
+                }
+                Some(ids)
+            }
+        },
         poll: std::time::Duration::from_millis(50),
     };
     println!(
@@ -214,17 +235,18 @@ fn aggregate(a: &AggregateArgs) -> Result<()> {
 #[cfg(feature = "fleet")]
 fn status(a: &StatusArgs) -> Result<()> {
     use jetlink::fleet::msg::{GLOBAL_MAGIC, GlobalLinks, SummaryMsg};
-    use rumqttc::{Client, Event, Packet, QoS};
+    use rumqttc::{Event, Packet, QoS};
     let cfg = config(&a.broker)?;
     let id = format!("status-{}", std::process::id());
-    let (client, mut conn) = Client::new(jetlink::fleet::broker::mqtt_options(&cfg, &id)?, 64);
+    let link = jetlink::fleet::broker::MqttLink::open(jetlink::fleet::broker::mqtt_options(&cfg, &id)?, 64);
+    let client = &link.client;
     client.subscribe(cfg.topic_all("summary"), QoS::AtLeastOnce)?;
     client.subscribe(cfg.topic_global_links(), QoS::AtLeastOnce)?;
     let until = Instant::now() + std::time::Duration::from_secs_f64(a.wait_s);
     let mut boards: std::collections::BTreeMap<String, SummaryMsg> = Default::default();
     let mut global: Option<(GlobalLinks, usize)> = None;
     while Instant::now() < until {
-        match conn.recv_timeout(std::time::Duration::from_millis(50)) {
+        match link.recv_timeout(std::time::Duration::from_millis(50)) {
             Ok(Ok(Event::Incoming(Packet::Publish(p)))) => {
                 if p.topic == cfg.topic_global_links() {
                     // Shown, not trusted: boards check the signature; here only the body is read.

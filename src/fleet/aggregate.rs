@@ -13,9 +13,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use ed25519_dalek::SigningKey;
-use rumqttc::{Client, Event, Packet, QoS, RecvTimeoutError};
+use rumqttc::{Event, Packet, QoS};
+use std::sync::mpsc::RecvTimeoutError;
 
-use super::broker::mqtt_options;
+use super::broker::{MqttLink, mqtt_options};
 use super::msg::{
     Assigned, FLEET_PROTO, GlobalLinks, LinkUpdate, ModelHash, TaskOffer, check_targets, sign_global,
 };
@@ -35,6 +36,9 @@ pub struct AggregateOptions {
     /// Per target, its link and ensemble weight counts in the bundle
     /// ([`super::fuse::target_shapes`]): an update of another shape is refused.
     pub shapes: Vec<(usize, usize)>,
+    /// The fleet's boards: an upload from any other board id is refused (`None`: any id the broker
+    /// let through). The broker's ACL ties an id to its credentials; this list is the fleet's own.
+    pub boards: Option<std::collections::BTreeSet<String>>,
     pub poll: Duration,
 }
 
@@ -126,7 +130,8 @@ fn run(cfg: FleetConfig, opts: AggregateOptions, shared: Arc<Shared>) -> Result<
     let nonce =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
     let id = format!("aggregator-{}-{}-{nonce:08x}", cfg.fleet, std::process::id());
-    let (client, mut conn) = Client::new(mqtt_options(&cfg, &id)?, 1024);
+    let link = MqttLink::open(mqtt_options(&cfg, &id)?, 1024);
+    let client = link.client.clone();
     let mut latest: BTreeMap<String, LinkUpdate> = BTreeMap::new();
     let mut offers: BTreeMap<String, TaskOffer> = BTreeMap::new();
     let mut fresh: BTreeMap<String, ()> = BTreeMap::new();
@@ -135,7 +140,7 @@ fn run(cfg: FleetConfig, opts: AggregateOptions, shared: Arc<Shared>) -> Result<
     let mut rounds = 0u32;
     let mut backoff = cfg.min_backoff;
     while !shared.stop.load(Ordering::Relaxed) {
-        match conn.recv_timeout(opts.poll) {
+        match link.recv_timeout(opts.poll) {
             Ok(Ok(Event::Incoming(Packet::ConnAck(_)))) => {
                 backoff = cfg.min_backoff;
                 let mut st = shared.stats.lock().expect("stats");
@@ -151,6 +156,13 @@ fn run(cfg: FleetConfig, opts: AggregateOptions, shared: Arc<Shared>) -> Result<
                 if p.topic.ends_with("/links") {
                     match postcard::from_bytes::<LinkUpdate>(&p.payload) {
                         Ok(u) if u.model_hash != opts.model_hash || u.board != board => st.incompatible += 1,
+                        Ok(_) if opts.boards.as_ref().is_some_and(|b| !b.contains(&board)) => {
+                            log::warn!(
+                                "fleet aggregate: link update from {board} refused: not in the fleet's list of boards"
+                            );
+                            st.refused += 1;
+                            st.last_refusal = Some(format!("{board}: not in the fleet's list of boards"));
+                        }
                         // Checked before it is averaged: nothing poisoned gets signed.
                         Ok(u) => match check_targets(&u.targets, Some(&opts.shapes)) {
                             Ok(()) => {
@@ -244,7 +256,7 @@ fn run(cfg: FleetConfig, opts: AggregateOptions, shared: Arc<Shared>) -> Result<
             // Let this round's publishes be acknowledged before leaving (at most 5 s).
             let until = Instant::now() + Duration::from_secs(5);
             while published > 0 && Instant::now() < until {
-                if let Ok(Ok(Event::Incoming(Packet::PubAck(_)))) = conn.recv_timeout(opts.poll) {
+                if let Ok(Ok(Event::Incoming(Packet::PubAck(_)))) = link.recv_timeout(opts.poll) {
                     published -= 1;
                 }
             }

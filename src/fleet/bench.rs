@@ -112,6 +112,7 @@ pub fn run(bundle: &Bundle, rec: &Recording, o: &FleetBenchOptions) -> Result<Fl
             rounds: None,
             start_version: 0,
             shapes: crate::fleet::fuse::target_shapes(&bundle.links, &bundle.ensembles),
+            boards: None,
             poll: Duration::from_millis(10),
         },
     )?;

@@ -58,6 +58,47 @@ pub fn mqtt_options(cfg: &FleetConfig, client_id: &str) -> Result<MqttOptions> {
     Ok(o)
 }
 
+/// An MQTT connection whose event loop runs on a thread of its own, its events read here with a
+/// timeout. rumqttc's own `Connection::recv_timeout` drops the event loop's future when the timeout
+/// fires, and with it a connection attempt in progress: a TLS handshake longer than the caller's
+/// poll (tens of milliseconds) then never completes. The thread ends at the first connection error
+/// (the caller reconnects with its own back-off) or when this side is dropped.
+pub struct MqttLink {
+    pub client: rumqttc::Client,
+    rx: std::sync::mpsc::Receiver<Result<rumqttc::Event, rumqttc::ConnectionError>>,
+}
+
+impl MqttLink {
+    pub fn open(opts: MqttOptions, cap: usize) -> MqttLink {
+        let (client, mut conn) = rumqttc::Client::new(opts, cap);
+        let (tx, rx) = std::sync::mpsc::sync_channel(cap.max(1));
+        std::thread::spawn(move || {
+            while let Ok(ev) = conn.recv() {
+                let last = ev.is_err();
+                if tx.send(ev).is_err() || last {
+                    break;
+                }
+            }
+        });
+        MqttLink { client, rx }
+    }
+
+    /// The next event or connection error, waiting at most `d`.
+    pub fn recv_timeout(
+        &self,
+        d: Duration,
+    ) -> Result<Result<rumqttc::Event, rumqttc::ConnectionError>, std::sync::mpsc::RecvTimeoutError> {
+        self.rx.recv_timeout(d)
+    }
+}
+
+impl Drop for MqttLink {
+    fn drop(&mut self) {
+        // Ends the event loop's thread: a disconnect request, or the closed channel at its next event.
+        let _ = self.client.try_disconnect();
+    }
+}
+
 /// TLS material is checked when it is named, not at the first connection: `bytes` (of the `what`
 /// file at `path`) must hold at least one PEM certificate that parses as X.509.
 fn check_pem_certificates(bytes: &[u8], what: &str, path: &Path) -> Result<()> {
@@ -84,6 +125,9 @@ pub struct Mosquitto {
     pub port: u16,
     dir: PathBuf,
     exe: PathBuf,
+    /// The whole configuration for a port and the broker's folder (`None`: the anonymous
+    /// loopback listener of [`Mosquitto::start`]).
+    conf: Option<Box<dyn Fn(u16, &Path) -> String + Send>>,
 }
 
 impl Mosquitto {
@@ -99,14 +143,30 @@ impl Mosquitto {
     /// Start a broker on a free loopback port (anonymous; sessions and queued messages persist
     /// across [`Mosquitto::restart`], as on a real broker that is restarted cleanly).
     pub fn start() -> Result<Mosquitto> {
+        Mosquitto::start_conf(None)
+    }
+
+    /// Start a broker whose whole configuration `conf` writes for a free loopback port and the
+    /// broker's own folder (TLS listeners, password files, ACLs); it must listen on that port,
+    /// which is how the start is detected.
+    pub fn start_with(conf: impl Fn(u16, &Path) -> String + Send + 'static) -> Result<Mosquitto> {
+        Mosquitto::start_conf(Some(Box::new(conf)))
+    }
+
+    fn start_conf(conf: Option<Box<dyn Fn(u16, &Path) -> String + Send>>) -> Result<Mosquitto> {
         let exe = Mosquitto::find()
             .context("mosquitto not found on PATH or in /usr/sbin (Debian: apt-get install mosquitto)")?;
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let dir = std::env::temp_dir().join(format!("jetlink-mosquitto-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
-        let mut m = Mosquitto { child: None, port, dir, exe };
+        let mut m = Mosquitto { child: None, port, dir, exe, conf };
         m.restart()?;
         Ok(m)
+    }
+
+    /// The broker's folder (its configuration, persistence and any files a test puts there).
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// Stop the broker cleanly (SIGTERM: it saves its sessions), killing it after 10 s; clients see
@@ -133,14 +193,15 @@ impl Mosquitto {
     pub fn restart(&mut self) -> Result<()> {
         self.stop();
         let conf = self.dir.join("mosquitto.conf");
-        std::fs::write(
-            &conf,
-            format!(
+        let text = match &self.conf {
+            Some(f) => f(self.port, &self.dir),
+            None => format!(
                 "listener {} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\nautosave_interval 0\nmax_queued_messages 100000\nmax_inflight_messages 0\n",
                 self.port,
                 self.dir.display()
             ),
-        )?;
+        };
+        std::fs::write(&conf, text)?;
         let child = Command::new(&self.exe)
             .arg("-c")
             .arg(&conf)

@@ -17,9 +17,10 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use rumqttc::{Client, Connection, Event, Outgoing, Packet, QoS, RecvTimeoutError};
+use rumqttc::{Client, Event, Outgoing, Packet, QoS};
+use std::sync::mpsc::RecvTimeoutError;
 
-use super::broker::mqtt_options;
+use super::broker::{MqttLink, mqtt_options};
 use super::fuse::{self, Fused};
 use super::msg::{Assigned, FLEET_PROTO, LinkUpdate, ModelHash, Summary, SummaryMsg, verify_global};
 use super::tap::{FleetTap, LocalSnapshot};
@@ -218,7 +219,7 @@ impl Worker {
     }
 
     fn run(mut self) {
-        let mut conn: Option<(Client, Connection)> = None;
+        let mut conn: Option<MqttLink> = None;
         let mut next_try = Instant::now();
         let mut backoff = self.cfg.min_backoff;
         let mut stop_at: Option<Instant> = None;
@@ -232,13 +233,13 @@ impl Worker {
             self.take_from_tap();
             if conn.is_none() && Instant::now() >= next_try {
                 match mqtt_options(&self.cfg, &self.opts.board) {
-                    Ok(o) => conn = Some(Client::new(o, 1024)),
+                    Ok(o) => conn = Some(MqttLink::open(o, 1024)),
                     Err(e) => self.stats.last_refusal = Some(format!("{e:#}")),
                 }
             }
             if self.stats.connected {
-                if let Some((client, _)) = conn.as_ref() {
-                    self.send_pending(client);
+                if let Some(link) = conn.as_ref() {
+                    self.send_pending(&link.client);
                 }
             }
             self.publish_stats();
@@ -247,17 +248,20 @@ impl Worker {
                     || !self.stats.connected
                     || flushed_or_late)
             {
-                if let Some((c, _)) = conn.as_ref() {
-                    let _ = c.try_disconnect();
+                if let Some(link) = conn.as_ref() {
+                    let _ = link.client.try_disconnect();
                 }
                 break;
             }
-            let Some((client, connection)) = conn.as_mut() else {
+            let Some(link) = conn.as_ref() else {
                 std::thread::sleep(self.opts.poll.min(next_try.saturating_duration_since(Instant::now())));
                 continue;
             };
-            match connection.recv_timeout(self.opts.poll) {
-                Ok(Ok(ev)) => self.on_event(client, ev, &mut backoff),
+            match link.recv_timeout(self.opts.poll) {
+                Ok(Ok(ev)) => {
+                    let client = link.client.clone();
+                    self.on_event(&client, ev, &mut backoff)
+                }
                 Err(RecvTimeoutError::Timeout) => {}
                 Ok(Err(e)) => {
                     self.stats.connection_error = Some(e.to_string());
