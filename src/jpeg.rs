@@ -38,6 +38,24 @@ pub fn decode(bytes: &[u8], max_side: usize) -> Result<Decoded> {
     Ok(Decoded { width, height, channels, pixels })
 }
 
+/// Encode a frame (`channels` 1 or 3, row-major, channels last) as a baseline JPEG at `quality`
+/// (1–100), with the `image` crate's encoder.
+pub fn encode(pixels: &[u8], width: usize, height: usize, channels: usize, quality: u8) -> Result<Vec<u8>> {
+    let ty = match channels {
+        1 => image::ExtendedColorType::L8,
+        3 => image::ExtendedColorType::Rgb8,
+        c => bail!("JPEG frames have 1 or 3 channels, not {c}"),
+    };
+    if pixels.len() != width * height * channels {
+        bail!("{} bytes for a {width}x{height}x{channels} frame", pixels.len());
+    }
+    let mut out = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, quality.clamp(1, 100))
+        .encode(pixels, width as u32, height as u32, ty)
+        .map_err(|e| anyhow!("encoding a JPEG: {e}"))?;
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -20,6 +20,7 @@ pub mod output;
 pub mod percentile;
 pub mod plot;
 pub mod profile;
+pub mod progress;
 pub mod record;
 pub mod recording;
 pub mod report;

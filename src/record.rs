@@ -85,19 +85,7 @@ pub fn record(
     let mut rec = Recording::new(header);
     let mut stats: Vec<_> = models.iter().map(|m| ModelStats::new(m.spec.size as usize)).collect();
     let mut row = vec![0.0f32; rec.stride()];
-    let bar = if progress {
-        indicatif::ProgressBar::new(frames.len() as u64)
-    } else {
-        indicatif::ProgressBar::hidden()
-    };
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{prefix} [{bar:40}] {pos}/{len} frames {elapsed} (eta {eta})",
-        )
-        .unwrap()
-        .progress_chars("=> "),
-    );
-    bar.set_prefix("record");
+    let mut bar = crate::progress::Progress::new("record", "frames", frames.len() as u64, progress);
     for f in frames {
         let frame = stream.frame(f);
         let mut at = 0;
@@ -120,6 +108,6 @@ pub fn record(
         rec.push(f as u32, &row);
         bar.inc(1);
     }
-    bar.finish_and_clear();
+    bar.finish();
     Ok((rec, stats))
 }

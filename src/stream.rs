@@ -193,15 +193,8 @@ impl Stream {
 
     /// Serialise (uncompressed); used by tests and tools.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut b = Vec::with_capacity(HEADER + self.len() * (FRAME_META + self.frame_len()));
-        b.extend_from_slice(MAGIC);
-        b.extend_from_slice(&(self.len() as u32).to_le_bytes());
-        b.extend_from_slice(&(self.height as u16).to_le_bytes());
-        b.extend_from_slice(&(self.width as u16).to_le_bytes());
-        b.push(self.channels as u8);
-        b.extend_from_slice(&[0; 3]);
-        b.extend_from_slice(&(self.train_end as u32).to_le_bytes());
-        b.extend_from_slice(&(self.drift_start as u32).to_le_bytes());
+        let mut b = header(MAGIC, self.len(), self.shape(), self.train_end, self.drift_start);
+        b.reserve(self.len() * (FRAME_META + self.frame_len()));
         for i in 0..self.len() {
             let m = self.meta[i];
             b.extend_from_slice(&m.source.to_le_bytes());
@@ -210,6 +203,19 @@ impl Stream {
             b.extend_from_slice(self.frame(i));
         }
         b
+    }
+
+    /// Serialise as `JLSTRM02`, each frame a JPEG at `quality` (lossy: a frame loads back within
+    /// a few levels of its pixels). 1 or 3 channels.
+    pub fn to_jpeg_bytes(&self, quality: u8) -> Result<Vec<u8>> {
+        let frames = (0..self.len())
+            .map(|i| {
+                crate::jpeg::encode(self.frame(i), self.width, self.height, self.channels, quality)
+                    .with_context(|| format!("frame {i}"))
+                    .map(|j| (self.meta[i], j))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(jpeg_file(self.shape(), self.train_end, self.drift_start, &frames))
     }
 
     /// Build a stream from parts (tests, tools).
@@ -227,6 +233,45 @@ impl Stream {
         ensure!(train_end <= drift_start, "drift_start {drift_start} is before train_end {train_end}");
         Ok(Stream { height, width, channels, train_end, drift_start, meta, pixels })
     }
+}
+
+/// The header both formats share.
+fn header(
+    magic: &[u8; 8],
+    n: usize,
+    shape: crate::view::Shape,
+    train_end: usize,
+    drift_start: usize,
+) -> Vec<u8> {
+    let mut b = Vec::with_capacity(HEADER);
+    b.extend_from_slice(magic);
+    b.extend_from_slice(&(n as u32).to_le_bytes());
+    b.extend_from_slice(&(shape.h as u16).to_le_bytes());
+    b.extend_from_slice(&(shape.w as u16).to_le_bytes());
+    b.push(shape.c as u8);
+    b.extend_from_slice(&[0; 3]);
+    b.extend_from_slice(&(train_end as u32).to_le_bytes());
+    b.extend_from_slice(&(drift_start as u32).to_le_bytes());
+    b
+}
+
+/// A `JLSTRM02` file from frames already encoded as JPEG (`jetlink stream` encodes as it reads, so
+/// that a long video never sits in memory as raw pixels).
+pub fn jpeg_file(
+    shape: crate::view::Shape,
+    train_end: usize,
+    drift_start: usize,
+    frames: &[(FrameMeta, Vec<u8>)],
+) -> Vec<u8> {
+    let mut b = header(MAGIC_JPEG, frames.len(), shape, train_end, drift_start);
+    for (m, j) in frames {
+        b.extend_from_slice(&m.source.to_le_bytes());
+        b.push(m.label);
+        b.push(m.severity);
+        b.extend_from_slice(&(j.len() as u32).to_le_bytes());
+        b.extend_from_slice(j);
+    }
+    b
 }
 
 #[cfg(test)]

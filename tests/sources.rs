@@ -19,6 +19,7 @@ use jetlink::engine::{Backend, TractBackend};
 use jetlink::serial::MemWriter;
 use jetlink::sim::DemoSet;
 use jetlink::source::{FramePool, FrameSource, LiveSource, ReplaySource, SourceSpec, Take};
+use jetlink::stream::Stream;
 use jetlink::wire::{Decoder, EventCode, Message, TelemetryWriter};
 
 #[global_allocator]
@@ -591,5 +592,74 @@ fn unusable_images_are_counted_frame_faults() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("none of its frames could be used (4 frame faults"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `jetlink stream` from a video file: decoded through GStreamer, frame size and channels taken from
+/// the manifest's models (checked against every model's view), written as the compact JPEG format,
+/// and loaded back within JPEG's error of the frames that went in; without a size it names the
+/// flags, and a manifest whose models do not take the frames is refused at this step.
+#[test]
+fn stream_from_a_video_file_takes_the_manifests_shape_and_writes_jpeg() {
+    if !have_gst("stream_from_a_video_file_takes_the_manifests_shape_and_writes_jpeg") {
+        return;
+    }
+    let d = demo();
+    let dir = scratch("stream-video");
+    let (from, count) = (d.stream.train_end, 40);
+    let video = encode_video(&d, &dir, from, count);
+    let out = dir.join("video.jls");
+    let stream = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_jetlink"))
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .arg("stream")
+            .arg(&video)
+            .args(["--train", "10", "--drift-start", "30"])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    // The demo's models all have views: their input does not say the frame size.
+    let o = stream(&["--manifest", "demo/manifest.toml", "--out", out.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("--height") && err.contains("--manifest"), "{err}");
+    // A manifest with one model without a view: 28x28 grey frames.
+    let manifest = dir.join("m.toml");
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("demo");
+    let text = std::fs::read_to_string(repo.join("manifest.toml")).unwrap();
+    let text = ["stream = \"", "reference = \"", "onnx = \""]
+        .iter()
+        .fold(text, |t, k| t.replace(k, &format!("{k}{}/", repo.display())));
+    let (a, b) = (text.find("view = [").unwrap(), text.find("view = [").unwrap());
+    let end = b + text[b..].find(']').unwrap();
+    let mut one = text.clone();
+    one.replace_range(a..=end, "view = []");
+    let one = one.replacen("input_shape = [1, 784]", "input_shape = [1, 1, 28, 28]", 1);
+    std::fs::write(&manifest, &one).unwrap();
+    let o = stream(&["--manifest", manifest.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    let (so, se) = (String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert!(o.status.success(), "{so}\n{se}");
+    assert!(so.contains(&format!("{count} frames of 28x28x1")) && so.contains("JLSTRM02"), "{so}");
+    let s = Stream::load(&out).unwrap();
+    assert_eq!((s.len(), s.shape(), s.train_end, s.drift_start), (count, d.stream.shape(), 10, 30));
+    for k in 0..count {
+        let diff: f64 =
+            s.frame(k).iter().zip(d.stream.frame(from + k)).map(|(a, b)| a.abs_diff(*b) as f64).sum();
+        let mean = diff / s.frame_len() as f64;
+        assert!(mean < 6.0, "frame {k}: {mean} levels off on average");
+    }
+    // RGB frames for a manifest whose models take grey ones: refused here, naming the model.
+    let o = stream(&[
+        "--manifest",
+        manifest.to_str().unwrap(),
+        "--channels",
+        "3",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("does not take 28x28x3 frames"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }

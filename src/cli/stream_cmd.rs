@@ -1,28 +1,55 @@
-//! `jetlink stream`: a stream file (`JLSTRM01`) from a folder of images, so that a workload's frames
-//! need no tool of their own. Images are read in name order and converted to one size and channel
-//! count (`src/source/images.rs`, the `image` crate: PNG, JPEG, PGM/PPM).
+//! `jetlink stream`: a stream file from a folder of images or a video file, so that a workload's
+//! frames need no tool of their own. Images are read in name order (`src/source/images.rs`, the
+//! `image` crate: PNG, JPEG, PGM/PPM); a video is decoded through GStreamer as `--source` decodes
+//! it (`src/source/gst.rs`). Frames are converted to one size and channel count, taken from the
+//! flags, from the manifest the stream is for (`--manifest`, checked against every model's view),
+//! or from the first image.
 
 use super::*;
+use jetlink::source::{FrameSource, LiveSource, SourceSpec};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum StreamFormat {
+    /// `JLSTRM01`: raw pixels, lossless.
+    Raw,
+    /// `JLSTRM02`: each frame a JPEG (`--quality`), about a tenth of the size.
+    Jpeg,
+}
 
 #[derive(clap::Args)]
 pub(crate) struct StreamArgs {
-    /// Folder of images (PNG, JPEG, PGM/PPM), taken in file-name order.
-    pub(crate) images: PathBuf,
+    /// A folder of images (PNG, JPEG, PGM/PPM, taken in file-name order) or a video file (decoded
+    /// through GStreamer's `decodebin`).
+    pub(crate) input: PathBuf,
     /// Stream file to write (`.gz` compresses).
     #[arg(long, short)]
     pub(crate) out: PathBuf,
     /// Replace an existing output that is not of this kind (never a device or a FIFO).
     #[arg(long)]
     pub(crate) force: bool,
-    /// Frame height (default: the first image's).
+    /// The manifest the stream is for: frame size and channels are taken from its models' input
+    /// (a model without a view takes frames of its input's size), and every model's view is
+    /// checked against them here rather than at `record`.
+    #[arg(long)]
+    pub(crate) manifest: Option<PathBuf>,
+    /// Frame height (default: from --manifest, else the first image's).
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
     pub(crate) height: Option<u16>,
-    /// Frame width (default: the first image's).
+    /// Frame width (default: from --manifest, else the first image's).
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
     pub(crate) width: Option<u16>,
-    /// Channels: 1 (grey, the default) or 3 (RGB).
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=3))]
-    pub(crate) channels: u8,
+    /// Channels: 1 (grey) or 3 (RGB) (default: from --manifest, else the first image's).
+    #[arg(long, value_parser = clap::value_parser!(u8).range(1..=3))]
+    pub(crate) channels: Option<u8>,
+    /// At most this many frames (the first ones).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub(crate) frames: Option<u32>,
+    /// File format (default: `jpeg` for a video, `raw` for images).
+    #[arg(long, value_enum)]
+    pub(crate) format: Option<StreamFormat>,
+    /// JPEG quality (1–100) for `--format jpeg`.
+    #[arg(long, default_value_t = 90, value_parser = clap::value_parser!(u8).range(1..=100))]
+    pub(crate) quality: u8,
     /// Frames [0, N) form the training part (links train on them; `record` records them by default);
     /// the rest is evaluation.
     #[arg(long)]
@@ -32,40 +59,201 @@ pub(crate) struct StreamArgs {
     pub(crate) drift_start: Option<u32>,
 }
 
+/// The frame shape the manifest's models take, from those without a view (their input is the
+/// frame, NCHW); `None` when every model has a view.
+fn manifest_shape(m: &Manifest) -> Result<Option<Shape>> {
+    let mut found: Option<(Shape, &str)> = None;
+    for spec in m.models.iter().filter(|s| s.view.is_empty()) {
+        let d = &spec.input_shape;
+        if d.len() != 4 || !(d[1] == 1 || d[1] == 3) {
+            continue;
+        }
+        let s = Shape { h: d[2] as usize, w: d[3] as usize, c: d[1] as usize };
+        match found {
+            Some((f, other)) if f != s => bail!(
+                "--manifest: model {:?} takes {}x{}x{} frames and model {other:?} {}x{}x{}",
+                spec.name,
+                s.h,
+                s.w,
+                s.c,
+                f.h,
+                f.w,
+                f.c
+            ),
+            _ => found = Some((s, &spec.name)),
+        }
+    }
+    Ok(found.map(|(s, _)| s))
+}
+
 pub(crate) fn stream_cmd(a: &StreamArgs) -> Result<()> {
     use jetlink::stream::FrameMeta;
     jetlink::output::check_replace(&a.out, "--out", jetlink::output::Kind::Stream, a.force)?;
-    let paths = jetlink::source::images::list_images(&a.images)?;
-    if a.channels == 2 {
-        bail!("--channels 2: a stream from images has 1 (grey) or 3 (RGB) channels");
-    }
-    let (h, w) = match (a.height, a.width) {
-        (Some(h), Some(w)) => (h as usize, w as usize),
-        (h, w) => {
-            let (iw, ih) = image::image_dimensions(&paths[0])
-                .with_context(|| format!("reading the size of {}", paths[0].display()))?;
+    let md = std::fs::metadata(&a.input).with_context(|| format!("{}", a.input.display()))?;
+    let (spec, first_image) = if md.is_dir() {
+        let paths = jetlink::source::images::list_images(&a.input)?;
+        let first = paths[0].clone();
+        (SourceSpec::Images(a.input.clone()), Some((first, paths.len())))
+    } else if md.is_file() {
+        (SourceSpec::Video(a.input.clone()), None)
+    } else {
+        bail!(
+            "{} is {}: give a folder of images or a video file",
+            a.input.display(),
+            jetlink::input::kind(md.file_type())
+        );
+    };
+    let manifest = match &a.manifest {
+        Some(p) => Some(Manifest::load(p)?),
+        None => None,
+    };
+    let from_manifest = manifest.as_ref().map(manifest_shape).transpose()?.flatten();
+    let from_image = match &first_image {
+        Some((p, _)) if a.height.is_none() || a.width.is_none() || a.channels.is_none() => {
+            let img = image::ImageReader::open(p)
+                .and_then(|r| r.with_guessed_format())
+                .with_context(|| format!("reading {}", p.display()))?;
+            let (w, h) =
+                img.into_dimensions().with_context(|| format!("reading the size of {}", p.display()))?;
+            let grey = image::ImageReader::open(p)
+                .ok()
+                .and_then(|r| r.with_guessed_format().ok())
+                .and_then(|r| r.decode().ok())
+                .is_some_and(|i| i.color().channel_count() <= 2);
             let fit = |v: u32, what: &str| -> Result<usize> {
                 if v == 0 || v > u16::MAX as u32 {
-                    bail!(
-                        "{}: {what} {v} does not fit a stream (1..=65535); give --{what}",
-                        paths[0].display()
-                    );
+                    bail!("{}: {what} {v} does not fit a stream (1..=65535); give --{what}", p.display());
                 }
                 Ok(v as usize)
             };
-            (
-                h.map_or_else(|| fit(ih, "height"), |h| Ok(h as usize))?,
-                w.map_or_else(|| fit(iw, "width"), |w| Ok(w as usize))?,
-            )
+            Some(Shape { h: fit(h, "height")?, w: fit(w, "width")?, c: if grey { 1 } else { 3 } })
         }
+        _ => None,
     };
-    let n = paths.len();
+    let pick = |flag: Option<usize>, m: Option<usize>, i: Option<usize>, name: &str| -> Result<usize> {
+        flag.or(m).or(i).with_context(|| {
+            format!(
+                "--{name}: a video's frame size and channels come from --height, --width and --channels, or from \
+                 --manifest (a model without a view); give --{name} or --manifest"
+            )
+        })
+    };
+    let shape = Shape {
+        h: pick(a.height.map(usize::from), from_manifest.map(|s| s.h), from_image.map(|s| s.h), "height")?,
+        w: pick(a.width.map(usize::from), from_manifest.map(|s| s.w), from_image.map(|s| s.w), "width")?,
+        c: pick(
+            a.channels.map(usize::from),
+            from_manifest.map(|s| s.c),
+            from_image.map(|s| s.c),
+            "channels",
+        )?,
+    };
+    if shape.c == 2 {
+        bail!("--channels 2: a stream has 1 (grey) or 3 (RGB) channels");
+    }
+    // Every model must take these frames: said here, not later at `record`.
+    if let Some(m) = &manifest {
+        for spec in &m.models {
+            jetlink::view::View::prepare(&spec.view, shape)
+                .and_then(|v| v.check_input(&spec.input_shape))
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "model {:?} of {} does not take {}x{}x{} frames: {e}",
+                        spec.name,
+                        a.manifest.as_ref().map_or(String::new(), |p| p.display().to_string()),
+                        shape.h,
+                        shape.w,
+                        shape.c
+                    )
+                })?;
+        }
+    }
+    let format =
+        a.format.unwrap_or(if first_image.is_some() { StreamFormat::Raw } else { StreamFormat::Jpeg });
+    if format == StreamFormat::Jpeg && shape.c != 1 && shape.c != 3 {
+        bail!("--format jpeg takes 1 or 3 channels");
+    }
+    let len = shape.len();
+    // Held in memory whole (and decoded whole when loaded): bounded before it grows.
+    let limit = jetlink::input::limit::DATA;
+    if len as u64 > limit {
+        bail!(
+            "a {}x{}x{} frame is {len} bytes, above the limit of {limit} bytes for a stream",
+            shape.h,
+            shape.w,
+            shape.c
+        );
+    }
+    let cap = a.frames.map(|f| f as usize).unwrap_or(usize::MAX);
+    if let Some((_, n)) = &first_image {
+        let n = (*n).min(cap);
+        let total = n as u64 * len as u64;
+        if total > limit {
+            bail!(
+                "{n} frames of {}x{}x{} are {total} bytes, above the limit of {limit} bytes for a stream",
+                shape.h,
+                shape.w,
+                shape.c
+            );
+        }
+    }
+    let mut source = LiveSource::open(&spec, shape, 0)?;
+    let total = first_image.as_ref().map_or(a.frames.unwrap_or(0) as u64, |(_, n)| (*n).min(cap) as u64);
+    let mut bar = jetlink::progress::Progress::new("stream", "frames", total, true);
+    let mut buf = vec![0u8; len];
+    let (mut pixels, mut jpegs) = (Vec::new(), Vec::new());
+    let mut stored = 0u64;
+    let mut n = 0usize;
+    while n < cap {
+        match source.next_frame(&mut buf) {
+            Ok(Some(_)) => {}
+            Ok(None) => break,
+            Err(e) => bail!(
+                "frame {n} of {}: {e:?}{}",
+                a.input.display(),
+                source
+                    .failure()
+                    .map(|r| format!(": {r}"))
+                    .unwrap_or_else(|| " (the warning above says why)".into())
+            ),
+        }
+        if (n as u64 + 1) * len as u64 > limit {
+            bail!(
+                "{} frames of {}x{}x{} are above the limit of {limit} bytes for a stream; give --frames",
+                n + 1,
+                shape.h,
+                shape.w,
+                shape.c
+            );
+        }
+        // source: the frame's position in the input; no label; severity unknown, so 0 (clean).
+        let meta = FrameMeta { source: n as u32, label: 255, severity: 0 };
+        match format {
+            StreamFormat::Raw => pixels.extend_from_slice(&buf),
+            StreamFormat::Jpeg => {
+                let j = jetlink::jpeg::encode(&buf, shape.w, shape.h, shape.c, a.quality)
+                    .with_context(|| format!("frame {n}"))?;
+                stored += j.len() as u64;
+                jpegs.push((meta, j));
+            }
+        }
+        n += 1;
+        bar.inc(1);
+    }
+    bar.finish();
+    if let Some(reason) = source.failure() {
+        bail!("{}: {reason}", a.input.display());
+    }
+    drop(source);
+    if n == 0 {
+        bail!("{}: no frame", a.input.display());
+    }
     if a.train as usize > n {
-        bail!("--train {}: the folder {} has only {n} images", a.train, a.images.display());
+        bail!("--train {}: {} has only {n} frames", a.train, a.input.display());
     }
     let drift = a.drift_start.map_or(n, |d| d as usize);
     if drift > n {
-        bail!("--drift-start {drift}: the folder {} has only {n} images", a.images.display());
+        bail!("--drift-start {drift}: {} has only {n} frames", a.input.display());
     }
     if drift < a.train as usize {
         bail!(
@@ -73,28 +261,13 @@ pub(crate) fn stream_cmd(a: &StreamArgs) -> Result<()> {
             a.train
         );
     }
-    let shape = Shape { h, w, c: a.channels as usize };
-    let len = shape.h * shape.w * shape.c;
-    // A stream is held in memory whole: its size is checked before its pixels are allocated.
-    let total = n as u64 * len as u64;
-    if total > jetlink::input::limit::DATA {
-        bail!(
-            "{n} frames of {h}x{w}x{} are {total} bytes, above the limit of {} bytes for a stream",
-            shape.c,
-            jetlink::input::limit::DATA
-        );
-    }
-    let mut pixels = vec![0u8; n * len];
-    for (i, p) in paths.iter().enumerate() {
-        jetlink::source::images::decode_into(p, shape, &mut pixels[i * len..(i + 1) * len])
-            .with_context(|| format!("image {i} of {}", a.images.display()))?;
-    }
-    let meta: Vec<FrameMeta> = (0..n)
-        // source: the image's position in name order; no label; severity unknown, so 0 (clean).
-        .map(|i| FrameMeta { source: i as u32, label: 255, severity: 0 })
-        .collect();
-    let stream = Stream::from_parts(h, w, shape.c, a.train as usize, drift, meta, pixels)?;
-    let bytes = stream.to_bytes();
+    let bytes = match format {
+        StreamFormat::Raw => {
+            let meta = (0..n).map(|i| FrameMeta { source: i as u32, label: 255, severity: 0 }).collect();
+            Stream::from_parts(shape.h, shape.w, shape.c, a.train as usize, drift, meta, pixels)?.to_bytes()
+        }
+        StreamFormat::Jpeg => jetlink::stream::jpeg_file(shape, a.train as usize, drift, &jpegs),
+    };
     let gz = a.out.extension().is_some_and(|e| e == "gz");
     if let Some(d) = a.out.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
@@ -112,10 +285,16 @@ pub(crate) fn stream_cmd(a: &StreamArgs) -> Result<()> {
     })
     .with_context(|| format!("writing stream {}", a.out.display()))?;
     println!(
-        "wrote {}: {n} frames of {h}x{w}x{} from {} (training part 0..{}, drift segment {})",
+        "wrote {}: {n} frames of {}x{}x{} from {} as {} (training part 0..{}, drift segment {})",
         a.out.display(),
+        shape.h,
+        shape.w,
         shape.c,
-        a.images.display(),
+        a.input.display(),
+        match format {
+            StreamFormat::Raw => "raw pixels (JLSTRM01)".to_string(),
+            StreamFormat::Jpeg => format!("JPEG q{} (JLSTRM02, {} bytes of frames)", a.quality, stored),
+        },
         a.train,
         if drift < n { format!("{drift}..{n}") } else { "none".into() }
     );
