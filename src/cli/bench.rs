@@ -65,6 +65,9 @@ pub(crate) struct BenchArgs {
     /// `mlink`: `jetlink run --trust-key` for every run (a bundle signed by your own key).
     #[arg(long, value_name = "PUBLIC_KEY_HEX")]
     pub(crate) trust_key: Option<String>,
+    /// `mlink`: `jetlink run --sim-model-budget` for every run (the simulated board only).
+    #[arg(long, value_name = "BYTES")]
+    pub(crate) sim_model_budget: Option<u64>,
     /// `mlink`: `jetlink run --state-file` for every run.
     #[arg(long)]
     pub(crate) state_file: Option<PathBuf>,
@@ -102,6 +105,7 @@ pub(crate) fn bench(a: &BenchArgs) -> Result<()> {
                 variants: !a.no_variants,
                 frames: a.frames,
                 trust_key: a.trust_key.clone(),
+                sim_model_budget: a.sim_model_budget,
                 state_file: a.state_file.clone(),
                 engines: a.engines,
             };

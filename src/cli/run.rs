@@ -82,6 +82,12 @@ pub(crate) struct RunArgs {
     /// is the committed demo key anyway; refused on every Jetson board.
     #[arg(long, value_name = "PUBLIC_KEY_HEX")]
     pub(crate) trust_key: Option<String>,
+    /// The simulated board's model memory budget (bytes), replacing its board file's
+    /// `model-budget-bytes`: for a workload whose models do not fit host-sim's 12 MB two at a time
+    /// (the video demo). Only on a simulated board (`soc = "host"`); refused on every Jetson board,
+    /// whose budget is its board file's.
+    #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u64).range(1..=(1u64 << 40)))]
+    pub(crate) sim_model_budget: Option<u64>,
     /// Scheduling policy: `optimal` (the exact table: run the best set, predict the rest through
     /// links), `optimal-hold` (a core set every tick plus a rotation; between runs each task is
     /// predicted or held from its model's last run, whichever scores better at that age),
@@ -161,16 +167,33 @@ pub(crate) fn budget_in_force(b: Option<Budget>, board: &jetlink::board::Board) 
 /// `--trust-key` public key.
 pub(crate) fn effective_board(a: &RunArgs) -> Result<&'static jetlink::board::Board> {
     let board = jetlink::board::current();
-    let Some(hex) = &a.trust_key else { return Ok(board) };
-    if board.soc != "host" {
-        bail!(
-            "--trust-key is refused on board {} (soc {}): a Jetson board trusts only the bundle-key it was built with (JETLINK_BUNDLE_KEY at build time, boards/README.md)",
-            board.name,
-            board.soc
-        );
+    if a.trust_key.is_none() && a.sim_model_budget.is_none() {
+        return Ok(board);
     }
-    let key = jetlink::signing::parse_public_key(hex).map_err(|e| anyhow::anyhow!("--trust-key: {e}"))?;
-    Ok(Box::leak(Box::new(jetlink::board::Board { bundle_key: key, ..*board })))
+    let mut b = *board;
+    if let Some(hex) = &a.trust_key {
+        if board.soc != "host" {
+            bail!(
+                "--trust-key is refused on board {} (soc {}): a Jetson board trusts only the bundle-key it was built with (JETLINK_BUNDLE_KEY at build time, boards/README.md)",
+                board.name,
+                board.soc
+            );
+        }
+        b.bundle_key =
+            jetlink::signing::parse_public_key(hex).map_err(|e| anyhow::anyhow!("--trust-key: {e}"))?;
+    }
+    if let Some(bytes) = a.sim_model_budget {
+        if board.soc != "host" {
+            bail!(
+                "--sim-model-budget is refused on board {} (soc {}): a Jetson board's budget is its board file's",
+                board.name,
+                board.soc
+            );
+        }
+        b.model_budget_bytes = bytes;
+    }
+    // Once per process (a sweep builds a few): the loop keeps a `&'static Board`.
+    Ok(Box::leak(Box::new(b)))
 }
 
 impl Default for RunArgs {
@@ -194,6 +217,7 @@ impl Default for RunArgs {
             audit_every: None,
             budget: None,
             trust_key: None,
+            sim_model_budget: None,
             policy: jetlink::control::DEFAULT_POLICY.into(),
             quiet: false,
             join: Default::default(),
@@ -360,7 +384,10 @@ pub(crate) type FleetClient = Option<()>;
 /// Open and check everything `a` names and prepare the loop; with `header`, print what runs.
 pub(crate) fn prepare_run(a: &RunArgs, header: bool) -> Result<(Loop, Prepared, FleetClient)> {
     let board = effective_board(a)?;
-    let (budget, budget_from) = budget_in_force(a.budget, board)?;
+    let (budget, mut budget_from) = budget_in_force(a.budget, board)?;
+    if a.sim_model_budget.is_some() {
+        budget_from = budget_from.replace("model-budget-bytes", "model budget (--sim-model-budget)");
+    }
     let (mut manifest, stream) = load_workload(&a.manifest)?;
     // Read every ONNX file once: the bundle check hashes these bytes and the engines load them.
     manifest.pin_onnx()?;

@@ -23,6 +23,7 @@ pub(crate) struct SweepOptions {
     pub(crate) variants: bool,
     pub(crate) frames: Option<u64>,
     pub(crate) trust_key: Option<String>,
+    pub(crate) sim_model_budget: Option<u64>,
     pub(crate) state_file: Option<PathBuf>,
     pub(crate) engines: Engines,
 }
@@ -167,6 +168,9 @@ impl SweepOptions {
         }
         if let Some(f) = self.frames {
             push("--frames", Some(f.to_string()));
+        }
+        if let Some(b) = self.sim_model_budget {
+            push("--sim-model-budget", Some(b.to_string()));
         }
         if let Some(k) = &self.trust_key {
             push("--trust-key", Some(k.clone()));
