@@ -859,6 +859,18 @@ pub(crate) fn print_accuracy(ctl: &Loop, names: &[&str]) {
             .collect();
         println!("  audited when predicted {}", per_task.join(", "));
     }
+    // Audits that were due but found no room: said, with the sizes that decide it.
+    if s.audits_no_room > 0 {
+        let largest = ctl.model_memory().iter().copied().max().unwrap_or(0);
+        println!(
+            "  audits without room    {} of {} due could not run: the audited model did not fit beside the running ones within the budget (largest model {:.2} MB, lowest budget {:.2} MB){}",
+            s.audits_no_room,
+            s.audits_due,
+            largest as f64 / 1e6,
+            s.min_budget as f64 / 1e6,
+            if s.audits_no_room == s.audits_due { "; no accuracy estimate" } else { "" }
+        );
+    }
 }
 
 /// Exit status of a run that completed but lost telemetry frames.

@@ -389,6 +389,11 @@ impl<S: FrameSource, W: embedded_io::Write> Controller<S, W> {
         self.st.mem_used
     }
 
+    /// Each model's memory (weights and activations), as the schedule counts it.
+    pub fn model_memory(&self) -> &[u64] {
+        &self.plan.problem.model_mem
+    }
+
     /// Accuracy kept estimated from audit frames (`None` without audits).
     pub fn accuracy_estimate(&self) -> Option<Estimate> {
         self.st.audits.estimate()
@@ -455,6 +460,10 @@ impl<S: FrameSource, W: embedded_io::Write> Controller<S, W> {
         self.st.stats.telemetry_faults += u64::from(notes.flags & flags::TELEMETRY_FAULT != 0);
         self.st.extra = self.choose_extra();
         let (group, run) = self.plan_extra();
+        if let Some(j) = self.st.extra.audit {
+            self.st.stats.audits_due += 1;
+            self.st.stats.audits_no_room += u64::from(group >> j & 1 == 0);
+        }
         self.st.label_group = group;
         self.st.stats.adapt_room_ticks += u64::from(run != self.st.active);
         // Active models set aside for the adaptation target are predicted through links this tick.
@@ -684,7 +693,19 @@ impl<S: FrameSource, W: embedded_io::Write> Controller<S, W> {
         let label = self.plan.opts.adapt && self.st.online.due();
         let every = self.plan.opts.audit_every;
         let audit = if every > 0 && self.st.tick_no % every == every / 2 {
-            self.st.audits.next_target(self.st.active)
+            // Round robin over the predicted or held tasks that room can be made for: a task too
+            // large to run beside any source would otherwise take its turn forever and starve the
+            // others (two large models alternating with the rotation took every audit).
+            let n = self.plan.n();
+            let fit = (0..n).filter(|&j| self.room_for(1 << j).is_some()).fold(0u64, |m, j| m | 1 << j);
+            let all = if n >= 64 { u64::MAX } else { (1u64 << n) - 1 };
+            let pick = self.st.audits.next_target(self.st.active | (all & !fit));
+            if pick.is_none() && self.st.active & all != all {
+                // Due, but nothing predicted fits: counted (and said in the summary).
+                self.st.stats.audits_due += 1;
+                self.st.stats.audits_no_room += 1;
+            }
+            pick
         } else {
             None
         };

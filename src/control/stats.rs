@@ -27,6 +27,10 @@ pub struct LoopStats {
     /// Ticks on which active models were set aside (predicted through links) to make room for an
     /// adaptation target that did not fit beside them.
     pub adapt_room_ticks: u64,
+    /// Audits due (a task to audit on an audit tick), and those that could not run because no
+    /// room could be made for the audited model within the budget.
+    pub audits_due: u64,
+    pub audits_no_room: u64,
     pub engine_faults: u64,
     pub frame_faults: u64,
     pub telemetry_faults: u64,
