@@ -447,17 +447,18 @@ fn bench_fleet(a: &BenchArgs) -> Result<()> {
         r.boards, r.periods, r.broker, r.bundle_link_bytes
     );
     println!(
-        "per board per period: up {:.0} bytes (summary {:.0}, task offer, link updates), down {:.0} bytes (signed global links, allocation {} bytes); {} task offers",
+        "per board per period: up {:.0} bytes (summary {:.0}, task offer, link updates), down {:.0} bytes received (signed global links: the whole update at join, then deltas; allocation {} bytes), {:.0} bytes a period from the second on; {} task offers",
         r.up_bytes_per_board_per_period,
         r.summary_bytes,
         r.down_bytes_per_board_per_period,
         r.assigned_bytes,
+        r.down_bytes_per_board_later_periods,
         r.task_offers
     );
     for x in &r.rounds {
         println!(
-            "  version {}: {} boards averaged and signed in {:.0} us, {} bytes; last update -> every board fused {:.1} ms (from the first update {:.1} ms)",
-            x.version, x.boards, x.aggregate_us, x.global_bytes, x.e2e_ms, x.e2e_from_first_ms
+            "  version {}: {} boards averaged and signed in {:.0} us, {} bytes whole, {} bytes delta; last update -> every board fused {:.1} ms (from the first update {:.1} ms)",
+            x.version, x.boards, x.aggregate_us, x.global_bytes, x.delta_bytes, x.e2e_ms, x.e2e_from_first_ms
         );
     }
     println!(

@@ -18,7 +18,8 @@ use std::sync::mpsc::RecvTimeoutError;
 
 use super::broker::{MqttLink, mqtt_options};
 use super::msg::{
-    Assigned, FLEET_PROTO, GlobalLinks, LinkUpdate, ModelHash, TaskOffer, check_targets, sign_global,
+    Assigned, FLEET_PROTO, GlobalLinks, LinkUpdate, ModelHash, TargetLinks, TaskOffer, check_targets,
+    sign_global,
 };
 use super::{FleetConfig, board_of_topic, fuse, tasks};
 
@@ -50,6 +51,9 @@ pub struct RoundReport {
     pub targets: u32,
     /// Averaging and signing, microseconds.
     pub aggregate_us: f64,
+    /// Size of the signed delta from the previous version (what following boards receive; 0
+    /// when this round published only the whole update).
+    pub delta_bytes: usize,
     /// Size of the signed global update.
     pub bytes: usize,
     pub published_at: Instant,
@@ -137,6 +141,8 @@ fn run(cfg: FleetConfig, opts: AggregateOptions, shared: Arc<Shared>) -> Result<
     let mut fresh: BTreeMap<String, ()> = BTreeMap::new();
     let mut last_round = Instant::now();
     let mut version = opts.start_version;
+    // The whole weights of the last version published, as boards hold them.
+    let mut held: Vec<TargetLinks> = Vec::new();
     let mut rounds = 0u32;
     let mut backoff = cfg.min_backoff;
     while !shared.stop.load(Ordering::Relaxed) {
@@ -208,20 +214,39 @@ fn run(cfg: FleetConfig, opts: AggregateOptions, shared: Arc<Shared>) -> Result<
         let t = Instant::now();
         let ups: Vec<&LinkUpdate> = latest.values().collect();
         let (targets, boards) = fuse::fedavg(&ups);
+        let base_version = version;
         version += 1;
-        let g = GlobalLinks {
+        // What boards that follow hold after this round (closed loop: the delta is taken from what
+        // they hold, so quantisation errors never add up), and the delta that gets them there.
+        let first = held.is_empty();
+        let (deltas, new_targets) = fuse::advance(&mut held, &targets);
+        let whole = GlobalLinks {
             proto: FLEET_PROTO,
             fleet: cfg.fleet.clone(),
             model_hash: opts.model_hash,
             version,
             boards,
-            targets,
+            base_version: 0,
+            targets: held.clone(),
+            deltas: Vec::new(),
         };
-        let bytes = sign_global(&g, &opts.key);
+        let bytes = sign_global(&whole, &opts.key);
+        // Every round but the first: boards that follow take this instead of the whole update.
+        let delta_bytes = (!first).then(|| {
+            sign_global(
+                &GlobalLinks { base_version, targets: new_targets, deltas, ..whole.clone() },
+                &opts.key,
+            )
+        });
         let aggregate_us = t.elapsed().as_secs_f64() * 1e6;
         let len = bytes.len();
+        let delta_len = delta_bytes.as_ref().map_or(0, Vec::len);
         client.publish(cfg.topic_global_links(), QoS::AtLeastOnce, true, bytes)?;
         let mut published = 1;
+        if let Some(d) = delta_bytes {
+            client.publish(cfg.topic_global_delta(), QoS::AtLeastOnce, false, d)?;
+            published += 1;
+        }
         if !offers.is_empty() {
             let o: Vec<&TaskOffer> = offers.values().collect();
             let a = tasks::allocate(rounds, &o);
@@ -240,9 +265,10 @@ fn run(cfg: FleetConfig, opts: AggregateOptions, shared: Arc<Shared>) -> Result<
         let report = RoundReport {
             version,
             boards,
-            targets: g.targets.len() as u32,
+            targets: targets.len() as u32,
             aggregate_us,
             bytes: len,
+            delta_bytes: delta_len,
             published_at: Instant::now(),
         };
         log::info!(

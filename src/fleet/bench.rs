@@ -57,6 +57,9 @@ pub struct RoundFigures {
     pub boards: u32,
     pub aggregate_us: f64,
     pub global_bytes: usize,
+    /// The signed delta from the previous version, what a following board receives (0 in the
+    /// first round: boards take the whole update).
+    pub delta_bytes: usize,
     /// From the last board's update offered to every board holding fused links.
     pub e2e_ms: f64,
     /// From the first board's update offered.
@@ -71,7 +74,11 @@ pub struct FleetBenchReport {
     pub broker: String,
     pub bundle_link_bytes: usize,
     pub up_bytes_per_board_per_period: f64,
+    /// Measured at the boards: global update bytes each received (the whole update at join, then
+    /// deltas), plus its task allocation, per period.
     pub down_bytes_per_board_per_period: f64,
+    /// The same from the second period on (deltas only): the steady state.
+    pub down_bytes_per_board_later_periods: f64,
     pub summary_bytes: f64,
     /// Task offers sent (one per board per period) and the size of one board's allocation.
     pub task_offers: u32,
@@ -167,6 +174,7 @@ pub fn run(bundle: &Bundle, rec: &Recording, o: &FleetBenchOptions) -> Result<Fl
             boards: r.boards,
             aggregate_us: r.aggregate_us,
             global_bytes: r.bytes,
+            delta_bytes: r.delta_bytes,
             e2e_ms: done.saturating_duration_since(last).as_secs_f64() * 1e3,
             e2e_from_first_ms: done.saturating_duration_since(first.unwrap_or(last)).as_secs_f64() * 1e3,
         });
@@ -194,7 +202,9 @@ pub fn run(bundle: &Bundle, rec: &Recording, o: &FleetBenchOptions) -> Result<Fl
     })?
     .len();
     let offers: u32 = stats.iter().map(|s| s.task_offers).sum();
-    let down: usize = rounds.iter().map(|r| r.global_bytes + assigned_bytes).sum();
+    let received: u64 = stats.iter().map(|s| s.global_bytes_received).sum();
+    let down = received as f64 / o.boards as f64 + (assigned_bytes * o.periods) as f64;
+    let later: Vec<f64> = rounds.iter().skip(1).map(|r| (r.delta_bytes + assigned_bytes) as f64).collect();
     drop(boards);
     let _ = agg.stop();
     broker.stop();
@@ -206,7 +216,12 @@ pub fn run(bundle: &Bundle, rec: &Recording, o: &FleetBenchOptions) -> Result<Fl
         broker: version,
         bundle_link_bytes: 4 * (base.links.params.len() + base.ensembles.params.len()),
         up_bytes_per_board_per_period: up as f64 / (o.boards * o.periods) as f64,
-        down_bytes_per_board_per_period: down as f64 / o.periods as f64,
+        down_bytes_per_board_per_period: down / o.periods as f64,
+        down_bytes_per_board_later_periods: if later.is_empty() {
+            f64::NAN
+        } else {
+            later.iter().sum::<f64>() / later.len() as f64
+        },
         summary_bytes,
         task_offers: offers,
         assigned_bytes,

@@ -22,7 +22,9 @@ use std::sync::mpsc::RecvTimeoutError;
 
 use super::broker::{MqttLink, mqtt_options};
 use super::fuse::{self, Fused};
-use super::msg::{Assigned, FLEET_PROTO, LinkUpdate, ModelHash, Summary, SummaryMsg, verify_global};
+use super::msg::{
+    Assigned, FLEET_PROTO, GlobalLinks, LinkUpdate, ModelHash, Summary, SummaryMsg, verify_global,
+};
 use super::tap::{FleetTap, LocalSnapshot};
 use super::tasks::TaskCosts;
 use super::{FleetConfig, check_name};
@@ -66,6 +68,12 @@ pub struct ClientStats {
     pub bytes_published: u64,
     pub globals_accepted: u32,
     pub globals_refused: u32,
+    /// Global updates received as deltas (4 bits a value) and applied; deltas that did not follow
+    /// the version held (missed while disconnected, or before the first whole update), after which
+    /// the board took the whole update again; and bytes of global updates received.
+    pub deltas_applied: u32,
+    pub delta_gaps: u32,
+    pub global_bytes_received: u64,
     pub last_refusal: Option<String>,
     pub global_version: u64,
     pub last_fused: Option<Fused>,
@@ -176,6 +184,10 @@ struct Worker {
     queued_unix_s: u64,
     tasks_seen: u32,
     pending_offer: Option<Vec<u8>>,
+    /// The whole global update at the version applied (the base of the next delta).
+    held: Option<GlobalLinks>,
+    /// Subscribed to the retained whole update (at start, after a reconnection or a gap).
+    want_whole: bool,
 }
 
 impl Worker {
@@ -206,6 +218,8 @@ impl Worker {
             queued_unix_s: 0,
             tasks_seen: 0,
             pending_offer: None,
+            held: None,
+            want_whole: true,
         }
     }
 
@@ -420,7 +434,11 @@ impl Worker {
                 self.stats.connection_error = None;
                 self.stats.connects += 1;
                 *backoff = self.cfg.min_backoff;
+                // Deltas every round; the retained whole update until it has one that is current
+                // (deltas may have been missed while disconnected).
+                let _ = client.try_subscribe(self.cfg.topic_global_delta(), QoS::AtLeastOnce);
                 let _ = client.try_subscribe(self.cfg.topic_global_links(), QoS::AtLeastOnce);
+                self.want_whole = true;
                 let _ = client.try_subscribe(self.cfg.topic_assigned(&self.opts.board), QoS::AtLeastOnce);
             }
             Event::Outgoing(Outgoing::Publish(pkid)) => {
@@ -436,8 +454,9 @@ impl Worker {
                 }
             }
             Event::Incoming(Packet::Publish(p)) => {
-                if p.topic == self.cfg.topic_global_links() {
-                    self.on_global(&p.payload);
+                if p.topic == self.cfg.topic_global_links() || p.topic == self.cfg.topic_global_delta() {
+                    self.stats.global_bytes_received += p.payload.len() as u64;
+                    self.on_global(client, &p.payload);
                 } else if p.topic == self.cfg.topic_assigned(&self.opts.board) {
                     if let Ok(a) = postcard::from_bytes::<Assigned>(&p.payload) {
                         self.tap.set_assigned(a.targets);
@@ -448,7 +467,16 @@ impl Worker {
         }
     }
 
-    fn on_global(&mut self, payload: &[u8]) {
+    /// Stop receiving the retained whole update once the board holds a current version: from then on
+    /// each round costs a delta.
+    fn whole_is_current(&mut self, client: &Client) {
+        if self.want_whole {
+            self.want_whole = false;
+            let _ = client.try_unsubscribe(self.cfg.topic_global_links());
+        }
+    }
+
+    fn on_global(&mut self, client: &Client, payload: &[u8]) {
         let g = match verify_global(
             payload,
             &self.opts.fleet_key,
@@ -458,13 +486,38 @@ impl Worker {
         ) {
             Ok(g) => g,
             Err(e) => {
-                // A retained update seen again after a reconnection is not news.
-                if !matches!(e, super::msg::GlobalError::Rollback { version, highest } if version == highest)
+                // A retained update seen again after a reconnection is not news: the board is current.
+                if let super::msg::GlobalError::Rollback { version, highest } = e
+                    && version == highest
                 {
+                    if self.held.as_ref().is_some_and(|h| h.version == version) {
+                        self.whole_is_current(client);
+                    }
+                } else {
                     log::warn!("fleet: global links refused: {e}");
                     self.stats.globals_refused += 1;
                     self.stats.last_refusal = Some(e.to_string());
                 }
+                return;
+            }
+        };
+        let delta = g.base_version != 0;
+        let g = match g.resolve(self.held.as_ref()) {
+            Ok(g) => g,
+            Err(e @ super::msg::GlobalError::Gap { .. }) => {
+                // Not refused: the whole update (retained) brings the board back in step.
+                log::info!("fleet: {e}");
+                self.stats.delta_gaps += 1;
+                if !self.want_whole {
+                    self.want_whole = true;
+                    let _ = client.try_subscribe(self.cfg.topic_global_links(), QoS::AtLeastOnce);
+                }
+                return;
+            }
+            Err(e) => {
+                log::warn!("fleet: global links refused: {e}");
+                self.stats.globals_refused += 1;
+                self.stats.last_refusal = Some(e.to_string());
                 return;
             }
         };
@@ -495,6 +548,9 @@ impl Worker {
                 self.tap.put_global(&p.links.params, &p.ensembles.params, g.version);
                 self.stats.global_version = g.version;
                 self.stats.globals_accepted += 1;
+                self.stats.deltas_applied += u32::from(delta);
+                self.held = Some(g);
+                self.whole_is_current(client);
                 self.stats.last_fused = Some(f);
                 self.stats.fused_at = Some(Instant::now());
             }

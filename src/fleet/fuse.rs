@@ -13,7 +13,8 @@
 use crate::links::{EnsembleSet, LinkSet, Predictor, agreement};
 use crate::manifest::OutputKind;
 
-use super::msg::{GlobalError, GlobalLinks, LinkUpdate, TargetLinks};
+use super::msg::{GlobalError, GlobalLinks, LinkUpdate, TargetDelta, TargetLinks};
+use super::quant::Quantized;
 
 /// Local shares tried, local first (the fallback wins ties).
 pub const BETAS: [f32; 5] = [1.0, 0.75, 0.5, 0.25, 0.0];
@@ -51,6 +52,18 @@ pub fn target_shapes(links: &LinkSet, ens: &EnsembleSet) -> Vec<(usize, usize)> 
     (0..links.n()).map(|j| (link_range(links, j).len(), ensemble_range(ens, j).len())).collect()
 }
 
+/// Write `targets` whole into `p`'s arenas (checked first).
+pub fn put_targets(p: &mut Predictor, targets: &[TargetLinks]) -> Result<(), GlobalError> {
+    check_shape(p, targets)?;
+    for t in targets {
+        let j = t.target as usize;
+        let (l, e) = (link_range(&p.links, j), ensemble_range(&p.ensembles, j));
+        p.links.params[l].copy_from_slice(&t.links);
+        p.ensembles.params[e].copy_from_slice(&t.ensemble);
+    }
+    Ok(())
+}
+
 /// Check that every target of `g` fits the arenas of `p`.
 pub fn check_shape(p: &Predictor, targets: &[TargetLinks]) -> Result<(), GlobalError> {
     let shape = target_shapes(&p.links, &p.ensembles);
@@ -58,6 +71,38 @@ pub fn check_shape(p: &Predictor, targets: &[TargetLinks]) -> Result<(), GlobalE
         t.check(Some(&shape)).map_err(GlobalError::Shape)?;
     }
     Ok(())
+}
+
+/// One round of the aggregator's whole weights: `held` (what boards hold, by target) moves to the
+/// round's averages `new`. Returns what takes a board from the old `held` to the new one: deltas for
+/// the targets `held` has (4 bits a value), whole weights for those it does not have yet (or whose
+/// shape changed). The new `held` is the old plus the dequantised deltas, exactly what a board
+/// computes, so quantisation errors never add up over rounds.
+pub fn advance(held: &mut Vec<TargetLinks>, new: &[TargetLinks]) -> (Vec<TargetDelta>, Vec<TargetLinks>) {
+    let (mut deltas, mut whole) = (Vec::new(), Vec::new());
+    for t in new {
+        let same_shape = |h: &&mut TargetLinks| {
+            h.target == t.target && h.links.len() == t.links.len() && h.ensemble.len() == t.ensemble.len()
+        };
+        match held.iter_mut().find(|h| h.target == t.target).filter(same_shape) {
+            Some(h) => {
+                let diff = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| x - y).collect::<Vec<f32>>();
+                let links = Quantized::new(&diff(&t.links, &h.links));
+                let ensemble = Quantized::new(&diff(&t.ensemble, &h.ensemble));
+                links.add_to(&mut h.links).expect("same length");
+                ensemble.add_to(&mut h.ensemble).expect("same length");
+                h.samples = t.samples;
+                deltas.push(TargetDelta { target: t.target, samples: t.samples, links, ensemble });
+            }
+            None => {
+                held.retain(|h| h.target != t.target);
+                held.push(t.clone());
+                whole.push(t.clone());
+            }
+        }
+    }
+    held.sort_by_key(|h| h.target);
+    (deltas, whole)
 }
 
 /// Federated averaging: per target, the mean of the boards' weights weighted by their samples.

@@ -13,6 +13,7 @@
 
 pub mod fuse;
 pub mod msg;
+pub mod quant;
 pub mod tap;
 pub mod tasks;
 
@@ -87,6 +88,10 @@ impl FleetConfig {
     }
     pub fn topic_global_links(&self) -> String {
         format!("jetlink/{}/global/links", self.fleet)
+    }
+    /// Each round's changes since the previous version (not retained).
+    pub fn topic_global_delta(&self) -> String {
+        format!("jetlink/{}/global/delta", self.fleet)
     }
     /// `jetlink/<fleet>/+/<kind>`: every board's messages of one kind.
     pub fn topic_all(&self, kind: &str) -> String {

@@ -9,8 +9,8 @@ use serde::{Deserialize, Serialize};
 use crate::bundle::{KEY_ID_LEN, SIGNATURE_LEN, hex};
 use crate::signing::key_id;
 
-/// Bumped on any change to a message below.
-pub const FLEET_PROTO: u8 = 1;
+/// Bumped on any change to a message below (2: global updates carry deltas).
+pub const FLEET_PROTO: u8 = 2;
 
 /// Magic of a signed global update: the envelope is magic, postcard [`GlobalLinks`], key id,
 /// Ed25519 signature over everything before it.
@@ -127,7 +127,10 @@ pub struct LinkUpdate {
     pub targets: Vec<TargetLinks>,
 }
 
-/// The fleet's averaged links (`jetlink/<fleet>/global/links`, retained, signed).
+/// The fleet's averaged links, signed: whole (`base_version` 0, `targets`; on
+/// `jetlink/<fleet>/global/links`, retained, for boards that join or lost track) or as what changed
+/// since version `base_version` (`deltas`, 4 bits a value, [`super::quant`]; on
+/// `jetlink/<fleet>/global/delta`, what boards that follow receive every round).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct GlobalLinks {
     pub proto: u8,
@@ -137,7 +140,57 @@ pub struct GlobalLinks {
     pub version: u64,
     /// Boards that contributed, and the samples behind each target.
     pub boards: u32,
+    /// 0: `targets` hold the whole weights; else `deltas` apply to this version's, and `targets`
+    /// are whole weights of targets new since it.
+    pub base_version: u64,
     pub targets: Vec<TargetLinks>,
+    pub deltas: Vec<TargetDelta>,
+}
+
+/// What changed in one target's weights since the base version.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TargetDelta {
+    pub target: u8,
+    pub samples: u32,
+    pub links: super::quant::Quantized,
+    pub ensemble: super::quant::Quantized,
+}
+
+impl GlobalLinks {
+    /// The whole update at `self.version`: itself when whole, else `held` (the whole update at
+    /// `base_version`) with the deltas added; checked ([`check_targets`]) either way.
+    pub fn resolve(&self, held: Option<&GlobalLinks>) -> Result<GlobalLinks, GlobalError> {
+        if self.base_version == 0 {
+            return Ok(self.clone());
+        }
+        let Some(h) = held.filter(|h| h.version == self.base_version) else {
+            return Err(GlobalError::Gap { base: self.base_version, held: held.map_or(0, |h| h.version) });
+        };
+        let mut targets = h.targets.clone();
+        for t in &self.targets {
+            targets.retain(|h| h.target != t.target);
+            targets.push(t.clone());
+        }
+        targets.sort_by_key(|t| t.target);
+        for d in &self.deltas {
+            let at = match targets.iter().position(|t| t.target == d.target) {
+                Some(at) => at,
+                None => {
+                    return Err(GlobalError::Poisoned(format!("target {}: a delta with no base", d.target)));
+                }
+            };
+            let t = &mut targets[at];
+            d.links
+                .add_to(&mut t.links)
+                .map_err(|e| GlobalError::Poisoned(format!("target {}: links: {e}", d.target)))?;
+            d.ensemble
+                .add_to(&mut t.ensemble)
+                .map_err(|e| GlobalError::Poisoned(format!("target {}: ensemble: {e}", d.target)))?;
+            t.samples = d.samples;
+        }
+        check_targets(&targets, None).map_err(GlobalError::Poisoned)?;
+        Ok(GlobalLinks { base_version: 0, targets, deltas: Vec::new(), ..self.clone() })
+    }
 }
 
 /// One pending adaptation task of a board: refresh the links into `target`.
@@ -207,6 +260,8 @@ pub enum GlobalError {
     OtherFleet { found: String, ours: String },
     #[error("global links refused: {0}")]
     Poisoned(String),
+    #[error("a delta from version {base}, this board holds version {held}: waiting for the whole update")]
+    Gap { base: u64, held: u64 },
 }
 
 impl GlobalError {
@@ -224,6 +279,7 @@ impl GlobalError {
             GlobalError::Proto(_) => 9,
             GlobalError::OtherFleet { .. } => 10,
             GlobalError::Poisoned(_) => 11,
+            GlobalError::Gap { .. } => 12,
         }
     }
 }
@@ -283,8 +339,27 @@ pub fn verify_global(
     if g.version <= highest {
         return Err(GlobalError::Rollback { version: g.version, highest });
     }
-    // Signed is not enough: checked again before it is applied.
+    // Signed is not enough: checked again before it is applied (a delta's sum again once resolved).
     check_targets(&g.targets, None).map_err(GlobalError::Poisoned)?;
+    for d in &g.deltas {
+        let step = MAX_ABS_WEIGHT / 7.0;
+        d.links
+            .check(step)
+            .and_then(|()| d.ensemble.check(step))
+            .map_err(|e| GlobalError::Poisoned(format!("target {}: {e}", d.target)))?;
+    }
+    if g.base_version == 0 && !g.deltas.is_empty() {
+        return Err(GlobalError::Poisoned("deltas with no base version".into()));
+    }
+    if g.deltas.iter().any(|d| g.targets.iter().any(|t| t.target == d.target)) {
+        return Err(GlobalError::Poisoned("a target both whole and as a delta".into()));
+    }
+    if g.base_version >= g.version {
+        return Err(GlobalError::Poisoned(format!(
+            "a delta from version {} to {}",
+            g.base_version, g.version
+        )));
+    }
     Ok(g)
 }
 
@@ -299,7 +374,9 @@ mod tests {
             model_hash: [7; 8],
             version: 3,
             boards: 2,
+            base_version: 0,
             targets: vec![TargetLinks { target: 1, samples: 9, links: vec![1.0, 2.0], ensemble: vec![0.5] }],
+            deltas: Vec::new(),
         }
     }
 
