@@ -17,7 +17,7 @@ if [ "$secs" -gt 0 ]; then
   fi
   scratch="$(mktemp -d)"
   trap 'rm -rf "$scratch"' EXIT
-  for t in bundle wire board manifest stream view; do
+  for t in bundle wire board manifest stream view fleet; do
     mkdir -p "$scratch/$t"
     (cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run -s none "$t" "$scratch/$t" "corpus/$t" -- \
       -max_total_time="$secs" -max_len=16384 -print_final_stats=1)

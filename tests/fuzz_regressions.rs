@@ -56,6 +56,11 @@ fn stream_corpus() {
 }
 
 #[test]
+fn fleet_corpus() {
+    assert!(run_corpus("fleet", checks::fleet) >= 4);
+}
+
+#[test]
 fn view_corpus() {
     assert!(run_corpus("view", checks::view) >= 2);
 }
@@ -199,6 +204,7 @@ fn drive_every_target_briefly() {
     drive("view", checks::view, 20_000, 1);
     drive("wire", checks::wire, 20_000, 1);
     drive("board", checks::board, 5_000, 1);
+    drive("fleet", checks::fleet, 20_000, 1);
 }
 
 #[test]
@@ -234,6 +240,64 @@ fn finding_board_name_starting_with_a_digit() {
         assert!(e.starts_with("boards/x.toml: key `name`:") && e.contains("start with a letter"), "{e}");
         checks::board(text.as_bytes());
     }
+}
+
+/// Writes the fleet target's seeds (small, committed): an upload, a signed whole global update, a
+/// delta payload and quantised values. Ignored: run by hand after a fleet protocol change
+/// (`write_seed_corpus` writes them too).
+#[test]
+#[ignore]
+fn write_fleet_seed_corpus() {
+    use jetlink::fleet::msg::{FLEET_PROTO, GlobalLinks, LinkUpdate, TargetDelta, TargetLinks, sign_global};
+    use jetlink::fleet::quant::Quantized;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let write = |name: &str, mode: u8, data: &[u8]| {
+        let d = corpus("fleet");
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join(format!("seed-{name}")), [&[mode][..], data].concat()).unwrap();
+    };
+    let t = |target| TargetLinks {
+        target,
+        samples: 9,
+        links: vec![0.25, -0.5, 1.0, 0.0],
+        ensemble: vec![0.5, 0.1],
+    };
+    let up = LinkUpdate {
+        proto: FLEET_PROTO,
+        board: "cam-1".into(),
+        model_hash: [0; 8],
+        seq: 3,
+        base_version: 1,
+        targets: vec![t(0), t(2)],
+    };
+    write("upload", 0, &postcard::to_stdvec(&up).unwrap());
+    let whole = GlobalLinks {
+        proto: FLEET_PROTO,
+        fleet: "lab".into(),
+        model_hash: [0; 8],
+        version: 2,
+        boards: 2,
+        base_version: 0,
+        targets: vec![t(0), t(1)],
+        deltas: Vec::new(),
+    };
+    let key = jetlink::signing::read_private_key(&root.join("demo/keys/demo-insecure.key")).unwrap();
+    write("signed-whole", 1, &sign_global(&whole, &key));
+    let q = Quantized::new(&[0.01, -0.02, 0.03, 0.0]);
+    let delta = GlobalLinks {
+        version: 3,
+        base_version: 2,
+        targets: vec![t(2)],
+        deltas: vec![TargetDelta {
+            target: 0,
+            samples: 12,
+            links: q.clone(),
+            ensemble: Quantized::new(&[0.1, 0.2]),
+        }],
+        ..whole
+    };
+    write("delta", 2, &postcard::to_stdvec(&delta).unwrap());
+    write("quantized", 3, &postcard::to_stdvec(&q).unwrap());
 }
 
 /// Writes the seed corpus (small, committed). Ignored: run by hand after a format change.
@@ -334,6 +398,7 @@ fn write_seed_corpus() {
         let name = p.file_stem().unwrap().to_string_lossy().to_string();
         write("board", &name, &std::fs::read(&p).unwrap());
     }
+    write_fleet_seed_corpus();
 }
 
 const SMALL_MANIFEST: &str = r#"name = "fuzz"

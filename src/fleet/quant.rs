@@ -68,6 +68,8 @@ impl Quantized {
         if base.len() != self.len as usize {
             return Err(format!("{} values for {} weights", self.len, base.len()));
         }
+        // Sizes checked here too, not only by `check`: an unchecked message cannot index past them.
+        self.check(f32::INFINITY)?;
         for (i, b) in base.iter_mut().enumerate() {
             *b += self.value(i);
         }
@@ -112,5 +114,9 @@ mod tests {
         bad.scales.push(0.0);
         assert!(bad.check(1.0).unwrap_err().contains("scales"));
         assert!(e.add_to(&mut [0.0; 3]).is_err());
+        // Sizes that do not match `len` are refused by `add_to` itself, not read past.
+        let mut short = e.clone();
+        short.packed.pop();
+        assert!(short.add_to(&mut [0.0; 4]).is_err());
     }
 }
