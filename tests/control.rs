@@ -279,7 +279,16 @@ fn adaptation_makes_room_and_wins_back_drift() {
 fn policies_run_in_the_loop_and_held_outputs_carry_their_age() {
     let d = demo();
     let cap = 2u32;
-    for policy in ["interval-4", "optimal-hold", "frame-filter", "random", "greedy", "standalone"] {
+    for policy in [
+        "interval-4",
+        "optimal-hold",
+        "frame-filter",
+        "random",
+        "greedy",
+        "standalone",
+        "refresh-4",
+        "oracle-refresh-4",
+    ] {
         let mut b = builder(&d).engines(jetlink::sim::replay(d.reference.clone()));
         *b.options_mut() =
             LoopOptions { policy: policy.into(), max_active: Some(cap as usize), ..b.options_mut().clone() };
@@ -329,6 +338,12 @@ fn policies_run_in_the_loop_and_held_outputs_carry_their_age() {
             }
             // Unchanged frames hold every output.
             "frame-filter" => assert!(held_seen > 0, "{policy}"),
+            // At interval-4's rate (8 / 4 = 2 runs a tick, within the cap), the rest held.
+            "refresh-4" | "oracle-refresh-4" => {
+                assert!(held_seen > 1000, "{policy}: {held_seen} held");
+                let saved = s.executions_saved(s.n_models);
+                assert!((0.70..=0.80).contains(&saved), "{policy}: {saved} saved");
+            }
             // Policies without holding.
             "greedy" | "standalone" | "random" => assert_eq!(held_seen, 0, "{policy}"),
             _ => {}
@@ -340,6 +355,11 @@ fn policies_run_in_the_loop_and_held_outputs_carry_their_age() {
     let err = b.build_replay(0..10, writer()).err().unwrap();
     let msg = format!("{err:#}");
     assert!(msg.contains("\"interval-0\"") && msg.contains("optimal-hold"), "{msg}");
+    // The oracle is a benchmark ceiling: without a reference it is refused.
+    let mut b = builder(&d).engines(jetlink::sim::replay(d.reference.clone())).reference(None);
+    b.options_mut().policy = "oracle-refresh-4".into();
+    let msg = format!("{:#}", b.build_replay(0..10, writer()).err().unwrap());
+    assert!(msg.contains("needs the reference"), "{msg}");
 }
 
 /// A bundle whose DCTA table was built for another board still adapts: the loop allocates with

@@ -331,6 +331,8 @@ fn best_row(rows: &[Row], seg: &'static str, floor: f64) -> Best {
     let b = rows
         .iter()
         .filter(|r| r.executions_saved >= floor)
+        // A ceiling that reads the reference (`oracle-refresh-K`) is not a method a board can run.
+        .filter(|r| !r.policy.starts_with("oracle-"))
         .filter_map(|r| segment(r, seg).map(|a| (a, r)))
         .max_by(|x, y| x.0.total_cmp(&y.0));
     Best {

@@ -37,6 +37,7 @@ mod audit;
 mod build;
 pub mod policy;
 mod prepare;
+pub mod refresh;
 mod stats;
 
 pub use crate::schedule::share_saved;
@@ -243,6 +244,8 @@ struct LoopState {
     /// Time spent in engines (views and inference) during the last tick.
     engine_ns: u64,
     stats: LoopStats,
+    /// `refresh-K` / `oracle-refresh-K`: the per-tick choice of what to refresh.
+    refresh: Option<refresh::Refresh>,
     period_start: LoopStats,
     period_peak: u64,
     period_missed: bool,
@@ -255,6 +258,9 @@ struct TickNotes {
     flags: u8,
     degraded: u16,
 }
+
+/// Up to this many tasks, `refresh-K` picks the best set to run exhaustively; above, greedily.
+const EXHAUSTIVE_REFRESH: usize = 12;
 
 /// The prepared loop.
 pub struct Controller<S: FrameSource, W: embedded_io::Write> {
@@ -570,6 +576,68 @@ impl<S: FrameSource, W: embedded_io::Write> Controller<S, W> {
                 st.have_gate = true;
             }
         }
+        if self.st.refresh.is_some() && have_frame {
+            self.choose_refresh(budget);
+        }
+    }
+
+    /// `refresh-K`: this tick's runs go to the tasks whose held outputs are most likely stale (the
+    /// oracle: those that are), most first, as many as the rate allows and the budget fits; every
+    /// other task is held.
+    fn choose_refresh(&mut self, budget: u64) {
+        let (plan, io) = (&self.plan, &self.io);
+        let LoopState { refresh, frame, age, run_out, next_index, .. } = &mut self.st;
+        let Some(rf) = refresh.as_mut() else { return };
+        rf.observe_frame(frame);
+        let oracle = rf.mode == refresh::Mode::Oracle;
+        if oracle {
+            // The reference outputs of this frame, in the loop's layout (matched by name at build).
+            let index = next_index.wrapping_sub(1);
+            if let Some((r, row)) = io.reference.as_ref().and_then(|r| Some((r, r.row_of_frame(index)?))) {
+                for j in 0..plan.n() {
+                    let range = plan.layout.range(j);
+                    let o = r.offset(j);
+                    rf.reference[range.clone()].copy_from_slice(&r.row(row)[o..o + range.len()]);
+                }
+            }
+        }
+        let runs = rf.take_runs(plan.problem.max_active);
+        let p = &plan.problem;
+        let scores = rf.score(
+            age,
+            &p.hold,
+            &p.importance,
+            oracle.then_some((&plan.kinds[..], &plan.tolerances[..], &plan.layout, &run_out[..])),
+        );
+        let n = plan.n();
+        let value = |m: u64| (0..n).filter(|&j| m >> j & 1 == 1).map(|j| scores[j].min(1e6)).sum::<f32>();
+        let mut chosen = 0u64;
+        if n <= EXHAUSTIVE_REFRESH {
+            // The set of at most `runs` tasks that fits and is most stale in total: one large task
+            // does not crowd out two smaller ones that are staler together (2^n sets, n ≤ 12).
+            let mut best = 0.0f32;
+            for m in 1..1u64 << n {
+                if m.count_ones() as usize <= runs && p.cost_of(m, 0) <= budget {
+                    let v = value(m);
+                    if v > best {
+                        (best, chosen) = (v, m);
+                    }
+                }
+            }
+        } else {
+            for _ in 0..runs {
+                let next = (0..n)
+                    .filter(|&j| chosen >> j & 1 == 0 && p.cost_of(chosen | 1 << j, 0) <= budget)
+                    .max_by(|&a, &b| scores[a].total_cmp(&scores[b]));
+                match next {
+                    Some(j) => chosen |= 1 << j,
+                    None => break,
+                }
+            }
+        }
+        rf.spent(chosen.count_ones() as usize);
+        let st = &mut self.st;
+        (st.active, st.predicted, st.hold) = (chosen, 0, self.plan.all() & !chosen);
     }
 
     /// The policy's level at `budget`; a new level starts its cycle afresh.
@@ -864,6 +932,11 @@ impl<S: FrameSource, W: embedded_io::Write> Controller<S, W> {
         for j in 0..self.plan.n() {
             if ran >> j & 1 == 1 {
                 let r = self.plan.layout.range(j);
+                if let Some(rf) = st.refresh.as_mut() {
+                    // The fresh output against the one it replaces: how stale that one had gone.
+                    let old = (st.age[j] != u32::MAX).then(|| &st.run_out[r.clone()]);
+                    rf.ran(j, self.plan.kinds[j], self.plan.tolerances[j], &st.row[r.clone()], old);
+                }
                 st.run_out[r.clone()].copy_from_slice(&st.row[r]);
                 st.age[j] = 0;
             }

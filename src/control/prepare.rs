@@ -20,6 +20,7 @@ use crate::source::FrameSource;
 use crate::telemetry::Telemetry;
 use crate::view::Shape;
 use crate::wire::{self, Message, TelemetryWriter};
+use anyhow::bail;
 
 /// Everything `prepare` needs.
 pub(super) struct Parts<S: FrameSource, W: embedded_io::Write> {
@@ -55,6 +56,13 @@ pub(super) fn prepare<S: FrameSource, W: embedded_io::Write>(p: Parts<S, W>) -> 
         profile,
     } = p;
     check_parts(&manifest, &bundle, frame_shape, &source, reference.as_deref())?;
+    if matches!(refresh::parse(&opts.policy), Some((refresh::Mode::Oracle, _))) && reference.is_none() {
+        bail!(
+            "--policy {}: the oracle refreshes what the reference recording says is stale; it is a \
+             benchmark ceiling and needs the reference (not a live source)",
+            opts.policy
+        );
+    }
     let n = bundle.n_models();
     let models = crate::engine::prepare_all(&manifest, frame_shape, backend.as_ref())?;
     let mut opts = opts;
@@ -126,6 +134,8 @@ pub(super) fn prepare<S: FrameSource, W: embedded_io::Write>(p: Parts<S, W>) -> 
         next_index: 0,
         frame_index: 0,
         engine_ns: 0,
+        refresh: refresh::parse(&opts.policy)
+            .map(|(mode, k)| refresh::Refresh::new(mode, k, n, source.frame_len(), stride)),
         period_start: stats,
         stats,
         period_peak: 0,

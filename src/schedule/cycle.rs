@@ -34,12 +34,22 @@ pub struct CycleTable {
 }
 
 /// The policies, for messages and `--help`.
-pub const POLICY_HELP: &str =
-    "policies: optimal, optimal-hold, interval-K (K >= 1), greedy, random, standalone, frame-filter";
+pub const POLICY_HELP: &str = "policies: optimal, optimal-hold, interval-K (K >= 1), greedy, random, standalone, frame-filter, refresh-K, oracle-refresh-K (a benchmark ceiling: needs the reference)";
 
-/// Whether `name` is a policy the loop can run (`interval-K` for K ≥ 1 included).
+/// Whether `name` is a policy the loop can run (`interval-K`, `refresh-K` and `oracle-refresh-K`
+/// for K ≥ 1 included).
 pub fn is_policy(name: &str) -> bool {
-    name == "optimal" || by_name(name, &[], 0).is_some()
+    name == "optimal" || by_name(name, &[], 0).is_some() || refresh_policy(name).is_some()
+}
+
+/// `refresh-K` (false, K) or `oracle-refresh-K` (true, K): the loop chooses each tick which tasks to
+/// refresh (`src/control/refresh.rs`) at the execution rate of `interval-K`, whose table it keeps.
+pub fn refresh_policy(name: &str) -> Option<(bool, u32)> {
+    let (oracle, k) = match name.strip_prefix("oracle-refresh-") {
+        Some(k) => (true, k),
+        None => (false, name.strip_prefix("refresh-")?),
+    };
+    k.parse().ok().filter(|&k| k >= 1).map(|k| (oracle, k))
 }
 
 impl CycleTable {
@@ -66,6 +76,11 @@ impl CycleTable {
     ) -> Option<CycleTable> {
         if name == "optimal" {
             return Some(CycleTable::from_staircase(table));
+        }
+        if let Some((_, k)) = refresh_policy(name) {
+            let mut t = CycleTable::build(&format!("interval-{k}"), p, table, profile, seed)?;
+            t.name = name.to_string();
+            return Some(t);
         }
         let mut s = by_name(name, profile, seed)?;
         if name == "optimal-hold" && p.n > super::hold::FULL_ROTATION_MODELS {
