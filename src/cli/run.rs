@@ -755,6 +755,17 @@ pub(crate) fn print_summary(
         ctl.policy(),
         s.held_outputs
     );
+    if let Some((w, runs)) = ctl.refresh_weights() {
+        let per: Vec<String> = names
+            .iter()
+            .zip(&w)
+            .map(|(m, w)| format!("{m} [{:+.2} {:+.2} {:+.2} {:+.2}]", w[0], w[1], w[2], w[3]))
+            .collect();
+        println!(
+            "  staleness learnt       from {runs} runs; per task [bias, log age, frame change, 1 - hold score]: {}",
+            per.join(", ")
+        );
+    }
     let (rule, window) = ctl.label_rule();
     println!(
         "  labels                 {} every {} ticks{}",

@@ -395,6 +395,13 @@ impl<S: FrameSource, W: embedded_io::Write> Controller<S, W> {
         self.st.mem_used
     }
 
+    /// `refresh-K`: per task, the staleness model's learnt weights (bias, log age, frame change,
+    /// 1 − hold score) and the runs it learnt from.
+    pub fn refresh_weights(&self) -> Option<(Vec<[f32; 4]>, u64)> {
+        let r = self.st.refresh.as_ref()?;
+        Some(((0..self.plan.n()).map(|j| r.weights(j)).collect(), r.updates))
+    }
+
     /// Each model's memory (weights and activations), as the schedule counts it.
     pub fn model_memory(&self) -> &[u64] {
         &self.plan.problem.model_mem
