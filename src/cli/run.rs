@@ -251,6 +251,7 @@ impl Signals {
 static STOP: std::sync::OnceLock<Arc<std::sync::atomic::AtomicBool>> = std::sync::OnceLock::new();
 
 /// A stop signal arrived (after [`Signals::register`]).
+#[cfg_attr(not(feature = "fleet"), allow(dead_code))]
 pub(crate) fn stop_requested() -> bool {
     STOP.get().is_some_and(|s| s.load(std::sync::atomic::Ordering::Relaxed))
 }
