@@ -516,7 +516,7 @@ pub(crate) fn run(a: &RunArgs) -> Result<()> {
     if let Some(c) = fleet_client {
         let s = c.stop();
         println!(
-            "fleet: {} summaries acknowledged, {} waiting, {} dropped, {} resent; {} link updates; global links: {} accepted (version {}), {} refused{}",
+            "fleet: {} summaries acknowledged, {} waiting, {} dropped, {} resent; {} link updates; global links: {} accepted (version {}; {} as deltas, {} gaps, {} bytes received), {} refused{}",
             s.summaries_acked,
             s.stored,
             s.dropped,
@@ -524,6 +524,9 @@ pub(crate) fn run(a: &RunArgs) -> Result<()> {
             s.link_updates,
             s.globals_accepted,
             s.global_version,
+            s.deltas_applied,
+            s.delta_gaps,
+            s.global_bytes_received,
             s.globals_refused,
             s.last_refusal.map(|r| format!(" (last: {r})")).unwrap_or_default()
         );
