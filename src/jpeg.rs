@@ -18,13 +18,21 @@ pub struct Decoded {
     pub pixels: Vec<u8>,
 }
 
-/// Decode `bytes` strictly; an image wider or taller than `max_side` is refused before its pixels
-/// are allocated.
-pub fn decode(bytes: &[u8], max_side: usize) -> Result<Decoded> {
+/// Decode `bytes` strictly; an image wider than `max_width`, taller than `max_height`, or whose
+/// pixels would take more than [`crate::input::limit::IMAGE`] bytes is refused from its header,
+/// before its pixels are allocated.
+pub fn decode(bytes: &[u8], max_width: usize, max_height: usize) -> Result<Decoded> {
     let probe =
-        DecoderOptions::default().set_strict_mode(true).set_max_width(max_side).set_max_height(max_side);
+        DecoderOptions::default().set_strict_mode(true).set_max_width(max_width).set_max_height(max_height);
     let mut d = zune_jpeg::JpegDecoder::new_with_options(ZCursor::new(bytes), probe);
     d.decode_headers().map_err(|e| anyhow!("not a valid JPEG: {e:?}"))?;
+    let (w, h) = d.dimensions().ok_or_else(|| anyhow!("not a valid JPEG: no dimensions"))?;
+    if w > max_width || h > max_height {
+        bail!("a {w}x{h} JPEG, larger than {max_width}x{max_height}");
+    }
+    if (w as u64) * (h as u64) * 3 > crate::input::limit::IMAGE {
+        bail!("a {w}x{h} JPEG would take more than {} bytes decoded", crate::input::limit::IMAGE);
+    }
     let grey = matches!(d.input_colorspace(), Some(ColorSpace::Luma | ColorSpace::LumaA));
     let out = if grey { ColorSpace::Luma } else { ColorSpace::RGB };
     let opts = probe.jpeg_set_out_colorspace(out);
@@ -71,18 +79,18 @@ mod tests {
 
     #[test]
     fn grey_and_rgb_decode_and_damage_is_refused() {
-        let g = decode(&encode(32, 16, true), 64).unwrap();
+        let g = decode(&encode(32, 16, true), 64, 64).unwrap();
         assert_eq!((g.width, g.height, g.channels, g.pixels.len()), (32, 16, 1, 512));
-        let c = decode(&encode(32, 16, false), 64).unwrap();
+        let c = decode(&encode(32, 16, false), 64, 64).unwrap();
         assert_eq!((c.width, c.height, c.channels, c.pixels.len()), (32, 16, 3, 1536));
         // Truncated: the lenient decoder fills the rest with grey; this one refuses.
         let j = encode(64, 64, false);
         assert!(image::load_from_memory(&j[..j.len() / 2]).is_ok(), "the lenient decoder accepts it");
-        assert!(decode(&j[..j.len() / 2], 64).is_err());
+        assert!(decode(&j[..j.len() / 2], 64, 64).is_err());
         // Too large for the caller.
-        let e = decode(&j, 32).err().expect("64x64 is above a side of 32");
+        let e = decode(&j, 32, 64).err().expect("64 wide is above a width of 32");
         assert!(format!("{e:#}").contains("JPEG"), "{e:#}");
         // Not a JPEG at all.
-        assert!(decode(b"\x89PNG\r\n\x1a\n", 64).is_err());
+        assert!(decode(b"\x89PNG\r\n\x1a\n", 64, 64).is_err());
     }
 }

@@ -119,6 +119,12 @@ impl<W: Write> Monitor<W> {
     }
 
     /// Feed received bytes.
+    /// The file being followed was rewritten: an unfinished frame of the old content is counted as
+    /// truncated and dropped, so it cannot swallow the new content's first frame.
+    pub fn restart_stream(&mut self) {
+        self.decoder.finish();
+    }
+
     pub fn feed(&mut self, bytes: &[u8]) {
         let Monitor { decoder, stats, csv, csv_error } = self;
         decoder.feed(bytes, |m| match m {
@@ -214,6 +220,7 @@ pub fn monitor(path: &Path, opts: &MonitorOptions) -> Result<MonitorStats> {
             Ok(0) => {
                 if reader.reopen_if_rewritten(path).with_context(|| format!("following {name}"))? {
                     log::info!("{name} was rewritten; reading it from its start");
+                    mon.restart_stream();
                     continue;
                 }
                 std::thread::sleep(POLL);

@@ -192,15 +192,18 @@ impl Recording {
         let (Ok(n_frames), Ok(n_models)) = (c.u32("n_frames"), c.u32("n_models")) else { return Ok(None) };
         ensure!(n_models > 0 && n_models <= 4096, "n_models {n_models} out of range 1..=4096");
         let mut stride = 0u64;
-        for _ in 0..n_models {
+        for i in 0..n_models {
             let Ok(len) = c.u16("name_len") else { return Ok(None) };
             let (Ok(_), Ok(_), Ok(size)) = (c.take(len as usize, "name"), c.take(1, "kind"), c.u32("size"))
             else {
                 return Ok(None);
             };
+            ensure!(size > 0 && size <= 1 << 20, "model {i}: size {size} out of range");
             stride += size as u64;
         }
-        Ok(Some(c.at as u64 + n_frames as u64 * (4 + 4 * stride)))
+        // At most 4096 models of 2^20 values: 4 + 4·stride fits in a u64; n_frames times it may not.
+        let body = (n_frames as u64).checked_mul(4 + 4 * stride).unwrap_or(u64::MAX);
+        Ok(Some(body.saturating_add(c.at as u64)))
     }
 
     pub fn parse(b: &[u8]) -> Result<Recording> {

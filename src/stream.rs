@@ -74,9 +74,20 @@ impl Stream {
         let jpeg = Self::magic(&mut c)?;
         let n = c.u32("n_frames")? as u64;
         let px = c.u16("height")? as u64 * c.u16("width")? as u64 * c.take(1, "channels")?[0] as u64;
-        // A baseline JPEG of a frame is far smaller than twice its pixels plus its tables.
-        let per = if jpeg { FRAME_META as u64 + 4 + 2 * px + 65536 } else { FRAME_META as u64 + px };
-        Ok(Some(HEADER as u64 + n * per))
+        if jpeg {
+            // JPEG frames have no fixed size: a baseline JPEG of a frame is far smaller than twice
+            // its pixels plus its tables, and the whole is bounded by the limit for a stream (its
+            // decoded size is checked when it is parsed), never refused for its estimate alone.
+            let per = FRAME_META as u64 + 4 + 2 * px + 65536;
+            let est = n.checked_mul(per).and_then(|b| b.checked_add(HEADER as u64));
+            return Ok(Some(est.unwrap_or(u64::MAX).min(crate::input::limit::DATA)));
+        }
+        // Raw frames: the exact size (a header past u64 is refused as past the limit).
+        Ok(Some(
+            n.checked_mul(FRAME_META as u64 + px)
+                .and_then(|b| b.checked_add(HEADER as u64))
+                .unwrap_or(u64::MAX),
+        ))
     }
 
     fn magic(c: &mut Cursor) -> Result<bool> {
@@ -111,7 +122,8 @@ impl Stream {
         );
         ensure!(channels == 1 || channels == 3 || !jpeg, "JPEG frames have 1 or 3 channels, not {channels}");
         let px = height * width * channels;
-        let decoded = (n as u64) * (px as u64);
+        // Checked: n and the frame size come from the file (a product past u64 is past the limit).
+        let decoded = (n as u64).checked_mul(px as u64).unwrap_or(u64::MAX);
         ensure!(
             decoded <= crate::input::limit::DATA,
             "{n} frames of {height}x{width}x{channels} are {decoded} bytes decoded, above the limit of {} bytes \
@@ -127,7 +139,7 @@ impl Stream {
                 let severity = c.take(1, "severity")?[0];
                 meta.push(FrameMeta { source, label, severity });
                 let len = c.u32("jpeg_len")? as usize;
-                let img = crate::jpeg::decode(c.take(len, "jpeg")?, width.max(height))
+                let img = crate::jpeg::decode(c.take(len, "jpeg")?, width, height)
                     .with_context(|| format!("frame {k}: decoding its JPEG"))?;
                 ensure!(
                     img.width == width && img.height == height && img.channels == channels,
@@ -385,6 +397,42 @@ mod tests {
         grey.extend_from_slice(&g);
         let e = format!("{:#}", Stream::parse(&grey).unwrap_err());
         assert!(e.contains("frame 1: JPEG is 24x16x1, the stream's frames are 24x16x3"), "{e}");
+    }
+
+    /// Sizes from a hostile header: products that overflow are past the limit (no wrap, no panic);
+    /// a JPEG whose own header claims more than the stream's frame size is refused before its
+    /// pixels are allocated; a long JPEG stream's size estimate is capped, never refused for itself.
+    #[test]
+    fn hostile_sizes_are_refused_before_anything_is_allocated() {
+        let head = |magic: &[u8; 8], n: u32, h: u16, w: u16, c: u8| {
+            let mut b = magic.to_vec();
+            b.extend_from_slice(&n.to_le_bytes());
+            b.extend_from_slice(&h.to_le_bytes());
+            b.extend_from_slice(&w.to_le_bytes());
+            b.extend_from_slice(&[c, 0, 0, 0]);
+            b.extend_from_slice(&0u32.to_le_bytes());
+            b.extend_from_slice(&n.to_le_bytes());
+            b
+        };
+        let e = format!("{:#}", Stream::parse(&head(MAGIC_JPEG, u32::MAX, 65535, 65535, 3)).unwrap_err());
+        assert!(e.contains("above the limit"), "{e}");
+        assert_eq!(
+            Stream::declared_len(&head(MAGIC, u32::MAX, 65535, 65535, 3)).unwrap(),
+            Some(u64::MAX),
+            "a raw header past u64 declares more than any limit"
+        );
+        let long = Stream::declared_len(&head(MAGIC_JPEG, 100_000, 224, 224, 3)).unwrap().unwrap();
+        assert_eq!(long, crate::input::limit::DATA);
+        // A 16x24 RGB frame slot holding a JPEG whose header says 65535x65535.
+        let mut j = crate::jpeg::encode(&[0u8; 16 * 24 * 3], 24, 16, 3, 90).unwrap();
+        let sof = j.windows(2).position(|w| w == [0xFF, 0xC0]).expect("a baseline SOF0");
+        j[sof + 5..sof + 9].copy_from_slice(&[0xFF, 0xFF, 0xFF, 0xFF]);
+        let mut b = head(MAGIC_JPEG, 1, 16, 24, 3);
+        b.extend_from_slice(&[0, 0, 0, 0, 255, 0]);
+        b.extend_from_slice(&(j.len() as u32).to_le_bytes());
+        b.extend_from_slice(&j);
+        let e = format!("{:#}", Stream::parse(&b).unwrap_err());
+        assert!(e.contains("frame 0: decoding its JPEG"), "{e}");
     }
 
     /// A gzip stream is inflated no further than its header declares: a valid header with an

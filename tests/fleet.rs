@@ -519,6 +519,9 @@ fn replayed_and_foreign_fleet_updates_are_refused_after_a_restart() {
     std::thread::spawn(move || while conn.recv().is_ok() {});
     let send =
         |bytes: Vec<u8>| publisher.publish(cfg.topic_global_links(), QoS::AtLeastOnce, true, bytes).unwrap();
+    // A board that holds a current version listens to deltas only: a replay reaches it there.
+    let send_delta =
+        |bytes: Vec<u8>| publisher.publish(cfg.topic_global_delta(), QoS::AtLeastOnce, false, bytes).unwrap();
 
     let b = SimBoard::join_with_state(&cfg, &d.bundle, "keeper", pk, 8, Some(state.clone())).unwrap();
     assert!(b.client.wait_for(WAIT, |s| s.connected));
@@ -527,20 +530,25 @@ fn replayed_and_foreign_fleet_updates_are_refused_after_a_restart() {
     b.client.stop();
     assert_eq!(state.highest().unwrap(), 5, "the accepted version was not kept");
 
-    // Restarted: the retained version 5 is not news (not applied again), version 4 is a rollback,
-    // version 6 of fleet lab2 (same key) is another fleet's.
+    // Restarted: the retained version 5 (the highest accepted) is applied again, since the board
+    // holds no global links yet; version 4 is a rollback; version 6 of fleet lab2 (same key) is
+    // another fleet's.
     let b = SimBoard::join_with_state(&cfg, &d.bundle, "keeper", pk, 8, Some(state.clone())).unwrap();
     assert!(b.client.wait_for(WAIT, |s| s.connected));
-    assert_eq!(b.client.stats().global_version, 5);
-    send(global("lab", 4));
+    assert!(
+        b.client.wait_for(WAIT, |s| s.globals_accepted == 1 && s.global_version == 5),
+        "{:?}",
+        b.client.stats()
+    );
+    send_delta(global("lab", 4));
     assert!(b.client.wait_for(WAIT, |s| s.globals_refused == 1), "{:?}", b.client.stats());
-    send(global("lab2", 6));
+    send_delta(global("lab2", 6));
     assert!(b.client.wait_for(WAIT, |s| s.globals_refused == 2), "{:?}", b.client.stats());
     let st = b.client.stats();
-    assert_eq!((st.globals_accepted, st.global_version), (0, 5), "{st:?}");
+    assert_eq!((st.globals_accepted, st.global_version), (1, 5), "{st:?}");
     assert!(st.last_refusal.as_deref().unwrap_or("").contains("fleet \"lab2\""), "{:?}", st.last_refusal);
-    send(global("lab", 7));
-    assert!(b.client.wait_for(WAIT, |s| s.globals_accepted == 1 && s.global_version == 7));
+    send_delta(global("lab", 7));
+    assert!(b.client.wait_for(WAIT, |s| s.globals_accepted == 2 && s.global_version == 7));
     b.client.stop();
     assert_eq!(state.highest().unwrap(), 7);
     std::fs::remove_dir_all(&dir).unwrap();
@@ -948,4 +956,68 @@ fn later_rounds_travel_as_small_deltas_that_rebuild_the_whole_update() {
     );
     println!("held-out agreement: exact average {a:.4}, quantised {q:.4}");
     assert!((a - q).abs() <= 0.002, "quantised {q:.4} against exact {a:.4}");
+}
+
+/// The aggregator outlives its broker: after a broker restart it connects again and runs its
+/// round (its connection's event loop ends at the first error; the aggregator opens a new one).
+#[test]
+fn the_aggregator_reconnects_after_a_broker_restart() {
+    use jetlink::fleet::msg::LinkUpdate;
+    let Some(mut broker) = broker() else { return };
+    let d = DemoSet::demo().unwrap();
+    let bundle = &d.bundle;
+    let cfg = broker.config("again");
+    let agg = Aggregator::start(
+        cfg.clone(),
+        AggregateOptions {
+            key: fleet_key(),
+            model_hash: model_hash(bundle),
+            period: Duration::from_secs(3600),
+            min_boards: 1,
+            rounds: Some(1),
+            start_version: 0,
+            shapes: fuse::target_shapes(&bundle.links, &bundle.ensembles),
+            boards: None,
+            poll: Duration::from_millis(10),
+        },
+    )
+    .unwrap();
+    assert!(wait_until(|| agg.stats().connected), "no first connection");
+    broker.restart().unwrap();
+    assert!(
+        wait_until(|| !agg.stats().connected || agg.stats().connection_error.is_some()),
+        "the cut went unseen"
+    );
+    assert!(
+        wait_until(|| agg.stats().connected),
+        "no connection after the restart: {:?}",
+        agg.stats().connection_error
+    );
+    assert!(!agg.is_finished(), "the aggregator ended with its broker");
+    let (client, mut conn) = Client::new(mqtt_options(&cfg, "again-board").unwrap(), 16);
+    std::thread::spawn(move || while conn.recv().is_ok() {});
+    let p = Predictor::new(bundle);
+    let u = LinkUpdate {
+        proto: FLEET_PROTO,
+        board: "b".into(),
+        model_hash: model_hash(bundle),
+        seq: 1,
+        base_version: 0,
+        targets: vec![fuse::target_links(&p, 1, 50)],
+    };
+    // The aggregator subscribes on each connection; publish until the round runs.
+    assert!(
+        wait_until(|| {
+            let _ = client.publish(
+                cfg.topic_links("b"),
+                QoS::AtLeastOnce,
+                false,
+                postcard::to_stdvec(&u).unwrap(),
+            );
+            std::thread::sleep(Duration::from_millis(200));
+            agg.stats().rounds.len() == 1
+        }),
+        "no round after the restart"
+    );
+    agg.stop().unwrap();
 }

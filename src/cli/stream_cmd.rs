@@ -68,6 +68,14 @@ fn manifest_shape(m: &Manifest) -> Result<Option<Shape>> {
         if d.len() != 4 || !(d[1] == 1 || d[1] == 3) {
             continue;
         }
+        if d[2] > u16::MAX as u32 || d[3] > u16::MAX as u32 {
+            bail!(
+                "--manifest: model {:?} takes {}x{} frames, larger than a stream holds (65535)",
+                spec.name,
+                d[2],
+                d[3]
+            );
+        }
         let s = Shape { h: d[2] as usize, w: d[3] as usize, c: d[1] as usize };
         match found {
             Some((f, other)) if f != s => bail!(

@@ -257,6 +257,8 @@ struct LoopState {
 struct TickNotes {
     flags: u8,
     degraded: u16,
+    /// A power throttle started this tick (counted after the period boundary, with the tick).
+    throttle: bool,
 }
 
 /// Up to this many tasks, `refresh-K` picks the best set to run exhaustively; above, greedily.
@@ -295,8 +297,6 @@ impl<S: FrameSource, W: embedded_io::Write> Controller<S, W> {
         &self.io.writer
     }
 
-    /// The frame source and the serial writer, for a new loop that replaces this one (a bundle
-    /// reload).
     /// The next tick's number and the current period's: what a loop that replaces this one (a
     /// bundle reload) continues from, so that the wire's Tick counter and period numbers never go
     /// back on the same line.
@@ -325,6 +325,8 @@ impl<S: FrameSource, W: embedded_io::Write> Controller<S, W> {
         self.event(EventKind::DeadlineMiss { tick_us: us as u32, deadline_us: deadline_us as u32 });
     }
 
+    /// The frame source and the serial writer, for a new loop that replaces this one (a bundle
+    /// reload).
     pub fn into_source_and_writer(self) -> (S, TelemetryWriter<W>) {
         (self.io.source, self.io.writer)
     }
@@ -471,6 +473,7 @@ impl<S: FrameSource, W: embedded_io::Write> Controller<S, W> {
         self.st.stats.ticks += 1;
         self.st.stats.frame_faults += u64::from(info.is_none());
         self.st.stats.telemetry_faults += u64::from(notes.flags & flags::TELEMETRY_FAULT != 0);
+        self.st.stats.throttles += u64::from(notes.throttle);
         self.st.extra = self.choose_extra();
         let (group, run) = self.plan_extra();
         if let Some(j) = self.st.extra.audit {
@@ -543,7 +546,7 @@ impl<S: FrameSource, W: embedded_io::Write> Controller<S, W> {
             notes.flags |= flags::OVER_POWER;
         }
         if step.started {
-            self.st.stats.throttles += 1;
+            notes.throttle = true;
             self.event(EventKind::PowerThrottle {
                 power_mw: power,
                 budget_mw: self.plan.board.power_budget_mw,
@@ -600,12 +603,16 @@ impl<S: FrameSource, W: embedded_io::Write> Controller<S, W> {
         if oracle {
             // The reference outputs of this frame, in the loop's layout (matched by name at build).
             let index = next_index.wrapping_sub(1);
-            if let Some((r, row)) = io.reference.as_ref().and_then(|r| Some((r, r.row_of_frame(index)?))) {
-                for j in 0..plan.n() {
-                    let range = plan.layout.range(j);
-                    let o = r.offset(j);
-                    rf.reference[range.clone()].copy_from_slice(&r.row(row)[o..o + range.len()]);
+            match io.reference.as_ref().and_then(|r| Some((r, r.row_of_frame(index)?))) {
+                Some((r, row)) => {
+                    for j in 0..plan.n() {
+                        let range = plan.layout.range(j);
+                        let o = r.offset(j);
+                        rf.reference[range.clone()].copy_from_slice(&r.row(row)[o..o + range.len()]);
+                    }
                 }
+                // A frame the reference lacks: nothing looks stale, so the oldest go first.
+                None => rf.reference.copy_from_slice(run_out),
             }
         }
         let runs = rf.take_runs(plan.problem.max_active);
@@ -679,9 +686,12 @@ impl<S: FrameSource, W: embedded_io::Write> Controller<S, W> {
     /// targets: those the DCTA table assigns a unit, whose drift rose, that are not running and that
     /// fit the budget beside at least one running model.
     fn start_period(&mut self) {
-        // A loop resumed at a boundary (after a reload) has no ticks of its own to summarise yet.
-        if self.st.tick_no > 0 && self.st.stats.ticks > self.st.period_start.ticks {
-            self.send_summary();
+        if self.st.tick_no > 0 {
+            // A loop resumed at a boundary (after a reload) has no ticks of its own to summarise:
+            // the loop it replaced sent that period's summary. The period number moves on anyway.
+            if self.st.stats.ticks > self.st.period_start.ticks {
+                self.send_summary();
+            }
             self.st.period += 1;
         }
         self.fleet_exchange();

@@ -44,9 +44,10 @@ pub struct Refresh {
     rate: f32,
     k: u32,
     credit: f32,
-    /// Cumulative frame change, its value when each task last ran, and the running mean per tick.
-    change: f32,
-    change_at_run: Vec<f32>,
+    /// Cumulative frame change (f64: it only grows), its value when each task last ran, and the
+    /// running mean per tick.
+    change: f64,
+    change_at_run: Vec<f64>,
     mean_step: f32,
     steps: u32,
     prev: Vec<u8>,
@@ -91,7 +92,7 @@ impl Refresh {
     pub fn observe_frame(&mut self, frame: &[u8]) {
         if self.have_prev {
             let d = crate::schedule::frame_difference(frame, &self.prev);
-            self.change += d;
+            self.change += d as f64;
             self.steps += 1;
             self.mean_step += (d - self.mean_step) / self.steps as f32;
         }
@@ -104,7 +105,7 @@ impl Refresh {
     fn features(&self, j: usize, age: u32, hold: &[f32]) -> [f32; FEATURES] {
         let a = (age.max(1) as usize).min(MAX_HOLD_AGE);
         let h = hold.get(j * MAX_HOLD_AGE + a - 1).copied().unwrap_or(0.0);
-        let since = self.change - self.change_at_run[j];
+        let since = (self.change - self.change_at_run[j]) as f32;
         let scale = self.mean_step.max(1e-3) * 8.0;
         [1.0, (age as f32).ln_1p() / 4.0, (since / scale).min(4.0), 1.0 - h]
     }
@@ -203,11 +204,12 @@ mod tests {
         let mut r = Refresh::new(Mode::Learnt, 1, 2, 4, 4);
         for t in 0..200u8 {
             r.observe_frame(&[t; 4]);
-            r.score(&[3, 3], &hold, &[1.0, 1.0], None);
+            // Age 1: not overdue (2K = 2), so the learnt staleness alone decides.
+            r.score(&[1, 1], &hold, &[1.0, 1.0], None);
             r.ran(0, OutputKind::Class, 0.0, &[1.0, 0.0], Some(&[0.0, 1.0]));
             r.ran(1, OutputKind::Class, 0.0, &[1.0, 0.0], Some(&[1.0, 0.0]));
         }
-        let s = r.score(&[3, 3], &hold, &[1.0, 1.0], None);
+        let s = r.score(&[1, 1], &hold, &[1.0, 1.0], None);
         assert!(s[0] > 0.8 && s[1] < 0.2, "{s:?}");
         assert_eq!(r.updates, 400);
     }

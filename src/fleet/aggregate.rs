@@ -134,8 +134,7 @@ fn run(cfg: FleetConfig, opts: AggregateOptions, shared: Arc<Shared>) -> Result<
     let nonce =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
     let id = format!("aggregator-{}-{}-{nonce:08x}", cfg.fleet, std::process::id());
-    let link = MqttLink::open(mqtt_options(&cfg, &id)?, 1024);
-    let client = link.client.clone();
+    let mut link = MqttLink::open(mqtt_options(&cfg, &id)?, 1024);
     let mut latest: BTreeMap<String, LinkUpdate> = BTreeMap::new();
     let mut offers: BTreeMap<String, TaskOffer> = BTreeMap::new();
     let mut fresh: BTreeMap<String, ()> = BTreeMap::new();
@@ -145,6 +144,7 @@ fn run(cfg: FleetConfig, opts: AggregateOptions, shared: Arc<Shared>) -> Result<
     let mut held: Vec<TargetLinks> = Vec::new();
     let mut rounds = 0u32;
     let mut backoff = cfg.min_backoff;
+    let mut lost: Option<String> = None;
     while !shared.stop.load(Ordering::Relaxed) {
         match link.recv_timeout(opts.poll) {
             Ok(Ok(Event::Incoming(Packet::ConnAck(_)))) => {
@@ -152,8 +152,9 @@ fn run(cfg: FleetConfig, opts: AggregateOptions, shared: Arc<Shared>) -> Result<
                 let mut st = shared.stats.lock().expect("stats");
                 (st.connected, st.connection_error) = (true, None);
                 drop(st);
-                client.subscribe(cfg.topic_all("links"), QoS::AtLeastOnce)?;
-                client.subscribe(cfg.topic_all("tasks"), QoS::AtLeastOnce)?;
+                // A request to a connection that has just ended fails: the next connection asks again.
+                let _ = link.client.subscribe(cfg.topic_all("links"), QoS::AtLeastOnce);
+                let _ = link.client.subscribe(cfg.topic_all("tasks"), QoS::AtLeastOnce);
             }
             Ok(Ok(Event::Incoming(Packet::Publish(p)))) => {
                 let mut st = shared.stats.lock().expect("stats");
@@ -196,15 +197,20 @@ fn run(cfg: FleetConfig, opts: AggregateOptions, shared: Arc<Shared>) -> Result<
                 }
             }
             Ok(Ok(_)) | Err(RecvTimeoutError::Timeout) => {}
-            Ok(Err(e)) => {
-                log::warn!("fleet aggregate: broker connection: {e}; retrying in {backoff:?}");
-                let mut st = shared.stats.lock().expect("stats");
-                (st.connected, st.connection_error) = (false, Some(e.to_string()));
-                drop(st);
-                std::thread::sleep(backoff);
-                backoff = (backoff * 2).min(cfg.max_backoff);
-            }
-            Err(RecvTimeoutError::Disconnected) => break,
+            Ok(Err(e)) => lost = Some(e.to_string()),
+            Err(RecvTimeoutError::Disconnected) => lost = Some("disconnected".into()),
+        }
+        // The connection failed or dropped (its event thread has ended): a new one after the
+        // back-off. A broker restart or a network cut does not end the aggregator.
+        if let Some(why) = lost.take() {
+            log::warn!("fleet aggregate: broker connection: {why}; retrying in {backoff:?}");
+            let mut st = shared.stats.lock().expect("stats");
+            (st.connected, st.connection_error) = (false, Some(why));
+            drop(st);
+            std::thread::sleep(backoff);
+            backoff = (backoff * 2).min(cfg.max_backoff);
+            link = MqttLink::open(mqtt_options(&cfg, &id)?, 1024);
+            continue;
         }
         let due = fresh.len() >= opts.min_boards.max(1)
             || (!fresh.is_empty() && last_round.elapsed() >= opts.period);
@@ -241,10 +247,14 @@ fn run(cfg: FleetConfig, opts: AggregateOptions, shared: Arc<Shared>) -> Result<
         let aggregate_us = t.elapsed().as_secs_f64() * 1e6;
         let len = bytes.len();
         let delta_len = delta_bytes.as_ref().map_or(0, Vec::len);
-        client.publish(cfg.topic_global_links(), QoS::AtLeastOnce, true, bytes)?;
+        // Publishing on a connection that has just ended fails: logged; the next round publishes
+        // the whole update again (retained), and boards that miss a delta take it.
+        if let Err(e) = link.client.publish(cfg.topic_global_links(), QoS::AtLeastOnce, true, bytes) {
+            log::warn!("fleet aggregate: version {version} not published: {e}");
+        }
         let mut published = 1;
         if let Some(d) = delta_bytes {
-            client.publish(cfg.topic_global_delta(), QoS::AtLeastOnce, false, d)?;
+            let _ = link.client.publish(cfg.topic_global_delta(), QoS::AtLeastOnce, false, d);
             published += 1;
         }
         if !offers.is_empty() {
@@ -252,12 +262,12 @@ fn run(cfg: FleetConfig, opts: AggregateOptions, shared: Arc<Shared>) -> Result<
             let a = tasks::allocate(rounds, &o);
             for (board, targets) in &a.boards {
                 let msg = Assigned { proto: FLEET_PROTO, period: a.period, targets: *targets };
-                client.publish(
+                let _ = link.client.publish(
                     cfg.topic_assigned(board),
                     QoS::AtLeastOnce,
                     false,
                     postcard::to_stdvec(&msg)?,
-                )?;
+                );
                 published += 1;
             }
             shared.stats.lock().expect("stats").assignments += 1;
@@ -289,6 +299,6 @@ fn run(cfg: FleetConfig, opts: AggregateOptions, shared: Arc<Shared>) -> Result<
             break;
         }
     }
-    let _ = client.disconnect();
+    let _ = link.client.disconnect();
     Ok(())
 }

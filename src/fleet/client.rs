@@ -477,12 +477,18 @@ impl Worker {
     }
 
     fn on_global(&mut self, client: &Client, payload: &[u8]) {
+        // A board that holds no global links yet (just started) takes the highest version it
+        // accepted before again (the retained update after a restart); an older one stays refused.
+        let highest = match self.held {
+            Some(_) => self.stats.global_version,
+            None => self.stats.global_version.saturating_sub(1),
+        };
         let g = match verify_global(
             payload,
             &self.opts.fleet_key,
             &self.cfg.fleet,
             self.opts.model_hash,
-            self.stats.global_version,
+            highest,
         ) {
             Ok(g) => g,
             Err(e) => {

@@ -342,7 +342,8 @@ pub fn verify_global(
     // Signed is not enough: checked again before it is applied (a delta's sum again once resolved).
     check_targets(&g.targets, None).map_err(GlobalError::Poisoned)?;
     for d in &g.deltas {
-        let step = MAX_ABS_WEIGHT / 7.0;
+        // A delta spans at most from −MAX_ABS_WEIGHT to +MAX_ABS_WEIGHT: 2·MAX / 7 a step.
+        let step = 2.0 * MAX_ABS_WEIGHT / 7.0;
         d.links
             .check(step)
             .and_then(|()| d.ensemble.check(step))

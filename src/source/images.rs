@@ -39,7 +39,7 @@ pub fn decode_into(path: &Path, shape: Shape, out: &mut [u8]) -> Result<()> {
     let bytes = crate::input::read(path, "image", crate::input::limit::IMAGE)?;
     let img = if bytes.starts_with(&[0xff, 0xd8]) {
         // JPEG strictly: the lenient decoder pads a truncated JPEG with grey and calls it a frame.
-        let j = crate::jpeg::decode(&bytes, MAX_IMAGE_SIDE as usize)
+        let j = crate::jpeg::decode(&bytes, MAX_IMAGE_SIDE as usize, MAX_IMAGE_SIDE as usize)
             .with_context(|| format!("decoding {}", path.display()))?;
         let (w, h) = (j.width as u32, j.height as u32);
         let img = if j.channels == 1 {
