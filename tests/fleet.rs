@@ -45,6 +45,27 @@ fn broker() -> Option<Mosquitto> {
     Some(Mosquitto::start().expect("start mosquitto"))
 }
 
+/// The aggregator's options for `bundle`: a long period (rounds start when `min_boards` updates
+/// are in), `rounds` rounds, any board id.
+fn agg_options(
+    key: SigningKey,
+    bundle: &jetlink::bundle::Bundle,
+    min_boards: usize,
+    rounds: Option<u32>,
+) -> AggregateOptions {
+    AggregateOptions {
+        key,
+        model_hash: model_hash(bundle),
+        period: Duration::from_secs(3600),
+        min_boards,
+        rounds,
+        start_version: 0,
+        shapes: fuse::target_shapes(&bundle.links, &bundle.ensembles),
+        boards: None,
+        poll: Duration::from_millis(10),
+    }
+}
+
 fn fleet_key() -> SigningKey {
     SigningKey::from_bytes(&[42; 32])
 }
@@ -97,21 +118,7 @@ fn fleet_links_help_a_new_board_and_hurt_no_other() {
     ];
     let cfg = broker.config("test");
     let key = fleet_key();
-    let agg = Aggregator::start(
-        cfg.clone(),
-        AggregateOptions {
-            key: key.clone(),
-            model_hash: model_hash(bundle),
-            period: Duration::from_secs(3600),
-            min_boards: specs.len(),
-            rounds: Some(1),
-            start_version: 0,
-            shapes: jetlink::fleet::fuse::target_shapes(&bundle.links, &bundle.ensembles),
-            boards: None,
-            poll: Duration::from_millis(10),
-        },
-    )
-    .unwrap();
+    let agg = Aggregator::start(cfg.clone(), agg_options(key.clone(), bundle, specs.len(), Some(1))).unwrap();
     let pk = key.verifying_key().to_bytes();
     let mut boards = Vec::new();
     for (i, (name, frames, n_fit, n_val)) in specs.iter().enumerate() {
@@ -402,15 +409,8 @@ fn poisoned_link_updates_are_refused_before_averaging() {
     let agg = Aggregator::start(
         cfg.clone(),
         AggregateOptions {
-            key: key.clone(),
-            model_hash: model_hash(bundle),
-            period: Duration::from_secs(3600),
-            min_boards: 1,
-            rounds: Some(1),
-            start_version: 0,
-            shapes: fuse::target_shapes(&bundle.links, &bundle.ensembles),
             boards: Some(["nan", "inf", "huge", "samples", "shape", "healthy"].map(String::from).into()),
-            poll: Duration::from_millis(10),
+            ..agg_options(key.clone(), bundle, 1, Some(1))
         },
     )
     .unwrap();
@@ -761,21 +761,7 @@ fn tls_password_and_client_certificates_are_checked() {
     // The aggregator with a password and a board with its certificate, both over TLS.
     let d = DemoSet::demo().unwrap();
     let key = fleet_key();
-    let agg = Aggregator::start(
-        pass_cfg("s3cret"),
-        AggregateOptions {
-            key: key.clone(),
-            model_hash: model_hash(&d.bundle),
-            period: Duration::from_secs(3600),
-            min_boards: 1,
-            rounds: Some(1),
-            start_version: 0,
-            shapes: fuse::target_shapes(&d.bundle.links, &d.bundle.ensembles),
-            boards: None,
-            poll: Duration::from_millis(10),
-        },
-    )
-    .unwrap();
+    let agg = Aggregator::start(pass_cfg("s3cret"), agg_options(key.clone(), &d.bundle, 1, Some(1))).unwrap();
     assert!(
         wait_until(|| agg.stats().connected),
         "the aggregator did not connect: {:?}",
@@ -869,21 +855,7 @@ fn later_rounds_travel_as_small_deltas_that_rebuild_the_whole_update() {
     }
     watcher.subscribe("jetlink/delta/#", QoS::AtLeastOnce).unwrap();
     std::thread::sleep(Duration::from_millis(300));
-    let agg = Aggregator::start(
-        cfg.clone(),
-        AggregateOptions {
-            key: key.clone(),
-            model_hash: model_hash(bundle),
-            period: Duration::from_secs(3600),
-            min_boards: 2,
-            rounds: Some(2),
-            start_version: 0,
-            shapes: fuse::target_shapes(&bundle.links, &bundle.ensembles),
-            boards: None,
-            poll: Duration::from_millis(10),
-        },
-    )
-    .unwrap();
+    let agg = Aggregator::start(cfg.clone(), agg_options(key.clone(), bundle, 2, Some(2))).unwrap();
     let drift = d.stream.drift_start as u32;
     let parts = [(d.stream.train_end as u32..drift, 1u64), (drift..d.stream.len() as u32, 2u64)];
     let mut boards = Vec::new();
@@ -967,21 +939,7 @@ fn the_aggregator_reconnects_after_a_broker_restart() {
     let d = DemoSet::demo().unwrap();
     let bundle = &d.bundle;
     let cfg = broker.config("again");
-    let agg = Aggregator::start(
-        cfg.clone(),
-        AggregateOptions {
-            key: fleet_key(),
-            model_hash: model_hash(bundle),
-            period: Duration::from_secs(3600),
-            min_boards: 1,
-            rounds: Some(1),
-            start_version: 0,
-            shapes: fuse::target_shapes(&bundle.links, &bundle.ensembles),
-            boards: None,
-            poll: Duration::from_millis(10),
-        },
-    )
-    .unwrap();
+    let agg = Aggregator::start(cfg.clone(), agg_options(fleet_key(), bundle, 1, Some(1))).unwrap();
     assert!(wait_until(|| agg.stats().connected), "no first connection");
     broker.restart().unwrap();
     assert!(

@@ -2,6 +2,8 @@
 //! table of bad inputs run against the release binary: one case per line (arguments, expected error
 //! text, exit status). No case may panic, abort, hang, exit 0 on lost data, or leave a partial file.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -114,15 +116,7 @@ fn the_signature_binds_the_manifest_behaviour_and_names_the_field() {
 
 /// A copy of the demo manifest in `dir` whose relative paths point back at the demo, after `edit`.
 fn manifest_copy(dir: &Path, edit: impl Fn(String) -> String) -> PathBuf {
-    let demo = root().join("demo");
-    let text = std::fs::read_to_string(demo.join("manifest.toml")).unwrap();
-    let text = text
-        .replace("stream = \"", &format!("stream = \"{}/", demo.display()))
-        .replace("reference = \"", &format!("reference = \"{}/", demo.display()))
-        .replace("onnx = \"", &format!("onnx = \"{}/", demo.display()));
-    let p = dir.join("manifest.toml");
-    std::fs::write(&p, edit(text)).unwrap();
-    p
+    common::write_demo_manifest(&dir.join("manifest.toml"), edit)
 }
 
 struct Case {

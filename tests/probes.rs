@@ -7,6 +7,8 @@
 //! The table in docs/reliability.md is rendered from this list: the test fails when they differ
 //! (`JETLINK_BLESS_PROBES=1 cargo test --release --test probes` rewrites it).
 
+mod common;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -205,15 +207,7 @@ fn jpeg_stream(path: &Path, frames: &[Vec<u8>], h: u16, w: u16, c: u8) {
 
 /// A copy of the demo manifest with absolute paths, its stream (and more) replaced by `edit`.
 fn manifest(dir: &Path, name: &str, edit: impl Fn(String) -> String) -> String {
-    let demo = root().join("demo");
-    let text = std::fs::read_to_string(demo.join("manifest.toml")).unwrap();
-    let text = text
-        .replace("stream = \"", &format!("stream = \"{}/", demo.display()))
-        .replace("reference = \"", &format!("reference = \"{}/", demo.display()))
-        .replace("onnx = \"", &format!("onnx = \"{}/", demo.display()));
-    let p = dir.join(name);
-    std::fs::write(&p, edit(text)).unwrap();
-    p.display().to_string()
+    common::write_demo_manifest(&dir.join(name), edit).display().to_string()
 }
 
 fn probes(dir: &Path) -> Vec<Probe> {

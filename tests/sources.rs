@@ -8,6 +8,8 @@
 //! The video test needs `gst-launch-1.0` (Debian: gstreamer1.0-tools, -plugins-base, -plugins-good).
 //! Without it the test prints why and passes, unless `JETLINK_REQUIRE_GST=1` (as in CI).
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -626,11 +628,7 @@ fn stream_from_a_video_file_takes_the_manifests_shape_and_writes_jpeg() {
     assert!(err.contains("--height") && err.contains("--manifest"), "{err}");
     // A manifest with one model without a view: 28x28 grey frames.
     let manifest = dir.join("m.toml");
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("demo");
-    let text = std::fs::read_to_string(repo.join("manifest.toml")).unwrap();
-    let text = ["stream = \"", "reference = \"", "onnx = \""]
-        .iter()
-        .fold(text, |t, k| t.replace(k, &format!("{k}{}/", repo.display())));
+    let text = common::demo_manifest_text();
     let (a, b) = (text.find("view = [").unwrap(), text.find("view = [").unwrap());
     let end = b + text[b..].find(']').unwrap();
     let mut one = text.clone();

@@ -1,0 +1,25 @@
+//! Helpers shared by the integration tests (each test file that uses them has `mod common;`).
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+/// The repository root.
+pub fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The demo manifest's text with its relative paths (stream, reference, ONNX files) made absolute,
+/// so that a copy works from any folder.
+pub fn demo_manifest_text() -> String {
+    let demo = root().join("demo");
+    let text = std::fs::read_to_string(demo.join("manifest.toml")).unwrap();
+    ["stream = \"", "reference = \"", "onnx = \""]
+        .iter()
+        .fold(text, |t, k| t.replace(k, &format!("{k}{}/", demo.display())))
+}
+
+/// [`demo_manifest_text`] after `edit`, written to `path`.
+pub fn write_demo_manifest(path: &Path, edit: impl Fn(String) -> String) -> PathBuf {
+    std::fs::write(path, edit(demo_manifest_text())).unwrap();
+    path.to_path_buf()
+}
