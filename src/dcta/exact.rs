@@ -7,10 +7,17 @@
 //! first incumbent. Buffers are sized once: a solve does not allocate.
 
 use super::greedy::{Greedy, Price};
+use super::lagrange::{Prices, Shares};
 use super::menu::{Choice, Instance};
+use super::refine::Refiner;
 use super::{MAX_TASKS, MAX_UNITS};
 
 const NO_TWIN: u8 = u8::MAX;
+
+/// Subgradient rounds at the root: they give the first incumbent (the device's improvement run
+/// longer) and the Lagrangian prices of the bound. A few hundred cost O(rounds · options), far below
+/// one deep search at the sizes where the search matters.
+const ROOT_ROUNDS: usize = 200;
 const UNRANKED: u8 = u8::MAX;
 
 /// One segment of a task's upper hull in (share, value).
@@ -50,7 +57,17 @@ pub struct ExactSolver {
     best: Choice,
     best_value: f64,
     nodes: u64,
+    /// Stop after this many nodes ([`solve_capped`](ExactSolver::solve_capped)).
+    max_nodes: u64,
     greedy: Greedy,
+    refiner: Refiner,
+    /// Lagrangian prices of the bound, and the capacities' reciprocals.
+    prices: Prices,
+    shares: Shares,
+    /// Σ of the best reduced values (under `prices`) of the tasks from position k of `order` on.
+    lag_tail: [f64; MAX_TASKS + 1],
+    /// Per task, whether leaving it out can still beat the incumbent (reduced-cost fixing).
+    none_ok: [bool; MAX_TASKS],
 }
 
 impl ExactSolver {
@@ -73,7 +90,13 @@ impl ExactSolver {
             best: Choice::empty(0),
             best_value: 0.0,
             nodes: 0,
+            max_nodes: u64::MAX,
             greedy: Greedy::with_size(n),
+            refiner: Refiner::with_size(n),
+            prices: Prices::default(),
+            shares: Shares::default(),
+            lag_tail: [0.0; MAX_TASKS + 1],
+            none_ok: [true; MAX_TASKS],
         }
     }
 
@@ -84,10 +107,23 @@ impl ExactSolver {
 
     /// An optimal choice for `inst` and its value. Panics if `inst` is larger than the solver.
     pub fn solve(&mut self, inst: &Instance) -> (Choice, f64) {
+        let (c, v, _) = self.solve_capped(inst, u64::MAX);
+        (c, v)
+    }
+
+    /// The best choice found within `max_nodes` search nodes, its value, and whether it is proven
+    /// optimal (the search finished). [`upper_bound`](Self::upper_bound) then bounds the optimum from above.
+    pub fn solve_capped(&mut self, inst: &Instance, max_nodes: u64) -> (Choice, f64, bool) {
         let (n, q, m) = (inst.n, inst.q, inst.m);
+        self.max_nodes = max_nodes;
         assert!(n * q <= self.cand.len(), "instance larger than the solver ({n} × {q})");
         self.nodes = 0;
         self.len = 0;
+        // Each solve's hulls only: segments left from an earlier instance would loosen the bound
+        // (and grow the buffers) solve after solve.
+        for s in &mut self.segs {
+            s.clear();
+        }
         for j in 0..n {
             self.rank[j] = UNRANKED;
             let row = &mut self.cand[j * q..(j + 1) * q];
@@ -147,13 +183,58 @@ impl ExactSolver {
                 }
             }
         }
-        self.best = self.greedy.solve(inst, Price::NONE);
+        let plain = self.greedy.solve(inst, Price::NONE);
+        self.best = self.refiner.refine(inst, plain, Prices::default(), ROOT_ROUNDS);
         self.best_value = inst.value_of(&self.best);
+        self.lagrangian_fixing(inst);
         self.cur = Choice::empty(n);
         self.rem[..m].copy_from_slice(&inst.cap[..m]);
         self.mem_rem = inst.mem_cap;
         self.dfs(inst, 0, 0.0);
-        (self.best, self.best_value)
+        (self.best, self.best_value, self.nodes <= self.max_nodes)
+    }
+
+    /// An upper bound on the optimum of the last solve: its value when proven, else the
+    /// Lagrangian bound of the root.
+    pub fn upper_bound(&self) -> f64 {
+        if self.nodes <= self.max_nodes { self.best_value } else { self.refiner.bound().max(self.best_value) }
+    }
+
+    /// Prepare the Lagrangian bound at the root's best prices, and drop the options that cannot beat
+    /// the incumbent under it: fixing task j to option o leaves at most L − r*_j + r_o, with r*_j the
+    /// task's best reduced value (0 for leaving it out).
+    fn lagrangian_fixing(&mut self, inst: &Instance) {
+        let q = inst.q;
+        self.prices = self.refiner.bound_prices();
+        self.shares = Shares::of(inst);
+        let root = self.refiner.bound();
+        // A margin for rounding: keep whatever might tie within it (never drop a true optimum).
+        let slack = 1e-9 * (1.0 + root.abs());
+        self.lag_tail[self.len] = 0.0;
+        for k in (0..self.len).rev() {
+            let j = self.order[k] as usize;
+            let mut top = 0.0f64;
+            for c in 0..self.ncand[j] as usize {
+                top = top.max(self.prices.reduced(inst, &self.shares, j, self.cand[j * q + c] as usize));
+            }
+            self.lag_tail[k] = self.lag_tail[k + 1] + top;
+            if !root.is_finite() {
+                self.none_ok[j] = true;
+                continue;
+            }
+            let mut kept = 0;
+            for c in 0..self.ncand[j] as usize {
+                let i = self.cand[j * q + c];
+                if root - top + self.prices.reduced(inst, &self.shares, j, i as usize) + slack
+                    > self.best_value
+                {
+                    self.cand[j * q + kept] = i;
+                    kept += 1;
+                }
+            }
+            self.ncand[j] = kept as u8;
+            self.none_ok[j] = root - top + slack > self.best_value;
+        }
     }
 
     /// Search nodes visited by the last [`solve`](Self::solve).
@@ -226,6 +307,9 @@ impl ExactSolver {
 
     fn dfs(&mut self, inst: &Instance, k: usize, value: f64) {
         self.nodes += 1;
+        if self.nodes > self.max_nodes {
+            return;
+        }
         if value > self.best_value {
             self.best_value = value;
             self.best = self.cur;
@@ -255,7 +339,9 @@ impl ExactSolver {
             self.rem[u] += t;
             self.mem_rem += mem;
         }
-        self.dfs(inst, k + 1, value);
+        if self.none_ok[j] {
+            self.dfs(inst, k + 1, value);
+        }
     }
 
     /// Bound on what the tasks `order[k..]` can still add: the smallest of their best values summed
@@ -282,6 +368,12 @@ impl ExactSolver {
             (0..inst.m).filter(|&u| inst.cap[u] > 0).map(|u| self.rem[u] as f64 / inst.cap[u] as f64).sum();
         let mem_share = if inst.mem_cap > 0 { self.mem_rem as f64 / inst.mem_cap as f64 } else { 0.0 };
         let pooled = fill(&self.segs[1], time_share + mem_share);
-        self.vmax_tail[k].min(fill(&self.segs[0], work)).min(pooled)
+        let mut shares = [0.0f64; MAX_UNITS];
+        for u in 0..inst.m {
+            shares[u] = self.rem[u] as f64 * self.shares.unit[u];
+        }
+        let lagrangian = self.prices.capacity_term(inst.m, &shares, self.mem_rem as f64 * self.shares.mem)
+            + self.lag_tail[k];
+        self.vmax_tail[k].min(fill(&self.segs[0], work)).min(pooled).min(lagrangian)
     }
 }

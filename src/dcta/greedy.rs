@@ -28,13 +28,33 @@ pub struct Greedy {
     pick: Vec<u8>,
     eff: Vec<f64>,
     order: Vec<u8>,
+    /// V of the last solve.
+    total: f64,
+    /// Steps of the last solve: options looked at, plus ordering steps.
+    work: u64,
 }
 
 const NONE: u8 = Choice::NONE;
 
 impl Greedy {
     pub fn with_size(n: usize) -> Greedy {
-        Greedy { pick: vec![NONE; n], eff: vec![0.0; n], order: vec![0; n] }
+        Greedy { pick: vec![NONE; n], eff: vec![0.0; n], order: vec![0; n], total: 0.0, work: 0 }
+    }
+
+    /// Most steps a solve takes on n tasks of q options: four passes over the options (best
+    /// values, priced picks, fallbacks, upgrades) and an insertion sort of the tasks.
+    pub fn work_bound(n: usize, q: usize) -> u64 {
+        (4 * n * q + n * n) as u64
+    }
+
+    /// Steps the last solve took (options looked at, plus ordering steps).
+    pub fn work(&self) -> u64 {
+        self.work
+    }
+
+    /// V = Σ_j (best value of task j) of the last solve: what its prices are relative to.
+    pub fn total(&self) -> f64 {
+        self.total
     }
 
     /// A feasible choice for `inst` at prices `price`. Panics if `inst` has more tasks than the
@@ -48,6 +68,8 @@ impl Greedy {
                 (0..q).filter(|&i| inst.usable(j, i)).map(|i| inst.value[j * q + i]).fold(0.0, f64::max);
             total += best;
         }
+        self.total = total;
+        self.work = (n * q) as u64;
         let mut choice = Choice::empty(n);
         if total <= 0.0 {
             return choice;
@@ -91,6 +113,7 @@ impl Greedy {
             self.order[at] = j as u8;
             len += 1;
         }
+        self.work += (n * q + n * n) as u64;
         let mut rem = [0u64; MAX_UNITS];
         rem[..m].copy_from_slice(&inst.cap[..m]);
         let mut mem_rem = inst.mem_cap;
@@ -111,6 +134,7 @@ impl Greedy {
                         }
                     }
                 }
+                self.work += q as u64;
                 if best.1 == usize::MAX {
                     continue;
                 }
@@ -144,6 +168,7 @@ impl Greedy {
             }
             choice.set(j, best.1);
         }
+        self.work += (n * q) as u64;
         choice
     }
 }

@@ -19,18 +19,22 @@
 mod bench;
 mod exact;
 mod greedy;
+mod lagrange;
 mod menu;
 mod problem;
+mod refine;
 mod table;
 
-pub use bench::{BenchArgs, BenchReport, EnergySource, MethodStats, SizeReport, bench};
+pub use bench::{BenchArgs, BenchReport, EnergySource, MethodStats, SizeReport, bench, tatim_of_size};
 pub use exact::ExactSolver;
 pub use greedy::{Greedy, Price};
+pub use lagrange::Prices;
 pub use menu::{Choice, Context, Instance, Menu};
 pub use problem::{CostModel, MEASURED_GAIN, Tatim, importance};
+pub use refine::Refiner;
 pub use table::{
-    Dcta, DriftDistribution, Plan, PolicyOptions, PolicyTable, SampledContext, build_policy,
-    build_policy_for, sample_contexts,
+    BUILD_NODES, Dcta, DriftDistribution, Plan, PolicyOptions, PolicyTable, ROUNDS, SampledContext,
+    build_policy, build_policy_for, sample_contexts,
 };
 
 /// Most tasks (models) an instance may have.
@@ -40,7 +44,7 @@ pub const MAX_TASKS: usize = 64;
 pub const MAX_UNITS: usize = 8;
 
 /// Most K choices per refresh.
-pub const MAX_CHOICES: usize = 8;
+pub const MAX_CHOICES: usize = 16;
 
 /// Errors of building a problem or a policy table, and of preparing a table for the device.
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
