@@ -12,7 +12,7 @@ use good_lp::{Expression, Solution, SolverModel, constraint, microlp, variable, 
 use jetlink::board;
 use jetlink::dcta::{
     BenchArgs, Choice, Context, CostModel, Dcta, DctaError, DriftDistribution, ExactSolver, Greedy, Instance,
-    Menu, PolicyOptions, PolicyTable, Price, build_policy, sample_contexts,
+    Menu, PolicyOptions, PolicyTable, Price, Prices, Refiner, build_policy, sample_contexts,
 };
 use jetlink::manifest::Manifest;
 
@@ -203,6 +203,58 @@ fn exact_matches_an_independent_milp_solver_on_larger_instances() {
 }
 
 #[test]
+fn refiner_improves_within_its_work_bound_and_its_bound_holds() {
+    let mut rng = Rng(31);
+    let mut improved = 0;
+    for case in 0..300 {
+        let (n, m, k) = (1 + rng.below(10) as usize, 1 + rng.below(4) as usize, 1 + rng.below(4) as usize);
+        let inst = random_instance(&mut rng, n, m, k);
+        let mut g = Greedy::with_size(n);
+        let start = g.solve(&inst, Price::NONE);
+        let rounds = 1 + rng.below(8) as usize;
+        let mut r = Refiner::with_size(n);
+        let prices = Prices::uniform(m, rng.f64(), rng.f64());
+        let c = r.refine(&inst, start, prices, rounds);
+        let (_, opt) = ExactSolver::for_instance(&inst).solve(&inst);
+        assert!(inst.is_feasible(&c), "case {case}: infeasible");
+        let (v, v0) = (inst.value_of(&c), inst.value_of(&start));
+        assert!(v >= v0 && v <= opt + 1e-9, "case {case}: {v0} -> {v}, optimum {opt}");
+        assert!(r.work() <= Refiner::work_bound(n, m * k, rounds), "case {case}: {} steps", r.work());
+        // The Lagrangian bound is an upper bound on the optimum at any prices.
+        assert!(r.bound() >= opt - 1e-9 * (1.0 + opt), "case {case}: bound {} < optimum {opt}", r.bound());
+        improved += (v > v0 + 1e-12) as usize;
+        // The device's capped search from there: never worse, within its work bound, and exact
+        // when it may run to the end.
+        let mut s = ExactSolver::for_instance(&inst);
+        let nodes = 1 + rng.below(64);
+        let d = s.search_from(&inst, c, r.bound_prices(), r.bound(), nodes);
+        assert!(inst.is_feasible(&d) && inst.value_of(&d) >= v && inst.value_of(&d) <= opt + 1e-9);
+        assert!(s.work() <= ExactSolver::search_work_bound(n, m, k, nodes), "case {case}: {} steps", s.work());
+        let d = s.search_from(&inst, c, r.bound_prices(), r.bound(), u64::MAX);
+        assert!(close(inst.value_of(&d), opt), "case {case}: search {} optimum {opt}", inst.value_of(&d));
+    }
+    assert!(improved > 10, "the improvement never improved ({improved})");
+}
+
+#[test]
+fn capped_exact_search_says_whether_it_proved() {
+    let mut rng = Rng(5);
+    for case in 0..40 {
+        let inst = random_instance(&mut rng, 8, 3, 3);
+        let mut solver = ExactSolver::for_instance(&inst);
+        let (_, opt) = solver.solve(&inst);
+        let (c, v, proven) = solver.solve_capped(&inst, 3);
+        assert!(inst.is_feasible(&c) && close(v, inst.value_of(&c)) && v <= opt + 1e-9, "case {case}");
+        assert!(solver.upper_bound() >= opt - 1e-9 * (1.0 + opt), "case {case}: bound below the optimum");
+        if proven {
+            assert!(close(v, opt), "case {case}: proven {v}, optimum {opt}");
+        }
+        let (_, v, proven) = solver.solve_capped(&inst, u64::MAX);
+        assert!(proven && close(v, opt) && close(solver.upper_bound(), opt));
+    }
+}
+
+#[test]
 fn exact_handles_edge_cases() {
     // Nothing fits, everything worthless, one unit with no capacity.
     let mut inst = Instance::with_size(3, 2, 2);
@@ -362,6 +414,12 @@ fn decisions_do_not_allocate_and_fallbacks_are_counted() {
         dcta.allocate(&short);
     }
     assert_eq!(allocations() - before, 0, "a decision allocated");
+    assert!(
+        dcta.work_max() > 0 && dcta.work_max() <= dcta.work_bound(),
+        "{} > {}",
+        dcta.work_max(),
+        dcta.work_bound()
+    );
     // Levels 3 and 4 do not exist (3 power levels); the short drift slices are outside too.
     assert_eq!((dcta.fallbacks(), dcta.decisions()), (7, 11));
     // A fallback still gives a feasible plan at the least-capacity level.

@@ -68,6 +68,12 @@ pub struct ExactSolver {
     lag_tail: [f64; MAX_TASKS + 1],
     /// Per task, whether leaving it out can still beat the incumbent (reduced-cost fixing).
     none_ok: [bool; MAX_TASKS],
+    /// The Lagrangian bound at `prices`.
+    root_bound: f64,
+    /// The device's search: no hull bounds, only the O(units) ones.
+    cheap: bool,
+    /// Steps of the last device search.
+    work: u64,
 }
 
 impl ExactSolver {
@@ -97,6 +103,9 @@ impl ExactSolver {
             shares: Shares::default(),
             lag_tail: [0.0; MAX_TASKS + 1],
             none_ok: [true; MAX_TASKS],
+            root_bound: f64::INFINITY,
+            cheap: false,
+            work: 0,
         }
     }
 
@@ -114,8 +123,77 @@ impl ExactSolver {
     /// The best choice found within `max_nodes` search nodes, its value, and whether it is proven
     /// optimal (the search finished). [`upper_bound`](Self::upper_bound) then bounds the optimum from above.
     pub fn solve_capped(&mut self, inst: &Instance, max_nodes: u64) -> (Choice, f64, bool) {
-        let (n, q, m) = (inst.n, inst.q, inst.m);
+        let (n, m) = (inst.n, inst.m);
         self.max_nodes = max_nodes;
+        self.cheap = false;
+        self.work = 0;
+        self.setup(inst);
+        let plain = self.greedy.solve(inst, Price::NONE);
+        self.best = self.refiner.refine(inst, plain, Prices::default(), ROOT_ROUNDS);
+        self.best_value = inst.value_of(&self.best);
+        self.root_bound = self.refiner.bound();
+        self.lagrangian_fixing(inst, self.refiner.bound_prices());
+        self.cur = Choice::empty(n);
+        self.rem[..m].copy_from_slice(&inst.cap[..m]);
+        self.mem_rem = inst.mem_cap;
+        self.dfs(inst, 0, 0.0);
+        (self.best, self.best_value, self.nodes <= self.max_nodes)
+    }
+
+    /// An upper bound on the optimum of the last solve: its value when proven, else the
+    /// Lagrangian bound of the root.
+    pub fn upper_bound(&self) -> f64 {
+        if self.nodes <= self.max_nodes { self.best_value } else { self.root_bound.max(self.best_value) }
+    }
+
+    /// The device's node-capped search: from a feasible incumbent `start` and Lagrangian prices
+    /// `prices` whose bound is `bound` (the bounded improvement's, [`Refiner::bound_prices`]), with
+    /// no root rounds and no hull bounds, so that each node costs O(units + its options).
+    /// Returns the best choice found (never worse than `start`); [`work`](Self::work) counts the
+    /// steps taken, at most [`search_work_bound`](Self::search_work_bound). No allocation.
+    pub fn search_from(
+        &mut self,
+        inst: &Instance,
+        start: Choice,
+        prices: Prices,
+        bound: f64,
+        max_nodes: u64,
+    ) -> Choice {
+        let (n, m) = (inst.n, inst.m);
+        self.max_nodes = max_nodes;
+        self.cheap = true;
+        self.work = 0;
+        self.setup(inst);
+        self.best = start;
+        self.best_value = inst.value_of(&start);
+        self.root_bound = bound;
+        self.lagrangian_fixing(inst, prices);
+        self.cur = Choice::empty(n);
+        self.rem[..m].copy_from_slice(&inst.cap[..m]);
+        self.mem_rem = inst.mem_cap;
+        self.dfs(inst, 0, 0.0);
+        self.best
+    }
+
+    /// Most steps [`search_from`](Self::search_from) takes on n tasks of q options (k per unit, m
+    /// units) with `max_nodes` nodes: the set-up (candidates by value, an insertion sort of at most
+    /// q²/2 moves per task, the task order, twin units, the reduced-cost fixing) and per node its
+    /// bound (m + 1) and its options (q).
+    pub fn search_work_bound(n: usize, m: usize, k: usize, max_nodes: u64) -> u64 {
+        let q = m * k;
+        (n * q + n * q * q / 2 + n * n + m * m * n * k + 2 * n * q) as u64
+            + (max_nodes + 1) * (m + 1 + q) as u64
+    }
+
+    /// Steps of the last [`search_from`](Self::search_from).
+    pub fn work(&self) -> u64 {
+        self.work
+    }
+
+    /// Order the tasks, list each one's usable options by value, and (unless `cheap`) build the
+    /// hull segments of both LP bounds; find twin units.
+    fn setup(&mut self, inst: &Instance) {
+        let (n, q, m) = (inst.n, inst.q, inst.m);
         assert!(n * q <= self.cand.len(), "instance larger than the solver ({n} × {q})");
         self.nodes = 0;
         self.len = 0;
@@ -136,6 +214,7 @@ impl ExactSolver {
                     while at > 0 && inst.value[j * q + row[at - 1] as usize] < v {
                         row[at] = row[at - 1];
                         at -= 1;
+                        self.work += 1;
                     }
                     row[at] = i as u8;
                     c += 1;
@@ -145,9 +224,15 @@ impl ExactSolver {
             if c == 0 {
                 continue;
             }
-            let first = self.hull(inst, j, 0);
+            let first = if self.cheap {
+                // No hulls: tasks branch by their best value.
+                inst.value[j * q + self.cand[j * q] as usize]
+            } else {
+                let first = self.hull(inst, j, 0);
+                self.hull(inst, j, 1);
+                first
+            };
             self.eff0[j] = first;
-            self.hull(inst, j, 1);
             // Insert j into the branching order by its best efficiency.
             let mut at = self.len;
             while at > 0 && self.eff0[self.order[at - 1] as usize] < first {
@@ -169,6 +254,7 @@ impl ExactSolver {
         for s in &mut self.segs {
             s.sort_unstable_by(|a, b| b.eff.total_cmp(&a.eff));
         }
+        self.work += (n * q + n * n + m * m * n * inst.k) as u64;
         for u in 0..m {
             self.twin[u] = NO_TWIN;
             for t in 0..u {
@@ -183,31 +269,17 @@ impl ExactSolver {
                 }
             }
         }
-        let plain = self.greedy.solve(inst, Price::NONE);
-        self.best = self.refiner.refine(inst, plain, Prices::default(), ROOT_ROUNDS);
-        self.best_value = inst.value_of(&self.best);
-        self.lagrangian_fixing(inst);
-        self.cur = Choice::empty(n);
-        self.rem[..m].copy_from_slice(&inst.cap[..m]);
-        self.mem_rem = inst.mem_cap;
-        self.dfs(inst, 0, 0.0);
-        (self.best, self.best_value, self.nodes <= self.max_nodes)
-    }
-
-    /// An upper bound on the optimum of the last solve: its value when proven, else the
-    /// Lagrangian bound of the root.
-    pub fn upper_bound(&self) -> f64 {
-        if self.nodes <= self.max_nodes { self.best_value } else { self.refiner.bound().max(self.best_value) }
     }
 
     /// Prepare the Lagrangian bound at the root's best prices, and drop the options that cannot beat
     /// the incumbent under it: fixing task j to option o leaves at most L − r*_j + r_o, with r*_j the
     /// task's best reduced value (0 for leaving it out).
-    fn lagrangian_fixing(&mut self, inst: &Instance) {
+    fn lagrangian_fixing(&mut self, inst: &Instance, prices: Prices) {
         let q = inst.q;
-        self.prices = self.refiner.bound_prices();
+        self.prices = prices;
         self.shares = Shares::of(inst);
-        let root = self.refiner.bound();
+        let root = self.root_bound;
+        self.work += 2 * (inst.n * q) as u64;
         // A margin for rounding: keep whatever might tie within it (never drop a true optimum).
         let slack = 1e-9 * (1.0 + root.abs());
         self.lag_tail[self.len] = 0.0;
@@ -310,6 +382,7 @@ impl ExactSolver {
         if self.nodes > self.max_nodes {
             return;
         }
+        self.work += (inst.m + 1) as u64;
         if value > self.best_value {
             self.best_value = value;
             self.best = self.cur;
@@ -319,6 +392,7 @@ impl ExactSolver {
         }
         let j = self.order[k] as usize;
         let q = inst.q;
+        self.work += self.ncand[j] as u64;
         for c in 0..self.ncand[j] as usize {
             let i = self.cand[j * q + c] as usize;
             let o = j * q + i;
@@ -347,6 +421,15 @@ impl ExactSolver {
     /// Bound on what the tasks `order[k..]` can still add: the smallest of their best values summed
     /// and the two pooled LP relaxations.
     fn bound(&self, inst: &Instance, k: usize) -> f64 {
+        let mut shares = [0.0f64; MAX_UNITS];
+        for u in 0..inst.m {
+            shares[u] = self.rem[u] as f64 * self.shares.unit[u];
+        }
+        let lagrangian = self.prices.capacity_term(inst.m, &shares, self.mem_rem as f64 * self.shares.mem)
+            + self.lag_tail[k];
+        if self.cheap {
+            return self.vmax_tail[k].min(lagrangian);
+        }
         let fill = |segs: &[Seg], mut cap: f64| {
             let mut b = 0.0;
             for s in segs {
@@ -368,12 +451,6 @@ impl ExactSolver {
             (0..inst.m).filter(|&u| inst.cap[u] > 0).map(|u| self.rem[u] as f64 / inst.cap[u] as f64).sum();
         let mem_share = if inst.mem_cap > 0 { self.mem_rem as f64 / inst.mem_cap as f64 } else { 0.0 };
         let pooled = fill(&self.segs[1], time_share + mem_share);
-        let mut shares = [0.0f64; MAX_UNITS];
-        for u in 0..inst.m {
-            shares[u] = self.rem[u] as f64 * self.shares.unit[u];
-        }
-        let lagrangian = self.prices.capacity_term(inst.m, &shares, self.mem_rem as f64 * self.shares.mem)
-            + self.lag_tail[k];
         self.vmax_tail[k].min(fill(&self.segs[0], work)).min(pooled).min(lagrangian)
     }
 }

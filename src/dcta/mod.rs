@@ -33,8 +33,8 @@ pub use menu::{Choice, Context, Instance, Menu};
 pub use problem::{CostModel, MEASURED_GAIN, Tatim, importance};
 pub use refine::Refiner;
 pub use table::{
-    BUILD_NODES, Dcta, DriftDistribution, Plan, PolicyOptions, PolicyTable, ROUNDS, SampledContext,
-    build_policy, build_policy_for, sample_contexts,
+    BUILD_NODES, Dcta, DriftDistribution, Plan, PolicyOptions, PolicyTable, ROUNDS, SEARCH_NODES,
+    SEARCH_OPTIONS, SampledContext, build_policy, build_policy_for, sample_contexts,
 };
 
 /// Most tasks (models) an instance may have.

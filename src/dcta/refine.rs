@@ -113,15 +113,27 @@ impl Refiner {
 
     /// Every task's best usable option under prices `p` (into `lag` and `red`); returns the bound.
     fn relax(&mut self, inst: &Instance, sh: &Shares, p: &Prices) -> f64 {
-        let (n, q, m) = (inst.n, inst.q, inst.m);
+        let (n, q, m, k) = (inst.n, inst.q, inst.m, inst.k);
         let mut l = p.capacity_term(m, &[1.0; MAX_UNITS], 1.0);
+        // Prices per µs and per byte-frame; options walked unit by unit, so that no option needs a
+        // division to find its unit (this loop is most of a decision's time).
+        let mut per_us = [0.0f64; MAX_UNITS];
+        for u in 0..m {
+            per_us[u] = p.unit[u] * sh.unit[u];
+        }
+        let per_mem = p.mem * sh.mem;
         for j in 0..n {
             let mut best = (0.0, NONE);
-            for i in 0..q {
-                if inst.usable(j, i) {
-                    let r = p.reduced(inst, sh, j, i);
-                    if r > best.0 {
-                        best = (r, i as u8);
+            for u in 0..m {
+                let (cap, pu) = (inst.cap[u], per_us[u]);
+                for c in 0..k {
+                    let o = j * q + u * k + c;
+                    let (v, t, mem) = (inst.value[o], inst.time[o], inst.mem[o]);
+                    if v > 0.0 && t <= cap && mem <= inst.mem_cap {
+                        let r = v - pu * t as f64 - per_mem * mem as f64;
+                        if r > best.0 {
+                            best = (r, (u * k + c) as u8);
+                        }
                     }
                 }
             }
@@ -183,20 +195,21 @@ impl Refiner {
         }
         // Upgrade: admitted tasks in their order, then the rest, each to its most valuable option
         // that fits in what the others leave.
-        for j in self.order[..len]
-            .iter()
-            .map(|&j| j as usize)
-            .chain((0..n).filter(|&j| self.lag.option_of(j).is_none()))
-        {
+        let k = inst.k;
+        let rest = (0..n).filter(|&j| self.lag.option_of(j).is_none());
+        for j in self.order[..len].iter().map(|&j| j as usize).chain(rest) {
             if let Some(i) = c.option_of(j) {
                 rem[inst.unit(i)] += inst.time[j * q + i];
                 mem_rem += inst.mem[j * q + i];
             }
             let mut best = (c.option_of(j).map_or(0.0, |i| inst.value[j * q + i]), c.option_of(j));
-            for i in 0..q {
-                let v = inst.value[j * q + i];
-                if v > best.0 && fits(&rem, mem_rem, j * q + i, inst.unit(i)) {
-                    best = (v, Some(i));
+            for u in 0..m {
+                for kc in 0..k {
+                    let o = j * q + u * k + kc;
+                    let v = inst.value[o];
+                    if v > best.0 && inst.time[o] <= rem[u] && inst.mem[o] <= mem_rem {
+                        best = (v, Some(u * k + kc));
+                    }
                 }
             }
             if let Some(i) = best.1 {

@@ -26,7 +26,16 @@ pub const FORMAT_VERSION: u16 = 2;
 /// Rounds of the bounded improvement per decision ([`Refiner`]): enough that the held-out worst
 /// case stays within a few percent of the optimum at every size the bench sweeps, few enough that a
 /// decision's work stays a small multiple of one pass over the options.
-pub const ROUNDS: usize = 6;
+pub const ROUNDS: usize = 4;
+
+/// Up to this many options the device also runs a node-capped branch and bound from the improved
+/// choice ([`ExactSolver::search_from`]): with few tasks the Lagrangian heuristic alone can miss the
+/// one combination that fits (the worst held-out contexts at 64 options lost 9%), while the search
+/// there needs a few dozen nodes.
+pub const SEARCH_OPTIONS: usize = 256;
+
+/// Nodes of that search per decision.
+pub const SEARCH_NODES: u64 = 256;
 
 /// Search nodes per exactly solved training context. Below about 8 tasks the branch and bound
 /// finishes far inside this; at 16 tasks and 4 units it may not prove the optimum in any reasonable
@@ -304,6 +313,7 @@ pub fn build_policy_for(menu: Menu, board: &str, opts: &PolicyOptions) -> Result
                 let mut exact = ExactSolver::for_instance(&inst);
                 let mut greedy = Greedy::with_size(menu.n_tasks());
                 let mut refiner = Refiner::with_size(menu.n_tasks());
+                let mut search = ExactSolver::for_instance(&inst);
                 for (k, c) in part.iter().enumerate() {
                     menu.fill(&c.as_context(), &mut inst);
                     let (_, mut opt, _) = exact.solve_capped(&inst, BUILD_NODES);
@@ -312,7 +322,7 @@ pub fn build_policy_for(menu: Menu, board: &str, opts: &PolicyOptions) -> Result
                         let price =
                             Price { time: TIME_GRID[g / MEM_GRID.len()], mem: MEM_GRID[g % MEM_GRID.len()] };
                         // Exactly as the device decides.
-                        let got = decide(&inst, &mut greedy, &mut refiner, price, ROUNDS);
+                        let got = decide(&inst, &mut greedy, &mut refiner, &mut search, price, ROUNDS);
                         *slot = inst.value_of(&got);
                     }
                     // Where the search stopped short, the best choice any method found is the
@@ -356,11 +366,14 @@ pub fn build_policy_for(menu: Menu, board: &str, opts: &PolicyOptions) -> Result
 
 /// One decision as the device makes it, at the cell's prices `price`: the priced greedy, or the
 /// unpriced one where that does better, then `rounds` rounds of the bounded improvement starting
-/// from the same prices. At most `fill + 2 · Greedy::work_bound + Refiner::work_bound` steps.
+/// from the same prices, then (up to [`SEARCH_OPTIONS`] options) a search of at most
+/// [`SEARCH_NODES`] nodes from the improved choice. At most
+/// `2 · Greedy::work_bound + Refiner::work_bound + ExactSolver::search_work_bound` steps.
 pub(crate) fn decide(
     inst: &Instance,
     greedy: &mut Greedy,
     refiner: &mut Refiner,
+    search: &mut ExactSolver,
     price: Price,
     rounds: usize,
 ) -> Choice {
@@ -379,7 +392,11 @@ pub(crate) fn decide(
     // The greedy's prices per share, as the improvement's first prices (λ = θ_time · V / m on each
     // unit, μ = θ_mem · V).
     let start = Prices::uniform(inst.m, price.time as f64 * total / inst.m as f64, price.mem as f64 * total);
-    let out = refiner.refine(inst, choice, start, rounds);
+    let mut out = refiner.refine(inst, choice, start, rounds);
+    if inst.n * inst.q <= SEARCH_OPTIONS {
+        out = search.search_from(inst, out, refiner.bound_prices(), refiner.bound(), SEARCH_NODES);
+        work += search.work();
+    }
     refiner.add_work(work);
     out
 }
@@ -418,6 +435,7 @@ pub struct Dcta {
     inst: Instance,
     greedy: Greedy,
     refiner: Refiner,
+    search: ExactSolver,
     out: Plan,
     decisions: u64,
     fallbacks: u64,
@@ -435,6 +453,7 @@ impl Dcta {
             inst: Instance::for_menu(&table.menu),
             greedy: Greedy::with_size(n),
             refiner: Refiner::with_size(n),
+            search: ExactSolver::with_size(n, table.menu.per_task()),
             work: 0,
             work_max: 0,
             out: Plan { choice: Choice::empty(n), unit: [u8::MAX; MAX_TASKS], frames: [0; MAX_TASKS] },
@@ -460,7 +479,7 @@ impl Dcta {
             self.table.price(self.table.cell(ctx))
         };
         menu.fill(ctx, &mut self.inst);
-        let choice = decide(&self.inst, &mut self.greedy, &mut self.refiner, price, ROUNDS);
+        let choice = decide(&self.inst, &mut self.greedy, &mut self.refiner, &mut self.search, price, ROUNDS);
         // Posing the knapsack is one pass over the options.
         self.work = self.inst.n as u64 * self.inst.q as u64 + self.refiner.work();
         self.work_max = self.work_max.max(self.work);
@@ -476,10 +495,13 @@ impl Dcta {
     }
 
     /// Most steps one decision takes: posing the knapsack (n · q), two greedy solves and the
-    /// improvement's rounds: n q (9 + 3 · ROUNDS) + n² (2 + ROUNDS) for n tasks of q options.
+    /// improvement's rounds, n q (9 + 3 · ROUNDS) + n² (2 + ROUNDS) for n tasks of q options, and up
+    /// to [`SEARCH_OPTIONS`] options the capped search ([`ExactSolver::search_work_bound`]).
     pub fn work_bound(&self) -> u64 {
-        let (n, q) = (self.inst.n, self.inst.q);
-        (n * q) as u64 + 2 * Greedy::work_bound(n, q) + Refiner::work_bound(n, q, ROUNDS)
+        let (n, q, m, k) = (self.inst.n, self.inst.q, self.inst.m, self.inst.k);
+        let search =
+            if n * q <= SEARCH_OPTIONS { ExactSolver::search_work_bound(n, m, k, SEARCH_NODES) } else { 0 };
+        (n * q) as u64 + 2 * Greedy::work_bound(n, q) + Refiner::work_bound(n, q, ROUNDS) + search
     }
 
     /// Steps of the last decision.
