@@ -2,9 +2,13 @@
 //! bound over tasks, each onto one of its options or none. The bound is the LP relaxation with the
 //! units' time pooled into capacity shares (and, as a second bound, time and memory shares summed),
 //! solved greedily over the upper convex hull of each task's options (Sinha and Zoltners' bound for
-//! the multiple-choice knapsack); the tighter of the two prunes. Units with identical costs and
-//! capacity are not tried twice from the same remaining capacity; the priced greedy answer is the
-//! first incumbent. Buffers are sized once: a solve does not allocate.
+//! the multiple-choice knapsack). A third is Lagrangian: at the prices of the root's subgradient
+//! rounds ([`super::Refiner`]), whose best choice is the first incumbent; the same prices fix out
+//! the options that cannot beat the incumbent. The tightest bound prunes. Units with identical costs
+//! and capacity are not tried twice from the same remaining capacity. A solve may be capped by
+//! nodes (it then says it did not prove the optimum), and the device runs a cheap capped search
+//! ([`ExactSolver::search_from`]) from its own choice. Buffers are sized once: a solve does not
+//! allocate.
 
 use super::greedy::{Greedy, Price};
 use super::lagrange::{Prices, Shares};
@@ -176,9 +180,9 @@ impl ExactSolver {
     }
 
     /// Most steps [`search_from`](Self::search_from) takes on n tasks of q options (k per unit, m
-    /// units) with `max_nodes` nodes: the set-up (candidates by value, an insertion sort of at most
-    /// q²/2 moves per task, the task order, twin units, the reduced-cost fixing) and per node its
-    /// bound (m + 1) and its options (q).
+    /// units) with `max_nodes` nodes: the set-up (candidates by value and again by reduced value,
+    /// two insertion sorts of at most q²/2 moves per task, the task order, twin units, the
+    /// reduced-cost fixing) and per node its bound (m + 1) and its options (q).
     pub fn search_work_bound(n: usize, m: usize, k: usize, max_nodes: u64) -> u64 {
         let q = m * k;
         (n * q + n * q * q / 2 + n * n + m * m * n * k + 2 * n * q) as u64
@@ -306,6 +310,21 @@ impl ExactSolver {
             }
             self.ncand[j] = kept as u8;
             self.none_ok[j] = root - top + slack > self.best_value;
+            if self.cheap {
+                // The capped search meets few nodes: try each task's options by reduced value, the
+                // order in which the prices say they are worth their capacity.
+                let row = &mut self.cand[j * q..j * q + kept];
+                for a in 1..row.len() {
+                    let (i, r) = (row[a], self.prices.reduced(inst, &self.shares, j, row[a] as usize));
+                    let mut at = a;
+                    while at > 0 && self.prices.reduced(inst, &self.shares, j, row[at - 1] as usize) < r {
+                        row[at] = row[at - 1];
+                        at -= 1;
+                        self.work += 1;
+                    }
+                    row[at] = i;
+                }
+            }
         }
     }
 

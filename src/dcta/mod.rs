@@ -8,11 +8,13 @@
 //! - [`Menu::fill`] poses one period's multiple-choice knapsack ([`Instance`]: time per unit and
 //!   memory as constraints) from a [`Context`] (drift per target, power level, free memory, which
 //!   targets are resident).
-//! - [`ExactSolver`] solves an instance exactly (branch and bound with an LP hull bound); the priced
-//!   [`Greedy`] is the policy's run-time step.
-//! - [`build_policy`] learns a [`PolicyTable`] on the host from exactly solved sampled contexts
-//!   (serde, stored in the bundle); [`Dcta`] is prepared once from it and decides each period in
-//!   O(options) without allocating, counting contexts outside the table.
+//! - [`ExactSolver`] solves an instance exactly (branch and bound with LP hull bounds, a Lagrangian
+//!   bound and reduced-cost fixing; capped by nodes where asked); the priced [`Greedy`], the bounded
+//!   Lagrangian improvement ([`Refiner`], prices in [`Prices`]) and a node-capped search
+//!   ([`ExactSolver::search_from`]) are the policy's run-time steps.
+//! - [`build_policy`] learns a [`PolicyTable`] on the host from solved sampled contexts (serde,
+//!   stored in the bundle); [`Dcta`] is prepared once from it and decides each period in at most
+//!   [`Dcta::work_bound`] steps without allocating, counting contexts outside the table.
 //! - [`bench`] sweeps the problem size and compares policy, exact and greedy on held-out contexts
 //!   (`jetlink bench dcta`).
 

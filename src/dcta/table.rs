@@ -3,9 +3,11 @@
 //! context (power level × free-memory class × drift-mass bucket, with bucket edges at quantiles of
 //! the sampled contexts, so long-tailed drift gets as many buckets as uniform drift) and holds the
 //! capacity prices under which the priced greedy comes closest to the exact optimum in that cell.
-//! The fine context (each target's drift, which targets are resident) enters the priced greedy
-//! directly, so the table stays small at any number of tasks: a decision is O(options) and never
-//! allocates. Contexts outside the table fall back to unpriced greedy and are counted.
+//! The fine context (each target's drift, which targets are resident) enters the decision directly,
+//! so the table stays small at any number of tasks. A decision is the priced greedy at the cell's
+//! prices, improved by a bounded number of Lagrangian rounds and (on small instances) a node-capped
+//! search: its work has a stated bound ([`Dcta::work_bound`]) and it never allocates. Contexts
+//! outside the table start from unpriced greedy and are counted.
 
 use serde::{Deserialize, Serialize};
 
