@@ -2,7 +2,8 @@
 //! independent MILP solver (good_lp with microlp, larger ones); the priced greedy (always feasible,
 //! never above the optimum); the menu built from the manifest and the board; the policy table
 //! (learnt, serialised, checked when read, close to the optimum on held-out contexts); the device
-//! decision (no allocation, counted fallbacks); and the size sweep of the bench.
+//! decision (no allocation, within its work bound, counted fallbacks) and its steps (the bounded
+//! Lagrangian improvement and the capped search); and the size sweep of the bench.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -229,7 +230,11 @@ fn refiner_improves_within_its_work_bound_and_its_bound_holds() {
         let nodes = 1 + rng.below(64);
         let d = s.search_from(&inst, c, r.bound_prices(), r.bound(), nodes);
         assert!(inst.is_feasible(&d) && inst.value_of(&d) >= v && inst.value_of(&d) <= opt + 1e-9);
-        assert!(s.work() <= ExactSolver::search_work_bound(n, m, k, nodes), "case {case}: {} steps", s.work());
+        assert!(
+            s.work() <= ExactSolver::search_work_bound(n, m, k, nodes),
+            "case {case}: {} steps",
+            s.work()
+        );
         let d = s.search_from(&inst, c, r.bound_prices(), r.bound(), u64::MAX);
         assert!(close(inst.value_of(&d), opt), "case {case}: search {} optimum {opt}", inst.value_of(&d));
     }
@@ -344,7 +349,7 @@ fn policy_is_close_to_the_optimum_on_held_out_contexts() {
     let mut exact = ExactSolver::for_instance(&inst);
     for dist in [DriftDistribution::Uniform, DriftDistribution::LongTail] {
         let ctxs = sample_contexts(&menu, dist, 300, 4242);
-        let (mut sum, mut count, mut plain_sum) = (0.0, 0, 0.0);
+        let (mut sum, mut count, mut plain_sum, mut worst) = (0.0, 0, 0.0, 1.0f64);
         let mut greedy = Greedy::with_size(menu.n_tasks());
         for c in &ctxs {
             let ctx = c.as_context();
@@ -356,6 +361,7 @@ fn policy_is_close_to_the_optimum_on_held_out_contexts() {
             assert!(got <= opt + 1e-9);
             if opt > 0.0 {
                 sum += got / opt;
+                worst = worst.min(got / opt);
                 plain_sum += inst.value_of(&greedy.solve(&inst, Price::NONE)) / opt;
                 count += 1;
             }
@@ -366,7 +372,9 @@ fn policy_is_close_to_the_optimum_on_held_out_contexts() {
         }
         let mean = sum / count as f64;
         println!("{dist:?}: policy {mean:.4}, unpriced greedy {:.4}", plain_sum / count as f64);
-        assert!(mean > 0.95, "{dist:?}: mean quality {mean}");
+        // The bench's targets (99.5% on average, 97% in the worst context), here on the demo's 128
+        // options, where the exact solver proves every optimum.
+        assert!(mean > 0.995 && worst > 0.97, "{dist:?}: mean quality {mean}, worst {worst}");
         assert!(sum >= plain_sum - 1e-9, "{dist:?}: the learnt prices lose to no prices");
     }
     assert_eq!(dcta.fallbacks(), 0);
