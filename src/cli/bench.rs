@@ -29,8 +29,12 @@ pub(crate) struct BenchArgs {
     pub(crate) tasks: Option<u64>,
     /// `dcta`: K choices per task with `--tasks` (the cost model's 4 by default; others are
     /// spaced log-evenly over its range with interpolated gains).
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=8))]
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=16))]
     pub(crate) choices: u64,
+    /// `dcta`: search nodes per exact solve of a held-out context (where the search stops short,
+    /// the best choice found is the reference and the quality against the bound is reported too).
+    #[arg(long, default_value_t = 200_000, value_parser = clap::value_parser!(u64).range(1..=u64::MAX))]
+    pub(crate) exact_nodes: u64,
     /// `dcta`: training contexts per size, each solved exactly to learn the policy.
     #[arg(long, default_value_t = 3000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub(crate) samples: u64,
@@ -148,6 +152,7 @@ pub(crate) fn bench(a: &BenchArgs) -> Result<()> {
             args.spread = a.spread;
             args.contexts = a.contexts as usize;
             args.policy.samples = a.samples as usize;
+            args.exact_nodes = a.exact_nodes;
             if let Some(n) = a.tasks {
                 args.sizes = vec![(n as usize, a.choices as usize)];
             }

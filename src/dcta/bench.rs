@@ -48,6 +48,12 @@ pub struct BenchArgs {
     pub real: Vec<SampledContext>,
     /// Each method runs at least this long for the energy measurement.
     pub energy_seconds: f64,
+    /// Sizes with more options than this are skipped (the default ladder reaches 1,024 options on
+    /// every board: 8 tasks × 8 K × 4 units is 256, 64 tasks × 16 K × 1 unit is 1,024).
+    pub max_options: usize,
+    /// Search nodes per exact solve of a held-out context; where the search stops short the best
+    /// choice found is the reference and the Lagrangian bound bounds the quality from below.
+    pub exact_nodes: u64,
 }
 
 impl Default for BenchArgs {
@@ -56,12 +62,14 @@ impl Default for BenchArgs {
         policy.cost.stress = Some(1.5);
         BenchArgs {
             policy,
-            sizes: vec![(2, 4), (4, 4), (8, 4), (8, 8)],
+            sizes: vec![(2, 4), (4, 4), (8, 4), (8, 8), (16, 8), (16, 16), (32, 16), (64, 16)],
             spread: 10.0,
             contexts: 400,
             seed: 1,
             real: Vec::new(),
             energy_seconds: 0.2,
+            max_options: 1024,
+            exact_nodes: 200_000,
         }
     }
 }
@@ -104,15 +112,34 @@ pub struct SizeReport {
     /// `uniform`, `long-tail`, or `loop` (the caller's real contexts).
     pub distribution: &'static str,
     pub contexts: usize,
+    /// The policy's time per decision, µs: median and 99th percentile (as `lookup`).
+    pub policy_median_us: f64,
+    pub policy_p99_us: f64,
     /// Exact median time / policy median time.
     pub speedup: f64,
     /// Exact mean time / policy mean time.
     pub speedup_mean: f64,
     /// 1 − policy energy / exact energy.
     pub energy_saved: f64,
-    /// The policy's quality: mean and worst over the held-out contexts.
+    /// The policy's quality: mean and worst over the held-out contexts, against the optimum (the
+    /// best choice found where the exact search stopped at `exact_node_cap` nodes).
     pub quality_mean: f64,
     pub quality_worst: f64,
+    /// Its 1st percentile over the contexts.
+    pub quality_p1: f64,
+    /// Mean and worst against an upper bound on the optimum (the proven optimum, else the
+    /// Lagrangian bound): never above the true quality.
+    pub quality_bound_mean: f64,
+    pub quality_bound_worst: f64,
+    /// Share of the held-out contexts the exact search proved optimal within `exact_node_cap`.
+    pub exact_proven: f64,
+    pub exact_node_cap: u64,
+    /// Steps per decision of the policy (options looked at, plus ordering steps): the most any
+    /// held-out context took, and the bound `Dcta::work_bound` states for this size.
+    pub policy_work_max: u64,
+    pub policy_work_bound: u64,
+    /// Decisions whose steps exceeded the bound (0 unless the bound is wrong).
+    pub policy_work_over: u64,
     /// Postcard bytes of the policy table, as stored in the bundle.
     pub table_bytes: usize,
     pub cells: usize,
@@ -160,38 +187,45 @@ impl BenchReport {
             }
         );
         s += &format!(
-            "{:>7} {:>5} {:<9} {:>10} {:>10} {:>10} {:>9} {:>8} {:>8} {:>8} {:>8} {:>9} {:>7}\n",
+            "{:>7} {:>5} {:<9} {:>10} {:>10} {:>9} {:>9} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8} {:>7} {:>9} {:>7} {:>7}\n",
             "options",
             "tasks",
             "drift",
             "exact ns",
             "exact p99",
             "policy ns",
+            "pol. p99",
             "greedy ns",
-            "speedup",
             "energy",
             "quality",
+            "p1",
             "worst",
-            "nodes p50",
-            "bytes"
+            "vs bound",
+            "proven",
+            "work/bnd",
+            "bytes",
+            "build s"
         );
         for z in &self.sizes {
             s += &format!(
-                "{:>7} {:>5} {:<9} {:>10.0} {:>10.0} {:>10.0} {:>9.0} {:>7.0}× {:>7.0}× {:>7.1}% {:>7.2}% {:>7.2}% {:>9.0} {:>7}\n",
+                "{:>7} {:>5} {:<9} {:>10.0} {:>10.0} {:>9.0} {:>9.0} {:>9.0} {:>7.1}% {:>7.2}% {:>7.2}% {:>7.2}% {:>7.2}% {:>6.0}% {:>8.2} {:>7} {:>7.1}\n",
                 z.tasks,
                 z.n_tasks,
                 z.distribution,
                 z.exact.median_ns,
                 z.exact.p99_ns,
                 z.lookup.median_ns,
+                z.lookup.p99_ns,
                 z.greedy.median_ns,
-                z.speedup,
-                z.speedup_mean,
                 100.0 * z.energy_saved,
                 100.0 * z.quality_mean,
+                100.0 * z.quality_p1,
                 100.0 * z.quality_worst,
-                z.exact_nodes_median,
-                z.table_bytes
+                100.0 * z.quality_bound_worst,
+                100.0 * z.exact_proven,
+                z.policy_work_max as f64 / z.policy_work_bound.max(1) as f64,
+                z.table_bytes,
+                z.build_seconds
             );
         }
         s
@@ -322,6 +356,12 @@ pub fn bench(manifest: &Manifest, board: &Board, args: &BenchArgs) -> Result<Ben
     let mut sizes = Vec::new();
     let mut load = base.load;
     for &(n, choices) in &args.sizes {
+        if n == 0 || n > super::MAX_TASKS {
+            return Err(DctaError::TaskCount { tasks: n, max: super::MAX_TASKS });
+        }
+        if n * choices * base.n_units() > args.max_options {
+            continue;
+        }
         let cost = &args.policy.cost.with_choices(choices)?;
         let tatim = tatim_of_size(&base, n, args.spread, args.seed ^ n as u64, cost)?;
         if n == base.n_tasks() {
@@ -361,7 +401,7 @@ pub fn bench(manifest: &Manifest, board: &Board, args: &BenchArgs) -> Result<Ben
             sets.push(("loop", args.real.clone()));
         }
         for (name, ctxs) in sets {
-            let z = measure(&menu, &mut dcta, &ctxs, &energy, args.energy_seconds);
+            let z = measure(&menu, &mut dcta, &ctxs, &energy, args.energy_seconds, args.exact_nodes);
             sizes.push(SizeReport { distribution: name, table_bytes, cells, build_seconds, ..z });
         }
     }
@@ -384,30 +424,46 @@ fn measure(
     ctxs: &[SampledContext],
     energy: &EnergyMeter,
     seconds: f64,
+    exact_nodes: u64,
 ) -> SizeReport {
     let mut inst = Instance::for_menu(menu);
     let mut exact = ExactSolver::for_instance(&inst);
     let mut greedy = Greedy::with_size(menu.n_tasks());
     let (mut sum, mut worst, mut count) = ([0.0f64; 3], [1.0f64; 3], 0usize);
+    let (mut bound_sum, mut bound_worst, mut proven) = (0.0f64, 1.0f64, 0usize);
+    let mut qualities = Vec::with_capacity(ctxs.len());
     let mut nodes = Vec::with_capacity(ctxs.len());
     let before = dcta.fallbacks();
+    let (mut work_max, mut work_over) = (0u64, 0u64);
     for c in ctxs {
         let ctx = c.as_context();
         let policy = dcta.allocate(&ctx).choice;
+        work_max = work_max.max(dcta.work());
+        work_over += (dcta.work() > dcta.work_bound()) as u64;
         menu.fill(&ctx, &mut inst);
-        let (best, opt) = exact.solve(&inst);
-        nodes.push(exact.nodes() as f64);
+        let (best, found, done) = exact.solve_capped(&inst, exact_nodes);
+        nodes.push(exact.nodes().min(exact_nodes) as f64);
         let plain = greedy.solve(&inst, Price::NONE);
+        let feasible = |ch: &Choice| if inst.is_feasible(ch) { inst.value_of(ch) } else { 0.0 };
+        // Where the search stopped short, the best choice any method found is the reference.
+        let opt = found.max(feasible(&policy)).max(feasible(&plain));
         if opt <= 0.0 {
             continue;
         }
         count += 1;
+        proven += done as usize;
         for (k, ch) in [policy, best, plain].iter().enumerate() {
-            let v = if inst.is_feasible(ch) { inst.value_of(ch) } else { 0.0 };
+            let v = feasible(ch);
             sum[k] += v / opt;
             worst[k] = worst[k].min(v / opt);
         }
+        qualities.push(feasible(&policy) / opt);
+        let ub = if done { found } else { exact.upper_bound().max(opt) };
+        bound_sum += feasible(&policy) / ub;
+        bound_worst = bound_worst.min(feasible(&policy) / ub);
     }
+    qualities.sort_by(f64::total_cmp);
+    let quality_p1 = if qualities.is_empty() { 1.0 } else { crate::percentile::of_sorted(&qualities, 1.0) };
     let fallbacks = dcta.fallbacks() - before;
     let run = |method: &mut dyn FnMut(&SampledContext) -> Choice| -> (f64, f64, f64, f64) {
         // Decision by decision: exact solve times are heavy-tailed, so a batch's mean would not be
@@ -437,7 +493,7 @@ fn measure(
     let lookup = run(&mut |c| dcta.allocate(&c.as_context()).choice);
     let ex = run(&mut |c| {
         menu.fill(&c.as_context(), &mut inst);
-        exact.solve(&inst).0
+        exact.solve_capped(&inst, exact_nodes).0
     });
     let mut inst2 = Instance::for_menu(menu);
     let gr = run(&mut |c| {
@@ -469,6 +525,16 @@ fn measure(
         energy_saved: 1.0 - lookup.energy_nj / exact.energy_nj.max(1e-12),
         quality_mean: lookup.quality,
         quality_worst: lookup.quality_min,
+        quality_p1,
+        quality_bound_mean: if count > 0 { bound_sum / count as f64 } else { 1.0 },
+        quality_bound_worst: bound_worst,
+        exact_proven: if count > 0 { proven as f64 / count as f64 } else { 1.0 },
+        exact_node_cap: exact_nodes,
+        policy_work_max: work_max,
+        policy_work_bound: dcta.work_bound(),
+        policy_work_over: work_over,
+        policy_median_us: lookup.median_ns / 1e3,
+        policy_p99_us: lookup.p99_ns / 1e3,
         table_bytes: 0,
         cells: 0,
         build_seconds: 0.0,

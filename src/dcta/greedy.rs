@@ -28,51 +28,89 @@ pub struct Greedy {
     pick: Vec<u8>,
     eff: Vec<f64>,
     order: Vec<u8>,
+    /// V of the last solve.
+    total: f64,
+    /// Steps of the last solve: options looked at, plus ordering steps.
+    work: u64,
 }
 
 const NONE: u8 = Choice::NONE;
 
 impl Greedy {
     pub fn with_size(n: usize) -> Greedy {
-        Greedy { pick: vec![NONE; n], eff: vec![0.0; n], order: vec![0; n] }
+        Greedy { pick: vec![NONE; n], eff: vec![0.0; n], order: vec![0; n], total: 0.0, work: 0 }
+    }
+
+    /// Most steps a solve takes on n tasks of q options: four passes over the options (best
+    /// values, priced picks, fallbacks, upgrades) and an insertion sort of the tasks.
+    pub fn work_bound(n: usize, q: usize) -> u64 {
+        (4 * n * q + n * n) as u64
+    }
+
+    /// Steps the last solve took (options looked at, plus ordering steps).
+    pub fn work(&self) -> u64 {
+        self.work
+    }
+
+    /// V = Σ_j (best value of task j) of the last solve: what its prices are relative to.
+    pub fn total(&self) -> f64 {
+        self.total
     }
 
     /// A feasible choice for `inst` at prices `price`. Panics if `inst` has more tasks than the
     /// scratch.
     pub fn solve(&mut self, inst: &Instance, price: Price) -> Choice {
-        let (n, q, m) = (inst.n, inst.q, inst.m);
+        let (n, q, m, k) = (inst.n, inst.q, inst.m, inst.k);
         assert!(n <= self.pick.len(), "instance larger than the greedy ({n} tasks)");
+        // Options are walked unit by unit (option u · k + c), in the same order as by index, so
+        // that no option needs a division to find its unit.
+        let usable = |o: usize, u: usize| {
+            inst.value[o] > 0.0 && inst.time[o] <= inst.cap[u] && inst.mem[o] <= inst.mem_cap
+        };
         let mut total = 0.0;
         for j in 0..n {
-            let best =
-                (0..q).filter(|&i| inst.usable(j, i)).map(|i| inst.value[j * q + i]).fold(0.0, f64::max);
+            let mut best = 0.0f64;
+            for u in 0..m {
+                for c in 0..k {
+                    let o = j * q + u * k + c;
+                    if usable(o, u) {
+                        best = best.max(inst.value[o]);
+                    }
+                }
+            }
             total += best;
         }
+        self.total = total;
+        self.work = (n * q) as u64;
         let mut choice = Choice::empty(n);
         if total <= 0.0 {
             return choice;
         }
         let lambda = price.time as f64 * total / m as f64;
         let mu = price.mem as f64 * total;
-        let shares = |j: usize, i: usize| -> (f64, f64) {
-            let o = j * q + i;
-            let st = inst.time[o] as f64 / inst.cap[inst.unit(i)].max(1) as f64;
+        let shares_on = |o: usize, u: usize| -> (f64, f64) {
+            let st = inst.time[o] as f64 / inst.cap[u].max(1) as f64;
             let sm = if inst.mem[o] > 0 { inst.mem[o] as f64 / inst.mem_cap.max(1) as f64 } else { 0.0 };
             (st, sm)
         };
-        let score = |j: usize, i: usize| {
-            let (st, sm) = shares(j, i);
-            inst.value[j * q + i] - lambda * st - mu * sm
+        let shares = |j: usize, i: usize| shares_on(j * q + i, inst.unit(i));
+        let score_on = |o: usize, u: usize| {
+            let (st, sm) = shares_on(o, u);
+            inst.value[o] - lambda * st - mu * sm
         };
+        let score = |j: usize, i: usize| score_on(j * q + i, inst.unit(i));
         let mut len = 0;
         for j in 0..n {
             self.pick[j] = NONE;
             let mut best = (0.0, NONE);
-            for i in 0..q {
-                if inst.usable(j, i) {
-                    let s = score(j, i);
-                    if s > best.0 {
-                        best = (s, i as u8);
+            for u in 0..m {
+                for c in 0..k {
+                    let o = j * q + u * k + c;
+                    if usable(o, u) {
+                        let s = score_on(o, u);
+                        if s > best.0 {
+                            best = (s, (u * k + c) as u8);
+                        }
                     }
                 }
             }
@@ -91,6 +129,7 @@ impl Greedy {
             self.order[at] = j as u8;
             len += 1;
         }
+        self.work += (n * q + n * n) as u64;
         let mut rem = [0u64; MAX_UNITS];
         rem[..m].copy_from_slice(&inst.cap[..m]);
         let mut mem_rem = inst.mem_cap;
@@ -111,6 +150,7 @@ impl Greedy {
                         }
                     }
                 }
+                self.work += q as u64;
                 if best.1 == usize::MAX {
                     continue;
                 }
@@ -131,10 +171,13 @@ impl Greedy {
                 mem_rem += inst.mem[o];
             }
             let mut best = (choice.option_of(j).map_or(0.0, |i| inst.value[j * q + i]), choice.option_of(j));
-            for i in 0..q {
-                let v = inst.value[j * q + i];
-                if v > best.0 && fits(&rem, mem_rem, j, i) {
-                    best = (v, Some(i));
+            for u in 0..m {
+                for c in 0..k {
+                    let o = j * q + u * k + c;
+                    let v = inst.value[o];
+                    if v > best.0 && inst.time[o] <= rem[u] && inst.mem[o] <= mem_rem {
+                        best = (v, Some(u * k + c));
+                    }
                 }
             }
             if let Some(i) = best.1 {
@@ -144,6 +187,7 @@ impl Greedy {
             }
             choice.set(j, best.1);
         }
+        self.work += (n * q) as u64;
         choice
     }
 }

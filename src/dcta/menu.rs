@@ -166,7 +166,7 @@ impl Menu {
             return Err(DctaError::UnitCount { board: String::new(), units: m, max: super::MAX_UNITS });
         }
         if k == 0 || k > MAX_CHOICES || self.frames.windows(2).any(|w| w[0] >= w[1]) {
-            return Err(DctaError::BadTable("need 1 to 8 ascending K choices"));
+            return Err(DctaError::BadTable("need 1 to 16 ascending K choices"));
         }
         if self.label_slots == 0 {
             return Err(DctaError::BadTable("label_slots must be at least 1"));

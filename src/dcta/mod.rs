@@ -8,29 +8,35 @@
 //! - [`Menu::fill`] poses one period's multiple-choice knapsack ([`Instance`]: time per unit and
 //!   memory as constraints) from a [`Context`] (drift per target, power level, free memory, which
 //!   targets are resident).
-//! - [`ExactSolver`] solves an instance exactly (branch and bound with an LP hull bound); the priced
-//!   [`Greedy`] is the policy's run-time step.
-//! - [`build_policy`] learns a [`PolicyTable`] on the host from exactly solved sampled contexts
-//!   (serde, stored in the bundle); [`Dcta`] is prepared once from it and decides each period in
-//!   O(options) without allocating, counting contexts outside the table.
+//! - [`ExactSolver`] solves an instance exactly (branch and bound with LP hull bounds, a Lagrangian
+//!   bound and reduced-cost fixing; capped by nodes where asked); the priced [`Greedy`], the bounded
+//!   Lagrangian improvement ([`Refiner`], prices in [`Prices`]) and a node-capped search
+//!   ([`ExactSolver::search_from`]) are the policy's run-time steps.
+//! - [`build_policy`] learns a [`PolicyTable`] on the host from solved sampled contexts (serde,
+//!   stored in the bundle); [`Dcta`] is prepared once from it and decides each period in at most
+//!   [`Dcta::work_bound`] steps without allocating, counting contexts outside the table.
 //! - [`bench`] sweeps the problem size and compares policy, exact and greedy on held-out contexts
 //!   (`jetlink bench dcta`).
 
 mod bench;
 mod exact;
 mod greedy;
+mod lagrange;
 mod menu;
 mod problem;
+mod refine;
 mod table;
 
-pub use bench::{BenchArgs, BenchReport, EnergySource, MethodStats, SizeReport, bench};
+pub use bench::{BenchArgs, BenchReport, EnergySource, MethodStats, SizeReport, bench, tatim_of_size};
 pub use exact::ExactSolver;
 pub use greedy::{Greedy, Price};
+pub use lagrange::Prices;
 pub use menu::{Choice, Context, Instance, Menu};
 pub use problem::{CostModel, MEASURED_GAIN, Tatim, importance};
+pub use refine::Refiner;
 pub use table::{
-    Dcta, DriftDistribution, Plan, PolicyOptions, PolicyTable, SampledContext, build_policy,
-    build_policy_for, sample_contexts,
+    BUILD_NODES, Dcta, DriftDistribution, Plan, PolicyOptions, PolicyTable, ROUNDS, SEARCH_NODES,
+    SEARCH_OPTIONS, SampledContext, build_policy, build_policy_for, sample_contexts,
 };
 
 /// Most tasks (models) an instance may have.
@@ -40,7 +46,7 @@ pub const MAX_TASKS: usize = 64;
 pub const MAX_UNITS: usize = 8;
 
 /// Most K choices per refresh.
-pub const MAX_CHOICES: usize = 8;
+pub const MAX_CHOICES: usize = 16;
 
 /// Errors of building a problem or a policy table, and of preparing a table for the device.
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]

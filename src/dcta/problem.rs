@@ -13,7 +13,7 @@ use crate::manifest::Manifest;
 pub struct CostModel {
     /// K₀: the frames the work t_j is computed for; an option with K frames costs t_j · K / K₀.
     pub frames_per_task: u32,
-    /// The K choices of a refresh, ascending (at most 8).
+    /// The K choices of a refresh, ascending (at most 16).
     pub frames: Vec<u32>,
     /// g(K) ∈ [0, 1] for each K choice: the share of a target's drift a refresh on K labelled frames
     /// wins back. Default: measured by `jetlink bench adapt-gain` on the demo's drift segment
@@ -80,7 +80,7 @@ impl CostModel {
             return Ok(self.clone());
         }
         if choices == 0 || choices > MAX_CHOICES {
-            return Err(DctaError::BadOption { option: "choices", reason: "need 1 to 8 K choices" });
+            return Err(DctaError::BadOption { option: "choices", reason: "need 1 to 16 K choices" });
         }
         let (lo, hi) = (self.frames[0] as f64, *self.frames.last().unwrap() as f64);
         let mut frames: Vec<u32> = (0..choices)
@@ -112,7 +112,7 @@ impl CostModel {
     pub fn validate_choices(&self) -> Result<(), DctaError> {
         let k = self.frames.len();
         if k == 0 || k > MAX_CHOICES || self.frames.windows(2).any(|w| w[0] >= w[1]) || self.frames[0] == 0 {
-            return Err(DctaError::BadOption { option: "frames", reason: "need 1 to 8 ascending K > 0" });
+            return Err(DctaError::BadOption { option: "frames", reason: "need 1 to 16 ascending K > 0" });
         }
         if self.gain.len() != k || self.gain.iter().any(|g| !(g.is_finite() && (0.0..=1.0).contains(g))) {
             return Err(DctaError::BadOption { option: "gain", reason: "one value in [0, 1] per K choice" });

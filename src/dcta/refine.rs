@@ -1,0 +1,224 @@
+//! The device's bounded improvement of a decision: a few rounds of Lagrangian pricing, each a fixed
+//! number of passes over the options. A round lets every task take its best option under the current
+//! capacity prices ([`Prices`]; that also gives an upper bound on the optimum), repairs that into a
+//! feasible choice (tasks admitted by reduced value, a task that no longer fits takes its best option
+//! that does, then each task moves to its most valuable option that still fits), keeps it if it beats
+//! the best so far, and moves the prices by a subgradient step. The rounds stop early once the best
+//! choice reaches the bound (it is optimal). Work per call is at most
+//! rounds × (3 · n · q + n²) option and ordering steps ([`Refiner::work_bound`]), counted as it runs
+//! ([`Refiner::work`]); nothing is allocated.
+
+use super::MAX_UNITS;
+use super::lagrange::{Prices, Shares};
+use super::menu::{Choice, Instance};
+
+const NONE: u8 = Choice::NONE;
+
+/// Scratch of the bounded improvement (sized once).
+#[derive(Clone, Debug)]
+pub struct Refiner {
+    /// Per task: its best reduced value under the round's prices.
+    red: Vec<f64>,
+    order: Vec<u8>,
+    lag: Choice,
+    work: u64,
+    bound: f64,
+    prices: Prices,
+    /// The prices at which `bound` was met.
+    bound_prices: Prices,
+}
+
+impl Refiner {
+    pub fn with_size(n: usize) -> Refiner {
+        Refiner {
+            red: vec![0.0; n],
+            order: vec![0; n],
+            lag: Choice::empty(n),
+            work: 0,
+            bound: f64::INFINITY,
+            prices: Prices::default(),
+            bound_prices: Prices::default(),
+        }
+    }
+
+    /// Most steps [`refine`](Self::refine) takes on n tasks of q options in `rounds` rounds.
+    pub fn work_bound(n: usize, q: usize, rounds: usize) -> u64 {
+        (rounds * (3 * n * q + n * n)) as u64
+    }
+
+    /// Steps the last call took (options looked at, plus ordering steps).
+    pub fn work(&self) -> u64 {
+        self.work
+    }
+
+    /// Count `steps` done for the same decision outside the improvement (the decision's total).
+    pub(crate) fn add_work(&mut self, steps: u64) {
+        self.work += steps;
+    }
+
+    /// The smallest Lagrangian upper bound on the optimum the last call met (infinite when it ran no
+    /// round).
+    pub fn bound(&self) -> f64 {
+        self.bound
+    }
+
+    /// The prices the last call ended with.
+    pub fn prices(&self) -> Prices {
+        self.prices
+    }
+
+    /// The prices at which the last call met its smallest bound ([`bound`](Self::bound)).
+    pub fn bound_prices(&self) -> Prices {
+        self.bound_prices
+    }
+
+    /// A feasible choice at least as good as `start` (which must be feasible), from at most `rounds`
+    /// rounds starting at `prices`. Panics if `inst` has more tasks than the scratch.
+    pub fn refine(&mut self, inst: &Instance, start: Choice, prices: Prices, rounds: usize) -> Choice {
+        let n = inst.n;
+        assert!(n <= self.red.len(), "instance larger than the refiner ({n} tasks)");
+        let sh = Shares::of(inst);
+        let mut best = start;
+        let mut best_v = inst.value_of(&start);
+        let mut p = prices;
+        self.work = 0;
+        self.bound = f64::INFINITY;
+        self.bound_prices = p;
+        self.lag = Choice::empty(n);
+        // θ of the Polyak step, halved after a round that did not lower the bound (the usual rule).
+        let mut theta = 1.0;
+        for _ in 0..rounds {
+            let l = self.relax(inst, &sh, &p);
+            if l < self.bound {
+                self.bound = l;
+                self.bound_prices = p;
+            } else {
+                theta *= 0.5;
+            }
+            if best_v >= l - 1e-9 * l.abs() {
+                break; // the best choice reaches the bound: optimal
+            }
+            let cand = self.repair(inst, &sh, &p);
+            let v = inst.value_of(&cand);
+            if v > best_v {
+                (best, best_v) = (cand, v);
+            }
+            if !p.step(inst, &self.lag, l, best_v, theta) {
+                break;
+            }
+        }
+        self.prices = p;
+        best
+    }
+
+    /// Every task's best usable option under prices `p` (into `lag` and `red`); returns the bound.
+    fn relax(&mut self, inst: &Instance, sh: &Shares, p: &Prices) -> f64 {
+        let (n, q, m, k) = (inst.n, inst.q, inst.m, inst.k);
+        let mut l = p.capacity_term(m, &[1.0; MAX_UNITS], 1.0);
+        // Prices per µs and per byte-frame; options walked unit by unit, so that no option needs a
+        // division to find its unit (this loop is most of a decision's time).
+        let mut per_us = [0.0f64; MAX_UNITS];
+        for u in 0..m {
+            per_us[u] = p.unit[u] * sh.unit[u];
+        }
+        let per_mem = p.mem * sh.mem;
+        for j in 0..n {
+            let mut best = (0.0, NONE);
+            for u in 0..m {
+                let (cap, pu) = (inst.cap[u], per_us[u]);
+                for c in 0..k {
+                    let o = j * q + u * k + c;
+                    let (v, t, mem) = (inst.value[o], inst.time[o], inst.mem[o]);
+                    if v > 0.0 && t <= cap && mem <= inst.mem_cap {
+                        let r = v - pu * t as f64 - per_mem * mem as f64;
+                        if r > best.0 {
+                            best = (r, (u * k + c) as u8);
+                        }
+                    }
+                }
+            }
+            self.red[j] = best.0;
+            self.lag.set(j, (best.1 != NONE).then_some(best.1 as usize));
+            l += best.0;
+        }
+        self.work += (n * q) as u64;
+        l
+    }
+
+    /// A feasible choice near the Lagrangian one.
+    fn repair(&mut self, inst: &Instance, sh: &Shares, p: &Prices) -> Choice {
+        let (n, q, m) = (inst.n, inst.q, inst.m);
+        let mut len = 0;
+        for j in 0..n {
+            if self.lag.option_of(j).is_none() {
+                continue;
+            }
+            let r = self.red[j];
+            let mut at = len;
+            while at > 0 && self.red[self.order[at - 1] as usize] < r {
+                self.order[at] = self.order[at - 1];
+                at -= 1;
+            }
+            self.order[at] = j as u8;
+            len += 1;
+        }
+        self.work += (n * n) as u64;
+        let mut rem = [0u64; MAX_UNITS];
+        rem[..m].copy_from_slice(&inst.cap[..m]);
+        let mut mem_rem = inst.mem_cap;
+        let fits = |rem: &[u64; MAX_UNITS], mem_rem: u64, o: usize, u: usize| {
+            inst.time[o] <= rem[u] && inst.mem[o] <= mem_rem
+        };
+        let mut c = Choice::empty(n);
+        for k in 0..len {
+            let j = self.order[k] as usize;
+            let mut take = self.lag.option_of(j).unwrap();
+            if !fits(&rem, mem_rem, j * q + take, inst.unit(take)) {
+                let mut best = (f64::NEG_INFINITY, usize::MAX);
+                for i in 0..q {
+                    if inst.value[j * q + i] > 0.0 && fits(&rem, mem_rem, j * q + i, inst.unit(i)) {
+                        let r = p.reduced(inst, sh, j, i);
+                        if r > best.0 {
+                            best = (r, i);
+                        }
+                    }
+                }
+                self.work += q as u64;
+                if best.1 == usize::MAX {
+                    continue;
+                }
+                take = best.1;
+            }
+            rem[inst.unit(take)] -= inst.time[j * q + take];
+            mem_rem -= inst.mem[j * q + take];
+            c.set(j, Some(take));
+        }
+        // Upgrade: admitted tasks in their order, then the rest, each to its most valuable option
+        // that fits in what the others leave.
+        let k = inst.k;
+        let rest = (0..n).filter(|&j| self.lag.option_of(j).is_none());
+        for j in self.order[..len].iter().map(|&j| j as usize).chain(rest) {
+            if let Some(i) = c.option_of(j) {
+                rem[inst.unit(i)] += inst.time[j * q + i];
+                mem_rem += inst.mem[j * q + i];
+            }
+            let mut best = (c.option_of(j).map_or(0.0, |i| inst.value[j * q + i]), c.option_of(j));
+            for u in 0..m {
+                for kc in 0..k {
+                    let o = j * q + u * k + kc;
+                    let v = inst.value[o];
+                    if v > best.0 && inst.time[o] <= rem[u] && inst.mem[o] <= mem_rem {
+                        best = (v, Some(u * k + kc));
+                    }
+                }
+            }
+            if let Some(i) = best.1 {
+                rem[inst.unit(i)] -= inst.time[j * q + i];
+                mem_rem -= inst.mem[j * q + i];
+            }
+            c.set(j, best.1);
+        }
+        self.work += (n * q) as u64;
+        c
+    }
+}
