@@ -82,9 +82,8 @@ impl Greedy {
         }
         self.total = total;
         self.work = (n * q) as u64;
-        let mut choice = Choice::empty(n);
         if total <= 0.0 {
-            return choice;
+            return Choice::empty(n);
         }
         let lambda = price.time as f64 * total / m as f64;
         let mu = price.mem as f64 * total;
@@ -130,64 +129,83 @@ impl Greedy {
             len += 1;
         }
         self.work += (n * q + n * n) as u64;
-        let mut rem = [0u64; MAX_UNITS];
-        rem[..m].copy_from_slice(&inst.cap[..m]);
-        let mut mem_rem = inst.mem_cap;
-        let fits = |rem: &[u64; MAX_UNITS], mem_rem: u64, j: usize, i: usize| {
-            let o = j * q + i;
-            inst.time[o] <= rem[inst.unit(i)] && inst.mem[o] <= mem_rem
-        };
-        for &j in &self.order[..len] {
-            let j = j as usize;
-            let mut take = self.pick[j] as usize;
-            if !fits(&rem, mem_rem, j, take) {
-                let mut best = (f64::NEG_INFINITY, usize::MAX);
-                for i in 0..q {
-                    if inst.value[j * q + i] > 0.0 && fits(&rem, mem_rem, j, i) {
-                        let s = score(j, i);
-                        if s > best.0 {
-                            best = (s, i);
-                        }
-                    }
-                }
-                self.work += q as u64;
-                if best.1 == usize::MAX {
-                    continue;
-                }
-                take = best.1;
-            }
-            let o = j * q + take;
-            rem[inst.unit(take)] -= inst.time[o];
-            mem_rem -= inst.mem[o];
-            choice.set(j, Some(take));
-        }
-        // Upgrade: each task (ranked ones first, then those without a pick) to its most valuable
-        // option that fits.
         let unranked = (0..n).filter(|&j| self.pick[j] == NONE);
-        for j in self.order[..len].iter().map(|&j| j as usize).chain(unranked) {
-            if let Some(i) = choice.option_of(j) {
-                let o = j * q + i;
-                rem[inst.unit(i)] += inst.time[o];
-                mem_rem += inst.mem[o];
-            }
-            let mut best = (choice.option_of(j).map_or(0.0, |i| inst.value[j * q + i]), choice.option_of(j));
-            for u in 0..m {
-                for c in 0..k {
-                    let o = j * q + u * k + c;
-                    let v = inst.value[o];
-                    if v > best.0 && inst.time[o] <= rem[u] && inst.mem[o] <= mem_rem {
-                        best = (v, Some(u * k + c));
-                    }
-                }
-            }
-            if let Some(i) = best.1 {
-                let o = j * q + i;
-                rem[inst.unit(i)] -= inst.time[o];
-                mem_rem -= inst.mem[o];
-            }
-            choice.set(j, best.1);
-        }
-        self.work += (n * q) as u64;
+        let (choice, work) = pack(inst, &self.order[..len], |j| self.pick[j] as usize, score, unranked);
+        self.work += work;
         choice
     }
+}
+
+/// The second half of a priced greedy, shared by [`Greedy`] and the Lagrangian improvement
+/// (`refine.rs`): admit the tasks of `order` in turn, each at its option `want(j)` or, when that
+/// does not fit what the tasks before it left, at its fitting option of highest `score(j, i)`
+/// (skipped when none fits); then move every task (`order` first, then `rest`) to its most valuable
+/// option that fits what the others leave. Returns the choice and the options looked at.
+pub(crate) fn pack(
+    inst: &Instance,
+    order: &[u8],
+    want: impl Fn(usize) -> usize,
+    score: impl Fn(usize, usize) -> f64,
+    rest: impl Iterator<Item = usize>,
+) -> (Choice, u64) {
+    let (n, q, m, k) = (inst.n, inst.q, inst.m, inst.k);
+    let mut work = 0u64;
+    let mut choice = Choice::empty(n);
+    let mut rem = [0u64; MAX_UNITS];
+    rem[..m].copy_from_slice(&inst.cap[..m]);
+    let mut mem_rem = inst.mem_cap;
+    let fits = |rem: &[u64; MAX_UNITS], mem_rem: u64, j: usize, i: usize| {
+        let o = j * q + i;
+        inst.time[o] <= rem[inst.unit(i)] && inst.mem[o] <= mem_rem
+    };
+    for &j in order {
+        let j = j as usize;
+        let mut take = want(j);
+        if !fits(&rem, mem_rem, j, take) {
+            let mut best = (f64::NEG_INFINITY, usize::MAX);
+            for i in 0..q {
+                if inst.value[j * q + i] > 0.0 && fits(&rem, mem_rem, j, i) {
+                    let s = score(j, i);
+                    if s > best.0 {
+                        best = (s, i);
+                    }
+                }
+            }
+            work += q as u64;
+            if best.1 == usize::MAX {
+                continue;
+            }
+            take = best.1;
+        }
+        let o = j * q + take;
+        rem[inst.unit(take)] -= inst.time[o];
+        mem_rem -= inst.mem[o];
+        choice.set(j, Some(take));
+    }
+    // Upgrade: each task to its most valuable option that fits what the others leave.
+    for j in order.iter().map(|&j| j as usize).chain(rest) {
+        if let Some(i) = choice.option_of(j) {
+            let o = j * q + i;
+            rem[inst.unit(i)] += inst.time[o];
+            mem_rem += inst.mem[o];
+        }
+        let mut best = (choice.option_of(j).map_or(0.0, |i| inst.value[j * q + i]), choice.option_of(j));
+        for u in 0..m {
+            for c in 0..k {
+                let o = j * q + u * k + c;
+                let v = inst.value[o];
+                if v > best.0 && inst.time[o] <= rem[u] && inst.mem[o] <= mem_rem {
+                    best = (v, Some(u * k + c));
+                }
+            }
+        }
+        if let Some(i) = best.1 {
+            let o = j * q + i;
+            rem[inst.unit(i)] -= inst.time[o];
+            mem_rem -= inst.mem[o];
+        }
+        choice.set(j, best.1);
+    }
+    work += (n * q) as u64;
+    (choice, work)
 }

@@ -147,7 +147,7 @@ impl Refiner {
 
     /// A feasible choice near the Lagrangian one.
     fn repair(&mut self, inst: &Instance, sh: &Shares, p: &Prices) -> Choice {
-        let (n, q, m) = (inst.n, inst.q, inst.m);
+        let n = inst.n;
         let mut len = 0;
         for j in 0..n {
             if self.lag.option_of(j).is_none() {
@@ -163,62 +163,11 @@ impl Refiner {
             len += 1;
         }
         self.work += (n * n) as u64;
-        let mut rem = [0u64; MAX_UNITS];
-        rem[..m].copy_from_slice(&inst.cap[..m]);
-        let mut mem_rem = inst.mem_cap;
-        let fits = |rem: &[u64; MAX_UNITS], mem_rem: u64, o: usize, u: usize| {
-            inst.time[o] <= rem[u] && inst.mem[o] <= mem_rem
-        };
-        let mut c = Choice::empty(n);
-        for k in 0..len {
-            let j = self.order[k] as usize;
-            let mut take = self.lag.option_of(j).unwrap();
-            if !fits(&rem, mem_rem, j * q + take, inst.unit(take)) {
-                let mut best = (f64::NEG_INFINITY, usize::MAX);
-                for i in 0..q {
-                    if inst.value[j * q + i] > 0.0 && fits(&rem, mem_rem, j * q + i, inst.unit(i)) {
-                        let r = p.reduced(inst, sh, j, i);
-                        if r > best.0 {
-                            best = (r, i);
-                        }
-                    }
-                }
-                self.work += q as u64;
-                if best.1 == usize::MAX {
-                    continue;
-                }
-                take = best.1;
-            }
-            rem[inst.unit(take)] -= inst.time[j * q + take];
-            mem_rem -= inst.mem[j * q + take];
-            c.set(j, Some(take));
-        }
-        // Upgrade: admitted tasks in their order, then the rest, each to its most valuable option
-        // that fits in what the others leave.
-        let k = inst.k;
         let rest = (0..n).filter(|&j| self.lag.option_of(j).is_none());
-        for j in self.order[..len].iter().map(|&j| j as usize).chain(rest) {
-            if let Some(i) = c.option_of(j) {
-                rem[inst.unit(i)] += inst.time[j * q + i];
-                mem_rem += inst.mem[j * q + i];
-            }
-            let mut best = (c.option_of(j).map_or(0.0, |i| inst.value[j * q + i]), c.option_of(j));
-            for u in 0..m {
-                for kc in 0..k {
-                    let o = j * q + u * k + kc;
-                    let v = inst.value[o];
-                    if v > best.0 && inst.time[o] <= rem[u] && inst.mem[o] <= mem_rem {
-                        best = (v, Some(u * k + kc));
-                    }
-                }
-            }
-            if let Some(i) = best.1 {
-                rem[inst.unit(i)] -= inst.time[j * q + i];
-                mem_rem -= inst.mem[j * q + i];
-            }
-            c.set(j, best.1);
-        }
-        self.work += (n * q) as u64;
+        let want = |j: usize| self.lag.option_of(j).expect("ordered tasks have a Lagrangian option");
+        let (c, work) =
+            super::greedy::pack(inst, &self.order[..len], want, |j, i| p.reduced(inst, sh, j, i), rest);
+        self.work += work;
         c
     }
 }
