@@ -22,7 +22,7 @@ use std::path::Path;
 use anyhow::{Context, Result, bail, ensure};
 
 use crate::binfile::Cursor;
-pub use crate::binfile::read_maybe_gz;
+use crate::binfile::read_maybe_gz;
 
 pub const MAGIC: &[u8; 8] = b"JLSTRM01";
 /// The compact variant: frames stored as JPEG.
@@ -215,19 +215,6 @@ impl Stream {
             b.extend_from_slice(self.frame(i));
         }
         b
-    }
-
-    /// Serialise as `JLSTRM02`, each frame a JPEG at `quality` (lossy: a frame loads back within
-    /// a few levels of its pixels). 1 or 3 channels.
-    pub fn to_jpeg_bytes(&self, quality: u8) -> Result<Vec<u8>> {
-        let frames = (0..self.len())
-            .map(|i| {
-                crate::jpeg::encode(self.frame(i), self.width, self.height, self.channels, quality)
-                    .with_context(|| format!("frame {i}"))
-                    .map(|j| (self.meta[i], j))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        Ok(jpeg_file(self.shape(), self.train_end, self.drift_start, &frames))
     }
 
     /// Build a stream from parts (tests, tools).

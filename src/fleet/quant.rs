@@ -80,11 +80,6 @@ impl Quantized {
     pub fn error_bound(&self) -> f32 {
         self.scales.iter().fold(0.0f32, |m, &s| m.max(s)) / 2.0
     }
-
-    /// Bytes on the wire, about (postcard adds a few bytes of lengths).
-    pub fn bytes(&self) -> usize {
-        4 * self.scales.len() + self.packed.len()
-    }
 }
 
 #[cfg(test)]
