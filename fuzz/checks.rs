@@ -55,8 +55,9 @@ fn exercise(b: &Bundle) {
     let mut p = Predictor::new(b);
     let row = vec![0.25f32; stride];
     let mut out = vec![0.0f32; stride];
-    let all = (1u64 << n) - 1;
-    for active in [0, 1, all, all >> 1, all & 0b1010_1010_1010_1010] {
+    let all = jetlink::model_set::ModelSet::all(n);
+    let sets = [0, 1, all.bits(), all.bits() >> 1, all.bits() & 0b1010_1010_1010_1010];
+    for active in sets.map(jetlink::model_set::ModelSet::from_bits) {
         let _ = p.predict(active, &row, &mut out);
     }
     for j in 0..n {

@@ -6,13 +6,14 @@
 //! payload) + postcard payload ([`Bundle`]) + an optional 80-byte Ed25519 signature trailer (magic
 //! `JLBSIG01`, key id, signature; written and checked by [`crate::signing`]).
 
+use crate::model_set::ModelSet;
 use std::path::Path;
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::links::{EnsembleSet, LinkSet, MAX_MODELS, TrainOptions, compress_mask};
+use crate::links::{EnsembleSet, LinkSet, MAX_MODELS, TrainOptions};
 use crate::manifest::{Manifest, OutputKind};
 
 pub const MAGIC: &[u8; 8] = b"JLBUNDLE";
@@ -326,14 +327,14 @@ impl Bundle {
 
     /// Score of `target`'s ensemble when the models in `active` (mask over models; the target's own
     /// bit is ignored) are the sources.
-    pub fn subset_score(&self, target: usize, active: u64) -> f32 {
+    pub fn subset_score(&self, target: usize, active: ModelSet) -> f32 {
         let k = self.n_models() - 1;
-        self.scores.subset[(target << k) + compress_mask(active, target) as usize]
+        self.scores.subset[(target << k) + active.slots_for(target).index()]
     }
 
     /// Score of `target`'s ensemble from all other models.
     pub fn ensemble_score(&self, target: usize) -> f32 {
-        self.subset_score(target, u64::MAX >> (64 - self.n_models()))
+        self.subset_score(target, ModelSet::all(self.n_models()))
     }
 
     /// Serialise to the file layout (header + payload).

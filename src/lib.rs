@@ -15,6 +15,7 @@ pub mod input;
 pub mod jpeg;
 pub mod links;
 pub mod manifest;
+pub mod model_set;
 pub mod monitor;
 pub mod output;
 pub mod percentile;

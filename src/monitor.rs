@@ -184,8 +184,8 @@ fn write_csv_row(w: &mut impl Write, t: &Tick) -> io::Result<()> {
         "{},{},{},{},{},{},{},{},{},{},{},{}",
         t.tick,
         t.frame,
-        t.active,
-        t.degraded,
+        t.active.bits(),
+        t.degraded.bits(),
         t.agreement_milli,
         t.budget_kib,
         t.mem_used_kib,
@@ -193,7 +193,7 @@ fn write_csv_row(w: &mut impl Write, t: &Tick) -> io::Result<()> {
         t.tick_us,
         t.adapt_task,
         t.flags,
-        t.held
+        t.held.bits()
     )
 }
 

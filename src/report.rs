@@ -2,6 +2,7 @@
 //! target's ensemble score from all sources, as a Markdown table and as an SVG heatmap, written next
 //! to the bundle.
 
+use crate::model_set::ModelSet;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
@@ -43,7 +44,7 @@ pub fn scores_markdown(b: &Bundle) -> String {
             s,
             " **{:.3}** | {:.3} | {:.3} |",
             b.ensemble_score(j),
-            b.subset_score(j, 0),
+            b.subset_score(j, ModelSet::EMPTY),
             b.scores.constant[j]
         );
     }

@@ -6,6 +6,7 @@
 //! `holdout_fraction` the *holdout* rows (every score is measured on them). Evaluation frames
 //! (`>= train_end`) are never read.
 
+use crate::model_set::ModelSet;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -428,7 +429,14 @@ fn train_ensemble(data: &Data, t: &TrainOptions, j: usize, links: &[LinkResult])
     for (mask, entry) in table.iter_mut().enumerate() {
         let mut acc = 0.0f64;
         for r in 0..data.hold {
-            ensemble::forward(d, &p, &z_hold[r * k * no..(r + 1) * k * no], mask as u64, &mut u, &mut y);
+            ensemble::forward(
+                d,
+                &p,
+                &z_hold[r * k * no..(r + 1) * k * no],
+                ModelSet::from_bits(mask as u16),
+                &mut u,
+                &mut y,
+            );
             activate(data.kinds[j], &mut y);
             let actual = &data.raw[j][(data.fit + r) * no..(data.fit + r + 1) * no];
             acc += agreement(data.kinds[j], data.tolerances[j], &y, actual) as f64;

@@ -2,6 +2,7 @@
 //! terminated by `0x00` (spec: `docs/wire-format.md`), an allocation-free encoder, writer and
 //! resynchronising decoder, and the line-bandwidth arithmetic that sets the Tick decimation.
 
+use crate::model_set::ModelSet;
 use embedded_io::{Error as _, ErrorKind};
 use serde::{Deserialize, Serialize};
 
@@ -57,13 +58,13 @@ pub struct Tick {
     pub tick: u32,
     /// Input frame index.
     pub frame: u32,
-    /// Bit i set: model i ran.
-    pub active: u16,
-    /// Bit i set: output i is flagged degraded.
-    pub degraded: u16,
-    /// Bit i set: output i is held from model i's last run (temporal reuse, by the policy); its
-    /// age is the ticks since that run. Not degraded. (Version 2.)
-    pub held: u16,
+    /// Models that ran (on the wire: the `u16` whose bit i is model i, [`ModelSet`]).
+    pub active: ModelSet,
+    /// Outputs flagged degraded.
+    pub degraded: ModelSet,
+    /// Outputs held from their model's last run (temporal reuse, by the policy); the age is the
+    /// ticks since that run. Not degraded. (Version 2.)
+    pub held: ModelSet,
     /// This tick's agreement × 1000, or [`AGREEMENT_UNKNOWN`].
     pub agreement_milli: u16,
     pub budget_kib: u32,
@@ -254,13 +255,15 @@ pub enum Message {
 mod v1 {
     use serde::{Deserialize, Serialize};
 
+    use crate::model_set::ModelSet;
+
     /// [`super::Tick`] without `held`.
     #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
     pub struct Tick {
         pub tick: u32,
         pub frame: u32,
-        pub active: u16,
-        pub degraded: u16,
+        pub active: ModelSet,
+        pub degraded: ModelSet,
         pub agreement_milli: u16,
         pub budget_kib: u32,
         pub mem_used_kib: u32,
@@ -289,7 +292,7 @@ mod v1 {
                     frame: t.frame,
                     active: t.active,
                     degraded: t.degraded,
-                    held: 0,
+                    held: ModelSet::EMPTY,
                     agreement_milli: t.agreement_milli,
                     budget_kib: t.budget_kib,
                     mem_used_kib: t.mem_used_kib,
@@ -798,9 +801,9 @@ pub fn typical_tick() -> Tick {
     Tick {
         tick: 108_000,
         frame: 108_000,
-        active: 0b0000_0101,
-        degraded: 0,
-        held: 0,
+        active: ModelSet::from_bits(0b0000_0101),
+        degraded: ModelSet::EMPTY,
+        held: ModelSet::EMPTY,
         agreement_milli: 941,
         budget_kib: 11_718,
         mem_used_kib: 9_500,

@@ -12,6 +12,7 @@ use jetlink::gpu::cuda::{CudaLinks, GpuInitError};
 use jetlink::gpu::{Backend, LinkExecutor};
 use jetlink::links::{EnsembleDims, EnsembleSet, LinkDims, LinkSet, Predictor, Rng, source_of_slot};
 use jetlink::manifest::OutputKind;
+use jetlink::model_set::ModelSet;
 use jetlink::recording::Recording;
 
 /// Largest relative error allowed: ‖gpu − cpu‖ / ‖cpu‖ over one frame's predicted values.
@@ -105,12 +106,12 @@ fn random_bundle(spec: &[(OutputKind, usize, usize)], rng: &mut Rng) -> Bundle {
 }
 
 /// Relative error of `got` against `want` over the predicted (inactive) slices; NaN counts as ∞.
-fn frame_error(bundle: &Bundle, active: u64, got: &[f32], want: &[f32]) -> f64 {
+fn frame_error(bundle: &Bundle, active: ModelSet, got: &[f32], want: &[f32]) -> f64 {
     let (mut diff, mut norm, mut at) = (0.0f64, 0.0f64, 0usize);
     for (j, &size) in bundle.sizes().iter().enumerate() {
         let r = at..at + size;
         at += size;
-        if active >> j & 1 == 1 {
+        if active.contains(j) {
             assert_eq!(&got[r.clone()], &want[r], "active slice {j} must be copied exactly");
             continue;
         }
@@ -133,7 +134,7 @@ fn check_ticks(bundle: &Bundle, gpu: &mut CudaLinks, rows: &[Vec<f32>], label: &
     let (mut want, mut got) = (vec![0.0; stride], vec![0.0; stride]);
     let mut worst = 0.0f64;
     for (r, row) in rows.iter().enumerate() {
-        for active in 0..(1u64 << n) {
+        for active in ModelSet::subsets(n) {
             cpu.predict(active, row, &mut want).unwrap();
             gpu.poison_out().unwrap();
             got.fill(f32::NAN);
@@ -141,7 +142,7 @@ fn check_ticks(bundle: &Bundle, gpu: &mut CudaLinks, rows: &[Vec<f32>], label: &
             let e = frame_error(bundle, active, &got, &want);
             assert!(
                 e <= TOLERANCE,
-                "{label}: row {r} mask {active:#b}: relative error {e}\n gpu {got:?}\n cpu {want:?}"
+                "{label}: row {r} mask {active}: relative error {e}\n gpu {got:?}\n cpu {want:?}"
             );
             worst = worst.max(e);
         }
@@ -201,7 +202,8 @@ fn batch_with_per_frame_masks() {
     let mut cpu = Predictor::new(&bundle);
     let stride = cpu.stride();
     let rows: Vec<f32> = (0..frames * stride).map(|_| rng.symmetric(2.0)).collect();
-    let masks: Vec<u64> = (0..frames).map(|_| rng.next_u64() & 0b1111).collect();
+    let masks: Vec<ModelSet> =
+        (0..frames).map(|_| ModelSet::from_bits(rng.next_u64() as u16 & 0b1111)).collect();
     let mut got = vec![f32::NAN; frames * stride];
     g.poison_out().unwrap();
     g.predict_batch(&masks, &rows, &mut got).unwrap();
@@ -210,7 +212,7 @@ fn batch_with_per_frame_masks() {
         let r = f * stride..(f + 1) * stride;
         cpu.predict(mask, &rows[r.clone()], &mut want).unwrap();
         let e = frame_error(&bundle, mask, &got[r], &want);
-        assert!(e <= TOLERANCE, "frame {f} mask {mask:#b}: relative error {e}");
+        assert!(e <= TOLERANCE, "frame {f} mask {mask}: relative error {e}");
     }
     assert!(g.predict_batch(&masks[..0], &rows[..0], &mut got[..0]).is_err());
 }
@@ -235,13 +237,13 @@ fn executor_falls_back_or_matches() {
     let rec = Recording::load(&root().join("demo/reference.jlr.gz")).expect("reference recording");
     let stride = rec.stride();
     let (mut a, mut b) = (vec![f32::NAN; stride], vec![0.0; stride]);
-    for active in [0b1u64, 0b11, 0b1111, 0b1010_0101] {
+    for active in [0b1u16, 0b11, 0b1111, 0b1010_0101].map(ModelSet::from_bits) {
         exec.predict(active, rec.row(0), &mut a).unwrap();
         cpu.predict(active, rec.row(0), &mut b).unwrap();
         assert!(frame_error(&bundle, active, &a, &b) <= TOLERANCE);
     }
-    assert!(exec.predict(1 << 40, rec.row(0), &mut a).is_err());
-    assert!(exec.predict(1, &rec.row(0)[1..], &mut a).is_err());
+    assert!(exec.predict(ModelSet::single(bundle.n_models()), rec.row(0), &mut a).is_err());
+    assert!(exec.predict(ModelSet::from_bits(1), &rec.row(0)[1..], &mut a).is_err());
 }
 
 #[test]

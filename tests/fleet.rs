@@ -23,6 +23,7 @@ use jetlink::fleet::tap::FleetTap;
 use jetlink::fleet::tasks::TaskCosts;
 use jetlink::fleet::{FleetConfig, fuse, model_hash};
 use jetlink::links::{LinkModel, Predictor};
+use jetlink::model_set::ModelSet;
 use jetlink::recording::Recording;
 use jetlink::serial::MemWriter;
 use jetlink::sim::DemoSet;
@@ -131,7 +132,7 @@ fn fleet_links_help_a_new_board_and_hurt_no_other() {
         // Cooperative adaptation: each board offers the targets it sees drifting (more drift on
         // the later parts of the stream) and takes none itself.
         let level = 0.3 * i as f32;
-        b.tap.offer_tasks(0, &vec![level; bundle.n_models()], 0);
+        b.tap.offer_tasks(0, &vec![level; bundle.n_models()], ModelSet::EMPTY);
         b.offer(rec, &vec![fit.len() as u32; bundle.n_models()], &val);
         boards.push((b, test, bundle_only, local, fit.len()));
     }
@@ -162,10 +163,18 @@ fn fleet_links_help_a_new_board_and_hurt_no_other() {
     // as allocating the same offers here gives.
     let costs = TaskCosts::of_bundle(bundle).expect("the demo bundle has a DCTA table");
     let offers: Vec<_> = (0..specs.len())
-        .map(|i| costs.offer(specs[i].0, model_hash(bundle), 0, &vec![0.3 * i as f32; bundle.n_models()], 0))
+        .map(|i| {
+            costs.offer(
+                specs[i].0,
+                model_hash(bundle),
+                0,
+                &vec![0.3 * i as f32; bundle.n_models()],
+                ModelSet::EMPTY,
+            )
+        })
         .collect();
     let expected = jetlink::fleet::tasks::allocate(0, &offers.iter().collect::<Vec<_>>());
-    let mut union = 0u64;
+    let mut union = ModelSet::EMPTY;
     let st = agg.stats();
     println!(
         "aggregator: {} offers, {} allocations published; expected {:?}",
@@ -179,10 +188,10 @@ fn fleet_links_help_a_new_board_and_hurt_no_other() {
             b.name,
             b.client.stats().assigned
         );
-        assert_eq!(union & want, 0, "a target refreshed by two boards");
+        assert_eq!(union & want, ModelSet::EMPTY, "a target refreshed by two boards");
         union |= want;
     }
-    assert_ne!(union, 0, "nothing allocated");
+    assert_ne!(union, ModelSet::EMPTY, "nothing allocated");
     println!("tasks allocated across boards: {:?}", expected.boards);
     let agg = agg.stop().unwrap();
     assert_eq!(agg.rounds.len(), 1);

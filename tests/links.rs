@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use jetlink::bundle::Bundle;
 use jetlink::links::{self, AdaptOptions, Adapter, BuildOptions, EnsembleFit, Predictor, TrainOptions};
 use jetlink::manifest::OutputKind;
+use jetlink::model_set::ModelSet;
 use jetlink::sim::{synthetic_manifest, synthetic_recording};
 
 /// Counts allocations made by the current thread while counting is switched on.
@@ -92,7 +93,7 @@ fn links_learn_every_kind() {
     assert_eq!(b.scores.subset.len(), 7 << 6);
     // More sources never hurt much: the all-sources ensemble beats the bias-only prediction.
     for j in 0..7 {
-        assert!(b.ensemble_score(j) >= b.subset_score(j, 0), "target {j}");
+        assert!(b.ensemble_score(j) >= b.subset_score(j, ModelSet::EMPTY), "target {j}");
     }
     // Every score rule gives the constant predictor (the training mean) less than the links earn.
     assert_eq!(b.scores.constant.len(), 7);
@@ -135,13 +136,13 @@ fn predictor_matches_scores_and_does_not_allocate() {
     let mut p = Predictor::new(&b);
     let n = b.n_models();
     let mut out = vec![0.0; p.stride()];
-    let all = (1u64 << n) - 1;
+    let all = ModelSet::all(n);
     // Accuracy of the ensemble from all other models on the holdout rows equals the stored score.
     let hold = (b.split.fit_rows as usize)..(b.split.fit_rows + b.split.holdout_rows) as usize;
     for j in 0..n {
         let mut acc = 0.0;
         for r in hold.clone() {
-            p.predict(all & !(1 << j), rec.row(r), &mut out).unwrap();
+            p.predict(all.without(j), rec.row(r), &mut out).unwrap();
             let m = &b.models[j];
             let o = rec.offset(j);
             acc += links::agreement(m.kind, m.tolerance, &out[o..o + m.size as usize], rec.output(r, j));
@@ -152,7 +153,7 @@ fn predictor_matches_scores_and_does_not_allocate() {
     // Active slices are copied; no allocation in predict or signals.
     let row = rec.row(2500).to_vec();
     let (_, allocs) = allocations(|| {
-        for mask in 1..all {
+        for mask in ModelSet::subsets(n).filter(|m| !m.is_empty() && *m != all) {
             p.predict(mask, &row, &mut out).unwrap();
             for j in 0..n {
                 let s = p.signals(j).unwrap();
@@ -161,11 +162,17 @@ fn predictor_matches_scores_and_does_not_allocate() {
         }
     });
     assert_eq!(allocs, 0, "predict/signals allocated");
-    p.predict(0b1, &row, &mut out).unwrap();
+    p.predict(ModelSet::from_bits(0b1), &row, &mut out).unwrap();
     assert_eq!(out[..10], row[..10]);
     // Errors are typed.
-    assert!(matches!(p.predict(1 << 9, &row, &mut out), Err(links::LinkError::MaskOutOfRange { .. })));
-    assert!(matches!(p.predict(1, &row[1..], &mut out), Err(links::LinkError::RowLength { .. })));
+    assert!(matches!(
+        p.predict(ModelSet::single(9), &row, &mut out),
+        Err(links::LinkError::MaskOutOfRange { .. })
+    ));
+    assert!(matches!(
+        p.predict(ModelSet::from_bits(1), &row[1..], &mut out),
+        Err(links::LinkError::RowLength { .. })
+    ));
     let flags = [true, false, false, false, false, false, false];
     p.predict_flags(&flags, &row, &mut out).unwrap();
 }
@@ -176,7 +183,7 @@ fn drift_raises_signals() {
     let mut p = Predictor::new(&b);
     let mut out = vec![0.0; p.stride()];
     // parity predicted from digit + loops + emb: its links disagree more once parity flips.
-    let active = 0b1101u64 & !(1 << 1);
+    let active = ModelSet::from_bits(0b1101).without(1);
     let mean_dis = |p: &mut Predictor, out: &mut Vec<f32>, rows: std::ops::Range<usize>| {
         let mut d = 0.0;
         for r in rows.clone() {
@@ -199,7 +206,7 @@ fn adaptation_reduces_loss_on_drift_without_allocating() {
     let mut p = Predictor::new(&b);
     let mut ad = Adapter::new(&b, &p, AdaptOptions::default());
     let target = 1; // parity flips after DRIFT
-    let sources = 0b1u64 | 0b100 | 0b1000; // digit, loops, emb
+    let sources = ModelSet::from_bits(0b1 | 0b100 | 0b1000); // digit, loops, emb
     let batch: Vec<f32> = (DRIFT + 100..DRIFT + 150).flat_map(|r| rec.row(r).to_vec()).collect();
     let test: Vec<f32> = (DRIFT + 500..DRIFT + 550).flat_map(|r| rec.row(r).to_vec()).collect();
     let before = ad.loss(&mut p, target, sources, &batch).unwrap();
@@ -228,7 +235,10 @@ fn adaptation_reduces_loss_on_drift_without_allocating() {
     }
     assert!(acc / 200.0 > 0.8, "adapted parity agreement {}", acc / 200.0);
     // Bad inputs are typed errors.
-    assert!(matches!(ad.step(&mut p, target, 1 << target, &batch), Err(links::LinkError::NoSources { .. })));
+    assert!(matches!(
+        ad.step(&mut p, target, ModelSet::single(target), &batch),
+        Err(links::LinkError::NoSources { .. })
+    ));
     assert!(matches!(ad.step(&mut p, target, sources, &batch[1..]), Err(links::LinkError::BadBatch { .. })));
 }
 

@@ -72,7 +72,7 @@ fn make_loop<S: FrameSource>(
 #[derive(Debug, PartialEq)]
 struct Trace {
     /// Per tick: frame index, active set, agreement with the reference (thousandths), outputs.
-    ticks: Vec<(u32, u16, u16, Vec<u32>)>,
+    ticks: Vec<(u32, jetlink::model_set::ModelSet, u16, Vec<u32>)>,
     /// The loop's statistics, timing zeroed (compared through `Debug`: exact for floats).
     stats: String,
     ref_frames: [u64; 2],

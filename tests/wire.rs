@@ -10,6 +10,7 @@
 //! each 0x00 by the distance to the next one: every block starts with a code byte = 1 + the number
 //! of non-zero bytes before the next zero (or the end), and the frame ends with 0x00.
 
+use jetlink::model_set::ModelSet;
 use jetlink::serial::MemWriter;
 use jetlink::wire::{
     self, AGREEMENT_UNKNOWN, DECODE_BUF, Decoder, Event, EventCode, Hello, LinePlan, MAX_FRAME, Message,
@@ -140,9 +141,9 @@ fn all_messages() -> Vec<Message> {
     v.push(Message::Tick(Tick {
         tick: u32::MAX,
         frame: u32::MAX,
-        active: u16::MAX,
-        degraded: u16::MAX,
-        held: u16::MAX,
+        active: ModelSet::from_bits(u16::MAX),
+        degraded: ModelSet::from_bits(u16::MAX),
+        held: ModelSet::from_bits(u16::MAX),
         agreement_milli: AGREEMENT_UNKNOWN,
         budget_kib: u32::MAX,
         mem_used_kib: u32::MAX,
@@ -529,7 +530,7 @@ fn version_one_streams_still_decode() {
         0x09, 0x01, 0xE0, 0xCB, 0x06, 0xE0, 0xCB, 0x06, 0x05, 0x0C, 0xAD, 0x07, 0xC6, 0x5B, 0x9C, 0x4A, 0xE8,
         0x39, 0xBA, 0x0E, 0xFF, 0x03, 0xBC, 0x82, 0x00,
     ];
-    let tick2 = enc(&Message::Tick(Tick { held: 0b10, ..wire::typical_tick() }));
+    let tick2 = enc(&Message::Tick(Tick { held: ModelSet::from_bits(0b10), ..wire::typical_tick() }));
     let stream = [&hello1[..], &tick1[..], &enc(&Message::Hello(hello()))[..], &tick2[..]].concat();
     let mut d = Decoder::new();
     let mut got = Vec::new();
@@ -541,7 +542,7 @@ fn version_one_streams_still_decode() {
             Message::Hello(v1),
             Message::Tick(wire::typical_tick()),
             Message::Hello(hello()),
-            Message::Tick(Tick { held: 0b10, ..wire::typical_tick() })
+            Message::Tick(Tick { held: ModelSet::from_bits(0b10), ..wire::typical_tick() })
         ]
     );
     assert_eq!((d.stats().corrupt, d.stats().unknown_version), (0, 0));

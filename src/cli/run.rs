@@ -702,7 +702,7 @@ pub(crate) fn progress_line(ctl: &Loop, names: &[String]) -> String {
         ctl.budget() as f64 / 1e6,
         t.power_mw as f64 / 1e3,
         (0..names.len())
-            .filter(|&i| t.active >> i & 1 == 1)
+            .filter(|&i| t.active.contains(i))
             .map(|i| names[i].as_str())
             .collect::<Vec<_>>()
             .join("+"),

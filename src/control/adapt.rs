@@ -15,6 +15,7 @@
 use crate::bundle::Bundle;
 use crate::links::{AdaptOptions, Adapter, LinkError, Predictor, agreement};
 use crate::manifest::OutputKind;
+use crate::model_set::ModelSet;
 use crate::row::RowLayout;
 
 /// Settings of on-line adaptation in the loop.
@@ -123,17 +124,17 @@ pub struct OnlineAdaptation {
     layout: RowLayout,
     /// Ring of labelled rows (`ring × stride`) and, per row, the models whose outputs it holds.
     rows: Vec<f32>,
-    valid: Vec<u64>,
+    valid: Vec<ModelSet>,
     next: usize,
     filled: usize,
     /// Rows selected for one fine-tuning batch, compacted.
     batch: Vec<f32>,
     scratch: Vec<f32>,
     /// Targets allocated this period, and those still to fine-tune.
-    targets: u64,
-    pending: u64,
+    targets: ModelSet,
+    pending: ModelSet,
     /// Targets of this period that got at least one label.
-    labelled_targets: u64,
+    labelled_targets: ModelSet,
     /// Per target, the labelled frames K the period's plan gives it, and how many it got.
     quota: Vec<u32>,
     got: Vec<u32>,
@@ -162,14 +163,14 @@ impl OnlineAdaptation {
             tolerances: bundle.models.iter().map(|m| m.tolerance).collect(),
             layout,
             rows: vec![0.0; ring * stride],
-            valid: vec![0; ring],
+            valid: vec![ModelSet::EMPTY; ring],
             next: 0,
             filled: 0,
             batch: vec![0.0; ring * stride],
             scratch: vec![0.0; stride],
-            targets: 0,
-            pending: 0,
-            labelled_targets: 0,
+            targets: ModelSet::EMPTY,
+            pending: ModelSet::EMPTY,
+            labelled_targets: ModelSet::EMPTY,
             quota: vec![0; bundle.n_models()],
             got: vec![0; bundle.n_models()],
             since_label: 0,
@@ -184,15 +185,15 @@ impl OnlineAdaptation {
     /// A new period: refresh `targets` (bit j = target j), target j on at most `frames[j]` labelled
     /// frames (its K; labelling stops for a target once it has them, after which it is tuned once
     /// more). Returns the targets of the period that ends which never got a label (abandoned).
-    pub fn start_period(&mut self, targets: u64, frames: &[u32]) -> u64 {
-        let abandoned = self.targets & !self.labelled_targets;
+    pub fn start_period(&mut self, targets: ModelSet, frames: &[u32]) -> ModelSet {
+        let abandoned = self.targets - self.labelled_targets;
         for (j, (q, g)) in self.quota.iter_mut().zip(self.got.iter_mut()).enumerate() {
-            *q = if targets >> j & 1 == 1 { frames.get(j).copied().unwrap_or(u32::MAX) } else { 0 };
+            *q = if targets.contains(j) { frames.get(j).copied().unwrap_or(u32::MAX) } else { 0 };
             *g = 0;
         }
         self.targets = targets;
-        self.labelled_targets = 0;
-        self.pending = 0;
+        self.labelled_targets = ModelSet::EMPTY;
+        self.pending = ModelSet::EMPTY;
         self.new_labels = 0;
         abandoned
     }
@@ -209,18 +210,18 @@ impl OnlineAdaptation {
 
     /// The ring of labelled rows (`ring × stride`), each row's valid-model mask, and how many
     /// rows are filled.
-    pub fn ring(&self) -> (&[f32], &[u64], usize) {
+    pub fn ring(&self) -> (&[f32], &[ModelSet], usize) {
         (&self.rows, &self.valid, self.filled)
     }
 
     /// Targets allocated this period.
-    pub fn targets(&self) -> u64 {
+    pub fn targets(&self) -> ModelSet {
         self.targets
     }
 
     /// Whether this tick is due to label a frame (before the engines run: room is made for it).
     pub fn due(&self) -> bool {
-        self.targets != 0 && self.since_label + 1 >= self.settings.label_every
+        !self.targets.is_empty() && self.since_label + 1 >= self.settings.label_every
     }
 
     /// After the prediction of this tick: with a gating rule, whether the frame is uncertain (or
@@ -241,7 +242,7 @@ impl OnlineAdaptation {
     }
 
     /// Store a labelled row holding the outputs of the models in `valid`.
-    pub fn push(&mut self, row: &[f32], valid: u64) {
+    pub fn push(&mut self, row: &[f32], valid: ModelSet) {
         let cap = self.valid.len();
         let s = self.layout.stride();
         self.rows[self.next * s..(self.next + 1) * s].copy_from_slice(row);
@@ -253,24 +254,24 @@ impl OnlineAdaptation {
         self.total_labels += 1;
         let hit = valid & self.targets;
         self.labelled_targets |= hit;
-        let mut full = 0u64;
+        let mut full = ModelSet::EMPTY;
         for j in 0..self.got.len() {
-            if hit >> j & 1 == 1 {
+            if hit.contains(j) {
                 self.got[j] += 1;
                 if self.got[j] >= self.quota[j] {
-                    full |= 1 << j;
+                    full.insert(j);
                 }
             }
         }
         for (j, s) in self.samples.iter_mut().enumerate() {
-            *s = s.saturating_add((hit >> j & 1) as u32);
+            *s = s.saturating_add(u32::from(hit.contains(j)));
         }
-        if self.new_labels >= self.settings.tune_every || full != 0 {
+        if self.new_labels >= self.settings.tune_every || !full.is_empty() {
             self.pending |= (self.targets & self.labelled_targets) | full;
             self.new_labels = 0;
         }
         // A target with its K frames is tuned (pending) and labelled no more this period.
-        self.targets &= !full;
+        self.targets -= full;
     }
 
     /// Fine-tune the lowest pending target from `sources` on the ring's rows that hold it and every
@@ -278,29 +279,26 @@ impl OnlineAdaptation {
     pub fn tune_one(
         &mut self,
         predictor: &mut Predictor,
-        sources: u64,
+        sources: ModelSet,
     ) -> Option<Result<TuneReport, LinkError>> {
-        if self.pending == 0 {
-            return None;
-        }
-        let j = self.pending.trailing_zeros() as usize;
-        self.pending &= !(1u64 << j);
+        let j = self.pending.first()?;
+        self.pending.remove(j);
         // The sources every row holding j also holds (rows labelled while active models were set
         // aside lack those models).
-        let mut common = u64::MAX;
+        let mut common = ModelSet::all(ModelSet::CAP);
         for r in 0..self.filled {
-            if self.valid[r] >> j & 1 == 1 {
+            if self.valid[r].contains(j) {
                 common &= self.valid[r];
             }
         }
-        let sources = sources & common & !(1u64 << j);
-        if sources == 0 {
+        let sources = (sources & common).without(j);
+        if sources.is_empty() {
             return None;
         }
-        let need = sources | 1u64 << j;
+        let need = sources.with(j);
         let mut rows = 0;
         for r in 0..self.filled {
-            if self.valid[r] & need == need {
+            if need.is_subset(self.valid[r]) {
                 let s = self.layout.stride();
                 let at = rows * s;
                 self.batch[at..at + s].copy_from_slice(&self.rows[r * s..(r + 1) * s]);
@@ -375,7 +373,7 @@ pub struct LabelWindow {
     stride: usize,
     frames: Vec<u8>,
     rows: Vec<f32>,
-    valid: Vec<u64>,
+    valid: Vec<ModelSet>,
     index: Vec<u32>,
     score: Vec<f32>,
     taken: Vec<bool>,
@@ -391,7 +389,7 @@ impl LabelWindow {
             stride,
             frames: vec![0; len * frame_len],
             rows: vec![0.0; len * stride],
-            valid: vec![0; len],
+            valid: vec![ModelSet::EMPTY; len],
             index: vec![0; len],
             score: vec![0.0; len],
             taken: vec![true; len],
@@ -410,7 +408,7 @@ impl LabelWindow {
     }
 
     /// Keep this tick's frame, its row, the models valid in it and its uncertainty.
-    pub fn push(&mut self, frame: &[u8], index: u32, row: &[f32], valid: u64, score: f32) {
+    pub fn push(&mut self, frame: &[u8], index: u32, row: &[f32], valid: ModelSet, score: f32) {
         let cap = self.valid.len();
         if cap == 0 || frame.len() != self.frame_len || row.len() != self.stride {
             return;
@@ -440,7 +438,7 @@ impl LabelWindow {
     }
 
     /// Entry `k`: its frame, frame index, row and valid models.
-    pub fn entry(&self, k: usize) -> (&[u8], u32, &[f32], u64) {
+    pub fn entry(&self, k: usize) -> (&[u8], u32, &[f32], ModelSet) {
         (
             &self.frames[k * self.frame_len..(k + 1) * self.frame_len],
             self.index[k],
@@ -460,7 +458,7 @@ mod tests {
         let mut w = LabelWindow::new(3, 2, 1);
         assert_eq!(w.take_best(), None);
         for (i, s) in [(0u32, 0.2f32), (1, 0.9), (2, 0.5), (3, 0.1)] {
-            w.push(&[i as u8, 0], i, &[i as f32], 1, s);
+            w.push(&[i as u8, 0], i, &[i as f32], ModelSet::from_bits(1), s);
         }
         // Frame 0 fell out of the window; frame 1 is the most uncertain, then 2, then 3.
         let k = w.take_best().unwrap();
@@ -468,7 +466,7 @@ mod tests {
         let k = w.take_best().unwrap();
         assert_eq!(w.entry(k).1, 2);
         let k = w.take_best().unwrap();
-        assert_eq!(w.entry(k), (&[3u8, 0][..], 3, &[3.0f32][..], 1));
+        assert_eq!(w.entry(k), (&[3u8, 0][..], 3, &[3.0f32][..], ModelSet::from_bits(1)));
         assert_eq!(w.take_best(), None);
         assert_eq!(w.bytes(), 3 * 2 + 3 * 4);
         assert_eq!(LabelRule::by_name("top-k"), Some(LabelRule::TopK));

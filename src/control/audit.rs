@@ -10,6 +10,8 @@
 //! `1.96 · sqrt(Σ_j (1 − r_j)² · p̂_j(1 − p̂_j) / (audits_j + 1)) / n` (normal approximation, tasks
 //! independent). A task predicted but never audited contributes p̂ = ½ with the widest interval.
 
+use crate::model_set::ModelSet;
+
 /// An accuracy estimate from audits.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Estimate {
@@ -35,11 +37,11 @@ impl AuditTally {
     }
 
     /// The next task to audit, round robin over the tasks not in `active`.
-    pub fn next_target(&mut self, active: u64) -> Option<usize> {
+    pub fn next_target(&mut self, active: ModelSet) -> Option<usize> {
         let n = self.audits.len();
         for k in 0..n {
             let j = (self.next + k) % n;
-            if active >> j & 1 == 0 {
+            if !active.contains(j) {
                 self.next = (j + 1) % n;
                 return Some(j);
             }
@@ -48,10 +50,10 @@ impl AuditTally {
     }
 
     /// A frame was delivered; the tasks in `ran` ran on it.
-    pub fn count_frame(&mut self, ran: u64) {
+    pub fn count_frame(&mut self, ran: ModelSet) {
         self.frames += 1;
         for (j, r) in self.ran.iter_mut().enumerate() {
-            *r += ran >> j & 1;
+            *r += u64::from(ran.contains(j));
         }
     }
 
@@ -98,12 +100,12 @@ mod tests {
     fn estimate_combines_runs_and_audits() {
         let mut t = AuditTally::new(2);
         assert_eq!(t.estimate(), None);
-        assert_eq!(t.next_target(0b01), Some(1));
-        assert_eq!(t.next_target(0b01), Some(1));
-        assert_eq!(t.next_target(0b11), None);
+        assert_eq!(t.next_target(ModelSet::from_bits(0b01)), Some(1));
+        assert_eq!(t.next_target(ModelSet::from_bits(0b01)), Some(1));
+        assert_eq!(t.next_target(ModelSet::from_bits(0b11)), None);
         // Task 0 always runs; task 1 is predicted and agrees on 3 of 4 audits.
         for _ in 0..100 {
-            t.count_frame(0b01);
+            t.count_frame(ModelSet::from_bits(0b01));
         }
         for a in [1.0, 1.0, 0.0, 1.0] {
             t.record(1, a);

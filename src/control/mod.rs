@@ -12,6 +12,7 @@
 //! - [`stats`]: running totals and the shared savings formulas.
 //! - [`LoopBuilder`]: the one way to build a loop, with defaults for everything but the workload.
 
+use crate::model_set::ModelSet;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -126,8 +127,8 @@ impl LoopPlan {
         self.layout.len()
     }
 
-    fn all(&self) -> u64 {
-        (1u64 << self.n()) - 1
+    fn all(&self) -> ModelSet {
+        ModelSet::all(self.n())
     }
 }
 
@@ -201,13 +202,13 @@ struct LoopState {
     last_out: Vec<f32>,
     tick_no: u32,
     period: u32,
-    active: u64,
+    active: ModelSet,
     /// Tasks predicted through links (the others, not running, held or repeating their last output).
-    predicted: u64,
+    predicted: ModelSet,
     /// Tasks the policy holds this tick (delivered as their model last output them).
-    hold: u64,
+    hold: ModelSet,
     /// Tasks delivered held this tick (for the wire).
-    held: u64,
+    held: ModelSet,
     /// The policy's level in force (`None`: the budget is below every level) and the tick within
     /// its cycle.
     level: Option<usize>,
@@ -222,7 +223,7 @@ struct LoopState {
     have_gate: bool,
     /// This tick's drift signals per predicted task (valid where `sig_fresh` has its bit).
     sig: Vec<crate::links::DriftSignals>,
-    sig_fresh: u64,
+    sig_fresh: ModelSet,
     /// Label selection: the loss head (`loss-prediction`) and the window of recent frames
     /// (`top-k`, empty otherwise), with scratch for labelling a frame of the window.
     loss: LossHead,
@@ -235,7 +236,7 @@ struct LoopState {
     /// What this tick does beside inference (decided before the engines run), and the targets it
     /// runs for that.
     extra: Extra,
-    label_group: u64,
+    label_group: ModelSet,
     audits: AuditTally,
     /// Index of the frame expected next (the last delivered frame's + 1).
     next_index: u32,
@@ -256,7 +257,7 @@ struct LoopState {
 #[derive(Default)]
 struct TickNotes {
     flags: u8,
-    degraded: u16,
+    degraded: ModelSet,
     /// A power throttle started this tick (counted after the period boundary, with the tick).
     throttle: bool,
 }
@@ -344,19 +345,19 @@ impl<S: FrameSource, W: embedded_io::Write> Controller<S, W> {
         &self.st.last_out
     }
 
-    pub fn active(&self) -> u64 {
+    pub fn active(&self) -> ModelSet {
         self.st.active
     }
 
     /// Tasks whose output the last tick delivered held from their model's last run.
-    pub fn held(&self) -> u64 {
+    pub fn held(&self) -> ModelSet {
         self.st.held
     }
 
     /// The age (ticks since its model's run) of task `j`'s output as the last tick delivered it
     /// held; `None` when it was not held.
     pub fn held_age(&self, j: usize) -> Option<u32> {
-        (self.st.held >> j & 1 == 1).then_some(self.st.held_age[j])
+        self.st.held.contains(j).then_some(self.st.held_age[j])
     }
 
     /// The bundle's hold scores the policy plans with (`[j * MAX_HOLD_AGE + age - 1]`).
@@ -478,18 +479,18 @@ impl<S: FrameSource, W: embedded_io::Write> Controller<S, W> {
         let (group, run) = self.plan_extra();
         if let Some(j) = self.st.extra.audit {
             self.st.stats.audits_due += 1;
-            self.st.stats.audits_no_room += u64::from(group >> j & 1 == 0);
+            self.st.stats.audits_no_room += u64::from(!group.contains(j));
         }
         self.st.label_group = group;
         self.st.stats.adapt_room_ticks += u64::from(run != self.st.active);
         // Active models set aside for the adaptation target are predicted through links this tick.
         let (active, predicted) = (self.st.active, self.st.predicted);
-        self.st.mem_used = self.plan.problem.cost_of(run, predicted | (active & !run));
+        self.st.mem_used = self.plan.problem.cost_of(run, predicted | (active - run));
         self.st.stats.min_budget = self.st.stats.min_budget.min(self.st.budget);
         self.st.stats.budget_violations += u64::from(self.st.mem_used > self.st.budget);
         let ok = match info {
             Some(info) => self.run_engines(info, run, &mut notes),
-            None => 0,
+            None => ModelSet::EMPTY,
         };
         let fresh = self.deliver(ok, &mut notes);
         if info.is_some() {
@@ -568,7 +569,8 @@ impl<S: FrameSource, W: embedded_io::Write> Controller<S, W> {
             self.select_level(budget, notes);
         }
         let Some(k) = self.st.level else {
-            (self.st.active, self.st.predicted, self.st.hold) = (0, 0, 0);
+            (self.st.active, self.st.predicted, self.st.hold) =
+                (ModelSet::EMPTY, ModelSet::EMPTY, ModelSet::EMPTY);
             return;
         };
         let ph = self.plan.cycles.phase(k, self.st.phase_t);
@@ -580,7 +582,7 @@ impl<S: FrameSource, W: embedded_io::Write> Controller<S, W> {
             let same =
                 st.have_gate && crate::schedule::frame_difference(&st.frame, &st.gate_frame) <= threshold;
             if same {
-                (st.active, st.predicted, st.hold) = (0, 0, self.plan.all());
+                (st.active, st.predicted, st.hold) = (ModelSet::EMPTY, ModelSet::EMPTY, self.plan.all());
             } else {
                 st.gate_frame.copy_from_slice(&st.frame);
                 st.have_gate = true;
@@ -624,14 +626,14 @@ impl<S: FrameSource, W: embedded_io::Write> Controller<S, W> {
             oracle.then_some((&plan.kinds[..], &plan.tolerances[..], &plan.layout, &run_out[..])),
         );
         let n = plan.n();
-        let value = |m: u64| (0..n).filter(|&j| m >> j & 1 == 1).map(|j| scores[j].min(1e6)).sum::<f32>();
-        let mut chosen = 0u64;
+        let value = |m: ModelSet| m.iter().map(|j| scores[j].min(1e6)).sum::<f32>();
+        let mut chosen = ModelSet::EMPTY;
         if n <= EXHAUSTIVE_REFRESH {
             // The set of at most `runs` tasks that fits and is most stale in total: one large task
             // does not crowd out two smaller ones that are staler together (2^n sets, n ≤ 12).
             let mut best = 0.0f32;
-            for m in 1..1u64 << n {
-                if m.count_ones() as usize <= runs && p.cost_of(m, 0) <= budget {
+            for m in ModelSet::subsets(n).skip(1) {
+                if m.len() <= runs && p.cost_of(m, ModelSet::EMPTY) <= budget {
                     let v = value(m);
                     if v > best {
                         (best, chosen) = (v, m);
@@ -641,36 +643,39 @@ impl<S: FrameSource, W: embedded_io::Write> Controller<S, W> {
         } else {
             for _ in 0..runs {
                 let next = (0..n)
-                    .filter(|&j| chosen >> j & 1 == 0 && p.cost_of(chosen | 1 << j, 0) <= budget)
+                    .filter(|&j| !chosen.contains(j) && p.cost_of(chosen.with(j), ModelSet::EMPTY) <= budget)
                     .max_by(|&a, &b| scores[a].total_cmp(&scores[b]));
                 match next {
-                    Some(j) => chosen |= 1 << j,
+                    Some(j) => chosen.insert(j),
                     None => break,
                 }
             }
         }
-        rf.spent(chosen.count_ones() as usize);
+        rf.spent(chosen.len());
         let st = &mut self.st;
-        (st.active, st.predicted, st.hold) = (chosen, 0, self.plan.all() & !chosen);
+        (st.active, st.predicted, st.hold) = (chosen, ModelSet::EMPTY, self.plan.all() - chosen);
     }
 
     /// The policy's level at `budget`; a new level starts its cycle afresh.
     fn select_level(&mut self, budget: u64, notes: &mut TickNotes) {
         let k = self.plan.cycles.lookup(budget);
-        let runs = |k: Option<usize>| k.map_or(0, |k| self.plan.cycles.runs(k));
+        let runs = |k: Option<usize>| k.map_or(ModelSet::EMPTY, |k| self.plan.cycles.runs(k));
         let (new, old) = (runs(k), runs(self.st.level));
         if k != self.st.level {
             self.st.phase_t = 0;
             self.st.stats.schedule_changes += 1;
-            let shed = old & !new;
-            if budget < self.st.budget && shed != 0 {
+            let shed = old - new;
+            if budget < self.st.budget && !shed.is_empty() {
                 notes.flags |= flags::MEMORY_SHED;
                 self.st.stats.sheds += 1;
                 let p = &self.plan.problem;
                 let freed = p.model_cost(old).saturating_sub(p.model_cost(new));
-                self.event(EventKind::Shed { models: shed as u32, freed_kib: (freed / 1024) as u32 });
+                self.event(EventKind::Shed { models: shed.bits().into(), freed_kib: (freed / 1024) as u32 });
             }
-            self.event(EventKind::ScheduleChange { active: new as u32, old_active: old as u32 });
+            self.event(EventKind::ScheduleChange {
+                active: new.bits().into(),
+                old_active: old.bits().into(),
+            });
         }
         if budget != self.st.budget && self.st.budget != u64::MAX {
             self.event(EventKind::BudgetChange {
@@ -709,19 +714,19 @@ impl<S: FrameSource, W: embedded_io::Write> Controller<S, W> {
         let Some(plan) = self.st.dcta.as_mut().map(|d| *d.allocate(&ctx)) else {
             return;
         };
-        let mut targets = 0u64;
+        let mut targets = ModelSet::EMPTY;
         // Targets the fleet assigned this board (cooperative adaptation) are refreshed here too.
-        let assigned = self.io.fleet.as_ref().map_or(0, |t| t.assigned());
+        let assigned = self.io.fleet.as_ref().map_or(ModelSet::EMPTY, |t| t.assigned());
         for j in 0..self.plan.n() {
-            let running = self.st.active >> j & 1 == 1;
-            let fleet_task = plan.unit_of(j).is_none() && assigned >> j & 1 == 1;
+            let running = self.st.active.contains(j);
+            let fleet_task = plan.unit_of(j).is_none() && assigned.contains(j);
             // A target the fleet assigned runs on the first unit with no cap on its frames.
             let planned = if fleet_task { u32::MAX } else { plan.frames_of(j) };
             self.st.frames[j] = self.plan.opts.adapt_frames.unwrap_or(planned);
             let unit = plan.unit_of(j).or(if fleet_task { Some(0) } else { None });
             if let Some(unit) = unit {
                 if self.st.drift.level[j] > 0.0 && !running && self.can_make_room(j) {
-                    targets |= 1 << j;
+                    targets.insert(j);
                     self.st.stats.count_task(unit, self.st.frames[j]);
                     self.event(EventKind::AdaptStart { target: j as u32, unit: unit as u32 });
                 }
@@ -732,16 +737,17 @@ impl<S: FrameSource, W: embedded_io::Write> Controller<S, W> {
         }
         // Targets of the period that ends which never got a label could not fit: counted.
         let abandoned = self.st.online.start_period(targets, &self.st.frames);
-        self.st.stats.adapt_abandoned += abandoned.count_ones() as u64;
+        self.st.stats.adapt_abandoned += abandoned.len() as u64;
     }
 
     /// Memory a period can free for adaptation targets: the budget less the cheapest way to keep
     /// one running model (the others predicted through links while a target runs).
     fn swap_room(&self) -> u64 {
         let (p, st) = (&self.plan.problem, &self.st);
-        let keep = (0..self.plan.n())
-            .filter(|&i| st.active >> i & 1 == 1)
-            .map(|i| p.cost_of(1 << i, st.predicted | (st.active & !(1 << i))))
+        let keep = st
+            .active
+            .iter()
+            .map(|i| p.cost_of(ModelSet::single(i), st.predicted | st.active.without(i)))
             .min()
             .unwrap_or(0);
         st.budget.saturating_sub(keep)
@@ -766,9 +772,8 @@ impl<S: FrameSource, W: embedded_io::Write> Controller<S, W> {
     /// while it runs, see [`Self::plan_labels`]).
     fn can_make_room(&self, j: usize) -> bool {
         let (p, st) = (&self.plan.problem, &self.st);
-        (0..self.plan.n()).any(|i| {
-            st.active >> i & 1 == 1
-                && p.cost_of(1 << i, st.predicted | (st.active & !(1 << i))) + p.model_mem[j] <= st.budget
+        st.active.iter().any(|i| {
+            p.cost_of(ModelSet::single(i), st.predicted | st.active.without(i)) + p.model_mem[j] <= st.budget
         })
     }
 
@@ -782,10 +787,10 @@ impl<S: FrameSource, W: embedded_io::Write> Controller<S, W> {
             // large to run beside any source would otherwise take its turn forever and starve the
             // others (two large models alternating with the rotation took every audit).
             let n = self.plan.n();
-            let fit = (0..n).filter(|&j| self.room_for(1 << j).is_some()).fold(0u64, |m, j| m | 1 << j);
-            let all = if n >= 64 { u64::MAX } else { (1u64 << n) - 1 };
-            let pick = self.st.audits.next_target(self.st.active | (all & !fit));
-            if pick.is_none() && self.st.active & all != all {
+            let fit: ModelSet = (0..n).filter(|&j| self.room_for(ModelSet::single(j)).is_some()).collect();
+            let all = ModelSet::all(n);
+            let pick = self.st.audits.next_target(self.st.active | (all - fit));
+            if pick.is_none() && !all.is_subset(self.st.active) {
                 // Due, but nothing predicted fits: counted (and said in the summary).
                 self.st.stats.audits_due += 1;
                 self.st.stats.audits_no_room += 1;
@@ -799,11 +804,12 @@ impl<S: FrameSource, W: embedded_io::Write> Controller<S, W> {
 
     /// The targets this tick runs beside inference and the models that run beside them: the
     /// labelling targets, plus the audited task when room can be made for it too.
-    fn plan_extra(&self) -> (u64, u64) {
-        let (mut group, mut run) = if self.st.extra.label { self.plan_labels() } else { (0, self.st.active) };
+    fn plan_extra(&self) -> (ModelSet, ModelSet) {
+        let (mut group, mut run) =
+            if self.st.extra.label { self.plan_labels() } else { (ModelSet::EMPTY, self.st.active) };
         if let Some(j) = self.st.extra.audit {
-            if let Some(r) = self.room_for(group | 1 << j) {
-                group |= 1 << j;
+            if let Some(r) = self.room_for(group.with(j)) {
+                group.insert(j);
                 run &= r;
             }
         }
@@ -813,15 +819,13 @@ impl<S: FrameSource, W: embedded_io::Write> Controller<S, W> {
     /// Step 4b: the targets this labelling tick runs and the models that run beside them. Targets
     /// that fit beside the schedule's active set and targets that do not are labelled on alternate
     /// labelling ticks, so that the rows of the former keep every running source.
-    fn plan_labels(&self) -> (u64, u64) {
+    fn plan_labels(&self) -> (ModelSet, ModelSet) {
         let (p, st) = (&self.plan.problem, &self.st);
-        let targets = st.online.targets() & !st.active;
+        let targets = st.online.targets() - st.active;
         let base = p.cost_of(st.active, st.predicted);
-        let fit = (0..self.plan.n())
-            .filter(|&j| targets >> j & 1 == 1 && base + p.model_mem[j] <= st.budget)
-            .fold(0u64, |m, j| m | 1 << j);
-        let big = targets & !fit;
-        if big == 0 || (fit != 0 && st.online.labels() % 2 == 0) {
+        let fit: ModelSet = targets.iter().filter(|&j| base + p.model_mem[j] <= st.budget).collect();
+        let big = targets - fit;
+        if big.is_empty() || (!fit.is_empty() && st.online.labels() % 2 == 0) {
             return (fit, st.active);
         }
         self.room_for(big).map_or((fit, st.active), |run| (big, run))
@@ -831,34 +835,34 @@ impl<S: FrameSource, W: embedded_io::Write> Controller<S, W> {
     /// set, or, when the largest target does not fit beside it, the active set with its largest
     /// models set aside (predicted through links for this tick) until it fits, keeping at least one
     /// source. `None` when no room can be made.
-    fn room_for(&self, group: u64) -> Option<u64> {
+    fn room_for(&self, group: ModelSet) -> Option<ModelSet> {
         let (p, st) = (&self.plan.problem, &self.st);
-        let need = (0..self.plan.n()).filter(|&j| group >> j & 1 == 1).map(|j| p.model_mem[j]).max()?;
-        let fits = |run: u64| p.cost_of(run, st.predicted | (st.active & !run)) + need <= st.budget;
+        let need = group.iter().map(|j| p.model_mem[j]).max()?;
+        let fits = |run: ModelSet| p.cost_of(run, st.predicted | (st.active - run)) + need <= st.budget;
         let mut run = st.active;
-        while !fits(run) && run.count_ones() > 1 {
-            let largest = (0..self.plan.n()).filter(|&i| run >> i & 1 == 1).max_by_key(|&i| p.model_mem[i]);
+        while !fits(run) && run.len() > 1 {
+            let largest = run.iter().max_by_key(|&i| p.model_mem[i]);
             let Some(i) = largest else { break };
-            run &= !(1 << i);
+            run.remove(i);
         }
         fits(run).then_some(run)
     }
 
     /// Step 5: run the models in `run` on the frame. Returns the models whose outputs are valid.
-    fn run_engines(&mut self, info: FrameInfo, run: u64, notes: &mut TickNotes) -> u64 {
+    fn run_engines(&mut self, info: FrameInfo, run: ModelSet, notes: &mut TickNotes) -> ModelSet {
         self.st.frame_index = info.index;
-        let mut ok = 0u64;
+        let mut ok = ModelSet::EMPTY;
         for i in 0..self.plan.n() {
-            if run >> i & 1 == 0 {
+            if !run.contains(i) {
                 continue;
             }
             self.st.stats.executions += 1;
             self.st.stats.flops += self.plan.problem.flops[i];
             match self.run_engine(i) {
-                Ok(()) => ok |= 1 << i,
+                Ok(()) => ok.insert(i),
                 Err(e) => {
                     notes.flags |= flags::ENGINE_FAULT;
-                    notes.degraded |= 1 << i;
+                    notes.degraded.insert(i);
                     self.st.stats.engine_faults += 1;
                     let code = match e {
                         EngineError::InputSize { .. } => 0,
@@ -890,13 +894,14 @@ impl<S: FrameSource, W: embedded_io::Write> Controller<S, W> {
     /// Step 6: every task gets an output: run, predicted through links (their drift signals
     /// sampled), held from its model's last run where the policy holds it, or its last output
     /// repeated (flagged degraded). Returns whether the CPU predictor ran (its signals are fresh).
-    fn deliver(&mut self, ok: u64, notes: &mut TickNotes) -> bool {
+    fn deliver(&mut self, ok: ModelSet, notes: &mut TickNotes) -> bool {
         self.keep_runs(ok);
         let st = &mut self.st;
-        (st.held, st.sig_fresh) = (0, 0);
-        let (predicted, fresh) = match ok {
-            0 => (false, false),
-            _ => st.links.predict(ok, &st.row, &mut st.out).map_or((false, false), |fresh| (true, fresh)),
+        (st.held, st.sig_fresh) = (ModelSet::EMPTY, ModelSet::EMPTY);
+        let (predicted, fresh) = if ok.is_empty() {
+            (false, false)
+        } else {
+            st.links.predict(ok, &st.row, &mut st.out).map_or((false, false), |fresh| (true, fresh))
         };
         if !predicted {
             // Nothing ran (or no frame): the last outputs again, flagged, but for the held tasks.
@@ -909,31 +914,31 @@ impl<S: FrameSource, W: embedded_io::Write> Controller<S, W> {
         let st = &mut self.st;
         if predicted {
             for j in 0..self.plan.n() {
-                if fresh && ok >> j & 1 == 0 {
+                if fresh && !ok.contains(j) {
                     if let Ok(s) = st.links.predictor_mut().signals(j) {
                         st.drift.add(j, s.score());
                         st.sig[j] = s;
-                        st.sig_fresh |= 1 << j;
+                        st.sig_fresh.insert(j);
                     }
                 }
                 // Tasks neither run, predicted nor held repeat their last output.
-                if (ok | st.predicted | st.active | st.held) >> j & 1 == 0 {
+                if !(ok | st.predicted | st.active | st.held).contains(j) {
                     let r = self.plan.layout.range(j);
                     st.out[r.clone()].copy_from_slice(&st.last_out[r]);
-                    notes.degraded |= 1 << j;
+                    notes.degraded.insert(j);
                 }
             }
             st.have_last = true;
         } else {
-            notes.degraded = (self.plan.all() & !st.held) as u16;
+            notes.degraded = self.plan.all() - st.held;
         }
-        st.stats.degraded_outputs += notes.degraded.count_ones() as u64;
-        st.stats.held_outputs += st.held.count_ones() as u64;
+        st.stats.degraded_outputs += notes.degraded.len() as u64;
+        st.stats.held_outputs += st.held.len() as u64;
         fresh
     }
 
     /// Keep the outputs of the models in `ok` (this tick's run) for holding; age the others.
-    fn keep_runs(&mut self, ok: u64) {
+    fn keep_runs(&mut self, ok: ModelSet) {
         for a in self.st.age.iter_mut() {
             // u32::MAX (never ran) stays; a real age stops one short of it.
             if *a < u32::MAX - 1 {
@@ -944,10 +949,10 @@ impl<S: FrameSource, W: embedded_io::Write> Controller<S, W> {
     }
 
     /// Keep the outputs of the models in `ran` (run this tick) for holding: age 0.
-    fn store_outputs(&mut self, ran: u64) {
+    fn store_outputs(&mut self, ran: ModelSet) {
         let st = &mut self.st;
         for j in 0..self.plan.n() {
-            if ran >> j & 1 == 1 {
+            if ran.contains(j) {
                 let r = self.plan.layout.range(j);
                 if let Some(rf) = st.refresh.as_mut() {
                     // The fresh output against the one it replaces: how stale that one had gone.
@@ -961,13 +966,13 @@ impl<S: FrameSource, W: embedded_io::Write> Controller<S, W> {
     }
 
     /// Deliver the tasks the policy holds (and that did not run) as their model last output them.
-    fn deliver_held(&mut self, ok: u64) {
+    fn deliver_held(&mut self, ok: ModelSet) {
         let st = &mut self.st;
         for j in 0..self.plan.n() {
-            if (st.hold & !ok) >> j & 1 == 1 && st.age[j] != u32::MAX {
+            if (st.hold - ok).contains(j) && st.age[j] != u32::MAX {
                 let r = self.plan.layout.range(j);
                 st.out[r.clone()].copy_from_slice(&st.run_out[r]);
-                st.held |= 1 << j;
+                st.held.insert(j);
                 st.held_age[j] = st.age[j];
             }
         }
@@ -977,20 +982,20 @@ impl<S: FrameSource, W: embedded_io::Write> Controller<S, W> {
     /// that did not run and fit the budget beside the models that ran (one after another); an audit
     /// compares the delivered prediction with the model's output; the row goes to the adaptation
     /// ring. Then fine-tune one pending target. Returns the target worked on (or `NO_ADAPT_TASK`).
-    fn extra_slot(&mut self, ok: u64, have_frame: bool, fresh: bool) -> u8 {
+    fn extra_slot(&mut self, ok: ModelSet, have_frame: bool, fresh: bool) -> u8 {
         let mut worked = wire::NO_ADAPT_TASK;
         let extra = self.st.extra;
-        let audit_bit = extra.audit.map_or(0, |j| 1u64 << j);
+        let audit_bit = extra.audit.map_or(ModelSet::EMPTY, ModelSet::single);
         let mut labelled = false;
         let top_k = !self.st.window.is_empty();
-        if self.plan.opts.adapt && top_k && have_frame && ok != 0 {
+        if self.plan.opts.adapt && top_k && have_frame && !ok.is_empty() {
             let score = self.target_signal(ok, fresh).unwrap_or(0.0);
             let st = &mut self.st;
             st.window.push(&st.frame, st.frame_index, &st.row, ok, score);
         }
         // Targets run one after another: the tick's memory is the largest of its extra runs.
         let mut peak = self.st.mem_used;
-        if self.st.label_group != 0 && have_frame && ok != 0 {
+        if !self.st.label_group.is_empty() && have_frame && !ok.is_empty() {
             // The gates apply to labels only; an audit runs whatever they say.
             if extra.label {
                 if top_k {
@@ -1007,14 +1012,14 @@ impl<S: FrameSource, W: embedded_io::Write> Controller<S, W> {
                     }
                 }
             }
-            if self.st.label_group != 0 {
+            if !self.st.label_group.is_empty() {
                 let valid = self.run_group(ok, &mut worked);
                 peak = peak.max(self.st.mem_used);
                 // The targets' fresh outputs are what a later tick holds, and what the loss head
                 // learns from.
-                self.store_outputs(valid & !ok);
-                self.learn_losses(valid & !ok);
-                if let Some(j) = extra.audit.filter(|&j| valid >> j & 1 == 1 && ok >> j & 1 == 0) {
+                self.store_outputs(valid - ok);
+                self.learn_losses(valid - ok);
+                if let Some(j) = extra.audit.filter(|&j| valid.contains(j) && !ok.contains(j)) {
                     let r = self.plan.layout.range(j);
                     let a = agreement(
                         self.plan.kinds[j],
@@ -1052,11 +1057,11 @@ impl<S: FrameSource, W: embedded_io::Write> Controller<S, W> {
 
     /// Run the targets of this tick's group that did not run and fit beside the models that ran;
     /// returns the models whose outputs the row now holds.
-    fn run_group(&mut self, ok: u64, worked: &mut u8) -> u64 {
+    fn run_group(&mut self, ok: ModelSet, worked: &mut u8) -> ModelSet {
         let (base, mut extra, mut valid) = (self.st.mem_used, 0u64, ok);
         for j in 0..self.plan.n() {
             let need = self.plan.problem.model_mem[j];
-            if self.st.label_group >> j & 1 == 0 || ok >> j & 1 == 1 || base + need > self.st.budget {
+            if !self.st.label_group.contains(j) || ok.contains(j) || base + need > self.st.budget {
                 continue;
             }
             let res = self.run_engine(j);
@@ -1064,7 +1069,7 @@ impl<S: FrameSource, W: embedded_io::Write> Controller<S, W> {
             self.st.stats.engine_faults += u64::from(res.is_err());
             extra = extra.max(need);
             if res.is_ok() {
-                valid |= 1 << j;
+                valid.insert(j);
                 *worked = j as u8;
             }
         }
@@ -1075,7 +1080,7 @@ impl<S: FrameSource, W: embedded_io::Write> Controller<S, W> {
     /// The allocated targets' mean uncertainty ([`crate::links::DriftSignals::score`]) on this
     /// frame, or with `loss-prediction` their mean predicted loss; `None` when the CPU predictor
     /// did not run.
-    fn target_signal(&self, ok: u64, fresh: bool) -> Option<f32> {
+    fn target_signal(&self, ok: ModelSet, fresh: bool) -> Option<f32> {
         if !fresh {
             return None;
         }
@@ -1083,7 +1088,7 @@ impl<S: FrameSource, W: embedded_io::Write> Controller<S, W> {
         let loss = self.plan.opts.adaptation.rule == LabelRule::LossPrediction;
         let (mut sum, mut count) = (0.0f32, 0u32);
         for j in 0..self.plan.n() {
-            if (st.online.targets() & !ok & st.sig_fresh) >> j & 1 == 1 {
+            if ((st.online.targets() - ok) & st.sig_fresh).contains(j) {
                 sum += if loss { st.loss.predict(j, &st.sig[j]) } else { st.sig[j].score() };
                 count += 1;
             }
@@ -1093,13 +1098,13 @@ impl<S: FrameSource, W: embedded_io::Write> Controller<S, W> {
 
     /// With `loss-prediction`: the loss head learns, for each task in `ran` that this tick
     /// predicted, the loss its prediction had against the model's own output.
-    fn learn_losses(&mut self, ran: u64) {
+    fn learn_losses(&mut self, ran: ModelSet) {
         if self.plan.opts.adaptation.rule != LabelRule::LossPrediction {
             return;
         }
         let st = &mut self.st;
         for j in 0..self.plan.n() {
-            if (ran & st.sig_fresh) >> j & 1 == 1 {
+            if (ran & st.sig_fresh).contains(j) {
                 let r = self.plan.layout.range(j);
                 let a =
                     agreement(self.plan.kinds[j], self.plan.tolerances[j], &st.out[r.clone()], &st.row[r]);
@@ -1193,9 +1198,9 @@ impl<S: FrameSource, W: embedded_io::Write> Controller<S, W> {
         let t = Tick {
             tick: st.tick_no,
             frame: info.map_or(u32::MAX, |i| i.index),
-            active: st.active as u16,
+            active: st.active,
             degraded: notes.degraded,
-            held: st.held as u16,
+            held: st.held,
             agreement_milli,
             budget_kib: (st.budget.min(u64::MAX / 2) / 1024).min(u32::MAX as u64) as u32,
             mem_used_kib: (st.mem_used / 1024) as u32,

@@ -2,6 +2,7 @@
 //! table, link executor, adaptation and audit state, every buffer), and send the Hello message.
 //! Reached through [`LoopBuilder`](super::LoopBuilder).
 
+use crate::model_set::ModelSet;
 use std::sync::Arc;
 
 use anyhow::{Context, Result, ensure};
@@ -104,10 +105,10 @@ pub(super) fn prepare<S: FrameSource, W: embedded_io::Write>(p: Parts<S, W>) -> 
         last_out: vec![0.0; stride],
         tick_no: 0,
         period: 0,
-        active: 0,
-        predicted: 0,
-        hold: 0,
-        held: 0,
+        active: ModelSet::EMPTY,
+        predicted: ModelSet::EMPTY,
+        hold: ModelSet::EMPTY,
+        held: ModelSet::EMPTY,
         level: None,
         phase_t: 0,
         run_out: vec![0.0; stride],
@@ -116,7 +117,7 @@ pub(super) fn prepare<S: FrameSource, W: embedded_io::Write>(p: Parts<S, W>) -> 
         gate_frame: vec![0; source.frame_len()],
         have_gate: false,
         sig: vec![Default::default(); n],
-        sig_fresh: 0,
+        sig_fresh: ModelSet::EMPTY,
         loss: LossHead::new(n),
         window: LabelWindow::new(
             if opts.adapt && opts.adaptation.rule == LabelRule::TopK { window_len } else { 0 },
@@ -129,7 +130,7 @@ pub(super) fn prepare<S: FrameSource, W: embedded_io::Write>(p: Parts<S, W>) -> 
         mem_used: 0,
         have_last: false,
         extra: Extra::default(),
-        label_group: 0,
+        label_group: ModelSet::EMPTY,
         audits: AuditTally::new(n),
         next_index: 0,
         frame_index: 0,
@@ -195,7 +196,7 @@ fn schedule_for(bundle: &Bundle, board: &Board, opts: &LoopOptions) -> Result<(P
     if let Some(b) = &bundle.schedule {
         let table: ScheduleTable =
             postcard::from_bytes(b).context("the bundle's schedule table does not decode")?;
-        if table.mask.iter().all(|m| m.count_ones() as usize <= problem.max_active) {
+        if table.mask.iter().all(|m| m.len() <= problem.max_active) {
             return Ok((problem, table));
         }
         log::info!(

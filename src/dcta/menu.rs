@@ -3,6 +3,7 @@
 //! decided in ([`Context`]), and one period's multiple-choice knapsack ([`Instance`]), refilled from
 //! the menu and a context without allocating. Symbols follow `docs/dcta.md`.
 
+use crate::model_set::ModelSet;
 use serde::{Deserialize, Serialize};
 
 use super::problem::{CostModel, Tatim, importance};
@@ -52,7 +53,7 @@ pub struct Context<'a> {
     pub drift: &'a [f32],
     pub power_level: usize,
     pub free_mem: u64,
-    pub resident: u64,
+    pub resident: ModelSet,
 }
 
 impl Menu {
@@ -209,7 +210,7 @@ impl Menu {
         inst.mem_cap = ctx.free_mem.saturating_mul(self.label_slots as u64);
         for j in 0..n {
             let v_j = importance(self.weights[j], ctx.drift.get(j).copied().unwrap_or(0.0));
-            let resident = ctx.resident >> j & 1 == 1;
+            let resident = ctx.resident.contains(j);
             let (mem, load, penalty) = match resident {
                 true => (0, 0.0, 0.0),
                 false => (self.mem_bytes[j], self.load_us[j], self.swap_penalty[j] as f64),

@@ -6,6 +6,7 @@
 //! bytes per board per period (MQTT payloads, up and down), averaging-and-signing time, and
 //! end-to-end latency from the last board's update to every board holding fused links.
 
+use crate::model_set::ModelSet;
 use std::fmt::Write as _;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -155,7 +156,7 @@ pub fn run(bundle: &Bundle, rec: &Recording, o: &FleetBenchOptions) -> Result<Fl
             sb.tap.push_summary(PeriodSummary { period: p as u32, ticks: 250, ..Default::default() });
             // Pending adaptation tasks: seeded drift levels, none taken locally.
             let drift: Vec<f32> = (0..n).map(|_| rng.symmetric(1.0).max(0.0)).collect();
-            sb.tap.offer_tasks(p as u32, &drift, 0);
+            sb.tap.offer_tasks(p as u32, &drift, ModelSet::EMPTY);
             sb.offer(rec, &samples[b], &val);
             first.get_or_insert_with(Instant::now);
         }
@@ -198,7 +199,7 @@ pub fn run(bundle: &Bundle, rec: &Recording, o: &FleetBenchOptions) -> Result<Fl
     let assigned_bytes = postcard::to_stdvec(&super::msg::Assigned {
         proto: super::msg::FLEET_PROTO,
         period: o.periods as u32,
-        targets: (1u64 << n.min(63)) - 1,
+        targets: ModelSet::all(n.min(ModelSet::CAP)),
     })?
     .len();
     let offers: u32 = stats.iter().map(|s| s.task_offers).sum();

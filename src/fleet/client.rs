@@ -10,6 +10,7 @@
 //! fleet key for this board's model hash and newer than the last one accepted; it is then fused with
 //! the board's links ([`crate::fleet::fuse`]) and handed to the loop through the tap.
 
+use crate::model_set::ModelSet;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -79,7 +80,7 @@ pub struct ClientStats {
     pub last_fused: Option<Fused>,
     /// When the last global update was fused and handed to the loop.
     pub fused_at: Option<Instant>,
-    pub assigned: u64,
+    pub assigned: ModelSet,
     pub task_offers: u32,
     /// Why the last connection attempt or connection failed (`None` once connected).
     pub connection_error: Option<String>,

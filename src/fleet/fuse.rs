@@ -12,6 +12,7 @@
 
 use crate::links::{EnsembleSet, LinkSet, Predictor, agreement};
 use crate::manifest::OutputKind;
+use crate::model_set::ModelSet;
 
 use super::msg::{GlobalError, GlobalLinks, LinkUpdate, TargetDelta, TargetLinks};
 use super::quant::Quantized;
@@ -179,7 +180,7 @@ pub fn target_agreement(
     tolerances: &[f32],
     j: usize,
     rows: &[f32],
-    valid: &[u64],
+    valid: &[ModelSet],
     out: &mut [f32],
 ) -> Option<f32> {
     target_agreement_n(p, kinds, tolerances, j, rows, valid, out).map(|(a, _)| a)
@@ -192,15 +193,15 @@ fn target_agreement_n(
     tolerances: &[f32],
     j: usize,
     rows: &[f32],
-    valid: &[u64],
+    valid: &[ModelSet],
     out: &mut [f32],
 ) -> Option<(f32, u32)> {
     let stride = p.stride();
     let r = p.layout().range(j);
     let (mut sum, mut n) = (0.0f32, 0u32);
     for (row, &v) in rows.chunks_exact(stride).zip(valid) {
-        let sources = v & !(1u64 << j);
-        if v >> j & 1 == 0 || sources == 0 {
+        let sources = v.without(j);
+        if !v.contains(j) || sources.is_empty() {
             continue;
         }
         if p.predict(sources, row, out).is_ok() {
@@ -227,7 +228,7 @@ pub fn fuse(
     kinds: &[OutputKind],
     tolerances: &[f32],
     rows: &[f32],
-    valid: &[u64],
+    valid: &[ModelSet],
     local_samples: &[u32],
 ) -> Result<Fused, GlobalError> {
     check_shape(p, &g.targets)?;

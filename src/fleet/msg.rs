@@ -3,6 +3,7 @@
 //! as a bundle (signature by the fleet's key before anything is decoded, key id, model hash,
 //! rollback).
 
+use crate::model_set::ModelSet;
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use serde::{Deserialize, Serialize};
 
@@ -222,7 +223,7 @@ pub struct TaskOffer {
 pub struct TaskAssignment {
     pub proto: u8,
     pub period: u32,
-    pub boards: Vec<(String, u64)>,
+    pub boards: Vec<(String, ModelSet)>,
 }
 
 /// One board's share of the allocation (`jetlink/<fleet>/<board>/assigned`): the targets it
@@ -231,7 +232,7 @@ pub struct TaskAssignment {
 pub struct Assigned {
     pub proto: u8,
     pub period: u32,
-    pub targets: u64,
+    pub targets: ModelSet,
 }
 
 /// Why a global update was refused.

@@ -2,6 +2,7 @@
 //! rows of a reference recording, offers them through a [`FleetTap`] to a real [`FleetClient`], and
 //! scores links on held-out rows. The integration test and `jetlink bench fleet` use it.
 
+use crate::model_set::ModelSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,7 +35,7 @@ pub fn local_train(
     }
     let batch = 32usize;
     let mut adapter = Adapter::new(bundle, p, AdaptOptions { max_batch: batch, ..AdaptOptions::default() });
-    let all = if p.n_models() >= 64 { u64::MAX } else { (1u64 << p.n_models()) - 1 };
+    let all = ModelSet::all(p.n_models());
     let mut order = fit.to_vec();
     let mut rng = Rng::new(seed);
     for _ in 0..epochs {
@@ -53,7 +54,7 @@ pub fn local_train(
 pub fn score(bundle: &Bundle, p: &mut Predictor, rec: &Recording, idx: &[usize]) -> f32 {
     let (kinds, tol) = (bundle.kinds(), bundle.tolerances());
     let rows = rows_of(rec, idx);
-    let all = if p.n_models() >= 64 { u64::MAX } else { (1u64 << p.n_models()) - 1 };
+    let all = ModelSet::all(p.n_models());
     let valid = vec![all; idx.len()];
     let mut out = vec![0.0; p.stride()];
     let n = p.n_models();
@@ -113,8 +114,7 @@ impl SimBoard {
     /// the labelled rows fusion is judged on.
     pub fn offer(&self, rec: &Recording, samples: &[u32], val: &[usize]) {
         let rows = rows_of(rec, val);
-        let all =
-            if self.predictor.n_models() >= 64 { u64::MAX } else { (1u64 << self.predictor.n_models()) - 1 };
+        let all = ModelSet::all(self.predictor.n_models());
         let valid = vec![all; val.len()];
         self.tap.offer_local(&self.predictor, samples, &rows, &valid, val.len());
     }

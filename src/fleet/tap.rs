@@ -8,8 +8,9 @@
 //! - fused global links: a slot the client fills and the loop applies at a period boundary;
 //! - the cooperative task allocation: a mask the client sets and the loop adds to its targets.
 
+use crate::model_set::ModelSet;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, AtomicU64, Ordering};
 
 use crate::links::Predictor;
 use crate::wire::PeriodSummary;
@@ -26,7 +27,7 @@ pub struct LocalSnapshot {
     pub samples: Vec<u32>,
     /// Labelled rows (`capacity × stride`), the first `filled` valid, and their valid-model masks.
     pub rows: Vec<f32>,
-    pub valid: Vec<u64>,
+    pub valid: Vec<ModelSet>,
     pub filled: usize,
     /// Version of the global links the weights started from.
     pub base_version: u64,
@@ -40,7 +41,7 @@ pub struct TaskState {
     pub period: u32,
     pub drift: Vec<f32>,
     /// Targets the loop allocated itself this period.
-    pub local: u64,
+    pub local: ModelSet,
     pub seq: u32,
 }
 
@@ -61,7 +62,7 @@ pub struct FleetTap {
     tasks: Mutex<TaskState>,
     global_ready: AtomicBool,
     applied_version: AtomicU64,
-    assigned: AtomicU64,
+    assigned: AtomicU16,
     /// Summaries dropped because the queue was full, offers and applications skipped because the
     /// client held a lock.
     queue_drops: AtomicU32,
@@ -80,7 +81,7 @@ impl FleetTap {
                 ensembles: predictor.ensembles().params.clone(),
                 samples: vec![0; predictor.n_models()],
                 rows: vec![0.0; ring_rows * stride],
-                valid: vec![0; ring_rows],
+                valid: vec![ModelSet::EMPTY; ring_rows],
                 filled: 0,
                 base_version: 0,
                 seq: 0,
@@ -89,12 +90,12 @@ impl FleetTap {
             tasks: Mutex::new(TaskState {
                 period: 0,
                 drift: vec![0.0; predictor.n_models()],
-                local: 0,
+                local: ModelSet::EMPTY,
                 seq: 0,
             }),
             global_ready: AtomicBool::new(false),
             applied_version: AtomicU64::new(0),
-            assigned: AtomicU64::new(0),
+            assigned: AtomicU16::new(0),
             queue_drops: AtomicU32::new(0),
             busy_skips: AtomicU32::new(0),
         }
@@ -117,7 +118,14 @@ impl FleetTap {
 
     /// Offer the loop's current links, sample counts and labelled rows (copied; skipped when the
     /// client is reading the previous offer).
-    pub fn offer_local(&self, p: &Predictor, samples: &[u32], rows: &[f32], valid: &[u64], filled: usize) {
+    pub fn offer_local(
+        &self,
+        p: &Predictor,
+        samples: &[u32],
+        rows: &[f32],
+        valid: &[ModelSet],
+        filled: usize,
+    ) {
         let Ok(mut s) = self.local.try_lock() else {
             self.busy_skips.fetch_add(1, Ordering::Relaxed);
             return;
@@ -139,7 +147,7 @@ impl FleetTap {
     }
 
     /// Offer this period's drift levels and the targets the loop allocated itself.
-    pub fn offer_tasks(&self, period: u32, drift: &[f32], local: u64) {
+    pub fn offer_tasks(&self, period: u32, drift: &[f32], local: ModelSet) {
         let Ok(mut t) = self.tasks.try_lock() else {
             self.busy_skips.fetch_add(1, Ordering::Relaxed);
             return;
@@ -171,8 +179,8 @@ impl FleetTap {
     }
 
     /// Targets the fleet asks this board to refresh this period (bit j = target j).
-    pub fn assigned(&self) -> u64 {
-        self.assigned.load(Ordering::Relaxed)
+    pub fn assigned(&self) -> ModelSet {
+        ModelSet::from_bits(self.assigned.load(Ordering::Relaxed))
     }
 
     // ---- the client's side ----
@@ -211,8 +219,8 @@ impl FleetTap {
         }
     }
 
-    pub fn set_assigned(&self, mask: u64) {
-        self.assigned.store(mask, Ordering::Relaxed);
+    pub fn set_assigned(&self, mask: ModelSet) {
+        self.assigned.store(mask.bits(), Ordering::Relaxed);
     }
 
     /// Version of the global links the loop applied last (0: none).

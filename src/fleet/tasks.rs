@@ -6,6 +6,7 @@
 //! then to any board that fits (more important tasks go to more capable boards). A greedy multiple
 //! knapsack; each board's DCTA table still decides its own local tasks.
 
+use crate::model_set::ModelSet;
 use std::collections::BTreeMap;
 
 use super::msg::{FLEET_PROTO, ModelHash, TaskAssignment, TaskItem, TaskOffer};
@@ -47,12 +48,12 @@ impl TaskCosts {
         model_hash: ModelHash,
         period: u32,
         drift: &[f32],
-        local: u64,
+        local: ModelSet,
     ) -> TaskOffer {
         let mut used = 0u32;
         let mut tasks = Vec::new();
         for (j, &d) in drift.iter().enumerate().take(self.cost_milli.len()) {
-            if local >> j & 1 == 1 {
+            if local.contains(j) {
                 used += u32::from(self.cost_milli[j]);
             } else if d > 0.0 {
                 let v = crate::dcta::importance(self.weights.get(j).copied().unwrap_or(1.0), d);
@@ -93,7 +94,7 @@ pub fn allocate(period: u32, offers: &[&TaskOffer]) -> TaskAssignment {
         tasks.into_iter().map(|(t, (imp, cost, who))| (t, imp, cost, who)).collect();
     order.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
     let mut left: Vec<u32> = offers.iter().map(|o| o.capacity_milli).collect();
-    let mut masks = vec![0u64; offers.len()];
+    let mut masks = vec![ModelSet::EMPTY; offers.len()];
     for (target, _, cost, who) in order {
         let cost = u32::from(cost);
         let pick = |cands: &mut dyn Iterator<Item = usize>, left: &[u32]| {
@@ -102,7 +103,9 @@ pub fn allocate(period: u32, offers: &[&TaskOffer]) -> TaskAssignment {
         let chosen = pick(&mut who.iter().copied(), &left).or_else(|| pick(&mut (0..offers.len()), &left));
         if let Some(b) = chosen {
             left[b] -= cost;
-            masks[b] |= 1u64 << (target % 64);
+            if usize::from(target) < ModelSet::CAP {
+                masks[b].insert(usize::from(target));
+            }
         }
     }
     TaskAssignment {
@@ -140,7 +143,7 @@ mod tests {
         let small = offer("small", 300, &[(1, 900, 300), (2, 100, 300)]);
         let big = offer("big", 1000, &[(1, 800, 300), (3, 50, 300)]);
         let a = allocate(1, &[&small, &big]);
-        let mask = |b: &str| a.boards.iter().find(|x| x.0 == b).unwrap().1;
+        let mask = |b: &str| a.boards.iter().find(|x| x.0 == b).unwrap().1.bits();
         // Target 1 (most important, asked by both) goes to the most capable board, once.
         assert_eq!(mask("big") & 0b10, 0b10);
         assert_eq!(mask("small") & 0b10, 0);
@@ -149,6 +152,6 @@ mod tests {
         assert_eq!(mask("big"), 0b1010);
         // A task nobody can fit is not allocated.
         let tiny = offer("tiny", 10, &[(4, 999, 300)]);
-        assert_eq!(allocate(1, &[&tiny]).boards[0].1, 0);
+        assert!(allocate(1, &[&tiny]).boards[0].1.is_empty());
     }
 }

@@ -10,6 +10,7 @@
 //! [`CudaLinks::predict_batch`] never allocate: they launch through the driver API with fixed
 //! argument arrays.
 
+use crate::model_set::ModelSet;
 use std::ffi::c_void;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -393,9 +394,9 @@ impl CudaLinks {
         self.max_batch
     }
 
-    fn check(&self, active: u64) -> Result<(), LinkError> {
+    fn check(&self, active: ModelSet) -> Result<(), LinkError> {
         let n = self.layout.n as usize;
-        if n < 64 && active >> n != 0 {
+        if active.exceeds(n) {
             return Err(LinkError::MaskOutOfRange { mask: active, models: n });
         }
         Ok(())
@@ -403,7 +404,7 @@ impl CudaLinks {
 
     /// Same contract as [`crate::links::Predictor::predict`], on the GPU: copy the row in, one
     /// fused launch, copy the row out, wait. Never allocates.
-    pub fn predict(&mut self, active: u64, row: &[f32], out: &mut [f32]) -> Result<(), GpuError> {
+    pub fn predict(&mut self, active: ModelSet, row: &[f32], out: &mut [f32]) -> Result<(), GpuError> {
         let stride = self.layout.stride as usize;
         if row.len() != stride {
             return Err(LinkError::RowLength { expected: stride, got: row.len() }.into());
@@ -420,7 +421,12 @@ impl CudaLinks {
 
     /// A batch of frames in one launch: frame f of `rows` (each one row long) with active mask
     /// `masks[f]`; `out` like `rows`. At most [`max_batch`](Self::max_batch) frames.
-    pub fn predict_batch(&mut self, masks: &[u64], rows: &[f32], out: &mut [f32]) -> Result<(), GpuError> {
+    pub fn predict_batch(
+        &mut self,
+        masks: &[ModelSet],
+        rows: &[f32],
+        out: &mut [f32],
+    ) -> Result<(), GpuError> {
         let stride = self.layout.stride as usize;
         let frames = masks.len();
         if frames == 0 || frames > self.max_batch || rows.len() != frames * stride {
@@ -433,10 +439,17 @@ impl CudaLinks {
             self.check(m)?;
         }
         self.h_rows.slice_mut(rows.len()).copy_from_slice(rows);
-        self.h_masks.slice_mut(frames).copy_from_slice(masks);
+        self.stage_masks(masks);
         self.upload_staged(frames, true)?;
-        self.launch_fused(0, frames, true)?;
+        self.launch_fused(ModelSet::EMPTY, frames, true)?;
         self.download(out)
+    }
+
+    /// Stage per-frame sets for the kernel, which reads each as a `u64` word.
+    fn stage_masks(&mut self, masks: &[ModelSet]) {
+        for (h, m) in self.h_masks.slice_mut(masks.len()).iter_mut().zip(masks) {
+            *h = u64::from(m.bits());
+        }
     }
 
     /// Copy `frames` staged rows (and masks) to the device, asynchronously.
@@ -467,7 +480,7 @@ impl CudaLinks {
     }
 
     /// Stage rows (and per-frame masks) on the device for the launch-only methods below.
-    pub fn upload_rows(&mut self, rows: &[f32], masks: Option<&[u64]>) -> Result<(), GpuError> {
+    pub fn upload_rows(&mut self, rows: &[f32], masks: Option<&[ModelSet]>) -> Result<(), GpuError> {
         let stride = self.layout.stride as usize;
         let frames = rows.len() / stride;
         if frames == 0 || frames > self.max_batch || rows.len() != frames * stride {
@@ -475,8 +488,7 @@ impl CudaLinks {
         }
         self.h_rows.slice_mut(rows.len()).copy_from_slice(rows);
         if let Some(m) = masks {
-            let m = &m[..m.len().min(frames)];
-            self.h_masks.slice_mut(m.len()).copy_from_slice(m);
+            self.stage_masks(&m[..m.len().min(frames)]);
         }
         self.upload_staged(frames, masks.is_some())?;
         self.synchronize()
@@ -515,10 +527,10 @@ impl CudaLinks {
 
     /// The fused kernel over `frames` staged rows: every frame with `active`, or with its own mask
     /// when `per_frame` (staged by [`upload_rows`](Self::upload_rows)). Does not wait.
-    pub fn launch_fused(&mut self, active: u64, frames: usize, per_frame: bool) -> Result<(), GpuError> {
+    pub fn launch_fused(&mut self, active: ModelSet, frames: usize, per_frame: bool) -> Result<(), GpuError> {
         let l = &self.layout;
         let (mut lp, mut ep, mut models, mut links) = (self.p_lp, self.p_ep, self.p_models, self.p_links);
-        let (mut n, mut stride, mut mask) = (l.n, l.stride, active);
+        let (mut n, mut stride, mut mask) = (l.n, l.stride, u64::from(active.bits()));
         let mut masks = if per_frame { self.p_masks } else { 0u64 };
         let (mut rows, mut out) = (self.p_rows, self.p_out);
         let (mut mx, mut ma, mut mz, mut my) = (l.max_x, l.max_a, l.max_z, l.max_y);
@@ -544,16 +556,16 @@ impl CudaLinks {
 
     /// The unfused baseline for frame 0 of the staged rows: one launch per running link, then one
     /// per predicted target for its ensemble. Active targets' slices are not copied. Does not wait.
-    pub fn launch_per_link(&mut self, active: u64) -> Result<(), GpuError> {
+    pub fn launch_per_link(&mut self, active: ModelSet) -> Result<(), GpuError> {
         let l = &self.layout;
         let n = l.n as usize;
         let k = n - 1;
         for j in 0..n {
-            if active >> j & 1 == 1 {
+            if active.contains(j) {
                 continue;
             }
             for s in 0..k {
-                if active >> crate::links::source_of_slot(j, s) & 1 == 0 {
+                if !active.contains(crate::links::source_of_slot(j, s)) {
                     continue;
                 }
                 let (mut lp, mut models, mut links, mut nn) = (self.p_lp, self.p_models, self.p_links, l.n);
@@ -577,7 +589,7 @@ impl CudaLinks {
             }
             let (mut ep, mut models, mut links, mut nn) = (self.p_ep, self.p_models, self.p_links, l.n);
             let (mut jj, mut act, mut z, mut zoff, mut out) =
-                (j as u32, active, self.p_z, l.z_off[j], self.p_out);
+                (j as u32, u64::from(active.bits()), self.p_z, l.z_off[j], self.p_out);
             let mut mz = l.max_z;
             let mut params: [*mut c_void; 10] = [
                 (&mut ep as *mut u64).cast(),

@@ -13,6 +13,7 @@ pub mod cuda;
 
 use crate::bundle::Bundle;
 use crate::links::{LinkError, Predictor};
+use crate::model_set::ModelSet;
 
 pub use layout::{DeviceLayout, LayoutError};
 
@@ -89,7 +90,7 @@ impl LinkExecutor {
     /// Same contract as [`Predictor::predict`]: `out` receives a full row, active slices copied from
     /// `row`, the others predicted and activated. Returns whether the CPU predictor ran on this call
     /// (then its [`Predictor::signals`] are fresh). Never allocates.
-    pub fn predict(&mut self, active: u64, row: &[f32], out: &mut [f32]) -> Result<bool, ExecError> {
+    pub fn predict(&mut self, active: ModelSet, row: &[f32], out: &mut [f32]) -> Result<bool, ExecError> {
         self.calls = self.calls.wrapping_add(1);
         #[cfg(feature = "cuda")]
         if let Some(g) = self.gpu.as_mut() {

@@ -9,7 +9,8 @@ use super::mlp::{self, Loss, RmsProp, Scratch};
 use super::options::{RegressionLoss, prepare_target};
 use super::predict::Predictor;
 use super::weights::source_of_slot;
-use super::{LinkError, LinkModel, compress_mask};
+use super::{LinkError, LinkModel};
+use crate::model_set::ModelSet;
 
 /// Adaptation settings.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -90,9 +91,9 @@ impl Adapter {
         &self,
         p: &Predictor,
         target: usize,
-        sources: u64,
+        sources: ModelSet,
         rows: &[f32],
-    ) -> Result<(usize, u64), LinkError> {
+    ) -> Result<(usize, ModelSet), LinkError> {
         let n = p.n_models();
         if target >= n {
             return Err(LinkError::BadModel { index: target, models: n });
@@ -103,8 +104,8 @@ impl Adapter {
         {
             return Err(LinkError::BadBatch { got: rows.len(), max: self.opts.max_batch });
         }
-        let sources = sources & !(1u64 << target);
-        if sources == 0 {
+        let sources = sources.without(target);
+        if sources.is_empty() {
             return Err(LinkError::NoSources { target });
         }
         Ok((rows.len() / stride, sources))
@@ -118,7 +119,7 @@ impl Adapter {
         &mut self,
         p: &mut Predictor,
         target: usize,
-        sources: u64,
+        sources: ModelSet,
         rows: &[f32],
     ) -> Result<AdaptStats, LinkError> {
         let (batch, sources) = self.check(p, target, sources, rows)?;
@@ -132,7 +133,7 @@ impl Adapter {
         let (mut link_loss, mut count) = (0.0f32, 0u32);
         for s in 0..k {
             let i = source_of_slot(target, s);
-            if sources >> i & 1 == 0 {
+            if !sources.contains(i) {
                 continue;
             }
             let idx = target * k + s;
@@ -177,7 +178,7 @@ impl Adapter {
         &mut self,
         p: &mut Predictor,
         target: usize,
-        sources: u64,
+        sources: ModelSet,
         rows: &[f32],
     ) -> Result<f32, LinkError> {
         let (batch, sources) = self.check(p, target, sources, rows)?;
@@ -189,7 +190,7 @@ impl Adapter {
         &mut self,
         p: &mut Predictor,
         target: usize,
-        sources: u64,
+        sources: ModelSet,
         rows: &[f32],
         batch: usize,
         update: bool,
@@ -204,7 +205,7 @@ impl Adapter {
             let row = &rows[r * stride..(r + 1) * stride];
             for s in 0..k {
                 let i = source_of_slot(target, s);
-                if sources >> i & 1 == 0 {
+                if !sources.contains(i) {
                     continue;
                 }
                 let idx = target * k + s;
@@ -222,7 +223,7 @@ impl Adapter {
         let ed = p.ensembles.dims[target];
         let ge = &mut self.ge[..ed.len()];
         ge.fill(0.0);
-        let mask = compress_mask(sources, target);
+        let mask = sources.slots_for(target);
         let inv_b = 1.0 / batch as f32;
         let mut l = 0.0;
         for r in 0..batch {

@@ -14,6 +14,7 @@
 //! identity blocks, α = 0, b = 0: the plain mean of the available links. Trained with random source
 //! subsets (each slot present with probability ½), so the one parameter set serves every subset.
 
+use crate::model_set::ModelSet;
 use serde::{Deserialize, Serialize};
 
 use super::Rng;
@@ -65,11 +66,11 @@ pub fn init_params(d: EnsembleDims) -> Vec<f32> {
 /// Pre-activation ensemble output `y` from slot outputs `z` (`k·out`, absent slots ignored) and slot
 /// mask `mask` (bit s = slot s available). `u` is scratch of length `k·out` (per-slot block outputs).
 #[inline]
-pub fn forward(d: EnsembleDims, p: &[f32], z: &[f32], mask: u64, u: &mut [f32], y: &mut [f32]) {
+pub fn forward(d: EnsembleDims, p: &[f32], z: &[f32], mask: ModelSet, u: &mut [f32], y: &mut [f32]) {
     let (k, no) = d.ko();
     let (alpha, b) = (&p[d.alpha_start()..d.bias_start()], &p[d.bias_start()..d.len()]);
     for s in 0..k {
-        if mask >> s & 1 == 0 {
+        if !mask.contains(s) {
             continue;
         }
         let w = &p[s * no * no..(s + 1) * no * no];
@@ -81,13 +82,13 @@ pub fn forward(d: EnsembleDims, p: &[f32], z: &[f32], mask: u64, u: &mut [f32], 
     for o in 0..no {
         let mut m = f32::NEG_INFINITY;
         for s in 0..k {
-            if mask >> s & 1 == 1 {
+            if mask.contains(s) {
                 m = m.max(alpha[s * no + o]);
             }
         }
         let (mut num, mut den) = (0.0, 0.0);
         for s in 0..k {
-            if mask >> s & 1 == 1 {
+            if mask.contains(s) {
                 let e = (alpha[s * no + o] - m).exp();
                 num += e * u[s * no + o];
                 den += e;
@@ -105,7 +106,7 @@ pub fn accumulate_grad(
     p: &[f32],
     loss: Loss,
     z: &[f32],
-    mask: u64,
+    mask: ModelSet,
     t: &[f32],
     scale_g: f32,
     u: &mut [f32],
@@ -122,19 +123,19 @@ pub fn accumulate_grad(
         g[b0 + o] += dyo;
         let mut m = f32::NEG_INFINITY;
         for s in 0..k {
-            if mask >> s & 1 == 1 {
+            if mask.contains(s) {
                 m = m.max(p[a0 + s * no + o]);
             }
         }
         let mut den = 0.0;
         for s in 0..k {
-            if mask >> s & 1 == 1 {
+            if mask.contains(s) {
                 den += (p[a0 + s * no + o] - m).exp();
             }
         }
         let mix = y[o] - p[b0 + o];
         for s in 0..k {
-            if mask >> s & 1 == 0 {
+            if !mask.contains(s) {
                 continue;
             }
             let w = (p[a0 + s * no + o] - m).exp() / den;
@@ -147,10 +148,6 @@ pub fn accumulate_grad(
         }
     }
     l
-}
-
-fn low_bits(k: usize) -> u64 {
-    if k >= 64 { u64::MAX } else { (1u64 << k) - 1 }
 }
 
 /// Fit an ensemble on rows of `z` (`rows × k·out`, link predictions, ideally out-of-fold) against
@@ -180,7 +177,7 @@ pub fn fit(
             g.fill(0.0);
             let sc = 1.0 / chunk.len() as f32;
             for &r in chunk {
-                let mask = rng.next_u64() & low_bits(k);
+                let mask = ModelSet::from_bits(rng.next_u64() as u16) & ModelSet::all(k);
                 accumulate_grad(
                     d,
                     p,
@@ -210,9 +207,9 @@ mod tests {
         let p = init_params(d);
         let z = [1.0, 2.0, 3.0, 4.0, 100.0, 100.0];
         let (mut u, mut y) = ([0.0; 6], [0.0; 2]);
-        forward(d, &p, &z, 0b011, &mut u, &mut y);
+        forward(d, &p, &z, ModelSet::from_bits(0b011), &mut u, &mut y);
         assert!((y[0] - 2.0).abs() < 1e-5 && (y[1] - 3.0).abs() < 1e-5, "{y:?}");
-        forward(d, &p, &z, 0, &mut u, &mut y);
+        forward(d, &p, &z, ModelSet::EMPTY, &mut u, &mut y);
         assert_eq!(y, [0.0, 0.0]);
     }
 
@@ -228,7 +225,7 @@ mod tests {
             let mut rng = Rng::new(9);
             let p: Vec<f32> = (0..d.len()).map(|_| rng.symmetric(0.5)).collect();
             let z: Vec<f32> = (0..9).map(|_| rng.symmetric(2.0)).collect();
-            let mask = 0b101;
+            let mask = ModelSet::from_bits(0b101);
             let (mut u, mut y, mut dy) = ([0.0; 9], [0.0; 3], [0.0; 3]);
             let mut g = vec![0.0; d.len()];
             accumulate_grad(d, &p, loss, &z, mask, &t, 1.0, &mut u, &mut y, &mut dy, &mut g);

@@ -28,9 +28,10 @@ pub use options::{BuildOptions, EnsembleFit, RegressionLoss, TrainOptions};
 pub(crate) use options::{prepare_target, regression_like};
 pub use predict::{BenchStats, DriftSignals, Predictor, bench_predict};
 pub use rng::Rng;
-pub use weights::{EnsembleSet, LinkSet, compress_mask, first_non_finite, slot_of_source, source_of_slot};
+pub use weights::{EnsembleSet, LinkSet, first_non_finite, slot_of_source, source_of_slot};
 
 use crate::manifest::OutputKind;
+use crate::model_set::ModelSet;
 
 /// What the predictor and the adapter need of a set of trained links: each task's kind, tolerance
 /// and output size, the weights, and the settings they were trained with. The bundle implements it
@@ -45,9 +46,9 @@ pub trait LinkModel {
     fn train_options(&self) -> &TrainOptions;
 }
 
-/// Largest number of models a bundle supports: the per-target subset score table has 2^(n-1)
-/// entries, and masks are `u64`.
-pub const MAX_MODELS: usize = 16;
+/// Largest number of models a bundle supports: [`ModelSet::CAP`], the one cap (the per-target
+/// subset score table has 2^(n-1) entries).
+pub const MAX_MODELS: usize = ModelSet::CAP;
 
 /// Default agreement tolerance for regression outputs (absolute, per element).
 pub const DEFAULT_TOLERANCE: f32 = 0.1;
@@ -69,8 +70,8 @@ pub enum LinkError {
     OutLength { expected: usize, got: usize },
     #[error("model index {index} out of range (bundle has {models} models)")]
     BadModel { index: usize, models: usize },
-    #[error("active mask {mask:#x} names models beyond the {models} in the bundle")]
-    MaskOutOfRange { mask: u64, models: usize },
+    #[error("active set {mask} names models beyond the {models} in the bundle")]
+    MaskOutOfRange { mask: ModelSet, models: usize },
     #[error("batch of {got} rows is not a multiple of the row length or exceeds the workspace ({max} rows)")]
     BadBatch { got: usize, max: usize },
     #[error("adaptation of target {target} needs at least one source other than the target")]

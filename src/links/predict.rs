@@ -3,11 +3,12 @@
 //! allocated in [`Predictor::new`]; [`Predictor::predict`] and [`Predictor::signals`] never
 //! allocate. This is the reference the CUDA kernels match.
 
+use crate::model_set::ModelSet;
 use std::time::Instant;
 
 use super::ensemble;
 use super::mlp;
-use super::weights::{EnsembleSet, LinkSet, compress_mask, source_of_slot};
+use super::weights::{EnsembleSet, LinkSet, source_of_slot};
 use super::{LinkError, LinkModel, activate, agreement, entropy_uncertainty};
 use crate::manifest::OutputKind;
 use crate::recording::Recording;
@@ -54,7 +55,7 @@ pub struct Predictor {
     tmp: Vec<f32>,
     /// Ensemble scratch: per-slot block outputs, k·max_out.
     u: Vec<f32>,
-    last_active: u64,
+    last_active: Option<ModelSet>,
 }
 
 impl Predictor {
@@ -87,7 +88,7 @@ impl Predictor {
             tmp: vec![0.0; max_in],
             u: vec![0.0; (n - 1) * max_in],
             layout,
-            last_active: u64::MAX,
+            last_active: None,
         }
     }
 
@@ -121,8 +122,8 @@ impl Predictor {
         self.layout.range(m)
     }
 
-    pub(crate) fn check_mask(&self, mask: u64) -> Result<(), LinkError> {
-        if self.n < 64 && mask >> self.n != 0 {
+    pub(crate) fn check_mask(&self, mask: ModelSet) -> Result<(), LinkError> {
+        if mask.exceeds(self.n) {
             return Err(LinkError::MaskOutOfRange { mask, models: self.n });
         }
         Ok(())
@@ -131,7 +132,7 @@ impl Predictor {
     /// Predict every model not in `active` (bit i = model i ran) from the active models' outputs in
     /// `row` (laid out like a recording row; only active slices are read). `out` receives a full row:
     /// active slices copied from `row`, the others predicted (activated, like the model's output).
-    pub fn predict(&mut self, active: u64, row: &[f32], out: &mut [f32]) -> Result<(), LinkError> {
+    pub fn predict(&mut self, active: ModelSet, row: &[f32], out: &mut [f32]) -> Result<(), LinkError> {
         let stride = self.layout.stride();
         if row.len() != stride {
             return Err(LinkError::RowLength { expected: stride, got: row.len() });
@@ -143,7 +144,7 @@ impl Predictor {
         let k = self.n - 1;
         for j in 0..self.n {
             let sj = self.slice(j);
-            if active >> j & 1 == 1 {
+            if active.contains(j) {
                 out[sj.clone()].copy_from_slice(&row[sj]);
                 continue;
             }
@@ -151,7 +152,7 @@ impl Predictor {
             let zj = &mut self.z[self.z_off[j]..self.z_off[j] + k * no];
             for s in 0..k {
                 let i = source_of_slot(j, s);
-                if active >> i & 1 == 0 {
+                if !active.contains(i) {
                     continue;
                 }
                 let idx = j * k + s;
@@ -170,14 +171,14 @@ impl Predictor {
                 self.ensembles.dims[j],
                 self.ensembles.block(j),
                 zj,
-                compress_mask(active, j),
+                active.slots_for(j),
                 &mut self.u,
                 y,
             );
             activate(self.kinds[j], y);
             self.y[sj].copy_from_slice(y);
         }
-        self.last_active = active;
+        self.last_active = Some(active);
         Ok(())
     }
 
@@ -186,7 +187,7 @@ impl Predictor {
         if active.len() != self.n {
             return Err(LinkError::BadModel { index: active.len(), models: self.n });
         }
-        let mask = active.iter().enumerate().fold(0u64, |m, (i, &a)| m | (a as u64) << i);
+        let mask: ModelSet = active.iter().enumerate().filter(|&(_, &a)| a).map(|(i, _)| i).collect();
         self.predict(mask, row, out)
     }
 
@@ -196,17 +197,16 @@ impl Predictor {
         if j >= self.n {
             return Err(LinkError::BadModel { index: j, models: self.n });
         }
-        let active = self.last_active;
-        if active == u64::MAX || active >> j & 1 == 1 {
+        let Some(active) = self.last_active.filter(|a| !a.contains(j)) else {
             return Ok(DriftSignals::default());
-        }
+        };
         let (k, no, kind) = (self.n - 1, self.layout.size(j), self.kinds[j]);
         let zj = &self.z[self.z_off[j]..self.z_off[j] + k * no];
         let y = &self.y[self.slice(j)];
         let tmp = &mut self.tmp[..no];
         let (mut count, mut agree) = (0u32, 0.0f32);
         for s in 0..k {
-            if active >> source_of_slot(j, s) & 1 == 0 {
+            if !active.contains(source_of_slot(j, s)) {
                 continue;
             }
             tmp.copy_from_slice(&zj[s * no..(s + 1) * no]);
@@ -224,7 +224,7 @@ impl Predictor {
                 for d in 0..no {
                     let (mut m, mut m2) = (0.0f32, 0.0f32);
                     for s in 0..k {
-                        if active >> source_of_slot(j, s) & 1 == 1 {
+                        if active.contains(source_of_slot(j, s)) {
                             let v = zj[s * no + d];
                             m += v;
                             m2 += v * v;
@@ -251,7 +251,7 @@ pub struct BenchStats {
     /// Mean µs per call by number of active models (index = |A|; entries 0 and n unused).
     pub mean_us_by_active: Vec<f64>,
     /// The slowest active mask by median, and its median µs.
-    pub worst_mask: u64,
+    pub worst_mask: ModelSet,
     pub worst_mask_us: f64,
 }
 
@@ -272,7 +272,7 @@ pub fn bench_predict(
     );
     anyhow::ensure!(!recording.is_empty() && iters > 0, "empty recording or zero iterations");
     let n = p.n_models();
-    let masks: Vec<u64> = (1..(1u64 << n) - 1).collect();
+    let masks: Vec<ModelSet> = ModelSet::subsets(n).filter(|m| !m.is_empty() && m.len() < n).collect();
     let mut out = vec![0.0; p.stride()];
     for (c, &m) in masks.iter().enumerate() {
         p.predict(m, recording.row(c % recording.len()), &mut out)?;
@@ -291,12 +291,12 @@ pub fn bench_predict(
     }
     let median = |v: &mut Vec<f64>| crate::percentile::percentile_sorting(v, 50.0);
     let mut by_active = vec![(0.0f64, 0u32); n + 1];
-    let (mut worst_mask, mut worst_mask_us) = (0, 0.0);
+    let (mut worst_mask, mut worst_mask_us) = (ModelSet::EMPTY, 0.0);
     for (mi, v) in by_mask.iter_mut().enumerate() {
         if v.is_empty() {
             continue;
         }
-        let a = masks[mi].count_ones() as usize;
+        let a = masks[mi].len();
         by_active[a].0 += v.iter().sum::<f64>();
         by_active[a].1 += v.len() as u32;
         let med = median(v);

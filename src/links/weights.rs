@@ -29,15 +29,6 @@ pub fn slot_of_source(j: usize, i: usize) -> usize {
     if i < j { i } else { i - 1 }
 }
 
-/// Turn a mask over models into target `j`'s slot mask (drop bit j, shift the higher bits down).
-/// This is also the index into the target's subset score table.
-#[inline]
-pub fn compress_mask(mask: u64, j: usize) -> u64 {
-    let low = mask & ((1u64 << j) - 1);
-    let high = if j + 1 >= 64 { 0 } else { (mask >> (j + 1)) << j };
-    low | high
-}
-
 /// Every link's parameters in one arena (see [`crate::links::mlp`] for one block's layout).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LinkSet {
@@ -209,8 +200,5 @@ mod tests {
                 assert_eq!(source_of_slot(j, slot_of_source(j, i)), i);
             }
         }
-        assert_eq!(compress_mask(0b10110, 2), 0b1010);
-        assert_eq!(compress_mask(0b10110, 0), 0b1011);
-        assert_eq!(compress_mask(0b10110, 4), 0b0110);
     }
 }

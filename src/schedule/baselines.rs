@@ -3,11 +3,12 @@
 
 use super::{Decision, Problem, Scheduler};
 use crate::links::Rng;
+use crate::model_set::ModelSet;
 
 /// Run the subset of models that fits and delivers the most importance; predict nothing.
 #[derive(Default)]
 pub struct Standalone {
-    active: u64,
+    active: ModelSet,
 }
 
 impl Scheduler for Standalone {
@@ -16,11 +17,11 @@ impl Scheduler for Standalone {
     }
 
     fn select(&mut self, p: &Problem, budget: u64) {
-        let mut best = (0.0f32, 0u64);
-        for m in 0..=p.all() {
+        let mut best = (0.0f32, ModelSet::EMPTY);
+        for m in ModelSet::subsets(p.n) {
             let o = p.standalone_objective(m);
             if p.model_cost(m) <= budget
-                && m.count_ones() as usize <= p.max_active
+                && m.len() <= p.max_active
                 && (o > best.0 || (o == best.0 && p.model_cost(m) < p.model_cost(best.1)))
             {
                 best = (o, m);
@@ -30,7 +31,7 @@ impl Scheduler for Standalone {
     }
 
     fn decide(&mut self, _frame: &[u8]) -> Decision {
-        Decision::Run { active: self.active, predict: 0, hold: 0 }
+        Decision::Run { active: self.active, predict: ModelSet::EMPTY, hold: ModelSet::EMPTY }
     }
 
     fn peak_memory(&self, p: &Problem) -> u64 {
@@ -49,7 +50,7 @@ pub struct FrameFilter {
     threshold: f32,
     last: Vec<u8>,
     have_last: bool,
-    runnable: u64,
+    runnable: ModelSet,
     peak: u64,
 }
 
@@ -67,7 +68,7 @@ impl FrameFilter {
             threshold: 0.0,
             last: vec![0; len],
             have_last: false,
-            runnable: 0,
+            runnable: ModelSet::EMPTY,
             peak: 0,
         }
     }
@@ -96,12 +97,11 @@ impl Scheduler for FrameFilter {
     }
 
     fn select(&mut self, p: &Problem, budget: u64) {
-        self.runnable = (0..p.n).filter(|&i| p.model_mem[i] <= budget).fold(0, |m, i| m | 1 << i);
-        self.peak =
-            (0..p.n).filter(|&i| self.runnable >> i & 1 == 1).map(|i| p.model_mem[i]).max().unwrap_or(0);
+        self.runnable = (0..p.n).filter(|&i| p.model_mem[i] <= budget).collect();
+        self.peak = self.runnable.iter().map(|i| p.model_mem[i]).max().unwrap_or(0);
         // Both budgets are met on average: memory over time, and executions per frame.
         let target = (budget as f64 / p.model_cost(self.runnable).max(1) as f64)
-            .min(p.max_active as f64 / self.runnable.count_ones().max(1) as f64)
+            .min(p.max_active as f64 / self.runnable.len().max(1) as f64)
             .min(1.0) as f32;
         // Smallest threshold whose processed fraction is within the target (bisection on [0, 255]).
         let (mut lo, mut hi) = (0.0f32, 255.0f32);
@@ -120,8 +120,12 @@ impl Scheduler for FrameFilter {
     }
 
     fn decide(&mut self, frame: &[u8]) -> Decision {
-        if self.runnable == 0 {
-            return Decision::Run { active: 0, predict: 0, hold: 0 };
+        if self.runnable.is_empty() {
+            return Decision::Run {
+                active: ModelSet::EMPTY,
+                predict: ModelSet::EMPTY,
+                hold: ModelSet::EMPTY,
+            };
         }
         if !self.have_last
             || frame.len() != self.last.len()
@@ -131,7 +135,7 @@ impl Scheduler for FrameFilter {
                 self.last.copy_from_slice(frame);
                 self.have_last = true;
             }
-            Decision::Run { active: self.runnable, predict: 0, hold: 0 }
+            Decision::Run { active: self.runnable, predict: ModelSet::EMPTY, hold: ModelSet::EMPTY }
         } else {
             Decision::Reuse
         }
@@ -149,13 +153,13 @@ impl Scheduler for FrameFilter {
 /// Models in a random order, each added while the budget allows; the rest predicted through links.
 pub struct RandomFit {
     rng: Rng,
-    active: u64,
-    all: u64,
+    active: ModelSet,
+    all: ModelSet,
 }
 
 impl RandomFit {
     pub fn new(seed: u64) -> RandomFit {
-        RandomFit { rng: Rng::new(seed), active: 0, all: 0 }
+        RandomFit { rng: Rng::new(seed), active: ModelSet::EMPTY, all: ModelSet::EMPTY }
     }
 }
 
@@ -168,17 +172,17 @@ impl Scheduler for RandomFit {
         self.all = p.all();
         let mut order: Vec<usize> = (0..p.n).collect();
         self.rng.shuffle(&mut order);
-        let mut a = 0u64;
+        let mut a = ModelSet::EMPTY;
         for i in order {
-            if p.cost(a | 1 << i) <= budget && (a.count_ones() as usize) < p.max_active {
-                a |= 1 << i;
+            if p.cost(a.with(i)) <= budget && a.len() < p.max_active {
+                a.insert(i);
             }
         }
         self.active = a;
     }
 
     fn decide(&mut self, _frame: &[u8]) -> Decision {
-        Decision::Run { active: self.active, predict: self.all & !self.active, hold: 0 }
+        Decision::Run { active: self.active, predict: self.all - self.active, hold: ModelSet::EMPTY }
     }
 
     fn peak_memory(&self, p: &Problem) -> u64 {
@@ -196,15 +200,22 @@ mod tests {
         let p = problem(&[10, 20, 30], &[1.0, 1.0, 3.0], |_, _| 0.9);
         let mut s = Standalone::default();
         s.select(&p, 35);
-        assert_eq!(s.active, 0b100);
+        assert_eq!(s.active, ModelSet::from_bits(0b100));
         // {0, 1} costs 30 > 29; {0} and {1} tie on importance and the cheaper wins.
         s.select(&p, 29);
-        assert_eq!(s.active, 0b001);
+        assert_eq!(s.active, ModelSet::from_bits(0b001));
         s.select(&p, 30);
-        assert_eq!(s.active, 0b100);
+        assert_eq!(s.active, ModelSet::from_bits(0b100));
         let p = problem(&[10, 20, 30], &[1.0, 1.0, 1.0], |_, _| 0.9);
         s.select(&p, 30);
-        assert_eq!(s.decide(&[]), Decision::Run { active: 0b011, predict: 0, hold: 0 });
+        assert_eq!(
+            s.decide(&[]),
+            Decision::Run {
+                active: ModelSet::from_bits(0b011),
+                predict: ModelSet::EMPTY,
+                hold: ModelSet::EMPTY
+            }
+        );
     }
 
     #[test]
@@ -221,7 +232,10 @@ mod tests {
         assert!(processed > 0);
         assert_eq!(f.peak_memory(&p), 10);
         f.select(&p, 5); // the largest model does not fit: nothing runs
-        assert_eq!(f.decide(refs[0]), Decision::Run { active: 0, predict: 0, hold: 0 });
+        assert_eq!(
+            f.decide(refs[0]),
+            Decision::Run { active: ModelSet::EMPTY, predict: ModelSet::EMPTY, hold: ModelSet::EMPTY }
+        );
     }
 
     #[test]

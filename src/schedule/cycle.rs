@@ -3,6 +3,7 @@
 //! [`Scheduler`]; a tick looks its level up by budget and takes the next phase, without allocating.
 
 use super::{Decision, Phase, Problem, ScheduleTable, by_name};
+use crate::model_set::ModelSet;
 
 /// Draws per budget level of the `random` policy (it cycles through them, one a tick).
 pub const RANDOM_DRAWS: usize = 16;
@@ -57,7 +58,7 @@ impl CycleTable {
     pub fn from_staircase(table: &ScheduleTable) -> CycleTable {
         let mut t = CycleTable { name: "optimal".into(), levels: Vec::new(), phases: Vec::new() };
         for k in 0..table.cost.len() {
-            let ph = Phase { active: table.mask[k], predict: table.predicted[k], hold: 0 };
+            let ph = Phase { active: table.mask[k], predict: table.predicted[k], hold: ModelSet::EMPTY };
             t.push(table.cost[k], &[ph], -1.0);
         }
         t
@@ -86,7 +87,7 @@ impl CycleTable {
         if name == "optimal-hold" && p.n > super::hold::FULL_ROTATION_MODELS {
             // Cores from the exact table's running sets (and none): bounded work for many models.
             let mut cores = table.mask.clone();
-            cores.push(0);
+            cores.push(ModelSet::EMPTY);
             s = Box::new(super::OptimalHold::with_cores(cores));
         }
         // The frame filter's own selection runs every model that fits alone, one after another; the
@@ -94,8 +95,8 @@ impl CycleTable {
         // without links (`standalone`), with the filter's threshold for that budget.
         let mut runs = if name == "frame-filter" { by_name("standalone", &[], seed) } else { None };
         let mut budgets: Vec<u64> = table.cost.clone();
-        for m in 1..=p.all() {
-            if m.count_ones() as usize <= p.max_active {
+        for m in ModelSet::subsets(p.n).skip(1) {
+            if m.len() <= p.max_active {
                 budgets.push(p.model_cost(m));
             }
         }
@@ -128,12 +129,17 @@ impl CycleTable {
                 for _ in 0..s.cycle().max(1) {
                     let ph = match s.decide(&[]) {
                         Decision::Run { active, predict, hold } => Phase { active, predict, hold },
-                        Decision::Reuse => Phase { active: 0, predict: 0, hold: p.all() },
+                        Decision::Reuse => {
+                            Phase { active: ModelSet::EMPTY, predict: ModelSet::EMPTY, hold: p.all() }
+                        }
                     };
                     // A phase over the level's budget or execution cap runs nothing and holds.
-                    let fits = p.cost_of(ph.active, ph.predict) <= b
-                        && ph.active.count_ones() as usize <= p.max_active;
-                    phases.push(if fits { ph } else { Phase { active: 0, predict: 0, hold: p.all() } });
+                    let fits = p.cost_of(ph.active, ph.predict) <= b && ph.active.len() <= p.max_active;
+                    phases.push(if fits {
+                        ph
+                    } else {
+                        Phase { active: ModelSet::EMPTY, predict: ModelSet::EMPTY, hold: p.all() }
+                    });
                 }
             }
             t.push(b, &phases, threshold);
@@ -180,9 +186,11 @@ impl CycleTable {
     }
 
     /// Models level `k` runs at some phase.
-    pub fn runs(&self, k: usize) -> u64 {
+    pub fn runs(&self, k: usize) -> ModelSet {
         let l = &self.levels[k];
-        self.phases[l.start as usize..(l.start + l.len) as usize].iter().fold(0, |m, ph| m | ph.active)
+        self.phases[l.start as usize..(l.start + l.len) as usize]
+            .iter()
+            .fold(ModelSet::EMPTY, |m, ph| m | ph.active)
     }
 
     /// Largest memory of one phase of level `k` (its models and the links it uses).
@@ -200,11 +208,12 @@ impl CycleTable {
 mod tests {
     use super::super::testing::problem;
     use super::*;
+    use crate::model_set::ModelSet;
 
     #[test]
     fn every_phase_fits_its_level_and_levels_only_grow() {
-        let p =
-            problem(&[10, 20, 30, 40], &[1.0; 4], |_, m| if m == 0 { 0.0 } else { 0.5 }).with_max_active(2);
+        let p = problem(&[10, 20, 30, 40], &[1.0; 4], |_, m| if m.is_empty() { 0.0 } else { 0.5 })
+            .with_max_active(2);
         let table = ScheduleTable::build(&p);
         for name in ["optimal", "optimal-hold", "greedy", "standalone", "random", "interval-2", "interval-3"]
         {
@@ -214,8 +223,8 @@ mod tests {
                 assert!(t.peak(&p, k) <= t.level(k).budget, "{name} level {k}");
                 for s in 0..t.cycle(k) {
                     let ph = t.phase(k, s);
-                    assert!(ph.active.count_ones() <= 2, "{name}");
-                    assert_eq!(ph.active & (ph.predict | ph.hold), 0, "{name}");
+                    assert!(ph.active.len() <= 2, "{name}");
+                    assert_eq!(ph.active & (ph.predict | ph.hold), ModelSet::from_bits(0), "{name}");
                 }
                 if k > 0 {
                     assert!(t.level(k).budget > t.level(k - 1).budget);
@@ -228,8 +237,8 @@ mod tests {
         let t = CycleTable::build("interval-2", &p, &table, &[], 1).unwrap();
         let k = t.lookup(1000).unwrap();
         assert_eq!(t.cycle(k), 2);
-        assert_eq!(t.runs(k), 0b1111);
-        assert_eq!(t.phase(k, 0).hold | t.phase(k, 0).active, 0b1111);
+        assert_eq!(t.runs(k), ModelSet::from_bits(0b1111));
+        assert_eq!(t.phase(k, 0).hold | t.phase(k, 0).active, ModelSet::from_bits(0b1111));
         assert!(CycleTable::build("nonsense", &p, &table, &[], 1).is_none());
     }
 
@@ -238,7 +247,8 @@ mod tests {
         // Twelve models and no execution cap: 4,095 candidate sets, 64 levels at most, and the
         // rotation's cores from the exact table (a full search would be 3^12 per level).
         let mem: Vec<u64> = (1..=12).map(|i| 10 * i).collect();
-        let p = problem(&mem, &[1.0; 12], |j, m| if m == 0 { 0.0 } else { 0.3 + 0.05 * (j % 3) as f32 });
+        let p =
+            problem(&mem, &[1.0; 12], |j, m| if m.is_empty() { 0.0 } else { 0.3 + 0.05 * (j % 3) as f32 });
         let table = ScheduleTable::build(&p);
         for name in ["optimal-hold", "interval-3", "greedy"] {
             let t = CycleTable::build(name, &p, &table, &[], 1).unwrap();

@@ -3,11 +3,12 @@
 //! score of links into i and `w = 2 / min c`, then activate in that order while the budget allows.
 
 use super::{Decision, Problem, Scheduler};
+use crate::model_set::ModelSet;
 
 #[derive(Default)]
 pub struct Greedy {
-    active: u64,
-    all: u64,
+    active: ModelSet,
+    all: ModelSet,
     order: Vec<usize>,
 }
 
@@ -17,7 +18,7 @@ impl Greedy {
         let n = p.n;
         let min_c = p.model_mem.iter().copied().min().unwrap_or(1).max(1) as f64;
         let w = 2.0 / min_c;
-        let single = |i: usize, j: usize| p.p(j, 1u64 << i) as f64;
+        let single = |i: usize, j: usize| p.p(j, ModelSet::single(i)) as f64;
         let prob: Vec<f64> = (0..n)
             .map(|i| {
                 let others = (n - 1).max(1) as f64;
@@ -40,10 +41,10 @@ impl Scheduler for Greedy {
     fn select(&mut self, problem: &Problem, budget: u64) {
         self.order = Greedy::ranking(problem);
         self.all = problem.all();
-        let mut a = 0u64;
+        let mut a = ModelSet::EMPTY;
         for &i in &self.order {
-            let next = a | 1 << i;
-            if problem.cost(next) <= budget && next.count_ones() as usize <= problem.max_active {
+            let next = a.with(i);
+            if problem.cost(next) <= budget && next.len() <= problem.max_active {
                 a = next;
             }
         }
@@ -51,7 +52,7 @@ impl Scheduler for Greedy {
     }
 
     fn decide(&mut self, _frame: &[u8]) -> Decision {
-        Decision::Run { active: self.active, predict: self.all & !self.active, hold: 0 }
+        Decision::Run { active: self.active, predict: self.all - self.active, hold: ModelSet::EMPTY }
     }
 
     fn peak_memory(&self, problem: &Problem) -> u64 {
@@ -67,7 +68,7 @@ mod tests {
     #[test]
     fn ranks_good_cheap_sources_first_and_respects_the_budget() {
         // Model 0 predicts the others well (0.9) and is poorly predicted; model 2 is expensive.
-        let p = problem(&[10, 10, 40], &[1.0; 3], |j, m| match (j, m) {
+        let p = problem(&[10, 10, 40], &[1.0; 3], |j, m| match (j, m.bits()) {
             (_, 0b001) => 0.9,
             (0, _) => 0.1,
             _ => 0.5,
@@ -75,9 +76,9 @@ mod tests {
         assert_eq!(Greedy::ranking(&p)[0], 0);
         let mut g = Greedy::default();
         g.select(&p, 25);
-        assert_eq!(g.active, 0b011);
+        assert_eq!(g.active, ModelSet::from_bits(0b011));
         assert!(p.cost(g.active) <= 25);
         g.select(&p, 5);
-        assert_eq!(g.active, 0);
+        assert_eq!(g.active, ModelSet::EMPTY);
     }
 }

@@ -7,6 +7,7 @@
 use super::{Decision, Problem, Scheduler};
 use crate::links::agreement;
 use crate::manifest::OutputKind;
+use crate::model_set::ModelSet;
 use crate::recording::Recording;
 
 /// Oldest age (frames) whose hold agreement is measured; older outputs score as this age.
@@ -80,15 +81,15 @@ impl HoldScores {
 
 /// Split the models of `runnable` into `k` groups, each of at most `p.max_active` models whose
 /// memory sums to at most `budget` (first fit, largest first). `None` when they do not fit.
-pub fn interval_groups(p: &Problem, runnable: u64, k: usize, budget: u64) -> Option<Vec<u64>> {
-    let mut order: Vec<usize> = (0..p.n).filter(|&i| runnable >> i & 1 == 1).collect();
+pub fn interval_groups(p: &Problem, runnable: ModelSet, k: usize, budget: u64) -> Option<Vec<ModelSet>> {
+    let mut order: Vec<usize> = runnable.iter().collect();
     order.sort_by(|&a, &b| p.model_mem[b].cmp(&p.model_mem[a]).then(a.cmp(&b)));
-    let mut groups = vec![0u64; k.max(1)];
+    let mut groups = vec![ModelSet::EMPTY; k.max(1)];
     for i in order {
-        let g = groups.iter_mut().find(|g| {
-            (g.count_ones() as usize) < p.max_active && p.model_cost(**g) + p.model_mem[i] <= budget
-        })?;
-        *g |= 1 << i;
+        let g = groups
+            .iter_mut()
+            .find(|g| g.len() < p.max_active && p.model_cost(**g) + p.model_mem[i] <= budget)?;
+        g.insert(i);
     }
     Some(groups)
 }
@@ -99,15 +100,15 @@ pub fn interval_groups(p: &Problem, runnable: u64, k: usize, budget: u64) -> Opt
 /// When the models cannot be spread so (`feasible()` is false), nothing runs.
 pub struct Interval {
     k: usize,
-    groups: Vec<u64>,
-    runnable: u64,
+    groups: Vec<ModelSet>,
+    runnable: ModelSet,
     t: usize,
     peak: u64,
 }
 
 impl Interval {
     pub fn new(k: usize) -> Interval {
-        Interval { k: k.max(1), groups: Vec::new(), runnable: 0, t: 0, peak: 0 }
+        Interval { k: k.max(1), groups: Vec::new(), runnable: ModelSet::EMPTY, t: 0, peak: 0 }
     }
 
     pub fn k(&self) -> usize {
@@ -120,7 +121,7 @@ impl Interval {
     }
 
     /// The models run at each phase.
-    pub fn groups(&self) -> &[u64] {
+    pub fn groups(&self) -> &[ModelSet] {
         &self.groups
     }
 }
@@ -131,7 +132,7 @@ impl Scheduler for Interval {
     }
 
     fn select(&mut self, p: &Problem, budget: u64) {
-        self.runnable = (0..p.n).filter(|&i| p.model_mem[i] <= budget).fold(0, |m, i| m | 1 << i);
+        self.runnable = (0..p.n).filter(|&i| p.model_mem[i] <= budget).collect();
         let groups = interval_groups(p, self.runnable, self.k, budget).unwrap_or_default();
         if groups != self.groups {
             // A new split starts its cycle afresh; an unchanged one keeps its phase.
@@ -143,11 +144,15 @@ impl Scheduler for Interval {
 
     fn decide(&mut self, _frame: &[u8]) -> Decision {
         if self.groups.is_empty() {
-            return Decision::Run { active: 0, predict: 0, hold: 0 };
+            return Decision::Run {
+                active: ModelSet::EMPTY,
+                predict: ModelSet::EMPTY,
+                hold: ModelSet::EMPTY,
+            };
         }
         let active = self.groups[self.t % self.k];
         self.t = (self.t + 1) % self.k;
-        Decision::Run { active, predict: 0, hold: self.runnable & !active }
+        Decision::Run { active, predict: ModelSet::EMPTY, hold: self.runnable - active }
     }
 
     fn peak_memory(&self, _p: &Problem) -> u64 {
@@ -162,9 +167,9 @@ impl Scheduler for Interval {
 /// One frame of a rotation: run `active`, predict `predict`, hold `hold`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Phase {
-    pub active: u64,
-    pub predict: u64,
-    pub hold: u64,
+    pub active: ModelSet,
+    pub predict: ModelSet,
+    pub hold: ModelSet,
 }
 
 /// A cyclic schedule: `core` runs on every frame, the models of `rotation` run in turn (`slots` at a
@@ -172,8 +177,8 @@ pub struct Phase {
 /// models running then or held from its model's last run, whichever scores better at that age.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Rotation {
-    pub core: u64,
-    pub rotation: u64,
+    pub core: ModelSet,
+    pub rotation: ModelSet,
     pub phases: Vec<Phase>,
     /// Importance-weighted expected accuracy, the mean over the phases.
     pub objective: f32,
@@ -186,18 +191,24 @@ pub struct Rotation {
 impl Rotation {
     /// Score core `core` with `rotation` rotated through `slots` slots; `None` when a phase does not
     /// fit `budget` or `slots` is 0 with a non-empty rotation.
-    pub fn evaluate(p: &Problem, core: u64, rotation: u64, slots: usize, budget: u64) -> Option<Rotation> {
-        let members: Vec<usize> = (0..p.n).filter(|&i| rotation >> i & 1 == 1).collect();
+    pub fn evaluate(
+        p: &Problem,
+        core: ModelSet,
+        rotation: ModelSet,
+        slots: usize,
+        budget: u64,
+    ) -> Option<Rotation> {
+        let members: Vec<usize> = rotation.iter().collect();
         if !members.is_empty() && slots == 0 {
             return None;
         }
         let k = if members.is_empty() { 1 } else { members.len().div_ceil(slots) };
         // Phase at which each rotating model runs.
-        let mut phase_of = [usize::MAX; 64];
-        let mut groups = vec![0u64; k];
+        let mut phase_of = [usize::MAX; ModelSet::CAP];
+        let mut groups = vec![ModelSet::EMPTY; k];
         for (x, &i) in members.iter().enumerate() {
             phase_of[i] = x / slots.max(1);
-            groups[x / slots.max(1)] |= 1 << i;
+            groups[x / slots.max(1)].insert(i);
         }
         let w: f32 = p.importance.iter().sum::<f32>().max(f32::MIN_POSITIVE);
         let mut r = Rotation { core, rotation, ..Rotation::default() };
@@ -206,50 +217,51 @@ impl Rotation {
             let mut ph = Phase { active, ..Phase::default() };
             let mut o = 0.0f32;
             for j in 0..p.n {
-                if active >> j & 1 == 1 {
+                if active.contains(j) {
                     o += p.importance[j];
                     continue;
                 }
-                let link = if active != 0 { p.p(j, active) } else { 0.0 };
+                let link = if !active.is_empty() { p.p(j, active) } else { 0.0 };
                 let held =
-                    if rotation >> j & 1 == 1 { p.hold_score(j, (t + k - phase_of[j]) % k) } else { 0.0 };
+                    if rotation.contains(j) { p.hold_score(j, (t + k - phase_of[j]) % k) } else { 0.0 };
                 if held > link {
-                    ph.hold |= 1 << j;
+                    ph.hold.insert(j);
                     o += p.importance[j] * held;
                 } else if link > 0.0 {
-                    ph.predict |= 1 << j;
+                    ph.predict.insert(j);
                     o += p.importance[j] * link;
                 }
             }
             // Links cost memory: while the phase is over the budget, give up the predicted task that
             // gains least over holding (or over nothing) per byte of its links.
             let mut c = p.cost_of(ph.active, ph.predict);
-            while c > budget && ph.predict != 0 {
+            while c > budget && !ph.predict.is_empty() {
                 let held_of = |j: usize| {
-                    if rotation >> j & 1 == 1 { p.hold_score(j, (t + k - phase_of[j]) % k) } else { 0.0 }
+                    if rotation.contains(j) { p.hold_score(j, (t + k - phase_of[j]) % k) } else { 0.0 }
                 };
-                let drop = (0..p.n)
-                    .filter(|&j| ph.predict >> j & 1 == 1)
+                let drop = ph
+                    .predict
+                    .iter()
                     .map(|j| {
-                        let bytes = (c - p.cost_of(ph.active, ph.predict & !(1 << j))).max(1) as f32;
+                        let bytes = (c - p.cost_of(ph.active, ph.predict.without(j))).max(1) as f32;
                         (p.importance[j] * (p.p(j, active) - held_of(j)) / bytes, j)
                     })
                     .min_by(|x, y| x.0.total_cmp(&y.0))
                     .map(|x| x.1)
                     .unwrap_or(0);
-                ph.predict &= !(1 << drop);
+                ph.predict.remove(drop);
                 o -= p.importance[drop] * (p.p(drop, active) - held_of(drop));
                 if held_of(drop) > 0.0 {
-                    ph.hold |= 1 << drop;
+                    ph.hold.insert(drop);
                 }
                 c = p.cost_of(ph.active, ph.predict);
             }
-            if c > budget || active.count_ones() as usize > p.max_active {
+            if c > budget || active.len() > p.max_active {
                 return None;
             }
             r.peak = r.peak.max(c);
             r.objective += o / w / k as f32;
-            r.executions += active.count_ones() as f32 / k as f32;
+            r.executions += active.len() as f32 / k as f32;
             r.phases.push(ph);
         }
         Some(r)
@@ -264,34 +276,32 @@ impl Rotation {
     }
 
     /// [`Rotation::best`] with the cores restricted to `cores` (every set when `None`).
-    pub fn best_among(p: &Problem, budget: u64, cores: Option<&[u64]>) -> Rotation {
+    pub fn best_among(p: &Problem, budget: u64, cores: Option<&[ModelSet]>) -> Rotation {
         let all = p.all();
         let mut best = Rotation { phases: vec![Phase::default()], ..Rotation::default() };
-        let every: Vec<u64>;
+        let every: Vec<ModelSet>;
         let cores = match cores {
             Some(c) => c,
             None => {
-                every = (0..=all).collect();
+                every = ModelSet::subsets(p.n).collect();
                 &every
             }
         };
         for &core in cores {
-            let used = core.count_ones() as usize;
+            let used = core.len();
             if used > p.max_active || p.model_cost(core) > budget {
                 continue;
             }
-            let rest = all & !core;
-            let fits = (0..p.n)
-                .filter(|&i| rest >> i & 1 == 1 && p.model_cost(core) + p.model_mem[i] <= budget)
-                .fold(0u64, |m, i| m | 1 << i);
-            let mut consider = |rot: u64| {
+            let fits: ModelSet =
+                (all - core).iter().filter(|&i| p.model_cost(core) + p.model_mem[i] <= budget).collect();
+            let mut consider = |rot: ModelSet| {
                 let better = |r: &Rotation, best: &Rotation| {
                     let same = (r.objective - best.objective).abs() <= 1e-6;
                     r.objective > best.objective + 1e-6
                         || (same && r.executions < best.executions - 1e-6)
                         || (same
                             && (r.executions - best.executions).abs() <= 1e-6
-                            && r.rotation.count_ones() < best.rotation.count_ones())
+                            && r.rotation.len() < best.rotation.len())
                 };
                 // Every slot count the core leaves: fewer slots than the execution cap allows when
                 // the memory budget fits fewer rotating models beside the core.
@@ -301,22 +311,17 @@ impl Rotation {
                     {
                         best = r;
                     }
-                    if rot == 0 {
+                    if rot.is_empty() {
                         break;
                     }
                 }
             };
             if p.n <= super::optimal::MAX_FULL_ENUMERATION {
-                let mut q = fits;
-                loop {
+                for q in fits.subsets_of() {
                     consider(q);
-                    if q == 0 {
-                        break;
-                    }
-                    q = (q - 1) & fits;
                 }
             } else {
-                consider(0);
+                consider(ModelSet::EMPTY);
                 consider(fits);
             }
         }
@@ -331,7 +336,7 @@ pub struct OptimalHold {
     plan: Rotation,
     t: usize,
     /// Cores considered (`None`: every set of at most `max_active` models).
-    cores: Option<Vec<u64>>,
+    cores: Option<Vec<ModelSet>>,
 }
 
 /// Above this many models, [`OptimalHold`] built for the loop takes its cores from the exact
@@ -344,7 +349,7 @@ impl OptimalHold {
     }
 
     /// Consider only these cores (the running sets of the exact table, say).
-    pub fn with_cores(cores: Vec<u64>) -> OptimalHold {
+    pub fn with_cores(cores: Vec<ModelSet>) -> OptimalHold {
         OptimalHold { cores: Some(cores), ..OptimalHold::default() }
     }
 }
@@ -427,11 +432,11 @@ mod tests {
         let mut runs = [0usize; 4];
         for _ in 0..10 {
             let Decision::Run { active, predict, hold } = s.decide(&[]) else { panic!() };
-            assert!(p.model_cost(active) <= 50 && active.count_ones() <= 2);
-            assert_eq!(predict, 0);
-            assert_eq!(hold, 0b1111 & !active);
+            assert!(p.model_cost(active) <= 50 && active.len() <= 2);
+            assert_eq!(predict, ModelSet::EMPTY);
+            assert_eq!(hold, ModelSet::from_bits(0b1111) - active);
             for (i, r) in runs.iter_mut().enumerate() {
-                *r += (active >> i & 1) as usize;
+                *r += usize::from(active.contains(i));
             }
         }
         assert_eq!(runs, [5; 4]);
@@ -440,51 +445,54 @@ mod tests {
         let mut s = Interval::new(1);
         s.select(&p, 1000);
         assert!(!s.feasible());
-        assert_eq!(s.decide(&[]), Decision::Run { active: 0, predict: 0, hold: 0 });
+        assert_eq!(
+            s.decide(&[]),
+            Decision::Run { active: ModelSet::EMPTY, predict: ModelSet::EMPTY, hold: ModelSet::EMPTY }
+        );
         // A model larger than the budget never runs and is never held.
         let mut s = Interval::new(3);
         s.select(&p, 35);
         assert!(s.feasible());
         for _ in 0..6 {
             let Decision::Run { active, hold, .. } = s.decide(&[]) else { panic!() };
-            assert_eq!((active | hold) & 0b1000, 0);
+            assert!(!(active | hold).contains(3));
         }
     }
 
     #[test]
     fn optimal_hold_prefers_holding_when_outputs_change_slowly() {
         // Links score 0.3; a held output scores 0.9 falling 0.1 per frame of age.
-        let base =
-            problem(&[10, 10, 10, 10], &[1.0; 4], |_, m| if m == 0 { 0.0 } else { 0.3 }).with_max_active(1);
+        let base = problem(&[10, 10, 10, 10], &[1.0; 4], |_, m| if m.is_empty() { 0.0 } else { 0.3 })
+            .with_max_active(1);
         let p = base.clone().with_hold(&hold(4, &[0.9; 4], 0.1));
         let r = Rotation::best(&p, 10);
         // Rotating all four through the one slot: each phase runs one model, the one run a frame
         // ago is held at .9, two frames ago at .8, three frames ago .7: (1 + .9 + .8 + .7) / 4.
-        assert_eq!(r.rotation, 0b1111);
+        assert_eq!(r.rotation, ModelSet::from_bits(0b1111));
         assert_eq!(r.phases.len(), 4);
         assert!((r.objective - 0.85).abs() < 1e-5, "{}", r.objective);
         // Against the choices it contains: plain linking ({one model}, others at .3) and plain
         // interval (the same rotation with links off) are no better.
-        assert!(r.objective >= p.objective(0b0001) - 1e-6);
+        assert!(r.objective >= p.objective(ModelSet::from_bits(0b0001)) - 1e-6);
         // When holding is worthless, the rotation falls back to plain links with one core model.
         let r0 = Rotation::best(&base, 10);
         assert!(
-            (r0.objective - base.objective(0b0001)).abs() < 1e-6,
+            (r0.objective - base.objective(ModelSet::from_bits(0b0001))).abs() < 1e-6,
             "{} vs {}",
             r0.objective,
-            base.objective(1)
+            base.objective(ModelSet::from_bits(1))
         );
-        assert_eq!(r0.rotation, 0);
-        assert_eq!(r0.core.count_ones(), 1);
+        assert_eq!(r0.rotation, ModelSet::EMPTY);
+        assert_eq!(r0.core.len(), 1);
         // Old held outputs lose to links: by age 7 hold (.3) no longer beats .3, so a phase predicts.
         let p = base.clone().with_hold(&hold(4, &[0.5; 4], 0.1));
         let mut s = OptimalHold::default();
         s.select(&p, 10);
         for _ in 0..8 {
             let Decision::Run { active, predict, hold } = s.decide(&[]) else { panic!() };
-            assert_eq!(active & (predict | hold), 0);
-            assert_eq!(predict & hold, 0);
-            assert!(active.count_ones() <= 1);
+            assert_eq!(active & (predict | hold), ModelSet::EMPTY);
+            assert_eq!(predict & hold, ModelSet::EMPTY);
+            assert!(active.len() <= 1);
         }
     }
 
@@ -497,7 +505,7 @@ mod tests {
             let scores: Vec<f32> = (0..n << n).map(|_| (rng.next_u64() % 1000) as f32 / 1000.0).collect();
             let fresh: Vec<f32> = (0..n).map(|_| (rng.next_u64() % 1000) as f32 / 1000.0).collect();
             let k = 1 + (rng.next_u64() % n as u64) as usize;
-            let mut p = problem(&mem, &vec![1.0; n], |j, m| scores[(j << n) | m as usize])
+            let mut p = problem(&mem, &vec![1.0; n], |j, m| scores[(j << n) | m.index()])
                 .with_max_active(k)
                 .with_hold(&hold(n, &fresh, 0.05));
             // Links that cost memory: some budgets fit a model but not all of its links.
@@ -508,13 +516,13 @@ mod tests {
                 let r = Rotation::best(&p, budget);
                 for ph in &r.phases {
                     assert!(p.cost_of(ph.active, ph.predict) <= budget);
-                    assert!(ph.active.count_ones() as usize <= k);
+                    assert!(ph.active.len() <= k);
                 }
                 // Never below plain linking with the best active set (the empty rotation is a choice).
                 let t = super::super::ScheduleTable::build(&p);
                 let (m, _) = t.lookup(budget);
-                if m != 0 {
-                    assert!(r.objective >= p.objective_of(m, 0) - 1e-5);
+                if !m.is_empty() {
+                    assert!(r.objective >= p.objective_of(m, ModelSet::EMPTY) - 1e-5);
                 }
             }
         }

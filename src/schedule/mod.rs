@@ -19,6 +19,7 @@ pub use hold::{HoldScores, Interval, MAX_HOLD_AGE, OptimalHold, Phase};
 pub use optimal::{Optimal, ScheduleTable};
 
 use crate::bundle::Bundle;
+use crate::model_set::ModelSet;
 
 /// Share of work saved, as every report states it (savings of executions and FLOPs).
 pub fn share_saved(done: u64, frames: u64, per_frame: u64) -> f64 {
@@ -70,9 +71,9 @@ impl Problem {
         let ens_mem = (0..n).map(|j| 4 * b.ensembles.block(j).len() as u64).collect();
         let mut score = vec![0.0f32; n << n];
         for j in 0..n {
-            for mask in 0..1u64 << n {
-                if mask >> j & 1 == 0 {
-                    score[(j << n) | mask as usize] = b.subset_score(j, mask);
+            for mask in ModelSet::subsets(n) {
+                if !mask.contains(j) {
+                    score[(j << n) | mask.index()] = b.subset_score(j, mask);
                 }
             }
         }
@@ -107,32 +108,32 @@ impl Problem {
         self
     }
 
-    pub fn all(&self) -> u64 {
-        (1u64 << self.n) - 1
+    pub fn all(&self) -> ModelSet {
+        ModelSet::all(self.n)
     }
 
     /// Score of target `j` when `mask` runs (1 when j itself runs, 0 when nothing runs).
-    pub fn p(&self, j: usize, mask: u64) -> f32 {
-        if mask >> j & 1 == 1 {
+    pub fn p(&self, j: usize, mask: ModelSet) -> f32 {
+        if mask.contains(j) {
             1.0
-        } else if mask == 0 {
+        } else if mask.is_empty() {
             0.0
         } else {
-            self.score[(j << self.n) | mask as usize]
+            self.score[(j << self.n) | mask.index()]
         }
     }
 
     /// Memory of running `active` and predicting the targets in `predicted` from it (links from
     /// every active model into each predicted target, and its ensemble layer).
-    pub fn cost_of(&self, active: u64, predicted: u64) -> u64 {
+    pub fn cost_of(&self, active: ModelSet, predicted: ModelSet) -> u64 {
         let mut c = 0;
         for j in 0..self.n {
-            if active >> j & 1 == 1 {
+            if active.contains(j) {
                 c += self.model_mem[j];
-            } else if predicted >> j & 1 == 1 && active != 0 {
+            } else if predicted.contains(j) && !active.is_empty() {
                 c += self.ens_mem[j];
                 for i in 0..self.n {
-                    if active >> i & 1 == 1 {
+                    if active.contains(i) {
                         c += self.link_mem[j * self.n + i];
                     }
                 }
@@ -143,16 +144,16 @@ impl Problem {
 
     /// Importance-weighted accuracy of running `active` and predicting `predicted` (the other tasks
     /// deliver nothing and score 0).
-    pub fn objective_of(&self, active: u64, predicted: u64) -> f32 {
+    pub fn objective_of(&self, active: ModelSet, predicted: ModelSet) -> f32 {
         let w: f32 = self.importance.iter().sum();
         if w <= 0.0 {
             return 0.0;
         }
         let mut o = 0.0;
         for j in 0..self.n {
-            if active >> j & 1 == 1 {
+            if active.contains(j) {
                 o += self.importance[j];
-            } else if predicted >> j & 1 == 1 {
+            } else if predicted.contains(j) {
                 o += self.importance[j] * self.p(j, active);
             }
         }
@@ -160,17 +161,17 @@ impl Problem {
     }
 
     /// Memory of running `mask` and predicting every other task from it (the paper's setting).
-    pub fn cost(&self, mask: u64) -> u64 {
-        self.cost_of(mask, self.all() & !mask)
+    pub fn cost(&self, mask: ModelSet) -> u64 {
+        self.cost_of(mask, self.all() - mask)
     }
 
     /// Memory of running `mask` without links.
-    pub fn model_cost(&self, mask: u64) -> u64 {
-        (0..self.n).filter(|&i| mask >> i & 1 == 1).map(|i| self.model_mem[i]).sum()
+    pub fn model_cost(&self, mask: ModelSet) -> u64 {
+        mask.iter().map(|i| self.model_mem[i]).sum()
     }
 
     /// Importance-weighted expected accuracy of running `mask` and predicting the rest.
-    pub fn objective(&self, mask: u64) -> f32 {
+    pub fn objective(&self, mask: ModelSet) -> f32 {
         let w: f32 = self.importance.iter().sum();
         if w <= 0.0 {
             return 0.0;
@@ -179,10 +180,9 @@ impl Problem {
     }
 
     /// Importance-weighted share of tasks delivered by running `mask` alone (no links).
-    pub fn standalone_objective(&self, mask: u64) -> f32 {
+    pub fn standalone_objective(&self, mask: ModelSet) -> f32 {
         let w: f32 = self.importance.iter().sum();
-        (0..self.n).filter(|&j| mask >> j & 1 == 1).map(|j| self.importance[j]).sum::<f32>()
-            / w.max(f32::MIN_POSITIVE)
+        mask.iter().map(|j| self.importance[j]).sum::<f32>() / w.max(f32::MIN_POSITIVE)
     }
 }
 
@@ -192,7 +192,7 @@ pub enum Decision {
     /// Run the models in `active`, predict the tasks in `predict` through links and deliver the
     /// tasks in `hold` as their model last output them (temporal reuse; the output's age is the
     /// frames since that run); the other tasks deliver nothing new.
-    Run { active: u64, predict: u64, hold: u64 },
+    Run { active: ModelSet, predict: ModelSet, hold: ModelSet },
     /// Run nothing; deliver the last delivered outputs again.
     Reuse,
 }
@@ -240,14 +240,15 @@ pub fn by_name(name: &str, profile: &[&[u8]], seed: u64) -> Option<Box<dyn Sched
 #[cfg(test)]
 pub(crate) mod testing {
     use super::Problem;
+    use crate::model_set::ModelSet;
 
     /// A small problem with hand-set scores: `score(j, mask)` from a closure.
-    pub fn problem(mem: &[u64], importance: &[f32], score: impl Fn(usize, u64) -> f32) -> Problem {
+    pub fn problem(mem: &[u64], importance: &[f32], score: impl Fn(usize, ModelSet) -> f32) -> Problem {
         let n = mem.len();
         let mut s = vec![0.0; n << n];
         for j in 0..n {
-            for mask in 0..1u64 << n {
-                s[(j << n) | mask as usize] = score(j, mask);
+            for mask in ModelSet::subsets(n) {
+                s[(j << n) | mask.index()] = score(j, mask);
             }
         }
         Problem {
@@ -267,23 +268,33 @@ pub(crate) mod testing {
 #[cfg(test)]
 mod tests {
     use super::testing::problem;
+    use crate::model_set::ModelSet;
 
     #[test]
     fn objective_and_cost() {
         let mut p =
-            problem(&[10, 20, 30], &[1.0, 1.0, 2.0], |j, m| if m == 0 { 0.0 } else { 0.5 + 0.1 * j as f32 });
-        assert_eq!(p.cost(0b011), 30);
-        assert_eq!(p.objective(0), 0.0);
+            problem(
+                &[10, 20, 30],
+                &[1.0, 1.0, 2.0],
+                |j, m| if m.is_empty() { 0.0 } else { 0.5 + 0.1 * j as f32 },
+            );
+        assert_eq!(p.cost(ModelSet::from_bits(0b011)), 30);
+        assert_eq!(p.objective(ModelSet::from_bits(0)), 0.0);
         // A = {0}: tasks 1, 2 predicted at 0.6 and 0.7.
-        assert!((p.objective(0b001) - (1.0 + 0.6 + 2.0 * 0.7) / 4.0).abs() < 1e-6);
+        assert!((p.objective(ModelSet::from_bits(0b001)) - (1.0 + 0.6 + 2.0 * 0.7) / 4.0).abs() < 1e-6);
         // Predicting only task 2.
-        assert!((p.objective_of(0b001, 0b100) - (1.0 + 2.0 * 0.7) / 4.0).abs() < 1e-6);
-        assert_eq!(p.objective(0b111), 1.0);
+        assert!(
+            (p.objective_of(ModelSet::from_bits(0b001), ModelSet::from_bits(0b100))
+                - (1.0 + 2.0 * 0.7) / 4.0)
+                .abs()
+                < 1e-6
+        );
+        assert_eq!(p.objective(ModelSet::from_bits(0b111)), 1.0);
         p.link_mem[2 * 3] = 5; // link 0 → 2
         p.ens_mem[2] = 1;
-        assert_eq!(p.cost(0b001), 10 + 5 + 1 + p.ens_mem[1]);
-        assert_eq!(p.cost_of(0b001, 0b100), 10 + 5 + 1);
-        assert_eq!(p.cost_of(0b001, 0), 10);
-        assert_eq!(p.standalone_objective(0b100), 0.5);
+        assert_eq!(p.cost(ModelSet::from_bits(0b001)), 10 + 5 + 1 + p.ens_mem[1]);
+        assert_eq!(p.cost_of(ModelSet::from_bits(0b001), ModelSet::from_bits(0b100)), 10 + 5 + 1);
+        assert_eq!(p.cost_of(ModelSet::from_bits(0b001), ModelSet::from_bits(0)), 10);
+        assert_eq!(p.standalone_objective(ModelSet::from_bits(0b100)), 0.5);
     }
 }

@@ -15,6 +15,7 @@
 //! never exceeded; a finite output for every task on every tick, flagged degraded where it was not
 //! computed this tick; and the loop's fault counters equal to the injected counts, per kind.
 
+use crate::model_set::ModelSet;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -872,7 +873,7 @@ pub fn run(inputs: &SoakInputs, board: &'static Board, opts: &SoakOptions) -> Re
         .telemetry(tel)
         .build(frames, TelemetryWriter::new(writer))?;
     let n = ctl.n_models();
-    let all = (1u64 << n) - 1;
+    let all = ModelSet::all(n);
     let (mut non_finite, mut unflagged, mut measured) = (0u64, 0u64, 0u64);
     let mut allocs_at_warmup = None;
     let start = Instant::now();
@@ -897,9 +898,9 @@ pub fn run(inputs: &SoakInputs, board: &'static Board, opts: &SoakOptions) -> Re
         let must_flag = if c.frame_fault_now.load(Relaxed) != 0 {
             all
         } else {
-            c.failed_mask.load(Relaxed) & ctl.active() & all
+            ModelSet::try_from_u64(c.failed_mask.load(Relaxed)).unwrap_or(all) & ctl.active() & all
         };
-        if must_flag & !(t.degraded as u64 | t.held as u64) != 0 {
+        if !(must_flag - (t.degraded | t.held)).is_empty() {
             unflagged += 1;
         }
     }
