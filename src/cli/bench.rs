@@ -46,7 +46,7 @@ pub(crate) struct BenchArgs {
     pub(crate) stress: f64,
     /// `mlink`: at most this many models run per tick (`jetlink run --max-active`; default: the
     /// board's `max-active-models`).
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=64))]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=jetlink::model_set::ModelSet::CAP as i64))]
     pub(crate) max_active: Option<u32>,
     /// `mlink`: the policies swept (`jetlink run --policy`), each at every budget.
     #[arg(long, default_value = super::sweep::DEFAULT_POLICIES)]

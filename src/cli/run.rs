@@ -43,7 +43,7 @@ pub(crate) struct RunArgs {
     #[arg(long)]
     pub(crate) no_adapt: bool,
     /// At most this many models run per tick (default: the board's `max-active-models`).
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=64))]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=jetlink::model_set::ModelSet::CAP as i64))]
     pub(crate) max_active: Option<u32>,
     /// Which frame a labelling tick labels (every `--label-every` ticks): `auto` (`top-k` where its
     /// window costs at most 1/32 of the board's model budget, else `uniform`), `uniform` (that tick's),
