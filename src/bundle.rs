@@ -18,7 +18,7 @@ use crate::manifest::{Manifest, OutputKind};
 
 pub const MAGIC: &[u8; 8] = b"JLBUNDLE";
 /// Bump on any change to [`Bundle`] or the types inside it.
-pub const FORMAT_VERSION: u32 = 4;
+pub const FORMAT_VERSION: u32 = 5;
 pub const HEADER_LEN: usize = 8 + 4 + 8 + 32;
 /// Magic of the signature trailer that follows the payload of a signed bundle.
 pub const SIG_MAGIC: &[u8; 8] = b"JLBSIG01";
@@ -272,7 +272,7 @@ pub struct Scores {
     pub link: Vec<f32>,
     /// `n × 2^(n−1)`, row-major `[target][slot mask]`: score of target's ensemble given source subset
     /// (slot mask = mask over models with the target's bit removed, see
-    /// [`crate::links::compress_mask`]). Entry 0 is the no-source prediction (the ensemble bias).
+    /// [`crate::model_set::ModelSet::slots_for`]). Entry 0 is the no-source prediction (the ensemble bias).
     pub subset: Vec<f32>,
     /// `n`: score of the constant predictor (the fit rows' mean target) on the holdout rows, per
     /// target: the floor a score rule gives a link that learnt nothing.

@@ -133,8 +133,8 @@ pub fn build(
     }
 
     // Ensembles, one per target, with their subset score tables.
-    let ens_results: Vec<(Vec<f32>, Vec<f32>)> = parallel_map(n, threads, |j| {
-        let r = train_ensemble(&data, t, j, &link_results[j * (n - 1)..(j + 1) * (n - 1)]);
+    let ens_results: Vec<EnsembleResult> = parallel_map(n, threads, |j| {
+        let r = train_ensemble(&data, t, j, &link_results[j * (n - 1)..(j + 1) * (n - 1)], opts.set_heads);
         bar.inc(1);
         r
     });
@@ -143,9 +143,14 @@ pub fn build(
         (0..n).map(|j| EnsembleDims { sources: (n - 1) as u32, output: data.sizes[j] as u32 }).collect(),
     );
     let mut subset = Vec::with_capacity(n << (n - 1));
-    for (j, (p, table)) in ens_results.into_iter().enumerate() {
-        ensembles.block_mut(j).copy_from_slice(&p);
-        subset.extend_from_slice(&table);
+    for (j, r) in ens_results.iter().enumerate() {
+        ensembles.block_mut(j).copy_from_slice(&r.shared);
+        subset.extend_from_slice(&r.table);
+    }
+    for (j, r) in ens_results.iter().enumerate() {
+        for (slots, q) in &r.heads {
+            ensembles.push_head(j, *slots, q);
+        }
     }
 
     let kinds: Vec<_> = models.iter().map(|m| m.kind).collect();
@@ -392,9 +397,43 @@ fn train_link(data: &Data, t: &TrainOptions, i: usize, j: usize, folds: usize) -
     LinkResult { params, z_fit, z_hold, score: (score / data.hold as f64) as f32 }
 }
 
-/// Fit target j's ensemble on its links' fit-row predictions; return its parameters and the subset
-/// score table (2^(n−1) entries, indexed by slot mask) measured on the holdout rows.
-fn train_ensemble(data: &Data, t: &TrainOptions, j: usize, links: &[LinkResult]) -> (Vec<f32>, Vec<f32>) {
+/// Score of ensemble parameters `p` of target j with source slots `slots` on the holdout rows.
+fn holdout_score(data: &Data, j: usize, d: EnsembleDims, p: &[f32], z_hold: &[f32], slots: ModelSet) -> f32 {
+    let (k, no) = (d.sources as usize, d.output as usize);
+    let (mut u, mut y) = (vec![0.0; k * no], vec![0.0; no]);
+    let mut acc = 0.0f64;
+    for r in 0..data.hold {
+        ensemble::forward(d, p, &z_hold[r * k * no..(r + 1) * k * no], slots, &mut u, &mut y);
+        activate(data.kinds[j], &mut y);
+        let actual = &data.raw[j][(data.fit + r) * no..(data.fit + r + 1) * no];
+        acc += agreement(data.kinds[j], data.tolerances[j], &y, actual) as f64;
+    }
+    (acc / data.hold as f64) as f32
+}
+
+/// A per-source-set head is kept only when it beats the shared head on the `hold` held-out rows by
+/// at least this share of them: one point, and at least two rows, so that choosing on those rows
+/// does not keep noise.
+pub fn set_head_margin(hold: usize) -> f32 {
+    0.01f32.max(2.0 / hold.max(1) as f32)
+}
+
+/// Target j's ensemble trained on its links' fit-row predictions: the shared head, its subset score
+/// table (2^(n−1) entries, indexed by slot set) measured on the holdout rows, and the heads for
+/// source sets of at most `set_heads` models that beat it there (their scores replace the table's).
+struct EnsembleResult {
+    shared: Vec<f32>,
+    table: Vec<f32>,
+    heads: Vec<(ModelSet, Vec<f32>)>,
+}
+
+fn train_ensemble(
+    data: &Data,
+    t: &TrainOptions,
+    j: usize,
+    links: &[LinkResult],
+    set_heads: usize,
+) -> EnsembleResult {
     let k = links.len();
     let no = data.sizes[j];
     let d = EnsembleDims { sources: k as u32, output: no as u32 };
@@ -412,36 +451,46 @@ fn train_ensemble(data: &Data, t: &TrainOptions, j: usize, links: &[LinkResult])
     let mut p = ensemble::init_params(d);
     let mut rng = Rng::derive(t.seed, &[u64::MAX, j as u64]);
     let rows: Vec<usize> = (0..data.fit).collect();
-    ensemble::fit(
-        d,
-        &mut p,
-        t.loss(data.kinds[j]),
-        &z_fit,
-        &data.target[j][..data.fit * no],
-        &rows,
-        t.ensemble_epochs as usize,
-        t.batch as usize,
-        RmsProp::new(t.ensemble_lr),
-        &mut rng,
-    );
-    let mut table = vec![0.0f32; 1 << k];
-    let (mut u, mut y) = (vec![0.0; k * no], vec![0.0; no]);
-    for (mask, entry) in table.iter_mut().enumerate() {
-        let mut acc = 0.0f64;
-        for r in 0..data.hold {
-            ensemble::forward(
-                d,
-                &p,
-                &z_hold[r * k * no..(r + 1) * k * no],
-                ModelSet::from_bits(mask as u16),
-                &mut u,
-                &mut y,
-            );
-            activate(data.kinds[j], &mut y);
-            let actual = &data.raw[j][(data.fit + r) * no..(data.fit + r + 1) * no];
-            acc += agreement(data.kinds[j], data.tolerances[j], &y, actual) as f64;
+    let fit = |d: EnsembleDims, p: &mut [f32], z_fit: &[f32], rng: &mut Rng, slots: Option<ModelSet>| {
+        ensemble::fit(
+            d,
+            p,
+            t.loss(data.kinds[j]),
+            z_fit,
+            &data.target[j][..data.fit * no],
+            &rows,
+            t.ensemble_epochs as usize,
+            t.batch as usize,
+            RmsProp::new(t.ensemble_lr),
+            rng,
+            slots,
+        )
+    };
+    fit(d, &mut p, &z_fit, &mut rng, None);
+    let mut table: Vec<f32> =
+        ModelSet::subsets(k).map(|slots| holdout_score(data, j, d, &p, &z_hold, slots)).collect();
+    // Heads per source set: the shared head's blocks for the set's slots, fine-tuned with the set
+    // always present (see `ensemble::compact`).
+    let mut heads = Vec::new();
+    let cut = |z: &[f32], rows: usize, slots: ModelSet| {
+        let mut c = vec![0.0; rows * slots.len() * no];
+        for r in 0..rows {
+            let zr = &z[r * k * no..(r + 1) * k * no];
+            ensemble::gather(no, zr, slots, &mut c[r * slots.len() * no..(r + 1) * slots.len() * no]);
         }
-        *entry = (acc / data.hold as f64) as f32;
+        c
+    };
+    for slots in ModelSet::subsets(k).filter(|s| !s.is_empty() && s.len() <= set_heads) {
+        let c = EnsembleDims { sources: slots.len() as u32, output: no as u32 };
+        let all = ModelSet::all(slots.len());
+        let mut q = ensemble::compact(d, &p, slots);
+        let mut rng = Rng::derive(t.seed, &[u64::MAX - 1, j as u64, u64::from(slots.bits())]);
+        fit(c, &mut q, &cut(&z_fit, data.fit, slots), &mut rng, Some(all));
+        let score = holdout_score(data, j, c, &q, &cut(&z_hold, data.hold, slots), all);
+        if score >= table[slots.index()] + set_head_margin(data.hold) {
+            table[slots.index()] = score;
+            heads.push((slots, q));
+        }
     }
-    (p, table)
+    EnsembleResult { shared: p, table, heads }
 }

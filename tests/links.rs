@@ -63,6 +63,7 @@ fn quick_options() -> BuildOptions {
         },
         threads: 2,
         progress: false,
+        set_heads: 1,
     }
 }
 
@@ -128,6 +129,63 @@ fn build_is_deterministic() {
     rec2.values[550 * s..].iter_mut().for_each(|v| *v = 123.0);
     let c = jetlink::train::build(&m, &rec2, 500, &o).unwrap();
     assert_eq!(a.to_bytes().unwrap(), c.to_bytes().unwrap());
+}
+
+/// Agreement of target j on the holdout rows when the models in `active` run.
+fn holdout_agreement(
+    b: &Bundle,
+    rec: &jetlink::recording::Recording,
+    p: &mut Predictor,
+    j: usize,
+    active: ModelSet,
+) -> f32 {
+    let hold = (b.split.fit_rows as usize)..(b.split.fit_rows + b.split.holdout_rows) as usize;
+    let mut out = vec![0.0; p.stride()];
+    let m = &b.models[j];
+    let o = rec.offset(j);
+    let mut acc = 0.0;
+    for r in hold.clone() {
+        p.predict(active, rec.row(r), &mut out).unwrap();
+        acc += links::agreement(m.kind, m.tolerance, &out[o..o + m.size as usize], rec.output(r, j));
+    }
+    acc / hold.len() as f32
+}
+
+#[test]
+fn set_heads_are_kept_where_they_beat_the_shared_head() {
+    let (_, rec, b) = synthetic_bundle("set-heads");
+    let n = b.n_models();
+    let mut with = Predictor::new(&b);
+    let mut shared = b.clone();
+    shared.ensembles = shared.ensembles.shared_only();
+    let mut without = Predictor::new(&shared);
+    assert!(!b.ensembles.heads.is_empty(), "no head beat the shared one on the synthetic workload");
+    for h in &b.ensembles.heads {
+        let j = h.target as usize;
+        assert_eq!(h.slots.len(), 1, "heads are fitted for sets of at most set_heads = 1 model");
+        let active: ModelSet = h.slots.iter().map(|s| links::source_of_slot(j, s)).collect();
+        assert!(with.uses_set_head(active) && !without.uses_set_head(active));
+        let a = holdout_agreement(&b, &rec, &mut with, j, active);
+        let s = holdout_agreement(&b, &rec, &mut without, j, active);
+        // The stored subset score is the head's, measured on the same rows, and beats the shared
+        // head's by the margin.
+        assert!(
+            (a - b.subset_score(j, active)).abs() < 1e-4,
+            "target {j} from {active}: {a} vs {}",
+            b.subset_score(j, active)
+        );
+        assert!(
+            a >= s + jetlink::train::set_head_margin(b.split.holdout_rows as usize) - 1e-6,
+            "target {j} from {active}: head {a}, shared {s}"
+        );
+    }
+    // A set without a head predicts exactly as the shared head does.
+    let all = ModelSet::all(n);
+    let mut o1 = vec![0.0; with.stride()];
+    let mut o2 = vec![0.0; with.stride()];
+    with.predict(all.without(0), rec.row(0), &mut o1).unwrap();
+    without.predict(all.without(0), rec.row(0), &mut o2).unwrap();
+    assert_eq!(o1, o2);
 }
 
 #[test]
@@ -262,7 +320,7 @@ fn demo_measurements() {
         }
     }
     for (name, t) in variants {
-        let o = BuildOptions { train: t, threads: 2, progress: false };
+        let o = BuildOptions { train: t, threads: 2, progress: false, set_heads: 0 };
         let t0 = std::time::Instant::now();
         let b = jetlink::train::build(&manifest, &rec, train_end, &o).unwrap();
         let secs = t0.elapsed().as_secs_f64();

@@ -51,6 +51,7 @@ fn small_bundle(name: &str) -> (Manifest, Vec<u8>, PathBuf) {
             ensemble_fit: EnsembleFit::InSample,
             ..TrainOptions::default()
         },
+        set_heads: 0,
         threads: 1,
         progress: false,
     };

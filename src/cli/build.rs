@@ -23,6 +23,10 @@ pub(crate) struct BuildArgs {
     /// Hidden width floor (h = max(2·|Y_j|, floor)); 0 for the paper's 2·|Y_j|.
     #[arg(long, value_parser = clap::value_parser!(u32).range(0..=4096))]
     pub(crate) hidden_floor: Option<u32>,
+    /// Fit an ensemble head per source set of at most N models, kept where it beats the shared head
+    /// on held-out rows (default: the board's `max-active-models`; 0: shared heads only).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(0..=jetlink::model_set::ModelSet::CAP as i64))]
+    pub(crate) set_heads: Option<u32>,
     /// The bundle's release number, inside the signed part: a board refuses a bundle older than the
     /// highest it has accepted (rollback protection). Raise it for every release.
     #[arg(long, default_value_t = 1)]
@@ -118,6 +122,7 @@ pub(crate) fn build(a: &BuildArgs) -> Result<()> {
     if let Some(f) = a.hidden_floor {
         opts.train.hidden_floor = f;
     }
+    opts.set_heads = a.set_heads.map_or(board.max_active_models as usize, |k| k as usize);
     let t = Instant::now();
     let mut bundle = jetlink::train::build(&manifest, &recording, stream.train_end, &opts)?;
     bundle.version = a.bundle_version;
@@ -154,6 +159,17 @@ pub(crate) fn build(a: &BuildArgs) -> Result<()> {
         policy.cells(),
         policy.menu.n_options(),
         policy.to_postcard().len()
+    );
+    let n = bundle.n_models();
+    let fitted: usize = n * jetlink::model_set::ModelSet::subsets(n - 1)
+        .filter(|s| !s.is_empty() && s.len() <= opts.set_heads)
+        .count();
+    println!(
+        "per-source-set ensemble heads: {} kept of {fitted} fitted (sets of at most {} models; kept where they beat the shared head by {:.1} points on the {} held-out rows)",
+        bundle.ensembles.heads.len(),
+        opts.set_heads,
+        100.0 * jetlink::train::set_head_margin(bundle.split.holdout_rows as usize),
+        bundle.split.holdout_rows
     );
     println!(
         "wrote {} ({} bytes, {}), {}, {}",

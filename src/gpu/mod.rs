@@ -93,7 +93,9 @@ impl LinkExecutor {
     pub fn predict(&mut self, active: ModelSet, row: &[f32], out: &mut [f32]) -> Result<bool, ExecError> {
         self.calls = self.calls.wrapping_add(1);
         #[cfg(feature = "cuda")]
-        if let Some(g) = self.gpu.as_mut() {
+        // The kernels compute the shared heads: a call where a per-source-set head applies runs on
+        // the CPU (a few microseconds), so both paths deliver the same predictions.
+        if let Some(g) = self.gpu.as_mut().filter(|_| !self.cpu.uses_set_head(active)) {
             if g.predict(active, row, out).is_ok() {
                 let sample = self.calls % SIGNAL_EVERY == 0
                     && self.cpu.predict(active, row, &mut self.scratch).is_ok();

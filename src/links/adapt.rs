@@ -53,6 +53,8 @@ pub struct Adapter {
     scratch: Scratch,
     /// Per batch row, k·max_out link outputs.
     zb: Vec<f32>,
+    /// A set head's input on one row: its slots' outputs gathered, k·max_out.
+    zc: Vec<f32>,
     t: Vec<f32>,
     u: Vec<f32>,
     y: Vec<f32>,
@@ -80,6 +82,7 @@ impl Adapter {
             ge: vec![0.0; ens.dims.iter().map(|d| d.len()).max().unwrap_or(0)],
             scratch: Scratch::new(max_out, max_h, max_out),
             zb: vec![0.0; opts.max_batch * (n - 1) * max_out],
+            zc: vec![0.0; (n - 1) * max_out],
             t: vec![0.0; max_out],
             u: vec![0.0; (n - 1) * max_out],
             y: vec![0.0; max_out],
@@ -220,10 +223,19 @@ impl Adapter {
                 );
             }
         }
-        let ed = p.ensembles.dims[target];
+        let mask = sources.slots_for(target);
+        // The block that predicts `target` from these sources: its set head where one was kept
+        // (fed the set's outputs gathered), else the shared head.
+        let head = p.ensembles.head_for(target, mask);
+        let (ed, er, set) = match head {
+            Some(h) => (p.ensembles.head_dims(h), p.ensembles.head_range(h), ModelSet::all(mask.len())),
+            None => {
+                let o = p.ensembles.offsets[target] as usize;
+                (p.ensembles.dims[target], o..o + p.ensembles.dims[target].len(), mask)
+            }
+        };
         let ge = &mut self.ge[..ed.len()];
         ge.fill(0.0);
-        let mask = sources.slots_for(target);
         let inv_b = 1.0 / batch as f32;
         let mut l = 0.0;
         for r in 0..batch {
@@ -231,12 +243,20 @@ impl Adapter {
             let t = &mut self.t[..no];
             t.copy_from_slice(&row[tj.clone()]);
             prepare_target(kind, t);
+            let z = &self.zb[r * width..(r + 1) * width];
+            let z = if head.is_some() {
+                let zc = &mut self.zc[..mask.len() * no];
+                ensemble::gather(no, z, mask, zc);
+                &*zc
+            } else {
+                z
+            };
             l += ensemble::accumulate_grad(
                 ed,
-                p.ensembles.block(target),
+                &p.ensembles.params[er.clone()],
                 loss,
-                &self.zb[r * width..(r + 1) * width],
-                mask,
+                z,
+                set,
                 t,
                 inv_b,
                 &mut self.u,
@@ -246,11 +266,10 @@ impl Adapter {
             );
         }
         if update && self.opts.ensemble {
-            let off = p.ensembles.offsets[target] as usize;
             RmsProp::new(self.opts.ensemble_lr).step(
-                p.ensembles.block_mut(target),
+                &mut p.ensembles.params[er.clone()],
                 ge,
-                &mut self.v_ens[off..off + ed.len()],
+                &mut self.v_ens[er],
             );
         }
         Ok(l * inv_b)

@@ -150,8 +150,35 @@ pub fn accumulate_grad(
     l
 }
 
+/// The block of a head for exactly the source slots `slots`, cut from a full block `p` of dims `d`:
+/// the blocks `W_s` and weights `α[s]` of those slots, in slot order, then `b`. With the slots'
+/// outputs gathered in the same order ([`gather`]) it predicts what `p` predicts with `slots`.
+pub fn compact(d: EnsembleDims, p: &[f32], slots: ModelSet) -> Vec<f32> {
+    let no = d.output as usize;
+    let c = EnsembleDims { sources: slots.len() as u32, output: d.output };
+    let mut q = Vec::with_capacity(c.len());
+    for s in slots {
+        q.extend_from_slice(&p[s * no * no..(s + 1) * no * no]);
+    }
+    for s in slots {
+        q.extend_from_slice(&p[d.alpha_start() + s * no..d.alpha_start() + (s + 1) * no]);
+    }
+    q.extend_from_slice(&p[d.bias_start()..d.len()]);
+    q
+}
+
+/// Copy the outputs of the slots in `slots` from `z` (every slot, `k·out`) into `into`, in slot
+/// order (the input of a [`compact`] head).
+#[inline]
+pub fn gather(no: usize, z: &[f32], slots: ModelSet, into: &mut [f32]) {
+    for (c, s) in slots.iter().enumerate() {
+        into[c * no..(c + 1) * no].copy_from_slice(&z[s * no..(s + 1) * no]);
+    }
+}
+
 /// Fit an ensemble on rows of `z` (`rows × k·out`, link predictions, ideally out-of-fold) against
-/// targets `t` (`rows × out`), drawing a random source subset per sample.
+/// targets `t` (`rows × out`): with `slots` `None` the shared head, drawing a random source subset
+/// per sample; with `Some(set)`, a head for exactly that set of source slots.
 #[allow(clippy::too_many_arguments)]
 pub fn fit(
     d: EnsembleDims,
@@ -164,6 +191,7 @@ pub fn fit(
     batch: usize,
     opt: RmsProp,
     rng: &mut Rng,
+    slots: Option<ModelSet>,
 ) {
     let (k, no) = (d.sources as usize, d.output as usize);
     let width = k * no;
@@ -177,7 +205,10 @@ pub fn fit(
             g.fill(0.0);
             let sc = 1.0 / chunk.len() as f32;
             for &r in chunk {
-                let mask = ModelSet::from_bits(rng.next_u64() as u16) & ModelSet::all(k);
+                let mask = match slots {
+                    Some(s) => s,
+                    None => ModelSet::from_bits(rng.next_u64() as u16) & ModelSet::all(k),
+                };
                 accumulate_grad(
                     d,
                     p,
@@ -211,6 +242,25 @@ mod tests {
         assert!((y[0] - 2.0).abs() < 1e-5 && (y[1] - 3.0).abs() < 1e-5, "{y:?}");
         forward(d, &p, &z, ModelSet::EMPTY, &mut u, &mut y);
         assert_eq!(y, [0.0, 0.0]);
+    }
+
+    #[test]
+    fn a_compact_head_predicts_what_the_full_block_does_with_its_slots() {
+        let d = EnsembleDims { sources: 4, output: 3 };
+        let mut rng = Rng::new(3);
+        let p: Vec<f32> = (0..d.len()).map(|_| rng.symmetric(1.0)).collect();
+        let z: Vec<f32> = (0..12).map(|_| rng.symmetric(2.0)).collect();
+        let slots = ModelSet::from_bits(0b1010);
+        let (mut u, mut y) = ([0.0; 12], [0.0; 3]);
+        forward(d, &p, &z, slots, &mut u, &mut y);
+        let c = EnsembleDims { sources: 2, output: 3 };
+        let q = compact(d, &p, slots);
+        assert_eq!(q.len(), c.len());
+        let mut zc = [0.0; 6];
+        gather(3, &z, slots, &mut zc);
+        let mut yc = [0.0; 3];
+        forward(c, &q, &zc, ModelSet::all(2), &mut u, &mut yc);
+        assert_eq!(y, yc);
     }
 
     #[test]

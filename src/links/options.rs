@@ -121,11 +121,15 @@ pub struct BuildOptions {
     pub threads: usize,
     /// Show a progress bar on stderr.
     pub progress: bool,
+    /// Fit an ensemble head for every source set of at most this many models, kept where it beats
+    /// the shared head on held-out rows (0: shared heads only). `jetlink build` sets the board's
+    /// `max-active-models`: the schedule never runs more.
+    pub set_heads: usize,
 }
 
 impl Default for BuildOptions {
     fn default() -> BuildOptions {
-        BuildOptions { train: TrainOptions::default(), threads: 0, progress: true }
+        BuildOptions { train: TrainOptions::default(), threads: 0, progress: true, set_heads: 0 }
     }
 }
 

@@ -55,6 +55,8 @@ pub struct Predictor {
     tmp: Vec<f32>,
     /// Ensemble scratch: per-slot block outputs, k·max_out.
     u: Vec<f32>,
+    /// A set head's input: its slots' link outputs gathered, k·max_out.
+    zc: Vec<f32>,
     last_active: Option<ModelSet>,
 }
 
@@ -87,6 +89,7 @@ impl Predictor {
             a: vec![0.0; max_h],
             tmp: vec![0.0; max_in],
             u: vec![0.0; (n - 1) * max_in],
+            zc: vec![0.0; (n - 1) * max_in],
             layout,
             last_active: None,
         }
@@ -167,19 +170,37 @@ impl Predictor {
                 );
             }
             let y = &mut out[sj.clone()];
-            ensemble::forward(
-                self.ensembles.dims[j],
-                self.ensembles.block(j),
-                zj,
-                active.slots_for(j),
-                &mut self.u,
-                y,
-            );
+            let slots = active.slots_for(j);
+            match self.ensembles.head_for(j, slots) {
+                // This source set has its own head: the set's outputs, gathered, through it.
+                Some(h) => {
+                    let zc = &mut self.zc[..slots.len() * no];
+                    ensemble::gather(no, zj, slots, zc);
+                    let d = self.ensembles.head_dims(h);
+                    let all = ModelSet::all(slots.len());
+                    ensemble::forward(d, self.ensembles.head_block(h), zc, all, &mut self.u, y);
+                }
+                None => ensemble::forward(
+                    self.ensembles.dims[j],
+                    self.ensembles.block(j),
+                    zj,
+                    slots,
+                    &mut self.u,
+                    y,
+                ),
+            }
             activate(self.kinds[j], y);
             self.y[sj].copy_from_slice(y);
         }
         self.last_active = Some(active);
         Ok(())
+    }
+
+    /// Whether predicting with `active` uses a per-source-set ensemble head for some target.
+    pub fn uses_set_head(&self, active: ModelSet) -> bool {
+        !self.ensembles.heads.is_empty()
+            && (0..self.n)
+                .any(|j| !active.contains(j) && self.ensembles.head_for(j, active.slots_for(j)).is_some())
     }
 
     /// [`predict`](Self::predict) with the active set as flags.

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::ensemble::EnsembleDims;
 use super::mlp::LinkDims;
+use crate::model_set::ModelSet;
 
 /// The first value of `xs` that is NaN or infinite: weights are checked finite where they enter (a
 /// bundle, a fleet message), since one NaN weight turns every prediction through it into NaN.
@@ -125,13 +126,28 @@ impl LinkSet {
     }
 }
 
+/// An ensemble head fitted for one source set of one target, trained with that set always present
+/// and kept by `jetlink build` only where it beats the shared head on held-out rows. Its block, of
+/// dims [`EnsembleSet::head_dims`] (one source per slot of the set, see
+/// [`crate::links::ensemble::compact`]), follows the shared blocks in [`EnsembleSet::params`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SetHead {
+    pub target: u32,
+    /// The target's source slots ([`ModelSet::slots_for`]) this head serves, exactly.
+    pub slots: ModelSet,
+    pub offset: u32,
+}
+
 /// Every target's ensemble parameters in one arena (see [`crate::links::EnsembleDims`] for one
-/// block's layout), in target order.
+/// block's layout), in target order, then the per-source-set heads.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct EnsembleSet {
     pub dims: Vec<EnsembleDims>,
     pub offsets: Vec<u32>,
     pub params: Vec<f32>,
+    /// Heads per source set, sorted by (target, slots). The CUDA kernels compute the shared heads
+    /// only; [`crate::gpu::LinkExecutor`] predicts on the CPU on a call where one of these applies.
+    pub heads: Vec<SetHead>,
 }
 
 impl EnsembleSet {
@@ -142,7 +158,68 @@ impl EnsembleSet {
             offsets.push(at as u32);
             at += d.len();
         }
-        EnsembleSet { dims, offsets, params: vec![0.0; at] }
+        EnsembleSet { dims, offsets, params: vec![0.0; at], heads: Vec::new() }
+    }
+
+    /// Dims of head `h`'s block: one source per slot of its set.
+    #[inline]
+    pub fn head_dims(&self, h: usize) -> EnsembleDims {
+        let x = &self.heads[h];
+        EnsembleDims { sources: x.slots.len() as u32, output: self.dims[x.target as usize].output }
+    }
+
+    /// Head `h`'s parameters.
+    #[inline]
+    pub fn head_block(&self, h: usize) -> &[f32] {
+        let o = self.heads[h].offset as usize;
+        &self.params[o..o + self.head_dims(h).len()]
+    }
+
+    /// Head `h`'s place in the arena.
+    #[inline]
+    pub fn head_range(&self, h: usize) -> std::ops::Range<usize> {
+        let o = self.heads[h].offset as usize;
+        o..o + self.head_dims(h).len()
+    }
+
+    /// Add a head for `target` and source slots `slots` (call in (target, slots) order).
+    pub fn push_head(&mut self, target: usize, slots: ModelSet, block: &[f32]) {
+        debug_assert_eq!(
+            block.len(),
+            EnsembleDims { sources: slots.len() as u32, output: self.dims[target].output }.len()
+        );
+        let offset = self.params.len() as u32;
+        self.params.extend_from_slice(block);
+        self.heads.push(SetHead { target: target as u32, slots, offset });
+    }
+
+    /// The head for `target` with exactly the source slots `slots`, if one was kept.
+    #[inline]
+    pub fn head_for(&self, target: usize, slots: ModelSet) -> Option<usize> {
+        if self.heads.is_empty() {
+            return None;
+        }
+        self.heads.binary_search_by(|h| (h.target as usize, h.slots).cmp(&(target, slots))).ok()
+    }
+
+    /// Values in `target`'s shared block and its heads' blocks.
+    pub fn target_len(&self, target: usize) -> usize {
+        self.dims[target].len()
+            + (0..self.heads.len())
+                .filter(|&h| self.heads[h].target as usize == target)
+                .map(|h| self.head_dims(h).len())
+                .sum::<usize>()
+    }
+
+    /// The same weights without per-source-set heads (what the CUDA kernels compute).
+    pub fn shared_only(&self) -> EnsembleSet {
+        let end = self.dims.iter().map(|d| d.len()).sum();
+        EnsembleSet {
+            dims: self.dims.clone(),
+            offsets: self.offsets.clone(),
+            params: self.params[..end].to_vec(),
+            heads: Vec::new(),
+        }
     }
 
     #[inline]
@@ -177,12 +254,37 @@ impl EnsembleSet {
             }
             at += d.len();
         }
+        for (x, h) in self.heads.iter().enumerate() {
+            let j = h.target as usize;
+            if j >= n || h.slots.is_empty() || h.slots.exceeds(n - 1) {
+                return Err(format!(
+                    "set head {x}: target {j} with source slots {} does not fit {n} models",
+                    h.slots
+                ));
+            }
+            if x > 0 && (self.heads[x - 1].target, self.heads[x - 1].slots) >= (h.target, h.slots) {
+                return Err(format!("set head {x}: heads must be sorted by (target, slots), each once"));
+            }
+            if h.offset as usize != at {
+                return Err(format!("set head {x} offset {} expected {at}", h.offset));
+            }
+            at += self.head_dims(x).len();
+        }
         if self.params.len() != at {
             return Err(format!("ensemble arena has {} values, expected {at}", self.params.len()));
         }
         for j in 0..n {
             if let Some(k) = first_non_finite(self.block(j)) {
                 return Err(format!("ensemble {j}: weight {k} is {}, not finite", self.block(j)[k]));
+            }
+        }
+        for (x, h) in self.heads.iter().enumerate() {
+            let b = self.head_block(x);
+            if let Some(k) = first_non_finite(b) {
+                return Err(format!(
+                    "set head {x} (target {}): weight {k} is {}, not finite",
+                    h.target, b[k]
+                ));
             }
         }
         Ok(())

@@ -68,7 +68,8 @@ impl Problem {
                 link_mem[j * n + i] = 4 * b.links.dims[j * k + s].len() as u64;
             }
         }
-        let ens_mem = (0..n).map(|j| 4 * b.ensembles.block(j).len() as u64).collect();
+        // A target's shared head and its per-source-set heads are all resident while it is predicted.
+        let ens_mem = (0..n).map(|j| 4 * b.ensembles.target_len(j) as u64).collect();
         let mut score = vec![0.0f32; n << n];
         for j in 0..n {
             for mask in ModelSet::subsets(n) {
