@@ -17,8 +17,13 @@ use crate::links::{EnsembleSet, LinkSet, MAX_MODELS, TrainOptions};
 use crate::manifest::{Manifest, OutputKind};
 
 pub const MAGIC: &[u8; 8] = b"JLBUNDLE";
-/// Bump on any change to [`Bundle`] or the types inside it.
-pub const FORMAT_VERSION: u32 = 5;
+/// Bump on any change to [`Bundle`] or the types inside it. Version 5 added the per-source-set
+/// ensemble heads; version 6 sequence output kinds (a kind code 6 followed by its steps and decode).
+/// A bundle without a sequence model is written as version 5 ([`FORMAT_VERSION_VECTOR`]), byte for
+/// byte what version 5 builds wrote, and both load.
+pub const FORMAT_VERSION: u32 = 6;
+/// The version written for bundles whose models are all vector kinds (readable by older builds).
+pub const FORMAT_VERSION_VECTOR: u32 = 5;
 pub const HEADER_LEN: usize = 8 + 4 + 8 + 32;
 /// Magic of the signature trailer that follows the payload of a signed bundle.
 pub const SIG_MAGIC: &[u8; 8] = b"JLBSIG01";
@@ -36,7 +41,9 @@ pub enum BundleError {
     Truncated { what: String },
     #[error("not a jetlink bundle: magic {found:?}, expected \"JLBUNDLE\"")]
     BadMagic { found: String },
-    #[error("bundle format version {found}, this build reads version {FORMAT_VERSION}; rebuild the bundle")]
+    #[error(
+        "bundle format version {found}, this build reads versions {FORMAT_VERSION_VECTOR} and {FORMAT_VERSION}; rebuild the bundle"
+    )]
     Version { found: u32 },
     #[error("corrupted: payload SHA-256 is {actual}, header says {expected}")]
     HashMismatch { expected: String, actual: String },
@@ -128,7 +135,7 @@ impl<'a> Envelope<'a> {
             return Err(BundleError::BadMagic { found: String::from_utf8_lossy(&b[..8]).into() });
         }
         let version = u32::from_le_bytes(b[8..12].try_into().expect("4 bytes"));
-        if version != FORMAT_VERSION {
+        if version != FORMAT_VERSION && version != FORMAT_VERSION_VECTOR {
             return Err(BundleError::Version { found: version });
         }
         let len = u64::from_le_bytes(b[12..20].try_into().expect("8 bytes"));
@@ -218,6 +225,11 @@ pub fn behaviour_digests(m: &crate::manifest::ModelSpec) -> Vec<FieldDigest> {
     // for manifests that do not use it; naming an output where the bundle did not is refused).
     if let Some(o) = &m.output {
         fields.push(("output", json(serde_json::to_vec(o))));
+    }
+    // A sequence's shape, decoding rule and alphabet (bound only for sequence models, so vector
+    // bundles keep their digests).
+    if let Some(q) = m.kind.seq() {
+        fields.push(("sequence", json(serde_json::to_vec(&(q.steps, q.decode, &m.alphabet)))));
     }
     fields.into_iter().map(|(f, h)| FieldDigest { field: f.to_string(), sha256: h }).collect()
 }
@@ -342,7 +354,9 @@ impl Bundle {
         let payload = postcard::to_stdvec(self).context("encoding bundle payload")?;
         let mut b = Vec::with_capacity(HEADER_LEN + payload.len());
         b.extend_from_slice(MAGIC);
-        b.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        let seq = self.models.iter().any(|m| m.kind.seq().is_some());
+        let version = if seq { FORMAT_VERSION } else { FORMAT_VERSION_VECTOR };
+        b.extend_from_slice(&version.to_le_bytes());
         b.extend_from_slice(&(payload.len() as u64).to_le_bytes());
         b.extend_from_slice(&sha256(&payload));
         b.extend_from_slice(&payload);
@@ -525,18 +539,59 @@ pub fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-/// `OutputKind` on the wire as its stable one-byte code, independent of enum order.
+/// `OutputKind` on the wire as its stable one-byte code, independent of enum order; a sequence's
+/// code is followed by its steps (u32) and decode code (u8). Vector kinds encode exactly as in
+/// format versions 4 and 5.
 mod kind_code {
-    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+    use serde::de::{Error, SeqAccess, Visitor};
+    use serde::ser::SerializeTuple;
+    use serde::{Deserializer, Serializer};
 
-    use crate::manifest::OutputKind;
+    use crate::manifest::{OutputKind, SEQUENCE_CODE, SeqDecode};
 
     pub fn serialize<S: Serializer>(k: &OutputKind, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_u8(k.code())
+        match k.seq() {
+            None => {
+                let mut t = s.serialize_tuple(1)?;
+                t.serialize_element(&k.code())?;
+                t.end()
+            }
+            Some(q) => {
+                let mut t = s.serialize_tuple(3)?;
+                t.serialize_element(&k.code())?;
+                t.serialize_element(&q.steps)?;
+                t.serialize_element(&q.decode.code())?;
+                t.end()
+            }
+        }
     }
+
+    struct KindVisitor;
+    impl<'de> Visitor<'de> for KindVisitor {
+        type Value = OutputKind;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("an output kind code (and a sequence's steps and decode)")
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut a: A) -> Result<OutputKind, A::Error> {
+            let c: u8 = a.next_element()?.ok_or_else(|| A::Error::custom("missing output kind code"))?;
+            if c != SEQUENCE_CODE {
+                return OutputKind::from_code(c)
+                    .ok_or_else(|| A::Error::custom(format!("unknown output kind code {c}")));
+            }
+            let steps: u32 =
+                a.next_element()?.ok_or_else(|| A::Error::custom("sequence kind without steps"))?;
+            let d: u8 = a.next_element()?.ok_or_else(|| A::Error::custom("sequence kind without decode"))?;
+            let decode = SeqDecode::from_code(d)
+                .ok_or_else(|| A::Error::custom(format!("unknown sequence decode code {d}")))?;
+            if steps == 0 || steps > crate::manifest::MAX_STEPS {
+                return Err(A::Error::custom(format!("sequence steps {steps} out of range")));
+            }
+            Ok(OutputKind::Sequence(crate::manifest::SeqShape { steps, decode }))
+        }
+    }
+
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<OutputKind, D::Error> {
-        let c = u8::deserialize(d)?;
-        OutputKind::from_code(c).ok_or_else(|| D::Error::custom(format!("unknown output kind code {c}")))
+        d.deserialize_tuple(3, KindVisitor)
     }
 }
 
@@ -558,5 +613,27 @@ impl crate::links::LinkModel for Bundle {
     }
     fn train_options(&self) -> &TrainOptions {
         &self.settings
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::{SeqDecode, SeqShape};
+
+    #[derive(Serialize, Deserialize, PartialEq, Debug)]
+    struct K(#[serde(with = "kind_code")] OutputKind, u8);
+
+    #[test]
+    fn kinds_encode_as_their_code_and_a_sequence_adds_its_shape() {
+        // Vector kinds: one byte, as in format versions 4 and 5.
+        assert_eq!(postcard::to_stdvec(&K(OutputKind::Box, 7)).unwrap(), [5, 7]);
+        let q = OutputKind::Sequence(SeqShape { steps: 38, decode: SeqDecode::Argmax });
+        let b = postcard::to_stdvec(&K(q, 7)).unwrap();
+        assert_eq!(b, [6, 38, 1, 7]);
+        assert_eq!(postcard::from_bytes::<K>(&b).unwrap(), K(q, 7));
+        assert_eq!(postcard::from_bytes::<K>(&[5, 7]).unwrap(), K(OutputKind::Box, 7));
+        assert!(postcard::from_bytes::<K>(&[6, 0, 1, 7]).unwrap_err().to_string().len() > 0);
+        assert!(postcard::from_bytes::<K>(&[9, 7]).is_err());
     }
 }

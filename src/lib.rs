@@ -28,6 +28,7 @@ pub mod report;
 pub mod row;
 pub mod schedule;
 pub mod sd_notify;
+pub mod seqbench;
 pub mod serial;
 pub mod signing;
 #[cfg(feature = "sim")]

@@ -7,8 +7,11 @@ use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
 /// What a model's output vector means; decides the link activation, loss and score.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
+///
+/// In the manifest a kind is its name (`kind = "class"`); a `sequence` output also declares its
+/// shape and decoding rule in the model's `steps`, `decode` and `alphabet` keys, which
+/// [`Manifest::parse`] folds into [`OutputKind::Sequence`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum OutputKind {
     /// Single-label class scores (softmax).
     Class,
@@ -22,9 +25,59 @@ pub enum OutputKind {
     Embedding,
     /// A box [x, y, w, h] (linear; scored by IoU).
     Box,
+    /// A sequence of `steps` × C values, flattened step-major (C = size / steps): a text
+    /// recogniser's CTC frames, per-step classes, or raw per-step vectors ([`SeqDecode`]).
+    Sequence(SeqShape),
 }
 
+/// How a sequence output is read, which decides its activation (softmax per step for `ctc` and
+/// `argmax`, none for `raw`) and its agreement score (`crate::links::agreement`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SeqDecode {
+    /// CTC greedy decoding: the per-step argmax, repeats collapsed, blanks (column 0) dropped;
+    /// the string over `alphabet` (columns 1..C). Agreement: the decoded strings are equal.
+    Ctc,
+    /// One class per step (argmax over the C values). Agreement: every step's class is equal.
+    Argmax,
+    /// Raw per-step vectors. Agreement: every value within the model's `tolerance`.
+    Raw,
+}
+
+impl SeqDecode {
+    pub fn code(self) -> u8 {
+        match self {
+            SeqDecode::Ctc => 0,
+            SeqDecode::Argmax => 1,
+            SeqDecode::Raw => 2,
+        }
+    }
+    pub fn from_code(c: u8) -> Option<SeqDecode> {
+        [SeqDecode::Ctc, SeqDecode::Argmax, SeqDecode::Raw].into_iter().find(|d| d.code() == c)
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            SeqDecode::Ctc => "ctc",
+            SeqDecode::Argmax => "argmax",
+            SeqDecode::Raw => "raw",
+        }
+    }
+}
+
+/// The shape and decoding rule of a sequence output. The values per step are the output's size
+/// divided by `steps`. A model whose sequences are shorter than `steps` on some frames pads them:
+/// with blank steps for `ctc` (decoding drops them), so T varies per frame up to `steps`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SeqShape {
+    pub steps: u32,
+    pub decode: SeqDecode,
+}
+
+/// The most steps a sequence output may declare (bounds the predictor's fixed decode buffers).
+pub const MAX_STEPS: u32 = 1024;
+
 impl OutputKind {
+    /// Every vector kind (sequence kinds carry a shape and are not enumerable).
     pub const ALL: [OutputKind; 6] = [
         OutputKind::Class,
         OutputKind::Multilabel,
@@ -34,7 +87,8 @@ impl OutputKind {
         OutputKind::Box,
     ];
 
-    /// Stable one-byte code used by the recording and bundle formats.
+    /// Stable one-byte code used by the recording and bundle formats (a sequence's shape follows
+    /// the code where those formats carry one).
     pub fn code(self) -> u8 {
         match self {
             OutputKind::Class => 0,
@@ -43,11 +97,33 @@ impl OutputKind {
             OutputKind::Count => 3,
             OutputKind::Embedding => 4,
             OutputKind::Box => 5,
+            OutputKind::Sequence(_) => SEQUENCE_CODE,
         }
     }
 
+    /// The vector kind of a code (`None` for unknown codes and for [`SEQUENCE_CODE`], whose shape
+    /// is read with [`OutputKind::sequence`]).
     pub fn from_code(code: u8) -> Option<OutputKind> {
         OutputKind::ALL.iter().copied().find(|k| k.code() == code)
+    }
+
+    /// A checked sequence kind: `steps` in 1..=[`MAX_STEPS`], `size` a multiple of `steps`, and at
+    /// least 2 values per step for `ctc` and `argmax`. The error names the failing value.
+    pub fn sequence(steps: u32, decode: SeqDecode, size: u32) -> Result<OutputKind> {
+        if steps == 0 || steps > MAX_STEPS {
+            bail!("steps {steps} must be in 1..={MAX_STEPS}");
+        }
+        if size % steps != 0 {
+            bail!("size {size} is not a multiple of steps {steps} (size = steps x values per step)");
+        }
+        if decode != SeqDecode::Raw && size / steps < 2 {
+            bail!(
+                "decode {:?} needs at least 2 values per step, size {size} / steps {steps} gives {}",
+                decode.name(),
+                size / steps
+            );
+        }
+        Ok(OutputKind::Sequence(SeqShape { steps, decode }))
     }
 
     pub fn name(self) -> &'static str {
@@ -58,7 +134,44 @@ impl OutputKind {
             OutputKind::Count => "count",
             OutputKind::Embedding => "embedding",
             OutputKind::Box => "box",
+            OutputKind::Sequence(_) => "sequence",
         }
+    }
+
+    /// The kind of a manifest name; a sequence's shape is filled in from the model's other keys.
+    fn from_name(name: &str) -> Option<OutputKind> {
+        if name == "sequence" {
+            return Some(OutputKind::Sequence(SeqShape { steps: 0, decode: SeqDecode::Raw }));
+        }
+        OutputKind::ALL.iter().copied().find(|k| k.name() == name)
+    }
+
+    /// The sequence shape, for sequence kinds.
+    pub fn seq(self) -> Option<SeqShape> {
+        match self {
+            OutputKind::Sequence(s) => Some(s),
+            _ => None,
+        }
+    }
+}
+
+/// The kind code of sequence outputs.
+pub const SEQUENCE_CODE: u8 = 6;
+
+impl Serialize for OutputKind {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
+}
+
+impl<'de> Deserialize<'de> for OutputKind {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<OutputKind, D::Error> {
+        let name = String::deserialize(d)?;
+        OutputKind::from_name(&name).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "unknown kind {name:?}, expected one of class, multilabel, regression, count, embedding, box, sequence"
+            ))
+        })
     }
 }
 
@@ -164,6 +277,16 @@ pub struct ModelSpec {
     /// Agreement tolerance for `regression` outputs (absolute, per element); default 0.1.
     #[serde(default)]
     pub tolerance: Option<f32>,
+    /// `kind = "sequence"` only: the number of steps T (the output is T × size/T values).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steps: Option<u32>,
+    /// `kind = "sequence"` only: how a sequence is read (`ctc`, `argmax` or `raw`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decode: Option<SeqDecode>,
+    /// `kind = "sequence"` only: the symbols of the non-blank columns (`ctc`: C − 1 characters, for
+    /// columns 1..C; `argmax`: optional, C characters). Used to show decoded strings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alphabet: Option<String>,
     /// Optional: without it, `jetlink profile` (or `build`/`run`, which call it) measures the model.
     #[serde(default = "Cost::missing", skip_serializing_if = "Cost::not_from_manifest")]
     pub cost: Cost,
@@ -215,8 +338,42 @@ impl Manifest {
         let mut m: Manifest =
             toml::from_str(text).with_context(|| format!("parsing manifest {}", path.display()))?;
         m.dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        m.resolve_sequences().with_context(|| format!("checking manifest {}", path.display()))?;
         m.validate().with_context(|| format!("checking manifest {}", path.display()))?;
         Ok(m)
+    }
+
+    /// Fold each `sequence` model's `steps` and `decode` keys into its kind, checking them (and
+    /// refusing those keys on other kinds).
+    pub fn resolve_sequences(&mut self) -> Result<()> {
+        for m in &mut self.models {
+            let is_seq = matches!(m.kind, OutputKind::Sequence(_));
+            if !is_seq {
+                for (key, present) in [
+                    ("steps", m.steps.is_some()),
+                    ("decode", m.decode.is_some()),
+                    ("alphabet", m.alphabet.is_some()),
+                ] {
+                    if present {
+                        bail!(
+                            "model {:?}: {key} is only for kind = \"sequence\", not {:?}",
+                            m.name,
+                            m.kind.name()
+                        );
+                    }
+                }
+                continue;
+            }
+            let (Some(steps), Some(decode)) = (m.steps, m.decode) else {
+                bail!(
+                    "model {:?}: kind = \"sequence\" needs steps (T) and decode (\"ctc\", \"argmax\" or \"raw\")",
+                    m.name
+                );
+            };
+            m.kind =
+                OutputKind::sequence(steps, decode, m.size).with_context(|| format!("model {:?}", m.name))?;
+        }
+        Ok(())
     }
 
     pub fn validate(&self) -> Result<()> {
@@ -259,6 +416,36 @@ impl Manifest {
             if !m.cost.is_missing() && !(m.cost.latency_us.is_finite() && m.cost.latency_us >= 0.0) {
                 bail!("model {:?}: cost.latency_us {} must be finite and >= 0", m.name, m.cost.latency_us);
             }
+            if let OutputKind::Sequence(q) = m.kind {
+                OutputKind::sequence(q.steps, q.decode, m.size)
+                    .with_context(|| format!("model {:?}", m.name))?;
+                let per_step = (m.size / q.steps) as usize;
+                let symbols = m.alphabet.as_deref().map(|a| a.chars().count());
+                match (q.decode, symbols) {
+                    (SeqDecode::Ctc, None) => {
+                        bail!(
+                            "model {:?}: decode = \"ctc\" needs an alphabet of {} symbols (columns 1..{per_step}; column 0 is the blank)",
+                            m.name,
+                            per_step - 1
+                        )
+                    }
+                    (SeqDecode::Ctc, Some(n)) if n != per_step - 1 => bail!(
+                        "model {:?}: alphabet has {n} symbols, decode = \"ctc\" with {per_step} values per step needs {} (column 0 is the blank)",
+                        m.name,
+                        per_step - 1
+                    ),
+                    (SeqDecode::Argmax, Some(n)) if n != per_step => bail!(
+                        "model {:?}: alphabet has {n} symbols, decode = \"argmax\" with {per_step} values per step needs {per_step}",
+                        m.name
+                    ),
+                    (SeqDecode::Raw, Some(_)) => {
+                        bail!("model {:?}: decode = \"raw\" takes no alphabet", m.name)
+                    }
+                    _ => {}
+                }
+            } else if m.steps.is_some() || m.decode.is_some() || m.alphabet.is_some() {
+                bail!("model {:?}: steps, decode and alphabet are only for kind = \"sequence\"", m.name);
+            }
             if let Some(t) = m.tolerance {
                 if !(t.is_finite() && t > 0.0) {
                     bail!("model {:?}: tolerance {t} must be > 0", m.name);
@@ -295,5 +482,61 @@ impl Manifest {
     /// Total output length over all models.
     pub fn total_outputs(&self) -> usize {
         self.models.iter().map(|m| m.size as usize).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HEAD: &str = "name = \"t\"\nstream = \"s.jls\"\n";
+
+    fn model(kind_keys: &str) -> String {
+        format!(
+            "{HEAD}[[model]]\nname = \"ocr\"\nonnx = \"m.onnx\"\n{kind_keys}\ninput_shape = [1, 4]\nview = []\n"
+        )
+    }
+
+    fn parse(text: &str) -> Result<Manifest> {
+        Manifest::parse(text, Path::new("dir/manifest.toml"))
+    }
+
+    #[test]
+    fn a_sequence_kind_takes_its_shape_from_steps_and_decode() {
+        let m = parse(&model(
+            "kind = \"sequence\"\nsize = 36\nsteps = 3\ndecode = \"ctc\"\nalphabet = \"0123456789?\"",
+        ))
+        .unwrap();
+        assert_eq!(m.models[0].kind, OutputKind::Sequence(SeqShape { steps: 3, decode: SeqDecode::Ctc }));
+        assert_eq!(m.models[0].kind.name(), "sequence");
+        // Written back and read again: the same manifest.
+        let text = toml::to_string(&m).unwrap();
+        assert_eq!(parse(&text).unwrap().models, m.models);
+        let m = parse(&model("kind = \"sequence\"\nsize = 8\nsteps = 4\ndecode = \"raw\"\ntolerance = 0.2"))
+            .unwrap();
+        assert_eq!(m.models[0].kind.seq().unwrap().steps, 4);
+    }
+
+    #[test]
+    fn bad_sequence_keys_are_refused_naming_the_model_and_value() {
+        let err = |keys: &str| format!("{:#}", parse(&model(keys)).unwrap_err());
+        let e = err("kind = \"sequence\"\nsize = 36\ndecode = \"ctc\"");
+        assert!(e.contains("model \"ocr\"") && e.contains("needs steps"), "{e}");
+        let e = err("kind = \"sequence\"\nsize = 36\nsteps = 0\ndecode = \"argmax\"");
+        assert!(e.contains("steps 0 must be in 1..=1024"), "{e}");
+        let e = err("kind = \"sequence\"\nsize = 35\nsteps = 3\ndecode = \"argmax\"");
+        assert!(e.contains("size 35 is not a multiple of steps 3"), "{e}");
+        let e = err("kind = \"sequence\"\nsize = 36\nsteps = 3\ndecode = \"ctc\"\nalphabet = \"0123\"");
+        assert!(e.contains("alphabet has 4 symbols") && e.contains("needs 11"), "{e}");
+        let e = err("kind = \"sequence\"\nsize = 36\nsteps = 3\ndecode = \"ctc\"");
+        assert!(e.contains("needs an alphabet of 11 symbols"), "{e}");
+        let e = err("kind = \"sequence\"\nsize = 3\nsteps = 3\ndecode = \"ctc\"\nalphabet = \"\"");
+        assert!(e.contains("at least 2 values per step"), "{e}");
+        let e = err("kind = \"sequence\"\nsize = 36\nsteps = 3\ndecode = \"beam\"");
+        assert!(e.contains("beam"), "{e}");
+        let e = err("kind = \"class\"\nsize = 10\nsteps = 3");
+        assert!(e.contains("steps is only for kind = \"sequence\""), "{e}");
+        let e = err("kind = \"sentence\"\nsize = 10");
+        assert!(e.contains("unknown kind \"sentence\""), "{e}");
     }
 }

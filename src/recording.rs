@@ -3,11 +3,16 @@
 //!
 //! Layout (little-endian; the whole file may be gzip-compressed):
 //! ```text
-//! magic    8 bytes  "JLREC001"
+//! magic    8 bytes  "JLREC002"
 //! n_frames u32, n_models u32
-//! per model: name_len u16, name (UTF-8), kind u8 (OutputKind::code), size u32
+//! per model: name_len u16, name (UTF-8), kind u8 (OutputKind::code), size u32,
+//!            and for a sequence (kind 6) only: steps u32, decode u8 (SeqDecode::code)
 //! per frame: frame_index u32, then every model's output as f32, models in header order
+//!            (a sequence flattened step-major, steps × size/steps values)
 //! ```
+//! `JLREC001` (written before sequence outputs existed) is the same without sequence models; it
+//! still loads. This build writes `JLREC002` only when a model is a sequence, so recordings of
+//! vector workloads stay byte-identical to what older builds write and read.
 
 use std::io::{Read, Write};
 use std::path::Path;
@@ -19,6 +24,8 @@ use crate::manifest::OutputKind;
 use crate::row::RowLayout;
 
 pub const MAGIC: &[u8; 8] = b"JLREC001";
+/// The format with sequence outputs (see the module docs).
+pub const MAGIC_SEQ: &[u8; 8] = b"JLREC002";
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct RecordedModel {
@@ -141,7 +148,8 @@ impl Recording {
     }
 
     pub fn write_to(&self, mut w: impl Write) -> Result<()> {
-        w.write_all(MAGIC)?;
+        let seq = self.models.iter().any(|m| m.kind.seq().is_some());
+        w.write_all(if seq { MAGIC_SEQ } else { MAGIC })?;
         w.write_all(&(self.frames.len() as u32).to_le_bytes())?;
         w.write_all(&(self.models.len() as u32).to_le_bytes())?;
         for m in &self.models {
@@ -149,6 +157,10 @@ impl Recording {
             w.write_all(m.name.as_bytes())?;
             w.write_all(&[m.kind.code()])?;
             w.write_all(&(m.size as u32).to_le_bytes())?;
+            if let Some(q) = m.kind.seq() {
+                w.write_all(&q.steps.to_le_bytes())?;
+                w.write_all(&[q.decode.code()])?;
+            }
         }
         let s = self.stride();
         for (r, f) in self.frames.iter().enumerate() {
@@ -188,16 +200,25 @@ impl Recording {
     pub fn declared_len(prefix: &[u8]) -> Result<Option<u64>> {
         let mut c = Cursor { b: prefix, at: 0 };
         let Ok(magic) = c.take(8, "magic") else { return Ok(None) };
-        ensure!(magic == MAGIC, "not a jetlink recording: magic {:?}", String::from_utf8_lossy(magic));
+        ensure!(
+            magic == MAGIC || magic == MAGIC_SEQ,
+            "not a jetlink recording: magic {:?}",
+            String::from_utf8_lossy(magic)
+        );
+        let v2 = magic == MAGIC_SEQ;
         let (Ok(n_frames), Ok(n_models)) = (c.u32("n_frames"), c.u32("n_models")) else { return Ok(None) };
         ensure!(n_models > 0 && n_models <= 4096, "n_models {n_models} out of range 1..=4096");
         let mut stride = 0u64;
         for i in 0..n_models {
             let Ok(len) = c.u16("name_len") else { return Ok(None) };
-            let (Ok(_), Ok(_), Ok(size)) = (c.take(len as usize, "name"), c.take(1, "kind"), c.u32("size"))
+            let (Ok(_), Ok(kind), Ok(size)) =
+                (c.take(len as usize, "name"), c.take(1, "kind"), c.u32("size"))
             else {
                 return Ok(None);
             };
+            if v2 && kind[0] == crate::manifest::SEQUENCE_CODE {
+                let (Ok(_), Ok(_)) = (c.u32("steps"), c.take(1, "decode")) else { return Ok(None) };
+            }
             ensure!(size > 0 && size <= 1 << 20, "model {i}: size {size} out of range");
             stride += size as u64;
         }
@@ -209,13 +230,15 @@ impl Recording {
     pub fn parse(b: &[u8]) -> Result<Recording> {
         let mut c = Cursor { b, at: 0 };
         let magic = c.take(8, "magic")?;
-        if magic != MAGIC {
+        if magic != MAGIC && magic != MAGIC_SEQ {
             bail!(
-                "not a jetlink recording: magic {:?}, expected {:?}",
+                "not a jetlink recording: magic {:?}, expected {:?} or {:?}",
                 String::from_utf8_lossy(magic),
+                "JLREC002",
                 "JLREC001"
             );
         }
+        let v2 = magic == MAGIC_SEQ;
         let n_frames = c.u32("n_frames")? as usize;
         let n_models = c.u32("n_models")? as usize;
         ensure!(n_models > 0 && n_models <= 4096, "n_models {n_models} out of range 1..=4096");
@@ -226,10 +249,19 @@ impl Recording {
                 .with_context(|| format!("model {i}: name is not UTF-8"))?
                 .to_string();
             let code = c.take(1, "kind")?[0];
-            let kind = OutputKind::from_code(code)
-                .with_context(|| format!("model {i} ({name}): unknown kind code {code}"))?;
             let size = c.u32("size")? as usize;
             ensure!(size > 0 && size <= 1 << 20, "model {i} ({name}): size {size} out of range");
+            let kind = if v2 && code == crate::manifest::SEQUENCE_CODE {
+                let steps = c.u32("steps")?;
+                let d = c.take(1, "decode")?[0];
+                let decode = crate::manifest::SeqDecode::from_code(d)
+                    .with_context(|| format!("model {i} ({name}): unknown sequence decode code {d}"))?;
+                OutputKind::sequence(steps, decode, size as u32)
+                    .with_context(|| format!("model {i} ({name}): sequence"))?
+            } else {
+                OutputKind::from_code(code)
+                    .with_context(|| format!("model {i} ({name}): unknown kind code {code}"))?
+            };
             models.push(RecordedModel { name, kind, size });
         }
         let mut rec = Recording::new(models);
@@ -273,6 +305,47 @@ impl Recording {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::manifest::{SeqDecode, SeqShape};
+
+    #[test]
+    fn sequences_round_trip_as_jlrec002_and_jlrec001_still_loads() {
+        let seq = OutputKind::Sequence(SeqShape { steps: 3, decode: SeqDecode::Ctc });
+        let mut r = Recording::new(vec![
+            RecordedModel { name: "text".into(), kind: seq, size: 6 },
+            RecordedModel { name: "n".into(), kind: OutputKind::Count, size: 1 },
+        ]);
+        r.push(4, &[0.1, 0.9, 0.8, 0.2, 1.0, 0.0, 3.0]);
+        let mut b = Vec::new();
+        r.write_to(&mut b).unwrap();
+        assert_eq!(&b[..8], MAGIC_SEQ);
+        assert_eq!(Recording::declared_len(&b).unwrap(), Some(b.len() as u64));
+        let back = Recording::parse(&b).unwrap();
+        assert_eq!(back, r);
+        // A sequence whose size is not steps x C, or an unknown decode code, is refused by name.
+        let at = 8 + 8 + 2 + 4 + 1 + 4; // steps of model 0
+        let mut bad = b.clone();
+        bad[at..at + 4].copy_from_slice(&4u32.to_le_bytes());
+        let e = format!("{:#}", Recording::parse(&bad).unwrap_err());
+        assert!(e.contains("model 0 (text)") && e.contains("size 6 is not a multiple of steps 4"), "{e}");
+        let mut bad = b.clone();
+        bad[at + 4] = 9;
+        let e = format!("{:#}", Recording::parse(&bad).unwrap_err());
+        assert!(e.contains("unknown sequence decode code 9"), "{e}");
+        // Without sequences the writer keeps the old format, byte for byte, and it loads.
+        let mut v =
+            Recording::new(vec![RecordedModel { name: "n".into(), kind: OutputKind::Count, size: 1 }]);
+        v.push(0, &[2.0]);
+        let mut b1 = Vec::new();
+        v.write_to(&mut b1).unwrap();
+        let mut want = b"JLREC001".to_vec();
+        for x in [1u32, 1] {
+            want.extend_from_slice(&x.to_le_bytes());
+        }
+        want.extend_from_slice(&[1, 0, b'n', 3, 1, 0, 0, 0, 0, 0, 0, 0]);
+        want.extend_from_slice(&2.0f32.to_le_bytes());
+        assert_eq!(b1, want);
+        assert_eq!(Recording::parse(&b1).unwrap(), v);
+    }
 
     #[test]
     fn a_value_that_is_not_finite_is_refused_naming_row_model_and_value() {

@@ -19,8 +19,14 @@ pub fn scores_markdown(b: &Bundle) -> String {
         s,
         "# Link scores: {}\n\nAgreement with the target model's own output on {} held-out training frames \
          (class: top-1; multilabel: F1 at 0.5; regression: all within tolerance; count: |err| < 0.5; \
-         embedding: cosine ≥ 0.9; box: IoU ≥ 0.5). Rows are targets, columns sources.\n",
-        b.workload, b.split.holdout_rows
+         embedding: cosine ≥ 0.9; box: IoU ≥ 0.5{}). Rows are targets, columns sources.\n",
+        b.workload,
+        b.split.holdout_rows,
+        if b.models.iter().any(|m| m.kind.seq().is_some()) {
+            "; sequence: the decoded strings equal (ctc), every step's class equal (argmax), every value within tolerance (raw)"
+        } else {
+            ""
+        }
     );
     s.push_str("| target \\ source |");
     for m in &b.models {

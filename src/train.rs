@@ -29,6 +29,9 @@ struct Data {
     tolerances: Vec<f32>,
     /// Raw outputs per model, `rows × size`.
     raw: Vec<Vec<f32>>,
+    /// Link inputs per model where they differ from the raw outputs (a ctc sequence's canonical
+    /// alignment, `links::source_input`), `rows × size`.
+    input: Vec<Option<Vec<f32>>>,
     /// Training targets per model (class rows turned into distributions).
     target: Vec<Vec<f32>>,
     mean: Vec<Vec<f32>>,
@@ -243,6 +246,7 @@ impl Data {
                 .map(|m| m.tolerance.unwrap_or(crate::links::DEFAULT_TOLERANCE))
                 .collect(),
             raw: Vec::with_capacity(n),
+            input: Vec::with_capacity(n),
             target: Vec::with_capacity(n),
             mean: Vec::with_capacity(n),
             inv_std: Vec::with_capacity(n),
@@ -259,14 +263,23 @@ impl Data {
             for row in target.chunks_exact_mut(size) {
                 prepare_target(d.kinds[m], row);
             }
+            // What links from this model read (its output, or a ctc sequence's canonical alignment);
+            // the input normalisation is fitted on that.
+            let input = crate::links::canonical_input(d.kinds[m]).then(|| {
+                let mut buf = vec![0.0; size];
+                raw.chunks_exact(size)
+                    .flat_map(|row| crate::links::source_input(d.kinds[m], row, &mut buf).to_vec())
+                    .collect::<Vec<f32>>()
+            });
+            let x = input.as_deref().unwrap_or(&raw);
             let (mut mean, mut var) = (vec![0.0f64; size], vec![0.0f64; size]);
-            for row in raw[..fit * size].chunks_exact(size) {
+            for row in x[..fit * size].chunks_exact(size) {
                 for (k, &v) in row.iter().enumerate() {
                     mean[k] += v as f64;
                 }
             }
             mean.iter_mut().for_each(|v| *v /= fit as f64);
-            for row in raw[..fit * size].chunks_exact(size) {
+            for row in x[..fit * size].chunks_exact(size) {
                 for (k, &v) in row.iter().enumerate() {
                     var[k] += (v as f64 - mean[k]).powi(2);
                 }
@@ -279,6 +292,7 @@ impl Data {
                 })
                 .collect();
             d.raw.push(raw);
+            d.input.push(input);
             d.target.push(target);
             d.mean.push(mean.iter().map(|&v| v as f32).collect());
             d.inv_std.push(inv_std);
@@ -361,7 +375,7 @@ fn train_link(data: &Data, t: &TrainOptions, i: usize, j: usize, folds: usize) -
     } else {
         (data.b2_init(j), &data.target[j])
     };
-    let x = &data.raw[i];
+    let x = data.input[i].as_deref().unwrap_or(&data.raw[i]);
     let train_one = |rows: &[usize], fold: u64| {
         let mut rng = Rng::derive(t.seed, &[i as u64, j as u64, fold]);
         let mut p = mlp::init_params(d, &data.mean[i], &data.inv_std[i], &b2, &mut rng);

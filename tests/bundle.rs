@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use jetlink::bundle::{Bundle, FORMAT_VERSION, HEADER_LEN};
+use jetlink::bundle::{Bundle, FORMAT_VERSION, FORMAT_VERSION_VECTOR, HEADER_LEN};
 use jetlink::links::{BuildOptions, EnsembleFit, TrainOptions};
 use jetlink::manifest::{Manifest, OutputKind};
 use jetlink::sim::{synthetic_manifest, synthetic_recording};
@@ -53,7 +53,8 @@ fn round_trip() {
     // Header layout.
     let bytes = std::fs::read(&p).unwrap();
     assert_eq!(&bytes[..8], b"JLBUNDLE");
-    assert_eq!(u32::from_le_bytes(bytes[8..12].try_into().unwrap()), FORMAT_VERSION);
+    // Vector kinds only: written as version 5, readable by builds before sequence kinds.
+    assert_eq!(u32::from_le_bytes(bytes[8..12].try_into().unwrap()), FORMAT_VERSION_VECTOR);
     assert_eq!(u64::from_le_bytes(bytes[12..20].try_into().unwrap()) as usize, bytes.len() - HEADER_LEN);
     // Reserved tables survive a round trip.
     let mut c = b.clone();
@@ -69,9 +70,15 @@ fn rejects_bad_bundles() {
     let mut v = good.clone();
     v[8..12].copy_from_slice(&(FORMAT_VERSION + 1).to_le_bytes());
     let e = load_err(&v, &dir);
-    let (found, reads) =
-        (format!("format version {}", FORMAT_VERSION + 1), format!("reads version {FORMAT_VERSION}"));
+    let (found, reads) = (
+        format!("format version {}", FORMAT_VERSION + 1),
+        format!("reads versions {FORMAT_VERSION_VECTOR} and {FORMAT_VERSION}"),
+    );
     assert!(e.contains(&found) && e.contains(&reads), "{e}");
+    // A version-6 header over a vector-only payload loads (the payload types are the same).
+    let mut v6 = good.clone();
+    v6[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    assert_eq!(Bundle::from_bytes(&v6).unwrap(), b);
 
     let e = load_err(&good[..good.len() - 10], &dir);
     assert!(e.contains("truncated") && e.contains("payload bytes"), "{e}");

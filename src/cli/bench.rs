@@ -1,4 +1,4 @@
-//! `jetlink bench mlink|dcta|links|loop|fleet`: the benchmarks, each writing JSON (and plots) under
+//! `jetlink bench mlink|dcta|links|loop|fleet|seq`: the benchmarks, each writing JSON (and plots) under
 //! `--out-dir`.
 
 use super::*;
@@ -93,6 +93,10 @@ pub(crate) enum BenchWhat {
     Links,
     Loop,
     Fleet,
+    /// Links to and from sequence outputs against the constant and the "reduce first" link, the
+    /// sequence targets predicted with at most half the models running, and predictor times
+    /// (`jetlink::seqbench`); writes seq.json.
+    Seq,
 }
 
 pub(crate) fn bench(a: &BenchArgs) -> Result<()> {
@@ -201,7 +205,31 @@ pub(crate) fn bench(a: &BenchArgs) -> Result<()> {
             println!("wrote {}", path.display());
         }
         BenchWhat::Loop => bench_loop(a)?,
+        BenchWhat::Seq => bench_seq(a)?,
     }
+    Ok(())
+}
+
+fn bench_seq(a: &BenchArgs) -> Result<()> {
+    let manifest = Manifest::load(&a.manifest)?;
+    let reference =
+        load_reference(&manifest)?.context("bench seq needs the manifest's reference recording")?;
+    let stream = jetlink::stream::Stream::load(&manifest.path_of(&manifest.stream))?;
+    let max_active = a.max_active.map(|k| k as usize).unwrap_or(manifest.models.len() / 2).max(1);
+    let opts = jetlink::links::BuildOptions { progress: false, ..Default::default() };
+    let r = jetlink::seqbench::bench(
+        &manifest,
+        &reference,
+        stream.train_end,
+        stream.drift_start,
+        max_active,
+        &opts,
+    )?;
+    print!("{}", r.to_table());
+    let path = a.out_dir.join("seq.json");
+    jetlink::atomic::write_file(&path, serde_json::to_string_pretty(&r)?.as_bytes())
+        .with_context(|| format!("writing {}", path.display()))?;
+    println!("{:.1} s; wrote {}", r.wall_s, path.display());
     Ok(())
 }
 

@@ -478,9 +478,10 @@ pub(crate) fn prepare_run(a: &RunArgs, header: bool) -> Result<(Loop, Prepared, 
         builder.telemetry(telemetry).options(opts.clone()).build(source, TelemetryWriter::new(serial))?;
     if header {
         println!(
-            "prepared in {:.0} ms; links run on the {}",
+            "prepared in {:.0} ms; links run on the {}{}",
             t.elapsed().as_secs_f64() * 1e3,
-            ctl.link_backend()
+            ctl.link_backend(),
+            ctl.link_backend_note().map(|n| format!(" ({n})")).unwrap_or_default()
         );
     }
     let p = Prepared {
@@ -754,6 +755,9 @@ pub(crate) fn print_summary(
         ctl.max_active()
     );
     println!("  FLOPs saved            {}", pct(s.flops_saved()));
+    if let Some(note) = ctl.link_backend_note() {
+        println!("  links                  {} ({note})", ctl.link_backend());
+    }
     println!(
         "  policy                 {} ({} outputs delivered held from their model's last run)",
         ctl.policy(),
@@ -854,6 +858,16 @@ pub(crate) fn print_accuracy(ctl: &Loop, names: &[&str]) {
             .map(|(j, m)| format!("{m} {}", pct((s.agree[0][j] + s.agree[1][j]) / f)))
             .collect();
         println!("  per task               {}", per_task.join(", "));
+        let seq: Vec<String> = (0..names.len())
+            .filter(|&j| ctl.is_sequence(j))
+            .map(|j| format!("{} {}", names[j], pct((s.similarity[0][j] + s.similarity[1][j]) / f)))
+            .collect();
+        if !seq.is_empty() {
+            println!(
+                "  sequences              {} (character level: 1 - normalised edit distance, or steps alike)",
+                seq.join(", ")
+            );
+        }
     } else {
         println!("  accuracy kept          not measured (no reference recording)");
     }

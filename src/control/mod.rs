@@ -380,12 +380,23 @@ impl<S: FrameSource, W: embedded_io::Write> Controller<S, W> {
         self.st.engine_ns
     }
 
+    /// Whether task `j`'s output is a sequence.
+    pub fn is_sequence(&self, j: usize) -> bool {
+        self.plan.kinds.get(j).is_some_and(|k| k.seq().is_some())
+    }
+
     /// Where the links run: "cuda" (one fused kernel per tick) or "cpu".
     pub fn link_backend(&self) -> &'static str {
         match self.st.links.backend() {
             crate::gpu::Backend::Cuda => "cuda",
             crate::gpu::Backend::Cpu => "cpu",
         }
+    }
+
+    /// Why the links run on the CPU in a build with the GPU path, when the bundle is the reason
+    /// (sequence links have no kernel).
+    pub fn link_backend_note(&self) -> Option<&'static str> {
+        self.st.links.cpu_note()
     }
 
     /// Each task's drift level in [0, 1] at the last period boundary (what the DCTA look-up saw).
@@ -1155,13 +1166,14 @@ impl<S: FrameSource, W: embedded_io::Write> Controller<S, W> {
         for j in 0..self.plan.n() {
             let range = self.plan.layout.range(j);
             let (o, s) = (r.offset(j), range.len());
-            let a = agreement(
-                self.plan.kinds[j],
-                self.plan.tolerances[j],
-                &self.st.out[range],
-                &r.row(row)[o..o + s],
-            );
+            let (kind, tol) = (self.plan.kinds[j], self.plan.tolerances[j]);
+            let (out, actual) = (&self.st.out[range], &r.row(row)[o..o + s]);
+            let a = agreement(kind, tol, out, actual);
             self.st.stats.agree[seg][j] += a as f64;
+            if kind.seq().is_some() {
+                self.st.stats.similarity[seg][j] +=
+                    crate::links::sequence_similarity(kind, tol, out, actual) as f64;
+            }
             sum += a;
         }
         self.st.stats.ref_frames[seg] += 1;

@@ -46,6 +46,9 @@ pub struct LoopStats {
     /// (the first `n_models` entries are used; fixed-size so that a snapshot never allocates).
     pub ref_frames: [u64; 2],
     pub agree: [[f64; MAX_MODELS]; 2],
+    /// Per segment and task, the sum of `links::sequence_similarity` for sequence outputs (the
+    /// character-level figure beside the exact agreement; 0 for vector outputs).
+    pub similarity: [[f64; MAX_MODELS]; 2],
     pub n_models: usize,
     pub max_tick_us: u32,
     pub tick_us_sum: u64,

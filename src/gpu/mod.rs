@@ -51,7 +51,13 @@ pub struct LinkExecutor {
     #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
     scratch: Vec<f32>,
     calls: u32,
+    /// Why the CPU path runs where the GPU path was asked for, when the bundle decides it.
+    cpu_note: Option<&'static str>,
 }
+
+/// Why a bundle with a sequence output runs its links on the CPU under the `cuda` feature: the
+/// kernels apply one activation per target (softmax, sigmoid or identity), not softmax per step.
+pub const SEQUENCE_CPU_NOTE: &str = "sequence links have no CUDA kernel";
 
 impl LinkExecutor {
     /// The GPU path where the `cuda` feature is on and a usable GPU is found, else the CPU path;
@@ -59,6 +65,13 @@ impl LinkExecutor {
     pub fn new(bundle: &Bundle) -> LinkExecutor {
         #[cfg_attr(not(feature = "cuda"), allow(unused_mut))]
         let mut e = LinkExecutor::cpu(bundle);
+        #[cfg(feature = "cuda")]
+        if bundle.models.iter().any(|m| m.kind.seq().is_some()) {
+            // Vector-only bundles take the GPU path exactly as before; a bundle with a sequence
+            // output runs every link on the CPU (one path per bundle), and the summary says why.
+            e.cpu_note = Some(SEQUENCE_CPU_NOTE);
+            return e;
+        }
         #[cfg(feature = "cuda")]
         match cuda::CudaLinks::from_bundle(bundle, 1) {
             Ok(c) => e.gpu = Some(c),
@@ -76,7 +89,14 @@ impl LinkExecutor {
             #[cfg(feature = "cuda")]
             gpu: None,
             calls: 0,
+            cpu_note: None,
         }
+    }
+
+    /// Why the links run on the CPU although this build has the GPU path (a sequence output), if
+    /// the bundle is the reason; `None` otherwise.
+    pub fn cpu_note(&self) -> Option<&'static str> {
+        self.cpu_note
     }
 
     pub fn backend(&self) -> Backend {

@@ -56,6 +56,8 @@ pub struct Adapter {
     /// A set head's input on one row: its slots' outputs gathered, k·max_out.
     zc: Vec<f32>,
     t: Vec<f32>,
+    /// A source's link input where it differs from its output (`links::source_input`).
+    x: Vec<f32>,
     u: Vec<f32>,
     y: Vec<f32>,
     dy: Vec<f32>,
@@ -84,6 +86,7 @@ impl Adapter {
             zb: vec![0.0; opts.max_batch * (n - 1) * max_out],
             zc: vec![0.0; (n - 1) * max_out],
             t: vec![0.0; max_out],
+            x: vec![0.0; max_out],
             u: vec![0.0; (n - 1) * max_out],
             y: vec![0.0; max_out],
             dy: vec![0.0; max_out],
@@ -150,11 +153,12 @@ impl Adapter {
                 let t = &mut self.t[..no];
                 t.copy_from_slice(&row[tj.clone()]);
                 prepare_target(kind, t);
+                let x = super::source_input(p.kind(i), &row[si.clone()], &mut self.x);
                 l += mlp::accumulate_grad(
                     d,
                     p.links.block(idx),
                     loss,
-                    &row[si.clone()],
+                    x,
                     t,
                     inv_b,
                     None,
@@ -213,10 +217,11 @@ impl Adapter {
                 }
                 let idx = target * k + s;
                 let si = p.slice(i);
+                let x = super::source_input(p.kind(i), &row[si], &mut self.x);
                 mlp::forward(
                     p.links.dims[idx],
                     p.links.block(idx),
-                    &row[si],
+                    x,
                     &mut self.scratch.xn,
                     &mut self.scratch.a,
                     &mut self.zb[r * width + s * no..r * width + (s + 1) * no],

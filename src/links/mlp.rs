@@ -80,6 +80,9 @@ pub enum Loss {
     Mse,
     /// Mean absolute error over elements (also the L1 loss for boxes).
     Mae,
+    /// Softmax cross-entropy per step of a `steps` × C sequence, mean over steps (`ctc` and
+    /// `argmax` sequence targets).
+    StepCrossEntropy { steps: u32 },
 }
 
 impl Loss {
@@ -90,6 +93,9 @@ impl Loss {
             OutputKind::Class => Loss::CrossEntropy,
             OutputKind::Multilabel => Loss::BinaryCrossEntropy,
             OutputKind::Box => Loss::Mae,
+            OutputKind::Sequence(q) if q.decode != crate::manifest::SeqDecode::Raw => {
+                Loss::StepCrossEntropy { steps: q.steps }
+            }
             _ => regression,
         }
     }
@@ -99,6 +105,20 @@ impl Loss {
 pub fn output_loss_grad(loss: Loss, z: &[f32], t: &[f32], dz: &mut [f32]) -> f32 {
     let n = z.len() as f32;
     match loss {
+        Loss::StepCrossEntropy { steps } => {
+            let t_steps = steps.max(1) as usize;
+            let c = z.len() / t_steps;
+            if c == 0 || c * t_steps != z.len() {
+                return 0.0;
+            }
+            let mut l = 0.0;
+            for ((zs, ts), ds) in z.chunks_exact(c).zip(t.chunks_exact(c)).zip(dz.chunks_exact_mut(c)) {
+                l += output_loss_grad(Loss::CrossEntropy, zs, ts, ds);
+            }
+            let inv = 1.0 / t_steps as f32;
+            dz.iter_mut().for_each(|d| *d *= inv);
+            l * inv
+        }
         Loss::CrossEntropy => {
             let m = z.iter().copied().fold(f32::NEG_INFINITY, f32::max);
             let mut s = 0.0f32;
@@ -427,6 +447,7 @@ mod tests {
     #[test]
     fn gradients_match_finite_differences() {
         check(Loss::CrossEntropy, &[0.1, 0.6, 0.3]);
+        check(Loss::StepCrossEntropy { steps: 2 }, &[0.1, 0.6, 0.3, 0.5, 0.25, 0.25]);
         check(Loss::BinaryCrossEntropy, &[0.0, 1.0, 0.7, 0.2]);
         check(Loss::Mse, &[0.3, -1.2, 2.0]);
         // MAE/L1: targets far from the outputs so no element sits at the kink.

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::activate;
 use super::mlp::Loss;
-use crate::manifest::OutputKind;
+use crate::manifest::{OutputKind, SeqDecode};
 
 /// Loss for regression-like targets (regression, count, embedding). Boxes always use L1.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -136,11 +136,17 @@ impl Default for BuildOptions {
 /// Kinds whose links regress values (and so take [`TrainOptions::dropout_regression`] and
 /// standardised targets).
 pub(crate) fn regression_like(kind: OutputKind) -> bool {
-    !matches!(kind, OutputKind::Class | OutputKind::Multilabel)
+    match kind {
+        OutputKind::Class | OutputKind::Multilabel => false,
+        OutputKind::Sequence(q) => q.decode == crate::manifest::SeqDecode::Raw,
+        _ => true,
+    }
 }
 
 /// Training target of one output row: class rows that are not a probability distribution (logits)
-/// go through softmax; multilabel rows are clamped to [0, 1]; everything else is used as is.
+/// go through softmax; multilabel rows are clamped to [0, 1]; each step of an `argmax` sequence is
+/// treated like a class row; a `ctc` sequence is replaced by its canonical alignment
+/// ([`ctc_canonical`]); everything else is used as is. Allocates nothing.
 pub(crate) fn prepare_target(kind: OutputKind, row: &mut [f32]) {
     match kind {
         OutputKind::Class => {
@@ -150,7 +156,41 @@ pub(crate) fn prepare_target(kind: OutputKind, row: &mut [f32]) {
             }
         }
         OutputKind::Multilabel => row.iter_mut().for_each(|v| *v = v.clamp(0.0, 1.0)),
+        OutputKind::Sequence(q) if q.decode == SeqDecode::Argmax => {
+            let t = q.steps.max(1) as usize;
+            if row.len() % t == 0 {
+                for step in row.chunks_exact_mut(row.len() / t) {
+                    prepare_target(OutputKind::Class, step);
+                }
+            }
+        }
+        OutputKind::Sequence(q) if q.decode == SeqDecode::Ctc => ctc_canonical(q.steps as usize, row),
         _ => {}
+    }
+}
+
+/// Rewrite a `ctc` row (`steps` × C, step-major) as the canonical alignment of its greedy decoding:
+/// symbol k of the decoded string, one-hot at step 2k, and the blank at every other step. It
+/// decodes to the same string, and its k-th symbol is always at the same step, so a link learns
+/// "the k-th character" instead of where the model happened to emit it (a position that moves with
+/// every character's width). Strings longer than (steps + 1) / 2 keep their first symbols.
+pub fn ctc_canonical(steps: usize, row: &mut [f32]) {
+    if steps == 0 || row.len() % steps != 0 || row.len() < steps {
+        return;
+    }
+    let c = row.len() / steps;
+    const N: usize = crate::manifest::MAX_STEPS as usize;
+    let mut sym = [0u16; N];
+    let mut n = 0;
+    for (slot, s) in sym.iter_mut().zip(super::ctc_symbols(row, c)) {
+        *slot = s;
+        n += 1;
+    }
+    row.fill(0.0);
+    for (t, step) in row.chunks_exact_mut(c).enumerate() {
+        let k = t / 2;
+        let col = if t % 2 == 0 && k < n { sym[k] as usize + 1 } else { 0 };
+        step[col.min(c - 1)] = 1.0;
     }
 }
 
@@ -166,5 +206,24 @@ mod tests {
         let mut p = [0.2, 0.8];
         prepare_target(OutputKind::Class, &mut p);
         assert_eq!(p, [0.2, 0.8]);
+    }
+
+    #[test]
+    fn ctc_targets_become_their_canonical_alignment() {
+        use crate::manifest::SeqShape;
+        // C = 3 (blank, a, b); 6 steps reading "abb" as [a a _ b _ b].
+        let k = OutputKind::Sequence(SeqShape { steps: 6, decode: SeqDecode::Ctc });
+        let mut r = vec![0.0; 18];
+        for (t, col) in [1, 1, 0, 2, 0, 2].into_iter().enumerate() {
+            r[t * 3 + col] = 0.9;
+            r[t * 3 + (col + 1) % 3] = 0.1;
+        }
+        let before = crate::links::ctc_string(&r, 3, "ab");
+        prepare_target(k, &mut r);
+        assert_eq!(before, "abb");
+        assert_eq!(crate::links::ctc_string(&r, 3, "ab"), "abb");
+        let argmax: Vec<usize> = r.chunks_exact(3).map(crate::links::argmax).collect();
+        assert_eq!(argmax, [1, 0, 2, 0, 2, 0]);
+        assert!(r.chunks_exact(3).all(|s| s.iter().sum::<f32>() == 1.0));
     }
 }

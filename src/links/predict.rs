@@ -53,6 +53,8 @@ pub struct Predictor {
     xn: Vec<f32>,
     a: Vec<f32>,
     tmp: Vec<f32>,
+    /// A source's link input where it differs from its output (`links::source_input`).
+    inp: Vec<f32>,
     /// Ensemble scratch: per-slot block outputs, k·max_out.
     u: Vec<f32>,
     /// A set head's input: its slots' link outputs gathered, k·max_out.
@@ -88,6 +90,7 @@ impl Predictor {
             xn: vec![0.0; max_in],
             a: vec![0.0; max_h],
             tmp: vec![0.0; max_in],
+            inp: vec![0.0; max_in],
             u: vec![0.0; (n - 1) * max_in],
             zc: vec![0.0; (n - 1) * max_in],
             layout,
@@ -159,7 +162,7 @@ impl Predictor {
                     continue;
                 }
                 let idx = j * k + s;
-                let x = &row[self.layout.range(i)];
+                let x = super::source_input(self.kinds[i], &row[self.layout.range(i)], &mut self.inp);
                 mlp::forward(
                     self.links.dims[idx],
                     self.links.block(idx),

@@ -39,6 +39,9 @@ pub fn synthetic_manifest(dir: &Path) -> Result<Manifest> {
             input_shape: vec![1, 1, 28, 28],
             view: vec![],
             tolerance: None,
+            steps: None,
+            decode: None,
+            alphabet: None,
             cost: Cost {
                 weight_bytes: 100_000 * (i as u64 + 1),
                 activation_bytes: 10_000,

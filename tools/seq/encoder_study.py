@@ -1,0 +1,102 @@
+#!/usr/bin/env python3
+"""Offline study (numpy, not the product): which encoder should a seq->vec link put over a CTC
+source? On demo-seq's reference recording, links from `ocr_rec` into `count`, `first` and
+`first_odd` are trained five ways, each a small network fitted with Adam (60 epochs, batch 32) on
+frames 0..799 and scored on frames 1000..1599 by top-1 agreement with the target model's output:
+
+- dense_raw / dense_canonical: a dense layer over the flattened T x C frames (what jetlink's links
+  are), the frames as emitted or in canonical alignment (k-th symbol at step 2k);
+- reduce_first: a dense layer over the per-column maximum over time (today's vector wrapper);
+- conv_maxpool_raw / conv_maxpool_canonical: a 1-D convolution over time (kernel 3, 32 filters,
+  ReLU), max-pooled over time, then the dense head.
+
+    tools/seq/.cache/venv/bin/python tools/seq/encoder_study.py    # writes docs/bench/seq-encoders.json
+"""
+import json
+from pathlib import Path
+ROOT = Path(__file__).resolve().parent.parent.parent
+import gzip, struct
+import numpy as np
+b = gzip.decompress(open(ROOT / 'demo-seq' / 'reference.jlr.gz', 'rb').read())
+assert b[:8]==b'JLREC002'
+n, m = struct.unpack('<II', b[8:16]); at=16; specs=[]
+for _ in range(m):
+    L,=struct.unpack('<H',b[at:at+2]); at+=2; name=b[at:at+L].decode(); at+=L
+    code,size=struct.unpack('<BI',b[at:at+5]); at+=5; steps=None
+    if code==6: steps,dec=struct.unpack('<IB',b[at:at+5]); at+=5
+    specs.append((name,code,size,steps))
+stride=sum(s[2] for s in specs)
+body=np.frombuffer(b[at:],dtype=np.dtype([('f','<u4'),('v','<f4',stride)]))
+V=body['v']; off={}; o=0
+for s in specs: off[s[0]]=(o,o+s[2]); o+=s[2]
+def col(nm): a,z=off[nm]; return V[:,a:z]
+T,C=38,12
+X=col('ocr_rec').reshape(-1,T,C)
+def canonical(x):
+    out=np.zeros_like(x); 
+    for i in range(len(x)):
+        ids=x[i].argmax(1); sym=[]; prev=0
+        for k in ids:
+            if k!=0 and k!=prev: sym.append(k)
+            prev=k
+        for t in range(T):
+            kk=t//2
+            out[i,t, sym[kk] if (t%2==0 and kk<len(sym)) else 0]=1
+    return out
+Xc=canonical(X)
+tr=np.arange(0,800); te=np.arange(1000,1600)
+rng=np.random.default_rng(0)
+def adam(params):
+    st=[(np.zeros_like(p),np.zeros_like(p)) for p in params]; return st
+def train(fwd_bwd, params, Y, epochs=60, lr=2e-3, bs=32):
+    st=adam(params); t=0
+    for ep in range(epochs):
+        perm=rng.permutation(tr)
+        for i in range(0,len(perm),bs):
+            idx=perm[i:i+bs]; t+=1
+            grads=fwd_bwd(idx, Y[idx], True)
+            for p,g,(m_,v_) in zip(params,grads,st):
+                m_*=0.9; m_+=0.1*g; v_*=0.999; v_+=0.001*g*g
+                p-= lr*(m_/(1-0.9**t))/(np.sqrt(v_/(1-0.999**t))+1e-8)
+def softmax(z): z=z-z.max(1,keepdims=True); e=np.exp(z); return e/e.sum(1,keepdims=True)
+def dense_model(Xf, H=64, out=4):
+    D=Xf.shape[1]; mu=Xf[tr].mean(0); sd=Xf[tr].std(0)+1e-6; Z=(Xf-mu)/sd
+    W1=rng.normal(0,np.sqrt(2/D),(D,H)); b1=np.zeros(H); W2=rng.normal(0,np.sqrt(1/H),(H,out)); b2=np.zeros(out)
+    P=[W1,b1,W2,b2]
+    def fb(idx,Y,grad):
+        x=Z[idx]; h=np.maximum(x@P[0]+P[1],0); p=softmax(h@P[2]+P[3])
+        if not grad: return p
+        dz=(p-Y)/len(idx); dW2=h.T@dz; db2=dz.sum(0); dh=dz@P[2].T*(h>0)
+        return [x.T@dh, dh.sum(0), dW2, db2]
+    return P, fb
+def conv_model(X3, K=3, F=32, H=64, out=4):
+    N=len(X3); pad=np.pad(X3,((0,0),(K//2,K//2),(0,0)))
+    Pt=np.stack([pad[:,k:k+T,:] for k in range(K)],2).reshape(N,T,K*C)  # patches
+    W=rng.normal(0,np.sqrt(2/(K*C)),(K*C,F)); b=np.zeros(F)
+    W1=rng.normal(0,np.sqrt(2/F),(F,H)); b1=np.zeros(H); W2=rng.normal(0,np.sqrt(1/H),(H,out)); b2=np.zeros(out)
+    P=[W,b,W1,b1,W2,b2]
+    def fb(idx,Y,grad):
+        pt=Pt[idx]; c=np.maximum(pt@P[0]+P[1],0); am=c.argmax(1); e=c.max(1)
+        h=np.maximum(e@P[2]+P[3],0); p=softmax(h@P[4]+P[5])
+        if not grad: return p
+        dz=(p-Y)/len(idx); dW2=h.T@dz; db2=dz.sum(0); dh=dz@P[4].T*(h>0)
+        dW1=e.T@dh; db1=dh.sum(0); de=dh@P[2].T
+        dc=np.zeros_like(c); ii=np.arange(len(idx))[:,None]; ff=np.arange(c.shape[2])[None,:]
+        dc[ii,am,ff]=de; dc*= (c>0)
+        dW=np.einsum('ntk,ntf->kf',pt,dc); db=dc.sum((0,1))
+        return [dW,db,dW1,db1,dW2,db2]
+    return P, fb
+res={}
+for tgt in ['count','first','first_odd']:
+    Yp=col(tgt); out=Yp.shape[1]; Y=np.eye(out)[Yp.argmax(1)]
+    for name,(P,fb) in {'dense_raw':dense_model(X.reshape(len(X),-1),out=out),
+                        'dense_canonical':dense_model(Xc.reshape(len(X),-1),out=out),
+                        'reduce_first':dense_model(X.max(1),out=out),
+                        'conv_maxpool_raw':conv_model(X,out=out),
+                        'conv_maxpool_canonical':conv_model(Xc,out=out)}.items():
+        train(fb,P,Y)
+        acc=(fb(te,None,False).argmax(1)==Yp[te].argmax(1)).mean()
+        res.setdefault(tgt, {})[name] = float(acc); print(tgt, name, round(acc, 3), flush=True)
+
+(ROOT / "docs" / "bench" / "seq-encoders.json").write_text(json.dumps(
+    {"fit_frames": [0, 800], "eval_frames": [1000, 1600], "source": "ocr_rec", "agreement": res}, indent=2) + "\n")
