@@ -45,6 +45,13 @@ pub fn loop_allocations() -> u64 {
     LOOP.with(Cell::get)
 }
 
+/// `f`'s result and the allocations it made on this thread outside inference runtimes.
+pub fn allocations_in<R>(f: impl FnOnce() -> R) -> (R, usize) {
+    let before = loop_allocations();
+    let r = f();
+    (r, (loop_allocations() - before) as usize)
+}
+
 /// Allocations this thread made inside inference runtimes so far.
 pub fn runtime_allocations() -> u64 {
     RUNTIME.with(Cell::get)

@@ -78,10 +78,7 @@ pub fn record(
     frames: std::ops::Range<usize>,
     progress: bool,
 ) -> Result<(Recording, Vec<ModelStats>)> {
-    let header = models
-        .iter()
-        .map(|m| RecordedModel { name: m.spec.name.clone(), kind: m.spec.kind, size: m.spec.size as usize })
-        .collect();
+    let header = models.iter().map(|m| RecordedModel::of(&m.spec)).collect();
     let mut rec = Recording::new(header);
     let mut stats: Vec<_> = models.iter().map(|m| ModelStats::new(m.spec.size as usize)).collect();
     let mut row = vec![0.0f32; rec.stride()];

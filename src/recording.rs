@@ -34,6 +34,13 @@ pub struct RecordedModel {
     pub size: usize,
 }
 
+impl RecordedModel {
+    /// The recorded output of a manifest's model.
+    pub fn of(spec: &crate::manifest::ModelSpec) -> RecordedModel {
+        RecordedModel { name: spec.name.clone(), kind: spec.kind, size: spec.size as usize }
+    }
+}
+
 /// Every model's output on every recorded frame.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Recording {

@@ -2,47 +2,17 @@
 //! predictor and adaptation (checked with a counting global allocator), determinism, and (ignored)
 //! measurements on the demo recording.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::path::PathBuf;
 
+use jetlink::alloc_count::{CountingAllocator, allocations_in as allocations};
 use jetlink::bundle::Bundle;
 use jetlink::links::{self, AdaptOptions, Adapter, BuildOptions, EnsembleFit, Predictor, TrainOptions};
 use jetlink::manifest::OutputKind;
 use jetlink::model_set::ModelSet;
 use jetlink::sim::{synthetic_manifest, synthetic_recording};
 
-/// Counts allocations made by the current thread while counting is switched on.
-struct Counting;
-
-thread_local! {
-    static COUNT: Cell<Option<usize>> = const { Cell::new(None) };
-}
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        let _ = COUNT.try_with(|c| c.set(c.get().map(|n| n + 1)));
-        unsafe { System.alloc(l) }
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        unsafe { System.dealloc(p, l) }
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
-        let _ = COUNT.try_with(|c| c.set(c.get().map(|n| n + 1)));
-        unsafe { System.realloc(p, l, n) }
-    }
-}
-
 #[global_allocator]
-static ALLOC: Counting = Counting;
-
-/// Allocations made by `f` on this thread.
-fn allocations<R>(f: impl FnOnce() -> R) -> (R, usize) {
-    COUNT.with(|c| c.set(Some(0)));
-    let r = f();
-    let n = COUNT.with(|c| c.replace(None)).unwrap_or(0);
-    (r, n)
-}
+static ALLOC: CountingAllocator = CountingAllocator;
 
 fn tmp_dir(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("jetlink-links-{name}-{}", std::process::id()));

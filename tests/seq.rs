@@ -3,43 +3,16 @@
 //! out of the PP-OCRv4 recogniser's CTC frames, scored by the decoding rule, and the allocation-free
 //! predictor filling a sequence output.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::path::Path;
 
+use jetlink::alloc_count::{CountingAllocator, allocations_in as allocations};
 use jetlink::links::{self, BuildOptions, Predictor, TrainOptions};
 use jetlink::manifest::{Manifest, OutputKind, SeqDecode};
 use jetlink::model_set::ModelSet;
 use jetlink::recording::Recording;
 
-struct Counting;
-
-thread_local! {
-    static COUNT: Cell<Option<usize>> = const { Cell::new(None) };
-}
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        let _ = COUNT.try_with(|c| c.set(c.get().map(|n| n + 1)));
-        unsafe { System.alloc(l) }
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        unsafe { System.dealloc(p, l) }
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
-        let _ = COUNT.try_with(|c| c.set(c.get().map(|n| n + 1)));
-        unsafe { System.realloc(p, l, n) }
-    }
-}
-
 #[global_allocator]
-static ALLOC: Counting = Counting;
-
-fn allocations<R>(f: impl FnOnce() -> R) -> (R, usize) {
-    COUNT.with(|c| c.set(Some(0)));
-    let r = f();
-    (r, COUNT.with(|c| c.replace(None)).unwrap_or(0))
-}
+static ALLOC: CountingAllocator = CountingAllocator;
 
 fn workload() -> (Manifest, Recording) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("demo-seq");
@@ -262,16 +235,7 @@ fn sequence_links_recover_what_their_sources_determine() {
         );
     }
     let m = Manifest::parse(&text, &dir.join("manifest.toml")).unwrap();
-    let mut rec = Recording::new(
-        m.models
-            .iter()
-            .map(|s| jetlink::recording::RecordedModel {
-                name: s.name.clone(),
-                kind: s.kind,
-                size: s.size as usize,
-            })
-            .collect(),
-    );
+    let mut rec = Recording::new(m.models.iter().map(jetlink::recording::RecordedModel::of).collect());
     let mut rng = links::Rng::new(25);
     for f in 0..1500u32 {
         let len = 2 + rng.below(3);
@@ -324,17 +288,8 @@ fn sequence_links_recover_what_their_sources_determine() {
     // the same link reads the string far less often (held-out rows, same ctc rule).
     let raw_text = text.replace("decode = \"ctc\"\nalphabet = \"0123456789\"", "decode = \"argmax\"");
     let m_raw = Manifest::parse(&raw_text, &dir.join("manifest.toml")).unwrap();
-    let mut rec_raw = Recording::new(
-        m_raw
-            .models
-            .iter()
-            .map(|s| jetlink::recording::RecordedModel {
-                name: s.name.clone(),
-                kind: s.kind,
-                size: s.size as usize,
-            })
-            .collect(),
-    );
+    let mut rec_raw =
+        Recording::new(m_raw.models.iter().map(jetlink::recording::RecordedModel::of).collect());
     for r in 0..rec.len() {
         rec_raw.push(rec.frames[r], rec.row(r));
     }
