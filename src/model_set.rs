@@ -49,7 +49,7 @@ impl ModelSet {
 
     /// The set holding only model `i`.
     pub fn single(i: usize) -> ModelSet {
-        debug_assert!(i < Self::CAP);
+        assert!(i < Self::CAP, "model {i}: a set holds models 0..{}", Self::CAP);
         ModelSet(1 << i)
     }
 

@@ -16,7 +16,6 @@ use jetlink::dcta::{
     Menu, PolicyOptions, PolicyTable, Price, Prices, Refiner, build_policy, sample_contexts,
 };
 use jetlink::manifest::Manifest;
-use jetlink::model_set::ModelSet;
 
 /// Counts allocations made by the current thread (tests run on several threads).
 struct Counting;
@@ -291,8 +290,7 @@ fn menu_follows_the_manifest_and_the_board() {
     assert_eq!((menu.n_tasks(), menu.n_choices(), menu.n_options()), (8, 4, 8 * 4 * 4));
     let mut inst = Instance::for_menu(&menu);
     let drift = [0.5f32; 8];
-    let all_resident =
-        Context { drift: &drift, power_level: 0, free_mem: 0, resident: ModelSet::all(ModelSet::CAP) };
+    let all_resident = Context { drift: &drift, power_level: 0, free_mem: 0, resident: u64::MAX };
     menu.fill(&all_resident, &mut inst);
     let q = inst.q;
     for j in 0..8 {
@@ -309,7 +307,7 @@ fn menu_follows_the_manifest_and_the_board() {
         assert!(inst.mem[j * q..(j + 1) * q].iter().all(|&m| m == 0));
     }
     // Not resident: swapping in needs the model's memory and load time, and costs the penalty.
-    let none_resident = Context { resident: ModelSet::EMPTY, free_mem: 1 << 30, ..all_resident };
+    let none_resident = Context { resident: 0, free_mem: 1 << 30, ..all_resident };
     let mut swapped = Instance::for_menu(&menu);
     menu.fill(&none_resident, &mut swapped);
     let want_mem = manifest.models[6].cost.weight_bytes + manifest.models[6].cost.activation_bytes;
@@ -414,12 +412,7 @@ fn decisions_do_not_allocate_and_fallbacks_are_counted() {
     let table = build_policy(&demo(), agx, &small_options()).unwrap();
     let mut dcta = Dcta::new(table).unwrap();
     let drift = [0.9f32, 0.1, 0.5, 0.0, 1.0, 0.3, 0.7, 0.2];
-    let ctx = Context {
-        drift: &drift,
-        power_level: 1,
-        free_mem: 20 << 20,
-        resident: ModelSet::from_bits(0b1010_0000),
-    };
+    let ctx = Context { drift: &drift, power_level: 1, free_mem: 20 << 20, resident: 0b1010_0000 };
     dcta.allocate(&ctx);
     let before = allocations();
     for level in 0..5 {

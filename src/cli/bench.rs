@@ -216,7 +216,9 @@ fn bench_seq(a: &BenchArgs) -> Result<()> {
         load_reference(&manifest)?.context("bench seq needs the manifest's reference recording")?;
     let stream = jetlink::stream::Stream::load(&manifest.path_of(&manifest.stream))?;
     let max_active = a.max_active.map(|k| k as usize).unwrap_or(manifest.models.len() / 2).max(1);
-    let opts = jetlink::links::BuildOptions { progress: false, ..Default::default() };
+    // The heads `jetlink build` fits: one per source set of at most the board's execution cap.
+    let set_heads = jetlink::board::current().max_active_models as usize;
+    let opts = jetlink::links::BuildOptions { progress: false, set_heads, ..Default::default() };
     let r = jetlink::seqbench::bench(
         &manifest,
         &reference,
@@ -248,7 +250,7 @@ pub(crate) fn demo_drift_contexts(
                 drift: ctl.drift().to_vec(),
                 power_level: 0,
                 free_mem: board.model_budget_bytes,
-                resident: ctl.active(),
+                resident: u64::from(ctl.active().bits()),
             });
         }
     }

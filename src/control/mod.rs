@@ -720,7 +720,7 @@ impl<S: FrameSource, W: embedded_io::Write> Controller<S, W> {
             drift: &self.st.drift.level,
             power_level: level,
             free_mem: self.swap_room(),
-            resident: self.st.active,
+            resident: u64::from(self.st.active.bits()),
         };
         let Some(plan) = self.st.dcta.as_mut().map(|d| *d.allocate(&ctx)) else {
             return;

@@ -3,7 +3,6 @@
 //! decided in ([`Context`]), and one period's multiple-choice knapsack ([`Instance`]), refilled from
 //! the menu and a context without allocating. Symbols follow `docs/dcta.md`.
 
-use crate::model_set::ModelSet;
 use serde::{Deserialize, Serialize};
 
 use super::problem::{CostModel, Tatim, importance};
@@ -47,13 +46,15 @@ pub struct Menu {
 }
 
 /// The context one period is decided in. Drift is per task in [0, 1]; `free_mem` is the memory
-/// available for swapping targets in; `resident` has bit j set when target j is loaded already.
+/// available for swapping targets in; `resident` has bit j set when target j is loaded already (a
+/// DCTA task word of up to [`crate::dcta::MAX_TASKS`] tasks: synthetic menus go past the
+/// [`crate::model_set::ModelSet`] cap of a workload's models, which the loop converts from).
 #[derive(Clone, Copy, Debug)]
 pub struct Context<'a> {
     pub drift: &'a [f32],
     pub power_level: usize,
     pub free_mem: u64,
-    pub resident: ModelSet,
+    pub resident: u64,
 }
 
 impl Menu {
@@ -210,7 +211,7 @@ impl Menu {
         inst.mem_cap = ctx.free_mem.saturating_mul(self.label_slots as u64);
         for j in 0..n {
             let v_j = importance(self.weights[j], ctx.drift.get(j).copied().unwrap_or(0.0));
-            let resident = ctx.resident.contains(j);
+            let resident = j < 64 && ctx.resident >> j & 1 == 1;
             let (mem, load, penalty) = match resident {
                 true => (0, 0.0, 0.0),
                 false => (self.mem_bytes[j], self.load_us[j], self.swap_penalty[j] as f64),

@@ -9,7 +9,6 @@
 //! search: its work has a stated bound ([`Dcta::work_bound`]) and it never allocates. Contexts
 //! outside the table start from unpriced greedy and are counted.
 
-use crate::model_set::ModelSet;
 use serde::{Deserialize, Serialize};
 
 use super::exact::ExactSolver;
@@ -117,7 +116,7 @@ pub struct SampledContext {
     pub drift: Vec<f32>,
     pub power_level: usize,
     pub free_mem: u64,
-    pub resident: ModelSet,
+    pub resident: u64,
 }
 
 impl SampledContext {
@@ -148,11 +147,10 @@ pub fn sample_contexts(menu: &Menu, dist: DriftDistribution, count: usize, seed:
             let drift = (0..n).map(|_| if long { rng.f32().powi(3) } else { rng.f32() }).collect();
             let power_level = rng.below(menu.n_levels());
             let free_mem = (rng.f32() as f64 * all as f64) as u64;
-            let mut resident = ModelSet::EMPTY;
+            let mut resident = 0u64;
             for j in 0..n {
-                // Tasks past the model cap (synthetic menus only) are never resident.
-                if rng.below(3) == 0 && j < ModelSet::CAP {
-                    resident.insert(j);
+                if rng.below(3) == 0 {
+                    resident |= 1 << j;
                 }
             }
             SampledContext { drift, power_level, free_mem, resident }
