@@ -396,6 +396,9 @@ fn write_seed_corpus() {
     // Boards: the real files.
     for e in std::fs::read_dir(root.join("boards")).unwrap() {
         let p = e.unwrap().path();
+        if p.extension().is_none_or(|x| x != "toml") {
+            continue;
+        }
         let name = p.file_stem().unwrap().to_string_lossy().to_string();
         write("board", &name, &std::fs::read(&p).unwrap());
     }
