@@ -25,10 +25,11 @@ mod bench {
     use jetlink::bundle::Bundle;
     use jetlink::gpu::cuda::CudaLinks;
     use jetlink::links::Predictor;
+    use jetlink::model_set::ModelSet;
     use jetlink::recording::Recording;
 
     /// Active sets timed: 1, 2 and 4 models running (the brief's PyTorch anchors), and 6.
-    const MASKS: [u64; 4] = [0b1, 0b11, 0b1111, 0b11_1111];
+    const MASKS: [u16; 4] = [0b1, 0b11, 0b1111, 0b11_1111];
     const WARMUP: usize = 300;
     const REPS: usize = 3000;
     const BATCH: usize = 1024;
@@ -67,7 +68,7 @@ mod bench {
         let mut reference = Vec::new();
         let mut out = vec![0.0; stride];
         for &m in &MASKS {
-            cpu.predict(m, &row, &mut out)?;
+            cpu.predict(ModelSet::from_bits(m), &row, &mut out)?;
             reference.extend_from_slice(&out);
         }
         write_f32(out_dir.join("reference.bin"), &reference)?;
@@ -85,15 +86,16 @@ mod bench {
         // Batch rows: the first BATCH reference frames, each with its own mask.
         let frames = BATCH.min(rec.len());
         let rows: Vec<f32> = (0..frames).flat_map(|f| rec.row(f).iter().copied()).collect();
-        let masks: Vec<u64> = (0..frames).map(|f| MASKS[f % MASKS.len()]).collect();
+        let masks: Vec<ModelSet> = (0..frames).map(|f| ModelSet::from_bits(MASKS[f % MASKS.len()])).collect();
 
         let mut results = Vec::new();
         println!(
             "{:>8} {:>6} {:>10} {:>10} {:>10} {:>10} {:>10} {:>12}",
             "mask", "links", "fused", "per-link", "empty", "predict", "cpu", "batch/frame"
         );
-        for &m in &MASKS {
-            let links: u32 = (0..n).filter(|&j| m >> j & 1 == 0).map(|_| m.count_ones()).sum();
+        for &bits in &MASKS {
+            let links: u32 = (0..n).filter(|&j| bits >> j & 1 == 0).map(|_| bits.count_ones()).sum();
+            let m = ModelSet::from_bits(bits);
             g.upload_rows(&row, None)?;
             let time = |g: &mut CudaLinks,
                         f: &mut dyn FnMut(&mut CudaLinks) -> Result<(), jetlink::gpu::cuda::GpuError>|
@@ -131,7 +133,7 @@ mod bench {
             let cpu_us = median(cw);
             g.upload_rows(&rows, Some(&masks))?;
             let bv: Result<Vec<f64>, _> =
-                (0..200).map(|_| g.time_us(|g| g.launch_fused(0, frames, true))).collect();
+                (0..200).map(|_| g.time_us(|g| g.launch_fused(ModelSet::EMPTY, frames, true))).collect();
             let batch = median(bv?);
             println!(
                 "{m:>#8b} {links:>6} {fused:>10.2} {per_link:>10.2} {empty:>10.2} {predict:>10.2} {cpu_us:>10.2} {:>12.4}",

@@ -18,11 +18,15 @@ use crate::manifest::{Manifest, OutputKind};
 
 pub const MAGIC: &[u8; 8] = b"JLBUNDLE";
 /// Bump on any change to [`Bundle`] or the types inside it. Version 5 added the per-source-set
-/// ensemble heads; version 6 sequence output kinds (a kind code 6 followed by its steps and decode).
-/// A bundle without a sequence model is written as version 5 ([`FORMAT_VERSION_VECTOR`]), byte for
-/// byte what version 5 builds wrote, and both load.
-pub const FORMAT_VERSION: u32 = 6;
-/// The version written for bundles whose models are all vector kinds (readable by older builds).
+/// ensemble heads; version 6 sequence output kinds (a kind code 6 followed by its steps and decode);
+/// version 7 declared score rules ([`crate::scoring::bundle_code`]). A bundle is written as the
+/// oldest version that holds it: without a declared rule as version 6 ([`FORMAT_VERSION_SEQUENCE`]),
+/// and without a sequence model either as version 5 ([`FORMAT_VERSION_VECTOR`]), byte for byte what
+/// those builds wrote; all three load.
+pub const FORMAT_VERSION: u32 = 7;
+/// The version written for bundles with a sequence model and no declared score rule.
+pub const FORMAT_VERSION_SEQUENCE: u32 = 6;
+/// The version written for bundles whose models are all vector kinds judged by their own rule.
 pub const FORMAT_VERSION_VECTOR: u32 = 5;
 pub const HEADER_LEN: usize = 8 + 4 + 8 + 32;
 /// Magic of the signature trailer that follows the payload of a signed bundle.
@@ -42,7 +46,7 @@ pub enum BundleError {
     #[error("not a jetlink bundle: magic {found:?}, expected \"JLBUNDLE\"")]
     BadMagic { found: String },
     #[error(
-        "bundle format version {found}, this build reads versions {FORMAT_VERSION_VECTOR} and {FORMAT_VERSION}; rebuild the bundle"
+        "bundle format version {found}, this build reads versions {FORMAT_VERSION_VECTOR} to {FORMAT_VERSION}; rebuild the bundle"
     )]
     Version { found: u32 },
     #[error("corrupted: payload SHA-256 is {actual}, header says {expected}")]
@@ -135,7 +139,7 @@ impl<'a> Envelope<'a> {
             return Err(BundleError::BadMagic { found: String::from_utf8_lossy(&b[..8]).into() });
         }
         let version = u32::from_le_bytes(b[8..12].try_into().expect("4 bytes"));
-        if version != FORMAT_VERSION && version != FORMAT_VERSION_VECTOR {
+        if !(FORMAT_VERSION_VECTOR..=FORMAT_VERSION).contains(&version) {
             return Err(BundleError::Version { found: version });
         }
         let len = u64::from_le_bytes(b[12..20].try_into().expect("8 bytes"));
@@ -180,8 +184,9 @@ pub struct ModelDesc {
     pub kind: OutputKind,
     pub size: u32,
     pub importance: f32,
-    /// Agreement tolerance used for its scores (regression outputs).
-    pub tolerance: f32,
+    /// How its outputs are scored: the tolerance (regression outputs) and the declared rule.
+    #[serde(with = "crate::scoring::bundle_code")]
+    pub scoring: crate::scoring::Scoring,
     pub memory_bytes: u64,
     pub flops: u64,
     pub latency_us: f64,
@@ -228,6 +233,10 @@ pub fn behaviour_digests(m: &crate::manifest::ModelSpec) -> Vec<FieldDigest> {
     }
     // A sequence's shape, decoding rule and alphabet (bound only for sequence models, so vector
     // bundles keep their digests).
+    // A declared score rule (bound only where declared, so other bundles keep their digests).
+    if let Some(r) = m.score {
+        fields.push(("score", json(serde_json::to_vec(&r))));
+    }
     if let Some(q) = m.kind.seq() {
         fields.push(("sequence", json(serde_json::to_vec(&(q.steps, q.decode, &m.alphabet)))));
     }
@@ -255,7 +264,7 @@ impl ModelDesc {
                     kind: m.kind,
                     size: m.size,
                     importance: m.importance,
-                    tolerance: m.tolerance.unwrap_or(crate::links::DEFAULT_TOLERANCE),
+                    scoring: m.scoring(),
                     memory_bytes: m.cost.memory_bytes(),
                     flops: m.cost.flops,
                     latency_us: m.cost.latency_us,
@@ -355,7 +364,12 @@ impl Bundle {
         let mut b = Vec::with_capacity(HEADER_LEN + payload.len());
         b.extend_from_slice(MAGIC);
         let seq = self.models.iter().any(|m| m.kind.seq().is_some());
-        let version = if seq { FORMAT_VERSION } else { FORMAT_VERSION_VECTOR };
+        let rule = self.models.iter().any(|m| m.scoring.declared());
+        let version = match (rule, seq) {
+            (true, _) => FORMAT_VERSION,
+            (false, true) => FORMAT_VERSION_SEQUENCE,
+            (false, false) => FORMAT_VERSION_VECTOR,
+        };
         b.extend_from_slice(&version.to_le_bytes());
         b.extend_from_slice(&(payload.len() as u64).to_le_bytes());
         b.extend_from_slice(&sha256(&payload));
@@ -418,11 +432,15 @@ impl Bundle {
             }
         }
         for m in &self.models {
-            if !(m.importance.is_finite() && m.tolerance.is_finite() && m.latency_us.is_finite()) {
+            let tol = m.scoring.tolerance;
+            if !(m.importance.is_finite() && tol.is_finite() && m.latency_us.is_finite()) {
                 return Err(format!(
-                    "model {:?}: importance {}, tolerance {}, latency_us {}: each must be finite",
-                    m.name, m.importance, m.tolerance, m.latency_us
+                    "model {:?}: importance {}, tolerance {tol}, latency_us {}: each must be finite",
+                    m.name, m.importance, m.latency_us
                 ));
+            }
+            if let Err(e) = m.scoring.rule.check(m.kind, m.size) {
+                return Err(format!("model {:?}: {e}", m.name));
             }
         }
         Ok(())
@@ -599,8 +617,8 @@ impl crate::links::LinkModel for Bundle {
     fn kinds(&self) -> Vec<crate::manifest::OutputKind> {
         self.models.iter().map(|m| m.kind).collect()
     }
-    fn tolerances(&self) -> Vec<f32> {
-        self.models.iter().map(|m| m.tolerance).collect()
+    fn scorings(&self) -> Vec<crate::scoring::Scoring> {
+        self.models.iter().map(|m| m.scoring).collect()
     }
     fn layout(&self) -> crate::row::RowLayout {
         Bundle::layout(self)

@@ -27,6 +27,7 @@ pub mod recording;
 pub mod report;
 pub mod row;
 pub mod schedule;
+pub mod scoring;
 pub mod sd_notify;
 pub mod seqbench;
 pub mod serial;

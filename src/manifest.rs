@@ -277,6 +277,10 @@ pub struct ModelSpec {
     /// Agreement tolerance for `regression` outputs (absolute, per element); default 0.1.
     #[serde(default)]
     pub tolerance: Option<f32>,
+    /// The rule its users judge the output by (`score = { rule = "presence", threshold = 0.5 }`;
+    /// [`crate::scoring::ScoreRule`]); default the kind's own rule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub score: Option<crate::scoring::ScoreRule>,
     /// `kind = "sequence"` only: the number of steps T (the output is T × size/T values).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub steps: Option<u32>,
@@ -297,6 +301,17 @@ pub struct ModelSpec {
     /// the engine loads these, so the file cannot change between the check and the load.
     #[serde(skip)]
     pub onnx_bytes: Option<std::sync::Arc<Vec<u8>>>,
+}
+
+impl ModelSpec {
+    /// How the model's output is judged: its tolerance (default [`crate::links::DEFAULT_TOLERANCE`])
+    /// and its declared rule.
+    pub fn scoring(&self) -> crate::scoring::Scoring {
+        crate::scoring::Scoring {
+            tolerance: self.tolerance.unwrap_or(crate::links::DEFAULT_TOLERANCE),
+            rule: self.score.unwrap_or(crate::scoring::ScoreRule::Tolerance {}),
+        }
+    }
 }
 
 fn one() -> f32 {
@@ -451,6 +466,9 @@ impl Manifest {
                     bail!("model {:?}: tolerance {t} must be > 0", m.name);
                 }
             }
+            if let Some(r) = m.score {
+                r.check(m.kind, m.size).with_context(|| format!("model {:?}", m.name))?;
+            }
         }
         Ok(())
     }
@@ -538,5 +556,35 @@ mod tests {
         assert!(e.contains("steps is only for kind = \"sequence\""), "{e}");
         let e = err("kind = \"sentence\"\nsize = 10");
         assert!(e.contains("unknown kind \"sentence\""), "{e}");
+    }
+
+    #[test]
+    fn a_declared_score_rule_is_parsed_and_checked() {
+        use crate::scoring::{Per, ScoreRule};
+        let m = parse(&model(
+            "kind = \"regression\"\nsize = 4\nscore = { rule = \"presence\", threshold = 0.3 }",
+        ))
+        .unwrap();
+        assert_eq!(m.models[0].score, Some(ScoreRule::Presence { threshold: 0.3, per: Per::Tile }));
+        assert!(m.models[0].scoring().declared());
+        let m = parse(&model(
+            "kind = \"regression\"\nsize = 10\nscore = { rule = \"boxes\", threshold = 0.5, iou = 0.5 }",
+        ))
+        .unwrap();
+        assert_eq!(m.models[0].score, Some(ScoreRule::Boxes { threshold: 0.5, iou: 0.5 }));
+        let m = parse(&model("kind = \"regression\"\nsize = 4\ntolerance = 0.2")).unwrap();
+        assert!(!m.models[0].scoring().declared());
+        let err = |keys: &str| format!("{:#}", parse(&model(keys)).unwrap_err());
+        let e = err("kind = \"regression\"\nsize = 4\nscore = { rule = \"presence\", threshold = inf }");
+        assert!(e.contains("model \"ocr\"") && e.contains("threshold inf must be finite"), "{e}");
+        let e =
+            err("kind = \"regression\"\nsize = 7\nscore = { rule = \"boxes\", threshold = 0.5, iou = 0.5 }");
+        assert!(e.contains("multiple of 5"), "{e}");
+        let e = err("kind = \"regression\"\nsize = 4\nscore = { rule = \"presense\", threshold = 0.5 }");
+        assert!(e.contains("presense"), "{e}");
+        let e = err("kind = \"regression\"\nsize = 4\nscore = { rule = \"count\" }");
+        assert!(e.contains("threshold"), "{e}");
+        let e = err("kind = \"regression\"\nsize = 4\nscore = { rule = \"class\", iou = 0.5 }");
+        assert!(e.contains("iou"), "{e}");
     }
 }

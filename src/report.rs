@@ -28,6 +28,15 @@ pub fn scores_markdown(b: &Bundle) -> String {
             ""
         }
     );
+    let rules: Vec<String> = b
+        .models
+        .iter()
+        .filter(|m| m.scoring.declared())
+        .map(|m| format!("{} by {}", m.name, m.scoring.rule.name()))
+        .collect();
+    if !rules.is_empty() {
+        let _ = writeln!(s, "Declared score rules (used instead of the kind's): {}.\n", rules.join(", "));
+    }
     s.push_str("| target \\ source |");
     for m in &b.models {
         let _ = write!(s, " {} |", m.name);

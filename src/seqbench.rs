@@ -90,7 +90,7 @@ fn score(
 ) -> Result<(f32, f32)> {
     let active = ModelSet::try_from_u64(active).context("more models than a model set holds")?;
     let mut out = vec![0.0; rec.stride()];
-    let (kind, tol) = (m.models[j].kind, m.models[j].tolerance.unwrap_or(crate::links::DEFAULT_TOLERANCE));
+    let (kind, tol) = (m.models[j].kind, m.models[j].scoring());
     let range = rec.layout().range(j);
     let (mut a, mut s) = (0.0f64, 0.0f64);
     for r in rows.clone() {
@@ -111,7 +111,7 @@ fn constant(
     j: usize,
 ) -> f32 {
     let range = rec.layout().range(j);
-    let (kind, tol) = (m.models[j].kind, m.models[j].tolerance.unwrap_or(crate::links::DEFAULT_TOLERANCE));
+    let (kind, tol) = (m.models[j].kind, m.models[j].scoring());
     let mut c = vec![0.0f64; range.len()];
     for r in train.clone() {
         for (k, &v) in rec.row(r)[range.clone()].iter().enumerate() {

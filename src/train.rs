@@ -26,7 +26,7 @@ use crate::recording::Recording;
 struct Data {
     kinds: Vec<OutputKind>,
     sizes: Vec<usize>,
-    tolerances: Vec<f32>,
+    scorings: Vec<crate::scoring::Scoring>,
     /// Raw outputs per model, `rows × size`.
     raw: Vec<Vec<f32>>,
     /// Link inputs per model where they differ from the raw outputs (a ctc sequence's canonical
@@ -157,7 +157,7 @@ pub fn build(
     }
 
     let kinds: Vec<_> = models.iter().map(|m| m.kind).collect();
-    let tolerances: Vec<f32> = models.iter().map(|m| m.tolerance).collect();
+    let scorings: Vec<crate::scoring::Scoring> = models.iter().map(|m| m.scoring).collect();
     Ok(Bundle {
         producer: format!("jetlink {}", env!("CARGO_PKG_VERSION")),
         workload: manifest.name.clone(),
@@ -175,7 +175,7 @@ pub fn build(
             link: link_scores,
             subset,
             constant: (0..n).map(|j| data.constant_score(j)).collect(),
-            hold: crate::schedule::HoldScores::measure(recording, &kinds, &tolerances, 0..train_end)
+            hold: crate::schedule::HoldScores::measure(recording, &kinds, &scorings, 0..train_end)
                 .table()
                 .to_vec(),
         },
@@ -240,11 +240,7 @@ impl Data {
         let mut d = Data {
             kinds: manifest.models.iter().map(|m| m.kind).collect(),
             sizes: manifest.models.iter().map(|m| m.size as usize).collect(),
-            tolerances: manifest
-                .models
-                .iter()
-                .map(|m| m.tolerance.unwrap_or(crate::links::DEFAULT_TOLERANCE))
-                .collect(),
+            scorings: manifest.models.iter().map(|m| m.scoring()).collect(),
             raw: Vec::with_capacity(n),
             input: Vec::with_capacity(n),
             target: Vec::with_capacity(n),
@@ -314,7 +310,7 @@ impl Data {
         let mut acc = 0.0f64;
         for r in self.fit..self.fit + self.hold {
             let actual = &self.raw[j][r * size..(r + 1) * size];
-            acc += agreement(self.kinds[j], self.tolerances[j], &c, actual) as f64;
+            acc += agreement(self.kinds[j], self.scorings[j], &c, actual) as f64;
         }
         (acc / self.hold.max(1) as f64) as f32
     }
@@ -406,7 +402,7 @@ fn train_link(data: &Data, t: &TrainOptions, i: usize, j: usize, folds: usize) -
         y_act.copy_from_slice(z);
         activate(data.kinds[j], &mut y_act);
         let actual = &data.raw[j][(data.fit + k) * no..(data.fit + k + 1) * no];
-        score += agreement(data.kinds[j], data.tolerances[j], &y_act, actual) as f64;
+        score += agreement(data.kinds[j], data.scorings[j], &y_act, actual) as f64;
     }
     LinkResult { params, z_fit, z_hold, score: (score / data.hold as f64) as f32 }
 }
@@ -420,7 +416,7 @@ fn holdout_score(data: &Data, j: usize, d: EnsembleDims, p: &[f32], z_hold: &[f3
         ensemble::forward(d, p, &z_hold[r * k * no..(r + 1) * k * no], slots, &mut u, &mut y);
         activate(data.kinds[j], &mut y);
         let actual = &data.raw[j][(data.fit + r) * no..(data.fit + r + 1) * no];
-        acc += agreement(data.kinds[j], data.tolerances[j], &y, actual) as f64;
+        acc += agreement(data.kinds[j], data.scorings[j], &y, actual) as f64;
     }
     (acc / data.hold as f64) as f32
 }

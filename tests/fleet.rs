@@ -285,7 +285,7 @@ fn a_board_cut_from_the_broker_keeps_looping_without_allocating_and_resends() {
         fleet_key: fleet_key().verifying_key().to_bytes(),
         model_hash: model_hash(&d.bundle),
         kinds: d.bundle.kinds(),
-        tolerances: d.bundle.tolerances(),
+        scorings: d.bundle.scorings(),
         poll: Duration::from_millis(20),
         tasks: jetlink::fleet::tasks::TaskCosts::of_bundle(&d.bundle),
         state: None,

@@ -18,7 +18,7 @@ fn hold_scores_measure_what_a_held_output_is_worth() {
     // MNIST frames are independent digits: a held cnn7 output is worth chance on the real outputs,
     // and 1 on the frozen ones.
     let kinds: Vec<_> = d.bundle.models.iter().map(|m| m.kind).collect();
-    let tol: Vec<f32> = d.bundle.models.iter().map(|m| m.tolerance).collect();
+    let tol: Vec<_> = d.bundle.models.iter().map(|m| m.scoring).collect();
     let real = HoldScores::measure(&d.reference, &kinds, &tol, 0..d.stream.train_end);
     let fixed = HoldScores::measure(&frozen, &kinds, &tol, 0..d.stream.train_end);
     for age in [1, 2, 8] {

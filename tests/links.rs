@@ -116,7 +116,7 @@ fn holdout_agreement(
     let mut acc = 0.0;
     for r in hold.clone() {
         p.predict(active, rec.row(r), &mut out).unwrap();
-        acc += links::agreement(m.kind, m.tolerance, &out[o..o + m.size as usize], rec.output(r, j));
+        acc += links::agreement(m.kind, m.scoring, &out[o..o + m.size as usize], rec.output(r, j));
     }
     acc / hold.len() as f32
 }
@@ -173,7 +173,7 @@ fn predictor_matches_scores_and_does_not_allocate() {
             p.predict(all.without(j), rec.row(r), &mut out).unwrap();
             let m = &b.models[j];
             let o = rec.offset(j);
-            acc += links::agreement(m.kind, m.tolerance, &out[o..o + m.size as usize], rec.output(r, j));
+            acc += links::agreement(m.kind, m.scoring, &out[o..o + m.size as usize], rec.output(r, j));
         }
         let acc = acc / hold.len() as f32;
         assert!((acc - b.ensemble_score(j)).abs() < 1e-4, "target {j}: {acc} vs {}", b.ensemble_score(j));
@@ -259,7 +259,12 @@ fn adaptation_reduces_loss_on_drift_without_allocating() {
     let mut acc = 0.0;
     for r in DRIFT + 500..DRIFT + 700 {
         p.predict(sources, rec.row(r), &mut out).unwrap();
-        acc += links::agreement(OutputKind::Class, 0.1, &out[10..12], rec.output(r, 1));
+        acc += links::agreement(
+            OutputKind::Class,
+            jetlink::scoring::Scoring::tolerance(0.1),
+            &out[10..12],
+            rec.output(r, 1),
+        );
     }
     assert!(acc / 200.0 > 0.8, "adapted parity agreement {}", acc / 200.0);
     // Bad inputs are typed errors.

@@ -107,8 +107,8 @@ fn links_into_and_out_of_a_sequence_learn_and_predict_without_allocating() {
     // The two sequence scores, on the same prediction: exact match implies full similarity.
     let actual = &rec.row(stream.train_end + 49)[rec.layout().range(ocr)];
     let pred = &out[rec.layout().range(ocr)];
-    let exact = links::agreement(m.models[ocr].kind, 0.1, pred, actual);
-    let sim = links::sequence_similarity(m.models[ocr].kind, 0.1, pred, actual);
+    let exact = links::agreement(m.models[ocr].kind, m.models[ocr].scoring(), pred, actual);
+    let sim = links::sequence_similarity(m.models[ocr].kind, m.models[ocr].scoring(), pred, actual);
     assert!((0.0..=1.0).contains(&sim) && (exact == 0.0 || sim == 1.0));
 
     // Adaptation, like vector links: on drifted frames, fine-tuning the links into the sequence
@@ -303,7 +303,12 @@ fn sequence_links_recover_what_their_sources_determine() {
             .clone()
             .map(|r| {
                 p.predict(ModelSet::single(code), rec.row(r), &mut out).unwrap();
-                links::agreement(m.models[textm].kind, 0.1, &out[cols.clone()], &rec.row(r)[cols.clone()])
+                links::agreement(
+                    m.models[textm].kind,
+                    m.models[textm].scoring(),
+                    &out[cols.clone()],
+                    &rec.row(r)[cols.clone()],
+                )
             })
             .sum();
         hits / rows.len() as f32

@@ -329,7 +329,7 @@ pub(crate) fn join(
         fleet_key,
         model_hash: jetlink::fleet::model_hash(bundle),
         kinds: jetlink::links::LinkModel::kinds(bundle),
-        tolerances: jetlink::links::LinkModel::tolerances(bundle),
+        scorings: jetlink::links::LinkModel::scorings(bundle),
         poll: std::time::Duration::from_millis(50),
         tasks: jetlink::fleet::tasks::TaskCosts::of_bundle(bundle),
         state: Some(state.for_fleet(&cfg.fleet)),

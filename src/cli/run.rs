@@ -858,6 +858,21 @@ pub(crate) fn print_accuracy(ctl: &Loop, names: &[&str]) {
             .map(|(j, m)| format!("{m} {}", pct((s.agree[0][j] + s.agree[1][j]) / f)))
             .collect();
         println!("  per task               {}", per_task.join(", "));
+        let rules: Vec<String> = names
+            .iter()
+            .enumerate()
+            .filter(|&(j, _)| ctl.scoring(j).declared())
+            .map(|(j, m)| format!("{m} {}", ctl.scoring(j).rule.name()))
+            .collect();
+        if !rules.is_empty() {
+            println!(
+                "  by tolerance rule      {} overall, {} clean, {} drift (the same outputs, every model by its kind's own rule; declared rules: {})",
+                s.accuracy_all_own().map_or("-".into(), pct),
+                s.accuracy_own(0).map_or("-".into(), pct),
+                s.accuracy_own(1).map_or("-".into(), pct),
+                rules.join(", ")
+            );
+        }
         let seq: Vec<String> = (0..names.len())
             .filter(|&j| ctl.is_sequence(j))
             .map(|j| format!("{} {}", names[j], pct((s.similarity[0][j] + s.similarity[1][j]) / f)))

@@ -55,6 +55,10 @@ pub(crate) struct Row {
     pub(crate) budget_bytes: u64,
     pub(crate) max_active: usize,
     pub(crate) accuracy: Accuracy,
+    /// Where a model declares a score rule (`accuracy` is by those rules): the same runs scored by
+    /// every model's own kind rule (tolerance). Absent when no rule is declared.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) accuracy_tolerance: Option<Accuracy>,
     pub(crate) per_task: Vec<f64>,
     pub(crate) executions_saved: f64,
     pub(crate) flops_saved: f64,
@@ -269,6 +273,11 @@ pub(crate) fn sweep(o: &SweepOptions, serial_dir: &Path) -> Result<Report> {
             budget_bytes: p.opts.budget_cap.unwrap_or(p.board.model_budget_bytes),
             max_active: ctl.max_active(),
             accuracy: Accuracy { overall: s.accuracy_all(), clean: s.accuracy(0), drift: s.accuracy(1) },
+            accuracy_tolerance: (0..n).any(|j| ctl.scoring(j).declared()).then(|| Accuracy {
+                overall: s.accuracy_all_own(),
+                clean: s.accuracy_own(0),
+                drift: s.accuracy_own(1),
+            }),
             per_task: (0..n).map(|j| (s.agree[0][j] + s.agree[1][j]) / f).collect(),
             executions_saved: s.executions_saved(n),
             flops_saved: s.flops_saved(),
@@ -284,14 +293,16 @@ pub(crate) fn sweep(o: &SweepOptions, serial_dir: &Path) -> Result<Report> {
             command: format!("jetlink run {}", args.join(" ")),
         };
         println!(
-            "{:<28} {:>6} of budget  accuracy {} (clean {}, drift {})  saved {}  held {}",
+            "{:<28} {:>6} of budget  accuracy {} (clean {}, drift {})  saved {}  held {}{}",
             row.method,
             format!("{}%", fmt_share(share)),
             opt_pct(row.accuracy.overall),
             opt_pct(row.accuracy.clean),
             opt_pct(row.accuracy.drift),
             pct(row.executions_saved),
-            row.held_outputs
+            row.held_outputs,
+            row.accuracy_tolerance
+                .map_or(String::new(), |a| format!("  tolerance rule {}", opt_pct(a.overall)))
         );
         results.push(row);
     }

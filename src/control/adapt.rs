@@ -120,7 +120,7 @@ pub struct OnlineAdaptation {
     settings: AdaptSettings,
     adapter: Adapter,
     kinds: Vec<OutputKind>,
-    tolerances: Vec<f32>,
+    scorings: Vec<crate::scoring::Scoring>,
     layout: RowLayout,
     /// Ring of labelled rows (`ring × stride`) and, per row, the models whose outputs it holds.
     rows: Vec<f32>,
@@ -160,7 +160,7 @@ impl OnlineAdaptation {
                 AdaptOptions { max_batch: ring, ..AdaptOptions::default() },
             ),
             kinds: bundle.models.iter().map(|m| m.kind).collect(),
-            tolerances: bundle.models.iter().map(|m| m.tolerance).collect(),
+            scorings: bundle.models.iter().map(|m| m.scoring).collect(),
             layout,
             rows: vec![0.0; ring * stride],
             valid: vec![ModelSet::EMPTY; ring],
@@ -320,7 +320,7 @@ impl OnlineAdaptation {
         for row in batch.chunks_exact(stride) {
             if predictor.predict(sources, row, &mut self.scratch).is_ok() {
                 sum +=
-                    agreement(self.kinds[j], self.tolerances[j], &self.scratch[sj.clone()], &row[sj.clone()]);
+                    agreement(self.kinds[j], self.scorings[j], &self.scratch[sj.clone()], &row[sj.clone()]);
             }
         }
         Some(Ok(TuneReport { target: j, agreement: sum / rows as f32 }))

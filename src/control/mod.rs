@@ -109,13 +109,13 @@ pub struct TickReport {
 }
 
 /// Everything fixed once the loop is prepared: the board, the options, the row layout, the tasks'
-/// kinds and tolerances, the schedule problem and its table.
+/// kinds and scorings, the schedule problem and its table.
 pub struct LoopPlan {
     pub(crate) board: &'static Board,
     pub(crate) opts: LoopOptions,
     pub layout: RowLayout,
     pub kinds: Vec<OutputKind>,
-    pub tolerances: Vec<f32>,
+    pub scorings: Vec<crate::scoring::Scoring>,
     pub problem: Problem,
     pub table: ScheduleTable,
     /// The policy's phases per budget level.
@@ -381,6 +381,11 @@ impl<S: FrameSource, W: embedded_io::Write> Controller<S, W> {
     }
 
     /// Whether task `j`'s output is a sequence.
+    /// How task `j`'s outputs are judged (its tolerance and declared score rule).
+    pub fn scoring(&self, j: usize) -> crate::scoring::Scoring {
+        self.plan.scorings[j]
+    }
+
     pub fn is_sequence(&self, j: usize) -> bool {
         self.plan.kinds.get(j).is_some_and(|k| k.seq().is_some())
     }
@@ -634,7 +639,7 @@ impl<S: FrameSource, W: embedded_io::Write> Controller<S, W> {
             age,
             &p.hold,
             &p.importance,
-            oracle.then_some((&plan.kinds[..], &plan.tolerances[..], &plan.layout, &run_out[..])),
+            oracle.then_some((&plan.kinds[..], &plan.scorings[..], &plan.layout, &run_out[..])),
         );
         let n = plan.n();
         let value = |m: ModelSet| m.iter().map(|j| scores[j].min(1e6)).sum::<f32>();
@@ -968,7 +973,7 @@ impl<S: FrameSource, W: embedded_io::Write> Controller<S, W> {
                 if let Some(rf) = st.refresh.as_mut() {
                     // The fresh output against the one it replaces: how stale that one had gone.
                     let old = (st.age[j] != u32::MAX).then(|| &st.run_out[r.clone()]);
-                    rf.ran(j, self.plan.kinds[j], self.plan.tolerances[j], &st.row[r.clone()], old);
+                    rf.ran(j, self.plan.kinds[j], self.plan.scorings[j], &st.row[r.clone()], old);
                 }
                 st.run_out[r.clone()].copy_from_slice(&st.row[r]);
                 st.age[j] = 0;
@@ -1034,7 +1039,7 @@ impl<S: FrameSource, W: embedded_io::Write> Controller<S, W> {
                     let r = self.plan.layout.range(j);
                     let a = agreement(
                         self.plan.kinds[j],
-                        self.plan.tolerances[j],
+                        self.plan.scorings[j],
                         &self.st.out[r.clone()],
                         &self.st.row[r],
                     );
@@ -1117,8 +1122,7 @@ impl<S: FrameSource, W: embedded_io::Write> Controller<S, W> {
         for j in 0..self.plan.n() {
             if (ran & st.sig_fresh).contains(j) {
                 let r = self.plan.layout.range(j);
-                let a =
-                    agreement(self.plan.kinds[j], self.plan.tolerances[j], &st.out[r.clone()], &st.row[r]);
+                let a = agreement(self.plan.kinds[j], self.plan.scorings[j], &st.out[r.clone()], &st.row[r]);
                 st.loss.learn(j, &st.sig[j], 1.0 - a);
             }
         }
@@ -1166,10 +1170,12 @@ impl<S: FrameSource, W: embedded_io::Write> Controller<S, W> {
         for j in 0..self.plan.n() {
             let range = self.plan.layout.range(j);
             let (o, s) = (r.offset(j), range.len());
-            let (kind, tol) = (self.plan.kinds[j], self.plan.tolerances[j]);
+            let (kind, tol) = (self.plan.kinds[j], self.plan.scorings[j]);
             let (out, actual) = (&self.st.out[range], &r.row(row)[o..o + s]);
             let a = agreement(kind, tol, out, actual);
             self.st.stats.agree[seg][j] += a as f64;
+            let own = if tol.declared() { agreement(kind, tol.own(), out, actual) } else { a };
+            self.st.stats.agree_own[seg][j] += own as f64;
             if kind.seq().is_some() {
                 self.st.stats.similarity[seg][j] +=
                     crate::links::sequence_similarity(kind, tol, out, actual) as f64;

@@ -146,7 +146,7 @@ pub(super) fn prepare<S: FrameSource, W: embedded_io::Write>(p: Parts<S, W>) -> 
     let plan = LoopPlan {
         board,
         kinds: bundle.models.iter().map(|m| m.kind).collect(),
-        tolerances: bundle.models.iter().map(|m| m.tolerance).collect(),
+        scorings: bundle.models.iter().map(|m| m.scoring).collect(),
         layout,
         problem,
         table,

@@ -130,7 +130,7 @@ impl Refresh {
         age: &[u32],
         hold: &[f32],
         importance: &[f32],
-        oracle: Option<(&[OutputKind], &[f32], &crate::row::RowLayout, &[f32])>,
+        oracle: Option<(&[OutputKind], &[crate::scoring::Scoring], &crate::row::RowLayout, &[f32])>,
     ) -> &[f32] {
         for j in 0..self.score.len() {
             self.x[j] = self.features(j, age[j], hold);
@@ -159,7 +159,14 @@ impl Refresh {
 
     /// Task `j` ran: its fresh output `new` replaces the held `old` (None: it had none). Learn from
     /// how far they disagree, with the signals it was chosen on, and restart its change count.
-    pub fn ran(&mut self, j: usize, kind: OutputKind, tol: f32, new: &[f32], old: Option<&[f32]>) {
+    pub fn ran(
+        &mut self,
+        j: usize,
+        kind: OutputKind,
+        tol: crate::scoring::Scoring,
+        new: &[f32],
+        old: Option<&[f32]>,
+    ) {
         if let (Some(old), Mode::Learnt) = (old, self.mode) {
             let y = 1.0 - agreement(kind, tol, new, old);
             let x = self.x[j];
@@ -206,8 +213,20 @@ mod tests {
             r.observe_frame(&[t; 4]);
             // Age 1: not overdue (2K = 2), so the learnt staleness alone decides.
             r.score(&[1, 1], &hold, &[1.0, 1.0], None);
-            r.ran(0, OutputKind::Class, 0.0, &[1.0, 0.0], Some(&[0.0, 1.0]));
-            r.ran(1, OutputKind::Class, 0.0, &[1.0, 0.0], Some(&[1.0, 0.0]));
+            r.ran(
+                0,
+                OutputKind::Class,
+                crate::scoring::Scoring::tolerance(0.1),
+                &[1.0, 0.0],
+                Some(&[0.0, 1.0]),
+            );
+            r.ran(
+                1,
+                OutputKind::Class,
+                crate::scoring::Scoring::tolerance(0.1),
+                &[1.0, 0.0],
+                Some(&[1.0, 0.0]),
+            );
         }
         let s = r.score(&[1, 1], &hold, &[1.0, 1.0], None);
         assert!(s[0] > 0.8 && s[1] < 0.2, "{s:?}");

@@ -49,6 +49,9 @@ pub struct LoopStats {
     /// Per segment and task, the sum of `links::sequence_similarity` for sequence outputs (the
     /// character-level figure beside the exact agreement; 0 for vector outputs).
     pub similarity: [[f64; MAX_MODELS]; 2],
+    /// Per segment and task, the sum of agreement by the kind's own rule (tolerance), kept beside
+    /// `agree` for models that declare a score rule (equal to `agree` for the others).
+    pub agree_own: [[f64; MAX_MODELS]; 2],
     pub n_models: usize,
     pub max_tick_us: u32,
     pub tick_us_sum: u64,
@@ -71,9 +74,24 @@ impl LoopStats {
     }
 
     pub fn accuracy_all(&self) -> Option<f64> {
-        let f = self.ref_frames[0] + self.ref_frames[1];
-        let n = self.n_models;
-        let sum: f64 = self.agree[0][..n].iter().chain(&self.agree[1][..n]).sum();
+        Self::mean_all(&self.agree, self.ref_frames, self.n_models)
+    }
+
+    /// [`LoopStats::accuracy`] by every kind's own rule (the tolerance rule where a model declares
+    /// another).
+    pub fn accuracy_own(&self, seg: usize) -> Option<f64> {
+        let (f, n) = (self.ref_frames[seg], self.n_models);
+        (f > 0).then(|| self.agree_own[seg][..n].iter().sum::<f64>() / (f as f64 * n as f64))
+    }
+
+    /// [`LoopStats::accuracy_all`] by every kind's own rule.
+    pub fn accuracy_all_own(&self) -> Option<f64> {
+        Self::mean_all(&self.agree_own, self.ref_frames, self.n_models)
+    }
+
+    fn mean_all(agree: &[[f64; MAX_MODELS]; 2], frames: [u64; 2], n: usize) -> Option<f64> {
+        let f = frames[0] + frames[1];
+        let sum: f64 = agree[0][..n].iter().chain(&agree[1][..n]).sum();
         (f > 0).then(|| sum / (f as f64 * n as f64))
     }
 
@@ -103,6 +121,7 @@ impl LoopStats {
             d.ref_frames[s] -= earlier.ref_frames[s];
             for j in 0..MAX_MODELS {
                 d.agree[s][j] -= earlier.agree[s][j];
+                d.agree_own[s][j] -= earlier.agree_own[s][j];
             }
         }
         d

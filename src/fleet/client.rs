@@ -41,7 +41,7 @@ pub struct ClientOptions {
     pub fleet_key: [u8; 32],
     pub model_hash: ModelHash,
     pub kinds: Vec<OutputKind>,
-    pub tolerances: Vec<f32>,
+    pub scorings: Vec<crate::scoring::Scoring>,
     /// How long one poll of the connection waits.
     pub poll: Duration,
     /// Task pricing for cooperative adaptation (`None`: no task offers).
@@ -543,7 +543,7 @@ impl Worker {
         let rows = &snap.rows[..(snap.filled * stride).min(snap.rows.len())];
         let valid = &snap.valid[..snap.filled.min(snap.valid.len())];
         let mut p = self.predictor.clone();
-        match fuse::fuse(&mut p, &g, &self.opts.kinds, &self.opts.tolerances, rows, valid, &snap.samples) {
+        match fuse::fuse(&mut p, &g, &self.opts.kinds, &self.opts.scorings, rows, valid, &snap.samples) {
             Ok(f) => {
                 // Recorded before it is applied: if the version cannot be kept, it is not applied.
                 if let Some(Err(e)) = self.opts.state.as_ref().map(|s| s.accept_version(g.version)) {

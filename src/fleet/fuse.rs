@@ -177,20 +177,20 @@ fn mix_into(p: &mut Predictor, local: &Predictor, t: &TargetLinks, beta: f32) {
 pub fn target_agreement(
     p: &mut Predictor,
     kinds: &[OutputKind],
-    tolerances: &[f32],
+    scorings: &[crate::scoring::Scoring],
     j: usize,
     rows: &[f32],
     valid: &[ModelSet],
     out: &mut [f32],
 ) -> Option<f32> {
-    target_agreement_n(p, kinds, tolerances, j, rows, valid, out).map(|(a, _)| a)
+    target_agreement_n(p, kinds, scorings, j, rows, valid, out).map(|(a, _)| a)
 }
 
 /// [`target_agreement`] and the number of rows it was measured on.
 fn target_agreement_n(
     p: &mut Predictor,
     kinds: &[OutputKind],
-    tolerances: &[f32],
+    scorings: &[crate::scoring::Scoring],
     j: usize,
     rows: &[f32],
     valid: &[ModelSet],
@@ -205,7 +205,7 @@ fn target_agreement_n(
             continue;
         }
         if p.predict(sources, row, out).is_ok() {
-            sum += agreement(kinds[j], tolerances[j], &out[r.clone()], &row[r.clone()]);
+            sum += agreement(kinds[j], scorings[j], &out[r.clone()], &row[r.clone()]);
             n += 1;
         }
     }
@@ -226,7 +226,7 @@ pub fn fuse(
     p: &mut Predictor,
     g: &GlobalLinks,
     kinds: &[OutputKind],
-    tolerances: &[f32],
+    scorings: &[crate::scoring::Scoring],
     rows: &[f32],
     valid: &[ModelSet],
     local_samples: &[u32],
@@ -237,7 +237,7 @@ pub fn fuse(
     let mut choices = Vec::new();
     for t in &g.targets {
         let j = t.target as usize;
-        let measured = target_agreement_n(p, kinds, tolerances, j, rows, valid, &mut out);
+        let measured = target_agreement_n(p, kinds, scorings, j, rows, valid, &mut out);
         let base = measured.map(|m| m.0);
         let (mut best, mut best_a) = (1.0f32, base);
         match measured {
@@ -251,7 +251,7 @@ pub fn fuse(
                 let mut bar = a0 + MIN_GAIN_ROWS / n as f32 - 1e-6;
                 for &beta in &BETAS[1..] {
                     mix_into(p, &local, t, beta);
-                    if let Some(a) = target_agreement(p, kinds, tolerances, j, rows, valid, &mut out) {
+                    if let Some(a) = target_agreement(p, kinds, scorings, j, rows, valid, &mut out) {
                         if a >= bar {
                             (best, best_a, bar) = (beta, Some(a), a + 1e-6);
                         }

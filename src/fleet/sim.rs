@@ -52,7 +52,7 @@ pub fn local_train(
 /// Mean over targets of the agreement of each target predicted from all other models, on rows
 /// `idx` of `rec`.
 pub fn score(bundle: &Bundle, p: &mut Predictor, rec: &Recording, idx: &[usize]) -> f32 {
-    let (kinds, tol) = (bundle.kinds(), bundle.tolerances());
+    let (kinds, tol) = (bundle.kinds(), bundle.scorings());
     let rows = rows_of(rec, idx);
     let all = ModelSet::all(p.n_models());
     let valid = vec![all; idx.len()];
@@ -101,7 +101,7 @@ impl SimBoard {
             fleet_key,
             model_hash: model_hash(bundle),
             kinds: bundle.kinds(),
-            tolerances: bundle.tolerances(),
+            scorings: bundle.scorings(),
             poll: Duration::from_millis(20),
             tasks: super::tasks::TaskCosts::of_bundle(bundle),
             state,

@@ -33,13 +33,14 @@ pub use weights::{EnsembleSet, LinkSet, first_non_finite, slot_of_source, source
 
 use crate::manifest::{MAX_STEPS, OutputKind, SeqDecode, SeqShape};
 use crate::model_set::ModelSet;
+use crate::scoring::Scoring;
 
-/// What the predictor and the adapter need of a set of trained links: each task's kind, tolerance
+/// What the predictor and the adapter need of a set of trained links: each task's kind, scoring
 /// and output size, the weights, and the settings they were trained with. The bundle implements it
 /// (links never import the bundle; the bundle imports links).
 pub trait LinkModel {
     fn kinds(&self) -> Vec<OutputKind>;
-    fn tolerances(&self) -> Vec<f32>;
+    fn scorings(&self) -> Vec<crate::scoring::Scoring>;
     /// The layout of one row of every model's output.
     fn layout(&self) -> crate::row::RowLayout;
     fn link_set(&self) -> &LinkSet;
@@ -92,11 +93,17 @@ pub enum LinkError {
 ///   1 when every step's class is equal; `raw`, 1 when every value is within `tolerance`. The
 ///   partial credit of a miss is [`sequence_similarity`].
 ///
-/// A prediction containing NaN scores 0. Slices of different lengths score 0.
-pub fn agreement(kind: OutputKind, tolerance: f32, predicted: &[f32], actual: &[f32]) -> f32 {
+/// A model that declares a score rule ([`crate::scoring::ScoreRule`]) is judged by that rule
+/// instead; `scoring.own()` gives the kind's rule above. A prediction containing NaN scores 0.
+/// Slices of different lengths score 0.
+pub fn agreement(kind: OutputKind, scoring: Scoring, predicted: &[f32], actual: &[f32]) -> f32 {
     if predicted.len() != actual.len() || predicted.is_empty() || predicted.iter().any(|v| v.is_nan()) {
         return 0.0;
     }
+    if scoring.declared() {
+        return crate::scoring::judge(scoring.rule, predicted, actual);
+    }
+    let tolerance = scoring.tolerance;
     let hit = |b: bool| if b { 1.0 } else { 0.0 };
     match kind {
         OutputKind::Class => hit(argmax(predicted) == argmax(actual)),
@@ -192,8 +199,9 @@ pub fn source_input<'a>(kind: OutputKind, src: &'a [f32], buf: &'a mut [f32]) ->
 /// (1 when both are empty); `argmax`, the share of steps whose class is equal; `raw`, the share of
 /// steps whose values are all within `tolerance`. Other kinds: [`agreement`]. Allocates nothing
 /// (fixed buffers of [`MAX_STEPS`] symbols on the stack).
-pub fn sequence_similarity(kind: OutputKind, tolerance: f32, predicted: &[f32], actual: &[f32]) -> f32 {
-    let OutputKind::Sequence(q) = kind else { return agreement(kind, tolerance, predicted, actual) };
+pub fn sequence_similarity(kind: OutputKind, scoring: Scoring, predicted: &[f32], actual: &[f32]) -> f32 {
+    let OutputKind::Sequence(q) = kind else { return agreement(kind, scoring, predicted, actual) };
+    let tolerance = scoring.tolerance;
     if predicted.len() != actual.len() || predicted.iter().any(|v| v.is_nan()) {
         return 0.0;
     }
@@ -347,24 +355,26 @@ pub fn entropy_uncertainty(kind: OutputKind, y: &[f32]) -> f32 {
 
 #[cfg(test)]
 mod tests {
+    /// The kind's own rule with tolerance 0.1.
+    const T01: Scoring = Scoring::tolerance(0.1);
     use super::*;
 
     #[test]
     fn agreement_by_kind() {
         use OutputKind::*;
-        assert_eq!(agreement(Class, 0.1, &[0.1, 0.7, 0.2], &[0.2, 0.5, 0.3]), 1.0);
-        assert_eq!(agreement(Class, 0.1, &[0.8, 0.1, 0.1], &[0.2, 0.5, 0.3]), 0.0);
-        assert_eq!(agreement(Multilabel, 0.1, &[0.9, 0.2, 0.8], &[0.9, 0.1, 0.1]), 2.0 / 3.0);
-        assert_eq!(agreement(Multilabel, 0.1, &[0.1, 0.2], &[0.3, 0.1]), 1.0);
-        assert_eq!(agreement(Regression, 0.1, &[0.5, 0.55], &[0.45, 0.5]), 1.0);
-        assert_eq!(agreement(Regression, 0.1, &[0.5, 0.75], &[0.45, 0.5]), 0.0);
-        assert_eq!(agreement(Count, 0.1, &[2.4], &[2.0]), 1.0);
-        assert_eq!(agreement(Count, 0.1, &[2.6], &[2.0]), 0.0);
-        assert_eq!(agreement(Embedding, 0.1, &[1.0, 0.1], &[2.0, 0.0]), 1.0);
-        assert_eq!(agreement(Embedding, 0.1, &[1.0, 1.0], &[1.0, 0.0]), 0.0);
-        assert_eq!(agreement(Box, 0.1, &[0.0, 0.0, 1.0, 1.0], &[0.1, 0.0, 1.0, 1.0]), 1.0);
-        assert_eq!(agreement(Box, 0.1, &[0.0, 0.0, 1.0, 1.0], &[0.6, 0.0, 1.0, 1.0]), 0.0);
-        assert_eq!(agreement(Count, 0.1, &[f32::NAN], &[2.0]), 0.0);
+        assert_eq!(agreement(Class, T01, &[0.1, 0.7, 0.2], &[0.2, 0.5, 0.3]), 1.0);
+        assert_eq!(agreement(Class, T01, &[0.8, 0.1, 0.1], &[0.2, 0.5, 0.3]), 0.0);
+        assert_eq!(agreement(Multilabel, T01, &[0.9, 0.2, 0.8], &[0.9, 0.1, 0.1]), 2.0 / 3.0);
+        assert_eq!(agreement(Multilabel, T01, &[0.1, 0.2], &[0.3, 0.1]), 1.0);
+        assert_eq!(agreement(Regression, T01, &[0.5, 0.55], &[0.45, 0.5]), 1.0);
+        assert_eq!(agreement(Regression, T01, &[0.5, 0.75], &[0.45, 0.5]), 0.0);
+        assert_eq!(agreement(Count, T01, &[2.4], &[2.0]), 1.0);
+        assert_eq!(agreement(Count, T01, &[2.6], &[2.0]), 0.0);
+        assert_eq!(agreement(Embedding, T01, &[1.0, 0.1], &[2.0, 0.0]), 1.0);
+        assert_eq!(agreement(Embedding, T01, &[1.0, 1.0], &[1.0, 0.0]), 0.0);
+        assert_eq!(agreement(Box, T01, &[0.0, 0.0, 1.0, 1.0], &[0.1, 0.0, 1.0, 1.0]), 1.0);
+        assert_eq!(agreement(Box, T01, &[0.0, 0.0, 1.0, 1.0], &[0.6, 0.0, 1.0, 1.0]), 0.0);
+        assert_eq!(agreement(Count, T01, &[f32::NAN], &[2.0]), 0.0);
         assert!((iou(&[0.0, 0.0, 2.0, 2.0], &[1.0, 1.0, 2.0, 2.0]) - 1.0 / 7.0).abs() < 1e-6);
     }
 
@@ -390,28 +400,28 @@ mod tests {
         let aab = onehot(&[1, 0, 1, 2, 0]);
         assert_eq!(ctc_symbols(&ab1, 3).collect::<Vec<_>>(), [0, 1]);
         assert_eq!(ctc_string(&aab, 3, "ab"), "aab");
-        assert_eq!(agreement(ctc, 0.1, &ab1, &ab2), 1.0);
-        assert_eq!(agreement(ctc, 0.1, &ab1, &aab), 0.0);
+        assert_eq!(agreement(ctc, T01, &ab1, &ab2), 1.0);
+        assert_eq!(agreement(ctc, T01, &ab1, &aab), 0.0);
         // Edit distance 1 over the longer length 3.
-        assert!((sequence_similarity(ctc, 0.1, &aab, &ab1) - 2.0 / 3.0).abs() < 1e-6);
-        assert_eq!(sequence_similarity(ctc, 0.1, &onehot(&[0; 5]), &onehot(&[0; 5])), 1.0);
-        assert_eq!(sequence_similarity(ctc, 0.1, &onehot(&[0; 5]), &ab1), 0.0);
+        assert!((sequence_similarity(ctc, T01, &aab, &ab1) - 2.0 / 3.0).abs() < 1e-6);
+        assert_eq!(sequence_similarity(ctc, T01, &onehot(&[0; 5]), &onehot(&[0; 5])), 1.0);
+        assert_eq!(sequence_similarity(ctc, T01, &onehot(&[0; 5]), &ab1), 0.0);
         // Per-step classes: the alignments differ, so argmax disagrees where ctc agrees.
         let am = seq(SeqDecode::Argmax, 5);
-        assert_eq!(agreement(am, 0.1, &ab1, &ab1), 1.0);
-        assert_eq!(agreement(am, 0.1, &ab1, &ab2), 0.0);
-        assert!((sequence_similarity(am, 0.1, &ab1, &ab2) - 2.0 / 5.0).abs() < 1e-6);
+        assert_eq!(agreement(am, T01, &ab1, &ab1), 1.0);
+        assert_eq!(agreement(am, T01, &ab1, &ab2), 0.0);
+        assert!((sequence_similarity(am, T01, &ab1, &ab2) - 2.0 / 5.0).abs() < 1e-6);
         // Raw: a tolerance on every value; partial credit per step.
         let raw = seq(SeqDecode::Raw, 2);
-        assert_eq!(agreement(raw, 0.1, &[0.0, 1.0, 2.0, 3.0], &[0.05, 1.0, 2.0, 3.0]), 1.0);
-        assert_eq!(agreement(raw, 0.1, &[0.0, 1.0, 2.0, 3.5], &[0.05, 1.0, 2.0, 3.0]), 0.0);
-        assert_eq!(sequence_similarity(raw, 0.1, &[0.0, 1.0, 2.0, 3.5], &[0.05, 1.0, 2.0, 3.0]), 0.5);
+        assert_eq!(agreement(raw, T01, &[0.0, 1.0, 2.0, 3.0], &[0.05, 1.0, 2.0, 3.0]), 1.0);
+        assert_eq!(agreement(raw, T01, &[0.0, 1.0, 2.0, 3.5], &[0.05, 1.0, 2.0, 3.0]), 0.0);
+        assert_eq!(sequence_similarity(raw, T01, &[0.0, 1.0, 2.0, 3.5], &[0.05, 1.0, 2.0, 3.0]), 0.5);
         // A row that is not steps × C, or NaN, scores 0.
-        assert_eq!(agreement(ctc, 0.1, &ab1[..14], &ab2[..14]), 0.0);
+        assert_eq!(agreement(ctc, T01, &ab1[..14], &ab2[..14]), 0.0);
         let mut nan = ab1.clone();
         nan[4] = f32::NAN;
-        assert_eq!(agreement(ctc, 0.1, &nan, &ab1), 0.0);
-        assert_eq!(sequence_similarity(ctc, 0.1, &nan, &ab1), 0.0);
+        assert_eq!(agreement(ctc, T01, &nan, &ab1), 0.0);
+        assert_eq!(sequence_similarity(ctc, T01, &nan, &ab1), 0.0);
     }
 
     #[test]

@@ -40,7 +40,7 @@ impl DriftSignals {
 pub struct Predictor {
     n: usize,
     kinds: Vec<OutputKind>,
-    tolerances: Vec<f32>,
+    scorings: Vec<crate::scoring::Scoring>,
     /// Where each model's output lives in a row.
     layout: RowLayout,
     pub(crate) links: LinkSet,
@@ -81,7 +81,7 @@ impl Predictor {
         Predictor {
             n,
             kinds: bundle.kinds(),
-            tolerances: bundle.tolerances(),
+            scorings: bundle.scorings(),
             links: bundle.link_set().clone(),
             ensembles: bundle.ensemble_set().clone(),
             z: vec![0.0; zl],
@@ -235,7 +235,7 @@ impl Predictor {
             }
             tmp.copy_from_slice(&zj[s * no..(s + 1) * no]);
             activate(kind, tmp);
-            agree += agreement(kind, self.tolerances[j], tmp, y);
+            agree += agreement(kind, self.scorings[j], tmp, y);
             count += 1;
         }
         if count == 0 {

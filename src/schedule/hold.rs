@@ -29,7 +29,7 @@ impl HoldScores {
     pub fn measure(
         reference: &Recording,
         kinds: &[OutputKind],
-        tolerances: &[f32],
+        scorings: &[crate::scoring::Scoring],
         frames: std::ops::Range<usize>,
     ) -> HoldScores {
         let n = kinds.len();
@@ -46,7 +46,7 @@ impl HoldScores {
                     let r = layout.range(j);
                     sum[j * MAX_HOLD_AGE + age - 1] += agreement(
                         kinds[j],
-                        tolerances[j],
+                        scorings[j],
                         &reference.row(old)[r.clone()],
                         &reference.row(now)[r],
                     ) as f64;
@@ -410,7 +410,12 @@ mod tests {
             let c = (f / 3) % 2;
             rec.push(f, if c == 0 { &[1.0, 0.0] } else { &[0.0, 1.0] });
         }
-        let h = HoldScores::measure(&rec, &[OutputKind::Class], &[0.1], 0..300);
+        let h = HoldScores::measure(
+            &rec,
+            &[OutputKind::Class],
+            &[crate::scoring::Scoring::tolerance(0.1)],
+            0..300,
+        );
         assert!((h.get(0, 1) - 2.0 / 3.0).abs() < 0.01, "{}", h.get(0, 1));
         assert!((h.get(0, 2) - 1.0 / 3.0).abs() < 0.01);
         assert!(h.get(0, 3) < 0.01);
@@ -419,7 +424,8 @@ mod tests {
         // Ages past the table score as the oldest measured age.
         assert_eq!(h.get(0, 1000), h.get(0, MAX_HOLD_AGE));
         // Only frames inside the range count: a range of one frame measures nothing.
-        let h = HoldScores::measure(&rec, &[OutputKind::Class], &[0.1], 5..6);
+        let h =
+            HoldScores::measure(&rec, &[OutputKind::Class], &[crate::scoring::Scoring::tolerance(0.1)], 5..6);
         assert_eq!(h.get(0, 1), 0.0);
     }
 

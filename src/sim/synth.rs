@@ -39,6 +39,7 @@ pub fn synthetic_manifest(dir: &Path) -> Result<Manifest> {
             input_shape: vec![1, 1, 28, 28],
             view: vec![],
             tolerance: None,
+            score: None,
             steps: None,
             decode: None,
             alphabet: None,
