@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use jetlink::bundle::{Bundle, FORMAT_VERSION, FORMAT_VERSION_VECTOR, HEADER_LEN};
 use jetlink::links::{BuildOptions, EnsembleFit, TrainOptions};
 use jetlink::manifest::{Manifest, OutputKind};
+use jetlink::scoring::{Per, ScoreRule};
 use jetlink::sim::{synthetic_manifest, synthetic_recording};
 
 fn tmp_dir(name: &str) -> PathBuf {
@@ -56,6 +57,14 @@ fn round_trip() {
     // Vector kinds only: written as version 5, readable by builds before sequence kinds.
     assert_eq!(u32::from_le_bytes(bytes[8..12].try_into().unwrap()), FORMAT_VERSION_VECTOR);
     assert_eq!(u64::from_le_bytes(bytes[12..20].try_into().unwrap()) as usize, bytes.len() - HEADER_LEN);
+    // A declared score rule: written as version 7 and read back; the tolerance stays beside it.
+    let mut r = b.clone();
+    r.models[0].scoring.rule = ScoreRule::Presence { threshold: 0.25, per: Per::Overall };
+    let rb = r.to_bytes().unwrap();
+    assert_eq!(u32::from_le_bytes(rb[8..12].try_into().unwrap()), FORMAT_VERSION);
+    let back = Bundle::from_bytes(&rb).unwrap();
+    assert_eq!(back, r);
+    assert_eq!(back.models[0].scoring.tolerance, b.models[0].scoring.tolerance);
     // Reserved tables survive a round trip.
     let mut c = b.clone();
     c.schedule = Some(vec![1, 2, 3]);
@@ -72,9 +81,12 @@ fn rejects_bad_bundles() {
     let e = load_err(&v, &dir);
     let (found, reads) = (
         format!("format version {}", FORMAT_VERSION + 1),
-        format!("reads versions {FORMAT_VERSION_VECTOR} and {FORMAT_VERSION}"),
+        format!("reads versions {FORMAT_VERSION_VECTOR} to {FORMAT_VERSION}"),
     );
     assert!(e.contains(&found) && e.contains(&reads), "{e}");
+    let mut v4 = good.clone();
+    v4[8..12].copy_from_slice(&(FORMAT_VERSION_VECTOR - 1).to_le_bytes());
+    assert!(load_err(&v4, &dir).contains(&format!("format version {}", FORMAT_VERSION_VECTOR - 1)));
     // A version-6 header over a vector-only payload loads (the payload types are the same).
     let mut v6 = good.clone();
     v6[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());

@@ -664,7 +664,8 @@ fn stream_from_a_video_file_takes_the_manifests_shape_and_writes_jpeg() {
 
 /// Audits on the video demo: at host-sim's 12 MB no audited model fits beside a running one, and
 /// the summary says so with the sizes; at 24 MB (two models a tick) the audits rotate over the
-/// tasks that fit (two large models no longer take every turn) and give an estimate.
+/// tasks that fit (two large models no longer take every turn) and give an estimate. The demo has
+/// 250 evaluation frames: 50 audits are due at one every 5 ticks.
 #[test]
 fn audits_run_where_they_fit_and_say_why_not() {
     let dir = scratch("video-audits");
@@ -683,7 +684,7 @@ fn audits_run_where_they_fit_and_say_why_not() {
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{out}");
     assert!(
-        out.contains("audits without room    30 of 30 due could not run")
+        out.contains("audits without room    50 of 50 due could not run")
             && out.contains("no accuracy estimate"),
         "{out}"
     );
@@ -691,7 +692,7 @@ fn audits_run_where_they_fit_and_say_why_not() {
     let o = jetlink(&[&common[..], &["--sim-model-budget", "24000000"]].concat(), &dir);
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{out}");
-    assert!(out.contains("accuracy estimated") && out.contains("from 30 audits"), "{out}");
+    assert!(out.contains("accuracy estimated") && out.contains("from 50 audits"), "{out}");
     assert!(!out.contains("audits without room"), "{out}");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -611,7 +611,8 @@ impl<S: FrameSource, W: embedded_io::Write> Controller<S, W> {
 
     /// `refresh-K`: this tick's runs go to the tasks whose held outputs are most likely stale (the
     /// oracle: those that are), most first, as many as the rate allows and the budget fits; every
-    /// other task is held.
+    /// other task is held, but for those with nothing to hold (their model has not run yet, or does
+    /// not fit the budget even alone), which are predicted through the links.
     fn choose_refresh(&mut self, budget: u64) {
         let (plan, io) = (&self.plan, &self.io);
         let LoopState { refresh, frame, age, run_out, next_index, .. } = &mut self.st;
@@ -642,6 +643,12 @@ impl<S: FrameSource, W: embedded_io::Write> Controller<S, W> {
             oracle.then_some((&plan.kinds[..], &plan.scorings[..], &plan.layout, &run_out[..])),
         );
         let n = plan.n();
+        // Tasks with nothing to hold: predicted through the links from what runs (their ensembles
+        // and links count against the budget), unless they run.
+        let nothing_held: ModelSet = (0..n)
+            .filter(|&j| age[j] == u32::MAX || p.cost_of(ModelSet::single(j), ModelSet::EMPTY) > budget)
+            .collect();
+        let fits = |m: ModelSet| p.cost_of(m, nothing_held - m) <= budget;
         let value = |m: ModelSet| m.iter().map(|j| scores[j].min(1e6)).sum::<f32>();
         let mut chosen = ModelSet::EMPTY;
         if n <= EXHAUSTIVE_REFRESH {
@@ -649,7 +656,7 @@ impl<S: FrameSource, W: embedded_io::Write> Controller<S, W> {
             // does not crowd out two smaller ones that are staler together (2^n sets, n ≤ 12).
             let mut best = 0.0f32;
             for m in ModelSet::subsets(n).skip(1) {
-                if m.len() <= runs && p.cost_of(m, ModelSet::EMPTY) <= budget {
+                if m.len() <= runs && fits(m) {
                     let v = value(m);
                     if v > best {
                         (best, chosen) = (v, m);
@@ -659,7 +666,7 @@ impl<S: FrameSource, W: embedded_io::Write> Controller<S, W> {
         } else {
             for _ in 0..runs {
                 let next = (0..n)
-                    .filter(|&j| !chosen.contains(j) && p.cost_of(chosen.with(j), ModelSet::EMPTY) <= budget)
+                    .filter(|&j| !chosen.contains(j) && fits(chosen.with(j)))
                     .max_by(|&a, &b| scores[a].total_cmp(&scores[b]));
                 match next {
                     Some(j) => chosen.insert(j),
@@ -668,8 +675,9 @@ impl<S: FrameSource, W: embedded_io::Write> Controller<S, W> {
             }
         }
         rf.spent(chosen.len());
+        let predict = if fits(chosen) { nothing_held - chosen } else { ModelSet::EMPTY };
         let st = &mut self.st;
-        (st.active, st.predicted, st.hold) = (chosen, ModelSet::EMPTY, self.plan.all() - chosen);
+        (st.active, st.predicted, st.hold) = (chosen, predict, self.plan.all() - chosen - predict);
     }
 
     /// The policy's level at `budget`; a new level starts its cycle afresh.

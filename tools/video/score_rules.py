@@ -1,16 +1,20 @@
 #!/usr/bin/env python3
-"""Presence thresholds for the video demo's score rules, from the training part only.
+"""Score rules for the video demo, from the training part of its recording only.
 
-Usage: python3 tools/video/score_rules.py demo-video/reference.jlr.gz --train 250 face palm selfie centerface
+Usage: python3 tools/video/score_rules.py demo-video/reference.jlr.gz --train 250 --presence face palm selfie centerface
+
+Tolerance (every model; the kind's own rule, kept beside a declared one): the largest of 0.01, 0.02,
+0.03, 0.05, 0.08, 0.1, 0.15, 0.2 that the constant predictor (the training mean) passes on at most a
+quarter of the training frames, as tools/video/build_video.py chooses it.
 
 The rule, fixed before any evaluation frame was looked at: a model's presence threshold is the 80th
 percentile of all its values (every tile) on the training frames (frame index < --train), rounded
-up to two decimals. A tile then counts as "present" on about a fifth of training tile-frames. The
+up to three decimals. A tile then counts as "present" on about a fifth of training tile-frames. The
 models' own confidence thresholds (0.5 for MediaPipe and CenterFace) are not used: on this street
 clip their scores stay below 0.5 almost everywhere (face at most .39, CenterFace .42), so presence
 at 0.5 would be "nothing, ever" and score every method 100%.
 
-Prints one `score = { ... }` line per model for the manifest. Standard library only.
+Prints the `tolerance` of every model and a `score = { ... }` line for the --presence models. Standard library only.
 """
 import argparse
 import gzip
@@ -46,7 +50,7 @@ def main():
     ap.add_argument("recording")
     ap.add_argument("--train", type=int, required=True, help="first evaluation frame")
     ap.add_argument("--quantile", type=float, default=0.8)
-    ap.add_argument("models", nargs="+")
+    ap.add_argument("--presence", nargs="*", default=[], help="models judged by presence per tile")
     a = ap.parse_args()
     models, frames = load(a.recording)
     offsets, o = {}, 0
@@ -54,13 +58,23 @@ def main():
         offsets[name] = (o, size)
         o += size
     train = [row for index, row in frames if index < a.train]
-    for name in a.models:
+    for name, size in models:
+        o, _ = offsets[name]
+        ys = [row[o:o + size] for row in train]
+        mean = [sum(y[i] for y in ys) / len(ys) for i in range(size)]
+        best = 0.01
+        for tol in (0.01, 0.02, 0.03, 0.05, 0.08, 0.1, 0.15, 0.2):
+            passed = sum(all(abs(y[i] - mean[i]) <= tol for i in range(size)) for y in ys) / len(ys)
+            if passed <= 0.25:
+                best = tol
+        print(f"{name}: tolerance = {best}")
+    for name in a.presence:
         o, size = offsets[name]
         values = sorted(v for row in train for v in row[o:o + size])
         q = values[min(len(values) - 1, int(a.quantile * len(values)))]
-        t = math.ceil(q * 100) / 100
+        t = math.ceil(q * 1000) / 1000
         print(f'# {name}: {len(train)} training frames, {len(values)} values, 80th percentile {q:.4f}')
-        print(f'score = {{ rule = "presence", threshold = {t:.2f}, per = "tile" }}')
+        print(f'score = {{ rule = "presence", threshold = {t:.3f}, per = "tile" }}')
 
 
 if __name__ == "__main__":
