@@ -19,11 +19,14 @@ use crate::manifest::{Manifest, OutputKind};
 pub const MAGIC: &[u8; 8] = b"JLBUNDLE";
 /// Bump on any change to [`Bundle`] or the types inside it. Version 5 added the per-source-set
 /// ensemble heads; version 6 sequence output kinds (a kind code 6 followed by its steps and decode);
-/// version 7 declared score rules ([`crate::scoring::bundle_code`]). A bundle is written as the
-/// oldest version that holds it: without a declared rule as version 6 ([`FORMAT_VERSION_SEQUENCE`]),
-/// and without a sequence model either as version 5 ([`FORMAT_VERSION_VECTOR`]), byte for byte what
-/// those builds wrote; all three load.
-pub const FORMAT_VERSION: u32 = 7;
+/// version 7 declared score rules ([`crate::scoring::bundle_code`]); version 8 the staleness
+/// weights ([`Bundle::staleness`], after the other fields). A bundle is written as the oldest
+/// version that holds it: with staleness weights as version 8; else with a declared rule as 7,
+/// with a sequence model as 6 ([`FORMAT_VERSION_SEQUENCE`]), and otherwise as 5
+/// ([`FORMAT_VERSION_VECTOR`]), byte for byte what those builds wrote; all load.
+pub const FORMAT_VERSION: u32 = 8;
+/// The version written for bundles with a declared score rule and no staleness weights.
+pub const FORMAT_VERSION_RULES: u32 = 7;
 /// The version written for bundles with a sequence model and no declared score rule.
 pub const FORMAT_VERSION_SEQUENCE: u32 = 6;
 /// The version written for bundles whose models are all vector kinds judged by their own rule.
@@ -325,6 +328,12 @@ pub struct Bundle {
     pub schedule: Option<Vec<u8>>,
     /// Reserved: postcard-encoded DCTA policy table (adaptation-allocation issue).
     pub dcta: Option<Vec<u8>>,
+    /// Per model, the staleness model's weights fitted at `build`
+    /// ([`crate::control::refresh::fit`], [`crate::control::refresh::FEATURES`] each); empty in
+    /// bundles before format 8. Written after the payload's other fields (format 8), so that the
+    /// payload of an older format decodes as it always did.
+    #[serde(skip)]
+    pub staleness: Vec<[f32; crate::control::refresh::FEATURES]>,
 }
 
 impl Bundle {
@@ -360,13 +369,17 @@ impl Bundle {
 
     /// Serialise to the file layout (header + payload).
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
-        let payload = postcard::to_stdvec(self).context("encoding bundle payload")?;
+        let mut payload = postcard::to_stdvec(self).context("encoding bundle payload")?;
+        if !self.staleness.is_empty() {
+            payload.extend(postcard::to_stdvec(&self.staleness).context("encoding staleness weights")?);
+        }
         let mut b = Vec::with_capacity(HEADER_LEN + payload.len());
         b.extend_from_slice(MAGIC);
         let seq = self.models.iter().any(|m| m.kind.seq().is_some());
         let rule = self.models.iter().any(|m| m.scoring.declared());
         let version = match (rule, seq) {
-            (true, _) => FORMAT_VERSION,
+            _ if !self.staleness.is_empty() => FORMAT_VERSION,
+            (true, _) => FORMAT_VERSION_RULES,
             (false, true) => FORMAT_VERSION_SEQUENCE,
             (false, false) => FORMAT_VERSION_VECTOR,
         };
@@ -391,7 +404,13 @@ impl Bundle {
         if actual[..] != body[20..52] {
             return Err(BundleError::HashMismatch { expected: hex(&body[20..52]), actual: hex(&actual) });
         }
-        let bundle: Bundle = postcard::from_bytes(payload).map_err(|e| BundleError::Decode(e.to_string()))?;
+        let decode = |e: postcard::Error| BundleError::Decode(e.to_string());
+        let (mut bundle, rest): (Bundle, &[u8]) = postcard::take_from_bytes(payload).map_err(decode)?;
+        let version = u32::from_le_bytes(body[8..12].try_into().expect("4 bytes"));
+        if version >= FORMAT_VERSION {
+            bundle.staleness = postcard::from_bytes(rest)
+                .map_err(|e| BundleError::Decode(format!("staleness weights after the payload: {e}")))?;
+        }
         bundle.validate().map_err(BundleError::Invalid)?;
         Ok(bundle)
     }
@@ -424,6 +443,12 @@ impl Bundle {
         }
         if self.scores.hold.iter().any(|x| !(0.0..=1.0).contains(x)) {
             return Err("hold scores must lie in [0, 1]".into());
+        }
+        if !self.staleness.is_empty() && self.staleness.len() != n {
+            return Err(format!("{} rows of staleness weights, expected {n} or none", self.staleness.len()));
+        }
+        if let Some(k) = crate::links::first_non_finite(self.staleness.as_flattened()) {
+            return Err(format!("staleness weight {k} is not finite"));
         }
         let s = &self.scores;
         for (what, xs) in [("link", &s.link), ("subset", &s.subset), ("constant", &s.constant)] {

@@ -127,6 +127,34 @@ impl Scoring {
     pub fn declared(self) -> bool {
         self.rule != ScoreRule::Tolerance {}
     }
+
+    /// How close an output is to changing its verdict under the declared rule, in [0, 1]: for
+    /// `presence` and `count`, the mean over values of 1 / (1 + d), d the value's distance to the
+    /// threshold relative to the threshold (1 on the threshold, → 0 far from it); for `class`, the
+    /// same of the gap between the two largest values relative to the largest. 0 for the kind's own
+    /// rule and for `boxes` (no single boundary). A signal of the staleness model
+    /// (`crate::control::refresh`): a held output near its boundary flips sooner. Allocates nothing.
+    pub fn fragility(self, v: &[f32]) -> f32 {
+        let near = |d: f32| if d.is_finite() { 1.0 / (1.0 + d.abs()) } else { 0.0 };
+        match self.rule {
+            ScoreRule::Presence { threshold, .. } | ScoreRule::Count { threshold } if !v.is_empty() => {
+                let s = threshold.abs().max(1e-3);
+                v.iter().map(|x| near((x - threshold) / s)).sum::<f32>() / v.len() as f32
+            }
+            ScoreRule::Class {} if v.len() >= 2 => {
+                let (mut a, mut b) = (f32::NEG_INFINITY, f32::NEG_INFINITY);
+                for &x in v {
+                    if x > a {
+                        (a, b) = (x, a);
+                    } else if x > b {
+                        b = x;
+                    }
+                }
+                near((a - b) / a.abs().max(1e-3))
+            }
+            _ => 0.0,
+        }
+    }
 }
 
 /// Agreement of `predicted` with `actual` under a declared rule (not [`ScoreRule::Tolerance {}`],
@@ -290,6 +318,21 @@ mod tests {
         assert_eq!(judge(count, &[0.6, 0.1, 0.1], &[0.1, 0.9, 0.8]), 0.0);
         assert_eq!(judge(ScoreRule::Class {}, &[0.1, 0.3, 0.2], &[0.0, 5.0, 1.0]), 1.0);
         assert_eq!(judge(ScoreRule::Class {}, &[0.4, 0.3, 0.2], &[0.0, 5.0, 1.0]), 0.0);
+    }
+
+    #[test]
+    fn fragility_is_nearness_to_the_boundary() {
+        let s = |rule| Scoring { tolerance: 0.1, rule };
+        let p = s(ScoreRule::Presence { threshold: 0.5, per: Per::Tile });
+        assert_eq!(p.fragility(&[0.5, 0.5]), 1.0);
+        assert!(p.fragility(&[0.45]) > p.fragility(&[0.2]));
+        assert!(p.fragility(&[0.2]) > p.fragility(&[0.0]) || p.fragility(&[0.0]) == 0.5);
+        assert!(
+            s(ScoreRule::Class {}).fragility(&[0.5, 0.49, 0.0])
+                > s(ScoreRule::Class {}).fragility(&[0.9, 0.1, 0.0])
+        );
+        assert_eq!(Scoring::tolerance(0.1).fragility(&[0.5]), 0.0);
+        assert_eq!(p.fragility(&[f32::NAN]), 0.0);
     }
 
     #[test]

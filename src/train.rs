@@ -159,6 +159,8 @@ pub fn build(
     let kinds: Vec<_> = models.iter().map(|m| m.kind).collect();
     let scorings: Vec<crate::scoring::Scoring> = models.iter().map(|m| m.scoring).collect();
     Ok(Bundle {
+        // Fitted by `fit_staleness` where the frames are at hand (`jetlink build`).
+        staleness: Vec::new(),
         producer: format!("jetlink {}", env!("CARGO_PKG_VERSION")),
         workload: manifest.name.clone(),
         version: 1,
@@ -503,4 +505,34 @@ fn train_ensemble(
         }
     }
     EnsembleResult { shared: p, table, heads }
+}
+
+/// The staleness model's weights for `bundle` ([`crate::control::refresh::fit`]) from the training
+/// rows of `recording` (frames before the bundle's `train_end`, in order) and, when given, the
+/// stream's frames of the same rows (the frame-change signal; without them its weight stays 0).
+pub fn fit_staleness(
+    bundle: &Bundle,
+    recording: &Recording,
+    frames: Option<&crate::stream::Stream>,
+) -> Vec<[f32; crate::control::refresh::FEATURES]> {
+    let train_end = bundle.split.train_end as usize;
+    let rows: Vec<usize> =
+        (0..recording.len()).filter(|&r| (recording.frames[r] as usize) < train_end).collect();
+    let pixels: Option<Vec<&[u8]>> = frames.and_then(|s| {
+        rows.iter()
+            .map(|&r| (recording.frames[r] as usize) < s.meta.len())
+            .all(|x| x)
+            .then(|| rows.iter().map(|&r| s.frame(recording.frames[r] as usize)).collect())
+    });
+    let outputs: Vec<&[f32]> = rows.iter().map(|&r| recording.row(r)).collect();
+    let kinds: Vec<OutputKind> = bundle.models.iter().map(|m| m.kind).collect();
+    let scorings: Vec<crate::scoring::Scoring> = bundle.models.iter().map(|m| m.scoring).collect();
+    crate::control::refresh::fit(
+        &outputs,
+        &kinds,
+        &scorings,
+        &bundle.layout(),
+        &bundle.scores.hold,
+        pixels.as_deref(),
+    )
 }

@@ -3,7 +3,9 @@
 
 use std::path::PathBuf;
 
-use jetlink::bundle::{Bundle, FORMAT_VERSION, FORMAT_VERSION_VECTOR, HEADER_LEN};
+use jetlink::bundle::{
+    Bundle, FORMAT_VERSION, FORMAT_VERSION_RULES, FORMAT_VERSION_SEQUENCE, FORMAT_VERSION_VECTOR, HEADER_LEN,
+};
 use jetlink::links::{BuildOptions, EnsembleFit, TrainOptions};
 use jetlink::manifest::{Manifest, OutputKind};
 use jetlink::scoring::{Per, ScoreRule};
@@ -61,10 +63,37 @@ fn round_trip() {
     let mut r = b.clone();
     r.models[0].scoring.rule = ScoreRule::Presence { threshold: 0.25, per: Per::Overall };
     let rb = r.to_bytes().unwrap();
-    assert_eq!(u32::from_le_bytes(rb[8..12].try_into().unwrap()), FORMAT_VERSION);
+    assert_eq!(u32::from_le_bytes(rb[8..12].try_into().unwrap()), FORMAT_VERSION_RULES);
     let back = Bundle::from_bytes(&rb).unwrap();
     assert_eq!(back, r);
     assert_eq!(back.models[0].scoring.tolerance, b.models[0].scoring.tolerance);
+    // Staleness weights: version 8, after the other fields; the same payload under an older
+    // header reads without them.
+    let mut w = r.clone();
+    w.staleness = (0..w.n_models()).map(|j| [j as f32, 0.5, -0.5, 4.0, 2.0, 1.0]).collect();
+    let wb = w.to_bytes().unwrap();
+    assert_eq!(u32::from_le_bytes(wb[8..12].try_into().unwrap()), FORMAT_VERSION);
+    assert_eq!(Bundle::from_bytes(&wb).unwrap(), w);
+    let mut old = wb.clone();
+    old[8..12].copy_from_slice(&FORMAT_VERSION_RULES.to_le_bytes());
+    assert_eq!(Bundle::from_bytes(&old).unwrap(), r);
+    // The wrong number of rows, or a weight that is not finite, is refused by name.
+    let mut bad = w.clone();
+    bad.staleness.pop();
+    assert!(
+        Bundle::from_bytes(&bad.to_bytes().unwrap())
+            .unwrap_err()
+            .to_string()
+            .contains("rows of staleness weights")
+    );
+    let mut bad = w.clone();
+    bad.staleness[1][4] = f32::NAN;
+    assert!(
+        Bundle::from_bytes(&bad.to_bytes().unwrap())
+            .unwrap_err()
+            .to_string()
+            .contains("staleness weight 10 is not finite")
+    );
     // Reserved tables survive a round trip.
     let mut c = b.clone();
     c.schedule = Some(vec![1, 2, 3]);
@@ -89,8 +118,12 @@ fn rejects_bad_bundles() {
     assert!(load_err(&v4, &dir).contains(&format!("format version {}", FORMAT_VERSION_VECTOR - 1)));
     // A version-6 header over a vector-only payload loads (the payload types are the same).
     let mut v6 = good.clone();
-    v6[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    v6[8..12].copy_from_slice(&FORMAT_VERSION_SEQUENCE.to_le_bytes());
     assert_eq!(Bundle::from_bytes(&v6).unwrap(), b);
+    // A version-8 header over a payload without the staleness weights is refused, naming them.
+    let mut v8 = good.clone();
+    v8[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    assert!(load_err(&v8, &dir).contains("staleness weights"));
 
     let e = load_err(&good[..good.len() - 10], &dir);
     assert!(e.contains("truncated") && e.contains("payload bytes"), "{e}");

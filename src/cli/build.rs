@@ -125,6 +125,7 @@ pub(crate) fn build(a: &BuildArgs) -> Result<()> {
     opts.set_heads = a.set_heads.map_or(board.max_active_models as usize, |k| k as usize);
     let t = Instant::now();
     let mut bundle = jetlink::train::build(&manifest, &recording, stream.train_end, &opts)?;
+    bundle.staleness = jetlink::train::fit_staleness(&bundle, &recording, Some(&stream));
     bundle.version = a.bundle_version;
     let train_s = t.elapsed().as_secs_f64();
     // The exact table under the board's execution cap (`max-active-models`), which the loop then

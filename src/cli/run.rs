@@ -767,10 +767,13 @@ pub(crate) fn print_summary(
         let per: Vec<String> = names
             .iter()
             .zip(&w)
-            .map(|(m, w)| format!("{m} [{:+.2} {:+.2} {:+.2} {:+.2}]", w[0], w[1], w[2], w[3]))
+            .map(|(m, w)| {
+                let w: Vec<String> = w.iter().map(|x| format!("{x:+.2}")).collect();
+                format!("{m} [{}]", w.join(" "))
+            })
             .collect();
         println!(
-            "  staleness learnt       from {runs} runs; per task [bias, log age, frame change, 1 - hold score]: {}",
+            "  staleness learnt       from {runs} runs; per task [bias, log age, frame change, 1 - hold score, fragility, last change]: {}",
             per.join(", ")
         );
     }

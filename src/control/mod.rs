@@ -414,9 +414,9 @@ impl<S: FrameSource, W: embedded_io::Write> Controller<S, W> {
         self.st.mem_used
     }
 
-    /// `refresh-K`: per task, the staleness model's learnt weights (bias, log age, frame change,
-    /// 1 − hold score) and the runs it learnt from.
-    pub fn refresh_weights(&self) -> Option<(Vec<[f32; 4]>, u64)> {
+    /// `refresh-K`: per task, the staleness model's weights now (bias, log age, frame change,
+    /// 1 − hold score, fragility, last change) and the runs it learnt from on-line.
+    pub fn refresh_weights(&self) -> Option<(Vec<[f32; refresh::FEATURES]>, u64)> {
         let r = self.st.refresh.as_ref()?;
         Some(((0..self.plan.n()).map(|j| r.weights(j)).collect(), r.updates))
     }
@@ -636,12 +636,13 @@ impl<S: FrameSource, W: embedded_io::Write> Controller<S, W> {
         }
         let runs = rf.take_runs(plan.problem.max_active);
         let p = &plan.problem;
-        let scores = rf.score(
-            age,
-            &p.hold,
-            &p.importance,
-            oracle.then_some((&plan.kinds[..], &plan.scorings[..], &plan.layout, &run_out[..])),
-        );
+        let held = refresh::Held {
+            kinds: &plan.kinds,
+            scorings: &plan.scorings,
+            layout: &plan.layout,
+            outputs: run_out,
+        };
+        let scores = rf.score(age, &p.hold, &p.importance, held);
         let n = plan.n();
         // Tasks with nothing to hold: predicted through the links from what runs (their ensembles
         // and links count against the budget), unless they run.

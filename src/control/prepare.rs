@@ -135,8 +135,9 @@ pub(super) fn prepare<S: FrameSource, W: embedded_io::Write>(p: Parts<S, W>) -> 
         next_index: 0,
         frame_index: 0,
         engine_ns: 0,
-        refresh: refresh::parse(&opts.policy)
-            .map(|(mode, k)| refresh::Refresh::new(mode, k, n, source.frame_len(), stride)),
+        refresh: refresh::parse(&opts.policy).map(|(mode, k)| {
+            refresh::Refresh::new(mode, k, n, source.frame_len(), stride, &bundle.staleness)
+        }),
         period_start: stats,
         stats,
         period_peak: 0,

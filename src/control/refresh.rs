@@ -2,13 +2,18 @@
 //! execution rate of `interval-K` (n / K model runs a tick, within the budget and the board's cap),
 //! run the tasks whose held outputs are most likely to have changed, and hold the others.
 //!
-//! `refresh-K` predicts staleness per task with a logistic model over four signals: a bias, how
-//! long the output has been held (log age), how much the frame has changed since the task last ran
-//! (the cumulative mean absolute pixel difference of consecutive frames, scaled by its running mean
-//! per tick), and the bundle's own measure of how a held output of that age agrees with the model
-//! (its hold score, learnt at `build`). It starts from that hold score alone and learns on-line,
-//! from every run of a task that had a held output: the label is how far the fresh output disagrees
-//! with the one it replaces (the loop's one agreement function), one gradient step a run.
+//! `refresh-K` predicts staleness per task with a logistic model over six signals ([`features`]):
+//! a bias, how long the output has been held (log age), how much the frame has changed since the
+//! task last ran (the cumulative mean absolute pixel difference of consecutive frames, scaled by its
+//! running mean per tick), the bundle's own measure of how a held output of that age agrees with the
+//! model (its hold score), how near the held output is to changing its verdict under the model's
+//! score rule ([`crate::scoring::Scoring::fragility`]), and how much the output changed at the
+//! task's last run. `jetlink build` fits the weights per task on the training frames ([`fit`]:
+//! every training frame and every age up to [`FIT_AGES`], the label how far the output then
+//! disagrees with the one held, by the loop's one agreement function); the bundle carries them
+//! (`Bundle::staleness`). The loop starts from them (from the hold score alone for a bundle without
+//! them) and learns on-line from every run of a task that had a held output, one gradient step a
+//! run.
 //! `oracle-refresh-K` knows the answer: it refreshes the held outputs that disagree with the
 //! reference now (oldest first): a ceiling for the benchmark, not a policy for a board.
 //!
@@ -17,11 +22,24 @@
 use crate::links::agreement;
 use crate::manifest::OutputKind;
 use crate::schedule::MAX_HOLD_AGE;
+use crate::scoring::Scoring;
 
-/// Signals per task: bias, log age, frame change since the task ran, 1 − hold score at that age.
-const FEATURES: usize = 4;
+/// Signals per task: bias, log age, frame change since the task ran, 1 − hold score at that age,
+/// fragility of the held output, change at the last run.
+pub const FEATURES: usize = 6;
 /// Step of the on-line logistic regression.
 const RATE: f32 = 0.05;
+/// The weights before anything is learnt: the hold score's signal alone, p = σ(4·(1 − h) − 2).
+pub const PRIOR: [f32; FEATURES] = [-2.0, 0.0, 0.0, 4.0, 0.0, 0.0];
+/// Ages the build-time fit samples (the refresh policies hold an output at most 2K ticks).
+pub const FIT_AGES: usize = 16;
+
+/// The model's signals: `age` ticks held, `since` the frame change since the task last ran in units
+/// of the mean change per tick, `hold` the hold score at that age, `fragility` of the held output,
+/// `last` the change at the task's last run (1 − agreement with the output before).
+pub fn features(age: u32, since: f32, hold: f32, fragility: f32, last: f32) -> [f32; FEATURES] {
+    [1.0, (age as f32).ln_1p() / 4.0, (since / 8.0).min(4.0), 1.0 - hold, fragility, last]
+}
 
 /// Which staleness the policy ranks by.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,6 +71,8 @@ pub struct Refresh {
     prev: Vec<u8>,
     have_prev: bool,
     weights: Vec<[f32; FEATURES]>,
+    /// Per task, how much its output changed at its last run (1 − agreement with the one before).
+    last_change: Vec<f32>,
     /// This tick's signals and scores per task.
     x: Vec<[f32; FEATURES]>,
     score: Vec<f32>,
@@ -67,7 +87,16 @@ fn sigmoid(z: f32) -> f32 {
 }
 
 impl Refresh {
-    pub fn new(mode: Mode, k: u32, n: usize, frame_len: usize, stride: usize) -> Refresh {
+    /// `init`: the weights `jetlink build` fitted, one row a task (the bundle's); [`PRIOR`] for
+    /// every task when it has none for each.
+    pub fn new(
+        mode: Mode,
+        k: u32,
+        n: usize,
+        frame_len: usize,
+        stride: usize,
+        init: &[[f32; FEATURES]],
+    ) -> Refresh {
         Refresh {
             mode,
             rate: n as f32 / k.max(1) as f32,
@@ -79,8 +108,8 @@ impl Refresh {
             steps: 0,
             prev: vec![0; frame_len],
             have_prev: false,
-            // The hold score's signal alone at first: p = σ(4·(1 − h) − 2).
-            weights: vec![[-2.0, 0.0, 0.0, 4.0]; n],
+            weights: if init.len() == n { init.to_vec() } else { vec![PRIOR; n] },
+            last_change: vec![0.0; n],
             x: vec![[0.0; FEATURES]; n],
             score: vec![0.0; n],
             reference: vec![0.0; stride],
@@ -101,13 +130,12 @@ impl Refresh {
     }
 
     /// Task `j`'s signals at `age` ticks held (`hold`: the bundle's hold scores, `MAX_HOLD_AGE` a
-    /// task).
-    fn features(&self, j: usize, age: u32, hold: &[f32]) -> [f32; FEATURES] {
+    /// task; `fragility`: of its held output).
+    fn features(&self, j: usize, age: u32, hold: &[f32], fragility: f32) -> [f32; FEATURES] {
         let a = (age.max(1) as usize).min(MAX_HOLD_AGE);
         let h = hold.get(j * MAX_HOLD_AGE + a - 1).copied().unwrap_or(0.0);
-        let since = (self.change - self.change_at_run[j]) as f32;
-        let scale = self.mean_step.max(1e-3) * 8.0;
-        [1.0, (age as f32).ln_1p() / 4.0, (since / scale).min(4.0), 1.0 - h]
+        let since = (self.change - self.change_at_run[j]) as f32 / self.mean_step.max(1e-3);
+        features(age, since, h, fragility, self.last_change[j])
     }
 
     /// How many tasks this tick may run (the whole part of the accumulated rate), at most `cap`.
@@ -124,27 +152,26 @@ impl Refresh {
     /// Score every task for this tick: the predicted (or, for the oracle, actual: its held output
     /// against [`Refresh::reference`], filled by the loop) staleness of its held output, weighted
     /// by importance; a task with no output yet scores highest.
-    #[allow(clippy::too_many_arguments)]
-    pub fn score(
-        &mut self,
-        age: &[u32],
-        hold: &[f32],
-        importance: &[f32],
-        oracle: Option<(&[OutputKind], &[crate::scoring::Scoring], &crate::row::RowLayout, &[f32])>,
-    ) -> &[f32] {
+    pub fn score(&mut self, age: &[u32], hold: &[f32], importance: &[f32], held: Held<'_>) -> &[f32] {
         for j in 0..self.score.len() {
-            self.x[j] = self.features(j, age[j], hold);
+            let r = held.layout.range(j);
+            let fragility = held.scorings[j].fragility(&held.outputs[r.clone()]);
+            self.x[j] = self.features(j, age[j], hold, fragility);
             let stale = if age[j] == u32::MAX {
                 f32::INFINITY
             } else {
-                match (self.mode, oracle) {
-                    (Mode::Oracle, Some((kinds, tol, layout, held))) => {
-                        let r = layout.range(j);
-                        let a = agreement(kinds[j], tol[j], &held[r.clone()], &self.reference[r]);
+                match self.mode {
+                    Mode::Oracle => {
+                        let a = agreement(
+                            held.kinds[j],
+                            held.scorings[j],
+                            &held.outputs[r.clone()],
+                            &self.reference[r],
+                        );
                         // Stale first, then the oldest.
                         (1.0 - a) + age[j].min(1 << 20) as f32 * 1e-7
                     }
-                    _ => {
+                    Mode::Learnt => {
                         let w = &self.weights[j];
                         sigmoid((0..FEATURES).map(|f| w[f] * self.x[j][f]).sum())
                     }
@@ -159,31 +186,151 @@ impl Refresh {
 
     /// Task `j` ran: its fresh output `new` replaces the held `old` (None: it had none). Learn from
     /// how far they disagree, with the signals it was chosen on, and restart its change count.
-    pub fn ran(
-        &mut self,
-        j: usize,
-        kind: OutputKind,
-        tol: crate::scoring::Scoring,
-        new: &[f32],
-        old: Option<&[f32]>,
-    ) {
-        if let (Some(old), Mode::Learnt) = (old, self.mode) {
+    pub fn ran(&mut self, j: usize, kind: OutputKind, tol: Scoring, new: &[f32], old: Option<&[f32]>) {
+        if let Some(old) = old {
             let y = 1.0 - agreement(kind, tol, new, old);
-            let x = self.x[j];
-            let w = &mut self.weights[j];
-            let p = sigmoid((0..FEATURES).map(|f| w[f] * x[f]).sum());
-            for f in 0..FEATURES {
-                w[f] -= RATE * (p - y) * x[f];
+            if self.mode == Mode::Learnt {
+                let x = self.x[j];
+                let w = &mut self.weights[j];
+                let p = sigmoid((0..FEATURES).map(|f| w[f] * x[f]).sum());
+                for f in 0..FEATURES {
+                    w[f] -= RATE * (p - y) * x[f];
+                }
+                self.updates += 1;
             }
-            self.updates += 1;
+            self.last_change[j] = y;
         }
         self.change_at_run[j] = self.change;
     }
 
-    /// The learnt weights of task `j` (bias, log age, frame change, 1 − hold score).
+    /// The learnt weights of task `j` (bias, log age, frame change, 1 − hold score, fragility, last
+    /// change).
     pub fn weights(&self, j: usize) -> [f32; FEATURES] {
         self.weights[j]
     }
+}
+
+/// What the staleness model reads of every task's held output: kinds, scoring, the row layout and
+/// the outputs of each task's last run.
+#[derive(Clone, Copy)]
+pub struct Held<'a> {
+    pub kinds: &'a [OutputKind],
+    pub scorings: &'a [Scoring],
+    pub layout: &'a crate::row::RowLayout,
+    pub outputs: &'a [f32],
+}
+
+/// Fit the staleness weights of every task on the training rows of a recording (consecutive
+/// frames, in order), for `jetlink build`. For each training frame t and age a in 1..=[`FIT_AGES`]
+/// with t − 2a a training frame: the signals of task j's output of frame t − a held a ticks (the
+/// frame change over those ticks from `frames`, when given; the hold score `hold`; the fragility of
+/// the held output; the change from t − 2a to t − a as the last run's), and the label 1 − agreement
+/// of the output at t with the held one. Logistic regression with those soft labels, from
+/// [`PRIOR`], by full-batch gradient descent (deterministic).
+pub fn fit(
+    rows: &[&[f32]],
+    kinds: &[OutputKind],
+    scorings: &[Scoring],
+    layout: &crate::row::RowLayout,
+    hold: &[f32],
+    frames: Option<&[&[u8]]>,
+) -> Vec<[f32; FEATURES]> {
+    let t_n = rows.len();
+    // Cumulative frame change and its mean step, as the loop computes them.
+    let mut change = vec![0.0f64; t_n];
+    let mut mean_step = 0.0f32;
+    if let Some(f) = frames.filter(|f| f.len() == t_n && t_n > 1) {
+        for t in 1..t_n {
+            let d = crate::schedule::frame_difference(f[t], f[t - 1]);
+            change[t] = change[t - 1] + d as f64;
+        }
+        mean_step = (change[t_n - 1] / (t_n - 1) as f64) as f32;
+    }
+    (0..kinds.len())
+        .map(|j| {
+            let r = layout.range(j);
+            let (mut xs, mut ys) = (Vec::new(), Vec::new());
+            for a in 1..=FIT_AGES {
+                for t in 2 * a..t_n {
+                    let (now, held, before) =
+                        (&rows[t][r.clone()], &rows[t - a][r.clone()], &rows[t - 2 * a][r.clone()]);
+                    let since =
+                        if mean_step > 0.0 { (change[t] - change[t - a]) as f32 / mean_step } else { 0.0 };
+                    let h = hold.get(j * MAX_HOLD_AGE + a.min(MAX_HOLD_AGE) - 1).copied().unwrap_or(0.0);
+                    let last = 1.0 - agreement(kinds[j], scorings[j], held, before);
+                    xs.push(features(a as u32, since, h, scorings[j].fragility(held), last));
+                    ys.push(1.0 - agreement(kinds[j], scorings[j], now, held));
+                }
+            }
+            logistic(&xs, &ys)
+        })
+        .collect()
+}
+
+/// Logistic regression with soft labels in [0, 1] by Newton's method (iteratively reweighted least
+/// squares, 20 steps from [`PRIOR`], a ridge of 1e-4 per sample off the bias, pulling towards the
+/// prior so that a signal without data stays at its prior weight). Hand-written: 6 unknowns, a
+/// 6 × 6 solve; deterministic. [`PRIOR`] when there are no samples or a step is not finite.
+fn logistic(xs: &[[f32; FEATURES]], ys: &[f32]) -> [f32; FEATURES] {
+    const F: usize = FEATURES;
+    let mut w: [f64; F] = PRIOR.map(f64::from);
+    if xs.is_empty() {
+        return PRIOR;
+    }
+    let ridge = 1e-4 * xs.len() as f64;
+    for _ in 0..20 {
+        // Gradient and Hessian of the penalised negative log-likelihood.
+        let mut g = [0.0f64; F];
+        let mut h = [[0.0f64; F]; F];
+        for (x, &y) in xs.iter().zip(ys) {
+            let z: f64 = (0..F).map(|f| w[f] * f64::from(x[f])).sum();
+            let p = 1.0 / (1.0 + (-z).exp());
+            let s = (p * (1.0 - p)).max(1e-6);
+            for a in 0..F {
+                g[a] += (p - f64::from(y)) * f64::from(x[a]);
+                for b in 0..F {
+                    h[a][b] += s * f64::from(x[a]) * f64::from(x[b]);
+                }
+            }
+        }
+        for f in 1..F {
+            g[f] += ridge * (w[f] - f64::from(PRIOR[f]));
+            h[f][f] += ridge;
+        }
+        h[0][0] += 1e-9 * xs.len() as f64;
+        let Some(step) = solve(h, g) else { return PRIOR };
+        for f in 0..F {
+            w[f] -= step[f];
+        }
+        if w.iter().any(|v| !v.is_finite()) {
+            return PRIOR;
+        }
+    }
+    w.map(|v| v as f32)
+}
+
+/// Solve `h · x = g` (Gaussian elimination with partial pivoting); `None` when `h` is singular.
+fn solve<const F: usize>(mut h: [[f64; F]; F], mut g: [f64; F]) -> Option<[f64; F]> {
+    for c in 0..F {
+        let p = (c..F).max_by(|&a, &b| h[a][c].abs().total_cmp(&h[b][c].abs()))?;
+        if h[p][c].abs() < 1e-12 {
+            return None;
+        }
+        h.swap(c, p);
+        g.swap(c, p);
+        for r in c + 1..F {
+            let k = h[r][c] / h[c][c];
+            for j in c..F {
+                h[r][j] -= k * h[c][j];
+            }
+            g[r] -= k * g[c];
+        }
+    }
+    let mut x = [0.0f64; F];
+    for c in (0..F).rev() {
+        x[c] = (g[c] - (c + 1..F).map(|j| h[c][j] * x[j]).sum::<f64>()) / h[c][c];
+    }
+    Some(x)
 }
 
 #[cfg(test)]
@@ -197,7 +344,7 @@ mod tests {
         assert_eq!(parse("refresh-0"), None);
         assert_eq!(parse("interval-4"), None);
         // 5 tasks at K = 2: 2.5 runs a tick, so 2, 3, 2, 3 … within a cap of 3.
-        let mut r = Refresh::new(Mode::Learnt, 2, 5, 4, 5);
+        let mut r = Refresh::new(Mode::Learnt, 2, 5, 4, 5, &[]);
         let runs: Vec<usize> = (0..4)
             .map(|_| {
                 let k = r.take_runs(3);
@@ -208,28 +355,41 @@ mod tests {
         assert_eq!(runs, [2, 3, 2, 3]);
         // A task whose output always changes learns a higher staleness than one that never does.
         let hold = vec![0.5; 2 * MAX_HOLD_AGE];
-        let mut r = Refresh::new(Mode::Learnt, 1, 2, 4, 4);
+        let mut r = Refresh::new(Mode::Learnt, 1, 2, 4, 4, &[]);
+        let (kinds, scorings) = ([OutputKind::Class; 2], [Scoring::tolerance(0.1); 2]);
+        let layout = crate::row::RowLayout::new([2, 2]);
+        let outputs = [0.0; 4];
+        let held = Held { kinds: &kinds, scorings: &scorings, layout: &layout, outputs: &outputs };
         for t in 0..200u8 {
             r.observe_frame(&[t; 4]);
             // Age 1: not overdue (2K = 2), so the learnt staleness alone decides.
-            r.score(&[1, 1], &hold, &[1.0, 1.0], None);
-            r.ran(
-                0,
-                OutputKind::Class,
-                crate::scoring::Scoring::tolerance(0.1),
-                &[1.0, 0.0],
-                Some(&[0.0, 1.0]),
-            );
-            r.ran(
-                1,
-                OutputKind::Class,
-                crate::scoring::Scoring::tolerance(0.1),
-                &[1.0, 0.0],
-                Some(&[1.0, 0.0]),
-            );
+            r.score(&[1, 1], &hold, &[1.0, 1.0], held);
+            r.ran(0, OutputKind::Class, Scoring::tolerance(0.1), &[1.0, 0.0], Some(&[0.0, 1.0]));
+            r.ran(1, OutputKind::Class, Scoring::tolerance(0.1), &[1.0, 0.0], Some(&[1.0, 0.0]));
         }
-        let s = r.score(&[1, 1], &hold, &[1.0, 1.0], None);
+        let s = r.score(&[1, 1], &hold, &[1.0, 1.0], held);
         assert!(s[0] > 0.8 && s[1] < 0.2, "{s:?}");
         assert_eq!(r.updates, 400);
+    }
+
+    #[test]
+    fn the_build_fit_learns_which_task_changes() {
+        // Task 0 flips its class every frame; task 1 never changes.
+        let rows: Vec<Vec<f32>> = (0..120)
+            .map(|t| if t % 2 == 0 { vec![1.0, 0.0, 1.0, 0.0] } else { vec![0.0, 1.0, 1.0, 0.0] })
+            .collect();
+        let rows: Vec<&[f32]> = rows.iter().map(Vec::as_slice).collect();
+        let (kinds, scorings) = ([OutputKind::Class; 2], [Scoring::tolerance(0.1); 2]);
+        let layout = crate::row::RowLayout::new([2, 2]);
+        let hold = vec![0.5; 2 * MAX_HOLD_AGE];
+        let w = fit(&rows, &kinds, &scorings, &layout, &hold, None);
+        let p = |j: usize, a: u32, last: f32| {
+            let x = features(a, 0.0, 0.5, 0.0, last);
+            sigmoid((0..FEATURES).map(|f| w[j][f] * x[f]).sum())
+        };
+        // Odd ages are stale for task 0 (and its last run changed then), never for task 1.
+        assert!(p(0, 1, 1.0) > 0.6, "{w:?}");
+        assert!(p(1, 1, 0.0) < 0.2, "{w:?}");
+        assert_eq!(w, fit(&rows, &kinds, &scorings, &layout, &hold, None), "deterministic");
     }
 }
