@@ -791,6 +791,17 @@ pub(crate) fn print_summary(
         mb(s.min_budget),
         s.budget_violations
     );
+    let times: Vec<String> = ctl
+        .run_times()
+        .filter(|(_, t)| t.runs > 0)
+        .map(|(m, t)| {
+            let per = |ns: u64| ns as f64 / t.runs as f64 / 1e6;
+            format!("{m} {:.2} ms (view {:.2})", per(t.view_ns + t.engine_ns), per(t.view_ns))
+        })
+        .collect();
+    if !times.is_empty() {
+        println!("  time per model run     {}", times.join(", "));
+    }
     println!(
         "  deadline misses        {} of {} ticks at {} ms (max tick {:.1} ms)",
         s.deadline_misses,

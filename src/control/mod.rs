@@ -376,6 +376,11 @@ impl<S: FrameSource, W: embedded_io::Write> Controller<S, W> {
     }
 
     /// Time the last tick spent in engines (input views and inference), nanoseconds.
+    /// Per model, its runs and where their time went (view, engine).
+    pub fn run_times(&self) -> impl Iterator<Item = (&str, crate::engine::RunTime)> + '_ {
+        self.io.models.iter().map(|m| (m.spec.name.as_str(), m.time))
+    }
+
     pub fn last_engine_ns(&self) -> u64 {
         self.st.engine_ns
     }

@@ -97,6 +97,17 @@ pub struct PreparedModel {
     pub view: View,
     pub engine: Box<dyn Engine>,
     input: Vec<f32>,
+    /// Where its time went: runs, and nanoseconds in the view (frame → input tensor) and in the
+    /// engine (the model itself, the runtime's input and output copies included).
+    pub time: RunTime,
+}
+
+/// A model's run count and time split, summed over its runs.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RunTime {
+    pub runs: u64,
+    pub view_ns: u64,
+    pub engine_ns: u64,
 }
 
 impl PreparedModel {
@@ -114,14 +125,20 @@ impl PreparedModel {
             format!("model {:?}: loading {} with {}", spec.name, path.display(), backend.name())
         })?;
         let input = vec![0.0; view.output_len()];
-        Ok(PreparedModel { spec: spec.clone(), view, engine, input })
+        Ok(PreparedModel { spec: spec.clone(), view, engine, input, time: RunTime::default() })
     }
 
     /// View frame `index` (its pixels `frame`) and run the engine into `out` (`spec.size` values).
     pub fn run(&mut self, index: u32, frame: &[u8], out: &mut [f32]) -> Result<(), EngineError> {
+        let t0 = std::time::Instant::now();
         self.view.apply(frame, &mut self.input);
+        let t1 = std::time::Instant::now();
         self.engine.set_frame(index);
-        self.engine.run(&self.input, out)?;
+        let res = self.engine.run(&self.input, out);
+        self.time.runs += 1;
+        self.time.view_ns += (t1 - t0).as_nanos() as u64;
+        self.time.engine_ns += t1.elapsed().as_nanos() as u64;
+        res?;
         // Numbers are checked finite where they enter: a NaN or infinite output is a bad output
         // (counted as an engine fault, the task delivered degraded), never a source for links.
         if out.iter().all(|v| v.is_finite()) { Ok(()) } else { Err(EngineError::BadOutput) }
