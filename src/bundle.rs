@@ -237,7 +237,7 @@ pub fn behaviour_digests(m: &crate::manifest::ModelSpec) -> Vec<FieldDigest> {
     // A sequence's shape, decoding rule and alphabet (bound only for sequence models, so vector
     // bundles keep their digests).
     // A declared score rule (bound only where declared, so other bundles keep their digests).
-    if let Some(r) = m.score {
+    if let Some(r) = m.score.filter(|r| *r != crate::scoring::ScoreRule::Tolerance {}) {
         fields.push(("score", json(serde_json::to_vec(&r))));
     }
     if let Some(q) = m.kind.seq() {
@@ -408,8 +408,18 @@ impl Bundle {
         let (mut bundle, rest): (Bundle, &[u8]) = postcard::take_from_bytes(payload).map_err(decode)?;
         let version = u32::from_le_bytes(body[8..12].try_into().expect("4 bytes"));
         if version >= FORMAT_VERSION {
-            bundle.staleness = postcard::from_bytes(rest)
-                .map_err(|e| BundleError::Decode(format!("staleness weights after the payload: {e}")))?;
+            let what = |e: String| BundleError::Decode(format!("staleness weights after the payload: {e}"));
+            let (w, extra): (Vec<_>, &[u8]) =
+                postcard::take_from_bytes(rest).map_err(|e| what(e.to_string()))?;
+            if !extra.is_empty() {
+                return Err(what(format!("{} unexpected bytes after them", extra.len())));
+            }
+            bundle.staleness = w;
+        }
+        if version < FORMAT_VERSION_RULES && bundle.models.iter().any(|m| m.scoring.declared()) {
+            return Err(BundleError::Invalid(format!(
+                "a declared score rule in a format {version} bundle (rules came with format {FORMAT_VERSION_RULES})"
+            )));
         }
         bundle.validate().map_err(BundleError::Invalid)?;
         Ok(bundle)
@@ -463,6 +473,9 @@ impl Bundle {
                     "model {:?}: importance {}, tolerance {tol}, latency_us {}: each must be finite",
                     m.name, m.importance, m.latency_us
                 ));
+            }
+            if tol <= 0.0 {
+                return Err(format!("model {:?}: tolerance {tol} must be > 0", m.name));
             }
             if let Err(e) = m.scoring.rule.check(m.kind, m.size) {
                 return Err(format!("model {:?}: {e}", m.name));

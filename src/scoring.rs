@@ -11,6 +11,8 @@ use crate::manifest::OutputKind;
 
 /// Values per box for `rule = "boxes"`: x1, y1, x2, y2 and a score.
 pub const BOX_VALUES: usize = 5;
+/// The most boxes a `boxes` output may hold (the matching keeps its matched flags in a `u64`).
+pub const MAX_BOXES: usize = 64;
 
 /// Whether `presence` is judged per value (each a tile or a class) or for the whole output.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -96,6 +98,12 @@ impl ScoreRule {
                         "score rule \"boxes\" needs size a multiple of {BOX_VALUES} (x1, y1, x2, y2, score), not {size}"
                     );
                 }
+                if size as usize > MAX_BOXES * BOX_VALUES {
+                    bail!(
+                        "score rule \"boxes\" takes at most {MAX_BOXES} boxes ({} values), not {size} values",
+                        MAX_BOXES * BOX_VALUES
+                    );
+                }
             }
             _ => {}
         }
@@ -129,14 +137,20 @@ impl Scoring {
     }
 
     /// How close an output is to changing its verdict under the declared rule, in [0, 1]: for
-    /// `presence` and `count`, the mean over values of 1 / (1 + d), d the value's distance to the
-    /// threshold relative to the threshold (1 on the threshold, → 0 far from it); for `class`, the
+    /// `presence` per tile and `count`, the mean over values of 1 / (1 + d), d the value's distance
+    /// to the threshold relative to the threshold (1 on the threshold, → 0 far from it); for
+    /// `presence` overall, the same of the largest value alone; for `class`, the
     /// same of the gap between the two largest values relative to the largest. 0 for the kind's own
     /// rule and for `boxes` (no single boundary). A signal of the staleness model
     /// (`crate::control::refresh`): a held output near its boundary flips sooner. Allocates nothing.
     pub fn fragility(self, v: &[f32]) -> f32 {
         let near = |d: f32| if d.is_finite() { 1.0 / (1.0 + d.abs()) } else { 0.0 };
         match self.rule {
+            ScoreRule::Presence { threshold, per: Per::Overall } if !v.is_empty() => {
+                // The verdict is the largest value's: its distance alone.
+                let top = v.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                near((top - threshold) / threshold.abs().max(1e-3))
+            }
             ScoreRule::Presence { threshold, .. } | ScoreRule::Count { threshold } if !v.is_empty() => {
                 let s = threshold.abs().max(1e-3);
                 v.iter().map(|x| near((x - threshold) / s)).sum::<f32>() / v.len() as f32
@@ -187,8 +201,8 @@ pub(crate) fn judge(rule: ScoreRule, predicted: &[f32], actual: &[f32]) -> f32 {
 
 /// F1 of a greedy IoU matching between the boxes of `p` and `a` that score at least `threshold`:
 /// each box of `a`, in order, takes the unmatched box of `p` with the largest IoU, if it reaches
-/// `min_iou`. A box set is at most 64 boxes per output here (a `u64` of matched flags); boxes past
-/// the 64th are not matched.
+/// `min_iou`. An output holds at most [`MAX_BOXES`] boxes ([`ScoreRule::check`]; a `u64` of matched
+/// flags).
 fn boxes_f1(threshold: f32, min_iou: f32, p: &[f32], a: &[f32]) -> f32 {
     let live = |v: &[f32]| v.chunks_exact(BOX_VALUES).filter(|b| b[4] >= threshold).count();
     let (np, na) = (live(p), live(a));
@@ -199,7 +213,7 @@ fn boxes_f1(threshold: f32, min_iou: f32, p: &[f32], a: &[f32]) -> f32 {
     let mut matched = 0usize;
     for b in a.chunks_exact(BOX_VALUES).filter(|b| b[4] >= threshold) {
         let mut best: Option<(usize, f32)> = None;
-        for (i, q) in p.chunks_exact(BOX_VALUES).enumerate().take(64) {
+        for (i, q) in p.chunks_exact(BOX_VALUES).enumerate().take(MAX_BOXES) {
             if q[4] < threshold || taken & (1 << i) != 0 {
                 continue;
             }
@@ -326,7 +340,9 @@ mod tests {
         let p = s(ScoreRule::Presence { threshold: 0.5, per: Per::Tile });
         assert_eq!(p.fragility(&[0.5, 0.5]), 1.0);
         assert!(p.fragility(&[0.45]) > p.fragility(&[0.2]));
-        assert!(p.fragility(&[0.2]) > p.fragility(&[0.0]) || p.fragility(&[0.0]) == 0.5);
+        assert!(p.fragility(&[0.2]) > p.fragility(&[0.0]));
+        let overall = s(ScoreRule::Presence { threshold: 0.5, per: Per::Overall });
+        assert_eq!(overall.fragility(&[0.0, 0.5]), 1.0, "the largest value decides");
         assert!(
             s(ScoreRule::Class {}).fragility(&[0.5, 0.49, 0.0])
                 > s(ScoreRule::Class {}).fragility(&[0.9, 0.1, 0.0])
@@ -365,6 +381,10 @@ mod tests {
         assert!(e(ScoreRule::Count { threshold: f32::NAN }, OutputKind::Regression, 5).contains("NaN"));
         assert!(e(ScoreRule::Class {}, OutputKind::Regression, 1).contains("size >= 2"));
         assert!(
+            e(ScoreRule::Boxes { threshold: 0.5, iou: 0.5 }, OutputKind::Regression, 325)
+                .contains("at most 64 boxes")
+        );
+        assert!(
             ScoreRule::Presence { threshold: 0.5, per: Per::Tile }.check(OutputKind::Regression, 4).is_ok()
         );
     }
@@ -392,7 +412,12 @@ mod tests {
             let bytes = postcard::to_allocvec(&w).unwrap();
             assert_eq!(postcard::from_bytes::<W>(&bytes).unwrap(), w, "{rule:?}");
         }
-        let bad = postcard::to_allocvec(&(-9.0f32, 0.1f32, 0.0f32, 0.0f32)).unwrap();
-        assert!(postcard::from_bytes::<W>(&bad).unwrap_err().to_string().len() > 0);
+        for code in [-9.0f32, -1.5, -0.5, f32::NEG_INFINITY, -1e30] {
+            let bad = postcard::to_allocvec(&(code, 0.1f32, 0.0f32, 0.0f32)).unwrap();
+            assert!(postcard::from_bytes::<W>(&bad).is_err(), "rule code {code} is refused");
+        }
+        // -0.0 is not a rule code: it reads as a tolerance (which the bundle's check refuses, > 0).
+        let zero = postcard::to_allocvec(&-0.0f32).unwrap();
+        assert_eq!(postcard::from_bytes::<W>(&zero).unwrap().0.rule, ScoreRule::Tolerance {});
     }
 }

@@ -515,16 +515,13 @@ pub fn fit_staleness(
     recording: &Recording,
     frames: Option<&crate::stream::Stream>,
 ) -> Vec<[f32; crate::control::refresh::FEATURES]> {
+    // Every training frame in order, with its recorded outputs where the recording has it.
     let train_end = bundle.split.train_end as usize;
-    let rows: Vec<usize> =
-        (0..recording.len()).filter(|&r| (recording.frames[r] as usize) < train_end).collect();
-    let pixels: Option<Vec<&[u8]>> = frames.and_then(|s| {
-        rows.iter()
-            .map(|&r| (recording.frames[r] as usize) < s.meta.len())
-            .all(|x| x)
-            .then(|| rows.iter().map(|&r| s.frame(recording.frames[r] as usize)).collect())
-    });
-    let outputs: Vec<&[f32]> = rows.iter().map(|&r| recording.row(r)).collect();
+    let outputs: Vec<Option<&[f32]>> = (0..train_end)
+        .map(|f| u32::try_from(f).ok().and_then(|f| recording.row_of_frame(f)).map(|r| recording.row(r)))
+        .collect();
+    let pixels: Option<Vec<&[u8]>> =
+        frames.filter(|s| s.meta.len() >= train_end).map(|s| (0..train_end).map(|f| s.frame(f)).collect());
     let kinds: Vec<OutputKind> = bundle.models.iter().map(|m| m.kind).collect();
     let scorings: Vec<crate::scoring::Scoring> = bundle.models.iter().map(|m| m.scoring).collect();
     crate::control::refresh::fit(

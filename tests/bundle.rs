@@ -67,6 +67,15 @@ fn round_trip() {
     let back = Bundle::from_bytes(&rb).unwrap();
     assert_eq!(back, r);
     assert_eq!(back.models[0].scoring.tolerance, b.models[0].scoring.tolerance);
+    // A declared rule under an older header is refused, naming the format.
+    let mut old6 = rb.clone();
+    old6[8..12].copy_from_slice(&FORMAT_VERSION_SEQUENCE.to_le_bytes());
+    assert!(
+        Bundle::from_bytes(&old6)
+            .unwrap_err()
+            .to_string()
+            .contains("declared score rule in a format 6 bundle")
+    );
     // Staleness weights: version 8, after the other fields; the same payload under an older
     // header reads without them.
     let mut w = r.clone();

@@ -95,7 +95,10 @@ fn the_video_workload_rebuilds_from_its_committed_files() {
     ]);
     let (fresh, committed) =
         (json(&dir.join("mlink.json")), json(&root().join("docs/bench/video/mlink.json")));
-    for row in fresh["results"].as_array().unwrap() {
+    let rows = fresh["results"].as_array().unwrap();
+    assert_eq!(rows.len(), 3, "the main row, then one row per policy at one budget");
+    for row in rows {
+        assert!(row["accuracy_tolerance"].is_object(), "the video workload declares score rules: {row}");
         let same = committed["results"]
             .as_array()
             .unwrap()

@@ -375,22 +375,22 @@ impl<S: FrameSource, W: embedded_io::Write> Controller<S, W> {
         (self.plan.opts.adaptation.rule, self.st.window.bytes())
     }
 
-    /// Time the last tick spent in engines (input views and inference), nanoseconds.
     /// Per model, its runs and where their time went (view, engine).
     pub fn run_times(&self) -> impl Iterator<Item = (&str, crate::engine::RunTime)> + '_ {
         self.io.models.iter().map(|m| (m.spec.name.as_str(), m.time))
     }
 
+    /// Time the last tick spent in engines (input views and inference), nanoseconds.
     pub fn last_engine_ns(&self) -> u64 {
         self.st.engine_ns
     }
 
-    /// Whether task `j`'s output is a sequence.
     /// How task `j`'s outputs are judged (its tolerance and declared score rule).
     pub fn scoring(&self, j: usize) -> crate::scoring::Scoring {
         self.plan.scorings[j]
     }
 
+    /// Whether task `j`'s output is a sequence.
     pub fn is_sequence(&self, j: usize) -> bool {
         self.plan.kinds.get(j).is_some_and(|k| k.seq().is_some())
     }
@@ -649,12 +649,7 @@ impl<S: FrameSource, W: embedded_io::Write> Controller<S, W> {
         };
         let scores = rf.score(age, &p.hold, &p.importance, held);
         let n = plan.n();
-        // Tasks with nothing to hold: predicted through the links from what runs (their ensembles
-        // and links count against the budget), unless they run.
-        let nothing_held: ModelSet = (0..n)
-            .filter(|&j| age[j] == u32::MAX || p.cost_of(ModelSet::single(j), ModelSet::EMPTY) > budget)
-            .collect();
-        let fits = |m: ModelSet| p.cost_of(m, nothing_held - m) <= budget;
+        let fits = |m: ModelSet| p.cost_of(m, ModelSet::EMPTY) <= budget;
         let value = |m: ModelSet| m.iter().map(|j| scores[j].min(1e6)).sum::<f32>();
         let mut chosen = ModelSet::EMPTY;
         if n <= EXHAUSTIVE_REFRESH {
@@ -681,7 +676,17 @@ impl<S: FrameSource, W: embedded_io::Write> Controller<S, W> {
             }
         }
         rf.spent(chosen.len());
-        let predict = if fits(chosen) { nothing_held - chosen } else { ModelSet::EMPTY };
+        // Tasks with nothing to hold (not run yet, or too large for the budget alone) are predicted
+        // through the links from what runs, as far as their links and ensembles fit beside it.
+        let mut predict = ModelSet::EMPTY;
+        if !chosen.is_empty() {
+            for j in 0..n {
+                let nothing = age[j] == u32::MAX || p.cost_of(ModelSet::single(j), ModelSet::EMPTY) > budget;
+                if nothing && !chosen.contains(j) && p.cost_of(chosen, predict.with(j)) <= budget {
+                    predict.insert(j);
+                }
+            }
+        }
         let st = &mut self.st;
         (st.active, st.predicted, st.hold) = (chosen, predict, self.plan.all() - chosen - predict);
     }

@@ -220,15 +220,16 @@ pub struct Held<'a> {
     pub outputs: &'a [f32],
 }
 
-/// Fit the staleness weights of every task on the training rows of a recording (consecutive
-/// frames, in order), for `jetlink build`. For each training frame t and age a in 1..=[`FIT_AGES`]
-/// with t − 2a a training frame: the signals of task j's output of frame t − a held a ticks (the
+/// Fit the staleness weights of every task on the training part of a recording, for `jetlink
+/// build`. `rows[f]` is frame f's recorded outputs (`None` where the recording lacks the frame) and
+/// `frames[f]` its pixels, for frames 0.. in order. For each frame t and age a in 1..=[`FIT_AGES`]
+/// with frames t, t − a and t − 2a recorded: the signals of task j's output of frame t − a held a ticks (the
 /// frame change over those ticks from `frames`, when given; the hold score `hold`; the fragility of
 /// the held output; the change from t − 2a to t − a as the last run's), and the label 1 − agreement
 /// of the output at t with the held one. Logistic regression with those soft labels, from
 /// [`PRIOR`], by full-batch gradient descent (deterministic).
 pub fn fit(
-    rows: &[&[f32]],
+    rows: &[Option<&[f32]>],
     kinds: &[OutputKind],
     scorings: &[Scoring],
     layout: &crate::row::RowLayout,
@@ -252,8 +253,11 @@ pub fn fit(
             let (mut xs, mut ys) = (Vec::new(), Vec::new());
             for a in 1..=FIT_AGES {
                 for t in 2 * a..t_n {
-                    let (now, held, before) =
-                        (&rows[t][r.clone()], &rows[t - a][r.clone()], &rows[t - 2 * a][r.clone()]);
+                    let (Some(now), Some(held), Some(before)) = (rows[t], rows[t - a], rows[t - 2 * a])
+                    else {
+                        continue;
+                    };
+                    let (now, held, before) = (&now[r.clone()], &held[r.clone()], &before[r.clone()]);
                     let since =
                         if mean_step > 0.0 { (change[t] - change[t - a]) as f32 / mean_step } else { 0.0 };
                     let h = hold.get(j * MAX_HOLD_AGE + a.min(MAX_HOLD_AGE) - 1).copied().unwrap_or(0.0);
@@ -268,8 +272,9 @@ pub fn fit(
 }
 
 /// Logistic regression with soft labels in [0, 1] by Newton's method (iteratively reweighted least
-/// squares, 20 steps from [`PRIOR`], a ridge of 1e-4 per sample off the bias, pulling towards the
-/// prior so that a signal without data stays at its prior weight). Hand-written: 6 unknowns, a
+/// squares, 20 steps from [`PRIOR`], a ridge of 1e-4 per sample pulling every weight towards the
+/// prior, so that a signal without data stays at its prior weight and a task that never changed in
+/// training keeps a bias that on-line learning can still move). Hand-written: 6 unknowns, a
 /// 6 × 6 solve; deterministic. [`PRIOR`] when there are no samples or a step is not finite.
 fn logistic(xs: &[[f32; FEATURES]], ys: &[f32]) -> [f32; FEATURES] {
     const F: usize = FEATURES;
@@ -293,11 +298,10 @@ fn logistic(xs: &[[f32; FEATURES]], ys: &[f32]) -> [f32; FEATURES] {
                 }
             }
         }
-        for f in 1..F {
+        for f in 0..F {
             g[f] += ridge * (w[f] - f64::from(PRIOR[f]));
             h[f][f] += ridge;
         }
-        h[0][0] += 1e-9 * xs.len() as f64;
         let Some(step) = solve(h, g) else { return PRIOR };
         for f in 0..F {
             w[f] -= step[f];
@@ -378,7 +382,7 @@ mod tests {
         let rows: Vec<Vec<f32>> = (0..120)
             .map(|t| if t % 2 == 0 { vec![1.0, 0.0, 1.0, 0.0] } else { vec![0.0, 1.0, 1.0, 0.0] })
             .collect();
-        let rows: Vec<&[f32]> = rows.iter().map(Vec::as_slice).collect();
+        let rows: Vec<Option<&[f32]>> = rows.iter().map(|r| Some(r.as_slice())).collect();
         let (kinds, scorings) = ([OutputKind::Class; 2], [Scoring::tolerance(0.1); 2]);
         let layout = crate::row::RowLayout::new([2, 2]);
         let hold = vec![0.5; 2 * MAX_HOLD_AGE];
