@@ -101,6 +101,7 @@ fn random_bundle(spec: &[(OutputKind, usize, usize)], rng: &mut Rng) -> Bundle {
     b.scores.subset = vec![1.0; n << (n - 1)];
     b.scores.constant = vec![0.0; n];
     b.scores.hold = vec![0.5; n * jetlink::schedule::MAX_HOLD_AGE];
+    b.staleness.clear();
     b.validate().expect("random bundle is consistent");
     b
 }
