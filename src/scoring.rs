@@ -217,7 +217,7 @@ fn boxes_f1(threshold: f32, min_iou: f32, p: &[f32], a: &[f32]) -> f32 {
             if q[4] < threshold || taken & (1 << i) != 0 {
                 continue;
             }
-            let v = corner_iou(q, b);
+            let v = crate::links::iou(&corners_to_xywh(q), &corners_to_xywh(b));
             if v >= min_iou && best.is_none_or(|(_, bv)| v > bv) {
                 best = Some((i, v));
             }
@@ -230,14 +230,9 @@ fn boxes_f1(threshold: f32, min_iou: f32, p: &[f32], a: &[f32]) -> f32 {
     2.0 * matched as f32 / (np + na) as f32
 }
 
-/// IoU of two boxes given as corners (x1, y1, x2, y2); 0 where either is empty.
-fn corner_iou(p: &[f32], a: &[f32]) -> f32 {
-    let area = |b: &[f32]| (b[2] - b[0]).max(0.0) * (b[3] - b[1]).max(0.0);
-    let w = (p[2].min(a[2]) - p[0].max(a[0])).max(0.0);
-    let h = (p[3].min(a[3]) - p[1].max(a[1])).max(0.0);
-    let inter = w * h;
-    let union = area(p) + area(a) - inter;
-    if union > 0.0 { inter / union } else { 0.0 }
+/// A box given as corners (x1, y1, x2, y2) in the `[x, y, w, h]` form of [`crate::links::iou`].
+fn corners_to_xywh(b: &[f32]) -> [f32; 4] {
+    [b[0], b[1], b[2] - b[0], b[3] - b[1]]
 }
 
 /// The bundle's encoding of a model's [`Scoring`]: the kind's own rule is the tolerance alone (an

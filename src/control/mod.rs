@@ -681,7 +681,7 @@ impl<S: FrameSource, W: embedded_io::Write> Controller<S, W> {
         let mut predict = ModelSet::EMPTY;
         if !chosen.is_empty() {
             for j in 0..n {
-                let nothing = age[j] == u32::MAX || p.cost_of(ModelSet::single(j), ModelSet::EMPTY) > budget;
+                let nothing = age[j] == u32::MAX || p.model_mem[j] > budget;
                 if nothing && !chosen.contains(j) && p.cost_of(chosen, predict.with(j)) <= budget {
                     predict.insert(j);
                 }
@@ -916,13 +916,16 @@ impl<S: FrameSource, W: embedded_io::Write> Controller<S, W> {
     /// Run model `i` on this tick's frame (its view, then its engine) into its slice of the row,
     /// timing it.
     fn run_engine(&mut self, i: usize) -> Result<(), EngineError> {
-        let t = Instant::now();
         let r = self.plan.layout.range(i);
+        let m = &mut self.io.models[i];
+        // The model times its view and engine (`PreparedModel::time`); the tick adds this run's.
+        let spent = |m: &crate::engine::PreparedModel| m.time.view_ns + m.time.engine_ns;
+        let before = spent(m);
         let res = {
             let _scope = RuntimeScope::enter();
-            self.io.models[i].run(self.st.frame_index, &self.st.frame, &mut self.st.row[r])
+            m.run(self.st.frame_index, &self.st.frame, &mut self.st.row[r])
         };
-        self.st.engine_ns += t.elapsed().as_nanos() as u64;
+        self.st.engine_ns += spent(m) - before;
         res
     }
 
@@ -1189,15 +1192,15 @@ impl<S: FrameSource, W: embedded_io::Write> Controller<S, W> {
         for j in 0..self.plan.n() {
             let range = self.plan.layout.range(j);
             let (o, s) = (r.offset(j), range.len());
-            let (kind, tol) = (self.plan.kinds[j], self.plan.scorings[j]);
+            let (kind, scoring) = (self.plan.kinds[j], self.plan.scorings[j]);
             let (out, actual) = (&self.st.out[range], &r.row(row)[o..o + s]);
-            let a = agreement(kind, tol, out, actual);
+            let a = agreement(kind, scoring, out, actual);
             self.st.stats.agree[seg][j] += a as f64;
-            let own = if tol.declared() { agreement(kind, tol.own(), out, actual) } else { a };
+            let own = if scoring.declared() { agreement(kind, scoring.own(), out, actual) } else { a };
             self.st.stats.agree_own[seg][j] += own as f64;
             if kind.seq().is_some() {
                 self.st.stats.similarity[seg][j] +=
-                    crate::links::sequence_similarity(kind, tol, out, actual) as f64;
+                    crate::links::sequence_similarity(kind, scoring, out, actual) as f64;
             }
             sum += a;
         }

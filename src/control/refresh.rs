@@ -186,9 +186,9 @@ impl Refresh {
 
     /// Task `j` ran: its fresh output `new` replaces the held `old` (None: it had none). Learn from
     /// how far they disagree, with the signals it was chosen on, and restart its change count.
-    pub fn ran(&mut self, j: usize, kind: OutputKind, tol: Scoring, new: &[f32], old: Option<&[f32]>) {
+    pub fn ran(&mut self, j: usize, kind: OutputKind, scoring: Scoring, new: &[f32], old: Option<&[f32]>) {
         if let Some(old) = old {
-            let y = 1.0 - agreement(kind, tol, new, old);
+            let y = 1.0 - agreement(kind, scoring, new, old);
             if self.mode == Mode::Learnt {
                 let x = self.x[j];
                 let w = &mut self.weights[j];
@@ -227,7 +227,7 @@ pub struct Held<'a> {
 /// frame change over those ticks from `frames`, when given; the hold score `hold`; the fragility of
 /// the held output; the change from t − 2a to t − a as the last run's), and the label 1 − agreement
 /// of the output at t with the held one. Logistic regression with those soft labels, from
-/// [`PRIOR`], by full-batch gradient descent (deterministic).
+/// [`PRIOR`] ([`logistic`], Newton's method; deterministic).
 pub fn fit(
     rows: &[Option<&[f32]>],
     kinds: &[OutputKind],
@@ -237,7 +237,8 @@ pub fn fit(
     frames: Option<&[&[u8]]>,
 ) -> Vec<[f32; FEATURES]> {
     let t_n = rows.len();
-    // Cumulative frame change and its mean step, as the loop computes them.
+    // Cumulative frame change and its mean step, as the loop computes them (its mean is a running
+    // one; here it is the whole training part's).
     let mut change = vec![0.0f64; t_n];
     let mut mean_step = 0.0f32;
     if let Some(f) = frames.filter(|f| f.len() == t_n && t_n > 1) {

@@ -68,9 +68,7 @@ impl LoopStats {
 
     /// Mean agreement over tasks and frames of a segment (None without reference frames).
     pub fn accuracy(&self, seg: usize) -> Option<f64> {
-        let f = self.ref_frames[seg];
-        let n = self.n_models;
-        (f > 0).then(|| self.agree[seg][..n].iter().sum::<f64>() / (f as f64 * n as f64))
+        Self::mean_seg(&self.agree, self.ref_frames, self.n_models, seg)
     }
 
     pub fn accuracy_all(&self) -> Option<f64> {
@@ -80,13 +78,17 @@ impl LoopStats {
     /// [`LoopStats::accuracy`] by every kind's own rule (the tolerance rule where a model declares
     /// another).
     pub fn accuracy_own(&self, seg: usize) -> Option<f64> {
-        let (f, n) = (self.ref_frames[seg], self.n_models);
-        (f > 0).then(|| self.agree_own[seg][..n].iter().sum::<f64>() / (f as f64 * n as f64))
+        Self::mean_seg(&self.agree_own, self.ref_frames, self.n_models, seg)
     }
 
     /// [`LoopStats::accuracy_all`] by every kind's own rule.
     pub fn accuracy_all_own(&self) -> Option<f64> {
         Self::mean_all(&self.agree_own, self.ref_frames, self.n_models)
+    }
+
+    fn mean_seg(agree: &[[f64; MAX_MODELS]; 2], frames: [u64; 2], n: usize, seg: usize) -> Option<f64> {
+        let f = frames[seg];
+        (f > 0).then(|| agree[seg][..n].iter().sum::<f64>() / (f as f64 * n as f64))
     }
 
     fn mean_all(agree: &[[f64; MAX_MODELS]; 2], frames: [u64; 2], n: usize) -> Option<f64> {
@@ -122,6 +124,7 @@ impl LoopStats {
             for j in 0..MAX_MODELS {
                 d.agree[s][j] -= earlier.agree[s][j];
                 d.agree_own[s][j] -= earlier.agree_own[s][j];
+                d.similarity[s][j] -= earlier.similarity[s][j];
             }
         }
         d
