@@ -82,7 +82,6 @@ fn random_instance(rng: &mut Rng, n: usize, m: usize, k: usize) -> Instance {
     for u in 0..m {
         cap[u] = if u > 0 && speed[u] == speed[u - 1] { cap[u - 1] } else { 50 + rng.below(150) };
     }
-    inst.cap.copy_from_slice(&cap);
     let mut mem_total = 0;
     for j in 0..n {
         let base_v = if rng.below(6) == 0 { 0.0 } else { rng.f64() };
@@ -93,13 +92,12 @@ fn random_instance(rng: &mut Rng, n: usize, m: usize, k: usize) -> Instance {
             for c in 0..k {
                 let o = j * q + u * k + c;
                 let g = (c + 1) as f64 / k as f64;
-                inst.value[o] = base_v * g.sqrt();
-                inst.time[o] = ((base_t * (c + 1) as f64) / speed[u]).ceil() as u64;
-                inst.mem[o] = mem;
+                let t = ((base_t * (c + 1) as f64) / speed[u]).ceil() as u64;
+                inst.set_option(o, base_v * g.sqrt(), t, mem);
             }
         }
     }
-    inst.mem_cap = rng.below(mem_total.max(1) + 1);
+    inst.set_capacity(&cap, rng.below(mem_total.max(1) + 1));
     inst
 }
 
@@ -167,7 +165,7 @@ fn milp_optimum(inst: &Instance) -> f64 {
     let (n, q) = (inst.n, inst.q);
     let mut vars = variables!();
     let x: Vec<_> = (0..n * q).map(|_| vars.add(variable().binary())).collect();
-    let objective: Expression = (0..n * q).map(|o| inst.value[o] * x[o]).sum();
+    let objective: Expression = (0..n * q).map(|o| inst.value()[o] * x[o]).sum();
     let mut model = vars.maximise(objective.clone()).using(microlp);
     for j in 0..n {
         let one: Expression = (0..q).map(|i| x[j * q + i]).sum();
@@ -176,12 +174,12 @@ fn milp_optimum(inst: &Instance) -> f64 {
     for u in 0..inst.m {
         let load: Expression = (0..n)
             .flat_map(|j| (0..inst.k).map(move |c| (j, u * inst.k + c)))
-            .map(|(j, i)| inst.time[j * q + i] as f64 * x[j * q + i])
+            .map(|(j, i)| inst.time()[j * q + i] as f64 * x[j * q + i])
             .sum();
-        model = model.with(constraint!(load <= inst.cap[u] as f64));
+        model = model.with(constraint!(load <= inst.cap()[u] as f64));
     }
-    let mem: Expression = (0..n * q).map(|o| inst.mem[o] as f64 * x[o]).sum();
-    model = model.with(constraint!(mem <= inst.mem_cap as f64));
+    let mem: Expression = (0..n * q).map(|o| inst.mem()[o] as f64 * x[o]).sum();
+    model = model.with(constraint!(mem <= inst.mem_cap() as f64));
     let s = model.solve().expect("the MILP has a solution (choosing nothing is feasible)");
     s.eval(&objective)
 }
@@ -263,18 +261,16 @@ fn capped_exact_search_says_whether_it_proved() {
 fn exact_handles_edge_cases() {
     // Nothing fits, everything worthless, one unit with no capacity.
     let mut inst = Instance::with_size(3, 2, 2);
-    inst.cap.copy_from_slice(&[0, 5]);
-    inst.time.iter_mut().for_each(|t| *t = 10);
-    inst.value.iter_mut().for_each(|v| *v = 1.0);
+    inst.set_capacity(&[0, 5], 0);
+    (0..12).for_each(|o| inst.set_option(o, 1.0, 10, 0));
     let (c, v) = ExactSolver::for_instance(&inst).solve(&inst);
     assert_eq!((c.assigned(), v), (0, 0.0));
-    inst.cap.copy_from_slice(&[20, 5]);
-    inst.value.iter_mut().for_each(|v| *v = 0.0);
+    inst.set_capacity(&[20, 5], 0);
+    (0..12).for_each(|o| inst.set_option(o, 0.0, 10, 0));
     assert_eq!(ExactSolver::for_instance(&inst).solve(&inst).1, 0.0);
     // Two tasks fit the 20 µs unit; memory for one only.
-    inst.value.iter_mut().enumerate().for_each(|(o, v)| *v = 1.0 + o as f64);
-    inst.mem.iter_mut().for_each(|m| *m = 4);
-    inst.mem_cap = 4;
+    (0..12).for_each(|o| inst.set_option(o, 1.0 + o as f64, 10, 4));
+    inst.set_capacity(&[20, 5], 4);
     let (c, v) = ExactSolver::for_instance(&inst).solve(&inst);
     assert_eq!(c.assigned(), 1);
     assert!(close(v, brute_force(&inst)));
@@ -295,16 +291,16 @@ fn menu_follows_the_manifest_and_the_board() {
     let q = inst.q;
     for j in 0..8 {
         // Work is linear in K; the DLAs (speed 0.25) take 4×, the CPU (0.05) 20× the GPU's time.
-        let t = |u: usize, c: usize| inst.time[j * q + u * 4 + c] as f64;
+        let t = |u: usize, c: usize| inst.time()[j * q + u * 4 + c] as f64;
         assert!((t(0, 3) / t(0, 0) - 8.0).abs() < 0.05, "K 64 vs 8: {} {}", t(0, 3), t(0, 0));
         assert!((t(1, 1) / t(0, 1) - 4.0).abs() < 0.1 && t(1, 2) == t(2, 2));
         assert!((t(3, 0) / t(0, 0) - 20.0).abs() < 0.5, "{} {}", t(3, 0), t(0, 0));
         // Value: w · d · g(K), the measured gain curve; resident targets need no memory.
         let w = manifest.models[j].importance as f64;
         for c in 0..4 {
-            assert!(close(inst.value[j * q + c], w * 0.5 * cost.gain[c] as f64));
+            assert!(close(inst.value()[j * q + c], w * 0.5 * cost.gain[c] as f64));
         }
-        assert!(inst.mem[j * q..(j + 1) * q].iter().all(|&m| m == 0));
+        assert!(inst.mem()[j * q..(j + 1) * q].iter().all(|&m| m == 0));
     }
     // Not resident: swapping in needs the model's memory and load time, and costs the penalty.
     let none_resident = Context { resident: 0, free_mem: 1 << 30, ..all_resident };
@@ -312,9 +308,11 @@ fn menu_follows_the_manifest_and_the_board() {
     menu.fill(&none_resident, &mut swapped);
     let want_mem = manifest.models[6].cost.weight_bytes + manifest.models[6].cost.activation_bytes;
     // Memory in byte-frames: the swap holds the model for each of its K labelled frames.
-    assert_eq!(swapped.mem[6 * q], want_mem * 8);
-    assert_eq!(swapped.mem_cap, (1u64 << 30) * (1800 / 10));
-    assert!(swapped.time[6 * q] > inst.time[6 * q] && swapped.value[6 * q + 3] < inst.value[6 * q + 3]);
+    assert_eq!(swapped.mem()[6 * q], want_mem * 8);
+    assert_eq!(swapped.mem_cap(), (1u64 << 30) * (1800 / 10));
+    assert!(
+        swapped.time()[6 * q] > inst.time()[6 * q] && swapped.value()[6 * q + 3] < inst.value()[6 * q + 3]
+    );
     // C_u = adapt-share × period × min(1, f·P / p_u): GPU at 0.3 × 50 W = 15 W < 25 W busy.
     let period_us = 33_000.0 * 1800.0;
     assert_eq!(menu.capacity(0)[0], (0.2 * period_us) as u64);

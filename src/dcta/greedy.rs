@@ -2,12 +2,13 @@
 //! picks the option with the best value less the prices of the time and memory it takes; tasks are
 //! admitted by value per share of capacity while they fit (a task that no longer fits takes its best
 //! option that does); a last pass moves each task to the most valuable option that still fits.
-//! O(n · q) per decision, no allocation. With [`Price::NONE`] it is the plain density greedy.
+//! O(n · q) option steps and an ordering of the tasks per solve, no allocation. With
+//! [`Price::NONE`] it is the plain density greedy.
 
 use serde::{Deserialize, Serialize};
 
-use super::MAX_UNITS;
 use super::menu::{Choice, Instance};
+use super::{MAX_CHOICES, MAX_UNITS};
 
 /// Prices θ of capacity, relative to the instance: λ = θ_time · V / m per share of a unit's time and
 /// μ = θ_mem · V per share of the free memory, V = Σ_j (best value of task j).
@@ -28,6 +29,10 @@ pub struct Greedy {
     pick: Vec<u8>,
     eff: Vec<f64>,
     order: Vec<u8>,
+    /// Scratch of the tasks' ordering.
+    sorter: TaskOrder,
+    /// One task's scores.
+    row: Vec<f64>,
     /// V of the last solve.
     total: f64,
     /// Steps of the last solve: options looked at, plus ordering steps.
@@ -38,13 +43,29 @@ const NONE: u8 = Choice::NONE;
 
 impl Greedy {
     pub fn with_size(n: usize) -> Greedy {
-        Greedy { pick: vec![NONE; n], eff: vec![0.0; n], order: vec![0; n], total: 0.0, work: 0 }
+        Greedy {
+            pick: vec![NONE; n],
+            eff: vec![0.0; n],
+            order: vec![0; n],
+            sorter: TaskOrder::with_size(n),
+            row: vec![0.0; MAX_UNITS * MAX_CHOICES],
+            total: 0.0,
+            work: 0,
+        }
     }
 
-    /// Most steps a solve takes on n tasks of q options: four passes over the options (best
-    /// values, priced picks, fallbacks, upgrades) and an insertion sort of the tasks.
+    /// Most steps a solve takes on n tasks of q options: V from the tasks' tops (n), then
+    /// [`work_bound_from`](Self::work_bound_from).
     pub fn work_bound(n: usize, q: usize) -> u64 {
-        (4 * n * q + n * n) as u64
+        n as u64 + Self::work_bound_from(n, q)
+    }
+
+    /// Most steps [`solve_from`](Self::solve_from) takes: a pass over the options for the priced
+    /// picks (none unpriced: each task's top is known), one step a task for their efficiencies, the
+    /// tasks' ordering ([`TaskOrder`]), and
+    /// [`pack`]'s fallbacks and upgrades (at most a pass each).
+    pub fn work_bound_from(n: usize, q: usize) -> u64 {
+        (3 * n * q + n) as u64 + sort_bound(n)
     }
 
     /// Steps the last solve took (options looked at, plus ordering steps).
@@ -57,82 +78,185 @@ impl Greedy {
         self.total
     }
 
+    /// V = Σ_j (best usable value of task j), from the instance's derived tops (n steps).
+    pub fn total_of(inst: &Instance) -> f64 {
+        inst.top_value[..inst.n].iter().sum()
+    }
+
     /// A feasible choice for `inst` at prices `price`. Panics if `inst` has more tasks than the
     /// scratch.
     pub fn solve(&mut self, inst: &Instance, price: Price) -> Choice {
-        let (n, q, m, k) = (inst.n, inst.q, inst.m, inst.k);
+        let total = Self::total_of(inst);
+        let c = self.solve_from(inst, price, total);
+        self.work += inst.n as u64;
+        c
+    }
+
+    /// [`solve`](Self::solve) with V already known (`total` = [`Greedy::total_of`]), so that two
+    /// solves of one instance at different prices share that pass.
+    pub fn solve_from(&mut self, inst: &Instance, price: Price, total: f64) -> Choice {
+        let (n, q, m) = (inst.n, inst.q, inst.m);
         assert!(n <= self.pick.len(), "instance larger than the greedy ({n} tasks)");
-        // Options are walked unit by unit (option u · k + c), in the same order as by index, so
-        // that no option needs a division to find its unit.
-        let usable = |o: usize, u: usize| {
-            inst.value[o] > 0.0 && inst.time[o] <= inst.cap[u] && inst.mem[o] <= inst.mem_cap
-        };
-        let mut total = 0.0;
-        for j in 0..n {
-            let mut best = 0.0f64;
-            for u in 0..m {
-                for c in 0..k {
-                    let o = j * q + u * k + c;
-                    if usable(o, u) {
-                        best = best.max(inst.value[o]);
-                    }
-                }
-            }
-            total += best;
-        }
         self.total = total;
-        self.work = (n * q) as u64;
+        self.work = 0;
         if total <= 0.0 {
             return Choice::empty(n);
         }
         let lambda = price.time as f64 * total / m as f64;
         let mu = price.mem as f64 * total;
-        let shares_on = |o: usize, u: usize| -> (f64, f64) {
-            let st = inst.time[o] as f64 / inst.cap[u].max(1) as f64;
-            let sm = if inst.mem[o] > 0 { inst.mem[o] as f64 / inst.mem_cap.max(1) as f64 } else { 0.0 };
-            (st, sm)
+        let score = |j: usize, i: usize| {
+            let o = j * q + i;
+            inst.value[o] - lambda * inst.time_share[o] - mu * inst.mem_share[o]
         };
-        let shares = |j: usize, i: usize| shares_on(j * q + i, inst.unit(i));
-        let score_on = |o: usize, u: usize| {
-            let (st, sm) = shares_on(o, u);
-            inst.value[o] - lambda * st - mu * sm
-        };
-        let score = |j: usize, i: usize| score_on(j * q + i, inst.unit(i));
         let mut len = 0;
         for j in 0..n {
             self.pick[j] = NONE;
-            let mut best = (0.0, NONE);
-            for u in 0..m {
-                for c in 0..k {
-                    let o = j * q + u * k + c;
-                    if usable(o, u) {
-                        let s = score_on(o, u);
-                        if s > best.0 {
-                            best = (s, (u * k + c) as u8);
-                        }
-                    }
+            let row = j * q..(j + 1) * q;
+            let (live, ts, ms) =
+                (&inst.live[row.clone()], &inst.time_share[row.clone()], &inst.mem_share[row]);
+            let i = if price == Price::NONE {
+                // Unpriced, the pick is the task's most valuable usable option: known already.
+                if inst.top_at[j] == NONE {
+                    continue;
                 }
-            }
-            if best.1 == NONE {
-                continue;
-            }
-            self.pick[j] = best.1;
-            let (st, sm) = shares(j, best.1 as usize);
-            let e = inst.value[j * q + best.1 as usize] / (st + sm).max(1e-12);
-            self.eff[j] = e;
-            let mut at = len;
-            while at > 0 && self.eff[self.order[at - 1] as usize] < e {
-                self.order[at] = self.order[at - 1];
-                at -= 1;
-            }
-            self.order[at] = j as u8;
+                inst.top_at[j] as usize
+            } else {
+                // Priced scores into a row (0 where the option is not usable: only a score above 0
+                // is taken), then the first largest, both without branches.
+                for ((r, &v), (&t, &mm)) in self.row[..q].iter_mut().zip(live).zip(ts.iter().zip(ms)) {
+                    *r = if v > 0.0 { v - lambda * t - mu * mm } else { 0.0 };
+                }
+                let Some((_, i)) = first_max(&self.row[..q], 0.0) else {
+                    continue;
+                };
+                self.work += q as u64;
+                i
+            };
+            self.pick[j] = i as u8;
+            self.eff[j] = live[i] / (ts[i] + ms[i]).max(1e-12);
+            self.order[len] = j as u8;
             len += 1;
         }
-        self.work += (n * q + n * n) as u64;
+        self.work += n as u64;
+        self.work += self.sorter.sort(&self.eff, &mut self.order[..len]);
         let unranked = (0..n).filter(|&j| self.pick[j] == NONE);
-        let (choice, work) = pack(inst, &self.order[..len], |j| self.pick[j] as usize, score, unranked);
+        let (choice, work) =
+            pack(inst, &self.order[..len], |j| self.pick[j] as usize, score, unranked, &mut self.row);
         self.work += work;
         choice
+    }
+}
+
+/// Most steps [`TaskOrder::sort`] takes for a scratch of n tasks: 2n looked at and at most
+/// n (n − 1) / 2 moves.
+pub(crate) fn sort_bound(n: usize) -> u64 {
+    (2 * n + n * n.saturating_sub(1) / 2) as u64
+}
+
+/// The largest value of `row` strictly above `floor` and the first index holding it (`None` when
+/// no value is above `floor`): what a scan keeping the first strictly larger value finds, in four
+/// interleaved lanes, so that each comparison does not wait on the one before and none branches.
+#[inline]
+pub(crate) fn first_max(row: &[f64], floor: f64) -> Option<(f64, usize)> {
+    let mut best = [floor; 4];
+    let mut at = [usize::MAX; 4];
+    let chunks = row.chunks_exact(4);
+    let tail = chunks.remainder();
+    for (c, quad) in chunks.enumerate() {
+        for l in 0..4 {
+            let better = quad[l] > best[l];
+            best[l] = if better { quad[l] } else { best[l] };
+            at[l] = if better { 4 * c + l } else { at[l] };
+        }
+    }
+    let base = row.len() - tail.len();
+    for (l, &v) in tail.iter().enumerate() {
+        if v > best[l] {
+            (best[l], at[l]) = (v, base + l);
+        }
+    }
+    // Across lanes: the largest, and among equal values the first index.
+    let mut out: Option<(f64, usize)> = None;
+    for l in 0..4 {
+        if at[l] != usize::MAX {
+            let take = match out {
+                None => true,
+                Some((v, i)) => best[l] > v || (best[l] == v && at[l] < i),
+            };
+            if take {
+                out = Some((best[l], at[l]));
+            }
+        }
+    }
+    out
+}
+
+/// Orders tasks by a key, largest first, ties by index ([`TaskOrder::sort`]), starting from the
+/// order of its previous call: successive orderings of one decision (and of successive periods)
+/// differ little, so an insertion sort from there moves few tasks.
+#[derive(Clone, Debug)]
+pub(crate) struct TaskOrder {
+    /// Every task, in the order of the previous call (a permutation of 0..capacity).
+    perm: Vec<u8>,
+    /// Which tasks the current call orders.
+    wanted: Vec<bool>,
+    /// The next `perm`, built beside it.
+    next: Vec<u8>,
+}
+
+impl TaskOrder {
+    pub fn with_size(n: usize) -> TaskOrder {
+        TaskOrder { perm: (0..n as u8).collect(), wanted: vec![false; n], next: vec![0; n] }
+    }
+
+    /// Sort the task indices `idx` by `key` (indexed by task): largest key first, equal keys by
+    /// index, a total order, so the result does not depend on the starting order. Returns its
+    /// steps (a task looked at or moved), at most [`sort_bound`]. Hand-written because the decision
+    /// needs a stated bound on its work and no allocation (the standard library's stable sort
+    /// allocates; its unstable sort states no bound).
+    pub fn sort(&mut self, key: &[f64], idx: &mut [u8]) -> u64 {
+        let cap = self.perm.len();
+        assert!(idx.len() <= cap, "more tasks than the order's scratch ({})", idx.len());
+        for &j in idx.iter() {
+            self.wanted[j as usize] = true;
+        }
+        // The wanted tasks in their previous order.
+        let mut len = 0;
+        for &j in &self.perm {
+            if self.wanted[j as usize] {
+                idx[len] = j;
+                len += 1;
+            }
+        }
+        let before = |a: u8, b: u8| {
+            let (ka, kb) = (key[a as usize], key[b as usize]);
+            ka > kb || (ka == kb && a < b)
+        };
+        let mut steps = cap as u64;
+        for t in 1..len {
+            let x = idx[t];
+            let mut s = t;
+            while s > 0 && before(x, idx[s - 1]) {
+                idx[s] = idx[s - 1];
+                s -= 1;
+            }
+            steps += (t - s) as u64;
+            idx[s] = x;
+        }
+        // Next call starts from this order: the sorted tasks, then the others as they were.
+        self.next[..len].copy_from_slice(&idx[..len]);
+        let mut at = len;
+        for &j in &self.perm {
+            if !self.wanted[j as usize] {
+                self.next[at] = j;
+                at += 1;
+            }
+        }
+        std::mem::swap(&mut self.perm, &mut self.next);
+        for &j in idx.iter() {
+            self.wanted[j as usize] = false;
+        }
+        steps + len as u64
     }
 }
 
@@ -147,6 +271,7 @@ pub(crate) fn pack(
     want: impl Fn(usize) -> usize,
     score: impl Fn(usize, usize) -> f64,
     rest: impl Iterator<Item = usize>,
+    row: &mut [f64],
 ) -> (Choice, u64) {
     let (n, q, m, k) = (inst.n, inst.q, inst.m, inst.k);
     let mut work = 0u64;
@@ -154,28 +279,26 @@ pub(crate) fn pack(
     let mut rem = [0u64; MAX_UNITS];
     rem[..m].copy_from_slice(&inst.cap[..m]);
     let mut mem_rem = inst.mem_cap;
-    let fits = |rem: &[u64; MAX_UNITS], mem_rem: u64, j: usize, i: usize| {
-        let o = j * q + i;
-        inst.time[o] <= rem[inst.unit(i)] && inst.mem[o] <= mem_rem
-    };
+    let row = &mut row[..q];
     for &j in order {
         let j = j as usize;
         let mut take = want(j);
-        if !fits(&rem, mem_rem, j, take) {
-            let mut best = (f64::NEG_INFINITY, usize::MAX);
-            for i in 0..q {
-                if inst.value[j * q + i] > 0.0 && fits(&rem, mem_rem, j, i) {
-                    let s = score(j, i);
-                    if s > best.0 {
-                        best = (s, i);
-                    }
+        let o = j * q + take;
+        if !(inst.time[o] <= rem[inst.unit(take)] && inst.mem[o] <= mem_rem) {
+            // The fitting usable options' scores (−∞ elsewhere), then the first largest.
+            let span = j * q..(j + 1) * q;
+            let (live, time, mem) = (&inst.live[span.clone()], &inst.time[span.clone()], &inst.mem[span]);
+            for u in 0..m {
+                for c in u * k..(u + 1) * k {
+                    let ok = (live[c] > 0.0) & (time[c] <= rem[u]) & (mem[c] <= mem_rem);
+                    row[c] = if ok { score(j, c) } else { f64::NEG_INFINITY };
                 }
             }
             work += q as u64;
-            if best.1 == usize::MAX {
+            let Some((_, i)) = first_max(row, f64::NEG_INFINITY) else {
                 continue;
-            }
-            take = best.1;
+            };
+            take = i;
         }
         let o = j * q + take;
         rem[inst.unit(take)] -= inst.time[o];
@@ -184,28 +307,35 @@ pub(crate) fn pack(
     }
     // Upgrade: each task to its most valuable option that fits what the others leave.
     for j in order.iter().map(|&j| j as usize).chain(rest) {
-        if let Some(i) = choice.option_of(j) {
+        let now = choice.option_of(j);
+        // A task at its most valuable usable option (or with none) has nothing to move to.
+        if now.map_or(0.0, |i| inst.value[j * q + i]) >= inst.top_value[j] {
+            work += 1;
+            continue;
+        }
+        if let Some(i) = now {
             let o = j * q + i;
             rem[inst.unit(i)] += inst.time[o];
             mem_rem += inst.mem[o];
         }
-        let mut best = (choice.option_of(j).map_or(0.0, |i| inst.value[j * q + i]), choice.option_of(j));
+        let span = j * q..(j + 1) * q;
+        let (value, time, mem) = (&inst.value[span.clone()], &inst.time[span.clone()], &inst.mem[span]);
         for u in 0..m {
-            for c in 0..k {
-                let o = j * q + u * k + c;
-                let v = inst.value[o];
-                if v > best.0 && inst.time[o] <= rem[u] && inst.mem[o] <= mem_rem {
-                    best = (v, Some(u * k + c));
-                }
+            for c in u * k..(u + 1) * k {
+                let ok = (time[c] <= rem[u]) & (mem[c] <= mem_rem);
+                row[c] = if ok { value[c] } else { 0.0 };
             }
         }
-        if let Some(i) = best.1 {
+        // Only a value above the current one (or above 0) moves the task.
+        let floor = now.map_or(0.0, |i| value[i]);
+        let pick = first_max(row, floor).map(|(_, i)| i).or(now);
+        if let Some(i) = pick {
             let o = j * q + i;
             rem[inst.unit(i)] -= inst.time[o];
             mem_rem -= inst.mem[o];
         }
-        choice.set(j, best.1);
+        choice.set(j, pick);
+        work += q as u64;
     }
-    work += (n * q) as u64;
     (choice, work)
 }

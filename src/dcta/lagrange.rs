@@ -48,9 +48,7 @@ impl Prices {
     pub(crate) fn reduced(&self, inst: &Instance, sh: &Shares, j: usize, i: usize) -> f64 {
         let o = j * inst.q + i;
         let u = inst.unit(i);
-        inst.value[o]
-            - self.unit[u] * inst.time[o] as f64 * sh.unit[u]
-            - self.mem * inst.mem[o] as f64 * sh.mem
+        inst.value[o] - self.unit[u] * inst.time_f[o] * sh.unit[u] - self.mem * inst.mem_f[o] * sh.mem
     }
 
     /// The capacity term of the bound for remaining capacities given as shares.
@@ -69,8 +67,8 @@ impl Prices {
         for j in 0..inst.n {
             if let Some(i) = lag.option_of(j) {
                 let o = j * inst.q + i;
-                g[inst.unit(i)] += inst.time[o] as f64 * sh.unit[inst.unit(i)];
-                g[MAX_UNITS] += inst.mem[o] as f64 * sh.mem;
+                g[inst.unit(i)] += inst.time_f[o] * sh.unit[inst.unit(i)];
+                g[MAX_UNITS] += inst.mem_f[o] * sh.mem;
             }
         }
         let mut norm = 0.0;

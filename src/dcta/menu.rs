@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::problem::{CostModel, Tatim, importance};
-use super::{DctaError, MAX_CHOICES, MAX_TASKS};
+use super::{DctaError, MAX_CHOICES, MAX_TASKS, MAX_UNITS};
 use crate::board::Board;
 use crate::manifest::Manifest;
 
@@ -197,6 +197,43 @@ impl Menu {
     /// [`Instance::for_menu`]). Drift is clamped to [0, 1] (NaN → 0); tasks beyond `ctx.drift` get 0;
     /// a power level the menu lacks counts as its least-capacity level.
     pub fn fill(&self, ctx: &Context, inst: &mut Instance) {
+        self.fill_with(ctx, inst, |j, u, c, resident| self.option_time(j, u, c, resident));
+    }
+
+    /// [`fill`](Self::fill) with the options' times looked up in `times` (this menu's
+    /// [`option_times`](Self::option_times)) instead of computed: the device's way.
+    pub fn fill_cached(&self, ctx: &Context, inst: &mut Instance, times: &OptionTimes) {
+        let q = self.n_options() / self.n_tasks().max(1);
+        assert_eq!(times.0.len(), 2 * self.n_options(), "option times of another menu");
+        self.fill_with(ctx, inst, |j, u, c, resident| {
+            times.0[2 * (j * q + u * self.n_choices() + c) + resident as usize]
+        });
+    }
+
+    /// t_o: option (u, K index c) of task j on its unit, µs, with the load time of a swap unless
+    /// the target is resident.
+    fn option_time(&self, j: usize, u: usize, c: usize, resident: bool) -> u64 {
+        let k = self.n_choices();
+        let load = if resident { 0.0 } else { self.load_us[j] };
+        ((self.work_us[j * k + c] + load) / self.speeds[u] as f64).ceil().max(1.0) as u64
+    }
+
+    /// Every option's time, resident and not: computed once where a menu decides many periods.
+    pub fn option_times(&self) -> OptionTimes {
+        let (n, m, k) = (self.n_tasks(), self.n_units(), self.n_choices());
+        let mut t = Vec::with_capacity(2 * n * m * k);
+        for j in 0..n {
+            for u in 0..m {
+                for c in 0..k {
+                    t.push(self.option_time(j, u, c, false));
+                    t.push(self.option_time(j, u, c, true));
+                }
+            }
+        }
+        OptionTimes(t)
+    }
+
+    fn fill_with(&self, ctx: &Context, inst: &mut Instance, time: impl Fn(usize, usize, usize, bool) -> u64) {
         let (n, m, k) = (self.n_tasks(), self.n_units(), self.n_choices());
         let q = m * k;
         inst.n = n;
@@ -212,27 +249,49 @@ impl Menu {
         for j in 0..n {
             let v_j = importance(self.weights[j], ctx.drift.get(j).copied().unwrap_or(0.0));
             let resident = j < 64 && ctx.resident >> j & 1 == 1;
-            let (mem, load, penalty) = match resident {
-                true => (0, 0.0, 0.0),
-                false => (self.mem_bytes[j], self.load_us[j], self.swap_penalty[j] as f64),
+            let (mem, penalty) = match resident {
+                true => (0, 0.0),
+                false => (self.mem_bytes[j], self.swap_penalty[j] as f64),
             };
             for u in 0..m {
                 for c in 0..k {
                     let o = j * q + u * k + c;
                     let v = v_j * self.gain[j * k + c] as f64 - penalty;
                     inst.value[o] = v.max(0.0);
-                    inst.time[o] =
-                        ((self.work_us[j * k + c] + load) / self.speeds[u] as f64).ceil().max(1.0) as u64;
+                    inst.time[o] = time(j, u, c, resident);
                     inst.mem[o] = mem * self.frames[c] as u64;
                 }
             }
         }
+        inst.derive();
     }
 }
+
+/// An option's derived figures from its value v, time t and memory m under capacities `cap` (its
+/// unit's) and `mem_cap`: t and m as `f64`, their shares, and v where it fits an empty knapsack
+/// (else 0). The shares are divided, not multiplied by a reciprocal, so that they are the same
+/// numbers the greedy always priced.
+#[inline]
+fn derived_of(v: f64, t: u64, m: u64, cap: u64, mem_cap: u64) -> (f64, f64, f64, f64, f64) {
+    let time_share = t as f64 / cap.max(1) as f64;
+    let mem_share = if m > 0 { m as f64 / mem_cap.max(1) as f64 } else { 0.0 };
+    let live = if v > 0.0 && t <= cap && m <= mem_cap { v } else { 0.0 };
+    (t as f64, m as f64, time_share, mem_share, live)
+}
+
+/// Every option's time on its unit for a resident and a non-resident target ([`Menu::option_times`]).
+#[derive(Clone, Debug)]
+pub struct OptionTimes(Vec<u64>);
 
 /// One period's multiple-choice knapsack: choose at most one option per task to maximise
 /// Σ v_o subject to Σ_{o on u} t_o ≤ C_u for every unit and Σ mem_o ≤ M (memory in byte-frames,
 /// see [`Menu::label_slots`]). Buffers are sized once.
+///
+/// Besides the options' own figures it keeps, per option, what the solvers' passes would otherwise
+/// recompute each time (the time and memory as `f64`, their shares of the capacities, and the value
+/// where the option fits an empty knapsack, else 0). They are derived when the instance is set, so
+/// the option figures are written only through [`Menu::fill`], [`set_option`](Self::set_option)
+/// and [`set_capacity`](Self::set_capacity), which keep them in step.
 #[derive(Clone, Debug)]
 pub struct Instance {
     pub n: usize,
@@ -242,17 +301,32 @@ pub struct Instance {
     /// Options per task (m × k).
     pub q: usize,
     /// v_o, n × q.
-    pub value: Vec<f64>,
+    pub(crate) value: Vec<f64>,
     /// t_o, µs on the option's unit, n × q.
-    pub time: Vec<u64>,
+    pub(crate) time: Vec<u64>,
     /// mem_o, byte-frames (bytes swapped in × K), n × q.
-    pub mem: Vec<u64>,
+    pub(crate) mem: Vec<u64>,
     /// C_u, µs.
-    pub cap: Vec<u64>,
+    pub(crate) cap: Vec<u64>,
     /// s_u, the units' speeds (any positive values give a valid work bound; 1 by default).
     pub speed: Vec<f64>,
     /// M, byte-frames (free bytes × the period's labelled frames).
-    pub mem_cap: u64,
+    pub(crate) mem_cap: u64,
+    /// Derived per option: t_o and mem_o as `f64` (exact: both are far below 2^53).
+    pub(crate) time_f: Vec<f64>,
+    pub(crate) mem_f: Vec<f64>,
+    /// Derived per option: t_o / C_u and mem_o / M (0 for no memory), the shares the greedy prices.
+    pub(crate) time_share: Vec<f64>,
+    pub(crate) mem_share: Vec<f64>,
+    /// Derived per option: v_o where the option fits an empty knapsack ([`usable`](Self::usable)),
+    /// else 0.
+    pub(crate) live: Vec<f64>,
+    /// Derived per task: its largest `live` value (0 when no option is usable) and the first
+    /// option holding it (`Choice::NONE` then).
+    pub(crate) top_value: Vec<f64>,
+    pub(crate) top_at: Vec<u8>,
+    /// The unit of option i (within a task): i / k, looked up rather than divided.
+    unit_of: [u8; MAX_UNITS * MAX_CHOICES],
 }
 
 impl Instance {
@@ -264,7 +338,7 @@ impl Instance {
     /// An empty instance of n tasks, m units, k choices (all values 0).
     pub fn with_size(n: usize, m: usize, k: usize) -> Instance {
         let q = m * k;
-        Instance {
+        let mut inst = Instance {
             n,
             m,
             k,
@@ -275,20 +349,115 @@ impl Instance {
             cap: vec![0; m],
             speed: vec![1.0; m],
             mem_cap: 0,
+            time_f: vec![0.0; n * q],
+            mem_f: vec![0.0; n * q],
+            time_share: vec![0.0; n * q],
+            mem_share: vec![0.0; n * q],
+            live: vec![0.0; n * q],
+            top_value: vec![0.0; n],
+            top_at: vec![Choice::NONE; n],
+            unit_of: [0; MAX_UNITS * MAX_CHOICES],
+        };
+        inst.derive();
+        inst
+    }
+
+    /// v_o of every option (n × q, option i of task j at j · q + i).
+    pub fn value(&self) -> &[f64] {
+        &self.value[..self.n * self.q]
+    }
+
+    /// t_o of every option, µs on its unit.
+    pub fn time(&self) -> &[u64] {
+        &self.time[..self.n * self.q]
+    }
+
+    /// mem_o of every option, byte-frames.
+    pub fn mem(&self) -> &[u64] {
+        &self.mem[..self.n * self.q]
+    }
+
+    /// C_u of every unit, µs.
+    pub fn cap(&self) -> &[u64] {
+        &self.cap[..self.m]
+    }
+
+    /// M, byte-frames.
+    pub fn mem_cap(&self) -> u64 {
+        self.mem_cap
+    }
+
+    /// Set option `o` (= j · q + i): its value, time and memory.
+    pub fn set_option(&mut self, o: usize, value: f64, time: u64, mem: u64) {
+        (self.value[o], self.time[o], self.mem[o]) = (value, time, mem);
+        self.derive_option(o);
+    }
+
+    /// Set the capacities: each unit's time and the memory.
+    pub fn set_capacity(&mut self, cap: &[u64], mem_cap: u64) {
+        self.cap[..self.m].copy_from_slice(&cap[..self.m]);
+        self.mem_cap = mem_cap;
+        self.derive();
+    }
+
+    /// Recompute every option's derived figures (one pass over the options).
+    pub(crate) fn derive(&mut self) {
+        let (q, k) = (self.q, self.k.max(1));
+        for i in 0..q.min(self.unit_of.len()) {
+            self.unit_of[i] = (i / k) as u8;
         }
+        let all = ..self.n * q;
+        let mem_cap = self.mem_cap;
+        let (time, mem, value) = (&self.time[all], &self.mem[all], &self.value[all]);
+        let (time_f, mem_f) = (&mut self.time_f[all], &mut self.mem_f[all]);
+        let (time_share, mem_share, live) =
+            (&mut self.time_share[all], &mut self.mem_share[all], &mut self.live[all]);
+        for o0 in (0..self.n * q).step_by(q.max(1)) {
+            for u in 0..self.m {
+                let span = o0 + u * k..o0 + (u + 1) * k;
+                let cap = self.cap[u];
+                let derived = time_f[span.clone()]
+                    .iter_mut()
+                    .zip(&mut mem_f[span.clone()])
+                    .zip(time_share[span.clone()].iter_mut().zip(&mut mem_share[span.clone()]))
+                    .zip(live[span.clone()].iter_mut());
+                let given = time[span.clone()].iter().zip(&mem[span.clone()]).zip(&value[span]);
+                for ((((tf, mf), (ts, ms)), lv), ((&t, &m), &v)) in derived.zip(given) {
+                    (*tf, *mf, *ts, *ms, *lv) = derived_of(v, t, m, cap, mem_cap);
+                }
+            }
+        }
+        self.derive_tops();
+    }
+
+    /// Each task's largest usable value and where it is first.
+    fn derive_tops(&mut self) {
+        let q = self.q;
+        for j in 0..self.n {
+            let top = super::greedy::first_max(&self.live[j * q..(j + 1) * q], 0.0);
+            self.top_value[j] = top.map_or(0.0, |t| t.0);
+            self.top_at[j] = top.map_or(Choice::NONE, |t| t.1 as u8);
+        }
+    }
+
+    /// Derive option `o` alone (and its task's top).
+    fn derive_option(&mut self, o: usize) {
+        let cap = self.cap[(o % self.q) / self.k];
+        (self.time_f[o], self.mem_f[o], self.time_share[o], self.mem_share[o], self.live[o]) =
+            derived_of(self.value[o], self.time[o], self.mem[o], cap, self.mem_cap);
+        self.derive_tops();
     }
 
     /// Unit of option i (within a task).
     #[inline]
     pub fn unit(&self, i: usize) -> usize {
-        i / self.k
+        self.unit_of[i] as usize
     }
 
     /// Whether option i of task j fits an empty knapsack (and is worth anything).
     #[inline]
     pub fn usable(&self, j: usize, i: usize) -> bool {
-        let o = j * self.q + i;
-        self.value[o] > 0.0 && self.time[o] <= self.cap[self.unit(i)] && self.mem[o] <= self.mem_cap
+        self.live[j * self.q + i] > 0.0
     }
 
     /// Total value of `c` (tasks beyond n ignored).

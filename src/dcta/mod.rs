@@ -31,7 +31,7 @@ pub use bench::{BenchArgs, BenchReport, EnergySource, MethodStats, SizeReport, b
 pub use exact::ExactSolver;
 pub use greedy::{Greedy, Price};
 pub use lagrange::Prices;
-pub use menu::{Choice, Context, Instance, Menu};
+pub use menu::{Choice, Context, Instance, Menu, OptionTimes};
 pub use problem::{CostModel, MEASURED_GAIN, Tatim, importance};
 pub use refine::Refiner;
 pub use table::{

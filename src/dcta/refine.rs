@@ -5,14 +5,13 @@
 //! that does, then each task moves to its most valuable option that still fits), keeps it if it beats
 //! the best so far, and moves the prices by a subgradient step. The rounds stop early once the best
 //! choice reaches the bound (it is optimal). Work per call is at most
-//! rounds × (3 · n · q + n²) option and ordering steps ([`Refiner::work_bound`]), counted as it runs
+//! rounds × (3 · n · q + the ordering's bound) option and ordering steps ([`Refiner::work_bound`]), counted as it runs
 //! ([`Refiner::work`]); nothing is allocated.
 
 use super::MAX_UNITS;
+use super::greedy::{TaskOrder, first_max, sort_bound};
 use super::lagrange::{Prices, Shares};
 use super::menu::{Choice, Instance};
-
-const NONE: u8 = Choice::NONE;
 
 /// Scratch of the bounded improvement (sized once).
 #[derive(Clone, Debug)]
@@ -20,6 +19,10 @@ pub struct Refiner {
     /// Per task: its best reduced value under the round's prices.
     red: Vec<f64>,
     order: Vec<u8>,
+    /// Scratch of the tasks' ordering.
+    sorter: TaskOrder,
+    /// One task's reduced values.
+    row: Vec<f64>,
     lag: Choice,
     work: u64,
     bound: f64,
@@ -33,6 +36,9 @@ impl Refiner {
         Refiner {
             red: vec![0.0; n],
             order: vec![0; n],
+            sorter: TaskOrder::with_size(n),
+            row: vec![0.0; super::MAX_UNITS * super::MAX_CHOICES],
+
             lag: Choice::empty(n),
             work: 0,
             bound: f64::INFINITY,
@@ -43,7 +49,7 @@ impl Refiner {
 
     /// Most steps [`refine`](Self::refine) takes on n tasks of q options in `rounds` rounds.
     pub fn work_bound(n: usize, q: usize, rounds: usize) -> u64 {
-        (rounds * (3 * n * q + n * n)) as u64
+        rounds as u64 * ((3 * n * q) as u64 + sort_bound(n))
     }
 
     /// Steps the last call took (options looked at, plus ordering steps).
@@ -123,22 +129,21 @@ impl Refiner {
         }
         let per_mem = p.mem * sh.mem;
         for j in 0..n {
-            let mut best = (0.0, NONE);
+            let row = j * q..(j + 1) * q;
+            let (live, tf, mf) = (&inst.live[row.clone()], &inst.time_f[row.clone()], &inst.mem_f[row]);
+            // Reduced values into a row (0 where the option is not usable: only a value above 0
+            // is taken), then the first largest: two branch-free passes the compiler vectorises.
             for u in 0..m {
-                let (cap, pu) = (inst.cap[u], per_us[u]);
-                for c in 0..k {
-                    let o = j * q + u * k + c;
-                    let (v, t, mem) = (inst.value[o], inst.time[o], inst.mem[o]);
-                    if v > 0.0 && t <= cap && mem <= inst.mem_cap {
-                        let r = v - pu * t as f64 - per_mem * mem as f64;
-                        if r > best.0 {
-                            best = (r, (u * k + c) as u8);
-                        }
-                    }
+                let pu = per_us[u];
+                let span = u * k..(u + 1) * k;
+                let (live, tf, mf) = (&live[span.clone()], &tf[span.clone()], &mf[span.clone()]);
+                for ((r, &v), (&t, &mem)) in self.row[span].iter_mut().zip(live).zip(tf.iter().zip(mf)) {
+                    *r = if v > 0.0 { v - pu * t - per_mem * mem } else { 0.0 };
                 }
             }
+            let best = first_max(&self.row[..q], 0.0).map_or((0.0, None), |(r, i)| (r, Some(i)));
             self.red[j] = best.0;
-            self.lag.set(j, (best.1 != NONE).then_some(best.1 as usize));
+            self.lag.set(j, best.1);
             l += best.0;
         }
         self.work += (n * q) as u64;
@@ -150,23 +155,22 @@ impl Refiner {
         let n = inst.n;
         let mut len = 0;
         for j in 0..n {
-            if self.lag.option_of(j).is_none() {
-                continue;
+            if self.lag.option_of(j).is_some() {
+                self.order[len] = j as u8;
+                len += 1;
             }
-            let r = self.red[j];
-            let mut at = len;
-            while at > 0 && self.red[self.order[at - 1] as usize] < r {
-                self.order[at] = self.order[at - 1];
-                at -= 1;
-            }
-            self.order[at] = j as u8;
-            len += 1;
         }
-        self.work += (n * n) as u64;
+        self.work += self.sorter.sort(&self.red, &mut self.order[..len]);
         let rest = (0..n).filter(|&j| self.lag.option_of(j).is_none());
         let want = |j: usize| self.lag.option_of(j).expect("ordered tasks have a Lagrangian option");
-        let (c, work) =
-            super::greedy::pack(inst, &self.order[..len], want, |j, i| p.reduced(inst, sh, j, i), rest);
+        let (c, work) = super::greedy::pack(
+            inst,
+            &self.order[..len],
+            want,
+            |j, i| p.reduced(inst, sh, j, i),
+            rest,
+            &mut self.row,
+        );
         self.work += work;
         c
     }

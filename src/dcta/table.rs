@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use super::exact::ExactSolver;
 use super::greedy::{Greedy, Price};
 use super::lagrange::Prices;
-use super::menu::{Choice, Context, Instance, Menu};
+use super::menu::{Choice, Context, Instance, Menu, OptionTimes};
 use super::problem::{CostModel, clamp_drift};
 use super::refine::Refiner;
 use super::{DctaError, MAX_TASKS};
@@ -370,7 +370,7 @@ pub fn build_policy_for(menu: Menu, board: &str, opts: &PolicyOptions) -> Result
 /// unpriced one where that does better, then `rounds` rounds of the bounded improvement starting
 /// from the same prices, then (up to [`SEARCH_OPTIONS`] options) a search of at most
 /// [`SEARCH_NODES`] nodes from the improved choice. At most
-/// `2 · Greedy::work_bound + Refiner::work_bound + ExactSolver::search_work_bound` steps.
+/// `n + 2 · Greedy::work_bound_from + Refiner::work_bound + ExactSolver::search_work_bound` steps.
 pub(crate) fn decide(
     inst: &Instance,
     greedy: &mut Greedy,
@@ -379,13 +379,14 @@ pub(crate) fn decide(
     price: Price,
     rounds: usize,
 ) -> Choice {
-    let mut choice = greedy.solve(inst, price);
-    let total = greedy.total();
-    let mut work = greedy.work();
+    // V from the tasks' tops, shared by both greedy solves.
+    let total = Greedy::total_of(inst);
+    let mut choice = greedy.solve_from(inst, price, total);
+    let mut work = inst.n as u64 + greedy.work();
     if price != Price::NONE {
         // The cell's prices were learnt on sampled contexts; where this one is better served
         // without them, keep the unpriced answer (the policy never does worse than greedy).
-        let plain = greedy.solve(inst, Price::NONE);
+        let plain = greedy.solve_from(inst, Price::NONE, total);
         work += greedy.work();
         if inst.value_of(&plain) > inst.value_of(&choice) {
             choice = plain;
@@ -395,8 +396,10 @@ pub(crate) fn decide(
     // unit, μ = θ_mem · V).
     let start = Prices::uniform(inst.m, price.time as f64 * total / inst.m as f64, price.mem as f64 * total);
     let mut out = refiner.refine(inst, choice, start, rounds);
-    if inst.n * inst.q <= SEARCH_OPTIONS {
-        out = search.search_from(inst, out, refiner.bound_prices(), refiner.bound(), SEARCH_NODES);
+    let so: usize = std::env::var("XSO").ok().and_then(|v| v.parse().ok()).unwrap_or(SEARCH_OPTIONS);
+    let sn: u64 = std::env::var("XSN").ok().and_then(|v| v.parse().ok()).unwrap_or(SEARCH_NODES);
+    if inst.n * inst.q <= so {
+        out = search.search_from(inst, out, refiner.bound_prices(), refiner.bound(), sn);
         work += search.work();
     }
     refiner.add_work(work);
@@ -435,6 +438,8 @@ impl Plan {
 pub struct Dcta {
     table: PolicyTable,
     inst: Instance,
+    /// The menu's option times, looked up when a period's knapsack is posed.
+    times: OptionTimes,
     greedy: Greedy,
     refiner: Refiner,
     search: ExactSolver,
@@ -453,6 +458,7 @@ impl Dcta {
         let n = table.n_tasks();
         Ok(Dcta {
             inst: Instance::for_menu(&table.menu),
+            times: table.menu.option_times(),
             greedy: Greedy::with_size(n),
             refiner: Refiner::with_size(n),
             search: ExactSolver::with_size(n, table.menu.per_task()),
@@ -480,7 +486,7 @@ impl Dcta {
         } else {
             self.table.price(self.table.cell(ctx))
         };
-        menu.fill(ctx, &mut self.inst);
+        menu.fill_cached(ctx, &mut self.inst, &self.times);
         let choice = decide(&self.inst, &mut self.greedy, &mut self.refiner, &mut self.search, price, ROUNDS);
         // Posing the knapsack is one pass over the options.
         self.work = self.inst.n as u64 * self.inst.q as u64 + self.refiner.work();
@@ -496,14 +502,19 @@ impl Dcta {
         &self.out
     }
 
-    /// Most steps one decision takes: posing the knapsack (n · q), two greedy solves and the
-    /// improvement's rounds, n q (9 + 3 · ROUNDS) + n² (2 + ROUNDS) for n tasks of q options, and up
-    /// to [`SEARCH_OPTIONS`] options the capped search ([`ExactSolver::search_work_bound`]).
+    /// Most steps one decision takes: posing the knapsack (n · q, the options' derived figures and
+    /// each task's top included), V from the tops (n), two greedy solves sharing it
+    /// ([`Greedy::work_bound_from`]), the improvement's rounds ([`Refiner::work_bound`]), and up to
+    /// [`SEARCH_OPTIONS`] options the capped search ([`ExactSolver::search_work_bound`]).
     pub fn work_bound(&self) -> u64 {
         let (n, q, m, k) = (self.inst.n, self.inst.q, self.inst.m, self.inst.k);
         let search =
             if n * q <= SEARCH_OPTIONS { ExactSolver::search_work_bound(n, m, k, SEARCH_NODES) } else { 0 };
-        (n * q) as u64 + 2 * Greedy::work_bound(n, q) + Refiner::work_bound(n, q, ROUNDS) + search
+        (n * q) as u64
+            + n as u64
+            + 2 * Greedy::work_bound_from(n, q)
+            + Refiner::work_bound(n, q, ROUNDS)
+            + search
     }
 
     /// Steps of the last decision.
