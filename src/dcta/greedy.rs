@@ -306,7 +306,26 @@ pub(crate) fn pack(
         choice.set(j, Some(take));
     }
     // Upgrade: each task to its most valuable option that fits what the others leave.
-    for j in order.iter().map(|&j| j as usize).chain(rest) {
+    let tasks = order.iter().map(|&j| j as usize).chain(rest);
+    work += upgrade(inst, &mut choice, &mut rem, &mut mem_rem, tasks, row);
+    (choice, work)
+}
+
+/// Move each of `tasks`, in turn, to its most valuable option that fits what the others leave
+/// (`rem` per unit and `mem_rem`, updated). Returns the options looked at: q a task, 1 for a task
+/// already at its top.
+pub(crate) fn upgrade(
+    inst: &Instance,
+    choice: &mut Choice,
+    rem: &mut [u64; MAX_UNITS],
+    mem_rem: &mut u64,
+    tasks: impl Iterator<Item = usize>,
+    row: &mut [f64],
+) -> u64 {
+    let (q, m, k) = (inst.q, inst.m, inst.k);
+    let row = &mut row[..q];
+    let mut work = 0;
+    for j in tasks {
         let now = choice.option_of(j);
         // A task at its most valuable usable option (or with none) has nothing to move to.
         if now.map_or(0.0, |i| inst.value[j * q + i]) >= inst.top_value[j] {
@@ -316,13 +335,13 @@ pub(crate) fn pack(
         if let Some(i) = now {
             let o = j * q + i;
             rem[inst.unit(i)] += inst.time[o];
-            mem_rem += inst.mem[o];
+            *mem_rem += inst.mem[o];
         }
         let span = j * q..(j + 1) * q;
         let (value, time, mem) = (&inst.value[span.clone()], &inst.time[span.clone()], &inst.mem[span]);
         for u in 0..m {
             for c in u * k..(u + 1) * k {
-                let ok = (time[c] <= rem[u]) & (mem[c] <= mem_rem);
+                let ok = (time[c] <= rem[u]) & (mem[c] <= *mem_rem);
                 row[c] = if ok { value[c] } else { 0.0 };
             }
         }
@@ -332,10 +351,10 @@ pub(crate) fn pack(
         if let Some(i) = pick {
             let o = j * q + i;
             rem[inst.unit(i)] -= inst.time[o];
-            mem_rem -= inst.mem[o];
+            *mem_rem -= inst.mem[o];
         }
         choice.set(j, pick);
         work += q as u64;
     }
-    (choice, work)
+    work
 }

@@ -396,10 +396,9 @@ pub(crate) fn decide(
     // unit, μ = θ_mem · V).
     let start = Prices::uniform(inst.m, price.time as f64 * total / inst.m as f64, price.mem as f64 * total);
     let mut out = refiner.refine(inst, choice, start, rounds);
-    let so: usize = std::env::var("XSO").ok().and_then(|v| v.parse().ok()).unwrap_or(SEARCH_OPTIONS);
-    let sn: u64 = std::env::var("XSN").ok().and_then(|v| v.parse().ok()).unwrap_or(SEARCH_NODES);
-    if inst.n * inst.q <= so {
-        out = search.search_from(inst, out, refiner.bound_prices(), refiner.bound(), sn);
+
+    if inst.n * inst.q <= SEARCH_OPTIONS {
+        out = search.search_from(inst, out, refiner.bound_prices(), refiner.bound(), SEARCH_NODES);
         work += search.work();
     }
     refiner.add_work(work);
