@@ -456,10 +456,21 @@ fn bench_sweeps_sizes_and_reports_every_field() {
         assert!((z.exact.quality - 1.0).abs() < 1e-9 && z.exact.quality_min > 1.0 - 1e-9);
         assert!(z.quality_mean <= 1.0 + 1e-9 && z.quality_worst <= z.quality_mean + 1e-9);
         assert!(z.lookup.median_ns > 0.0 && z.exact.energy_nj > 0.0 && z.table_bytes > 0);
+        // The own p99 is of each context's fastest timing: positive, and reported in µs as well.
+        assert!(z.lookup.p99_own_ns > 0.0, "{}", z.lookup.p99_own_ns);
+        assert!((z.policy_p99_own_us * 1e3 - z.lookup.p99_own_ns).abs() < 1e-6 * z.lookup.p99_own_ns);
         assert_eq!(z.fallbacks, 0);
     }
     let json: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();
-    for field in ["tasks", "speedup", "energy_saved", "quality_mean", "quality_worst", "table_bytes"] {
+    for field in [
+        "tasks",
+        "speedup",
+        "energy_saved",
+        "quality_mean",
+        "quality_worst",
+        "table_bytes",
+        "policy_p99_own_us",
+    ] {
         assert!(json["sizes"][0][field].is_number(), "{field}");
     }
     assert_eq!(json["sizes"][4]["distribution"], "loop");

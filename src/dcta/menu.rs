@@ -197,16 +197,25 @@ impl Menu {
     /// [`Instance::for_menu`]). Drift is clamped to [0, 1] (NaN → 0); tasks beyond `ctx.drift` get 0;
     /// a power level the menu lacks counts as its least-capacity level.
     pub fn fill(&self, ctx: &Context, inst: &mut Instance) {
-        self.fill_with(ctx, inst, |j, u, c, resident| self.option_time(j, u, c, resident));
+        let cap = self.capacity(ctx.power_level.min(self.n_levels() - 1));
+        self.fill_with(ctx, inst, |j, u, c, resident| {
+            let t = self.option_time(j, u, c, resident);
+            (t, share_of(t, cap[u]))
+        });
     }
 
-    /// [`fill`](Self::fill) with the options' times looked up in `times` (this menu's
-    /// [`option_times`](Self::option_times)) instead of computed: the device's way.
+    /// [`fill`](Self::fill) with the options' times and their shares of the level's capacity looked
+    /// up in `times` (this menu's [`option_times`](Self::option_times)) instead of computed: the
+    /// device's way.
     pub fn fill_cached(&self, ctx: &Context, inst: &mut Instance, times: &OptionTimes) {
-        let q = self.n_options() / self.n_tasks().max(1);
-        assert_eq!(times.0.len(), 2 * self.n_options(), "option times of another menu");
+        let (no, k) = (self.n_options(), self.n_choices());
+        let q = no / self.n_tasks().max(1);
+        assert_eq!(times.time.len(), 2 * no, "option times of another menu");
+        let level = ctx.power_level.min(self.n_levels() - 1);
+        let share = &times.share[level * 2 * no..(level + 1) * 2 * no];
         self.fill_with(ctx, inst, |j, u, c, resident| {
-            times.0[2 * (j * q + u * self.n_choices() + c) + resident as usize]
+            let at = 2 * (j * q + u * k + c) + resident as usize;
+            (times.time[at], share[at])
         });
     }
 
@@ -218,34 +227,43 @@ impl Menu {
         ((self.work_us[j * k + c] + load) / self.speeds[u] as f64).ceil().max(1.0) as u64
     }
 
-    /// Every option's time, resident and not: computed once where a menu decides many periods.
+    /// Every option's time, resident and not, and its share of its unit's capacity at every power
+    /// level: computed once where a menu decides many periods.
     pub fn option_times(&self) -> OptionTimes {
         let (n, m, k) = (self.n_tasks(), self.n_units(), self.n_choices());
-        let mut t = Vec::with_capacity(2 * n * m * k);
+        let mut time = Vec::with_capacity(2 * n * m * k);
         for j in 0..n {
             for u in 0..m {
                 for c in 0..k {
-                    t.push(self.option_time(j, u, c, false));
-                    t.push(self.option_time(j, u, c, true));
+                    time.push(self.option_time(j, u, c, false));
+                    time.push(self.option_time(j, u, c, true));
                 }
             }
         }
-        OptionTimes(t)
+        let mut share = Vec::with_capacity(self.n_levels() * time.len());
+        for level in 0..self.n_levels() {
+            let cap = self.capacity(level);
+            share.extend(time.iter().enumerate().map(|(at, &t)| share_of(t, cap[(at / 2 % (m * k)) / k])));
+        }
+        OptionTimes { time, share }
     }
 
-    fn fill_with(&self, ctx: &Context, inst: &mut Instance, time: impl Fn(usize, usize, usize, bool) -> u64) {
+    fn fill_with(
+        &self,
+        ctx: &Context,
+        inst: &mut Instance,
+        time: impl Fn(usize, usize, usize, bool) -> (u64, f64),
+    ) {
         let (n, m, k) = (self.n_tasks(), self.n_units(), self.n_choices());
         let q = m * k;
-        inst.n = n;
-        inst.m = m;
-        inst.k = k;
-        inst.q = q;
+        inst.set_shape(n, m, k);
         let level = ctx.power_level.min(self.n_levels() - 1);
         inst.cap[..m].copy_from_slice(self.capacity(level));
         for (s, &v) in inst.speed.iter_mut().zip(&self.speeds) {
             *s = v as f64;
         }
-        inst.mem_cap = ctx.free_mem.saturating_mul(self.label_slots as u64);
+        let mem_cap = ctx.free_mem.saturating_mul(self.label_slots as u64);
+        inst.mem_cap = mem_cap;
         for j in 0..n {
             let v_j = importance(self.weights[j], ctx.drift.get(j).copied().unwrap_or(0.0));
             let resident = j < 64 && ctx.resident >> j & 1 == 1;
@@ -254,34 +272,47 @@ impl Menu {
                 false => (self.mem_bytes[j], self.swap_penalty[j] as f64),
             };
             for u in 0..m {
+                let cap = inst.cap[u];
                 for c in 0..k {
                     let o = j * q + u * k + c;
-                    let v = v_j * self.gain[j * k + c] as f64 - penalty;
-                    inst.value[o] = v.max(0.0);
-                    inst.time[o] = time(j, u, c, resident);
-                    inst.mem[o] = mem * self.frames[c] as u64;
+                    let v = (v_j * self.gain[j * k + c] as f64 - penalty).max(0.0);
+                    let (t, ts) = time(j, u, c, resident);
+                    let mm = mem * self.frames[c] as u64;
+                    (inst.value[o], inst.time[o], inst.mem[o]) = (v, t, mm);
+                    (inst.time_f[o], inst.mem_f[o], inst.time_share[o], inst.mem_share[o], inst.live[o]) =
+                        derived_of(v, t, mm, cap, mem_cap, ts);
                 }
             }
         }
-        inst.derive();
+        inst.derive_tops();
     }
 }
 
-/// An option's derived figures from its value v, time t and memory m under capacities `cap` (its
-/// unit's) and `mem_cap`: t and m as `f64`, their shares, and v where it fits an empty knapsack
-/// (else 0). The shares are divided, not multiplied by a reciprocal, so that they are the same
-/// numbers the greedy always priced.
+/// t / C: an option's share of its unit's capacity (a capacity of 0 counts as 1 µs).
 #[inline]
-fn derived_of(v: f64, t: u64, m: u64, cap: u64, mem_cap: u64) -> (f64, f64, f64, f64, f64) {
-    let time_share = t as f64 / cap.max(1) as f64;
+fn share_of(t: u64, cap: u64) -> f64 {
+    t as f64 / cap.max(1) as f64
+}
+
+/// An option's derived figures from its value v, time t, memory m and time share `time_share`
+/// ([`share_of`]) under capacities `cap` (its unit's) and `mem_cap`: t and m as `f64`, the time and
+/// memory shares, and v where it fits an empty knapsack (else 0). The shares are divided, not
+/// multiplied by a reciprocal, so that they are the same numbers the greedy always priced.
+#[inline]
+fn derived_of(v: f64, t: u64, m: u64, cap: u64, mem_cap: u64, time_share: f64) -> (f64, f64, f64, f64, f64) {
     let mem_share = if m > 0 { m as f64 / mem_cap.max(1) as f64 } else { 0.0 };
     let live = if v > 0.0 && t <= cap && m <= mem_cap { v } else { 0.0 };
     (t as f64, m as f64, time_share, mem_share, live)
 }
 
-/// Every option's time on its unit for a resident and a non-resident target ([`Menu::option_times`]).
+/// Every option's time on its unit for a non-resident and a resident target, and those times'
+/// shares of the unit's capacity at every power level ([`Menu::option_times`]).
 #[derive(Clone, Debug)]
-pub struct OptionTimes(Vec<u64>);
+pub struct OptionTimes {
+    time: Vec<u64>,
+    /// Level-major: level × (option × 2 + resident).
+    share: Vec<f64>,
+}
 
 /// One period's multiple-choice knapsack: choose at most one option per task to maximise
 /// Σ v_o subject to Σ_{o on u} t_o ≤ C_u for every unit and Σ mem_o ≤ M (memory in byte-frames,
@@ -403,9 +434,7 @@ impl Instance {
     /// Recompute every option's derived figures (one pass over the options).
     pub(crate) fn derive(&mut self) {
         let (q, k) = (self.q, self.k.max(1));
-        for i in 0..q.min(self.unit_of.len()) {
-            self.unit_of[i] = (i / k) as u8;
-        }
+        self.set_shape(self.n, self.m, self.k);
         let all = ..self.n * q;
         let mem_cap = self.mem_cap;
         let (time, mem, value) = (&self.time[all], &self.mem[all], &self.value[all]);
@@ -423,7 +452,7 @@ impl Instance {
                     .zip(live[span.clone()].iter_mut());
                 let given = time[span.clone()].iter().zip(&mem[span.clone()]).zip(&value[span]);
                 for ((((tf, mf), (ts, ms)), lv), ((&t, &m), &v)) in derived.zip(given) {
-                    (*tf, *mf, *ts, *ms, *lv) = derived_of(v, t, m, cap, mem_cap);
+                    (*tf, *mf, *ts, *ms, *lv) = derived_of(v, t, m, cap, mem_cap, share_of(t, cap));
                 }
             }
         }
@@ -431,7 +460,7 @@ impl Instance {
     }
 
     /// Each task's largest usable value and where it is first.
-    fn derive_tops(&mut self) {
+    pub(crate) fn derive_tops(&mut self) {
         let q = self.q;
         for j in 0..self.n {
             let top = super::greedy::first_max(&self.live[j * q..(j + 1) * q], 0.0);
@@ -440,11 +469,20 @@ impl Instance {
         }
     }
 
+    /// n tasks of m units × k choices (q = m · k), and the unit of every option.
+    fn set_shape(&mut self, n: usize, m: usize, k: usize) {
+        (self.n, self.m, self.k, self.q) = (n, m, k, m * k);
+        for i in 0..self.q.min(self.unit_of.len()) {
+            self.unit_of[i] = (i / k.max(1)) as u8;
+        }
+    }
+
     /// Derive option `o` alone (and its task's top).
     fn derive_option(&mut self, o: usize) {
         let cap = self.cap[(o % self.q) / self.k];
+        let t = self.time[o];
         (self.time_f[o], self.mem_f[o], self.time_share[o], self.mem_share[o], self.live[o]) =
-            derived_of(self.value[o], self.time[o], self.mem[o], cap, self.mem_cap);
+            derived_of(self.value[o], t, self.mem[o], cap, self.mem_cap, share_of(t, cap));
         self.derive_tops();
     }
 
