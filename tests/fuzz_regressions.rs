@@ -242,6 +242,30 @@ fn finding_board_name_starting_with_a_digit() {
     }
 }
 
+/// board: `max-active-models` above the model-set cap (16) passed the checks and behaved as "no
+/// limit" (the schedule clamps it to the number of models) without saying so. Now refused, naming
+/// the key and the cap; 16 itself is accepted.
+#[test]
+fn board_max_active_models_above_the_cap_is_refused() {
+    let good =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("boards/host-sim.toml")).unwrap();
+    assert!(good.contains("max-active-models = 2"));
+    let e = jetlink::board::parse_board_text(
+        "boards/x.toml",
+        &good.replace("max-active-models = 2", "max-active-models = 17"),
+    )
+    .unwrap_err();
+    assert!(
+        e.starts_with("boards/x.toml: key `max-active-models`: 17 is above") && e.contains("(16)"),
+        "{e}"
+    );
+    jetlink::board::parse_board_text(
+        "boards/x.toml",
+        &good.replace("max-active-models = 2", "max-active-models = 16"),
+    )
+    .unwrap();
+}
+
 /// Writes the fleet target's seeds (small, committed): an upload, a signed whole global update, a
 /// delta payload and quantised values. Ignored: run by hand after a fleet protocol change
 /// (`write_seed_corpus` writes them too).

@@ -109,6 +109,11 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_schemas_model_cap_is_the_model_sets() {
+        assert_eq!(super::schema::MAX_MODELS, crate::model_set::ModelSet::CAP);
+    }
+
+    #[test]
     fn generated_boards_match_their_files() {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("boards");
         let files = load_dir(&dir).unwrap();

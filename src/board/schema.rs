@@ -8,6 +8,11 @@ use std::path::Path;
 
 use serde::Deserialize;
 
+/// The most models a workload may have: `crate::model_set::ModelSet::CAP`, written out because this
+/// file is also compiled into the build script, which cannot see the crate (a unit test in
+/// `src/board/mod.rs` keeps the two equal).
+pub const MAX_MODELS: usize = 16;
+
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct BoardFile {
@@ -137,6 +142,11 @@ fn check(b: &BoardFile) -> Result<(), String> {
     }
     if b.max_active_models == Some(0) {
         return Err("key `max-active-models`: must be above 0 (leave it out for no limit)".into());
+    }
+    if let Some(v) = b.max_active_models.filter(|&v| v as usize > MAX_MODELS) {
+        return Err(format!(
+            "key `max-active-models`: {v} is above the most models a workload may have ({MAX_MODELS}); leave it out for no limit"
+        ));
     }
     if b.ticks_per_period == 0 {
         return Err("key `ticks-per-period`: must be above 0".into());
