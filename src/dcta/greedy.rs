@@ -104,10 +104,8 @@ impl Greedy {
         }
         let lambda = price.time as f64 * total / m as f64;
         let mu = price.mem as f64 * total;
-        let score = |j: usize, i: usize| {
-            let o = j * q + i;
-            inst.value[o] - lambda * inst.time_share[o] - mu * inst.mem_share[o]
-        };
+        let score =
+            |o: usize, _u: usize| inst.value[o] - lambda * inst.time_share[o] - mu * inst.mem_share[o];
         let mut len = 0;
         for j in 0..n {
             self.pick[j] = NONE;
@@ -262,7 +260,8 @@ impl TaskOrder {
 
 /// The second half of a priced greedy, shared by [`Greedy`] and the Lagrangian improvement
 /// (`refine.rs`): admit the tasks of `order` in turn, each at its option `want(j)` or, when that
-/// does not fit what the tasks before it left, at its fitting option of highest `score(j, i)`
+/// does not fit what the tasks before it left, at its fitting option of highest `score(o, u)` (option
+/// o = j · q + i on unit u)
 /// (skipped when none fits); then move every task (`order` first, then `rest`) to its most valuable
 /// option that fits what the others leave. Returns the choice and the options looked at.
 pub(crate) fn pack(
@@ -289,9 +288,11 @@ pub(crate) fn pack(
             let span = j * q..(j + 1) * q;
             let (live, time, mem) = (&inst.live[span.clone()], &inst.time[span.clone()], &inst.mem[span]);
             for u in 0..m {
-                for c in u * k..(u + 1) * k {
+                let unit = u * k..(u + 1) * k;
+                let (live, time, mem) = (&live[unit.clone()], &time[unit.clone()], &mem[unit.clone()]);
+                for (c, r) in row[unit].iter_mut().enumerate() {
                     let ok = (live[c] > 0.0) & (time[c] <= rem[u]) & (mem[c] <= mem_rem);
-                    row[c] = if ok { score(j, c) } else { f64::NEG_INFINITY };
+                    *r = if ok { score(j * q + u * k + c, u) } else { f64::NEG_INFINITY };
                 }
             }
             work += q as u64;

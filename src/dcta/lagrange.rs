@@ -46,8 +46,12 @@ impl Prices {
     /// Reduced value of option i of task j.
     #[inline]
     pub(crate) fn reduced(&self, inst: &Instance, sh: &Shares, j: usize, i: usize) -> f64 {
-        let o = j * inst.q + i;
-        let u = inst.unit(i);
+        self.reduced_at(inst, sh, j * inst.q + i, inst.unit(i))
+    }
+
+    /// Reduced value of option `o` (= j · q + i) on its unit `u`.
+    #[inline]
+    pub(crate) fn reduced_at(&self, inst: &Instance, sh: &Shares, o: usize, u: usize) -> f64 {
         inst.value[o] - self.unit[u] * inst.time_f[o] * sh.unit[u] - self.mem * inst.mem_f[o] * sh.mem
     }
 

@@ -271,16 +271,21 @@ impl Menu {
                 true => (0, 0.0),
                 false => (self.mem_bytes[j], self.swap_penalty[j] as f64),
             };
+            // Value, memory and its share depend on the task and K only: once per K, not per unit.
+            let mut per_k = [(0.0f64, 0u64, 0.0f64); MAX_CHOICES];
+            for (c, slot) in per_k[..k].iter_mut().enumerate() {
+                let mm = mem * self.frames[c] as u64;
+                *slot =
+                    ((v_j * self.gain[j * k + c] as f64 - penalty).max(0.0), mm, mem_share_of(mm, mem_cap));
+            }
             for u in 0..m {
                 let cap = inst.cap[u];
-                for c in 0..k {
+                for (c, &(v, mm, ms)) in per_k[..k].iter().enumerate() {
                     let o = j * q + u * k + c;
-                    let v = (v_j * self.gain[j * k + c] as f64 - penalty).max(0.0);
                     let (t, ts) = time(j, u, c, resident);
-                    let mm = mem * self.frames[c] as u64;
                     (inst.value[o], inst.time[o], inst.mem[o]) = (v, t, mm);
                     (inst.time_f[o], inst.mem_f[o], inst.time_share[o], inst.mem_share[o], inst.live[o]) =
-                        derived_of(v, t, mm, cap, mem_cap, ts);
+                        derived_of(v, t, mm, cap, mem_cap, ts, ms);
                 }
             }
         }
@@ -294,13 +299,27 @@ fn share_of(t: u64, cap: u64) -> f64 {
     t as f64 / cap.max(1) as f64
 }
 
-/// An option's derived figures from its value v, time t, memory m and time share `time_share`
-/// ([`share_of`]) under capacities `cap` (its unit's) and `mem_cap`: t and m as `f64`, the time and
-/// memory shares, and v where it fits an empty knapsack (else 0). The shares are divided, not
-/// multiplied by a reciprocal, so that they are the same numbers the greedy always priced.
+/// m / M: an option's share of the free memory (0 for an option that needs none).
 #[inline]
-fn derived_of(v: f64, t: u64, m: u64, cap: u64, mem_cap: u64, time_share: f64) -> (f64, f64, f64, f64, f64) {
-    let mem_share = if m > 0 { m as f64 / mem_cap.max(1) as f64 } else { 0.0 };
+fn mem_share_of(m: u64, mem_cap: u64) -> f64 {
+    if m > 0 { m as f64 / mem_cap.max(1) as f64 } else { 0.0 }
+}
+
+/// An option's derived figures from its value v, time t, memory m and shares `time_share`
+/// ([`share_of`]) and `mem_share` ([`mem_share_of`]) under capacities `cap` (its unit's) and
+/// `mem_cap`: t and m as `f64`, the two shares, and v where it fits an empty knapsack (else 0). The
+/// shares are divided, not multiplied by a reciprocal, so that they are the same numbers the greedy
+/// always priced.
+#[inline]
+fn derived_of(
+    v: f64,
+    t: u64,
+    m: u64,
+    cap: u64,
+    mem_cap: u64,
+    time_share: f64,
+    mem_share: f64,
+) -> (f64, f64, f64, f64, f64) {
     let live = if v > 0.0 && t <= cap && m <= mem_cap { v } else { 0.0 };
     (t as f64, m as f64, time_share, mem_share, live)
 }
@@ -452,7 +471,8 @@ impl Instance {
                     .zip(live[span.clone()].iter_mut());
                 let given = time[span.clone()].iter().zip(&mem[span.clone()]).zip(&value[span]);
                 for ((((tf, mf), (ts, ms)), lv), ((&t, &m), &v)) in derived.zip(given) {
-                    (*tf, *mf, *ts, *ms, *lv) = derived_of(v, t, m, cap, mem_cap, share_of(t, cap));
+                    (*tf, *mf, *ts, *ms, *lv) =
+                        derived_of(v, t, m, cap, mem_cap, share_of(t, cap), mem_share_of(m, mem_cap));
                 }
             }
         }
@@ -481,8 +501,15 @@ impl Instance {
     fn derive_option(&mut self, o: usize) {
         let cap = self.cap[(o % self.q) / self.k];
         let t = self.time[o];
-        (self.time_f[o], self.mem_f[o], self.time_share[o], self.mem_share[o], self.live[o]) =
-            derived_of(self.value[o], t, self.mem[o], cap, self.mem_cap, share_of(t, cap));
+        (self.time_f[o], self.mem_f[o], self.time_share[o], self.mem_share[o], self.live[o]) = derived_of(
+            self.value[o],
+            t,
+            self.mem[o],
+            cap,
+            self.mem_cap,
+            share_of(t, cap),
+            mem_share_of(self.mem[o], self.mem_cap),
+        );
         self.derive_tops();
     }
 

@@ -167,7 +167,7 @@ impl Refiner {
             inst,
             &self.order[..len],
             want,
-            |j, i| p.reduced(inst, sh, j, i),
+            |o, u| p.reduced_at(inst, sh, o, u),
             rest,
             &mut self.row,
         );
