@@ -425,6 +425,9 @@ pub fn bench(manifest: &Manifest, board: &Board, args: &BenchArgs) -> Result<Ben
     })
 }
 
+/// Timings of each context per method (the own p99 takes each context's fastest).
+const TIMINGS: usize = 3;
+
 /// Quality, nodes, time and energy of the three methods on `ctxs`.
 fn measure(
     menu: &Menu,
@@ -476,8 +479,8 @@ fn measure(
     let run = |method: &mut dyn FnMut(&SampledContext) -> Choice| -> (f64, f64, f64, f64, f64) {
         // Decision by decision: exact solve times are heavy-tailed, so a batch's mean would not be
         // a median. The clock's own cost (tens of ns) is in every figure.
-        let mut samples = Vec::with_capacity(ctxs.len() * 3);
-        for _ in 0..3 {
+        let mut samples = Vec::with_capacity(ctxs.len() * TIMINGS);
+        for _ in 0..TIMINGS {
             for c in ctxs {
                 let t = Instant::now();
                 black_box(method(black_box(c)));
@@ -487,7 +490,7 @@ fn measure(
         let mean = samples.iter().sum::<f64>() / samples.len().max(1) as f64;
         // Each context's fastest timing (samples are by repetition, then context).
         let mut own: Vec<f64> = (0..ctxs.len())
-            .map(|c| (0..3).map(|r| samples[r * ctxs.len() + c]).fold(f64::INFINITY, f64::min))
+            .map(|c| (0..TIMINGS).map(|r| samples[r * ctxs.len() + c]).fold(f64::INFINITY, f64::min))
             .collect();
         let (_, p99_own) = percentiles(&mut own);
         let (median, p99) = percentiles(&mut samples);

@@ -208,8 +208,7 @@ impl Menu {
     /// up in `times` (this menu's [`option_times`](Self::option_times)) instead of computed: the
     /// device's way.
     pub fn fill_cached(&self, ctx: &Context, inst: &mut Instance, times: &OptionTimes) {
-        let (no, k) = (self.n_options(), self.n_choices());
-        let q = no / self.n_tasks().max(1);
+        let (no, q, k) = (self.n_options(), self.per_task(), self.n_choices());
         assert_eq!(times.time.len(), 2 * no, "option times of another menu");
         let level = ctx.power_level.min(self.n_levels() - 1);
         let share = &times.share[level * 2 * no..(level + 1) * 2 * no];
@@ -240,10 +239,12 @@ impl Menu {
                 }
             }
         }
+        // Level-major, then in `time`'s order: entries 2 · (j · q + u · k + c) + resident.
+        let unit_of = |at: usize| at / 2 % (m * k) / k;
         let mut share = Vec::with_capacity(self.n_levels() * time.len());
         for level in 0..self.n_levels() {
             let cap = self.capacity(level);
-            share.extend(time.iter().enumerate().map(|(at, &t)| share_of(t, cap[(at / 2 % (m * k)) / k])));
+            share.extend(time.iter().enumerate().map(|(at, &t)| share_of(t, cap[unit_of(at)])));
         }
         OptionTimes { time, share }
     }
@@ -279,13 +280,11 @@ impl Menu {
                     ((v_j * self.gain[j * k + c] as f64 - penalty).max(0.0), mm, mem_share_of(mm, mem_cap));
             }
             for u in 0..m {
-                let cap = inst.cap[u];
                 for (c, &(v, mm, ms)) in per_k[..k].iter().enumerate() {
                     let o = j * q + u * k + c;
                     let (t, ts) = time(j, u, c, resident);
                     (inst.value[o], inst.time[o], inst.mem[o]) = (v, t, mm);
-                    (inst.time_f[o], inst.mem_f[o], inst.time_share[o], inst.mem_share[o], inst.live[o]) =
-                        derived_of(v, t, mm, cap, mem_cap, ts, ms);
+                    inst.set_derived(o, u, ts, ms);
                 }
             }
         }
@@ -303,25 +302,6 @@ fn share_of(t: u64, cap: u64) -> f64 {
 #[inline]
 fn mem_share_of(m: u64, mem_cap: u64) -> f64 {
     if m > 0 { m as f64 / mem_cap.max(1) as f64 } else { 0.0 }
-}
-
-/// An option's derived figures from its value v, time t, memory m and shares `time_share`
-/// ([`share_of`]) and `mem_share` ([`mem_share_of`]) under capacities `cap` (its unit's) and
-/// `mem_cap`: t and m as `f64`, the two shares, and v where it fits an empty knapsack (else 0). The
-/// shares are divided, not multiplied by a reciprocal, so that they are the same numbers the greedy
-/// always priced.
-#[inline]
-fn derived_of(
-    v: f64,
-    t: u64,
-    m: u64,
-    cap: u64,
-    mem_cap: u64,
-    time_share: f64,
-    mem_share: f64,
-) -> (f64, f64, f64, f64, f64) {
-    let live = if v > 0.0 && t <= cap && m <= mem_cap { v } else { 0.0 };
-    (t as f64, m as f64, time_share, mem_share, live)
 }
 
 /// Every option's time on its unit for a non-resident and a resident target, and those times'
@@ -450,33 +430,30 @@ impl Instance {
         self.derive();
     }
 
-    /// Recompute every option's derived figures (one pass over the options).
+    /// Recompute every option's derived figures (one pass over the options) and the tasks' tops.
     pub(crate) fn derive(&mut self) {
-        let (q, k) = (self.q, self.k.max(1));
         self.set_shape(self.n, self.m, self.k);
-        let all = ..self.n * q;
-        let mem_cap = self.mem_cap;
-        let (time, mem, value) = (&self.time[all], &self.mem[all], &self.value[all]);
-        let (time_f, mem_f) = (&mut self.time_f[all], &mut self.mem_f[all]);
-        let (time_share, mem_share, live) =
-            (&mut self.time_share[all], &mut self.mem_share[all], &mut self.live[all]);
-        for o0 in (0..self.n * q).step_by(q.max(1)) {
-            for u in 0..self.m {
-                let span = o0 + u * k..o0 + (u + 1) * k;
-                let cap = self.cap[u];
-                let derived = time_f[span.clone()]
-                    .iter_mut()
-                    .zip(&mut mem_f[span.clone()])
-                    .zip(time_share[span.clone()].iter_mut().zip(&mut mem_share[span.clone()]))
-                    .zip(live[span.clone()].iter_mut());
-                let given = time[span.clone()].iter().zip(&mem[span.clone()]).zip(&value[span]);
-                for ((((tf, mf), (ts, ms)), lv), ((&t, &m), &v)) in derived.zip(given) {
-                    (*tf, *mf, *ts, *ms, *lv) =
-                        derived_of(v, t, m, cap, mem_cap, share_of(t, cap), mem_share_of(m, mem_cap));
-                }
-            }
+        for o in 0..self.n * self.q {
+            let u = self.unit(o % self.q);
+            let (ts, ms) = (share_of(self.time[o], self.cap[u]), mem_share_of(self.mem[o], self.mem_cap));
+            self.set_derived(o, u, ts, ms);
         }
         self.derive_tops();
+    }
+
+    /// Option `o`'s derived figures, on its unit `u`, from its value, time and memory and their
+    /// shares (`time_share` = [`share_of`], `mem_share` = [`mem_share_of`], passed in because the
+    /// device looks the time share up): time and memory as `f64`, the shares, and the value where
+    /// the option fits an empty knapsack (else 0). The shares are divided, not multiplied by a
+    /// reciprocal, so that they are the same numbers the greedy always priced.
+    #[inline]
+    fn set_derived(&mut self, o: usize, u: usize, time_share: f64, mem_share: f64) {
+        let (v, t, m) = (self.value[o], self.time[o], self.mem[o]);
+        self.time_f[o] = t as f64;
+        self.mem_f[o] = m as f64;
+        self.time_share[o] = time_share;
+        self.mem_share[o] = mem_share;
+        self.live[o] = if v > 0.0 && t <= self.cap[u] && m <= self.mem_cap { v } else { 0.0 };
     }
 
     /// Each task's largest usable value and where it is first.
@@ -497,19 +474,11 @@ impl Instance {
         }
     }
 
-    /// Derive option `o` alone (and its task's top).
+    /// Derive option `o` alone (and the tasks' tops).
     fn derive_option(&mut self, o: usize) {
-        let cap = self.cap[(o % self.q) / self.k];
-        let t = self.time[o];
-        (self.time_f[o], self.mem_f[o], self.time_share[o], self.mem_share[o], self.live[o]) = derived_of(
-            self.value[o],
-            t,
-            self.mem[o],
-            cap,
-            self.mem_cap,
-            share_of(t, cap),
-            mem_share_of(self.mem[o], self.mem_cap),
-        );
+        let u = self.unit(o % self.q);
+        let (ts, ms) = (share_of(self.time[o], self.cap[u]), mem_share_of(self.mem[o], self.mem_cap));
+        self.set_derived(o, u, ts, ms);
         self.derive_tops();
     }
 

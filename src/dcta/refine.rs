@@ -132,7 +132,7 @@ impl Refiner {
             let row = j * q..(j + 1) * q;
             let (live, tf, mf) = (&inst.live[row.clone()], &inst.time_f[row.clone()], &inst.mem_f[row]);
             // Reduced values into a row (0 where the option is not usable: only a value above 0
-            // is taken), then the first largest: two branch-free passes the compiler vectorises.
+            // is taken), then the first largest: two passes without branches.
             for u in 0..m {
                 let pu = per_us[u];
                 let span = u * k..(u + 1) * k;
