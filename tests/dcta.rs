@@ -12,8 +12,9 @@ use std::path::Path;
 use good_lp::{Expression, Solution, SolverModel, constraint, microlp, variable, variables};
 use jetlink::board;
 use jetlink::dcta::{
-    BenchArgs, Choice, Context, CostModel, Dcta, DctaError, DriftDistribution, ExactSolver, Greedy, Instance,
-    Menu, PolicyOptions, PolicyTable, Price, Prices, Refiner, build_policy, sample_contexts,
+    BenchArgs, Choice, Context, CostModel, Dcta, DctaError, DriftDistribution, ExactSolver, Exchanger,
+    Greedy, Instance, Menu, PolicyOptions, PolicyTable, Price, Prices, Refiner, build_policy,
+    sample_contexts,
 };
 use jetlink::manifest::Manifest;
 
@@ -237,6 +238,58 @@ fn refiner_improves_within_its_work_bound_and_its_bound_holds() {
         assert!(close(inst.value_of(&d), opt), "case {case}: search {} optimum {opt}", inst.value_of(&d));
     }
     assert!(improved > 10, "the improvement never improved ({improved})");
+}
+
+/// The room a task needs spread over two others: from a full knapsack of A and B at their larger
+/// K, one exchange steps both down a K and admits C, the optimum that no single move reaches.
+#[test]
+fn an_exchange_makes_room_from_several_tasks() {
+    let mut inst = Instance::with_size(3, 1, 2);
+    // (value, time) per task and K; C's first option is unusable.
+    let opts = [[(0.5, 50), (0.6, 60)], [(0.3, 30), (0.35, 40)], [(0.0, 10), (0.5, 20)]];
+    for (j, o) in opts.iter().enumerate() {
+        for (c, &(v, t)) in o.iter().enumerate() {
+            inst.set_option(j * 2 + c, v, t, 0);
+        }
+    }
+    inst.set_capacity(&[100], 0);
+    let mut start = Choice::empty(3);
+    start.set(0, Some(1));
+    start.set(1, Some(1));
+    assert!(inst.is_feasible(&start));
+    let mut x = Exchanger::with_size(3);
+    let before = allocations();
+    let c = x.improve(&inst, start);
+    assert_eq!(allocations() - before, 0, "an exchange allocated");
+    assert!(inst.is_feasible(&c));
+    assert!(close(inst.value_of(&c), 1.3) && close(brute_force(&inst), 1.3), "{c:?}: {}", inst.value_of(&c));
+    assert_eq!((c.option_of(0), c.option_of(1), c.option_of(2)), (Some(0), Some(0), Some(1)));
+    assert!(x.work() <= Exchanger::work_bound(3, 2, 2), "{} steps", x.work());
+}
+
+/// From the greedy's answer on random instances: never worse, never infeasible, never above the
+/// optimum, within the work bound, and often better.
+#[test]
+fn exchanges_improve_within_their_work_bound() {
+    let mut rng = Rng(77);
+    let (mut improved, mut cases) = (0, 0);
+    for case in 0..400 {
+        let (n, m, k) = (2 + rng.below(9) as usize, 1 + rng.below(3) as usize, 1 + rng.below(4) as usize);
+        let inst = random_instance(&mut rng, n, m, k);
+        let start = Greedy::with_size(n).solve(&inst, Price::NONE);
+        let (_, opt) = ExactSolver::for_instance(&inst).solve(&inst);
+        let mut x = Exchanger::with_size(n);
+        let c = x.improve(&inst, start);
+        let (v, v0) = (inst.value_of(&c), inst.value_of(&start));
+        assert!(inst.is_feasible(&c), "case {case}: infeasible");
+        assert!(v >= v0 && v <= opt + 1e-9, "case {case}: {v0} -> {v}, optimum {opt}");
+        assert!(x.work() <= Exchanger::work_bound(n, m * k, k), "case {case}: {} steps", x.work());
+        if v0 < opt - 1e-9 {
+            cases += 1;
+            improved += (v > v0 + 1e-12) as usize;
+        }
+    }
+    assert!(improved * 4 >= cases, "the exchanges improved {improved} of {cases} suboptimal greedy answers");
 }
 
 #[test]

@@ -146,6 +146,10 @@ pub struct SizeReport {
     pub policy_work_bound: u64,
     /// Decisions whose steps exceeded the bound (0 unless the bound is wrong).
     pub policy_work_over: u64,
+    /// Share of the held-out decisions that got the exchanges (on a one-unit board, those no bound
+    /// certified within `dcta::CERTIFY` of the optimum), and share the exchanges improved.
+    pub policy_exchanged: f64,
+    pub policy_exchange_improved: f64,
     /// Postcard bytes of the policy table, as stored in the bundle.
     pub table_bytes: usize,
     pub cells: usize,
@@ -193,7 +197,7 @@ impl BenchReport {
             }
         );
         s += &format!(
-            "{:>7} {:>5} {:<9} {:>10} {:>10} {:>9} {:>9} {:>9} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8} {:>7} {:>9} {:>7} {:>7}\n",
+            "{:>7} {:>5} {:<9} {:>10} {:>10} {:>9} {:>9} {:>9} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8} {:>7} {:>9} {:>6} {:>7} {:>7}\n",
             "options",
             "tasks",
             "drift",
@@ -210,12 +214,13 @@ impl BenchReport {
             "vs bound",
             "proven",
             "work/bnd",
+            "exch.",
             "bytes",
             "build s"
         );
         for z in &self.sizes {
             s += &format!(
-                "{:>7} {:>5} {:<9} {:>10.0} {:>10.0} {:>9.0} {:>9.0} {:>9.0} {:>9.0} {:>7.1}% {:>7.2}% {:>7.2}% {:>7.2}% {:>7.2}% {:>6.0}% {:>8.2} {:>7} {:>7.1}\n",
+                "{:>7} {:>5} {:<9} {:>10.0} {:>10.0} {:>9.0} {:>9.0} {:>9.0} {:>9.0} {:>7.1}% {:>7.2}% {:>7.2}% {:>7.2}% {:>7.2}% {:>6.0}% {:>8.2} {:>5.1}% {:>7} {:>7.1}\n",
                 z.tasks,
                 z.n_tasks,
                 z.distribution,
@@ -232,6 +237,7 @@ impl BenchReport {
                 100.0 * z.quality_bound_worst,
                 100.0 * z.exact_proven,
                 z.policy_work_max as f64 / z.policy_work_bound.max(1) as f64,
+                100.0 * z.policy_exchanged,
                 z.table_bytes,
                 z.build_seconds
             );
@@ -445,6 +451,7 @@ fn measure(
     let mut qualities = Vec::with_capacity(ctxs.len());
     let mut nodes = Vec::with_capacity(ctxs.len());
     let before = dcta.fallbacks();
+    let exchanges_before = dcta.exchanges();
     let (mut work_max, mut work_over) = (0u64, 0u64);
     for c in ctxs {
         let ctx = c.as_context();
@@ -476,6 +483,10 @@ fn measure(
     qualities.sort_by(f64::total_cmp);
     let quality_p1 = if qualities.is_empty() { 1.0 } else { crate::percentile::of_sorted(&qualities, 1.0) };
     let fallbacks = dcta.fallbacks() - before;
+    let (tried, improved) = dcta.exchanges();
+    let share = |x: u64| x as f64 / ctxs.len().max(1) as f64;
+    let (policy_exchanged, policy_exchange_improved) =
+        (share(tried - exchanges_before.0), share(improved - exchanges_before.1));
     let run = |method: &mut dyn FnMut(&SampledContext) -> Choice| -> (f64, f64, f64, f64, f64) {
         // Decision by decision: exact solve times are heavy-tailed, so a batch's mean would not be
         // a median. The clock's own cost (tens of ns) is in every figure.
@@ -551,6 +562,8 @@ fn measure(
         policy_work_max: work_max,
         policy_work_bound: dcta.work_bound(),
         policy_work_over: work_over,
+        policy_exchanged,
+        policy_exchange_improved,
         policy_median_us: lookup.median_ns / 1e3,
         policy_p99_us: lookup.p99_ns / 1e3,
         policy_p99_own_us: lookup.p99_own_ns / 1e3,

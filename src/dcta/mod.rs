@@ -20,6 +20,7 @@
 
 mod bench;
 mod exact;
+mod exchange;
 mod greedy;
 mod lagrange;
 mod menu;
@@ -29,6 +30,7 @@ mod table;
 
 pub use bench::{BenchArgs, BenchReport, EnergySource, MethodStats, SizeReport, bench, tatim_of_size};
 pub use exact::ExactSolver;
+pub use exchange::{CERTIFY, EXCHANGES, Exchanger};
 pub use greedy::{Greedy, Price};
 pub use lagrange::Prices;
 pub use menu::{Choice, Context, Instance, Menu, OptionTimes};

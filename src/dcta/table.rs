@@ -12,6 +12,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::exact::ExactSolver;
+use super::exchange::{CERTIFY, Exchanger};
 use super::greedy::{Greedy, Price};
 use super::lagrange::Prices;
 use super::menu::{Choice, Context, Instance, Menu, OptionTimes};
@@ -323,7 +324,8 @@ pub fn build_policy_for(menu: Menu, board: &str, opts: &PolicyOptions) -> Result
                     for (g, slot) in row.iter_mut().enumerate() {
                         let price =
                             Price { time: TIME_GRID[g / MEM_GRID.len()], mem: MEM_GRID[g % MEM_GRID.len()] };
-                        // Exactly as the device decides.
+                        // Exactly as the device decides, but for its last step (the exchange of
+                        // an uncertified decision), which only ever raises the value.
                         let got = decide(&inst, &mut greedy, &mut refiner, &mut search, price, ROUNDS);
                         *slot = inst.value_of(&got);
                     }
@@ -442,6 +444,10 @@ pub struct Dcta {
     greedy: Greedy,
     refiner: Refiner,
     search: ExactSolver,
+    exchanger: Exchanger,
+    /// Decisions the bound did not certify (exchanges tried), and those the exchanges improved.
+    exchanged: u64,
+    improved: u64,
     out: Plan,
     decisions: u64,
     fallbacks: u64,
@@ -460,6 +466,9 @@ impl Dcta {
             times: table.menu.option_times(),
             greedy: Greedy::with_size(n),
             refiner: Refiner::with_size(n),
+            exchanger: Exchanger::with_size(n),
+            exchanged: 0,
+            improved: 0,
             search: ExactSolver::with_size(n, table.menu.per_task()),
             work: 0,
             work_max: 0,
@@ -486,9 +495,28 @@ impl Dcta {
             self.table.price(self.table.cell(ctx))
         };
         menu.fill_cached(ctx, &mut self.inst, &self.times);
-        let choice = decide(&self.inst, &mut self.greedy, &mut self.refiner, &mut self.search, price, ROUNDS);
+        let mut choice =
+            decide(&self.inst, &mut self.greedy, &mut self.refiner, &mut self.search, price, ROUNDS);
         // Posing the knapsack is one pass over the options.
         self.work = self.inst.n as u64 * self.inst.q as u64 + self.refiner.work();
+        // A decision not certified within CERTIFY of the optimum gets the exchanges: by the capped
+        // search's bound where it ran (its value when it searched to the end: proven optimal),
+        // else by the improvement's Lagrangian bound. On one-unit boards only: an exchange makes
+        // room on one unit, and with several units the Lagrangian bound leaves about half the
+        // larger decisions uncertified while the exchanges change almost none of them
+        // (docs/dcta.md, "On the device").
+        let value = self.inst.value_of(&choice);
+        let bound = if self.inst.n * self.inst.q <= SEARCH_OPTIONS {
+            self.search.upper_bound()
+        } else {
+            self.refiner.bound()
+        };
+        if self.inst.m == 1 && value < CERTIFY * bound {
+            self.exchanged += 1;
+            choice = self.exchanger.improve(&self.inst, choice);
+            self.work += self.exchanger.work();
+            self.improved += u64::from(self.inst.value_of(&choice) > value);
+        }
         self.work_max = self.work_max.max(self.work);
         self.out.choice = choice;
         for j in 0..menu.n_tasks() {
@@ -504,7 +532,9 @@ impl Dcta {
     /// Most steps one decision takes: posing the knapsack (n · q, the options' derived figures and
     /// each task's top included), V from the tops (n), two greedy solves sharing it
     /// ([`Greedy::work_bound_from`]), the improvement's rounds ([`Refiner::work_bound`]), and up to
-    /// [`SEARCH_OPTIONS`] options the capped search ([`ExactSolver::search_work_bound`]).
+    /// [`SEARCH_OPTIONS`] options the capped search ([`ExactSolver::search_work_bound`]), and on a
+    /// one-unit board the exchanges of a decision the bound does not certify
+    /// ([`Exchanger::work_bound`]).
     pub fn work_bound(&self) -> u64 {
         let (n, q, m, k) = (self.inst.n, self.inst.q, self.inst.m, self.inst.k);
         let search =
@@ -514,6 +544,7 @@ impl Dcta {
             + 2 * Greedy::work_bound_from(n, q)
             + Refiner::work_bound(n, q, ROUNDS)
             + search
+            + if m == 1 { Exchanger::work_bound(n, q, k) } else { 0 }
     }
 
     /// Steps of the last decision.
@@ -534,6 +565,12 @@ impl Dcta {
     /// Decisions made so far.
     pub fn decisions(&self) -> u64 {
         self.decisions
+    }
+
+    /// Decisions whose value the bound did not certify within [`CERTIFY`] of the optimum (the
+    /// exchanges were tried), and how many of them the exchanges improved.
+    pub fn exchanges(&self) -> (u64, u64) {
+        (self.exchanged, self.improved)
     }
 
     /// Decisions that fell back to unpriced greedy because the context was outside the table.
