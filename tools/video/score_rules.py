@@ -14,11 +14,16 @@ models' own confidence thresholds (0.5 for MediaPipe and CenterFace) are not use
 clip their scores stay below 0.5 almost everywhere (face at most .39, CenterFace .42), so presence
 at 0.5 would be "nothing, ever" and score every method 100%.
 
-Prints the `tolerance` of every model and a `score = { ... }` line for the --presence models. Standard library only.
+Prints the `tolerance` of every model and a `score = { ... }` line for the --presence models. With
+--write MANIFEST it also puts them into the manifest: each model's `tolerance = ...` line is replaced
+and its `score = ...` line (after the tolerance) written or replaced; nothing else in the file
+changes. Standard library only.
 """
 import argparse
 import gzip
 import math
+import os
+import re
 import struct
 
 
@@ -51,6 +56,7 @@ def main():
     ap.add_argument("--train", type=int, required=True, help="first evaluation frame")
     ap.add_argument("--quantile", type=float, default=0.8)
     ap.add_argument("--presence", nargs="*", default=[], help="models judged by presence per tile")
+    ap.add_argument("--write", metavar="MANIFEST", help="put the tolerances and score lines into MANIFEST")
     a = ap.parse_args()
     models, frames = load(a.recording)
     offsets, o = {}, 0
@@ -58,6 +64,9 @@ def main():
         offsets[name] = (o, size)
         o += size
     train = [row for index, row in frames if index < a.train]
+    if not train:
+        raise SystemExit(f"{a.recording}: no frame below --train {a.train}")
+    tolerances, scores = {}, {}
     for name, size in models:
         o, _ = offsets[name]
         ys = [row[o:o + size] for row in train]
@@ -68,13 +77,47 @@ def main():
             if passed <= 0.25:
                 best = tol
         print(f"{name}: tolerance = {best}")
+        tolerances[name] = best
     for name in a.presence:
+        if name not in offsets:
+            raise SystemExit(f"--presence {name}: no such model in {a.recording}")
         o, size = offsets[name]
         values = sorted(v for row in train for v in row[o:o + size])
         q = values[min(len(values) - 1, int(a.quantile * len(values)))]
         t = math.ceil(q * 1000) / 1000
         print(f'# {name}: {len(train)} training frames, {len(values)} values, 80th percentile {q:.4f}')
         print(f'score = {{ rule = "presence", threshold = {t:.3f}, per = "tile" }}')
+        scores[name] = f'score = {{ rule = "presence", threshold = {t:.3f}, per = "tile" }}   # tools/video/score_rules.py'
+    if a.write:
+        write_manifest(a.write, tolerances, scores)
+
+
+def write_manifest(path, tolerances, scores):
+    """Replace each model's tolerance line and write or replace its score line (after the
+    tolerance); a model of the recording missing from the manifest is an error."""
+    lines = open(path).read().split("\n")
+    out, model, seen = [], None, set()
+    for line in lines:
+        m = re.match(r'name = "([^"]+)"', line)
+        if m and out and out[-1] == "[[model]]":
+            model = m.group(1)
+        if model in tolerances and line.startswith("score = "):
+            continue  # written again after the tolerance
+        if model in tolerances and line.startswith("tolerance = "):
+            out.append(f"tolerance = {tolerances[model]}")
+            if model in scores:
+                out.append(scores[model])
+            seen.add(model)
+            continue
+        out.append(line)
+    missing = sorted(set(tolerances) - seen)
+    if missing:
+        raise SystemExit(f"{path}: no `tolerance = ` line for {', '.join(missing)}")
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write("\n".join(out))
+    os.replace(tmp, path)
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":
