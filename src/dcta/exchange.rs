@@ -194,21 +194,23 @@ impl Exchanger {
         }
         self.work += s as u64;
 
-        // Price every (task, option) that is worth more than the task's current option.
+        // Price every (task, option) that is worth more than the task's current option. A gain is
+        // at most the option's value over the current one, plus what downgrades that gain value
+        // (a quicker option worth more, which only the memory can have kept out) could add.
+        let bonus: f64 = self.steps[..s].iter().map(|st| (-st.dv).max(0.0)).sum();
         self.best = [Candidate { gain: 0.0, task: 0, option: 0, upto: 0 }; KEPT];
         for j in 0..n {
             let now = cur.option_of(j);
             let v_now = now.map_or(0.0, |i| inst.value[j * q + i]);
             self.work += q as u64;
-            // No option of this task gains more than its top over its current value.
-            if inst.top_value[j] - v_now <= self.best[KEPT - 1].gain {
+            // No option of this task is worth more, or gains enough to be kept.
+            if v_now >= inst.top_value[j] || inst.top_value[j] - v_now + bonus <= self.best[KEPT - 1].gain {
                 continue;
             }
             for i in 0..q {
                 let o = j * q + i;
-                // Its gain is at most its value over the current one: skip it when that cannot
-                // beat the candidates kept.
-                if inst.live[o] - v_now <= self.best[KEPT - 1].gain {
+                // Skip it when even that bound cannot beat the candidates kept.
+                if inst.live[o] <= v_now || inst.live[o] - v_now + bonus <= self.best[KEPT - 1].gain {
                     continue;
                 }
                 let u = inst.unit(i);
@@ -333,8 +335,9 @@ fn step(j: usize, u: usize, to: u8, dv: f64, dt: u64) -> Step {
 }
 
 /// Sort `v` by `less` in place (a heap sort: at most 2·s·(⌈log₂ s⌉ + 1) comparisons for s items,
-/// returned: 2·s to build the heap, 2·⌈log₂ s⌉ for each of the s − 1 items taken off). Hand-written because the standard library's sorts state no bound on their steps, and
-/// the decision's work bound needs one.
+/// returned: 2·s to build the heap, 2·⌈log₂ s⌉ for each of the s − 1 items taken off).
+/// Hand-written because the standard library's sorts state no bound on their steps, and the
+/// decision's work bound needs one.
 fn heap_sort<T: Copy>(v: &mut [T], mut less: impl FnMut(T, T) -> bool) -> u64 {
     let n = v.len();
     let mut work = 0u64;
