@@ -415,6 +415,13 @@ impl Bundle {
                 return Err(what(format!("{} unexpected bytes after them", extra.len())));
             }
             bundle.staleness = w;
+        } else if !rest.is_empty() {
+            // Nothing follows the fields of formats 5 to 7: bytes there (under a valid hash) are
+            // refused, not ignored.
+            return Err(BundleError::Decode(format!(
+                "{} unexpected bytes after the payload's fields (format {version})",
+                rest.len()
+            )));
         }
         if version < FORMAT_VERSION_RULES && bundle.models.iter().any(|m| m.scoring.declared()) {
             return Err(BundleError::Invalid(format!(

@@ -77,7 +77,7 @@ fn round_trip() {
             .contains("declared score rule in a format 6 bundle")
     );
     // Staleness weights: version 8, after the other fields; the same payload under an older
-    // header reads without them.
+    // header is refused (nothing follows the fields of formats 5 to 7), naming the bytes.
     let mut w = r.clone();
     w.staleness = (0..w.n_models()).map(|j| [j as f32, 0.5, -0.5, 4.0, 2.0, 1.0]).collect();
     let wb = w.to_bytes().unwrap();
@@ -85,7 +85,9 @@ fn round_trip() {
     assert_eq!(Bundle::from_bytes(&wb).unwrap(), w);
     let mut old = wb.clone();
     old[8..12].copy_from_slice(&FORMAT_VERSION_RULES.to_le_bytes());
-    assert_eq!(Bundle::from_bytes(&old).unwrap(), r);
+    let e = Bundle::from_bytes(&old).unwrap_err().to_string();
+    assert!(e.contains("unexpected bytes after the payload's fields (format 7)"), "{e}");
+    assert_eq!(Bundle::from_bytes(&r.to_bytes().unwrap()).unwrap(), r);
     // The wrong number of rows, or a weight that is not finite, is refused by name.
     let mut bad = w.clone();
     bad.staleness.pop();
@@ -133,6 +135,16 @@ fn rejects_bad_bundles() {
     let mut v8 = good.clone();
     v8[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
     assert!(load_err(&v8, &dir).contains("staleness weights"));
+    // Bytes after the payload's fields are refused in formats 5 to 7 too (format 8 refuses them
+    // after its weights), even under a valid length and hash.
+    let mut tail = good.clone();
+    tail.push(0);
+    let len = (tail.len() - HEADER_LEN) as u64;
+    tail[12..20].copy_from_slice(&len.to_le_bytes());
+    let hash = jetlink::bundle::sha256(&tail[HEADER_LEN..]);
+    tail[20..52].copy_from_slice(&hash);
+    let e = load_err(&tail, &dir);
+    assert!(e.contains("1 unexpected bytes after the payload's fields"), "{e}");
 
     let e = load_err(&good[..good.len() - 10], &dir);
     assert!(e.contains("truncated") && e.contains("payload bytes"), "{e}");
