@@ -302,6 +302,16 @@ pub(crate) mod bundle_code {
             let rule = rule(-first, a, b)
                 .filter(|_| first.fract() == 0.0)
                 .ok_or_else(|| A::Error::custom(format!("unknown score rule code {}", -first)))?;
+            // A parameter the rule does not use must be written as 0 (what `code` writes): any
+            // other value is a damaged or hand-made bundle, refused rather than ignored.
+            let (_, ua, ub) = code(rule);
+            if a.to_bits() != ua.to_bits() || b.to_bits() != ub.to_bits() {
+                let (i, v) = if a.to_bits() != ua.to_bits() { (1, a) } else { (2, b) };
+                return Err(A::Error::custom(format!(
+                    "score rule code {}: parameter {i} is {v}, but the rule does not use it (0)",
+                    -first
+                )));
+            }
             Ok(Scoring { tolerance, rule })
         }
     }
@@ -410,6 +420,13 @@ mod tests {
         for code in [-9.0f32, -1.5, -0.5, f32::NEG_INFINITY, -1e30] {
             let bad = postcard::to_allocvec(&(code, 0.1f32, 0.0f32, 0.0f32)).unwrap();
             assert!(postcard::from_bytes::<W>(&bad).is_err(), "rule code {code} is refused");
+        }
+        // A parameter the rule does not use must be 0: class uses none, presence and count one.
+        for (code, a, b) in
+            [(-4.0f32, 0.5f32, 0.0f32), (-4.0, 0.0, 1.0), (-1.0, 0.5, 0.25), (-3.0, 0.3, -0.0)]
+        {
+            let bad = postcard::to_allocvec(&(code, 0.1f32, a, b)).unwrap();
+            assert!(postcard::from_bytes::<W>(&bad).is_err(), "rule code {code} with parameters {a}, {b}");
         }
         // -0.0 is not a rule code: it reads as a tolerance (which the bundle's check refuses, > 0).
         let zero = postcard::to_allocvec(&-0.0f32).unwrap();
