@@ -123,13 +123,7 @@ impl Exchanger {
     fn exchange(&mut self, inst: &Instance, cur: &Choice, cur_v: f64) -> Option<(Choice, f64)> {
         let (n, q, m, k) = (inst.n, inst.q, inst.m, inst.k);
         // What is left of each unit (the memory is checked on each candidate built).
-        let mut rem = [0u64; MAX_UNITS];
-        rem[..m].copy_from_slice(&inst.cap[..m]);
-        for j in 0..n {
-            if let Some(i) = cur.option_of(j) {
-                rem[inst.unit(i)] -= inst.time[j * q + i];
-            }
-        }
+        let (rem, _) = inst.left_by(cur);
         self.work += n as u64;
 
         // Each running task's downgrades: its most valuable quicker option on the same unit, then
@@ -181,8 +175,8 @@ impl Exchanger {
         for u in 0..m {
             let from = p;
             let (mut f, mut l) = (0u64, 0.0f64);
-            while p < s && self.steps[(self.order[p] & 0xffff) as usize].unit as usize == u {
-                let st = self.steps[(self.order[p] & 0xffff) as usize];
+            while p < s && self.sorted(p).unit as usize == u {
+                let st = self.sorted(p);
                 (f, l) = (f + st.dt, l + st.dv);
                 (self.freed[p], self.lost[p]) = (f, l);
                 let slot = &mut self.at[st.task as usize];
@@ -235,7 +229,7 @@ impl Exchanger {
             let u = inst.unit(cand.option as usize);
             let (from, _) = self.span[u];
             for p in from as usize..cand.upto as usize {
-                let st = self.steps[(self.order[p] & 0xffff) as usize];
+                let st = self.sorted(p);
                 if st.task as usize != j {
                     next.set(st.task as usize, (st.to != Choice::NONE).then_some(st.to as usize));
                 }
@@ -245,15 +239,7 @@ impl Exchanger {
             if !inst.is_feasible(&next) {
                 continue;
             }
-            let mut rem = [0u64; MAX_UNITS];
-            rem[..m].copy_from_slice(&inst.cap[..m]);
-            let mut mem_rem = inst.mem_cap;
-            for t in 0..n {
-                if let Some(i) = next.option_of(t) {
-                    rem[inst.unit(i)] -= inst.time[t * q + i];
-                    mem_rem -= inst.mem[t * q + i];
-                }
-            }
+            let (mut rem, mut mem_rem) = inst.left_by(&next);
             self.work += greedy::upgrade(inst, &mut next, &mut rem, &mut mem_rem, 0..n, &mut self.row);
             let v = inst.value_of(&next);
             return (v > cur_v).then_some((next, v));
@@ -291,7 +277,7 @@ impl Exchanger {
             let (mut own_t, mut own_v) = (0u64, 0.0f64);
             for &a in &self.at[j] {
                 if a != NO_POS && (from..=lo).contains(&(a as usize)) {
-                    let st = &self.steps[(self.order[a as usize] & 0xffff) as usize];
+                    let st = self.sorted(a as usize);
                     own_t += st.dt;
                     own_v += st.dv;
                 }
@@ -302,6 +288,12 @@ impl Exchanger {
             want = need + own_t;
         }
         None
+    }
+
+    /// The downgrade at sorted position `p`.
+    #[inline]
+    fn sorted(&self, p: usize) -> Step {
+        self.steps[(self.order[p] & 0xffff) as usize]
     }
 
     /// Keep `c` among the [`KEPT`] best by gain (ties: the earlier candidate).

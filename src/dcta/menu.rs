@@ -499,6 +499,20 @@ impl Instance {
         (0..self.n.min(c.len())).filter_map(|j| c.option_of(j).map(|i| self.value[j * self.q + i])).sum()
     }
 
+    /// What feasible choice `c` leaves: each unit's time and the memory.
+    pub(crate) fn left_by(&self, c: &Choice) -> ([u64; super::MAX_UNITS], u64) {
+        let mut rem = [0u64; super::MAX_UNITS];
+        rem[..self.m].copy_from_slice(&self.cap[..self.m]);
+        let mut mem_rem = self.mem_cap;
+        for j in 0..self.n {
+            if let Some(i) = c.option_of(j) {
+                rem[self.unit(i)] -= self.time[j * self.q + i];
+                mem_rem -= self.mem[j * self.q + i];
+            }
+        }
+        (rem, mem_rem)
+    }
+
     /// Whether `c` has n tasks, names options below q and fits every unit and the memory.
     pub fn is_feasible(&self, c: &Choice) -> bool {
         if c.len() != self.n {

@@ -501,17 +501,14 @@ impl Dcta {
         self.work = self.inst.n as u64 * self.inst.q as u64 + self.refiner.work();
         // A decision not certified within CERTIFY of the optimum gets the exchanges: by the capped
         // search's bound where it ran (its value when it searched to the end: proven optimal),
-        // else by the improvement's Lagrangian bound. On one-unit boards only: an exchange makes
-        // room on one unit, and with several units the Lagrangian bound leaves about half the
-        // larger decisions uncertified while the exchanges change almost none of them
-        // (docs/dcta.md, "On the device").
+        // else by the improvement's Lagrangian bound.
         let value = self.inst.value_of(&choice);
         let bound = if self.inst.n * self.inst.q <= SEARCH_OPTIONS {
             self.search.upper_bound()
         } else {
             self.refiner.bound()
         };
-        if self.inst.m == 1 && value < CERTIFY * bound {
+        if self.exchanges_apply() && value < CERTIFY * bound {
             self.exchanged += 1;
             choice = self.exchanger.improve(&self.inst, choice);
             self.work += self.exchanger.work();
@@ -544,7 +541,15 @@ impl Dcta {
             + 2 * Greedy::work_bound_from(n, q)
             + Refiner::work_bound(n, q, ROUNDS)
             + search
-            + if m == 1 { Exchanger::work_bound(n, q, k) } else { 0 }
+            + if self.exchanges_apply() { Exchanger::work_bound(n, q, k) } else { 0 }
+    }
+
+    /// Whether uncertified decisions get the exchanges: on one-unit boards only. An exchange makes
+    /// room on one unit; with several units the Lagrangian bound leaves about half the larger
+    /// decisions uncertified while the exchanges change almost none of them (docs/dcta.md, "On
+    /// the device").
+    fn exchanges_apply(&self) -> bool {
+        self.inst.m == 1
     }
 
     /// Steps of the last decision.

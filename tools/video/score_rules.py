@@ -86,8 +86,9 @@ def main():
         q = values[min(len(values) - 1, int(a.quantile * len(values)))]
         t = math.ceil(q * 1000) / 1000
         print(f'# {name}: {len(train)} training frames, {len(values)} values, 80th percentile {q:.4f}')
-        print(f'score = {{ rule = "presence", threshold = {t:.3f}, per = "tile" }}')
-        scores[name] = f'score = {{ rule = "presence", threshold = {t:.3f}, per = "tile" }}   # tools/video/score_rules.py'
+        line = f'score = {{ rule = "presence", threshold = {t:.3f}, per = "tile" }}'
+        print(line)
+        scores[name] = f"{line}   # tools/video/score_rules.py"
     if a.write:
         write_manifest(a.write, tolerances, scores)
 
