@@ -13,7 +13,8 @@
 //! disagrees with the one held, by the loop's one agreement function); the bundle carries them
 //! (`Bundle::staleness`). The loop starts from them (from the hold score alone for a bundle without
 //! them) and learns on-line from every run of a task that had a held output, one gradient step a
-//! run.
+//! run. Every signal's weight is kept at 0 or above ([`monotone`]): a held output never looks
+//! fresher for being older or for the frame having changed more.
 //! `oracle-refresh-K` knows the answer: it refreshes the held outputs that disagree with the
 //! reference now (oldest first): a ceiling for the benchmark, not a policy for a board.
 //!
@@ -108,7 +109,11 @@ impl Refresh {
             steps: 0,
             prev: vec![0; frame_len],
             have_prev: false,
-            weights: if init.len() == n { init.to_vec() } else { vec![PRIOR; n] },
+            weights: if init.len() == n {
+                init.iter().map(|&w| monotone(w)).collect()
+            } else {
+                vec![PRIOR; n]
+            },
             last_change: vec![0.0; n],
             x: vec![[0.0; FEATURES]; n],
             score: vec![0.0; n],
@@ -196,6 +201,7 @@ impl Refresh {
                 for f in 0..FEATURES {
                     w[f] -= RATE * (p - y) * x[f];
                 }
+                *w = monotone(*w);
                 self.updates += 1;
             }
             self.last_change[j] = y;
@@ -267,16 +273,32 @@ pub fn fit(
                     ys.push(1.0 - agreement(kinds[j], scorings[j], now, held));
                 }
             }
-            logistic(&xs, &ys)
+            monotone(logistic(&xs, &ys))
         })
         .collect()
 }
 
+/// The weights with no signal's below 0 (the bias is free). Every signal is built so that more of
+/// it means a staler output: older, more frame change, a lower hold score, nearer the rule's
+/// threshold, a larger change at the last run. Unconstrained, two signals that move together (the
+/// log age, and the hold score at that age) share their weight so that one comes out negative, and
+/// the predicted staleness can fall as an output ages: the policy then leaves it held ever longer.
+/// The build's fit, the weights a bundle brings and every on-line step are projected onto w ≥ 0.
+pub fn monotone(mut w: [f32; FEATURES]) -> [f32; FEATURES] {
+    for v in &mut w[1..] {
+        *v = v.max(0.0);
+    }
+    w
+}
+
 /// Logistic regression with soft labels in [0, 1] by Newton's method (iteratively reweighted least
-/// squares, 20 steps from [`PRIOR`], a ridge of 1e-4 per sample pulling every weight towards the
-/// prior, so that a signal without data stays at its prior weight and a task that never changed in
-/// training keeps a bias that on-line learning can still move). Hand-written: 6 unknowns, a
-/// 6 × 6 solve; deterministic. [`PRIOR`] when there are no samples or a step is not finite.
+/// squares from [`PRIOR`], each step halved until it lowers the objective, a ridge of 1e-4 per
+/// sample pulling every weight towards the prior, so that a signal without data stays at its prior
+/// weight and a task that never changed in training keeps a bias that on-line learning can still
+/// move), with no signal's weight below 0 ([`monotone`]): a signal that comes out negative is held
+/// at 0 and the others refitted, the most negative first (at most one refit a signal).
+/// Hand-written: 6 unknowns, a 6 × 6 solve; deterministic. [`PRIOR`] when there are no samples or
+/// a step is not finite.
 fn logistic(xs: &[[f32; FEATURES]], ys: &[f32]) -> [f32; FEATURES] {
     const F: usize = FEATURES;
     let mut w: [f64; F] = PRIOR.map(f64::from);
@@ -284,31 +306,67 @@ fn logistic(xs: &[[f32; FEATURES]], ys: &[f32]) -> [f32; FEATURES] {
         return PRIOR;
     }
     let ridge = 1e-4 * xs.len() as f64;
-    for _ in 0..20 {
-        // Gradient and Hessian of the penalised negative log-likelihood.
-        let mut g = [0.0f64; F];
-        let mut h = [[0.0f64; F]; F];
+    // The penalised negative log-likelihood at `w`.
+    let loss = |w: &[f64; F]| -> f64 {
+        let mut l = 0.0;
         for (x, &y) in xs.iter().zip(ys) {
             let z: f64 = (0..F).map(|f| w[f] * f64::from(x[f])).sum();
-            let p = 1.0 / (1.0 + (-z).exp());
-            let s = (p * (1.0 - p)).max(1e-6);
-            for a in 0..F {
-                g[a] += (p - f64::from(y)) * f64::from(x[a]);
-                for b in 0..F {
-                    h[a][b] += s * f64::from(x[a]) * f64::from(x[b]);
+            // −[y log p + (1 − y) log(1 − p)], p = σ(z), written stably.
+            l += z.max(0.0) + (-z.abs()).exp().ln_1p() - f64::from(y) * z;
+        }
+        l + 0.5 * ridge * (0..F).map(|f| (w[f] - f64::from(PRIOR[f])).powi(2)).sum::<f64>()
+    };
+    let mut held = [false; F];
+    for _ in 0..F {
+        let mut now = loss(&w);
+        for _ in 0..20 {
+            // Gradient and Hessian of the penalised negative log-likelihood.
+            let mut g = [0.0f64; F];
+            let mut h = [[0.0f64; F]; F];
+            for (x, &y) in xs.iter().zip(ys) {
+                let z: f64 = (0..F).map(|f| w[f] * f64::from(x[f])).sum();
+                let p = 1.0 / (1.0 + (-z).exp());
+                let s = (p * (1.0 - p)).max(1e-6);
+                for a in 0..F {
+                    g[a] += (p - f64::from(y)) * f64::from(x[a]);
+                    for b in 0..F {
+                        h[a][b] += s * f64::from(x[a]) * f64::from(x[b]);
+                    }
                 }
             }
+            for f in 0..F {
+                g[f] += ridge * (w[f] - f64::from(PRIOR[f]));
+                h[f][f] += ridge;
+            }
+            // A weight held at 0 does not move: its row and column leave the solve.
+            for f in (0..F).filter(|&f| held[f]) {
+                g[f] = 0.0;
+                for b in 0..F {
+                    (h[f][b], h[b][f]) = (0.0, 0.0);
+                }
+                h[f][f] = 1.0;
+            }
+            let Some(step) = solve(h, g) else { return PRIOR };
+            // The Newton step, halved until the objective does not rise (at most 30 halvings).
+            let mut t = 1.0;
+            let mut moved = false;
+            for _ in 0..30 {
+                let next: [f64; F] = std::array::from_fn(|f| w[f] - t * step[f]);
+                let l = loss(&next);
+                if next.iter().all(|v| v.is_finite()) && l <= now {
+                    (w, now, moved) = (next, l, true);
+                    break;
+                }
+                t *= 0.5;
+            }
+            if !moved {
+                break;
+            }
         }
-        for f in 0..F {
-            g[f] += ridge * (w[f] - f64::from(PRIOR[f]));
-            h[f][f] += ridge;
-        }
-        let Some(step) = solve(h, g) else { return PRIOR };
-        for f in 0..F {
-            w[f] -= step[f];
-        }
-        if w.iter().any(|v| !v.is_finite()) {
-            return PRIOR;
+        // The most negative signal weight, if any, is held at 0 and the others refitted.
+        match (1..F).filter(|&f| w[f] < 0.0).min_by(|&a, &b| w[a].total_cmp(&w[b])) {
+            Some(f) => (held[f], w[f]) = (true, 0.0),
+            None => break,
         }
     }
     w.map(|v| v as f32)
@@ -396,5 +454,52 @@ mod tests {
         assert!(p(0, 1, 1.0) > 0.6, "{w:?}");
         assert!(p(1, 1, 0.0) < 0.2, "{w:?}");
         assert_eq!(w, fit(&rows, &kinds, &scorings, &layout, &hold, None), "deterministic");
+    }
+
+    /// Labels that fall with age (here: an output that changes on odd ages only, and more at age 1
+    /// than later) would give the log age a negative weight; the fit holds it at 0 and refits the
+    /// others, so the predicted staleness never falls as an output ages, and on-line steps keep it so.
+    #[test]
+    fn no_signal_weight_goes_negative() {
+        let mut xs = Vec::new();
+        let mut ys = Vec::new();
+        for a in 1..=16u32 {
+            for i in 0..40 {
+                let last = (i % 2) as f32;
+                xs.push(features(a, 0.0, 0.5, 0.0, last));
+                // Stale when the last run changed, less so the older the output.
+                ys.push(if last > 0.0 { 1.0 / a as f32 } else { 0.0 });
+            }
+        }
+        let free = {
+            // The same fit with the constraint lifted, for contrast: the age's weight is negative.
+            let mut w = PRIOR.map(f64::from);
+            for _ in 0..50 {
+                let mut g = [0.0f64; FEATURES];
+                for (x, &y) in xs.iter().zip(&ys) {
+                    let z: f64 = (0..FEATURES).map(|f| w[f] * f64::from(x[f])).sum();
+                    let p = 1.0 / (1.0 + (-z).exp());
+                    for f in 0..FEATURES {
+                        g[f] += (p - f64::from(y)) * f64::from(x[f]) / xs.len() as f64;
+                    }
+                }
+                for f in 0..FEATURES {
+                    w[f] -= 4.0 * g[f];
+                }
+            }
+            w
+        };
+        assert!(free[1] < 0.0, "the unconstrained age weight {:.3} should be negative", free[1]);
+        let w = logistic(&xs, &ys);
+        assert!(w[1..].iter().all(|&v| v >= 0.0), "{w:?}");
+        assert_eq!(w[1], 0.0, "{w:?}");
+        assert!(w[5] > 1.0, "the last change still carries the prediction: {w:?}");
+        // On-line steps on the same data keep every signal's weight at 0 or above.
+        let mut r = Refresh::new(Mode::Learnt, 2, 1, 4, 2, &[w]);
+        r.x[0] = features(16, 0.0, 0.5, 0.0, 1.0);
+        for _ in 0..200 {
+            r.ran(0, OutputKind::Class, Scoring::tolerance(0.1), &[1.0, 0.0], Some(&[1.0, 0.0]));
+        }
+        assert!(r.weights(0)[1..].iter().all(|&v| v >= 0.0), "{:?}", r.weights(0));
     }
 }
