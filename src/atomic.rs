@@ -33,12 +33,18 @@ fn sync_dir(path: &Path) {
 fn write_with(
     path: &Path,
     mode: u32,
+    exact: bool,
     fill: impl FnOnce(&mut dyn Write) -> io::Result<()>,
     commit: impl FnOnce(&Path, &Path) -> io::Result<()>,
 ) -> io::Result<()> {
     let tmp = temp_path(path);
     let result = (|| {
         let f = OpenOptions::new().write(true).create_new(true).mode(mode).open(&tmp)?;
+        if exact {
+            // The mode of the file replaced, whatever the umask.
+            use std::os::unix::fs::PermissionsExt;
+            f.set_permissions(std::fs::Permissions::from_mode(mode))?;
+        }
         let mut w = io::BufWriter::new(f);
         fill(&mut w)?;
         let f = w.into_inner().map_err(|e| e.into_error())?;
@@ -53,9 +59,13 @@ fn write_with(
     result
 }
 
-/// Replace `path` with what `fill` writes, atomically (mode 0644 before the umask).
+/// Replace `path` with what `fill` writes, atomically: with the mode of the regular file it
+/// replaces, else 0644 before the umask.
 pub fn write_file_with(path: &Path, fill: impl FnOnce(&mut dyn Write) -> io::Result<()>) -> io::Result<()> {
-    write_with(path, 0o644, fill, |tmp, p| std::fs::rename(tmp, p))
+    use std::os::unix::fs::PermissionsExt;
+    let old =
+        std::fs::symlink_metadata(path).ok().filter(|m| m.is_file()).map(|m| m.permissions().mode() & 0o7777);
+    write_with(path, old.unwrap_or(0o644), old.is_some(), fill, |tmp, p| std::fs::rename(tmp, p))
 }
 
 /// Replace `path` with `bytes`, atomically.
@@ -67,7 +77,7 @@ pub fn write_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
 /// an `AlreadyExists` error and stays as it was). A failed write leaves nothing behind.
 pub fn create_new(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
     // A hard link fails if the target exists, and is atomic: the file appears complete or not at all.
-    write_with(path, mode, |w| w.write_all(bytes), |tmp, p| std::fs::hard_link(tmp, p))
+    write_with(path, mode, false, |w| w.write_all(bytes), |tmp, p| std::fs::hard_link(tmp, p))
 }
 
 #[cfg(test)]
@@ -89,6 +99,12 @@ mod tests {
         });
         assert!(e.is_err());
         assert_eq!(std::fs::read(&p).unwrap(), b"two");
+        // A replaced file keeps its mode (a read-only one stays read-only).
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o444)).unwrap();
+        write_file(&p, b"three").unwrap();
+        assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o7777, 0o444);
+        assert_eq!(std::fs::read(&p).unwrap(), b"three");
         let k = dir.join("k");
         create_new(&k, b"key", 0o600).unwrap();
         assert_eq!(create_new(&k, b"other", 0o600).unwrap_err().kind(), io::ErrorKind::AlreadyExists);

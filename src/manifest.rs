@@ -396,6 +396,11 @@ impl Manifest {
             bail!("no [[model]] entries");
         }
         for (i, m) in self.models.iter().enumerate() {
+            if m.name.trim().is_empty() {
+                bail!(
+                    "model[{i}].name: a model needs a name (it names its outputs in recordings and bundles)"
+                );
+            }
             if self.models[..i].iter().any(|o| o.name == m.name) {
                 bail!("model[{i}].name: duplicate model name {:?}", m.name);
             }

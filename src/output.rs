@@ -1,7 +1,8 @@
 //! The one rule for writing an output file: a path that already holds something is replaced only
-//! when it holds a regular file of the same kind (a bundle over a bundle, a CSV of ticks over one),
-//! or with `--force`; a device, a FIFO, a directory or a socket is never written through. The write
-//! itself is atomic (`crate::atomic`). `keygen` refuses any existing file and `--serial file:`
+//! when it holds a regular file of the same kind (a bundle over a bundle, a CSV of ticks over one,
+//! a bench's JSON over its JSON), or with `--force`; a device, a FIFO, a directory, a socket or a
+//! symbolic link is never written through or over. The write itself is atomic (`crate::atomic`):
+//! [`write`] checks and writes. `keygen` refuses any existing file and `--serial file:`
 //! anything but telemetry, by the same idea.
 
 use std::io::Read;
@@ -20,6 +21,12 @@ pub enum Kind {
     Stream,
     /// The monitor's CSV of ticks (its header line).
     TickCsv,
+    /// A JSON document (a bench's report): an object or an array.
+    Json,
+    /// An SVG image (a bench's or the build's plot).
+    Svg,
+    /// The build's Markdown report of link scores (its title line).
+    ScoresReport,
 }
 
 impl Kind {
@@ -29,6 +36,9 @@ impl Kind {
             Kind::Recording => "jetlink recording",
             Kind::Stream => "jetlink stream",
             Kind::TickCsv => "CSV of ticks",
+            Kind::Json => "JSON document",
+            Kind::Svg => "SVG image",
+            Kind::ScoresReport => "link scores report",
         }
     }
 
@@ -39,6 +49,12 @@ impl Kind {
             Kind::Recording => head.starts_with(b"JLREC001"),
             Kind::Stream => head.starts_with(b"JLSTRM0"),
             Kind::TickCsv => head.starts_with(crate::monitor::CSV_HEADER.as_bytes()),
+            Kind::Json => matches!(head.trim_ascii_start().first(), Some(b'{' | b'[')),
+            Kind::Svg => {
+                let h = head.trim_ascii_start();
+                h.starts_with(b"<svg") || h.starts_with(b"<?xml")
+            }
+            Kind::ScoresReport => head.starts_with(crate::report::SCORES_TITLE.as_bytes()),
         }
     }
 }
@@ -62,12 +78,19 @@ fn head(path: &Path) -> std::io::Result<Vec<u8>> {
 /// is a regular file of that kind, or `force` is set and it is a regular file.
 pub fn check_replace(path: &Path, what: &str, kind: Kind, force: bool) -> Result<()> {
     let shown = path.display();
-    let md = match std::fs::metadata(path) {
+    let md = match std::fs::symlink_metadata(path) {
         Ok(md) => md,
-        // Nothing there (or a dangling link, which the atomic rename replaces, not follows).
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         Err(e) => bail!("{what} {shown}: cannot check what is there: {e}"),
     };
+    if md.file_type().is_symlink() {
+        // The atomic rename would replace the link itself, not what it points to: neither is what
+        // the user meant without saying so.
+        bail!(
+            "{what} {shown} is a symbolic link; refusing to write over it or through it (give the path \
+             of the file it points to)"
+        );
+    }
     if !md.is_file() {
         bail!(
             "{what} {shown} is {}; refusing to write there (outputs go to regular files)",
@@ -85,6 +108,14 @@ pub fn check_replace(path: &Path, what: &str, kind: Kind, force: bool) -> Result
         );
     }
     Ok(())
+}
+
+/// Write `bytes` to `path` (a `what`, for messages) as a `kind` file by the rule above
+/// ([`check_replace`], then an atomic write).
+pub fn write(path: &Path, what: &str, kind: Kind, force: bool, bytes: &[u8]) -> Result<()> {
+    check_replace(path, what, kind, force)?;
+    crate::atomic::write_file(path, bytes)
+        .map_err(|e| anyhow::anyhow!("{what} {}: writing it: {e}", path.display()))
 }
 
 #[cfg(test)]
@@ -113,6 +144,26 @@ mod tests {
             let e = check_replace(dev, "--out", Kind::Bundle, true).unwrap_err().to_string();
             assert!(e.contains("refusing to write there"), "{e}");
         }
+        // A symbolic link, to a file of the kind or dangling, is neither replaced nor followed.
+        std::fs::write(&p, b"JLBUNDLE....").unwrap();
+        for (link, to) in [("l1", p.clone()), ("l2", dir.join("nothing"))] {
+            let l = dir.join(link);
+            std::os::unix::fs::symlink(&to, &l).unwrap();
+            let e = write(&l, "--out", Kind::Bundle, true, b"JLBUNDLE new").unwrap_err().to_string();
+            assert!(e.contains("is a symbolic link"), "{e}");
+            assert!(std::fs::symlink_metadata(&l).unwrap().file_type().is_symlink());
+        }
+        assert_eq!(std::fs::read(&p).unwrap(), b"JLBUNDLE....");
+        assert!(!dir.join("nothing").exists());
+        // Reports: JSON over JSON, SVG over SVG; a user's notes only with --force.
+        let j = dir.join("r.json");
+        write(&j, "bench output", Kind::Json, false, b"{\"a\": 1}").unwrap();
+        write(&j, "bench output", Kind::Json, false, b"{\"a\": 2}").unwrap();
+        std::fs::write(&j, b"my notes").unwrap();
+        let e = write(&j, "bench output", Kind::Json, false, b"{}").unwrap_err().to_string();
+        assert!(e.contains("is not a JSON document"), "{e}");
+        assert_eq!(std::fs::read(&j).unwrap(), b"my notes");
+        write(&j, "bench output", Kind::Json, true, b"{}").unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -6,18 +6,21 @@ use crate::model_set::ModelSet;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 
 use crate::bundle::Bundle;
 
 /// Markdown table: one row per target, one column per source (link score alone), then the ensemble
 /// score from all other models and the no-source (bias only) score.
+/// The first line's start of [`scores_markdown`] (how an existing report is recognised).
+pub const SCORES_TITLE: &str = "# Link scores: ";
+
 pub fn scores_markdown(b: &Bundle) -> String {
     let n = b.n_models();
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "# Link scores: {}\n\nAgreement with the target model's own output on {} held-out training frames \
+        "{SCORES_TITLE}{}\n\nAgreement with the target model's own output on {} held-out training frames \
          (class: top-1; multilabel: F1 at 0.5; regression: all within tolerance; count: |err| < 0.5; \
          embedding: cosine ≥ 0.9; box: IoU ≥ 0.5{}). Rows are targets, columns sources.\n",
         b.workload,
@@ -154,14 +157,20 @@ fn esc(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }
 
-/// Write `<bundle stem>.scores.md` and `<bundle stem>.scores.svg` next to `bundle_path`; returns
-/// their paths.
-pub fn write_reports(b: &Bundle, bundle_path: &Path) -> Result<[PathBuf; 2]> {
-    let md = bundle_path.with_extension("scores.md");
-    let svg = bundle_path.with_extension("scores.svg");
-    crate::atomic::write_file(&md, scores_markdown(b).as_bytes())
-        .with_context(|| format!("writing {}", md.display()))?;
-    crate::atomic::write_file(&svg, scores_svg(b).as_bytes())
-        .with_context(|| format!("writing {}", svg.display()))?;
+/// The report files of the bundle `bundle_path`: `<stem>.scores.md` and `<stem>.scores.svg` beside
+/// it, with their kinds.
+pub fn report_paths(bundle_path: &Path) -> [(PathBuf, crate::output::Kind); 2] {
+    [
+        (bundle_path.with_extension("scores.md"), crate::output::Kind::ScoresReport),
+        (bundle_path.with_extension("scores.svg"), crate::output::Kind::Svg),
+    ]
+}
+
+/// Write the report files ([`report_paths`]) by the output rule (`force` as the bundle's);
+/// returns their paths.
+pub fn write_reports(b: &Bundle, bundle_path: &Path, force: bool) -> Result<[PathBuf; 2]> {
+    let [(md, mk), (svg, sk)] = report_paths(bundle_path);
+    crate::output::write(&md, "report", mk, force, scores_markdown(b).as_bytes())?;
+    crate::output::write(&svg, "report", sk, force, scores_svg(b).as_bytes())?;
     Ok([md, svg])
 }

@@ -198,7 +198,10 @@ impl RollbackState {
         let digits = |v: &str| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit());
         let value = text.trim_end().strip_prefix(self.prefix).filter(|v| digits(v));
         value.and_then(|v| v.parse::<u64>().ok()).ok_or_else(|| {
-            self.err(format!("not a jetlink state file (expected `{}N`, found {text:?})", self.prefix))
+            // At most the first 64 characters of what is there: the file may be anything.
+            let shown: String = text.chars().take(64).collect();
+            let more = if text.chars().count() > 64 { " …" } else { "" };
+            self.err(format!("not a jetlink state file (expected `{}N`, found {shown:?}{more})", self.prefix))
         })
     }
 

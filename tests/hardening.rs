@@ -201,6 +201,30 @@ fn bad_inputs_table() {
     let size = manifest_copy(&tmp_dir("table-size"), |t| t.replacen("size = 10", "size = 4294967295", 1));
     let latency =
         manifest_copy(&tmp_dir("table-latency"), |t| t.replacen("latency_us = ", "latency_us = -1.0 # ", 1));
+    // Outputs by the rule: bench reports over a FIFO or a user's file, the build's reports, symlinks.
+    let bench_fifo = dir.join("bench-fifo");
+    std::fs::create_dir_all(&bench_fifo).unwrap();
+    assert!(Command::new("mkfifo").arg(bench_fifo.join("loop.json")).status().unwrap().success());
+    let bench_junk = dir.join("bench-junk");
+    std::fs::create_dir_all(&bench_junk).unwrap();
+    std::fs::write(bench_junk.join("loop.json"), b"my notes").unwrap();
+    std::fs::write(dir.join("rb.scores.md"), b"my notes").unwrap();
+    let link = dir.join("link.jlr");
+    std::os::unix::fs::symlink(dir.join("nowhere"), &link).unwrap();
+    // Inputs: an image folder whose first image is a FIFO; a FIFO as a video file.
+    let fifo_images = dir.join("fifo-images");
+    std::fs::create_dir_all(&fifo_images).unwrap();
+    assert!(Command::new("mkfifo").arg(fifo_images.join("000.png")).status().unwrap().success());
+    // A folder of images with one that cannot be read: the run goes on, counts it, exits 4.
+    let lossy = dir.join("lossy-images");
+    std::fs::create_dir_all(&lossy).unwrap();
+    for i in 0..4 {
+        image::GrayImage::new(28, 28).save(lossy.join(format!("{i:03}.png"))).unwrap();
+    }
+    std::fs::write(lossy.join("002.png"), b"").unwrap();
+    let unnamed =
+        manifest_copy(&tmp_dir("table-unnamed"), |t| t.replacen("name = \"digit_mlp\"", "name = \" \"", 1));
+    std::fs::write(dir.join("long-state"), "x".repeat(100_000)).unwrap();
     // Damaged telemetry for `jetlink monitor` (docs/wire-format.md, "Receiving").
     let w = damaged_wire(&dir);
     let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
@@ -251,6 +275,23 @@ fn bad_inputs_table() {
         Case { args: s(&["models", "--frames", "1", "--manifest", &weight.display().to_string()]), error: "cost.weight_bytes 18446744073709551615 is above the limit", status: 1, no_file: None, unchanged: None },
         Case { args: s(&["models", "--frames", "1", "--manifest", &size.display().to_string()]), error: "size 4294967295 is above the limit", status: 1, no_file: None, unchanged: None },
         Case { args: s(&["models", "--frames", "1", "--manifest", &latency.display().to_string()]), error: "cost.latency_us -1 must be finite", status: 1, no_file: None, unchanged: None },
+        Case { args: s(&["bench", "mlink", "--policies", ",", "--out-dir", &d("bp")]), error: "names no policy", status: 1, no_file: Some(dir.join("bp/mlink.json")), unchanged: None },
+        Case { args: s(&["models", "--frames", "1", "--manifest", &unnamed.display().to_string()]), error: "model[0].name: a model needs a name", status: 1, no_file: None, unchanged: None },
+        Case { args: s(&["run", "--engines", "replay", "--frames", "3", "-q", "--state-file", &d("long-state"), "--serial", &format!("file:{}", d("ls.bin"))]), error: "xxxxxxxx\" …)", status: 1, no_file: None, unchanged: None },
+        // policies' K is bounded (a cycle of K phases is built for it)
+        Case { args: s(&["run", "--policy", "interval-4294967295"]), error: "with K from 1 to 1000", status: 2, no_file: None, unchanged: None },
+        Case { args: s(&["bench", "mlink", "--policies", "refresh-1001", "--out-dir", &d("bk")]), error: "unknown policy", status: 1, no_file: Some(dir.join("bk/mlink.json")), unchanged: None },
+        // bench and build reports, symlinks and the monitor's own input, by the output rule
+        Case { args: s(&["bench", "loop", "--ticks", "10", "--out-dir", &bench_fifo.display().to_string()]), error: "loop.json is a FIFO; refusing to write there", status: 1, no_file: None, unchanged: None },
+        Case { args: s(&["bench", "loop", "--ticks", "10", "--out-dir", &bench_junk.display().to_string()]), error: "loop.json exists and is not a JSON document; refusing to replace it (--force replaces it)", status: 1, no_file: None, unchanged: Some((bench_junk.join("loop.json"), b"my notes".to_vec())) },
+        Case { args: s(&["build", "--out", &d("rb.bundle"), "--key", "demo/keys/demo-insecure.key"]), error: "rb.scores.md exists and is not a link scores report", status: 1, no_file: Some(dir.join("rb.bundle")), unchanged: Some((dir.join("rb.scores.md"), b"my notes".to_vec())) },
+        Case { args: s(&["record", "--to", "3", "--out", &link.display().to_string(), "--force"]), error: "is a symbolic link; refusing to write over it or through it", status: 1, no_file: Some(dir.join("nowhere")), unchanged: None },
+        Case { args: s(&["monitor", &w.clean, "--csv", &w.clean, "--force"]), error: "is the input", status: 1, no_file: None, unchanged: Some((PathBuf::from(&w.clean), std::fs::read(&w.clean).unwrap())) },
+        // inputs that would block: refused at once
+        Case { args: s(&["stream", &fifo_images.display().to_string(), "--out", &d("fi.jls"), "--train", "1"]), error: "000.png is a FIFO, not a regular file", status: 1, no_file: Some(dir.join("fi.jls")), unchanged: None },
+        Case { args: s(&["run", "-q", "--frames", "3", "--state-file", &state, "--serial", &format!("file:{}", d("src.bin")), "--source", &fifo.display().to_string()]), error: "is a FIFO, not a video file", status: 1, no_file: None, unchanged: None },
+        // frames lost: counted, the run completes, exit 4
+        Case { args: s(&["run", "-q", "--frames", "4", "--state-file", &state, "--serial", &format!("file:{}", d("lossy.bin")), "--source", &format!("images:{}", lossy.display())]), error: "frames that could not be read: 1, model runs that failed: 0", status: 4, no_file: None, unchanged: None },
         // damaged telemetry: counted, named on stderr, exit 3 (frames lost); a clean file exits 0
         Case { args: s(&["monitor", &w.merged]), error: "telemetry frames lost or not decoded: 1 corrupt", status: 3, no_file: None, unchanged: None },
         Case { args: s(&["monitor", &w.trailing]), error: "1 truncated at the end of the stream", status: 3, no_file: None, unchanged: None },

@@ -576,7 +576,10 @@ fn unusable_images_are_counted_frame_faults() {
         &dir,
     );
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    let err = String::from_utf8_lossy(&out.stderr);
+    // The run completes; the frames it lost make its exit status 4.
+    assert_eq!(out.status.code(), Some(4), "{text}{err}");
+    assert!(err.contains("frames that could not be read: 3, model runs that failed: 0"), "{err}");
     assert!(text.contains("summary over 4 ticks") && text.contains(" 3 frame, "), "{text}");
     let mut faults = 0;
     jetlink::wire::Decoder::new().feed(&std::fs::read(dir.join("serial.bin")).unwrap(), |m| {

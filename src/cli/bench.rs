@@ -2,6 +2,7 @@
 //! `--out-dir`.
 
 use super::*;
+use jetlink::output::Kind;
 
 #[derive(clap::Args)]
 pub(crate) struct BenchArgs {
@@ -14,6 +15,9 @@ pub(crate) struct BenchArgs {
     /// Where the JSON (and image) go.
     #[arg(long, default_value = "out/bench")]
     pub(crate) out_dir: PathBuf,
+    /// Replace output files that are not this bench's kind (JSON, SVG).
+    #[arg(long)]
+    pub(crate) force: bool,
     /// Board for `dcta` (default: this binary's).
     #[arg(long)]
     pub(crate) board: Option<String>,
@@ -99,8 +103,39 @@ pub(crate) enum BenchWhat {
     Seq,
 }
 
+/// The files `bench` writes under `--out-dir`, with their kinds.
+fn bench_outputs(a: &BenchArgs) -> Vec<(PathBuf, Kind)> {
+    let names: &[(&str, Kind)] = match a.what {
+        BenchWhat::Mlink => &[("mlink.json", Kind::Json), ("mlink.svg", Kind::Svg)],
+        BenchWhat::Dcta => &[("dcta.json", Kind::Json), ("dcta.svg", Kind::Svg)],
+        BenchWhat::AdaptGain => &[("adapt-gain.json", Kind::Json)],
+        BenchWhat::Links => &[("links.json", Kind::Json)],
+        BenchWhat::Loop => &[("loop.json", Kind::Json)],
+        BenchWhat::Seq => &[("seq.json", Kind::Json)],
+        BenchWhat::Fleet => {
+            return vec![
+                (a.out_dir.join(format!("fleet-{}.json", a.boards)), Kind::Json),
+                (a.out_dir.join(format!("fleet-{}.svg", a.boards)), Kind::Svg),
+            ];
+        }
+    };
+    names.iter().map(|&(n, k)| (a.out_dir.join(n), k)).collect()
+}
+
+/// Write one of the bench's outputs by the output rule.
+fn put(a: &BenchArgs, path: &Path, kind: Kind, bytes: &[u8]) -> Result<()> {
+    jetlink::output::write(path, "bench output", kind, a.force, bytes)
+}
+
 pub(crate) fn bench(a: &BenchArgs) -> Result<()> {
+    if a.out_dir.exists() && !a.out_dir.is_dir() {
+        bail!("--out-dir {} exists and is not a folder", a.out_dir.display());
+    }
     std::fs::create_dir_all(&a.out_dir).with_context(|| format!("creating {}", a.out_dir.display()))?;
+    // Every output is checked before the bench runs, not refused after it.
+    for (p, kind) in bench_outputs(a) {
+        jetlink::output::check_replace(&p, "bench output", kind, a.force)?;
+    }
     match a.what {
         BenchWhat::Fleet => bench_fleet(a)?,
         BenchWhat::Mlink => {
@@ -117,6 +152,13 @@ pub(crate) fn bench(a: &BenchArgs) -> Result<()> {
                 state_file: a.state_file.clone(),
                 engines: a.engines,
             };
+            if o.policies.is_empty() && !a.policies.trim().is_empty() {
+                bail!(
+                    "--policies {:?} names no policy; {}",
+                    a.policies,
+                    jetlink::schedule::cycle::POLICY_HELP
+                );
+            }
             for p in &o.policies {
                 if !jetlink::schedule::cycle::is_policy(p) {
                     bail!("--policies {p:?}: unknown policy; {}", jetlink::schedule::cycle::POLICY_HELP);
@@ -131,10 +173,8 @@ pub(crate) fn bench(a: &BenchArgs) -> Result<()> {
             let r = r?;
             print!("{}", super::sweep::format_best(&r));
             let (json, svg) = (a.out_dir.join("mlink.json"), a.out_dir.join("mlink.svg"));
-            jetlink::atomic::write_file(&json, serde_json::to_string_pretty(&r)?.as_bytes())
-                .with_context(|| format!("writing {}", json.display()))?;
-            jetlink::atomic::write_file(&svg, super::sweep::chart(&r).to_svg().as_bytes())
-                .with_context(|| format!("writing {}", svg.display()))?;
+            put(a, &json, Kind::Json, serde_json::to_string_pretty(&r)?.as_bytes())?;
+            put(a, &svg, Kind::Svg, super::sweep::chart(&r).to_svg().as_bytes())?;
             println!(
                 "{} runs in {:.1} s; wrote {} and {}",
                 r.results.len(),
@@ -168,10 +208,8 @@ pub(crate) fn bench(a: &BenchArgs) -> Result<()> {
             std::fs::create_dir_all(&a.out_dir)
                 .with_context(|| format!("creating {}", a.out_dir.display()))?;
             let (json, svg) = (a.out_dir.join("dcta.json"), a.out_dir.join("dcta.svg"));
-            jetlink::atomic::write_file(&json, r.to_json().as_bytes())
-                .with_context(|| format!("writing {}", json.display()))?;
-            jetlink::atomic::write_file(&svg, r.to_svg().as_bytes())
-                .with_context(|| format!("writing {}", svg.display()))?;
+            put(a, &json, Kind::Json, r.to_json().as_bytes())?;
+            put(a, &svg, Kind::Svg, r.to_svg().as_bytes())?;
             println!("wrote {} and {}", json.display(), svg.display());
         }
         BenchWhat::AdaptGain => bench_adapt_gain(a)?,
@@ -200,8 +238,7 @@ pub(crate) fn bench(a: &BenchArgs) -> Result<()> {
                 "mean_us_by_active": s.mean_us_by_active,
             });
             let path = a.out_dir.join("links.json");
-            jetlink::atomic::write_file(&path, serde_json::to_string_pretty(&json)?.as_bytes())
-                .with_context(|| format!("writing {}", path.display()))?;
+            put(a, &path, Kind::Json, serde_json::to_string_pretty(&json)?.as_bytes())?;
             println!("wrote {}", path.display());
         }
         BenchWhat::Loop => bench_loop(a)?,
@@ -229,8 +266,7 @@ fn bench_seq(a: &BenchArgs) -> Result<()> {
     )?;
     print!("{}", r.to_table());
     let path = a.out_dir.join("seq.json");
-    jetlink::atomic::write_file(&path, serde_json::to_string_pretty(&r)?.as_bytes())
-        .with_context(|| format!("writing {}", path.display()))?;
+    put(a, &path, Kind::Json, serde_json::to_string_pretty(&r)?.as_bytes())?;
     println!("{:.1} s; wrote {}", r.wall_s, path.display());
     Ok(())
 }
@@ -310,8 +346,7 @@ fn bench_adapt_gain(a: &BenchArgs) -> Result<()> {
     });
     std::fs::create_dir_all(&a.out_dir).with_context(|| format!("creating {}", a.out_dir.display()))?;
     let path = a.out_dir.join("adapt-gain.json");
-    jetlink::atomic::write_file(&path, serde_json::to_string_pretty(&json)?.as_bytes())
-        .with_context(|| format!("writing {}", path.display()))?;
+    put(a, &path, Kind::Json, serde_json::to_string_pretty(&json)?.as_bytes())?;
     println!("wrote {}", path.display());
     Ok(())
 }
@@ -461,15 +496,14 @@ pub(crate) fn bench_loop(a: &BenchArgs) -> Result<()> {
     });
     std::fs::create_dir_all(&a.out_dir).with_context(|| format!("creating {}", a.out_dir.display()))?;
     let path = a.out_dir.join("loop.json");
-    jetlink::atomic::write_file(&path, serde_json::to_string_pretty(&json)?.as_bytes())
-        .with_context(|| format!("writing {}", path.display()))?;
+    put(a, &path, Kind::Json, serde_json::to_string_pretty(&json)?.as_bytes())?;
     println!("wrote {}", path.display());
     Ok(())
 }
 
 #[cfg(all(feature = "fleet", feature = "sim"))]
 fn bench_fleet(a: &BenchArgs) -> Result<()> {
-    use jetlink::fleet::bench::{FleetBenchOptions, run, write};
+    use jetlink::fleet::bench::{FleetBenchOptions, run};
     let (manifest, _) = load_workload(&a.manifest)?;
     let bundle = Bundle::load_for(&a.bundle, &manifest)?;
     let reference =
@@ -500,7 +534,12 @@ fn bench_fleet(a: &BenchArgs) -> Result<()> {
         "median averaging {:.0} us; end-to-end median {:.1} ms, max {:.1} ms",
         r.aggregate_us_median, r.e2e_ms_median, r.e2e_ms_max
     );
-    let (json, svg) = write(&r, &a.out_dir)?;
+    let (json, svg) = (
+        a.out_dir.join(format!("fleet-{}.json", r.boards)),
+        a.out_dir.join(format!("fleet-{}.svg", r.boards)),
+    );
+    put(a, &json, Kind::Json, (serde_json::to_string_pretty(&r)? + "\n").as_bytes())?;
+    put(a, &svg, Kind::Svg, jetlink::fleet::bench::svg(&r).as_bytes())?;
     println!("wrote {} and {}", json.display(), svg.display());
     Ok(())
 }

@@ -104,6 +104,10 @@ pub(crate) fn build(a: &BuildArgs) -> Result<()> {
         ),
     };
     jetlink::output::check_replace(&out, "--out", jetlink::output::Kind::Bundle, a.force)?;
+    // The reports beside it follow the same rule, checked now rather than after the training.
+    for (p, kind) in jetlink::report::report_paths(&out) {
+        jetlink::output::check_replace(&p, "report", kind, a.force)?;
+    }
     let key = signing_key(a, board)?;
     let (mut manifest, stream) = load_workload(&a.manifest)?;
     measure_missing_costs(&mut manifest, &stream, "jetlink build")?;
@@ -147,8 +151,8 @@ pub(crate) fn build(a: &BuildArgs) -> Result<()> {
         Some(k) => jetlink::signing::sign_bundle(&bytes, k).context("signing the bundle")?,
         None => bytes,
     };
-    jetlink::atomic::write_file(&out, &bytes).with_context(|| format!("writing bundle {}", out.display()))?;
-    let [md, svg] = jetlink::report::write_reports(&bundle, &out)?;
+    jetlink::output::write(&out, "--out", jetlink::output::Kind::Bundle, a.force, &bytes)?;
+    let [md, svg] = jetlink::report::write_reports(&bundle, &out, a.force)?;
     println!("{}", jetlink::report::scores_markdown(&bundle));
     println!(
         "trained {} links and {} ensembles in {:.1} s; schedule table {} entries; DCTA policy for {} ({} cells, {} options, {} bytes)",

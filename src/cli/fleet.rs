@@ -245,6 +245,8 @@ fn status(a: &StatusArgs) -> Result<()> {
     let until = Instant::now() + std::time::Duration::from_secs_f64(a.wait_s);
     let mut boards: std::collections::BTreeMap<String, SummaryMsg> = Default::default();
     let mut global: Option<(GlobalLinks, usize)> = None;
+    // Messages on the summary topics that are not summaries this build can show, and why the last.
+    let (mut refused, mut last_refusal) = (0u64, String::new());
     while Instant::now() < until {
         match link.recv_timeout(std::time::Duration::from_millis(50)) {
             Ok(Ok(Event::Incoming(Packet::Publish(p)))) => {
@@ -256,8 +258,22 @@ fn status(a: &StatusArgs) -> Result<()> {
                             global = Some((g, b.len()));
                         }
                     }
-                } else if let Ok(m) = postcard::from_bytes::<SummaryMsg>(&p.payload) {
-                    boards.insert(m.board.clone(), m);
+                } else {
+                    // jetlink/<fleet>/<board>/summary: the board the topic names.
+                    let topic_board = p.topic.rsplit('/').nth(1).unwrap_or("");
+                    let m = postcard::from_bytes::<SummaryMsg>(&p.payload)
+                        .map_err(|e| format!("does not decode ({e})"))
+                        .and_then(|m| m.check(topic_board).map(|_| m));
+                    match m {
+                        Ok(m) => {
+                            boards.insert(m.board.clone(), m);
+                        }
+                        Err(why) => {
+                            refused += 1;
+                            // Shown escaped: a topic is the sender's text.
+                            last_refusal = format!("{}: {why}", p.topic.escape_default());
+                        }
+                    }
                 }
             }
             Ok(Err(e)) => bail!("broker {}:{}: {e}", cfg.host, cfg.port),
@@ -294,6 +310,9 @@ fn status(a: &StatusArgs) -> Result<()> {
             jetlink::bundle::hex(&g.model_hash)
         ),
         None => println!("global links: none published yet"),
+    }
+    if refused > 0 {
+        println!("{refused} messages on the summary topics refused (last: {last_refusal})");
     }
     let _ = client.disconnect();
     Ok(())

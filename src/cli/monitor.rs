@@ -25,6 +25,23 @@ pub(crate) struct MonitorArgs {
 pub(crate) fn monitor(a: &MonitorArgs) -> Result<()> {
     if let Some(csv) = &a.csv {
         jetlink::output::check_replace(csv, "--csv", jetlink::output::Kind::TickCsv, a.force)?;
+        // The CSV is created before the input is read: the input itself must not be its target.
+        if let (Ok(i), Ok(o)) = (std::fs::metadata(&a.path), std::fs::metadata(csv)) {
+            use std::os::unix::fs::MetadataExt;
+            if (i.dev(), i.ino()) == (o.dev(), o.ino()) {
+                bail!(
+                    "--csv {} is the input {} itself; refusing to replace what is being read",
+                    csv.display(),
+                    a.path.display()
+                );
+            }
+        }
+    }
+    if std::fs::metadata(&a.path).is_ok_and(|m| std::os::unix::fs::FileTypeExt::is_fifo(&m.file_type())) {
+        eprintln!(
+            "jetlink monitor: {} is a FIFO: reading what its writer sends (--idle-exit S stops after S seconds without a byte)",
+            a.path.display()
+        );
     }
     let opts = jetlink::monitor::MonitorOptions {
         csv: a.csv.as_deref(),

@@ -48,6 +48,14 @@ pub(crate) fn profile(a: &ProfileArgs) -> Result<()> {
             );
             return Ok(());
         }
+        // Rewritten in place (atomically, keeping its mode): a symbolic link would be replaced by a
+        // file, its target left as it was.
+        if std::fs::symlink_metadata(&a.manifest).is_ok_and(|m| m.file_type().is_symlink()) {
+            bail!(
+                "--write: the manifest {} is a symbolic link; refusing to replace it (give the file it points to)",
+                a.manifest.display()
+            );
+        }
         let text = jetlink::input::read_to_string(&a.manifest, "manifest", jetlink::input::limit::TEXT)?;
         let new = jetlink::profile::write_costs(&text, &a.manifest, &missing)?;
         jetlink::atomic::write_file(&a.manifest, new.as_bytes())

@@ -553,6 +553,15 @@ pub(crate) fn run(a: &RunArgs) -> Result<()> {
             s.frame_faults
         );
     }
+    if s.frame_faults + s.engine_faults > 0 {
+        // The loop went on (their outputs were delivered flagged degraded), but data was lost.
+        eprintln!(
+            "error: frames that could not be read: {}, model runs that failed: {} (counted in the summary \
+             above; their outputs were delivered flagged degraded); exit status {EXIT_FRAMES_LOST}",
+            s.frame_faults, s.engine_faults
+        );
+        std::process::exit(EXIT_FRAMES_LOST);
+    }
     Ok(())
 }
 
@@ -933,6 +942,8 @@ pub(crate) fn print_accuracy(ctl: &Loop, names: &[&str]) {
 
 /// Exit status of a run that completed but lost telemetry frames.
 pub(crate) const EXIT_TELEMETRY_LOST: i32 = 3;
+/// Exit status of a run that completed but could not read some frames or run some models.
+pub(crate) const EXIT_FRAMES_LOST: i32 = 4;
 
 pub(crate) fn rollback_state(a: &RunArgs, board: &jetlink::board::Board) -> jetlink::signing::RollbackState {
     match &a.state_file {

@@ -118,16 +118,23 @@ pub(crate) fn stream_cmd(a: &StreamArgs) -> Result<()> {
     let from_manifest = manifest.as_ref().map(manifest_shape).transpose()?.flatten();
     let from_image = match &first_image {
         Some((p, _)) if a.height.is_none() || a.width.is_none() || a.channels.is_none() => {
-            let img = image::ImageReader::open(p)
-                .and_then(|r| r.with_guessed_format())
-                .with_context(|| format!("reading {}", p.display()))?;
-            let (w, h) =
-                img.into_dimensions().with_context(|| format!("reading the size of {}", p.display()))?;
-            let grey = image::ImageReader::open(p)
-                .ok()
-                .and_then(|r| r.with_guessed_format().ok())
-                .and_then(|r| r.decode().ok())
-                .is_some_and(|i| i.color().channel_count() <= 2);
+            // Opened by the input rule (a FIFO or a device is refused, not waited on), then decoded
+            // from memory.
+            let bytes = jetlink::input::read(p, "image", jetlink::input::limit::IMAGE)?;
+            let reader = || {
+                let mut r = image::ImageReader::new(std::io::Cursor::new(&bytes[..]))
+                    .with_guessed_format()
+                    .with_context(|| format!("reading {}", p.display()))?;
+                let mut limits = image::Limits::default();
+                limits.max_alloc = Some(jetlink::input::limit::IMAGE);
+                r.limits(limits);
+                anyhow::Ok(r)
+            };
+            let (w, h) = reader()?
+                .into_dimensions()
+                .with_context(|| format!("reading the size of {}", p.display()))?;
+            let grey =
+                reader().ok().and_then(|r| r.decode().ok()).is_some_and(|i| i.color().channel_count() <= 2);
             let fit = |v: u32, what: &str| -> Result<usize> {
                 if v == 0 || v > u16::MAX as u32 {
                     bail!("{}: {what} {v} does not fit a stream (1..=65535); give --{what}", p.display());

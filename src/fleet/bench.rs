@@ -8,7 +8,6 @@
 
 use crate::model_set::ModelSet;
 use std::fmt::Write as _;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -292,13 +291,4 @@ pub fn svg(r: &FleetBenchReport) -> String {
     );
     s.push_str("</svg>\n");
     s
-}
-
-/// Write `fleet-N.json` and `fleet-N.svg` under `dir`.
-pub fn write(r: &FleetBenchReport, dir: &Path) -> Result<(std::path::PathBuf, std::path::PathBuf)> {
-    let json = dir.join(format!("fleet-{}.json", r.boards));
-    let svgp = dir.join(format!("fleet-{}.svg", r.boards));
-    std::fs::write(&json, serde_json::to_string_pretty(r)? + "\n")?;
-    std::fs::write(&svgp, svg(r))?;
-    Ok((json, svgp))
 }

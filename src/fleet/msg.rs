@@ -50,6 +50,30 @@ pub struct SummaryMsg {
     pub summary: Summary,
 }
 
+impl SummaryMsg {
+    /// A summary `jetlink fleet status` may show: this protocol, sent by the board whose topic it
+    /// came on (`topic_board`), a board id usable as a topic level, and shares (in thousandths, or
+    /// 0xFFFF for none) that are shares.
+    pub fn check(&self, topic_board: &str) -> Result<(), String> {
+        if self.proto != FLEET_PROTO {
+            return Err(format!("protocol {} (this build speaks {FLEET_PROTO})", self.proto));
+        }
+        super::check_name("board", &self.board)?;
+        if self.board != topic_board {
+            return Err(format!("board {:?} published on board {topic_board:?}'s topic", self.board));
+        }
+        for (what, v) in [
+            ("accuracy", self.summary.accuracy_milli),
+            ("executions saved", self.summary.executions_saved_milli),
+        ] {
+            if v > 1000 && v != 0xFFFF {
+                return Err(format!("{what} {v}‰ is not a share"));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The links into one target (its `n − 1` links, contiguous in the arena, and its ensemble block)
 /// and the labelled samples they were fitted on since the board's last update.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -368,6 +392,30 @@ pub fn verify_global(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_summary_is_shown_only_from_its_own_board_with_shares_that_are_shares() {
+        let ok = SummaryMsg {
+            proto: FLEET_PROTO,
+            board: "b1".into(),
+            model_hash: [0; 8],
+            queued_unix_s: 0,
+            summary: Summary { accuracy_milli: 942, executions_saved_milli: 0xFFFF, ..Summary::default() },
+        };
+        ok.check("b1").unwrap();
+        let bad = |f: fn(&mut SummaryMsg), topic: &str, why: &str| {
+            let mut m = ok.clone();
+            f(&mut m);
+            let e = m.check(topic).unwrap_err();
+            assert!(e.contains(why), "{e}");
+        };
+        bad(|_| {}, "b8", "published on board \"b8\"'s topic");
+        bad(|m| m.proto = 99, "b1", "protocol 99");
+        bad(|m| m.summary.accuracy_milli = 60000, "b1", "accuracy 60000");
+        bad(|m| m.summary.executions_saved_milli = 1001, "b1", "executions saved 1001");
+        bad(|m| m.board = "a\u{1b}[2Jb".into(), "a\u{1b}[2Jb", "board");
+        bad(|m| m.board = String::new(), "", "board");
+    }
 
     fn global() -> GlobalLinks {
         GlobalLinks {

@@ -35,7 +35,7 @@ pub struct CycleTable {
 }
 
 /// The policies, for messages and `--help`.
-pub const POLICY_HELP: &str = "policies: optimal, optimal-hold, interval-K (K >= 1), greedy, random, standalone, frame-filter, refresh-K, oracle-refresh-K (a benchmark ceiling: needs the reference)";
+pub const POLICY_HELP: &str = "policies: optimal, optimal-hold, interval-K, greedy, random, standalone, frame-filter, refresh-K, oracle-refresh-K (a benchmark ceiling: needs the reference), with K from 1 to 1000";
 
 /// Whether `name` is a policy the loop can run (`interval-K`, `refresh-K` and `oracle-refresh-K`
 /// for K ≥ 1 included).
@@ -50,7 +50,7 @@ pub fn refresh_policy(name: &str) -> Option<(bool, u32)> {
         Some(k) => (true, k),
         None => (false, name.strip_prefix("refresh-")?),
     };
-    k.parse().ok().filter(|&k| k >= 1).map(|k| (oracle, k))
+    super::interval_k(k).map(|k| (oracle, k))
 }
 
 impl CycleTable {

@@ -221,11 +221,20 @@ pub trait Scheduler {
 /// The schedulers by name, for command lines and benchmarks (`interval-K`, one per K, besides).
 pub const NAMES: [&str; 6] = ["optimal", "optimal-hold", "greedy", "standalone", "frame-filter", "random"];
 
-/// Make a scheduler by name (`interval-K` for [`Interval`] with K ≥ 1). `profile` is a slice of
-/// frames for tuning (frame filter).
+/// The largest K of `interval-K` and `refresh-K`: a cycle of K phases a level is built for it, so
+/// K is bounded (a run every 1,000 frames is far past any useful interval).
+pub const MAX_INTERVAL: u32 = 1000;
+
+/// K of a policy name's `-K` suffix: 1 to [`MAX_INTERVAL`].
+pub fn interval_k(k: &str) -> Option<u32> {
+    k.parse().ok().filter(|k| (1..=MAX_INTERVAL).contains(k))
+}
+
+/// Make a scheduler by name (`interval-K` for [`Interval`] with K from 1 to [`MAX_INTERVAL`]).
+/// `profile` is a slice of frames for tuning (frame filter).
 pub fn by_name(name: &str, profile: &[&[u8]], seed: u64) -> Option<Box<dyn Scheduler>> {
     if let Some(k) = name.strip_prefix("interval-") {
-        return k.parse().ok().filter(|&k| k >= 1).map(|k| Box::new(Interval::new(k)) as Box<dyn Scheduler>);
+        return interval_k(k).map(|k| Box::new(Interval::new(k as usize)) as Box<dyn Scheduler>);
     }
     Some(match name {
         "optimal" => Box::new(Optimal::default()),

@@ -143,7 +143,17 @@ impl LiveSource {
             SourceSpec::Images(dir) => images::spawn(images::list_images(dir)?, shape, first, pool.clone()),
             SourceSpec::Gst(p) => gst::spawn(p.clone(), shape, first, pool.clone(), failure.clone()),
             SourceSpec::Video(path) => {
-                std::fs::metadata(path).with_context(|| format!("--source {}", path.display()))?;
+                // A video file is a regular file (a camera is a `gst:` pipeline): a FIFO, a device or a
+                // folder would have the decoder wait or fail inside GStreamer.
+                let md = std::fs::metadata(path).with_context(|| format!("--source {}", path.display()))?;
+                if !md.is_file() {
+                    bail!(
+                        "--source {} is {}, not a video file (a folder of images is images:DIR, a camera \
+                         or a live feed gst:PIPELINE)",
+                        path.display(),
+                        crate::input::kind(md.file_type())
+                    );
+                }
                 gst::spawn(gst::file_pipeline(path), shape, first, pool.clone(), failure.clone())
             }
         };
