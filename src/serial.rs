@@ -82,6 +82,9 @@ impl SerialWriter {
     ///   file not asked for with `file:`.
     pub fn open_spec(spec: &str, baud: u32) -> Result<SerialWriter> {
         if let Some(p) = spec.strip_prefix("file:") {
+            if p.trim().is_empty() {
+                anyhow::bail!("--serial file: needs a path (file:PATH)");
+            }
             return SerialWriter::open_telemetry_file(Path::new(p));
         }
         let path = Path::new(spec);

@@ -278,6 +278,7 @@ fn bad_inputs_table() {
         Case { args: s(&["bench", "mlink", "--policies", ",", "--out-dir", &d("bp")]), error: "names no policy", status: 1, no_file: Some(dir.join("bp/mlink.json")), unchanged: None },
         Case { args: s(&["models", "--frames", "1", "--manifest", &unnamed.display().to_string()]), error: "model[0].name: a model needs a name", status: 1, no_file: None, unchanged: None },
         Case { args: s(&["run", "--engines", "replay", "--frames", "3", "-q", "--state-file", &d("long-state"), "--serial", &format!("file:{}", d("ls.bin"))]), error: "xxxxxxxx\" …)", status: 1, no_file: None, unchanged: None },
+        Case { args: s(&["run", "--engines", "replay", "--frames", "3", "-q", "--state-file", &state, "--serial", "file:"]), error: "--serial file: needs a path", status: 1, no_file: None, unchanged: None },
         // policies' K is bounded (a cycle of K phases is built for it)
         Case { args: s(&["run", "--policy", "interval-4294967295"]), error: "with K from 1 to 1000", status: 2, no_file: None, unchanged: None },
         Case { args: s(&["bench", "mlink", "--policies", "refresh-1001", "--out-dir", &d("bk")]), error: "unknown policy", status: 1, no_file: Some(dir.join("bk/mlink.json")), unchanged: None },

@@ -205,6 +205,12 @@ fn aggregate(a: &AggregateArgs) -> Result<()> {
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
+    // SIGTERM or SIGINT ends the run like its last round: the aggregator stops and its counts are
+    // printed.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(sig, stop.clone()).context("installing the signal handlers")?;
+    }
     let mut shown = 0;
     loop {
         std::thread::sleep(std::time::Duration::from_millis(200));
@@ -216,7 +222,7 @@ fn aggregate(a: &AggregateArgs) -> Result<()> {
             );
         }
         shown = st.rounds.len();
-        if agg.is_finished() {
+        if agg.is_finished() || stop.load(std::sync::atomic::Ordering::Relaxed) {
             break;
         }
     }

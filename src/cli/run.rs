@@ -421,6 +421,13 @@ pub(crate) fn prepare_run(a: &RunArgs, header: bool) -> Result<(Loop, Prepared, 
     if from >= to {
         bail!("--from {from}: no frames to run (the stream has {})", stream.len());
     }
+    if let Some(n) = a.frames.filter(|&n| !live && (to - from) < n as usize) {
+        eprintln!(
+            "note: --frames {n} from frame {from}: the stream ends at frame {}, so {} frames run",
+            stream.len(),
+            to - from
+        );
+    }
     let builder = loop_builder(a, board, &manifest, bundle, &stream, &reference)?;
     let serial_spec = a.serial.clone().unwrap_or_else(|| board.serial.device.to_string());
     let serial = SerialWriter::open_spec(&serial_spec, board.serial.baud)?;
