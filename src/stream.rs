@@ -205,16 +205,22 @@ impl Stream {
 
     /// Serialise (uncompressed); used by tests and tools.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut b = header(MAGIC, self.len(), self.shape(), self.train_end, self.drift_start);
-        b.reserve(self.len() * (FRAME_META + self.frame_len()));
+        let mut b = Vec::with_capacity(HEADER + self.len() * (FRAME_META + self.frame_len()));
+        self.write_to(&mut b).expect("writing to memory");
+        b
+    }
+
+    /// The `JLSTRM01` file's bytes ([`to_bytes`](Self::to_bytes)) into `w`, frame by frame: a
+    /// large stream is written without a second copy of its pixels in memory.
+    pub fn write_to(&self, w: &mut dyn std::io::Write) -> std::io::Result<()> {
+        w.write_all(&header(MAGIC, self.len(), self.shape(), self.train_end, self.drift_start))?;
         for i in 0..self.len() {
             let m = self.meta[i];
-            b.extend_from_slice(&m.source.to_le_bytes());
-            b.push(m.label);
-            b.push(m.severity);
-            b.extend_from_slice(self.frame(i));
+            w.write_all(&m.source.to_le_bytes())?;
+            w.write_all(&[m.label, m.severity])?;
+            w.write_all(self.frame(i))?;
         }
-        b
+        Ok(())
     }
 
     /// Build a stream from parts (tests, tools).

@@ -216,7 +216,15 @@ pub(crate) fn stream_cmd(a: &StreamArgs) -> Result<()> {
     let total = first_image.as_ref().map_or(a.frames.unwrap_or(0) as u64, |(_, n)| (*n).min(cap) as u64);
     let mut bar = jetlink::progress::Progress::new("stream", "frames", total, true);
     let mut buf = vec![0u8; len];
-    let (mut pixels, mut jpegs) = (Vec::new(), Vec::new());
+    let (mut pixels, mut jpegs) = (Vec::<u8>::new(), Vec::new());
+    // Raw pixels are held whole: room is taken up front where the frame count is known (no
+    // doubling growth), and a failed reservation is an error naming the size, not an abort.
+    let oom = |bytes: u64| {
+        anyhow::anyhow!("{bytes} bytes of frames do not fit in memory; give --frames or --format jpeg")
+    };
+    if format == StreamFormat::Raw && first_image.is_some() {
+        pixels.try_reserve_exact((total * len as u64) as usize).map_err(|_| oom(total * len as u64))?;
+    }
     let mut stored = 0u64;
     let mut n = 0usize;
     while n < cap {
@@ -244,7 +252,10 @@ pub(crate) fn stream_cmd(a: &StreamArgs) -> Result<()> {
         // source: the frame's position in the input; no label; severity unknown, so 0 (clean).
         let meta = FrameMeta { source: n as u32, label: 255, severity: 0 };
         match format {
-            StreamFormat::Raw => pixels.extend_from_slice(&buf),
+            StreamFormat::Raw => {
+                pixels.try_reserve(len).map_err(|_| oom((n as u64 + 1) * len as u64))?;
+                pixels.extend_from_slice(&buf)
+            }
             StreamFormat::Jpeg => {
                 let j = jetlink::jpeg::encode(&buf, shape.w, shape.h, shape.c, a.quality)
                     .with_context(|| format!("frame {n}"))?;
@@ -276,25 +287,32 @@ pub(crate) fn stream_cmd(a: &StreamArgs) -> Result<()> {
             a.train
         );
     }
-    let bytes = match format {
+    // Raw frames are written from the pixels held (no second copy); JPEG frames are small.
+    let (raw, bytes) = match format {
         StreamFormat::Raw => {
             let meta = (0..n).map(|i| FrameMeta { source: i as u32, label: 255, severity: 0 }).collect();
-            Stream::from_parts(shape.h, shape.w, shape.c, a.train as usize, drift, meta, pixels)?.to_bytes()
+            (
+                Some(Stream::from_parts(shape.h, shape.w, shape.c, a.train as usize, drift, meta, pixels)?),
+                Vec::new(),
+            )
         }
-        StreamFormat::Jpeg => jetlink::stream::jpeg_file(shape, a.train as usize, drift, &jpegs),
+        StreamFormat::Jpeg => (None, jetlink::stream::jpeg_file(shape, a.train as usize, drift, &jpegs)),
+    };
+    let write = |w: &mut dyn std::io::Write| match &raw {
+        Some(s) => s.write_to(w),
+        None => w.write_all(&bytes),
     };
     let gz = a.out.extension().is_some_and(|e| e == "gz");
     if let Some(d) = a.out.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
     }
     jetlink::atomic::write_file_with(&a.out, |f| {
-        use std::io::Write;
         if gz {
             let mut enc = flate2::write::GzEncoder::new(f, flate2::Compression::default());
-            enc.write_all(&bytes)?;
+            write(&mut enc)?;
             enc.finish()?.flush()
         } else {
-            f.write_all(&bytes)?;
+            write(f)?;
             f.flush()
         }
     })
