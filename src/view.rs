@@ -58,6 +58,9 @@ impl View {
     pub fn prepare(ops: &[ViewOp], frame: Shape) -> Result<View, ViewError> {
         let mut shapes = vec![frame];
         let mut s = frame;
+        // The range of values the image can hold after each op (pixels start in 0..=255): every
+        // value a view can produce must be finite, or the model is handed inf.
+        let mut range = (0.0f32, 255.0f32);
         for (index, op) in ops.iter().enumerate() {
             let bad = |why: String| ViewError::Op { index, op: op_name(op), why };
             s = match *op {
@@ -91,12 +94,16 @@ impl View {
                     }
                     // In usize, so that sums of u32 paddings cannot wrap around.
                     let (t, b, l, r) = (top as usize, bottom as usize, left as usize, right as usize);
+                    range = (range.0.min(value), range.1.max(value));
                     match (s.h.checked_add(t + b), s.w.checked_add(l + r)) {
                         (Some(h), Some(w)) => Shape { h, w, c: s.c },
                         _ => return Err(bad(format!("padding {t}+{b}, {l}+{r} overflows"))),
                     }
                 }
-                ViewOp::Invert => s,
+                ViewOp::Invert => {
+                    range = (255.0 - range.1, 255.0 - range.0);
+                    s
+                }
                 ViewOp::Normalize { mean, std } => {
                     if !mean.is_finite() {
                         return Err(bad(format!("mean {mean} must be finite")));
@@ -104,6 +111,15 @@ impl View {
                     if !(std.is_finite() && std != 0.0) {
                         return Err(bad(format!("std {std} must be finite and non-zero")));
                     }
+                    let f = |v: f32| (v / 255.0 - mean) / std;
+                    let (a, b) = (f(range.0), f(range.1));
+                    if !(a.is_finite() && b.is_finite()) {
+                        return Err(bad(format!(
+                            "mean {mean}, std {std} map the values {}..{} past the largest finite number",
+                            range.0, range.1
+                        )));
+                    }
+                    range = (a.min(b), a.max(b));
                     s
                 }
                 ViewOp::Channels { n } => {

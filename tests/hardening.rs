@@ -222,6 +222,13 @@ fn bad_inputs_table() {
         image::GrayImage::new(28, 28).save(lossy.join(format!("{i:03}.png"))).unwrap();
     }
     std::fs::write(lossy.join("002.png"), b"").unwrap();
+    let tiny_std = manifest_copy(&tmp_dir("table-std"), |t| {
+        t.replacen(
+            "{ op = \"normalize\", mean = 0.0, std = 1.0 }",
+            "{ op = \"normalize\", mean = 0.0, std = 1e-45 }",
+            1,
+        )
+    });
     let unnamed =
         manifest_copy(&tmp_dir("table-unnamed"), |t| t.replacen("name = \"digit_mlp\"", "name = \" \"", 1));
     std::fs::write(dir.join("long-state"), "x".repeat(100_000)).unwrap();
@@ -279,6 +286,7 @@ fn bad_inputs_table() {
         Case { args: s(&["models", "--frames", "1", "--manifest", &unnamed.display().to_string()]), error: "model[0].name: a model needs a name", status: 1, no_file: None, unchanged: None },
         Case { args: s(&["run", "--engines", "replay", "--frames", "3", "-q", "--state-file", &d("long-state"), "--serial", &format!("file:{}", d("ls.bin"))]), error: "xxxxxxxx\" …)", status: 1, no_file: None, unchanged: None },
         Case { args: s(&["run", "--engines", "replay", "--frames", "3", "-q", "--state-file", &state, "--serial", "file:"]), error: "--serial file: needs a path", status: 1, no_file: None, unchanged: None },
+        Case { args: s(&["models", "--frames", "1", "--manifest", &tiny_std.display().to_string()]), error: "std 0.000000000000000000000000000000000000000000001 map the values 0..255 past the largest finite number", status: 1, no_file: None, unchanged: None },
         // policies' K is bounded (a cycle of K phases is built for it)
         Case { args: s(&["run", "--policy", "interval-4294967295"]), error: "with K from 1 to 1000", status: 2, no_file: None, unchanged: None },
         Case { args: s(&["bench", "mlink", "--policies", "refresh-1001", "--out-dir", &d("bk")]), error: "unknown policy", status: 1, no_file: Some(dir.join("bk/mlink.json")), unchanged: None },
