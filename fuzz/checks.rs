@@ -208,7 +208,7 @@ pub fn view(data: &[u8]) {
                 right: p(o[4]),
                 value: f(o[1] ^ o[4]),
             },
-            4 => ViewOp::Invert,
+            4 => ViewOp::Invert {},
             5 => ViewOp::Normalize { mean: f(o[1]), std: f(o[2]) },
             6 => ViewOp::Channels { n: p(o[1]) },
             _ => ViewOp::Pad { top: u32::MAX, bottom: u32::MAX, left: p(o[1]), right: p(o[2]), value: 0.0 },

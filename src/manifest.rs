@@ -189,8 +189,10 @@ pub enum ViewOp {
     Upsample { k: u32 },
     /// Pad with a constant `value` (in the current units).
     Pad { top: u32, bottom: u32, left: u32, right: u32, value: f32 },
-    /// `v → 255 − v` (white ink on black becomes black ink on white).
-    Invert,
+    /// `v → 255 − v` (white ink on black becomes black ink on white). A struct variant with no
+    /// fields, so that a stray key (`{ op = "invert", k = 1 }`) is refused like any other op's
+    /// (serde ignores the fields of a unit variant); it encodes exactly as the unit variant did.
+    Invert {},
     /// `v → (v / 255 − mean) / std`.
     Normalize { mean: f32, std: f32 },
     /// Replicate a one-channel image into `n` channels.

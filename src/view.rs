@@ -47,7 +47,7 @@ fn op_name(op: &ViewOp) -> &'static str {
         ViewOp::Pool { .. } => "pool",
         ViewOp::Upsample { .. } => "upsample",
         ViewOp::Pad { .. } => "pad",
-        ViewOp::Invert => "invert",
+        ViewOp::Invert {} => "invert",
         ViewOp::Normalize { .. } => "normalize",
         ViewOp::Channels { .. } => "channels",
     }
@@ -100,7 +100,7 @@ impl View {
                         _ => return Err(bad(format!("padding {t}+{b}, {l}+{r} overflows"))),
                     }
                 }
-                ViewOp::Invert => {
+                ViewOp::Invert {} => {
                     range = (255.0 - range.1, 255.0 - range.0);
                     s
                 }
@@ -187,7 +187,7 @@ impl View {
             let (si, so) = (self.shapes[i], self.shapes[i + 1]);
             match self.ops[i] {
                 // Pointwise ops work in place.
-                ViewOp::Invert => self.a[..si.len()].iter_mut().for_each(|v| *v = 255.0 - *v),
+                ViewOp::Invert {} => self.a[..si.len()].iter_mut().for_each(|v| *v = 255.0 - *v),
                 ViewOp::Normalize { mean, std } => {
                     self.a[..si.len()].iter_mut().for_each(|v| *v = (*v / 255.0 - mean) / std)
                 }
@@ -269,7 +269,7 @@ fn apply_op(op: &ViewOp, si: Shape, so: Shape, src: &[f32], dst: &mut [f32]) {
                 }
             }
         }
-        ViewOp::Invert => {
+        ViewOp::Invert {} => {
             for (d, &s) in dst.iter_mut().zip(src) {
                 *d = 255.0 - s;
             }
@@ -300,7 +300,7 @@ mod tests {
             ViewOp::Pool { k: 2 },
             ViewOp::Upsample { k: 2 },
             ViewOp::Pad { top: 1, bottom: 0, left: 0, right: 1, value: 9.0 },
-            ViewOp::Invert,
+            ViewOp::Invert {},
             ViewOp::Channels { n: 2 },
         ];
         // 3x3 frame 0..9
@@ -328,7 +328,7 @@ mod tests {
         let e = View::prepare(&[ViewOp::Pool { k: 3 }], Shape { h: 28, w: 28, c: 1 }).unwrap_err();
         assert_eq!(e.to_string(), "view op 0 (pool): k = 3 does not divide 28x28");
         let e = View::prepare(
-            &[ViewOp::Invert, ViewOp::Crop { x: 20, y: 0, w: 10, h: 10 }],
+            &[ViewOp::Invert {}, ViewOp::Crop { x: 20, y: 0, w: 10, h: 10 }],
             Shape { h: 28, w: 28, c: 1 },
         )
         .unwrap_err();

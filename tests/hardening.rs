@@ -83,7 +83,7 @@ fn the_signature_binds_the_manifest_behaviour_and_names_the_field() {
     let b = Bundle::load(&root().join("demo/demo.bundle")).unwrap();
     b.check_manifest(&m).unwrap();
     let changes: [(&str, fn(&mut Manifest)); 7] = [
-        ("view", |m| m.models[0].view.push(ViewOp::Invert)),
+        ("view", |m| m.models[0].view.push(ViewOp::Invert {})),
         ("input_shape", |m| m.models[1].input_shape[0] = 2),
         ("tolerance", |m| m.models[3].tolerance = Some(0.5)),
         ("importance", |m| m.models[2].importance = 3.0),
@@ -229,6 +229,9 @@ fn bad_inputs_table() {
             1,
         )
     });
+    let invert_k = manifest_copy(&tmp_dir("table-invert"), |t| {
+        t.replacen("{ op = \"invert\" }", "{ op = \"invert\", k = 1 }", 1)
+    });
     let unnamed =
         manifest_copy(&tmp_dir("table-unnamed"), |t| t.replacen("name = \"digit_mlp\"", "name = \" \"", 1));
     std::fs::write(dir.join("long-state"), "x".repeat(100_000)).unwrap();
@@ -287,6 +290,7 @@ fn bad_inputs_table() {
         Case { args: s(&["run", "--engines", "replay", "--frames", "3", "-q", "--state-file", &d("long-state"), "--serial", &format!("file:{}", d("ls.bin"))]), error: "xxxxxxxx\" …)", status: 1, no_file: None, unchanged: None },
         Case { args: s(&["run", "--engines", "replay", "--frames", "3", "-q", "--state-file", &state, "--serial", "file:"]), error: "--serial file: needs a path", status: 1, no_file: None, unchanged: None },
         Case { args: s(&["models", "--frames", "1", "--manifest", &tiny_std.display().to_string()]), error: "std 0.000000000000000000000000000000000000000000001 map the values 0..255 past the largest finite number", status: 1, no_file: None, unchanged: None },
+        Case { args: s(&["models", "--frames", "1", "--manifest", &invert_k.display().to_string()]), error: "unknown field `k`", status: 1, no_file: None, unchanged: None },
         // policies' K is bounded (a cycle of K phases is built for it)
         Case { args: s(&["run", "--policy", "interval-4294967295"]), error: "with K from 1 to 1000", status: 2, no_file: None, unchanged: None },
         Case { args: s(&["bench", "mlink", "--policies", "refresh-1001", "--out-dir", &d("bk")]), error: "unknown policy", status: 1, no_file: Some(dir.join("bk/mlink.json")), unchanged: None },
