@@ -122,9 +122,11 @@ fn bench_outputs(a: &BenchArgs) -> Vec<(PathBuf, Kind)> {
     names.iter().map(|&(n, k)| (a.out_dir.join(n), k)).collect()
 }
 
-/// Write one of the bench's outputs by the output rule.
-fn put(a: &BenchArgs, path: &Path, kind: Kind, bytes: &[u8]) -> Result<()> {
-    jetlink::output::write(path, "bench output", kind, a.force, bytes)
+/// Write output `i` of [`bench_outputs`] by the output rule; returns its path.
+fn put(a: &BenchArgs, i: usize, bytes: &[u8]) -> Result<PathBuf> {
+    let (path, kind) = bench_outputs(a).swap_remove(i);
+    jetlink::output::write(&path, "bench output", kind, a.force, bytes)?;
+    Ok(path)
 }
 
 pub(crate) fn bench(a: &BenchArgs) -> Result<()> {
@@ -172,9 +174,8 @@ pub(crate) fn bench(a: &BenchArgs) -> Result<()> {
             let _ = std::fs::remove_dir_all(&serial_dir);
             let r = r?;
             print!("{}", super::sweep::format_best(&r));
-            let (json, svg) = (a.out_dir.join("mlink.json"), a.out_dir.join("mlink.svg"));
-            put(a, &json, Kind::Json, serde_json::to_string_pretty(&r)?.as_bytes())?;
-            put(a, &svg, Kind::Svg, super::sweep::chart(&r).to_svg().as_bytes())?;
+            let json = put(a, 0, serde_json::to_string_pretty(&r)?.as_bytes())?;
+            let svg = put(a, 1, super::sweep::chart(&r).to_svg().as_bytes())?;
             println!(
                 "{} runs in {:.1} s; wrote {} and {}",
                 r.results.len(),
@@ -205,11 +206,8 @@ pub(crate) fn bench(a: &BenchArgs) -> Result<()> {
             println!("{} real contexts from the control loop over the demo stream", args.real.len());
             let r = jetlink::dcta::bench(&manifest, board, &args)?;
             print!("{}", r.to_table());
-            std::fs::create_dir_all(&a.out_dir)
-                .with_context(|| format!("creating {}", a.out_dir.display()))?;
-            let (json, svg) = (a.out_dir.join("dcta.json"), a.out_dir.join("dcta.svg"));
-            put(a, &json, Kind::Json, r.to_json().as_bytes())?;
-            put(a, &svg, Kind::Svg, r.to_svg().as_bytes())?;
+            let json = put(a, 0, r.to_json().as_bytes())?;
+            let svg = put(a, 1, r.to_svg().as_bytes())?;
             println!("wrote {} and {}", json.display(), svg.display());
         }
         BenchWhat::AdaptGain => bench_adapt_gain(a)?,
@@ -237,8 +235,7 @@ pub(crate) fn bench(a: &BenchArgs) -> Result<()> {
                 "max_us": s.max_us,
                 "mean_us_by_active": s.mean_us_by_active,
             });
-            let path = a.out_dir.join("links.json");
-            put(a, &path, Kind::Json, serde_json::to_string_pretty(&json)?.as_bytes())?;
+            let path = put(a, 0, serde_json::to_string_pretty(&json)?.as_bytes())?;
             println!("wrote {}", path.display());
         }
         BenchWhat::Loop => bench_loop(a)?,
@@ -265,8 +262,7 @@ fn bench_seq(a: &BenchArgs) -> Result<()> {
         &opts,
     )?;
     print!("{}", r.to_table());
-    let path = a.out_dir.join("seq.json");
-    put(a, &path, Kind::Json, serde_json::to_string_pretty(&r)?.as_bytes())?;
+    let path = put(a, 0, serde_json::to_string_pretty(&r)?.as_bytes())?;
     println!("{:.1} s; wrote {}", r.wall_s, path.display());
     Ok(())
 }
@@ -344,9 +340,7 @@ fn bench_adapt_gain(a: &BenchArgs) -> Result<()> {
         "drift_accuracy_uniform_10": acc_u,
         "gain_uniform_10": gain_u,
     });
-    std::fs::create_dir_all(&a.out_dir).with_context(|| format!("creating {}", a.out_dir.display()))?;
-    let path = a.out_dir.join("adapt-gain.json");
-    put(a, &path, Kind::Json, serde_json::to_string_pretty(&json)?.as_bytes())?;
+    let path = put(a, 0, serde_json::to_string_pretty(&json)?.as_bytes())?;
     println!("wrote {}", path.display());
     Ok(())
 }
@@ -494,9 +488,7 @@ pub(crate) fn bench_loop(a: &BenchArgs) -> Result<()> {
         "allocations": allocs,
         "links": ctl.link_backend(),
     });
-    std::fs::create_dir_all(&a.out_dir).with_context(|| format!("creating {}", a.out_dir.display()))?;
-    let path = a.out_dir.join("loop.json");
-    put(a, &path, Kind::Json, serde_json::to_string_pretty(&json)?.as_bytes())?;
+    let path = put(a, 0, serde_json::to_string_pretty(&json)?.as_bytes())?;
     println!("wrote {}", path.display());
     Ok(())
 }
@@ -534,12 +526,8 @@ fn bench_fleet(a: &BenchArgs) -> Result<()> {
         "median averaging {:.0} us; end-to-end median {:.1} ms, max {:.1} ms",
         r.aggregate_us_median, r.e2e_ms_median, r.e2e_ms_max
     );
-    let (json, svg) = (
-        a.out_dir.join(format!("fleet-{}.json", r.boards)),
-        a.out_dir.join(format!("fleet-{}.svg", r.boards)),
-    );
-    put(a, &json, Kind::Json, (serde_json::to_string_pretty(&r)? + "\n").as_bytes())?;
-    put(a, &svg, Kind::Svg, jetlink::fleet::bench::svg(&r).as_bytes())?;
+    let json = put(a, 0, (serde_json::to_string_pretty(&r)? + "\n").as_bytes())?;
+    let svg = put(a, 1, jetlink::fleet::bench::svg(&r).as_bytes())?;
     println!("wrote {} and {}", json.display(), svg.display());
     Ok(())
 }

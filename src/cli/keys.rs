@@ -47,9 +47,8 @@ pub(crate) fn sign(a: &SignArgs) -> Result<()> {
     let signed = jetlink::signing::sign_bundle(&bytes, &key)
         .with_context(|| format!("{}: not a valid bundle, not signing it", a.bundle.display()))?;
     let out = a.out.as_ref().unwrap_or(&a.bundle);
-    jetlink::output::check_replace(out, "--out", jetlink::output::Kind::Bundle, a.force)?;
-    // Write beside the target and rename, so that an interrupted sign never leaves half a bundle.
-    jetlink::atomic::write_file(out, &signed).with_context(|| format!("writing {}", out.display()))?;
+    // Written beside the target and renamed, so that an interrupted sign never leaves half a bundle.
+    jetlink::output::write(out, "--out", jetlink::output::Kind::Bundle, a.force, &signed)?;
     let public = key.verifying_key().to_bytes();
     println!(
         "signed {} ({} bytes) with key {} (public {})",
