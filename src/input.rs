@@ -37,6 +37,8 @@ pub fn kind(ft: std::fs::FileType) -> &'static str {
         "a block device"
     } else if ft.is_socket() {
         "a socket"
+    } else if ft.is_symlink() {
+        "a symbolic link"
     } else {
         "not a regular file"
     }
@@ -91,7 +93,9 @@ pub fn read_maybe_gz(
     if !raw.starts_with(&[0x1f, 0x8b]) {
         return Ok(raw);
     }
-    let mut dec = flate2::read::GzDecoder::new(&raw[..]);
+    // The buffered decoder over the bytes consumes exactly what the gzip stream takes, so what it
+    // leaves unread is whatever follows the stream.
+    let mut dec = flate2::bufread::GzDecoder::new(&raw[..]);
     let mut out = Vec::new();
     let mut bound: Option<u64> = None;
     loop {
@@ -124,6 +128,12 @@ pub fn read_maybe_gz(
             }
         }
         if got == 0 {
+            // Bytes after the gzip stream (another member, or anything appended) are refused, not
+            // ignored: they would be data the reader silently drops.
+            let after = dec.get_ref().len();
+            if after > 0 {
+                bail!("{what} {shown} has {after} bytes after the end of its gzip stream");
+            }
             break;
         }
     }
@@ -170,6 +180,15 @@ mod tests {
         let wrong = |_: &[u8]| -> Result<Option<u64>> { bail!("not a stream: magic") };
         let e = format!("{:#}", read_maybe_gz(&g, "stream", 2 << 20, wrong).unwrap_err());
         assert!(e.contains("not a stream: magic"), "{e}");
+        // Bytes after the gzip stream are refused, whether garbage or a second member.
+        let whole = std::fs::read(&g).unwrap();
+        let junk = dir.join("junk.gz");
+        std::fs::write(&junk, [&whole[..], b"garbage"].concat()).unwrap();
+        let e = read_maybe_gz(&junk, "stream", 2 << 20, any).unwrap_err().to_string();
+        assert!(e.contains("has 7 bytes after the end of its gzip stream"), "{e}");
+        std::fs::write(&junk, [&whole[..], &whole[..]].concat()).unwrap();
+        let e = read_maybe_gz(&junk, "stream", 4 << 20, any).unwrap_err().to_string();
+        assert!(e.contains(&format!("has {} bytes after the end", whole.len())), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

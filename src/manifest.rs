@@ -470,7 +470,8 @@ impl Manifest {
             }
             if let Some(t) = m.tolerance {
                 if !(t.is_finite() && t > 0.0) {
-                    bail!("model {:?}: tolerance {t} must be > 0", m.name);
+                    // Read as f32: a value past its range (3.4e38) arrives as inf.
+                    bail!("model {:?}: tolerance {t} must be a finite number > 0 (at most 3.4e38)", m.name);
                 }
             }
             if let Some(r) = m.score {
@@ -584,6 +585,9 @@ mod tests {
         let err = |keys: &str| format!("{:#}", parse(&model(keys)).unwrap_err());
         let e = err("kind = \"regression\"\nsize = 4\nscore = { rule = \"presence\", threshold = inf }");
         assert!(e.contains("model \"ocr\"") && e.contains("threshold inf must be finite"), "{e}");
+        // Past f32's range a tolerance arrives as inf: the message says what is allowed.
+        let e = err("kind = \"regression\"\nsize = 4\ntolerance = 1e308");
+        assert!(e.contains("must be a finite number > 0 (at most 3.4e38)"), "{e}");
         let e =
             err("kind = \"regression\"\nsize = 7\nscore = { rule = \"boxes\", threshold = 0.5, iou = 0.5 }");
         assert!(e.contains("multiple of 5"), "{e}");

@@ -42,7 +42,12 @@ pub fn parse_public_key(text: &str) -> Result<[u8; 32], String> {
     for (i, b) in k.iter_mut().enumerate() {
         *b = u8::from_str_radix(&t[2 * i..2 * i + 2], 16).expect("hex digits");
     }
-    VerifyingKey::from_bytes(&k).map_err(|e| format!("{t}: not a point on Ed25519: {e}"))?;
+    let vk = VerifyingKey::from_bytes(&k).map_err(|e| format!("{t}: not a point on Ed25519: {e}"))?;
+    // A small-order point (all zeros is one) is no one's key: verify_strict refuses every
+    // signature under it, so trusting it would refuse every bundle with a misleading error.
+    if vk.is_weak() {
+        return Err(format!("{t}: a small-order point, not a usable Ed25519 public key"));
+    }
     Ok(k)
 }
 
@@ -65,7 +70,14 @@ pub fn write_private_key(path: &Path, key: &SigningKey) -> Result<()> {
     // empty key that blocks the next try.
     crate::atomic::create_new(path, pem.as_bytes(), 0o600).map_err(|e| {
         if e.kind() == std::io::ErrorKind::AlreadyExists {
-            anyhow::anyhow!("--out {}: the file exists; not overwriting a key", path.display())
+            match std::fs::symlink_metadata(path) {
+                Ok(m) if !m.file_type().is_file() => anyhow::anyhow!(
+                    "--out {} is {}, not a new key file's path",
+                    path.display(),
+                    crate::input::kind(m.file_type())
+                ),
+                _ => anyhow::anyhow!("--out {}: the file exists; not overwriting a key", path.display()),
+            }
         } else {
             anyhow::anyhow!("--out {}: cannot create the key file: {e}", path.display())
         }

@@ -235,6 +235,9 @@ fn bad_inputs_table() {
     let unnamed =
         manifest_copy(&tmp_dir("table-unnamed"), |t| t.replacen("name = \"digit_mlp\"", "name = \" \"", 1));
     std::fs::write(dir.join("long-state"), "x".repeat(100_000)).unwrap();
+    // A recording with bytes after its gzip stream.
+    let reference = std::fs::read(root().join("demo/reference.jlr.gz")).unwrap();
+    std::fs::write(dir.join("tail.jlr.gz"), [&reference[..], b"garbage"].concat()).unwrap();
     // Damaged telemetry for `jetlink monitor` (docs/wire-format.md, "Receiving").
     let w = damaged_wire(&dir);
     let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
@@ -278,6 +281,9 @@ fn bad_inputs_table() {
         // files written atomically / never overwritten
         Case { args: s(&["keygen", "--out", &key.display().to_string()]), error: "the file exists; not overwriting a key", status: 1, no_file: None, unchanged: Some((key.clone(), b"an existing key".to_vec())) },
         Case { args: s(&["keygen", "--out", &d("no-dir/k.key")]), error: "does not exist", status: 1, no_file: Some(dir.join("no-dir/k.key")), unchanged: None },
+        Case { args: s(&["keygen", "--out", &dir.display().to_string()]), error: "is a directory, not a new key file's path", status: 1, no_file: None, unchanged: None },
+        Case { args: s(&["run", "--engines", "replay", "--frames", "3", "-q", "--state-file", &state, "--serial", &format!("file:{}", d("tk.bin")), "--trust-key", &"0".repeat(64)]), error: "a small-order point, not a usable Ed25519 public key", status: 1, no_file: None, unchanged: None },
+        Case { args: s(&["build", "--recording", &d("tail.jlr.gz"), "--out", &d("tail.bundle"), "--key", "demo/keys/demo-insecure.key"]), error: "has 7 bytes after the end of its gzip stream", status: 1, no_file: Some(dir.join("tail.bundle")), unchanged: None },
         // sizes from files: checked arithmetic naming model and op, no huge allocation
         Case { args: s(&["models", "--frames", "1", "--manifest", &huge.display().to_string()]), error: "upsample", status: 1, no_file: None, unchanged: None },
         Case { args: s(&["models", "--frames", "1", "--manifest", &pad.display().to_string()]), error: "pad", status: 1, no_file: None, unchanged: None },

@@ -119,12 +119,12 @@ impl Greedy {
                 }
                 inst.top_at[j] as usize
             } else {
-                // Priced scores into a row (0 where the option is not usable: only a score above 0
-                // is taken), then the first largest, both without branches.
-                for ((r, &v), (&t, &mm)) in self.row[..q].iter_mut().zip(live).zip(ts.iter().zip(ms)) {
-                    *r = if v > 0.0 { v - lambda * t - mu * mm } else { 0.0 };
-                }
-                let Some((_, i)) = first_max(&self.row[..q], 0.0) else {
+                // The first largest priced score (0 where the option is not usable: only a score
+                // above 0 is taken), without branches.
+                let (live, ts, ms) = (&live[..q], &ts[..q], &ms[..q]);
+                let priced =
+                    |i: usize| if live[i] > 0.0 { live[i] - lambda * ts[i] - mu * ms[i] } else { 0.0 };
+                let Some((_, i)) = first_max_of(q, 0.0, priced) else {
                     continue;
                 };
                 self.work += q as u64;
@@ -152,25 +152,32 @@ pub(crate) fn sort_bound(n: usize) -> u64 {
 }
 
 /// The largest value of `row` strictly above `floor` and the first index holding it (`None` when
-/// no value is above `floor`): what a scan keeping the first strictly larger value finds, in four
-/// interleaved lanes, so that each comparison does not wait on the one before and none branches.
+/// no value is above `floor`): what a scan keeping the first strictly larger value finds.
 #[inline]
 pub(crate) fn first_max(row: &[f64], floor: f64) -> Option<(f64, usize)> {
+    first_max_of(row.len(), floor, |i| row[i])
+}
+
+/// [`first_max`] of the values `value(0)`, …, `value(len − 1)`, each computed where it is compared
+/// (no row written and read back), in four interleaved lanes, so that each comparison does not
+/// wait on the one before and none branches.
+#[inline]
+pub(crate) fn first_max_of(len: usize, floor: f64, value: impl Fn(usize) -> f64) -> Option<(f64, usize)> {
     let mut best = [floor; 4];
     let mut at = [usize::MAX; 4];
-    let chunks = row.chunks_exact(4);
-    let tail = chunks.remainder();
-    for (c, quad) in chunks.enumerate() {
+    let quads = len / 4;
+    for c in 0..quads {
         for l in 0..4 {
-            let better = quad[l] > best[l];
-            best[l] = if better { quad[l] } else { best[l] };
+            let v = value(4 * c + l);
+            let better = v > best[l];
+            best[l] = if better { v } else { best[l] };
             at[l] = if better { 4 * c + l } else { at[l] };
         }
     }
-    let base = row.len() - tail.len();
-    for (l, &v) in tail.iter().enumerate() {
+    for (l, i) in (4 * quads..len).enumerate() {
+        let v = value(i);
         if v > best[l] {
-            (best[l], at[l]) = (v, base + l);
+            (best[l], at[l]) = (v, i);
         }
     }
     // Across lanes: the largest, and among equal values the first index.

@@ -197,24 +197,31 @@ impl Menu {
     /// [`Instance::for_menu`]). Drift is clamped to [0, 1] (NaN → 0); tasks beyond `ctx.drift` get 0;
     /// a power level the menu lacks counts as its least-capacity level.
     pub fn fill(&self, ctx: &Context, inst: &mut Instance) {
-        let cap = self.capacity(ctx.power_level.min(self.n_levels() - 1));
-        self.fill_with(ctx, inst, |j, u, c, resident| {
-            let t = self.option_time(j, u, c, resident);
-            (t, share_of(t, cap[u]))
+        let level = ctx.power_level.min(self.n_levels() - 1);
+        let (cap, k) = (self.capacity(level), self.n_choices());
+        self.fill_with(ctx, inst, |j, resident, time, time_f, share| {
+            for (i, ((t, tf), s)) in time.iter_mut().zip(time_f).zip(share).enumerate() {
+                let (u, c) = (i / k, i % k);
+                *t = self.option_time(j, u, c, resident);
+                *tf = *t as f64;
+                *s = share_of(*t, cap[u]);
+            }
         });
     }
 
-    /// [`fill`](Self::fill) with the options' times and their shares of the level's capacity looked
-    /// up in `times` (this menu's [`option_times`](Self::option_times)) instead of computed: the
+    /// [`fill`](Self::fill) with the options' times and their shares of the level's capacity copied
+    /// from `times` (this menu's [`option_times`](Self::option_times)) instead of computed: the
     /// device's way.
     pub fn fill_cached(&self, ctx: &Context, inst: &mut Instance, times: &OptionTimes) {
-        let (no, q, k) = (self.n_options(), self.per_task(), self.n_choices());
-        assert_eq!(times.time.len(), 2 * no, "option times of another menu");
+        let (n, q) = (self.n_tasks(), self.per_task());
+        assert_eq!(times.time.len(), 2 * n * q, "option times of another menu");
         let level = ctx.power_level.min(self.n_levels() - 1);
-        let share = &times.share[level * 2 * no..(level + 1) * 2 * no];
-        self.fill_with(ctx, inst, |j, u, c, resident| {
-            let at = 2 * (j * q + u * k + c) + resident as usize;
-            (times.time[at], share[at])
+        let share = &times.share[level * 2 * n * q..(level + 1) * 2 * n * q];
+        self.fill_with(ctx, inst, |j, resident, time, time_f, sh| {
+            let row = (resident as usize * n + j) * q..(resident as usize * n + j + 1) * q;
+            time.copy_from_slice(&times.time[row.clone()]);
+            time_f.copy_from_slice(&times.time_f[row.clone()]);
+            sh.copy_from_slice(&share[row]);
         });
     }
 
@@ -229,31 +236,31 @@ impl Menu {
     /// Every option's time, resident and not, and its share of its unit's capacity at every power
     /// level: computed once where a menu decides many periods.
     pub fn option_times(&self) -> OptionTimes {
-        let (n, m, k) = (self.n_tasks(), self.n_units(), self.n_choices());
-        let mut time = Vec::with_capacity(2 * n * m * k);
-        for j in 0..n {
-            for u in 0..m {
-                for c in 0..k {
-                    time.push(self.option_time(j, u, c, false));
-                    time.push(self.option_time(j, u, c, true));
-                }
+        let (n, q, k) = (self.n_tasks(), self.per_task(), self.n_choices());
+        // Resident-major, then task by task: entries (resident · n + j) · q + i.
+        let mut time = Vec::with_capacity(2 * n * q);
+        for resident in [false, true] {
+            for j in 0..n {
+                time.extend((0..q).map(|i| self.option_time(j, i / k, i % k, resident)));
             }
         }
-        // Level-major, then in `time`'s order: entries 2 · (j · q + u · k + c) + resident.
-        let unit_of = |at: usize| at / 2 % (m * k) / k;
+        let time_f = time.iter().map(|&t| t as f64).collect();
+        // Level-major, then in `time`'s order.
         let mut share = Vec::with_capacity(self.n_levels() * time.len());
         for level in 0..self.n_levels() {
             let cap = self.capacity(level);
-            share.extend(time.iter().enumerate().map(|(at, &t)| share_of(t, cap[unit_of(at)])));
+            share.extend(time.iter().enumerate().map(|(at, &t)| share_of(t, cap[at % q / k])));
         }
-        OptionTimes { time, share }
+        OptionTimes { time, time_f, share }
     }
 
+    /// Pose the knapsack; `times(j, resident, time, time_f, share)` writes task j's row of option
+    /// times, the same as `f64`, and their shares of the units' capacities.
     fn fill_with(
         &self,
         ctx: &Context,
         inst: &mut Instance,
-        time: impl Fn(usize, usize, usize, bool) -> (u64, f64),
+        times: impl Fn(usize, bool, &mut [u64], &mut [f64], &mut [f64]),
     ) {
         let (n, m, k) = (self.n_tasks(), self.n_units(), self.n_choices());
         let q = m * k;
@@ -272,6 +279,14 @@ impl Menu {
                 true => (0, 0.0),
                 false => (self.mem_bytes[j], self.swap_penalty[j] as f64),
             };
+            let row = j * q..(j + 1) * q;
+            times(
+                j,
+                resident,
+                &mut inst.time[row.clone()],
+                &mut inst.time_f[row.clone()],
+                &mut inst.time_share[row.clone()],
+            );
             // Value, memory and its share depend on the task and K only: once per K, not per unit.
             let mut per_k = [(0.0f64, 0u64, 0.0f64); MAX_CHOICES];
             for (c, slot) in per_k[..k].iter_mut().enumerate() {
@@ -279,12 +294,23 @@ impl Menu {
                 *slot =
                     ((v_j * self.gain[j * k + c] as f64 - penalty).max(0.0), mm, mem_share_of(mm, mem_cap));
             }
+            let (value, mem_o, mem_f) =
+                (&mut inst.value[row.clone()], &mut inst.mem[row.clone()], &mut inst.mem_f[row.clone()]);
+            let (mem_share, live, time) =
+                (&mut inst.mem_share[row.clone()], &mut inst.live[row.clone()], &inst.time[row]);
             for u in 0..m {
-                for (c, &(v, mm, ms)) in per_k[..k].iter().enumerate() {
-                    let o = j * q + u * k + c;
-                    let (t, ts) = time(j, u, c, resident);
-                    (inst.value[o], inst.time[o], inst.mem[o]) = (v, t, mm);
-                    inst.set_derived(o, u, ts, ms);
+                let cap = inst.cap[u];
+                let span = u * k..(u + 1) * k;
+                let rows = value[span.clone()]
+                    .iter_mut()
+                    .zip(&mut mem_o[span.clone()])
+                    .zip(&mut mem_f[span.clone()])
+                    .zip(&mut mem_share[span.clone()])
+                    .zip(&mut live[span.clone()])
+                    .zip(&time[span]);
+                for ((((((v, mo), mf), ms), l), &t), &(pv, pm, ps)) in rows.zip(&per_k[..k]) {
+                    (*v, *mo, *mf, *ms) = (pv, pm, pm as f64, ps);
+                    *l = if pv > 0.0 && t <= cap && pm <= mem_cap { pv } else { 0.0 };
                 }
             }
         }
@@ -308,8 +334,11 @@ fn mem_share_of(m: u64, mem_cap: u64) -> f64 {
 /// shares of the unit's capacity at every power level ([`Menu::option_times`]).
 #[derive(Clone, Debug)]
 pub struct OptionTimes {
+    /// Resident-major, then by task: (resident · n + j) · q + i.
     time: Vec<u64>,
-    /// Level-major: level × (option × 2 + resident).
+    /// The same as `f64`.
+    time_f: Vec<f64>,
+    /// Level-major: level × (`time`'s order).
     share: Vec<f64>,
 }
 

@@ -9,7 +9,7 @@
 //! ([`Refiner::work`]); nothing is allocated.
 
 use super::MAX_UNITS;
-use super::greedy::{TaskOrder, first_max, sort_bound};
+use super::greedy::{TaskOrder, first_max_of, sort_bound};
 use super::lagrange::{Prices, Shares};
 use super::menu::{Choice, Instance};
 
@@ -38,7 +38,6 @@ impl Refiner {
             order: vec![0; n],
             sorter: TaskOrder::with_size(n),
             row: vec![0.0; super::MAX_UNITS * super::MAX_CHOICES],
-
             lag: Choice::empty(n),
             work: 0,
             bound: f64::INFINITY,
@@ -119,10 +118,9 @@ impl Refiner {
 
     /// Every task's best usable option under prices `p` (into `lag` and `red`); returns the bound.
     fn relax(&mut self, inst: &Instance, sh: &Shares, p: &Prices) -> f64 {
-        let (n, q, m, k) = (inst.n, inst.q, inst.m, inst.k);
+        let (n, q, m) = (inst.n, inst.q, inst.m);
         let mut l = p.capacity_term(m, &[1.0; MAX_UNITS], 1.0);
-        // Prices per µs and per byte-frame; options walked unit by unit, so that no option needs a
-        // division to find its unit (this loop is most of a decision's time).
+        // Prices per µs and per byte-frame (the unit of an option is looked up, not divided for).
         let mut per_us = [0.0f64; MAX_UNITS];
         for u in 0..m {
             per_us[u] = p.unit[u] * sh.unit[u];
@@ -131,17 +129,13 @@ impl Refiner {
         for j in 0..n {
             let row = j * q..(j + 1) * q;
             let (live, tf, mf) = (&inst.live[row.clone()], &inst.time_f[row.clone()], &inst.mem_f[row]);
-            // Reduced values into a row (0 where the option is not usable: only a value above 0
-            // is taken), then the first largest: two passes without branches.
-            for u in 0..m {
-                let pu = per_us[u];
-                let span = u * k..(u + 1) * k;
-                let (live, tf, mf) = (&live[span.clone()], &tf[span.clone()], &mf[span.clone()]);
-                for ((r, &v), (&t, &mem)) in self.row[span].iter_mut().zip(live).zip(tf.iter().zip(mf)) {
-                    *r = if v > 0.0 { v - pu * t - per_mem * mem } else { 0.0 };
-                }
-            }
-            let best = first_max(&self.row[..q], 0.0).map_or((0.0, None), |(r, i)| (r, Some(i)));
+            // The first largest reduced value (0 where the option is not usable: only a value
+            // above 0 is taken), without branches.
+            let reduced = |i: usize| {
+                let v = live[i];
+                if v > 0.0 { v - per_us[inst.unit(i)] * tf[i] - per_mem * mf[i] } else { 0.0 }
+            };
+            let best = first_max_of(q, 0.0, reduced).map_or((0.0, None), |(r, i)| (r, Some(i)));
             self.red[j] = best.0;
             self.lag.set(j, best.1);
             l += best.0;

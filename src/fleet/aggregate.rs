@@ -162,7 +162,18 @@ fn run(cfg: FleetConfig, opts: AggregateOptions, shared: Arc<Shared>) -> Result<
                 let Some(board) = board_of_topic(&p.topic).map(str::to_owned) else { continue };
                 if p.topic.ends_with("/links") {
                     match postcard::from_bytes::<LinkUpdate>(&p.payload) {
-                        Ok(u) if u.model_hash != opts.model_hash || u.board != board => st.incompatible += 1,
+                        Ok(u) if u.model_hash != opts.model_hash || u.board != board => {
+                            log::warn!(
+                                "fleet aggregate: link update on {:?} ignored: {}",
+                                p.topic,
+                                if u.board != board {
+                                    "its board id is not the topic's"
+                                } else {
+                                    "another model set"
+                                }
+                            );
+                            st.incompatible += 1;
+                        }
                         Ok(_) if opts.boards.as_ref().is_some_and(|b| !b.contains(&board)) => {
                             log::warn!(
                                 "fleet aggregate: link update from {board} refused: not in the fleet's list of boards"
@@ -183,7 +194,14 @@ fn run(cfg: FleetConfig, opts: AggregateOptions, shared: Arc<Shared>) -> Result<
                                 st.last_refusal = Some(format!("{board}: {e}"));
                             }
                         },
-                        Err(_) => st.undecodable += 1,
+                        Err(e) => {
+                            log::warn!(
+                                "fleet aggregate: link update on {:?} ({} bytes) does not decode: {e}",
+                                p.topic,
+                                p.payload.len()
+                            );
+                            st.undecodable += 1;
+                        }
                     }
                 } else if p.topic.ends_with("/tasks") {
                     match postcard::from_bytes::<TaskOffer>(&p.payload) {
@@ -191,8 +209,21 @@ fn run(cfg: FleetConfig, opts: AggregateOptions, shared: Arc<Shared>) -> Result<
                             st.offers += 1;
                             offers.insert(board, o);
                         }
-                        Ok(_) => st.incompatible += 1,
-                        Err(_) => st.undecodable += 1,
+                        Ok(_) => {
+                            log::warn!(
+                                "fleet aggregate: task offer on {:?} ignored: another model set or board id",
+                                p.topic
+                            );
+                            st.incompatible += 1;
+                        }
+                        Err(e) => {
+                            log::warn!(
+                                "fleet aggregate: task offer on {:?} ({} bytes) does not decode: {e}",
+                                p.topic,
+                                p.payload.len()
+                            );
+                            st.undecodable += 1;
+                        }
                     }
                 }
             }
