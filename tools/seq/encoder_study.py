@@ -8,7 +8,10 @@ frames 0..799 and scored on frames 1000..1599 by top-1 agreement with the target
   are), the frames as emitted or in canonical alignment (k-th symbol at step 2k);
 - reduce_first: a dense layer over the per-column maximum over time (today's vector wrapper);
 - conv_maxpool_raw / conv_maxpool_canonical: a 1-D convolution over time (kernel 3, 32 filters,
-  ReLU), max-pooled over time, then the dense head.
+  ReLU), max-pooled over time, then the dense head;
+- gru_raw / gru_canonical: a GRU over time (32 units, read step by step), its last state into the
+  dense head: a position-aware encoder (trained by backpropagation through time; its own random
+  stream, so the five variants above draw exactly what they drew before it was added).
 
     tools/seq/.cache/venv/bin/python tools/seq/encoder_study.py    # writes docs/bench/seq-encoders.json
 """
@@ -48,10 +51,10 @@ tr=np.arange(0,800); te=np.arange(1000,1600)
 rng=np.random.default_rng(0)
 def adam(params):
     st=[(np.zeros_like(p),np.zeros_like(p)) for p in params]; return st
-def train(fwd_bwd, params, Y, epochs=60, lr=2e-3, bs=32):
+def train(fwd_bwd, params, Y, epochs=60, lr=2e-3, bs=32, gen=None):
     st=adam(params); t=0
     for ep in range(epochs):
-        perm=rng.permutation(tr)
+        perm=(gen or rng).permutation(tr)
         for i in range(0,len(perm),bs):
             idx=perm[i:i+bs]; t+=1
             grads=fwd_bwd(idx, Y[idx], True)
@@ -86,6 +89,31 @@ def conv_model(X3, K=3, F=32, H=64, out=4):
         dW=np.einsum('ntk,ntf->kf',pt,dc); db=dc.sum((0,1))
         return [dW,db,dW1,db1,dW2,db2]
     return P, fb
+def sig(x): return 1/(1+np.exp(-x))
+def gru_model(X3, gen, H=32, H2=64, out=4):
+    N=len(X3)
+    g=lambda a,b: gen.normal(0,np.sqrt(1/a),(a,b))
+    P=[g(C,3*H), g(H,3*H), np.zeros(3*H), gen.normal(0,np.sqrt(2/H),(H,H2)), np.zeros(H2), g(H2,out), np.zeros(out)]
+    def fb(idx,Y,grad):
+        W,U,b,W1,b1,W2,b2=P
+        x=X3[idx]; B=len(idx); h=np.zeros((B,H)); cache=[]
+        for t in range(T):  # z (update), r (reset), n (candidate): columns [0,H), [H,2H), [2H,3H)
+            xt=x[:,t,:]; gx=xt@W+b
+            z=sig(gx[:,:H]+h@U[:,:H]); r=sig(gx[:,H:2*H]+h@U[:,H:2*H])
+            n=np.tanh(gx[:,2*H:]+(r*h)@U[:,2*H:])
+            cache.append((xt,h,z,r,n)); h=(1-z)*n+z*h
+        a=np.maximum(h@W1+b1,0); p=softmax(a@W2+b2)
+        if not grad: return p
+        dz_=(p-Y)/B; dW2=a.T@dz_; db2=dz_.sum(0); da=dz_@W2.T*(a>0); dW1=h.T@da; db1=da.sum(0); dh=da@W1.T
+        dW=np.zeros_like(W); dU=np.zeros_like(U); db=np.zeros_like(b)
+        for t in reversed(range(T)):
+            xt,hp,z,r,n=cache[t]
+            dnp=dh*(1-z)*(1-n*n); dzp=dh*(hp-n)*z*(1-z); drh=dnp@U[:,2*H:].T; drp=drh*hp*r*(1-r)
+            gpre=np.concatenate([dzp,drp,dnp],1); dW+=xt.T@gpre; db+=gpre.sum(0)
+            dU[:,:H]+=hp.T@dzp; dU[:,H:2*H]+=hp.T@drp; dU[:,2*H:]+=(r*hp).T@dnp
+            dh=dh*z+drh*r+dzp@U[:,:H].T+drp@U[:,H:2*H].T
+        return [dW,dU,db,dW1,db1,dW2,db2]
+    return P, fb
 res={}
 for tgt in ['count','first','first_odd']:
     Yp=col(tgt); out=Yp.shape[1]; Y=np.eye(out)[Yp.argmax(1)]
@@ -97,6 +125,16 @@ for tgt in ['count','first','first_odd']:
         train(fb,P,Y)
         acc=(fb(te,None,False).argmax(1)==Yp[te].argmax(1)).mean()
         res.setdefault(tgt, {})[name] = float(acc); print(tgt, name, round(acc, 3), flush=True)
+
+# The GRU variants last, from their own stream (so the variants above are unchanged by them).
+gru_rng=np.random.default_rng(1)
+for tgt in ['count','first','first_odd']:
+    Yp=col(tgt); out=Yp.shape[1]; Y=np.eye(out)[Yp.argmax(1)]
+    for name,x3 in [('gru_raw',X),('gru_canonical',Xc)]:
+        P,fb=gru_model(x3,gru_rng,out=out)
+        train(fb,P,Y,gen=gru_rng)
+        acc=(fb(te,None,False).argmax(1)==Yp[te].argmax(1)).mean()
+        res[tgt][name] = float(acc); print(tgt, name, round(acc, 3), flush=True)
 
 (ROOT / "docs" / "bench" / "seq-encoders.json").write_text(json.dumps(
     {"fit_frames": [0, 800], "eval_frames": [1000, 1600], "source": "ocr_rec", "agreement": res}, indent=2) + "\n")
