@@ -114,6 +114,17 @@ def gru_model(X3, gen, H=32, H2=64, out=4):
             dh=dh*z+drh*r+dzp@U[:,:H].T+drp@U[:,H:2*H].T
         return [dW,dU,db,dW1,db1,dW2,db2]
     return P, fb
+def check_gru_gradients():
+    """The GRU's backpropagation against central finite differences on a tiny random problem (its
+    own random stream): fails loudly rather than study a wrong gradient."""
+    g=np.random.default_rng(7); x=g.random((5,T,C)); y=np.eye(3)[g.integers(0,3,5)]; idx=np.arange(5)
+    P,fb=gru_model(x,g,H=4,H2=5,out=3)
+    loss=lambda: -(y*np.log(fb(idx,None,False))).sum()/5
+    for p,gr in zip(P,fb(idx,y,True)):
+        for i in list(np.ndindex(p.shape))[:40]:
+            o=p[i]; p[i]=o+1e-6; l1=loss(); p[i]=o-1e-6; l2=loss(); p[i]=o
+            assert abs((l1-l2)/2e-6-gr[i])<1e-6, ("GRU gradient", i, (l1-l2)/2e-6, gr[i])
+check_gru_gradients()
 res={}
 for tgt in ['count','first','first_odd']:
     Yp=col(tgt); out=Yp.shape[1]; Y=np.eye(out)[Yp.argmax(1)]
