@@ -435,8 +435,11 @@ impl Manifest {
             if m.output.as_deref().is_some_and(|o| o.is_empty()) {
                 bail!("model {:?}: output must name one of the ONNX file's outputs, not be empty", m.name);
             }
-            if !m.cost.is_missing() && !(m.cost.latency_us.is_finite() && m.cost.latency_us >= 0.0) {
-                bail!("model {:?}: cost.latency_us {} must be finite and >= 0", m.name, m.cost.latency_us);
+            // Bounded like the integer costs (2^50 µs is 35 years), so that sums and the DCTA
+            // menu's times stay finite.
+            let l = m.cost.latency_us;
+            if !m.cost.is_missing() && !(l.is_finite() && (0.0..=MAX_COST as f64).contains(&l)) {
+                bail!("model {:?}: cost.latency_us {l} must be finite, >= 0 and at most {MAX_COST}", m.name);
             }
             if let OutputKind::Sequence(q) = m.kind {
                 OutputKind::sequence(q.steps, q.decode, m.size)

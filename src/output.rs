@@ -21,9 +21,10 @@ pub enum Kind {
     Stream,
     /// The monitor's CSV of ticks (its header line).
     TickCsv,
-    /// A JSON document (a bench's report): an object or an array.
-    Json,
-    /// An SVG image (a bench's or the build's plot).
+    /// A bench's JSON report: an object whose first key is the one given (each bench's report
+    /// opens with its own), so a user's JSON of another shape is not taken for one.
+    Json(&'static str),
+    /// An SVG plot as jetlink writes them (a bench's or the build's: [`crate::plot::svg_open`]).
     Svg,
     /// The build's Markdown report of link scores (its title line).
     ScoresReport,
@@ -36,8 +37,8 @@ impl Kind {
             Kind::Recording => "jetlink recording",
             Kind::Stream => "jetlink stream",
             Kind::TickCsv => "CSV of ticks",
-            Kind::Json => "JSON document",
-            Kind::Svg => "SVG image",
+            Kind::Json(_) => "jetlink bench report",
+            Kind::Svg => "jetlink SVG plot",
             Kind::ScoresReport => "link scores report",
         }
     }
@@ -49,11 +50,11 @@ impl Kind {
             Kind::Recording => head.starts_with(b"JLREC001"),
             Kind::Stream => head.starts_with(b"JLSTRM0"),
             Kind::TickCsv => head.starts_with(crate::monitor::CSV_HEADER.as_bytes()),
-            Kind::Json => matches!(head.trim_ascii_start().first(), Some(b'{' | b'[')),
-            Kind::Svg => {
-                let h = head.trim_ascii_start();
-                h.starts_with(b"<svg") || h.starts_with(b"<?xml")
-            }
+            Kind::Json(key) => head
+                .trim_ascii_start()
+                .strip_prefix(b"{")
+                .is_some_and(|h| h.trim_ascii_start().starts_with(format!("\"{key}\"").as_bytes())),
+            Kind::Svg => crate::plot::is_jetlink_svg(head),
             Kind::ScoresReport => head.starts_with(crate::report::SCORES_TITLE.as_bytes()),
         }
     }
@@ -155,15 +156,26 @@ mod tests {
         }
         assert_eq!(std::fs::read(&p).unwrap(), b"JLBUNDLE....");
         assert!(!dir.join("nothing").exists());
-        // Reports: JSON over JSON, SVG over SVG; a user's notes only with --force.
+        // Reports: a bench's JSON over its own, jetlink's SVG over its own; a user's notes, JSON or
+        // SVG only with --force.
         let j = dir.join("r.json");
-        write(&j, "bench output", Kind::Json, false, b"{\"a\": 1}").unwrap();
-        write(&j, "bench output", Kind::Json, false, b"{\"a\": 2}").unwrap();
-        std::fs::write(&j, b"my notes").unwrap();
-        let e = write(&j, "bench output", Kind::Json, false, b"{}").unwrap_err().to_string();
-        assert!(e.contains("is not a JSON document"), "{e}");
-        assert_eq!(std::fs::read(&j).unwrap(), b"my notes");
-        write(&j, "bench output", Kind::Json, true, b"{}").unwrap();
+        write(&j, "bench output", Kind::Json("a"), false, b"{\"a\": 1}").unwrap();
+        write(&j, "bench output", Kind::Json("a"), false, b"{\n  \"a\": 2}").unwrap();
+        for theirs in [&b"my notes"[..], b"{\"mine\": true}", b"[1, 2]"] {
+            std::fs::write(&j, theirs).unwrap();
+            let e = write(&j, "bench output", Kind::Json("a"), false, b"{}").unwrap_err().to_string();
+            assert!(e.contains("is not a jetlink bench report"), "{e}");
+            assert_eq!(std::fs::read(&j).unwrap(), theirs);
+        }
+        write(&j, "bench output", Kind::Json("a"), true, b"{}").unwrap();
+        let g = dir.join("r.svg");
+        let ours = crate::plot::svg_open(10, 20) + "\n</svg>\n";
+        write(&g, "bench output", Kind::Svg, false, ours.as_bytes()).unwrap();
+        write(&g, "bench output", Kind::Svg, false, ours.as_bytes()).unwrap();
+        std::fs::write(&g, b"<svg>mine</svg>").unwrap();
+        let e = write(&g, "bench output", Kind::Svg, false, ours.as_bytes()).unwrap_err().to_string();
+        assert!(e.contains("is not a jetlink SVG plot"), "{e}");
+        assert_eq!(std::fs::read(&g).unwrap(), b"<svg>mine</svg>");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -7,6 +7,22 @@
 
 use std::fmt::Write as _;
 
+/// The opening tag of every SVG jetlink writes (charts here, the DCTA and fleet benches' own plots,
+/// the build's link-score matrix): one form, so that an output check can tell jetlink's plots from
+/// a user's SVG ([`is_jetlink_svg`]).
+pub fn svg_open(width: impl std::fmt::Display, height: impl std::fmt::Display) -> String {
+    format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" font-family=\"sans-serif\" font-size=\"12\">"
+    )
+}
+
+/// Whether `head` (a file's first bytes) opens as [`svg_open`] writes.
+pub fn is_jetlink_svg(head: &[u8]) -> bool {
+    let line = head.split(|&b| b == b'\n').next().unwrap_or_default();
+    line.starts_with(b"<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"")
+        && line.ends_with(b"\" font-family=\"sans-serif\" font-size=\"12\">")
+}
+
 /// One named series of (x, y) points, drawn in the given order.
 #[derive(Clone, Debug, Default)]
 pub struct Series {
@@ -41,8 +57,8 @@ impl LineChart {
         let y = |v: f64| h - mb - (v - self.y_range.0) / span(self.y_range) * (h - mb - 30.0);
         let label = |v: f64| if self.percent { format!("{:.0}%", 100.0 * v) } else { format!("{v:.2}") };
         let mut s = format!(
-            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">\n\
-             <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n<text x=\"{}\" y=\"18\" text-anchor=\"middle\" font-weight=\"bold\">{}</text>\n",
+            "{}\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n<text x=\"{}\" y=\"18\" text-anchor=\"middle\" font-weight=\"bold\">{}</text>\n",
+            svg_open(w, h),
             (ml + w - legend) / 2.0,
             xml(&self.title)
         );

@@ -283,6 +283,14 @@ impl Recording {
         rec.values.reserve(n_frames * s);
         for r in 0..n_frames {
             let f = c.u32("frame_index")?;
+            // Each frame once, in stream order (as `record` writes them): a duplicate would be
+            // scored twice and the frame it stands for not at all.
+            if let Some(&prev) = rec.frames.last() {
+                ensure!(
+                    f > prev,
+                    "row {r}: frame {f} after frame {prev}; a recording holds each frame once, in order"
+                );
+            }
             rec.frames.push(f);
             for (k, v) in c.take(4 * s, "values")?.chunks_exact(4).enumerate() {
                 let x = f32::from_le_bytes([v[0], v[1], v[2], v[3]]);
@@ -371,6 +379,15 @@ mod tests {
         let mut b = Vec::new();
         rec.write_to(&mut b).unwrap();
         assert!(Recording::parse(&b).unwrap_err().to_string().contains("is inf"));
+        // Frames once each, in order: a repeated or a going-back frame index is refused.
+        rec.values[7] = 2.0;
+        for frames in [[7, 7], [7, 0]] {
+            rec.frames.copy_from_slice(&frames);
+            let mut b = Vec::new();
+            rec.write_to(&mut b).unwrap();
+            let e = Recording::parse(&b).unwrap_err().to_string();
+            assert!(e.contains(&format!("row 1: frame {} after frame 7", frames[1])), "{e}");
+        }
     }
 
     #[test]

@@ -88,10 +88,7 @@ pub fn scores_svg(b: &Bundle) -> String {
     let width = left + (n as f64 + 1.5) * cell + 20.0;
     let height = top + n as f64 * cell + 40.0;
     let mut s = String::new();
-    let _ = writeln!(
-        s,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="12">"#
-    );
+    let _ = writeln!(s, "{}", crate::plot::svg_open(width, height));
     let _ = writeln!(
         s,
         r#"<text x="10" y="20" font-size="14">Link scores: {} (rows: target, columns: source)</text>"#,

@@ -201,6 +201,9 @@ fn bad_inputs_table() {
     let size = manifest_copy(&tmp_dir("table-size"), |t| t.replacen("size = 10", "size = 4294967295", 1));
     let latency =
         manifest_copy(&tmp_dir("table-latency"), |t| t.replacen("latency_us = ", "latency_us = -1.0 # ", 1));
+    let huge_latency = manifest_copy(&tmp_dir("table-latency-huge"), |t| {
+        t.replacen("latency_us = ", "latency_us = 1e308 # ", 1)
+    });
     // Outputs by the rule: bench reports over a FIFO or a user's file, the build's reports, symlinks.
     let bench_fifo = dir.join("bench-fifo");
     std::fs::create_dir_all(&bench_fifo).unwrap();
@@ -208,6 +211,13 @@ fn bad_inputs_table() {
     let bench_junk = dir.join("bench-junk");
     std::fs::create_dir_all(&bench_junk).unwrap();
     std::fs::write(bench_junk.join("loop.json"), b"my notes").unwrap();
+    let bench_theirs = dir.join("bench-theirs");
+    std::fs::create_dir_all(&bench_theirs).unwrap();
+    std::fs::write(bench_theirs.join("loop.json"), b"{\"mine\": true}").unwrap();
+    // A 0-pixel PGM among the images: no frame, refused (not resized to black).
+    let zero_width = dir.join("zero-width");
+    std::fs::create_dir_all(&zero_width).unwrap();
+    std::fs::write(zero_width.join("000.pgm"), b"P5\n0 28\n255\n").unwrap();
     std::fs::write(dir.join("rb.scores.md"), b"my notes").unwrap();
     let link = dir.join("link.jlr");
     std::os::unix::fs::symlink(dir.join("nowhere"), &link).unwrap();
@@ -281,6 +291,9 @@ fn bad_inputs_table() {
         // files written atomically / never overwritten
         Case { args: s(&["keygen", "--out", &key.display().to_string()]), error: "the file exists; not overwriting a key", status: 1, no_file: None, unchanged: Some((key.clone(), b"an existing key".to_vec())) },
         Case { args: s(&["keygen", "--out", &d("no-dir/k.key")]), error: "does not exist", status: 1, no_file: Some(dir.join("no-dir/k.key")), unchanged: None },
+        // a policy that runs nothing at the run's budget says so, naming the K that can
+        Case { args: s(&["run", "--engines", "replay", "--frames", "3", "-q", "--state-file", &state, "--serial", &format!("file:{}", d("iv.bin")), "--policy", "interval-2"]), error: "cannot be spread over 2 ticks of at most 2 models each; interval-4 or more can", status: 0, no_file: None, unchanged: None },
+        Case { args: s(&["stream", &zero_width.display().to_string(), "--train", "1", "--height", "28", "--width", "28", "--channels", "1", "--out", &d("zw.jls")]), error: "the image is 0x28, no pixels", status: 1, no_file: Some(dir.join("zw.jls")), unchanged: None },
         Case { args: s(&["keygen", "--out", &dir.display().to_string()]), error: "is a directory, not a new key file's path", status: 1, no_file: None, unchanged: None },
         Case { args: s(&["run", "--engines", "replay", "--frames", "3", "-q", "--state-file", &state, "--serial", &format!("file:{}", d("tk.bin")), "--trust-key", &"0".repeat(64)]), error: "a small-order point, not a usable Ed25519 public key", status: 1, no_file: None, unchanged: None },
         Case { args: s(&["build", "--recording", &d("tail.jlr.gz"), "--out", &d("tail.bundle"), "--key", "demo/keys/demo-insecure.key"]), error: "has 7 bytes after the end of its gzip stream", status: 1, no_file: Some(dir.join("tail.bundle")), unchanged: None },
@@ -291,7 +304,11 @@ fn bad_inputs_table() {
         Case { args: s(&["models", "--frames", "1", "--manifest", &weight.display().to_string()]), error: "cost.weight_bytes 18446744073709551615 is above the limit", status: 1, no_file: None, unchanged: None },
         Case { args: s(&["models", "--frames", "1", "--manifest", &size.display().to_string()]), error: "size 4294967295 is above the limit", status: 1, no_file: None, unchanged: None },
         Case { args: s(&["models", "--frames", "1", "--manifest", &latency.display().to_string()]), error: "cost.latency_us -1 must be finite", status: 1, no_file: None, unchanged: None },
+        Case { args: s(&["models", "--frames", "1", "--manifest", &huge_latency.display().to_string()]), error: "at most 1125899906842624", status: 1, no_file: None, unchanged: None },
         Case { args: s(&["bench", "mlink", "--policies", ",", "--out-dir", &d("bp")]), error: "names no policy", status: 1, no_file: Some(dir.join("bp/mlink.json")), unchanged: None },
+        Case { args: s(&["bench", "mlink", "--policies", "", "--out-dir", &d("bp")]), error: "names no policy", status: 1, no_file: Some(dir.join("bp/mlink.json")), unchanged: None },
+        Case { args: s(&["bench", "mlink", "--budgets", "1e-300%", "--out-dir", &d("bp")]), error: "below the smallest share a row can run", status: 1, no_file: Some(dir.join("bp/mlink.json")), unchanged: None },
+        Case { args: s(&["bench", "mlink", "--sim-model-budget", "0", "--out-dir", &d("bp")]), error: "--sim-model-budget", status: 2, no_file: Some(dir.join("bp/mlink.json")), unchanged: None },
         Case { args: s(&["models", "--frames", "1", "--manifest", &unnamed.display().to_string()]), error: "model[0].name: a model needs a name", status: 1, no_file: None, unchanged: None },
         Case { args: s(&["run", "--engines", "replay", "--frames", "3", "-q", "--state-file", &d("long-state"), "--serial", &format!("file:{}", d("ls.bin"))]), error: "xxxxxxxx\" …)", status: 1, no_file: None, unchanged: None },
         Case { args: s(&["run", "--engines", "replay", "--frames", "3", "-q", "--state-file", &state, "--serial", "file:"]), error: "--serial file: needs a path", status: 1, no_file: None, unchanged: None },
@@ -302,7 +319,8 @@ fn bad_inputs_table() {
         Case { args: s(&["bench", "mlink", "--policies", "refresh-1001", "--out-dir", &d("bk")]), error: "unknown policy", status: 1, no_file: Some(dir.join("bk/mlink.json")), unchanged: None },
         // bench and build reports, symlinks and the monitor's own input, by the output rule
         Case { args: s(&["bench", "loop", "--ticks", "10", "--out-dir", &bench_fifo.display().to_string()]), error: "loop.json is a FIFO; refusing to write there", status: 1, no_file: None, unchanged: None },
-        Case { args: s(&["bench", "loop", "--ticks", "10", "--out-dir", &bench_junk.display().to_string()]), error: "loop.json exists and is not a JSON document; refusing to replace it (--force replaces it)", status: 1, no_file: None, unchanged: Some((bench_junk.join("loop.json"), b"my notes".to_vec())) },
+        Case { args: s(&["bench", "loop", "--ticks", "10", "--out-dir", &bench_junk.display().to_string()]), error: "loop.json exists and is not a jetlink bench report; refusing to replace it (--force replaces it)", status: 1, no_file: None, unchanged: Some((bench_junk.join("loop.json"), b"my notes".to_vec())) },
+        Case { args: s(&["bench", "loop", "--ticks", "10", "--out-dir", &bench_theirs.display().to_string()]), error: "loop.json exists and is not a jetlink bench report", status: 1, no_file: None, unchanged: Some((bench_theirs.join("loop.json"), b"{\"mine\": true}".to_vec())) },
         Case { args: s(&["build", "--out", &d("rb.bundle"), "--key", "demo/keys/demo-insecure.key"]), error: "rb.scores.md exists and is not a link scores report", status: 1, no_file: Some(dir.join("rb.bundle")), unchanged: Some((dir.join("rb.scores.md"), b"my notes".to_vec())) },
         Case { args: s(&["record", "--to", "3", "--out", &link.display().to_string(), "--force"]), error: "is a symbolic link; refusing to write over it or through it", status: 1, no_file: Some(dir.join("nowhere")), unchanged: None },
         Case { args: s(&["monitor", &w.clean, "--csv", &w.clean, "--force"]), error: "is the input", status: 1, no_file: None, unchanged: Some((PathBuf::from(&w.clean), std::fs::read(&w.clean).unwrap())) },

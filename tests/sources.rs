@@ -11,7 +11,7 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use jetlink::alloc_count::{self, CountingAllocator};
@@ -539,6 +539,67 @@ fn a_missing_camera_ends_the_run_with_a_message_naming_the_pipeline() {
         err.contains(&format!("frame source {pipeline}: the pipeline gave no frame: cannot start")),
         "{err}"
     );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A pipeline that never writes a frame (here a launcher that only sleeps, through a child of its
+/// own) does not keep the run waiting on it: the run ends with its message and exit status, and the
+/// launcher's whole process group is stopped, none left behind. An empty video file is refused.
+#[test]
+fn a_pipeline_that_never_writes_is_stopped_when_the_run_ends() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = scratch("silent-pipeline");
+    let launcher = dir.join("silent-gst-launch");
+    let pid_file = dir.join("sleeper.pid");
+    std::fs::write(&launcher, format!("#!/bin/sh\nsleep 1000 &\necho $! > {}\nwait\n", pid_file.display()))
+        .unwrap();
+    std::fs::set_permissions(&launcher, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_jetlink"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("JETLINK_GST_LAUNCH", &launcher)
+        .env("RUST_BACKTRACE", "0")
+        .args(["run", "--frames", "3", "-q", "--source", "gst:videotestsrc"])
+        .arg("--serial")
+        .arg(format!("file:{}", dir.join("serial.bin").display()))
+        .arg("--state-file")
+        .arg(dir.join("state"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if start.elapsed() > Duration::from_secs(60) {
+            let _ = child.kill();
+            panic!("the run waited on a pipeline that never writes");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(err.contains("none of its frames could be used"), "{err}");
+    // The launcher's own child went with it (killed with the group, then reaped by init).
+    let sleeper = std::fs::read_to_string(&pid_file).unwrap().trim().to_string();
+    let gone = (0..100).any(|_| {
+        let alive = std::fs::read_to_string(format!("/proc/{sleeper}/stat"))
+            .is_ok_and(|st| !st.split_whitespace().nth(2).is_some_and(|state| state == "Z"));
+        if alive {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        !alive
+    });
+    assert!(gone, "the launcher's child {sleeper} is still running");
+    // An empty file is no video: refused before any decoder starts.
+    let empty = dir.join("empty.mp4");
+    std::fs::write(&empty, b"").unwrap();
+    let out = jetlink(&["--frames", "3", "-q", "--source", empty.to_str().unwrap()], &dir);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("is an empty file (0 bytes), not a video"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -74,7 +74,7 @@ pub(crate) struct BenchArgs {
     #[arg(long, value_name = "PUBLIC_KEY_HEX")]
     pub(crate) trust_key: Option<String>,
     /// `mlink`: `jetlink run --sim-model-budget` for every run (the simulated board only).
-    #[arg(long, value_name = "BYTES")]
+    #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u64).range(1..=(1u64 << 40)))]
     pub(crate) sim_model_budget: Option<u64>,
     /// `mlink`: `jetlink run --state-file` for every run.
     #[arg(long)]
@@ -106,15 +106,16 @@ pub(crate) enum BenchWhat {
 /// The files `bench` writes under `--out-dir`, with their kinds.
 fn bench_outputs(a: &BenchArgs) -> Vec<(PathBuf, Kind)> {
     let names: &[(&str, Kind)] = match a.what {
-        BenchWhat::Mlink => &[("mlink.json", Kind::Json), ("mlink.svg", Kind::Svg)],
-        BenchWhat::Dcta => &[("dcta.json", Kind::Json), ("dcta.svg", Kind::Svg)],
-        BenchWhat::AdaptGain => &[("adapt-gain.json", Kind::Json)],
-        BenchWhat::Links => &[("links.json", Kind::Json)],
-        BenchWhat::Loop => &[("loop.json", Kind::Json)],
-        BenchWhat::Seq => &[("seq.json", Kind::Json)],
+        // Each report's first key (the first field its JSON writes) tells it from a user's JSON.
+        BenchWhat::Mlink => &[("mlink.json", Kind::Json("workload")), ("mlink.svg", Kind::Svg)],
+        BenchWhat::Dcta => &[("dcta.json", Kind::Json("board")), ("dcta.svg", Kind::Svg)],
+        BenchWhat::AdaptGain => &[("adapt-gain.json", Kind::Json("drift_accuracy"))],
+        BenchWhat::Links => &[("links.json", Kind::Json("calls"))],
+        BenchWhat::Loop => &[("loop.json", Kind::Json("adaptation"))],
+        BenchWhat::Seq => &[("seq.json", Kind::Json("workload"))],
         BenchWhat::Fleet => {
             return vec![
-                (a.out_dir.join(format!("fleet-{}.json", a.boards)), Kind::Json),
+                (a.out_dir.join(format!("fleet-{}.json", a.boards)), Kind::Json("boards")),
                 (a.out_dir.join(format!("fleet-{}.svg", a.boards)), Kind::Svg),
             ];
         }
@@ -154,7 +155,7 @@ pub(crate) fn bench(a: &BenchArgs) -> Result<()> {
                 state_file: a.state_file.clone(),
                 engines: a.engines,
             };
-            if o.policies.is_empty() && !a.policies.trim().is_empty() {
+            if o.policies.is_empty() {
                 bail!(
                     "--policies {:?} names no policy; {}",
                     a.policies,

@@ -779,6 +779,9 @@ pub(crate) fn print_summary(
         ctl.policy(),
         s.held_outputs
     );
+    if let Some(note) = ctl.idle_note() {
+        println!("  policy note            {note}");
+    }
     if let Some((w, runs)) = ctl.refresh_weights() {
         let per: Vec<String> = names
             .iter()

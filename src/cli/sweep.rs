@@ -123,6 +123,10 @@ pub(crate) fn parse_shares(s: &str) -> Result<Vec<f64>> {
         if !(x.is_finite() && x > 0.0 && x <= 1.0) {
             bail!("--budgets {t:?}: a share of the board's budget must be in (0, 100%]");
         }
+        // Each row runs `jetlink run --budget` with the share to four decimals of a percent.
+        if fmt_share(x) == "0" {
+            bail!("--budgets {t:?}: below the smallest share a row can run (0.0001%)");
+        }
         v.push(x);
     }
     if v.is_empty() {

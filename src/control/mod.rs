@@ -370,6 +370,12 @@ impl<S: FrameSource, W: embedded_io::Write> Controller<S, W> {
         &self.plan.cycles.name
     }
 
+    /// Why the policy runs nothing at the budget of the last tick, where some model fits it
+    /// ([`CycleTable::idle_note`]): `interval-K` that cannot spread the models over K ticks.
+    pub fn idle_note(&self) -> Option<String> {
+        self.plan.cycles.idle_note(&self.plan.cycles.name, &self.plan.problem, self.st.budget)
+    }
+
     /// The label rule in force (`auto` resolved) and the bytes its window takes from the budget.
     pub fn label_rule(&self) -> (LabelRule, u64) {
         (self.plan.opts.adaptation.rule, self.st.window.bytes())

@@ -259,8 +259,8 @@ impl BenchReport {
             .map(|z| (z.tasks as f64, [z.exact.median_ns, z.lookup.median_ns, z.greedy.median_ns]))
             .collect();
         let mut svg = format!(
-            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">\n\
-             <text x=\"{l}\" y=\"18\">DCTA on {}: time per decision against options (uniform drift)</text>\n",
+            "{}\n<text x=\"{l}\" y=\"18\">DCTA on {}: time per decision against options (uniform drift)</text>\n",
+            crate::plot::svg_open(w, h),
             self.board
         );
         if pts.is_empty() {

@@ -160,6 +160,11 @@ fn run(cfg: FleetConfig, opts: AggregateOptions, shared: Arc<Shared>) -> Result<
                 let mut st = shared.stats.lock().expect("stats");
                 st.bytes_received += p.payload.len() as u64;
                 let Some(board) = board_of_topic(&p.topic).map(str::to_owned) else { continue };
+                // `+` matches the aggregator's own `global` level too (its retained update): not a
+                // board's upload.
+                if board == "global" {
+                    continue;
+                }
                 if p.topic.ends_with("/links") {
                     match postcard::from_bytes::<LinkUpdate>(&p.payload) {
                         Ok(u) if u.model_hash != opts.model_hash || u.board != board => {

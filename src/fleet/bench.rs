@@ -244,10 +244,7 @@ pub fn svg(r: &FleetBenchReport) -> String {
     let x = |i: usize| m + (w - 2.0 * m) * (i as f64 + 0.5) / nx;
     let y = |v: f64| h - m - (h - 2.0 * m) * v / ymax;
     let mut s = String::new();
-    let _ = writeln!(
-        s,
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">"
-    );
+    let _ = writeln!(s, "{}", crate::plot::svg_open(w, h));
     let _ = writeln!(s, "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>");
     let _ = writeln!(
         s,

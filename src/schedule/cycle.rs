@@ -193,6 +193,32 @@ impl CycleTable {
             .fold(ModelSet::EMPTY, |m, ph| m | ph.active)
     }
 
+    /// Why policy `name` (this table's) runs nothing at `budget` although some model fits it alone:
+    /// `interval-K`, and the refresh policies that keep its table, cannot spread the models over K
+    /// ticks of at most `max_active` within the budget. The note names the smallest K that can.
+    /// `None` where the level runs something, where no model fits, or for another policy.
+    pub fn idle_note(&self, name: &str, p: &Problem, budget: u64) -> Option<String> {
+        let k = match name.strip_prefix("interval-") {
+            Some(k) => super::interval_k(k)?,
+            None => refresh_policy(name)?.1,
+        };
+        let runnable: ModelSet = (0..p.n).filter(|&i| p.model_mem[i] <= budget).collect();
+        if runnable.is_empty() || self.lookup(budget).is_some_and(|l| !self.runs(l).is_empty()) {
+            return None;
+        }
+        let k = k as usize;
+        let enough = (k + 1..=p.n.max(k + 1))
+            .find(|&kk| super::hold::interval_groups(p, runnable, kk, budget).is_some())
+            .map_or(String::new(), |kk| format!("; interval-{kk} or more can"));
+        Some(format!(
+            "{name} runs nothing at a budget of {budget} bytes: the {} models that fit it cannot be \
+             spread over {k} ticks of at most {} models each{enough}; every output is delivered \
+             degraded",
+            runnable.len(),
+            p.max_active
+        ))
+    }
+
     /// Largest memory of one phase of level `k` (its models and the links it uses).
     pub fn peak(&self, p: &Problem, k: usize) -> u64 {
         let l = &self.levels[k];
@@ -240,6 +266,17 @@ mod tests {
         assert_eq!(t.runs(k), ModelSet::from_bits(0b1111));
         assert_eq!(t.phase(k, 0).hold | t.phase(k, 0).active, ModelSet::from_bits(0b1111));
         assert!(CycleTable::build("nonsense", &p, &table, &[], 1).is_none());
+        // Four models, at most two a tick: interval-1 cannot run them all in one tick and says so,
+        // naming the smallest K that can; interval-2 runs, so it has no note.
+        let one = CycleTable::build("interval-1", &p, &table, &[], 1).unwrap();
+        let note = one.idle_note("interval-1", &p, p.model_cost(p.all())).unwrap();
+        assert!(
+            note.contains("the 4 models that fit it cannot be spread over 1 ticks of at most 2"),
+            "{note}"
+        );
+        assert!(note.contains("interval-2 or more can"), "{note}");
+        assert_eq!(t.idle_note("interval-2", &p, p.model_cost(p.all())), None);
+        assert_eq!(one.idle_note("optimal", &p, p.model_cost(p.all())), None);
     }
 
     #[test]

@@ -53,9 +53,28 @@ pub fn row_stride(shape: Shape) -> usize {
 /// Why the producer stopped, when it stopped for a reason (read by the driver after the run).
 pub type Failure = Arc<Mutex<Option<String>>>;
 
+/// The running `gst-launch-1.0` child's process id, while it has not been reaped: the source kills
+/// it when it ends (a pipeline that never writes would otherwise keep the producer thread, and the
+/// process, waiting on its pipe forever). Cleared under the lock before the child is reaped, so a
+/// kill never reaches a reused id.
+pub type ChildPid = Arc<Mutex<Option<u32>>>;
+
+/// Kill the child `pid` holds, if any, and its process group (SIGKILL; the producer reaps it).
+pub fn kill_child(pid: &ChildPid) {
+    if let Some(p) = *pid.lock().unwrap_or_else(|e| e.into_inner()) {
+        // SAFETY: kill(2) on a child that has not been reaped (its id, which is also its process
+        // group's, cannot have been reused).
+        unsafe { libc::kill(-(p as libc::pid_t), libc::SIGKILL) };
+    }
+}
+
 fn start(user: &str, shape: Shape) -> std::io::Result<Child> {
     let desc = full_pipeline(user, shape);
+    use std::os::unix::process::CommandExt;
     Command::new(launcher())
+        // Its own process group, so that stopping it stops whatever it started too (a wrapper
+        // script's children would otherwise keep the pipe open).
+        .process_group(0)
         .arg("-q")
         .args(split_pipeline(&desc))
         .stdin(Stdio::null())
@@ -97,7 +116,7 @@ fn split_pipeline(desc: &str) -> Vec<String> {
 }
 
 /// Read frames from one run of the pipeline until it ends. Returns (frames read, stderr text).
-fn pump(child: &mut Child, shape: Shape, pool: &FramePool, next: &mut u32) -> (u64, String) {
+fn pump(child: &mut Child, pid: &ChildPid, shape: Shape, pool: &FramePool, next: &mut u32) -> (u64, String) {
     let stride = row_stride(shape);
     let row = shape.w * shape.c;
     let (mut raw, mut frame) = (vec![0u8; stride * shape.h], vec![0u8; shape.len()]);
@@ -115,6 +134,8 @@ fn pump(child: &mut Child, shape: Shape, pool: &FramePool, next: &mut u32) -> (u
             count += 1;
         }
     }
+    kill_child(pid);
+    *pid.lock().unwrap_or_else(|e| e.into_inner()) = None;
     let _ = child.kill();
     let _ = child.wait();
     let mut err = String::new();
@@ -131,14 +152,21 @@ pub fn spawn(
     first: u32,
     pool: FramePool,
     failure: Failure,
+    pid: ChildPid,
 ) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         let mut next = first;
         let mut backoff = Duration::from_millis(100);
         let mut delivered_any = false;
         loop {
+            if pool.is_closed() {
+                return;
+            }
             let outcome = match start(&user, shape) {
-                Ok(mut child) => pump(&mut child, shape, &pool, &mut next),
+                Ok(mut child) => {
+                    *pid.lock().unwrap_or_else(|e| e.into_inner()) = Some(child.id());
+                    pump(&mut child, &pid, shape, &pool, &mut next)
+                }
                 Err(e) => (0, format!("cannot start {}: {e}", launcher())),
             };
             delivered_any |= outcome.0 > 0;

@@ -51,6 +51,10 @@ pub fn decode_into(path: &Path, shape: Shape, out: &mut [u8]) -> Result<()> {
     } else {
         decode_other(path, bytes)?
     };
+    // A 0-pixel image (a PGM header may say so) is no frame: resized it would be all black.
+    if img.width() == 0 || img.height() == 0 {
+        bail!("decoding {}: the image is {}x{}, no pixels", path.display(), img.width(), img.height());
+    }
     let (w, h) = (shape.w as u32, shape.h as u32);
     let img = if img.width() != w || img.height() != h {
         img.resize_exact(w, h, image::imageops::FilterType::Triangle)

@@ -130,6 +130,10 @@ pub struct LiveSource {
     wait: Duration,
     /// Why the producer stopped, when it stopped for a reason.
     pub failure: gst::Failure,
+    /// The decoder child of a pipeline source (none for a folder of images).
+    child: gst::ChildPid,
+    /// A video file's decoder: one that gives no frame within `wait` has stalled.
+    file_decoder: bool,
     producer: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -138,10 +142,13 @@ impl LiveSource {
     pub fn open(spec: &SourceSpec, shape: Shape, first: u32) -> Result<LiveSource> {
         let pool = FramePool::new(shape.len(), 4, spec.is_live());
         let failure: gst::Failure = Arc::default();
+        let child: gst::ChildPid = Arc::default();
         let producer = match spec {
             SourceSpec::Stream => bail!("the stream is replayed by ReplaySource"),
             SourceSpec::Images(dir) => images::spawn(images::list_images(dir)?, shape, first, pool.clone()),
-            SourceSpec::Gst(p) => gst::spawn(p.clone(), shape, first, pool.clone(), failure.clone()),
+            SourceSpec::Gst(p) => {
+                gst::spawn(p.clone(), shape, first, pool.clone(), failure.clone(), child.clone())
+            }
             SourceSpec::Video(path) => {
                 // A video file is a regular file (a camera is a `gst:` pipeline): a FIFO, a device or a
                 // folder would have the decoder wait or fail inside GStreamer.
@@ -154,13 +161,24 @@ impl LiveSource {
                         crate::input::kind(md.file_type())
                     );
                 }
-                gst::spawn(gst::file_pipeline(path), shape, first, pool.clone(), failure.clone())
+                if md.len() == 0 {
+                    bail!("--source {} is an empty file (0 bytes), not a video", path.display());
+                }
+                gst::spawn(
+                    gst::file_pipeline(path),
+                    shape,
+                    first,
+                    pool.clone(),
+                    failure.clone(),
+                    child.clone(),
+                )
             }
         };
         // A file source waits for the producer (decoding may be slow on a loaded machine); a live
         // one reports a missing frame after a second.
         let wait = if spec.is_live() { Duration::from_secs(1) } else { Duration::from_secs(120) };
-        Ok(LiveSource { pool, wait, failure, producer: Some(producer) })
+        let file_decoder = matches!(spec, SourceSpec::Video(_));
+        Ok(LiveSource { pool, wait, failure, child, file_decoder, producer: Some(producer) })
     }
 
     pub fn stats(&self) -> PoolStats {
@@ -182,6 +200,8 @@ impl LiveSource {
 impl Drop for LiveSource {
     fn drop(&mut self) {
         self.pool.close();
+        // A decoder blocked before writing would keep the producer in its read forever.
+        gst::kill_child(&self.child);
         if let Some(p) = self.producer.take() {
             let _ = p.join();
         }
@@ -203,6 +223,18 @@ impl FrameSource for LiveSource {
             Take::Failed(_) => Err(FrameError::Corrupt),
             Take::Ended => Ok(None),
             Take::Nothing { down: true } => Err(FrameError::SourceDown),
+            Take::Nothing { down: false } if self.file_decoder => {
+                // A video file's decoder that gives nothing for this long has stalled (gst-launch
+                // can hang on a damaged file): the source ends, saying why, rather than wait on.
+                let mut f = self.failure.lock().unwrap_or_else(|e| e.into_inner());
+                if f.is_none() {
+                    *f = Some(format!("the decoder gave no frame for {} s; stopped it", self.wait.as_secs()));
+                }
+                drop(f);
+                self.pool.close();
+                gst::kill_child(&self.child);
+                Ok(None)
+            }
             Take::Nothing { down: false } => Err(FrameError::Missing),
         }
     }
