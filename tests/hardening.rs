@@ -140,17 +140,7 @@ fn run_case(c: &Case) {
         .spawn()
         .unwrap();
     // No case may hang: 120 s is far beyond any of them.
-    let start = std::time::Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if start.elapsed() > Duration::from_secs(120) {
-            let _ = child.kill();
-            panic!("{:?}: hung", c.args);
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = common::wait_or_kill(&mut child, Duration::from_secs(120), &format!("{:?}", c.args));
     let out = child.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!err.contains("panicked") && !err.contains("RUST_BACKTRACE"), "{:?} panicked: {err}", c.args);

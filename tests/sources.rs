@@ -567,17 +567,8 @@ fn a_pipeline_that_never_writes_is_stopped_when_the_run_ends() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let start = std::time::Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if start.elapsed() > Duration::from_secs(60) {
-            let _ = child.kill();
-            panic!("the run waited on a pipeline that never writes");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status =
+        common::wait_or_kill(&mut child, Duration::from_secs(60), "a run on a pipeline that never writes");
     let mut err = String::new();
     std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
     assert_eq!(status.code(), Some(1), "{err}");
@@ -586,7 +577,7 @@ fn a_pipeline_that_never_writes_is_stopped_when_the_run_ends() {
     let sleeper = std::fs::read_to_string(&pid_file).unwrap().trim().to_string();
     let gone = (0..100).any(|_| {
         let alive = std::fs::read_to_string(format!("/proc/{sleeper}/stat"))
-            .is_ok_and(|st| !st.split_whitespace().nth(2).is_some_and(|state| state == "Z"));
+            .is_ok_and(|st| st.split_whitespace().nth(2).is_none_or(|state| state != "Z"));
         if alive {
             std::thread::sleep(Duration::from_millis(50));
         }

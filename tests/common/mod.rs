@@ -23,3 +23,23 @@ pub fn write_demo_manifest(path: &Path, edit: impl Fn(String) -> String) -> Path
     std::fs::write(path, edit(demo_manifest_text())).unwrap();
     path.to_path_buf()
 }
+
+/// Wait for `child`, polling; kill it and fail the test naming `what` if it runs past `limit` (a
+/// hang is a finding, not a stuck test).
+pub fn wait_or_kill(
+    child: &mut std::process::Child,
+    limit: std::time::Duration,
+    what: &str,
+) -> std::process::ExitStatus {
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s;
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            panic!("{what}: hung");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
