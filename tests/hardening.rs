@@ -549,3 +549,39 @@ fn signals_reload_and_stop_cleanly() {
     });
     assert!(ticks.len() > 2 && ticks.windows(2).all(|w| w[0] < w[1]), "tick numbers went back: {ticks:?}");
 }
+
+/// A reference recording that lacks a frame the run delivers: the frame is not scored, and the
+/// summary says how many were not (rather than score the rest as if nothing were missing).
+#[test]
+fn frames_the_reference_lacks_are_counted_in_the_summary() {
+    if jetlink::board::current().name != "host-sim" {
+        return;
+    }
+    let dir = tmp_dir("reference-gap");
+    let mut rec = jetlink::recording::Recording::load(&root().join("demo/reference.jlr.gz")).unwrap();
+    // Drop the row of one frame near the end of the evaluation frames.
+    let drop = rec.frames.len() - 50;
+    let stride = rec.values.len() / rec.frames.len();
+    rec.frames.remove(drop);
+    rec.values.drain(drop * stride..(drop + 1) * stride);
+    let gap = dir.join("gap.jlr");
+    rec.write_to(std::fs::File::create(&gap).unwrap()).unwrap();
+    // The copy's paths are absolute: its reference is the demo's, replaced by the gap's.
+    let demo_reference = root().join("demo/reference.jlr.gz").display().to_string();
+    let manifest = manifest_copy(&dir, |t| t.replacen(&demo_reference, &gap.display().to_string(), 1));
+    assert!(std::fs::read_to_string(&manifest).unwrap().contains(&gap.display().to_string()));
+    let out = Command::new(env!("CARGO_BIN_EXE_jetlink"))
+        .current_dir(root())
+        .args(["run", "--engines", "tract", "--manifest", manifest.to_str().unwrap()])
+        .args(["--from", &(rec.frames[drop] - 2).to_string(), "--frames", "5"])
+        .arg("--state-file")
+        .arg(dir.join("state"))
+        .arg("--serial")
+        .arg(format!("file:{}", dir.join("t.bin").display()))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("reference gaps         1 frames the reference recording lacks"), "{text}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -919,6 +919,12 @@ pub(crate) fn print_accuracy(ctl: &Loop, names: &[&str]) {
     } else {
         println!("  accuracy kept          not measured (no reference recording)");
     }
+    if s.ref_missing > 0 {
+        println!(
+            "  reference gaps         {} frames the reference recording lacks were delivered but not scored",
+            s.ref_missing
+        );
+    }
     if let Some(e) = ctl.accuracy_estimate() {
         println!(
             "  accuracy estimated     {} ± {} (95% interval, from {} audits of predicted tasks)",

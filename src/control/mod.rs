@@ -1192,7 +1192,10 @@ impl<S: FrameSource, W: embedded_io::Write> Controller<S, W> {
     /// the mean in thousandths (or `AGREEMENT_UNKNOWN`).
     fn score_reference(&mut self, info: Option<FrameInfo>) -> u16 {
         let (Some(info), Some(r)) = (info, &self.io.reference) else { return wire::AGREEMENT_UNKNOWN };
-        let Some(row) = r.row_of_frame(info.index) else { return wire::AGREEMENT_UNKNOWN };
+        let Some(row) = r.row_of_frame(info.index) else {
+            self.st.stats.ref_missing += 1;
+            return wire::AGREEMENT_UNKNOWN;
+        };
         let seg = usize::from(info.index >= self.plan.opts.drift_start);
         let mut sum = 0.0f32;
         for j in 0..self.plan.n() {

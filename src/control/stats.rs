@@ -45,6 +45,8 @@ pub struct LoopStats {
     /// Per segment (0 clean, 1 drift): frames with a reference, and per task the sum of agreement
     /// (the first `n_models` entries are used; fixed-size so that a snapshot never allocates).
     pub ref_frames: [u64; 2],
+    /// Frames delivered that the reference recording lacks (not scored: said in the summary).
+    pub ref_missing: u64,
     pub agree: [[f64; MAX_MODELS]; 2],
     /// Per segment and task, the sum of `links::sequence_similarity` for sequence outputs (the
     /// character-level figure beside the exact agreement; 0 for vector outputs).
