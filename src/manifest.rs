@@ -438,7 +438,7 @@ impl Manifest {
             // Bounded like the integer costs (2^50 µs is 35 years), so that sums and the DCTA
             // menu's times stay finite.
             let l = m.cost.latency_us;
-            if !m.cost.is_missing() && !(l.is_finite() && (0.0..=MAX_COST as f64).contains(&l)) {
+            if !(m.cost.is_missing() || (0.0..=MAX_COST as f64).contains(&l)) {
                 bail!("model {:?}: cost.latency_us {l} must be finite, >= 0 and at most {MAX_COST}", m.name);
             }
             if let OutputKind::Sequence(q) = m.kind {
@@ -471,11 +471,9 @@ impl Manifest {
             } else if m.steps.is_some() || m.decode.is_some() || m.alphabet.is_some() {
                 bail!("model {:?}: steps, decode and alphabet are only for kind = \"sequence\"", m.name);
             }
-            if let Some(t) = m.tolerance {
-                if !(t.is_finite() && t > 0.0) {
-                    // Read as f32: a value past its range (3.4e38) arrives as inf.
-                    bail!("model {:?}: tolerance {t} must be a finite number > 0 (at most 3.4e38)", m.name);
-                }
+            // Read as f32: a value past its range (3.4e38) arrives as inf.
+            if let Some(t) = m.tolerance.filter(|t| !(t.is_finite() && *t > 0.0)) {
+                bail!("model {:?}: tolerance {t} must be a finite number > 0 (at most 3.4e38)", m.name);
             }
             if let Some(r) = m.score {
                 r.check(m.kind, m.size).with_context(|| format!("model {:?}", m.name))?;
