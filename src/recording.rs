@@ -101,13 +101,10 @@ impl Recording {
         self.models.iter().position(|m| m.name == name)
     }
 
-    /// Row holding stream frame `frame`, if recorded.
+    /// Row holding stream frame `frame`, if recorded (rows are in frame order: [`Recording::parse`]
+    /// refuses any other).
     pub fn row_of_frame(&self, frame: u32) -> Option<usize> {
-        // Rows are usually in frame order; fall back to a scan otherwise.
-        match self.frames.binary_search(&frame) {
-            Ok(r) => Some(r),
-            Err(_) => self.frames.iter().position(|&f| f == frame),
-        }
+        self.frames.binary_search(&frame).ok()
     }
 
     /// The columns of `models` (name, kind, size), in that order, matched by name: a recording made

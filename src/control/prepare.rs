@@ -77,7 +77,7 @@ pub(super) fn prepare<S: FrameSource, W: embedded_io::Write>(p: Parts<S, W>) -> 
             format!("unknown policy {:?}; {}", opts.policy, crate::schedule::cycle::POLICY_HELP)
         })?;
     // A policy that runs nothing at the run's budget says so at once (its outputs would all be
-    // degraded); the budget each tick may differ, so the summary says it again if it held.
+    // degraded); the budget each tick may differ, so the summary says it for the last tick's.
     let nominal =
         board.model_budget_bytes.min(opts.budget_cap.unwrap_or(u64::MAX)).saturating_sub(window_bytes);
     if let Some(note) = cycles.idle_note(&opts.policy, &problem, nominal) {

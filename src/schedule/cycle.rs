@@ -202,14 +202,19 @@ impl CycleTable {
             Some(k) => super::interval_k(k)?,
             None => refresh_policy(name)?.1,
         };
-        let runnable: ModelSet = (0..p.n).filter(|&i| p.model_mem[i] <= budget).collect();
-        if runnable.is_empty() || self.lookup(budget).is_some_and(|l| !self.runs(l).is_empty()) {
+        if self.lookup(budget).is_some_and(|l| !self.runs(l).is_empty()) {
             return None;
         }
+        let runnable: ModelSet = (0..p.n).filter(|&i| p.model_mem[i] <= budget).collect();
         let k = k as usize;
+        // Only where that is the cause at this budget (a level can also run nothing because the
+        // table's levels are thinned where there are many candidate budgets: not this note's).
+        if runnable.is_empty() || super::hold::interval_groups(p, runnable, k, budget).is_some() {
+            return None;
+        }
         let enough = (k + 1..=p.n.max(k + 1))
             .find(|&kk| super::hold::interval_groups(p, runnable, kk, budget).is_some())
-            .map_or(String::new(), |kk| format!("; interval-{kk} or more can"));
+            .map_or(String::new(), |kk| format!("; interval-{kk} or more can spread them within it"));
         Some(format!(
             "{name} runs nothing at a budget of {budget} bytes: the {} models that fit it cannot be \
              spread over {k} ticks of at most {} models each{enough}; every output is delivered \
@@ -274,7 +279,7 @@ mod tests {
             note.contains("the 4 models that fit it cannot be spread over 1 ticks of at most 2"),
             "{note}"
         );
-        assert!(note.contains("interval-2 or more can"), "{note}");
+        assert!(note.contains("interval-2 or more can spread them within it"), "{note}");
         assert_eq!(t.idle_note("interval-2", &p, p.model_cost(p.all())), None);
         assert_eq!(one.idle_note("optimal", &p, p.model_cost(p.all())), None);
     }

@@ -71,11 +71,22 @@ pub fn kill_child(pid: &ChildPid) {
 fn start(user: &str, shape: Shape) -> std::io::Result<Child> {
     let desc = full_pipeline(user, shape);
     use std::os::unix::process::CommandExt;
-    Command::new(launcher())
-        // Its own process group, so that stopping it stops whatever it started too (a wrapper
-        // script's children would otherwise keep the pipe open).
-        .process_group(0)
-        .arg("-q")
+    let mut cmd = Command::new(launcher());
+    // Its own process group, so that stopping it stops whatever it started too (a wrapper
+    // script's children would otherwise keep the pipe open); the terminal's Ctrl-C then reaches
+    // jetlink alone, so the child is also told to die with the thread that started it (the
+    // producer, which reaps it before it ends), for a process killed without cleaning up.
+    cmd.process_group(0);
+    // SAFETY: prctl(2) is async-signal-safe, as a pre_exec hook requires.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    cmd.arg("-q")
         .args(split_pipeline(&desc))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -165,6 +176,11 @@ pub fn spawn(
             let outcome = match start(&user, shape) {
                 Ok(mut child) => {
                     *pid.lock().unwrap_or_else(|e| e.into_inner()) = Some(child.id());
+                    // The source may have ended while the child started (its kill found no id
+                    // yet): stop it now rather than read a pipe that may never be written.
+                    if pool.is_closed() {
+                        kill_child(&pid);
+                    }
                     pump(&mut child, &pid, shape, &pool, &mut next)
                 }
                 Err(e) => (0, format!("cannot start {}: {e}", launcher())),
