@@ -594,6 +594,51 @@ fn a_pipeline_that_never_writes_is_stopped_when_the_run_ends() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A live pipeline that stalls without exiting (a camera that hangs: here a launcher that writes
+/// three frames and then sleeps) is stopped after `STALL_WAITS` waits without a frame and
+/// restarted with back-off; the waits are counted frame faults, and the frames flow again.
+#[test]
+fn a_live_pipeline_that_stalls_is_restarted() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = scratch("stalled-pipeline");
+    let launcher = dir.join("stalling-gst-launch");
+    let frame = 28 * 28; // the demo's gray 28x28 frames, rows already 4-byte aligned
+    std::fs::write(&launcher, format!("#!/bin/sh\nhead -c {} /dev/zero\nexec sleep 1000\n", 3 * frame))
+        .unwrap();
+    std::fs::set_permissions(&launcher, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let ticks = 3 + jetlink::source::STALL_WAITS + 3;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_jetlink"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("JETLINK_GST_LAUNCH", &launcher)
+        .env("RUST_BACKTRACE", "0")
+        .args(["run", "--frames", &ticks.to_string(), "--source", "gst:videotestsrc"])
+        .arg("--serial")
+        .arg(format!("file:{}", dir.join("serial.bin").display()))
+        .arg("--state-file")
+        .arg(dir.join("state"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = common::wait_or_kill(&mut child, Duration::from_secs(90), "a run on a stalling pipeline");
+    let (mut out, mut err) = (String::new(), String::new());
+    std::io::Read::read_to_string(child.stdout.as_mut().unwrap(), &mut out).unwrap();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    // The waits are lost frames: exit status 4, every one counted.
+    assert_eq!(status.code(), Some(4), "{out}{err}");
+    assert!(err.contains("restarting it"), "{err}");
+    // Counts read from the summary (a slow start under load may add a missing frame or two).
+    let count = |line: &str, before: &str| -> u64 {
+        let l = out.lines().find(|l| l.trim_start().starts_with(line)).unwrap_or_else(|| panic!("{out}"));
+        let words: Vec<&str> = l.split_whitespace().collect();
+        let at = words.iter().position(|w| w.starts_with(before)).unwrap_or_else(|| panic!("{l}"));
+        words[at - 1].parse().unwrap_or_else(|_| panic!("{l}"))
+    };
+    assert!(count("frame source", "restarts") >= 1, "{out}");
+    assert!(count("faults", "frame,") >= jetlink::source::STALL_WAITS as u64, "{out}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// Images that cannot be used are counted, not skipped in silence: a truncated file, an image
 /// larger than the decoder limit and a FIFO each give a frame fault (and a `FrameFault` event),
 /// the good ones run; a folder with nothing usable ends the run with exit status 1.

@@ -11,7 +11,8 @@
 //! The cost is one copy of each frame through a pipe, small against inference.
 //!
 //! A producer thread reads frames into a [`FramePool`]. Live pipelines (cameras, RTSP) drop the
-//! oldest frame when the loop is slow and are restarted with exponential backoff when they fail;
+//! oldest frame when the loop is slow and are restarted with exponential backoff when they fail
+//! (or stall: the source stops a pipeline that gives no frame for `STALL_WAITS` waits);
 //! a pipeline that fails before its first frame (the camera is not there) ends the source with the
 //! reason. File pipelines deliver every frame and end at the end of the file.
 
@@ -202,7 +203,8 @@ pub fn spawn(
                 return;
             }
             // A camera that failed mid-run: report it and retry with backoff.
-            log::warn!("frame source failed ({reason}); retrying in {backoff:?}");
+            let why = if reason.is_empty() { "it ended or was stopped" } else { reason.as_str() };
+            log::warn!("frame source failed ({why}); retrying in {backoff:?}");
             pool.set_down(true);
             std::thread::sleep(backoff);
             backoff = (backoff * 2).min(Duration::from_secs(5));

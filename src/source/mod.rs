@@ -124,6 +124,10 @@ impl SourceSpec {
     }
 }
 
+/// Waits of a live source without a frame after which its pipeline counts as stalled (10 s at
+/// its 1 s wait).
+pub const STALL_WAITS: u32 = 10;
+
 /// Frames from a producer thread through a [`FramePool`].
 pub struct LiveSource {
     pool: FramePool,
@@ -134,6 +138,9 @@ pub struct LiveSource {
     child: gst::ChildPid,
     /// A video file's decoder: one that gives no frame within `wait` has stalled.
     file_decoder: bool,
+    /// Consecutive waits that gave no frame from a live pipeline; at [`STALL_WAITS`] its child is
+    /// stopped, so that the producer restarts it (with back-off) like a pipeline that failed.
+    silent: u32,
     producer: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -178,7 +185,7 @@ impl LiveSource {
         // one reports a missing frame after a second.
         let wait = if spec.is_live() { Duration::from_secs(1) } else { Duration::from_secs(120) };
         let file_decoder = matches!(spec, SourceSpec::Video(_));
-        Ok(LiveSource { pool, wait, failure, child, file_decoder, producer: Some(producer) })
+        Ok(LiveSource { pool, wait, failure, child, file_decoder, silent: 0, producer: Some(producer) })
     }
 
     pub fn stats(&self) -> PoolStats {
@@ -218,7 +225,10 @@ impl FrameSource for LiveSource {
             return Err(FrameError::WrongSize { got: buf.len(), expected: self.pool.frame_len() });
         }
         match self.pool.take(buf, self.wait) {
-            Take::Frame(index) => Ok(Some(FrameInfo { index, meta: FrameMeta::default() })),
+            Take::Frame(index) => {
+                self.silent = 0;
+                Ok(Some(FrameInfo { index, meta: FrameMeta::default() }))
+            }
             // An image that does not decode: a counted frame fault, not a silent skip.
             Take::Failed(_) => Err(FrameError::Corrupt),
             Take::Ended => Ok(None),
@@ -235,7 +245,22 @@ impl FrameSource for LiveSource {
                 gst::kill_child(&self.child);
                 Ok(None)
             }
-            Take::Nothing { down: false } => Err(FrameError::Missing),
+            Take::Nothing { down: false } => {
+                // A live pipeline silent this long has stalled without exiting (a camera that
+                // hangs): stopped, it is restarted by the producer, or ends the source if it never
+                // gave a frame. Each wait meanwhile is a missing frame, counted.
+                self.silent += 1;
+                if self.pool.is_live() && self.silent >= STALL_WAITS {
+                    log::warn!(
+                        "frame source gave no frame for {} waits of {:?}; restarting it",
+                        self.silent,
+                        self.wait
+                    );
+                    gst::kill_child(&self.child);
+                    self.silent = 0;
+                }
+                Err(FrameError::Missing)
+            }
         }
     }
 }
