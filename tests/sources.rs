@@ -258,17 +258,21 @@ fn summary_lines(out: &str) -> Vec<String> {
     out.lines().filter(|l| keep.iter().any(|k| l.starts_with(k))).map(str::to_string).collect()
 }
 
-fn jetlink(args: &[&str], dir: &Path) -> std::process::Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_jetlink"))
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
+/// `jetlink run ARGS` from the repository, its serial and state in `dir`.
+fn run_command(args: &[&str], dir: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_jetlink"));
+    c.current_dir(env!("CARGO_MANIFEST_DIR"))
         .arg("run")
         .args(args)
         .arg("--serial")
         .arg(format!("file:{}", dir.join("serial.bin").display()))
         .arg("--state-file")
-        .arg(dir.join("state"))
-        .output()
-        .unwrap();
+        .arg(dir.join("state"));
+    c
+}
+
+fn jetlink(args: &[&str], dir: &Path) -> std::process::Output {
+    let out = run_command(args, dir).output().unwrap();
     let text = String::from_utf8_lossy(&out.stderr);
     assert!(!text.contains("panicked"), "jetlink {args:?} panicked: {text}");
     out
@@ -542,36 +546,50 @@ fn a_missing_camera_ends_the_run_with_a_message_naming_the_pipeline() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// The command failed with exit status 1 and a message containing `msg` in stderr.
+fn assert_refused(out: &std::process::Output, msg: &str) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains(msg), "expected {msg:?} in: {err}");
+}
+
+/// `jetlink run ARGS` with `script` as the GStreamer launcher (a shell script written to `dir`),
+/// its serial and state in `dir`; waits at most `limit`. Returns the exit status, stdout and stderr.
+fn run_with_launcher(
+    dir: &Path,
+    script: &str,
+    args: &[&str],
+    limit: Duration,
+) -> (Option<i32>, String, String) {
+    use std::os::unix::fs::PermissionsExt;
+    let launcher = dir.join("gst-launch");
+    std::fs::write(&launcher, script).unwrap();
+    std::fs::set_permissions(&launcher, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut child = run_command(args, dir)
+        .env("JETLINK_GST_LAUNCH", &launcher)
+        .env("RUST_BACKTRACE", "0")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = common::wait_or_kill(&mut child, limit, &format!("jetlink run {args:?}"));
+    let (mut out, mut err) = (String::new(), String::new());
+    std::io::Read::read_to_string(child.stdout.as_mut().unwrap(), &mut out).unwrap();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    (status.code(), out, err)
+}
+
 /// A pipeline that never writes a frame (here a launcher that only sleeps, through a child of its
 /// own) does not keep the run waiting on it: the run ends with its message and exit status, and the
 /// launcher's whole process group is stopped, none left behind. An empty video file is refused.
 #[test]
 fn a_pipeline_that_never_writes_is_stopped_when_the_run_ends() {
-    use std::os::unix::fs::PermissionsExt;
     let dir = scratch("silent-pipeline");
-    let launcher = dir.join("silent-gst-launch");
     let pid_file = dir.join("sleeper.pid");
-    std::fs::write(&launcher, format!("#!/bin/sh\nsleep 1000 &\necho $! > {}\nwait\n", pid_file.display()))
-        .unwrap();
-    std::fs::set_permissions(&launcher, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_jetlink"))
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .env("JETLINK_GST_LAUNCH", &launcher)
-        .env("RUST_BACKTRACE", "0")
-        .args(["run", "--frames", "3", "-q", "--source", "gst:videotestsrc"])
-        .arg("--serial")
-        .arg(format!("file:{}", dir.join("serial.bin").display()))
-        .arg("--state-file")
-        .arg(dir.join("state"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let status =
-        common::wait_or_kill(&mut child, Duration::from_secs(60), "a run on a pipeline that never writes");
-    let mut err = String::new();
-    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
-    assert_eq!(status.code(), Some(1), "{err}");
+    let script = format!("#!/bin/sh\nsleep 1000 &\necho $! > {}\nwait\n", pid_file.display());
+    let args = ["--frames", "3", "-q", "--source", "gst:videotestsrc"];
+    let (status, _, err) = run_with_launcher(&dir, &script, &args, Duration::from_secs(60));
+    assert_eq!(status, Some(1), "{err}");
     assert!(err.contains("none of its frames could be used"), "{err}");
     // The launcher's own child went with it (killed with the group, then reaped by init).
     let sleeper = std::fs::read_to_string(&pid_file).unwrap().trim().to_string();
@@ -588,9 +606,7 @@ fn a_pipeline_that_never_writes_is_stopped_when_the_run_ends() {
     let empty = dir.join("empty.mp4");
     std::fs::write(&empty, b"").unwrap();
     let out = jetlink(&["--frames", "3", "-q", "--source", empty.to_str().unwrap()], &dir);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains("is an empty file (0 bytes), not a video"), "{err}");
+    assert_refused(&out, "is an empty file (0 bytes), not a video");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -599,33 +615,14 @@ fn a_pipeline_that_never_writes_is_stopped_when_the_run_ends() {
 /// restarted with back-off; the waits are counted frame faults, and the frames flow again.
 #[test]
 fn a_live_pipeline_that_stalls_is_restarted() {
-    use std::os::unix::fs::PermissionsExt;
     let dir = scratch("stalled-pipeline");
-    let launcher = dir.join("stalling-gst-launch");
     let frame = 28 * 28; // the demo's gray 28x28 frames, rows already 4-byte aligned
-    std::fs::write(&launcher, format!("#!/bin/sh\nhead -c {} /dev/zero\nexec sleep 1000\n", 3 * frame))
-        .unwrap();
-    std::fs::set_permissions(&launcher, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let ticks = 3 + jetlink::source::STALL_WAITS + 3;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_jetlink"))
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .env("JETLINK_GST_LAUNCH", &launcher)
-        .env("RUST_BACKTRACE", "0")
-        .args(["run", "--frames", &ticks.to_string(), "--source", "gst:videotestsrc"])
-        .arg("--serial")
-        .arg(format!("file:{}", dir.join("serial.bin").display()))
-        .arg("--state-file")
-        .arg(dir.join("state"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let status = common::wait_or_kill(&mut child, Duration::from_secs(90), "a run on a stalling pipeline");
-    let (mut out, mut err) = (String::new(), String::new());
-    std::io::Read::read_to_string(child.stdout.as_mut().unwrap(), &mut out).unwrap();
-    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    let script = format!("#!/bin/sh\nhead -c {} /dev/zero\nexec sleep 1000\n", 3 * frame);
+    let ticks = (3 + jetlink::source::STALL_WAITS + 3).to_string();
+    let args = ["--frames", &ticks, "--source", "gst:videotestsrc"];
+    let (status, out, err) = run_with_launcher(&dir, &script, &args, Duration::from_secs(90));
     // The waits are lost frames: exit status 4, every one counted.
-    assert_eq!(status.code(), Some(4), "{out}{err}");
+    assert_eq!(status, Some(4), "{out}{err}");
     assert!(err.contains("restarting it"), "{err}");
     // Counts read from the summary (a slow start under load may add a missing frame or two).
     let count = |line: &str, before: &str| -> u64 {
@@ -691,9 +688,7 @@ fn unusable_images_are_counted_frame_faults() {
         &["--engines", "replay", "--reference-aligned", "-q", "--from", &from.to_string(), "--source", &src],
         &dir,
     );
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains("none of its frames could be used (4 frame faults"), "{err}");
+    assert_refused(&out, "none of its frames could be used (4 frame faults");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -756,9 +751,7 @@ fn stream_from_a_video_file_takes_the_manifests_shape_and_writes_jpeg() {
         "--out",
         out.to_str().unwrap(),
     ]);
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(1), "{err}");
-    assert!(err.contains("does not take 28x28x3 frames"), "{err}");
+    assert_refused(&o, "does not take 28x28x3 frames");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
