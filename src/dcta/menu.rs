@@ -310,12 +310,19 @@ impl Menu {
                     .zip(&time[span]);
                 for ((((((v, mo), mf), ms), l), &t), &(pv, pm, ps)) in rows.zip(&per_k[..k]) {
                     (*v, *mo, *mf, *ms) = (pv, pm, pm as f64, ps);
-                    *l = if pv > 0.0 && t <= cap && pm <= mem_cap { pv } else { 0.0 };
+                    *l = live_value(pv, t, cap, pm, mem_cap);
                 }
             }
         }
         inst.derive_tops();
     }
+}
+
+/// An option's value where it is worth anything and fits an empty knapsack (its unit's capacity
+/// `cap` and the memory `mem_cap`), else 0: what the solvers' scans take as usable.
+#[inline]
+fn live_value(value: f64, time: u64, cap: u64, mem: u64, mem_cap: u64) -> f64 {
+    if value > 0.0 && time <= cap && mem <= mem_cap { value } else { 0.0 }
 }
 
 /// t / C: an option's share of its unit's capacity (a capacity of 0 counts as 1 µs).
@@ -471,10 +478,10 @@ impl Instance {
     }
 
     /// Option `o`'s derived figures, on its unit `u`, from its value, time and memory and their
-    /// shares (`time_share` = [`share_of`], `mem_share` = [`mem_share_of`], passed in because the
-    /// device looks the time share up): time and memory as `f64`, the shares, and the value where
-    /// the option fits an empty knapsack (else 0). The shares are divided, not multiplied by a
-    /// reciprocal, so that they are the same numbers the greedy always priced.
+    /// shares (`time_share` = [`share_of`], `mem_share` = [`mem_share_of`]): time and memory as
+    /// `f64`, the shares, and [`live_value`]. The shares are divided, not multiplied by a
+    /// reciprocal, so that they are the same numbers the greedy always priced. (Posing a period's
+    /// knapsack, [`Menu::fill`], writes the same figures a task's row at a time.)
     #[inline]
     fn set_derived(&mut self, o: usize, u: usize, time_share: f64, mem_share: f64) {
         let (v, t, m) = (self.value[o], self.time[o], self.mem[o]);
@@ -482,7 +489,7 @@ impl Instance {
         self.mem_f[o] = m as f64;
         self.time_share[o] = time_share;
         self.mem_share[o] = mem_share;
-        self.live[o] = if v > 0.0 && t <= self.cap[u] && m <= self.mem_cap { v } else { 0.0 };
+        self.live[o] = live_value(v, t, self.cap[u], m, self.mem_cap);
     }
 
     /// Each task's largest usable value and where it is first.
