@@ -337,6 +337,8 @@ pub struct Manifest {
     pub dir: PathBuf,
 }
 
+/// Longest model name, in characters.
+pub const MAX_NAME_CHARS: usize = 128;
 /// The largest output a model may declare (`size`, values).
 pub const MAX_OUTPUT_SIZE: u32 = 1 << 20;
 /// The largest cost field (`weight_bytes`, `activation_bytes`, `flops`): 2^50 (1 PiB or 10^15 FLOPs
@@ -401,6 +403,21 @@ impl Manifest {
             if m.name.trim().is_empty() {
                 bail!(
                     "model[{i}].name: a model needs a name (it names its outputs in recordings and bundles)"
+                );
+            }
+            // Names travel in recordings, bundles, telemetry and every message: short and printable.
+            let chars = m.name.chars().count();
+            if chars > MAX_NAME_CHARS || m.name.chars().any(char::is_control) {
+                let shown: String = m.name.chars().take(32).collect();
+                bail!(
+                    "model[{i}].name: {shown:?}{} has {chars} characters{}; a name has at most \
+                     {MAX_NAME_CHARS} and no control characters",
+                    if chars > 32 { " …" } else { "" },
+                    if m.name.chars().any(char::is_control) {
+                        ", some of them control characters"
+                    } else {
+                        ""
+                    }
                 );
             }
             if self.models[..i].iter().any(|o| o.name == m.name) {

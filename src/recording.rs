@@ -83,6 +83,11 @@ impl Recording {
         self.values.extend_from_slice(row);
     }
 
+    /// The stream frame of the last row (rows are in frame order), `None` when empty.
+    pub fn last_frame(&self) -> Option<u32> {
+        self.frames.last().copied()
+    }
+
     pub fn row(&self, r: usize) -> &[f32] {
         let s = self.stride();
         &self.values[r * s..(r + 1) * s]

@@ -51,6 +51,19 @@ pub fn parse_public_key(text: &str) -> Result<[u8; 32], String> {
     Ok(k)
 }
 
+/// Refuse a board whose compiled-in bundle-key is not a usable Ed25519 key. `build.rs` checks the
+/// board file's key for its form (64 hex digits), not for the point (it has no Ed25519): a
+/// small-order point would refuse every bundle with a signature error that hides the cause.
+pub fn check_board_key(board: &Board) -> Result<()> {
+    parse_public_key(&crate::bundle::hex(&board.bundle_key)).map(|_| ()).map_err(|e| {
+        anyhow::anyhow!(
+            "board {}'s bundle-key (boards/{}.toml, or JETLINK_BUNDLE_KEY at build time): {e}",
+            board.name,
+            board.name
+        )
+    })
+}
+
 /// A new private key from the operating system's random source.
 pub fn generate_key() -> Result<SigningKey> {
     let mut seed = [0u8; 32];

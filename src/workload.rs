@@ -30,6 +30,9 @@ impl Workload {
         let reference = Self::load_reference(&manifest)
             .with_context(|| format!("reference of manifest {}", path.display()))?
             .map(Arc::new);
+        if let (Some(r), Some(name)) = (&reference, &manifest.reference) {
+            within_stream(r, &manifest.path_of(name), &stream, &manifest.path_of(&manifest.stream))?;
+        }
         Ok(Workload { manifest, stream, reference })
     }
 
@@ -43,5 +46,21 @@ impl Workload {
         self.reference.as_ref().with_context(|| {
             format!("{what} needs a reference recording; manifest {:?} names none", self.manifest.name)
         })
+    }
+}
+
+/// Refuse a recording with a row for a frame past the end of `stream`: its outputs pair with no
+/// pixels (a recording made from another stream, or a stream cut short after recording). The
+/// paths name both in the error.
+pub fn within_stream(rec: &Recording, rec_path: &Path, stream: &Stream, stream_path: &Path) -> Result<()> {
+    match rec.last_frame() {
+        Some(last) if last as usize >= stream.len() => anyhow::bail!(
+            "recording {} has a row for frame {last}, but the stream {} has {} frames: it was recorded \
+             from another stream",
+            rec_path.display(),
+            stream_path.display(),
+            stream.len()
+        ),
+        _ => Ok(()),
     }
 }

@@ -234,6 +234,9 @@ fn bad_inputs_table() {
     });
     let unnamed =
         manifest_copy(&tmp_dir("table-unnamed"), |t| t.replacen("name = \"digit_mlp\"", "name = \" \"", 1));
+    let long_name = manifest_copy(&tmp_dir("table-long-name"), |t| {
+        t.replacen("name = \"digit_mlp\"", &format!("name = \"{}\"", "m".repeat(5000)), 1)
+    });
     std::fs::write(dir.join("long-state"), "x".repeat(100_000)).unwrap();
     // A recording with bytes after its gzip stream.
     let reference = std::fs::read(root().join("demo/reference.jlr.gz")).unwrap();
@@ -297,9 +300,12 @@ fn bad_inputs_table() {
         Case { args: s(&["models", "--frames", "1", "--manifest", &huge_latency.display().to_string()]), error: "at most 1125899906842624", status: 1, no_file: None, unchanged: None },
         Case { args: s(&["bench", "mlink", "--policies", ",", "--out-dir", &d("bp")]), error: "names no policy", status: 1, no_file: Some(dir.join("bp/mlink.json")), unchanged: None },
         Case { args: s(&["bench", "mlink", "--policies", "", "--out-dir", &d("bp")]), error: "names no policy", status: 1, no_file: Some(dir.join("bp/mlink.json")), unchanged: None },
+        Case { args: s(&["run", "-q", "--frames", "2", "--state-file", &state, "--budget", "1e-300%"]), error: "(from --budget 1e-300% of board host-sim's", status: 1, no_file: None, unchanged: None },
+        Case { args: s(&["fleet", "aggregate", "--min-boards", "0"]), error: "0 is not in 1..", status: 2, no_file: None, unchanged: None },
         Case { args: s(&["bench", "mlink", "--budgets", "1e-300%", "--out-dir", &d("bp")]), error: "below the smallest share a row can run", status: 1, no_file: Some(dir.join("bp/mlink.json")), unchanged: None },
         Case { args: s(&["bench", "mlink", "--sim-model-budget", "0", "--out-dir", &d("bp")]), error: "--sim-model-budget", status: 2, no_file: Some(dir.join("bp/mlink.json")), unchanged: None },
         Case { args: s(&["models", "--frames", "1", "--manifest", &unnamed.display().to_string()]), error: "model[0].name: a model needs a name", status: 1, no_file: None, unchanged: None },
+        Case { args: s(&["models", "--frames", "1", "--manifest", &long_name.display().to_string()]), error: "mmmm\" … has 5000 characters; a name has at most 128", status: 1, no_file: None, unchanged: None },
         Case { args: s(&["run", "--engines", "replay", "--frames", "3", "-q", "--state-file", &d("long-state"), "--serial", &format!("file:{}", d("ls.bin"))]), error: "xxxxxxxx\" …)", status: 1, no_file: None, unchanged: None },
         Case { args: s(&["run", "--engines", "replay", "--frames", "3", "-q", "--state-file", &state, "--serial", "file:"]), error: "--serial file: needs a path", status: 1, no_file: None, unchanged: None },
         Case { args: s(&["models", "--frames", "1", "--manifest", &tiny_std.display().to_string()]), error: "std 0.000000000000000000000000000000000000000000001 map the values 0..255 past the largest finite number", status: 1, no_file: None, unchanged: None },
@@ -315,6 +321,7 @@ fn bad_inputs_table() {
         Case { args: s(&["record", "--to", "3", "--out", &link.display().to_string(), "--force"]), error: "is a symbolic link; refusing to write over it or through it", status: 1, no_file: Some(dir.join("nowhere")), unchanged: None },
         Case { args: s(&["monitor", &w.clean, "--csv", &w.clean, "--force"]), error: "is the input", status: 1, no_file: None, unchanged: Some((PathBuf::from(&w.clean), std::fs::read(&w.clean).unwrap())) },
         // inputs that would block: refused at once
+        Case { args: s(&["stream", &lossy.display().to_string(), "--out", &d("q.jls"), "--train", "1", "--quality", "5"]), error: "--quality 5 applies to JPEG frames; this stream is raw", status: 1, no_file: Some(dir.join("q.jls")), unchanged: None },
         Case { args: s(&["stream", &fifo_images.display().to_string(), "--out", &d("fi.jls"), "--train", "1"]), error: "000.png is a FIFO, not a regular file", status: 1, no_file: Some(dir.join("fi.jls")), unchanged: None },
         Case { args: s(&["run", "-q", "--frames", "3", "--state-file", &state, "--serial", &format!("file:{}", d("src.bin")), "--source", &fifo.display().to_string()]), error: "is a FIFO, not a video file", status: 1, no_file: None, unchanged: None },
         // frames lost: counted, the run completes, exit 4
@@ -583,5 +590,54 @@ fn frames_the_reference_lacks_are_counted_in_the_summary() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(text.contains("reference gaps         1 frames the reference recording lacks"), "{text}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A reference with a row for a frame the stream does not have (recorded from another stream) is
+/// refused by `build` and `run`, naming the recording, the frame and the stream's length.
+#[test]
+fn a_reference_longer_than_its_stream_is_refused() {
+    if jetlink::board::current().name != "host-sim" {
+        return;
+    }
+    let dir = tmp_dir("reference-past");
+    let mut rec = jetlink::recording::Recording::load(&root().join("demo/reference.jlr.gz")).unwrap();
+    let stream = jetlink::stream::Stream::load(&root().join("demo/stream.jls.gz")).unwrap();
+    let stride = rec.values.len() / rec.frames.len();
+    let last = rec.values[rec.values.len() - stride..].to_vec();
+    rec.push(stream.len() as u32, &last);
+    let past = dir.join("past.jlr");
+    rec.write_to(std::fs::File::create(&past).unwrap()).unwrap();
+    let demo_reference = root().join("demo/reference.jlr.gz").display().to_string();
+    let manifest = manifest_copy(&dir, |t| t.replacen(&demo_reference, &past.display().to_string(), 1));
+    let want = format!("has a row for frame {}, but the stream", stream.len());
+    let m = manifest.display().to_string();
+    let d = |n: &str| dir.join(n).display().to_string();
+    for args in [
+        vec!["build", "--manifest", &m, "--out", &d("b.bundle"), "--key", "demo/keys/demo-insecure.key"],
+        vec![
+            "run",
+            "--engines",
+            "replay",
+            "--frames",
+            "3",
+            "-q",
+            "--manifest",
+            &m,
+            "--state-file",
+            &d("state"),
+        ],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_jetlink"))
+            .current_dir(root())
+            .args(&args)
+            .env("RUST_BACKTRACE", "0")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(err.contains(&want) && err.contains("past.jlr"), "{args:?}: {err}");
+    }
+    assert!(!dir.join("b.bundle").exists());
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -291,3 +291,15 @@ fn a_running_loop_keeps_its_bundle_when_a_new_one_is_refused() {
     let good = ctl.offer_bundle(&demo_path, &manifest, b, None).unwrap();
     assert_eq!(good, bundle);
 }
+
+/// A board whose compiled-in bundle-key is a small-order point is refused at once, naming the board
+/// and its file; the board this binary was built for passes.
+#[test]
+fn a_board_key_that_is_a_small_order_point_is_refused() {
+    let board = jetlink::board::current();
+    jetlink::signing::check_board_key(board).unwrap();
+    let mut weak = *board;
+    weak.bundle_key = [0; 32];
+    let e = format!("{:#}", jetlink::signing::check_board_key(&weak).unwrap_err());
+    assert!(e.contains("a small-order point") && e.contains(&format!("boards/{}.toml", board.name)), "{e}");
+}

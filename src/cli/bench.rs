@@ -454,6 +454,12 @@ pub(crate) fn bench_loop(a: &BenchArgs) -> Result<()> {
     };
     let names = ["plain", "adaptation", "period_start"];
     println!("loop time per tick outside engine inference (replay engines, {} ticks):", all.len());
+    if all.len() < n {
+        println!(
+            "  (--ticks {n} asked for more ticks than the workload's evaluation part has frames: each frame \
+             is replayed once)"
+        );
+    }
     for (k, v) in by_kind.iter().enumerate() {
         if !v.is_empty() {
             println!(

@@ -118,6 +118,7 @@ pub(crate) fn build(a: &BuildArgs) -> Result<()> {
         ),
     };
     let recording = load_recording_for(&manifest, &rec_path)?;
+    jetlink::workload::within_stream(&recording, &rec_path, &stream, &manifest.path_of(&manifest.stream))?;
     let mut opts = jetlink::links::BuildOptions { threads: a.threads as usize, ..Default::default() };
     opts.train = jetlink::links::TrainOptions::by_name(&a.recipe).context("unknown --recipe")?;
     if let Some(e) = a.epochs {

@@ -79,8 +79,8 @@ pub(crate) struct AggregateArgs {
     /// Publish at least every this many seconds when updates arrived.
     #[arg(long, default_value_t = 60.0, value_parser = finite_in(0.01, 1e7))]
     pub(crate) period_s: f64,
-    /// Publish as soon as updates from this many boards arrived.
-    #[arg(long, default_value_t = usize::MAX)]
+    /// Publish as soon as updates from this many boards arrived (at least 1).
+    #[arg(long, default_value_t = usize::MAX, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub(crate) min_boards: usize,
     /// Stop after this many published rounds (at least 1; leave it out to run until stopped).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]

@@ -152,7 +152,9 @@ pub(crate) fn budget_in_force(b: Option<Budget>, board: &jetlink::board::Board) 
         None => Ok((full, format!("board {}'s model-budget-bytes", board.name))),
         Some(Budget::Percent(p)) => {
             let v = ((full as f64) * p / 100.0).floor() as u64;
-            Ok((v.max(1), format!("--budget {p}% of board {}'s {full} bytes", board.name)))
+            // A share too small to write out in full (1e-300) is written as the user wrote it.
+            let shown = if p >= 1e-3 { format!("{p}") } else { format!("{p:e}") };
+            Ok((v.max(1), format!("--budget {shown}% of board {}'s {full} bytes", board.name)))
         }
         Some(Budget::Bytes(v)) if v > full => bail!(
             "--budget {v} bytes is above board {}'s model budget of {full} bytes ({:.2} MB): --budget only lowers it (rebuild for another board file to raise it)",
@@ -167,6 +169,9 @@ pub(crate) fn budget_in_force(b: Option<Budget>, board: &jetlink::board::Board) 
 /// `--trust-key` public key.
 pub(crate) fn effective_board(a: &RunArgs) -> Result<&'static jetlink::board::Board> {
     let board = jetlink::board::current();
+    if a.trust_key.is_none() {
+        jetlink::signing::check_board_key(board)?;
+    }
     if a.trust_key.is_none() && a.sim_model_budget.is_none() {
         return Ok(board);
     }
@@ -415,6 +420,14 @@ pub(crate) fn prepare_run(a: &RunArgs, header: bool) -> Result<(Loop, Prepared, 
     // A live source's frames are not the stream's, unless the caller says they are.
     let reference =
         if live && !a.reference_aligned { None } else { load_reference(&manifest)?.map(Arc::new) };
+    if let (false, Some(r), Some(name)) = (live, &reference, &manifest.reference) {
+        jetlink::workload::within_stream(
+            r,
+            &manifest.path_of(name),
+            &stream,
+            &manifest.path_of(&manifest.stream),
+        )?;
+    }
     let stream = Arc::new(stream);
     let from = a.from.map_or(stream.train_end, |f| f as usize);
     let to = a.frames.map_or(stream.len(), |n| from.saturating_add(n as usize).min(stream.len()));

@@ -8,6 +8,9 @@
 use super::*;
 use jetlink::source::{FrameSource, LiveSource, SourceSpec};
 
+/// JPEG quality of a stream without `--quality`.
+const DEFAULT_QUALITY: u8 = 90;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub(crate) enum StreamFormat {
     /// `JLSTRM01`: raw pixels, lossless.
@@ -47,9 +50,9 @@ pub(crate) struct StreamArgs {
     /// File format (default: `jpeg` for a video, `raw` for images).
     #[arg(long, value_enum)]
     pub(crate) format: Option<StreamFormat>,
-    /// JPEG quality (1–100) for `--format jpeg`.
-    #[arg(long, default_value_t = 90, value_parser = clap::value_parser!(u8).range(1..=100))]
-    pub(crate) quality: u8,
+    /// JPEG quality (1–100) for `--format jpeg` (default: 90).
+    #[arg(long, value_parser = clap::value_parser!(u8).range(1..=100))]
+    pub(crate) quality: Option<u8>,
     /// Frames [0, N) form the training part (links train on them; `record` records them by default);
     /// the rest is evaluation.
     #[arg(long)]
@@ -185,6 +188,10 @@ pub(crate) fn stream_cmd(a: &StreamArgs) -> Result<()> {
     }
     let format =
         a.format.unwrap_or(if first_image.is_some() { StreamFormat::Raw } else { StreamFormat::Jpeg });
+    if let (StreamFormat::Raw, Some(q)) = (format, a.quality) {
+        bail!("--quality {q} applies to JPEG frames; this stream is raw (--format jpeg compresses it)");
+    }
+    let quality = a.quality.unwrap_or(DEFAULT_QUALITY);
     if format == StreamFormat::Jpeg && shape.c != 1 && shape.c != 3 {
         bail!("--format jpeg takes 1 or 3 channels");
     }
@@ -257,7 +264,7 @@ pub(crate) fn stream_cmd(a: &StreamArgs) -> Result<()> {
                 pixels.extend_from_slice(&buf)
             }
             StreamFormat::Jpeg => {
-                let j = jetlink::jpeg::encode(&buf, shape.w, shape.h, shape.c, a.quality)
+                let j = jetlink::jpeg::encode(&buf, shape.w, shape.h, shape.c, quality)
                     .with_context(|| format!("frame {n}"))?;
                 stored += j.len() as u64;
                 jpegs.push((meta, j));
@@ -326,7 +333,7 @@ pub(crate) fn stream_cmd(a: &StreamArgs) -> Result<()> {
         a.input.display(),
         match format {
             StreamFormat::Raw => "raw pixels (JLSTRM01)".to_string(),
-            StreamFormat::Jpeg => format!("JPEG q{} (JLSTRM02, {} bytes of frames)", a.quality, stored),
+            StreamFormat::Jpeg => format!("JPEG q{} (JLSTRM02, {} bytes of frames)", quality, stored),
         },
         a.train,
         if drift < n { format!("{drift}..{n}") } else { "none".into() }
