@@ -178,4 +178,17 @@ mod tests {
         assert_eq!(std::fs::read(&g).unwrap(), b"<svg>mine</svg>");
         std::fs::remove_dir_all(&dir).unwrap();
     }
+
+    /// The `json!` reports (`bench loop`, `bench adapt-gain`) are told apart by their first key,
+    /// which serde_json writes in sorted order while its `preserve_order` feature is off. A
+    /// dependency that turned it on (features unify) would make those benches refuse to replace
+    /// their own reports: this fails first.
+    #[test]
+    fn json_objects_are_written_with_their_keys_sorted() {
+        let v = serde_json::json!({ "zeta": 1, "adaptation": 2, "drift_accuracy": 3 });
+        assert!(
+            v.to_string().starts_with("{\"adaptation\""),
+            "serde_json no longer sorts keys (preserve_order on?): {v}; give the json! reports a fixed first key"
+        );
+    }
 }

@@ -145,6 +145,7 @@ fn run(cfg: FleetConfig, opts: AggregateOptions, shared: Arc<Shared>) -> Result<
     let mut rounds = 0u32;
     let mut backoff = cfg.min_backoff;
     let mut lost: Option<String> = None;
+    let mut limit = WarnLimit::default();
     while !shared.stop.load(Ordering::Relaxed) {
         match link.recv_timeout(opts.poll) {
             Ok(Ok(Event::Incoming(Packet::ConnAck(_)))) => {
@@ -168,21 +169,25 @@ fn run(cfg: FleetConfig, opts: AggregateOptions, shared: Arc<Shared>) -> Result<
                 if p.topic.ends_with("/links") {
                     match postcard::from_bytes::<LinkUpdate>(&p.payload) {
                         Ok(u) if u.model_hash != opts.model_hash || u.board != board => {
-                            log::warn!(
-                                "fleet aggregate: link update on {:?} ignored: {}",
-                                p.topic,
-                                if u.board != board {
-                                    "its board id is not the topic's"
-                                } else {
-                                    "another model set"
-                                }
-                            );
+                            if limit.allow(Instant::now()) {
+                                log::warn!(
+                                    "fleet aggregate: link update on {:?} ignored: {}",
+                                    p.topic,
+                                    if u.board != board {
+                                        "its board id is not the topic's"
+                                    } else {
+                                        "another model set"
+                                    }
+                                );
+                            }
                             st.incompatible += 1;
                         }
                         Ok(_) if opts.boards.as_ref().is_some_and(|b| !b.contains(&board)) => {
-                            log::warn!(
-                                "fleet aggregate: link update from {board} refused: not in the fleet's list of boards"
-                            );
+                            if limit.allow(Instant::now()) {
+                                log::warn!(
+                                    "fleet aggregate: link update from {board} refused: not in the fleet's list of boards"
+                                );
+                            }
                             st.refused += 1;
                             st.last_refusal = Some(format!("{board}: not in the fleet's list of boards"));
                         }
@@ -194,17 +199,21 @@ fn run(cfg: FleetConfig, opts: AggregateOptions, shared: Arc<Shared>) -> Result<
                                 fresh.insert(board, ());
                             }
                             Err(e) => {
-                                log::warn!("fleet aggregate: link update from {board} refused: {e}");
+                                if limit.allow(Instant::now()) {
+                                    log::warn!("fleet aggregate: link update from {board} refused: {e}");
+                                }
                                 st.refused += 1;
                                 st.last_refusal = Some(format!("{board}: {e}"));
                             }
                         },
                         Err(e) => {
-                            log::warn!(
-                                "fleet aggregate: link update on {:?} ({} bytes) does not decode: {e}",
-                                p.topic,
-                                p.payload.len()
-                            );
+                            if limit.allow(Instant::now()) {
+                                log::warn!(
+                                    "fleet aggregate: link update on {:?} ({} bytes) does not decode: {e}",
+                                    p.topic,
+                                    p.payload.len()
+                                );
+                            }
                             st.undecodable += 1;
                         }
                     }
@@ -215,18 +224,22 @@ fn run(cfg: FleetConfig, opts: AggregateOptions, shared: Arc<Shared>) -> Result<
                             offers.insert(board, o);
                         }
                         Ok(_) => {
-                            log::warn!(
-                                "fleet aggregate: task offer on {:?} ignored: another model set or board id",
-                                p.topic
-                            );
+                            if limit.allow(Instant::now()) {
+                                log::warn!(
+                                    "fleet aggregate: task offer on {:?} ignored: another model set or board id",
+                                    p.topic
+                                );
+                            }
                             st.incompatible += 1;
                         }
                         Err(e) => {
-                            log::warn!(
-                                "fleet aggregate: task offer on {:?} ({} bytes) does not decode: {e}",
-                                p.topic,
-                                p.payload.len()
-                            );
+                            if limit.allow(Instant::now()) {
+                                log::warn!(
+                                    "fleet aggregate: task offer on {:?} ({} bytes) does not decode: {e}",
+                                    p.topic,
+                                    p.payload.len()
+                                );
+                            }
                             st.undecodable += 1;
                         }
                     }
@@ -337,4 +350,57 @@ fn run(cfg: FleetConfig, opts: AggregateOptions, shared: Arc<Shared>) -> Result<
     }
     let _ = link.client.disconnect();
     Ok(())
+}
+
+/// At most [`WarnLimit::MAX`] warnings about boards' messages a minute: a board (or anyone) that
+/// floods the broker with bad uploads must not flood the log. Every message is still counted in
+/// the aggregator's status; how many were not logged is said at the next message after the minute.
+#[derive(Debug, Default)]
+struct WarnLimit {
+    since: Option<Instant>,
+    logged: u32,
+    suppressed: u64,
+}
+
+impl WarnLimit {
+    const MAX: u32 = 20;
+    const WINDOW: Duration = Duration::from_secs(60);
+
+    /// Whether a warning may be logged at `now`.
+    fn allow(&mut self, now: Instant) -> bool {
+        let since = *self.since.get_or_insert(now);
+        if now.duration_since(since) >= Self::WINDOW {
+            if self.suppressed > 0 {
+                log::warn!(
+                    "fleet aggregate: {} more refused, ignored or undecodable messages were not logged \
+                     in the last minute (all are counted in the status)",
+                    self.suppressed
+                );
+            }
+            *self = WarnLimit { since: Some(now), logged: 0, suppressed: 0 };
+        }
+        if self.logged < Self::MAX {
+            self.logged += 1;
+            true
+        } else {
+            self.suppressed += 1;
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn warnings_are_limited_per_minute_and_resume() {
+        let t0 = Instant::now();
+        let mut l = WarnLimit::default();
+        let allowed = (0..100).filter(|&i| l.allow(t0 + Duration::from_millis(i))).count();
+        assert_eq!((allowed, l.suppressed), (WarnLimit::MAX as usize, 100 - WarnLimit::MAX as u64));
+        // A minute later the count starts again.
+        assert!(l.allow(t0 + WarnLimit::WINDOW + Duration::from_millis(1)));
+        assert_eq!((l.logged, l.suppressed), (1, 0));
+    }
 }
