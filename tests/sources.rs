@@ -636,6 +636,25 @@ fn a_live_pipeline_that_stalls_is_restarted() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A live pipeline slow to give its first frame (an RTSP stream that takes longer than
+/// `STALL_WAITS` to start) is waited for, not stopped: the stall rule's patience before the first
+/// frame is `FIRST_FRAME_WAITS`.
+#[test]
+fn a_live_pipeline_slow_to_start_is_waited_for() {
+    let dir = scratch("slow-pipeline");
+    let frame = 28 * 28;
+    let late = jetlink::source::STALL_WAITS + 2;
+    let script = format!("#!/bin/sh\nsleep {late}\nhead -c {} /dev/zero\nexec sleep 1000\n", 3 * frame);
+    let ticks = (late + 4).to_string();
+    let args = ["--frames", &ticks, "--source", "gst:videotestsrc"];
+    let (status, out, err) = run_with_launcher(&dir, &script, &args, Duration::from_secs(90));
+    // The waits are lost frames (exit status 4), but the pipeline was not stopped and its frames ran.
+    assert_eq!(status, Some(4), "{out}{err}");
+    assert!(!err.contains("restarting it"), "{err}");
+    assert!(out.contains("summary over"), "{out}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// Images that cannot be used are counted, not skipped in silence: a truncated file, an image
 /// larger than the decoder limit and a FIFO each give a frame fault (and a `FrameFault` event),
 /// the good ones run; a folder with nothing usable ends the run with exit status 1.

@@ -127,6 +127,9 @@ impl SourceSpec {
 /// Waits of a live source without a frame after which its pipeline counts as stalled (10 s at
 /// its 1 s wait).
 pub const STALL_WAITS: u32 = 10;
+/// The same before a pipeline's first frame (60 s): an RTSP stream or a camera may take longer
+/// than [`STALL_WAITS`] to start, and a pipeline stopped before its first frame ends the source.
+pub const FIRST_FRAME_WAITS: u32 = 60;
 
 /// Frames from a producer thread through a [`FramePool`].
 pub struct LiveSource {
@@ -141,6 +144,9 @@ pub struct LiveSource {
     /// Consecutive waits that gave no frame from a live pipeline; at [`STALL_WAITS`] its child is
     /// stopped, so that the producer restarts it (with back-off) like a pipeline that failed.
     silent: u32,
+    /// A frame has come from this source (the stall rule's patience is [`STALL_WAITS`] after it,
+    /// [`FIRST_FRAME_WAITS`] before).
+    started: bool,
     producer: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -185,7 +191,16 @@ impl LiveSource {
         // one reports a missing frame after a second.
         let wait = if spec.is_live() { Duration::from_secs(1) } else { Duration::from_secs(120) };
         let file_decoder = matches!(spec, SourceSpec::Video(_));
-        Ok(LiveSource { pool, wait, failure, child, file_decoder, silent: 0, producer: Some(producer) })
+        Ok(LiveSource {
+            pool,
+            wait,
+            failure,
+            child,
+            file_decoder,
+            silent: 0,
+            started: false,
+            producer: Some(producer),
+        })
     }
 
     pub fn stats(&self) -> PoolStats {
@@ -226,7 +241,7 @@ impl FrameSource for LiveSource {
         }
         match self.pool.take(buf, self.wait) {
             Take::Frame(index) => {
-                self.silent = 0;
+                (self.silent, self.started) = (0, true);
                 Ok(Some(FrameInfo { index, meta: FrameMeta::default() }))
             }
             // An image that does not decode: a counted frame fault, not a silent skip.
@@ -248,16 +263,19 @@ impl FrameSource for LiveSource {
             Take::Nothing { down: false } => {
                 // A live pipeline silent this long has stalled without exiting (a camera that
                 // hangs): stopped, it is restarted by the producer, or ends the source if it never
-                // gave a frame. Each wait meanwhile is a missing frame, counted.
+                // gave a frame (a longer patience before the first: slow starts are normal). Each
+                // wait meanwhile is a missing frame, counted.
                 self.silent += 1;
-                if self.pool.is_live() && self.silent >= STALL_WAITS {
+                let patience = if self.started { STALL_WAITS } else { FIRST_FRAME_WAITS };
+                if self.pool.is_live() && self.silent >= patience {
                     log::warn!(
                         "frame source gave no frame for {} waits of {:?}; restarting it",
                         self.silent,
                         self.wait
                     );
                     gst::kill_child(&self.child);
-                    self.silent = 0;
+                    // The restarted pipeline has its first frame to give: the longer patience.
+                    (self.silent, self.started) = (0, false);
                 }
                 Err(FrameError::Missing)
             }
