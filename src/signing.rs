@@ -212,6 +212,7 @@ impl RollbackState {
     /// The highest version accepted so far; 0 when the file does not exist yet (first boot). A file
     /// that exists but does not parse is an error: the board refuses to guess.
     pub fn highest(&self) -> Result<u64, BundleError> {
+        self.refuse_link()?;
         if !self.path.exists() && std::fs::symlink_metadata(&self.path).is_err() {
             return Ok(0);
         }
@@ -222,12 +223,32 @@ impl RollbackState {
         // Digits only: `u64::from_str` would also take `+1`.
         let digits = |v: &str| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit());
         let value = text.trim_end().strip_prefix(self.prefix).filter(|v| digits(v));
+        if let Some(v) = value.filter(|v| v.parse::<u64>().is_err()) {
+            let shown: String = v.chars().take(32).collect();
+            return Err(self.err(format!(
+                "version {shown}{} is above the largest, 2^64 − 1",
+                if v.len() > 32 { "…" } else { "" }
+            )));
+        }
         value.and_then(|v| v.parse::<u64>().ok()).ok_or_else(|| {
             // At most the first 64 characters of what is there: the file may be anything.
             let shown: String = text.chars().take(64).collect();
             let more = if text.chars().count() > 64 { " …" } else { "" };
             self.err(format!("not a jetlink state file (expected `{}N`, found {shown:?}{more})", self.prefix))
         })
+    }
+
+    /// A state file that is a symbolic link is refused, as every output is (`output::check_replace`):
+    /// its atomic write would replace the link with a file and leave the file it points to behind,
+    /// splitting the board's rollback state in two.
+    fn refuse_link(&self) -> Result<(), BundleError> {
+        match std::fs::symlink_metadata(&self.path) {
+            Ok(md) if md.file_type().is_symlink() => Err(self.err(
+                "is a symbolic link; refusing to read or write the state through it (give the path of \
+                 the file it points to)",
+            )),
+            _ => Ok(()),
+        }
     }
 
     /// Refuse `bundle` if it is older than the highest version accepted.
@@ -253,6 +274,7 @@ impl RollbackState {
         if version <= self.highest()? {
             return Ok(());
         }
+        self.refuse_link()?;
         if let Some(d) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(d).map_err(|e| self.err(format!("creating {}: {e}", d.display())))?;
         }

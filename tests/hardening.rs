@@ -238,6 +238,9 @@ fn bad_inputs_table() {
         t.replacen("name = \"digit_mlp\"", &format!("name = \"{}\"", "m".repeat(5000)), 1)
     });
     std::fs::write(dir.join("long-state"), "x".repeat(100_000)).unwrap();
+    std::fs::write(dir.join("linked-state"), "jetlink-bundle-version 0\n").unwrap();
+    std::os::unix::fs::symlink(dir.join("linked-state"), dir.join("state-link")).unwrap();
+    std::fs::write(dir.join("huge-state"), "jetlink-bundle-version 99999999999999999999999\n").unwrap();
     // A recording with bytes after its gzip stream.
     let reference = std::fs::read(root().join("demo/reference.jlr.gz")).unwrap();
     std::fs::write(dir.join("tail.jlr.gz"), [&reference[..], b"garbage"].concat()).unwrap();
@@ -301,11 +304,14 @@ fn bad_inputs_table() {
         Case { args: s(&["bench", "mlink", "--policies", ",", "--out-dir", &d("bp")]), error: "names no policy", status: 1, no_file: Some(dir.join("bp/mlink.json")), unchanged: None },
         Case { args: s(&["bench", "mlink", "--policies", "", "--out-dir", &d("bp")]), error: "names no policy", status: 1, no_file: Some(dir.join("bp/mlink.json")), unchanged: None },
         Case { args: s(&["run", "-q", "--frames", "2", "--state-file", &state, "--budget", "1e-300%"]), error: "(from --budget 1e-300% of board host-sim's", status: 1, no_file: None, unchanged: None },
+        Case { args: s(&["run", "-q", "--frames", "2", "--state-file", &state, "--budget", "5000", "--labels", "top-k"]), error: "the top-k label window (5580 bytes: 5 frames and their outputs) leaves 0 bytes", status: 1, no_file: None, unchanged: None },
         Case { args: s(&["fleet", "aggregate", "--min-boards", "0"]), error: "0 is not in 1..", status: 2, no_file: None, unchanged: None },
         Case { args: s(&["bench", "mlink", "--budgets", "1e-300%", "--out-dir", &d("bp")]), error: "below the smallest share a row can run", status: 1, no_file: Some(dir.join("bp/mlink.json")), unchanged: None },
         Case { args: s(&["bench", "mlink", "--sim-model-budget", "0", "--out-dir", &d("bp")]), error: "--sim-model-budget", status: 2, no_file: Some(dir.join("bp/mlink.json")), unchanged: None },
         Case { args: s(&["models", "--frames", "1", "--manifest", &unnamed.display().to_string()]), error: "model[0].name: a model needs a name", status: 1, no_file: None, unchanged: None },
         Case { args: s(&["models", "--frames", "1", "--manifest", &long_name.display().to_string()]), error: "mmmm\" … has 5000 characters; a name has at most 128", status: 1, no_file: None, unchanged: None },
+        Case { args: s(&["run", "--engines", "replay", "--frames", "3", "-q", "--state-file", &d("state-link"), "--serial", &format!("file:{}", d("sl.bin"))]), error: "state-link: is a symbolic link; refusing to read or write the state through it", status: 1, no_file: None, unchanged: Some((dir.join("linked-state"), b"jetlink-bundle-version 0\n".to_vec())) },
+        Case { args: s(&["run", "--engines", "replay", "--frames", "3", "-q", "--state-file", &d("huge-state"), "--serial", &format!("file:{}", d("hs.bin"))]), error: "version 99999999999999999999999 is above the largest", status: 1, no_file: None, unchanged: None },
         Case { args: s(&["run", "--engines", "replay", "--frames", "3", "-q", "--state-file", &d("long-state"), "--serial", &format!("file:{}", d("ls.bin"))]), error: "xxxxxxxx\" …)", status: 1, no_file: None, unchanged: None },
         Case { args: s(&["run", "--engines", "replay", "--frames", "3", "-q", "--state-file", &state, "--serial", "file:"]), error: "--serial file: needs a path", status: 1, no_file: None, unchanged: None },
         Case { args: s(&["models", "--frames", "1", "--manifest", &tiny_std.display().to_string()]), error: "std 0.000000000000000000000000000000000000000000001 map the values 0..255 past the largest finite number", status: 1, no_file: None, unchanged: None },
@@ -638,6 +644,63 @@ fn a_reference_longer_than_its_stream_is_refused() {
         assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
         assert!(err.contains(&want) && err.contains("past.jlr"), "{args:?}: {err}");
     }
+    assert!(!dir.join("b.bundle").exists());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `--labels auto` weighs the top-k window against the budget in force, not the board's: under
+/// `--budget 5000` the window (5,580 bytes on the demo) would leave no model room, so `auto` takes
+/// `uniform` and the models run.
+#[test]
+fn auto_labels_weigh_the_window_against_the_budget_in_force() {
+    if jetlink::board::current().name != "host-sim" {
+        return;
+    }
+    let dir = tmp_dir("auto-window");
+    let out = Command::new(env!("CARGO_BIN_EXE_jetlink"))
+        .current_dir(root())
+        .args(["run", "--engines", "replay", "-q", "--frames", "20", "--budget", "5000"])
+        .arg("--state-file")
+        .arg(dir.join("state"))
+        .arg("--serial")
+        .arg(format!("file:{}", dir.join("t.bin").display()))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("labels                 uniform every 5 ticks"), "{text}");
+    assert!(!text.contains("(0 inference"), "{text}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A recording whose values are finite but too large for the trainer's arithmetic (1e37: its
+/// square is not finite) is refused by `build` naming the recording and the model, and no bundle
+/// (signed or not) is written.
+#[test]
+fn a_recording_too_large_to_train_on_is_refused() {
+    if jetlink::board::current().name != "host-sim" {
+        return;
+    }
+    let dir = tmp_dir("recording-huge");
+    let mut rec = jetlink::recording::Recording::load(&root().join("demo/reference.jlr.gz")).unwrap();
+    for v in &mut rec.values {
+        *v = 1e37 * (0.5 + *v);
+    }
+    let huge = dir.join("huge.jlr");
+    rec.write_to(std::fs::File::create(&huge).unwrap()).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_jetlink"))
+        .current_dir(root())
+        .args(["build", "--epochs", "1", "--unsigned", "--recording", huge.to_str().unwrap(), "--out"])
+        .arg(dir.join("b.bundle"))
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("huge.jlr gave links that are not usable") && err.contains("its largest value is"),
+        "{err}"
+    );
     assert!(!dir.join("b.bundle").exists());
     let _ = std::fs::remove_dir_all(&dir);
 }

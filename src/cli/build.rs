@@ -132,6 +132,16 @@ pub(crate) fn build(a: &BuildArgs) -> Result<()> {
     let mut bundle = jetlink::train::build(&manifest, &recording, stream.train_end, &opts)?;
     bundle.staleness = jetlink::train::fit_staleness(&bundle, &recording, Some(&stream));
     bundle.version = a.bundle_version;
+    // Training on values too large for f32 arithmetic (1e37 is finite, its square is not) gives
+    // weights that are not finite: refused here, naming the recording, not later by every loader.
+    if let Err(e) = bundle.validate() {
+        let (model, largest) = largest_value(&recording, &manifest);
+        bail!(
+            "training on recording {} gave links that are not usable ({e}); its largest value is {largest:e} \
+             (model {model:?}): rescale that model's output",
+            rec_path.display()
+        );
+    }
     let train_s = t.elapsed().as_secs_f64();
     // The exact table under the board's execution cap (`max-active-models`), which the loop then
     // uses as it is.
@@ -192,4 +202,18 @@ pub(crate) fn build(a: &BuildArgs) -> Result<()> {
         svg.display()
     );
     Ok(())
+}
+
+/// The model whose recorded outputs reach the largest magnitude, and that magnitude.
+fn largest_value(rec: &Recording, manifest: &Manifest) -> (String, f32) {
+    let mut best = (String::new(), 0.0f32);
+    for (j, m) in manifest.models.iter().enumerate() {
+        for r in 0..rec.len() {
+            let v = rec.output(r, j).iter().fold(0.0f32, |a, x| a.max(x.abs()));
+            if v > best.1 {
+                best = (m.name.clone(), v);
+            }
+        }
+    }
+    best
 }
