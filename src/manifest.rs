@@ -399,6 +399,12 @@ impl Manifest {
         if self.models.is_empty() {
             bail!("no [[model]] entries");
         }
+        // Importance weighs what runs: all zero, no model is worth a run and every output degrades.
+        if self.models.iter().all(|m| m.importance == 0.0) {
+            bail!(
+                "every model has importance 0: nothing would be worth running (give the models' importance)"
+            );
+        }
         for (i, m) in self.models.iter().enumerate() {
             if m.name.trim().is_empty() {
                 bail!(
@@ -425,6 +431,13 @@ impl Manifest {
             }
             if m.size == 0 {
                 bail!("model {:?}: size must be at least 1", m.name);
+            }
+            if m.kind == OutputKind::Class && m.size < 2 {
+                bail!(
+                    "model {:?}: a class output has at least 2 classes, not {} (one class always agrees)",
+                    m.name,
+                    m.size
+                );
             }
             if m.kind == OutputKind::Box && m.size != 4 {
                 bail!("model {:?}: a box output has size 4, not {}", m.name, m.size);
@@ -491,6 +504,21 @@ impl Manifest {
             // Read as f32: a value past its range (3.4e38) arrives as inf.
             if let Some(t) = m.tolerance.filter(|t| !(t.is_finite() && *t > 0.0)) {
                 bail!("model {:?}: tolerance {t} must be a finite number > 0 (at most 3.4e38)", m.name);
+            }
+            // Only regression outputs and raw sequences are judged within a tolerance: given for any
+            // other kind it would be signed into the bundle and change nothing.
+            let uses_tolerance = match m.kind {
+                OutputKind::Regression => true,
+                OutputKind::Sequence(q) => q.decode == SeqDecode::Raw,
+                _ => false,
+            };
+            if m.tolerance.is_some() && !uses_tolerance {
+                bail!(
+                    "model {:?}: tolerance applies to kind = \"regression\" and raw sequences; a {} output \
+                     is judged by its own rule (docs/workload.md), so leave it out",
+                    m.name,
+                    m.kind.name()
+                );
             }
             if let Some(r) = m.score {
                 r.check(m.kind, m.size).with_context(|| format!("model {:?}", m.name))?;
@@ -559,6 +587,29 @@ mod tests {
         let m = parse(&model("kind = \"sequence\"\nsize = 8\nsteps = 4\ndecode = \"raw\"\ntolerance = 0.2"))
             .unwrap();
         assert_eq!(m.models[0].kind.seq().unwrap().steps, 4);
+    }
+
+    #[test]
+    fn keys_that_would_mean_nothing_are_refused() {
+        let err = |keys: &str| format!("{:#}", parse(&model(keys)).unwrap_err());
+        let e = err("kind = \"class\"\nsize = 1");
+        assert!(e.contains("a class output has at least 2 classes, not 1"), "{e}");
+        let e = err("kind = \"class\"\nsize = 10\ntolerance = 0.3");
+        assert!(
+            e.contains("tolerance applies to kind = \"regression\" and raw sequences; a class output"),
+            "{e}"
+        );
+        let e = err("kind = \"regression\"\nsize = 2\nimportance = 0.0");
+        assert!(e.contains("every model has importance 0"), "{e}");
+        let e = format!(
+            "{:#}",
+            parse(
+                &model("kind = \"class\"\nsize = 4").replace("\"ocr\"", &format!("\"{}\"", "n".repeat(200)))
+            )
+            .unwrap_err()
+        );
+        assert!(e.contains("has 200 characters; a name has at most 128"), "{e}");
+        parse(&model("kind = \"regression\"\nsize = 2\ntolerance = 0.3")).unwrap();
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! anything but telemetry, by the same idea.
 
 use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Result, bail};
 
@@ -82,6 +82,7 @@ pub fn check_replace(path: &Path, what: &str, kind: Kind, force: bool) -> Result
     let md = match std::fs::symlink_metadata(path) {
         Ok(md) => md,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => return folder_in_way(path, what),
         Err(e) => bail!("{what} {shown}: cannot check what is there: {e}"),
     };
     if md.file_type().is_symlink() {
@@ -109,6 +110,36 @@ pub fn check_replace(path: &Path, what: &str, kind: Kind, force: bool) -> Result
         );
     }
     Ok(())
+}
+
+/// [`check_replace`], then make the folder `path` goes in (and its parents), before any work is
+/// done for it: a command that will write `path` says at once when it cannot, not after its work.
+pub fn prepare(path: &Path, what: &str, kind: Kind, force: bool) -> Result<()> {
+    check_replace(path, what, kind, force)?;
+    let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) else { return Ok(()) };
+    folder_in_way(path, what)?;
+    std::fs::create_dir_all(dir)
+        .map_err(|e| anyhow::anyhow!("{what} {}: creating {}: {e}", path.display(), dir.display()))
+}
+
+/// The nearest existing path above `path` when it is not a folder (a file in the way), with what
+/// it is.
+pub fn non_folder_above(path: &Path) -> Option<(PathBuf, &'static str)> {
+    let above = path.ancestors().skip(1).filter(|a| !a.as_os_str().is_empty());
+    match above.into_iter().find_map(|a| std::fs::metadata(a).ok().map(|md| (a, md))) {
+        Some((a, md)) if !md.is_dir() => {
+            Some((a.to_path_buf(), if md.is_file() { "a file" } else { crate::input::kind(md.file_type()) }))
+        }
+        _ => None,
+    }
+}
+
+/// Refuse `path` (a `what`) when a file is in the way of its folder, naming that file.
+fn folder_in_way(path: &Path, what: &str) -> Result<()> {
+    match non_folder_above(path) {
+        Some((a, k)) => bail!("{what} {}: {} is {k}, not a folder", path.display(), a.display()),
+        None => Ok(()),
+    }
 }
 
 /// Write `bytes` to `path` (a `what`, for messages) as a `kind` file by the rule above

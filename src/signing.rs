@@ -242,6 +242,9 @@ impl RollbackState {
     /// its atomic write would replace the link with a file and leave the file it points to behind,
     /// splitting the board's rollback state in two.
     fn refuse_link(&self) -> Result<(), BundleError> {
+        if let Some((a, k)) = crate::output::non_folder_above(&self.path) {
+            return Err(self.err(format!("{} is {k}, not a folder", a.display())));
+        }
         match std::fs::symlink_metadata(&self.path) {
             Ok(md) if md.file_type().is_symlink() => Err(self.err(
                 "is a symbolic link; refusing to read or write the state through it (give the path of \

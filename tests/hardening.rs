@@ -305,6 +305,8 @@ fn bad_inputs_table() {
         Case { args: s(&["bench", "mlink", "--policies", "", "--out-dir", &d("bp")]), error: "names no policy", status: 1, no_file: Some(dir.join("bp/mlink.json")), unchanged: None },
         Case { args: s(&["run", "-q", "--frames", "2", "--state-file", &state, "--budget", "1e-300%"]), error: "(from --budget 1e-300% of board host-sim's", status: 1, no_file: None, unchanged: None },
         Case { args: s(&["run", "-q", "--frames", "2", "--state-file", &state, "--budget", "5000", "--labels", "top-k"]), error: "the top-k label window (5580 bytes: 5 frames and their outputs) leaves 0 bytes", status: 1, no_file: None, unchanged: None },
+        Case { args: s(&["record", "--to", "3", "--out", &format!("{}/sub/r.jlr", junk.display())]), error: "junk.txt is a file, not a folder", status: 1, no_file: None, unchanged: Some((junk.clone(), junk_bytes.clone())) },
+        Case { args: s(&["run", "-q", "--frames", "2", "--state-file", &format!("{}/state", junk.display())]), error: "junk.txt is a file, not a folder", status: 1, no_file: None, unchanged: Some((junk.clone(), junk_bytes.clone())) },
         Case { args: s(&["fleet", "aggregate", "--min-boards", "0"]), error: "0 is not in 1..", status: 2, no_file: None, unchanged: None },
         Case { args: s(&["bench", "mlink", "--budgets", "1e-300%", "--out-dir", &d("bp")]), error: "below the smallest share a row can run", status: 1, no_file: Some(dir.join("bp/mlink.json")), unchanged: None },
         Case { args: s(&["bench", "mlink", "--sim-model-budget", "0", "--out-dir", &d("bp")]), error: "--sim-model-budget", status: 2, no_file: Some(dir.join("bp/mlink.json")), unchanged: None },

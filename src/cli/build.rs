@@ -103,7 +103,7 @@ pub(crate) fn build(a: &BuildArgs) -> Result<()> {
             a.manifest.display()
         ),
     };
-    jetlink::output::check_replace(&out, "--out", jetlink::output::Kind::Bundle, a.force)?;
+    jetlink::output::prepare(&out, "--out", jetlink::output::Kind::Bundle, a.force)?;
     // The reports beside it follow the same rule, checked now rather than after the training.
     for (p, kind) in jetlink::report::report_paths(&out) {
         jetlink::output::check_replace(&p, "report", kind, a.force)?;
@@ -154,9 +154,6 @@ pub(crate) fn build(a: &BuildArgs) -> Result<()> {
     let policy = jetlink::dcta::build_policy(&manifest, board, &jetlink::dcta::PolicyOptions::default())
         .context("building the DCTA policy table")?;
     bundle.dcta = Some(policy.to_postcard());
-    if let Some(d) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(d)?;
-    }
     let bytes = bundle.to_bytes()?;
     let bytes = match &key {
         Some(k) => jetlink::signing::sign_bundle(&bytes, k).context("signing the bundle")?,

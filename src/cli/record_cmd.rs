@@ -21,7 +21,7 @@ pub(crate) struct RecordArgs {
 
 pub(crate) fn record_cmd(a: &RecordArgs) -> Result<()> {
     // Checked before any model runs: a refused --out costs nothing.
-    jetlink::output::check_replace(&a.out, "--out", jetlink::output::Kind::Recording, a.force)?;
+    jetlink::output::prepare(&a.out, "--out", jetlink::output::Kind::Recording, a.force)?;
     let (manifest, stream) = load_workload(&a.manifest)?;
     let to = a.to.map_or(stream.train_end, |t| t as usize);
     let from = a.from as usize;

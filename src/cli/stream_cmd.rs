@@ -99,7 +99,7 @@ fn manifest_shape(m: &Manifest) -> Result<Option<Shape>> {
 
 pub(crate) fn stream_cmd(a: &StreamArgs) -> Result<()> {
     use jetlink::stream::FrameMeta;
-    jetlink::output::check_replace(&a.out, "--out", jetlink::output::Kind::Stream, a.force)?;
+    jetlink::output::prepare(&a.out, "--out", jetlink::output::Kind::Stream, a.force)?;
     let md = std::fs::metadata(&a.input).with_context(|| format!("{}", a.input.display()))?;
     let (spec, first_image) = if md.is_dir() {
         let paths = jetlink::source::images::list_images(&a.input)?;
@@ -310,9 +310,6 @@ pub(crate) fn stream_cmd(a: &StreamArgs) -> Result<()> {
         None => w.write_all(&bytes),
     };
     let gz = a.out.extension().is_some_and(|e| e == "gz");
-    if let Some(d) = a.out.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
-    }
     jetlink::atomic::write_file_with(&a.out, |f| {
         if gz {
             let mut enc = flate2::write::GzEncoder::new(f, flate2::Compression::default());
