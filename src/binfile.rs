@@ -6,14 +6,15 @@ use std::path::Path;
 use anyhow::{Result, ensure};
 
 /// Read a stream or recording file (a `what`, for messages) by the input rule ([`crate::input`]),
-/// inflating it if it is gzip-compressed, within [`crate::input::limit::DATA`] and within the size
-/// its header declares (`declared`, see [`crate::input::read_maybe_gz`]).
+/// inflating it if it is gzip-compressed, within `limit` (a [`crate::input::limit`]) and within the
+/// size its header declares (`declared`, see [`crate::input::read_maybe_gz`]).
 pub fn read_maybe_gz(
     path: &Path,
     what: &str,
+    limit: u64,
     declared: impl Fn(&[u8]) -> Result<Option<u64>>,
 ) -> Result<Vec<u8>> {
-    crate::input::read_maybe_gz(path, what, crate::input::limit::DATA, declared)
+    crate::input::read_maybe_gz(path, what, limit, declared)
 }
 
 /// A bounds-checked little-endian reader that names the field it failed on.

@@ -20,6 +20,9 @@ pub mod limit {
     /// A stream or recording, as stored, once inflated and once its frames are decoded: it is held
     /// in memory whole.
     pub const DATA: u64 = 2 << 30;
+    /// A recording, as stored and once inflated: its bytes and its parsed values are both held
+    /// while it is read, so that peak stays within [`DATA`].
+    pub const RECORDING: u64 = 1 << 30;
     /// An image file, and what its decoder may allocate.
     pub const IMAGE: u64 = 512 << 20;
 }

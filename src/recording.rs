@@ -144,16 +144,37 @@ impl Recording {
         if picked == self.models {
             return Ok(self.clone());
         }
+        Ok(self.gather(picked, &cols))
+    }
+
+    /// [`select_by_name`](Self::select_by_name), taking the recording: one made for exactly these
+    /// models in this order is returned as it is, not copied (a large reference is held once).
+    pub fn into_selected<'a>(
+        self,
+        models: impl IntoIterator<Item = (&'a str, OutputKind, usize)>,
+        what: &str,
+    ) -> Result<Recording> {
+        let models: Vec<_> = models.into_iter().collect();
+        let same = models.len() == self.models.len()
+            && models
+                .iter()
+                .zip(&self.models)
+                .all(|(&(n, k, s), m)| m.name == n && m.kind == k && m.size == s);
+        if same { Ok(self) } else { self.select_by_name(models, what) }
+    }
+
+    /// A recording of columns `cols` (of models `picked`) of every row.
+    fn gather(&self, picked: Vec<RecordedModel>, cols: &[std::ops::Range<usize>]) -> Recording {
         let mut out = Recording::new(picked);
         out.frames = self.frames.clone();
         out.values.reserve(self.frames.len() * out.stride());
         for r in 0..self.len() {
             let row = self.row(r);
-            for c in &cols {
+            for c in cols {
                 out.values.extend_from_slice(&row[c.clone()]);
             }
         }
-        Ok(out)
+        out
     }
 
     pub fn write_to(&self, mut w: impl Write) -> Result<()> {
@@ -199,7 +220,12 @@ impl Recording {
     }
 
     pub fn load(path: &Path) -> Result<Recording> {
-        let bytes = crate::binfile::read_maybe_gz(path, "recording", Recording::declared_len)?;
+        let bytes = crate::binfile::read_maybe_gz(
+            path,
+            "recording",
+            crate::input::limit::RECORDING,
+            Recording::declared_len,
+        )?;
         Recording::parse(&bytes).with_context(|| format!("reading recording {}", path.display()))
     }
 
@@ -323,6 +349,35 @@ impl Recording {
 mod tests {
     use super::*;
     use crate::manifest::{SeqDecode, SeqShape};
+
+    /// A recording is held twice while it is read: its limit is half the data limit, refused from
+    /// its header before anything is read; one made for the manifest's models is not copied.
+    #[test]
+    fn a_recording_past_its_limit_is_refused_from_its_header() {
+        let dir = std::env::temp_dir().join(format!("jetlink-rec-limit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("big.jlr.gz");
+        let mut h = MAGIC.to_vec();
+        h.extend_from_slice(&4_000_000u32.to_le_bytes()); // frames of 4 + 4·100 bytes: 1.6 GB
+        h.extend_from_slice(&1u32.to_le_bytes());
+        h.extend_from_slice(&1u16.to_le_bytes());
+        h.extend_from_slice(b"m");
+        h.push(OutputKind::Regression.code());
+        h.extend_from_slice(&100u32.to_le_bytes());
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut gz, &h).unwrap();
+        std::fs::write(&p, gz.finish().unwrap()).unwrap();
+        let e = format!("{:#}", Recording::load(&p).unwrap_err());
+        assert!(e.contains(&format!("above the limit of {} bytes", crate::input::limit::RECORDING)), "{e}");
+        assert!(2 * crate::input::limit::RECORDING <= crate::input::limit::DATA);
+        let mut r =
+            Recording::new(vec![RecordedModel { name: "m".into(), kind: OutputKind::Regression, size: 2 }]);
+        r.push(0, &[1.0, 2.0]);
+        let at = r.values.as_ptr();
+        let same = r.into_selected([("m", OutputKind::Regression, 2)], "r").unwrap();
+        assert_eq!(same.values.as_ptr(), at, "copied");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn sequences_round_trip_as_jlrec002_and_jlrec001_still_loads() {

@@ -60,7 +60,7 @@ pub enum Segment {
 
 impl Stream {
     pub fn load(path: &Path) -> Result<Stream> {
-        let b = read_maybe_gz(path, "stream", Stream::declared_len)?;
+        let b = read_maybe_gz(path, "stream", crate::input::limit::DATA, Stream::declared_len)?;
         Stream::parse(&b).with_context(|| format!("reading stream {}", path.display()))
     }
 

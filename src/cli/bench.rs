@@ -247,9 +247,9 @@ pub(crate) fn bench(a: &BenchArgs) -> Result<()> {
 
 fn bench_seq(a: &BenchArgs) -> Result<()> {
     let manifest = Manifest::load(&a.manifest)?;
-    let reference =
-        load_reference(&manifest)?.context("bench seq needs the manifest's reference recording")?;
     let stream = jetlink::stream::Stream::load(&manifest.path_of(&manifest.stream))?;
+    let reference = load_reference_for(&manifest, &stream)?
+        .context("bench seq needs the manifest's reference recording")?;
     let max_active = a.max_active.map(|k| k as usize).unwrap_or(manifest.models.len() / 2).max(1);
     // The heads `jetlink build` fits: one per source set of at most the board's execution cap.
     let set_heads = jetlink::board::current().max_active_models as usize;
@@ -379,8 +379,9 @@ pub(crate) fn replay_loop_with(
     let board = jetlink::board::current();
     let (manifest, stream) = load_workload(&a.manifest)?;
     let bundle = Bundle::load_for(&a.bundle, &manifest)?;
-    let reference =
-        Arc::new(load_reference(&manifest)?.context("the benchmark needs the reference recording")?);
+    let reference = Arc::new(
+        load_reference_for(&manifest, &stream)?.context("the benchmark needs the reference recording")?,
+    );
     let stream = Arc::new(stream);
     let from = stream.train_end;
     let to = ticks.map_or(stream.len(), |t| from.saturating_add(t).min(stream.len()));

@@ -80,10 +80,24 @@ pub(crate) fn load_reference(manifest: &Manifest) -> Result<Option<Recording>> {
     manifest.reference.as_ref().map(|r| load_recording_for(manifest, &manifest.path_of(r))).transpose()
 }
 
+/// [`load_reference`], refused when it has rows past the end of `stream` (the manifest's).
+pub(crate) fn load_reference_for(manifest: &Manifest, stream: &Stream) -> Result<Option<Recording>> {
+    let rec = load_reference(manifest)?;
+    if let (Some(r), Some(name)) = (&rec, &manifest.reference) {
+        jetlink::workload::within_stream(
+            r,
+            &manifest.path_of(name),
+            stream,
+            &manifest.path_of(&manifest.stream),
+        )?;
+    }
+    Ok(rec)
+}
+
 /// A recording, its columns taken by model name in the manifest's order.
 pub(crate) fn load_recording_for(manifest: &Manifest, path: &Path) -> Result<Recording> {
     let rec = Recording::load(path)?;
-    rec.select_by_name(
+    rec.into_selected(
         manifest.models.iter().map(|m| (m.name.as_str(), m.kind, m.size as usize)),
         &format!("recording {}", path.display()),
     )

@@ -418,16 +418,11 @@ pub(crate) fn prepare_run(a: &RunArgs, header: bool) -> Result<(Loop, Prepared, 
     let spec = SourceSpec::parse(&a.source)?;
     let live = spec != SourceSpec::Stream;
     // A live source's frames are not the stream's, unless the caller says they are.
-    let reference =
-        if live && !a.reference_aligned { None } else { load_reference(&manifest)?.map(Arc::new) };
-    if let (false, Some(r), Some(name)) = (live, &reference, &manifest.reference) {
-        jetlink::workload::within_stream(
-            r,
-            &manifest.path_of(name),
-            &stream,
-            &manifest.path_of(&manifest.stream),
-        )?;
-    }
+    let reference = if live && !a.reference_aligned {
+        None
+    } else {
+        load_reference_for(&manifest, &stream)?.map(Arc::new)
+    };
     let stream = Arc::new(stream);
     let from = a.from.map_or(stream.train_end, |f| f as usize);
     let to = a.frames.map_or(stream.len(), |n| from.saturating_add(n as usize).min(stream.len()));
