@@ -543,7 +543,7 @@ impl Bundle {
                     Some(w) if w.sha256 == f.sha256 => {}
                     Some(_) => {
                         return Err(mm(format!(
-                            "model {:?}: manifest field `{}` differs from the one the bundle was built and signed for (SHA-256 {} in the bundle); rebuild and sign the bundle for this manifest",
+                            "model {:?}: manifest field {:?} differs from the one the bundle was built and signed for (SHA-256 {} in the bundle); rebuild and sign the bundle for this manifest",
                             b.name,
                             f.field,
                             hex(&f.sha256)
@@ -551,7 +551,7 @@ impl Bundle {
                     }
                     None => {
                         return Err(mm(format!(
-                            "model {:?}: the bundle binds field `{}`, which this manifest does not set; rebuild and sign the bundle for this manifest",
+                            "model {:?}: the bundle binds field {:?}, which this manifest does not set; rebuild and sign the bundle for this manifest",
                             b.name, f.field
                         )));
                     }
@@ -559,7 +559,7 @@ impl Bundle {
             }
             if let Some(w) = want.iter().find(|w| !b.behaviour.iter().any(|f| f.field == w.field)) {
                 return Err(mm(format!(
-                    "model {:?}: manifest field `{}` is not bound by the bundle; rebuild and sign the bundle",
+                    "model {:?}: manifest field {:?} is not bound by the bundle; rebuild and sign the bundle",
                     b.name, w.field
                 )));
             }

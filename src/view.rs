@@ -66,7 +66,10 @@ impl View {
             s = match *op {
                 ViewOp::Crop { x, y, w, h } => {
                     let (x, y, w, h) = (x as usize, y as usize, w as usize, h as usize);
-                    if w == 0 || h == 0 || x + w > s.w || y + h > s.h {
+                    if w == 0 || h == 0 {
+                        return Err(bad(format!("window {w}x{h} is empty")));
+                    }
+                    if x + w > s.w || y + h > s.h {
                         return Err(bad(format!("window {w}x{h} at ({x},{y}) is outside {}x{}", s.w, s.h)));
                     }
                     Shape { h, w, c: s.c }

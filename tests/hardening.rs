@@ -98,7 +98,7 @@ fn the_signature_binds_the_manifest_behaviour_and_names_the_field() {
         assert_eq!(e.reason_code(), 8, "{field}: {e}");
         let text = e.to_string();
         assert!(
-            text.contains(&format!("`{field}`")) || field == "size" || field == "kind",
+            text.contains(&format!("{field:?}")) || field == "size" || field == "kind",
             "{field}: {text}"
         );
         assert!(text.contains("model \""), "{field}: {text}");
@@ -282,7 +282,7 @@ fn bad_inputs_table() {
         Case { args: s(&["run", "--engines", "replay", "--frames", "20", "-q", "--state-file", &state, "--serial", "/dev/full"]), error: "telemetry frames to /dev/full were lost", status: 3, no_file: None, unchanged: None },
         // bundles
         Case { args: s(&["run", "--engines", "replay", "--frames", "3", "-q", "--state-file", &d("newer-state"), "--serial", &format!("file:{}", d("s1.bin")), "--bundle", &v1.display().to_string()]), error: "refused (reason code 14)", status: 1, no_file: None, unchanged: None },
-        Case { args: s(&["run", "--engines", "replay", "--frames", "3", "-q", "--state-file", &state, "--serial", &format!("file:{}", d("s2.bin")), "--manifest", &view.display().to_string()]), error: "manifest field `view` differs", status: 1, no_file: None, unchanged: None },
+        Case { args: s(&["run", "--engines", "replay", "--frames", "3", "-q", "--state-file", &state, "--serial", &format!("file:{}", d("s2.bin")), "--manifest", &view.display().to_string()]), error: "manifest field \"view\" differs", status: 1, no_file: None, unchanged: None },
         Case { args: s(&["sign", "--key", "demo/keys/demo-insecure.key", "--out", &d("signed.bundle"), &junk.display().to_string()]), error: "not a valid bundle", status: 1, no_file: Some(dir.join("signed.bundle")), unchanged: None },
         // files written atomically / never overwritten
         Case { args: s(&["keygen", "--out", &key.display().to_string()]), error: "the file exists; not overwriting a key", status: 1, no_file: None, unchanged: Some((key.clone(), b"an existing key".to_vec())) },
@@ -307,6 +307,8 @@ fn bad_inputs_table() {
         Case { args: s(&["run", "-q", "--frames", "2", "--state-file", &state, "--budget", "5000", "--labels", "top-k"]), error: "the top-k label window (5580 bytes: 5 frames and their outputs) leaves 0 bytes", status: 1, no_file: None, unchanged: None },
         Case { args: s(&["record", "--to", "3", "--out", &format!("{}/sub/r.jlr", junk.display())]), error: "junk.txt is a file, not a folder", status: 1, no_file: None, unchanged: Some((junk.clone(), junk_bytes.clone())) },
         Case { args: s(&["run", "-q", "--frames", "2", "--state-file", &format!("{}/state", junk.display())]), error: "junk.txt is a file, not a folder", status: 1, no_file: None, unchanged: Some((junk.clone(), junk_bytes.clone())) },
+        Case { args: s(&["run", "--engines", "replay", "-q", "--frames", "2", "--state-file", &state, "--source", &format!("images:{}", lossy.display())]), error: "a --source other than the stream gives other frames (--reference-aligned says", status: 1, no_file: None, unchanged: None },
+        Case { args: s(&["stream", &lossy.display().to_string(), "--out", &d("lossy.jls"), "--train", "1"]), error: "lossy-images/002.png: decoding", status: 1, no_file: Some(dir.join("lossy.jls")), unchanged: None },
         Case { args: s(&["fleet", "aggregate", "--min-boards", "0"]), error: "0 is not in 1..", status: 2, no_file: None, unchanged: None },
         Case { args: s(&["bench", "mlink", "--budgets", "1e-300%", "--out-dir", &d("bp")]), error: "below the smallest share a row can run", status: 1, no_file: Some(dir.join("bp/mlink.json")), unchanged: None },
         Case { args: s(&["bench", "mlink", "--sim-model-budget", "0", "--out-dir", &d("bp")]), error: "--sim-model-budget", status: 2, no_file: Some(dir.join("bp/mlink.json")), unchanged: None },

@@ -279,8 +279,18 @@ pub(crate) fn loop_builder(
         Engines::Tract => b.engines(Box::new(TractBackend)),
         #[cfg(feature = "sim")]
         Engines::Replay => {
-            let r =
-                reference.as_ref().context("--engines replay needs the manifest's reference recording")?;
+            let r = match (reference, &manifest.reference) {
+                (Some(r), _) => r,
+                (None, Some(_)) => bail!(
+                    "--engines replay replays the reference's outputs for the stream's frames; a --source \
+                     other than the stream gives other frames (--reference-aligned says they are the \
+                     stream's, in order from --from)"
+                ),
+                (None, None) => bail!(
+                    "--engines replay needs the manifest's reference recording; manifest {:?} names none",
+                    manifest.name
+                ),
+            };
             b.engines(jetlink::sim::replay(r.clone()))
         }
         #[cfg(not(feature = "sim"))]

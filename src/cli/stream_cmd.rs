@@ -136,8 +136,11 @@ pub(crate) fn stream_cmd(a: &StreamArgs) -> Result<()> {
             let (w, h) = reader()?
                 .into_dimensions()
                 .with_context(|| format!("reading the size of {}", p.display()))?;
-            let grey =
-                reader().ok().and_then(|r| r.decode().ok()).is_some_and(|i| i.color().channel_count() <= 2);
+            // The colour type from the header (decoding the pixels could exceed the limits).
+            let grey = reader()
+                .ok()
+                .and_then(|r| r.into_decoder().ok())
+                .is_some_and(|d| image::ImageDecoder::color_type(&d).channel_count() <= 2);
             let fit = |v: u32, what: &str| -> Result<usize> {
                 if v == 0 || v > u16::MAX as u32 {
                     bail!("{}: {what} {v} does not fit a stream (1..=65535); give --{what}", p.display());
@@ -200,10 +203,14 @@ pub(crate) fn stream_cmd(a: &StreamArgs) -> Result<()> {
     let limit = jetlink::input::limit::DATA;
     if len as u64 > limit {
         bail!(
-            "a {}x{}x{} frame is {len} bytes, above the limit of {limit} bytes for a stream",
+            "a {}x{}x{} frame{} is {len} bytes, above the limit of {limit} bytes for a stream",
             shape.h,
             shape.w,
-            shape.c
+            shape.c,
+            match &first_image {
+                Some((p, _)) if from_image.is_some() => format!(" (the size of {})", p.display()),
+                _ => String::new(),
+            }
         );
     }
     let cap = a.frames.map(|f| f as usize).unwrap_or(usize::MAX);
@@ -239,12 +246,13 @@ pub(crate) fn stream_cmd(a: &StreamArgs) -> Result<()> {
             Ok(Some(_)) => {}
             Ok(None) => break,
             Err(e) => bail!(
-                "frame {n} of {}: {e:?}{}",
+                "frame {n} of {}: {e}{}",
                 a.input.display(),
                 source
-                    .failure()
+                    .last_fault()
+                    .or_else(|| source.failure())
                     .map(|r| format!(": {r}"))
-                    .unwrap_or_else(|| " (the warning above says why)".into())
+                    .unwrap_or_default()
             ),
         }
         if (n as u64 + 1) * len as u64 > limit {

@@ -84,9 +84,16 @@ fn decode_other(path: &Path, bytes: Vec<u8>) -> Result<image::DynamicImage> {
 }
 
 /// Start the producer: decode every image in order into `pool`, numbering frames from `first`.
-/// A file that fails to decode (or is gone, or too large) is logged and handed over as a failed
-/// frame: the loop counts it as a frame fault and sends `FrameFault`.
-pub fn spawn(paths: Vec<PathBuf>, shape: Shape, first: u32, pool: FramePool) -> std::thread::JoinHandle<()> {
+/// A file that fails to decode (or is gone, or too large) is logged, kept in `fault` (the file and
+/// its error) and handed over as a failed frame: the loop counts it as a frame fault and sends
+/// `FrameFault`.
+pub fn spawn(
+    paths: Vec<PathBuf>,
+    shape: Shape,
+    first: u32,
+    pool: FramePool,
+    fault: super::gst::Failure,
+) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         let mut buf = vec![0u8; shape.len()];
         for (k, p) in paths.iter().enumerate() {
@@ -98,6 +105,8 @@ pub fn spawn(paths: Vec<PathBuf>, shape: Shape, first: u32, pool: FramePool) -> 
                 }
                 Err(e) => {
                     log::warn!("frame {}: {e:#}", first + k as u32);
+                    *fault.lock().unwrap_or_else(|e| e.into_inner()) =
+                        Some(format!("{}: {e:#}", p.display()));
                     if !pool.push_failed(first + k as u32) {
                         return;
                     }

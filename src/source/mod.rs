@@ -137,6 +137,8 @@ pub struct LiveSource {
     wait: Duration,
     /// Why the producer stopped, when it stopped for a reason.
     pub failure: gst::Failure,
+    /// The last frame that could not be used, and why (a folder of images: the file and its error).
+    fault: gst::Failure,
     /// The decoder child of a pipeline source (none for a folder of images).
     child: gst::ChildPid,
     /// A video file's decoder: one that gives no frame within `wait` has stalled.
@@ -156,9 +158,12 @@ impl LiveSource {
         let pool = FramePool::new(shape.len(), 4, spec.is_live());
         let failure: gst::Failure = Arc::default();
         let child: gst::ChildPid = Arc::default();
+        let fault: gst::Failure = Arc::default();
         let producer = match spec {
             SourceSpec::Stream => bail!("the stream is replayed by ReplaySource"),
-            SourceSpec::Images(dir) => images::spawn(images::list_images(dir)?, shape, first, pool.clone()),
+            SourceSpec::Images(dir) => {
+                images::spawn(images::list_images(dir)?, shape, first, pool.clone(), fault.clone())
+            }
             SourceSpec::Gst(p) => {
                 gst::spawn(p.clone(), shape, first, pool.clone(), failure.clone(), child.clone())
             }
@@ -195,6 +200,7 @@ impl LiveSource {
             pool,
             wait,
             failure,
+            fault,
             child,
             file_decoder,
             silent: 0,
@@ -216,6 +222,11 @@ impl LiveSource {
     /// Why the producer stopped early, if it did.
     pub fn failure(&self) -> Option<String> {
         self.failure.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Why the last frame that could not be used failed (its file and error), if the source knows.
+    pub fn last_fault(&self) -> Option<String> {
+        self.fault.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 }
 
