@@ -212,6 +212,10 @@ pub fn write_costs(text: &str, manifest_path: &Path, costs: &[(usize, Cost)]) ->
         out.push('\n');
     }
     push_block(&mut out, headers.len() - 1, costs);
+    // A manifest written with CRLF line ends keeps them (`lines()` took them off).
+    if text.contains("\r\n") {
+        out = out.replace('\n', "\r\n");
+    }
     let back: Manifest = toml::from_str(&out).with_context(|| {
         format!("{}: the manifest with cost blocks does not parse", manifest_path.display())
     })?;
@@ -265,6 +269,9 @@ mod tests {
         assert_eq!((back.models[0].cost.weight_bytes, back.models[0].cost.flops), (40, 16));
         assert_eq!(back.models[1].cost.flops, 3);
         assert!(out.contains("[[model]]  # first"), "comments kept:\n{out}");
+        // CRLF line ends are kept, on every line.
+        let crlf = write_costs(&TEXT.replace('\n', "\r\n"), Path::new("m.toml"), &[(0, c)]).unwrap();
+        assert_eq!(crlf, out.replace('\n', "\r\n"));
     }
 
     #[test]

@@ -711,6 +711,30 @@ fn unusable_images_are_counted_frame_faults() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A folder aligned with the reference runs no further than the stream's frames: past them no
+/// reference row is aligned with what the folder holds.
+#[test]
+fn a_reference_aligned_folder_stops_at_the_streams_end() {
+    let d = demo();
+    let dir = scratch("aligned-past-end");
+    let from = d.stream.len() - 3;
+    write_images(&d, &dir, from, 3);
+    // Two more images than the stream has frames from `from`.
+    let png = (from..from + 3).map(|i| dir.join(format!("frame{i:06}.png"))).find(|p| p.exists()).unwrap();
+    for k in 0..2 {
+        std::fs::copy(&png, dir.join(format!("zz{k}.png"))).unwrap();
+    }
+    let src = format!("images:{}", dir.display());
+    let out = jetlink(
+        &["--engines", "replay", "--reference-aligned", "-q", "--from", &from.to_string(), "--source", &src],
+        &dir,
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("summary over 3 ticks") && text.contains("0 engine, 0 frame"), "{text}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// `jetlink stream` from a video file: decoded through GStreamer, frame size and channels taken from
 /// the manifest's models (checked against every model's view), written as the compact JPEG format,
 /// and loaded back within JPEG's error of the frames that went in; without a size it names the

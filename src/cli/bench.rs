@@ -162,9 +162,12 @@ pub(crate) fn bench(a: &BenchArgs) -> Result<()> {
                     jetlink::schedule::cycle::POLICY_HELP
                 );
             }
-            for p in &o.policies {
+            for (i, p) in o.policies.iter().enumerate() {
                 if !jetlink::schedule::cycle::is_policy(p) {
                     bail!("--policies {p:?}: unknown policy; {}", jetlink::schedule::cycle::POLICY_HELP);
+                }
+                if o.policies[..i].contains(p) {
+                    bail!("--policies: {p:?} is given twice (each policy is one row per budget)");
                 }
             }
             // Each run's telemetry goes to a scratch folder, removed after the sweep.

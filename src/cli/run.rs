@@ -92,7 +92,9 @@ pub(crate) struct RunArgs {
     /// links), `optimal-hold` (a core set every tick plus a rotation; between runs each task is
     /// predicted or held from its model's last run, whichever scores better at that age),
     /// `interval-K` (every model every K-th tick, held between), `greedy`, `random`, `standalone`
-    /// (no links), `frame-filter` (runs only on frames that changed, holds otherwise).
+    /// (no links), `frame-filter` (runs only on frames that changed, holds otherwise), `refresh-K`
+    /// (n / K runs a tick, given to the held outputs most likely stale), `oracle-refresh-K` (the same
+    /// knowing which are stale from the reference: a benchmark ceiling). K from 1 to 1000.
     #[arg(long, default_value = jetlink::control::DEFAULT_POLICY, value_parser = parse_policy)]
     pub(crate) policy: String,
     /// No progress bar.
@@ -660,8 +662,10 @@ pub(crate) fn drive(
             d.stopped_by_signal = true;
             break;
         }
-        // A live source runs until it ends, or for --frames ticks.
-        if !more || (live && a.frames.is_some_and(|f| ctl.stats().ticks >= f)) {
+        // A live source runs until it ends, or for --frames ticks; one aligned with the reference
+        // no further than the stream's frames (past them nothing is aligned).
+        let cap = if a.reference_aligned { Some(planned) } else { a.frames.map(u64::from) };
+        if !more || (live && cap.is_some_and(|f| ctl.stats().ticks >= f)) {
             break;
         }
         if signals.reload.swap(false, std::sync::atomic::Ordering::Relaxed) {

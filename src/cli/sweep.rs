@@ -127,6 +127,10 @@ pub(crate) fn parse_shares(s: &str) -> Result<Vec<f64>> {
         if fmt_share(x) == "0" {
             bail!("--budgets {t:?}: below the smallest share a row can run (0.0001%)");
         }
+        // Shares equal as a row runs them (four decimals of a percent) would run the same rows twice.
+        if v.iter().any(|&y| fmt_share(y) == fmt_share(x)) {
+            bail!("--budgets {t:?}: the same share as an earlier one ({}%)", fmt_share(x));
+        }
         v.push(x);
     }
     if v.is_empty() {
