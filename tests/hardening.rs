@@ -154,6 +154,28 @@ fn run_case(c: &Case) {
     }
 }
 
+/// `jetlink ARGS` from the repository root, to completion (no backtraces in its messages).
+fn jetlink_out<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_jetlink"))
+        .current_dir(root())
+        .args(args)
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .unwrap()
+}
+
+/// `jetlink run ARGS` with its state file and its telemetry (a file) in `dir`.
+fn run_in(dir: &Path, args: &[&str]) -> std::process::Output {
+    let state = dir.join("state").display().to_string();
+    let serial = format!("file:{}", dir.join("t.bin").display());
+    let all: Vec<&str> = ["run"]
+        .into_iter()
+        .chain(args.iter().copied())
+        .chain(["--state-file", &state, "--serial", &serial])
+        .collect();
+    jetlink_out(&all)
+}
+
 #[test]
 fn bad_inputs_table() {
     if jetlink::board::current().name != "host-sim" {
@@ -589,16 +611,11 @@ fn frames_the_reference_lacks_are_counted_in_the_summary() {
     let demo_reference = root().join("demo/reference.jlr.gz").display().to_string();
     let manifest = manifest_copy(&dir, |t| t.replacen(&demo_reference, &gap.display().to_string(), 1));
     assert!(std::fs::read_to_string(&manifest).unwrap().contains(&gap.display().to_string()));
-    let out = Command::new(env!("CARGO_BIN_EXE_jetlink"))
-        .current_dir(root())
-        .args(["run", "--engines", "tract", "--manifest", manifest.to_str().unwrap()])
-        .args(["--from", &(rec.frames[drop] - 2).to_string(), "--frames", "5"])
-        .arg("--state-file")
-        .arg(dir.join("state"))
-        .arg("--serial")
-        .arg(format!("file:{}", dir.join("t.bin").display()))
-        .output()
-        .unwrap();
+    let from = (rec.frames[drop] - 2).to_string();
+    let out = run_in(
+        &dir,
+        &["--engines", "tract", "--manifest", manifest.to_str().unwrap(), "--from", &from, "--frames", "5"],
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(text.contains("reference gaps         1 frames the reference recording lacks"), "{text}");
@@ -640,12 +657,7 @@ fn a_reference_longer_than_its_stream_is_refused() {
             &d("state"),
         ],
     ] {
-        let out = Command::new(env!("CARGO_BIN_EXE_jetlink"))
-            .current_dir(root())
-            .args(&args)
-            .env("RUST_BACKTRACE", "0")
-            .output()
-            .unwrap();
+        let out = jetlink_out(&args);
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
         assert!(err.contains(&want) && err.contains("past.jlr"), "{args:?}: {err}");
@@ -663,15 +675,7 @@ fn auto_labels_weigh_the_window_against_the_budget_in_force() {
         return;
     }
     let dir = tmp_dir("auto-window");
-    let out = Command::new(env!("CARGO_BIN_EXE_jetlink"))
-        .current_dir(root())
-        .args(["run", "--engines", "replay", "-q", "--frames", "20", "--budget", "5000"])
-        .arg("--state-file")
-        .arg(dir.join("state"))
-        .arg("--serial")
-        .arg(format!("file:{}", dir.join("t.bin").display()))
-        .output()
-        .unwrap();
+    let out = run_in(&dir, &["--engines", "replay", "-q", "--frames", "20", "--budget", "5000"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(text.contains("labels                 uniform every 5 ticks"), "{text}");
@@ -694,13 +698,17 @@ fn a_recording_too_large_to_train_on_is_refused() {
     }
     let huge = dir.join("huge.jlr");
     rec.write_to(std::fs::File::create(&huge).unwrap()).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_jetlink"))
-        .current_dir(root())
-        .args(["build", "--epochs", "1", "--unsigned", "--recording", huge.to_str().unwrap(), "--out"])
-        .arg(dir.join("b.bundle"))
-        .env("RUST_BACKTRACE", "0")
-        .output()
-        .unwrap();
+    let bundle = dir.join("b.bundle").display().to_string();
+    let out = jetlink_out(&[
+        "build",
+        "--epochs",
+        "1",
+        "--unsigned",
+        "--recording",
+        huge.to_str().unwrap(),
+        "--out",
+        &bundle,
+    ]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(
