@@ -68,8 +68,7 @@ impl SerialWriter {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
-        let f = File::create(path).with_context(|| format!("creating {}", path.display()))?;
-        Ok(SerialWriter::File(f))
+        Ok(SerialWriter::File(one_writer(path)?))
     }
 
     /// Open a telemetry sink named on the command line or in the board file:
@@ -157,14 +156,33 @@ impl SerialWriter {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
-        let f = File::create(path).with_context(|| format!("creating {}", path.display()))?;
-        Ok(SerialWriter::File(f))
+        Ok(SerialWriter::File(one_writer(path)?))
     }
 
     /// Open the board's serial device, or `override_path` (a file or a pty) if given.
     pub fn open_board(cfg: &SerialConfig, override_path: Option<&Path>) -> Result<SerialWriter> {
         SerialWriter::open(override_path.unwrap_or(Path::new(cfg.device)), cfg.baud)
     }
+}
+
+/// A telemetry file, created or emptied for this writer alone: opened without truncating, locked,
+/// then emptied, so that a second run given the same file is refused before it can cut the first
+/// one's telemetry short or interleave with it (the lock goes with the file when it is closed).
+fn one_writer(path: &Path) -> Result<File> {
+    let f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    if let Err(e) = f.try_lock() {
+        anyhow::bail!(
+            "telemetry file {}: another process is writing it ({e}); give each run its own file",
+            path.display()
+        );
+    }
+    f.set_len(0).with_context(|| format!("emptying {}", path.display()))?;
+    Ok(f)
 }
 
 fn open_tty(path: &Path, baud: u32, timeout: Duration) -> Result<serialport::TTYPort> {

@@ -272,17 +272,41 @@ impl RollbackState {
         self.accept_version(bundle.version)
     }
 
-    /// Record that `version` was accepted (only ever raises the stored version).
+    /// Record that `version` was accepted: it raises the stored version, and one below it is refused
+    /// as a rollback ([`check`](Self::check) said so first, unless another run raised it since). The read and the
+    /// write happen under an exclusive lock on `<state file>.lock` (kept beside it), so that two
+    /// runs sharing a state file cannot lower it: without it, one could read 0, the other write 2,
+    /// and the first then write 1 over it.
     pub fn accept_version(&self, version: u64) -> Result<(), BundleError> {
-        if version <= self.highest()? {
+        if version == self.highest()? {
             return Ok(());
         }
         self.refuse_link()?;
         if let Some(d) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(d).map_err(|e| self.err(format!("creating {}: {e}", d.display())))?;
         }
-        crate::atomic::write_file(&self.path, format!("{}{version}\n", self.prefix).as_bytes())
-            .map_err(|e| self.err(format!("cannot write it: {e}")))
+        let mut lock_path = self.path.clone().into_os_string();
+        lock_path.push(".lock");
+        let lock = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&lock_path)
+            .and_then(|f| f.lock().map(|()| f))
+            .map_err(|e| self.err(format!("locking {}: {e}", PathBuf::from(&lock_path).display())))?;
+        // Under the lock: another run may have raised it since this one was checked; then this
+        // version is a rollback after all.
+        let highest = self.highest()?;
+        if version < highest {
+            return Err(BundleError::Rollback { version, highest, state: self.path.display().to_string() });
+        }
+        if version == highest {
+            return Ok(());
+        }
+        let written = crate::atomic::write_file(&self.path, format!("{}{version}\n", self.prefix).as_bytes())
+            .map_err(|e| self.err(format!("cannot write it: {e}")));
+        drop(lock);
+        written
     }
 }
 

@@ -260,6 +260,8 @@ fn bad_inputs_table() {
         t.replacen("name = \"digit_mlp\"", &format!("name = \"{}\"", "m".repeat(5000)), 1)
     });
     std::fs::write(dir.join("long-state"), "x".repeat(100_000)).unwrap();
+    std::fs::write(dir.join("empty-password"), "").unwrap();
+    std::fs::write(dir.join("no-boards"), "# none yet\n\n").unwrap();
     std::fs::write(dir.join("linked-state"), "jetlink-bundle-version 0\n").unwrap();
     std::os::unix::fs::symlink(dir.join("linked-state"), dir.join("state-link")).unwrap();
     std::fs::write(dir.join("huge-state"), "jetlink-bundle-version 99999999999999999999999\n").unwrap();
@@ -333,6 +335,8 @@ fn bad_inputs_table() {
         Case { args: s(&["stream", &lossy.display().to_string(), "--out", &d("lossy.jls"), "--train", "1"]), error: "lossy-images/002.png: decoding", status: 1, no_file: Some(dir.join("lossy.jls")), unchanged: None },
         Case { args: s(&["bench", "mlink", "--budgets", "50%,0.5", "--out-dir", &d("bd")]), error: "--budgets \"0.5\": the same share as an earlier one (50%)", status: 1, no_file: Some(dir.join("bd/mlink.json")), unchanged: None },
         Case { args: s(&["bench", "mlink", "--policies", "greedy,interval-2,greedy", "--out-dir", &d("bd")]), error: "--policies: \"greedy\" is given twice", status: 1, no_file: Some(dir.join("bd/mlink.json")), unchanged: None },
+        Case { args: s(&["fleet", "status", "--broker", "127.0.0.1:1", "--fleet", "lab", "--username", "u", "--password-file", &d("empty-password")]), error: "empty-password: its first line is empty", status: 1, no_file: None, unchanged: None },
+        Case { args: s(&["fleet", "aggregate", "--broker", "127.0.0.1:1", "--fleet", "lab", "--key", "demo/keys/demo-insecure.key", "--boards", &d("no-boards")]), error: "no-boards: lists no board", status: 1, no_file: None, unchanged: None },
         Case { args: s(&["fleet", "aggregate", "--min-boards", "0"]), error: "0 is not in 1..", status: 2, no_file: None, unchanged: None },
         Case { args: s(&["bench", "mlink", "--budgets", "1e-300%", "--out-dir", &d("bp")]), error: "below the smallest share a row can run", status: 1, no_file: Some(dir.join("bp/mlink.json")), unchanged: None },
         Case { args: s(&["bench", "mlink", "--sim-model-budget", "0", "--out-dir", &d("bp")]), error: "--sim-model-budget", status: 2, no_file: Some(dir.join("bp/mlink.json")), unchanged: None },

@@ -270,3 +270,24 @@ fn fifo_idle_exit_and_rewritten_file() {
     assert!(format!("{e:#}").contains("/dev/zero"), "{e:#}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A telemetry file is written by one run at a time: a second writer of the same `file:` path is
+/// refused before it can empty or interleave with the first one's frames, and the file is free
+/// again once the first writer is gone.
+#[test]
+fn a_telemetry_file_has_one_writer_at_a_time() {
+    let dir = std::env::temp_dir().join(format!("jetlink-serial-lock-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let spec = format!("file:{}", dir.join("t.bin").display());
+    let mut first = TelemetryWriter::new(SerialWriter::open_spec(&spec, 115_200).unwrap());
+    first.send(&jetlink::wire::Message::Tick(jetlink::wire::typical_tick())).unwrap();
+    first.flush().unwrap();
+    let written = std::fs::read(dir.join("t.bin")).unwrap();
+    assert!(!written.is_empty());
+    let e = format!("{:#}", SerialWriter::open_spec(&spec, 115_200).err().expect("a second writer"));
+    assert!(e.contains("another process is writing it"), "{e}");
+    assert_eq!(std::fs::read(dir.join("t.bin")).unwrap(), written, "the refused writer changed the file");
+    drop(first);
+    SerialWriter::open_spec(&spec, 115_200).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -303,3 +303,35 @@ fn a_board_key_that_is_a_small_order_point_is_refused() {
     let e = format!("{:#}", jetlink::signing::check_board_key(&weak).unwrap_err());
     assert!(e.contains("a small-order point") && e.contains(&format!("boards/{}.toml", board.name)), "{e}");
 }
+
+/// Two runs sharing a state file cannot lower it: the read and the write of an acceptance happen
+/// under a lock, and a version below the one recorded meanwhile is refused as a rollback.
+#[test]
+fn racing_acceptances_never_lower_the_state() {
+    let dir = std::env::temp_dir().join(format!("jetlink-state-race-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for round in 0..100 {
+        let path = dir.join(format!("state-{round}"));
+        let results: Vec<_> = std::thread::scope(|s| {
+            let h: Vec<_> = [1u64, 2]
+                .into_iter()
+                .map(|v| {
+                    let st = signing::RollbackState::new(path.clone());
+                    s.spawn(move || (v, st.accept_version(v)))
+                })
+                .collect();
+            h.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let st = signing::RollbackState::new(path.clone());
+        assert_eq!(st.highest().unwrap(), 2, "round {round}: {results:?}");
+        for (v, r) in results {
+            match (v, r) {
+                (2, r) => r.unwrap(),
+                (1, Ok(())) => {}
+                (1, Err(BundleError::Rollback { version: 1, highest: 2, .. })) => {}
+                (v, r) => panic!("version {v}: {r:?}"),
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -128,6 +128,20 @@ pub(crate) fn config(b: &BrokerArgs) -> Result<jetlink::fleet::FleetConfig> {
     if c.password.is_some() && c.username.is_none() {
         bail!("a password without --username");
     }
+    if let (Some(p), Some(file)) = (&c.password, &b.password_file) {
+        if p.is_empty() {
+            bail!(
+                "--password-file {}: its first line is empty (the password is the first line)",
+                file.display()
+            );
+        }
+    }
+    // MQTT carries each in a 16-bit length: longer would be cut off on the wire.
+    for (what, v) in [("--username", &c.username), ("the password", &c.password)] {
+        if let Some(v) = v.as_ref().filter(|v| v.len() > u16::MAX as usize) {
+            bail!("{what} is {} bytes; MQTT allows at most 65535", v.len());
+        }
+    }
     jetlink::fleet::broker::mqtt_options(&c, "check")?;
     Ok(c)
 }
@@ -176,6 +190,9 @@ fn aggregate(a: &AggregateArgs) -> Result<()> {
                 for id in &ids {
                     jetlink::fleet::check_name("--boards", id)
                         .map_err(|e| anyhow::anyhow!("--boards {}: {e}", p.display()))?;
+                }
+                if ids.is_empty() {
+                    bail!("--boards {}: lists no board (every upload would be refused)", p.display());
                 }
                 Some(ids)
             }

@@ -24,9 +24,13 @@ use std::time::Duration;
 use super::pool::FramePool;
 use crate::view::Shape;
 
-/// The `gst-launch-1.0` program (overridable with `JETLINK_GST_LAUNCH`).
+/// The `gst-launch-1.0` program (overridable with `JETLINK_GST_LAUNCH`; empty is unset).
 pub fn launcher() -> String {
-    std::env::var("JETLINK_GST_LAUNCH").unwrap_or_else(|_| "gst-launch-1.0".into())
+    // Set but empty counts as unset.
+    std::env::var("JETLINK_GST_LAUNCH")
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+        .unwrap_or_else(|| "gst-launch-1.0".into())
 }
 
 /// The caps every pipeline is converted to: the stream's format and size.
