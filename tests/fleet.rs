@@ -620,6 +620,29 @@ fn the_cli_reports_an_unreachable_broker_and_bad_tls_material() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("fleet aggregate: broker") && err.contains("not reached"), "{err}");
+
+    // `fleet status`: a refused port names the broker and the cause every time (the cause used to
+    // be lost to a failed subscribe about half the time), and a listener that never answers is an
+    // error after --connect-timeout-s, not an empty fleet.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_port = silent.local_addr().unwrap().port();
+    for (port, want) in [
+        (closed, "Connection refused"),
+        (closed, "Connection refused"),
+        (silent_port, "no answer within 1 s"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_jetlink"))
+            .current_dir(root)
+            .args(["fleet", "status", "--broker", &format!("127.0.0.1:{port}"), "--fleet", "cli"])
+            .args(["--connect-timeout-s", "1", "--wait-s", "30"])
+            .env("RUST_BACKTRACE", "0")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(err.contains(&format!("broker 127.0.0.1:{port}: ")) && err.contains(want), "{err}");
+    }
+    drop(silent);
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

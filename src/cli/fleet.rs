@@ -263,8 +263,27 @@ fn status(a: &StatusArgs) -> Result<()> {
     let id = format!("status-{}", std::process::id());
     let link = jetlink::fleet::broker::MqttLink::open(jetlink::fleet::broker::mqtt_options(&cfg, &id)?, 64);
     let client = &link.client;
-    client.subscribe(cfg.topic_all("summary"), QoS::AtLeastOnce)?;
-    client.subscribe(cfg.topic_global_links(), QoS::AtLeastOnce)?;
+    let broker = format!("broker {}:{}", cfg.host, cfg.port);
+    // Connected first, within --connect-timeout-s: a broker that refuses, fails TLS or never
+    // answers is an error naming it and the cause, not an empty fleet.
+    let connect_by = Instant::now() + std::time::Duration::from_secs_f64(a.broker.connect_timeout_s);
+    loop {
+        let left = connect_by.saturating_duration_since(Instant::now());
+        match link.recv_timeout(left) {
+            Ok(Ok(Event::Incoming(Packet::ConnAck(_)))) => break,
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => bail!("{broker}: {e}"),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                bail!("{broker}: no answer within {} s (--connect-timeout-s)", a.broker.connect_timeout_s)
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => bail!("{broker}: the connection ended"),
+        }
+    }
+    for topic in [cfg.topic_all("summary"), cfg.topic_global_links()] {
+        client
+            .subscribe(topic, QoS::AtLeastOnce)
+            .map_err(|e| anyhow::anyhow!("{broker}: subscribing: {e}"))?;
+    }
     let until = Instant::now() + std::time::Duration::from_secs_f64(a.wait_s);
     let mut boards: std::collections::BTreeMap<String, SummaryMsg> = Default::default();
     let mut global: Option<(GlobalLinks, usize)> = None;
@@ -299,7 +318,7 @@ fn status(a: &StatusArgs) -> Result<()> {
                     }
                 }
             }
-            Ok(Err(e)) => bail!("broker {}:{}: {e}", cfg.host, cfg.port),
+            Ok(Err(e)) => bail!("{broker}: {e}"),
             _ => {}
         }
     }
