@@ -519,12 +519,17 @@ fn bench_fleet(a: &BenchArgs) -> Result<()> {
         r.boards, r.periods, r.broker, r.bundle_link_bytes
     );
     println!(
-        "per board per period: up {:.0} bytes (summary {:.0}, task offer, link updates), down {:.0} bytes received (signed global links: the whole update at join, then deltas; allocation {} bytes), {:.0} bytes a period from the second on; {} task offers",
+        "per board per period: up {:.0} bytes (summary {:.0}, task offer, link updates), down {:.0} bytes received (signed global links: the whole update at join, then deltas; allocation {} bytes), {} a period from the second on; {} task offers",
         r.up_bytes_per_board_per_period,
         r.summary_bytes,
         r.down_bytes_per_board_per_period,
         r.assigned_bytes,
-        r.down_bytes_per_board_later_periods,
+        // One period has no second one.
+        if r.down_bytes_per_board_later_periods.is_finite() {
+            format!("{:.0} bytes", r.down_bytes_per_board_later_periods)
+        } else {
+            "no figure (one period)".to_string()
+        },
         r.task_offers
     );
     for x in &r.rounds {

@@ -202,7 +202,19 @@ impl Mosquitto {
             ),
         };
         std::fs::write(&conf, text)?;
-        let child = Command::new(&self.exe)
+        let mut cmd = Command::new(&self.exe);
+        // The broker ends with the thread that started it (the one that owns this handle): a
+        // `bench fleet` stopped by a signal leaves no broker behind. SAFETY: prctl(2) is
+        // async-signal-safe, as a pre_exec hook requires.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = cmd
             .arg("-c")
             .arg(&conf)
             .stdin(Stdio::null())
