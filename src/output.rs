@@ -112,12 +112,17 @@ pub fn check_replace(path: &Path, what: &str, kind: Kind, force: bool) -> Result
     Ok(())
 }
 
-/// [`check_replace`], then make the folder `path` goes in (and its parents), before any work is
-/// done for it: a command that will write `path` says at once when it cannot, not after its work.
+/// [`check_replace`], and no file in the way of the folder `path` goes in: what a command checks
+/// of its output before any work, so that a refused output costs nothing. [`make_folder`] then
+/// makes that folder when the work starts.
 pub fn prepare(path: &Path, what: &str, kind: Kind, force: bool) -> Result<()> {
     check_replace(path, what, kind, force)?;
+    folder_in_way(path, what)
+}
+
+/// Make the folder `path` goes in (and its parents), naming `path` (a `what`) if it cannot be made.
+pub fn make_folder(path: &Path, what: &str) -> Result<()> {
     let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) else { return Ok(()) };
-    folder_in_way(path, what)?;
     std::fs::create_dir_all(dir)
         .map_err(|e| anyhow::anyhow!("{what} {}: creating {}: {e}", path.display(), dir.display()))
 }

@@ -175,11 +175,15 @@ fn one_writer(path: &Path) -> Result<File> {
         .truncate(false)
         .open(path)
         .with_context(|| format!("creating {}", path.display()))?;
-    if let Err(e) = f.try_lock() {
-        anyhow::bail!(
-            "telemetry file {}: another process is writing it ({e}); give each run its own file",
+    match f.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
+            "telemetry file {}: another writer holds it (another run, or this one); give each run its own file",
             path.display()
-        );
+        ),
+        Err(std::fs::TryLockError::Error(e)) => {
+            anyhow::bail!("telemetry file {}: cannot lock it: {e}", path.display())
+        }
     }
     f.set_len(0).with_context(|| format!("emptying {}", path.display()))?;
     Ok(f)

@@ -254,6 +254,39 @@ impl RollbackState {
         }
     }
 
+    /// The exclusive lock on `<state file>.lock`, held while the version is read and raised. An
+    /// existing lock file is opened read-only (a lock needs no write access: one left by another
+    /// user still works), not followed through a link and not waited on as a FIFO; a missing one is
+    /// created.
+    fn lock(&self) -> Result<std::fs::File, BundleError> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut p = self.path.clone().into_os_string();
+        p.push(".lock");
+        let p = PathBuf::from(p);
+        let flags = libc::O_NOFOLLOW | libc::O_NONBLOCK;
+        let f = match std::fs::OpenOptions::new().read(true).custom_flags(flags).open(&p) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .custom_flags(flags)
+                .open(&p)
+                // Created by another run meanwhile: open that one.
+                .or_else(|_| std::fs::OpenOptions::new().read(true).custom_flags(flags).open(&p)),
+            r => r,
+        }
+        .map_err(|e| self.err(format!("opening its lock file {}: {e}", p.display())))?;
+        let md = f.metadata().map_err(|e| self.err(format!("{}: {e}", p.display())))?;
+        if !md.is_file() {
+            return Err(self.err(format!(
+                "its lock file {} is {}, not a regular file",
+                p.display(),
+                crate::input::kind(md.file_type())
+            )));
+        }
+        f.lock().map_err(|e| self.err(format!("locking {}: {e}", p.display())))?;
+        Ok(f)
+    }
+
     /// Refuse `bundle` if it is older than the highest version accepted.
     pub fn check(&self, bundle: &Bundle) -> Result<(), BundleError> {
         let highest = self.highest()?;
@@ -285,18 +318,16 @@ impl RollbackState {
         if let Some(d) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(d).map_err(|e| self.err(format!("creating {}: {e}", d.display())))?;
         }
-        let mut lock_path = self.path.clone().into_os_string();
-        lock_path.push(".lock");
-        let lock = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&lock_path)
-            .and_then(|f| f.lock().map(|()| f))
-            .map_err(|e| self.err(format!("locking {}: {e}", PathBuf::from(&lock_path).display())))?;
+        let lock = self.lock()?;
         // Under the lock: another run may have raised it since this one was checked; then this
         // version is a rollback after all.
         let highest = self.highest()?;
+        if version < highest && self.prefix == FLEET_STATE_PREFIX {
+            return Err(self.err(format!(
+                "global links version {version} is older than version {highest}, accepted meanwhile by \
+                 another process sharing this state file"
+            )));
+        }
         if version < highest {
             return Err(BundleError::Rollback { version, highest, state: self.path.display().to_string() });
         }

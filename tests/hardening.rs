@@ -89,7 +89,7 @@ fn the_signature_binds_the_manifest_behaviour_and_names_the_field() {
     let changes: [(&str, fn(&mut Manifest)); 7] = [
         ("view", |m| m.models[0].view.push(ViewOp::Invert {})),
         ("input_shape", |m| m.models[1].input_shape[0] = 2),
-        ("tolerance", |m| m.models[3].tolerance = Some(0.5)),
+        ("tolerance", |m| m.models[7].tolerance = Some(0.5)),
         ("importance", |m| m.models[2].importance = 3.0),
         ("cost", |m| m.models[4].cost.latency_us += 1.0),
         ("size", |m| m.models[5].size += 1),
@@ -331,11 +331,11 @@ fn bad_inputs_table() {
         Case { args: s(&["models", "--frames", "1", "--manifest", &huge_latency.display().to_string()]), error: "at most 1125899906842624", status: 1, no_file: None, unchanged: None },
         Case { args: s(&["bench", "mlink", "--policies", ",", "--out-dir", &d("bp")]), error: "names no policy", status: 1, no_file: Some(dir.join("bp/mlink.json")), unchanged: None },
         Case { args: s(&["bench", "mlink", "--policies", "", "--out-dir", &d("bp")]), error: "names no policy", status: 1, no_file: Some(dir.join("bp/mlink.json")), unchanged: None },
-        Case { args: s(&["run", "-q", "--frames", "2", "--state-file", &state, "--budget", "1e-300%"]), error: "(from --budget 1e-300% of board host-sim's", status: 1, no_file: None, unchanged: None },
-        Case { args: s(&["run", "-q", "--frames", "2", "--state-file", &state, "--budget", "5000", "--labels", "top-k"]), error: "the top-k label window (5580 bytes: 5 frames and their outputs) leaves 0 bytes", status: 1, no_file: None, unchanged: None },
+        Case { args: s(&["run", "-q", "--frames", "2", "--state-file", &state, "--serial", &format!("file:{}", d("b300.bin")), "--budget", "1e-300%"]), error: "(from --budget 1e-300% of board host-sim's", status: 1, no_file: None, unchanged: None },
+        Case { args: s(&["run", "-q", "--frames", "2", "--state-file", &state, "--serial", &format!("file:{}", d("tk.bin")), "--engines", "replay", "--budget", "5000", "--labels", "top-k"]), error: "the top-k label window (5580 bytes: 5 frames and their outputs) leaves 0 bytes", status: 0, no_file: None, unchanged: None },
         Case { args: s(&["record", "--to", "3", "--out", &format!("{}/sub/r.jlr", junk.display())]), error: "junk.txt is a file, not a folder", status: 1, no_file: None, unchanged: Some((junk.clone(), junk_bytes.clone())) },
-        Case { args: s(&["run", "-q", "--frames", "2", "--state-file", &format!("{}/state", junk.display())]), error: "junk.txt is a file, not a folder", status: 1, no_file: None, unchanged: Some((junk.clone(), junk_bytes.clone())) },
-        Case { args: s(&["run", "--engines", "replay", "-q", "--frames", "2", "--state-file", &state, "--source", &format!("images:{}", lossy.display())]), error: "a --source other than the stream gives other frames (--reference-aligned says", status: 1, no_file: None, unchanged: None },
+        Case { args: s(&["run", "-q", "--frames", "2", "--state-file", &format!("{}/state", junk.display()), "--serial", &format!("file:{}", d("junk-state.bin"))]), error: "junk.txt is a file, not a folder", status: 1, no_file: None, unchanged: Some((junk.clone(), junk_bytes.clone())) },
+        Case { args: s(&["run", "--engines", "replay", "-q", "--frames", "2", "--state-file", &state, "--serial", &format!("file:{}", d("src2.bin")), "--source", &format!("images:{}", lossy.display())]), error: "a --source other than the stream gives other frames (--reference-aligned says", status: 1, no_file: None, unchanged: None },
         Case { args: s(&["stream", &lossy.display().to_string(), "--out", &d("lossy.jls"), "--train", "1"]), error: "lossy-images/002.png: decoding", status: 1, no_file: Some(dir.join("lossy.jls")), unchanged: None },
         Case { args: s(&["bench", "mlink", "--budgets", "50%,0.5", "--out-dir", &d("bd")]), error: "--budgets \"0.5\": the same share as an earlier one (50%)", status: 1, no_file: Some(dir.join("bd/mlink.json")), unchanged: None },
         Case { args: s(&["bench", "mlink", "--policies", "greedy,interval-2,greedy", "--out-dir", &d("bd")]), error: "--policies: \"greedy\" is given twice", status: 1, no_file: Some(dir.join("bd/mlink.json")), unchanged: None },
@@ -649,26 +649,14 @@ fn a_reference_longer_than_its_stream_is_refused() {
     let manifest = manifest_copy(&dir, |t| t.replacen(&demo_reference, &past.display().to_string(), 1));
     let want = format!("has a row for frame {}, but the stream", stream.len());
     let m = manifest.display().to_string();
-    let d = |n: &str| dir.join(n).display().to_string();
-    for args in [
-        vec!["build", "--manifest", &m, "--out", &d("b.bundle"), "--key", "demo/keys/demo-insecure.key"],
-        vec![
-            "run",
-            "--engines",
-            "replay",
-            "--frames",
-            "3",
-            "-q",
-            "--manifest",
-            &m,
-            "--state-file",
-            &d("state"),
-        ],
+    let bundle = dir.join("b.bundle").display().to_string();
+    for out in [
+        jetlink_out(&["build", "--manifest", &m, "--out", &bundle, "--key", "demo/keys/demo-insecure.key"]),
+        run_in(&dir, &["--engines", "replay", "--frames", "3", "-q", "--manifest", &m]),
     ] {
-        let out = jetlink_out(&args);
         let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
-        assert!(err.contains(&want) && err.contains("past.jlr"), "{args:?}: {err}");
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(err.contains(&want) && err.contains("past.jlr"), "{err}");
     }
     assert!(!dir.join("b.bundle").exists());
     let _ = std::fs::remove_dir_all(&dir);

@@ -335,3 +335,30 @@ fn racing_acceptances_never_lower_the_state() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The state's lock file is opened without waiting or following: a FIFO there is refused at once
+/// (not waited on), and an existing lock file needs no write access.
+#[test]
+fn the_state_lock_file_is_never_waited_on_or_followed() {
+    let dir = std::env::temp_dir().join(format!("jetlink-state-lock-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let st = signing::RollbackState::new(dir.join("fifo-state"));
+    assert!(
+        std::process::Command::new("mkfifo").arg(dir.join("fifo-state.lock")).status().unwrap().success()
+    );
+    let e = st.accept_version(1).unwrap_err().to_string();
+    assert!(e.contains("fifo-state.lock is a FIFO, not a regular file"), "{e}");
+    let st = signing::RollbackState::new(dir.join("linked-state"));
+    std::os::unix::fs::symlink(dir.join("elsewhere"), dir.join("linked-state.lock")).unwrap();
+    assert!(st.accept_version(1).is_err());
+    assert!(!dir.join("elsewhere").exists(), "the link was followed");
+    // A lock file left read-only (by another user, say) still locks.
+    let st = signing::RollbackState::new(dir.join("ro-state"));
+    std::fs::write(dir.join("ro-state.lock"), b"").unwrap();
+    let mut perm = std::fs::metadata(dir.join("ro-state.lock")).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o444);
+    std::fs::set_permissions(dir.join("ro-state.lock"), perm).unwrap();
+    st.accept_version(3).unwrap();
+    assert_eq!(st.highest().unwrap(), 3);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -128,6 +128,7 @@ pub(crate) fn build(a: &BuildArgs) -> Result<()> {
         opts.train.hidden_floor = f;
     }
     opts.set_heads = a.set_heads.map_or(board.max_active_models as usize, |k| k as usize);
+    jetlink::output::make_folder(&out, "--out")?;
     let t = Instant::now();
     let mut bundle = jetlink::train::build(&manifest, &recording, stream.train_end, &opts)?;
     bundle.staleness = jetlink::train::fit_staleness(&bundle, &recording, Some(&stream));

@@ -19,10 +19,10 @@ pub(crate) fn models(a: &ModelsArgs) -> Result<()> {
     let t = Instant::now();
     let mut models = engine::prepare_all(&manifest, stream.shape(), &TractBackend)?;
     println!("prepared {} engines (tract-onnx) in {:.0} ms", models.len(), t.elapsed().as_secs_f64() * 1e3);
-    let reference = load_reference_for(&manifest, &stream)?;
     if stream.is_empty() {
         bail!("{}: the stream has no frames", a.manifest.display());
     }
+    let reference = load_reference_for(&manifest, &stream)?;
     let n = (a.frames as usize).clamp(1, stream.len());
     let step = stream.len() / n;
     let mut stats: Vec<record::ModelStats> = Vec::new();

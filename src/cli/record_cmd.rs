@@ -29,6 +29,7 @@ pub(crate) fn record_cmd(a: &RecordArgs) -> Result<()> {
         bail!("--from {from} --to {to}: need from < to <= {} (frames in the stream)", stream.len());
     }
     let mut models = engine::prepare_all(&manifest, stream.shape(), &TractBackend)?;
+    jetlink::output::make_folder(&a.out, "--out")?;
     let (rec, _) = record::record(&mut models, &stream, from..to, true)?;
     rec.save(&a.out)?;
     println!(

@@ -226,6 +226,7 @@ pub(crate) fn stream_cmd(a: &StreamArgs) -> Result<()> {
             );
         }
     }
+    jetlink::output::make_folder(&a.out, "--out")?;
     let mut source = LiveSource::open(&spec, shape, 0)?;
     let total = first_image.as_ref().map_or(a.frames.unwrap_or(0) as u64, |(_, n)| (*n).min(cap) as u64);
     let mut bar = jetlink::progress::Progress::new("stream", "frames", total, true);

@@ -69,11 +69,20 @@ pub(super) fn prepare<S: FrameSource, W: embedded_io::Write>(p: Parts<S, W>) -> 
     let mut opts = opts;
     let window_len = opts.adaptation.label_every.max(1) as usize;
     let window_bytes = (window_len * (source.frame_len() + 4 * bundle.layout().stride())) as u64;
-    // `auto` weighs the window against the budget in force (`--budget` lowers the board's).
-    let in_force = board.model_budget_bytes.min(opts.budget_cap.unwrap_or(u64::MAX));
-    opts.adaptation.rule = opts.adaptation.rule.resolve(window_bytes, in_force);
-    let window_bytes = if opts.adapt && opts.adaptation.rule == LabelRule::TopK { window_bytes } else { 0 };
     let (problem, table) = schedule_for(&bundle, board, &opts)?;
+    // `auto` weighs the window against the budget in force (`--budget` lowers the board's), and
+    // takes no window that would leave no model room.
+    let in_force = board.model_budget_bytes.min(opts.budget_cap.unwrap_or(u64::MAX));
+    let least = (0..n).map(|j| problem.model_mem[j]).min().unwrap_or(0);
+    opts.adaptation.rule = match opts.adaptation.rule.resolve(window_bytes, in_force) {
+        LabelRule::TopK
+            if opts.adaptation.rule == LabelRule::Auto && in_force.saturating_sub(window_bytes) < least =>
+        {
+            LabelRule::Uniform
+        }
+        r => r,
+    };
+    let window_bytes = if opts.adapt && opts.adaptation.rule == LabelRule::TopK { window_bytes } else { 0 };
     let profile: Vec<&[u8]> = profile.iter().map(|f| f.as_slice()).collect();
     let cycles =
         CycleTable::build(&opts.policy, &problem, &table, &profile, opts.seed).with_context(|| {
@@ -83,13 +92,13 @@ pub(super) fn prepare<S: FrameSource, W: embedded_io::Write>(p: Parts<S, W>) -> 
     // degraded); the budget each tick may differ, so the summary says it for the last tick's.
     let nominal =
         board.model_budget_bytes.min(opts.budget_cap.unwrap_or(u64::MAX)).saturating_sub(window_bytes);
-    // A window that leaves no room for any model would run nothing and degrade every output.
-    let least = (0..n).map(|j| problem.model_mem[j]).min().unwrap_or(0);
+    // A window asked for (`--labels top-k`) that leaves no room for any model runs nothing and
+    // degrades every output: said at once (a sweep's row still runs, and shows it).
     if window_bytes > 0 && nominal < least {
-        bail!(
+        log::warn!(
             "the top-k label window ({window_bytes} bytes: {window_len} frames and their outputs) leaves \
              {nominal} bytes of the model budget, below the smallest model's memory ({least} bytes): no \
-             model could run (raise the budget, or --labels uniform, which keeps no window)"
+             model can run (raise the budget, or --labels uniform, which keeps no window)"
         );
     }
     if let Some(note) = cycles.idle_note(&opts.policy, &problem, nominal) {

@@ -348,13 +348,15 @@ fn run(cfg: FleetConfig, opts: AggregateOptions, shared: Arc<Shared>) -> Result<
             break;
         }
     }
+    limit.flush();
     let _ = link.client.disconnect();
     Ok(())
 }
 
 /// At most [`WarnLimit::MAX`] warnings about boards' messages a minute: a board (or anyone) that
 /// floods the broker with bad uploads must not flood the log. Every message is still counted in
-/// the aggregator's status; how many were not logged is said at the next message after the minute.
+/// the aggregator's status; how many were not logged is said at the next message after the minute
+/// and when the aggregator stops.
 #[derive(Debug, Default)]
 struct WarnLimit {
     since: Option<Instant>,
@@ -366,17 +368,24 @@ impl WarnLimit {
     const MAX: u32 = 20;
     const WINDOW: Duration = Duration::from_secs(60);
 
+    /// Say how many warnings were not logged since the last time it was said (none: nothing).
+    fn flush(&mut self) {
+        if self.suppressed > 0 {
+            log::warn!(
+                "fleet aggregate: {} more refused, ignored or undecodable messages were not logged (at \
+                 most {} a minute are; every one is counted in the status)",
+                self.suppressed,
+                Self::MAX
+            );
+            self.suppressed = 0;
+        }
+    }
+
     /// Whether a warning may be logged at `now`.
     fn allow(&mut self, now: Instant) -> bool {
         let since = *self.since.get_or_insert(now);
         if now.duration_since(since) >= Self::WINDOW {
-            if self.suppressed > 0 {
-                log::warn!(
-                    "fleet aggregate: {} more refused, ignored or undecodable messages were not logged \
-                     in the last minute (all are counted in the status)",
-                    self.suppressed
-                );
-            }
+            self.flush();
             *self = WarnLimit { since: Some(now), logged: 0, suppressed: 0 };
         }
         if self.logged < Self::MAX {

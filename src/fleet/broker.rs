@@ -204,8 +204,10 @@ impl Mosquitto {
         std::fs::write(&conf, text)?;
         let mut cmd = Command::new(&self.exe);
         // The broker ends with the thread that started it (the one that owns this handle): a
-        // `bench fleet` stopped by a signal leaves no broker behind. SAFETY: prctl(2) is
-        // async-signal-safe, as a pre_exec hook requires.
+        // `bench fleet` stopped by a signal leaves no broker behind. Not where mosquitto changes its
+        // user at start (run as root, it drops to its own user, and the kernel clears the death
+        // signal): there only `Drop` stops it. SAFETY: prctl(2) is async-signal-safe, as a pre_exec
+        // hook requires.
         unsafe {
             std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
                 if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {

@@ -285,8 +285,7 @@ impl FrameSource for LiveSource {
                         self.wait
                     );
                     gst::kill_child(&self.child);
-                    // The restarted pipeline has its first frame to give: the longer patience.
-                    (self.silent, self.started) = (0, false);
+                    self.silent = 0;
                 }
                 Err(FrameError::Missing)
             }
