@@ -23,6 +23,7 @@ pub mod limit {
     /// A recording, as stored and once inflated: its bytes and its parsed values are both held
     /// while it is read, so that peak stays within [`DATA`].
     pub const RECORDING: u64 = 1 << 30;
+    const _: () = assert!(2 * RECORDING <= DATA, "a recording is held twice while it is read");
     /// An image file, and what its decoder may allocate.
     pub const IMAGE: u64 = 512 << 20;
 }

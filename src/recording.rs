@@ -369,7 +369,6 @@ mod tests {
         std::fs::write(&p, gz.finish().unwrap()).unwrap();
         let e = format!("{:#}", Recording::load(&p).unwrap_err());
         assert!(e.contains(&format!("above the limit of {} bytes", crate::input::limit::RECORDING)), "{e}");
-        assert!(2 * crate::input::limit::RECORDING <= crate::input::limit::DATA);
         let mut r =
             Recording::new(vec![RecordedModel { name: "m".into(), kind: OutputKind::Regression, size: 2 }]);
         r.push(0, &[1.0, 2.0]);

@@ -128,13 +128,10 @@ pub(crate) fn config(b: &BrokerArgs) -> Result<jetlink::fleet::FleetConfig> {
     if c.password.is_some() && c.username.is_none() {
         bail!("a password without --username");
     }
-    if let (Some(p), Some(file)) = (&c.password, &b.password_file) {
-        if p.is_empty() {
-            bail!(
-                "--password-file {}: its first line is empty (the password is the first line)",
-                file.display()
-            );
-        }
+    if let (Some(p), Some(file)) = (&c.password, &b.password_file)
+        && p.is_empty()
+    {
+        bail!("--password-file {}: its first line is empty (the password is the first line)", file.display());
     }
     // MQTT carries each in a 16-bit length: longer would be cut off on the wire.
     for (what, v) in [("--username", &c.username), ("the password", &c.password)] {

@@ -664,7 +664,7 @@ pub(crate) fn drive(
         }
         // A live source runs until it ends, or for --frames ticks; one aligned with the reference
         // no further than the stream's frames (past them nothing is aligned).
-        let cap = if a.reference_aligned { Some(planned) } else { a.frames.map(u64::from) };
+        let cap = if a.reference_aligned { Some(planned) } else { a.frames };
         // Counted across reloads: a reloaded loop's own count starts again at 0.
         if !more || (live && cap.is_some_and(|f| d.ticks_before + ctl.stats().ticks >= f)) {
             break;
