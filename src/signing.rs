@@ -283,7 +283,15 @@ impl RollbackState {
                 crate::input::kind(md.file_type())
             )));
         }
-        f.lock().map_err(|e| self.err(format!("locking {}: {e}", p.display())))?;
+        // A file system without locks (some network or container mounts): the state is still
+        // written atomically, only a second process sharing it is not excluded; said, not fatal.
+        if let Err(e) = f.lock() {
+            log::warn!(
+                "rollback state {}: cannot lock {} ({e}); kept without the lock",
+                self.path.display(),
+                p.display()
+            );
+        }
         Ok(f)
     }
 
