@@ -65,9 +65,6 @@ impl SerialWriter {
             set_nonblocking(&port).with_context(|| format!("{}: setting O_NONBLOCK", path.display()))?;
             return Ok(SerialWriter::Tty(port));
         }
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        }
         Ok(SerialWriter::File(one_writer(path)?))
     }
 
@@ -153,9 +150,6 @@ impl SerialWriter {
                 }
             }
         }
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        }
         Ok(SerialWriter::File(one_writer(path)?))
     }
 
@@ -165,10 +159,11 @@ impl SerialWriter {
     }
 }
 
-/// A telemetry file, created or emptied for this writer alone: opened without truncating, locked,
+/// A telemetry file (and its folder), created or emptied for this writer alone: opened without truncating, locked,
 /// then emptied, so that a second run given the same file is refused before it can cut the first
 /// one's telemetry short or interleave with it (the lock goes with the file when it is closed).
 fn one_writer(path: &Path) -> Result<File> {
+    crate::output::make_folder(path, "telemetry file")?;
     let f = OpenOptions::new()
         .write(true)
         .create(true)

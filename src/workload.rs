@@ -30,8 +30,8 @@ impl Workload {
         let reference = Self::load_reference(&manifest)
             .with_context(|| format!("reference of manifest {}", path.display()))?
             .map(Arc::new);
-        if let (Some(r), Some(name)) = (&reference, &manifest.reference) {
-            within_stream(r, &manifest.path_of(name), &stream, &manifest.path_of(&manifest.stream))?;
+        if let Some(r) = &reference {
+            reference_within_stream(&manifest, r, &stream)?;
         }
         Ok(Workload { manifest, stream, reference })
     }
@@ -62,5 +62,15 @@ pub fn within_stream(rec: &Recording, rec_path: &Path, stream: &Stream, stream_p
             stream.len()
         ),
         _ => Ok(()),
+    }
+}
+
+/// [`within_stream`] for the manifest's own reference `rec` and stream, named by the manifest.
+pub fn reference_within_stream(manifest: &Manifest, rec: &Recording, stream: &Stream) -> Result<()> {
+    match &manifest.reference {
+        Some(name) => {
+            within_stream(rec, &manifest.path_of(name), stream, &manifest.path_of(&manifest.stream))
+        }
+        None => Ok(()),
     }
 }

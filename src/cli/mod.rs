@@ -83,13 +83,8 @@ pub(crate) fn load_reference(manifest: &Manifest) -> Result<Option<Recording>> {
 /// [`load_reference`], refused when it has rows past the end of `stream` (the manifest's).
 pub(crate) fn load_reference_for(manifest: &Manifest, stream: &Stream) -> Result<Option<Recording>> {
     let rec = load_reference(manifest)?;
-    if let (Some(r), Some(name)) = (&rec, &manifest.reference) {
-        jetlink::workload::within_stream(
-            r,
-            &manifest.path_of(name),
-            stream,
-            &manifest.path_of(&manifest.stream),
-        )?;
+    if let Some(r) = &rec {
+        jetlink::workload::reference_within_stream(manifest, r, stream)?;
     }
     Ok(rec)
 }

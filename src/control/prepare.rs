@@ -90,8 +90,7 @@ pub(super) fn prepare<S: FrameSource, W: embedded_io::Write>(p: Parts<S, W>) -> 
         })?;
     // A policy that runs nothing at the run's budget says so at once (its outputs would all be
     // degraded); the budget each tick may differ, so the summary says it for the last tick's.
-    let nominal =
-        board.model_budget_bytes.min(opts.budget_cap.unwrap_or(u64::MAX)).saturating_sub(window_bytes);
+    let nominal = in_force.saturating_sub(window_bytes);
     // A window asked for (`--labels top-k`) that leaves no room for any model runs nothing and
     // degrades every output: said at once (a sweep's row still runs, and shows it).
     if window_bytes > 0 && nominal < least {
