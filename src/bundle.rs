@@ -17,14 +17,20 @@ use crate::links::{EnsembleSet, LinkSet, MAX_MODELS, TrainOptions};
 use crate::manifest::{Manifest, OutputKind};
 
 pub const MAGIC: &[u8; 8] = b"JLBUNDLE";
-/// Bump on any change to [`Bundle`] or the types inside it. Version 5 added the per-source-set
-/// ensemble heads; version 6 sequence output kinds (a kind code 6 followed by its steps and decode);
-/// version 7 declared score rules ([`crate::scoring::bundle_code`]); version 8 the staleness
-/// weights ([`Bundle::staleness`], after the other fields). A bundle is written as the oldest
-/// version that holds it: with staleness weights as version 8; else with a declared rule as 7,
-/// with a sequence model as 6 ([`FORMAT_VERSION_SEQUENCE`]), and otherwise as 5
-/// ([`FORMAT_VERSION_VECTOR`]), byte for byte what those builds wrote; all load.
-pub const FORMAT_VERSION: u32 = 8;
+/// Bump on any change to [`Bundle`] or the types inside it, or to how its weights are read. Version 5
+/// added the per-source-set ensemble heads; version 6 sequence output kinds (a kind code 6 followed
+/// by its steps and decode); version 7 declared score rules ([`crate::scoring::bundle_code`]);
+/// version 8 the staleness weights ([`Bundle::staleness`], after the other fields); version 9 the
+/// links from an `argmax` sequence reading each step's class one-hot
+/// ([`crate::links::source_input`]; the payload is version 8's, staleness list always present). A
+/// bundle is written as the oldest version that holds it: with an `argmax` sequence model as 9;
+/// else with staleness weights as 8; else with a declared rule as 7, with a sequence model as 6
+/// ([`FORMAT_VERSION_SEQUENCE`]), and otherwise as 5 ([`FORMAT_VERSION_VECTOR`]), byte for byte
+/// what those builds wrote; all load, except a bundle of a version before 9 with an `argmax`
+/// sequence model, whose links were trained on the scores as emitted (refused: rebuild it).
+pub const FORMAT_VERSION: u32 = 9;
+/// The version written for bundles with staleness weights and no `argmax` sequence model.
+pub const FORMAT_VERSION_STALENESS: u32 = 8;
 /// The version written for bundles with a declared score rule and no staleness weights.
 pub const FORMAT_VERSION_RULES: u32 = 7;
 /// The version written for bundles with a sequence model and no declared score rule.
@@ -350,6 +356,13 @@ impl Bundle {
         crate::row::RowLayout::new(self.models.iter().map(|m| m.size as usize))
     }
 
+    /// Whether a model's output is an `argmax` sequence (what format 9 changed the reading of).
+    fn has_argmax_sequence(&self) -> bool {
+        self.models
+            .iter()
+            .any(|m| m.kind.seq().is_some_and(|q| q.decode == crate::manifest::SeqDecode::Argmax))
+    }
+
     /// Score of link `source → target` alone.
     pub fn link_score(&self, source: usize, target: usize) -> f32 {
         self.scores.link[target * self.n_models() + source]
@@ -370,7 +383,7 @@ impl Bundle {
     /// Serialise to the file layout (header + payload).
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
         let mut payload = postcard::to_stdvec(self).context("encoding bundle payload")?;
-        if !self.staleness.is_empty() {
+        if !self.staleness.is_empty() || self.has_argmax_sequence() {
             payload.extend(postcard::to_stdvec(&self.staleness).context("encoding staleness weights")?);
         }
         let mut b = Vec::with_capacity(HEADER_LEN + payload.len());
@@ -378,7 +391,8 @@ impl Bundle {
         let seq = self.models.iter().any(|m| m.kind.seq().is_some());
         let rule = self.models.iter().any(|m| m.scoring.declared());
         let version = match (rule, seq) {
-            _ if !self.staleness.is_empty() => FORMAT_VERSION,
+            _ if self.has_argmax_sequence() => FORMAT_VERSION,
+            _ if !self.staleness.is_empty() => FORMAT_VERSION_STALENESS,
             (true, _) => FORMAT_VERSION_RULES,
             (false, true) => FORMAT_VERSION_SEQUENCE,
             (false, false) => FORMAT_VERSION_VECTOR,
@@ -407,7 +421,7 @@ impl Bundle {
         let decode = |e: postcard::Error| BundleError::Decode(e.to_string());
         let (mut bundle, rest): (Bundle, &[u8]) = postcard::take_from_bytes(payload).map_err(decode)?;
         let version = u32::from_le_bytes(body[8..12].try_into().expect("4 bytes"));
-        if version >= FORMAT_VERSION {
+        if version >= FORMAT_VERSION_STALENESS {
             let what = |e: String| BundleError::Decode(format!("staleness weights after the payload: {e}"));
             let (w, extra): (Vec<_>, &[u8]) =
                 postcard::take_from_bytes(rest).map_err(|e| what(e.to_string()))?;
@@ -421,6 +435,13 @@ impl Bundle {
             return Err(BundleError::Decode(format!(
                 "{} unexpected bytes after the payload's fields (format {version})",
                 rest.len()
+            )));
+        }
+        if version < FORMAT_VERSION && bundle.has_argmax_sequence() {
+            return Err(BundleError::Invalid(format!(
+                "an argmax sequence model in a format {version} bundle: its links were trained on the \
+                 scores as emitted, and since format {FORMAT_VERSION} they read each step's class; rebuild \
+                 the bundle"
             )));
         }
         if version < FORMAT_VERSION_RULES && bundle.models.iter().any(|m| m.scoring.declared()) {

@@ -16,8 +16,8 @@ use crate::bundle::{Bundle, DataSplit, ModelDesc, Scores};
 use crate::links::ensemble::{self, EnsembleDims};
 use crate::links::mlp::{self, FitSettings, LinkDims, RmsProp};
 use crate::links::{
-    BuildOptions, EnsembleFit, EnsembleSet, LinkSet, MAX_MODELS, Rng, TrainOptions, activate, agreement,
-    prepare_target, regression_like, source_of_slot,
+    BuildOptions, EnsembleFit, EnsembleSet, LinkSet, MAX_MODELS, Rng, StepTie, TrainOptions, activate,
+    agreement, prepare_target, regression_like, source_of_slot,
 };
 use crate::manifest::{Manifest, OutputKind};
 use crate::recording::Recording;
@@ -124,7 +124,7 @@ pub fn build(
     let dims: Vec<LinkDims> = (0..n_links)
         .map(|idx| {
             let (j, s) = (idx / (n - 1), idx % (n - 1));
-            LinkDims::new(data.sizes[source_of_slot(j, s)], t.hidden(data.sizes[j]), data.sizes[j])
+            link_shape(&data, t, source_of_slot(j, s), j).0
         })
         .collect();
     let mut links = LinkSet::with_dims(n, dims);
@@ -350,8 +350,19 @@ fn predict_rows(d: LinkDims, p: &[f32], x: &[f32], rows: std::ops::Range<usize>,
     }
 }
 
+/// The shape of link i → j: between two symbol sequences (`ctc` or `argmax` on both sides) a
+/// position-tied link ([`StepTie`]) with the width rule applied to one target step's values per
+/// position; otherwise a dense link with the width rule applied to the whole target.
+fn link_shape(data: &Data, t: &TrainOptions, i: usize, j: usize) -> (LinkDims, Option<StepTie>) {
+    let per_step = data.kinds[j].seq().map_or(data.sizes[j], |q| data.sizes[j] / q.steps.max(1) as usize);
+    match StepTie::between(data.kinds[i], data.sizes[i], data.kinds[j], data.sizes[j], t.hidden(per_step)) {
+        Some(tie) => (tie.dims(), Some(tie)),
+        None => (LinkDims::new(data.sizes[i], t.hidden(data.sizes[j]), data.sizes[j]), None),
+    }
+}
+
 fn train_link(data: &Data, t: &TrainOptions, i: usize, j: usize, folds: usize) -> LinkResult {
-    let d = LinkDims::new(data.sizes[i], t.hidden(data.sizes[j]), data.sizes[j]);
+    let (d, tie) = link_shape(data, t, i, j);
     let no = d.output as usize;
     let cfg = FitSettings {
         loss: t.loss(data.kinds[j]),
@@ -377,7 +388,12 @@ fn train_link(data: &Data, t: &TrainOptions, i: usize, j: usize, folds: usize) -
     let train_one = |rows: &[usize], fold: u64| {
         let mut rng = Rng::derive(t.seed, &[i as u64, j as u64, fold]);
         let mut p = mlp::init_params(d, &data.mean[i], &data.inv_std[i], &b2, &mut rng);
-        mlp::fit(d, &mut p, x, y, rows, &cfg, &mut rng);
+        if let Some(tie) = &tie {
+            let (mean, rest) = p.split_at_mut(d.input as usize);
+            tie.pool_normalisation(mean, &mut rest[..d.input as usize]);
+            tie.tie_params(&mut p);
+        }
+        mlp::fit(d, &mut p, x, y, rows, &cfg, &mut rng, tie.as_ref());
         if standard {
             mlp::fold_output_scale(d, &mut p, &data.mean[j], &data.inv_std[j]);
         }

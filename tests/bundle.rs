@@ -4,7 +4,8 @@
 use std::path::PathBuf;
 
 use jetlink::bundle::{
-    Bundle, FORMAT_VERSION, FORMAT_VERSION_RULES, FORMAT_VERSION_SEQUENCE, FORMAT_VERSION_VECTOR, HEADER_LEN,
+    Bundle, FORMAT_VERSION, FORMAT_VERSION_RULES, FORMAT_VERSION_SEQUENCE, FORMAT_VERSION_STALENESS,
+    FORMAT_VERSION_VECTOR, HEADER_LEN,
 };
 use jetlink::links::{BuildOptions, EnsembleFit, TrainOptions};
 use jetlink::manifest::{Manifest, OutputKind};
@@ -81,7 +82,7 @@ fn round_trip() {
     let mut w = r.clone();
     w.staleness = (0..w.n_models()).map(|j| [j as f32, 0.5, -0.5, 4.0, 2.0, 1.0]).collect();
     let wb = w.to_bytes().unwrap();
-    assert_eq!(u32::from_le_bytes(wb[8..12].try_into().unwrap()), FORMAT_VERSION);
+    assert_eq!(u32::from_le_bytes(wb[8..12].try_into().unwrap()), FORMAT_VERSION_STALENESS);
     assert_eq!(Bundle::from_bytes(&wb).unwrap(), w);
     let mut old = wb.clone();
     old[8..12].copy_from_slice(&FORMAT_VERSION_RULES.to_le_bytes());
@@ -133,8 +134,26 @@ fn rejects_bad_bundles() {
     assert_eq!(Bundle::from_bytes(&v6).unwrap(), b);
     // A version-8 header over a payload without the staleness weights is refused, naming them.
     let mut v8 = good.clone();
-    v8[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    v8[8..12].copy_from_slice(&FORMAT_VERSION_STALENESS.to_le_bytes());
     assert!(load_err(&v8, &dir).contains("staleness weights"));
+    // An argmax sequence model: written as version 9 (its links read each step's class one-hot),
+    // with or without staleness weights; under an older header it is refused, asking for a rebuild.
+    let mut a = b.clone();
+    a.models[0].kind = OutputKind::Sequence(jetlink::manifest::SeqShape {
+        steps: 1,
+        decode: jetlink::manifest::SeqDecode::Argmax,
+    });
+    let ab = a.to_bytes().unwrap();
+    assert_eq!(u32::from_le_bytes(ab[8..12].try_into().unwrap()), FORMAT_VERSION);
+    assert_eq!(Bundle::from_bytes(&ab).unwrap(), a);
+    a.staleness = (0..a.n_models()).map(|j| [j as f32, 0.5, -0.5, 4.0, 2.0, 1.0]).collect();
+    let ab = a.to_bytes().unwrap();
+    assert_eq!(u32::from_le_bytes(ab[8..12].try_into().unwrap()), FORMAT_VERSION);
+    assert_eq!(Bundle::from_bytes(&ab).unwrap(), a);
+    let mut old = ab.clone();
+    old[8..12].copy_from_slice(&FORMAT_VERSION_STALENESS.to_le_bytes());
+    let e = Bundle::from_bytes(&old).unwrap_err().to_string();
+    assert!(e.contains("argmax sequence model in a format 8 bundle") && e.contains("rebuild"), "{e}");
     // Bytes after the payload's fields are refused in formats 5 to 7 too (format 8 refuses them
     // after its weights), even under a valid length and hash.
     let mut tail = good.clone();

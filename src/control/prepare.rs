@@ -213,22 +213,28 @@ fn check_parts(
 }
 
 /// The schedule problem (at most the options', else the board's `max-active-models` models a tick)
-/// and its exact table: the bundle's when every entry keeps within that cap (then it is also the
-/// best table under the cap), else one rebuilt (3^n choices, once).
+/// and its exact table: the bundle's (built by `jetlink build` under the board's cap) when that is
+/// the cap in force and every entry keeps within it, else one rebuilt (3^n choices, once). A table
+/// built under a smaller cap keeps within a larger one but is not the best under it: it never
+/// runs more models than its own cap allowed.
 fn schedule_for(bundle: &Bundle, board: &Board, opts: &LoopOptions) -> Result<(Problem, ScheduleTable)> {
     let mut problem = Problem::from_bundle(bundle);
-    let cap = opts.max_active.or((board.max_active_models > 0).then_some(board.max_active_models as usize));
+    let board_cap = (board.max_active_models > 0).then_some(board.max_active_models as usize);
+    let cap = opts.max_active.or(board_cap);
     if let Some(k) = cap {
         problem = problem.with_max_active(k);
     }
     if let Some(b) = &bundle.schedule {
         let table: ScheduleTable =
             postcard::from_bytes(b).context("the bundle's schedule table does not decode")?;
-        if table.mask.iter().all(|m| m.len() <= problem.max_active) {
+        let within = table.mask.iter().all(|m| m.len() <= problem.max_active);
+        if within && cap == board_cap {
             return Ok((problem, table));
         }
         log::info!(
-            "the bundle's schedule table runs more than {} models a tick; rebuilding it for this cap",
+            "the bundle's schedule table was built for the board's cap of {} models a tick; rebuilding it \
+             for {}",
+            board_cap.map_or("no".to_string(), |k| k.to_string()),
             problem.max_active
         );
     }

@@ -223,7 +223,31 @@ pub fn fit(
                     &mut g,
                 );
             }
+            if let Loss::StepCrossEntropy { steps } = loss {
+                within_steps(d, steps as usize, &mut g);
+            }
             opt.step(p, &g, &mut v);
+        }
+    }
+}
+
+/// Zero the entries of every slot's block `W_s` that mix values of different steps of a sequence
+/// target (`steps` steps of out / steps values): a block that starts within its steps (the
+/// identity) stays so. A sequence's steps are the same kind of value at different places, and a
+/// dense out × out block learns from a few hundred rows which place predicts which; measured on
+/// `demo-seq` it overfits (docs/sequences.md).
+fn within_steps(d: EnsembleDims, steps: usize, g: &mut [f32]) {
+    let (k, no) = d.ko();
+    if steps == 0 || no % steps != 0 {
+        return;
+    }
+    let c = no / steps;
+    for s in 0..k {
+        for o in 0..no {
+            let row = &mut g[(s * no + o) * no..(s * no + o + 1) * no];
+            let (lo, hi) = (o / c * c, o / c * c + c);
+            row[..lo].fill(0.0);
+            row[hi..].fill(0.0);
         }
     }
 }
@@ -294,5 +318,40 @@ mod tests {
                 assert!(err < 2e-2, "{loss:?} param {i}: numeric {num} analytic {}", g[i]);
             }
         }
+    }
+
+    /// A sequence target's blocks only ever mix values within a step: fitted from the identity,
+    /// every entry across steps stays zero, and the fit still moves the entries within a step.
+    #[test]
+    fn sequence_blocks_stay_within_their_steps() {
+        let (steps, c) = (3usize, 2usize);
+        let d = EnsembleDims { sources: 2, output: (steps * c) as u32 };
+        let no = steps * c;
+        let mut rng = Rng::new(5);
+        let rows = 40;
+        let z: Vec<f32> = (0..rows * 2 * no).map(|_| rng.symmetric(2.0)).collect();
+        let t: Vec<f32> = (0..rows)
+            .flat_map(|r| {
+                (0..steps).flat_map(move |s| if (r + s) % 2 == 0 { [1.0, 0.0] } else { [0.0, 1.0] })
+            })
+            .collect();
+        let mut p = init_params(d);
+        let order: Vec<usize> = (0..rows).collect();
+        let loss = Loss::StepCrossEntropy { steps: steps as u32 };
+        fit(d, &mut p, loss, &z, &t, &order, 5, 8, RmsProp::new(0.01), &mut rng, None);
+        let mut moved = false;
+        for s in 0..2 {
+            for o in 0..no {
+                for i in 0..no {
+                    let w = p[(s * no + o) * no + i];
+                    if o / c != i / c {
+                        assert_eq!(w, 0.0, "slot {s}: entry ({o}, {i}) mixes steps");
+                    } else {
+                        moved |= w != if o == i { 1.0 } else { 0.0 };
+                    }
+                }
+            }
+        }
+        assert!(moved, "the fit changed nothing within the steps");
     }
 }

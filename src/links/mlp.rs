@@ -11,6 +11,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::Rng;
+use super::tying::StepTie;
 use crate::manifest::OutputKind;
 
 /// Shape of one link.
@@ -364,6 +365,9 @@ pub struct FitSettings {
 }
 
 /// Train one link in place on rows `rows` of `x` (`rows × d.input`) and `t` (`rows × d.output`).
+/// With `tie`, every batch's gradient is tied first ([`StepTie::tie_gradient`]), so a link whose
+/// weights start tied stays tied.
+#[allow(clippy::too_many_arguments)]
 pub fn fit(
     d: LinkDims,
     p: &mut [f32],
@@ -372,6 +376,7 @@ pub fn fit(
     rows: &[usize],
     cfg: &FitSettings,
     rng: &mut Rng,
+    tie: Option<&StepTie>,
 ) {
     let (ni, _, no) = d.io();
     let mut order = rows.to_vec();
@@ -396,6 +401,9 @@ pub fn fit(
                     &mut s,
                     &mut g,
                 );
+            }
+            if let Some(tie) = tie {
+                tie.tie_gradient(&mut g);
             }
             cfg.opt.step(&mut p[ts..], &g[ts..], &mut v[ts..]);
         }
@@ -495,7 +503,7 @@ mod tests {
         let rows: Vec<usize> = (0..n).collect();
         let cfg =
             FitSettings { loss: Loss::Mse, epochs: 60, batch: 32, dropout: 0.0, opt: RmsProp::new(0.01) };
-        fit(d, &mut p, &x, &t, &rows, &cfg, &mut rng);
+        fit(d, &mut p, &x, &t, &rows, &cfg, &mut rng, None);
         let (mut xn, mut a, mut z) = ([0.0; 2], [0.0; 16], [0.0; 1]);
         let mut err = 0.0;
         for r in 0..n {

@@ -19,6 +19,7 @@ pub mod mlp;
 mod options;
 mod predict;
 mod rng;
+mod tying;
 mod weights;
 
 pub use adapt::{AdaptOptions, AdaptStats, Adapter};
@@ -29,6 +30,7 @@ pub use options::{BuildOptions, EnsembleFit, RegressionLoss, TrainOptions};
 pub(crate) use options::{prepare_target, regression_like};
 pub use predict::{BenchStats, DriftSignals, Predictor, bench_predict};
 pub use rng::Rng;
+pub use tying::StepTie;
 pub use weights::{EnsembleSet, LinkSet, first_non_finite, slot_of_source, source_of_slot};
 
 use crate::manifest::{MAX_STEPS, OutputKind, SeqDecode, SeqShape};
@@ -154,7 +156,7 @@ pub fn agreement(kind: OutputKind, scoring: Scoring, predicted: &[f32], actual: 
 }
 
 /// Values per step of a sequence row of `len` values (`None` when `len` is not `steps` × C).
-fn per_step(q: SeqShape, len: usize) -> Option<usize> {
+pub(crate) fn per_step(q: SeqShape, len: usize) -> Option<usize> {
     let t = q.steps as usize;
     (t > 0 && len % t == 0 && len >= t).then_some(len / t)
 }
@@ -172,22 +174,40 @@ pub fn ctc_symbols(row: &[f32], c: usize) -> impl Iterator<Item = u16> + '_ {
     })
 }
 
-/// Whether links read outputs of this kind through [`source_input`]: a `ctc` sequence, which a
-/// link sees in canonical alignment ([`ctc_canonical`]: the k-th decoded symbol at step 2k), so
-/// that what the sequence says does not move with where the model emitted it.
+/// Whether links read outputs of this kind through [`source_input`]: a symbol sequence (`ctc` or
+/// `argmax`), which a link reads as the symbols it decodes to, so that what the sequence says
+/// does not move with where or how confidently the model emitted it.
 pub fn canonical_input(kind: OutputKind) -> bool {
-    matches!(kind, OutputKind::Sequence(q) if q.decode == SeqDecode::Ctc)
+    matches!(kind, OutputKind::Sequence(q) if q.decode != SeqDecode::Raw)
 }
 
 /// The input a link reads from a source's output `src`: for a `ctc` sequence its canonical
-/// alignment, written into `buf` (at least `src.len()` long); any other output as is. Used by the
-/// trainer, the predictor and the adapter alike; allocates nothing.
+/// alignment ([`ctc_canonical`]: the k-th decoded symbol one-hot at step 2k), for an `argmax`
+/// sequence each step's class one-hot, written into `buf` (at least `src.len()` long); any other
+/// output as is. Used by the trainer, the predictor and the adapter alike; allocates nothing.
+///
+/// Reading an `argmax` source one-hot (bundle format 9) was measured on `demo-seq`: a link that
+/// maps each position's symbol ([`StepTie`]) learns the readers' confusions from the symbols, and
+/// from the raw scores it did worse than copying the other reader's string (docs/sequences.md).
 pub fn source_input<'a>(kind: OutputKind, src: &'a [f32], buf: &'a mut [f32]) -> &'a [f32] {
     match kind {
         OutputKind::Sequence(q) if q.decode == SeqDecode::Ctc => {
             let b = &mut buf[..src.len()];
             b.copy_from_slice(src);
             ctc_canonical(q.steps as usize, b);
+            b
+        }
+        OutputKind::Sequence(q) if q.decode == SeqDecode::Argmax => {
+            let b = &mut buf[..src.len()];
+            match per_step(q, src.len()) {
+                Some(c) => {
+                    for (to, from) in b.chunks_exact_mut(c).zip(src.chunks_exact(c)) {
+                        to.fill(0.0);
+                        to[argmax(from)] = 1.0;
+                    }
+                }
+                None => b.copy_from_slice(src),
+            }
             b
         }
         _ => src,
