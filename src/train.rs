@@ -352,12 +352,22 @@ fn predict_rows(d: LinkDims, p: &[f32], x: &[f32], rows: std::ops::Range<usize>,
 
 /// The shape of link i → j: between two symbol sequences (`ctc` or `argmax` on both sides) a
 /// position-tied link ([`StepTie`]) with the width rule applied to one target step's values per
-/// position; otherwise a dense link with the width rule applied to the whole target.
+/// position, but never wider in all than the dense link (it is stored and run as one, so it never
+/// costs more memory or time); otherwise a dense link with the width rule applied to the whole
+/// target.
 fn link_shape(data: &Data, t: &TrainOptions, i: usize, j: usize) -> (LinkDims, Option<StepTie>) {
+    let dense = LinkDims::new(data.sizes[i], t.hidden(data.sizes[j]), data.sizes[j]);
     let per_step = data.kinds[j].seq().map_or(data.sizes[j], |q| data.sizes[j] / q.steps.max(1) as usize);
-    match StepTie::between(data.kinds[i], data.sizes[i], data.kinds[j], data.sizes[j], t.hidden(per_step)) {
-        Some(tie) => (tie.dims(), Some(tie)),
-        None => (LinkDims::new(data.sizes[i], t.hidden(data.sizes[j]), data.sizes[j]), None),
+    let tie = |per_position| {
+        StepTie::between(data.kinds[i], data.sizes[i], data.kinds[j], data.sizes[j], per_position)
+    };
+    match tie(1).map(|one| one.dims().hidden as usize) {
+        Some(positions) => {
+            let per_position = t.hidden(per_step).min(dense.hidden as usize / positions).max(1);
+            let tie = tie(per_position).expect("the same pair ties at any width");
+            (tie.dims(), Some(tie))
+        }
+        None => (dense, None),
     }
 }
 

@@ -182,6 +182,30 @@ fn build_and_run_on_the_sequence_workload() {
     assert!(out.contains("per task               ocr_rec "), "{out}");
     assert!(out.contains("sequences              ocr_rec ") && out.contains("digits "), "{out}");
     assert!(out.contains("at most 2 models run per tick"), "{out}");
+    // Under a cap above the board's (2), the bundle's schedule table (built for 2) is rebuilt: the
+    // exact policy then runs three models on every tick (half of six saved), not two.
+    let out = run(&[
+        "run",
+        "--engines",
+        "replay",
+        "--manifest",
+        "demo-seq/manifest.toml",
+        "--bundle",
+        b,
+        "--sim-model-budget",
+        "20000000",
+        "--max-active",
+        "3",
+        "--policy",
+        "optimal",
+        "--frames",
+        "200",
+        "--serial",
+        &serial,
+        "--state-file",
+        &state,
+    ]);
+    assert!(out.contains("executions saved       50.0%"), "{out}");
     // `jetlink record` runs the real models (tract) and writes the sequence as JLREC002; the
     // recogniser's decoded strings match the reference (onnxruntime) on these frames.
     let recd = dir.join("rec.jlr");
@@ -372,6 +396,10 @@ fn position_tied_links_read_one_reader_from_another() {
     }
     let opts = BuildOptions { train: TrainOptions::default(), threads: 2, progress: false, set_heads: 0 };
     let b = jetlink::train::build(&m, &rec, 150, &opts).unwrap();
+    // Each tied link is stored as a dense one no wider than the dense link the pair would have had
+    // (6 positions: 64 units each into `text`, 132 / 6 = 22 each into `reader`).
+    let widths: Vec<u32> = b.links.dims.iter().map(|d| d.hidden).collect();
+    assert_eq!(widths, [6 * 22, 6 * 64], "hidden widths into reader, into text");
     let mut p = Predictor::new(&b);
     let mut out = vec![0.0; rec.stride()];
     for (from, to) in [(0, 1), (1, 0)] {

@@ -213,10 +213,11 @@ fn check_parts(
 }
 
 /// The schedule problem (at most the options', else the board's `max-active-models` models a tick)
-/// and its exact table: the bundle's (built by `jetlink build` under the board's cap) when that is
-/// the cap in force and every entry keeps within it, else one rebuilt (3^n choices, once). A table
-/// built under a smaller cap keeps within a larger one but is not the best under it: it never
-/// runs more models than its own cap allowed.
+/// and its exact table: the bundle's (built by `jetlink build` for its board, under that board's
+/// cap) when it was built for this board, that cap is the one in force and every entry keeps within
+/// it; else one rebuilt (3^n choices, once). A table built under a smaller cap keeps within a larger
+/// one but is not the best under it: it never runs more models than its own cap allowed. The board
+/// a bundle was built for is the one its DCTA table names (`jetlink build` writes both).
 fn schedule_for(bundle: &Bundle, board: &Board, opts: &LoopOptions) -> Result<(Problem, ScheduleTable)> {
     let mut problem = Problem::from_bundle(bundle);
     let board_cap = (board.max_active_models > 0).then_some(board.max_active_models as usize);
@@ -227,16 +228,29 @@ fn schedule_for(bundle: &Bundle, board: &Board, opts: &LoopOptions) -> Result<(P
     if let Some(b) = &bundle.schedule {
         let table: ScheduleTable =
             postcard::from_bytes(b).context("the bundle's schedule table does not decode")?;
-        let within = table.mask.iter().all(|m| m.len() <= problem.max_active);
-        if within && cap == board_cap {
+        let built_for = bundle
+            .dcta
+            .as_deref()
+            .and_then(|d| crate::dcta::PolicyTable::from_postcard(d).ok())
+            .map(|t| t.board.to_string());
+        let k = problem.max_active;
+        if table.mask.iter().any(|m| m.len() > k) {
+            log::info!(
+                "the bundle's schedule table runs more than {k} models a tick; rebuilding it for this cap"
+            );
+        } else if cap != board_cap {
+            log::info!(
+                "the bundle's schedule table was built for the board's own cap; rebuilding it for {k} models a tick"
+            );
+        } else if built_for.as_deref() != Some(board.name) {
+            log::info!(
+                "the bundle's schedule table was built for board {:?}, not {:?}; rebuilding it for this board",
+                built_for.as_deref().unwrap_or("unknown"),
+                board.name
+            );
+        } else {
             return Ok((problem, table));
         }
-        log::info!(
-            "the bundle's schedule table was built for the board's cap of {} models a tick; rebuilding it \
-             for {}",
-            board_cap.map_or("no".to_string(), |k| k.to_string()),
-            problem.max_active
-        );
     }
     let table = ScheduleTable::build(&problem);
     Ok((problem, table))
