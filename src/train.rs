@@ -358,13 +358,9 @@ fn predict_rows(d: LinkDims, p: &[f32], x: &[f32], rows: std::ops::Range<usize>,
 fn link_shape(data: &Data, t: &TrainOptions, i: usize, j: usize) -> (LinkDims, Option<StepTie>) {
     let dense = LinkDims::new(data.sizes[i], t.hidden(data.sizes[j]), data.sizes[j]);
     let per_step = data.kinds[j].seq().map_or(data.sizes[j], |q| data.sizes[j] / q.steps.max(1) as usize);
-    let tie = |per_position| {
-        StepTie::between(data.kinds[i], data.sizes[i], data.kinds[j], data.sizes[j], per_position)
-    };
-    match tie(1).map(|one| one.dims().hidden as usize) {
-        Some(positions) => {
-            let per_position = t.hidden(per_step).min(dense.hidden as usize / positions).max(1);
-            let tie = tie(per_position).expect("the same pair ties at any width");
+    match StepTie::between(data.kinds[i], data.sizes[i], data.kinds[j], data.sizes[j], 1) {
+        Some(tie) => {
+            let tie = tie.with_width(t.hidden(per_step).min(dense.hidden as usize / tie.positions()));
             (tie.dims(), Some(tie))
         }
         None => (dense, None),

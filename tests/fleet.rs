@@ -610,15 +610,31 @@ fn the_cli_reports_an_unreachable_broker_and_bad_tls_material() {
     assert_eq!(code, Some(0), "{out}\n{err}");
     assert!(out.contains("fleet: ") && out.contains(" summaries acknowledged"), "{out}");
 
-    let out = Command::new(env!("CARGO_BIN_EXE_jetlink"))
-        .current_dir(root)
-        .args(["fleet", "aggregate", "--broker", &format!("127.0.0.1:{closed}"), "--fleet", "cli"])
-        .args(["--key", "demo/keys/demo-insecure.key", "--connect-timeout-s", "1"])
-        .env("RUST_BACKTRACE", "0")
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
+    // A fleet command that must fail with status 1: its standard error.
+    let fails = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_jetlink"))
+            .current_dir(root)
+            .args(args)
+            .env("RUST_BACKTRACE", "0")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        err
+    };
+    let closed_at = format!("127.0.0.1:{closed}");
+    let err = fails(&[
+        "fleet",
+        "aggregate",
+        "--broker",
+        &closed_at,
+        "--fleet",
+        "cli",
+        "--key",
+        "demo/keys/demo-insecure.key",
+        "--connect-timeout-s",
+        "1",
+    ]);
     assert!(err.contains("fleet aggregate: broker") && err.contains("not reached"), "{err}");
 
     // `fleet status`: a refused port names the broker and the cause every time (the cause used to
@@ -631,15 +647,19 @@ fn the_cli_reports_an_unreachable_broker_and_bad_tls_material() {
         (closed, "Connection refused"),
         (silent_port, "no answer within 1 s"),
     ] {
-        let out = Command::new(env!("CARGO_BIN_EXE_jetlink"))
-            .current_dir(root)
-            .args(["fleet", "status", "--broker", &format!("127.0.0.1:{port}"), "--fleet", "cli"])
-            .args(["--connect-timeout-s", "1", "--wait-s", "30"])
-            .env("RUST_BACKTRACE", "0")
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{err}");
+        let at = format!("127.0.0.1:{port}");
+        let err = fails(&[
+            "fleet",
+            "status",
+            "--broker",
+            &at,
+            "--fleet",
+            "cli",
+            "--connect-timeout-s",
+            "1",
+            "--wait-s",
+            "30",
+        ]);
         assert!(err.contains(&format!("broker 127.0.0.1:{port}: ")) && err.contains(want), "{err}");
     }
     drop(silent);

@@ -3,7 +3,7 @@
 //! out of the PP-OCRv4 recogniser's CTC frames, scored by the decoding rule, and the allocation-free
 //! predictor filling a sequence output.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use jetlink::alloc_count::{CountingAllocator, allocations_in as allocations};
 use jetlink::links::{self, BuildOptions, Predictor, TrainOptions};
@@ -161,50 +161,22 @@ fn build_and_run_on_the_sequence_workload() {
     assert!(out.contains("sequence: the decoded strings equal (ctc)"), "{out}");
     let serial = format!("file:{}", dir.join("serial.bin").display());
     let state = dir.join("state").display().to_string();
-    let out = run(&[
-        "run",
-        "--engines",
-        "replay",
-        "--manifest",
-        "demo-seq/manifest.toml",
-        "--bundle",
-        b,
-        "--sim-model-budget",
-        "20000000",
-        "--max-active",
-        "2",
-        "--serial",
-        &serial,
-        "--state-file",
-        &state,
-    ]);
+    // The loop on the sequence workload with the recogniser within the budget, and `extra`.
+    let run_loop = |extra: &[&str]| {
+        let mut args =
+            vec!["run", "--engines", "replay", "--manifest", "demo-seq/manifest.toml", "--bundle", b];
+        args.extend(["--sim-model-budget", "20000000", "--serial", &serial, "--state-file", &state]);
+        args.extend(extra);
+        run(&args)
+    };
+    let out = run_loop(&["--max-active", "2"]);
     assert!(out.contains("allocations in loop    0 (our code)"), "{out}");
     assert!(out.contains("per task               ocr_rec "), "{out}");
     assert!(out.contains("sequences              ocr_rec ") && out.contains("digits "), "{out}");
     assert!(out.contains("at most 2 models run per tick"), "{out}");
     // Under a cap above the board's (2), the bundle's schedule table (built for 2) is rebuilt: the
     // exact policy then runs three models on every tick (half of six saved), not two.
-    let out = run(&[
-        "run",
-        "--engines",
-        "replay",
-        "--manifest",
-        "demo-seq/manifest.toml",
-        "--bundle",
-        b,
-        "--sim-model-budget",
-        "20000000",
-        "--max-active",
-        "3",
-        "--policy",
-        "optimal",
-        "--frames",
-        "200",
-        "--serial",
-        &serial,
-        "--state-file",
-        &state,
-    ]);
+    let out = run_loop(&["--max-active", "3", "--policy", "optimal", "--frames", "200"]);
     assert!(out.contains("executions saved       50.0%"), "{out}");
     // `jetlink record` runs the real models (tract) and writes the sequence as JLREC002; the
     // recogniser's decoded strings match the reference (onnxruntime) on these frames.
@@ -236,6 +208,39 @@ fn build_and_run_on_the_sequence_workload() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A synthetic workload's manifest in a fresh temporary folder, `models` as (name, kind keys), each
+/// with a placeholder ONNX file: the folder, the manifest's text and the manifest.
+fn synthetic_manifest(tag: &str, models: &[(&str, &str)]) -> (PathBuf, String, Manifest) {
+    let dir = std::env::temp_dir().join(format!("jetlink-seq-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut text = format!("name = \"synth-{tag}\"\nstream = \"s.jls\"\n");
+    for (name, keys) in models {
+        std::fs::write(dir.join(format!("{name}.onnx")), "placeholder").unwrap();
+        text += &format!(
+            "[[model]]\nname = \"{name}\"\nonnx = \"{name}.onnx\"\n{keys}\ninput_shape = [1, 4]\nview = []\n"
+        );
+    }
+    let m = Manifest::parse(&text, &dir.join("manifest.toml")).unwrap();
+    (dir, text, m)
+}
+
+/// A CTC recogniser's per-step columns for the symbol columns `symbols` (1..C; 0 is the blank) over
+/// `t` steps: blank runs of 0..1 steps before each symbol (at least 1 between repeats), each symbol
+/// held 1..2 steps, blanks to the end.
+fn random_alignment(rng: &mut links::Rng, symbols: impl IntoIterator<Item = usize>, t: usize) -> Vec<usize> {
+    let mut cols = Vec::new();
+    let mut prev = usize::MAX;
+    for sym in symbols {
+        let blanks = rng.below(2) + usize::from(prev == sym && cols.last() != Some(&0));
+        cols.extend(std::iter::repeat_n(0, blanks));
+        cols.extend(std::iter::repeat_n(sym, 1 + rng.below(2)));
+        prev = sym;
+    }
+    assert!(cols.len() <= t);
+    cols.resize(t, 0);
+    cols
+}
+
 /// A workload where the sources determine the sequence: a vector `code` (the digits of a 2- to
 /// 4-digit string, one-hot per position, with noise) and a CTC recogniser `text` that emits the
 /// same string at a random alignment (each symbol 1-2 steps, blank runs of random length), with a
@@ -245,20 +250,17 @@ fn build_and_run_on_the_sequence_workload() {
 fn sequence_links_recover_what_their_sources_determine() {
     const T: usize = 16;
     const C: usize = 11;
-    let dir = std::env::temp_dir().join(format!("jetlink-seq-synth-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let mut text = String::from("name = \"synth-seq\"\nstream = \"s.jls\"\n");
-    for (name, keys) in [
-        ("code", "kind = \"regression\"\nsize = 40"),
-        ("text", "kind = \"sequence\"\nsize = 176\nsteps = 16\ndecode = \"ctc\"\nalphabet = \"0123456789\""),
-        ("first", "kind = \"class\"\nsize = 10"),
-    ] {
-        std::fs::write(dir.join(format!("{name}.onnx")), "placeholder").unwrap();
-        text += &format!(
-            "[[model]]\nname = \"{name}\"\nonnx = \"{name}.onnx\"\n{keys}\ninput_shape = [1, 4]\nview = []\n"
-        );
-    }
-    let m = Manifest::parse(&text, &dir.join("manifest.toml")).unwrap();
+    let (dir, text, m) = synthetic_manifest(
+        "seq",
+        &[
+            ("code", "kind = \"regression\"\nsize = 40"),
+            (
+                "text",
+                "kind = \"sequence\"\nsize = 176\nsteps = 16\ndecode = \"ctc\"\nalphabet = \"0123456789\"",
+            ),
+            ("first", "kind = \"class\"\nsize = 10"),
+        ],
+    );
     let mut rec = Recording::new(m.models.iter().map(jetlink::recording::RecordedModel::of).collect());
     let mut rng = links::Rng::new(25);
     for f in 0..1500u32 {
@@ -271,19 +273,9 @@ fn sequence_links_recover_what_their_sources_determine() {
         for v in &mut row[..40] {
             *v += rng.symmetric(0.2);
         }
-        // CTC frames: blank runs of 0..1 steps before each symbol (at least 1 between repeats),
-        // each symbol held 1..2 steps; soft probabilities around the chosen column.
+        // CTC frames at a random alignment; soft probabilities around the chosen column.
         let ctc = &mut row[40..40 + T * C];
-        let mut cols = Vec::new();
-        let mut prev = usize::MAX;
-        for &d in &digits {
-            let blanks = rng.below(2) + usize::from(prev == d && cols.last() != Some(&0));
-            cols.extend(std::iter::repeat_n(0, blanks));
-            cols.extend(std::iter::repeat_n(d + 1, 1 + rng.below(2)));
-            prev = d;
-        }
-        assert!(cols.len() <= T);
-        cols.resize(T, 0);
+        let cols = random_alignment(&mut rng, digits.iter().map(|&d| d + 1), T);
         for (t, &k) in cols.iter().take(T).enumerate() {
             for c in 0..C {
                 ctc[t * C + c] = if c == k { 0.8 } else { 0.2 / (C - 1) as f32 };
@@ -351,19 +343,16 @@ fn sequence_links_recover_what_their_sources_determine() {
 #[test]
 fn position_tied_links_read_one_reader_from_another() {
     const T: usize = 20;
-    let dir = std::env::temp_dir().join(format!("jetlink-seq-tied-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let mut text = String::from("name = \"synth-tied\"\nstream = \"s.jls\"\n");
-    for (name, keys) in [
-        ("reader", "kind = \"sequence\"\nsize = 66\nsteps = 6\ndecode = \"argmax\""),
-        ("text", "kind = \"sequence\"\nsize = 220\nsteps = 20\ndecode = \"ctc\"\nalphabet = \"0123456789\""),
-    ] {
-        std::fs::write(dir.join(format!("{name}.onnx")), "placeholder").unwrap();
-        text += &format!(
-            "[[model]]\nname = \"{name}\"\nonnx = \"{name}.onnx\"\n{keys}\ninput_shape = [1, 4]\nview = []\n"
-        );
-    }
-    let m = Manifest::parse(&text, &dir.join("manifest.toml")).unwrap();
+    let (dir, _, m) = synthetic_manifest(
+        "tied",
+        &[
+            ("reader", "kind = \"sequence\"\nsize = 66\nsteps = 6\ndecode = \"argmax\""),
+            (
+                "text",
+                "kind = \"sequence\"\nsize = 220\nsteps = 20\ndecode = \"ctc\"\nalphabet = \"0123456789\"",
+            ),
+        ],
+    );
     let mut rec = Recording::new(m.models.iter().map(jetlink::recording::RecordedModel::of).collect());
     let mut rng = links::Rng::new(31);
     for f in 0..450u32 {
@@ -376,17 +365,7 @@ fn position_tied_links_read_one_reader_from_another() {
                 row[p * 11 + c] = if c == class { 2.0 + rng.f32() } else { rng.symmetric(1.0) };
             }
         }
-        let mut cols = Vec::new();
-        let mut prev = usize::MAX;
-        for &d in &digits {
-            let sym = (d + 3) % 10 + 1;
-            let blanks = rng.below(2) + usize::from(prev == sym && cols.last() != Some(&0));
-            cols.extend(std::iter::repeat_n(0, blanks));
-            cols.extend(std::iter::repeat_n(sym, 1 + rng.below(2)));
-            prev = sym;
-        }
-        assert!(cols.len() <= T);
-        cols.resize(T, 0);
+        let cols = random_alignment(&mut rng, digits.iter().map(|&d| (d + 3) % 10 + 1), T);
         for (t, &k) in cols.iter().enumerate() {
             for c in 0..11 {
                 row[66 + t * 11 + c] = if c == k { 0.8 } else { 0.02 };

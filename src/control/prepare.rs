@@ -69,7 +69,16 @@ pub(super) fn prepare<S: FrameSource, W: embedded_io::Write>(p: Parts<S, W>) -> 
     let mut opts = opts;
     let window_len = opts.adaptation.label_every.max(1) as usize;
     let window_bytes = (window_len * (source.frame_len() + 4 * bundle.layout().stride())) as u64;
-    let (problem, table) = schedule_for(&bundle, board, &opts)?;
+    // The bundle's DCTA table, decoded once: the board it names is the board `jetlink build` made the
+    // bundle's tables for.
+    let bundle_dcta = bundle
+        .dcta
+        .as_deref()
+        .map(crate::dcta::PolicyTable::from_postcard)
+        .transpose()
+        .context("the bundle's DCTA table does not decode")?;
+    let built_for = bundle_dcta.as_ref().map(|t| t.board.to_string());
+    let (problem, table) = schedule_for(&bundle, built_for.as_deref(), board, &opts)?;
     // `auto` weighs the window against the budget in force (`--budget` lowers the board's), and
     // takes no window that would leave no model room.
     let in_force = board.model_budget_bytes.min(opts.budget_cap.unwrap_or(u64::MAX));
@@ -103,7 +112,7 @@ pub(super) fn prepare<S: FrameSource, W: embedded_io::Write>(p: Parts<S, W>) -> 
     if let Some(note) = cycles.idle_note(&opts.policy, &problem, nominal) {
         log::warn!("{note}");
     }
-    let dcta = dcta_for(&bundle, &manifest, board)?;
+    let dcta = dcta_for(bundle_dcta, &manifest, board)?;
     let links = LinkExecutor::new(&bundle);
     let online = OnlineAdaptation::new(&bundle, links.predictor(), opts.adaptation);
     let layout = bundle.layout();
@@ -217,8 +226,13 @@ fn check_parts(
 /// cap) when it was built for this board, that cap is the one in force and every entry keeps within
 /// it; else one rebuilt (3^n choices, once). A table built under a smaller cap keeps within a larger
 /// one but is not the best under it: it never runs more models than its own cap allowed. The board
-/// a bundle was built for is the one its DCTA table names (`jetlink build` writes both).
-fn schedule_for(bundle: &Bundle, board: &Board, opts: &LoopOptions) -> Result<(Problem, ScheduleTable)> {
+/// a bundle was built for, `built_for`, is the one its DCTA table names (`jetlink build` writes both).
+fn schedule_for(
+    bundle: &Bundle,
+    built_for: Option<&str>,
+    board: &Board,
+    opts: &LoopOptions,
+) -> Result<(Problem, ScheduleTable)> {
     let mut problem = Problem::from_bundle(bundle);
     let board_cap = (board.max_active_models > 0).then_some(board.max_active_models as usize);
     let cap = opts.max_active.or(board_cap);
@@ -228,11 +242,6 @@ fn schedule_for(bundle: &Bundle, board: &Board, opts: &LoopOptions) -> Result<(P
     if let Some(b) = &bundle.schedule {
         let table: ScheduleTable =
             postcard::from_bytes(b).context("the bundle's schedule table does not decode")?;
-        let built_for = bundle
-            .dcta
-            .as_deref()
-            .and_then(|d| crate::dcta::PolicyTable::from_postcard(d).ok())
-            .map(|t| t.board.to_string());
         let k = problem.max_active;
         if table.mask.iter().any(|m| m.len() > k) {
             log::info!(
@@ -242,10 +251,10 @@ fn schedule_for(bundle: &Bundle, board: &Board, opts: &LoopOptions) -> Result<(P
             log::info!(
                 "the bundle's schedule table was built for the board's own cap; rebuilding it for {k} models a tick"
             );
-        } else if built_for.as_deref() != Some(board.name) {
+        } else if built_for != Some(board.name) {
             log::info!(
                 "the bundle's schedule table was built for board {:?}, not {:?}; rebuilding it for this board",
-                built_for.as_deref().unwrap_or("unknown"),
+                built_for.unwrap_or("unknown"),
                 board.name
             );
         } else {
@@ -256,12 +265,10 @@ fn schedule_for(bundle: &Bundle, board: &Board, opts: &LoopOptions) -> Result<(P
     Ok((problem, table))
 }
 
-/// The bundle's DCTA table when it was built for this board; otherwise (another board's table,
-/// or none) the plain density greedy over this board's menu, as the log says.
-fn dcta_for(bundle: &Bundle, manifest: &Manifest, board: &Board) -> Result<Option<Dcta>> {
-    if let Some(b) = &bundle.dcta {
-        let t =
-            crate::dcta::PolicyTable::from_postcard(b).context("the bundle's DCTA table does not decode")?;
+/// The bundle's DCTA table `t` when it was built for this board; otherwise (another board's
+/// table, or none) the plain density greedy over this board's menu, as the log says.
+fn dcta_for(t: Option<crate::dcta::PolicyTable>, manifest: &Manifest, board: &Board) -> Result<Option<Dcta>> {
+    if let Some(t) = t {
         if t.board == board.name {
             return Ok(Some(Dcta::new(t).context("the bundle's DCTA table is unusable")?));
         }

@@ -83,6 +83,16 @@ impl StepTie {
         })
     }
 
+    /// Positions tied: the fewer of the source's and the target's symbols.
+    pub fn positions(&self) -> usize {
+        self.positions
+    }
+
+    /// The same tying with `per_position` hidden units per position (at least 1).
+    pub fn with_width(self, per_position: usize) -> StepTie {
+        StepTie { per_position: per_position.max(1), ..self }
+    }
+
     /// The dense link that holds it.
     pub fn dims(&self) -> LinkDims {
         LinkDims::new(self.input, self.positions * self.per_position, self.output)
