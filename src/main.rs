@@ -2,7 +2,7 @@
 //! and the host tools (record, build, bench, monitor).
 
 use anyhow::Result;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Subcommand};
 
 use jetlink::alloc_count::CountingAllocator;
 
@@ -12,7 +12,7 @@ use cli::*;
 #[global_allocator]
 static ALLOC: CountingAllocator = CountingAllocator;
 
-#[derive(Parser)]
+#[derive(clap::Parser)]
 #[command(
     name = "jetlink",
     version,
@@ -63,7 +63,11 @@ fn main() -> Result<()> {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    if let (Some(Cmd::Bench(a)), Some(m)) = (&cli.command, matches.subcommand_matches("bench")) {
+        bench_flags_apply(a, m)?;
+    }
     match cli.command.unwrap_or(Cmd::Run(RunArgs::default())) {
         Cmd::Run(a) => run(&a),
         Cmd::Models(a) => models(&a),

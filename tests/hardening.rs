@@ -287,6 +287,11 @@ fn bad_inputs_table() {
         Case { args: s(&["bench", "mlink", "--budgets", "150%"]), error: "a share of the board's budget must be in (0, 100%]", status: 1, no_file: None, unchanged: None },
         Case { args: s(&["bench", "mlink", "--budgets", "nan%"]), error: "a share of the board's budget must be in (0, 100%]", status: 1, no_file: None, unchanged: None },
         Case { args: s(&["bench", "mlink", "--policies", "optimal,nonsense"]), error: "--policies \"nonsense\": unknown policy", status: 1, no_file: None, unchanged: None },
+        Case { args: s(&["run", "--engines", "replay", "--frames", "3", "-q", "--sysfs-root", &d("sys"), "--serial", &format!("file:{}", d("sys.bin"))]), error: "not read from sysfs, so the flag would have no effect", status: 1, no_file: Some(dir.join("sys.bin")), unchanged: None },
+        // A flag the chosen benchmark does not read is refused, not silently ignored.
+        Case { args: s(&["bench", "links", "--ticks", "5", "--out-dir", &d("bf")]), error: "--ticks does not apply to `jetlink bench links`: it is read by `bench loop` only", status: 1, no_file: Some(dir.join("bf/links.json")), unchanged: None },
+        Case { args: s(&["bench", "seq", "--bundle", "x.bundle", "--out-dir", &d("bf")]), error: "--bundle does not apply to `jetlink bench seq`", status: 1, no_file: Some(dir.join("bf/seq.json")), unchanged: None },
+        Case { args: s(&["bench", "adapt-gain", "--frames", "3", "--out-dir", &d("bf")]), error: "--frames does not apply to `jetlink bench adapt-gain`: it is read by `bench mlink` only", status: 1, no_file: Some(dir.join("bf/adapt-gain.json")), unchanged: None },
         Case { args: s(&["monitor", "--baud", "0", "x"]), error: "--baud", status: 2, no_file: None, unchanged: None },
         Case { args: s(&["fleet", "aggregate", "--rounds", "0"]), error: "0 is not in 1..=", status: 2, no_file: None, unchanged: None },
         Case { args: s(&["run", "--engines", "replay", "--frames", "3", "-q", "--state-file", &state, "--serial", &format!("file:{}", d("b1.bin")), "--budget", "1"]), error: "is below the smallest model's memory", status: 1, no_file: None, unchanged: None },

@@ -103,6 +103,48 @@ pub(crate) enum BenchWhat {
     Seq,
 }
 
+/// The benchmarks each flag of `jetlink bench` applies to (`None`: every one). A flag given on the
+/// command line for a benchmark that does not read it is refused ([`bench_flags_apply`]) rather
+/// than silently ignored.
+fn flag_applies(flag: &str) -> Option<&'static [BenchWhat]> {
+    use BenchWhat::*;
+    Some(match flag {
+        "what" | "manifest" | "out_dir" | "force" => return None,
+        "bundle" => &[Mlink, Dcta, AdaptGain, Links, Loop, Fleet],
+        "board" | "spread" | "tasks" | "choices" | "exact_nodes" | "samples" | "contexts" | "stress" => {
+            &[Dcta]
+        }
+        "ticks" => &[Loop],
+        "max_active" => &[Mlink, Seq],
+        "policies" | "budgets" | "no_variants" | "frames" | "engines" | "trust_key" | "sim_model_budget"
+        | "state_file" => &[Mlink],
+        "boards" | "periods" => &[Fleet],
+        _ => return None,
+    })
+}
+
+/// Refuse a flag given on the command line that the chosen benchmark does not read, naming the
+/// flag and the benchmarks it is for.
+pub(crate) fn bench_flags_apply(a: &BenchArgs, m: &clap::ArgMatches) -> Result<()> {
+    for id in m.ids() {
+        let id = id.as_str();
+        if m.value_source(id) != Some(clap::parser::ValueSource::CommandLine) {
+            continue;
+        }
+        if let Some(whats) = flag_applies(id).filter(|w| !w.contains(&a.what)) {
+            let name =
+                |w: &BenchWhat| w.to_possible_value().map_or(String::new(), |v| v.get_name().to_string());
+            bail!(
+                "--{} does not apply to `jetlink bench {}`: it is read by `bench {}` only",
+                id.replace('_', "-"),
+                name(&a.what),
+                whats.iter().map(name).collect::<Vec<_>>().join("`, `bench ")
+            );
+        }
+    }
+    Ok(())
+}
+
 /// The files `bench` writes under `--out-dir`, with their kinds.
 fn bench_outputs(a: &BenchArgs) -> Vec<(PathBuf, Kind)> {
     let names: &[(&str, Kind)] = match a.what {

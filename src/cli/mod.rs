@@ -35,7 +35,7 @@ mod soak;
 mod stream_cmd;
 mod sweep;
 
-pub(crate) use bench::{BenchArgs, bench};
+pub(crate) use bench::{BenchArgs, bench, bench_flags_apply};
 pub(crate) use boards::boards;
 pub(crate) use build::{BuildArgs, build};
 pub(crate) use fleet::{FleetArgs, fleet};

@@ -36,9 +36,10 @@ pub(crate) struct RunArgs {
     /// Rollback-protection state file (default: the board's `state-file`).
     #[arg(long)]
     pub(crate) state_file: Option<PathBuf>,
-    /// Root under which the board's sysfs paths are read (a fake tree in tests).
-    #[arg(long, default_value = "/")]
-    pub(crate) sysfs_root: PathBuf,
+    /// Root under which the board's sysfs paths are read (a fake tree in tests; default `/`). Only
+    /// for a board whose telemetry is read from sysfs.
+    #[arg(long)]
+    pub(crate) sysfs_root: Option<PathBuf>,
     /// Do not adapt links.
     #[arg(long)]
     pub(crate) no_adapt: bool,
@@ -213,7 +214,7 @@ impl Default for RunArgs {
             frames: None,
             serial: None,
             state_file: None,
-            sysfs_root: "/".into(),
+            sysfs_root: None,
             no_adapt: false,
             max_active: None,
             uncertainty_sampling: false,
@@ -261,6 +262,24 @@ static STOP: std::sync::OnceLock<Arc<std::sync::atomic::AtomicBool>> = std::sync
 #[cfg_attr(not(feature = "fleet"), allow(dead_code))]
 pub(crate) fn stop_requested() -> bool {
     STOP.get().is_some_and(|s| s.load(std::sync::atomic::Ordering::Relaxed))
+}
+
+/// The root the board's sysfs telemetry is read under: `--sysfs-root`, else `/`. Refused for a
+/// board whose telemetry is not read from sysfs, where it would have no effect.
+fn sysfs_root<'a>(a: &'a RunArgs, board: &jetlink::board::Board) -> Result<&'a Path> {
+    match &a.sysfs_root {
+        Some(root) if board.telemetry.source != jetlink::board::TelemetrySource::TegraSysfs => bail!(
+            "--sysfs-root {}: board {}'s telemetry is {}, not read from sysfs, so the flag would have no effect",
+            root.display(),
+            board.name,
+            match board.telemetry.source {
+                jetlink::board::TelemetrySource::Nvml => "read through NVML",
+                _ => "simulated (a trace)",
+            }
+        ),
+        Some(root) => Ok(root),
+        None => Ok(Path::new("/")),
+    }
 }
 
 /// A loop builder for the workload with the engines `--engines` names.
@@ -448,10 +467,12 @@ pub(crate) fn prepare_run(a: &RunArgs, header: bool) -> Result<(Loop, Prepared, 
             to - from
         );
     }
+    // Checked before the serial output is opened (and emptied).
+    let root = sysfs_root(a, board)?;
     let builder = loop_builder(a, board, &manifest, bundle, &stream, &reference)?;
     let serial_spec = a.serial.clone().unwrap_or_else(|| board.serial.device.to_string());
     let serial = SerialWriter::open_spec(&serial_spec, board.serial.baud)?;
-    let telemetry = jetlink::telemetry::open_for_board(board, &a.sysfs_root);
+    let telemetry = jetlink::telemetry::open_for_board(board, root);
     if header {
         println!("jetlink {} on board {} ({})", env!("CARGO_PKG_VERSION"), board.name, board.description);
         println!(
@@ -715,7 +736,7 @@ pub(crate) fn reload(
             let (source, writer) = ctl.into_source_and_writer();
             let version = new.version;
             let mut ctl = loop_builder(a, ctx.board, ctx.manifest, new, ctx.stream, ctx.reference)?
-                .sysfs_root(&a.sysfs_root)
+                .sysfs_root(sysfs_root(a, ctx.board)?)
                 .options(ctx.opts.clone())
                 .build(source, writer)
                 .context("SIGHUP: preparing the loop for the reloaded bundle")?;
