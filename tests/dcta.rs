@@ -532,3 +532,21 @@ fn bench_sweeps_sizes_and_reports_every_field() {
     let bad = BenchArgs { sizes: vec![(65, 4)], ..args };
     assert!(matches!(jetlink::dcta::bench(&demo(), agx, &bad), Err(DctaError::TaskCount { tasks: 65, .. })));
 }
+
+#[test]
+fn the_report_names_the_k_choices_of_the_sizes_swept() {
+    let agx = board::by_name("agx-orin-64gb").unwrap();
+    let mut args =
+        BenchArgs { contexts: 20, energy_seconds: 0.01, sizes: vec![(2, 8)], ..BenchArgs::default() };
+    args.policy.samples = 100;
+    args.policy.threads = 2;
+    let r = jetlink::dcta::bench(&demo(), agx, &args).unwrap();
+    let eight = args.policy.cost.with_choices(8).unwrap();
+    assert_eq!((r.frames.len(), r.frames[0], r.frames[7]), (8, 8, 64));
+    assert_eq!((&r.frames, &r.gain), (&eight.frames, &eight.gain));
+    assert!(r.to_table().contains("K choices [8, 11, "), "{}", r.to_table());
+    // Sizes of several K counts: the cost model's own choices.
+    args.sizes = vec![(2, 4), (2, 8)];
+    let r = jetlink::dcta::bench(&demo(), agx, &args).unwrap();
+    assert_eq!(r.frames, args.policy.cost.frames);
+}

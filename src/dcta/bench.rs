@@ -169,6 +169,8 @@ pub struct SizeReport {
 pub struct BenchReport {
     pub board: String,
     pub units: Vec<String>,
+    /// The K choices and their gains: the swept sizes' where they all have one count of K
+    /// choices, else the cost model's (other counts are spaced log-evenly over its range).
     pub frames: Vec<u32>,
     pub gain: Vec<f32>,
     pub power_levels: Vec<f32>,
@@ -419,11 +421,18 @@ pub fn bench(manifest: &Manifest, board: &Board, args: &BenchArgs) -> Result<Ben
             sizes.push(SizeReport { distribution: name, table_bytes, cells, build_seconds, ..z });
         }
     }
+    // The K choices the header names: those of the sizes swept where they all have one count (a
+    // single `--tasks N --choices K` size), else the cost model's own.
+    let counts: std::collections::BTreeSet<usize> = sizes.iter().map(|z| z.choices).collect();
+    let named = match counts.iter().collect::<Vec<_>>()[..] {
+        [&c] => args.policy.cost.with_choices(c)?,
+        _ => args.policy.cost.clone(),
+    };
     Ok(BenchReport {
         board: board.name.to_string(),
         units: base.units.clone(),
-        frames: args.policy.cost.frames.clone(),
-        gain: args.policy.cost.gain.clone(),
+        frames: named.frames,
+        gain: named.gain,
         power_levels: base.power_levels.clone(),
         load,
         energy: energy.source(),
