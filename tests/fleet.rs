@@ -637,6 +637,32 @@ fn the_cli_reports_an_unreachable_broker_and_bad_tls_material() {
     ]);
     assert!(err.contains("fleet aggregate: broker") && err.contains("not reached"), "{err}");
 
+    // Stopped by SIGTERM while it waits for a broker that never answers: an error saying so (it
+    // used to die of the signal, status 143, without a word). The banner comes after the signal
+    // handlers are installed.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_at = format!("127.0.0.1:{}", silent.local_addr().unwrap().port());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_jetlink"))
+        .current_dir(root)
+        .args(["fleet", "aggregate", "--broker", &silent_at, "--fleet", "cli"])
+        .args(["--key", "demo/keys/demo-insecure.key", "--connect-timeout-s", "60"])
+        .env("RUST_BACKTRACE", "0")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut banner = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut banner)
+        .unwrap();
+    assert!(banner.contains("aggregating models"), "{banner}");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM)
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains(&format!("stopped by a signal while waiting for broker {silent_at}")), "{err}");
+    drop(silent);
+
     // `fleet status`: a refused port names the broker and the cause every time (the cause used to
     // be lost to a failed subscribe about half the time), and a listener that never answers is an
     // error after --connect-timeout-s, not an empty fleet.

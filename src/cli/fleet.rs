@@ -196,6 +196,13 @@ fn aggregate(a: &AggregateArgs) -> Result<()> {
         },
         poll: std::time::Duration::from_millis(50),
     };
+    // SIGTERM or SIGINT ends the run like its last round: the aggregator stops and its counts are
+    // printed. Installed before the banner and the wait for the broker, so that a signal during the
+    // wait is reported too.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(sig, stop.clone()).context("installing the signal handlers")?;
+    }
     println!(
         "fleet {:?} on {}:{}: aggregating models {} (bundle {}), fleet key {}",
         cfg.fleet,
@@ -209,6 +216,12 @@ fn aggregate(a: &AggregateArgs) -> Result<()> {
     let agg = Aggregator::start(cfg, opts)?;
     let until = Instant::now() + std::time::Duration::from_secs_f64(a.broker.connect_timeout_s);
     while !agg.stats().connected {
+        if stop.load(std::sync::atomic::Ordering::Relaxed) {
+            drop(agg.stop());
+            bail!(
+                "fleet aggregate: stopped by a signal while waiting for broker {host}:{port}; nothing was aggregated"
+            );
+        }
         if Instant::now() >= until || agg.is_finished() {
             let why = agg.stats().connection_error.unwrap_or_else(|| "no answer".into());
             drop(agg.stop());
@@ -218,12 +231,6 @@ fn aggregate(a: &AggregateArgs) -> Result<()> {
             );
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    // SIGTERM or SIGINT ends the run like its last round: the aggregator stops and its counts are
-    // printed.
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-        signal_hook::flag::register(sig, stop.clone()).context("installing the signal handlers")?;
     }
     let mut shown = 0;
     loop {
