@@ -37,11 +37,14 @@ pub struct MonitorOptions<'a> {
     pub baud: u32,
     /// Redraw the table on stdout while running (only if stdout is a terminal).
     pub live: bool,
+    /// Stop reading when this is set (the command line sets it on SIGINT and SIGTERM), returning
+    /// what was read so far, the CSV finished.
+    pub stop: Option<&'a std::sync::atomic::AtomicBool>,
 }
 
 impl Default for MonitorOptions<'_> {
     fn default() -> Self {
-        MonitorOptions { csv: None, follow: false, idle_exit: None, baud: 115_200, live: false }
+        MonitorOptions { csv: None, follow: false, idle_exit: None, baud: 115_200, live: false, stop: None }
     }
 }
 
@@ -197,8 +200,8 @@ fn write_csv_row(w: &mut impl Write, t: &Tick) -> io::Result<()> {
     )
 }
 
-/// Read `path` (a tty or a file) to its end (or, for a tty, until hang-up, Ctrl-C or
-/// `opts.idle_exit`), decoding as it goes.
+/// Read `path` (a tty or a file) to its end (or, for a tty or `opts.follow`, until hang-up,
+/// `opts.stop` or `opts.idle_exit`), decoding as it goes.
 pub fn monitor(path: &Path, opts: &MonitorOptions) -> Result<MonitorStats> {
     let mut reader = SerialReader::open(path, opts.baud, POLL)?;
     let csv = match opts.csv {
@@ -250,6 +253,9 @@ pub fn monitor(path: &Path, opts: &MonitorOptions) -> Result<MonitorStats> {
         };
         // Idle means nothing to read: a file still being read is never idle, even with 0 s.
         if got == 0 && opts.idle_exit.is_some_and(|idle| last_byte.elapsed() >= idle) {
+            break;
+        }
+        if opts.stop.is_some_and(|s| s.load(std::sync::atomic::Ordering::Relaxed)) {
             break;
         }
         if last_draw.elapsed() >= REFRESH {

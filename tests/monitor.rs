@@ -288,6 +288,49 @@ fn a_telemetry_file_has_one_writer_at_a_time() {
     assert!(e.contains("another writer holds it"), "{e}");
     assert_eq!(std::fs::read(dir.join("t.bin")).unwrap(), written, "the refused writer changed the file");
     drop(first);
-    SerialWriter::open_spec(&spec, 115_200).unwrap();
+    // Free again once the first writer is gone. A process another test of this binary forks in
+    // the meantime holds a copy of the descriptor (and so the lock) until it execs, which closes
+    // it (close-on-exec): wait that out rather than fail on it.
+    let t0 = std::time::Instant::now();
+    while let Err(e) = SerialWriter::open_spec(&spec, 115_200) {
+        assert!(t0.elapsed() < Duration::from_secs(30), "{e:#}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `jetlink monitor --follow` off a terminal, ended by SIGTERM: it stops reading, prints the table
+/// of what it read and finishes the CSV (it used to die of the signal with neither).
+#[test]
+fn a_followed_file_ends_with_its_table_on_sigterm() {
+    let dir = std::env::temp_dir().join(format!("jetlink-monitor-term-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (file, csv) = (dir.join("t.bin"), dir.join("t.csv"));
+    let ticks: Vec<u8> = (0..9).flat_map(|i| enc(&Message::Tick(tick(i)))).collect();
+    std::fs::write(&file, &ticks).unwrap();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_jetlink"))
+        .args(["monitor", "--follow", "--csv"])
+        .arg(&csv)
+        .arg(&file)
+        .env("RUST_BACKTRACE", "0")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The CSV's rows appear once the reading loop runs (after the handlers are installed).
+    let rows = || std::fs::read_to_string(&csv).map_or(0, |s| s.lines().count().saturating_sub(1));
+    let t0 = std::time::Instant::now();
+    while rows() < 9 {
+        assert!(t0.elapsed() < Duration::from_secs(60), "the monitor wrote no CSV rows");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM)
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(stdout.contains("jetlink monitor") && stdout.contains("frames 9"), "{stdout}");
+    let text = std::fs::read_to_string(&csv).unwrap();
+    assert!(text.starts_with(CSV_HEADER) && text.lines().count() == 10, "{text}");
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -43,12 +43,19 @@ pub(crate) fn monitor(a: &MonitorArgs) -> Result<()> {
             a.path.display()
         );
     }
+    // Ctrl-C or SIGTERM ends the reading, not the process: the table of what was read is printed
+    // and the CSV finished (a tty or `--follow` otherwise reads until then).
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(sig, stop.clone()).context("installing the signal handlers")?;
+    }
     let opts = jetlink::monitor::MonitorOptions {
         csv: a.csv.as_deref(),
         follow: a.follow,
         idle_exit: a.idle_exit.map(std::time::Duration::from_secs_f64),
         baud: a.baud,
         live: true,
+        stop: Some(&stop),
     };
     let s = jetlink::monitor::monitor(&a.path, &opts)?;
     let mut text = String::new();
