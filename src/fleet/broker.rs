@@ -2,6 +2,7 @@
 //! [`FleetConfig`] (TCP or TLS with rustls and the `ring` provider, username and password, client
 //! certificates), and [`Mosquitto`], a broker process on a loopback port for tests and the bench.
 
+use std::io;
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -130,6 +131,34 @@ pub struct Mosquitto {
     conf: Option<Box<dyn Fn(u16, &Path) -> String + Send>>,
 }
 
+/// Brokers' folders are named `jetlink-mosquitto-PID-PORT` in the temporary folder.
+const FOLDER_PREFIX: &str = "jetlink-mosquitto-";
+
+/// Remove the brokers' folders that a process no longer running left in `tmp` (a run ended by a
+/// signal does not run its destructors; its broker ends with it, `PR_SET_PDEATHSIG`, but its folder
+/// stays). A folder whose process still runs, or that cannot be removed, is left alone.
+fn remove_orphaned_folders(tmp: &Path) {
+    let Ok(entries) = std::fs::read_dir(tmp) else { return };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(FOLDER_PREFIX))
+            .and_then(|rest| rest.split_once('-'))
+            .and_then(|(pid, port)| port.parse::<u16>().ok().and(pid.parse::<libc::pid_t>().ok()))
+            .filter(|&pid| pid > 0)
+        else {
+            continue;
+        };
+        // SAFETY: signal 0 only checks that the process exists; nothing is sent.
+        let gone = unsafe { libc::kill(pid, 0) } != 0
+            && io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
+        if gone && e.file_type().is_ok_and(|t| t.is_dir()) {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
+
 impl Mosquitto {
     /// The broker binary, if installed.
     pub fn find() -> Option<PathBuf> {
@@ -157,7 +186,8 @@ impl Mosquitto {
         let exe = Mosquitto::find()
             .context("mosquitto not found on PATH or in /usr/sbin (Debian: apt-get install mosquitto)")?;
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let dir = std::env::temp_dir().join(format!("jetlink-mosquitto-{}-{port}", std::process::id()));
+        remove_orphaned_folders(&std::env::temp_dir());
+        let dir = std::env::temp_dir().join(format!("{FOLDER_PREFIX}{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
         let mut m = Mosquitto { child: None, port, dir, exe, conf };
         m.restart()?;
@@ -248,5 +278,34 @@ impl Drop for Mosquitto {
     fn drop(&mut self) {
         self.stop();
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[cfg(test)]
+mod orphan_tests {
+    use super::*;
+
+    #[test]
+    fn folders_of_ended_processes_are_removed_and_no_others() {
+        let tmp = std::env::temp_dir().join(format!("jetlink-orphans-{}", std::process::id()));
+        let ended = {
+            let mut c = Command::new("true").spawn().unwrap();
+            let pid = c.id();
+            c.wait().unwrap();
+            pid
+        };
+        let names = [
+            format!("{FOLDER_PREFIX}{ended}-1883"),
+            format!("{FOLDER_PREFIX}{}-1883", std::process::id()),
+            format!("{FOLDER_PREFIX}{ended}-notaport"),
+            format!("other-{ended}-1883"),
+        ];
+        for n in &names {
+            std::fs::create_dir_all(tmp.join(n)).unwrap();
+        }
+        remove_orphaned_folders(&tmp);
+        let left: Vec<bool> = names.iter().map(|n| tmp.join(n).exists()).collect();
+        assert_eq!(left, [false, true, true, true]);
+        std::fs::remove_dir_all(&tmp).unwrap();
     }
 }
