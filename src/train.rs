@@ -1,10 +1,10 @@
 //! Host-side training of every link and ensemble of a workload from a recording, and their scores
 //! on held-out training frames, into a [`Bundle`]: the `jetlink build` step.
 //!
-//! Data split (recording rows whose stream frame is `< train_end`, in frame order): the first
-//! `1 − holdout_fraction` are the *fit* rows (links and ensembles are trained on them), the last
-//! `holdout_fraction` the *holdout* rows (every score is measured on them). Evaluation frames
-//! (`>= train_end`) are never read.
+//! Data split (recording rows whose stream frame is `< train_end`, and at least
+//! [`BuildOptions::fit_from`], in frame order): the first `1 − holdout_fraction` are the *fit* rows
+//! (links and ensembles are trained on them), the last `holdout_fraction` the *holdout* rows (every
+//! score is measured on them). Evaluation frames (`>= train_end`) are never read.
 
 use crate::model_set::ModelSet;
 use std::sync::Mutex;
@@ -49,7 +49,8 @@ struct LinkResult {
     score: f32,
 }
 
-/// Train and score every link and ensemble of `manifest` on `recording` rows before `train_end`.
+/// Train and score every link and ensemble of `manifest` on `recording` rows of frames
+/// `opts.fit_from..train_end`.
 pub fn build(
     manifest: &Manifest,
     recording: &Recording,
@@ -74,13 +75,15 @@ pub fn build(
         t.holdout_fraction
     );
 
+    let fit = opts.fit_from..train_end;
     let mut rows: Vec<usize> =
-        (0..recording.len()).filter(|&r| (recording.frames[r] as usize) < train_end).collect();
+        (0..recording.len()).filter(|&r| fit.contains(&(recording.frames[r] as usize))).collect();
     rows.sort_by_key(|&r| recording.frames[r]);
     ensure!(
         rows.len() >= 10,
-        "only {} recorded frames before train_end {train_end}; links need at least 10",
-        rows.len()
+        "only {} recorded frames in {}..{train_end}; links need at least 10",
+        rows.len(),
+        fit.start
     );
     let hold = ((rows.len() as f32 * t.holdout_fraction).ceil() as usize).clamp(1, rows.len() - 2);
     let data = Data::new(manifest, recording, &rows, rows.len() - hold, hold);
@@ -177,7 +180,7 @@ pub fn build(
             link: link_scores,
             subset,
             constant: (0..n).map(|j| data.constant_score(j)).collect(),
-            hold: crate::schedule::HoldScores::measure(recording, &kinds, &scorings, 0..train_end)
+            hold: crate::schedule::HoldScores::measure(recording, &kinds, &scorings, fit.clone())
                 .table()
                 .to_vec(),
         },
@@ -529,21 +532,25 @@ fn train_ensemble(
     EnsembleResult { shared: p, table, heads }
 }
 
-/// The staleness model's weights for `bundle` ([`crate::control::refresh::fit`]) from the training
-/// rows of `recording` (frames before the bundle's `train_end`, in order) and, when given, the
-/// stream's frames of the same rows (the frame-change signal; without them its weight stays 0).
+/// The staleness model's weights for `bundle` ([`crate::control::refresh::fit`]) from the rows of
+/// `recording` of frames `from..` the bundle's `train_end` (the frames its links were fitted on:
+/// [`BuildOptions::fit_from`]), in order, and, when given, the stream's frames of the same rows (the
+/// frame-change signal; without them its weight stays 0).
 pub fn fit_staleness(
     bundle: &Bundle,
     recording: &Recording,
     frames: Option<&crate::stream::Stream>,
+    from: usize,
 ) -> Vec<[f32; crate::control::refresh::FEATURES]> {
     // Every training frame in order, with its recorded outputs where the recording has it.
     let train_end = bundle.split.train_end as usize;
-    let outputs: Vec<Option<&[f32]>> = (0..train_end)
+    let span = from.min(train_end)..train_end;
+    let outputs: Vec<Option<&[f32]>> = span
+        .clone()
         .map(|f| u32::try_from(f).ok().and_then(|f| recording.row_of_frame(f)).map(|r| recording.row(r)))
         .collect();
     let pixels: Option<Vec<&[u8]>> =
-        frames.filter(|s| s.meta.len() >= train_end).map(|s| (0..train_end).map(|f| s.frame(f)).collect());
+        frames.filter(|s| s.meta.len() >= train_end).map(|s| span.map(|f| s.frame(f)).collect());
     let kinds: Vec<OutputKind> = bundle.models.iter().map(|m| m.kind).collect();
     let scorings: Vec<crate::scoring::Scoring> = bundle.models.iter().map(|m| m.scoring).collect();
     crate::control::refresh::fit(

@@ -32,6 +32,7 @@ fn small_bundle(name: &str) -> (Manifest, Bundle, PathBuf) {
         threads: 2,
         set_heads: 0,
         progress: false,
+        fit_from: 0,
     };
     let b = jetlink::train::build(&m, &rec, 300, &o).unwrap();
     (m, b, dir)

@@ -288,6 +288,8 @@ fn bad_inputs_table() {
         Case { args: s(&["bench", "mlink", "--budgets", "nan%"]), error: "a share of the board's budget must be in (0, 100%]", status: 1, no_file: None, unchanged: None },
         Case { args: s(&["bench", "mlink", "--policies", "optimal,nonsense"]), error: "--policies \"nonsense\": unknown policy", status: 1, no_file: None, unchanged: None },
         Case { args: s(&["run", "--engines", "replay", "--frames", "3", "-q", "--sysfs-root", &d("sys"), "--serial", &format!("file:{}", d("sys.bin"))]), error: "not read from sysfs, so the flag would have no effect", status: 1, no_file: Some(dir.join("sys.bin")), unchanged: None },
+        Case { args: s(&["build", "--fit-frames", "500..300", "--out", &d("ff.bundle"), "--key", "demo/keys/demo-insecure.key"]), error: "the range is empty", status: 2, no_file: Some(dir.join("ff.bundle")), unchanged: None },
+        Case { args: s(&["build", "--fit-frames", "0..99999999", "--out", &d("ff.bundle"), "--key", "demo/keys/demo-insecure.key"]), error: "--fit-frames 0..99999999: the stream has", status: 1, no_file: Some(dir.join("ff.bundle")), unchanged: None },
         // A flag the chosen benchmark does not read is refused, not silently ignored.
         Case { args: s(&["bench", "links", "--ticks", "5", "--out-dir", &d("bf")]), error: "--ticks does not apply to `jetlink bench links`: it is read by `bench loop` only", status: 1, no_file: Some(dir.join("bf/links.json")), unchanged: None },
         Case { args: s(&["bench", "seq", "--bundle", "x.bundle", "--out-dir", &d("bf")]), error: "--bundle does not apply to `jetlink bench seq`", status: 1, no_file: Some(dir.join("bf/seq.json")), unchanged: None },

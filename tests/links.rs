@@ -34,6 +34,7 @@ fn quick_options() -> BuildOptions {
         threads: 2,
         progress: false,
         set_heads: 1,
+        fit_from: 0,
     }
 }
 
@@ -99,6 +100,31 @@ fn build_is_deterministic() {
     rec2.values[550 * s..].iter_mut().for_each(|v| *v = 123.0);
     let c = jetlink::train::build(&m, &rec2, 500, &o).unwrap();
     assert_eq!(a.to_bytes().unwrap(), c.to_bytes().unwrap());
+}
+
+/// `fit_from` (`jetlink build --fit-frames A..B`): the links are fitted on frames A..B alone, and
+/// frames outside them are never read.
+#[test]
+fn the_fit_frames_are_the_only_frames_read() {
+    let m = synthetic_manifest(&tmp_dir("fitfrom")).unwrap();
+    let rec = synthetic_recording(600, 10_000, 3);
+    let mut o = quick_options();
+    o.train.epochs = 3;
+    o.train.ensemble_epochs = 3;
+    o.fit_from = 200;
+    let a = jetlink::train::build(&m, &rec, 500, &o).unwrap();
+    assert_eq!((a.split.fit_rows + a.split.holdout_rows) as usize, 300, "rows of frames 200..500");
+    // Frames before 200 and from 500 on are not read: changing them changes nothing.
+    let mut rec2 = rec.clone();
+    let s = rec2.stride();
+    rec2.values[..200 * s].iter_mut().for_each(|v| *v = 123.0);
+    rec2.values[500 * s..].iter_mut().for_each(|v| *v = -7.0);
+    let b = jetlink::train::build(&m, &rec2, 500, &o).unwrap();
+    assert_eq!(a.to_bytes().unwrap(), b.to_bytes().unwrap());
+    // Frames 200..500 are: the same build from frame 0 differs.
+    o.fit_from = 0;
+    let c = jetlink::train::build(&m, &rec, 500, &o).unwrap();
+    assert_ne!(a.to_bytes().unwrap(), c.to_bytes().unwrap());
 }
 
 /// Agreement of target j on the holdout rows when the models in `active` run.
@@ -295,7 +321,7 @@ fn demo_measurements() {
         }
     }
     for (name, t) in variants {
-        let o = BuildOptions { train: t, threads: 2, progress: false, set_heads: 0 };
+        let o = BuildOptions { train: t, threads: 2, progress: false, set_heads: 0, fit_from: 0 };
         let t0 = std::time::Instant::now();
         let b = jetlink::train::build(&manifest, &rec, train_end, &o).unwrap();
         let secs = t0.elapsed().as_secs_f64();

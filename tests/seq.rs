@@ -61,6 +61,7 @@ fn links_into_and_out_of_a_sequence_learn_and_predict_without_allocating() {
         threads: 2,
         progress: false,
         set_heads: 0,
+        fit_from: 0,
     };
     let b = jetlink::train::build(&m, &rec, stream.train_end, &opts).unwrap();
     let idx = |n: &str| m.model_index(n).unwrap();

@@ -54,6 +54,7 @@ fn small_bundle(name: &str) -> (Manifest, Vec<u8>, PathBuf) {
         set_heads: 0,
         threads: 1,
         progress: false,
+        fit_from: 0,
     };
     let b = jetlink::train::build(&m, &rec, 100, &o).unwrap();
     (m, b.to_bytes().unwrap(), dir)

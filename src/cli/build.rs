@@ -44,6 +44,22 @@ pub(crate) struct BuildArgs {
     /// Write the bundle unsigned (host tools only: no board loads it).
     #[arg(long, conflicts_with = "key")]
     pub(crate) unsigned: bool,
+    /// Fit the links (and everything else `build` learns) on the recording's frames A..B instead of
+    /// the stream's training part. Given the evaluation frames themselves, the bundle is an
+    /// in-sample ceiling for what `jetlink run` then measures on them: said on standard error.
+    #[arg(long, value_name = "A..B", value_parser = frame_range)]
+    pub(crate) fit_frames: Option<std::ops::Range<usize>>,
+}
+
+/// `A..B` with A < B, frames of the stream.
+fn frame_range(s: &str) -> std::result::Result<std::ops::Range<usize>, String> {
+    let (a, b) = s.split_once("..").ok_or_else(|| format!("{s:?}: expected A..B (frames A to B - 1)"))?;
+    let num = |x: &str| x.trim().parse::<usize>().map_err(|e| format!("{s:?}: {x:?} is not a frame number: {e}"));
+    let (a, b) = (num(a)?, num(b)?);
+    if a >= b {
+        return Err(format!("{s:?}: the range is empty (A must be below B)"));
+    }
+    Ok(a..b)
 }
 
 /// Whether `manifest` is the demo's (this checkout's demo/manifest.toml, wherever it is run from).
@@ -128,10 +144,24 @@ pub(crate) fn build(a: &BuildArgs) -> Result<()> {
         opts.train.hidden_floor = f;
     }
     opts.set_heads = a.set_heads.map_or(board.max_active_models as usize, |k| k as usize);
+    let fit = a.fit_frames.clone().unwrap_or(0..stream.train_end);
+    if fit.end > stream.len() {
+        bail!("--fit-frames {}..{}: the stream has {} frames", fit.start, fit.end, stream.len());
+    }
+    if fit.end > stream.train_end {
+        eprintln!(
+            "note: --fit-frames {}..{} reaches the stream's evaluation frames (from {}): what `jetlink run` \
+             measures there with this bundle is in-sample (a ceiling), not held out",
+            fit.start,
+            fit.end,
+            stream.train_end
+        );
+    }
+    opts.fit_from = fit.start;
     jetlink::output::make_folder(&out, "--out")?;
     let t = Instant::now();
-    let mut bundle = jetlink::train::build(&manifest, &recording, stream.train_end, &opts)?;
-    bundle.staleness = jetlink::train::fit_staleness(&bundle, &recording, Some(&stream));
+    let mut bundle = jetlink::train::build(&manifest, &recording, fit.end, &opts)?;
+    bundle.staleness = jetlink::train::fit_staleness(&bundle, &recording, Some(&stream), fit.start);
     bundle.version = a.bundle_version;
     // Training on values too large for f32 arithmetic (1e37 is finite, its square is not) gives
     // weights that are not finite: refused here, naming the recording, not later by every loader.

@@ -125,11 +125,15 @@ pub struct BuildOptions {
     /// the shared head on held-out rows (0: shared heads only). `jetlink build` sets the board's
     /// `max-active-models`: the schedule never runs more.
     pub set_heads: usize,
+    /// The first frame the links are fitted on: rows of frames `fit_from..train_end` (0 by
+    /// default, the stream's training part). `jetlink build --fit-frames A..B` sets both; fitting
+    /// on the evaluation frames themselves gives an in-sample ceiling.
+    pub fit_from: usize,
 }
 
 impl Default for BuildOptions {
     fn default() -> BuildOptions {
-        BuildOptions { train: TrainOptions::default(), threads: 0, progress: true, set_heads: 0 }
+        BuildOptions { train: TrainOptions::default(), threads: 0, progress: true, set_heads: 0, fit_from: 0 }
     }
 }
 
