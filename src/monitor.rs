@@ -171,6 +171,15 @@ impl<W: Write> Monitor<W> {
         self.csv.as_mut().map_or(Ok(()), |w| w.flush())
     }
 
+    /// Stopped by the user ([`MonitorOptions::stop`]): a partial frame at the end was cut by the
+    /// stop, not lost on the way, so it is shown (`truncated_tail`) but not counted as damage.
+    pub fn finish_stopped(mut self) -> io::Result<MonitorStats> {
+        self.stats.truncated_tail = self.decoder.has_partial();
+        self.stats.decode = self.decoder.stats();
+        self.flush()?;
+        Ok(self.stats)
+    }
+
     /// End of stream: count a partial frame as truncated, flush the CSV, return the counts.
     pub fn finish(mut self) -> io::Result<MonitorStats> {
         self.stats.truncated_tail = self.decoder.has_partial();
@@ -256,7 +265,7 @@ pub fn monitor(path: &Path, opts: &MonitorOptions) -> Result<MonitorStats> {
             break;
         }
         if opts.stop.is_some_and(|s| s.load(std::sync::atomic::Ordering::Relaxed)) {
-            break;
+            return mon.finish_stopped().context("writing the CSV");
         }
         if last_draw.elapsed() >= REFRESH {
             last_draw = Instant::now();

@@ -4,7 +4,9 @@
 //! Data split (recording rows whose stream frame is `< train_end`, and at least
 //! [`BuildOptions::fit_from`], in frame order): the first `1 − holdout_fraction` are the *fit* rows
 //! (links and ensembles are trained on them), the last `holdout_fraction` the *holdout* rows (every
-//! score is measured on them). Evaluation frames (`>= train_end`) are never read.
+//! score is measured on them). Evaluation frames (`>= train_end`) are never read. An in-sample
+//! build ([`BuildOptions::in_sample`], for a ceiling) fits every row and scores a spread share of
+//! them.
 
 use crate::model_set::ModelSet;
 use std::sync::Mutex;
@@ -86,7 +88,15 @@ pub fn build(
         fit.start
     );
     let hold = ((rows.len() as f32 * t.holdout_fraction).ceil() as usize).clamp(1, rows.len() - 2);
-    let data = Data::new(manifest, recording, &rows, rows.len() - hold, hold);
+    let data = if opts.in_sample {
+        // Every row is fitted; the scores are measured on `hold` of them spread over the range.
+        let fit = rows.len();
+        let spread: Vec<usize> = (0..hold).map(|k| rows[k * fit / hold]).collect();
+        rows.extend(spread);
+        Data::new(manifest, recording, &rows, fit, hold)
+    } else {
+        Data::new(manifest, recording, &rows, rows.len() - hold, hold)
+    };
     let folds = match t.ensemble_fit {
         EnsembleFit::OutOfFold { folds } if folds >= 2 => {
             ensure!(folds as usize <= data.fit, "{folds} folds but only {} fit rows", data.fit);

@@ -33,6 +33,7 @@ fn small_bundle(name: &str) -> (Manifest, Bundle, PathBuf) {
         set_heads: 0,
         progress: false,
         fit_from: 0,
+        in_sample: false,
     };
     let b = jetlink::train::build(&m, &rec, 300, &o).unwrap();
     (m, b, dir)

@@ -356,6 +356,7 @@ fn write_seed_corpus() {
         threads: 1,
         progress: false,
         set_heads: 0,
+        ..Default::default()
     };
     let b = jetlink::train::build(&m, &rec, 50, &o).unwrap();
     let body = b.to_bytes().unwrap();

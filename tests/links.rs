@@ -35,6 +35,7 @@ fn quick_options() -> BuildOptions {
         progress: false,
         set_heads: 1,
         fit_from: 0,
+        in_sample: false,
     }
 }
 
@@ -125,6 +126,15 @@ fn the_fit_frames_are_the_only_frames_read() {
     o.fit_from = 0;
     let c = jetlink::train::build(&m, &rec, 500, &o).unwrap();
     assert_ne!(a.to_bytes().unwrap(), c.to_bytes().unwrap());
+    // In-sample: every row of 200..500 is fitted, a spread fifth of them scored; still nothing
+    // outside the range is read.
+    o.fit_from = 200;
+    o.in_sample = true;
+    let d = jetlink::train::build(&m, &rec, 500, &o).unwrap();
+    assert_eq!((d.split.fit_rows, d.split.holdout_rows), (300, 60));
+    let e = jetlink::train::build(&m, &rec2, 500, &o).unwrap();
+    assert_eq!(d.to_bytes().unwrap(), e.to_bytes().unwrap());
+    assert_ne!(a.to_bytes().unwrap(), d.to_bytes().unwrap());
 }
 
 /// Agreement of target j on the holdout rows when the models in `active` run.
@@ -321,7 +331,14 @@ fn demo_measurements() {
         }
     }
     for (name, t) in variants {
-        let o = BuildOptions { train: t, threads: 2, progress: false, set_heads: 0, fit_from: 0 };
+        let o = BuildOptions {
+            train: t,
+            threads: 2,
+            progress: false,
+            set_heads: 0,
+            fit_from: 0,
+            in_sample: false,
+        };
         let t0 = std::time::Instant::now();
         let b = jetlink::train::build(&manifest, &rec, train_end, &o).unwrap();
         let secs = t0.elapsed().as_secs_f64();

@@ -62,6 +62,7 @@ fn links_into_and_out_of_a_sequence_learn_and_predict_without_allocating() {
         progress: false,
         set_heads: 0,
         fit_from: 0,
+        in_sample: false,
     };
     let b = jetlink::train::build(&m, &rec, stream.train_end, &opts).unwrap();
     let idx = |n: &str| m.model_index(n).unwrap();
@@ -285,7 +286,12 @@ fn sequence_links_recover_what_their_sources_determine() {
         row[40 + T * C + digits[0]] = 1.0;
         rec.push(f, &row);
     }
-    let opts = BuildOptions { train: TrainOptions::default(), threads: 2, progress: false, set_heads: 0 };
+    let opts = BuildOptions {
+        train: TrainOptions::default(),
+        threads: 2,
+        progress: false,
+        ..BuildOptions::default()
+    };
     let b = jetlink::train::build(&m, &rec, 1500, &opts).unwrap();
     println!("{}", jetlink::report::scores_markdown(&b));
     let (code, textm, first) = (0, 1, 2);
@@ -374,7 +380,12 @@ fn position_tied_links_read_one_reader_from_another() {
         }
         rec.push(f, &row);
     }
-    let opts = BuildOptions { train: TrainOptions::default(), threads: 2, progress: false, set_heads: 0 };
+    let opts = BuildOptions {
+        train: TrainOptions::default(),
+        threads: 2,
+        progress: false,
+        ..BuildOptions::default()
+    };
     let b = jetlink::train::build(&m, &rec, 150, &opts).unwrap();
     // Each tied link is stored as a dense one no wider than the dense link the pair would have had
     // (6 positions: 64 units each into `text`, 132 / 6 = 22 each into `reader`).

@@ -55,6 +55,7 @@ fn small_bundle(name: &str) -> (Manifest, Vec<u8>, PathBuf) {
         threads: 1,
         progress: false,
         fit_from: 0,
+        in_sample: false,
     };
     let b = jetlink::train::build(&m, &rec, 100, &o).unwrap();
     (m, b.to_bytes().unwrap(), dir)

@@ -45,16 +45,23 @@ pub(crate) struct BuildArgs {
     #[arg(long, conflicts_with = "key")]
     pub(crate) unsigned: bool,
     /// Fit the links (and everything else `build` learns) on the recording's frames A..B instead of
-    /// the stream's training part. Given the evaluation frames themselves, the bundle is an
-    /// in-sample ceiling for what `jetlink run` then measures on them: said on standard error.
+    /// the stream's training part; the last fifth of them is held out for the link scores, as
+    /// usual (`--in-sample` fits them all). A range that reaches the evaluation frames is said on
+    /// standard error: what `jetlink run` measures there is then not held out.
     #[arg(long, value_name = "A..B", value_parser = frame_range)]
     pub(crate) fit_frames: Option<std::ops::Range<usize>>,
+    /// With `--fit-frames`: fit on every one of those frames and measure the link scores (which the
+    /// planner ranks by) on a spread fifth of them, instead of holding the last fifth out: a true
+    /// in-sample ceiling.
+    #[arg(long, requires = "fit_frames")]
+    pub(crate) in_sample: bool,
 }
 
 /// `A..B` with A < B, frames of the stream.
 fn frame_range(s: &str) -> std::result::Result<std::ops::Range<usize>, String> {
     let (a, b) = s.split_once("..").ok_or_else(|| format!("{s:?}: expected A..B (frames A to B - 1)"))?;
-    let num = |x: &str| x.trim().parse::<usize>().map_err(|e| format!("{s:?}: {x:?} is not a frame number: {e}"));
+    let num =
+        |x: &str| x.trim().parse::<usize>().map_err(|e| format!("{s:?}: {x:?} is not a frame number: {e}"));
     let (a, b) = (num(a)?, num(b)?);
     if a >= b {
         return Err(format!("{s:?}: the range is empty (A must be below B)"));
@@ -148,16 +155,21 @@ pub(crate) fn build(a: &BuildArgs) -> Result<()> {
     if fit.end > stream.len() {
         bail!("--fit-frames {}..{}: the stream has {} frames", fit.start, fit.end, stream.len());
     }
-    if fit.end > stream.train_end {
+    if a.in_sample {
+        eprintln!(
+            "note: --in-sample: every link is fitted on all of frames {}..{} and scored on some of them: \
+             the bundle is an in-sample ceiling",
+            fit.start, fit.end
+        );
+    } else if fit.end > stream.train_end {
         eprintln!(
             "note: --fit-frames {}..{} reaches the stream's evaluation frames (from {}): what `jetlink run` \
              measures there with this bundle is in-sample (a ceiling), not held out",
-            fit.start,
-            fit.end,
-            stream.train_end
+            fit.start, fit.end, stream.train_end
         );
     }
     opts.fit_from = fit.start;
+    opts.in_sample = a.in_sample;
     jetlink::output::make_folder(&out, "--out")?;
     let t = Instant::now();
     let mut bundle = jetlink::train::build(&manifest, &recording, fit.end, &opts)?;

@@ -32,6 +32,28 @@ pub(crate) struct BrokerArgs {
     pub(crate) connect_timeout_s: f64,
 }
 
+/// Without `--broker` and `--fleet`, a flag that only joining a fleet reads is refused, naming it,
+/// rather than ignored.
+fn refuse_fleet_flags(j: &JoinArgs) -> Result<()> {
+    let b = &j.broker;
+    let given = [
+        ("--ca", b.ca.is_some()),
+        ("--cert", b.cert.is_some()),
+        ("--client-key", b.client_key.is_some()),
+        ("--username", b.username.is_some()),
+        ("--password-file", b.password_file.is_some()),
+        ("--board-id", j.board_id.is_some()),
+        ("--fleet-key", j.fleet_key.is_some()),
+        ("--fleet-optional", j.fleet_optional),
+    ];
+    match given.iter().find(|g| g.1) {
+        Some((flag, _)) => {
+            bail!("{flag} applies only when joining a fleet: give --broker HOST:PORT and --fleet NAME too")
+        }
+        None => Ok(()),
+    }
+}
+
 /// Joining a fleet from `jetlink run`.
 #[derive(clap::Args, Clone, Debug, Default)]
 pub(crate) struct JoinArgs {
@@ -377,6 +399,7 @@ pub(crate) fn join(
     state: &jetlink::signing::RollbackState,
 ) -> Result<Option<jetlink::fleet::client::FleetClient>> {
     if j.broker.fleet.is_none() && j.broker.broker.is_none() {
+        refuse_fleet_flags(j)?;
         return Ok(None);
     }
     let cfg = config(&j.broker)?;
@@ -443,5 +466,6 @@ pub(crate) fn join(
     if j.broker.fleet.is_some() || j.broker.broker.is_some() {
         bail!("--fleet/--broker: this build was made without the `fleet` feature");
     }
+    refuse_fleet_flags(j)?;
     Ok(None)
 }

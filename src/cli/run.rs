@@ -54,8 +54,8 @@ pub(crate) struct RunArgs {
     /// frames, kept in a window counted against the model budget).
     #[arg(long, default_value = "auto", value_parser = parse_label_rule)]
     pub(crate) labels: String,
-    /// The same as `--labels uncertainty`.
-    #[arg(long)]
+    /// The same as `--labels uncertainty` (not with `--labels`).
+    #[arg(long, conflicts_with = "labels")]
     pub(crate) uncertainty_sampling: bool,
     /// Label one frame for adaptation every this many ticks while targets are allocated (5 = 20%).
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
@@ -421,6 +421,8 @@ pub(crate) type FleetClient = Option<()>;
 /// Open and check everything `a` names and prepare the loop; with `header`, print what runs.
 pub(crate) fn prepare_run(a: &RunArgs, header: bool) -> Result<(Loop, Prepared, FleetClient)> {
     let board = effective_board(a)?;
+    // Checked before anything is opened or joined (the serial output is emptied when opened).
+    let root = sysfs_root(a, board)?;
     let (budget, mut budget_from) = budget_in_force(a.budget, board)?;
     if a.sim_model_budget.is_some() {
         budget_from = budget_from.replace("model-budget-bytes", "model budget (--sim-model-budget)");
@@ -445,9 +447,23 @@ pub(crate) fn prepare_run(a: &RunArgs, header: bool) -> Result<(Loop, Prepared, 
     }
     let state = rollback_state(a, board);
     let bundle = trusted_bundle(a, &manifest, board, &state)?;
-    let fleet_client = super::fleet::join(&a.join, board, &bundle, &state)?;
+    if bundle.split.train_end as usize > stream.train_end {
+        eprintln!(
+            "note: bundle {} was fitted on frames up to {}, past the stream's training part (frames before {}): \
+             what this run measures on those frames is in-sample, not held out",
+            a.bundle.display(),
+            bundle.split.train_end,
+            stream.train_end
+        );
+    }
     let spec = SourceSpec::parse(&a.source)?;
     let live = spec != SourceSpec::Stream;
+    if a.reference_aligned && !live {
+        bail!(
+            "--reference-aligned applies only with a --source other than `stream` (the stream's frames are the reference's)"
+        );
+    }
+    let fleet_client = super::fleet::join(&a.join, board, &bundle, &state)?;
     // A live source's frames are not the stream's, unless the caller says they are.
     let reference = if live && !a.reference_aligned {
         None
@@ -467,8 +483,6 @@ pub(crate) fn prepare_run(a: &RunArgs, header: bool) -> Result<(Loop, Prepared, 
             to - from
         );
     }
-    // Checked before the serial output is opened (and emptied).
-    let root = sysfs_root(a, board)?;
     let builder = loop_builder(a, board, &manifest, bundle, &stream, &reference)?;
     let serial_spec = a.serial.clone().unwrap_or_else(|| board.serial.device.to_string());
     let serial = SerialWriter::open_spec(&serial_spec, board.serial.baud)?;

@@ -129,11 +129,22 @@ pub struct BuildOptions {
     /// default, the stream's training part). `jetlink build --fit-frames A..B` sets both; fitting
     /// on the evaluation frames themselves gives an in-sample ceiling.
     pub fit_from: usize,
+    /// Fit on every row of the fit frames and measure the scores on a spread share
+    /// (`holdout_fraction`) of those same rows, instead of holding the last rows out: an in-sample
+    /// build, for a ceiling (`jetlink build --in-sample`).
+    pub in_sample: bool,
 }
 
 impl Default for BuildOptions {
     fn default() -> BuildOptions {
-        BuildOptions { train: TrainOptions::default(), threads: 0, progress: true, set_heads: 0, fit_from: 0 }
+        BuildOptions {
+            train: TrainOptions::default(),
+            threads: 0,
+            progress: true,
+            set_heads: 0,
+            fit_from: 0,
+            in_sample: false,
+        }
     }
 }
 
