@@ -488,6 +488,16 @@ impl Bundle {
         if let Some(k) = crate::links::first_non_finite(self.staleness.as_flattened()) {
             return Err(format!("staleness weight {k} is not finite"));
         }
+        // The precomputed tables decode (and the DCTA one is consistent), so that a damaged one is
+        // refused with the bundle, not found later by the loop.
+        if let Some(d) = &self.dcta {
+            crate::dcta::PolicyTable::from_postcard(d)
+                .map_err(|e| format!("the DCTA table does not decode: {e}"))?;
+        }
+        if let Some(t) = &self.schedule {
+            postcard::from_bytes::<crate::schedule::ScheduleTable>(t)
+                .map_err(|e| format!("the schedule table does not decode: {e}"))?;
+        }
         let s = &self.scores;
         for (what, xs) in [("link", &s.link), ("subset", &s.subset), ("constant", &s.constant)] {
             if let Some(k) = crate::links::first_non_finite(xs) {

@@ -238,3 +238,19 @@ fn reports_next_to_bundle() {
     let svg = std::fs::read_to_string(svg).unwrap();
     assert!(svg.starts_with("<svg") && svg.matches("<rect").count() == 7 * 8);
 }
+
+/// A damaged DCTA or schedule table is refused when the bundle is loaded, naming the table (the
+/// loop used to find it later, without naming the bundle).
+#[test]
+fn a_damaged_precomputed_table_is_refused_at_load() {
+    let (_, b, dir) = small_bundle("tables");
+    for (what, dcta, schedule) in [
+        ("the DCTA table does not decode", Some(vec![7u8; 5]), None),
+        ("the schedule table does not decode", None, Some(vec![0xffu8; 3])),
+    ] {
+        let mut bad = b.clone();
+        (bad.dcta, bad.schedule) = (dcta, schedule);
+        let e = load_err(&bad.to_bytes().unwrap(), &dir);
+        assert!(e.contains(what), "{e}");
+    }
+}

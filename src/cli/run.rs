@@ -599,8 +599,10 @@ pub(crate) fn run(a: &RunArgs) -> Result<()> {
     let w = ctl.writer().stats();
     if w.dropped > 0 {
         eprintln!(
-            "error: {} telemetry frames to {} were lost (last error {:?}); exit status 3",
-            w.dropped, p.serial_spec, w.last_error
+            "error: {} telemetry frames to {} were lost (last error: {}); exit status 3",
+            w.dropped,
+            p.serial_spec,
+            w.last_error.map_or("none recorded".to_string(), |e| e.to_string())
         );
         std::process::exit(EXIT_TELEMETRY_LOST);
     }
