@@ -148,9 +148,10 @@ fn folder_in_way(path: &Path, what: &str) -> Result<()> {
 }
 
 /// Write `bytes` to `path` (a `what`, for messages) as a `kind` file by the rule above
-/// ([`check_replace`], then an atomic write).
+/// ([`check_replace`], the folder made where missing ([`make_folder`]), then an atomic write).
 pub fn write(path: &Path, what: &str, kind: Kind, force: bool, bytes: &[u8]) -> Result<()> {
     check_replace(path, what, kind, force)?;
+    make_folder(path, what)?;
     crate::atomic::write_file(path, bytes)
         .map_err(|e| anyhow::anyhow!("{what} {}: writing it: {e}", path.display()))
 }

@@ -120,7 +120,7 @@ impl Stream {
             train_end <= drift_start,
             "drift_start {drift_start} is before train_end {train_end}: the training part would hold drift frames"
         );
-        ensure!(channels == 1 || channels == 3 || !jpeg, "JPEG frames have 1 or 3 channels, not {channels}");
+        ensure!(channels == 1 || channels == 3, "frames have 1 (grey) or 3 (RGB) channels, not {channels}");
         let px = height * width * channels;
         // Checked: n and the frame size come from the file (a product past u64 is past the limit).
         let decoded = (n as u64).checked_mul(px as u64).unwrap_or(u64::MAX);
@@ -298,6 +298,11 @@ mod tests {
         assert_eq!(back.segment(1), Segment::Drift);
         let e = Stream::parse(&b[..b.len() - 2]).unwrap_err().to_string();
         assert!(e.contains("expected"), "{e}");
+        // Raw frames too have 1 or 3 channels, as the writer writes them.
+        let mut two = b.clone();
+        two[16] = 2;
+        let e = Stream::parse(&two).unwrap_err().to_string();
+        assert!(e.contains("1 (grey) or 3 (RGB) channels, not 2"), "{e}");
     }
 
     /// A JLSTRM02 file of `frames` (RGB, height×width) encoded as JPEG at `quality`.

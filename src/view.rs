@@ -126,11 +126,13 @@ impl View {
                     s
                 }
                 ViewOp::Channels { n } => {
-                    if s.c != 1 || n == 0 {
-                        return Err(bad(format!(
-                            "replicates a 1-channel image, got {} channels, n = {n}",
-                            s.c
-                        )));
+                    if n == 0 {
+                        return Err(
+                            bad("n = 0: the image must be replicated into at least 1 channel".into()),
+                        );
+                    }
+                    if s.c != 1 {
+                        return Err(bad(format!("replicates a 1-channel image, got {} channels", s.c)));
                     }
                     Shape { c: n as usize, ..s }
                 }

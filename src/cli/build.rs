@@ -28,8 +28,9 @@ pub(crate) struct BuildArgs {
     #[arg(long, value_parser = clap::value_parser!(u32).range(0..=jetlink::model_set::ModelSet::CAP as i64))]
     pub(crate) set_heads: Option<u32>,
     /// The bundle's release number, inside the signed part: a board refuses a bundle older than the
-    /// highest it has accepted (rollback protection). Raise it for every release.
-    #[arg(long, default_value_t = 1)]
+    /// highest it has accepted (rollback protection). Raise it for every release, by small steps: a
+    /// board that accepted version V refuses every bundle below it, so 1 to 4294967295.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=u32::MAX as u64))]
     pub(crate) bundle_version: u64,
     /// Link training recipe: `measured` (standardised regression targets, no dropout on them) or
     /// `paper` (the MLink paper's: dropout 0.5 everywhere, raw targets).

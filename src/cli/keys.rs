@@ -48,7 +48,8 @@ pub(crate) fn sign(a: &SignArgs) -> Result<()> {
         .with_context(|| format!("{}: not a valid bundle, not signing it", a.bundle.display()))?;
     let out = a.out.as_ref().unwrap_or(&a.bundle);
     // Written beside the target and renamed, so that an interrupted sign never leaves half a bundle.
-    jetlink::output::write(out, "--out", jetlink::output::Kind::Bundle, a.force, &signed)?;
+    let what = if a.out.is_some() { "--out" } else { "bundle (signed in place)" };
+    jetlink::output::write(out, what, jetlink::output::Kind::Bundle, a.force, &signed)?;
     let public = key.verifying_key().to_bytes();
     println!(
         "signed {} ({} bytes) with key {} (public {})",

@@ -24,6 +24,12 @@ pub(crate) fn models(a: &ModelsArgs) -> Result<()> {
     }
     let reference = load_reference_for(&manifest, &stream)?;
     let n = (a.frames as usize).clamp(1, stream.len());
+    if n < a.frames as usize {
+        eprintln!(
+            "note: --frames {}: the stream has {} frames; running every model on all of them",
+            a.frames, n
+        );
+    }
     let step = stream.len() / n;
     let mut stats: Vec<record::ModelStats> = Vec::new();
     let mut max_diff = vec![0.0f32; models.len()];

@@ -10,7 +10,7 @@ pub(crate) struct MonitorArgs {
     #[arg(long)]
     pub(crate) csv: Option<PathBuf>,
     /// Replace an existing output that is not of this kind (never a device or a FIFO).
-    #[arg(long)]
+    #[arg(long, requires = "csv")]
     pub(crate) force: bool,
     /// Keep reading a file as it grows.
     #[arg(long)]
@@ -25,6 +25,7 @@ pub(crate) struct MonitorArgs {
 pub(crate) fn monitor(a: &MonitorArgs) -> Result<()> {
     if let Some(csv) = &a.csv {
         jetlink::output::check_replace(csv, "--csv", jetlink::output::Kind::TickCsv, a.force)?;
+        jetlink::output::make_folder(csv, "--csv")?;
         // The CSV is created before the input is read: the input itself must not be its target.
         if let (Ok(i), Ok(o)) = (std::fs::metadata(&a.path), std::fs::metadata(csv)) {
             use std::os::unix::fs::MetadataExt;
@@ -58,6 +59,9 @@ pub(crate) fn monitor(a: &MonitorArgs) -> Result<()> {
         stop: Some(&stop),
     };
     let s = jetlink::monitor::monitor(&a.path, &opts)?;
+    if s.decode.bytes == 0 {
+        eprintln!("jetlink monitor: nothing was read from {}: it holds no telemetry", a.path.display());
+    }
     let mut text = String::new();
     jetlink::monitor::render(&a.path.display().to_string(), &s, &mut text);
     println!("{text}");
