@@ -108,10 +108,13 @@ fn round_trip() {
             .to_string()
             .contains("staleness weight 10 is not finite")
     );
-    // Reserved tables survive a round trip.
+    // The precomputed schedule table survives a round trip (a damaged one is refused:
+    // `a_damaged_precomputed_table_is_refused_at_load`).
     let mut c = b.clone();
-    c.schedule = Some(vec![1, 2, 3]);
-    assert_eq!(Bundle::from_bytes(&c.to_bytes().unwrap()).unwrap().schedule, Some(vec![1, 2, 3]));
+    let table = jetlink::schedule::ScheduleTable::build(&jetlink::schedule::Problem::from_bundle(&b));
+    let bytes = postcard::to_stdvec(&table).unwrap();
+    c.schedule = Some(bytes.clone());
+    assert_eq!(Bundle::from_bytes(&c.to_bytes().unwrap()).unwrap().schedule, Some(bytes));
 }
 
 #[test]

@@ -33,7 +33,7 @@ pub(crate) struct BenchArgs {
     pub(crate) tasks: Option<u64>,
     /// `dcta`: K choices per task with `--tasks` (the cost model's 4 by default; others are
     /// spaced log-evenly over its range with interpolated gains).
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=16))]
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=16), requires = "tasks")]
     pub(crate) choices: u64,
     /// `dcta`: search nodes per exact solve of a held-out context (where the search stops short,
     /// the best choice found is the reference and the quality against the bound is reported too).
@@ -49,7 +49,8 @@ pub(crate) struct BenchArgs {
     #[arg(long, default_value_t = 1.5, value_parser = finite_in(0.01, 1000.0))]
     pub(crate) stress: f64,
     /// `mlink`: at most this many models run per tick (`jetlink run --max-active`; default: the
-    /// board's `max-active-models`).
+    /// board's `max-active-models`). `seq`: the most models running while a sequence target is
+    /// predicted (default: half the manifest's).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=jetlink::model_set::ModelSet::CAP as i64))]
     pub(crate) max_active: Option<u32>,
     /// `mlink`: the policies swept (`jetlink run --policy`), each at every budget.
@@ -103,13 +104,16 @@ pub(crate) enum BenchWhat {
     Seq,
 }
 
-/// The benchmarks each flag of `jetlink bench` applies to (`None`: every one). A flag given on the
-/// command line for a benchmark that does not read it is refused ([`bench_flags_apply`]) rather
-/// than silently ignored.
+/// Flags every benchmark reads.
+const EVERY_BENCH: [&str; 4] = ["what", "manifest", "out_dir", "force"];
+
+/// The benchmarks each flag of `jetlink bench` applies to (`None`: every one, [`EVERY_BENCH`]). A
+/// flag given on the command line for a benchmark that does not read it is refused
+/// ([`bench_flags_apply`]) rather than silently ignored.
 fn flag_applies(flag: &str) -> Option<&'static [BenchWhat]> {
     use BenchWhat::*;
     Some(match flag {
-        "what" | "manifest" | "out_dir" | "force" => return None,
+        f if EVERY_BENCH.contains(&f) => return None,
         "bundle" => &[Mlink, Dcta, AdaptGain, Links, Loop, Fleet],
         "board" | "spread" | "tasks" | "choices" | "exact_nodes" | "samples" | "contexts" | "stress" => {
             &[Dcta]
@@ -593,4 +597,23 @@ fn bench_fleet(a: &BenchArgs) -> Result<()> {
 #[cfg(not(all(feature = "fleet", feature = "sim")))]
 fn bench_fleet(_: &BenchArgs) -> Result<()> {
     bail!("bench fleet needs the `fleet` and `sim` features")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every flag of `jetlink bench` is in the table of what reads it: a new flag cannot slip past
+    /// the check.
+    #[test]
+    fn every_bench_flag_is_placed() {
+        let cmd = <BenchArgs as clap::Args>::augment_args(clap::Command::new("bench"));
+        for arg in cmd.get_arguments() {
+            let id = arg.get_id().as_str();
+            assert!(
+                EVERY_BENCH.contains(&id) || flag_applies(id).is_some(),
+                "--{id} is not in flag_applies: say which benchmarks read it"
+            );
+        }
+    }
 }

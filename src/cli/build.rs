@@ -175,6 +175,17 @@ pub(crate) fn build(a: &BuildArgs) -> Result<()> {
     let t = Instant::now();
     let mut bundle = jetlink::train::build(&manifest, &recording, fit.end, &opts)?;
     bundle.staleness = jetlink::train::fit_staleness(&bundle, &recording, Some(&stream), fit.start);
+    // The rows read: in-sample, the held-out ones are fitted rows scored again.
+    let split = &bundle.split;
+    let rows = (split.fit_rows + if a.in_sample { 0 } else { split.holdout_rows }) as usize;
+    if a.fit_frames.is_some() && rows < fit.len() {
+        eprintln!(
+            "note: --fit-frames {}..{}: the recording has {rows} of those {} frames; the links were fitted on those",
+            fit.start,
+            fit.end,
+            fit.len()
+        );
+    }
     bundle.version = a.bundle_version;
     // Training on values too large for f32 arithmetic (1e37 is finite, its square is not) gives
     // weights that are not finite: refused here, naming the recording, not later by every loader.
