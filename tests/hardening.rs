@@ -268,6 +268,9 @@ fn bad_inputs_table() {
     std::fs::write(dir.join("no-boards"), "# none yet\n\n").unwrap();
     std::fs::write(dir.join("linked-state"), "jetlink-bundle-version 0\n").unwrap();
     std::os::unix::fs::symlink(dir.join("linked-state"), dir.join("state-link")).unwrap();
+    // A bundle reached through a link: signing it in place is refused, naming the bundle.
+    std::fs::copy(root().join("demo/demo.bundle"), dir.join("real.bundle")).unwrap();
+    std::os::unix::fs::symlink(dir.join("real.bundle"), dir.join("link.bundle")).unwrap();
     std::fs::write(dir.join("huge-state"), "jetlink-bundle-version 99999999999999999999999\n").unwrap();
     // A recording with bytes after its gzip stream.
     let reference = std::fs::read(root().join("demo/reference.jlr.gz")).unwrap();
@@ -293,6 +296,8 @@ fn bad_inputs_table() {
         Case { args: s(&["monitor", "--force", "x"]), error: "--csv", status: 2, no_file: None, unchanged: None },
         Case { args: s(&["build", "--bundle-version", "18446744073709551615", "--out", &d("bv.bundle"), "--key", "demo/keys/demo-insecure.key"]), error: "not in 1..=4294967295", status: 2, no_file: Some(dir.join("bv.bundle")), unchanged: None },
         Case { args: s(&["build", "--bundle-version", "0", "--out", &d("bv.bundle"), "--key", "demo/keys/demo-insecure.key"]), error: "not in 1..=4294967295", status: 2, no_file: Some(dir.join("bv.bundle")), unchanged: None },
+        Case { args: s(&["sign", "--key", "demo/keys/demo-insecure.key", &d("link.bundle")]), error: "bundle (signed in place) ", status: 1, no_file: None, unchanged: Some((dir.join("real.bundle"), std::fs::read(root().join("demo/demo.bundle")).unwrap())) },
+        Case { args: s(&["bench", "loop", "--ticks", "10", "--out-dir", &d("link.jlr")]), error: "link.jlr is a symbolic link to", status: 1, no_file: None, unchanged: None },
         // Flags that would have no effect are refused, naming them.
         Case { args: s(&["run", "--engines", "replay", "--frames", "3", "-q", "--state-file", &state, "--serial", &format!("file:{}", d("fl.bin")), "--username", "bob"]), error: "--username applies only when joining a fleet", status: 1, no_file: Some(dir.join("fl.bin")), unchanged: None },
         Case { args: s(&["run", "--engines", "replay", "--frames", "3", "-q", "--state-file", &state, "--serial", &format!("file:{}", d("fl.bin")), "--fleet-key", "zz"]), error: "--fleet-key applies only when joining a fleet", status: 1, no_file: Some(dir.join("fl.bin")), unchanged: None },
@@ -728,4 +733,39 @@ fn a_recording_too_large_to_train_on_is_refused() {
     );
     assert!(!dir.join("b.bundle").exists());
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Every output makes its missing folder by one rule (`sign --out` and `monitor --csv` used to
+/// refuse where the others made it); an empty telemetry input is said.
+#[test]
+fn outputs_make_their_missing_folders() {
+    let dir = tmp_dir("folders");
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_jetlink"))
+            .current_dir(root())
+            .args(args)
+            .env("RUST_BACKTRACE", "0")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{args:?}: {err}");
+        err
+    };
+    let signed = dir.join("new/deep/signed.bundle");
+    run(&[
+        "sign",
+        "--key",
+        "demo/keys/demo-insecure.key",
+        "demo/demo.bundle",
+        "--out",
+        signed.to_str().unwrap(),
+    ]);
+    assert!(Bundle::load(&signed).is_ok());
+    let empty = dir.join("empty.bin");
+    std::fs::write(&empty, b"").unwrap();
+    let csv = dir.join("new2/ticks.csv");
+    let err = run(&["monitor", empty.to_str().unwrap(), "--csv", csv.to_str().unwrap()]);
+    assert!(err.contains("nothing was read from") && err.contains("it holds no telemetry"), "{err}");
+    assert!(std::fs::read_to_string(&csv).unwrap().starts_with(jetlink::monitor::CSV_HEADER));
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -180,6 +180,13 @@ pub(crate) fn bench(a: &BenchArgs) -> Result<()> {
     if a.out_dir.exists() && !a.out_dir.is_dir() {
         bail!("--out-dir {} exists and is not a folder", a.out_dir.display());
     }
+    if !a.out_dir.exists() && a.out_dir.symlink_metadata().is_ok() {
+        bail!(
+            "--out-dir {} is a symbolic link to {}, which does not exist",
+            a.out_dir.display(),
+            std::fs::read_link(&a.out_dir).map_or("an unreadable target".into(), |t| t.display().to_string())
+        );
+    }
     std::fs::create_dir_all(&a.out_dir).with_context(|| format!("creating {}", a.out_dir.display()))?;
     // Every output is checked before the bench runs, not refused after it.
     for (p, kind) in bench_outputs(a) {
