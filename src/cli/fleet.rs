@@ -221,10 +221,7 @@ fn aggregate(a: &AggregateArgs) -> Result<()> {
     // SIGTERM or SIGINT ends the run like its last round: the aggregator stops and its counts are
     // printed. Installed before the banner and the wait for the broker, so that a signal during the
     // wait is reported too.
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-        signal_hook::flag::register(sig, stop.clone()).context("installing the signal handlers")?;
-    }
+    let stop = stop_on_signals()?;
     println!(
         "fleet {:?} on {}:{}: aggregating models {} (bundle {}), fleet key {}",
         cfg.fleet,

@@ -123,3 +123,13 @@ pub(crate) const PROFILE_FRAMES: usize = 20;
 pub(crate) fn pct(x: f64) -> String {
     format!("{:.1}%", 100.0 * x)
 }
+
+/// A flag set when SIGTERM or SIGINT arrives: the commands that run until stopped (`run`, `fleet
+/// aggregate`, `monitor`) end their work on it and report, instead of dying of the signal.
+pub(crate) fn stop_on_signals() -> Result<Arc<std::sync::atomic::AtomicBool>> {
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(sig, stop.clone()).context("installing the signal handlers")?;
+    }
+    Ok(stop)
+}

@@ -46,10 +46,7 @@ pub(crate) fn monitor(a: &MonitorArgs) -> Result<()> {
     }
     // Ctrl-C or SIGTERM ends the reading, not the process: the table of what was read is printed
     // and the CSV finished (a tty or `--follow` otherwise reads until then).
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-        signal_hook::flag::register(sig, stop.clone()).context("installing the signal handlers")?;
-    }
+    let stop = stop_on_signals()?;
     let opts = jetlink::monitor::MonitorOptions {
         csv: a.csv.as_deref(),
         follow: a.follow,

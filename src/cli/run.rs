@@ -243,12 +243,9 @@ pub(crate) struct Signals {
 impl Signals {
     /// SIGTERM and SIGINT ask the loop to stop at the end of the tick; SIGHUP asks for a bundle reload.
     pub(crate) fn register() -> Result<Signals> {
-        use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-        let s = Signals { stop: Arc::default(), reload: Arc::default() };
-        for sig in [SIGTERM, SIGINT] {
-            signal_hook::flag::register(sig, s.stop.clone()).context("installing the signal handlers")?;
-        }
-        signal_hook::flag::register(SIGHUP, s.reload.clone()).context("installing the signal handlers")?;
+        let s = Signals { stop: super::stop_on_signals()?, reload: Arc::default() };
+        signal_hook::flag::register(signal_hook::consts::SIGHUP, s.reload.clone())
+            .context("installing the signal handlers")?;
         let _ = STOP.set(s.stop.clone());
         Ok(s)
     }
