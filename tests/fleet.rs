@@ -404,6 +404,79 @@ fn a_tampered_or_unsigned_global_update_is_refused() {
     assert_eq!(b.take_global(), Some(1));
 }
 
+/// A global update is fused with the snapshot of the links the loop offered, and the loop adds what
+/// fusion changed: whatever it adapted since that snapshot is kept, not overwritten. An update that
+/// arrives after the loop applied one but before it offered a newer snapshot waits for that snapshot
+/// (fused against the older one, it would count the first update twice).
+#[test]
+fn a_global_update_keeps_the_adaptation_made_since_its_snapshot() {
+    let Some(broker) = broker() else { return };
+    let d = DemoSet::demo().unwrap();
+    let cfg = broker.config("test");
+    let key = fleet_key();
+    let mut b = SimBoard::join(&cfg, &d.bundle, "adapting", key.verifying_key().to_bytes(), 8).unwrap();
+    assert!(b.client.wait_for(WAIT, |s| s.connected));
+    let snapshot = b.predictor.clone();
+    let r0 = fuse::link_range(snapshot.links(), 0);
+    let r1 = fuse::link_range(snapshot.links(), 1);
+    // Global links for target 0 only: the snapshot's weights moved by `by`. With no labelled rows
+    // and no samples of its own for target 0, the board takes them whole.
+    let global = |version: u64, by: f32| {
+        let mut t = fuse::target_links(&snapshot, 0, 10);
+        t.links.iter_mut().for_each(|w| *w += by);
+        GlobalLinks {
+            proto: FLEET_PROTO,
+            fleet: "test".into(),
+            model_hash: model_hash(&d.bundle),
+            version,
+            boards: 1,
+            base_version: 0,
+            targets: vec![t],
+            deltas: Vec::new(),
+        }
+    };
+    let (publisher, mut conn) = Client::new(mqtt_options(&cfg, "publisher").unwrap(), 16);
+    std::thread::spawn(move || while conn.recv().is_ok() {});
+    let send = |g: &GlobalLinks| {
+        publisher.publish(cfg.topic_global_links(), QoS::AtLeastOnce, true, sign_global(g, &key)).unwrap()
+    };
+    send(&global(1, 0.25));
+    assert!(b.client.wait_for(WAIT, |s| s.globals_accepted == 1), "{:?}", b.client.stats());
+    // The loop adapts targets 0 and 1 after its snapshot, before the update reaches it.
+    let shift = |p: &mut Predictor, j: usize, by: f32| {
+        let mut t = fuse::target_links(p, j, 1);
+        t.links.iter_mut().for_each(|w| *w += by);
+        fuse::put_targets(p, &[t]).unwrap();
+    };
+    shift(&mut b.predictor, 0, 0.5);
+    shift(&mut b.predictor, 1, 1.0);
+    assert_eq!(b.take_global(), Some(1));
+    let close = |a: &[f32], b: &[f32], by: f32| a.iter().zip(b).all(|(x, y)| (x - y - by).abs() < 1e-5);
+    assert!(
+        close(&b.predictor.links().params[r0.clone()], &snapshot.links().params[r0.clone()], 0.75),
+        "target 0 is not the global links plus the adaptation since the snapshot"
+    );
+    assert!(
+        close(&b.predictor.links().params[r1.clone()], &snapshot.links().params[r1.clone()], 1.0),
+        "the adaptation of a target the update does not hold was lost"
+    );
+    // Version 2 arrives before the loop offered a snapshot with version 1 applied: it waits.
+    send(&global(2, 2.0));
+    assert!(b.client.wait_for(WAIT, |s| s.globals_deferred >= 1), "{:?}", b.client.stats());
+    assert_eq!(b.take_global(), None, "an update fused against a stale snapshot reached the loop");
+    assert_eq!(b.client.stats().globals_accepted, 1);
+    // The loop offers its links (version 1 applied, adaptation included): version 2 is fused
+    // against them and replaces target 0's links with the fleet's, once.
+    b.offer(&d.reference, &vec![0; d.bundle.n_models()], &[]);
+    assert!(b.client.wait_for(WAIT, |s| s.globals_accepted == 2), "{:?}", b.client.stats());
+    assert_eq!(b.take_global(), Some(2));
+    assert!(
+        close(&b.predictor.links().params[r0.clone()], &snapshot.links().params[r0], 2.0),
+        "version 2 counted version 1's change twice"
+    );
+    assert!(close(&b.predictor.links().params[r1.clone()], &snapshot.links().params[r1], 1.0));
+}
+
 /// Poisoned link updates (NaN or huge weights, absurd sample counts, another shape), published under
 /// a board's id, are refused and counted by the aggregator and never signed, as is an update from a
 /// board outside the fleet's list; a healthy update from the fleet goes through in the same round.

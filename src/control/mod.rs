@@ -794,19 +794,20 @@ impl<S: FrameSource, W: embedded_io::Write> Controller<S, W> {
         st.budget.saturating_sub(keep)
     }
 
-    /// At a period boundary, in a fleet: offer the links, sample counts and labelled rows to the
-    /// fleet client, and apply fused global links it has ready (copies; nothing allocates or waits).
+    /// At a period boundary, in a fleet: add the change fused global links make, when the fleet
+    /// client has one ready, then offer the links (with it), sample counts and labelled rows to the
+    /// client (copies and sums; nothing allocates or waits).
     fn fleet_exchange(&mut self) {
         let Some(tap) = self.io.fleet.as_ref() else { return };
         let st = &mut self.st;
-        let (rows, valid, filled) = st.online.ring();
-        tap.offer_local(st.links.predictor(), st.online.samples(), rows, valid, filled);
         if let Some(version) = tap.take_global(st.links.predictor_mut()) {
             st.links.weights_changed();
             // The low 32 bits: the aggregator's versions count up from a clock in milliseconds.
             let v = version as u32;
             emit(&mut self.io.writer, st.tick_no, EventKind::GlobalLinks { version: v, unused: 0 });
         }
+        let (rows, valid, filled) = st.online.ring();
+        tap.offer_local(st.links.predictor(), st.online.samples(), rows, valid, filled);
     }
 
     /// Whether target `j` fits the budget beside at least one running model (the others set aside

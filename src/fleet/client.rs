@@ -78,6 +78,9 @@ pub struct ClientStats {
     pub last_refusal: Option<String>,
     pub global_version: u64,
     pub last_fused: Option<Fused>,
+    /// Global updates whose fusion waited for the loop's next snapshot (it had applied a change
+    /// since the last one).
+    pub globals_deferred: u32,
     /// When the last global update was fused and handed to the loop.
     pub fused_at: Option<Instant>,
     pub assigned: ModelSet,
@@ -189,6 +192,9 @@ struct Worker {
     held: Option<GlobalLinks>,
     /// Subscribed to the retained whole update (at start, after a reconnection or a gap).
     want_whole: bool,
+    /// A verified global update waiting for a snapshot taken after the loop's last change, and
+    /// whether it came as a delta.
+    deferred: Option<(GlobalLinks, bool)>,
 }
 
 impl Worker {
@@ -221,6 +227,7 @@ impl Worker {
             pending_offer: None,
             held: None,
             want_whole: true,
+            deferred: None,
         }
     }
 
@@ -246,6 +253,10 @@ impl Worker {
             }
             let flushed_or_late = stop_at.is_some_and(|t| Instant::now() >= t);
             self.take_from_tap();
+            if let Some(link) = conn.as_ref().filter(|_| self.deferred.is_some()) {
+                let client = link.client.clone();
+                self.retry_deferred(&client);
+            }
             if conn.is_none() && Instant::now() >= next_try {
                 match mqtt_options(&self.cfg, &self.opts.board) {
                     Ok(o) => conn = Some(MqttLink::open(o, 1024)),
@@ -528,6 +539,12 @@ impl Worker {
                 return;
             }
         };
+        self.fuse_and_hand(client, g, delta);
+    }
+
+    /// Fuse the (verified, resolved) global update `g` with the loop's last snapshot and hand the
+    /// change to the loop; deferred when the loop applied another version since that snapshot.
+    fn fuse_and_hand(&mut self, client: &Client, g: GlobalLinks, delta: bool) {
         let empty = LocalSnapshot {
             links: Vec::new(),
             ensembles: Vec::new(),
@@ -539,6 +556,13 @@ impl Worker {
             seq: 0,
         };
         let snap = self.local.as_ref().unwrap_or(&empty);
+        let base = snap.base_version;
+        if self.tap.applied_version() != base {
+            // The loop applied a change since this snapshot: fused against it, this one would count
+            // that change twice. Fused when the loop offers its next snapshot (a period at most).
+            self.defer(g, delta);
+            return;
+        }
         let stride = self.predictor.stride();
         let rows = &snap.rows[..(snap.filled * stride).min(snap.rows.len())];
         let valid = &snap.valid[..snap.filled.min(snap.valid.len())];
@@ -552,7 +576,15 @@ impl Worker {
                     self.stats.last_refusal = Some(e.to_string());
                     return;
                 }
-                self.tap.put_global(&p.links.params, &p.ensembles.params, g.version);
+                // What fusion changed, added by the loop to its weights as they are then.
+                let sub =
+                    |fused: &mut [f32], snap: &[f32]| fused.iter_mut().zip(snap).for_each(|(f, s)| *f -= s);
+                sub(&mut p.links.params, &self.predictor.links.params);
+                sub(&mut p.ensembles.params, &self.predictor.ensembles.params);
+                if !self.tap.put_change(&p.links.params, &p.ensembles.params, g.version, base) {
+                    self.defer(g, delta);
+                    return;
+                }
                 self.stats.global_version = g.version;
                 self.stats.globals_accepted += 1;
                 self.stats.deltas_applied += u32::from(delta);
@@ -564,6 +596,21 @@ impl Worker {
             Err(e) => {
                 self.stats.globals_refused += 1;
                 self.stats.last_refusal = Some(e.to_string());
+            }
+        }
+    }
+
+    fn defer(&mut self, g: GlobalLinks, delta: bool) {
+        self.stats.globals_deferred += 1;
+        self.deferred = Some((g, delta));
+    }
+
+    /// Fuse a deferred update once the loop has offered a snapshot taken after its last change.
+    fn retry_deferred(&mut self, client: &Client) {
+        let base = self.local.as_ref().map_or(0, |s| s.base_version);
+        if self.tap.applied_version() == base {
+            if let Some((g, delta)) = self.deferred.take() {
+                self.fuse_and_hand(client, g, delta);
             }
         }
     }

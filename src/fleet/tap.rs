@@ -5,7 +5,9 @@
 //!
 //! - period summaries: a bounded queue (oldest dropped first when full, counted);
 //! - the local links and labelled rows: a snapshot the loop offers at each period boundary;
-//! - fused global links: a slot the client fills and the loop applies at a period boundary;
+//! - fused global links: a slot the client fills with the change fusion makes to the links it was
+//!   given, and the loop adds at a period boundary (so the adaptation made since that snapshot is
+//!   kept, not overwritten);
 //! - the cooperative task allocation: a mask the client sets and the loop adds to its targets.
 
 use crate::model_set::ModelSet;
@@ -45,7 +47,8 @@ pub struct TaskState {
     pub seq: u32,
 }
 
-/// Fused weights for the loop.
+/// What fusing global links changes in the loop's weights: fused − the snapshot they were fused
+/// against, whose `base_version` the loop must still have applied.
 #[derive(Clone, Debug)]
 pub struct GlobalSlot {
     pub links: Vec<f32>,
@@ -159,7 +162,9 @@ impl FleetTap {
         t.seq = t.seq.wrapping_add(1);
     }
 
-    /// Copy fused global links into `p` when the client has some ready. Returns their version.
+    /// Add the change fused global links make into `p` when the client has one ready: the weights
+    /// become the fused ones plus whatever the loop adapted since the snapshot they were fused
+    /// against. Returns their version.
     pub fn take_global(&self, p: &mut Predictor) -> Option<u64> {
         if !self.global_ready.load(Ordering::Acquire) {
             return None;
@@ -171,8 +176,8 @@ impl FleetTap {
         if g.links.len() != p.links.params.len() || g.ensembles.len() != p.ensembles.params.len() {
             return None;
         }
-        p.links.params.copy_from_slice(&g.links);
-        p.ensembles.params.copy_from_slice(&g.ensembles);
+        p.links.params.iter_mut().zip(&g.links).for_each(|(w, d)| *w += d);
+        p.ensembles.params.iter_mut().zip(&g.ensembles).for_each(|(w, d)| *w += d);
         self.global_ready.store(false, Ordering::Release);
         self.applied_version.store(g.version, Ordering::Relaxed);
         Some(g.version)
@@ -208,15 +213,24 @@ impl FleetTap {
         (t.seq != seen).then(|| t.clone())
     }
 
-    /// Hand fused weights to the loop (applied at its next period boundary).
-    pub fn put_global(&self, links: &[f32], ensembles: &[f32], version: u64) {
-        let Ok(mut g) = self.global.lock() else { return };
-        if g.links.len() == links.len() && g.ensembles.len() == ensembles.len() {
-            g.links.copy_from_slice(links);
-            g.ensembles.copy_from_slice(ensembles);
-            g.version = version;
-            self.global_ready.store(true, Ordering::Release);
+    /// Hand the loop the change fused global links make (`fused − snapshot`, added at its next
+    /// period boundary), fused against a snapshot offered when the loop had applied version
+    /// `base`. Refused (false) when the loop has applied another version since: the change would
+    /// count that one twice, so the client fuses again against a newer snapshot. A change not yet
+    /// taken is replaced.
+    pub fn put_change(&self, links: &[f32], ensembles: &[f32], version: u64, base: u64) -> bool {
+        let Ok(mut g) = self.global.lock() else { return false };
+        if self.applied_version.load(Ordering::Relaxed) != base
+            || g.links.len() != links.len()
+            || g.ensembles.len() != ensembles.len()
+        {
+            return false;
         }
+        g.links.copy_from_slice(links);
+        g.ensembles.copy_from_slice(ensembles);
+        g.version = version;
+        self.global_ready.store(true, Ordering::Release);
+        true
     }
 
     pub fn set_assigned(&self, mask: ModelSet) {
