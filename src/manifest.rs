@@ -335,6 +335,9 @@ pub struct Manifest {
     /// Folder of the manifest; set when loading.
     #[serde(skip)]
     pub dir: PathBuf,
+    /// The manifest file itself, for messages; set when loading.
+    #[serde(skip)]
+    pub path: PathBuf,
 }
 
 /// Longest model name, in characters.
@@ -357,6 +360,7 @@ impl Manifest {
         let mut m: Manifest =
             toml::from_str(text).with_context(|| format!("parsing manifest {}", path.display()))?;
         m.dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        m.path = path.to_path_buf();
         m.resolve_sequences().with_context(|| format!("checking manifest {}", path.display()))?;
         m.validate().with_context(|| format!("checking manifest {}", path.display()))?;
         Ok(m)

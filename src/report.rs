@@ -15,16 +15,23 @@ use crate::bundle::Bundle;
 /// The first line's start of [`scores_markdown`] (how an existing report is recognised).
 pub const SCORES_TITLE: &str = "# Link scores: ";
 
-pub fn scores_markdown(b: &Bundle) -> String {
+/// `in_sample`: the scored rows were fitted too (`jetlink build --in-sample`, a ceiling), which the
+/// bundle does not record.
+pub fn scores_markdown(b: &Bundle, in_sample: bool) -> String {
     let n = b.n_models();
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "{SCORES_TITLE}{}\n\nAgreement with the target model's own output on {} held-out training frames \
+        "{SCORES_TITLE}{}\n\nAgreement with the target model's own output on {} {} \
          (class: top-1; multilabel: F1 at 0.5; regression: all within tolerance; count: |err| < 0.5; \
          embedding: cosine ≥ 0.9; box: IoU ≥ 0.5{}). Rows are targets, columns sources.\n",
         b.workload,
         b.split.holdout_rows,
+        if in_sample {
+            "of the frames the links were fitted on (an in-sample build: a ceiling, not a held-out score)"
+        } else {
+            "held-out training frames"
+        },
         if b.models.iter().any(|m| m.kind.seq().is_some()) {
             "; sequence: the decoded strings equal (ctc), every step's class equal (argmax), every value within tolerance (raw)"
         } else {
@@ -165,9 +172,9 @@ pub fn report_paths(bundle_path: &Path) -> [(PathBuf, crate::output::Kind); 2] {
 
 /// Write the report files ([`report_paths`]) by the output rule (`force` as the bundle's);
 /// returns their paths.
-pub fn write_reports(b: &Bundle, bundle_path: &Path, force: bool) -> Result<[PathBuf; 2]> {
+pub fn write_reports(b: &Bundle, bundle_path: &Path, force: bool, in_sample: bool) -> Result<[PathBuf; 2]> {
     let [(md, mk), (svg, sk)] = report_paths(bundle_path);
-    crate::output::write(&md, "report", mk, force, scores_markdown(b).as_bytes())?;
+    crate::output::write(&md, "report", mk, force, scores_markdown(b, in_sample).as_bytes())?;
     crate::output::write(&svg, "report", sk, force, scores_svg(b).as_bytes())?;
     Ok([md, svg])
 }

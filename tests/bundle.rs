@@ -234,7 +234,7 @@ fn rejects_bad_bundles() {
 fn reports_next_to_bundle() {
     let (_, b, dir) = small_bundle("report");
     let p = dir.join("demo.bundle");
-    let [md, svg] = jetlink::report::write_reports(&b, &p, false).unwrap();
+    let [md, svg] = jetlink::report::write_reports(&b, &p, false, false).unwrap();
     assert_eq!(md, dir.join("demo.scores.md"));
     let md = std::fs::read_to_string(md).unwrap();
     assert!(md.contains("| digit (class 10) | — |") && md.contains("ensemble (all)"), "{md}");

@@ -343,6 +343,10 @@ fn bad_inputs_table() {
         Case { args: s(&["build", "--recording", &d("tail.jlr.gz"), "--out", &d("tail.bundle"), "--key", "demo/keys/demo-insecure.key"]), error: "has 7 bytes after the end of its gzip stream", status: 1, no_file: Some(dir.join("tail.bundle")), unchanged: None },
         // sizes from files: checked arithmetic naming model and op, no huge allocation
         Case { args: s(&["models", "--frames", "1", "--manifest", &huge.display().to_string()]), error: "upsample", status: 1, no_file: None, unchanged: None },
+        // A stream file given to `stream` is said to be one (it was taken for a video).
+        Case { args: s(&["stream", "demo/stream.jls.gz", "-o", &d("again.jls"), "--train", "10"]), error: "demo/stream.jls.gz is a jetlink stream already", status: 1, no_file: Some(dir.join("again.jls")), unchanged: None },
+        // A view error names the manifest file, not only the model.
+        Case { args: s(&["models", "--frames", "1", "--manifest", &huge.display().to_string()]), error: Box::leak(format!("manifest {}: model \"digit_mlp\": view", huge.display()).into_boxed_str()), status: 1, no_file: None, unchanged: None },
         Case { args: s(&["models", "--frames", "1", "--manifest", &pad.display().to_string()]), error: "pad", status: 1, no_file: None, unchanged: None },
         // manifest sizes and costs (found by the manifest fuzz target's checks): bounded, named
         Case { args: s(&["models", "--frames", "1", "--manifest", &weight.display().to_string()]), error: "cost.weight_bytes 18446744073709551615 is above the limit", status: 1, no_file: None, unchanged: None },

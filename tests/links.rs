@@ -49,7 +49,7 @@ fn synthetic_bundle(name: &str) -> (jetlink::manifest::Manifest, jetlink::record
 #[test]
 fn links_learn_every_kind() {
     let (_, _, b) = synthetic_bundle("kinds");
-    println!("{}", jetlink::report::scores_markdown(&b));
+    println!("{}", jetlink::report::scores_markdown(&b, false));
     let idx = |n: &str| b.models.iter().position(|m| m.name == n).unwrap();
     // Strongly related pairs score high.
     assert!(b.link_score(idx("digit"), idx("parity")) > 0.9, "digit->parity {}", b.link_score(0, 1));
@@ -135,6 +135,9 @@ fn the_fit_frames_are_the_only_frames_read() {
     let e = jetlink::train::build(&m, &rec2, 500, &o).unwrap();
     assert_eq!(d.to_bytes().unwrap(), e.to_bytes().unwrap());
     assert_ne!(a.to_bytes().unwrap(), d.to_bytes().unwrap());
+    // Its scores report says the scored rows were fitted too.
+    assert!(jetlink::report::scores_markdown(&d, true).contains("60 of the frames the links were fitted on"));
+    assert!(jetlink::report::scores_markdown(&a, false).contains("held-out training frames"));
 }
 
 /// Agreement of target j on the holdout rows when the models in `active` run.
@@ -352,7 +355,7 @@ fn demo_measurements() {
         let ens: Vec<String> = (0..n).map(|j| format!("{:.3}", b.ensemble_score(j))).collect();
         println!("{name:>40}: {secs:5.1} s, mean link {ml:.3}, mean ens {me:.3} [{}]", ens.join(" "));
         if name == "default" {
-            println!("{}", jetlink::report::scores_markdown(&b));
+            println!("{}", jetlink::report::scores_markdown(&b, false));
             let s = links::bench_predict(&b, &rec, 200_000).unwrap();
             println!("predict: {s:?}");
         }

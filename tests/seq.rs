@@ -293,7 +293,7 @@ fn sequence_links_recover_what_their_sources_determine() {
         ..BuildOptions::default()
     };
     let b = jetlink::train::build(&m, &rec, 1500, &opts).unwrap();
-    println!("{}", jetlink::report::scores_markdown(&b));
+    println!("{}", jetlink::report::scores_markdown(&b, false));
     let (code, textm, first) = (0, 1, 2);
     // The loop's link path: with a sequence output, a cuda build keeps every link on the CPU and
     // says why (no GPU is needed to check it: the bundle decides before any GPU is looked for).

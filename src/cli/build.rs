@@ -215,8 +215,8 @@ pub(crate) fn build(a: &BuildArgs) -> Result<()> {
         None => bytes,
     };
     jetlink::output::write(&out, "--out", jetlink::output::Kind::Bundle, a.force, &bytes)?;
-    let [md, svg] = jetlink::report::write_reports(&bundle, &out, a.force)?;
-    println!("{}", jetlink::report::scores_markdown(&bundle));
+    let [md, svg] = jetlink::report::write_reports(&bundle, &out, a.force, a.in_sample)?;
+    println!("{}", jetlink::report::scores_markdown(&bundle, a.in_sample));
     println!(
         "trained {} links and {} ensembles in {:.1} s; schedule table {} entries; DCTA policy for {} ({} cells, {} options, {} bytes)",
         bundle.links.dims.len(),

@@ -97,6 +97,17 @@ fn manifest_shape(m: &Manifest) -> Result<Option<Shape>> {
     Ok(found.map(|(s, _)| s))
 }
 
+/// Whether the regular file `p` is a stream file (its magic, or a gzip file named `.jls.gz`).
+fn is_stream_file(p: &std::path::Path) -> bool {
+    use std::io::Read;
+    let mut head = [0u8; 8];
+    let Ok(n) = std::fs::File::open(p).and_then(|f| f.take(8).read(&mut head)) else { return false };
+    let name = p.file_name().map(|n| n.to_string_lossy().to_lowercase()).unwrap_or_default();
+    let gz = n >= 2 && head[..2] == [0x1f, 0x8b];
+    (n == 8 && (&head == jetlink::stream::MAGIC || &head == jetlink::stream::MAGIC_JPEG))
+        || (gz && name.ends_with(".jls.gz"))
+}
+
 pub(crate) fn stream_cmd(a: &StreamArgs) -> Result<()> {
     use jetlink::stream::FrameMeta;
     jetlink::output::prepare(&a.out, "--out", jetlink::output::Kind::Stream, a.force)?;
@@ -106,6 +117,13 @@ pub(crate) fn stream_cmd(a: &StreamArgs) -> Result<()> {
         let first = paths[0].clone();
         (SourceSpec::Images(a.input.clone()), Some((first, paths.len())))
     } else if md.is_file() {
+        if is_stream_file(&a.input) {
+            bail!(
+                "{} is a jetlink stream already: `stream` makes one from a folder of images or a \
+                 video file (a manifest's `stream` takes this file as it is)",
+                a.input.display()
+            );
+        }
         (SourceSpec::Video(a.input.clone()), None)
     } else {
         bail!(

@@ -117,9 +117,9 @@ impl PreparedModel {
         frame: Shape,
         backend: &dyn Backend,
     ) -> Result<Self> {
-        let view =
-            View::prepare(&spec.view, frame).with_context(|| format!("model {:?}: view", spec.name))?;
-        view.check_input(&spec.input_shape).with_context(|| format!("model {:?}: view", spec.name))?;
+        let what = || format!("manifest {}: model {:?}: view", manifest.path.display(), spec.name);
+        let view = View::prepare(&spec.view, frame).with_context(what)?;
+        view.check_input(&spec.input_shape).with_context(what)?;
         let path = manifest.path_of(&spec.onnx);
         let engine = backend.load(spec, &path).with_context(|| {
             format!("model {:?}: loading {} with {}", spec.name, path.display(), backend.name())

@@ -61,6 +61,7 @@ pub fn synthetic_manifest(dir: &Path) -> Result<Manifest> {
         reference: None,
         models,
         dir: dir.to_path_buf(),
+        path: dir.join("synthetic.toml"),
     })
 }
 
