@@ -47,8 +47,21 @@ pub fn is_char_device(path: &Path) -> bool {
     std::fs::metadata(path).is_ok_and(|m| m.file_type().is_char_device())
 }
 
-/// The firmware's serial output: a tty or a file.
-pub enum SerialWriter {
+/// The firmware's serial output, and the OS error of its last failed write (for the message that
+/// reports lost frames: the wire's error keeps only the kind).
+pub struct SerialWriter {
+    pub sink: Sink,
+    last_os_error: Option<i32>,
+}
+
+impl From<Sink> for SerialWriter {
+    fn from(sink: Sink) -> Self {
+        SerialWriter { sink, last_os_error: None }
+    }
+}
+
+/// Where a [`SerialWriter`] writes: a tty or a file.
+pub enum Sink {
     Tty(serialport::TTYPort),
     File(File),
     /// A FIFO: written without SIGPIPE, so a reader that goes away costs dropped frames (EPIPE,
@@ -63,9 +76,9 @@ impl SerialWriter {
         if is_char_device(path) {
             let port = open_tty(path, baud, Duration::ZERO)?;
             set_nonblocking(&port).with_context(|| format!("{}: setting O_NONBLOCK", path.display()))?;
-            return Ok(SerialWriter::Tty(port));
+            return Ok(Sink::Tty(port).into());
         }
-        Ok(SerialWriter::File(one_writer(path)?))
+        Ok(Sink::File(one_writer(path)?).into())
     }
 
     /// Open a telemetry sink named on the command line or in the board file:
@@ -107,7 +120,7 @@ impl SerialWriter {
                 drop(f);
                 return SerialWriter::open(path, baud);
             }
-            return Ok(SerialWriter::File(f));
+            return Ok(Sink::File(f).into());
         }
         if ft.is_fifo() {
             let f =
@@ -118,7 +131,7 @@ impl SerialWriter {
                         anyhow::anyhow!("serial FIFO {spec}: {e}")
                     }
                 })?;
-            return Ok(SerialWriter::Pipe(f));
+            return Ok(Sink::Pipe(f).into());
         }
         anyhow::bail!(
             "serial {spec} is not a tty or FIFO (a {}); to write telemetry to a file, use --serial file:{spec}",
@@ -150,7 +163,7 @@ impl SerialWriter {
                 }
             }
         }
-        Ok(SerialWriter::File(one_writer(path)?))
+        Ok(Sink::File(one_writer(path)?).into())
     }
 
     /// Open the board's serial device, or `override_path` (a file or a pty) if given.
@@ -222,21 +235,38 @@ impl embedded_io::ErrorType for SerialWriter {
 
 impl embedded_io::Write for SerialWriter {
     fn write(&mut self, buf: &[u8]) -> Result<usize, SerialError> {
-        let r = match self {
-            SerialWriter::Tty(p) => p.write(buf),
-            SerialWriter::File(f) => f.write(buf),
-            SerialWriter::Pipe(f) => write_without_sigpipe(f, buf),
+        let r = match &mut self.sink {
+            Sink::Tty(p) => p.write(buf),
+            Sink::File(f) => f.write(buf),
+            Sink::Pipe(f) => write_without_sigpipe(f, buf),
         };
-        r.map_err(SerialError::from)
+        self.kept(r)
     }
 
     fn flush(&mut self) -> Result<(), SerialError> {
-        let r = match self {
+        let r = match &mut self.sink {
             // tcdrain would block until the line is idle; the loop must not wait for that.
-            SerialWriter::Tty(_) => Ok(()),
-            SerialWriter::File(f) | SerialWriter::Pipe(f) => f.flush(),
+            Sink::Tty(_) => Ok(()),
+            Sink::File(f) | Sink::Pipe(f) => f.flush(),
         };
-        r.map_err(SerialError::from)
+        self.kept(r)
+    }
+}
+
+impl SerialWriter {
+    /// `r`, its OS error kept (a would-block is not kept: it is not why frames were lost).
+    fn kept<T>(&mut self, r: io::Result<T>) -> Result<T, SerialError> {
+        r.map_err(|e| {
+            if !matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) {
+                self.last_os_error = e.raw_os_error().or(self.last_os_error);
+            }
+            SerialError::from(e)
+        })
+    }
+
+    /// The OS's description of the last failed write's error (`None`: none had an OS error).
+    pub fn last_os_error(&self) -> Option<io::Error> {
+        self.last_os_error.map(io::Error::from_raw_os_error)
     }
 }
 

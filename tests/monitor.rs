@@ -114,7 +114,7 @@ fn pty_stream_with_corruption() {
 fn serial_writer_to_pty() {
     let pty = open_pty();
     let w = SerialWriter::open(&pty.slave_path, 115_200).unwrap();
-    assert!(matches!(w, SerialWriter::Tty(_)));
+    assert!(matches!(w.sink, jetlink::serial::Sink::Tty(_)));
     let mut tw = TelemetryWriter::new(w);
     let msgs =
         [Message::Tick(tick(1)), Message::Event(Event { tick: 1, code: EventCode::AdaptDone, a: 3, b: 950 })];

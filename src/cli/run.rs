@@ -599,7 +599,11 @@ pub(crate) fn run(a: &RunArgs) -> Result<()> {
             "error: {} telemetry frames to {} were lost (last error: {}); exit status 3",
             w.dropped,
             p.serial_spec,
-            w.last_error.map_or("none recorded".to_string(), |e| e.to_string())
+            match (w.last_error, ctl.writer().get_ref().last_os_error()) {
+                (Some(e), Some(os)) => format!("{e}: {os}"),
+                (Some(e), None) => e.to_string(),
+                (None, _) => "none recorded".to_string(),
+            }
         );
         std::process::exit(EXIT_TELEMETRY_LOST);
     }
