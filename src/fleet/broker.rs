@@ -129,14 +129,22 @@ pub struct Mosquitto {
     /// The whole configuration for a port and the broker's folder (`None`: the anonymous
     /// loopback listener of [`Mosquitto::start`]).
     conf: Option<Box<dyn Fn(u16, &Path) -> String + Send>>,
+    /// `OWNER_LOCK` in the folder, locked while this handle lives: what tells another process
+    /// that the folder is in use.
+    _owner: std::fs::File,
 }
+
+/// The lock file in a broker's folder, held by the process that owns the folder.
+const OWNER_LOCK: &str = "owner.lock";
 
 /// Brokers' folders are named `jetlink-mosquitto-PID-PORT` in the temporary folder.
 const FOLDER_PREFIX: &str = "jetlink-mosquitto-";
 
 /// Remove the brokers' folders that a process no longer running left in `tmp` (a run ended by a
 /// signal does not run its destructors; its broker ends with it, `PR_SET_PDEATHSIG`, but its folder
-/// stays). A folder whose process still runs, or that cannot be removed, is left alone.
+/// stays). A folder is in use while its [`OWNER_LOCK`] is locked, whatever PID namespace its owner
+/// runs in; one without that file (being made, or left by an older version) while the process
+/// named in it runs. One in use, or that cannot be removed, is left alone.
 fn remove_orphaned_folders(tmp: &Path) {
     let Ok(entries) = std::fs::read_dir(tmp) else { return };
     for e in entries.flatten() {
@@ -150,9 +158,14 @@ fn remove_orphaned_folders(tmp: &Path) {
         else {
             continue;
         };
-        // SAFETY: signal 0 only checks that the process exists; nothing is sent.
-        let gone = unsafe { libc::kill(pid, 0) } != 0
-            && io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
+        let gone = match std::fs::OpenOptions::new().write(true).open(e.path().join(OWNER_LOCK)) {
+            Ok(f) => f.try_lock().is_ok(),
+            // SAFETY: signal 0 only checks that the process exists; nothing is sent.
+            Err(_) => {
+                (unsafe { libc::kill(pid, 0) }) != 0
+                    && io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
+            }
+        };
         if gone && e.file_type().is_ok_and(|t| t.is_dir()) {
             let _ = std::fs::remove_dir_all(e.path());
         }
@@ -189,7 +202,14 @@ impl Mosquitto {
         remove_orphaned_folders(&std::env::temp_dir());
         let dir = std::env::temp_dir().join(format!("{FOLDER_PREFIX}{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
-        let mut m = Mosquitto { child: None, port, dir, exe, conf };
+        let owner = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(dir.join(OWNER_LOCK))
+            .with_context(|| format!("{}: creating {OWNER_LOCK}", dir.display()))?;
+        owner.try_lock().with_context(|| format!("{}: locking {OWNER_LOCK}", dir.display()))?;
+        let mut m = Mosquitto { child: None, port, dir, exe, conf, _owner: owner };
         m.restart()?;
         Ok(m)
     }
@@ -294,18 +314,27 @@ mod orphan_tests {
             c.wait().unwrap();
             pid
         };
+        let me = std::process::id();
         let names = [
             format!("{FOLDER_PREFIX}{ended}-1883"),
-            format!("{FOLDER_PREFIX}{}-1883", std::process::id()),
+            format!("{FOLDER_PREFIX}{me}-1883"),
             format!("{FOLDER_PREFIX}{ended}-notaport"),
             format!("other-{ended}-1883"),
+            // With an owner lock, the lock decides, not the PID (which may be another namespace's).
+            format!("{FOLDER_PREFIX}{ended}-1884"),
+            format!("{FOLDER_PREFIX}{me}-1884"),
         ];
         for n in &names {
             std::fs::create_dir_all(tmp.join(n)).unwrap();
         }
+        let lock = |n: &str| std::fs::File::create(tmp.join(n).join(OWNER_LOCK)).unwrap();
+        let held = lock(&names[4]);
+        held.try_lock().unwrap();
+        let _free = lock(&names[5]);
         remove_orphaned_folders(&tmp);
         let left: Vec<bool> = names.iter().map(|n| tmp.join(n).exists()).collect();
-        assert_eq!(left, [false, true, true, true]);
+        assert_eq!(left, [false, true, true, true, true, false]);
+        drop(held);
         std::fs::remove_dir_all(&tmp).unwrap();
     }
 }
