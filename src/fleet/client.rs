@@ -608,10 +608,10 @@ impl Worker {
     /// Fuse a deferred update once the loop has offered a snapshot taken after its last change.
     fn retry_deferred(&mut self, client: &Client) {
         let base = self.local.as_ref().map_or(0, |s| s.base_version);
-        if self.tap.applied_version() == base {
-            if let Some((g, delta)) = self.deferred.take() {
-                self.fuse_and_hand(client, g, delta);
-            }
+        if self.tap.applied_version() == base
+            && let Some((g, delta)) = self.deferred.take()
+        {
+            self.fuse_and_hand(client, g, delta);
         }
     }
 }
