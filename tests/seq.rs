@@ -409,5 +409,24 @@ fn position_tied_links_read_one_reader_from_another() {
         // A dense link from the same rows reads about 0.8 of them (measured when this was added).
         assert!(share > 0.95, "{} -> {}: {share}", m.models[from].name, m.models[to].name);
     }
+    // On-line adaptation keeps the tie: steps on rows the link was not fitted on move the link
+    // into `text` and leave it tied, allocating nothing.
+    let mut adapter =
+        links::Adapter::new(&b, &p, links::AdaptOptions { max_batch: 32, ..Default::default() });
+    let idx = b.links.index(0, 1);
+    let before = p.links().block(idx).to_vec();
+    let tie = links::StepTie::between(m.models[0].kind, 66, m.models[1].kind, 220, 1).unwrap();
+    let tie = tie.with_width(b.links.dims[idx].hidden as usize / tie.positions());
+    assert!(tie.holds(&before), "the built link is not tied");
+    let rows: Vec<f32> = (150..182).flat_map(|r| rec.row(r).to_vec()).collect();
+    let (_, n) = allocations(|| {
+        for _ in 0..5 {
+            adapter.step(&mut p, 1, ModelSet::all(2), &rows).unwrap();
+        }
+    });
+    assert_eq!(n, 0, "adapting a tied link allocated");
+    let after = p.links().block(idx);
+    assert_ne!(after, &before[..], "adaptation did not move the link");
+    assert!(tie.holds(after), "adaptation broke the tie");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -8,6 +8,7 @@ use super::ensemble;
 use super::mlp::{self, Loss, RmsProp, Scratch};
 use super::options::{RegressionLoss, prepare_target};
 use super::predict::Predictor;
+use super::tying::StepTie;
 use super::weights::source_of_slot;
 use super::{LinkError, LinkModel};
 use crate::model_set::ModelSet;
@@ -61,6 +62,26 @@ pub struct Adapter {
     u: Vec<f32>,
     y: Vec<f32>,
     dy: Vec<f32>,
+    /// Per link (link-index order), its position tying when the link holds one
+    /// ([`super::tying`]): its gradient is tied before each step, so the tie survives adaptation.
+    ties: Vec<Option<StepTie>>,
+    tie_scratch: Vec<f32>,
+}
+
+/// The tying link `idx` of `links` holds, if any: a link between two symbol sequences built tied
+/// (its shape and its weights say so).
+fn tie_of(
+    links: &super::LinkSet,
+    kinds: &[crate::manifest::OutputKind],
+    sizes: &[usize],
+    idx: usize,
+) -> Option<StepTie> {
+    let k = links.n() - 1;
+    let (j, i) = (idx / k, source_of_slot(idx / k, idx % k));
+    let d = links.dims[idx];
+    let tie = StepTie::between(kinds[i], sizes[i], kinds[j], sizes[j], 1)?;
+    let tie = tie.with_width(d.hidden as usize / tie.positions());
+    (tie.dims() == d && tie.holds(links.block(idx))).then_some(tie)
 }
 
 impl Adapter {
@@ -75,6 +96,10 @@ impl Adapter {
         let n = predictor.n_models();
         let max_out = bundle.layout().sizes().iter().copied().max().unwrap_or(1);
         let max_h = links.dims.iter().map(|d| d.hidden as usize).max().unwrap_or(1);
+        let (kinds, sizes) = (bundle.kinds(), bundle.layout().sizes().to_vec());
+        let ties: Vec<Option<StepTie>> =
+            (0..links.dims.len()).map(|idx| tie_of(links, &kinds, &sizes, idx)).collect();
+        let tie_scratch = vec![0.0; ties.iter().flatten().map(StepTie::scratch_len).max().unwrap_or(0)];
         Adapter {
             opts,
             losses: bundle.kinds().into_iter().map(|k| Loss::for_kind(k, reg)).collect(),
@@ -90,6 +115,8 @@ impl Adapter {
             u: vec![0.0; (n - 1) * max_out],
             y: vec![0.0; max_out],
             dy: vec![0.0; max_out],
+            ties,
+            tie_scratch,
         }
     }
 
@@ -165,6 +192,9 @@ impl Adapter {
                     &mut self.scratch,
                     g,
                 );
+            }
+            if let Some(tie) = &self.ties[idx] {
+                tie.tie_gradient_in(g, &mut self.tie_scratch);
             }
             link_loss += l * inv_b;
             count += 1;

@@ -103,16 +103,41 @@ impl StepTie {
     /// the blocks zero. The gradient of the loss with respect to the shared weights, so a step
     /// along it keeps tied weights tied and zero weights zero. `mean` and `inv_std` untouched.
     pub fn tie_gradient(&self, g: &mut [f32]) {
-        self.tie(g, false);
+        self.tie(g, false, &mut vec![0.0; self.scratch_len()]);
+    }
+
+    /// [`tie_gradient`](Self::tie_gradient) with the caller's workspace (at least
+    /// [`scratch_len`](Self::scratch_len) values), allocating nothing: on-line adaptation keeps a
+    /// tied link tied this way.
+    pub fn tie_gradient_in(&self, g: &mut [f32], scratch: &mut [f32]) {
+        self.tie(g, false, scratch);
+    }
+
+    /// Values of workspace [`tie_gradient_in`](Self::tie_gradient_in) needs: the shared blocks.
+    pub fn scratch_len(&self) -> usize {
+        let (h, cs, ct) = (self.per_position, self.src.per_step, self.tgt.per_step);
+        h * cs + h + ct * h
     }
 
     /// Make a freshly initialised block tied: position 0's blocks copied to every position, the
     /// rest of W1 and W2 zero.
     pub fn tie_params(&self, p: &mut [f32]) {
-        self.tie(p, true);
+        self.tie(p, true, &mut vec![0.0; self.scratch_len()]);
     }
 
-    fn tie(&self, g: &mut [f32], first: bool) {
+    /// Whether the parameter block `p` (of [`dims`](Self::dims)) holds this tying: every copy of
+    /// a shared value equal, everything outside the blocks zero.
+    pub fn holds(&self, p: &[f32]) -> bool {
+        let d = self.dims();
+        if p.len() != d.len() {
+            return false;
+        }
+        let mut q = p.to_vec();
+        self.tie_params(&mut q);
+        q == p
+    }
+
+    fn tie(&self, g: &mut [f32], first: bool, scratch: &mut [f32]) {
         let d = self.dims();
         let (ni, nh, no) = (d.input as usize, d.hidden as usize, d.output as usize);
         let (h, cs, ct, kk) = (self.per_position, self.src.per_step, self.tgt.per_step, self.positions);
@@ -124,14 +149,16 @@ impl StepTie {
         let shared = |vals: &mut dyn Iterator<Item = f32>| -> f32 {
             if first { vals.next().unwrap_or(0.0) } else { vals.sum() }
         };
-        let mut s1 = vec![0.0f32; h * cs];
+        let (s1, r) = scratch[..self.scratch_len()].split_at_mut(h * cs);
+        let (sb, s2) = r.split_at_mut(h);
         for u in 0..h {
             for c in 0..cs {
                 s1[u * cs + c] = shared(&mut (0..kk).map(|k| w1[(k * h + u) * ni + self.src.at(k) + c]));
             }
         }
-        let sb: Vec<f32> = (0..h).map(|u| shared(&mut (0..kk).map(|k| b1[k * h + u]))).collect();
-        let mut s2 = vec![0.0f32; ct * h];
+        for (u, v) in sb.iter_mut().enumerate() {
+            *v = shared(&mut (0..kk).map(|k| b1[k * h + u]));
+        }
         for c in 0..ct {
             for u in 0..h {
                 s2[c * h + u] = shared(&mut (0..kk).map(|k| w2[(self.tgt.at(k) + c) * nh + k * h + u]));
