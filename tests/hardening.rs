@@ -328,6 +328,7 @@ fn bad_inputs_table() {
         Case { args: s(&["run", "--engines", "replay", "--frames", "3", "-q", "--state-file", &state, "--serial", &fifo.display().to_string()]), error: "has no reader", status: 1, no_file: None, unchanged: None },
         // telemetry loss: /dev/full accepts nothing; the run completes, says so, exits 3
         Case { args: s(&["run", "--engines", "replay", "--frames", "20", "-q", "--state-file", &state, "--serial", "/dev/full"]), error: "telemetry frames to /dev/full were lost (last error: write: Other: No space left on device (os error 28))", status: 3, no_file: None, unchanged: None },
+        Case { args: s(&["run", "--engines", "replay", "--frames", "20", "-q", "--state-file", &state, "--serial", "/dev/full"]), error: "telemetry to /dev/full is being lost (write: Other: No space left on device (os error 28))", status: 3, no_file: None, unchanged: None },
         // bundles
         Case { args: s(&["run", "--engines", "replay", "--frames", "3", "-q", "--state-file", &d("newer-state"), "--serial", &format!("file:{}", d("s1.bin")), "--bundle", &v1.display().to_string()]), error: "refused (reason code 14)", status: 1, no_file: None, unchanged: None },
         Case { args: s(&["run", "--engines", "replay", "--frames", "3", "-q", "--state-file", &state, "--serial", &format!("file:{}", d("s2.bin")), "--manifest", &view.display().to_string()]), error: "manifest field \"view\" differs", status: 1, no_file: None, unchanged: None },

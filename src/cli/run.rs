@@ -599,11 +599,7 @@ pub(crate) fn run(a: &RunArgs) -> Result<()> {
             "error: {} telemetry frames to {} were lost (last error: {}); exit status 3",
             w.dropped,
             p.serial_spec,
-            match (w.last_error, ctl.writer().get_ref().last_os_error()) {
-                (Some(e), Some(os)) => format!("{e}: {os}"),
-                (Some(e), None) => e.to_string(),
-                (None, _) => "none recorded".to_string(),
-            }
+            telemetry_error(ctl.writer())
         );
         std::process::exit(EXIT_TELEMETRY_LOST);
     }
@@ -689,10 +685,10 @@ pub(crate) fn drive(
         }
         if !warned_loss && ctl.writer().stats().dropped > 0 {
             warned_loss = true;
-            let e = ctl.writer().stats().last_error;
+            let e = telemetry_error(ctl.writer());
             bar.suspend(|| {
                 eprintln!(
-                    "warning: telemetry to {serial_spec} is being lost ({e:?}); the drops are counted in the summary and the exit status will be 3"
+                    "warning: telemetry to {serial_spec} is being lost ({e}); the drops are counted in the summary and the exit status will be 3"
                 )
             });
         }
@@ -1048,4 +1044,13 @@ pub(crate) fn trusted_bundle(
         let code = e.reason_code();
         Err(e).with_context(|| format!("bundle {} refused (reason code {code})", a.bundle.display()))
     })
+}
+
+/// The last telemetry write error, with the OS's words for it where there was one.
+fn telemetry_error(w: &jetlink::wire::TelemetryWriter<SerialWriter>) -> String {
+    match (w.stats().last_error, w.get_ref().last_os_error()) {
+        (Some(e), Some(os)) => format!("{e}: {os}"),
+        (Some(e), None) => e.to_string(),
+        (None, _) => "none recorded".to_string(),
+    }
 }

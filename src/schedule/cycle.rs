@@ -194,14 +194,12 @@ impl CycleTable {
     }
 
     /// Why policy `name` (this table's) runs nothing at `budget` although some model fits it alone:
-    /// `interval-K`, and the refresh policies that keep its table, cannot spread the models over K
-    /// ticks of at most `max_active` within the budget. The note names the smallest K that can.
-    /// `None` where the level runs something, where no model fits, or for another policy.
+    /// `interval-K` cannot spread the models over K ticks of at most `max_active` within the
+    /// budget. The note names the smallest K that can. `None` where the level runs something,
+    /// where no model fits, or for another policy (the refresh policies keep interval-K's table for
+    /// its rate only: each tick they run the stalest tasks that fit the budget).
     pub fn idle_note(&self, name: &str, p: &Problem, budget: u64) -> Option<String> {
-        let k = match name.strip_prefix("interval-") {
-            Some(k) => super::interval_k(k)?,
-            None => refresh_policy(name)?.1,
-        };
+        let k = super::interval_k(name.strip_prefix("interval-")?)?;
         if self.lookup(budget).is_some_and(|l| !self.runs(l).is_empty()) {
             return None;
         }
@@ -282,6 +280,10 @@ mod tests {
         assert!(note.contains("interval-2 or more can spread them within it"), "{note}");
         assert_eq!(t.idle_note("interval-2", &p, p.model_cost(p.all())), None);
         assert_eq!(one.idle_note("optimal", &p, p.model_cost(p.all())), None);
+        // refresh-1 keeps interval-1's table for its rate only: it runs the stalest tasks that fit,
+        // so it has no such note.
+        let refresh = CycleTable::build("refresh-1", &p, &table, &[], 1).unwrap();
+        assert_eq!(refresh.idle_note("refresh-1", &p, p.model_cost(p.all())), None);
     }
 
     #[test]
