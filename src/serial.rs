@@ -415,7 +415,15 @@ impl SerialReader {
                 Err(_) => return Ok(false),
             },
         );
-        if (open.dev(), open.ino()) != (now.dev(), now.ino()) && now.is_file() {
+        if (open.dev(), open.ino()) != (now.dev(), now.ino()) {
+            // Replaced: a new file is read from its start; anything else ends the following (the
+            // length of a folder or a FIFO says nothing of the file that was read).
+            if !now.is_file() {
+                return Err(io::Error::other(format!(
+                    "it was replaced by {}; a telemetry file was expected",
+                    crate::input::kind(now.file_type())
+                )));
+            }
             *f = File::open(path)?;
             return Ok(true);
         }

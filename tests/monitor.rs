@@ -266,6 +266,35 @@ fn fifo_idle_exit_and_rewritten_file() {
     assert_eq!(st.ticks, 57, "the rewritten file's ticks were not followed");
     assert_eq!(st.last_tick.map(|t| t.tick), Some(106));
 
+    // --follow on a file replaced by a folder, then by a FIFO: an error naming the file and what
+    // replaced it, at once (it used to re-read the deleted file's content without end).
+    for fifo in [false, true] {
+        std::fs::write(&live, &first).unwrap();
+        let swap = {
+            let live = live.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(400));
+                std::fs::remove_file(&live).unwrap();
+                if fifo {
+                    assert!(std::process::Command::new("mkfifo").arg(&live).status().unwrap().success());
+                } else {
+                    std::fs::create_dir(&live).unwrap();
+                }
+            })
+        };
+        let t = std::time::Instant::now();
+        let e = format!("{:#}", monitor::monitor(&live, &follow).unwrap_err());
+        swap.join().unwrap();
+        assert!(t.elapsed() < Duration::from_secs(20), "the replaced file kept the monitor");
+        let what = if fifo { "replaced by a FIFO" } else { "replaced by a directory" };
+        assert!(e.contains(&format!("following {}", live.display())) && e.contains(what), "{e}");
+        if fifo {
+            std::fs::remove_file(&live).unwrap();
+        } else {
+            std::fs::remove_dir(&live).unwrap();
+        }
+    }
+
     let e = monitor::monitor(std::path::Path::new("/dev/zero"), &idle).unwrap_err();
     assert!(format!("{e:#}").contains("/dev/zero"), "{e:#}");
     std::fs::remove_dir_all(&dir).unwrap();
