@@ -28,6 +28,37 @@ pub mod limit {
     pub const IMAGE: u64 = 512 << 20;
 }
 
+/// The files this process has read by the rule, by device and inode, with what each was: no
+/// output replaces one, even with `--force` ([`crate::output::check_replace`]). Bounded: a run
+/// that reads a folder of images frame by frame keeps the first [`READ_KEPT`] (the inputs a
+/// command names are read first).
+static READ: std::sync::Mutex<Vec<(u64, u64, String)>> = std::sync::Mutex::new(Vec::new());
+const READ_KEPT: usize = 1 << 14;
+
+fn note_read(md: &std::fs::Metadata, what: &str) {
+    use std::os::unix::fs::MetadataExt;
+    let mut read = READ.lock().unwrap_or_else(|e| e.into_inner());
+    if read.len() < READ_KEPT && !read.iter().any(|r| (r.0, r.1) == (md.dev(), md.ino())) {
+        read.push((md.dev(), md.ino(), what.to_string()));
+    }
+}
+
+/// What the file of `md` was read as by this process, if it was read by the rule.
+pub fn read_as(md: &std::fs::Metadata) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let read = READ.lock().unwrap_or_else(|e| e.into_inner());
+    read.iter().find(|r| (r.0, r.1) == (md.dev(), md.ino())).map(|r| r.2.clone())
+}
+
+/// This process will replace `path` on purpose (a bundle signed in place): it is no longer an
+/// input an output must keep clear of.
+pub fn release(path: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    if let Ok(md) = std::fs::metadata(path) {
+        READ.lock().unwrap_or_else(|e| e.into_inner()).retain(|r| (r.0, r.1) != (md.dev(), md.ino()));
+    }
+}
+
 /// What a path that is not a regular file is, for the message.
 pub fn kind(ft: std::fs::FileType) -> &'static str {
     use std::os::unix::fs::FileTypeExt;
@@ -66,6 +97,7 @@ pub fn read(path: &Path, what: &str, max: u64) -> Result<Vec<u8>> {
     if md.len() > max {
         bail!("{what} {shown} is {} bytes, above the limit of {max} bytes for it", md.len());
     }
+    note_read(&md, what);
     let mut out = Vec::with_capacity(md.len() as usize);
     f.take(max + 1).read_to_end(&mut out).with_context(|| format!("{what} {shown}: cannot read it"))?;
     if out.len() as u64 > max {

@@ -76,7 +76,8 @@ fn head(path: &Path) -> std::io::Result<Vec<u8>> {
 }
 
 /// Check that `path` (a `what`, for messages) may receive a new `kind` file: it does not exist, or
-/// is a regular file of that kind, or `force` is set and it is a regular file.
+/// is a regular file of that kind, or `force` is set and it is a regular file; never a file this
+/// process read as an input ([`crate::input::read_as`]).
 pub fn check_replace(path: &Path, what: &str, kind: Kind, force: bool) -> Result<()> {
     let shown = path.display();
     let md = match std::fs::symlink_metadata(path) {
@@ -98,6 +99,9 @@ pub fn check_replace(path: &Path, what: &str, kind: Kind, force: bool) -> Result
             "{what} {shown} is {}; refusing to write there (outputs go to regular files)",
             crate::input::kind(md.file_type())
         );
+    }
+    if let Some(input) = crate::input::read_as(&md) {
+        bail!("{what} {shown} is the {input} this command reads; refusing to replace it (even with --force)");
     }
     if force {
         return Ok(());

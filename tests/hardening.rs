@@ -248,6 +248,20 @@ fn bad_inputs_table() {
         image::GrayImage::new(28, 28).save(lossy.join(format!("{i:03}.png"))).unwrap();
     }
     std::fs::write(lossy.join("002.png"), b"").unwrap();
+    // Inputs a command must not replace with its output.
+    let own_manifest = manifest_copy(&tmp_dir("table-own"), |t| t);
+    let own_manifest_bytes = std::fs::read(&own_manifest).unwrap();
+    let own_key = dir.join("own.key");
+    std::fs::copy(root().join("demo/keys/demo-insecure.key"), &own_key).unwrap();
+    let own_key_bytes = std::fs::read(&own_key).unwrap();
+    let own_images = dir.join("own-images");
+    std::fs::create_dir_all(&own_images).unwrap();
+    for i in 0..3 {
+        image::GrayImage::from_pixel(28, 28, image::Luma([40 * i as u8]))
+            .save(own_images.join(format!("{i:03}.png")))
+            .unwrap();
+    }
+    let own_image_bytes = std::fs::read(own_images.join("001.png")).unwrap();
     let tiny_std = manifest_copy(&tmp_dir("table-std"), |t| {
         t.replacen(
             "{ op = \"normalize\", mean = 0.0, std = 1.0 }",
@@ -344,6 +358,11 @@ fn bad_inputs_table() {
         Case { args: s(&["build", "--recording", &d("tail.jlr.gz"), "--out", &d("tail.bundle"), "--key", "demo/keys/demo-insecure.key"]), error: "has 7 bytes after the end of its gzip stream", status: 1, no_file: Some(dir.join("tail.bundle")), unchanged: None },
         // sizes from files: checked arithmetic naming model and op, no huge allocation
         Case { args: s(&["models", "--frames", "1", "--manifest", &huge.display().to_string()]), error: "upsample", status: 1, no_file: None, unchanged: None },
+        // No output replaces a file the command reads, even with --force: the manifest, the
+        // private key, an input image.
+        Case { args: s(&["record", "--manifest", &own_manifest.display().to_string(), "--from", "0", "--to", "3", "-o", &own_manifest.display().to_string(), "--force"]), error: "is the manifest this command reads; refusing to replace it (even with --force)", status: 1, no_file: None, unchanged: Some((own_manifest.clone(), own_manifest_bytes.clone())) },
+        Case { args: s(&["sign", "--key", &own_key.display().to_string(), "demo/demo.bundle", "-o", &own_key.display().to_string(), "--force"]), error: "is the --key private key file this command reads; refusing to replace it (even with --force)", status: 1, no_file: None, unchanged: Some((own_key.clone(), own_key_bytes.clone())) },
+        Case { args: s(&["stream", "-o", &own_images.join("001.png").display().to_string(), "--force", "--train", "2", &own_images.display().to_string()]), error: "is the image this command reads; refusing to replace it (even with --force)", status: 1, no_file: None, unchanged: Some((own_images.join("001.png"), own_image_bytes.clone())) },
         // A stream file given to `stream` is said to be one (it was taken for a video).
         Case { args: s(&["stream", "demo/stream.jls.gz", "-o", &d("again.jls"), "--train", "10"]), error: "demo/stream.jls.gz is a jetlink stream already", status: 1, no_file: Some(dir.join("again.jls")), unchanged: None },
         // A view error names the manifest file, not only the model.

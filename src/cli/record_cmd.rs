@@ -20,9 +20,10 @@ pub(crate) struct RecordArgs {
 }
 
 pub(crate) fn record_cmd(a: &RecordArgs) -> Result<()> {
-    // Checked before any model runs: a refused --out costs nothing.
-    jetlink::output::prepare(&a.out, "--out", jetlink::output::Kind::Recording, a.force)?;
     let (manifest, stream) = load_workload(&a.manifest)?;
+    // Checked before any model runs (and after the workload's files are read, none of which it
+    // may replace): a refused --out costs nothing.
+    jetlink::output::prepare(&a.out, "--out", jetlink::output::Kind::Recording, a.force)?;
     let to = a.to.map_or(stream.train_end, |t| t as usize);
     let from = a.from as usize;
     if from >= to || to > stream.len() {
@@ -31,6 +32,8 @@ pub(crate) fn record_cmd(a: &RecordArgs) -> Result<()> {
     let mut models = engine::prepare_all(&manifest, stream.shape(), &TractBackend)?;
     jetlink::output::make_folder(&a.out, "--out")?;
     let (rec, _) = record::record(&mut models, &stream, from..to, true)?;
+    // Again now that the inputs are read: none of them is replaced.
+    jetlink::output::check_replace(&a.out, "--out", jetlink::output::Kind::Recording, a.force)?;
     rec.save(&a.out)?;
     println!(
         "recorded {} frames x {} models ({} values per frame) to {}",

@@ -337,6 +337,8 @@ pub(crate) fn stream_cmd(a: &StreamArgs) -> Result<()> {
         None => w.write_all(&bytes),
     };
     let gz = a.out.extension().is_some_and(|e| e == "gz");
+    // Again now that the inputs are read: none of them is replaced.
+    jetlink::output::check_replace(&a.out, "--out", jetlink::output::Kind::Stream, a.force)?;
     jetlink::atomic::write_file_with(&a.out, |f| {
         if gz {
             let mut enc = flate2::write::GzEncoder::new(f, flate2::Compression::default());
