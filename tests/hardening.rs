@@ -248,6 +248,11 @@ fn bad_inputs_table() {
         image::GrayImage::new(28, 28).save(lossy.join(format!("{i:03}.png"))).unwrap();
     }
     std::fs::write(lossy.join("002.png"), b"").unwrap();
+    // A model file whose declared input is not the manifest's input_shape (ge5 takes 196 values,
+    // parity's entry says 400).
+    let other_input = manifest_copy(&tmp_dir("table-input-shape"), |t| {
+        t.replacen("models/parity.onnx", "models/ge5.onnx", 1)
+    });
     // Inputs a command must not replace with its output.
     let own_manifest = manifest_copy(&tmp_dir("table-own"), |t| t);
     let own_manifest_bytes = std::fs::read(&own_manifest).unwrap();
@@ -358,6 +363,7 @@ fn bad_inputs_table() {
         Case { args: s(&["build", "--recording", &d("tail.jlr.gz"), "--out", &d("tail.bundle"), "--key", "demo/keys/demo-insecure.key"]), error: "has 7 bytes after the end of its gzip stream", status: 1, no_file: Some(dir.join("tail.bundle")), unchanged: None },
         // sizes from files: checked arithmetic naming model and op, no huge allocation
         Case { args: s(&["models", "--frames", "1", "--manifest", &huge.display().to_string()]), error: "upsample", status: 1, no_file: None, unchanged: None },
+        Case { args: s(&["models", "--frames", "1", "--manifest", &other_input.display().to_string()]), error: "model \"parity\": the manifest's input_shape [1, 400] does not match the input the file declares, [1, 196]", status: 1, no_file: None, unchanged: None },
         // No output replaces a file the command reads, even with --force: the manifest, the
         // private key, an input image.
         Case { args: s(&["record", "--manifest", &own_manifest.display().to_string(), "--from", "0", "--to", "3", "-o", &own_manifest.display().to_string(), "--force"]), error: "is the manifest this command reads; refusing to replace it (even with --force)", status: 1, no_file: None, unchanged: Some((own_manifest.clone(), own_manifest_bytes.clone())) },

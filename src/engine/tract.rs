@@ -50,6 +50,23 @@ fn output_facts(
         .collect()
 }
 
+/// The shape an ONNX graph input declares, each dimension a number or `None` (symbolic, such as a
+/// batch); `None` when the file declares no shape.
+fn declared_input_shape(input: &tract_onnx::pb::ValueInfoProto) -> Option<Vec<Option<u64>>> {
+    use tract_onnx::pb::tensor_shape_proto::dimension::Value as Dim;
+    use tract_onnx::pb::type_proto::Value as Type;
+    let Some(Type::TensorType(t)) = input.r#type.as_ref()?.value.as_ref() else { return None };
+    let dims = &t.shape.as_ref()?.dim;
+    Some(
+        dims.iter()
+            .map(|d| match &d.value {
+                Some(Dim::DimValue(v)) if *v > 0 => Some(*v as u64),
+                _ => None,
+            })
+            .collect(),
+    )
+}
+
 impl Backend for TractBackend {
     fn name(&self) -> &'static str {
         "tract-onnx"
@@ -83,6 +100,23 @@ impl Backend for TractBackend {
         );
         let input_name = inputs[0].name.clone();
         let input_shape: Vec<usize> = spec.input_shape.iter().map(|&d| d as usize).collect();
+        // The manifest's shape replaces the file's input fact below: where the file declares a
+        // concrete shape, they must agree (some graphs would run on the wrong size and say nothing).
+        if let Some(declared) = declared_input_shape(inputs[0]) {
+            let fits = declared.len() == input_shape.len()
+                && declared.iter().zip(&input_shape).all(|(d, &m)| d.is_none_or(|d| d as usize == m));
+            if !fits {
+                let shown: Vec<String> =
+                    declared.iter().map(|d| d.map_or("?".to_string(), |d| d.to_string())).collect();
+                bail!(
+                    "{}: model {:?}: the manifest's input_shape {:?} does not match the input the file declares, [{}]",
+                    path.display(),
+                    spec.name,
+                    spec.input_shape,
+                    shown.join(", ")
+                );
+            }
+        }
         let typed = onnx
             .model_for_proto_model(&proto)
             .with_context(|| format!("{}: tract cannot translate the graph", path.display()))?
