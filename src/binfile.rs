@@ -1,5 +1,6 @@
 //! Helpers shared by jetlink's little-endian binary file formats (streams, recordings): reading a
-//! file that may be gzip-compressed, and a bounds-checked reader that names the field it failed on.
+//! file that may be gzip-compressed, a bounds-checked reader that names the field it failed on,
+//! and plain words for why a postcard payload (a bundle, a fleet message) does not decode.
 
 use std::path::Path;
 
@@ -42,5 +43,21 @@ impl<'a> Cursor<'a> {
     pub fn u32(&mut self, field: &str) -> Result<u32> {
         let s = self.take(4, field)?;
         Ok(u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
+    }
+}
+
+/// Why a postcard payload does not decode, in plain words (the library's own texts speak of varints
+/// and serde).
+pub fn postcard_error(e: &postcard::Error) -> String {
+    use postcard::Error as E;
+    match e {
+        E::DeserializeUnexpectedEnd => "it ends before its last field (cut short?)".into(),
+        E::DeserializeBadVarint => "a number or a length in it is malformed".into(),
+        E::DeserializeBadBool | E::DeserializeBadChar | E::DeserializeBadUtf8 | E::DeserializeBadOption => {
+            "a field holds a value its type cannot have".into()
+        }
+        E::DeserializeBadEnum => "a field names a variant that does not exist".into(),
+        E::SerdeDeCustom => "a field holds a value out of its range".into(),
+        other => format!("{other}"),
     }
 }

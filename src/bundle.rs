@@ -52,7 +52,7 @@ pub const TRAILER_LEN: usize = SIG_MAGIC.len() + KEY_ID_LEN + SIGNATURE_LEN;
 pub enum BundleError {
     #[error("truncated: {what}")]
     Truncated { what: String },
-    #[error("not a jetlink bundle: magic {found:?}, expected \"JLBUNDLE\"")]
+    #[error("not a jetlink bundle: magic \"{found}\", expected \"JLBUNDLE\"")]
     BadMagic { found: String },
     #[error(
         "bundle format version {found}, this build reads versions {FORMAT_VERSION_VECTOR} to {FORMAT_VERSION}; rebuild the bundle"
@@ -138,14 +138,14 @@ impl<'a> Envelope<'a> {
     pub fn split(b: &'a [u8]) -> Result<Envelope<'a>, BundleError> {
         if b.len() < HEADER_LEN {
             if b.len() >= 8 && &b[..8] != MAGIC {
-                return Err(BundleError::BadMagic { found: String::from_utf8_lossy(&b[..8]).into() });
+                return Err(BundleError::BadMagic { found: b[..8].escape_ascii().to_string() });
             }
             return Err(BundleError::Truncated {
                 what: format!("{} bytes, shorter than the {HEADER_LEN}-byte header", b.len()),
             });
         }
         if &b[..8] != MAGIC {
-            return Err(BundleError::BadMagic { found: String::from_utf8_lossy(&b[..8]).into() });
+            return Err(BundleError::BadMagic { found: b[..8].escape_ascii().to_string() });
         }
         let version = u32::from_le_bytes(b[8..12].try_into().expect("4 bytes"));
         if !(FORMAT_VERSION_VECTOR..=FORMAT_VERSION).contains(&version) {
@@ -418,13 +418,13 @@ impl Bundle {
         if actual[..] != body[20..52] {
             return Err(BundleError::HashMismatch { expected: hex(&body[20..52]), actual: hex(&actual) });
         }
-        let decode = |e: postcard::Error| BundleError::Decode(e.to_string());
+        let decode = |e: postcard::Error| BundleError::Decode(crate::binfile::postcard_error(&e));
         let (mut bundle, rest): (Bundle, &[u8]) = postcard::take_from_bytes(payload).map_err(decode)?;
         let version = u32::from_le_bytes(body[8..12].try_into().expect("4 bytes"));
         if version >= FORMAT_VERSION_STALENESS {
             let what = |e: String| BundleError::Decode(format!("staleness weights after the payload: {e}"));
             let (w, extra): (Vec<_>, &[u8]) =
-                postcard::take_from_bytes(rest).map_err(|e| what(e.to_string()))?;
+                postcard::take_from_bytes(rest).map_err(|e| what(crate::binfile::postcard_error(&e)))?;
             if !extra.is_empty() {
                 return Err(what(format!("{} unexpected bytes after them", extra.len())));
             }

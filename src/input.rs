@@ -32,30 +32,40 @@ pub mod limit {
 /// output replaces one, even with `--force` ([`crate::output::check_replace`]). Bounded: a run
 /// that reads a folder of images frame by frame keeps the first [`READ_KEPT`] (the inputs a
 /// command names are read first).
-static READ: std::sync::Mutex<Vec<(u64, u64, String)>> = std::sync::Mutex::new(Vec::new());
+static READ: std::sync::Mutex<Vec<(FileId, String)>> = std::sync::Mutex::new(Vec::new());
 const READ_KEPT: usize = 1 << 14;
 
-fn note_read(md: &std::fs::Metadata, what: &str) {
+/// A file as it was read: device, inode, size and modification time (so that a file written since,
+/// or a new file given a freed inode, is not taken for it).
+type FileId = (u64, u64, u64, i64, i64);
+
+fn file_id(md: &std::fs::Metadata) -> FileId {
     use std::os::unix::fs::MetadataExt;
+    (md.dev(), md.ino(), md.size(), md.mtime(), md.mtime_nsec())
+}
+
+fn note_read(md: &std::fs::Metadata, what: &str) {
+    let id = file_id(md);
     let mut read = READ.lock().unwrap_or_else(|e| e.into_inner());
-    if read.len() < READ_KEPT && !read.iter().any(|r| (r.0, r.1) == (md.dev(), md.ino())) {
-        read.push((md.dev(), md.ino(), what.to_string()));
+    if read.len() < READ_KEPT && !read.iter().any(|r| r.0 == id) {
+        read.push((id, what.to_string()));
     }
 }
 
-/// What the file of `md` was read as by this process, if it was read by the rule.
+/// What the file of `md` was read as by this process, if it was read by the rule and has not
+/// changed since.
 pub fn read_as(md: &std::fs::Metadata) -> Option<String> {
-    use std::os::unix::fs::MetadataExt;
+    let id = file_id(md);
     let read = READ.lock().unwrap_or_else(|e| e.into_inner());
-    read.iter().find(|r| (r.0, r.1) == (md.dev(), md.ino())).map(|r| r.2.clone())
+    read.iter().find(|r| r.0 == id).map(|r| r.1.clone())
 }
 
 /// This process will replace `path` on purpose (a bundle signed in place): it is no longer an
 /// input an output must keep clear of.
 pub fn release(path: &Path) {
-    use std::os::unix::fs::MetadataExt;
     if let Ok(md) = std::fs::metadata(path) {
-        READ.lock().unwrap_or_else(|e| e.into_inner()).retain(|r| (r.0, r.1) != (md.dev(), md.ino()));
+        let id = file_id(&md);
+        READ.lock().unwrap_or_else(|e| e.into_inner()).retain(|r| r.0 != id);
     }
 }
 

@@ -480,6 +480,16 @@ impl Manifest {
                     .with_context(|| format!("model {:?}", m.name))?;
                 let per_step = (m.size / q.steps) as usize;
                 let symbols = m.alphabet.as_deref().map(|a| a.chars().count());
+                // A decoded string is shown, compared and written to CSV: no control characters.
+                if let Some((at, c)) =
+                    m.alphabet.as_deref().and_then(|a| a.chars().enumerate().find(|(_, c)| c.is_control()))
+                {
+                    bail!(
+                        "model {:?}: alphabet symbol {at} is the control character {:?}; symbols must be printable",
+                        m.name,
+                        c
+                    );
+                }
                 match (q.decode, symbols) {
                     (SeqDecode::Ctc, None) => {
                         bail!(
@@ -631,6 +641,10 @@ mod tests {
         assert!(e.contains("needs an alphabet of 11 symbols"), "{e}");
         let e = err("kind = \"sequence\"\nsize = 3\nsteps = 3\ndecode = \"ctc\"\nalphabet = \"\"");
         assert!(e.contains("at least 2 values per step"), "{e}");
+        let e = err(
+            "kind = \"sequence\"\nsize = 36\nsteps = 3\ndecode = \"ctc\"\nalphabet = \"012345678\\u0000?\"",
+        );
+        assert!(e.contains("alphabet symbol 9 is the control character '\\0'"), "{e}");
         let e = err("kind = \"sequence\"\nsize = 36\nsteps = 3\ndecode = \"beam\"");
         assert!(e.contains("beam"), "{e}");
         let e = err("kind = \"class\"\nsize = 10\nsteps = 3");

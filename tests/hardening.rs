@@ -253,6 +253,14 @@ fn bad_inputs_table() {
     let other_input = manifest_copy(&tmp_dir("table-input-shape"), |t| {
         t.replacen("models/parity.onnx", "models/ge5.onnx", 1)
     });
+    std::fs::write(
+        dir.join("gz.bundle"),
+        [&[0x1f, 0x8b, 8, 0, 0xff, b'J', b'L', 0][..], &[0u8; 100]].concat(),
+    )
+    .unwrap();
+    std::fs::write(dir.join("twice-boards"), "cam-1\n# a comment\ncam-1\n").unwrap();
+    let zeros = dir.join("zeros.bin");
+    std::fs::write(&zeros, vec![0u8; 4096]).unwrap();
     // Inputs a command must not replace with its output.
     let own_manifest = manifest_copy(&tmp_dir("table-own"), |t| t);
     let own_manifest_bytes = std::fs::read(&own_manifest).unwrap();
@@ -369,6 +377,17 @@ fn bad_inputs_table() {
         Case { args: s(&["record", "--manifest", &own_manifest.display().to_string(), "--from", "0", "--to", "3", "-o", &own_manifest.display().to_string(), "--force"]), error: "is the manifest this command reads; refusing to replace it (even with --force)", status: 1, no_file: None, unchanged: Some((own_manifest.clone(), own_manifest_bytes.clone())) },
         Case { args: s(&["sign", "--key", &own_key.display().to_string(), "demo/demo.bundle", "-o", &own_key.display().to_string(), "--force"]), error: "is the --key private key file this command reads; refusing to replace it (even with --force)", status: 1, no_file: None, unchanged: Some((own_key.clone(), own_key_bytes.clone())) },
         Case { args: s(&["stream", "-o", &own_images.join("001.png").display().to_string(), "--force", "--train", "2", &own_images.display().to_string()]), error: "is the image this command reads; refusing to replace it (even with --force)", status: 1, no_file: None, unchanged: Some((own_images.join("001.png"), own_image_bytes.clone())) },
+        // A file that is not a bundle: its magic shown as escaped bytes.
+        Case { args: s(&["run", "--engines", "replay", "--frames", "3", "-q", "--state-file", &state, "--bundle", &d("gz.bundle")]), error: "magic \"\\x1f\\x8b\\x08\\x00\\xffJL\\x00\"", status: 1, no_file: None, unchanged: None },
+        // A simulated budget above the simulated board's memory.
+        Case { args: s(&["run", "--engines", "replay", "--frames", "3", "-q", "--state-file", &state, "--sim-model-budget", "1099511627776"]), error: "--sim-model-budget 1099511627776: board host-sim has 268435456 bytes of memory, 16777216 of them reserved; its model budget can be at most 251658240 bytes", status: 1, no_file: None, unchanged: None },
+        // monitor: bytes without one telemetry frame are not a success; --baud on a file has no
+        // effect; --csv - is not a file.
+        Case { args: s(&["monitor", &zeros.display().to_string()]), error: "4096 bytes read and not one telemetry frame among them", status: 1, no_file: None, unchanged: None },
+        Case { args: s(&["monitor", "--baud", "9600", &zeros.display().to_string()]), error: "--baud sets a tty's line speed;", status: 1, no_file: None, unchanged: None },
+        Case { args: s(&["monitor", "--csv", "-", &zeros.display().to_string()]), error: "--csv -: give a file path", status: 1, no_file: Some(root().join("-")), unchanged: None },
+        // A frame too large to hold decoded is refused before any is read (it aborted past 2 GB).
+        Case { args: s(&["stream", "-o", &d("huge.jls"), "--train", "1", "--height", "20000", "--width", "20000", "--channels", "3", &own_images.display().to_string()]), error: "a 20000x20000x3 frame is 1200000000 bytes, above the limit of 536870912 bytes for a frame", status: 1, no_file: Some(dir.join("huge.jls")), unchanged: None },
         // A stream file given to `stream` is said to be one (it was taken for a video).
         Case { args: s(&["stream", "demo/stream.jls.gz", "-o", &d("again.jls"), "--train", "10"]), error: "demo/stream.jls.gz is a jetlink stream already", status: 1, no_file: Some(dir.join("again.jls")), unchanged: None },
         // A view error names the manifest file, not only the model.
@@ -391,6 +410,7 @@ fn bad_inputs_table() {
         Case { args: s(&["bench", "mlink", "--policies", "greedy,interval-2,greedy", "--out-dir", &d("bd")]), error: "--policies: \"greedy\" is given twice", status: 1, no_file: Some(dir.join("bd/mlink.json")), unchanged: None },
         Case { args: s(&["fleet", "status", "--broker", "127.0.0.1:1", "--fleet", "lab", "--username", "u", "--password-file", &d("empty-password")]), error: "empty-password: its first line is empty", status: 1, no_file: None, unchanged: None },
         Case { args: s(&["fleet", "aggregate", "--broker", "127.0.0.1:1", "--fleet", "lab", "--key", "demo/keys/demo-insecure.key", "--boards", &d("no-boards")]), error: "no-boards: lists no board", status: 1, no_file: None, unchanged: None },
+        Case { args: s(&["fleet", "aggregate", "--broker", "127.0.0.1:1", "--fleet", "lab", "--key", "demo/keys/demo-insecure.key", "--boards", &d("twice-boards")]), error: "twice-boards line 3: board \"cam-1\" is listed twice", status: 1, no_file: None, unchanged: None },
         Case { args: s(&["fleet", "aggregate", "--min-boards", "0"]), error: "0 is not in 1..", status: 2, no_file: None, unchanged: None },
         Case { args: s(&["bench", "mlink", "--budgets", "1e-300%", "--out-dir", &d("bp")]), error: "below the smallest share a row can run", status: 1, no_file: Some(dir.join("bp/mlink.json")), unchanged: None },
         Case { args: s(&["bench", "mlink", "--sim-model-budget", "0", "--out-dir", &d("bp")]), error: "--sim-model-budget", status: 2, no_file: Some(dir.join("bp/mlink.json")), unchanged: None },
@@ -632,7 +652,7 @@ fn signals_reload_and_stop_cleanly() {
     let out = child.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stdout}\n{err}");
-    assert!(stdout.contains("stopped by a signal") && stdout.contains("summary over"), "{stdout}");
+    assert!(stdout.contains("stopped by a signal (SIGTERM)") && stdout.contains("summary over"), "{stdout}");
     assert!(stdout.contains("1 accepted, 1 refused"), "{stdout}");
     assert!(err.contains("SIGHUP: bundle") && err.contains("refused"), "{err}");
     // The last frame on the line is the final period summary.

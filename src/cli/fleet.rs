@@ -200,15 +200,17 @@ fn aggregate(a: &AggregateArgs) -> Result<()> {
             None => None,
             Some(p) => {
                 let text = jetlink::input::read_to_string(p, "--boards", jetlink::input::limit::TEXT)?;
-                let ids: std::collections::BTreeSet<String> = text
-                    .lines()
-                    .map(str::trim)
-                    .filter(|l| !l.is_empty() && !l.starts_with('#'))
-                    .map(String::from)
-                    .collect();
-                for id in &ids {
+                let mut ids = std::collections::BTreeSet::new();
+                for (n, id) in text.lines().enumerate().map(|(n, l)| (n + 1, l.trim())) {
+                    if id.is_empty() || id.starts_with('#') {
+                        continue;
+                    }
                     jetlink::fleet::check_name("--boards", id)
-                        .map_err(|e| anyhow::anyhow!("--boards {}: {e}", p.display()))?;
+                        .map_err(|e| anyhow::anyhow!("--boards {} line {n}: {e}", p.display()))?;
+                    // A board listed twice is a typo or two boards sharing an id: both unsafe.
+                    if !ids.insert(id.to_string()) {
+                        bail!("--boards {} line {n}: board {id:?} is listed twice", p.display());
+                    }
                 }
                 if ids.is_empty() {
                     bail!("--boards {}: lists no board (every upload would be refused)", p.display());
@@ -327,7 +329,7 @@ fn status(a: &StatusArgs) -> Result<()> {
                     // jetlink/<fleet>/<board>/summary: the board the topic names.
                     let topic_board = p.topic.rsplit('/').nth(1).unwrap_or("");
                     let m = postcard::from_bytes::<SummaryMsg>(&p.payload)
-                        .map_err(|e| format!("does not decode ({e})"))
+                        .map_err(|e| format!("does not decode ({})", jetlink::binfile::postcard_error(&e)))
                         .and_then(|m| m.check(topic_board).map(|_| m));
                     match m {
                         Ok(m) => {

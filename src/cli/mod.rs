@@ -128,8 +128,24 @@ pub(crate) fn pct(x: f64) -> String {
 /// aggregate`, `monitor`) end their work on it and report, instead of dying of the signal.
 pub(crate) fn stop_on_signals() -> Result<Arc<std::sync::atomic::AtomicBool>> {
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let which = STOP_SIGNAL.get_or_init(Arc::default).clone();
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(sig, stop.clone()).context("installing the signal handlers")?;
+        signal_hook::flag::register_usize(sig, which.clone(), sig as usize)
+            .context("installing the signal handlers")?;
     }
     Ok(stop)
+}
+
+/// The last stop signal that arrived ([`stop_on_signals`]), by number (0: none).
+static STOP_SIGNAL: std::sync::OnceLock<Arc<std::sync::atomic::AtomicUsize>> = std::sync::OnceLock::new();
+
+/// The name of the stop signal that arrived last, for the message that reports the stop.
+pub(crate) fn stop_signal_name() -> &'static str {
+    let n = STOP_SIGNAL.get().map_or(0, |s| s.load(std::sync::atomic::Ordering::Relaxed));
+    match n as i32 {
+        signal_hook::consts::SIGTERM => "SIGTERM",
+        signal_hook::consts::SIGINT => "SIGINT",
+        _ => "a signal",
+    }
 }

@@ -18,11 +18,18 @@ pub(crate) struct MonitorArgs {
     /// Stop after this many seconds without a byte (0 to 1,000,000).
     #[arg(long, value_parser = finite_in(0.0, 1e6))]
     pub(crate) idle_exit: Option<f64>,
-    #[arg(long, default_value_t = 115_200, value_parser = clap::value_parser!(u32).range(50..=12_000_000))]
-    pub(crate) baud: u32,
+    /// A tty's baud rate (default 115200); refused for anything else, where it has no effect.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(50..=12_000_000))]
+    pub(crate) baud: Option<u32>,
 }
 
 pub(crate) fn monitor(a: &MonitorArgs) -> Result<()> {
+    if a.baud.is_some() && !jetlink::serial::is_char_device(&a.path) {
+        bail!("--baud sets a tty's line speed; {} is not a tty", a.path.display());
+    }
+    if a.csv.as_deref().is_some_and(|c| c.as_os_str() == "-") {
+        bail!("--csv -: give a file path (the table goes to standard output)");
+    }
     if let Some(csv) = &a.csv {
         jetlink::output::check_replace(csv, "--csv", jetlink::output::Kind::TickCsv, a.force)?;
         jetlink::output::make_folder(csv, "--csv")?;
@@ -51,7 +58,7 @@ pub(crate) fn monitor(a: &MonitorArgs) -> Result<()> {
         csv: a.csv.as_deref(),
         follow: a.follow,
         idle_exit: a.idle_exit.map(std::time::Duration::from_secs_f64),
-        baud: a.baud,
+        baud: a.baud.unwrap_or(115_200),
         live: true,
         stop: Some(&stop),
     };
@@ -65,6 +72,13 @@ pub(crate) fn monitor(a: &MonitorArgs) -> Result<()> {
     if let Some(damage) = s.damage() {
         eprintln!("jetlink monitor: {damage}");
         std::process::exit(super::run::EXIT_TELEMETRY_LOST);
+    }
+    if s.decode.bytes > 0 && s.decode.frames == 0 {
+        bail!(
+            "{}: {} bytes read and not one telemetry frame among them; is it a `jetlink run --serial` output?",
+            a.path.display(),
+            s.decode.bytes
+        );
     }
     Ok(())
 }

@@ -198,6 +198,15 @@ pub(crate) fn effective_board(a: &RunArgs) -> Result<&'static jetlink::board::Bo
                 board.soc
             );
         }
+        let room = b.total_memory_bytes.saturating_sub(b.reserve_bytes);
+        if bytes > room {
+            bail!(
+                "--sim-model-budget {bytes}: board {} has {} bytes of memory, {} of them reserved; its model budget can be at most {room} bytes",
+                board.name,
+                b.total_memory_bytes,
+                b.reserve_bytes
+            );
+        }
         b.model_budget_bytes = bytes;
     }
     // Once per process (a sweep builds a few): the loop keeps a `&'static Board`.
@@ -799,7 +808,11 @@ pub(crate) fn print_summary(
     let names: Vec<&str> = ctl.model_names().collect();
     let n = names.len();
     if d.stopped_by_signal {
-        println!("\nstopped by a signal at the end of tick {} (SIGTERM, SIGINT)", d.ticks_before + s.ticks);
+        println!(
+            "\nstopped by a signal ({}) at the end of tick {}",
+            super::stop_signal_name(),
+            d.ticks_before + s.ticks
+        );
     }
     if d.reloads_accepted + d.reloads_refused > 0 {
         println!(

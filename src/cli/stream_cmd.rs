@@ -170,11 +170,16 @@ pub(crate) fn stream_cmd(a: &StreamArgs) -> Result<()> {
         _ => None,
     };
     let pick = |flag: Option<usize>, m: Option<usize>, i: Option<usize>, name: &str| -> Result<usize> {
-        flag.or(m).or(i).with_context(|| {
-            format!(
+        flag.or(m).or(i).with_context(|| match &a.manifest {
+            Some(p) => format!(
+                "--{name}: every model of --manifest {} reads its frames through a view, so the manifest \
+                 does not fix a video's frame size and channels; give --height, --width and --channels",
+                p.display()
+            ),
+            None => format!(
                 "--{name}: a video's frame size and channels come from --height, --width and --channels, or from \
                  --manifest (a model without a view); give --{name} or --manifest"
-            )
+            ),
         })
     };
     let shape = Shape {
@@ -190,6 +195,7 @@ pub(crate) fn stream_cmd(a: &StreamArgs) -> Result<()> {
     if shape.c == 2 {
         bail!("--channels 2: a stream has 1 (grey) or 3 (RGB) channels");
     }
+
     // Every model must take these frames: said here, not later at `record`.
     if let Some(m) = &manifest {
         for spec in &m.models {
@@ -217,18 +223,20 @@ pub(crate) fn stream_cmd(a: &StreamArgs) -> Result<()> {
         bail!("--format jpeg takes 1 or 3 channels");
     }
     let len = shape.len();
-    // Held in memory whole (and decoded whole when loaded): bounded before it grows.
+    // Held in memory whole (and decoded whole when loaded): bounded before it grows. One frame is
+    // held decoded, in several copies while it is converted: bounded as an image is.
     let limit = jetlink::input::limit::DATA;
-    if len as u64 > limit {
+    if len as u64 > jetlink::input::limit::IMAGE {
         bail!(
-            "a {}x{}x{} frame{} is {len} bytes, above the limit of {limit} bytes for a stream",
+            "a {}x{}x{} frame{} is {len} bytes, above the limit of {} bytes for a frame",
             shape.h,
             shape.w,
             shape.c,
             match &first_image {
                 Some((p, _)) if from_image.is_some() => format!(" (the size of {})", p.display()),
                 _ => String::new(),
-            }
+            },
+            jetlink::input::limit::IMAGE
         );
     }
     let cap = a.frames.map(|f| f as usize).unwrap_or(usize::MAX);

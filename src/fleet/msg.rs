@@ -349,7 +349,7 @@ pub fn verify_global(
     let sig = Signature::from_bytes(bytes[sig_at..].try_into().expect("64 bytes"));
     vk.verify_strict(&bytes[..sig_at], &sig).map_err(|_| GlobalError::BadSignature(hex(&want)))?;
     let g: GlobalLinks = postcard::from_bytes(&bytes[GLOBAL_MAGIC.len()..sig_at - KEY_ID_LEN])
-        .map_err(|e| GlobalError::Decode(e.to_string()))?;
+        .map_err(|e| GlobalError::Decode(crate::binfile::postcard_error(&e)))?;
     if g.proto != FLEET_PROTO {
         return Err(GlobalError::Proto(g.proto));
     }
