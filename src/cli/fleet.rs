@@ -27,9 +27,16 @@ pub(crate) struct BrokerArgs {
     /// JETLINK_MQTT_PASSWORD.
     #[arg(long, value_name = "FILE")]
     pub(crate) password_file: Option<PathBuf>,
-    /// How long to wait for the broker at start before giving up (seconds).
-    #[arg(long, default_value_t = 10.0, value_parser = finite_in(0.1, 3600.0))]
-    pub(crate) connect_timeout_s: f64,
+    /// How long to wait for the broker at start before giving up (seconds; default 10).
+    #[arg(long, value_parser = finite_in(0.1, 3600.0))]
+    pub(crate) connect_timeout_s: Option<f64>,
+}
+
+impl BrokerArgs {
+    /// `--connect-timeout-s`, or its default.
+    pub(crate) fn connect_timeout(&self) -> f64 {
+        self.connect_timeout_s.unwrap_or(10.0)
+    }
 }
 
 /// Without `--broker` and `--fleet`, a flag that only joining a fleet reads is refused, naming it,
@@ -45,6 +52,7 @@ fn refuse_fleet_flags(j: &JoinArgs) -> Result<()> {
         ("--board-id", j.board_id.is_some()),
         ("--fleet-key", j.fleet_key.is_some()),
         ("--fleet-optional", j.fleet_optional),
+        ("--connect-timeout-s", j.broker.connect_timeout_s.is_some()),
     ];
     match given.iter().find(|g| g.1) {
         Some((flag, _)) => {
@@ -235,7 +243,7 @@ fn aggregate(a: &AggregateArgs) -> Result<()> {
     );
     let (host, port) = (cfg.host.clone(), cfg.port);
     let agg = Aggregator::start(cfg, opts)?;
-    let until = Instant::now() + std::time::Duration::from_secs_f64(a.broker.connect_timeout_s);
+    let until = Instant::now() + std::time::Duration::from_secs_f64(a.broker.connect_timeout());
     while !agg.stats().connected {
         if stop.load(std::sync::atomic::Ordering::Relaxed) {
             drop(agg.stop());
@@ -248,7 +256,7 @@ fn aggregate(a: &AggregateArgs) -> Result<()> {
             drop(agg.stop());
             bail!(
                 "fleet aggregate: broker {host}:{port} not reached within {:.1} s: {why}",
-                a.broker.connect_timeout_s
+                a.broker.connect_timeout()
             );
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
@@ -291,7 +299,7 @@ fn status(a: &StatusArgs) -> Result<()> {
     let broker = format!("broker {}:{}", cfg.host, cfg.port);
     // Connected first, within --connect-timeout-s: a broker that refuses, fails TLS or never
     // answers is an error naming it and the cause, not an empty fleet.
-    let connect_by = Instant::now() + std::time::Duration::from_secs_f64(a.broker.connect_timeout_s);
+    let connect_by = Instant::now() + std::time::Duration::from_secs_f64(a.broker.connect_timeout());
     loop {
         let left = connect_by.saturating_duration_since(Instant::now());
         match link.recv_timeout(left) {
@@ -299,7 +307,7 @@ fn status(a: &StatusArgs) -> Result<()> {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => bail!("{broker}: {e}"),
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-                bail!("{broker}: no answer within {} s (--connect-timeout-s)", a.broker.connect_timeout_s)
+                bail!("{broker}: no answer within {} s (--connect-timeout-s)", a.broker.connect_timeout())
             }
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => bail!("{broker}: the connection ended"),
         }
@@ -431,7 +439,7 @@ pub(crate) fn join(
     );
     let (host, port) = (cfg.host.clone(), cfg.port);
     let client = jetlink::fleet::client::FleetClient::start(cfg, opts, tap, predictor)?;
-    let wait = std::time::Duration::from_secs_f64(j.broker.connect_timeout_s);
+    let wait = std::time::Duration::from_secs_f64(j.broker.connect_timeout());
     let until = Instant::now() + wait;
     // In slices, so that SIGTERM during the wait is obeyed at once (the loop then stops at its
     // first tick, with its summary).

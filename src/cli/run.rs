@@ -40,8 +40,8 @@ pub(crate) struct RunArgs {
     /// for a board whose telemetry is read from sysfs.
     #[arg(long)]
     pub(crate) sysfs_root: Option<PathBuf>,
-    /// Do not adapt links.
-    #[arg(long)]
+    /// Do not adapt links (the labelling flags, which only steer adaptation, are refused with it).
+    #[arg(long, conflicts_with_all = ["labels", "uncertainty_sampling", "label_every"])]
     pub(crate) no_adapt: bool,
     /// At most this many models run per tick (default: the board's `max-active-models`).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=jetlink::model_set::ModelSet::CAP as i64))]
