@@ -709,6 +709,32 @@ fn the_cli_reports_an_unreachable_broker_and_bad_tls_material() {
         "1",
     ]);
     assert!(err.contains("fleet aggregate: broker") && err.contains("not reached"), "{err}");
+    // The password from the environment: empty, or beside --password-file, refused by name.
+    let pw = dir.join("pw");
+    std::fs::write(&pw, "secret\n").unwrap();
+    for (value, file, want) in [
+        ("", false, "JETLINK_MQTT_PASSWORD is set but empty"),
+        ("secret", true, "both --password-file and JETLINK_MQTT_PASSWORD give a password"),
+    ] {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_jetlink"));
+        c.current_dir(root).args([
+            "fleet",
+            "status",
+            "--broker",
+            &closed_at,
+            "--fleet",
+            "cli",
+            "--username",
+            "u",
+        ]);
+        if file {
+            c.arg("--password-file").arg(&pw);
+        }
+        let out = c.env("JETLINK_MQTT_PASSWORD", value).env("RUST_BACKTRACE", "0").output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(err.contains(want), "{err}");
+    }
 
     // Stopped by SIGTERM while it waits for a broker that never answers: an error saying so (it
     // used to die of the signal, status 143, without a word). The banner comes after the signal

@@ -153,8 +153,15 @@ pub(crate) fn config(b: &BrokerArgs) -> Result<jetlink::fleet::FleetConfig> {
                 .unwrap_or("")
                 .to_string(),
         ),
-        None => std::env::var("JETLINK_MQTT_PASSWORD").ok(),
+        None => match std::env::var("JETLINK_MQTT_PASSWORD") {
+            Ok(p) if p.is_empty() => bail!("JETLINK_MQTT_PASSWORD is set but empty"),
+            Ok(p) => Some(p),
+            Err(_) => None,
+        },
     };
+    if b.password_file.is_some() && std::env::var_os("JETLINK_MQTT_PASSWORD").is_some() {
+        bail!("both --password-file and JETLINK_MQTT_PASSWORD give a password: give one");
+    }
     if c.password.is_some() && c.username.is_none() {
         bail!("a password without --username");
     }

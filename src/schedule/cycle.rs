@@ -302,5 +302,8 @@ mod tests {
             }
         }
         assert!(is_policy("interval-7") && is_policy("optimal") && !is_policy("interval-0"));
+        for odd in ["interval-+5", "interval-05", "refresh- 3", "oracle-refresh-+1"] {
+            assert!(!is_policy(odd), "{odd}");
+        }
     }
 }

@@ -227,7 +227,10 @@ pub const MAX_INTERVAL: u32 = 1000;
 
 /// K of a policy name's `-K` suffix: 1 to [`MAX_INTERVAL`].
 pub fn interval_k(k: &str) -> Option<u32> {
-    k.parse().ok().filter(|k| (1..=MAX_INTERVAL).contains(k))
+    // Plain decimal digits, no sign and no leading zero: `interval-+5` and `interval-05` are not
+    // names a table or a report would ever show.
+    let plain = k.bytes().all(|b| b.is_ascii_digit()) && !k.starts_with('0');
+    k.parse().ok().filter(|k| plain && (1..=MAX_INTERVAL).contains(k))
 }
 
 /// Make a scheduler by name (`interval-K` for [`Interval`] with K from 1 to [`MAX_INTERVAL`]).
