@@ -80,7 +80,8 @@ pub enum BundleError {
     BadSignature { key: String },
     #[error("the board's bundle-key is not a usable Ed25519 public key: {0}")]
     BadTrustedKey(String),
-    #[error("cannot read {path}: {error}")]
+    /// `error` names the file (the input rule's messages do); `path` is kept for callers.
+    #[error("{error}")]
     Io { path: String, error: String },
     #[error(
         "rollback refused: bundle version {version} is older than version {highest}, the highest this board has accepted (state file {state}); build and sign the bundle with a higher --bundle-version"

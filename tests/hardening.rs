@@ -379,6 +379,9 @@ fn bad_inputs_table() {
         Case { args: s(&["stream", "-o", &own_images.join("001.png").display().to_string(), "--force", "--train", "2", &own_images.display().to_string()]), error: "is the image this command reads; refusing to replace it (even with --force)", status: 1, no_file: None, unchanged: Some((own_images.join("001.png"), own_image_bytes.clone())) },
         // A file that is not a bundle: its magic shown as escaped bytes.
         Case { args: s(&["run", "--engines", "replay", "--frames", "3", "-q", "--state-file", &state, "--bundle", &d("gz.bundle")]), error: "magic \"\\x1f\\x8b\\x08\\x00\\xffJL\\x00\"", status: 1, no_file: None, unchanged: None },
+        // A missing bundle named once; an image source without a folder.
+        Case { args: s(&["run", "--engines", "replay", "--frames", "3", "-q", "--state-file", &state, "--bundle", &d("no-such.bundle")]), error: &*Box::leak(format!("Caused by:\n    bundle {}: cannot read it: No such file or directory", d("no-such.bundle")).into_boxed_str()), status: 1, no_file: None, unchanged: None },
+        Case { args: s(&["run", "--frames", "3", "-q", "--state-file", &state, "--source", "images:"]), error: "--source images: needs a folder", status: 1, no_file: None, unchanged: None },
         // Flags with no effect: labelling without adaptation, a broker timeout without a broker.
         Case { args: s(&["run", "--engines", "replay", "--frames", "3", "-q", "--no-adapt", "--label-every", "3"]), error: "the argument '--no-adapt' cannot be used with '--label-every <LABEL_EVERY>'", status: 2, no_file: None, unchanged: None },
         Case { args: s(&["run", "--engines", "replay", "--frames", "3", "-q", "--state-file", &state, "--connect-timeout-s", "5"]), error: "--connect-timeout-s applies only when joining a fleet", status: 1, no_file: None, unchanged: None },

@@ -107,6 +107,9 @@ impl SourceSpec {
         Ok(if s == "stream" {
             SourceSpec::Stream
         } else if let Some(d) = s.strip_prefix("images:") {
+            if d.trim().is_empty() {
+                bail!("--source images: needs a folder, e.g. 'images:frames/'");
+            }
             SourceSpec::Images(PathBuf::from(d))
         } else if let Some(p) = s.strip_prefix("gst:") {
             if p.trim().is_empty() {
