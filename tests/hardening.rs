@@ -379,6 +379,8 @@ fn bad_inputs_table() {
         Case { args: s(&["stream", "-o", &own_images.join("001.png").display().to_string(), "--force", "--train", "2", &own_images.display().to_string()]), error: "is the image this command reads; refusing to replace it (even with --force)", status: 1, no_file: None, unchanged: Some((own_images.join("001.png"), own_image_bytes.clone())) },
         // A file that is not a bundle: its magic shown as escaped bytes.
         Case { args: s(&["run", "--engines", "replay", "--frames", "3", "-q", "--state-file", &state, "--bundle", &d("gz.bundle")]), error: "magic \"\\x1f\\x8b\\x08\\x00\\xffJL\\x00\"", status: 1, no_file: None, unchanged: None },
+        // record: a range past the stream says which bound was given and which defaulted.
+        Case { args: s(&["record", "--manifest", &own_manifest.display().to_string(), "--from", "2000", "-o", &d("r.jlr")]), error: "--from 2000 and the end of the stream's training part (frame 2000, the default --to): need from < to <= 15000", status: 1, no_file: Some(dir.join("r.jlr")), unchanged: None },
         // A missing bundle named once; an image source without a folder.
         Case { args: s(&["run", "--engines", "replay", "--frames", "3", "-q", "--state-file", &state, "--bundle", &d("no-such.bundle")]), error: &*Box::leak(format!("Caused by:\n    bundle {}: cannot read it: No such file or directory", d("no-such.bundle")).into_boxed_str()), status: 1, no_file: None, unchanged: None },
         Case { args: s(&["run", "--frames", "3", "-q", "--state-file", &state, "--source", "images:"]), error: "--source images: needs a folder", status: 1, no_file: None, unchanged: None },

@@ -27,7 +27,12 @@ pub(crate) fn record_cmd(a: &RecordArgs) -> Result<()> {
     let to = a.to.map_or(stream.train_end, |t| t as usize);
     let from = a.from as usize;
     if from >= to || to > stream.len() {
-        bail!("--from {from} --to {to}: need from < to <= {} (frames in the stream)", stream.len());
+        let to_is = if a.to.is_some() {
+            format!("--to {to}")
+        } else {
+            format!("the end of the stream's training part (frame {to}, the default --to)")
+        };
+        bail!("--from {from} and {to_is}: need from < to <= {} (frames in the stream)", stream.len());
     }
     let mut models = engine::prepare_all(&manifest, stream.shape(), &TractBackend)?;
     jetlink::output::make_folder(&a.out, "--out")?;
