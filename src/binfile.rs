@@ -51,7 +51,7 @@ impl<'a> Cursor<'a> {
 pub fn postcard_error(e: &postcard::Error) -> String {
     use postcard::Error as E;
     match e {
-        E::DeserializeUnexpectedEnd => "it ends before its last field (cut short?)".into(),
+        E::DeserializeUnexpectedEnd => "it ends before its last field".into(),
         E::DeserializeBadVarint => "a number or a length in it is malformed".into(),
         E::DeserializeBadBool | E::DeserializeBadChar | E::DeserializeBadUtf8 | E::DeserializeBadOption => {
             "a field holds a value its type cannot have".into()

@@ -419,7 +419,13 @@ impl Bundle {
         if actual[..] != body[20..52] {
             return Err(BundleError::HashMismatch { expected: hex(&body[20..52]), actual: hex(&actual) });
         }
-        let decode = |e: postcard::Error| BundleError::Decode(crate::binfile::postcard_error(&e));
+        // The payload's hash matched: not damage, most likely another version's layout.
+        let decode = |e: postcard::Error| {
+            BundleError::Decode(format!(
+                "{} (its hash matches: written by another version of jetlink?)",
+                crate::binfile::postcard_error(&e)
+            ))
+        };
         let (mut bundle, rest): (Bundle, &[u8]) = postcard::take_from_bytes(payload).map_err(decode)?;
         let version = u32::from_le_bytes(body[8..12].try_into().expect("4 bytes"));
         if version >= FORMAT_VERSION_STALENESS {

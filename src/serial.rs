@@ -51,7 +51,8 @@ pub fn is_char_device(path: &Path) -> bool {
 /// reports lost frames: the wire's error keeps only the kind).
 pub struct SerialWriter {
     pub sink: Sink,
-    last_os_error: Option<i32>,
+    /// The last failed write that was not a would-block: its kind and OS error number, if any.
+    last_os_error: Option<(ErrorKind, Option<i32>)>,
 }
 
 impl From<Sink> for SerialWriter {
@@ -254,19 +255,26 @@ impl embedded_io::Write for SerialWriter {
 }
 
 impl SerialWriter {
-    /// `r`, its OS error kept (a would-block is not kept: it is not why frames were lost).
+    /// `r`, its error kept with its OS error number (a would-block is not kept: the wire reports
+    /// it by itself).
     fn kept<T>(&mut self, r: io::Result<T>) -> Result<T, SerialError> {
         r.map_err(|e| {
-            if !matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) {
-                self.last_os_error = e.raw_os_error().or(self.last_os_error);
+            let raw = e.raw_os_error();
+            let e = SerialError::from(e);
+            if e.0 != ErrorKind::TimedOut && e.0 != ErrorKind::Interrupted {
+                self.last_os_error = Some((e.0, raw));
             }
-            SerialError::from(e)
+            e
         })
     }
 
-    /// The OS's description of the last failed write's error (`None`: none had an OS error).
-    pub fn last_os_error(&self) -> Option<io::Error> {
-        self.last_os_error.map(io::Error::from_raw_os_error)
+    /// The OS's description of the last failed write's error, when that error was of `kind` (the
+    /// kind the wire reports) and came with an OS error number.
+    pub fn os_error_of(&self, kind: ErrorKind) -> Option<io::Error> {
+        match self.last_os_error {
+            Some((k, Some(raw))) if k == kind => Some(io::Error::from_raw_os_error(raw)),
+            _ => None,
+        }
     }
 }
 

@@ -404,6 +404,33 @@ fn a_tampered_or_unsigned_global_update_is_refused() {
     assert_eq!(b.take_global(), Some(1));
 }
 
+/// The tap refuses a change fused against links the loop no longer has: one whose base version the
+/// loop has moved past, or one fused for a loop that a bundle reload replaced; a change still
+/// waiting when the loop is replaced is dropped. The tap alone, no broker.
+#[test]
+fn the_tap_refuses_a_change_for_links_the_loop_no_longer_has() {
+    let d = DemoSet::demo().unwrap();
+    let mut p = Predictor::new(&d.bundle);
+    let tap = FleetTap::new(&p, 4);
+    let (dl, de) = (vec![0.5f32; p.links().params.len()], vec![0.0f32; p.ensembles().params.len()]);
+    let before = p.links().params.clone();
+    assert!(tap.put_change(&dl, &de, 1, (0, 0)));
+    assert_eq!(tap.take_global(&mut p), Some(1));
+    assert!(p.links().params.iter().zip(&before).all(|(a, b)| (a - b - 0.5).abs() < 1e-5));
+    // Fused against a snapshot from before version 1 was applied: refused, nothing waits.
+    assert!(!tap.put_change(&dl, &de, 2, (0, 0)));
+    assert_eq!(tap.take_global(&mut p), None);
+    // Against the loop as it is now: handed over.
+    assert!(tap.put_change(&dl, &de, 2, tap.base()));
+    // A reload replaces the loop before it takes it: dropped; one fused for the old loop refused.
+    let old = tap.base();
+    tap.loop_replaced();
+    assert_eq!(tap.take_global(&mut p), None);
+    assert!(!tap.put_change(&dl, &de, 3, old));
+    assert!(tap.put_change(&dl, &de, 3, tap.base()));
+    assert_eq!(tap.take_global(&mut p), Some(3));
+}
+
 /// A global update is fused with the snapshot of the links the loop offered, and the loop adds what
 /// fusion changed: whatever it adapted since that snapshot is kept, not overwritten. An update that
 /// arrives after the loop applied one but before it offered a newer snapshot waits for that snapshot
@@ -759,7 +786,10 @@ fn the_cli_reports_an_unreachable_broker_and_bad_tls_material() {
     let out = child.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains(&format!("stopped by a signal while waiting for broker {silent_at}")), "{err}");
+    assert!(
+        err.contains(&format!("stopped by a signal (SIGTERM) while waiting for broker {silent_at}")),
+        "{err}"
+    );
     drop(silent);
 
     // `fleet status`: a refused port names the broker and the cause every time (the cause used to

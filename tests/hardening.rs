@@ -274,6 +274,9 @@ fn bad_inputs_table() {
             .save(own_images.join(format!("{i:03}.png")))
             .unwrap();
     }
+    let own_rec = dir.join("own.jlr.gz");
+    std::fs::copy(root().join("demo/reference.jlr.gz"), &own_rec).unwrap();
+    let own_rec_bytes = std::fs::read(&own_rec).unwrap();
     let own_image_bytes = std::fs::read(own_images.join("001.png")).unwrap();
     let tiny_std = manifest_copy(&tmp_dir("table-std"), |t| {
         t.replacen(
@@ -396,6 +399,8 @@ fn bad_inputs_table() {
         Case { args: s(&["monitor", "--csv", "-", &zeros.display().to_string()]), error: "--csv -: give a file path", status: 1, no_file: Some(root().join("-")), unchanged: None },
         // A frame too large to hold decoded is refused before any is read (it aborted past 2 GB).
         Case { args: s(&["stream", "-o", &d("huge.jls"), "--train", "1", "--height", "20000", "--width", "20000", "--channels", "3", &own_images.display().to_string()]), error: "a 20000x20000x3 frame is 1200000000 bytes, above the limit of 536870912 bytes for a frame", status: 1, no_file: Some(dir.join("huge.jls")), unchanged: None },
+        // build over its own recording: refused before any training.
+        Case { args: s(&["build", "--unsigned", "--manifest", "demo/manifest.toml", "--recording", &own_rec.display().to_string(), "-o", &own_rec.display().to_string(), "--force", "--epochs", "1"]), error: "is the recording this command reads; refusing to replace it (even with --force)", status: 1, no_file: None, unchanged: Some((own_rec.clone(), own_rec_bytes.clone())) },
         // A stream file given to `stream` is said to be one (it was taken for a video).
         Case { args: s(&["stream", "demo/stream.jls.gz", "-o", &d("again.jls"), "--train", "10"]), error: "demo/stream.jls.gz is a jetlink stream already", status: 1, no_file: Some(dir.join("again.jls")), unchanged: None },
         // A view error names the manifest file, not only the model.

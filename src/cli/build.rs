@@ -143,6 +143,12 @@ pub(crate) fn build(a: &BuildArgs) -> Result<()> {
     };
     let recording = load_recording_for(&manifest, &rec_path)?;
     jetlink::workload::within_stream(&recording, &rec_path, &stream, &manifest.path_of(&manifest.stream))?;
+    // Again now that the inputs are read (the key, the manifest, the recording): none of them is
+    // replaced, and that is said before the training, not after it.
+    jetlink::output::check_replace(&out, "--out", jetlink::output::Kind::Bundle, a.force)?;
+    for (p, kind) in jetlink::report::report_paths(&out) {
+        jetlink::output::check_replace(&p, "report", kind, a.force)?;
+    }
     let mut opts = jetlink::links::BuildOptions { threads: a.threads as usize, ..Default::default() };
     opts.train = jetlink::links::TrainOptions::by_name(&a.recipe).context("unknown --recipe")?;
     if let Some(e) = a.epochs {

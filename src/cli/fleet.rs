@@ -255,7 +255,8 @@ fn aggregate(a: &AggregateArgs) -> Result<()> {
         if stop.load(std::sync::atomic::Ordering::Relaxed) {
             drop(agg.stop());
             bail!(
-                "fleet aggregate: stopped by a signal while waiting for broker {host}:{port}; nothing was aggregated"
+                "fleet aggregate: stopped by a signal ({}) while waiting for broker {host}:{port}; nothing was aggregated",
+                super::stop_signal_name()
             );
         }
         if Instant::now() >= until || agg.is_finished() {

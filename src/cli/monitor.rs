@@ -24,7 +24,8 @@ pub(crate) struct MonitorArgs {
 }
 
 pub(crate) fn monitor(a: &MonitorArgs) -> Result<()> {
-    if a.baud.is_some() && !jetlink::serial::is_char_device(&a.path) {
+    // (A path that does not exist is said when it is opened.)
+    if a.baud.is_some() && a.path.exists() && !jetlink::serial::is_char_device(&a.path) {
         bail!("--baud sets a tty's line speed; {} is not a tty", a.path.display());
     }
     if a.csv.as_deref().is_some_and(|c| c.as_os_str() == "-") {

@@ -754,6 +754,11 @@ pub(crate) fn reload(
             d.reloads_accepted += 1;
             d.ticks_before += ctl.stats().ticks;
             ctl.finish();
+            // The fleet's change fused against the old loop's links is not for the new one's.
+            #[cfg(feature = "fleet")]
+            if let Some(tap) = super::fleet::FLEET_TAP.get() {
+                tap.loop_replaced();
+            }
             let numbering = ctl.numbering();
             let (source, writer) = ctl.into_source_and_writer();
             let version = new.version;
@@ -1061,9 +1066,13 @@ pub(crate) fn trusted_bundle(
 
 /// The last telemetry write error, with the OS's words for it where there was one.
 fn telemetry_error(w: &jetlink::wire::TelemetryWriter<SerialWriter>) -> String {
-    match (w.stats().last_error, w.get_ref().last_os_error()) {
-        (Some(e), Some(os)) => format!("{e}: {os}"),
-        (Some(e), None) => e.to_string(),
-        (None, _) => "none recorded".to_string(),
+    use jetlink::wire::WireError;
+    match w.stats().last_error {
+        Some(e @ WireError::Write(kind)) => match w.get_ref().os_error_of(kind) {
+            Some(os) => format!("{e}: {os}"),
+            None => e.to_string(),
+        },
+        Some(e) => e.to_string(),
+        None => "none recorded".to_string(),
     }
 }

@@ -257,7 +257,7 @@ pub(crate) fn sweep(o: &SweepOptions, serial_dir: &Path) -> Result<Report> {
         let ctx = p.ctx(&a);
         let (ctl, d) = drive(&ctx, ctl, &signals, p.planned, p.live, &p.serial_spec)?;
         if d.stopped_by_signal {
-            bail!("stopped by a signal during row {method}");
+            bail!("stopped by a signal ({}) during row {method}", super::stop_signal_name());
         }
         let s = ctl.stats();
         let n = ctl.n_models();

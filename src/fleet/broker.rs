@@ -201,14 +201,21 @@ impl Mosquitto {
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         remove_orphaned_folders(&std::env::temp_dir());
         let dir = std::env::temp_dir().join(format!("{FOLDER_PREFIX}{}-{port}", std::process::id()));
-        std::fs::create_dir_all(&dir)?;
+        // Made under a name the cleanup does not take for a broker's folder, locked, then renamed
+        // into place: no other process ever sees it without its lock held.
+        let making = std::env::temp_dir().join(format!("jetlink-making-{}-{port}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&making);
+        std::fs::create_dir_all(&making)?;
         let owner = std::fs::OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(false)
-            .open(dir.join(OWNER_LOCK))
-            .with_context(|| format!("{}: creating {OWNER_LOCK}", dir.display()))?;
-        owner.try_lock().with_context(|| format!("{}: locking {OWNER_LOCK}", dir.display()))?;
+            .open(making.join(OWNER_LOCK))
+            .with_context(|| format!("{}: creating {OWNER_LOCK}", making.display()))?;
+        owner.try_lock().with_context(|| format!("{}: locking {OWNER_LOCK}", making.display()))?;
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::rename(&making, &dir)
+            .with_context(|| format!("moving {} to {}", making.display(), dir.display()))?;
         let mut m = Mosquitto { child: None, port, dir, exe, conf, _owner: owner };
         m.restart()?;
         Ok(m)

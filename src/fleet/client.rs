@@ -253,9 +253,10 @@ impl Worker {
             }
             let flushed_or_late = stop_at.is_some_and(|t| Instant::now() >= t);
             self.take_from_tap();
-            if let Some(link) = conn.as_ref().filter(|_| self.deferred.is_some()) {
-                let client = link.client.clone();
-                self.retry_deferred(&client);
+            if self.deferred.is_some() {
+                // Also while the broker is away: the loop need not wait for it.
+                let client = conn.as_ref().map(|l| l.client.clone());
+                self.retry_deferred(client.as_ref());
             }
             if conn.is_none() && Instant::now() >= next_try {
                 match mqtt_options(&self.cfg, &self.opts.board) {
@@ -539,12 +540,12 @@ impl Worker {
                 return;
             }
         };
-        self.fuse_and_hand(client, g, delta);
+        self.fuse_and_hand(Some(client), g, delta);
     }
 
     /// Fuse the (verified, resolved) global update `g` with the loop's last snapshot and hand the
     /// change to the loop; deferred when the loop applied another version since that snapshot.
-    fn fuse_and_hand(&mut self, client: &Client, g: GlobalLinks, delta: bool) {
+    fn fuse_and_hand(&mut self, client: Option<&Client>, g: GlobalLinks, delta: bool) {
         let empty = LocalSnapshot {
             links: Vec::new(),
             ensembles: Vec::new(),
@@ -553,11 +554,12 @@ impl Worker {
             valid: Vec::new(),
             filled: 0,
             base_version: 0,
+            epoch: 0,
             seq: 0,
         };
         let snap = self.local.as_ref().unwrap_or(&empty);
-        let base = snap.base_version;
-        if self.tap.applied_version() != base {
+        let base = (snap.base_version, snap.epoch);
+        if self.tap.base() != base {
             // The loop applied a change since this snapshot: fused against it, this one would count
             // that change twice. Fused when the loop offers its next snapshot (a period at most).
             self.defer(g, delta);
@@ -589,7 +591,9 @@ impl Worker {
                 self.stats.globals_accepted += 1;
                 self.stats.deltas_applied += u32::from(delta);
                 self.held = Some(g);
-                self.whole_is_current(client);
+                if let Some(client) = client {
+                    self.whole_is_current(client);
+                }
                 self.stats.last_fused = Some(f);
                 self.stats.fused_at = Some(Instant::now());
             }
@@ -606,9 +610,9 @@ impl Worker {
     }
 
     /// Fuse a deferred update once the loop has offered a snapshot taken after its last change.
-    fn retry_deferred(&mut self, client: &Client) {
-        let base = self.local.as_ref().map_or(0, |s| s.base_version);
-        if self.tap.applied_version() == base
+    fn retry_deferred(&mut self, client: Option<&Client>) {
+        let base = self.local.as_ref().map_or((0, 0), |s| (s.base_version, s.epoch));
+        if self.tap.base() == base
             && let Some((g, delta)) = self.deferred.take()
         {
             self.fuse_and_hand(client, g, delta);

@@ -348,11 +348,18 @@ pub fn verify_global(
     let vk = VerifyingKey::from_bytes(trusted).map_err(|_| GlobalError::BadSignature(hex(&want)))?;
     let sig = Signature::from_bytes(bytes[sig_at..].try_into().expect("64 bytes"));
     vk.verify_strict(&bytes[..sig_at], &sig).map_err(|_| GlobalError::BadSignature(hex(&want)))?;
-    let g: GlobalLinks = postcard::from_bytes(&bytes[GLOBAL_MAGIC.len()..sig_at - KEY_ID_LEN])
-        .map_err(|e| GlobalError::Decode(crate::binfile::postcard_error(&e)))?;
-    if g.proto != FLEET_PROTO {
-        return Err(GlobalError::Proto(g.proto));
+    // The protocol first (its first byte, a u8): an update of another protocol is said to be one,
+    // not taken for a damaged payload (the signature checked, the bytes are as signed).
+    let payload = &bytes[GLOBAL_MAGIC.len()..sig_at - KEY_ID_LEN];
+    if payload[0] != FLEET_PROTO {
+        return Err(GlobalError::Proto(payload[0]));
     }
+    let g: GlobalLinks = postcard::from_bytes(payload).map_err(|e| {
+        GlobalError::Decode(format!(
+            "{} (signed as it is: written by another jetlink?)",
+            crate::binfile::postcard_error(&e)
+        ))
+    })?;
     // The fleet name is in the signed payload: a key shared by two fleets does not carry one
     // fleet's update to the other.
     if g.fleet != fleet {

@@ -31,8 +31,10 @@ pub struct LocalSnapshot {
     pub rows: Vec<f32>,
     pub valid: Vec<ModelSet>,
     pub filled: usize,
-    /// Version of the global links the weights started from.
+    /// Version of the global links the weights started from, and the loop they belong to
+    /// ([`FleetTap::loop_replaced`]).
     pub base_version: u64,
+    pub epoch: u32,
     /// Bumped on every offer.
     pub seq: u32,
 }
@@ -65,6 +67,9 @@ pub struct FleetTap {
     tasks: Mutex<TaskState>,
     global_ready: AtomicBool,
     applied_version: AtomicU64,
+    /// Bumped when a new loop replaces the one the tap served (a bundle reload): a change fused
+    /// against the old loop's links is not added to the new one's.
+    epoch: AtomicU32,
     assigned: AtomicU16,
     /// Summaries dropped because the queue was full, offers and applications skipped because the
     /// client held a lock.
@@ -87,6 +92,7 @@ impl FleetTap {
                 valid: vec![ModelSet::EMPTY; ring_rows],
                 filled: 0,
                 base_version: 0,
+                epoch: 0,
                 seq: 0,
             }),
             global: Mutex::new(GlobalSlot { links: vec![0.0; l], ensembles: vec![0.0; e], version: 0 }),
@@ -98,6 +104,7 @@ impl FleetTap {
             }),
             global_ready: AtomicBool::new(false),
             applied_version: AtomicU64::new(0),
+            epoch: AtomicU32::new(0),
             assigned: AtomicU16::new(0),
             queue_drops: AtomicU32::new(0),
             busy_skips: AtomicU32::new(0),
@@ -146,6 +153,7 @@ impl FleetTap {
         s.valid[..v].copy_from_slice(&valid[..v]);
         s.filled = filled.min(v);
         s.base_version = self.applied_version.load(Ordering::Relaxed);
+        s.epoch = self.epoch.load(Ordering::Relaxed);
         s.seq = s.seq.wrapping_add(1);
     }
 
@@ -215,15 +223,12 @@ impl FleetTap {
 
     /// Hand the loop the change fused global links make (`fused − snapshot`, added at its next
     /// period boundary), fused against a snapshot offered when the loop had applied version
-    /// `base`. Refused (false) when the loop has applied another version since: the change would
-    /// count that one twice, so the client fuses again against a newer snapshot. A change not yet
-    /// taken is replaced.
-    pub fn put_change(&self, links: &[f32], ensembles: &[f32], version: u64, base: u64) -> bool {
+    /// `base.0`, in epoch `base.1`. Refused (false) when the loop has applied another version since
+    /// (the change would count that one twice) or was replaced: the client then fuses again against
+    /// a newer snapshot. A change not yet taken is replaced.
+    pub fn put_change(&self, links: &[f32], ensembles: &[f32], version: u64, base: (u64, u32)) -> bool {
         let Ok(mut g) = self.global.lock() else { return false };
-        if self.applied_version.load(Ordering::Relaxed) != base
-            || g.links.len() != links.len()
-            || g.ensembles.len() != ensembles.len()
-        {
+        if self.base() != base || g.links.len() != links.len() || g.ensembles.len() != ensembles.len() {
             return false;
         }
         g.links.copy_from_slice(links);
@@ -235,6 +240,21 @@ impl FleetTap {
 
     pub fn set_assigned(&self, mask: ModelSet) {
         self.assigned.store(mask.bits(), Ordering::Relaxed);
+    }
+
+    /// The version applied and the loop's epoch: what a snapshot offered now would carry.
+    pub fn base(&self) -> (u64, u32) {
+        (self.applied_version.load(Ordering::Relaxed), self.epoch.load(Ordering::Relaxed))
+    }
+
+    /// A new loop replaces the one this tap served (a bundle reload, on the loop's thread before
+    /// the new loop's first tick): a change waiting for the old loop is dropped, and one fused
+    /// against the old loop's snapshots is refused when it is handed over.
+    pub fn loop_replaced(&self) {
+        let g = self.global.lock();
+        self.global_ready.store(false, Ordering::Release);
+        self.epoch.fetch_add(1, Ordering::Relaxed);
+        drop(g);
     }
 
     /// Version of the global links the loop applied last (0: none).
