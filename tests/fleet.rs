@@ -492,14 +492,21 @@ fn a_global_update_keeps_the_adaptation_made_since_its_snapshot() {
     assert!(b.client.wait_for(WAIT, |s| s.globals_deferred >= 1), "{:?}", b.client.stats());
     assert_eq!(b.take_global(), None, "an update fused against a stale snapshot reached the loop");
     assert_eq!(b.client.stats().globals_accepted, 1);
-    // The loop offers its links (version 1 applied, adaptation included): version 2 is fused
+    // A delta on version 2 arrives while it waits: it builds on the waiting update (no gap, no
+    // whole update asked for) and waits in its place.
+    let mut v3 = global(3, 3.0);
+    v3.base_version = 2;
+    publisher.publish(cfg.topic_global_delta(), QoS::AtLeastOnce, false, sign_global(&v3, &key)).unwrap();
+    assert!(b.client.wait_for(WAIT, |s| s.globals_deferred >= 2), "{:?}", b.client.stats());
+    assert_eq!(b.client.stats().delta_gaps, 0);
+    // The loop offers its links (version 1 applied, adaptation included): version 3 is fused
     // against them and replaces target 0's links with the fleet's, once.
     b.offer(&d.reference, &vec![0; d.bundle.n_models()], &[]);
     assert!(b.client.wait_for(WAIT, |s| s.globals_accepted == 2), "{:?}", b.client.stats());
-    assert_eq!(b.take_global(), Some(2));
+    assert_eq!(b.take_global(), Some(3));
     assert!(
-        close(&b.predictor.links().params[r0.clone()], &snapshot.links().params[r0], 2.0),
-        "version 2 counted version 1's change twice"
+        close(&b.predictor.links().params[r0.clone()], &snapshot.links().params[r0], 3.0),
+        "version 3 counted version 1's change twice"
     );
     assert!(close(&b.predictor.links().params[r1.clone()], &snapshot.links().params[r1], 1.0));
 }

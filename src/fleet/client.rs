@@ -521,7 +521,12 @@ impl Worker {
             }
         };
         let delta = g.base_version != 0;
-        let g = match g.resolve(self.held.as_ref()) {
+        // A delta may follow an update still waiting to be fused: it builds on that one.
+        let base = match &self.deferred {
+            Some((d, _)) if g.base_version == d.version => Some(d),
+            _ => self.held.as_ref(),
+        };
+        let g = match g.resolve(base) {
             Ok(g) => g,
             Err(e @ super::msg::GlobalError::Gap { .. }) => {
                 // Not refused: the whole update (retained) brings the board back in step.
