@@ -127,11 +127,17 @@ pub(crate) fn build(a: &BuildArgs) -> Result<()> {
             a.manifest.display()
         ),
     };
-    jetlink::output::prepare(&out, "--out", jetlink::output::Kind::Bundle, a.force)?;
-    // The reports beside it follow the same rule, checked now rather than after the training.
-    for (p, kind) in jetlink::report::report_paths(&out) {
-        jetlink::output::check_replace(&p, "report", kind, a.force)?;
-    }
+    // The bundle and the reports beside it, by the output rule: checked now (a refused output
+    // costs nothing), and again once the inputs are read (none of them may be replaced), both
+    // before the training.
+    let check_outputs = || -> Result<()> {
+        jetlink::output::prepare(&out, "--out", jetlink::output::Kind::Bundle, a.force)?;
+        for (p, kind) in jetlink::report::report_paths(&out) {
+            jetlink::output::check_replace(&p, "report", kind, a.force)?;
+        }
+        Ok(())
+    };
+    check_outputs()?;
     let key = signing_key(a, board)?;
     let (mut manifest, stream) = load_workload(&a.manifest)?;
     measure_missing_costs(&mut manifest, &stream, "jetlink build")?;
@@ -143,12 +149,7 @@ pub(crate) fn build(a: &BuildArgs) -> Result<()> {
     };
     let recording = load_recording_for(&manifest, &rec_path)?;
     jetlink::workload::within_stream(&recording, &rec_path, &stream, &manifest.path_of(&manifest.stream))?;
-    // Again now that the inputs are read (the key, the manifest, the recording): none of them is
-    // replaced, and that is said before the training, not after it.
-    jetlink::output::check_replace(&out, "--out", jetlink::output::Kind::Bundle, a.force)?;
-    for (p, kind) in jetlink::report::report_paths(&out) {
-        jetlink::output::check_replace(&p, "report", kind, a.force)?;
-    }
+    check_outputs()?;
     let mut opts = jetlink::links::BuildOptions { threads: a.threads as usize, ..Default::default() };
     opts.train = jetlink::links::TrainOptions::by_name(&a.recipe).context("unknown --recipe")?;
     if let Some(e) = a.epochs {

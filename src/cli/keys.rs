@@ -49,14 +49,9 @@ pub(crate) fn sign(a: &SignArgs) -> Result<()> {
     let out = a.out.as_ref().unwrap_or(&a.bundle);
     // Written beside the target and renamed, so that an interrupted sign never leaves half a bundle.
     let what = if a.out.is_some() { "--out" } else { "bundle (signed in place)" };
-    let same_file = |o: &std::path::PathBuf| {
-        use std::os::unix::fs::MetadataExt;
-        let id = |p: &std::path::Path| std::fs::metadata(p).map(|m| (m.dev(), m.ino())).ok();
-        id(o).is_some() && id(o) == id(&a.bundle)
-    };
-    if a.out.as_ref().is_none_or(same_file) {
-        jetlink::input::release(&a.bundle);
-    }
+    // The bundle may be replaced by its own signed copy (in place, or --out naming it); every
+    // other input (the key) stays protected.
+    jetlink::input::release(&a.bundle);
     jetlink::output::write(out, what, jetlink::output::Kind::Bundle, a.force, &signed)?;
     let public = key.verifying_key().to_bytes();
     println!(

@@ -563,7 +563,7 @@ impl Worker {
             seq: 0,
         };
         let snap = self.local.as_ref().unwrap_or(&empty);
-        let base = (snap.base_version, snap.epoch);
+        let base = snap.base();
         if self.tap.base() != base {
             // The loop applied a change since this snapshot: fused against it, this one would count
             // that change twice. Fused when the loop offers its next snapshot (a period at most).
@@ -616,7 +616,7 @@ impl Worker {
 
     /// Fuse a deferred update once the loop has offered a snapshot taken after its last change.
     fn retry_deferred(&mut self, client: Option<&Client>) {
-        let base = self.local.as_ref().map_or((0, 0), |s| (s.base_version, s.epoch));
+        let base = self.local.as_ref().map_or((0, 0), LocalSnapshot::base);
         if self.tap.base() == base
             && let Some((g, delta)) = self.deferred.take()
         {

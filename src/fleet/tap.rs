@@ -39,6 +39,13 @@ pub struct LocalSnapshot {
     pub seq: u32,
 }
 
+impl LocalSnapshot {
+    /// The loop's state it was taken in: the version applied and the loop's epoch.
+    pub fn base(&self) -> (u64, u32) {
+        (self.base_version, self.epoch)
+    }
+}
+
 /// The loop's drift levels and its own allocation at a period boundary.
 #[derive(Clone, Debug)]
 pub struct TaskState {
