@@ -46,6 +46,17 @@ impl<'a> Cursor<'a> {
     }
 }
 
+/// Decode a payload that must hold exactly one postcard value: bytes left after its last field are
+/// refused (postcard's `from_bytes` ignores them, so a message cut from a longer one, or followed by
+/// junk, would pass). The error is in plain words ([`postcard_error`]).
+pub fn decode_whole<'a, T: serde::Deserialize<'a>>(bytes: &'a [u8]) -> std::result::Result<T, String> {
+    match postcard::take_from_bytes::<T>(bytes) {
+        Ok((v, [])) => Ok(v),
+        Ok((_, rest)) => Err(format!("{} byte(s) follow its last field", rest.len())),
+        Err(e) => Err(postcard_error(&e)),
+    }
+}
+
 /// Why a postcard payload does not decode, in plain words (the library's own texts speak of varints
 /// and serde).
 pub fn postcard_error(e: &postcard::Error) -> String {
@@ -59,5 +70,23 @@ pub fn postcard_error(e: &postcard::Error) -> String {
         E::DeserializeBadEnum => "a field names a variant that does not exist".into(),
         E::SerdeDeCustom => "a field holds a value out of its range".into(),
         other => format!("{other}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One whole value decodes; the same followed by a byte, or cut short, does not, each said in
+    /// plain words.
+    #[test]
+    fn a_payload_must_hold_exactly_one_value() {
+        let bytes = postcard::to_allocvec(&(7u32, String::from("cam-1"))).unwrap();
+        assert_eq!(decode_whole::<(u32, String)>(&bytes).unwrap(), (7, "cam-1".to_string()));
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert_eq!(decode_whole::<(u32, String)>(&longer).unwrap_err(), "1 byte(s) follow its last field");
+        let e = decode_whole::<(u32, String)>(&bytes[..bytes.len() - 1]).unwrap_err();
+        assert_eq!(e, "it ends before its last field");
     }
 }

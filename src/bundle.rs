@@ -502,7 +502,7 @@ impl Bundle {
                 .map_err(|e| format!("the DCTA table does not decode: {e}"))?;
         }
         if let Some(t) = &self.schedule {
-            postcard::from_bytes::<crate::schedule::ScheduleTable>(t)
+            crate::binfile::decode_whole::<crate::schedule::ScheduleTable>(t)
                 .map_err(|e| format!("the schedule table does not decode: {e}"))?;
         }
         let s = &self.scores;

@@ -337,15 +337,15 @@ fn status(a: &StatusArgs) -> Result<()> {
                     // Shown, not trusted: boards check the signature; here only the body is read.
                     let b = &p.payload;
                     if b.len() > GLOBAL_MAGIC.len() + 72 && &b[..8] == GLOBAL_MAGIC {
-                        if let Ok(g) = postcard::from_bytes::<GlobalLinks>(&b[8..b.len() - 72]) {
+                        if let Ok(g) = jetlink::binfile::decode_whole::<GlobalLinks>(&b[8..b.len() - 72]) {
                             global = Some((g, b.len()));
                         }
                     }
                 } else {
                     // jetlink/<fleet>/<board>/summary: the board the topic names.
                     let topic_board = p.topic.rsplit('/').nth(1).unwrap_or("");
-                    let m = postcard::from_bytes::<SummaryMsg>(&p.payload)
-                        .map_err(|e| format!("does not decode ({})", jetlink::binfile::postcard_error(&e)))
+                    let m = jetlink::binfile::decode_whole::<SummaryMsg>(&p.payload)
+                        .map_err(|e| format!("does not decode ({e})"))
                         .and_then(|m| m.check(topic_board).map(|_| m));
                     match m {
                         Ok(m) => {

@@ -240,8 +240,8 @@ fn schedule_for(
         problem = problem.with_max_active(k);
     }
     if let Some(b) = &bundle.schedule {
-        let table: ScheduleTable =
-            postcard::from_bytes(b).context("the bundle's schedule table does not decode")?;
+        let table: ScheduleTable = crate::binfile::decode_whole(b)
+            .map_err(|e| anyhow::anyhow!("the bundle's schedule table does not decode: {e}"))?;
         let k = problem.max_active;
         if table.mask.iter().any(|m| m.len() > k) {
             log::info!(

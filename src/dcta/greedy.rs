@@ -119,12 +119,9 @@ impl Greedy {
                 }
                 inst.top_at[j] as usize
             } else {
-                // The first largest priced score (0 where the option is not usable: only a score
-                // above 0 is taken), without branches.
-                let (live, ts, ms) = (&live[..q], &ts[..q], &ms[..q]);
-                let priced =
-                    |i: usize| if live[i] > 0.0 { live[i] - lambda * ts[i] - mu * ms[i] } else { 0.0 };
-                let Some((_, i)) = first_max_of(q, 0.0, priced) else {
+                // The first largest priced score above 0 (an option not usable has `live` −∞ and
+                // is never taken), without branches.
+                let Some((_, i)) = first_max_priced(live, ts, ms, (lambda, mu), 0.0) else {
                     continue;
                 };
                 self.work += q as u64;
@@ -180,6 +177,48 @@ pub(crate) fn first_max_of(len: usize, floor: f64, value: impl Fn(usize) -> f64)
             (best[l], at[l]) = (v, i);
         }
     }
+    merge_lanes(best, at)
+}
+
+/// [`first_max`] of the priced values `live[i] − a · x[i] − b · y[i]` (an option not usable has
+/// `live` −∞, so its priced value is −∞ and never taken: no test), over slices in chunks of four
+/// so that no look is bounds-checked and none branches: the scan every round of the improvement
+/// and every priced greedy makes over the options. `a`, `b`, `x` and `y` must be finite.
+#[inline]
+pub(crate) fn first_max_priced(
+    live: &[f64],
+    x: &[f64],
+    y: &[f64],
+    (a, b): (f64, f64),
+    floor: f64,
+) -> Option<(f64, usize)> {
+    let len = live.len();
+    let (x, y) = (&x[..len], &y[..len]);
+    let priced = |l: f64, x: f64, y: f64| l - a * x - b * y;
+    let mut best = [floor; 4];
+    let mut at = [usize::MAX; 4];
+    let chunks = live.chunks_exact(4).zip(x.chunks_exact(4)).zip(y.chunks_exact(4));
+    for (c, ((l4, x4), y4)) in chunks.enumerate() {
+        for l in 0..4 {
+            let v = priced(l4[l], x4[l], y4[l]);
+            let better = v > best[l];
+            best[l] = if better { v } else { best[l] };
+            at[l] = if better { 4 * c + l } else { at[l] };
+        }
+    }
+    let tail = len - len % 4;
+    for (l, i) in (tail..len).enumerate() {
+        let v = priced(live[i], x[i], y[i]);
+        if v > best[l] {
+            (best[l], at[l]) = (v, i);
+        }
+    }
+    merge_lanes(best, at)
+}
+
+/// The first largest of four lanes' (value, first index) pairs (`usize::MAX`: the lane found none).
+#[inline]
+fn merge_lanes(best: [f64; 4], at: [usize; 4]) -> Option<(f64, usize)> {
     // Across lanes: the largest, and among equal values the first index.
     let mut out: Option<(f64, usize)> = None;
     for l in 0..4 {
@@ -320,8 +359,9 @@ pub(crate) fn pack(
 }
 
 /// Move each of `tasks`, in turn, to its most valuable option that fits what the others leave
-/// (`rem` per unit and `mem_rem`, updated). Returns the options looked at: q a task, 1 for a task
-/// already at its top.
+/// (`rem` per unit and `mem_rem`, updated). Returns the options looked at: at most q a task
+/// (⌈log2 (k + 1)⌉ a unit and the ties where its options rise with K, [`Instance::rising`]), 1 for
+/// a task already at its top.
 pub(crate) fn upgrade(
     inst: &Instance,
     choice: &mut Choice,
@@ -347,22 +387,55 @@ pub(crate) fn upgrade(
         }
         let span = j * q..(j + 1) * q;
         let (value, time, mem) = (&inst.value[span.clone()], &inst.time[span.clone()], &inst.mem[span]);
-        for u in 0..m {
-            for c in u * k..(u + 1) * k {
-                let ok = (time[c] <= rem[u]) & (mem[c] <= *mem_rem);
-                row[c] = if ok { value[c] } else { 0.0 };
-            }
-        }
         // Only a value above the current one (or above 0) moves the task.
         let floor = now.map_or(0.0, |i| value[i]);
-        let pick = first_max(row, floor).map(|(_, i)| i).or(now);
+        let pick = if inst.rising(j) {
+            // The same pick without a full scan: on each unit the options that fit are a prefix and
+            // the last of them is the most valuable, first held where its value starts.
+            let mut best: Option<(f64, usize)> = None;
+            for (u, &left) in rem[..m].iter().enumerate() {
+                // How many fit: a binary search of the prefix (⌈log2 (k + 1)⌉ looks).
+                let base = u * k;
+                let (mut lo, mut hi) = (0, k);
+                while lo < hi {
+                    let mid = (lo + hi) / 2;
+                    if time[base + mid] <= left && mem[base + mid] <= *mem_rem {
+                        lo = mid + 1;
+                    } else {
+                        hi = mid;
+                    }
+                    work += 1;
+                }
+                let mut c = lo;
+                if c == 0 {
+                    continue;
+                }
+                let v = value[base + c - 1];
+                if v > best.map_or(floor, |b| b.0) {
+                    while c > 1 && value[base + c - 2] == v {
+                        c -= 1;
+                        work += 1;
+                    }
+                    best = Some((v, base + c - 1));
+                }
+            }
+            best.map(|(_, i)| i).or(now)
+        } else {
+            for u in 0..m {
+                for c in u * k..(u + 1) * k {
+                    let ok = (time[c] <= rem[u]) & (mem[c] <= *mem_rem);
+                    row[c] = if ok { value[c] } else { 0.0 };
+                }
+            }
+            work += q as u64;
+            first_max(row, floor).map(|(_, i)| i).or(now)
+        };
         if let Some(i) = pick {
             let o = j * q + i;
             rem[inst.unit(i)] -= inst.time[o];
             *mem_rem -= inst.mem[o];
         }
         choice.set(j, pick);
-        work += q as u64;
     }
     work
 }
@@ -397,5 +470,84 @@ mod tests {
             assert_eq!(idx, want);
             assert!(again <= (2 * n + idx.len()) as u64, "{again} steps on a sorted order");
         }
+    }
+
+    /// The upgrade's search of a rising row picks what the full scan picks: each task in turn to
+    /// the first most valuable option that fits what the others leave, on instances whose rows
+    /// rise (ties in value included) and on some whose rows do not.
+    #[test]
+    fn upgrade_of_rising_rows_picks_what_a_full_scan_picks() {
+        let mut seed = 11u64;
+        let mut next = || {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            seed >> 33
+        };
+        let mut rising_seen = 0;
+        for round in 0..400 {
+            let (n, m, k) = (1 + next() as usize % 12, 1 + next() as usize % 3, 1 + next() as usize % 9);
+            let q = m * k;
+            let mut inst = Instance::with_size(n, m, k);
+            let cap: Vec<u64> = (0..m).map(|_| 20 + next() % 200).collect();
+            inst.set_capacity(&cap, 50 + next() % 400);
+            for j in 0..n {
+                for u in 0..m {
+                    let (mut v, mut t, mut mm) = (0.0f64, 1 + next() % 20, next() % 30);
+                    for c in 0..k {
+                        // Rising rows, with repeated values; one round in four not rising.
+                        if round % 4 == 0 {
+                            (v, t, mm) = ((next() % 9) as f64, 1 + next() % 90, next() % 120);
+                        } else {
+                            v += (next() % 3) as f64;
+                            t += next() % 25;
+                            mm += next() % 30;
+                        }
+                        inst.set_option(j * q + u * k + c, v, t, mm);
+                    }
+                }
+            }
+            rising_seen += (0..n).filter(|&j| inst.rising(j)).count();
+            // A start that fits: each task at its first option while that fits.
+            let mut start = Choice::empty(n);
+            let (mut rem, mut mem_rem) = ([0u64; MAX_UNITS], inst.mem_cap);
+            rem[..m].copy_from_slice(&cap);
+            for j in 0..n {
+                let i = (next() as usize) % q;
+                let o = j * q + i;
+                if next() % 2 == 0 && inst.time[o] <= rem[inst.unit(i)] && inst.mem[o] <= mem_rem {
+                    rem[inst.unit(i)] -= inst.time[o];
+                    mem_rem -= inst.mem[o];
+                    start.set(j, Some(i));
+                }
+            }
+            // The reference: a full scan, task by task.
+            let (mut want, mut w_rem, mut w_mem) = (start, rem, mem_rem);
+            for j in 0..n {
+                if let Some(i) = want.option_of(j) {
+                    w_rem[inst.unit(i)] += inst.time[j * q + i];
+                    w_mem += inst.mem[j * q + i];
+                }
+                let floor = want.option_of(j).map_or(0.0, |i| inst.value[j * q + i]);
+                let mut pick = want.option_of(j);
+                let mut best = floor;
+                for i in 0..q {
+                    let o = j * q + i;
+                    if inst.time[o] <= w_rem[inst.unit(i)] && inst.mem[o] <= w_mem && inst.value[o] > best {
+                        (best, pick) = (inst.value[o], Some(i));
+                    }
+                }
+                if let Some(i) = pick {
+                    w_rem[inst.unit(i)] -= inst.time[j * q + i];
+                    w_mem -= inst.mem[j * q + i];
+                }
+                want.set(j, pick);
+            }
+            let mut got = start;
+            let mut row = vec![0.0; MAX_UNITS * MAX_CHOICES];
+            let work = upgrade(&inst, &mut got, &mut rem, &mut mem_rem, 0..n, &mut row);
+            assert_eq!(got, want, "round {round}");
+            assert_eq!((rem, mem_rem), (w_rem, w_mem), "round {round}");
+            assert!(work <= (n * q) as u64, "round {round}: {work} steps");
+        }
+        assert!(rising_seen > 500, "only {rising_seen} rising tasks drawn");
     }
 }

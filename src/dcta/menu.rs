@@ -206,6 +206,7 @@ impl Menu {
                 *tf = *t as f64;
                 *s = share_of(*t, cap[u]);
             }
+            rises(time, k)
         });
     }
 
@@ -222,6 +223,7 @@ impl Menu {
             time.copy_from_slice(&times.time[row.clone()]);
             time_f.copy_from_slice(&times.time_f[row.clone()]);
             sh.copy_from_slice(&share[row]);
+            times.rising[resident as usize * n + j]
         });
     }
 
@@ -245,22 +247,24 @@ impl Menu {
             }
         }
         let time_f = time.iter().map(|&t| t as f64).collect();
+        let rising = time.chunks(q).map(|row| rises(row, k)).collect();
         // Level-major, then in `time`'s order.
         let mut share = Vec::with_capacity(self.n_levels() * time.len());
         for level in 0..self.n_levels() {
             let cap = self.capacity(level);
             share.extend(time.iter().enumerate().map(|(at, &t)| share_of(t, cap[at % q / k])));
         }
-        OptionTimes { time, time_f, share }
+        OptionTimes { time, time_f, share, rising }
     }
 
     /// Pose the knapsack; `times(j, resident, time, time_f, share)` writes task j's row of option
-    /// times, the same as `f64`, and their shares of the units' capacities.
+    /// times, the same as `f64`, and their shares of the units' capacities, and returns whether
+    /// those times rise with K on every unit ([`rises`]).
     fn fill_with(
         &self,
         ctx: &Context,
         inst: &mut Instance,
-        times: impl Fn(usize, bool, &mut [u64], &mut [f64], &mut [f64]),
+        times: impl Fn(usize, bool, &mut [u64], &mut [f64], &mut [f64]) -> bool,
     ) {
         let (n, m, k) = (self.n_tasks(), self.n_units(), self.n_choices());
         let q = m * k;
@@ -280,7 +284,7 @@ impl Menu {
                 false => (self.mem_bytes[j], self.swap_penalty[j] as f64),
             };
             let row = j * q..(j + 1) * q;
-            times(
+            let times_rise = times(
                 j,
                 resident,
                 &mut inst.time[row.clone()],
@@ -294,6 +298,9 @@ impl Menu {
                 *slot =
                     ((v_j * self.gain[j * k + c] as f64 - penalty).max(0.0), mm, mem_share_of(mm, mem_cap));
             }
+            // Value and memory are the same on every unit: their rows rise where the K's do.
+            inst.rising[j] =
+                times_rise && per_k[..k].windows(2).all(|w| w[0].0 <= w[1].0 && w[0].1 <= w[1].1);
             let (value, mem_o, mem_f) =
                 (&mut inst.value[row.clone()], &mut inst.mem[row.clone()], &mut inst.mem_f[row.clone()]);
             let (mem_share, live, time) =
@@ -318,11 +325,17 @@ impl Menu {
     }
 }
 
+/// Whether `row` (a task's options, k per unit) never falls from one K to the next on any unit.
+fn rises<T: PartialOrd>(row: &[T], k: usize) -> bool {
+    row.chunks(k.max(1)).all(|unit| unit.windows(2).all(|w| w[0] <= w[1]))
+}
+
 /// An option's value where it is worth anything and fits an empty knapsack (its unit's capacity
-/// `cap` and the memory `mem_cap`), else 0: what the solvers' scans take as usable.
+/// `cap` and the memory `mem_cap`), else −∞: what the solvers' scans take as usable. −∞ rather
+/// than 0 so that a priced scan needs no test: v − λ·t − μ·m stays −∞, below any floor.
 #[inline]
 fn live_value(value: f64, time: u64, cap: u64, mem: u64, mem_cap: u64) -> f64 {
-    if value > 0.0 && time <= cap && mem <= mem_cap { value } else { 0.0 }
+    if value > 0.0 && time <= cap && mem <= mem_cap { value } else { f64::NEG_INFINITY }
 }
 
 /// t / C: an option's share of its unit's capacity (a capacity of 0 counts as 1 µs).
@@ -347,6 +360,9 @@ pub struct OptionTimes {
     time_f: Vec<f64>,
     /// Level-major: level × (`time`'s order).
     share: Vec<f64>,
+    /// Per (resident, task) in `time`'s order: whether the row's times never fall as K grows on
+    /// any unit ([`Instance::rising`]).
+    rising: Vec<bool>,
 }
 
 /// One period's multiple-choice knapsack: choose at most one option per task to maximise
@@ -385,12 +401,15 @@ pub struct Instance {
     pub(crate) time_share: Vec<f64>,
     pub(crate) mem_share: Vec<f64>,
     /// Derived per option: v_o where the option fits an empty knapsack ([`usable`](Self::usable)),
-    /// else 0.
+    /// else −∞ ([`live_value`]).
     pub(crate) live: Vec<f64>,
     /// Derived per task: its largest `live` value (0 when no option is usable) and the first
     /// option holding it (`Choice::NONE` then).
     pub(crate) top_value: Vec<f64>,
     pub(crate) top_at: Vec<u8>,
+    /// Derived per task: whether on every unit its options' value, time and memory never fall as
+    /// K grows ([`Instance::rising`]).
+    rising: Vec<bool>,
     /// The unit of option i (within a task): i / k, looked up rather than divided.
     unit_of: [u8; MAX_UNITS * MAX_CHOICES],
 }
@@ -422,6 +441,7 @@ impl Instance {
             live: vec![0.0; n * q],
             top_value: vec![0.0; n],
             top_at: vec![Choice::NONE; n],
+            rising: vec![false; n],
             unit_of: [0; MAX_UNITS * MAX_CHOICES],
         };
         inst.derive();
@@ -474,7 +494,19 @@ impl Instance {
             let (ts, ms) = (share_of(self.time[o], self.cap[u]), mem_share_of(self.mem[o], self.mem_cap));
             self.set_derived(o, u, ts, ms);
         }
+        for j in 0..self.n {
+            self.derive_rising(j);
+        }
         self.derive_tops();
+    }
+
+    /// Whether task j's rows rise ([`rising`](Self::rising)), from its options.
+    fn derive_rising(&mut self, j: usize) {
+        let (q, k) = (self.q, self.k);
+        let span = j * q..(j + 1) * q;
+        self.rising[j] = rises(&self.value[span.clone()], k)
+            && rises(&self.time[span.clone()], k)
+            && rises(&self.mem[span], k);
     }
 
     /// Option `o`'s derived figures, on its unit `u`, from its value, time and memory and their
@@ -515,7 +547,17 @@ impl Instance {
         let u = self.unit(o % self.q);
         let (ts, ms) = (share_of(self.time[o], self.cap[u]), mem_share_of(self.mem[o], self.mem_cap));
         self.set_derived(o, u, ts, ms);
+        self.derive_rising(o / self.q);
         self.derive_tops();
+    }
+
+    /// Whether task j's options rise with K on every unit: value, time and memory never fall from
+    /// one K to the next. Then the options of a unit that fit any remaining capacity are a prefix
+    /// of its row, and the most valuable of them is the last (the refresh of the menu: gain, work
+    /// and labelled frames all grow with K).
+    #[inline]
+    pub(crate) fn rising(&self, j: usize) -> bool {
+        self.rising[j]
     }
 
     /// Unit of option i (within a task).

@@ -9,7 +9,7 @@
 //! ([`Refiner::work`]); nothing is allocated.
 
 use super::MAX_UNITS;
-use super::greedy::{TaskOrder, first_max_of, sort_bound};
+use super::greedy::{TaskOrder, first_max_of, first_max_priced, sort_bound};
 use super::lagrange::{Prices, Shares};
 use super::menu::{Choice, Instance};
 
@@ -127,15 +127,19 @@ impl Refiner {
         }
         let per_mem = p.mem * sh.mem;
         for j in 0..n {
+            // The first largest reduced value above 0 (an option not usable has `live` −∞ and is
+            // never taken).
             let row = j * q..(j + 1) * q;
             let (live, tf, mf) = (&inst.live[row.clone()], &inst.time_f[row.clone()], &inst.mem_f[row]);
-            // The first largest reduced value (0 where the option is not usable: only a value
-            // above 0 is taken), without branches.
-            let reduced = |i: usize| {
-                let v = live[i];
-                if v > 0.0 { v - per_us[inst.unit(i)] * tf[i] - per_mem * mf[i] } else { 0.0 }
+            let best = if m == 1 {
+                // One unit: one price per µs, a scan of slices.
+                first_max_priced(live, tf, mf, (per_us[0], per_mem), 0.0)
+            } else {
+                // Several: the unit's price looked up where each option is compared (a scan per
+                // unit costs more at a few K per unit).
+                first_max_of(q, 0.0, |i| live[i] - per_us[inst.unit(i)] * tf[i] - per_mem * mf[i])
             };
-            let best = first_max_of(q, 0.0, reduced).map_or((0.0, None), |(r, i)| (r, Some(i)));
+            let best = best.map_or((0.0, None), |(r, i)| (r, Some(i)));
             self.red[j] = best.0;
             self.lag.set(j, best.1);
             l += best.0;

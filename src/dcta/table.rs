@@ -235,7 +235,7 @@ impl PolicyTable {
     /// Read a table written by [`to_postcard`](Self::to_postcard) and check it.
     pub fn from_postcard(bytes: &[u8]) -> Result<PolicyTable, DctaError> {
         let t: PolicyTable =
-            postcard::from_bytes(bytes).map_err(|_| DctaError::BadTable("not a postcard table"))?;
+            crate::binfile::decode_whole(bytes).map_err(|_| DctaError::BadTable("not a postcard table"))?;
         t.validate()?;
         Ok(t)
     }

@@ -167,7 +167,7 @@ fn run(cfg: FleetConfig, opts: AggregateOptions, shared: Arc<Shared>) -> Result<
                     continue;
                 }
                 if p.topic.ends_with("/links") {
-                    match postcard::from_bytes::<LinkUpdate>(&p.payload) {
+                    match crate::binfile::decode_whole::<LinkUpdate>(&p.payload) {
                         Ok(u) if u.model_hash != opts.model_hash || u.board != board => {
                             if limit.allow(Instant::now()) {
                                 log::warn!(
@@ -218,7 +218,7 @@ fn run(cfg: FleetConfig, opts: AggregateOptions, shared: Arc<Shared>) -> Result<
                         }
                     }
                 } else if p.topic.ends_with("/tasks") {
-                    match postcard::from_bytes::<TaskOffer>(&p.payload) {
+                    match crate::binfile::decode_whole::<TaskOffer>(&p.payload) {
                         Ok(o) if o.model_hash == opts.model_hash && o.board == board => {
                             st.offers += 1;
                             offers.insert(board, o);

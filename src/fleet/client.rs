@@ -471,7 +471,7 @@ impl Worker {
                     self.stats.global_bytes_received += p.payload.len() as u64;
                     self.on_global(client, &p.payload);
                 } else if p.topic == self.cfg.topic_assigned(&self.opts.board) {
-                    if let Ok(a) = postcard::from_bytes::<Assigned>(&p.payload) {
+                    if let Ok(a) = crate::binfile::decode_whole::<Assigned>(&p.payload) {
                         self.tap.set_assigned(a.targets);
                     }
                 }

@@ -354,12 +354,8 @@ pub fn verify_global(
     if payload[0] != FLEET_PROTO {
         return Err(GlobalError::Proto(payload[0]));
     }
-    let g: GlobalLinks = postcard::from_bytes(payload).map_err(|e| {
-        GlobalError::Decode(format!(
-            "{} (signed as it is: written by another jetlink?)",
-            crate::binfile::postcard_error(&e)
-        ))
-    })?;
+    let g: GlobalLinks = crate::binfile::decode_whole(payload)
+        .map_err(|e| GlobalError::Decode(format!("{e} (signed as it is: written by another jetlink?)")))?;
     // The fleet name is in the signed payload: a key shared by two fleets does not carry one
     // fleet's update to the other.
     if g.fleet != fleet {
