@@ -360,8 +360,8 @@ pub(crate) fn pack(
 
 /// Move each of `tasks`, in turn, to its most valuable option that fits what the others leave
 /// (`rem` per unit and `mem_rem`, updated). Returns the options looked at: at most q a task
-/// (⌈log2 (k + 1)⌉ a unit and the ties where its options rise with K, [`Instance::rising`]), 1 for
-/// a task already at its top.
+/// (⌈log2 (k + 1)⌉ ≤ k a unit where its options rise with K, [`Instance::rising`]), 1 for a task
+/// already at its top.
 pub(crate) fn upgrade(
     inst: &Instance,
     choice: &mut Choice,
@@ -391,7 +391,7 @@ pub(crate) fn upgrade(
         let floor = now.map_or(0.0, |i| value[i]);
         let pick = if inst.rising(j) {
             // The same pick without a full scan: on each unit the options that fit are a prefix and
-            // the last of them is the most valuable, first held where its value starts.
+            // the last of them is the most valuable.
             let mut best: Option<(f64, usize)> = None;
             for (u, &left) in rem[..m].iter().enumerate() {
                 // How many fit: a binary search of the prefix (⌈log2 (k + 1)⌉ looks).
@@ -406,17 +406,14 @@ pub(crate) fn upgrade(
                     }
                     work += 1;
                 }
-                let mut c = lo;
-                if c == 0 {
+                // The last that fits is the first to hold its value (rising: no two equal values
+                // above 0, and only a value above the floor, itself at least 0, is taken).
+                if lo == 0 {
                     continue;
                 }
-                let v = value[base + c - 1];
+                let v = value[base + lo - 1];
                 if v > best.map_or(floor, |b| b.0) {
-                    while c > 1 && value[base + c - 2] == v {
-                        c -= 1;
-                        work += 1;
-                    }
-                    best = Some((v, base + c - 1));
+                    best = Some((v, base + lo - 1));
                 }
             }
             best.map(|(_, i)| i).or(now)
@@ -473,8 +470,9 @@ mod tests {
     }
 
     /// The upgrade's search of a rising row picks what the full scan picks: each task in turn to
-    /// the first most valuable option that fits what the others leave, on instances whose rows
-    /// rise (ties in value included) and on some whose rows do not.
+    /// the first most valuable option that fits what the others leave, within q steps a task, on
+    /// instances whose rows rise (level only at 0) and on some whose rows do not (equal values
+    /// above 0 among them).
     #[test]
     fn upgrade_of_rising_rows_picks_what_a_full_scan_picks() {
         let mut seed = 11u64;
@@ -493,11 +491,15 @@ mod tests {
                 for u in 0..m {
                     let (mut v, mut t, mut mm) = (0.0f64, 1 + next() % 20, next() % 30);
                     for c in 0..k {
-                        // Rising rows, with repeated values; one round in four not rising.
+                        // Rising rows (values level only at 0); one round in four anything,
+                        // one in four with repeated values above 0 (not rising: the full scan).
                         if round % 4 == 0 {
                             (v, t, mm) = ((next() % 9) as f64, 1 + next() % 90, next() % 120);
                         } else {
-                            v += (next() % 3) as f64;
+                            let step = if round % 4 == 1 { next() % 3 } else { 1 + next() % 3 };
+                            if v > 0.0 || next() % 2 == 0 {
+                                v += step as f64;
+                            }
                             t += next() % 25;
                             mm += next() % 30;
                         }
@@ -543,10 +545,13 @@ mod tests {
             }
             let mut got = start;
             let mut row = vec![0.0; MAX_UNITS * MAX_CHOICES];
-            let work = upgrade(&inst, &mut got, &mut rem, &mut mem_rem, 0..n, &mut row);
+            // Task by task (the same as all at once: they are taken in turn), each within q steps.
+            for j in 0..n {
+                let work = upgrade(&inst, &mut got, &mut rem, &mut mem_rem, j..j + 1, &mut row);
+                assert!(work <= q as u64, "round {round}, task {j}: {work} steps for {q} options");
+            }
             assert_eq!(got, want, "round {round}");
             assert_eq!((rem, mem_rem), (w_rem, w_mem), "round {round}");
-            assert!(work <= (n * q) as u64, "round {round}: {work} steps");
         }
         assert!(rising_seen > 500, "only {rising_seen} rising tasks drawn");
     }

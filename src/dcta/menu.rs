@@ -300,7 +300,7 @@ impl Menu {
             }
             // Value and memory are the same on every unit: their rows rise where the K's do.
             inst.rising[j] =
-                times_rise && per_k[..k].windows(2).all(|w| w[0].0 <= w[1].0 && w[0].1 <= w[1].1);
+                times_rise && per_k[..k].windows(2).all(|w| value_rises(w[0].0, w[1].0) && w[0].1 <= w[1].1);
             let (value, mem_o, mem_f) =
                 (&mut inst.value[row.clone()], &mut inst.mem[row.clone()], &mut inst.mem_f[row.clone()]);
             let (mem_share, live, time) =
@@ -328,6 +328,13 @@ impl Menu {
 /// Whether `row` (a task's options, k per unit) never falls from one K to the next on any unit.
 fn rises<T: PartialOrd>(row: &[T], k: usize) -> bool {
     row.chunks(k.max(1)).all(|unit| unit.windows(2).all(|w| w[0] <= w[1]))
+}
+
+/// Whether a value row may step from `a` to `b` and still rise ([`Instance::rising`]): up, or level
+/// at 0 (worth nothing). Two equal values above 0 do not rise: the first of them would be the pick,
+/// which a search for the last fitting option does not find in its bounded steps.
+fn value_rises(a: f64, b: f64) -> bool {
+    a < b || (a == b && b <= 0.0)
 }
 
 /// An option's value where it is worth anything and fits an empty knapsack (its unit's capacity
@@ -504,9 +511,9 @@ impl Instance {
     fn derive_rising(&mut self, j: usize) {
         let (q, k) = (self.q, self.k);
         let span = j * q..(j + 1) * q;
-        self.rising[j] = rises(&self.value[span.clone()], k)
-            && rises(&self.time[span.clone()], k)
-            && rises(&self.mem[span], k);
+        let values_rise =
+            self.value[span.clone()].chunks(k.max(1)).all(|u| u.windows(2).all(|w| value_rises(w[0], w[1])));
+        self.rising[j] = values_rise && rises(&self.time[span.clone()], k) && rises(&self.mem[span], k);
     }
 
     /// Option `o`'s derived figures, on its unit `u`, from its value, time and memory and their
@@ -551,10 +558,10 @@ impl Instance {
         self.derive_tops();
     }
 
-    /// Whether task j's options rise with K on every unit: value, time and memory never fall from
-    /// one K to the next. Then the options of a unit that fit any remaining capacity are a prefix
-    /// of its row, and the most valuable of them is the last (the refresh of the menu: gain, work
-    /// and labelled frames all grow with K).
+    /// Whether task j's options rise with K on every unit: time and memory never fall from one K to
+    /// the next, and value grows (or stays at 0). Then the options of a unit that fit any remaining
+    /// capacity are a prefix of its row, and the most valuable of them is the last, the first to
+    /// hold its value (the refresh of the menu: gain, work and labelled frames all grow with K).
     #[inline]
     pub(crate) fn rising(&self, j: usize) -> bool {
         self.rising[j]
