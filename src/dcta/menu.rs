@@ -326,8 +326,14 @@ impl Menu {
 }
 
 /// Whether `row` (a task's options, k per unit) never falls from one K to the next on any unit.
-fn rises<T: PartialOrd>(row: &[T], k: usize) -> bool {
-    row.chunks(k.max(1)).all(|unit| unit.windows(2).all(|w| w[0] <= w[1]))
+fn rises<T: PartialOrd + Copy>(row: &[T], k: usize) -> bool {
+    rises_by(row, k, |a, b| a <= b)
+}
+
+/// Whether every step from one K to the next on every unit of `row` (k options a unit) is one
+/// `step` allows.
+fn rises_by<T: Copy>(row: &[T], k: usize, step: impl Fn(T, T) -> bool) -> bool {
+    row.chunks(k.max(1)).all(|unit| unit.windows(2).all(|w| step(w[0], w[1])))
 }
 
 /// Whether a value row may step from `a` to `b` and still rise ([`Instance::rising`]): up, or level
@@ -414,8 +420,7 @@ pub struct Instance {
     /// option holding it (`Choice::NONE` then).
     pub(crate) top_value: Vec<f64>,
     pub(crate) top_at: Vec<u8>,
-    /// Derived per task: whether on every unit its options' value, time and memory never fall as
-    /// K grows ([`Instance::rising`]).
+    /// Derived per task: whether its options rise with K on every unit ([`Instance::rising`]).
     rising: Vec<bool>,
     /// The unit of option i (within a task): i / k, looked up rather than divided.
     unit_of: [u8; MAX_UNITS * MAX_CHOICES],
@@ -511,9 +516,9 @@ impl Instance {
     fn derive_rising(&mut self, j: usize) {
         let (q, k) = (self.q, self.k);
         let span = j * q..(j + 1) * q;
-        let values_rise =
-            self.value[span.clone()].chunks(k.max(1)).all(|u| u.windows(2).all(|w| value_rises(w[0], w[1])));
-        self.rising[j] = values_rise && rises(&self.time[span.clone()], k) && rises(&self.mem[span], k);
+        self.rising[j] = rises_by(&self.value[span.clone()], k, value_rises)
+            && rises(&self.time[span.clone()], k)
+            && rises(&self.mem[span], k);
     }
 
     /// Option `o`'s derived figures, on its unit `u`, from its value, time and memory and their
