@@ -80,7 +80,16 @@ fn split(
     n_val: usize,
     n_test: usize,
 ) -> (Vec<usize>, Vec<usize>, Vec<usize>) {
-    let rows: Vec<usize> = frames.filter_map(|f| rec.row_of_frame(f)).collect();
+    split_rows(frames.filter_map(|f| rec.row_of_frame(f)).collect(), n_fit, n_val, n_test)
+}
+
+/// [`split`] of the rows `rows`.
+fn split_rows(
+    rows: Vec<usize>,
+    n_fit: usize,
+    n_val: usize,
+    n_test: usize,
+) -> (Vec<usize>, Vec<usize>, Vec<usize>) {
     let step = (rows.len() / (n_fit + n_val + n_test).max(1)).max(1);
     let picked: Vec<usize> = rows.iter().copied().step_by(step).collect();
     let (mut fit, mut val, mut test) = (Vec::new(), Vec::new(), Vec::new());
@@ -226,6 +235,217 @@ fn fleet_links_help_a_new_board_and_hurt_no_other() {
         assert!(*gain >= -0.005, "{name} lost {gain:.4} with the fleet's links");
     }
 }
+
+/// Boards that share their drift, in groups. Four parts of the demo stream (clean frames, low,
+/// middle and high drift), [`PER_GROUP`] boards on each, every board on frames of its own. Each
+/// period a board adapts its links on a few fresh labelled frames of its part, offers them, and
+/// fuses the signed average it gets back. The same fleet runs twice: with a group per part of the
+/// stream (the aggregator's list of boards says `ID GROUP`), then with no groups (one average over
+/// the whole fleet). Each board is scored on its held-out frames against the same adaptation
+/// without a fleet. Then a new board joins the high-drift part with 40 frames: it starts from the
+/// links it is sent (its group's, or the fleet's) and fine-tunes them on its frames.
+#[test]
+fn boards_that_share_their_drift_gain_from_their_group() {
+    let Some(broker) = broker() else { return };
+    let d = DemoSet::demo().unwrap();
+    let (bundle, rec) = (&d.bundle, &*d.reference);
+    let drift = d.stream.drift_start as u32;
+    let end = d.stream.len() as u32;
+    let third = (end - drift) / 3;
+    let parts: [(&str, std::ops::Range<u32>); 4] = [
+        ("clean", d.stream.train_end as u32..drift),
+        ("low", drift..drift + third),
+        ("mid", drift + third..drift + 2 * third),
+        ("high", drift + 2 * third..end),
+    ];
+    // Board b of a part takes every (PER_GROUP + 1)-th row of it from the b-th; the last share is
+    // the newcomer's.
+    let rows_of_board = |p: usize, b: usize| -> Vec<usize> {
+        let rows = parts[p].1.clone().filter_map(|f| rec.row_of_frame(f));
+        rows.enumerate().filter(|(i, _)| i % (PER_GROUP + 1) == b).map(|(_, r)| r).collect()
+    };
+    struct Planned {
+        name: String,
+        part: usize,
+        seed: u64,
+        fit: Vec<usize>,
+        val: Vec<usize>,
+        test: Vec<usize>,
+        local: f32,
+    }
+    let adapt =
+        |p: &mut Predictor, rows: &[usize], seed: u64| local_train(bundle, p, rec, rows, EPOCHS, seed);
+    let mut planned = Vec::new();
+    for (p, (part, _)) in parts.iter().enumerate() {
+        for b in 0..PER_GROUP {
+            let (fit, val, test) = split_rows(rows_of_board(p, b), PERIODS * FRESH, 64, 300);
+            // A drifting part's 1,666 frames leave each board about 120 held-out ones.
+            assert!(
+                fit.len() == PERIODS * FRESH && test.len() >= 100,
+                "{} fit, {} test rows",
+                fit.len(),
+                test.len()
+            );
+            let seed = (10 * p + b) as u64;
+            // Local only: the same adaptation, period by period, without the fleet.
+            let mut alone = Predictor::new(bundle);
+            for (period, chunk) in fit.chunks(FRESH).enumerate() {
+                adapt(&mut alone, chunk, seed + 1000 * period as u64);
+            }
+            let local = score(bundle, &mut alone, rec, &test);
+            planned.push(Planned { name: format!("{part}-{b}"), part: p, seed, fit, val, test, local });
+        }
+    }
+    let (new_fit, new_val, new_test) = split_rows(rows_of_board(3, PER_GROUP), 40, 16, 300);
+    let mut alone = Predictor::new(bundle);
+    adapt(&mut alone, &new_fit, 7);
+    let newcomer_local = score(bundle, &mut alone, rec, &new_test);
+    // What sharing could give at most: each period, the links adapted on the fresh frames of every
+    // board of the part together (data pooled in one place, which the fleet never does), scored
+    // on the part's held-out frames; the high-drift part's also on the newcomer's.
+    let mut pooled = Vec::new();
+    for (p, (name, _)) in parts.iter().enumerate() {
+        let part: Vec<&Planned> = planned.iter().filter(|b| b.part == p).collect();
+        let mut links = Predictor::new(bundle);
+        for period in 0..PERIODS {
+            let rows: Vec<usize> = part
+                .iter()
+                .flat_map(|b| b.fit[period * FRESH..(period + 1) * FRESH].iter().copied())
+                .collect();
+            adapt(&mut links, &rows, 500 + 1000 * period as u64);
+        }
+        let mean = |f: &dyn Fn(&Planned) -> f32| part.iter().map(|b| f(b)).sum::<f32>() / part.len() as f32;
+        let local = mean(&|b| b.local);
+        let together = mean(&|b| score(bundle, &mut links.clone(), rec, &b.test));
+        println!(
+            "part {:<6} local only {local:.4}, adapted on the part's pooled frames {together:.4} ({:+.4})",
+            name,
+            together - local
+        );
+        pooled.push(links);
+    }
+    let newcomer_pooled = score(bundle, &mut pooled[3].clone(), rec, &new_test);
+    println!(
+        "newcomer: local only {newcomer_local:.4}, the high-drift part's pooled links {newcomer_pooled:.4}"
+    );
+
+    let key = fleet_key();
+    let pk = key.verifying_key().to_bytes();
+    // Per run: the boards' gains over local only, and the newcomer's.
+    let mut runs: Vec<(Vec<f32>, f32)> = Vec::new();
+    for grouped in [true, false] {
+        let fleet = if grouped { "grouped" } else { "whole" };
+        let cfg = broker.config(fleet);
+        let group_of = |part: usize| grouped.then(|| parts[part].0.to_string());
+        let mut roster: std::collections::BTreeMap<String, Option<String>> =
+            planned.iter().map(|b| (b.name.clone(), group_of(b.part))).collect();
+        roster.insert("newcomer".into(), group_of(3));
+        let opts = agg_options(key.clone(), bundle, planned.len(), Some(PERIODS as u32));
+        let agg = Aggregator::start(cfg.clone(), AggregateOptions { boards: Some(roster), ..opts }).unwrap();
+        let join = |name: &str, part: usize, rows: usize| {
+            let c = FleetConfig { group: group_of(part), ..cfg.clone() };
+            SimBoard::join(&c, bundle, name, pk, rows).unwrap()
+        };
+        let mut boards: Vec<SimBoard> = planned.iter().map(|b| join(&b.name, b.part, b.val.len())).collect();
+        for period in 0..PERIODS {
+            for (b, pl) in boards.iter_mut().zip(&planned) {
+                adapt(
+                    &mut b.predictor,
+                    &pl.fit[period * FRESH..(period + 1) * FRESH],
+                    pl.seed + 1000 * period as u64,
+                );
+                b.offer(rec, &vec![((period + 1) * FRESH) as u32; bundle.n_models()], &pl.val);
+            }
+            let v = period as u64 + 1;
+            for b in &mut boards {
+                assert!(
+                    b.client.wait_for(WAIT, |s| s.global_version == v),
+                    "{fleet}: {} got no version {v}",
+                    b.name
+                );
+                assert_eq!(b.take_global(), Some(v), "{fleet}: {}", b.name);
+            }
+        }
+        let st = agg.stop().unwrap();
+        assert_eq!(st.rounds.len(), PERIODS);
+        assert_eq!(st.refused, 0, "{:?}", st.last_refusal);
+        assert!(
+            st.rounds.iter().all(|r| r.groups == if grouped { 4 } else { 0 }),
+            "{fleet}: groups per round"
+        );
+        println!(
+            "fleet {fleet:?} ({}): held-out agreement, local only → fleet",
+            if grouped { "a group per part" } else { "no groups" }
+        );
+        let mut gains = Vec::new();
+        for (b, pl) in boards.iter_mut().zip(&planned) {
+            let fused = score(bundle, &mut b.predictor, rec, &pl.test);
+            let shares =
+                b.client.stats().last_fused.map(|f| f.choices.iter().map(|c| c.1).collect::<Vec<_>>());
+            println!(
+                "  {:<8} {:>4} held-out  {:.4} → {:.4} {:+.4}   local share per target {shares:?}",
+                pl.name,
+                pl.test.len(),
+                pl.local,
+                fused,
+                fused - pl.local
+            );
+            gains.push(fused - pl.local);
+        }
+        for (p, (part, _)) in parts.iter().enumerate() {
+            let g: Vec<f32> =
+                planned.iter().zip(&gains).filter(|(b, _)| b.part == p).map(|(_, g)| *g).collect();
+            let mean = g.iter().sum::<f32>() / g.len() as f32;
+            let min = g.iter().copied().fold(f32::INFINITY, f32::min);
+            println!("  part {part:<6} mean gain {mean:+.4}, least {min:+.4}");
+        }
+        let mut nb = join("newcomer", 3, new_val.len());
+        assert!(
+            nb.client.wait_for(WAIT, |s| s.global_version == PERIODS as u64),
+            "{fleet}: the newcomer got no links"
+        );
+        assert_eq!(
+            nb.take_global(),
+            Some(PERIODS as u64),
+            "with no samples of its own it takes the links it is sent"
+        );
+        let taken = score(bundle, &mut nb.predictor, rec, &new_test);
+        adapt(&mut nb.predictor, &new_fit, 7);
+        let newcomer = score(bundle, &mut nb.predictor, rec, &new_test);
+        println!(
+            "  newcomer (high drift, {} frames) {newcomer_local:.4} → {newcomer:.4} {:+.4} (the links it was sent, before its own frames: {taken:.4})",
+            new_fit.len(),
+            newcomer - newcomer_local
+        );
+        runs.push((gains, newcomer - newcomer_local));
+    }
+    let drifting = |gains: &[f32]| {
+        let g: Vec<f32> = planned.iter().zip(gains).filter(|(b, _)| b.part > 0).map(|(_, g)| *g).collect();
+        g.iter().sum::<f32>() / g.len() as f32
+    };
+    let (grouped, whole) = (&runs[0], &runs[1]);
+    println!(
+        "drifting boards' mean gain: {:+.4} in groups, {:+.4} averaged over the whole fleet",
+        drifting(&grouped.0),
+        drifting(&whole.0)
+    );
+    // Groups are what makes sharing pay for the drifting boards (the whole fleet's average mixes
+    // drifts), and in a group no board is worse than alone beyond half a point (300 held-out
+    // frames; fusion judges on 64 labelled rows, which cannot resolve less).
+    assert!(drifting(&grouped.0) > 0.005, "drifting boards gained {:+.4} in groups", drifting(&grouped.0));
+    assert!(drifting(&grouped.0) > drifting(&whole.0) + 0.005);
+    for (b, g) in planned.iter().zip(&grouped.0) {
+        assert!(*g >= -0.005, "{} lost {g:.4} in its group", b.name);
+    }
+    assert!(grouped.1 > 0.02, "the newcomer gained {:+.4} from its group", grouped.1);
+}
+
+/// Boards a part of the stream has in [`boards_that_share_their_drift_gain_from_their_group`].
+const PER_GROUP: usize = 4;
+/// Periods of that test, the fresh labelled frames a board adapts on each period, and the epochs.
+const PERIODS: usize = 6;
+const FRESH: usize = 25;
+const EPOCHS: usize = 10;
 
 /// A watcher with a persistent session: it sees every summary a board publishes, across a broker
 /// restart.
@@ -525,7 +745,9 @@ fn poisoned_link_updates_are_refused_before_averaging() {
     let agg = Aggregator::start(
         cfg.clone(),
         AggregateOptions {
-            boards: Some(["nan", "inf", "huge", "samples", "shape", "healthy"].map(String::from).into()),
+            boards: Some(
+                ["nan", "inf", "huge", "samples", "shape", "healthy"].map(|b| (b.to_string(), None)).into(),
+            ),
             ..agg_options(key.clone(), bundle, 1, Some(1))
         },
     )
@@ -553,6 +775,7 @@ fn poisoned_link_updates_are_refused_before_averaging() {
         let u = LinkUpdate {
             proto: FLEET_PROTO,
             board: board.into(),
+            group: None,
             model_hash: model_hash(bundle),
             seq: 1,
             base_version: 0,
@@ -1010,6 +1233,7 @@ fn tls_password_and_client_certificates_are_checked() {
     let update = |as_board: &str| LinkUpdate {
         proto: FLEET_PROTO,
         board: as_board.into(),
+        group: None,
         model_hash: model_hash(&d.bundle),
         seq: 1,
         base_version: 0,
@@ -1172,6 +1396,7 @@ fn the_aggregator_reconnects_after_a_broker_restart() {
     let u = LinkUpdate {
         proto: FLEET_PROTO,
         board: "b".into(),
+        group: None,
         model_hash: model_hash(bundle),
         seq: 1,
         base_version: 0,

@@ -289,6 +289,7 @@ fn write_fleet_seed_corpus() {
     let up = LinkUpdate {
         proto: FLEET_PROTO,
         board: "cam-1".into(),
+        group: None,
         model_hash: [0; 8],
         seq: 3,
         base_version: 1,

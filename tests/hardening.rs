@@ -296,6 +296,8 @@ fn bad_inputs_table() {
     std::fs::write(dir.join("long-state"), "x".repeat(100_000)).unwrap();
     std::fs::write(dir.join("empty-password"), "").unwrap();
     std::fs::write(dir.join("no-boards"), "# none yet\n\n").unwrap();
+    std::fs::write(dir.join("bad-group-boards"), "cam-1 north\ncam-2 no/rth\n").unwrap();
+    std::fs::write(dir.join("extra-boards"), "cam-1 north south\n").unwrap();
     std::fs::write(dir.join("linked-state"), "jetlink-bundle-version 0\n").unwrap();
     std::os::unix::fs::symlink(dir.join("linked-state"), dir.join("state-link")).unwrap();
     // A bundle reached through a link: signing it in place is refused, naming the bundle.
@@ -331,6 +333,7 @@ fn bad_inputs_table() {
         // Flags that would have no effect are refused, naming them.
         Case { args: s(&["run", "--engines", "replay", "--frames", "3", "-q", "--state-file", &state, "--serial", &format!("file:{}", d("fl.bin")), "--username", "bob"]), error: "--username applies only when joining a fleet", status: 1, no_file: Some(dir.join("fl.bin")), unchanged: None },
         Case { args: s(&["run", "--engines", "replay", "--frames", "3", "-q", "--state-file", &state, "--serial", &format!("file:{}", d("fl.bin")), "--fleet-key", "zz"]), error: "--fleet-key applies only when joining a fleet", status: 1, no_file: Some(dir.join("fl.bin")), unchanged: None },
+        Case { args: s(&["run", "--engines", "replay", "--frames", "3", "-q", "--state-file", &state, "--serial", &format!("file:{}", d("fl.bin")), "--group", "north"]), error: "--group applies only when joining a fleet", status: 1, no_file: Some(dir.join("fl.bin")), unchanged: None },
         Case { args: s(&["run", "--engines", "replay", "--frames", "3", "-q", "--state-file", &state, "--serial", &format!("file:{}", d("fl.bin")), "--reference-aligned"]), error: "--reference-aligned applies only with a --source other than `stream`", status: 1, no_file: Some(dir.join("fl.bin")), unchanged: None },
         Case { args: s(&["run", "--engines", "replay", "--frames", "3", "-q", "--labels", "uniform", "--uncertainty-sampling"]), error: "cannot be used with '--uncertainty-sampling'", status: 2, no_file: None, unchanged: None },
         // A flag the chosen benchmark does not read is refused, not silently ignored.
@@ -424,6 +427,8 @@ fn bad_inputs_table() {
         Case { args: s(&["fleet", "status", "--broker", "127.0.0.1:1", "--fleet", "lab", "--username", "u", "--password-file", &d("empty-password")]), error: "empty-password: its first line is empty", status: 1, no_file: None, unchanged: None },
         Case { args: s(&["fleet", "aggregate", "--broker", "127.0.0.1:1", "--fleet", "lab", "--key", "demo/keys/demo-insecure.key", "--boards", &d("no-boards")]), error: "no-boards: lists no board", status: 1, no_file: None, unchanged: None },
         Case { args: s(&["fleet", "aggregate", "--broker", "127.0.0.1:1", "--fleet", "lab", "--key", "demo/keys/demo-insecure.key", "--boards", &d("twice-boards")]), error: "twice-boards line 3: board \"cam-1\" is listed twice", status: 1, no_file: None, unchanged: None },
+        Case { args: s(&["fleet", "aggregate", "--broker", "127.0.0.1:1", "--fleet", "lab", "--key", "demo/keys/demo-insecure.key", "--boards", &d("bad-group-boards")]), error: "bad-group-boards line 2: group \"no/rth\": use 1 to 32 letters", status: 1, no_file: None, unchanged: None },
+        Case { args: s(&["fleet", "aggregate", "--broker", "127.0.0.1:1", "--fleet", "lab", "--key", "demo/keys/demo-insecure.key", "--boards", &d("extra-boards")]), error: "extra-boards line 1: \"south\" after the board id and its group", status: 1, no_file: None, unchanged: None },
         Case { args: s(&["fleet", "aggregate", "--min-boards", "0"]), error: "0 is not in 1..", status: 2, no_file: None, unchanged: None },
         Case { args: s(&["bench", "mlink", "--budgets", "1e-300%", "--out-dir", &d("bp")]), error: "below the smallest share a row can run", status: 1, no_file: Some(dir.join("bp/mlink.json")), unchanged: None },
         Case { args: s(&["bench", "mlink", "--sim-model-budget", "0", "--out-dir", &d("bp")]), error: "--sim-model-budget", status: 2, no_file: Some(dir.join("bp/mlink.json")), unchanged: None },

@@ -50,6 +50,7 @@ fn refuse_fleet_flags(j: &JoinArgs) -> Result<()> {
         ("--username", b.username.is_some()),
         ("--password-file", b.password_file.is_some()),
         ("--board-id", j.board_id.is_some()),
+        ("--group", j.group.is_some()),
         ("--fleet-key", j.fleet_key.is_some()),
         ("--fleet-optional", j.fleet_optional),
         ("--connect-timeout-s", j.broker.connect_timeout_s.is_some()),
@@ -70,6 +71,10 @@ pub(crate) struct JoinArgs {
     /// This board's id in the fleet (default: the board name).
     #[arg(long)]
     pub(crate) board_id: Option<String>,
+    /// This board's group in the fleet: boards that see the same conditions (a site, a camera
+    /// type), averaged together apart from the rest of the fleet (docs/fleet.md, "Groups").
+    #[arg(long)]
+    pub(crate) group: Option<String>,
     /// The fleet's Ed25519 public key (hex, from `jetlink keygen`): global links must be signed by it.
     #[arg(long, value_name = "PUBLIC_KEY_HEX")]
     pub(crate) fleet_key: Option<String>,
@@ -115,8 +120,9 @@ pub(crate) struct AggregateArgs {
     /// Stop after this many published rounds (at least 1; leave it out to run until stopped).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     pub(crate) rounds: Option<u32>,
-    /// The fleet's boards, one id per line: uploads from any other id are refused and counted
-    /// (without it, any id the broker lets through).
+    /// The fleet's boards, one a line: its id, then its group if it is in one (`cam-7 north`).
+    /// Uploads from any other id, or naming another group, are refused and counted (without it, any
+    /// id the broker lets through, in the group it names).
     #[arg(long, value_name = "FILE")]
     pub(crate) boards: Option<PathBuf>,
 }
@@ -215,16 +221,30 @@ fn aggregate(a: &AggregateArgs) -> Result<()> {
             None => None,
             Some(p) => {
                 let text = jetlink::input::read_to_string(p, "--boards", jetlink::input::limit::TEXT)?;
-                let mut ids = std::collections::BTreeSet::new();
-                for (n, id) in text.lines().enumerate().map(|(n, l)| (n + 1, l.trim())) {
-                    if id.is_empty() || id.starts_with('#') {
+                let mut ids = std::collections::BTreeMap::new();
+                for (n, line) in text.lines().enumerate().map(|(n, l)| (n + 1, l.trim())) {
+                    if line.is_empty() || line.starts_with('#') {
                         continue;
                     }
+                    let at = || format!("--boards {} line {n}", p.display());
+                    let mut words = line.split_whitespace();
+                    let id = words.next().expect("a line that is not empty has a word");
+                    let group = words.next();
+                    if let Some(extra) = words.next() {
+                        bail!(
+                            "{}: {extra:?} after the board id and its group (one board a line: ID [GROUP])",
+                            at()
+                        );
+                    }
                     jetlink::fleet::check_name("--boards", id)
-                        .map_err(|e| anyhow::anyhow!("--boards {} line {n}: {e}", p.display()))?;
+                        .map_err(|e| anyhow::anyhow!("{}: {e}", at()))?;
+                    if let Some(g) = group {
+                        jetlink::fleet::check_name("group", g)
+                            .map_err(|e| anyhow::anyhow!("{}: {e}", at()))?;
+                    }
                     // A board listed twice is a typo or two boards sharing an id: both unsafe.
-                    if !ids.insert(id.to_string()) {
-                        bail!("--boards {} line {n}: board {id:?} is listed twice", p.display());
+                    if ids.insert(id.to_string(), group.map(str::to_owned)).is_some() {
+                        bail!("{}: board {id:?} is listed twice", at());
                     }
                 }
                 if ids.is_empty() {
@@ -274,8 +294,12 @@ fn aggregate(a: &AggregateArgs) -> Result<()> {
         std::thread::sleep(std::time::Duration::from_millis(200));
         let st = agg.stats();
         for r in st.rounds.iter().skip(shown) {
+            let groups = match r.groups {
+                0 => String::new(),
+                n => format!(" and {n} group update(s) of {} bytes in all", r.group_bytes),
+            };
             println!(
-                "version {}: {} boards, {} targets, {} bytes, averaged and signed in {:.0} us",
+                "version {}: {} boards, {} targets, {} bytes{groups}, averaged and signed in {:.0} us",
                 r.version, r.boards, r.targets, r.bytes, r.aggregate_us
             );
         }
@@ -417,7 +441,11 @@ pub(crate) fn join(
         refuse_fleet_flags(j)?;
         return Ok(None);
     }
-    let cfg = config(&j.broker)?;
+    let mut cfg = config(&j.broker)?;
+    if let Some(g) = &j.group {
+        jetlink::fleet::check_name("--group", g).map_err(anyhow::Error::msg)?;
+    }
+    cfg.group = j.group.clone();
     let key = j.fleet_key.as_deref().context("--fleet-key PUBLIC_KEY_HEX is needed to join a fleet")?;
     let fleet_key =
         jetlink::signing::parse_public_key(key).map_err(|e| anyhow::anyhow!("--fleet-key: {e}"))?;
@@ -438,8 +466,9 @@ pub(crate) fn join(
         state: Some(state.for_fleet(&cfg.fleet)),
     };
     println!(
-        "fleet {:?}: board {id} via {}:{}{}, models {}",
+        "fleet {:?}: board {id}{} via {}:{}{}, models {}",
         cfg.fleet,
+        cfg.group.as_ref().map_or(String::new(), |g| format!(" in group {g:?}")),
         cfg.host,
         cfg.port,
         if cfg.ca.is_some() { " (TLS)" } else { "" },

@@ -4,6 +4,12 @@
 //! once), and publish the task allocation ([`tasks::allocate`]). A round runs when updates from
 //! `min_boards` boards arrived since the last one, or when `period` has passed with at least one
 //! new update. Updates for another model hash are counted and left out.
+//!
+//! Groups: boards that see the same conditions can form a group (each board's `--group`, checked
+//! against the fleet's list of boards where there is one). Each round also averages every group's
+//! boards apart and publishes that average, signed for `<fleet>/<group>`, on the group's own topics;
+//! the fleet's average (every board) stays on the fleet's topics for boards of no group. Averaging
+//! boards that drift differently mixes what each learnt (docs/fleet.md measures it).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -37,9 +43,10 @@ pub struct AggregateOptions {
     /// Per target, its link and ensemble weight counts in the bundle
     /// ([`super::fuse::target_shapes`]): an update of another shape is refused.
     pub shapes: Vec<(usize, usize)>,
-    /// The fleet's boards: an upload from any other board id is refused (`None`: any id the broker
-    /// let through). The broker's ACL ties an id to its credentials; this list is the fleet's own.
-    pub boards: Option<std::collections::BTreeSet<String>>,
+    /// The fleet's boards, each with its group (`None`: no group): an upload from any other board
+    /// id, or naming another group, is refused (`None`: any id the broker let through, in the group
+    /// it names). The broker's ACL ties an id to its credentials; this list is the fleet's own.
+    pub boards: Option<BTreeMap<String, Option<String>>>,
     pub poll: Duration,
 }
 
@@ -56,6 +63,11 @@ pub struct RoundReport {
     pub delta_bytes: usize,
     /// Size of the signed global update.
     pub bytes: usize,
+    /// Groups whose own average this round published (beside the fleet's), and their updates'
+    /// bytes: the whole and, where the group had a version before, the delta.
+    pub groups: u32,
+    pub group_bytes: usize,
+    pub group_delta_bytes: usize,
     pub published_at: Instant,
 }
 
@@ -140,8 +152,8 @@ fn run(cfg: FleetConfig, opts: AggregateOptions, shared: Arc<Shared>) -> Result<
     let mut fresh: BTreeMap<String, ()> = BTreeMap::new();
     let mut last_round = Instant::now();
     let mut version = opts.start_version;
-    // The whole weights of the last version published, as boards hold them.
-    let mut held: Vec<TargetLinks> = Vec::new();
+    // Per scope (the fleet's, each group's): what its boards hold and the version it was published at.
+    let mut scopes: BTreeMap<Option<String>, Held> = BTreeMap::new();
     let mut rounds = 0u32;
     let mut backoff = cfg.min_backoff;
     let mut lost: Option<String> = None;
@@ -182,14 +194,14 @@ fn run(cfg: FleetConfig, opts: AggregateOptions, shared: Arc<Shared>) -> Result<
                             }
                             st.incompatible += 1;
                         }
-                        Ok(_) if opts.boards.as_ref().is_some_and(|b| !b.contains(&board)) => {
+                        Ok(u) if group_check(opts.boards.as_ref(), &board, u.group.as_deref()).is_err() => {
+                            let why = group_check(opts.boards.as_ref(), &board, u.group.as_deref())
+                                .expect_err("checked by the guard");
                             if limit.allow(Instant::now()) {
-                                log::warn!(
-                                    "fleet aggregate: link update from {board} refused: not in the fleet's list of boards"
-                                );
+                                log::warn!("fleet aggregate: link update from {board} refused: {why}");
                             }
                             st.refused += 1;
-                            st.last_refusal = Some(format!("{board}: not in the fleet's list of boards"));
+                            st.last_refusal = Some(format!("{board}: {why}"));
                         }
                         // Checked before it is averaged: nothing poisoned gets signed.
                         Ok(u) => match check_targets(&u.targets, Some(&opts.shapes)) {
@@ -269,42 +281,44 @@ fn run(cfg: FleetConfig, opts: AggregateOptions, shared: Arc<Shared>) -> Result<
         let t = Instant::now();
         let ups: Vec<&LinkUpdate> = latest.values().collect();
         let (targets, boards) = fuse::fedavg(&ups);
-        let base_version = version;
         version += 1;
-        // What boards that follow hold after this round (closed loop: the delta is taken from what
-        // they hold, so quantisation errors never add up), and the delta that gets them there.
-        let first = held.is_empty();
-        let (deltas, new_targets) = fuse::advance(&mut held, &targets);
-        let whole = GlobalLinks {
-            proto: FLEET_PROTO,
-            fleet: cfg.fleet.clone(),
-            model_hash: opts.model_hash,
-            version,
-            boards,
-            base_version: 0,
-            targets: held.clone(),
-            deltas: Vec::new(),
-        };
-        let bytes = sign_global(&whole, &opts.key);
-        // Every round but the first: boards that follow take this instead of the whole update.
-        let delta_bytes = (!first).then(|| {
-            sign_global(
-                &GlobalLinks { base_version, targets: new_targets, deltas, ..whole.clone() },
-                &opts.key,
-            )
-        });
-        let aggregate_us = t.elapsed().as_secs_f64() * 1e6;
-        let len = bytes.len();
-        let delta_len = delta_bytes.as_ref().map_or(0, Vec::len);
-        // Publishing on a connection that has just ended fails: logged; the next round publishes
-        // the whole update again (retained), and boards that miss a delta take it.
-        if let Err(e) = link.client.publish(cfg.topic_global_links(), QoS::AtLeastOnce, true, bytes) {
-            log::warn!("fleet aggregate: version {version} not published: {e}");
+        let fleet_wide = publish_scope(&mut scopes, None, &targets, boards, version, &cfg, &opts);
+        // Each group's own average, from its boards' latest updates.
+        let mut groups: BTreeMap<&str, Vec<&LinkUpdate>> = BTreeMap::new();
+        for u in latest.values() {
+            if let Some(g) = u.group.as_deref() {
+                groups.entry(g).or_default().push(u);
+            }
         }
-        let mut published = 1;
-        if let Some(d) = delta_bytes {
-            let _ = link.client.publish(cfg.topic_global_delta(), QoS::AtLeastOnce, false, d);
+        let mut group_msgs = Vec::new();
+        for (g, ups) in &groups {
+            let (targets, boards) = fuse::fedavg(ups);
+            group_msgs
+                .push((*g, publish_scope(&mut scopes, Some(g), &targets, boards, version, &cfg, &opts)));
+        }
+        let aggregate_us = t.elapsed().as_secs_f64() * 1e6;
+        let (len, delta_len) = (fleet_wide.whole.len(), fleet_wide.delta.as_ref().map_or(0, Vec::len));
+        let mut published = 0;
+        let mut group_bytes = (0, 0);
+        for (group, m) in
+            std::iter::once((None, fleet_wide)).chain(group_msgs.into_iter().map(|(g, m)| (Some(g), m)))
+        {
+            if group.is_some() {
+                group_bytes.0 += m.whole.len();
+                group_bytes.1 += m.delta.as_ref().map_or(0, Vec::len);
+            }
+            // Publishing on a connection that has just ended fails: logged; the next round
+            // publishes the whole update again (retained), and boards that miss a delta take it.
+            if let Err(e) =
+                link.client.publish(cfg.topic_global(group, "links"), QoS::AtLeastOnce, true, m.whole)
+            {
+                log::warn!("fleet aggregate: version {version} not published: {e}");
+            }
             published += 1;
+            if let Some(d) = m.delta {
+                let _ = link.client.publish(cfg.topic_global(group, "delta"), QoS::AtLeastOnce, false, d);
+                published += 1;
+            }
         }
         if !offers.is_empty() {
             let o: Vec<&TaskOffer> = offers.values().collect();
@@ -328,6 +342,9 @@ fn run(cfg: FleetConfig, opts: AggregateOptions, shared: Arc<Shared>) -> Result<
             aggregate_us,
             bytes: len,
             delta_bytes: delta_len,
+            groups: groups.len() as u32,
+            group_bytes: group_bytes.0,
+            group_delta_bytes: group_bytes.1,
             published_at: Instant::now(),
         };
         log::info!(
@@ -351,6 +368,85 @@ fn run(cfg: FleetConfig, opts: AggregateOptions, shared: Arc<Shared>) -> Result<
     limit.flush();
     let _ = link.client.disconnect();
     Ok(())
+}
+
+/// Whether `board` may upload as a member of `group`: the fleet's list (`boards`), where there is
+/// one, must hold the board in that group (or in none for `None`). Without a list, any valid group
+/// name is taken as the board gives it.
+fn group_check(
+    boards: Option<&BTreeMap<String, Option<String>>>,
+    board: &str,
+    group: Option<&str>,
+) -> Result<(), String> {
+    if let Some(g) = group {
+        super::check_name("group", g)?;
+    }
+    let Some(boards) = boards else { return Ok(()) };
+    match boards.get(board) {
+        None => Err("not in the fleet's list of boards".into()),
+        Some(listed) if listed.as_deref() != group => Err(format!(
+            "it uploads as {}, the fleet's list of boards puts it in {}",
+            group_name(group),
+            group_name(listed.as_deref())
+        )),
+        Some(_) => Ok(()),
+    }
+}
+
+fn group_name(g: Option<&str>) -> String {
+    g.map_or("no group".into(), |g| format!("group {g:?}"))
+}
+
+/// What the boards of one scope (the fleet, or a group) hold: the whole weights of its last
+/// version, and that version.
+#[derive(Default)]
+struct Held {
+    targets: Vec<TargetLinks>,
+    version: u64,
+}
+
+/// One scope's signed messages of a round: the whole update, and the delta from the scope's last
+/// version (none for its first).
+struct ScopeMsgs {
+    whole: Vec<u8>,
+    delta: Option<Vec<u8>>,
+}
+
+/// Sign `targets` (averaged over `boards` boards) as `version` of scope `group` (`None`: the
+/// fleet's): the whole update, and the delta that takes the scope's boards from what they hold to
+/// it (closed loop: taken from what they hold, so quantisation errors never add up).
+fn publish_scope(
+    scopes: &mut BTreeMap<Option<String>, Held>,
+    group: Option<&str>,
+    targets: &[TargetLinks],
+    boards: u32,
+    version: u64,
+    cfg: &FleetConfig,
+    opts: &AggregateOptions,
+) -> ScopeMsgs {
+    let held = scopes.entry(group.map(str::to_owned)).or_default();
+    let first = held.targets.is_empty();
+    let (deltas, new_targets) = fuse::advance(&mut held.targets, targets);
+    let whole = GlobalLinks {
+        proto: FLEET_PROTO,
+        fleet: super::scope_of(&cfg.fleet, group),
+        model_hash: opts.model_hash,
+        version,
+        boards,
+        base_version: 0,
+        targets: held.targets.clone(),
+        deltas: Vec::new(),
+    };
+    let bytes = sign_global(&whole, &opts.key);
+    // Every version but the scope's first: its boards that follow take this instead of the whole.
+    let delta = (!first).then(|| {
+        sign_global(
+            &GlobalLinks { base_version: held.version, targets: new_targets, deltas, ..whole },
+            &opts.key,
+        )
+    });
+    held.version = version;
+    ScopeMsgs { whole: bytes, delta }
 }
 
 /// At most [`WarnLimit::MAX`] warnings about boards' messages a minute: a board (or anyone) that
@@ -401,6 +497,25 @@ impl WarnLimit {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_board_uploads_only_as_the_group_the_fleets_list_gives_it() {
+        let list: BTreeMap<String, Option<String>> =
+            [("cam-1".to_string(), Some("north".to_string())), ("cam-2".to_string(), None)].into();
+        assert_eq!(group_check(Some(&list), "cam-1", Some("north")), Ok(()));
+        assert_eq!(group_check(Some(&list), "cam-2", None), Ok(()));
+        let e = group_check(Some(&list), "cam-1", Some("south")).unwrap_err();
+        assert_eq!(e, "it uploads as group \"south\", the fleet's list of boards puts it in group \"north\"");
+        let e = group_check(Some(&list), "cam-1", None).unwrap_err();
+        assert!(e.starts_with("it uploads as no group"), "{e}");
+        let e = group_check(Some(&list), "cam-2", Some("north")).unwrap_err();
+        assert!(e.ends_with("puts it in no group"), "{e}");
+        assert_eq!(group_check(Some(&list), "cam-3", None).unwrap_err(), "not in the fleet's list of boards");
+        // Without a list, the group the board names, if it is a valid name.
+        assert_eq!(group_check(None, "cam-9", Some("east")), Ok(()));
+        assert!(group_check(None, "cam-9", Some("a/b")).unwrap_err().contains("group \"a/b\""));
+        assert!(group_check(None, "cam-9", Some("global")).is_err());
+    }
 
     #[test]
     fn warnings_are_limited_per_minute_and_resume() {

@@ -111,6 +111,9 @@ impl FleetClient {
     ) -> Result<FleetClient> {
         check_name("board id", &opts.board).map_err(anyhow::Error::msg)?;
         check_name("fleet name", &cfg.fleet).map_err(anyhow::Error::msg)?;
+        if let Some(g) = &cfg.group {
+            check_name("group", g).map_err(anyhow::Error::msg)?;
+        }
         mqtt_options(&cfg, &opts.board)?;
         // The highest global version accepted before this start: a replayed older update, even one
         // retained on the broker, is refused after a restart too.
@@ -350,6 +353,7 @@ impl Worker {
                 let u = LinkUpdate {
                     proto: FLEET_PROTO,
                     board: self.opts.board.clone(),
+                    group: self.cfg.group.clone(),
                     model_hash: self.opts.model_hash,
                     seq: self.update_seq,
                     base_version: snap.base_version,
@@ -499,7 +503,7 @@ impl Worker {
         let g = match verify_global(
             payload,
             &self.opts.fleet_key,
-            &self.cfg.fleet,
+            &self.cfg.scope(),
             self.opts.model_hash,
             highest,
         ) {

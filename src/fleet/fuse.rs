@@ -274,6 +274,7 @@ mod tests {
         LinkUpdate {
             proto: FLEET_PROTO,
             board: board.into(),
+            group: None,
             model_hash: [0; 8],
             seq: 0,
             base_version: 0,

@@ -41,6 +41,12 @@ pub struct FleetConfig {
     pub port: u16,
     /// Fleet name: the second topic level.
     pub fleet: String,
+    /// The board's group in the fleet, if any: boards that see the same conditions (a site, a
+    /// camera type) and are averaged together, apart from the rest of the fleet. Its global links
+    /// come on `jetlink/<fleet>/global/<group>/…`, signed for `<fleet>/<group>` ([`Self::scope`]).
+    /// The aggregator's list of boards says which boards are in it (`--boards`); unused by the
+    /// aggregator's own configuration.
+    pub group: Option<String>,
     /// TLS: the CA that signed the broker's certificate (PEM); with `client_cert` and
     /// `client_key` (PEM), client-certificate authentication.
     pub ca: Option<PathBuf>,
@@ -62,6 +68,7 @@ impl FleetConfig {
             host: host.into(),
             port,
             fleet: fleet.into(),
+            group: None,
             ca: None,
             client_cert: None,
             client_key: None,
@@ -86,16 +93,38 @@ impl FleetConfig {
     pub fn topic_assigned(&self, board: &str) -> String {
         format!("jetlink/{}/{board}/assigned", self.fleet)
     }
+    /// The whole global links (retained) for this board's group, or the fleet's without one.
     pub fn topic_global_links(&self) -> String {
-        format!("jetlink/{}/global/links", self.fleet)
+        self.topic_global(self.group.as_deref(), "links")
     }
-    /// Each round's changes since the previous version (not retained).
+    /// Each round's changes since the previous version (not retained), as
+    /// [`topic_global_links`](Self::topic_global_links).
     pub fn topic_global_delta(&self) -> String {
-        format!("jetlink/{}/global/delta", self.fleet)
+        self.topic_global(self.group.as_deref(), "delta")
+    }
+    /// `jetlink/<fleet>/global/<kind>`, or `jetlink/<fleet>/global/<group>/<kind>` for a group's.
+    pub fn topic_global(&self, group: Option<&str>, kind: &str) -> String {
+        match group {
+            Some(g) => format!("jetlink/{}/global/{g}/{kind}", self.fleet),
+            None => format!("jetlink/{}/global/{kind}", self.fleet),
+        }
+    }
+    /// What a global update for this board must be signed for: the fleet name, or
+    /// `<fleet>/<group>` for a board in a group.
+    pub fn scope(&self) -> String {
+        scope_of(&self.fleet, self.group.as_deref())
     }
     /// `jetlink/<fleet>/+/<kind>`: every board's messages of one kind.
     pub fn topic_all(&self, kind: &str) -> String {
         format!("jetlink/{}/+/{kind}", self.fleet)
+    }
+}
+
+/// The scope a global update is signed for: `fleet`, or `fleet/group` (a group's own average).
+pub fn scope_of(fleet: &str, group: Option<&str>) -> String {
+    match group {
+        Some(g) => format!("{fleet}/{g}"),
+        None => fleet.to_string(),
     }
 }
 

@@ -11,7 +11,7 @@ use crate::bundle::{KEY_ID_LEN, SIGNATURE_LEN, hex};
 use crate::signing::key_id;
 
 /// Bumped on any change to a message below (2: global updates carry deltas).
-pub const FLEET_PROTO: u8 = 2;
+pub const FLEET_PROTO: u8 = 3;
 
 /// Magic of a signed global update: the envelope is magic, postcard [`GlobalLinks`], key id,
 /// Ed25519 signature over everything before it.
@@ -145,6 +145,9 @@ pub fn check_targets(targets: &[TargetLinks], shape: Option<&[(usize, usize)]>) 
 pub struct LinkUpdate {
     pub proto: u8,
     pub board: String,
+    /// The board's group ([`super::FleetConfig::group`]): the aggregator averages it with its group's
+    /// boards; with a list of boards, the list must put it in the same group.
+    pub group: Option<String>,
     pub model_hash: ModelHash,
     pub seq: u32,
     /// Global version these weights started from (0: the bundle's).
@@ -159,6 +162,8 @@ pub struct LinkUpdate {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct GlobalLinks {
     pub proto: u8,
+    /// What it was signed for: the fleet name, or `<fleet>/<group>` for a group's own average
+    /// ([`super::scope_of`]).
     pub fleet: String,
     pub model_hash: ModelHash,
     /// Monotonic; a board refuses a version not above the highest it accepted.
@@ -281,12 +286,20 @@ pub enum GlobalError {
     Shape(String),
     #[error("fleet protocol {0}, this build speaks {FLEET_PROTO}")]
     Proto(u8),
-    #[error("global links of fleet {found:?}, this board is in fleet {ours:?}")]
+    #[error("global links of {}, this board is in {}", scope_words(found), scope_words(ours))]
     OtherFleet { found: String, ours: String },
     #[error("global links refused: {0}")]
     Poisoned(String),
     #[error("a delta from version {base}, this board holds version {held}: waiting for the whole update")]
     Gap { base: u64, held: u64 },
+}
+
+/// A scope ([`super::scope_of`]) in words: `fleet "lab"`, or `fleet "lab", group "north"`.
+fn scope_words(scope: &str) -> String {
+    match scope.split_once('/') {
+        Some((fleet, group)) => format!("fleet {fleet:?}, group {group:?}"),
+        None => format!("fleet {scope:?}"),
+    }
 }
 
 impl GlobalError {
@@ -320,12 +333,12 @@ pub fn sign_global(g: &GlobalLinks, key: &SigningKey) -> Vec<u8> {
 }
 
 /// Check a global update's signature by `trusted` (the board's fleet key), then decode it and check
-/// its protocol, model hash and version (above `highest`). Nothing is decoded before the signature
-/// checks out.
+/// its protocol, scope (`scope`: the board's fleet, or `fleet/group`), model hash and version
+/// (above `highest`). Nothing is decoded before the signature checks out.
 pub fn verify_global(
     bytes: &[u8],
     trusted: &[u8; 32],
-    fleet: &str,
+    scope: &str,
     ours: ModelHash,
     highest: u64,
 ) -> Result<GlobalLinks, GlobalError> {
@@ -356,10 +369,10 @@ pub fn verify_global(
     }
     let g: GlobalLinks = crate::binfile::decode_whole(payload)
         .map_err(|e| GlobalError::Decode(format!("{e} (signed as it is: written by another jetlink?)")))?;
-    // The fleet name is in the signed payload: a key shared by two fleets does not carry one
-    // fleet's update to the other.
-    if g.fleet != fleet {
-        return Err(GlobalError::OtherFleet { found: g.fleet, ours: fleet.to_string() });
+    // The fleet name (and group) is in the signed payload: a key shared by two fleets does not
+    // carry one fleet's update to the other, nor one group's to another group or to the fleet.
+    if g.fleet != scope {
+        return Err(GlobalError::OtherFleet { found: g.fleet, ours: scope.to_string() });
     }
     if g.model_hash != ours {
         return Err(GlobalError::ModelMismatch { found: hex(&g.model_hash), ours: hex(&ours) });
@@ -460,6 +473,26 @@ mod tests {
         assert!(matches!(verify_global(&b, &pk, "lab", [7; 8], 3), Err(GlobalError::Rollback { .. })));
         // Another fleet's update, signed by the same key: refused.
         assert!(matches!(verify_global(&b, &pk, "lab2", [7; 8], 2), Err(GlobalError::OtherFleet { .. })));
+        // The fleet's update on a board of a group, and one group's on another group's board or on
+        // a board of no group: refused.
+        assert!(matches!(
+            verify_global(&b, &pk, "lab/north", [7; 8], 2),
+            Err(GlobalError::OtherFleet { .. })
+        ));
+        let north = sign_global(
+            &GlobalLinks { fleet: crate::fleet::scope_of("lab", Some("north")), ..global() },
+            &key,
+        );
+        assert!(verify_global(&north, &pk, "lab/north", [7; 8], 2).is_ok());
+        for other in ["lab/south", "lab"] {
+            let e = verify_global(&north, &pk, other, [7; 8], 2).unwrap_err();
+            assert!(
+                e.to_string().starts_with(
+                    "global links of fleet \"lab\", group \"north\", this board is in fleet \"lab\""
+                ),
+                "{e}"
+            );
+        }
         // Poisoned but signed (an aggregator that did not check): refused on the board too.
         for bad in [f32::NAN, f32::INFINITY, 1e30] {
             let mut g = global();
