@@ -893,6 +893,107 @@ fn replayed_and_foreign_fleet_updates_are_refused_after_a_restart() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// Groups from the command line: the aggregator's `--boards` list puts `cam-a` in group north and
+/// `cam-b` in group south; `cam-b` running with `--group north` has its uploads refused, named and
+/// counted; `cam-a` with `--group north` gets them averaged and the round publishes north's own
+/// update beside the fleet's.
+#[test]
+fn the_cli_runs_a_group_and_refuses_a_board_in_another() {
+    use std::process::{Command, Stdio};
+    let Some(broker) = broker() else { return };
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = std::env::temp_dir().join(format!("jetlink-fleet-groups-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let list = dir.join("boards");
+    std::fs::write(&list, "# id group\ncam-a north\ncam-b south\n").unwrap();
+    let at = format!("127.0.0.1:{}", broker.port);
+    let mut agg = Command::new(env!("CARGO_BIN_EXE_jetlink"))
+        .current_dir(root)
+        .args([
+            "fleet",
+            "aggregate",
+            "--broker",
+            &at,
+            "--fleet",
+            "grp",
+            "--key",
+            "demo/keys/demo-insecure.key",
+        ])
+        .arg("--boards")
+        .arg(&list)
+        .args(["--min-boards", "1", "--rounds", "1"])
+        .env("RUST_BACKTRACE", "0")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pk = std::fs::read_to_string(root.join("demo/keys/demo-insecure.pub")).unwrap();
+    let pk = pk.lines().find(|l| !l.starts_with('#')).unwrap().trim().to_string();
+    // Wait until the aggregator has connected (it subscribes on the connection's acknowledgement),
+    // keeping what it printed.
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(agg.stdout.take().unwrap()));
+    let mut stdout = String::new();
+    for l in lines.by_ref() {
+        let l = l.unwrap();
+        stdout += &l;
+        stdout.push('\n');
+        if l.starts_with("connected") {
+            break;
+        }
+    }
+    assert!(stdout.contains("connected; waiting for link updates"), "{stdout}");
+    std::thread::sleep(Duration::from_millis(200));
+    let run = |board: &str, group: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_jetlink"))
+            .current_dir(root)
+            .args(["run", "--engines", "replay", "-q", "--state-file"])
+            .arg(dir.join(format!("{board}.state")))
+            .arg("--serial")
+            .arg(format!("file:{}", dir.join(format!("{board}.bin")).display()))
+            .args([
+                "--broker",
+                &at,
+                "--fleet",
+                "grp",
+                "--board-id",
+                board,
+                "--group",
+                group,
+                "--fleet-key",
+                &pk,
+            ])
+            .env("RUST_BACKTRACE", "0")
+            .output()
+            .unwrap();
+        let out_s = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert_eq!(out.status.code(), Some(0), "{out_s}\n{}", String::from_utf8_lossy(&out.stderr));
+        assert!(out_s.contains(&format!("in group \"{group}\"")), "{out_s}");
+        out_s
+    };
+    let out = run("cam-b", "north");
+    assert!(!out.contains(" 0 link updates"), "cam-b uploaded nothing: {out}");
+    run("cam-a", "north");
+    for l in lines {
+        stdout += &l.unwrap();
+        stdout.push('\n');
+    }
+    let out = agg.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(stdout.contains("1 boards") && stdout.contains("and 1 group update(s) of"), "{stdout}");
+    assert!(
+        stderr.contains("link update from cam-b refused: it uploads as group \"north\", the fleet's list of boards puts it in group \"south\""),
+        "{stderr}"
+    );
+    let refused: u32 = stdout
+        .lines()
+        .last()
+        .and_then(|l| l.split(" refused by the checks").next()?.rsplit(", ").next()?.parse().ok())
+        .unwrap_or(0);
+    assert!(refused >= 1, "{stdout}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// `jetlink run` joining a fleet from the command line: a broker that cannot be reached ends the
 /// run at once with an error naming it (unless `--fleet-optional`), TLS material that is not a
 /// certificate is refused when named, the aggregator refuses an unreachable broker too, and with

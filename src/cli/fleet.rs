@@ -289,6 +289,7 @@ fn aggregate(a: &AggregateArgs) -> Result<()> {
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
+    println!("connected; waiting for link updates");
     let mut shown = 0;
     loop {
         std::thread::sleep(std::time::Duration::from_millis(200));
