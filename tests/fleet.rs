@@ -430,14 +430,84 @@ fn boards_that_share_their_drift_gain_from_their_group() {
         drifting(&whole.0)
     );
     // Groups are what makes sharing pay for the drifting boards (the whole fleet's average mixes
-    // drifts), and in a group no board is worse than alone beyond half a point (300 held-out
-    // frames; fusion judges on 64 labelled rows, which cannot resolve less).
+    // drifts), and in a group no board is worse than alone by more than 0.3 points.
     assert!(drifting(&grouped.0) > 0.005, "drifting boards gained {:+.4} in groups", drifting(&grouped.0));
     assert!(drifting(&grouped.0) > drifting(&whole.0) + 0.005);
     for (b, g) in planned.iter().zip(&grouped.0) {
-        assert!(*g >= -0.005, "{} lost {g:.4} in its group", b.name);
+        assert!(*g >= -0.003, "{} lost {g:.4} in its group", b.name);
     }
     assert!(grouped.1 > 0.02, "the newcomer gained {:+.4} from its group", grouped.1);
+}
+
+/// Fusion's default side: where the board's labelled rows cannot tell the two apart (here the
+/// global links equal the local ones), a board keeps its own links against the whole fleet's and
+/// takes its group's when they have more samples behind them than its own; links clearly worse on
+/// its rows do not stay the choice, whoever sent them.
+#[test]
+fn fusion_keeps_its_own_links_on_a_tie_except_against_its_groups() {
+    let d = DemoSet::demo().unwrap();
+    let (bundle, rec) = (&d.bundle, &*d.reference);
+    let n = bundle.n_models();
+    let (kinds, scorings) = (bundle.kinds(), bundle.scorings());
+    let (_, val, _) = split(rec, d.stream.train_end as u32..d.stream.drift_start as u32, 0, 64, 0);
+    assert_eq!(val.len(), 64);
+    let rows = jetlink::fleet::sim::rows_of(rec, &val);
+    let valid = vec![ModelSet::all(n); val.len()];
+    let local = Predictor::new(bundle);
+    let global = |p: &Predictor, samples: u32| GlobalLinks {
+        proto: FLEET_PROTO,
+        fleet: "lab/north".into(),
+        model_hash: model_hash(bundle),
+        version: 1,
+        boards: 4,
+        base_version: 0,
+        targets: (0..n).map(|j| fuse::target_links(p, j, samples)).collect(),
+        deltas: Vec::new(),
+    };
+    let shares = |g: &GlobalLinks, own: u32, trust: fuse::Trust| {
+        let mut p = local.clone();
+        let f = fuse::fuse(&mut p, g, &kinds, &scorings, &rows, &valid, &vec![own; n], trust).unwrap();
+        f.choices.iter().map(|c| (c.1, c.2.unwrap(), c.3.unwrap())).collect::<Vec<_>>()
+    };
+    let beta = |v: Vec<(f32, f32, f32)>| v.iter().map(|c| c.0).collect::<Vec<f32>>();
+    let same = global(&local, 400);
+    assert_eq!(
+        beta(shares(&same, 100, fuse::Trust::Fleet)),
+        vec![1.0; n],
+        "the fleet's links must prove themselves"
+    );
+    assert_eq!(
+        beta(shares(&same, 100, fuse::Trust::Group)),
+        vec![0.0; n],
+        "a group backed by more samples wins a tie"
+    );
+    assert_eq!(
+        beta(shares(&same, 400, fuse::Trust::Group)),
+        vec![1.0; n],
+        "not backed by more: the board's own"
+    );
+    // Links that know nothing (every weight 0): on every target where the board's own agree on at
+    // least two more of its rows, the group's are not kept.
+    let mut zero = same.clone();
+    for t in &mut zero.targets {
+        t.links.iter_mut().chain(t.ensemble.iter_mut()).for_each(|w| *w = 0.0);
+    }
+    let mut worse = 0;
+    let all_zero = {
+        let mut p = local.clone();
+        fuse::put_targets(&mut p, &zero.targets).unwrap();
+        p
+    };
+    let mut out = vec![0.0; local.stride()];
+    for (j, (b, _, own)) in shares(&zero, 100, fuse::Trust::Group).into_iter().enumerate() {
+        let z = fuse::target_agreement(&mut all_zero.clone(), &kinds, &scorings, j, &rows, &valid, &mut out)
+            .unwrap();
+        if own >= z + 2.0 / 64.0 {
+            worse += 1;
+            assert_ne!(b, 0.0, "target {j}: zero links kept ({z:.3} against its own {own:.3})");
+        }
+    }
+    assert!(worse > 0, "no target where the zero links are clearly worse: the check checked nothing");
 }
 
 /// Boards a part of the stream has in [`boards_that_share_their_drift_gain_from_their_group`].

@@ -578,7 +578,9 @@ impl Worker {
         let rows = &snap.rows[..(snap.filled * stride).min(snap.rows.len())];
         let valid = &snap.valid[..snap.filled.min(snap.valid.len())];
         let mut p = self.predictor.clone();
-        match fuse::fuse(&mut p, &g, &self.opts.kinds, &self.opts.scorings, rows, valid, &snap.samples) {
+        let trust = if self.cfg.group.is_some() { fuse::Trust::Group } else { fuse::Trust::Fleet };
+        match fuse::fuse(&mut p, &g, &self.opts.kinds, &self.opts.scorings, rows, valid, &snap.samples, trust)
+        {
             Ok(f) => {
                 // Recorded before it is applied: if the version cannot be kept, it is not applied.
                 if let Some(Err(e)) = self.opts.state.as_ref().map(|s| s.accept_version(g.version)) {

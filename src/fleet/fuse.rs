@@ -3,12 +3,15 @@
 //!
 //! Fusion is per target: the board's links into target j become β·local + (1 − β)·global, weights
 //! and ensemble alike, with β ∈ {1, ¾, ½, ¼, 0} chosen by agreement on the board's own labelled
-//! rows. The board falls back to its local links (β = 1) unless a mix agrees on at least
-//! [`MIN_GAIN_ROWS`] more of those rows: a handful of rows cannot tell small differences apart. Both sides descend from the same bundle by fine-tuning, which is what makes the
-//! average and the mix meaningful. A target without labelled rows takes the global links when the
-//! board has no local samples for it, and keeps its own otherwise. The mix is in weight space, so
-//! the tick's cost does not change (the paper mixes the two predictions through the ensemble layer,
-//! which would double the link work per tick).
+//! rows. One side is the default and a mix replaces it only when it agrees on at least
+//! [`MIN_GAIN_ROWS`] more of those rows: a handful of rows cannot tell small differences apart. The
+//! default is the board's own links, except for a group's update ([`Trust::Group`]) backed by more
+//! samples than the board's own for that target: the group's boards share this board's conditions,
+//! so their average is the better bet when the rows cannot tell. Both sides descend from the same
+//! bundle by fine-tuning, which is what makes the average and the mix meaningful. A target without
+//! labelled rows takes the global links when the board has no local samples for it, and keeps its
+//! own otherwise. The mix is in weight space, so the tick's cost does not change (the paper mixes
+//! the two predictions through the ensemble layer, which would double the link work per tick).
 
 use crate::links::{EnsembleSet, LinkSet, Predictor, agreement};
 use crate::manifest::OutputKind;
@@ -20,8 +23,16 @@ use super::quant::Quantized;
 /// Local shares tried, local first (the fallback wins ties).
 pub const BETAS: [f32; 5] = [1.0, 0.75, 0.5, 0.25, 0.0];
 
-/// A mix replaces the local links only when it agrees on at least this many more labelled rows.
+/// A mix replaces the default only when it agrees on at least this many more labelled rows.
 pub const MIN_GAIN_ROWS: f32 = 2.0;
+
+/// Where a global update comes from, for [`fuse`]: the whole fleet's average, or the average of the
+/// board's group (boards that share its conditions; [`super::FleetConfig::group`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Trust {
+    Fleet,
+    Group,
+}
 
 /// Range of target `j`'s links in the link arena (its n − 1 links are contiguous).
 pub fn link_range(links: &LinkSet, j: usize) -> std::ops::Range<usize> {
@@ -220,8 +231,10 @@ pub struct Fused {
 }
 
 /// Fuse `g` into `p` (the board's local links): per target, the β with the best agreement on the
-/// board's labelled rows (`rows`, `valid`), local first on ties; see the module docs.
-/// `local_samples[j]` are the board's own labelled samples for target j.
+/// board's labelled rows (`rows`, `valid`), the default winning ties; see the module docs.
+/// `local_samples[j]` are the board's own labelled samples for target j; `trust` says where `g`
+/// comes from.
+#[allow(clippy::too_many_arguments)]
 pub fn fuse(
     p: &mut Predictor,
     g: &GlobalLinks,
@@ -230,6 +243,7 @@ pub fn fuse(
     rows: &[f32],
     valid: &[ModelSet],
     local_samples: &[u32],
+    trust: Trust,
 ) -> Result<Fused, GlobalError> {
     check_shape(p, &g.targets)?;
     let local = p.clone();
@@ -237,24 +251,37 @@ pub fn fuse(
     let mut choices = Vec::new();
     for t in &g.targets {
         let j = t.target as usize;
+        let own = local_samples.get(j).copied().unwrap_or(0);
         let measured = target_agreement_n(p, kinds, scorings, j, rows, valid, &mut out);
         let base = measured.map(|m| m.0);
         let (mut best, mut best_a) = (1.0f32, base);
         match measured {
             None => {
-                if local_samples.get(j).copied().unwrap_or(0) == 0 {
+                if own == 0 {
                     best = 0.0;
                     best_a = None;
                 }
             }
             Some((a0, n)) => {
-                let mut bar = a0 + MIN_GAIN_ROWS / n as f32 - 1e-6;
-                for &beta in &BETAS[1..] {
-                    mix_into(p, &local, t, beta);
-                    if let Some(a) = target_agreement(p, kinds, scorings, j, rows, valid, &mut out) {
-                        if a >= bar {
-                            (best, best_a, bar) = (beta, Some(a), a + 1e-6);
-                        }
+                // The default first: the board's own links, or a group's that more samples back.
+                let global_first = trust == Trust::Group && t.samples > own;
+                let mut order = BETAS;
+                if global_first {
+                    order.reverse();
+                }
+                let mut bar = f32::NEG_INFINITY;
+                for (i, &beta) in order.iter().enumerate() {
+                    let a = if beta == 1.0 {
+                        Some(a0)
+                    } else {
+                        mix_into(p, &local, t, beta);
+                        target_agreement(p, kinds, scorings, j, rows, valid, &mut out)
+                    };
+                    let Some(a) = a else { continue };
+                    if i == 0 {
+                        (best, best_a, bar) = (beta, Some(a), a + MIN_GAIN_ROWS / n as f32 - 1e-6);
+                    } else if a >= bar {
+                        (best, best_a, bar) = (beta, Some(a), a + 1e-6);
                     }
                 }
             }
