@@ -86,6 +86,10 @@ pub(crate) struct BenchArgs {
     /// `fleet`: aggregation periods.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=1000))]
     pub(crate) periods: u64,
+    /// `fleet`: groups the boards are spread over (board b in group b mod G; 0: no groups), each
+    /// averaged apart as well as the whole fleet (docs/fleet.md, "Groups").
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=1000))]
+    pub(crate) groups: u64,
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -122,7 +126,7 @@ fn flag_applies(flag: &str) -> Option<&'static [BenchWhat]> {
         "max_active" => &[Mlink, Seq],
         "policies" | "budgets" | "no_variants" | "frames" | "engines" | "trust_key" | "sim_model_budget"
         | "state_file" => &[Mlink],
-        "boards" | "periods" => &[Fleet],
+        "boards" | "periods" | "groups" => &[Fleet],
         _ => return None,
     })
 }
@@ -160,9 +164,14 @@ fn bench_outputs(a: &BenchArgs) -> Vec<(PathBuf, Kind)> {
         BenchWhat::Loop => &[("loop.json", Kind::Json("adaptation"))],
         BenchWhat::Seq => &[("seq.json", Kind::Json("workload"))],
         BenchWhat::Fleet => {
+            // fleet-N, or fleet-N-gG with groups.
+            let stem = match a.groups {
+                0 => format!("fleet-{}", a.boards),
+                g => format!("fleet-{}-g{g}", a.boards),
+            };
             return vec![
-                (a.out_dir.join(format!("fleet-{}.json", a.boards)), Kind::Json("boards")),
-                (a.out_dir.join(format!("fleet-{}.svg", a.boards)), Kind::Svg),
+                (a.out_dir.join(format!("{stem}.json")), Kind::Json("boards")),
+                (a.out_dir.join(format!("{stem}.svg")), Kind::Svg),
             ];
         }
     };
@@ -564,12 +573,20 @@ fn bench_fleet(a: &BenchArgs) -> Result<()> {
     let bundle = Bundle::load_for(&a.bundle, &manifest)?;
     let reference =
         load_reference(&manifest)?.context("bench fleet needs the manifest's reference recording")?;
-    let o =
-        FleetBenchOptions { boards: a.boards as usize, periods: a.periods as usize, ..Default::default() };
+    let o = FleetBenchOptions {
+        boards: a.boards as usize,
+        periods: a.periods as usize,
+        groups: a.groups as usize,
+        ..Default::default()
+    };
     let r = run(&bundle, &reference, &o)?;
     println!(
-        "fleet bench: {} boards, {} periods, {}; bundle links {} bytes",
-        r.boards, r.periods, r.broker, r.bundle_link_bytes
+        "fleet bench: {} boards{}, {} periods, {}; bundle links {} bytes",
+        r.boards,
+        if r.groups > 0 { format!(" in {} groups", r.groups) } else { String::new() },
+        r.periods,
+        r.broker,
+        r.bundle_link_bytes
     );
     println!(
         "per board per period: up {:.0} bytes (summary {:.0}, task offer, link updates), down {:.0} bytes received (signed global links: the whole update at join, then deltas; allocation {} bytes), {} a period from the second on; {} task offers",

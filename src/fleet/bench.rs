@@ -35,6 +35,8 @@ pub struct FleetBenchOptions {
     /// Labelled rows each board fuses on.
     pub val_rows: usize,
     pub seed: u64,
+    /// Groups the boards are spread over (board b in group b mod `groups`; 0: none).
+    pub groups: usize,
 }
 
 impl Default for FleetBenchOptions {
@@ -46,6 +48,7 @@ impl Default for FleetBenchOptions {
             samples_per_period: 16,
             val_rows: 16,
             seed: 1,
+            groups: 0,
         }
     }
 }
@@ -55,7 +58,11 @@ impl Default for FleetBenchOptions {
 pub struct RoundFigures {
     pub version: u64,
     pub boards: u32,
+    /// Averaging and signing the fleet's update and every group's.
     pub aggregate_us: f64,
+    /// The groups' whole updates and deltas this round, bytes in all (0 without groups).
+    pub group_bytes: usize,
+    pub group_delta_bytes: usize,
     pub global_bytes: usize,
     /// The signed delta from the previous version, what a following board receives (0 in the
     /// first round: boards take the whole update).
@@ -70,6 +77,9 @@ pub struct RoundFigures {
 #[derive(Clone, Debug, Serialize)]
 pub struct FleetBenchReport {
     pub boards: usize,
+    /// Groups the boards were spread over (0: none); each round then also averages and signs each
+    /// group's update, and a board receives its group's.
+    pub groups: usize,
     pub periods: usize,
     pub broker: String,
     pub bundle_link_bytes: usize,
@@ -125,7 +135,9 @@ pub fn run(bundle: &Bundle, rec: &Recording, o: &FleetBenchOptions) -> Result<Fl
     )?;
     let mut boards = Vec::with_capacity(o.boards);
     for b in 0..o.boards {
-        boards.push(SimBoard::join(&cfg, bundle, &format!("board-{b:05}"), pk, o.val_rows)?);
+        let c =
+            super::FleetConfig { group: (o.groups > 0).then(|| format!("g{}", b % o.groups)), ..cfg.clone() };
+        boards.push(SimBoard::join(&c, bundle, &format!("board-{b:05}"), pk, o.val_rows)?);
     }
     let deadline = Duration::from_secs(60 + o.boards as u64);
     let t = Instant::now();
@@ -173,6 +185,8 @@ pub fn run(bundle: &Bundle, rec: &Recording, o: &FleetBenchOptions) -> Result<Fl
             version: want,
             boards: r.boards,
             aggregate_us: r.aggregate_us,
+            group_bytes: r.group_bytes,
+            group_delta_bytes: r.group_delta_bytes,
             global_bytes: r.bytes,
             delta_bytes: r.delta_bytes,
             e2e_ms: done.saturating_duration_since(last).as_secs_f64() * 1e3,
@@ -204,7 +218,15 @@ pub fn run(bundle: &Bundle, rec: &Recording, o: &FleetBenchOptions) -> Result<Fl
     let offers: u32 = stats.iter().map(|s| s.task_offers).sum();
     let received: u64 = stats.iter().map(|s| s.global_bytes_received).sum();
     let down = received as f64 / o.boards as f64 + (assigned_bytes * o.periods) as f64;
-    let later: Vec<f64> = rounds.iter().skip(1).map(|r| (r.delta_bytes + assigned_bytes) as f64).collect();
+    // A board follows its group's deltas where it has one (the groups' are about the same size).
+    let later: Vec<f64> = rounds
+        .iter()
+        .skip(1)
+        .map(|r| match o.groups {
+            0 => (r.delta_bytes + assigned_bytes) as f64,
+            g => r.group_delta_bytes as f64 / g as f64 + assigned_bytes as f64,
+        })
+        .collect();
     drop(boards);
     let _ = agg.stop();
     broker.stop();
@@ -212,6 +234,7 @@ pub fn run(bundle: &Bundle, rec: &Recording, o: &FleetBenchOptions) -> Result<Fl
     let mut e2e: Vec<f64> = rounds.iter().map(|r| r.e2e_ms).collect();
     Ok(FleetBenchReport {
         boards: o.boards,
+        groups: o.groups,
         periods: o.periods,
         broker: version,
         bundle_link_bytes: 4 * (base.links.params.len() + base.ensembles.params.len()),
