@@ -179,7 +179,7 @@ fn run(cfg: FleetConfig, opts: AggregateOptions, shared: Arc<Shared>) -> Result<
                     continue;
                 }
                 if p.topic.ends_with("/links") {
-                    match crate::binfile::decode_whole::<LinkUpdate>(&p.payload) {
+                    match super::msg::decode_message::<LinkUpdate>(&p.payload) {
                         Ok(u) if u.model_hash != opts.model_hash || u.board != board => {
                             if limit.allow(Instant::now()) {
                                 log::warn!(
@@ -230,7 +230,7 @@ fn run(cfg: FleetConfig, opts: AggregateOptions, shared: Arc<Shared>) -> Result<
                         }
                     }
                 } else if p.topic.ends_with("/tasks") {
-                    match crate::binfile::decode_whole::<TaskOffer>(&p.payload) {
+                    match super::msg::decode_message::<TaskOffer>(&p.payload) {
                         Ok(o) if o.model_hash == opts.model_hash && o.board == board => {
                             st.offers += 1;
                             offers.insert(board, o);

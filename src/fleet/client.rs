@@ -475,7 +475,7 @@ impl Worker {
                     self.stats.global_bytes_received += p.payload.len() as u64;
                     self.on_global(client, &p.payload);
                 } else if p.topic == self.cfg.topic_assigned(&self.opts.board) {
-                    if let Ok(a) = crate::binfile::decode_whole::<Assigned>(&p.payload) {
+                    if let Ok(a) = super::msg::decode_message::<Assigned>(&p.payload) {
                         self.tap.set_assigned(a.targets);
                     }
                 }

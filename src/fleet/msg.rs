@@ -264,6 +264,18 @@ pub struct Assigned {
     pub targets: ModelSet,
 }
 
+/// Decode a board's or the aggregator's message (`LinkUpdate`, `TaskOffer`, `Assigned`): its
+/// protocol first (every one starts with it, one byte), so that a message of another protocol is
+/// said to be one rather than decoded into wrong fields; then the whole message
+/// ([`crate::binfile::decode_whole`]).
+pub fn decode_message<T: serde::de::DeserializeOwned>(payload: &[u8]) -> Result<T, String> {
+    match payload.first() {
+        None => Err("an empty message".into()),
+        Some(&p) if p != FLEET_PROTO => Err(format!("fleet protocol {p}, this build speaks {FLEET_PROTO}")),
+        Some(_) => crate::binfile::decode_whole(payload).map_err(|e| e.to_string()),
+    }
+}
+
 /// Why a global update was refused.
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
 #[non_exhaustive]
@@ -408,6 +420,30 @@ pub fn verify_global(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_message_of_another_protocol_is_named_not_misread() {
+        let u = LinkUpdate {
+            proto: FLEET_PROTO,
+            board: "cam-1".into(),
+            group: Some("north".into()),
+            model_hash: [3; 8],
+            seq: 1,
+            base_version: 0,
+            targets: Vec::new(),
+        };
+        let mut b = postcard::to_stdvec(&u).unwrap();
+        assert_eq!(decode_message::<LinkUpdate>(&b).unwrap(), u);
+        b.push(0);
+        assert!(decode_message::<LinkUpdate>(&b).unwrap_err().contains("follow its last field"));
+        b.pop();
+        b[0] = FLEET_PROTO - 1;
+        assert_eq!(
+            decode_message::<LinkUpdate>(&b).unwrap_err(),
+            format!("fleet protocol {}, this build speaks {FLEET_PROTO}", FLEET_PROTO - 1)
+        );
+        assert_eq!(decode_message::<TaskOffer>(&[]).unwrap_err(), "an empty message");
+    }
 
     #[test]
     fn a_summary_is_shown_only_from_its_own_board_with_shares_that_are_shares() {
