@@ -107,6 +107,20 @@ fn split_rows(
     (fit, val, test)
 }
 
+/// The demo stream's parts the fleet tests put boards on: its clean frames after the training
+/// ones, then the drifted frames in three (low, middle and high drift).
+fn stream_parts(d: &DemoSet) -> [std::ops::Range<u32>; 4] {
+    let drift = d.stream.drift_start as u32;
+    let end = d.stream.len() as u32;
+    let third = (end - drift) / 3;
+    [
+        d.stream.train_end as u32..drift,
+        drift..drift + third,
+        drift + third..drift + 2 * third,
+        drift + 2 * third..end,
+    ]
+}
+
 /// Three boards on different parts of the demo stream (clean frames, low and middle drift)
 /// fine-tune their links on their own frames and publish them; the aggregator averages and signs;
 /// each fuses the global links with its own and is scored on its held-out frames. A fourth board
@@ -118,14 +132,9 @@ fn fleet_links_help_a_new_board_and_hurt_no_other() {
     let Some(broker) = broker() else { return };
     let d = DemoSet::demo().unwrap();
     let (bundle, rec) = (&d.bundle, &*d.reference);
-    let drift = d.stream.drift_start as u32;
-    let end = d.stream.len() as u32;
-    let third = (end - drift) / 3;
-    let specs: [(&str, std::ops::Range<u32>, usize, usize); 3] = [
-        ("clean", d.stream.train_end as u32..drift, 600, 64),
-        ("drift-low", drift..drift + third, 600, 64),
-        ("drift-mid", drift + third..drift + 2 * third, 600, 64),
-    ];
+    let [clean, low, mid, high] = stream_parts(&d);
+    let specs: [(&str, std::ops::Range<u32>, usize, usize); 3] =
+        [("clean", clean, 600, 64), ("drift-low", low, 600, 64), ("drift-mid", mid, 600, 64)];
     let cfg = broker.config("test");
     let key = fleet_key();
     let agg = Aggregator::start(cfg.clone(), agg_options(key.clone(), bundle, specs.len(), Some(1))).unwrap();
@@ -208,7 +217,7 @@ fn fleet_links_help_a_new_board_and_hurt_no_other() {
     assert_eq!(agg.offers, 3, "every board offers (the clean one an empty list)");
 
     // A new board joins with 40 frames of the high-drift part.
-    let (fit, val, test) = split(rec, drift + 2 * third..end, 40, 16, 300);
+    let (fit, val, test) = split(rec, high, 40, 16, 300);
     let mut alone = Predictor::new(bundle);
     local_train(bundle, &mut alone, rec, &fit, 6, 200);
     let local = score(bundle, &mut alone, rec, &test);
@@ -249,15 +258,10 @@ fn boards_that_share_their_drift_gain_from_their_group() {
     let Some(broker) = broker() else { return };
     let d = DemoSet::demo().unwrap();
     let (bundle, rec) = (&d.bundle, &*d.reference);
-    let drift = d.stream.drift_start as u32;
-    let end = d.stream.len() as u32;
-    let third = (end - drift) / 3;
-    let parts: [(&str, std::ops::Range<u32>); 4] = [
-        ("clean", d.stream.train_end as u32..drift),
-        ("low", drift..drift + third),
-        ("mid", drift + third..drift + 2 * third),
-        ("high", drift + 2 * third..end),
-    ];
+    let parts: [(&str, std::ops::Range<u32>); 4] = {
+        let [clean, low, mid, high] = stream_parts(&d);
+        [("clean", clean), ("low", low), ("mid", mid), ("high", high)]
+    };
     // Board b of a part takes every (PER_GROUP + 1)-th row of it from the b-th; the last share is
     // the newcomer's.
     let rows_of_board = |p: usize, b: usize| -> Vec<usize> {
