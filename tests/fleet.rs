@@ -443,6 +443,44 @@ fn boards_that_share_their_drift_gain_from_their_group() {
     assert!(grouped.1 > 0.02, "the newcomer gained {:+.4} from its group", grouped.1);
 }
 
+/// A round publishes a group's update only when one of its boards sent something new: north's
+/// board uploads and round 1 publishes north's; south's board uploads and round 2 publishes
+/// south's, not north's again (north's board would fuse the same links over what it adapted since).
+#[test]
+fn a_group_with_nothing_new_is_not_sent_again() {
+    let Some(broker) = broker() else { return };
+    let d = DemoSet::demo().unwrap();
+    let (bundle, rec) = (&d.bundle, &*d.reference);
+    let cfg = broker.config("quiet");
+    let key = fleet_key();
+    let pk = key.verifying_key().to_bytes();
+    let roster =
+        [("n1".to_string(), Some("north".to_string())), ("s1".to_string(), Some("south".to_string()))];
+    let opts = AggregateOptions { boards: Some(roster.into()), ..agg_options(key, bundle, 1, Some(2)) };
+    let agg = Aggregator::start(cfg.clone(), opts).unwrap();
+    let join = |name: &str, group: &str| {
+        let c = FleetConfig { group: Some(group.into()), ..cfg.clone() };
+        SimBoard::join(&c, bundle, name, pk, 16).unwrap()
+    };
+    let (north, south) = (join("n1", "north"), join("s1", "south"));
+    for b in [&north, &south] {
+        assert!(b.client.wait_for(WAIT, |s| s.connected), "{} did not connect", b.name);
+    }
+    let (_, val, _) = split(rec, 0..2000, 0, 16, 0);
+    let samples = vec![10; bundle.n_models()];
+    north.offer(rec, &samples, &val);
+    assert!(north.client.wait_for(WAIT, |s| s.global_version == 1), "{:?}", north.client.stats());
+    south.offer(rec, &samples, &val);
+    assert!(south.client.wait_for(WAIT, |s| s.global_version == 2), "{:?}", south.client.stats());
+    let st = agg.stop().unwrap();
+    assert_eq!(st.rounds.len(), 2);
+    assert!(st.rounds.iter().all(|r| r.groups == 1), "one group a round: {:?}", st.rounds);
+    // North's board got nothing more than its group's first version.
+    std::thread::sleep(Duration::from_millis(300));
+    let n = north.client.stats();
+    assert_eq!((n.global_version, n.globals_accepted, n.globals_refused), (1, 1, 0), "{n:?}");
+}
+
 /// Fusion's default side: where the board's labelled rows cannot tell the two apart (here the
 /// global links equal the local ones), a board keeps its own links against the whole fleet's and
 /// takes its group's when they have more samples behind them than its own; links clearly worse on
@@ -1003,20 +1041,33 @@ fn the_cli_runs_a_group_and_refuses_a_board_in_another() {
         .unwrap();
     let pk = std::fs::read_to_string(root.join("demo/keys/demo-insecure.pub")).unwrap();
     let pk = pk.lines().find(|l| !l.starts_with('#')).unwrap().trim().to_string();
-    // Wait until the aggregator has connected (it subscribes on the connection's acknowledgement),
-    // keeping what it printed.
-    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(agg.stdout.take().unwrap()));
-    let mut stdout = String::new();
-    for l in lines.by_ref() {
-        let l = l.unwrap();
-        stdout += &l;
-        stdout.push('\n');
-        if l.starts_with("connected") {
-            break;
+    // The aggregator's lines, read on a thread: the test waits for them with a deadline and stops
+    // the aggregator if they do not come, rather than hang.
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let pipe = agg.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for l in std::io::BufRead::lines(std::io::BufReader::new(pipe)).map_while(Result::ok) {
+            let _ = tx.send(l);
         }
-    }
-    assert!(stdout.contains("connected; waiting for link updates"), "{stdout}");
-    std::thread::sleep(Duration::from_millis(200));
+    });
+    let mut stdout = String::new();
+    let wait_for = |agg: &mut std::process::Child, stdout: &mut String, what: &str| loop {
+        match rx.recv_timeout(WAIT) {
+            Ok(l) => {
+                stdout.push_str(&l);
+                stdout.push('\n');
+                if l.contains(what) {
+                    return;
+                }
+            }
+            Err(_) => {
+                let _ = agg.kill();
+                panic!("the aggregator did not print {what:?} within {WAIT:?}: {stdout}");
+            }
+        }
+    };
+    // Uploads published once it is subscribed reach it.
+    wait_for(&mut agg, &mut stdout, "connected and subscribed; waiting for link updates");
     let run = |board: &str, group: &str| {
         let out = Command::new(env!("CARGO_BIN_EXE_jetlink"))
             .current_dir(root)
@@ -1044,13 +1095,12 @@ fn the_cli_runs_a_group_and_refuses_a_board_in_another() {
         assert!(out_s.contains(&format!("in group \"{group}\"")), "{out_s}");
         out_s
     };
-    let out = run("cam-b", "north");
-    assert!(!out.contains(" 0 link updates"), "cam-b uploaded nothing: {out}");
-    run("cam-a", "north");
-    for l in lines {
-        stdout += &l.unwrap();
-        stdout.push('\n');
+    for (board, group) in [("cam-b", "north"), ("cam-a", "north")] {
+        let out = run(board, group);
+        assert!(!out.contains(" 0 link updates"), "{board} uploaded nothing: {out}");
     }
+    // Its one round, then its counts.
+    wait_for(&mut agg, &mut stdout, " refused by the checks");
     let out = agg.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");

@@ -271,7 +271,8 @@ fn aggregate(a: &AggregateArgs) -> Result<()> {
     let (host, port) = (cfg.host.clone(), cfg.port);
     let agg = Aggregator::start(cfg, opts)?;
     let until = Instant::now() + std::time::Duration::from_secs_f64(a.broker.connect_timeout());
-    while !agg.stats().connected {
+    // Connected and subscribed: uploads published from now on reach it.
+    while !agg.stats().subscribed {
         if stop.load(std::sync::atomic::Ordering::Relaxed) {
             drop(agg.stop());
             bail!(
@@ -289,7 +290,7 @@ fn aggregate(a: &AggregateArgs) -> Result<()> {
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    println!("connected; waiting for link updates");
+    println!("connected and subscribed; waiting for link updates");
     let mut shown = 0;
     loop {
         std::thread::sleep(std::time::Duration::from_millis(200));

@@ -84,6 +84,9 @@ pub struct AggregateStats {
     pub last_refusal: Option<String>,
     /// Connected to the broker now, and why the last connection failed (`None` once connected).
     pub connected: bool,
+    /// The broker acknowledged the subscriptions of the current connection (uploads and offers
+    /// published from then on reach the aggregator).
+    pub subscribed: bool,
     pub connection_error: Option<String>,
     pub bytes_received: u64,
     /// Task offers received, and allocations published.
@@ -158,16 +161,23 @@ fn run(cfg: FleetConfig, opts: AggregateOptions, shared: Arc<Shared>) -> Result<
     let mut backoff = cfg.min_backoff;
     let mut lost: Option<String> = None;
     let mut limit = WarnLimit::default();
+    let mut subacks = 0u32;
     while !shared.stop.load(Ordering::Relaxed) {
         match link.recv_timeout(opts.poll) {
             Ok(Ok(Event::Incoming(Packet::ConnAck(_)))) => {
                 backoff = cfg.min_backoff;
                 let mut st = shared.stats.lock().expect("stats");
-                (st.connected, st.connection_error) = (true, None);
+                (st.connected, st.connection_error, st.subscribed) = (true, None, false);
                 drop(st);
+                subacks = 0;
                 // A request to a connection that has just ended fails: the next connection asks again.
                 let _ = link.client.subscribe(cfg.topic_all("links"), QoS::AtLeastOnce);
                 let _ = link.client.subscribe(cfg.topic_all("tasks"), QoS::AtLeastOnce);
+            }
+            Ok(Ok(Event::Incoming(Packet::SubAck(_)))) => {
+                // Both subscriptions (uploads, offers) of this connection acknowledged.
+                subacks += 1;
+                shared.stats.lock().expect("stats").subscribed = subacks >= 2;
             }
             Ok(Ok(Event::Incoming(Packet::Publish(p)))) => {
                 let mut st = shared.stats.lock().expect("stats");
@@ -266,7 +276,7 @@ fn run(cfg: FleetConfig, opts: AggregateOptions, shared: Arc<Shared>) -> Result<
         if let Some(why) = lost.take() {
             log::warn!("fleet aggregate: broker connection: {why}; retrying in {backoff:?}");
             let mut st = shared.stats.lock().expect("stats");
-            (st.connected, st.connection_error) = (false, Some(why));
+            (st.connected, st.connection_error, st.subscribed) = (false, Some(why), false);
             drop(st);
             std::thread::sleep(backoff);
             backoff = (backoff * 2).min(cfg.max_backoff);
@@ -283,13 +293,16 @@ fn run(cfg: FleetConfig, opts: AggregateOptions, shared: Arc<Shared>) -> Result<
         let (targets, boards) = fuse::fedavg(&ups);
         version += 1;
         let fleet_wide = publish_scope(&mut scopes, None, &targets, boards, version, &cfg, &opts);
-        // Each group's own average, from its boards' latest updates.
+        // Each group's own average, from its boards' latest updates: for the groups with a fresh
+        // update (a group with none has nothing new, and its boards would fuse the same links
+        // again, over the adaptation they made since).
         let mut groups: BTreeMap<&str, Vec<&LinkUpdate>> = BTreeMap::new();
         for u in latest.values() {
             if let Some(g) = u.group.as_deref() {
                 groups.entry(g).or_default().push(u);
             }
         }
+        groups.retain(|_, ups| ups.iter().any(|u| fresh.contains_key(&u.board)));
         let mut group_msgs = Vec::new();
         for (g, ups) in &groups {
             let (targets, boards) = fuse::fedavg(ups);
@@ -321,17 +334,23 @@ fn run(cfg: FleetConfig, opts: AggregateOptions, shared: Arc<Shared>) -> Result<
             }
         }
         if !offers.is_empty() {
-            let o: Vec<&TaskOffer> = offers.values().collect();
-            let a = tasks::allocate(rounds, &o);
-            for (board, targets) in &a.boards {
-                let msg = Assigned { proto: FLEET_PROTO, period: a.period, targets: *targets };
-                let _ = link.client.publish(
-                    cfg.topic_assigned(board),
-                    QoS::AtLeastOnce,
-                    false,
-                    postcard::to_stdvec(&msg)?,
-                );
-                published += 1;
+            // A target refreshed on one board helps the boards that receive the same average: the
+            // tasks are allocated within each group, and among the boards of no group.
+            let group_of = |board: &str| match &opts.boards {
+                Some(list) => list.get(board).cloned().flatten(),
+                None => latest.get(board).and_then(|u| u.group.clone()),
+            };
+            for a in tasks::allocate_by_group(rounds, offers.values(), group_of) {
+                for (board, targets) in &a.boards {
+                    let msg = Assigned { proto: FLEET_PROTO, period: a.period, targets: *targets };
+                    let _ = link.client.publish(
+                        cfg.topic_assigned(board),
+                        QoS::AtLeastOnce,
+                        false,
+                        postcard::to_stdvec(&msg)?,
+                    );
+                    published += 1;
+                }
             }
             shared.stats.lock().expect("stats").assignments += 1;
         }

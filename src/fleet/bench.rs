@@ -109,6 +109,9 @@ pub fn run(bundle: &Bundle, rec: &Recording, o: &FleetBenchOptions) -> Result<Fl
     if o.boards == 0 || o.periods == 0 {
         bail!("--boards and --periods must be at least 1");
     }
+    if o.groups > o.boards {
+        bail!("--groups {} is more than --boards {}: every group needs a board", o.groups, o.boards);
+    }
     let mut broker = Mosquitto::start()?;
     let version = std::process::Command::new(Mosquitto::find().context("mosquitto")?)
         .arg("-h")

@@ -5,8 +5,8 @@
 //! and ensemble alike, with β ∈ {1, ¾, ½, ¼, 0} chosen by agreement on the board's own labelled
 //! rows. One side is the default and a mix replaces it only when it agrees on at least
 //! [`MIN_GAIN_ROWS`] more of those rows: a handful of rows cannot tell small differences apart. The
-//! default is the board's own links, except for a group's update ([`Trust::Group`]) backed by more
-//! samples than the board's own for that target: the group's boards share this board's conditions,
+//! default is the board's own links, except for a group's update ([`Trust::Group`]) that the other
+//! boards back with more samples than the board's own for that target: the group's boards share this board's conditions,
 //! so their average is the better bet when the rows cannot tell. Both sides descend from the same
 //! bundle by fine-tuning, which is what makes the average and the mix meaningful. A target without
 //! labelled rows takes the global links when the board has no local samples for it, and keeps its
@@ -20,7 +20,7 @@ use crate::model_set::ModelSet;
 use super::msg::{GlobalError, GlobalLinks, LinkUpdate, TargetDelta, TargetLinks};
 use super::quant::Quantized;
 
-/// Local shares tried, local first (the fallback wins ties).
+/// Local shares tried, local first (against a group's links, [`fuse`] tries them the other way).
 pub const BETAS: [f32; 5] = [1.0, 0.75, 0.5, 0.25, 0.0];
 
 /// A mix replaces the default only when it agrees on at least this many more labelled rows.
@@ -263,8 +263,9 @@ pub fn fuse(
                 }
             }
             Some((a0, n)) => {
-                // The default first: the board's own links, or a group's that more samples back.
-                let global_first = trust == Trust::Group && t.samples > own;
+                // The default first: the board's own links, or a group's that the other boards back
+                // with more samples than its own (the group's count includes the board's).
+                let global_first = trust == Trust::Group && t.samples.saturating_sub(own) > own;
                 let mut order = BETAS;
                 if global_first {
                     order.reverse();

@@ -10,7 +10,8 @@ use serde::{Deserialize, Serialize};
 use crate::bundle::{KEY_ID_LEN, SIGNATURE_LEN, hex};
 use crate::signing::key_id;
 
-/// Bumped on any change to a message below (2: global updates carry deltas).
+/// Bumped on any change to a message below (2: global updates carry deltas; 3: link updates carry
+/// the board's group).
 pub const FLEET_PROTO: u8 = 3;
 
 /// Magic of a signed global update: the envelope is magic, postcard [`GlobalLinks`], key id,

@@ -4,7 +4,9 @@
 //! as few boards as it needs: tasks by importance (summed over the boards that ask), most important
 //! first, each to the board with the most spare capacity that offered it and can still fit it,
 //! then to any board that fits (more important tasks go to more capable boards). A greedy multiple
-//! knapsack; each board's DCTA table still decides its own local tasks.
+//! knapsack; each board's DCTA table still decides its own local tasks. With groups the aggregator
+//! allocates within each group (and among the boards of no group): only the boards that receive
+//! the same average profit from one refresh.
 
 use crate::model_set::ModelSet;
 use std::collections::BTreeMap;
@@ -115,10 +117,46 @@ pub fn allocate(period: u32, offers: &[&TaskOffer]) -> TaskAssignment {
     }
 }
 
+/// [`allocate`] within each group: the offers of the boards `group_of` puts in one group (`None`:
+/// no group) are allocated among those boards alone. One allocation a group, in group order (no
+/// group first).
+pub fn allocate_by_group<'a>(
+    period: u32,
+    offers: impl IntoIterator<Item = &'a TaskOffer>,
+    group_of: impl Fn(&str) -> Option<String>,
+) -> Vec<TaskAssignment> {
+    let mut by_group: BTreeMap<Option<String>, Vec<&TaskOffer>> = BTreeMap::new();
+    for o in offers {
+        by_group.entry(group_of(&o.board)).or_default().push(o);
+    }
+    by_group.values().map(|o| allocate(period, o)).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::fleet::msg::TaskItem;
+
+    #[test]
+    fn tasks_stay_within_their_group() {
+        // Target 5 drifts on north's boards; only south's board has room for it.
+        let n1 = offer("n1", 0, &[(5, 900, 300)]);
+        let n2 = offer("n2", 0, &[(5, 800, 300)]);
+        let s1 = offer("s1", 1000, &[]);
+        let group_of = |b: &str| Some(if b.starts_with('n') { "north" } else { "south" }.to_string());
+        // Across the whole fleet it would go to south's board, whose refresh north never receives.
+        let whole = allocate(1, &[&n1, &n2, &s1]);
+        assert!(whole.boards.iter().any(|(b, m)| b == "s1" && m.contains(5)), "{whole:?}");
+        let grouped = allocate_by_group(1, [&n1, &n2, &s1], group_of);
+        assert_eq!(grouped.len(), 2);
+        for a in &grouped {
+            for (b, m) in &a.boards {
+                assert!(!(b == "s1" && m.contains(5)), "{grouped:?}");
+            }
+        }
+        // Without groups, one allocation, the whole fleet's.
+        assert_eq!(allocate_by_group(1, [&n1, &n2, &s1], |_| None), vec![whole]);
+    }
 
     fn offer(board: &str, capacity: u32, tasks: &[(u8, u16, u16)]) -> TaskOffer {
         TaskOffer {
