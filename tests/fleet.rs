@@ -479,6 +479,22 @@ fn a_group_with_nothing_new_is_not_sent_again() {
     std::thread::sleep(Duration::from_millis(300));
     let n = north.client.stats();
     assert_eq!((n.global_version, n.globals_accepted, n.globals_refused), (1, 1, 0), "{n:?}");
+    // `jetlink fleet status` shows the fleet's retained update and each group's.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_jetlink"))
+        .args(["fleet", "status", "--broker", &format!("127.0.0.1:{}", broker.port), "--fleet", "quiet"])
+        .args(["--wait-s", "1"])
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    for want in [
+        "global links: version 2, 2 boards",
+        "group north: version 1, 1 boards",
+        "group south: version 2, 1 boards",
+    ] {
+        assert!(text.contains(want), "{want:?} not in:\n{text}");
+    }
 }
 
 /// Fusion's default side: where the board's labelled rows cannot tell the two apart (here the

@@ -346,7 +346,9 @@ fn status(a: &StatusArgs) -> Result<()> {
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => bail!("{broker}: the connection ended"),
         }
     }
-    for topic in [cfg.topic_all("summary"), cfg.topic_global_links()] {
+    // The groups' whole updates too (retained, `jetlink/<fleet>/global/<group>/links`).
+    let group_links = cfg.topic_global(Some("+"), "links");
+    for topic in [cfg.topic_all("summary"), cfg.topic_global_links(), group_links] {
         client
             .subscribe(topic, QoS::AtLeastOnce)
             .map_err(|e| anyhow::anyhow!("{broker}: subscribing: {e}"))?;
@@ -354,18 +356,26 @@ fn status(a: &StatusArgs) -> Result<()> {
     let until = Instant::now() + std::time::Duration::from_secs_f64(a.wait_s);
     let mut boards: std::collections::BTreeMap<String, SummaryMsg> = Default::default();
     let mut global: Option<(GlobalLinks, usize)> = None;
+    let mut groups: std::collections::BTreeMap<String, (GlobalLinks, usize)> = Default::default();
+    // Shown, not trusted: boards check the signature; here only the body is read.
+    let body = |b: &[u8]| {
+        (b.len() > GLOBAL_MAGIC.len() + 72 && &b[..8] == GLOBAL_MAGIC)
+            .then(|| jetlink::binfile::decode_whole::<GlobalLinks>(&b[8..b.len() - 72]).ok())
+            .flatten()
+            .map(|g| (g, b.len()))
+    };
     // Messages on the summary topics that are not summaries this build can show, and why the last.
     let (mut refused, mut last_refusal) = (0u64, String::new());
     while Instant::now() < until {
         match link.recv_timeout(std::time::Duration::from_millis(50)) {
             Ok(Ok(Event::Incoming(Packet::Publish(p)))) => {
+                let levels: Vec<&str> = p.topic.split('/').collect();
                 if p.topic == cfg.topic_global_links() {
-                    // Shown, not trusted: boards check the signature; here only the body is read.
-                    let b = &p.payload;
-                    if b.len() > GLOBAL_MAGIC.len() + 72 && &b[..8] == GLOBAL_MAGIC {
-                        if let Ok(g) = jetlink::binfile::decode_whole::<GlobalLinks>(&b[8..b.len() - 72]) {
-                            global = Some((g, b.len()));
-                        }
+                    global = body(&p.payload).or(global);
+                } else if levels.len() == 5 && levels[2] == "global" {
+                    // jetlink/<fleet>/global/<group>/links
+                    if let Some(g) = body(&p.payload) {
+                        groups.insert(levels[3].to_string(), g);
                     }
                 } else {
                     // jetlink/<fleet>/<board>/summary: the board the topic names.
@@ -419,6 +429,15 @@ fn status(a: &StatusArgs) -> Result<()> {
             jetlink::bundle::hex(&g.model_hash)
         ),
         None => println!("global links: none published yet"),
+    }
+    for (name, (g, len)) in &groups {
+        println!(
+            "group {}: version {}, {} boards, {} targets, {len} bytes (signature not checked here)",
+            name.escape_default(),
+            g.version,
+            g.boards,
+            g.targets.len()
+        );
     }
     if refused > 0 {
         println!("{refused} messages on the summary topics refused (last: {last_refusal})");
