@@ -204,17 +204,11 @@ fn run(cfg: FleetConfig, opts: AggregateOptions, shared: Arc<Shared>) -> Result<
                             }
                             st.incompatible += 1;
                         }
-                        Ok(u) if group_check(opts.boards.as_ref(), &board, u.group.as_deref()).is_err() => {
-                            let why = group_check(opts.boards.as_ref(), &board, u.group.as_deref())
-                                .expect_err("checked by the guard");
-                            if limit.allow(Instant::now()) {
-                                log::warn!("fleet aggregate: link update from {board} refused: {why}");
-                            }
-                            st.refused += 1;
-                            st.last_refusal = Some(format!("{board}: {why}"));
-                        }
-                        // Checked before it is averaged: nothing poisoned gets signed.
-                        Ok(u) => match check_targets(&u.targets, Some(&opts.shapes)) {
+                        // Checked before it is averaged (its group against the list, its weights):
+                        // nothing poisoned gets signed.
+                        Ok(u) => match group_check(opts.boards.as_ref(), &board, u.group.as_deref())
+                            .and_then(|()| check_targets(&u.targets, Some(&opts.shapes)))
+                        {
                             Ok(()) => {
                                 st.updates += 1;
                                 latest.insert(board.clone(), u);

@@ -6,9 +6,10 @@
 //! rows. One side is the default and a mix replaces it only when it agrees on at least
 //! [`MIN_GAIN_ROWS`] more of those rows: a handful of rows cannot tell small differences apart. The
 //! default is the board's own links, except for a group's update ([`Trust::Group`]) that the other
-//! boards back with more samples than the board's own for that target: the group's boards share this board's conditions,
-//! so their average is the better bet when the rows cannot tell. Both sides descend from the same
-//! bundle by fine-tuning, which is what makes the average and the mix meaningful. A target without
+//! boards back with more samples than the board's own for that target: the group's boards share
+//! this board's conditions, so their average is the better bet when the rows cannot tell. Both
+//! sides descend from the same bundle by fine-tuning, which is what makes the average and the mix
+//! meaningful. A target without
 //! labelled rows takes the global links when the board has no local samples for it, and keeps its
 //! own otherwise. The mix is in weight space, so the tick's cost does not change (the paper mixes
 //! the two predictions through the ensemble layer, which would double the link work per tick).
