@@ -86,7 +86,7 @@ fn the_video_workload_rebuilds_from_its_committed_files() {
         "--sim-model-budget",
         "24000000",
         "--policies",
-        "refresh-4,interval-4",
+        "refresh-4,interval-4,oracle-refresh-4",
         "--budgets",
         "100%",
         "--no-variants",
@@ -96,7 +96,7 @@ fn the_video_workload_rebuilds_from_its_committed_files() {
     let (fresh, committed) =
         (json(&dir.join("mlink.json")), json(&root().join("docs/bench/video/mlink.json")));
     let rows = fresh["results"].as_array().unwrap();
-    assert_eq!(rows.len(), 3, "the main row, then one row per policy at one budget");
+    assert_eq!(rows.len(), 4, "the main row, then one row per policy at one budget");
     for row in rows {
         assert!(row["accuracy_tolerance"].is_object(), "the video workload declares score rules: {row}");
         let same = committed["results"]

@@ -182,8 +182,13 @@ impl Refresh {
                     }
                 }
             };
-            // No task waits more than 2K ticks: past that it goes first (held outputs age out).
-            let overdue = if age[j] != u32::MAX && age[j] as f32 >= 2.0 * self.k as f32 { 2.0 } else { 0.0 };
+            // The learnt policy lets no task wait more than 2K ticks: past that it goes first (a
+            // prediction that stays low would otherwise leave an output held for ever). The oracle
+            // needs no such rule: it refreshes what is stale now, oldest first, and nothing else.
+            let overdue = match self.mode {
+                Mode::Learnt if age[j] != u32::MAX && age[j] as f32 >= 2.0 * self.k as f32 => 2.0,
+                _ => 0.0,
+            };
             self.score[j] = stale * importance[j].max(1e-3) + overdue;
         }
         &self.score
@@ -433,6 +438,26 @@ mod tests {
         let s = r.score(&[1, 1], &hold, &[1.0, 1.0], held);
         assert!(s[0] > 0.8 && s[1] < 0.2, "{s:?}");
         assert_eq!(r.updates, 400);
+    }
+
+    /// Past 2K ticks held, the learnt policy refreshes an output whatever it predicts; the oracle
+    /// refreshes only what the reference says is stale, oldest first, however old the rest.
+    #[test]
+    fn only_the_learnt_policy_forces_old_outputs() {
+        let hold = vec![1.0; 2 * MAX_HOLD_AGE];
+        let (kinds, scorings) = ([OutputKind::Class; 2], [Scoring::tolerance(0.1); 2]);
+        let layout = crate::row::RowLayout::new([2, 2]);
+        // Task 0 still agrees with the reference; task 1 does not.
+        let outputs = [1.0, 0.0, 1.0, 0.0];
+        let held = Held { kinds: &kinds, scorings: &scorings, layout: &layout, outputs: &outputs };
+        let age = [40, 1];
+        let mut oracle = Refresh::new(Mode::Oracle, 2, 2, 4, 4, &[]);
+        oracle.reference.copy_from_slice(&[1.0, 0.0, 0.0, 1.0]);
+        let s = oracle.score(&age, &hold, &[1.0, 1.0], held);
+        assert!(s[0] < 1e-3 && s[1] >= 1.0, "{s:?}");
+        let mut learnt = Refresh::new(Mode::Learnt, 2, 2, 4, 4, &[]);
+        let s = learnt.score(&age, &hold, &[1.0, 1.0], held);
+        assert!(s[0] >= 2.0 && s[1] < 1.0, "{s:?}");
     }
 
     #[test]
