@@ -63,6 +63,7 @@ fn agg_options(
         start_version: 0,
         shapes: fuse::target_shapes(&bundle.links, &bundle.ensembles),
         boards: None,
+        forget_after: None,
         poll: Duration::from_millis(10),
     }
 }
@@ -495,6 +496,42 @@ fn a_group_with_nothing_new_is_not_sent_again() {
     ] {
         assert!(text.contains(want), "{want:?} not in:\n{text}");
     }
+}
+
+/// A board that stops sending is forgotten after `forget_after` rounds without it: its last update
+/// counts in the round it came for and the next (`forget_after` = 1), then leaves the average (the
+/// rounds' board counts go 1, 2, then 1).
+#[test]
+fn a_board_that_stops_sending_is_forgotten() {
+    let Some(broker) = broker() else { return };
+    let d = DemoSet::demo().unwrap();
+    let (bundle, rec) = (&d.bundle, &*d.reference);
+    let cfg = broker.config("forget");
+    let key = fleet_key();
+    let pk = key.verifying_key().to_bytes();
+    let opts = AggregateOptions { forget_after: Some(1), ..agg_options(key, bundle, 1, Some(4)) };
+    let agg = Aggregator::start(cfg.clone(), opts).unwrap();
+    let (gone, stays) = (
+        SimBoard::join(&cfg, bundle, "gone", pk, 16).unwrap(),
+        SimBoard::join(&cfg, bundle, "stays", pk, 16).unwrap(),
+    );
+    for b in [&gone, &stays] {
+        assert!(b.client.wait_for(WAIT, |s| s.connected), "{} did not connect", b.name);
+    }
+    let (_, val, _) = split(rec, 0..2000, 0, 16, 0);
+    let samples = vec![10; bundle.n_models()];
+    // Round 1: `gone` alone; rounds 2 to 4: `stays` alone, one upload a round.
+    gone.offer(rec, &samples, &val);
+    assert!(gone.client.wait_for(WAIT, |s| s.global_version == 1), "{:?}", gone.client.stats());
+    for v in 2..=4 {
+        // More samples each round: a board uploads only what it learnt since its last upload.
+        stays.offer(rec, &vec![10 * v as u32; bundle.n_models()], &val);
+        assert!(stays.client.wait_for(WAIT, |s| s.global_version == v), "{:?}", stays.client.stats());
+    }
+    let st = agg.stop().unwrap();
+    let boards: Vec<u32> = st.rounds.iter().map(|r| r.boards).collect();
+    assert_eq!(boards, [1, 2, 1, 1], "{:?}", st.rounds);
+    assert_eq!(st.forgotten, 1, "{st:?}");
 }
 
 /// Fusion's default side: where the board's labelled rows cannot tell the two apart (here the

@@ -125,6 +125,11 @@ pub(crate) struct AggregateArgs {
     /// id the broker lets through, in the group it names).
     #[arg(long, value_name = "FILE")]
     pub(crate) boards: Option<PathBuf>,
+    /// Forget a board that sent nothing (no link update, no task offer) in this many rounds: its
+    /// last update leaves the averages and its offer the task allocation until it sends again
+    /// (0: never forget).
+    #[arg(long, default_value_t = jetlink::fleet::aggregate::FORGET_AFTER_ROUNDS)]
+    pub(crate) forget_after_rounds: u32,
 }
 
 #[derive(clap::Args)]
@@ -253,6 +258,7 @@ fn aggregate(a: &AggregateArgs) -> Result<()> {
                 Some(ids)
             }
         },
+        forget_after: (a.forget_after_rounds > 0).then_some(a.forget_after_rounds),
         poll: std::time::Duration::from_millis(50),
     };
     // SIGTERM or SIGINT ends the run like its last round: the aggregator stops and its counts are
@@ -312,11 +318,12 @@ fn aggregate(a: &AggregateArgs) -> Result<()> {
     }
     let st = agg.stop()?;
     println!(
-        "{} updates, {} for other models, {} undecodable, {} refused by the checks{}",
+        "{} updates, {} for other models, {} undecodable, {} refused by the checks, {} board(s) forgotten{}",
         st.updates,
         st.incompatible,
         st.undecodable,
         st.refused,
+        st.forgotten,
         st.last_refusal.map(|r| format!(" (last: {r})")).unwrap_or_default()
     );
     Ok(())

@@ -47,8 +47,16 @@ pub struct AggregateOptions {
     /// id, or naming another group, is refused (`None`: any id the broker let through, in the group
     /// it names). The broker's ACL ties an id to its credentials; this list is the fleet's own.
     pub boards: Option<BTreeMap<String, Option<String>>>,
+    /// A board that sent nothing in this many rounds is forgotten: its last update leaves the
+    /// averages and its task offer the allocation, until it uploads again (`None`: never). A board
+    /// that left the fleet would otherwise stay in every average for ever, and keep being given
+    /// targets to refresh that nobody refreshes.
+    pub forget_after: Option<u32>,
     pub poll: Duration,
 }
+
+/// The CLI's default for [`AggregateOptions::forget_after`], in rounds.
+pub const FORGET_AFTER_ROUNDS: u32 = 10;
 
 /// One published round.
 #[derive(Clone, Debug)]
@@ -92,6 +100,8 @@ pub struct AggregateStats {
     /// Task offers received, and allocations published.
     pub offers: u32,
     pub assignments: u32,
+    /// Boards forgotten after [`AggregateOptions::forget_after`] rounds without an upload.
+    pub forgotten: u32,
 }
 
 struct Shared {
@@ -153,6 +163,8 @@ fn run(cfg: FleetConfig, opts: AggregateOptions, shared: Arc<Shared>) -> Result<
     let mut latest: BTreeMap<String, LinkUpdate> = BTreeMap::new();
     let mut offers: BTreeMap<String, TaskOffer> = BTreeMap::new();
     let mut fresh: BTreeMap<String, ()> = BTreeMap::new();
+    // Per board, the round its latest upload or offer arrived for (the next round's number then).
+    let mut seen: BTreeMap<String, u32> = BTreeMap::new();
     let mut last_round = Instant::now();
     let mut version = opts.start_version;
     // Per scope (the fleet's, each group's): what its boards hold and the version it was published at.
@@ -211,6 +223,7 @@ fn run(cfg: FleetConfig, opts: AggregateOptions, shared: Arc<Shared>) -> Result<
                         {
                             Ok(()) => {
                                 st.updates += 1;
+                                seen.insert(board.clone(), rounds + 1);
                                 latest.insert(board.clone(), u);
                                 fresh.insert(board, ());
                             }
@@ -237,6 +250,7 @@ fn run(cfg: FleetConfig, opts: AggregateOptions, shared: Arc<Shared>) -> Result<
                     match super::msg::decode_message::<TaskOffer>(&p.payload) {
                         Ok(o) if o.model_hash == opts.model_hash && o.board == board => {
                             st.offers += 1;
+                            seen.insert(board.clone(), rounds + 1);
                             offers.insert(board, o);
                         }
                         Ok(_) => {
@@ -281,6 +295,16 @@ fn run(cfg: FleetConfig, opts: AggregateOptions, shared: Arc<Shared>) -> Result<
             || (!fresh.is_empty() && last_round.elapsed() >= opts.period);
         if !due {
             continue;
+        }
+        // Boards silent for more than `forget_after` rounds leave the averages and the allocation.
+        if let Some(after) = opts.forget_after {
+            let gone = forget(&mut seen, rounds + 1, after);
+            for b in &gone {
+                latest.remove(b);
+                offers.remove(b);
+                log::info!("fleet aggregate: board {b} forgotten: nothing from it in {after} round(s)");
+            }
+            shared.stats.lock().expect("stats").forgotten += gone.len() as u32;
         }
         let t = Instant::now();
         let ups: Vec<&LinkUpdate> = latest.values().collect();
@@ -381,6 +405,17 @@ fn run(cfg: FleetConfig, opts: AggregateOptions, shared: Arc<Shared>) -> Result<
     limit.flush();
     let _ = link.client.disconnect();
     Ok(())
+}
+
+/// The boards of `seen` (each with the round its latest upload or task offer arrived for) that sent nothing for
+/// more than `after` rounds before round `round`, removed from `seen` and returned.
+fn forget(seen: &mut BTreeMap<String, u32>, round: u32, after: u32) -> Vec<String> {
+    let gone: Vec<String> =
+        seen.iter().filter(|&(_, &r)| round.saturating_sub(r) > after).map(|(b, _)| b.clone()).collect();
+    for b in &gone {
+        seen.remove(b);
+    }
+    gone
 }
 
 /// Whether `board` may upload as a member of `group`: the fleet's list (`boards`), where there is
@@ -528,6 +563,19 @@ mod tests {
         assert_eq!(group_check(None, "cam-9", Some("east")), Ok(()));
         assert!(group_check(None, "cam-9", Some("a/b")).unwrap_err().contains("group \"a/b\""));
         assert!(group_check(None, "cam-9", Some("global")).is_err());
+    }
+
+    /// A board is forgotten once more than `after` rounds passed since the round its latest upload
+    /// came for, not before; the others stay.
+    #[test]
+    fn a_board_silent_for_more_than_the_limit_is_forgotten() {
+        let mut seen: BTreeMap<String, u32> = [("a".to_string(), 1), ("b".to_string(), 3)].into();
+        assert!(forget(&mut seen, 3, 2).is_empty(), "round 3: a's upload is 2 rounds old");
+        assert_eq!(forget(&mut seen, 4, 2), ["a"]);
+        assert_eq!(seen.keys().collect::<Vec<_>>(), ["b"]);
+        assert!(forget(&mut seen, 5, 2).is_empty());
+        assert_eq!(forget(&mut seen, 6, 2), ["b"]);
+        assert!(seen.is_empty());
     }
 
     #[test]
