@@ -302,14 +302,9 @@ fn aggregate(a: &AggregateArgs) -> Result<()> {
         std::thread::sleep(std::time::Duration::from_millis(200));
         let st = agg.stats();
         for r in st.rounds.iter().skip(shown) {
-            let groups = match (r.groups, r.groups_seeded) {
-                (0, 0) => String::new(),
-                (n, 0) => format!(" and {n} group update(s) of {} bytes in all", r.group_bytes),
-                (n, s) => format!(
-                    " and {} group update(s) of {} bytes in all ({s} the fleet's average, for groups with no upload yet)",
-                    n + s,
-                    r.group_bytes
-                ),
+            let groups = match r.groups {
+                0 => String::new(),
+                n => format!(" and {n} group update(s) of {} bytes in all", r.group_bytes),
             };
             println!(
                 "version {}: {} boards, {} targets, {} bytes{groups}, averaged and signed in {:.0} us",

@@ -71,11 +71,9 @@ pub struct RoundReport {
     pub delta_bytes: usize,
     /// Size of the signed global update.
     pub bytes: usize,
-    /// Groups whose own average this round published (beside the fleet's), groups of the fleet's
-    /// list with no upload yet that were sent the fleet's average instead, and all these updates'
+    /// Groups whose own average this round published (beside the fleet's), and their updates'
     /// bytes: the whole and, where the group had a version before, the delta.
     pub groups: u32,
-    pub groups_seeded: u32,
     pub group_bytes: usize,
     pub group_delta_bytes: usize,
     pub published_at: Instant,
@@ -322,27 +320,10 @@ fn run(cfg: FleetConfig, opts: AggregateOptions, shared: Arc<Shared>) -> Result<
                 groups.entry(g).or_default().push(u);
             }
         }
-        // The groups of the fleet's list none of whose boards has sent anything (or all of whose
-        // boards were forgotten) get the fleet's average under their own scope, every round until
-        // one of them uploads: a board joining a new group starts from the fleet's links, not from
-        // nothing.
-        let seeded: Vec<&str> = opts
-            .boards
-            .iter()
-            .flat_map(|list| list.values().flatten())
-            .map(String::as_str)
-            .collect::<std::collections::BTreeSet<&str>>()
-            .into_iter()
-            .filter(|g| !groups.contains_key(g))
-            .collect();
         groups.retain(|_, ups| ups.iter().any(|u| fresh.contains_key(&u.board)));
         let mut group_msgs = Vec::new();
         for (g, ups) in &groups {
             let (targets, boards) = fuse::fedavg(ups);
-            group_msgs
-                .push((*g, publish_scope(&mut scopes, Some(g), &targets, boards, version, &cfg, &opts)));
-        }
-        for g in &seeded {
             group_msgs
                 .push((*g, publish_scope(&mut scopes, Some(g), &targets, boards, version, &cfg, &opts)));
         }
@@ -399,7 +380,6 @@ fn run(cfg: FleetConfig, opts: AggregateOptions, shared: Arc<Shared>) -> Result<
             bytes: len,
             delta_bytes: delta_len,
             groups: groups.len() as u32,
-            groups_seeded: seeded.len() as u32,
             group_bytes: group_bytes.0,
             group_delta_bytes: group_bytes.1,
             published_at: Instant::now(),
