@@ -672,8 +672,9 @@ impl<S: FrameSource, W: embedded_io::Write> Controller<S, W> {
             }
         } else {
             for _ in 0..runs {
+                // A task worth nothing (the oracle's output that is not stale) is not run.
                 let next = (0..n)
-                    .filter(|&j| !chosen.contains(j) && fits(chosen.with(j)))
+                    .filter(|&j| scores[j] > 0.0 && !chosen.contains(j) && fits(chosen.with(j)))
                     .max_by(|&a, &b| scores[a].total_cmp(&scores[b]));
                 match next {
                     Some(j) => chosen.insert(j),

@@ -32,7 +32,7 @@ pub const FEATURES: usize = 6;
 const RATE: f32 = 0.05;
 /// The weights before anything is learnt: the hold score's signal alone, p = σ(4·(1 − h) − 2).
 pub const PRIOR: [f32; FEATURES] = [-2.0, 0.0, 0.0, 4.0, 0.0, 0.0];
-/// Ages the build-time fit samples (the refresh policies hold an output at most 2K ticks).
+/// Ages the build-time fit samples (`refresh-K` holds an output at most 2K ticks).
 pub const FIT_AGES: usize = 16;
 
 /// The model's signals: `age` ticks held, `since` the frame change since the task last ran in units
@@ -173,8 +173,9 @@ impl Refresh {
                             &held.outputs[r.clone()],
                             &self.reference[r],
                         );
-                        // Stale first, then the oldest.
-                        (1.0 - a) + age[j].min(1 << 20) as f32 * 1e-7
+                        // Stale first, the oldest among equals; an output that is not stale is
+                        // worth nothing (the oracle refreshes only what is stale).
+                        if a < 1.0 { (1.0 - a) + age[j].min(1 << 20) as f32 * 1e-7 } else { 0.0 }
                     }
                     Mode::Learnt => {
                         let w = &self.weights[j];
@@ -441,7 +442,8 @@ mod tests {
     }
 
     /// Past 2K ticks held, the learnt policy refreshes an output whatever it predicts; the oracle
-    /// refreshes only what the reference says is stale, oldest first, however old the rest.
+    /// values only what the reference says is stale (an output that is not scores 0, however old),
+    /// the oldest first among equals.
     #[test]
     fn only_the_learnt_policy_forces_old_outputs() {
         let hold = vec![1.0; 2 * MAX_HOLD_AGE];
@@ -453,11 +455,15 @@ mod tests {
         let age = [40, 1];
         let mut oracle = Refresh::new(Mode::Oracle, 2, 2, 4, 4, &[]);
         oracle.reference.copy_from_slice(&[1.0, 0.0, 0.0, 1.0]);
-        let s = oracle.score(&age, &hold, &[1.0, 1.0], held);
-        assert!(s[0] < 1e-3 && s[1] >= 1.0, "{s:?}");
+        let s = oracle.score(&age, &hold, &[1.0, 1.0], held).to_vec();
+        assert!(s[0] == 0.0 && s[1] >= 1.0, "{s:?}");
+        // Both stale: the older first.
+        oracle.reference.copy_from_slice(&[0.0, 1.0, 0.0, 1.0]);
+        let s = oracle.score(&[3, 2], &hold, &[1.0, 1.0], held);
+        assert!(s[0] > s[1] && s[1] >= 1.0, "{s:?}");
         let mut learnt = Refresh::new(Mode::Learnt, 2, 2, 4, 4, &[]);
         let s = learnt.score(&age, &hold, &[1.0, 1.0], held);
-        assert!(s[0] >= 2.0 && s[1] < 1.0, "{s:?}");
+        assert!(s[0] >= 2.0, "{s:?}");
     }
 
     #[test]
