@@ -128,7 +128,7 @@ pub(crate) struct AggregateArgs {
     /// Forget a board that sent nothing (no link update, no task offer) in this many rounds: its
     /// last update leaves the averages and its offer the task allocation until it sends again
     /// (0: never forget).
-    #[arg(long, default_value_t = jetlink::fleet::aggregate::FORGET_AFTER_ROUNDS)]
+    #[arg(long, default_value_t = jetlink::fleet::FORGET_AFTER_ROUNDS)]
     pub(crate) forget_after_rounds: u32,
 }
 

@@ -55,9 +55,6 @@ pub struct AggregateOptions {
     pub poll: Duration,
 }
 
-/// The CLI's default for [`AggregateOptions::forget_after`], in rounds.
-pub const FORGET_AFTER_ROUNDS: u32 = 10;
-
 /// One published round.
 #[derive(Clone, Debug)]
 pub struct RoundReport {

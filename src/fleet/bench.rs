@@ -133,7 +133,7 @@ pub fn run(bundle: &Bundle, rec: &Recording, o: &FleetBenchOptions) -> Result<Fl
             start_version: 0,
             shapes: crate::fleet::fuse::target_shapes(&bundle.links, &bundle.ensembles),
             boards: None,
-            forget_after: Some(crate::fleet::aggregate::FORGET_AFTER_ROUNDS),
+            forget_after: Some(crate::fleet::FORGET_AFTER_ROUNDS),
             poll: Duration::from_millis(10),
         },
     )?;

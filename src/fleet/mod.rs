@@ -31,6 +31,11 @@ pub mod sim;
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// The aggregator's default for forgetting a board that sent nothing, in rounds (`jetlink fleet
+/// aggregate --forget-after-rounds`, `aggregate::AggregateOptions::forget_after`). Here, not in
+/// `aggregate`, so that the command line builds without the `fleet` feature.
+pub const FORGET_AFTER_ROUNDS: u32 = 10;
+
 use crate::bundle::{Bundle, sha256};
 use msg::ModelHash;
 
