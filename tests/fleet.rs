@@ -444,6 +444,22 @@ fn boards_that_share_their_drift_gain_from_their_group() {
     assert!(grouped.1 > 0.02, "the newcomer gained {:+.4} from its group", grouped.1);
 }
 
+/// Boards joined to `cfg`'s fleet, each by its name and in its group (if any), with room for 16
+/// labelled rows, once each is connected.
+fn join_connected<const N: usize>(
+    cfg: &FleetConfig,
+    bundle: &jetlink::bundle::Bundle,
+    pk: [u8; 32],
+    boards: [(&str, Option<&str>); N],
+) -> [SimBoard; N] {
+    boards.map(|(name, group)| {
+        let c = FleetConfig { group: group.map(str::to_owned), ..cfg.clone() };
+        let b = SimBoard::join(&c, bundle, name, pk, 16).unwrap();
+        assert!(b.client.wait_for(WAIT, |s| s.connected), "{name} did not connect");
+        b
+    })
+}
+
 /// A round publishes a group's update only when one of its boards sent something new: north's
 /// board uploads and round 1 publishes north's; south's board uploads and round 2 publishes
 /// south's, not north's again (north's board would fuse the same links over what it adapted since).
@@ -459,14 +475,7 @@ fn a_group_with_nothing_new_is_not_sent_again() {
         [("n1".to_string(), Some("north".to_string())), ("s1".to_string(), Some("south".to_string()))];
     let opts = AggregateOptions { boards: Some(roster.into()), ..agg_options(key, bundle, 1, Some(2)) };
     let agg = Aggregator::start(cfg.clone(), opts).unwrap();
-    let join = |name: &str, group: &str| {
-        let c = FleetConfig { group: Some(group.into()), ..cfg.clone() };
-        SimBoard::join(&c, bundle, name, pk, 16).unwrap()
-    };
-    let (north, south) = (join("n1", "north"), join("s1", "south"));
-    for b in [&north, &south] {
-        assert!(b.client.wait_for(WAIT, |s| s.connected), "{} did not connect", b.name);
-    }
+    let [north, south] = join_connected(&cfg, bundle, pk, [("n1", Some("north")), ("s1", Some("south"))]);
     let (_, val, _) = split(rec, 0..2000, 0, 16, 0);
     let samples = vec![10; bundle.n_models()];
     north.offer(rec, &samples, &val);
@@ -511,13 +520,7 @@ fn a_board_that_stops_sending_is_forgotten() {
     let pk = key.verifying_key().to_bytes();
     let opts = AggregateOptions { forget_after: Some(1), ..agg_options(key, bundle, 1, Some(4)) };
     let agg = Aggregator::start(cfg.clone(), opts).unwrap();
-    let (gone, stays) = (
-        SimBoard::join(&cfg, bundle, "gone", pk, 16).unwrap(),
-        SimBoard::join(&cfg, bundle, "stays", pk, 16).unwrap(),
-    );
-    for b in [&gone, &stays] {
-        assert!(b.client.wait_for(WAIT, |s| s.connected), "{} did not connect", b.name);
-    }
+    let [gone, stays] = join_connected(&cfg, bundle, pk, [("gone", None), ("stays", None)]);
     let (_, val, _) = split(rec, 0..2000, 0, 16, 0);
     let samples = vec![10; bundle.n_models()];
     // Round 1: `gone` alone; rounds 2 to 4: `stays` alone, one upload a round.

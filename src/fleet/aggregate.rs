@@ -48,7 +48,8 @@ pub struct AggregateOptions {
     /// it names). The broker's ACL ties an id to its credentials; this list is the fleet's own.
     pub boards: Option<BTreeMap<String, Option<String>>>,
     /// A board that sent nothing in this many rounds is forgotten: its last update leaves the
-    /// averages and its task offer the allocation, until it uploads again (`None`: never). A board
+    /// averages and its task offer the allocation, until it sends again, an upload or an offer
+    /// (`None`: never). A board
     /// that left the fleet would otherwise stay in every average for ever, and keep being given
     /// targets to refresh that nobody refreshes.
     pub forget_after: Option<u32>,
@@ -97,7 +98,8 @@ pub struct AggregateStats {
     /// Task offers received, and allocations published.
     pub offers: u32,
     pub assignments: u32,
-    /// Boards forgotten after [`AggregateOptions::forget_after`] rounds without an upload.
+    /// Boards forgotten after [`AggregateOptions::forget_after`] rounds without an upload or an
+    /// offer.
     pub forgotten: u32,
 }
 
@@ -404,8 +406,8 @@ fn run(cfg: FleetConfig, opts: AggregateOptions, shared: Arc<Shared>) -> Result<
     Ok(())
 }
 
-/// The boards of `seen` (each with the round its latest upload or task offer arrived for) that sent nothing for
-/// more than `after` rounds before round `round`, removed from `seen` and returned.
+/// The boards of `seen` (each with the round its latest upload or task offer arrived for) that
+/// sent nothing for more than `after` rounds before round `round`, removed from `seen` and returned.
 fn forget(seen: &mut BTreeMap<String, u32>, round: u32, after: u32) -> Vec<String> {
     let gone: Vec<String> =
         seen.iter().filter(|&(_, &r)| round.saturating_sub(r) > after).map(|(b, _)| b.clone()).collect();
